@@ -1,0 +1,61 @@
+//! Every limit and tunable of the server in one struct.
+//!
+//! The command line (`main.rs`) fills a [`Config`]; the event loop and the chat core only read it.
+//! Each field says what it bounds and why its default is what it is, so a reader can tell what a
+//! limit protects against without hunting for where it is enforced.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Settings of one server instance.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Addresses to accept line-protocol clients on. Loopback by default, so exposing the server
+    /// to a network is a deliberate `--listen 0.0.0.0:9223`.
+    pub listen: Vec<SocketAddr>,
+    /// Longest accepted line in bytes, not counting the `\n` (or `\r\n`) that ends it. It also
+    /// bounds what a client that never sends a newline can make the server hold for it.
+    pub max_line: usize,
+    /// Messages each room remembers and replays to a client that joins it (0 = no history).
+    pub history: usize,
+    /// Token bucket size: how many lines a client may send back to back before the rate applies.
+    pub flood_burst: u32,
+    /// Lines per second a client may keep sending; 0 turns flood control off. Over the rate the
+    /// server stops reading that socket until tokens refill, so TCP pushes back on the sender and
+    /// nothing is dropped.
+    pub flood_rate: f64,
+    /// Bytes of output queued for one client above which it is disconnected as a slow consumer
+    /// ("send queue exceeded"). Bounds server memory whatever a client does.
+    pub max_sendq: usize,
+    /// Connections served at once; further ones get one line saying why and are closed.
+    pub max_clients: usize,
+    /// Connections allowed from one IP address (0 = unlimited).
+    pub max_per_ip: usize,
+    /// Disconnect a client that has sent nothing for this long (`None` = never).
+    pub idle_timeout: Option<Duration>,
+    /// How long a shutdown waits for queued output to drain before closing what is left.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Default port of the line protocol, the port of the sketch pollchat started from.
+    pub const DEFAULT_PORT: u16 = 9223;
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], Self::DEFAULT_PORT))],
+            max_line: 4096,
+            history: 50,
+            flood_burst: 10,
+            flood_rate: 5.0,
+            max_sendq: 1 << 20,
+            // The command line replaces this with what RLIMIT_NOFILE allows.
+            max_clients: 1024,
+            max_per_ip: 0,
+            idle_timeout: None,
+            shutdown_grace: Duration::from_secs(2),
+        }
+    }
+}

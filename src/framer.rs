@@ -1,0 +1,289 @@
+//! Splitting a byte stream into newline-delimited lines, with a hard bound on what it holds.
+//!
+//! The event loop reads every socket into one shared scratch buffer and hands the bytes to the
+//! connection's [`LineFramer`]. Complete lines are returned as slices of that input, with no copy;
+//! only the unfinished tail of a line is kept, in the framer's own buffer, which is released as
+//! soon as it is empty (an idle connection holds no framing memory at all).
+//!
+//! The contract, after mini-redis's `Connection::read_frame`: asking for the next frame when none
+//! is complete is `None`, not an error. A line longer than the limit yields [`Frame::TooLong`] as
+//! soon as the limit is crossed; the rest of that line is skipped as it arrives, never buffered, so
+//! a client that never sends a newline cannot make the server hold more than `max_line + 1` bytes.
+//!
+//! Complete lines that the connection could not process yet (flood control stopped it) can be put
+//! back with [`LineFramer::stash`]; they are returned first on the next call.
+
+/// One item cut from the stream.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A line without its `\n` and without one trailing `\r`.
+    Line(&'a [u8]),
+    /// A line went over the limit; the rest of it is being discarded.
+    TooLong,
+}
+
+/// Per-connection framing state.
+#[derive(Debug, Default)]
+pub struct LineFramer {
+    /// Bytes not returned yet: the start of an unfinished line, or stashed input that still holds
+    /// complete lines. Empty (and unallocated) most of the time.
+    buf: Vec<u8>,
+    /// Offset in `buf` of the first byte not returned yet; the bytes before it belong to the frame
+    /// returned last and are dropped on the next call.
+    start: usize,
+    /// Set while skipping the remainder of an over-long line up to its newline.
+    discarding: bool,
+}
+
+impl LineFramer {
+    /// Returns the next frame, taking bytes from the front of `input` (and from what is buffered
+    /// first). `None` means `input` is used up and no complete line is buffered; an unfinished
+    /// line has been kept for the next call.
+    pub fn next_frame<'s, 'i: 's>(
+        &'s mut self,
+        input: &mut &'i [u8],
+        max_line: usize,
+    ) -> Option<Frame<'s>> {
+        self.release_returned();
+        if self.discarding {
+            match find_newline(input) {
+                Some(i) => {
+                    *input = &input[i + 1..];
+                    self.discarding = false;
+                }
+                None => {
+                    *input = &[];
+                    return None;
+                }
+            }
+        }
+        if self.start < self.buf.len() {
+            return self.next_buffered(input, max_line);
+        }
+        // Nothing buffered: frame straight from the caller's bytes, without copying.
+        match find_newline(input) {
+            Some(i) => {
+                let line = &input[..i];
+                *input = &input[i + 1..];
+                Some(finish(line, max_line))
+            }
+            None if input.is_empty() => None,
+            None if input.len() > max_line + 1 => {
+                *input = &[];
+                self.discarding = true;
+                Some(Frame::TooLong)
+            }
+            None => {
+                self.buf.extend_from_slice(input);
+                *input = &[];
+                None
+            }
+        }
+    }
+
+    /// The frame when bytes are buffered: a stashed complete line, or a partial line finished by
+    /// `input`.
+    fn next_buffered<'s, 'i: 's>(
+        &'s mut self,
+        input: &mut &'i [u8],
+        max_line: usize,
+    ) -> Option<Frame<'s>> {
+        let pending = self.buf.len() - self.start;
+        if let Some(i) = find_newline(&self.buf[self.start..]) {
+            let from = self.start;
+            self.start += i + 1;
+            return Some(finish(&self.buf[from..from + i], max_line));
+        }
+        match find_newline(input) {
+            Some(i) if pending + i > max_line + 1 => {
+                *input = &input[i + 1..];
+                self.clear();
+                Some(Frame::TooLong)
+            }
+            Some(i) => {
+                self.buf.extend_from_slice(&input[..i]);
+                *input = &input[i + 1..];
+                let from = self.start;
+                self.start = self.buf.len();
+                Some(finish(&self.buf[from..], max_line))
+            }
+            None if pending + input.len() > max_line + 1 => {
+                *input = &[];
+                self.clear();
+                self.discarding = true;
+                Some(Frame::TooLong)
+            }
+            None => {
+                self.buf.drain(..self.start);
+                self.start = 0;
+                self.buf.extend_from_slice(input);
+                *input = &[];
+                None
+            }
+        }
+    }
+
+    /// Keeps `input`, unprocessed, to be framed before anything read later.
+    pub fn stash(&mut self, input: &[u8]) {
+        if input.is_empty() {
+            return;
+        }
+        self.release_returned();
+        self.buf.drain(..self.start);
+        self.start = 0;
+        self.buf.extend_from_slice(input);
+    }
+
+    /// True when stashed bytes may hold a complete line, so the owner has work left without
+    /// reading the socket.
+    pub fn has_backlog(&self) -> bool {
+        find_newline(&self.buf[self.start..]).is_some()
+    }
+
+    /// Bytes held for this connection.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// At end of stream: the unfinished last line, if any (a client may send its last line
+    /// without a newline before closing).
+    pub fn take_partial(&mut self, max_line: usize) -> Option<Vec<u8>> {
+        self.release_returned();
+        let rest = self.buf[self.start..].to_vec();
+        self.clear();
+        match finish(&rest, max_line) {
+            Frame::Line(l) if !l.is_empty() && !self.discarding => Some(l.to_vec()),
+            _ => None,
+        }
+    }
+
+    fn release_returned(&mut self) {
+        if self.start > 0 && self.start >= self.buf.len() {
+            self.clear();
+        }
+    }
+
+    /// Drops the buffer's memory too: most connections hold no partial line most of the time.
+    fn clear(&mut self) {
+        self.buf = Vec::new();
+        self.start = 0;
+    }
+}
+
+fn find_newline(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\n')
+}
+
+fn finish(line: &[u8], max_line: usize) -> Frame<'_> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.len() > max_line {
+        Frame::TooLong
+    } else {
+        Frame::Line(line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `chunks` one after another and collects what comes out, as strings.
+    fn frames(framer: &mut LineFramer, chunks: &[&[u8]], max: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        for chunk in chunks {
+            let mut input = *chunk;
+            while let Some(f) = framer.next_frame(&mut input, max) {
+                out.push(match f {
+                    Frame::Line(l) => String::from_utf8(l.to_vec()).unwrap(),
+                    Frame::TooLong => "<too long>".to_string(),
+                });
+            }
+            assert!(input.is_empty(), "None must mean the input was used up");
+        }
+        out
+    }
+
+    #[test]
+    fn splits_lines_and_strips_one_cr() {
+        let mut f = LineFramer::default();
+        assert_eq!(
+            frames(&mut f, &[b"a\nbb\r\n\nc\r\r\n"], 100),
+            ["a", "bb", "", "c\r"]
+        );
+        assert_eq!(f.buffered(), 0);
+    }
+
+    #[test]
+    fn joins_a_line_split_across_reads() {
+        let mut f = LineFramer::default();
+        assert_eq!(
+            frames(&mut f, &[b"hel", b"lo wo", b"rld\nnext", b"\n"], 100),
+            ["hello world", "next"]
+        );
+        assert_eq!(f.buffered(), 0);
+        assert_eq!(f.buf.capacity(), 0, "an empty framer gives its memory back");
+    }
+
+    #[test]
+    fn a_line_of_exactly_max_passes_with_crlf() {
+        let mut f = LineFramer::default();
+        assert_eq!(frames(&mut f, &[b"abcd\r\n"], 4), ["abcd"]);
+        assert_eq!(frames(&mut f, &[b"ab", b"cd\r", b"\n"], 4), ["abcd"]);
+        assert_eq!(frames(&mut f, &[b"abcde\n"], 4), ["<too long>"]);
+    }
+
+    #[test]
+    fn too_long_line_is_reported_once_and_skipped_without_buffering() {
+        let mut f = LineFramer::default();
+        // No newline yet: reported as soon as the limit is crossed.
+        assert_eq!(frames(&mut f, &[b"0123456789"], 4), ["<too long>"]);
+        assert_eq!(f.buffered(), 0);
+        // The rest of that line is dropped as it arrives, then framing resumes.
+        assert_eq!(frames(&mut f, &[b"xxxxxxxx", b"yyyy\nok\n"], 4), ["ok"]);
+    }
+
+    #[test]
+    fn too_long_across_reads_is_caught_in_the_partial_buffer() {
+        let mut f = LineFramer::default();
+        assert_eq!(frames(&mut f, &[b"abc", b"def"], 4), ["<too long>"]);
+        assert_eq!(f.buffered(), 0);
+        assert_eq!(frames(&mut f, &[b"ghi\nfine\n"], 4), ["fine"]);
+        assert_eq!(
+            frames(&mut f, &[b"abc", b"defg\nz\n"], 4),
+            ["<too long>", "z"]
+        );
+    }
+
+    #[test]
+    fn never_holds_more_than_max_plus_one() {
+        let mut f = LineFramer::default();
+        for _ in 0..1000 {
+            let mut input: &[u8] = b"no newline here";
+            while f.next_frame(&mut input, 64).is_some() {}
+            assert!(f.buffered() <= 65);
+        }
+    }
+
+    #[test]
+    fn stashed_lines_come_first() {
+        let mut f = LineFramer::default();
+        let mut input: &[u8] = b"one\ntwo\nthr";
+        assert_eq!(f.next_frame(&mut input, 100), Some(Frame::Line(b"one")));
+        // The caller stops here (out of tokens) and keeps the rest.
+        f.stash(input);
+        assert!(f.has_backlog());
+        assert_eq!(
+            frames(&mut f, &[b"", b"ee\nfour\n"], 100),
+            ["two", "three", "four"]
+        );
+        assert!(!f.has_backlog());
+    }
+
+    #[test]
+    fn take_partial_returns_an_unterminated_last_line() {
+        let mut f = LineFramer::default();
+        assert!(frames(&mut f, &[b"bye"], 100).is_empty());
+        assert_eq!(f.take_partial(100), Some(b"bye".to_vec()));
+        assert_eq!(f.take_partial(100), None);
+    }
+}
