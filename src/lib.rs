@@ -1,3 +1,4 @@
 pub mod config;
 pub mod core;
 pub mod framer;
+pub mod protocol;

@@ -1,0 +1,606 @@
+//! The line protocol: what `nc` and `telnet` users type, and what they read back.
+//!
+//! Client → server: a plain line is a message to the current room; a line starting with `/` is a
+//! command (`//text` sends `/text` literally). Server → client: one line per item, ending in
+//! `\r\n` (telnet's line end; `nc` shows it just the same), whose first token says what it is:
+//!
+//! | first token | meaning | example |
+//! |---|---|---|
+//! | `WELCOME` | greeting: your nick and room | `WELCOME guest1 #lobby welcome to pollchat…` |
+//! | `MSG` | live room message / action | `MSG #lobby <alice> hi` / `MSG #lobby * alice waves` |
+//! | `HISTORY` | replayed room message | `HISTORY #lobby 2026-11-27T18:56:52Z <alice> hi` |
+//! | `PRIV` | private message / action | `PRIV <alice> psst` / `PRIV * alice winks` |
+//! | `JOIN` `PART` `QUIT` `NICK` `TOPIC` | presence and room changes | `QUIT alice quit: bye` |
+//! | `NAMES` `ROOM` | members of a room, one room of a list | `NAMES #lobby alice bob(away)` |
+//! | `NOTICE` | information for you | `NOTICE now talking in #rust` |
+//! | `ERROR` | your last line did nothing; code, then why | `ERROR nick-in-use …` |
+//! | `BYE` | the server is closing your connection, and why | `BYE server shutting down` |
+//!
+//! Every user-supplied piece of a server line has passed the core's checks (no CR, LF or NUL) and
+//! this parser's (no other control characters), so no one can forge or split another's line.
+//!
+//! This module only parses and renders; it keeps no state and does no I/O.
+
+use std::fmt::Write as _;
+
+use super::iso8601;
+use crate::core::{Command, Event};
+
+/// What one client line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Something for the chat core.
+    Chat(Command),
+    /// `/quit [reason]`.
+    Quit(Option<String>),
+    /// `/help`.
+    Help,
+    /// An empty line: nothing to do.
+    Nothing,
+}
+
+/// Why a line was refused before reaching the core. The line is dropped; the connection stays.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LineError {
+    TooLong(usize),
+    BadUtf8,
+    Nul,
+    /// A control character other than tab (a bare CR, an escape sequence…).
+    ControlChar,
+    UnknownCommand(String),
+    /// A known command with the wrong arguments: its usage.
+    Usage(&'static str),
+}
+
+/// Commands with their usage, as `/help` shows them.
+const COMMANDS: &[(&str, &str)] = &[
+    ("nick", "/nick NAME               change your nick"),
+    (
+        "join",
+        "/join #room              join (or create) a room and talk there",
+    ),
+    (
+        "part",
+        "/part [#room] [reason]   leave a room (default: the current one)",
+    ),
+    (
+        "rooms",
+        "/rooms                   list rooms with member counts and topics",
+    ),
+    ("who", "/who [#room]             list the members of a room"),
+    ("msg", "/msg NICK text           send a private message"),
+    ("me", "/me action              act in the current room"),
+    (
+        "topic",
+        "/topic [text]            show or set the current room's topic",
+    ),
+    (
+        "away",
+        "/away [message]          mark yourself away; no message: back",
+    ),
+    (
+        "whois",
+        "/whois NICK              rooms, away, idle time of a user",
+    ),
+    ("quit", "/quit [reason]           leave the server"),
+    (
+        "help",
+        "/help                    this list; //text sends /text literally",
+    ),
+];
+
+fn usage(name: &str) -> &'static str {
+    COMMANDS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, u)| u.split("  ").next().unwrap_or(u))
+        .unwrap_or("/help")
+}
+
+/// Parses one framed line (without its line end).
+pub fn parse(line: &[u8]) -> Result<Request, LineError> {
+    if line.contains(&0) {
+        return Err(LineError::Nul);
+    }
+    let line = std::str::from_utf8(line).map_err(|_| LineError::BadUtf8)?;
+    if line.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(LineError::ControlChar);
+    }
+    if line.trim().is_empty() {
+        return Ok(Request::Nothing);
+    }
+    let say = |text: &str| {
+        Request::Chat(Command::Say {
+            room: None,
+            text: text.to_string(),
+            action: false,
+        })
+    };
+    let Some(rest) = line.strip_prefix('/') else {
+        return Ok(say(line));
+    };
+    if rest.starts_with('/') {
+        return Ok(say(rest));
+    }
+    let (name, args) = match rest.split_once([' ', '\t']) {
+        Some((name, args)) => (name, args.trim()),
+        None => (rest, ""),
+    };
+    let name = name.to_ascii_lowercase();
+    let words: Vec<&str> = args.split_whitespace().collect();
+    // The text after the first word, as typed.
+    let after_first = || {
+        args.split_once([' ', '\t'])
+            .map(|(_, t)| t.trim_start())
+            .unwrap_or("")
+    };
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let bad = || Err(LineError::Usage(usage(&name)));
+    let command = match (name.as_str(), words.len()) {
+        ("nick", 1) => Command::Nick(args.to_string()),
+        ("join", 1) => Command::Join(args.to_string()),
+        ("part", _) => match words.first() {
+            Some(w) if w.starts_with('#') => Command::Part {
+                room: Some(w.to_string()),
+                reason: opt(after_first()),
+            },
+            _ => Command::Part {
+                room: None,
+                reason: opt(args),
+            },
+        },
+        ("rooms" | "list", 0) => Command::Rooms,
+        ("who" | "names", 0) => Command::Who(None),
+        ("who" | "names", 1) => Command::Who(Some(args.to_string())),
+        ("msg", n) if n >= 2 => Command::Private {
+            to: words[0].to_string(),
+            text: after_first().to_string(),
+            action: false,
+        },
+        ("me", n) if n >= 1 => Command::Say {
+            room: None,
+            text: args.to_string(),
+            action: true,
+        },
+        ("topic", _) => Command::Topic {
+            room: None,
+            text: opt(args),
+        },
+        ("away", _) => Command::Away(opt(args)),
+        ("whois", 1) => Command::Whois(args.to_string()),
+        ("quit", _) => return Ok(Request::Quit(opt(args))),
+        ("help", _) => return Ok(Request::Help),
+        (known, _)
+            if COMMANDS.iter().any(|(n, _)| *n == known) || known == "list" || known == "names" =>
+        {
+            return bad();
+        }
+        _ => return Err(LineError::UnknownCommand(name)),
+    };
+    Ok(Request::Chat(command))
+}
+
+/// Longest `NAMES` line before the member list continues on another one.
+const NAMES_LINE_MAX: usize = 400;
+
+/// Renders one core event as one or more complete lines.
+pub fn render(event: &Event) -> Vec<u8> {
+    let mut s = String::with_capacity(64);
+    match event {
+        Event::Message {
+            room,
+            from,
+            text,
+            action: false,
+        } => line(&mut s, format_args!("MSG {room} <{from}> {text}")),
+        Event::Message {
+            room,
+            from,
+            text,
+            action: true,
+        } => line(&mut s, format_args!("MSG {room} * {from} {text}")),
+        Event::History {
+            room,
+            from,
+            text,
+            action,
+            at,
+        } => {
+            let who = if *action {
+                format!("* {from}")
+            } else {
+                format!("<{from}>")
+            };
+            line(
+                &mut s,
+                format_args!("HISTORY {room} {} {who} {text}", iso8601(*at)),
+            );
+        }
+        Event::Private {
+            from,
+            text,
+            action: false,
+        } => line(&mut s, format_args!("PRIV <{from}> {text}")),
+        Event::Private {
+            from,
+            text,
+            action: true,
+        } => line(&mut s, format_args!("PRIV * {from} {text}")),
+        Event::Joined { room, nick } => line(&mut s, format_args!("JOIN {room} {nick}")),
+        Event::Parted { room, nick, reason } => line(
+            &mut s,
+            format_args!("PART {room} {nick}{}", spaced(reason.as_deref())),
+        ),
+        Event::Quit { nick, reason } => line(&mut s, format_args!("QUIT {nick} {reason}")),
+        Event::NickChanged { old, new } => line(&mut s, format_args!("NICK {old} {new}")),
+        Event::TopicChanged { room, by, topic } => line(
+            &mut s,
+            format_args!("TOPIC {room} {by}{}", spaced(topic.as_deref())),
+        ),
+        Event::CurrentRoom { room: Some(room) } => {
+            line(&mut s, format_args!("NOTICE now talking in {room}"))
+        }
+        Event::CurrentRoom { room: None } => line(
+            &mut s,
+            format_args!("NOTICE you are in no room now: /join #room"),
+        ),
+        Event::TopicIs {
+            room,
+            topic: Some(t),
+        } => line(
+            &mut s,
+            format_args!(
+                "NOTICE topic of {room}: {} (set by {} at {})",
+                t.text,
+                t.by,
+                iso8601(t.at)
+            ),
+        ),
+        Event::TopicIs { room, topic: None } => {
+            line(&mut s, format_args!("NOTICE {room} has no topic"))
+        }
+        Event::Names { room, members } => {
+            let mut current = format!("NAMES {room}");
+            for m in members {
+                let entry = if m.away {
+                    format!(" {}(away)", m.nick)
+                } else {
+                    format!(" {}", m.nick)
+                };
+                if current.len() + entry.len() > NAMES_LINE_MAX {
+                    line(&mut s, format_args!("{current}"));
+                    current = format!("NAMES {room}");
+                }
+                current.push_str(&entry);
+            }
+            line(&mut s, format_args!("{current}"));
+        }
+        Event::RoomList(rooms) => {
+            for r in rooms {
+                line(
+                    &mut s,
+                    format_args!(
+                        "ROOM {} {}{}",
+                        r.name,
+                        r.members,
+                        spaced(r.topic.as_deref())
+                    ),
+                );
+            }
+            let n = rooms.len();
+            line(
+                &mut s,
+                format_args!("NOTICE {n} room{}", if n == 1 { "" } else { "s" }),
+            );
+        }
+        Event::Whois(w) => {
+            let rooms: Vec<&str> = w.rooms.iter().map(|r| &**r).collect();
+            let nick = &w.nick;
+            line(
+                &mut s,
+                format_args!(
+                    "NOTICE {nick} is in: {}",
+                    if rooms.is_empty() {
+                        "no room".to_string()
+                    } else {
+                        rooms.join(" ")
+                    }
+                ),
+            );
+            line(
+                &mut s,
+                format_args!(
+                    "NOTICE {nick} connected since {}, idle {}s",
+                    iso8601(w.connected_at),
+                    w.idle_secs
+                ),
+            );
+            if let Some(away) = &w.away {
+                line(&mut s, format_args!("NOTICE {nick} is away: {away}"));
+            }
+        }
+        Event::AwayIs { away: true } => line(&mut s, format_args!("NOTICE you are marked as away")),
+        Event::AwayIs { away: false } => line(
+            &mut s,
+            format_args!("NOTICE you are no longer marked as away"),
+        ),
+        Event::TargetAway { nick, message } => {
+            line(&mut s, format_args!("NOTICE {nick} is away: {message}"))
+        }
+        Event::Error(e) => line(&mut s, format_args!("ERROR {} {e}", e.code())),
+    }
+    s.into_bytes()
+}
+
+/// The reply to a refused line.
+pub fn render_error(error: &LineError) -> Vec<u8> {
+    let mut s = String::new();
+    match error {
+        LineError::TooLong(max) => line(
+            &mut s,
+            format_args!("ERROR too-long line longer than {max} bytes, discarded"),
+        ),
+        LineError::BadUtf8 => line(
+            &mut s,
+            format_args!("ERROR bad-utf8 line is not valid UTF-8, discarded"),
+        ),
+        LineError::Nul => line(
+            &mut s,
+            format_args!("ERROR bad-char line contains a NUL byte, discarded"),
+        ),
+        LineError::ControlChar => line(
+            &mut s,
+            format_args!("ERROR bad-char line contains a control character, discarded"),
+        ),
+        LineError::UnknownCommand(name) => line(
+            &mut s,
+            format_args!("ERROR unknown-command /{name}: /help lists the commands"),
+        ),
+        LineError::Usage(usage) => line(&mut s, format_args!("ERROR usage {usage}")),
+    }
+    s.into_bytes()
+}
+
+/// The greeting: assigned nick and starting room first, so a script can read them.
+pub fn render_welcome(nick: &str, room: &str) -> Vec<u8> {
+    let mut s = String::new();
+    line(
+        &mut s,
+        format_args!(
+            "WELCOME {nick} {room} welcome to pollchat, {nick}! You are in {room}; /help lists the commands"
+        ),
+    );
+    s.into_bytes()
+}
+
+/// The last line a connection gets before the server closes it.
+pub fn render_bye(reason: &str) -> Vec<u8> {
+    let mut s = String::new();
+    line(&mut s, format_args!("BYE {reason}"));
+    s.into_bytes()
+}
+
+pub fn render_help() -> Vec<u8> {
+    let mut s = String::new();
+    line(
+        &mut s,
+        format_args!("NOTICE commands (a line without / talks in the current room):"),
+    );
+    for (_, help) in COMMANDS {
+        line(&mut s, format_args!("NOTICE   {help}"));
+    }
+    s.into_bytes()
+}
+
+fn line(s: &mut String, args: std::fmt::Arguments<'_>) {
+    let _ = s.write_fmt(args);
+    s.push_str("\r\n");
+}
+
+fn spaced(text: Option<&str>) -> String {
+    text.map(|t| format!(" {t}")).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Error, Member};
+
+    fn chat(line: &str) -> Command {
+        match parse(line.as_bytes()) {
+            Ok(Request::Chat(c)) => c,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    fn text(bytes: Vec<u8>) -> String {
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn plain_lines_and_escaped_slash_are_messages() {
+        assert_eq!(
+            chat("hello  there"),
+            Command::Say {
+                room: None,
+                text: "hello  there".into(),
+                action: false
+            }
+        );
+        assert_eq!(
+            chat("//etc/passwd"),
+            Command::Say {
+                room: None,
+                text: "/etc/passwd".into(),
+                action: false
+            }
+        );
+        assert_eq!(parse(b""), Ok(Request::Nothing));
+        assert_eq!(parse(b"  \t "), Ok(Request::Nothing));
+    }
+
+    #[test]
+    fn commands() {
+        assert_eq!(chat("/nick alice"), Command::Nick("alice".into()));
+        assert_eq!(chat("/JOIN #rust"), Command::Join("#rust".into()));
+        assert_eq!(
+            chat("/part"),
+            Command::Part {
+                room: None,
+                reason: None
+            }
+        );
+        assert_eq!(
+            chat("/part #rust bye all"),
+            Command::Part {
+                room: Some("#rust".into()),
+                reason: Some("bye all".into())
+            }
+        );
+        assert_eq!(
+            chat("/part gone fishing"),
+            Command::Part {
+                room: None,
+                reason: Some("gone fishing".into())
+            }
+        );
+        assert_eq!(
+            chat("/msg bob  hi  there"),
+            Command::Private {
+                to: "bob".into(),
+                text: "hi  there".into(),
+                action: false
+            }
+        );
+        assert_eq!(
+            chat("/me waves"),
+            Command::Say {
+                room: None,
+                text: "waves".into(),
+                action: true
+            }
+        );
+        assert_eq!(
+            chat("/topic"),
+            Command::Topic {
+                room: None,
+                text: None
+            }
+        );
+        assert_eq!(
+            chat("/topic new topic"),
+            Command::Topic {
+                room: None,
+                text: Some("new topic".into())
+            }
+        );
+        assert_eq!(chat("/away"), Command::Away(None));
+        assert_eq!(
+            chat("/away at lunch"),
+            Command::Away(Some("at lunch".into()))
+        );
+        assert_eq!(chat("/who #rust"), Command::Who(Some("#rust".into())));
+        assert_eq!(chat("/rooms"), Command::Rooms);
+        assert_eq!(chat("/whois bob"), Command::Whois("bob".into()));
+        assert_eq!(parse(b"/quit"), Ok(Request::Quit(None)));
+        assert_eq!(
+            parse(b"/quit see you"),
+            Ok(Request::Quit(Some("see you".into())))
+        );
+        assert_eq!(parse(b"/help"), Ok(Request::Help));
+    }
+
+    #[test]
+    fn bad_lines() {
+        assert_eq!(
+            parse(b"/frobnicate"),
+            Err(LineError::UnknownCommand("frobnicate".into()))
+        );
+        assert_eq!(parse(b"/msg bob"), Err(LineError::Usage("/msg NICK text")));
+        assert_eq!(parse(b"/nick a b"), Err(LineError::Usage("/nick NAME")));
+        assert_eq!(parse(b"hi\xff"), Err(LineError::BadUtf8));
+        assert_eq!(parse(b"hi\0"), Err(LineError::Nul));
+        assert_eq!(
+            parse(b"evil\rMSG #lobby <bob> forged"),
+            Err(LineError::ControlChar)
+        );
+        assert_eq!(parse(b"\x1b[2Jclear"), Err(LineError::ControlChar));
+        assert!(
+            text(render_error(&LineError::UnknownCommand("x".into())))
+                .starts_with("ERROR unknown-command /x: /help")
+        );
+    }
+
+    #[test]
+    fn rendering() {
+        let m = Event::Message {
+            room: "#l".into(),
+            from: "a".into(),
+            text: "hi".into(),
+            action: false,
+        };
+        assert_eq!(text(render(&m)), "MSG #l <a> hi\r\n");
+        let h = Event::History {
+            room: "#l".into(),
+            from: "a".into(),
+            text: "x".into(),
+            action: true,
+            at: 0,
+        };
+        assert_eq!(
+            text(render(&h)),
+            "HISTORY #l 1970-01-01T00:00:00Z * a x\r\n"
+        );
+        let p = Event::Private {
+            from: "a".into(),
+            text: "psst".into(),
+            action: false,
+        };
+        assert_eq!(text(render(&p)), "PRIV <a> psst\r\n");
+        let e = Event::Error(Error::NoSuchNick("zed".into()));
+        assert_eq!(
+            text(render(&e)),
+            "ERROR no-such-nick no user is called zed\r\n"
+        );
+        let members = vec![
+            Member {
+                nick: "a".into(),
+                away: false,
+            },
+            Member {
+                nick: "b".into(),
+                away: true,
+            },
+        ];
+        assert_eq!(
+            text(render(&Event::Names {
+                room: "#l".into(),
+                members
+            })),
+            "NAMES #l a b(away)\r\n"
+        );
+    }
+
+    #[test]
+    fn long_member_lists_are_split_into_whole_lines() {
+        let members: Vec<Member> = (0..200)
+            .map(|i| Member {
+                nick: format!("user{i}").into(),
+                away: false,
+            })
+            .collect();
+        let out = text(render(&Event::Names {
+            room: "#big".into(),
+            members,
+        }));
+        let lines: Vec<&str> = out.split_terminator("\r\n").collect();
+        assert!(lines.len() > 1);
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.starts_with("NAMES #big ") && l.len() <= NAMES_LINE_MAX)
+        );
+        let listed: usize = lines.iter().map(|l| l.split(' ').count() - 2).sum();
+        assert_eq!(listed, 200);
+    }
+}
