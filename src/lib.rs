@@ -1,4 +1,30 @@
+//! pollchat: a chat server whose whole network side is one `mio::Poll` loop on one thread.
+//!
+//! # Layout
+//!
+//! Data flows one way: socket → framer → protocol parse → core → events → protocol render (once
+//! per event) → shared buffers → output queues → one vectored write per connection per turn.
+//!
+//! - [`config`]: every limit and tunable in one struct, each with its reason and default.
+//! - [`framer`]: cuts a byte stream into lines, holding at most one unfinished line per client;
+//!   over-long lines are reported and skipped without being buffered.
+//! - [`core`]: the chat itself (users, rooms, private messages, presence, history) with no I/O
+//!   and no clock: commands in, protocol-neutral events with their recipients out.
+//! - [`protocol`]: front doors. [`protocol::line`] parses what `nc`/`telnet` users type and
+//!   renders core events as lines whose first token says what they are.
+//! - [`net`]: the per-connection record, its output queue of shared chunks written with
+//!   `writev`, and its flood-control token bucket.
+//! - [`driver`]: the event loop ([`driver::poll::Server`]) and its timers: accepting, reading
+//!   until `WouldBlock` within a budget, deferred flushing, closing after each pass, shutdown.
+//! - [`client`]: `pollchat connect`, a terminal client that is itself one mio loop over stdin
+//!   and the socket.
+//! - [`limits`]: raising RLIMIT_NOFILE and deriving `--max-clients` from it.
+
+pub mod client;
 pub mod config;
 pub mod core;
+pub mod driver;
 pub mod framer;
+pub mod limits;
+pub mod net;
 pub mod protocol;

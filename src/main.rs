@@ -1,3 +1,168 @@
-fn main() {
-    println!("Hello, world!");
+//! The `pollchat` command: `serve` runs the server, `connect` the terminal client.
+//!
+//! This file only turns flags into a [`Config`] and sets up logging; everything else lives in the
+//! library (see `src/lib.rs` for the map).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use log::{LevelFilter, error, info, warn};
+
+use pollchat::config::Config;
+use pollchat::driver::poll::Server;
+use pollchat::{client, limits};
+
+#[derive(Parser)]
+#[command(
+    name = "pollchat",
+    version,
+    about = "A chat server on one mio::Poll loop, and its client"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the chat server
+    Serve(ServeArgs),
+    /// Chat from this terminal: print what the server sends, send what is typed
+    Connect {
+        /// Server address
+        #[arg(default_value = "127.0.0.1:9223")]
+        addr: String,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to accept line-protocol clients on; repeat for several (IPv4 or IPv6).
+    /// Loopback only by default: use 0.0.0.0:9223 or [::]:9223 to accept others
+    #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:9223")]
+    listen: Vec<SocketAddr>,
+    /// Longest line in bytes; longer ones get an error and are discarded
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
+    max_line: u32,
+    /// Messages each room replays to a client that joins (0 = no history)
+    #[arg(long, default_value_t = 50)]
+    history: usize,
+    /// Lines a client may send back to back before the flood rate applies
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    flood_burst: u32,
+    /// Lines per second a client may keep sending; over it the server stops reading that
+    /// client until it may go on (nothing is dropped). 0 turns flood control off
+    #[arg(long, default_value_t = 5.0)]
+    flood_rate: f64,
+    /// Bytes of output queued for one client before it is disconnected as a slow consumer
+    #[arg(long, default_value_t = 1 << 20)]
+    max_sendq: usize,
+    /// Clients served at once [default: what RLIMIT_NOFILE allows, after raising the soft
+    /// limit to the hard one]
+    #[arg(long)]
+    max_clients: Option<usize>,
+    /// Connections allowed from one IP address (0 = unlimited)
+    #[arg(long, default_value_t = 0)]
+    max_per_ip: usize,
+    /// Disconnect clients silent for this many seconds (0 = never)
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    idle_timeout: u64,
+    /// Log level: error, warn, info, debug or trace
+    #[arg(long, default_value = "info", conflicts_with_all = ["verbose", "quiet"])]
+    log_level: LevelFilter,
+    /// Log more: -v for debug, -vv for trace (every message)
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Log only warnings and errors
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Serve(args) => serve(args),
+        Cmd::Connect { addr } => {
+            init_logging(LevelFilter::Warn);
+            match client::run(&addr) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("pollchat: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let level = match (args.quiet, args.verbose) {
+        (true, _) => LevelFilter::Warn,
+        (false, 0) => args.log_level,
+        (false, 1) => LevelFilter::Debug,
+        (false, _) => LevelFilter::Trace,
+    };
+    init_logging(level);
+    if !(args.flood_rate >= 0.0 && args.flood_rate.is_finite()) {
+        error!("--flood-rate must be a number of lines per second, 0 or more");
+        return ExitCode::FAILURE;
+    }
+    let nofile = match limits::raise_nofile() {
+        Ok(n) => n,
+        Err(e) => {
+            warn!("cannot read RLIMIT_NOFILE ({e}); assuming 1024");
+            1024
+        }
+    };
+    let fit = limits::clients_for(nofile);
+    let max_clients = match args.max_clients {
+        Some(n) if n > fit => {
+            warn!(
+                "--max-clients {n} is more than RLIMIT_NOFILE {nofile} allows ({fit}); accepts will hit EMFILE"
+            );
+            n
+        }
+        Some(n) => n,
+        None => fit,
+    };
+    let config = Config {
+        listen: args.listen,
+        max_line: args.max_line as usize,
+        history: args.history,
+        flood_burst: args.flood_burst,
+        flood_rate: args.flood_rate,
+        max_sendq: args.max_sendq,
+        max_clients,
+        max_per_ip: args.max_per_ip,
+        idle_timeout: (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout)),
+        ..Config::default()
+    };
+    info!("max clients {max_clients} (RLIMIT_NOFILE {nofile})");
+    let mut server = match Server::bind(config) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = server.handle_signals() {
+        error!("cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("event loop failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: LevelFilter) {
+    let _ = simple_logger::SimpleLogger::new()
+        .with_level(level)
+        .with_utc_timestamps()
+        .init();
 }

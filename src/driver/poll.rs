@@ -1,0 +1,773 @@
+//! The event loop: one `mio::Poll`, one thread, every socket of the server.
+//!
+//! One turn of [`Server::run`]:
+//!
+//! 1. `poll` sleeps until a socket is ready or the nearest timer is due (zero when work is left
+//!    over from the last turn).
+//! 2. Readiness is handled: listeners accept until `WouldBlock`; readable connections are read
+//!    into one shared scratch buffer, framed into lines, parsed, and handed to the chat core. What
+//!    the core emits is rendered once per event and the same `Rc` bytes are queued for every
+//!    recipient, which is only *marked* for flushing (Redis's deferred writes).
+//! 3. Work left over from a budget is resumed, and due timers fire (flood resume, idle timeout,
+//!    drain deadline).
+//! 4. Closes decided during the turn are applied: never in the middle of a fan-out, so no slab
+//!    key is freed (and reused) while events or recipient lists may still name it.
+//! 5. Each marked connection is flushed with one `writev`; WRITABLE interest is registered only
+//!    when the kernel's buffer is full, and dropped once the queue is empty.
+//!
+//! Mio's readiness is edge-triggered ("Draining readiness" in mio's `Poll` docs): after an event
+//! a socket must be read until `WouldBlock`, or no new event will come. A connection that stops
+//! early (its line budget for the turn, or flood control) is therefore remembered and resumed by
+//! the loop itself: from the next turn's leftover list, or from a timer.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use log::{debug, info, trace, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use super::timer::{TimerKind, Timers};
+use crate::config::Config;
+use crate::core::{ClientId, Command, Core, CoreLimits, LOBBY, Millis, Outbox};
+use crate::framer::Frame;
+use crate::net::connection::{Connection, Phase, Reason};
+use crate::net::flood::TokenBucket;
+use crate::net::outq::Flushed;
+use crate::protocol::line::{self, LineError, Request};
+
+/// Tokens at and above this are listeners (`LISTENER_BASE + index`); below are slab keys.
+const LISTENER_BASE: usize = usize::MAX / 2;
+const WAKER: Token = Token(usize::MAX - 1);
+const SIGNALS: Token = Token(usize::MAX - 2);
+
+/// Bytes read per `read` call into the shared scratch buffer. Also the most a throttled
+/// connection can have stashed beyond one partial line.
+const READ_CHUNK: usize = 16 * 1024;
+/// `read` calls per connection per turn; with [`LINES_PER_TURN`] this keeps one busy client from
+/// starving the others (Redis caps per-event work the same way).
+const READS_PER_TURN: usize = 4;
+/// Lines handled per connection per turn before the loop moves on to other connections.
+const LINES_PER_TURN: usize = 128;
+/// Pause before accepting again when no file descriptor can be had even for the reserve.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Rooms one user may be in at once.
+const MAX_ROOMS: usize = 32;
+
+/// Stops a running [`Server`] from another thread (tests, embedding programs): the loop wakes,
+/// says goodbye to every client and returns.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    waker: Arc<Waker>,
+    requested: Arc<AtomicBool>,
+}
+
+impl ShutdownHandle {
+    pub fn shutdown(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+}
+
+/// How reading a connection ended for this turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    /// Everything available was handled: keep reading the socket.
+    Go,
+    /// The turn's budget ran out; the rest is stashed and resumed next turn.
+    Budget,
+    /// Out of flood tokens; the rest is stashed and a timer resumes it.
+    Throttled,
+    /// The connection is closing: read nothing more.
+    Stop,
+}
+
+/// A chat server on one `mio::Poll`.
+pub struct Server {
+    poll: Poll,
+    events: Events,
+    config: Config,
+    listeners: Vec<TcpListener>,
+    /// Every connection, keyed by slab key; the key is also its mio token and its `ClientId`.
+    conns: Slab<Connection>,
+    core: Core,
+    /// Events the core emitted and the loop has not delivered yet (reused every time).
+    outbox: Outbox,
+    /// The one read buffer shared by all connections: complete lines are framed straight out of
+    /// it, so a connection only ever holds its unfinished last line.
+    scratch: Vec<u8>,
+    /// Connections with reading left over from their budget: (key, serial).
+    to_read: Vec<(usize, u64)>,
+    /// Connections with output queued this turn: (key, serial).
+    to_flush: Vec<(usize, u64)>,
+    /// Connections marked `Closing` this turn.
+    to_close: Vec<usize>,
+    timers: Timers,
+    /// Open connections per peer address, for `--max-per-ip`.
+    per_ip: HashMap<IpAddr, usize>,
+    /// A descriptor held in reserve: on EMFILE it is released for just long enough to accept the
+    /// waiting client and tell it the server is full (the libev/Redis trick), instead of leaving
+    /// it in the backlog where it would wake the loop again and again.
+    reserve_fd: Option<File>,
+    /// Accepting is paused after an fd shortage; a timer resumes it.
+    accept_paused: bool,
+    signals: Option<Signals>,
+    waker: Arc<Waker>,
+    shutdown_requested: Arc<AtomicBool>,
+    /// Set once shutdown starts: the time by which every connection is closed.
+    shutdown_deadline: Option<Instant>,
+    next_serial: u64,
+    /// Wall-clock time of the current turn, passed to the core.
+    now_ms: Millis,
+}
+
+impl Server {
+    /// Binds every listen address of `config`. Errors name the address that failed.
+    pub fn bind(config: Config) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        let mut listeners = Vec::new();
+        for (i, addr) in config.listen.iter().enumerate() {
+            let mut listener = TcpListener::bind(*addr)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            poll.registry().register(
+                &mut listener,
+                Token(LISTENER_BASE + i),
+                Interest::READABLE,
+            )?;
+            listeners.push(listener);
+        }
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let limits = CoreLimits {
+            history: config.history,
+            max_rooms: MAX_ROOMS,
+        };
+        Ok(Server {
+            poll,
+            events: Events::with_capacity(1024),
+            listeners,
+            conns: Slab::new(),
+            core: Core::new(limits),
+            outbox: Outbox::default(),
+            scratch: vec![0; READ_CHUNK],
+            to_read: Vec::new(),
+            to_flush: Vec::new(),
+            to_close: Vec::new(),
+            timers: Timers::default(),
+            per_ip: HashMap::new(),
+            reserve_fd: File::open("/dev/null").ok(),
+            accept_paused: false,
+            signals: None,
+            waker,
+            shutdown_requested: Arc::new(AtomicBool::new(false)),
+            shutdown_deadline: None,
+            next_serial: 0,
+            now_ms: wall_ms(),
+            config,
+        })
+    }
+
+    /// The addresses actually bound (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            waker: self.waker.clone(),
+            requested: self.shutdown_requested.clone(),
+        }
+    }
+
+    /// Shuts down gracefully on SIGINT and SIGTERM.
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        let mut signals = Signals::new([libc::SIGINT, libc::SIGTERM])?;
+        self.poll
+            .registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        self.signals = Some(signals);
+        Ok(())
+    }
+
+    /// Runs until shutdown is requested and every client has been said goodbye to.
+    pub fn run(mut self) -> io::Result<()> {
+        for addr in self.local_addrs() {
+            info!("listening on {addr}");
+        }
+        loop {
+            let timeout = self.poll_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut self.events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            self.now_ms = wall_ms();
+            self.handle_events(now);
+            self.resume_reads(now);
+            self.fire_timers(now);
+            self.apply_closes(now);
+            self.flush_marked();
+            self.apply_closes(now);
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.conns.is_empty() {
+                    break;
+                }
+                if now >= deadline {
+                    let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                    keys.into_iter().for_each(|k| self.remove(k));
+                    break;
+                }
+            }
+        }
+        info!("server stopped");
+        Ok(())
+    }
+
+    /// Zero when work is left over; otherwise until the nearest timer, or forever.
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.to_read.is_empty() || !self.to_flush.is_empty() || !self.to_close.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        self.timers
+            .next()
+            .map(|at| at.saturating_duration_since(now))
+    }
+
+    fn handle_events(&mut self, now: Instant) {
+        let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        for event in events.iter() {
+            match event.token() {
+                WAKER => {
+                    if self.shutdown_requested.load(Ordering::SeqCst) {
+                        self.begin_shutdown(now, "shutdown requested");
+                    }
+                }
+                SIGNALS => {
+                    let received: Vec<i32> = self
+                        .signals
+                        .as_mut()
+                        .map(|s| s.pending().collect())
+                        .unwrap_or_default();
+                    if let Some(signal) = received.first() {
+                        self.begin_shutdown(now, &format!("signal {signal}"));
+                    }
+                }
+                Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE, now),
+                Token(key) => {
+                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        self.read(key, now);
+                    }
+                    if event.is_writable() {
+                        self.mark_flush(key);
+                    }
+                }
+            }
+        }
+        self.events = events;
+    }
+
+    // ---- accepting -------------------------------------------------------------------------
+
+    fn accept(&mut self, index: usize, now: Instant) {
+        while !self.accept_paused {
+            let Some(listener) = self.listeners.get(index) else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_fd_shortage(&e) => self.on_fd_shortage(index, now),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) => {
+                    warn!("accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                    self.pause_accepting(now);
+                }
+            }
+        }
+    }
+
+    /// Out of descriptors: use the reserve to turn the next waiting client away with a reason,
+    /// or, without one, stop accepting for a moment instead of spinning on EMFILE.
+    fn on_fd_shortage(&mut self, index: usize, now: Instant) {
+        if self.reserve_fd.take().is_some() {
+            if let Ok((stream, peer)) = self.listeners[index].accept() {
+                warn!("{peer} refused: out of file descriptors");
+                reject(stream, "server full");
+            }
+            self.reserve_fd = File::open("/dev/null").ok();
+        }
+        if self.reserve_fd.is_none() {
+            warn!("out of file descriptors; pausing accepts for {ACCEPT_BACKOFF:?}");
+            self.pause_accepting(now);
+        }
+    }
+
+    fn pause_accepting(&mut self, now: Instant) {
+        self.accept_paused = true;
+        self.timers
+            .push(now + ACCEPT_BACKOFF, TimerKind::AcceptResume, 0, 0);
+    }
+
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+        if self.shutdown_deadline.is_some() {
+            return reject(stream, "server shutting down");
+        }
+        if self.conns.len() >= self.config.max_clients {
+            warn!(
+                "{peer} refused: server full ({} clients, --max-clients)",
+                self.conns.len()
+            );
+            return reject(stream, "server full");
+        }
+        let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
+        if self.config.max_per_ip > 0 && from_ip >= self.config.max_per_ip {
+            warn!("{peer} refused: {from_ip} connections from its address (--max-per-ip)");
+            return reject(stream, "too many connections from your address");
+        }
+        // Chat lines are small and latency matters: never wait for Nagle to coalesce them (the
+        // loop already coalesces a turn's output into one write).
+        let _ = stream.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(key), Interest::READABLE)
+        {
+            warn!("{peer}: cannot register: {e}");
+            return;
+        }
+        self.next_serial += 1;
+        let bucket = TokenBucket::new(self.config.flood_burst, now);
+        entry.insert(Connection::new(stream, peer, self.next_serial, bucket, now));
+        *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
+        let nick = self.core.connect(ClientId(key), self.now_ms);
+        info!("{peer} connected as {nick}");
+        self.send(key, line::render_welcome(&nick, LOBBY));
+        self.core.handle(
+            ClientId(key),
+            Command::Join(LOBBY.into()),
+            self.now_ms,
+            &mut self.outbox,
+        );
+        self.deliver();
+        if let Some(idle) = self.config.idle_timeout {
+            self.timers
+                .push(now + idle, TimerKind::Idle, key, self.next_serial);
+        }
+    }
+
+    // ---- reading ---------------------------------------------------------------------------
+
+    /// Reads a connection until `WouldBlock`, its budget, flood control or its end.
+    fn read(&mut self, key: usize, now: Instant) {
+        match self.conns.get(key) {
+            Some(c) if c.is_open() && !c.throttled => {}
+            _ => return,
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut lines = LINES_PER_TURN;
+        // Lines stashed by an earlier turn come before anything new.
+        let mut flow = self.handle_lines(key, &[], &mut lines, now);
+        let mut reads = 0;
+        while flow == Flow::Go {
+            if reads == READS_PER_TURN {
+                flow = Flow::Budget;
+                break;
+            }
+            let conn = &mut self.conns[key];
+            match conn.stream.read(&mut scratch) {
+                Ok(0) => {
+                    self.end_of_stream(key);
+                    break;
+                }
+                Ok(n) => {
+                    reads += 1;
+                    flow = self.handle_lines(key, &scratch[..n], &mut lines, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    debug!("{}: read failed: {e}", conn.peer);
+                    self.mark_close(key, Reason::Lost);
+                    break;
+                }
+            }
+        }
+        self.scratch = scratch;
+        if flow == Flow::Budget {
+            let conn = &mut self.conns[key];
+            if !conn.read_listed {
+                conn.read_listed = true;
+                self.to_read.push((key, conn.serial));
+            }
+        }
+    }
+
+    /// Frames and handles the lines in `input` (after any stashed ones) until the input is used
+    /// up or the connection must stop; what is left is stashed in its framer.
+    fn handle_lines(
+        &mut self,
+        key: usize,
+        mut input: &[u8],
+        lines: &mut usize,
+        now: Instant,
+    ) -> Flow {
+        let (max_line, burst, rate) = (
+            self.config.max_line,
+            self.config.flood_burst,
+            self.config.flood_rate,
+        );
+        loop {
+            let conn = &mut self.conns[key];
+            if !conn.is_open() {
+                return Flow::Stop;
+            }
+            if input.is_empty() && !conn.framer.has_backlog() {
+                return Flow::Go;
+            }
+            if *lines == 0 {
+                conn.framer.stash(input);
+                return Flow::Budget;
+            }
+            if rate > 0.0 && !conn.bucket.ready(now, burst, rate) {
+                conn.framer.stash(input);
+                conn.throttled = true;
+                let at = conn.bucket.ready_at(rate);
+                self.timers
+                    .push(at, TimerKind::FloodResume, key, conn.serial);
+                debug!(
+                    "{}: flood control, reading paused for {:?}",
+                    conn.peer,
+                    at - now
+                );
+                return Flow::Throttled;
+            }
+            let request = match conn.framer.next_frame(&mut input, max_line) {
+                None => return Flow::Go,
+                Some(Frame::Line(bytes)) => line::parse(bytes),
+                Some(Frame::TooLong) => Err(LineError::TooLong(max_line)),
+            };
+            conn.bucket.take();
+            conn.last_heard = now;
+            *lines -= 1;
+            self.dispatch(key, request);
+        }
+    }
+
+    /// The peer closed its side: its last unterminated line still counts, then it leaves
+    /// (after getting what is queued for it, in case it only half-closed).
+    fn end_of_stream(&mut self, key: usize) {
+        let max_line = self.config.max_line;
+        if let Some(last) = self.conns[key].framer.take_partial(max_line) {
+            self.dispatch(key, line::parse(&last));
+        }
+        self.mark_close(key, Reason::Closed);
+    }
+
+    fn dispatch(&mut self, key: usize, request: Result<Request, LineError>) {
+        trace!("#{key}: {request:?}");
+        match request {
+            Ok(Request::Chat(command)) => {
+                self.core
+                    .handle(ClientId(key), command, self.now_ms, &mut self.outbox);
+                self.deliver();
+            }
+            Ok(Request::Quit(reason)) => self.mark_close(key, Reason::Quit(reason)),
+            Ok(Request::Help) => self.send(key, line::render_help()),
+            Ok(Request::Nothing) => {}
+            Err(error) => {
+                if let LineError::TooLong(_) = error {
+                    info!(
+                        "{}: line over --max-line {}, discarded",
+                        self.conns[key].peer, self.config.max_line
+                    );
+                }
+                self.send(key, line::render_error(&error));
+            }
+        }
+    }
+
+    fn resume_reads(&mut self, now: Instant) {
+        let mut list = std::mem::take(&mut self.to_read);
+        for &(key, serial) in &list {
+            match self.conns.get_mut(key) {
+                Some(c) if c.serial == serial => c.read_listed = false,
+                _ => continue,
+            }
+            self.read(key, now);
+        }
+        list.clear();
+        if self.to_read.is_empty() {
+            self.to_read = list;
+        }
+    }
+
+    // ---- output ----------------------------------------------------------------------------
+
+    /// Renders each event in the outbox once and queues the same bytes for all its recipients.
+    fn deliver(&mut self) {
+        let mut outbox = std::mem::take(&mut self.outbox);
+        for (event, to) in outbox.iter() {
+            let bytes: Rc<[u8]> = line::render(event).into();
+            for id in to {
+                self.enqueue(id.0, &bytes);
+            }
+        }
+        outbox.clear();
+        self.outbox = outbox;
+    }
+
+    /// Queues bytes meant for one connection only.
+    fn send(&mut self, key: usize, bytes: Vec<u8>) {
+        self.enqueue(key, &bytes.into());
+    }
+
+    fn enqueue(&mut self, key: usize, bytes: &Rc<[u8]>) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !conn.is_open() {
+            return;
+        }
+        if conn.out.len() + bytes.len() > self.config.max_sendq {
+            warn!(
+                "{}: send queue over --max-sendq {} bytes, disconnecting",
+                conn.peer, self.config.max_sendq
+            );
+            self.mark_close(key, Reason::SendQueue);
+            return;
+        }
+        conn.out.push(bytes.clone());
+        self.mark_flush(key);
+    }
+
+    fn mark_flush(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.flush_listed {
+                conn.flush_listed = true;
+                self.to_flush.push((key, conn.serial));
+            }
+        }
+    }
+
+    /// One vectored write for each connection marked this turn.
+    fn flush_marked(&mut self) {
+        let mut list = std::mem::take(&mut self.to_flush);
+        for &(key, serial) in &list {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.serial != serial {
+                continue;
+            }
+            conn.flush_listed = false;
+            if let Phase::Closing(_) = conn.phase {
+                continue;
+            }
+            let draining = conn.phase == Phase::Draining;
+            let want_write = match conn.out.flush_to(&mut conn.stream) {
+                Ok(Flushed::All) => false,
+                Ok(Flushed::Short) => true,
+                Ok(Flushed::More) => {
+                    // Not blocked, just capped: go on next turn, no WRITABLE edge will come.
+                    self.mark_flush(key);
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    self.mark_flush(key);
+                    continue;
+                }
+                Err(e) => {
+                    debug!("{}: write failed: {e}", conn.peer);
+                    if draining {
+                        self.remove(key);
+                    } else {
+                        self.mark_close(key, Reason::Lost);
+                    }
+                    continue;
+                }
+            };
+            if !want_write && draining {
+                self.remove(key);
+                continue;
+            }
+            if want_write != conn.wants_write {
+                let interest = if want_write {
+                    Interest::READABLE | Interest::WRITABLE
+                } else {
+                    Interest::READABLE
+                };
+                if let Err(e) =
+                    self.poll
+                        .registry()
+                        .reregister(&mut conn.stream, Token(key), interest)
+                {
+                    warn!("{}: cannot reregister: {e}", conn.peer);
+                }
+                conn.wants_write = want_write;
+            }
+        }
+        list.clear();
+        if self.to_flush.is_empty() {
+            self.to_flush = list;
+        }
+    }
+
+    // ---- closing ---------------------------------------------------------------------------
+
+    /// Decides to close a connection; the close itself waits for [`Server::apply_closes`].
+    fn mark_close(&mut self, key: usize, reason: Reason) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if conn.is_open() {
+                conn.phase = Phase::Closing(reason);
+                self.to_close.push(key);
+            }
+        }
+    }
+
+    /// Takes the connections marked this turn out of the chat core (telling their rooms why),
+    /// then lets them drain their output with a last `BYE`, or removes them at once.
+    fn apply_closes(&mut self, now: Instant) {
+        while let Some(key) = self.to_close.pop() {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            let Phase::Closing(reason) = std::mem::replace(&mut conn.phase, Phase::Draining) else {
+                continue;
+            };
+            let (peer, serial) = (conn.peer, conn.serial);
+            let text = reason.text();
+            let nick = self
+                .core
+                .nick(ClientId(key))
+                .cloned()
+                .unwrap_or_else(|| "?".into());
+            info!("{peer} ({nick}) disconnected: {text}");
+            self.core.disconnect(ClientId(key), &text, &mut self.outbox);
+            if self.shutdown_deadline.is_some() {
+                // Everyone is leaving; nobody needs to be told who else did.
+                self.outbox.clear();
+            } else {
+                self.deliver();
+            }
+            if reason.drains() {
+                let conn = &mut self.conns[key];
+                conn.out.push(line::render_bye(&text).into());
+                self.mark_flush(key);
+                let deadline = now + self.config.shutdown_grace;
+                self.timers
+                    .push(deadline, TimerKind::DrainDeadline, key, serial);
+            } else {
+                self.remove(key);
+            }
+        }
+    }
+
+    /// Forgets a connection for good; dropping the stream closes the socket.
+    fn remove(&mut self, key: usize) {
+        let mut conn = self.conns.remove(key);
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        if let Some(n) = self.per_ip.get_mut(&conn.peer.ip()) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&conn.peer.ip());
+            }
+        }
+        if conn.phase != Phase::Draining {
+            // Only at the shutdown deadline: the core still has it.
+            self.core
+                .disconnect(ClientId(key), "server shutting down", &mut self.outbox);
+            self.outbox.clear();
+        }
+        debug!("{}: closed", conn.peer);
+    }
+
+    fn begin_shutdown(&mut self, now: Instant, why: &str) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        info!(
+            "shutting down ({why}): saying goodbye to {} clients",
+            self.conns.len()
+        );
+        for mut listener in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.shutdown_deadline = Some(now + self.config.shutdown_grace);
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.mark_close(key, Reason::Shutdown);
+        }
+    }
+
+    // ---- timers ----------------------------------------------------------------------------
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some((kind, key, serial)) = self.timers.pop_due(now) {
+            if kind == TimerKind::AcceptResume {
+                self.accept_paused = false;
+                for index in 0..self.listeners.len() {
+                    self.accept(index, now);
+                }
+                continue;
+            }
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.serial != serial {
+                continue;
+            }
+            match kind {
+                TimerKind::FloodResume => {
+                    conn.throttled = false;
+                    self.read(key, now);
+                }
+                TimerKind::Idle if conn.is_open() => {
+                    let idle = self.config.idle_timeout.unwrap_or(Duration::MAX);
+                    let due = conn.last_heard + idle;
+                    if due <= now {
+                        info!("{}: silent for {idle:?} (--idle-timeout)", conn.peer);
+                        self.mark_close(key, Reason::Idle);
+                    } else {
+                        self.timers.push(due, TimerKind::Idle, key, serial);
+                    }
+                }
+                TimerKind::DrainDeadline if conn.phase == Phase::Draining => self.remove(key),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Tells a client it is not admitted, in one line, and closes it. The socket is new and its
+/// send buffer empty, so the one non-blocking write goes through.
+fn reject(stream: TcpStream, why: &str) {
+    let mut stream = stream;
+    let _ = io::Write::write(&mut stream, &line::render_bye(why));
+}
+
+fn is_fd_shortage(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+fn wall_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}

@@ -1,0 +1,74 @@
+//! The event loop's timers: one binary heap of deadlines, like the time events of Redis's `ae.c`.
+//!
+//! The loop's poll timeout is the time to the nearest deadline, so there is no timer thread and
+//! no periodic scan of every client. Entries are never removed early: each names a connection by
+//! slab key *and* serial, and one whose connection has gone (or changed) is simply ignored when it
+//! comes due. An idle-timeout entry that finds its client active again re-arms itself for the new
+//! deadline, so the heap holds about one entry per connection however chatty the clients are.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Instant;
+
+/// What a deadline is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TimerKind {
+    /// A throttled connection has a flood token again: resume reading it.
+    FloodResume,
+    /// Check whether a connection has been silent longer than the idle timeout.
+    Idle,
+    /// A draining connection's grace time is over: close it even if output is left.
+    DrainDeadline,
+    /// Try accepting again after running out of file descriptors.
+    AcceptResume,
+}
+
+/// A due timer: its kind and the connection (key, serial) it belongs to.
+pub type Due = (TimerKind, usize, u64);
+
+#[derive(Debug, Default)]
+pub struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, TimerKind, usize, u64)>>,
+}
+
+impl Timers {
+    pub fn push(&mut self, at: Instant, kind: TimerKind, key: usize, serial: u64) {
+        self.heap.push(Reverse((at, kind, key, serial)));
+    }
+
+    /// The nearest deadline.
+    pub fn next(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((at, ..))| *at)
+    }
+
+    /// Removes and returns one timer that is due at `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<Due> {
+        match self.heap.peek() {
+            Some(Reverse((at, ..))) if *at <= now => self
+                .heap
+                .pop()
+                .map(|Reverse((_, kind, key, serial))| (kind, key, serial)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn due_in_deadline_order() {
+        let t0 = Instant::now();
+        let mut t = Timers::default();
+        t.push(t0 + Duration::from_secs(2), TimerKind::Idle, 1, 1);
+        t.push(t0 + Duration::from_secs(1), TimerKind::FloodResume, 2, 7);
+        assert_eq!(t.next(), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(t.pop_due(t0), None);
+        let later = t0 + Duration::from_secs(3);
+        assert_eq!(t.pop_due(later), Some((TimerKind::FloodResume, 2, 7)));
+        assert_eq!(t.pop_due(later), Some((TimerKind::Idle, 1, 1)));
+        assert_eq!(t.pop_due(later), None);
+    }
+}

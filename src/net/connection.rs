@@ -1,0 +1,118 @@
+//! One client connection as the event loop keeps it: the socket, framing state, output queue,
+//! flood bucket, and where it is in its life.
+//!
+//! The record is kept small on purpose: with no partial line and nothing queued it owns no heap
+//! memory besides a tiny output ring, which is what lets an idle client cost well under 2 KiB.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use super::flood::TokenBucket;
+use super::outq::OutQueue;
+use crate::framer::LineFramer;
+
+/// Why a connection ends. The text goes to the rooms it was in ("QUIT alice send queue
+/// exceeded") and, where the client can still read it, in a last `BYE` line to the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// The client asked to leave, with an optional reason.
+    Quit(Option<String>),
+    /// The peer closed its side (EOF).
+    Closed,
+    /// A read or write failed (reset, broken pipe).
+    Lost,
+    /// Its output queue passed `--max-sendq`: a slow consumer.
+    SendQueue,
+    /// Silent for longer than `--idle-timeout`.
+    Idle,
+    /// The server is stopping.
+    Shutdown,
+}
+
+impl Reason {
+    /// How the departure is shown to others.
+    pub fn text(&self) -> String {
+        match self {
+            Reason::Quit(Some(r)) => format!("quit: {r}"),
+            Reason::Quit(None) => "quit".into(),
+            Reason::Closed => "connection closed".into(),
+            Reason::Lost => "connection lost".into(),
+            Reason::SendQueue => "send queue exceeded".into(),
+            Reason::Idle => "idle timeout".into(),
+            Reason::Shutdown => "server shutting down".into(),
+        }
+    }
+
+    /// Whether the connection first gets its queued output and a `BYE` line. Not for a slow
+    /// consumer (that is the very queue it did not read) nor a broken socket.
+    pub fn drains(&self) -> bool {
+        !matches!(self, Reason::SendQueue | Reason::Lost)
+    }
+}
+
+/// Where a connection is in its life.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Registered with the chat core; reading and receiving.
+    Open,
+    /// Marked for closing during the current pass; the close is applied after the pass, never in
+    /// the middle of a fan-out.
+    Closing(Reason),
+    /// Gone from the chat core; still writing what was queued (ending in `BYE`), reading
+    /// nothing, and removed once the queue is empty or the grace time is over.
+    Draining,
+}
+
+pub struct Connection {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    /// Distinguishes this connection from earlier ones that had the same slab key, so that a
+    /// timer or queued work item left over from a closed connection is recognised as stale.
+    pub serial: u64,
+    pub phase: Phase,
+    pub framer: LineFramer,
+    pub out: OutQueue,
+    pub bucket: TokenBucket,
+    /// Last time a line arrived, for `--idle-timeout`.
+    pub last_heard: Instant,
+    /// Whether WRITABLE is in the registered interest: only while output is waiting on a full
+    /// socket buffer.
+    pub wants_write: bool,
+    /// Already in the loop's list of connections to flush this turn.
+    pub flush_listed: bool,
+    /// Already in the loop's list of connections with reading left to do.
+    pub read_listed: bool,
+    /// Out of flood tokens; a timer resumes reading.
+    pub throttled: bool,
+}
+
+impl Connection {
+    pub fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        serial: u64,
+        bucket: TokenBucket,
+        now: Instant,
+    ) -> Self {
+        Connection {
+            stream,
+            peer,
+            serial,
+            phase: Phase::Open,
+            framer: LineFramer::default(),
+            out: OutQueue::default(),
+            bucket,
+            last_heard: now,
+            wants_write: false,
+            flush_listed: false,
+            read_listed: false,
+            throttled: false,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.phase == Phase::Open
+    }
+}
