@@ -110,7 +110,7 @@ pub fn run(addr: &str) -> io::Result<()> {
                 Err(e) => return Err(io::Error::new(e.kind(), format!("connection lost: {e}"))),
             }
         }
-        if pending.is_empty() != !wants_write {
+        if pending.is_empty() == wants_write {
             wants_write = !pending.is_empty();
             let interest = if wants_write {
                 Interest::READABLE | Interest::WRITABLE

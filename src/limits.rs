@@ -31,7 +31,7 @@ pub fn raise_nofile() -> io::Result<u64> {
             }
         }
     }
-    Ok(lim.rlim_cur as u64)
+    Ok(lim.rlim_cur)
 }
 
 /// Clients that fit in `nofile` descriptors.

@@ -273,13 +273,13 @@ impl Core {
     fn join(&mut self, id: ClientId, name: &str, out: &mut Outbox) -> Result<(), Error> {
         check_room(name)?;
         let folded = fold(name);
-        if let Some(&key) = self.room_keys.get(&folded) {
-            if self.users[&id].rooms.contains(&key) {
-                self.user_mut(id).current = Some(key);
-                let room = Some(self.rooms[key].name.clone());
-                out.send(id, Event::CurrentRoom { room });
-                return Ok(());
-            }
+        if let Some(&key) = self.room_keys.get(&folded)
+            && self.users[&id].rooms.contains(&key)
+        {
+            self.user_mut(id).current = Some(key);
+            let room = Some(self.rooms[key].name.clone());
+            out.send(id, Event::CurrentRoom { room });
+            return Ok(());
         }
         if self.users[&id].rooms.len() >= self.limits.max_rooms {
             return Err(Error::TooManyRooms(self.limits.max_rooms));

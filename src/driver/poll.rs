@@ -556,11 +556,11 @@ impl Server {
     }
 
     fn mark_flush(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            if !conn.flush_listed {
-                conn.flush_listed = true;
-                self.to_flush.push((key, conn.serial));
-            }
+        if let Some(conn) = self.conns.get_mut(key)
+            && !conn.flush_listed
+        {
+            conn.flush_listed = true;
+            self.to_flush.push((key, conn.serial));
         }
     }
 
@@ -632,11 +632,11 @@ impl Server {
 
     /// Decides to close a connection; the close itself waits for [`Server::apply_closes`].
     fn mark_close(&mut self, key: usize, reason: Reason) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            if conn.is_open() {
-                conn.phase = Phase::Closing(reason);
-                self.to_close.push(key);
-            }
+        if let Some(conn) = self.conns.get_mut(key)
+            && conn.is_open()
+        {
+            conn.phase = Phase::Closing(reason);
+            self.to_close.push(key);
         }
     }
 
