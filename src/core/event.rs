@@ -3,11 +3,12 @@
 //!
 //! Everything here is protocol-neutral: who did what, to whom. Turning an event into bytes is the
 //! job of a protocol in `crate::protocol`, done once per event however many recipients it has.
-//! Names and texts are `Rc<str>` so that an event, the room history and the user table share one
-//! allocation instead of copying strings around.
+//! Names and texts are `Arc<str>` so that an event, the room history and the user table share one
+//! allocation instead of copying strings around; `Arc` rather than `Rc` so that the core is `Send`
+//! and a threaded driver can keep it behind a lock.
 
 use std::fmt;
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// Identifies a client to the core. The driver chooses it (the event loop uses its slab key) and
 /// must not reuse it before calling `Core::disconnect`.
@@ -57,32 +58,32 @@ pub enum Command {
 /// A room's topic and who set it when.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Topic {
-    pub text: Rc<str>,
-    pub by: Rc<str>,
+    pub text: Arc<str>,
+    pub by: Arc<str>,
     pub at: Millis,
 }
 
 /// One line of a `Rooms` reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoomSummary {
-    pub name: Rc<str>,
+    pub name: Arc<str>,
     pub members: usize,
-    pub topic: Option<Rc<str>>,
+    pub topic: Option<Arc<str>>,
 }
 
 /// A room member as `Who` lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
-    pub nick: Rc<str>,
+    pub nick: Arc<str>,
     pub away: bool,
 }
 
 /// The answer to `Whois`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WhoisInfo {
-    pub nick: Rc<str>,
-    pub rooms: Vec<Rc<str>>,
-    pub away: Option<Rc<str>>,
+    pub nick: Arc<str>,
+    pub rooms: Vec<Arc<str>>,
+    pub away: Option<Arc<str>>,
     /// Seconds since the user last sent a message.
     pub idle_secs: u64,
     pub connected_at: Millis,
@@ -93,62 +94,62 @@ pub struct WhoisInfo {
 pub enum Event {
     /// A live room message (`action`: a `/me`).
     Message {
-        room: Rc<str>,
-        from: Rc<str>,
-        text: Rc<str>,
+        room: Arc<str>,
+        from: Arc<str>,
+        text: Arc<str>,
         action: bool,
     },
     /// A message replayed from a room's history on join, with the time it was first sent.
     History {
-        room: Rc<str>,
-        from: Rc<str>,
-        text: Rc<str>,
+        room: Arc<str>,
+        from: Arc<str>,
+        text: Arc<str>,
         action: bool,
         at: Millis,
     },
     Private {
-        from: Rc<str>,
-        text: Rc<str>,
+        from: Arc<str>,
+        text: Arc<str>,
         action: bool,
     },
     /// `nick` joined `room` (sent to the joiner too, as confirmation).
     Joined {
-        room: Rc<str>,
-        nick: Rc<str>,
+        room: Arc<str>,
+        nick: Arc<str>,
     },
     Parted {
-        room: Rc<str>,
-        nick: Rc<str>,
-        reason: Option<Rc<str>>,
+        room: Arc<str>,
+        nick: Arc<str>,
+        reason: Option<Arc<str>>,
     },
     /// `nick` left the server; sent once to each user who shared a room with it.
     Quit {
-        nick: Rc<str>,
-        reason: Rc<str>,
+        nick: Arc<str>,
+        reason: Arc<str>,
     },
     NickChanged {
-        old: Rc<str>,
-        new: Rc<str>,
+        old: Arc<str>,
+        new: Arc<str>,
     },
     /// A topic was set (`topic: None`: cleared) by `by`.
     TopicChanged {
-        room: Rc<str>,
-        by: Rc<str>,
-        topic: Option<Rc<str>>,
+        room: Arc<str>,
+        by: Arc<str>,
+        topic: Option<Arc<str>>,
     },
     /// The asker's current room changed without a join (switching to a room it is already in,
     /// or parting the current one). `None`: in no room at all.
     CurrentRoom {
-        room: Option<Rc<str>>,
+        room: Option<Arc<str>>,
     },
     /// Reply to a topic query, and part of a join.
     TopicIs {
-        room: Rc<str>,
+        room: Arc<str>,
         topic: Option<Topic>,
     },
     /// Reply to `Who`, and part of a join. Sorted by nick.
     Names {
-        room: Rc<str>,
+        room: Arc<str>,
         members: Vec<Member>,
     },
     /// Reply to `Rooms`, sorted by name.
@@ -160,8 +161,8 @@ pub enum Event {
     },
     /// The target of a private message is away.
     TargetAway {
-        nick: Rc<str>,
-        message: Rc<str>,
+        nick: Arc<str>,
+        message: Arc<str>,
     },
     Error(Error),
 }

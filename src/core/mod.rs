@@ -14,7 +14,7 @@ pub mod room;
 pub mod user;
 
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use slab::Slab;
 
@@ -63,7 +63,7 @@ impl Core {
 
     /// Registers a new client under the next free guest nick, in no room yet, and returns the
     /// nick. The driver greets it and usually joins it to [`LOBBY`] next.
-    pub fn connect(&mut self, id: ClientId, now: Millis) -> Rc<str> {
+    pub fn connect(&mut self, id: ClientId, now: Millis) -> Arc<str> {
         let nick = loop {
             let candidate = format!("guest{}", self.next_guest);
             self.next_guest += 1;
@@ -71,7 +71,7 @@ impl Core {
                 break candidate;
             }
         };
-        let nick: Rc<str> = nick.into();
+        let nick: Arc<str> = nick.into();
         self.nicks.insert(fold(&nick), id);
         let user = User {
             nick: nick.clone(),
@@ -113,7 +113,7 @@ impl Core {
         }
     }
 
-    pub fn nick(&self, id: ClientId) -> Option<&Rc<str>> {
+    pub fn nick(&self, id: ClientId) -> Option<&Arc<str>> {
         self.users.get(&id).map(|u| &u.nick)
     }
 
@@ -199,7 +199,7 @@ impl Core {
         let user = self.user_mut(id);
         user.last_active = now;
         let from = user.nick.clone();
-        let text: Rc<str> = text.into();
+        let text: Arc<str> = text.into();
         let room = &mut self.rooms[key];
         room.remember(HistoryEntry {
             at: now,
@@ -260,7 +260,7 @@ impl Core {
         }
         self.nicks.remove(&fold(&old));
         self.nicks.insert(key, id);
-        let new: Rc<str> = nick.into();
+        let new: Arc<str> = nick.into();
         self.user_mut(id).nick = new.clone();
         let mut to = self.neighbours(id);
         if !to.contains(&id) {
@@ -377,7 +377,7 @@ impl Core {
         let key = self.target_room(id, room.as_deref(), true)?;
         let by = self.users[&id].nick.clone();
         let room = &mut self.rooms[key];
-        let text: Option<Rc<str>> = Some(label(&text).into()).filter(|t: &Rc<str>| !t.is_empty());
+        let text: Option<Arc<str>> = Some(label(&text).into()).filter(|t: &Arc<str>| !t.is_empty());
         room.topic = text.clone().map(|text| event::Topic {
             text,
             by: by.clone(),

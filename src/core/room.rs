@@ -1,7 +1,7 @@
 //! A room: its members, its topic and the ring of its recent messages.
 
 use std::collections::VecDeque;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use super::event::{ClientId, Millis, Topic};
 
@@ -9,15 +9,15 @@ use super::event::{ClientId, Millis, Topic};
 #[derive(Clone, Debug)]
 pub struct HistoryEntry {
     pub at: Millis,
-    pub from: Rc<str>,
-    pub text: Rc<str>,
+    pub from: Arc<str>,
+    pub text: Arc<str>,
     pub action: bool,
 }
 
 #[derive(Debug)]
 pub struct Room {
     /// The name as first written by its creator (`#Rust` stays `#Rust`; lookups fold case).
-    pub name: Rc<str>,
+    pub name: Arc<str>,
     /// Members in join order. A `Vec`: fan-out iterates it on every message, while joins and
     /// parts, which pay the linear removal, are rare by comparison.
     pub members: Vec<ClientId>,

@@ -59,7 +59,7 @@ impl World {
     }
 }
 
-fn rc(s: &str) -> Rc<str> {
+fn rc(s: &str) -> Arc<str> {
     s.into()
 }
 

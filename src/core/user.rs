@@ -1,17 +1,17 @@
 //! A connected user as the core sees it: nick, rooms and presence.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use super::event::Millis;
 
 #[derive(Debug)]
 pub struct User {
-    pub nick: Rc<str>,
+    pub nick: Arc<str>,
     /// Keys (in `Core::rooms`) of the rooms this user is in, in join order.
     pub rooms: Vec<usize>,
     /// Where a message without a room goes (the line protocol's plain lines).
     pub current: Option<usize>,
-    pub away: Option<Rc<str>>,
+    pub away: Option<Arc<str>>,
     pub connected_at: Millis,
     /// When the user last sent a message; whois shows the idle time from it.
     pub last_active: Millis,

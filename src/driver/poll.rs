@@ -70,6 +70,13 @@ pub struct ShutdownHandle {
     requested: Arc<AtomicBool>,
 }
 
+/// A server running on a thread of its own (tests, benchmarks, embedding programs).
+pub struct Running {
+    pub addrs: Vec<SocketAddr>,
+    pub handle: ShutdownHandle,
+    pub thread: std::thread::JoinHandle<io::Result<()>>,
+}
+
 impl ShutdownHandle {
     pub fn shutdown(&self) {
         self.requested.store(true, Ordering::SeqCst);
@@ -171,6 +178,33 @@ impl Server {
             next_serial: 0,
             now_ms: wall_ms(),
             config,
+        })
+    }
+
+    /// Binds on a new thread and runs the loop there; returns once the server is listening.
+    /// (A `Server` stays on the thread that made it: its output chunks are `Rc`.)
+    pub fn spawn(config: Config) -> io::Result<Running> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("pollchat-loop".into())
+            .spawn(move || {
+                let server = match Server::bind(config) {
+                    Ok(server) => server,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return Ok(());
+                    }
+                };
+                let _ = tx.send(Ok((server.local_addrs(), server.shutdown_handle())));
+                server.run()
+            })?;
+        let (addrs, handle) = rx
+            .recv()
+            .map_err(|_| io::Error::other("server thread died"))??;
+        Ok(Running {
+            addrs,
+            handle,
+            thread,
         })
     }
 

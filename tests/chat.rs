@@ -1,0 +1,311 @@
+//! The line protocol end to end over real sockets: rooms, private messages, presence, history.
+
+mod common;
+
+use common::TestServer;
+
+#[test]
+fn welcome_names_the_guest_nick_and_lobby() {
+    let server = TestServer::start();
+    let mut a = server.connect();
+    assert_eq!(
+        a.line(),
+        "WELCOME guest1 #lobby welcome to pollchat, guest1! You are in #lobby; /help lists the commands"
+    );
+    assert_eq!(a.line(), "JOIN #lobby guest1");
+    assert_eq!(a.line(), "NAMES #lobby guest1");
+    let (_b, nick) = server.join();
+    assert_eq!(nick, "guest2");
+    assert_eq!(a.line(), "JOIN #lobby guest2");
+}
+
+#[test]
+fn three_clients_chat_in_two_rooms_and_privately_with_history() {
+    let server = TestServer::start();
+    let mut alice = server.join_as("alice", &mut []);
+    let mut bob = server.join_as("bob", &mut [&mut alice]);
+    let mut carol = server.join_as("carol", &mut [&mut alice, &mut bob]);
+
+    // A plain line goes to every other member of the current room, verbatim, with no echo.
+    alice.send("hello  everyone :)");
+    assert_eq!(bob.line(), "MSG #lobby <alice> hello  everyone :)");
+    assert_eq!(carol.line(), "MSG #lobby <alice> hello  everyone :)");
+    alice.sync();
+
+    // A second room: alice and bob.
+    alice.send("/join #rust");
+    assert_eq!(alice.line(), "JOIN #rust alice");
+    assert_eq!(alice.line(), "NAMES #rust alice");
+    bob.send("/join #rust");
+    assert_eq!(alice.line(), "JOIN #rust bob");
+    assert_eq!(bob.line(), "JOIN #rust bob");
+    assert_eq!(bob.line(), "NAMES #rust alice bob");
+    bob.send("borrowck says hi");
+    bob.send("/me waves");
+    assert_eq!(alice.line(), "MSG #rust <bob> borrowck says hi");
+    assert_eq!(alice.line(), "MSG #rust * bob waves");
+    carol.sync(); // carol, not in #rust, got nothing
+
+    // `//` escapes a leading slash.
+    alice.send("//not a command");
+    assert_eq!(bob.line(), "MSG #rust <alice> /not a command");
+
+    // Private messages, nick looked up case-insensitively.
+    carol.send("/msg ALICE psst");
+    assert_eq!(alice.line(), "PRIV <carol> psst");
+    bob.sync();
+
+    // Carol joins #rust later and gets its history, marked as such, then live messages.
+    carol.send("/join #rust");
+    assert_eq!(carol.line(), "JOIN #rust carol");
+    assert_eq!(carol.line(), "NAMES #rust alice bob carol");
+    for expected in [
+        "<bob> borrowck says hi",
+        "* bob waves",
+        "<alice> /not a command",
+    ] {
+        let l = carol.line();
+        assert!(
+            l.starts_with("HISTORY #rust 20") && l.ends_with(expected),
+            "{l}"
+        );
+    }
+    assert_eq!(alice.line(), "JOIN #rust carol");
+    assert_eq!(bob.line(), "JOIN #rust carol");
+    alice.send("welcome carol");
+    assert_eq!(carol.line(), "MSG #rust <alice> welcome carol");
+    assert_eq!(bob.line(), "MSG #rust <alice> welcome carol");
+}
+
+#[test]
+fn nick_changes_are_checked_and_told_once_to_each_neighbour() {
+    let server = TestServer::start();
+    let mut alice = server.join_as("alice", &mut []);
+    let mut bob = server.join_as("bob", &mut [&mut alice]);
+    for (line, expected) in [
+        (
+            "/nick Alice",
+            "ERROR nick-in-use the nick Alice is already taken",
+        ),
+        (
+            "/nick 1st",
+            "ERROR invalid-nick invalid nick \"1st\": 1-32 letters, digits or _-[]\\^{}|, not starting with a digit or -",
+        ),
+        (
+            "/nick a:b",
+            "ERROR invalid-nick invalid nick \"a:b\": 1-32 letters, digits or _-[]\\^{}|, not starting with a digit or -",
+        ),
+        ("/nick two words", "ERROR usage /nick NAME"),
+    ] {
+        bob.send(line);
+        assert_eq!(bob.line(), expected);
+    }
+    // Sharing two rooms, alice still hears of bob's change once.
+    alice.send("/join #x");
+    bob.send("/join #x");
+    alice.expect_prefix("JOIN #x bob");
+    bob.expect_prefix("NAMES #x");
+    bob.send("/nick robert");
+    assert_eq!(bob.line(), "NICK bob robert");
+    assert_eq!(alice.line(), "NICK bob robert");
+    alice.sync();
+    // The old nick is free again.
+    alice.send("/msg bob hi");
+    assert_eq!(alice.line(), "ERROR no-such-nick no user is called bob");
+}
+
+#[test]
+fn topic_away_whois_rooms_and_who() {
+    let server = TestServer::start();
+    let mut alice = server.join_as("alice", &mut []);
+    let mut bob = server.join_as("bob", &mut [&mut alice]);
+
+    bob.send("/topic");
+    assert_eq!(bob.line(), "NOTICE #lobby has no topic");
+    alice.send("/topic all things chat");
+    assert_eq!(alice.line(), "TOPIC #lobby alice all things chat");
+    assert_eq!(bob.line(), "TOPIC #lobby alice all things chat");
+    bob.send("/topic");
+    let l = bob.line();
+    assert!(
+        l.starts_with("NOTICE topic of #lobby: all things chat (set by alice at 20"),
+        "{l}"
+    );
+
+    alice.send("/away lunch");
+    assert_eq!(alice.line(), "NOTICE you are marked as away");
+    bob.send("/msg alice are you there?");
+    assert_eq!(bob.line(), "NOTICE alice is away: lunch");
+    assert_eq!(alice.line(), "PRIV <bob> are you there?");
+    bob.send("/who");
+    assert_eq!(bob.line(), "NAMES #lobby alice(away) bob");
+    bob.send("/whois alice");
+    assert_eq!(bob.line(), "NOTICE alice is in: #lobby");
+    let l = bob.line();
+    assert!(
+        l.starts_with("NOTICE alice connected since 20") && l.contains(", idle "),
+        "{l}"
+    );
+    assert_eq!(bob.line(), "NOTICE alice is away: lunch");
+    bob.send("/whois nobody");
+    assert_eq!(bob.line(), "ERROR no-such-nick no user is called nobody");
+
+    bob.send("/join #quiet");
+    bob.expect_prefix("NAMES #quiet");
+    bob.send("/rooms");
+    assert_eq!(bob.line(), "ROOM #lobby 2 all things chat");
+    assert_eq!(bob.line(), "ROOM #quiet 1");
+    assert_eq!(bob.line(), "NOTICE 2 rooms");
+    alice.send("/who #quiet");
+    assert_eq!(alice.line(), "NAMES #quiet bob");
+    alice.send("/who #nowhere");
+    assert_eq!(alice.line(), "ERROR no-such-room there is no room #nowhere");
+}
+
+#[test]
+fn part_and_quit_are_told_with_their_reasons() {
+    let server = TestServer::start();
+    let mut alice = server.join_as("alice", &mut []);
+    let mut bob = server.join_as("bob", &mut [&mut alice]);
+    bob.send("/join #side");
+    bob.expect_prefix("NAMES #side");
+    bob.send("/part #lobby off to the side");
+    assert_eq!(alice.line(), "PART #lobby bob off to the side");
+    assert_eq!(bob.line(), "PART #lobby bob off to the side");
+    bob.send("/part");
+    assert_eq!(bob.line(), "PART #side bob");
+    assert_eq!(bob.line(), "NOTICE you are in no room now: /join #room");
+    bob.send("talking to nobody");
+    assert_eq!(
+        bob.line(),
+        "ERROR no-current-room you are in no room: /join #room first"
+    );
+    bob.send("/join #lobby");
+    assert_eq!(alice.line(), "JOIN #lobby bob");
+    bob.send("/quit see you");
+    assert_eq!(alice.line(), "QUIT bob quit: see you");
+    let rest = bob.expect_closed();
+    assert_eq!(rest.last().map(String::as_str), Some("BYE quit: see you"));
+}
+
+#[test]
+fn help_and_unknown_commands() {
+    let server = TestServer::start();
+    let (mut a, _) = server.join();
+    a.send("/help");
+    assert_eq!(
+        a.line(),
+        "NOTICE commands (a line without / talks in the current room):"
+    );
+    let mut lines = Vec::new();
+    for _ in 0..12 {
+        lines.push(a.line());
+    }
+    assert!(
+        lines.iter().all(|l| l.starts_with("NOTICE   /")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l.contains("/msg NICK text")));
+    a.send("/dance");
+    assert_eq!(
+        a.line(),
+        "ERROR unknown-command /dance: /help lists the commands"
+    );
+    a.send("/msg");
+    assert_eq!(a.line(), "ERROR usage /msg NICK text");
+}
+
+#[test]
+fn peers_that_vanish_are_removed_and_their_rooms_told() {
+    let server = TestServer::start();
+    let mut alice = server.join_as("alice", &mut []);
+    let bob = server.join_as("bob", &mut [&mut alice]);
+    drop(bob);
+    assert_eq!(alice.line(), "QUIT bob connection closed");
+    // A reset (SO_LINGER 0 makes close send RST) is a lost connection.
+    let carol = server.join_as("carol", &mut [&mut alice]);
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    let fd = std::os::fd::AsRawFd::as_raw_fd(carol.stream());
+    // SAFETY: setting a socket option on a socket we own, with a correctly sized value.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    drop(carol);
+    assert_eq!(alice.line(), "QUIT carol connection lost");
+    alice.send("/who");
+    assert_eq!(alice.line(), "NAMES #lobby alice");
+}
+
+#[test]
+fn a_half_closed_client_still_gets_its_answers() {
+    let server = TestServer::start();
+    let (mut a, nick) = server.join();
+    // The last line has no newline; end of stream completes it.
+    a.send_raw(b"/who\n/whois guest1");
+    a.shutdown_write();
+    let lines = a.expect_closed();
+    assert_eq!(lines[0], format!("NAMES #lobby {nick}"));
+    assert_eq!(lines[1], "NOTICE guest1 is in: #lobby");
+    assert_eq!(lines.last().unwrap(), "BYE connection closed");
+}
+
+#[test]
+fn shutdown_says_goodbye_to_everyone_and_returns() {
+    let server = TestServer::start();
+    let (mut a, _) = server.join();
+    let (mut b, _) = server.join();
+    a.line(); // b's join
+    server.stop().expect("run returns Ok");
+    assert_eq!(a.expect_closed(), ["BYE server shutting down"]);
+    assert_eq!(b.expect_closed(), ["BYE server shutting down"]);
+}
+
+#[test]
+fn history_can_be_turned_off_and_is_bounded() {
+    let server = TestServer::with(|c| c.history = 2);
+    let (mut a, _) = server.join();
+    for i in 0..5 {
+        a.send(&format!("m{i}"));
+    }
+    a.sync();
+    let (mut b, _) = server.join();
+    let l1 = b.line();
+    let l2 = b.line();
+    assert!(
+        l1.ends_with("<guest1> m3") && l2.ends_with("<guest1> m4"),
+        "{l1} / {l2}"
+    );
+    b.sync();
+
+    let server = TestServer::with(|c| c.history = 0);
+    let (mut a, _) = server.join();
+    a.send("not kept");
+    a.sync();
+    let (mut b, _) = server.join();
+    b.sync(); // the next line after the join burst is the sync reply: no history
+}
+
+#[test]
+fn listens_on_several_addresses_including_ipv6() {
+    let v6 = std::net::TcpListener::bind("[::1]:0").is_ok();
+    let second = if v6 { "[::1]:0" } else { "127.0.0.2:0" };
+    let server = TestServer::with(|c| c.listen.push(second.parse().unwrap()));
+    let running_second = server.addrs[1];
+    let mut first = server.connect();
+    let mut other = common::Client::connect(running_second);
+    first.expect_prefix("NAMES");
+    other.expect_prefix("NAMES");
+    assert_eq!(first.line(), "JOIN #lobby guest2");
+    other.send("over the other listener");
+    assert_eq!(first.line(), "MSG #lobby <guest2> over the other listener");
+}

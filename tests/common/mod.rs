@@ -1,0 +1,199 @@
+//! Test harness: a real server on an ephemeral loopback port, and a line client with timeouts.
+//!
+//! Tests synchronise only on what the server sends (a reply proves everything before it was
+//! handled), never on sleeps.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use pollchat::config::Config;
+use pollchat::driver::poll::{Server, ShutdownHandle};
+
+/// How long any single expected line may take before the test fails.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A server running its loop on a thread of the test process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    /// Every bound address, in `--listen` order.
+    pub addrs: Vec<SocketAddr>,
+    handle: ShutdownHandle,
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        Self::with(|_| {})
+    }
+
+    /// Starts a server with the defaults changed by `tweak`, listening on 127.0.0.1:0.
+    pub fn with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let running = Server::spawn(config).expect("bind");
+        TestServer {
+            addr: running.addrs[0],
+            addrs: running.addrs,
+            handle: running.handle,
+            thread: Some(running.thread),
+        }
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// Connects and reads the greeting burst; returns the client and its guest nick.
+    pub fn join(&self) -> (Client, String) {
+        let mut c = self.connect();
+        let welcome = c.line();
+        assert!(welcome.starts_with("WELCOME guest"), "{welcome}");
+        let nick = welcome.split(' ').nth(1).unwrap().to_string();
+        assert_eq!(c.line(), format!("JOIN #lobby {nick}"));
+        c.expect_prefix("NAMES #lobby");
+        (c, nick)
+    }
+
+    /// Connects, reads the greeting and takes `nick`; `others` see the change.
+    pub fn join_as(&self, nick: &str, others: &mut [&mut Client]) -> Client {
+        let (mut c, guest) = self.join();
+        for o in others.iter_mut() {
+            assert_eq!(o.line(), format!("JOIN #lobby {guest}"));
+        }
+        c.send(&format!("/nick {nick}"));
+        assert_eq!(c.line(), format!("NICK {guest} {nick}"));
+        for o in others.iter_mut() {
+            assert_eq!(o.line(), format!("NICK {guest} {nick}"));
+        }
+        c
+    }
+
+    /// Asks the loop to stop and waits for it; returns what `run` returned.
+    pub fn stop(mut self) -> std::io::Result<()> {
+        self.handle.shutdown();
+        self.thread
+            .take()
+            .unwrap()
+            .join()
+            .expect("server thread panicked")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.handle.shutdown();
+            let _ = t.join();
+        }
+    }
+}
+
+/// A line-protocol client over a blocking socket with a read timeout.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect");
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            writer: stream.try_clone().unwrap(),
+            reader: BufReader::new(stream),
+        }
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\n").as_bytes());
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("send");
+    }
+
+    /// Tries to send; false once the server has closed the connection.
+    pub fn try_send_raw(&mut self, bytes: &[u8]) -> bool {
+        self.writer.write_all(bytes).is_ok()
+    }
+
+    /// The next line, without its `\r\n`. Panics on timeout or end of stream.
+    pub fn line(&mut self) -> String {
+        self.try_line()
+            .expect("connection closed while a line was expected")
+    }
+
+    /// The next line, or `None` at end of stream (or on a reset).
+    pub fn try_line(&mut self) -> Option<String> {
+        let mut buf = Vec::new();
+        match self.reader.read_until(b'\n', &mut buf) {
+            Ok(0) => None,
+            Ok(_) => {
+                assert!(buf.ends_with(b"\r\n"), "server lines end in CRLF: {buf:?}");
+                buf.truncate(buf.len() - 2);
+                Some(String::from_utf8(buf).expect("server lines are UTF-8"))
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => None,
+            Err(e) => panic!("no line within {TIMEOUT:?}: {e}"),
+        }
+    }
+
+    /// Reads lines until one starts with `prefix`, and returns it.
+    pub fn expect_prefix(&mut self, prefix: &str) -> String {
+        loop {
+            let l = self.line();
+            if l.starts_with(prefix) {
+                return l;
+            }
+        }
+    }
+
+    /// Sends a command whose answer is known and checks it is the very next line: proof that
+    /// nothing else (an echo, a relayed line) was queued for this client before it.
+    pub fn sync(&mut self) {
+        self.send("/away sync");
+        assert_eq!(self.line(), "NOTICE you are marked as away");
+        self.send("/away");
+        assert_eq!(self.line(), "NOTICE you are no longer marked as away");
+    }
+
+    /// Asserts the server closes the connection (after any lines, which are returned).
+    pub fn expect_closed(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Some(l) = self.try_line() {
+            lines.push(l);
+            assert!(lines.len() < 100_000, "connection never closed");
+        }
+        lines
+    }
+
+    pub fn shutdown_write(&self) {
+        self.writer.shutdown(Shutdown::Write).unwrap();
+    }
+
+    /// Reads raw bytes until end of stream (for clients that never read before).
+    pub fn drain_to_end(&mut self) -> usize {
+        let mut total = 0;
+        let mut buf = [0u8; 65536];
+        loop {
+            match self.reader.read(&mut buf) {
+                Ok(0) => return total,
+                Ok(n) => total += n,
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return total,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        &self.writer
+    }
+}
