@@ -323,7 +323,11 @@ impl Server {
                 Ok((stream, peer)) => self.admit(stream, peer, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if is_fd_shortage(&e) => self.on_fd_shortage(index, now),
+                Err(e) if is_fd_shortage(&e) => {
+                    if !self.on_fd_shortage(index, now) {
+                        return;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
                     warn!("accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
@@ -334,19 +338,30 @@ impl Server {
     }
 
     /// Out of descriptors: use the reserve to turn the next waiting client away with a reason,
-    /// or, without one, stop accepting for a moment instead of spinning on EMFILE.
-    fn on_fd_shortage(&mut self, index: usize, now: Instant) {
-        if self.reserve_fd.take().is_some() {
-            if let Ok((stream, peer)) = self.listeners[index].accept() {
+    /// or, without one, stop accepting for a moment instead of spinning on EMFILE (which
+    /// `accept` returns even when no client is waiting). Returns whether to go on accepting.
+    fn on_fd_shortage(&mut self, index: usize, now: Instant) -> bool {
+        if self.reserve_fd.take().is_none() {
+            warn!("out of file descriptors; pausing accepts for {ACCEPT_BACKOFF:?}");
+            self.pause_accepting(now);
+            return false;
+        }
+        let more = match self.listeners[index].accept() {
+            Ok((stream, peer)) => {
                 warn!("{peer} refused: out of file descriptors");
                 reject(stream, "server full");
+                true
             }
-            self.reserve_fd = File::open("/dev/null").ok();
-        }
+            // Nobody is waiting (WouldBlock), or the client already left.
+            Err(_) => false,
+        };
+        self.reserve_fd = File::open("/dev/null").ok();
         if self.reserve_fd.is_none() {
             warn!("out of file descriptors; pausing accepts for {ACCEPT_BACKOFF:?}");
             self.pause_accepting(now);
+            return false;
         }
+        more
     }
 
     fn pause_accepting(&mut self, now: Instant) {

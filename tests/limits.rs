@@ -1,0 +1,245 @@
+//! Bad input and limits, each over a real socket: the offender gets a clear error or a clean
+//! disconnect, and everyone else carries on.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestServer;
+
+#[test]
+fn an_over_long_line_is_refused_and_the_connection_stays_usable() {
+    let server = TestServer::with(|c| c.max_line = 64);
+    let mut alice = server.join_as("alice", &mut []);
+    let mut bob = server.join_as("bob", &mut [&mut alice]);
+    // Exactly the limit passes (CRLF not counted).
+    let fits = "x".repeat(64);
+    bob.send_raw(format!("{fits}\r\n").as_bytes());
+    assert_eq!(alice.line(), format!("MSG #lobby <bob> {fits}"));
+    // One byte more does not, and none of it reaches anyone.
+    bob.send(&"y".repeat(65));
+    assert_eq!(
+        bob.line(),
+        "ERROR too-long line longer than 64 bytes, discarded"
+    );
+    // A huge line in pieces: one error, the tail discarded as it arrives.
+    bob.send_raw(&vec![b'z'; 100_000]);
+    bob.send_raw(&vec![b'z'; 100_000]);
+    bob.send_raw(b"zzz\nstill here\n");
+    assert_eq!(
+        bob.line(),
+        "ERROR too-long line longer than 64 bytes, discarded"
+    );
+    assert_eq!(alice.line(), "MSG #lobby <bob> still here");
+    bob.sync();
+    alice.sync();
+}
+
+#[test]
+fn a_client_that_never_sends_a_newline_is_not_buffered() {
+    let server = TestServer::with(|c| {
+        c.max_line = 128;
+        c.flood_rate = 0.0;
+    });
+    let (mut a, _) = server.join();
+    // 4 MiB without a newline: the server reports once and keeps nothing of it.
+    for _ in 0..64 {
+        a.send_raw(&[b'q'; 65536]);
+    }
+    assert_eq!(
+        a.line(),
+        "ERROR too-long line longer than 128 bytes, discarded"
+    );
+    a.send_raw(b"\n/who\n");
+    assert_eq!(a.line(), "NAMES #lobby guest1");
+}
+
+#[test]
+fn invalid_utf8_nul_and_control_characters_are_refused_not_relayed() {
+    let server = TestServer::start();
+    let mut alice = server.join_as("alice", &mut []);
+    let mut bob = server.join_as("bob", &mut [&mut alice]);
+    let cases: [(&[u8], &str); 4] = [
+        (
+            b"caf\xe9\n",
+            "ERROR bad-utf8 line is not valid UTF-8, discarded",
+        ),
+        (
+            b"nul\0byte\n",
+            "ERROR bad-char line contains a NUL byte, discarded",
+        ),
+        (
+            b"x\rMSG #lobby <alice> forged\n",
+            "ERROR bad-char line contains a control character, discarded",
+        ),
+        (
+            b"\x1b[2Jwipe\n",
+            "ERROR bad-char line contains a control character, discarded",
+        ),
+    ];
+    for (bytes, error) in cases {
+        bob.send_raw(bytes);
+        assert_eq!(bob.line(), error);
+    }
+    // No line can be forged through a nick, topic, away message or reason either.
+    bob.send_raw(b"/nick x\rQUIT\n");
+    assert_eq!(
+        bob.line(),
+        "ERROR bad-char line contains a control character, discarded"
+    );
+    bob.send_raw(b"/topic a\rTOPIC\n");
+    assert_eq!(
+        bob.line(),
+        "ERROR bad-char line contains a control character, discarded"
+    );
+    // Alice received none of it: the next thing she gets is a normal message.
+    bob.send("ok");
+    assert_eq!(alice.line(), "MSG #lobby <bob> ok");
+}
+
+#[test]
+fn empty_lines_are_ignored() {
+    let server = TestServer::start();
+    let mut alice = server.join_as("alice", &mut []);
+    let mut bob = server.join_as("bob", &mut [&mut alice]);
+    bob.send_raw(b"\n\r\n   \n\t\n");
+    bob.sync();
+    bob.send("after blanks");
+    assert_eq!(alice.line(), "MSG #lobby <bob> after blanks");
+}
+
+#[test]
+fn a_flooder_is_slowed_down_without_losing_lines_or_delaying_others() {
+    let server = TestServer::with(|c| {
+        c.flood_burst = 2;
+        c.flood_rate = 4.0;
+    });
+    let mut alice = server.join_as("alice", &mut []);
+    let mut bob = server.join_as("bob", &mut [&mut alice]);
+    let mut carol = server.join_as("carol", &mut [&mut alice, &mut bob]);
+    // The three /nick changes above used tokens; start from a full bucket per client by
+    // having the flooder be a fresh connection.
+    let (mut flooder, nick) = server.join();
+    for c in [&mut alice, &mut bob, &mut carol] {
+        assert_eq!(c.line(), format!("JOIN #lobby {nick}"));
+    }
+    let burst: String = (0..8).map(|i| format!("flood {i}\n")).collect();
+    flooder.send_raw(burst.as_bytes());
+    // The burst passes at once.
+    assert_eq!(alice.line(), format!("MSG #lobby <{nick}> flood 0"));
+    assert_eq!(alice.line(), format!("MSG #lobby <{nick}> flood 1"));
+    assert_eq!(bob.line(), format!("MSG #lobby <{nick}> flood 0"));
+    assert_eq!(bob.line(), format!("MSG #lobby <{nick}> flood 1"));
+    // The rest waits for tokens (250 ms each); meanwhile others are served immediately.
+    bob.send("/who");
+    assert_eq!(bob.line(), format!("NAMES #lobby alice bob carol {nick}"));
+    carol.send("not stuck behind the flood");
+    assert_eq!(
+        alice.line(),
+        "MSG #lobby <carol> not stuck behind the flood"
+    );
+    // Nothing is dropped, and the order is kept.
+    for i in 2..8 {
+        assert_eq!(alice.line(), format!("MSG #lobby <{nick}> flood {i}"));
+    }
+}
+
+#[test]
+fn a_slow_consumer_is_disconnected_and_memory_stays_bounded() {
+    let server = TestServer::with(|c| {
+        c.max_sendq = 64 * 1024;
+        c.flood_rate = 0.0;
+    });
+    let mut alice = server.join_as("alice", &mut []);
+    let mut bob = server.join_as("bob", &mut [&mut alice]);
+    // Carol joins and then never reads.
+    let mut carol = server.join_as("carol", &mut [&mut alice, &mut bob]);
+    let text = "w".repeat(1000);
+    let mut sent = 0;
+    let reason = loop {
+        alice.send(&text);
+        sent += 1;
+        // Bob keeps up; he sees every message, then carol's departure.
+        let l = bob.line();
+        if l.starts_with("QUIT carol") {
+            break l;
+        }
+        assert_eq!(l, format!("MSG #lobby <alice> {text}"));
+        assert!(sent < 50_000, "carol was never disconnected");
+    };
+    assert_eq!(reason, "QUIT carol send queue exceeded");
+    assert_eq!(
+        alice.expect_prefix("QUIT carol"),
+        "QUIT carol send queue exceeded"
+    );
+    // What carol receives was bounded by the kernel buffers plus the send queue, then closed.
+    let received = carol.drain_to_end();
+    assert!(
+        received < sent * 1100,
+        "received {received} of {sent} messages"
+    );
+    alice.send("/who");
+    assert_eq!(alice.line(), "NAMES #lobby alice bob");
+}
+
+#[test]
+fn max_clients_turns_extra_connections_away_with_a_reason() {
+    let server = TestServer::with(|c| c.max_clients = 2);
+    let (mut a, _) = server.join();
+    let (b, nick) = server.join();
+    let mut c = server.connect();
+    assert_eq!(c.expect_closed(), ["BYE server full"]);
+    // A slot that frees up can be used again.
+    drop(b);
+    assert_eq!(a.line(), format!("JOIN #lobby {nick}"));
+    assert_eq!(a.line(), format!("QUIT {nick} connection closed"));
+    let mut d = server.connect();
+    d.expect_prefix("WELCOME");
+}
+
+#[test]
+fn max_per_ip_limits_connections_from_one_address() {
+    let server = TestServer::with(|c| c.max_per_ip = 2);
+    let (_a, _) = server.join();
+    let (_b, _) = server.join();
+    let mut c = server.connect();
+    assert_eq!(
+        c.expect_closed(),
+        ["BYE too many connections from your address"]
+    );
+}
+
+#[test]
+fn idle_clients_are_disconnected_and_their_rooms_told() {
+    let server = TestServer::with(|c| {
+        c.idle_timeout = Some(Duration::from_millis(300));
+        c.flood_rate = 0.0;
+    });
+    let (mut a, nick) = server.join();
+    let (mut b, _) = server.join();
+    a.line(); // b's join
+    // b keeps talking until it hears of a's departure; a stays silent.
+    let quit = loop {
+        b.send("/who");
+        let l = b.line();
+        if l.starts_with("QUIT") {
+            break l;
+        }
+        assert!(l.starts_with("NAMES #lobby"), "{l}");
+    };
+    assert_eq!(quit, format!("QUIT {nick} idle timeout"));
+    assert_eq!(a.expect_closed(), ["BYE idle timeout"]);
+}
+
+#[test]
+fn pipelined_lines_beyond_the_turn_budget_are_all_handled_in_order() {
+    // Flood control off: 2,000 lines in one write are handled over several turns.
+    let server = TestServer::with(|c| c.flood_rate = 0.0);
+    let mut alice = server.join_as("alice", &mut []);
+    let mut bob = server.join_as("bob", &mut [&mut alice]);
+    let many: String = (0..2000).map(|i| format!("line {i}\n")).collect();
+    bob.send_raw(many.as_bytes());
+    for i in 0..2000 {
+        assert_eq!(alice.line(), format!("MSG #lobby <bob> line {i}"));
+    }
+}

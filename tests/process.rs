@@ -1,0 +1,306 @@
+//! The `pollchat` binary as a user runs it: signals, bind errors, descriptor exhaustion, and the
+//! terminal client.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+
+use common::{Client, TIMEOUT, TestServer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pollchat");
+
+/// A `pollchat serve` child process on an ephemeral port; killed if the test fails.
+struct ServeProcess {
+    child: Child,
+    addr: SocketAddr,
+    /// The server's log lines, as they come.
+    log: mpsc::Receiver<String>,
+}
+
+impl ServeProcess {
+    fn start(args: &[&str], nofile: Option<u64>) -> ServeProcess {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(n) = nofile {
+            // SAFETY: only setrlimit, async-signal-safe, between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("spawn pollchat");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut process = ServeProcess {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            log,
+        };
+        let line = process.wait_log("listening on ");
+        process.addr = line.rsplit(' ').next().unwrap().parse().unwrap();
+        process
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    fn wait_log(&mut self, needle: &str) -> String {
+        loop {
+            match self.log.recv_timeout(TIMEOUT) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no log line with {needle:?}: {e}"),
+            }
+        }
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: sending a signal to our own child.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
+    /// Waits for the process to exit (reaped on a helper thread), failing the test if it
+    /// takes longer than the timeout. Returns whether it exited with status 0.
+    fn wait(&mut self) -> bool {
+        let pid = self.child.id() as libc::pid_t;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut status = 0;
+            // SAFETY: waiting for our own child; `status` is a valid out-pointer.
+            let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+            let _ = tx.send(r == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        });
+        rx.recv_timeout(TIMEOUT).expect("pollchat did not exit")
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn join(addr: SocketAddr) -> Client {
+    let mut c = Client::connect(addr);
+    c.expect_prefix("NAMES #lobby");
+    c
+}
+
+#[test]
+fn sigterm_says_goodbye_and_exits_zero() {
+    let mut server = ServeProcess::start(&[], None);
+    let mut a = join(server.addr);
+    a.send("/who");
+    a.expect_prefix("NAMES");
+    server.signal(libc::SIGTERM);
+    assert_eq!(a.expect_closed(), ["BYE server shutting down"]);
+    assert!(server.wait());
+    server.wait_log("server stopped");
+}
+
+#[test]
+fn sigint_also_shuts_down_cleanly() {
+    let mut server = ServeProcess::start(&["--log-level", "debug"], None);
+    let mut a = join(server.addr);
+    server.signal(libc::SIGINT);
+    assert_eq!(a.expect_closed(), ["BYE server shutting down"]);
+    assert!(server.wait());
+}
+
+#[test]
+fn a_busy_port_is_one_clear_error_and_a_failing_exit() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", &addr])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn bad_flags_are_refused_with_usage() {
+    let out = Command::new(BIN)
+        .args(["serve", "--max-line", "abc"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-line"));
+    let help = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--listen",
+        "--max-line",
+        "--history",
+        "--flood-burst",
+        "--flood-rate",
+        "--max-sendq",
+        "--max-clients",
+        "--max-per-ip",
+        "--idle-timeout",
+        "--log-level",
+        "--verbose",
+        "--quiet",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+}
+
+#[test]
+fn running_out_of_descriptors_refuses_newcomers_and_serves_the_rest() {
+    // 48 descriptors and a --max-clients far above that: accept() will hit EMFILE.
+    let mut server = ServeProcess::start(&["--max-clients", "1000", "--flood-rate", "0"], Some(48));
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    for _ in 0..80 {
+        let mut c = Client::connect(server.addr);
+        let first = c.line();
+        if first.starts_with("WELCOME") {
+            c.expect_prefix("NAMES #lobby");
+            admitted.push(c);
+        } else {
+            assert_eq!(first, "BYE server full");
+            assert!(c.try_line().is_none(), "a refused client is closed");
+            refused += 1;
+        }
+    }
+    assert!(admitted.len() >= 20, "only {} admitted", admitted.len());
+    assert!(refused >= 20, "only {refused} refused");
+    server.wait_log("out of file descriptors");
+    // Everyone admitted is still served.
+    let last = admitted.len() - 1;
+    admitted[last].send("/who");
+    admitted[last].expect_prefix("NAMES #lobby");
+    // Freed descriptors are used again.
+    admitted.truncate(5);
+    let mut fresh = None;
+    for _ in 0..100 {
+        let mut c = Client::connect(server.addr);
+        if c.line().starts_with("WELCOME") {
+            fresh = Some(c);
+            break;
+        }
+    }
+    let mut fresh = fresh.expect("a freed slot is reused");
+    fresh.expect_prefix("NAMES #lobby");
+    server.signal(libc::SIGTERM);
+    assert!(server.wait());
+}
+
+/// Runs `pollchat connect` with `input` on its stdin (kept open if `hold_stdin`).
+fn run_client(addr: SocketAddr, input: &[u8], hold_stdin: bool) -> Child {
+    let mut child = Command::new(BIN)
+        .args(["connect", &addr.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).unwrap();
+    if hold_stdin {
+        std::mem::forget(stdin);
+    }
+    child
+}
+
+fn finish(mut child: Child) -> (bool, String) {
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let ok = child.wait().unwrap().success();
+    (ok, out)
+}
+
+#[test]
+fn the_client_sends_what_is_typed_and_prints_what_arrives() {
+    let server = TestServer::start();
+    let mut watcher = server.join_as("watcher", &mut []);
+    let child = run_client(
+        server.addr,
+        b"/nick typist\nhello from the client\n/quit done\n",
+        false,
+    );
+    assert_eq!(watcher.line(), "JOIN #lobby guest2");
+    assert_eq!(watcher.line(), "NICK guest2 typist");
+    assert_eq!(watcher.line(), "MSG #lobby <typist> hello from the client");
+    assert_eq!(watcher.line(), "QUIT typist quit: done");
+    let (ok, out) = finish(child);
+    assert!(ok);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("WELCOME guest2 #lobby"), "{out}");
+    assert_eq!(lines.last(), Some(&"BYE quit: done"));
+    assert!(!out.contains('\r'), "the client prints plain lines");
+}
+
+#[test]
+fn the_client_exits_on_end_of_input_after_the_answers() {
+    let server = TestServer::start();
+    let (ok, out) = finish(run_client(server.addr, b"/who\n", false));
+    assert!(ok);
+    assert!(out.contains("NAMES #lobby guest1\n"), "{out}");
+    assert!(out.ends_with("BYE connection closed\n"), "{out}");
+}
+
+#[test]
+fn the_client_exits_when_the_server_goes_away() {
+    let server = TestServer::start();
+    let mut watcher = server.join_as("watcher", &mut []);
+    let child = run_client(server.addr, b"", true);
+    assert_eq!(watcher.line(), "JOIN #lobby guest2");
+    server.stop().unwrap();
+    let (ok, out) = finish(child);
+    assert!(ok);
+    assert!(out.ends_with("BYE server shutting down\n"), "{out}");
+}
+
+#[test]
+fn the_client_reports_a_refused_connection() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = Command::new(BIN)
+        .args(["connect", &port.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cannot connect to {port}")));
+}
