@@ -12,6 +12,8 @@
 //!   and no clock: commands in, protocol-neutral events with their recipients out.
 //! - [`protocol`]: front doors. [`protocol::line`] parses what `nc`/`telnet` users type and
 //!   renders core events as lines whose first token says what they are.
+//! - [`session`]: what each framed line means for a client, whatever the I/O model: the glue
+//!   between framer, protocol and core that every driver calls.
 //! - [`net`]: the per-connection record, its output queue of shared chunks written with
 //!   `writev`, and its flood-control token bucket.
 //! - [`driver`]: the event loop ([`driver::poll::Server`]) and its timers: accepting, reading
@@ -28,3 +30,4 @@ pub mod framer;
 pub mod limits;
 pub mod net;
 pub mod protocol;
+pub mod session;

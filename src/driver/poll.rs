@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use log::{debug, info, trace, warn};
+use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook_mio::v1_0::Signals;
@@ -37,12 +37,13 @@ use slab::Slab;
 
 use super::timer::{TimerKind, Timers};
 use crate::config::Config;
-use crate::core::{ClientId, Command, Core, CoreLimits, LOBBY, Millis, Outbox};
+use crate::core::{ClientId, Core, CoreLimits, Millis, Outbox};
 use crate::framer::Frame;
-use crate::net::connection::{Connection, Phase, Reason};
+use crate::net::connection::{Connection, Phase};
 use crate::net::flood::TokenBucket;
 use crate::net::outq::Flushed;
-use crate::protocol::line::{self, LineError, Request};
+use crate::protocol::line;
+use crate::session::{self, Reason, Step};
 
 /// Tokens at and above this are listeners (`LISTENER_BASE + index`); below are slab keys.
 const LISTENER_BASE: usize = usize::MAX / 2;
@@ -403,15 +404,10 @@ impl Server {
         let bucket = TokenBucket::new(self.config.flood_burst, now);
         entry.insert(Connection::new(stream, peer, self.next_serial, bucket, now));
         *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
-        let nick = self.core.connect(ClientId(key), self.now_ms);
+        let (greeting, nick) =
+            session::welcome(&mut self.core, ClientId(key), self.now_ms, &mut self.outbox);
         info!("{peer} connected as {nick}");
-        self.send(key, line::render_welcome(&nick, LOBBY));
-        self.core.handle(
-            ClientId(key),
-            Command::Join(LOBBY.into()),
-            self.now_ms,
-            &mut self.outbox,
-        );
+        self.send(key, greeting);
         self.deliver();
         if let Some(idle) = self.config.idle_timeout {
             self.timers
@@ -505,15 +501,23 @@ impl Server {
                 );
                 return Flow::Throttled;
             }
-            let request = match conn.framer.next_frame(&mut input, max_line) {
-                None => return Flow::Go,
-                Some(Frame::Line(bytes)) => line::parse(bytes),
-                Some(Frame::TooLong) => Err(LineError::TooLong(max_line)),
+            let Some(frame) = conn.framer.next_frame(&mut input, max_line) else {
+                return Flow::Go;
             };
             conn.bucket.take();
             conn.last_heard = now;
             *lines -= 1;
-            self.dispatch(key, request);
+            // The frame borrows the framer (or the scratch input); the session needs only the
+            // core and the outbox, which are other fields.
+            let step = session::on_frame(
+                &mut self.core,
+                ClientId(key),
+                frame,
+                max_line,
+                self.now_ms,
+                &mut self.outbox,
+            );
+            self.apply(key, step);
         }
     }
 
@@ -522,31 +526,25 @@ impl Server {
     fn end_of_stream(&mut self, key: usize) {
         let max_line = self.config.max_line;
         if let Some(last) = self.conns[key].framer.take_partial(max_line) {
-            self.dispatch(key, line::parse(&last));
+            let step = session::on_frame(
+                &mut self.core,
+                ClientId(key),
+                Frame::Line(&last),
+                max_line,
+                self.now_ms,
+                &mut self.outbox,
+            );
+            self.apply(key, step);
         }
         self.mark_close(key, Reason::Closed);
     }
 
-    fn dispatch(&mut self, key: usize, request: Result<Request, LineError>) {
-        trace!("#{key}: {request:?}");
-        match request {
-            Ok(Request::Chat(command)) => {
-                self.core
-                    .handle(ClientId(key), command, self.now_ms, &mut self.outbox);
-                self.deliver();
-            }
-            Ok(Request::Quit(reason)) => self.mark_close(key, Reason::Quit(reason)),
-            Ok(Request::Help) => self.send(key, line::render_help()),
-            Ok(Request::Nothing) => {}
-            Err(error) => {
-                if let LineError::TooLong(_) = error {
-                    info!(
-                        "{}: line over --max-line {}, discarded",
-                        self.conns[key].peer, self.config.max_line
-                    );
-                }
-                self.send(key, line::render_error(&error));
-            }
+    /// Carries out what the session said about one line.
+    fn apply(&mut self, key: usize, step: Step) {
+        match step {
+            Step::Done => self.deliver(),
+            Step::Reply(bytes) => self.send(key, bytes),
+            Step::Leave(reason) => self.mark_close(key, reason),
         }
     }
 

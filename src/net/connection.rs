@@ -12,45 +12,7 @@ use mio::net::TcpStream;
 use super::flood::TokenBucket;
 use super::outq::OutQueue;
 use crate::framer::LineFramer;
-
-/// Why a connection ends. The text goes to the rooms it was in ("QUIT alice send queue
-/// exceeded") and, where the client can still read it, in a last `BYE` line to the client.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reason {
-    /// The client asked to leave, with an optional reason.
-    Quit(Option<String>),
-    /// The peer closed its side (EOF).
-    Closed,
-    /// A read or write failed (reset, broken pipe).
-    Lost,
-    /// Its output queue passed `--max-sendq`: a slow consumer.
-    SendQueue,
-    /// Silent for longer than `--idle-timeout`.
-    Idle,
-    /// The server is stopping.
-    Shutdown,
-}
-
-impl Reason {
-    /// How the departure is shown to others.
-    pub fn text(&self) -> String {
-        match self {
-            Reason::Quit(Some(r)) => format!("quit: {r}"),
-            Reason::Quit(None) => "quit".into(),
-            Reason::Closed => "connection closed".into(),
-            Reason::Lost => "connection lost".into(),
-            Reason::SendQueue => "send queue exceeded".into(),
-            Reason::Idle => "idle timeout".into(),
-            Reason::Shutdown => "server shutting down".into(),
-        }
-    }
-
-    /// Whether the connection first gets its queued output and a `BYE` line. Not for a slow
-    /// consumer (that is the very queue it did not read) nor a broken socket.
-    pub fn drains(&self) -> bool {
-        !matches!(self, Reason::SendQueue | Reason::Lost)
-    }
-}
+use crate::session::Reason;
 
 /// Where a connection is in its life.
 #[derive(Clone, Debug, PartialEq, Eq)]
