@@ -21,7 +21,7 @@ use super::target::{self, ProcStats};
 use super::wire::{self, Line, Payload};
 
 /// Connections opened but not yet joined, at most: well under the server's listen backlog.
-const MAX_CONNECTING: usize = 256;
+const MAX_CONNECTING: usize = 1000;
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 256 * 1024;
 /// Messages a `max`-rate sender queues each time its socket has taken everything.

@@ -27,10 +27,8 @@ use load::{Load, Plan, Proto, SlowOutcome, Trial};
 use stats::StepSearch;
 use target::{ProcStats, Spawned};
 
-/// How long connecting and joining every client may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Deliveries a `--step` search starts at, in total per second, unless `--rate` says otherwise.
-const STEP_START_DELIVERIES: f64 = 20_000.0;
+const STEP_START_DELIVERIES: f64 = 100_000.0;
 /// Each `--step` trial multiplies the rate by this until one fails...
 const STEP_FACTOR: f64 = 2.0;
 /// ...then narrows the gap this many times...
@@ -76,7 +74,7 @@ pub struct Opts {
     pub warmup: f64,
     /// Messages per second per sending client (open loop: each message carries its intended
     /// send time and latency counts from it), or `max` to send as fast as sockets take it.
-    /// With --step: the rate to start from [default: what gives 20,000 deliveries/s]
+    /// With --step: the rate to start from [default: what gives 100,000 deliveries/s]
     #[arg(long, value_parser = parse_rate)]
     pub rate: Option<Rate>,
     /// Raise the rate (×2, then bisect) until under 99% of deliveries arrive or p99 passes
@@ -94,6 +92,9 @@ pub struct Opts {
     /// them and the others' latency
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub slow: usize,
+    /// Seconds connecting and joining every client may take before the run fails
+    #[arg(long, default_value_t = 60.0)]
+    pub connect_timeout: f64,
     /// Print the report as JSON on stdout (progress still goes to stderr)
     #[arg(long)]
     pub json: bool,
@@ -106,6 +107,25 @@ pub struct Opts {
     /// The pollchat binary to spawn [default: this one]
     #[arg(long, hide = true)]
     pub exe: Option<PathBuf>,
+}
+
+/// Parses `pollchat bench` flags (without the subcommand name), for programs that drive the
+/// generator as a library, such as `cargo bench`.
+pub fn parse_opts<I, T>(args: I) -> Result<Opts, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        opts: Opts,
+    }
+    let args =
+        std::iter::once(std::ffi::OsString::from("bench")).chain(args.into_iter().map(Into::into));
+    let wrapper = Wrapper::try_parse_from(args)?;
+    Ok(wrapper.opts)
 }
 
 /// A sending rate.
@@ -268,7 +288,7 @@ pub fn run(opts: &Opts) -> io::Result<Report> {
     }
     let rss_before = pid.and_then(ProcStats::read).map(|s| s.rss_kib);
     let mut load = Load::new(plan.clone(), pid, progress)?;
-    report.connect_secs = load.connect(CONNECT_TIMEOUT)?.as_secs_f64();
+    report.connect_secs = load.connect(secs(opts.connect_timeout))?.as_secs_f64();
     if let Some(n) = idle {
         load.idle(Duration::from_secs(1))?;
         if let (Some(before), Some(after)) = (rss_before, pid.and_then(ProcStats::read)) {
@@ -368,6 +388,16 @@ fn step(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_flags_for_library_callers() {
+        let o = parse_opts(["--clients", "7", "--rate", "max", "--spawn", "--io threads"]).unwrap();
+        assert_eq!(
+            (o.clients, o.rate, o.spawn.as_deref()),
+            (7, Some(Rate::Max), Some("--io threads"))
+        );
+        assert!(parse_opts(["--bogus"]).is_err());
+    }
 
     #[test]
     fn parses_rates() {
