@@ -29,10 +29,10 @@ struct Scenario {
 }
 
 fn matrix(quick: bool) -> Vec<Scenario> {
-    let (measure, warm, step_secs, idle) = if quick {
-        ("3", "1", "0.5", 2000)
+    let (measure, warm, step_secs, idle, slow_rate) = if quick {
+        ("3", "1", "0.5", 2000, 400)
     } else {
-        ("8", "2", "1.5", 10_000)
+        ("8", "2", "1.5", 10_000, 200)
     };
     let load = format!("--duration {measure} --warmup {warm}");
     vec![
@@ -62,7 +62,8 @@ fn matrix(quick: bool) -> Vec<Scenario> {
         },
         Scenario {
             name: "slow consumer",
-            args: format!("--clients 100 --rooms 1 --slow 5 --rate 100 {load}"),
+            // Fast enough that the 5 fill the kernel's buffers and a 1 MiB send queue in seconds.
+            args: format!("--clients 100 --rooms 1 --slow 5 --rate {slow_rate} {load}"),
             serve: "--max-sendq 1048576",
             redis: false,
         },
@@ -78,7 +79,9 @@ fn sweep(quick: bool) -> Vec<usize> {
     }
 }
 
-fn run(args: &str, target: &str, serve: &str, exe: &str) -> Result<Report, String> {
+/// Runs the generator against `target` (a model name or "redis"); `io` is the `--io` flag to
+/// pass (none for a binary whose only server is the poll loop).
+fn run(args: &str, target: &str, io: &str, serve: &str, exe: &str) -> Result<Report, String> {
     let mut argv: Vec<String> = args.split_whitespace().map(String::from).collect();
     argv.extend([
         "--no-progress".into(),
@@ -89,7 +92,7 @@ fn run(args: &str, target: &str, serve: &str, exe: &str) -> Result<Report, Strin
         argv.push("--redis".into());
     } else {
         argv.extend(["--exe".into(), exe.into(), "--spawn".into()]);
-        argv.push(format!("--io {target} {serve}"));
+        argv.push(format!("{io} {serve}"));
     }
     let opts = bench::parse_opts(&argv).map_err(|e| e.to_string())?;
     bench::run(&opts).map_err(|e| e.to_string())
@@ -179,9 +182,19 @@ fn main() {
     let exe = env!("CARGO_BIN_EXE_pollchat");
     let started = Instant::now();
     let mut targets: Vec<String> = Vec::new();
+    // The `--io` flag for each target; a binary without `--io` at all serves with the poll loop.
+    let mut io_flags: BTreeMap<String, String> = BTreeMap::new();
+    let has_io = MODELS.iter().any(|m| target::supports_io(exe.as_ref(), m));
     for model in MODELS {
         if target::supports_io(exe.as_ref(), model) {
             targets.push(model.into());
+            io_flags.insert(model.into(), format!("--io {model}"));
+        } else if model == "poll" && !has_io {
+            println!(
+                "e2e: this pollchat has no `--io` flag: its only server, the poll loop, is `poll`"
+            );
+            targets.push(model.into());
+            io_flags.insert(model.into(), String::new());
         } else {
             println!("e2e: this pollchat has no `serve --io {model}`: skipped");
         }
@@ -221,7 +234,8 @@ fn main() {
             let args = format!(
                 "--clients {clients} --rooms 1 --step --step-secs {step_secs} --duration 3 --warmup 1"
             );
-            match run(&args, target_name, "", exe) {
+            let io = io_flags.get(target_name).map_or("", String::as_str);
+            match run(&args, target_name, io, "", exe) {
                 Ok(r) => {
                     let best = r.best.as_ref().map_or(0.0, |b| b.deliveries_per_sec());
                     let p99 = r.at_half.as_ref().map_or(0.0, |h| h.p99_us as f64 / 1e3);
@@ -239,7 +253,8 @@ fn main() {
                 continue;
             }
             let t0 = Instant::now();
-            match run(&sc.args, target_name, sc.serve, exe) {
+            let io = io_flags.get(target_name).map_or("", String::as_str);
+            match run(&sc.args, target_name, io, sc.serve, exe) {
                 Ok(r) => {
                     if sc.name == "fan-out"
                         && let (Some(b), Some(h)) = (&r.best, &r.at_half)
@@ -274,7 +289,6 @@ fn main() {
         series.push(points);
     }
 
-    order.sort();
     let mut out = String::new();
     let has = |t: &str| targets.iter().any(|x| x == t);
     let _ = write!(out, "| scenario | metric |");
