@@ -31,22 +31,24 @@ pub fn draw(path: &std::path::Path, title: &str, series: &[Series]) -> Result<()
     let all = || series.iter().flat_map(|s| s.points.iter());
     let x_max = all().map(|p| p.0).fold(10.0, f64::max) * 1.5;
     let x_min = all().map(|p| p.0).fold(x_max, f64::min).max(1.0) / 1.5;
-    let d_max = all().map(|p| p.1).fold(1.0, f64::max) * 1.15;
-    let l_max = all().map(|p| p.2).fold(0.1, f64::max) * 1.15;
+    let d_max = all().map(|p| p.1).fold(10.0, f64::max) * 2.0;
+    let d_min = all().map(|p| p.1).fold(d_max, f64::min).max(1.0) / 2.0;
+    let l_max = all().map(|p| p.2).fold(1.0, f64::max) * 2.0;
+    let l_min = all().map(|p| p.2).fold(l_max, f64::min).max(0.01) / 2.0;
     panel(
         &left,
         series,
         "highest sustainable deliveries/s",
-        "deliveries/s",
-        (x_min, x_max, d_max),
+        "deliveries/s (log scale)",
+        (x_min, x_max, d_min, d_max),
         |p| p.1,
     )?;
     panel(
         &right,
         series,
         "p99 latency at half that rate",
-        "p99 (ms)",
-        (x_min, x_max, l_max),
+        "p99 in ms (log scale)",
+        (x_min, x_max, l_min, l_max),
         |p| p.2,
     )?;
     root.present().map_err(|e| e.to_string())
@@ -57,7 +59,7 @@ fn panel(
     series: &[Series],
     caption: &str,
     y_desc: &str,
-    (x_min, x_max, y_max): (f64, f64, f64),
+    (x_min, x_max, y_min, y_max): (f64, f64, f64, f64),
     y: impl Fn(&(f64, f64, f64)) -> f64,
 ) -> Result<(), String> {
     let mut chart = ChartBuilder::on(area)
@@ -65,19 +67,22 @@ fn panel(
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(70)
-        .build_cartesian_2d((x_min..x_max).log_scale(), 0.0..y_max)
+        .build_cartesian_2d((x_min..x_max).log_scale(), (y_min..y_max).log_scale())
         .map_err(|e| e.to_string())?;
     chart
         .configure_mesh()
         .x_desc("clients in the room (log scale)")
         .y_desc(y_desc)
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .y_label_formatter(&|v| {
             if *v >= 1e6 {
                 format!("{:.1}M", v / 1e6)
-            } else if *v >= 1e3 {
+            } else if *v >= 1e4 {
                 format!("{:.0}k", v / 1e3)
+            } else if *v >= 10.0 {
+                format!("{v:.0}")
             } else {
-                format!("{v:.1}")
+                format!("{v:.2}")
             }
         })
         .draw()

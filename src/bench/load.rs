@@ -35,6 +35,10 @@ const READS_PER_TURN: usize = 4;
 const MAX_BATCH: usize = 32;
 /// Open-loop messages queued per loop turn at most, so reading is never starved for long.
 const SENDS_PER_TURN: usize = 20_000;
+/// A `--step` trial stops sending once a delivery takes this long: it has failed already
+/// (p99 over 50 ms is near), and going on only piles up a backlog that would push the server's
+/// send queues past `--max-sendq`, cut clients off and spoil the trials after it.
+const ABORT_LATENCY_US: u64 = 200_000;
 /// How often the progress line is printed.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
@@ -124,12 +128,15 @@ pub struct Trial {
     pub max_us: u64,
     /// How late the generator sent measured messages, p99: near zero unless it was the limit.
     pub lag_p99_us: u64,
-    /// Generator and server CPU over the measured window, in percent of one core.
+    /// Generator and server CPU over the measured window, in percent of one core; the
+    /// generator's without the time it spun waiting for the next message's due time.
     pub gen_cpu: f64,
     pub server_cpu: Option<f64>,
     /// Connections (of clients that read) that ended during the trial.
     pub disconnects: u64,
     pub sustainable: bool,
+    /// Stopped early: a delivery took over 200 ms.
+    pub aborted: bool,
 }
 
 impl Trial {
@@ -182,6 +189,11 @@ pub struct Load {
     progress: bool,
     /// What the progress line says it is doing.
     label: String,
+    /// Messages queued so far (all trials).
+    queued: u64,
+    /// Time spent spinning through sub-millisecond waits for the next due message: CPU the
+    /// generator burns by choice, left out of the CPU share it reports.
+    spin: Duration,
 }
 
 fn now_ns(base: Instant) -> u64 {
@@ -212,6 +224,8 @@ impl Load {
             server_pid,
             progress,
             label: String::new(),
+            queued: 0,
+            spin: Duration::ZERO,
             plan,
         })
     }
@@ -335,7 +349,7 @@ impl Load {
     }
 
     /// One loop turn: wait for readiness (at most `timeout`), read, queue due messages, flush.
-    fn turn(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+    fn turn(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         if let Err(e) = self.poll.poll(&mut self.events, timeout)
             && e.kind() != io::ErrorKind::Interrupted
         {
@@ -372,7 +386,7 @@ impl Load {
             self.send_due();
         }
         self.flush_dirty();
-        Ok(())
+        Ok(self.events.iter().count())
     }
 
     /// Reads a connection until `WouldBlock` (mio is edge-triggered) and accounts every line.
@@ -394,7 +408,15 @@ impl Load {
                     self.close(i, "closed by the server".into());
                     break;
                 }
-                Ok(n) => self.lines(i, &scratch[..n], proto, now),
+                Ok(n) => {
+                    self.lines(i, &scratch[..n], proto, now);
+                    if n < scratch.len() {
+                        // A short read emptied the socket's queue; new data brings a new edge.
+                        // (Tokio skips the extra `WouldBlock` read the same way: one system
+                        // call per wake-up instead of two.)
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -521,6 +543,7 @@ impl Load {
             }
         }
         self.tally.on_send(intended_ns, c.recipients);
+        self.queued += 1;
         self.mark_dirty(i);
     }
 
@@ -573,10 +596,12 @@ impl Load {
     }
 
     /// Runs one trial: `warmup` of sending unmeasured, `measure` of measured sending, then up
-    /// to `drain` for the measured messages still in flight.
+    /// to `drain` for the measured messages still in flight. An `abortable` trial (a `--step`
+    /// one) stops early, failed, once a delivery takes over [`ABORT_LATENCY_US`].
     pub fn trial(
         &mut self,
         id: u32,
+        abortable: bool,
         rate: Option<f64>,
         warmup: Duration,
         measure: Duration,
@@ -608,12 +633,19 @@ impl Load {
             None => format!("trial {id}: max rate"),
         };
         self.run_until(self.base + Duration::from_nanos(window_start), |_| false)?;
-        let cpu0 = target::self_cpu();
+        let (cpu0, spin0) = (target::self_cpu(), self.spin);
         let srv0 = self.server_pid.and_then(ProcStats::read);
         let wall0 = Instant::now();
-        self.run_until(self.base + Duration::from_nanos(window_end), |_| false)?;
+        let abort = |l: &Load| abortable && l.tally.latency.max() > ABORT_LATENCY_US;
+        self.run_until(self.base + Duration::from_nanos(window_end), abort)?;
+        let aborted = abort(self);
+        if aborted {
+            // Measure what was sent: messages meant for later were never queued.
+            self.tally.end_ns = now_ns(self.base).min(window_end);
+        }
         let wall = wall0.elapsed().as_secs_f64();
-        let gen_cpu = (target::self_cpu() - cpu0).as_secs_f64() / wall * 100.0;
+        let busy = (target::self_cpu() - cpu0).saturating_sub(self.spin - spin0);
+        let gen_cpu = busy.as_secs_f64() / wall * 100.0;
         let srv1 = self.server_pid.and_then(ProcStats::read);
         let server_cpu = match (srv0, srv1) {
             (Some(a), Some(b)) => Some((b.cpu - a.cpu).as_secs_f64() / wall * 100.0),
@@ -640,7 +672,8 @@ impl Load {
             gen_cpu,
             server_cpu,
             disconnects,
-            sustainable: t.sustainable(disconnects),
+            sustainable: !aborted && t.sustainable(disconnects),
+            aborted,
         })
     }
 
@@ -669,7 +702,12 @@ impl Load {
                     timeout = timeout.min(Duration::from_millis(wait.as_millis() as u64));
                 }
             }
-            self.turn(Some(timeout))?;
+            let spinning = timeout.is_zero() && self.unread.is_empty() && !self.max_rate;
+            let (t0, queued0) = (Instant::now(), self.queued);
+            let events = self.turn(Some(timeout))?;
+            if spinning && events == 0 && self.queued == queued0 {
+                self.spin += t0.elapsed();
+            }
             if self.progress && last.elapsed() >= PROGRESS_EVERY {
                 let secs = last.elapsed().as_secs_f64();
                 let cpu = target::self_cpu();

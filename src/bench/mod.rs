@@ -307,6 +307,7 @@ pub fn run(opts: &Opts) -> io::Result<Report> {
         };
         let t = load.trial(
             1,
+            false,
             rate,
             secs(opts.warmup),
             secs(opts.duration),
@@ -350,6 +351,7 @@ fn step(
         id += 1;
         let t = load.trial(
             id,
+            true,
             Some(rate),
             Duration::from_millis(500),
             secs(opts.step_secs),
@@ -375,6 +377,7 @@ fn step(
         id += 1;
         let t = load.trial(
             id,
+            false,
             Some(best / 2.0),
             secs(opts.warmup),
             secs(opts.duration),

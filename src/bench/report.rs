@@ -78,7 +78,11 @@ pub fn human(r: &Report) -> String {
                 ms(t.lag_p99_us),
                 pct(Some(t.gen_cpu)),
                 pct(t.server_cpu),
-                if t.sustainable { "yes" } else { "no" }
+                match (t.sustainable, t.aborted) {
+                    (true, _) => "yes",
+                    (false, true) => "no (stopped: a delivery took > 200 ms)",
+                    (false, false) => "no",
+                }
             );
         }
     }
@@ -149,7 +153,7 @@ pub fn human(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "(latency counts from each message's intended send time; the generator spins through sub-millisecond waits, so its CPU share is high at high rates without it being the limit: see lag p99)"
+        "(latency counts from each message's intended send time; lag p99 is how late the generator sent; gen CPU leaves out its spinning through sub-millisecond waits)"
     );
     for e in &r.errors {
         let _ = writeln!(s, "server error line: {e}");
@@ -187,7 +191,7 @@ fn json_opt(x: Option<f64>) -> String {
 
 fn trial_json(t: &Trial) -> String {
     format!(
-        "{{\"rate_per_sender\":{},\"secs\":{},\"sent\":{},\"expected\":{},\"delivered\":{},\"lost\":{},\"duplicates\":{},\"msgs_per_sec\":{},\"deliveries_per_sec\":{},\"p50_ms\":{},\"p99_ms\":{},\"p999_ms\":{},\"max_ms\":{},\"send_lag_p99_ms\":{},\"generator_cpu_pct\":{},\"server_cpu_pct\":{},\"disconnects\":{},\"sustainable\":{}}}",
+        "{{\"rate_per_sender\":{},\"secs\":{},\"sent\":{},\"expected\":{},\"delivered\":{},\"lost\":{},\"duplicates\":{},\"msgs_per_sec\":{},\"deliveries_per_sec\":{},\"p50_ms\":{},\"p99_ms\":{},\"p999_ms\":{},\"max_ms\":{},\"send_lag_p99_ms\":{},\"generator_cpu_pct\":{},\"server_cpu_pct\":{},\"disconnects\":{},\"sustainable\":{},\"aborted\":{}}}",
         json_opt(t.rate),
         json_num(t.secs),
         t.sent,
@@ -205,7 +209,8 @@ fn trial_json(t: &Trial) -> String {
         json_num(t.gen_cpu),
         json_opt(t.server_cpu),
         t.disconnects,
-        t.sustainable
+        t.sustainable,
+        t.aborted
     )
 }
 

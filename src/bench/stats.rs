@@ -140,7 +140,9 @@ impl Tally {
 }
 
 /// The rate search of `--step`: grow the per-client rate by `factor` until a trial fails, then
-/// narrow the gap between the last good and the first bad rate by geometric bisection.
+/// narrow the gap between the last good and the first bad rate by geometric bisection. A failed
+/// rate is tried once more before it counts as bad: on a shared machine one trial can fail for
+/// reasons that have nothing to do with the server, and a single failure ends the growth.
 #[derive(Debug)]
 pub struct StepSearch {
     next: Option<f64>,
@@ -153,6 +155,8 @@ pub struct StepSearch {
     budget: u32,
     /// Rates below this are not worth trying.
     floor: f64,
+    /// The rate that failed once and is being tried again.
+    retrying: Option<f64>,
 }
 
 impl StepSearch {
@@ -165,6 +169,7 @@ impl StepSearch {
             refinements,
             budget,
             floor: start / factor.powi(6),
+            retrying: None,
         }
     }
 
@@ -178,12 +183,17 @@ impl StepSearch {
         let Some(rate) = self.next else {
             return;
         };
+        self.budget = self.budget.saturating_sub(1);
+        if !passed && self.retrying != Some(rate) && self.budget > 0 {
+            self.retrying = Some(rate);
+            return;
+        }
+        self.retrying = None;
         if passed {
             self.good = Some(self.good.map_or(rate, |g| g.max(rate)));
         } else {
             self.bad = Some(self.bad.map_or(rate, |b| b.min(rate)));
         }
-        self.budget = self.budget.saturating_sub(1);
         self.next = match (self.good, self.bad) {
             _ if self.budget == 0 => None,
             (Some(g), None) => Some(g * self.factor),
@@ -281,8 +291,8 @@ mod tests {
             tried.push(rate.round());
             s.record(rate <= limit);
         }
-        assert_eq!(tried[..4], [100.0, 200.0, 400.0, 800.0]);
-        assert_eq!(tried.len(), 6);
+        assert_eq!(tried[..5], [100.0, 200.0, 400.0, 800.0, 800.0]);
+        assert_eq!(tried.len(), 7);
         let best = s.best().unwrap();
         assert!(best > 400.0 && best <= limit, "{best}");
     }
@@ -295,7 +305,7 @@ mod tests {
             tried.push(rate);
             s.record(rate <= 30.0);
         }
-        assert_eq!(tried, [100.0, 50.0, 25.0]);
+        assert_eq!(tried, [100.0, 100.0, 50.0, 50.0, 25.0]);
         assert_eq!(s.best(), Some(25.0));
 
         let mut never = StepSearch::new(100.0, 2.0, 3, 4);
@@ -305,6 +315,19 @@ mod tests {
             n += 1;
         }
         assert_eq!((n, never.best()), (4, None));
+
+        let mut flaky = StepSearch::new(100.0, 2.0, 0, 3);
+        flaky.record(false);
+        assert_eq!(
+            flaky.next_rate(),
+            Some(100.0),
+            "a first failure is tried again"
+        );
+        flaky.record(true);
+        assert_eq!(
+            (flaky.best(), flaky.next_rate()),
+            (Some(100.0), Some(200.0))
+        );
 
         let mut always = StepSearch::new(1.0, 2.0, 3, 5);
         while always.next_rate().is_some() {
