@@ -33,6 +33,10 @@ const READ_CHUNK: usize = 256 * 1024;
 const READS_PER_TURN: usize = 4;
 /// Messages a `max`-rate sender queues each time its socket has taken everything.
 const MAX_BATCH: usize = 32;
+/// `max` rate keeps at most this many deliveries per connection in flight (sent, not yet
+/// arrived), so it measures how fast the server delivers instead of how fast its send queues
+/// overflow; by Little's law its latency is then this window over the throughput.
+const MAX_IN_FLIGHT_PER_CONN: u64 = 1000;
 /// Open-loop messages queued per loop turn at most, so reading is never starved for long.
 const SENDS_PER_TURN: usize = 20_000;
 /// A `--step` trial stops sending once a delivery takes this long: it has failed already
@@ -191,6 +195,10 @@ pub struct Load {
     label: String,
     /// Messages queued so far (all trials).
     queued: u64,
+    /// Deliveries those messages should cause, and deliveries that arrived, over all trials
+    /// (for `max` rate's in-flight window).
+    owed: u64,
+    arrived: u64,
     /// Time spent spinning through sub-millisecond waits for the next due message: CPU the
     /// generator burns by choice, left out of the CPU share it reports.
     spin: Duration,
@@ -225,6 +233,8 @@ impl Load {
             progress,
             label: String::new(),
             queued: 0,
+            owed: 0,
+            arrived: 0,
             spin: Duration::ZERO,
             plan,
         })
@@ -436,6 +446,7 @@ impl Load {
             quits,
             errors,
             joined,
+            arrived,
             ..
         } = self;
         let c = &mut conns[i];
@@ -446,7 +457,10 @@ impl Load {
                 Proto::Redis => wire::parse_redis_line(line),
             };
             match parsed {
-                Line::Msg(p) => tally.on_delivery(&mut c.seen, p, now),
+                Line::Msg(p) => {
+                    *arrived += 1;
+                    tally.on_delivery(&mut c.seen, p, now);
+                }
                 Line::Welcome(nick) => {
                     nicks.insert(nick.to_string(), i);
                     c.nick = Some(nick.to_string());
@@ -496,7 +510,12 @@ impl Load {
         if self.max_rate {
             for i in 0..self.conns.len() {
                 let c = &self.conns[i];
-                if c.sends && c.closed.is_none() && c.out_pos == c.out.len() {
+                let in_flight = self.owed.saturating_sub(self.arrived);
+                if in_flight < MAX_IN_FLIGHT_PER_CONN * self.conns.len() as u64
+                    && c.sends
+                    && c.closed.is_none()
+                    && c.out_pos == c.out.len()
+                {
                     for _ in 0..MAX_BATCH {
                         self.queue_message(i, now);
                     }
@@ -544,6 +563,7 @@ impl Load {
         }
         self.tally.on_send(intended_ns, c.recipients);
         self.queued += 1;
+        self.owed += c.recipients;
         self.mark_dirty(i);
     }
 

@@ -73,7 +73,8 @@ pub struct Opts {
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
     /// Messages per second per sending client (open loop: each message carries its intended
-    /// send time and latency counts from it), or `max` to send as fast as sockets take it.
+    /// send time and latency counts from it), or `max` to send as fast as the server delivers
+    /// (at most 1,000 deliveries per connection in flight).
     /// With --step: the rate to start from [default: what gives 100,000 deliveries/s]
     #[arg(long, value_parser = parse_rate)]
     pub rate: Option<Rate>,
