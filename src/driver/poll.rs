@@ -27,7 +27,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
@@ -36,8 +36,11 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use super::timer::{TimerKind, Timers};
+// `Running` and `ShutdownHandle` are shared by every I/O model; re-exported where they were.
+use super::{IoModel, is_fd_shortage, new_core, reject, wall_ms};
+pub use super::{Running, ShutdownHandle};
 use crate::config::Config;
-use crate::core::{ClientId, Core, CoreLimits, Millis, Outbox};
+use crate::core::{ClientId, Core, Millis, Outbox};
 use crate::framer::Frame;
 use crate::net::connection::{Connection, Phase};
 use crate::net::flood::TokenBucket;
@@ -60,30 +63,6 @@ const READS_PER_TURN: usize = 4;
 const LINES_PER_TURN: usize = 128;
 /// Pause before accepting again when no file descriptor can be had even for the reserve.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// Rooms one user may be in at once.
-const MAX_ROOMS: usize = 32;
-
-/// Stops a running [`Server`] from another thread (tests, embedding programs): the loop wakes,
-/// says goodbye to every client and returns.
-#[derive(Clone)]
-pub struct ShutdownHandle {
-    waker: Arc<Waker>,
-    requested: Arc<AtomicBool>,
-}
-
-/// A server running on a thread of its own (tests, benchmarks, embedding programs).
-pub struct Running {
-    pub addrs: Vec<SocketAddr>,
-    pub handle: ShutdownHandle,
-    pub thread: std::thread::JoinHandle<io::Result<()>>,
-}
-
-impl ShutdownHandle {
-    pub fn shutdown(&self) {
-        self.requested.store(true, Ordering::SeqCst);
-        let _ = self.waker.wake();
-    }
-}
 
 /// How reading a connection ended for this turn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,16 +132,12 @@ impl Server {
             listeners.push(listener);
         }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let limits = CoreLimits {
-            history: config.history,
-            max_rooms: MAX_ROOMS,
-        };
         Ok(Server {
             poll,
             events: Events::with_capacity(1024),
             listeners,
             conns: Slab::new(),
-            core: Core::new(limits),
+            core: new_core(&config),
             outbox: Outbox::default(),
             scratch: vec![0; READ_CHUNK],
             to_read: Vec::new(),
@@ -184,29 +159,9 @@ impl Server {
 
     /// Binds on a new thread and runs the loop there; returns once the server is listening.
     /// (A `Server` stays on the thread that made it: its output chunks are `Rc`.)
+    /// The same as `driver::spawn(IoModel::Poll, config)`.
     pub fn spawn(config: Config) -> io::Result<Running> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("pollchat-loop".into())
-            .spawn(move || {
-                let server = match Server::bind(config) {
-                    Ok(server) => server,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return Ok(());
-                    }
-                };
-                let _ = tx.send(Ok((server.local_addrs(), server.shutdown_handle())));
-                server.run()
-            })?;
-        let (addrs, handle) = rx
-            .recv()
-            .map_err(|_| io::Error::other("server thread died"))??;
-        Ok(Running {
-            addrs,
-            handle,
-            thread,
-        })
+        super::spawn(IoModel::Poll, config)
     }
 
     /// The addresses actually bound (useful with port 0).
@@ -799,22 +754,4 @@ impl Server {
             }
         }
     }
-}
-
-/// Tells a client it is not admitted, in one line, and closes it. The socket is new and its
-/// send buffer empty, so the one non-blocking write goes through.
-fn reject(stream: TcpStream, why: &str) {
-    let mut stream = stream;
-    let _ = io::Write::write(&mut stream, &line::render_bye(why));
-}
-
-fn is_fd_shortage(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
-}
-
-fn wall_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
 }
