@@ -2,11 +2,11 @@
 
 mod common;
 
-use common::TestServer;
+use common::{IoModel, TestServer, for_each_io};
 
-#[test]
-fn welcome_names_the_guest_nick_and_lobby() {
-    let server = TestServer::start();
+for_each_io!(welcome_names_the_guest_nick_and_lobby);
+fn welcome_names_the_guest_nick_and_lobby(io: IoModel) {
+    let server = TestServer::start_io(io);
     let mut a = server.connect();
     assert_eq!(
         a.line(),
@@ -19,9 +19,9 @@ fn welcome_names_the_guest_nick_and_lobby() {
     assert_eq!(a.line(), "JOIN #lobby guest2");
 }
 
-#[test]
-fn three_clients_chat_in_two_rooms_and_privately_with_history() {
-    let server = TestServer::start();
+for_each_io!(three_clients_chat_in_two_rooms_and_privately_with_history);
+fn three_clients_chat_in_two_rooms_and_privately_with_history(io: IoModel) {
+    let server = TestServer::start_io(io);
     let mut alice = server.join_as("alice", &mut []);
     let mut bob = server.join_as("bob", &mut [&mut alice]);
     let mut carol = server.join_as("carol", &mut [&mut alice, &mut bob]);
@@ -77,9 +77,9 @@ fn three_clients_chat_in_two_rooms_and_privately_with_history() {
     assert_eq!(bob.line(), "MSG #rust <alice> welcome carol");
 }
 
-#[test]
-fn nick_changes_are_checked_and_told_once_to_each_neighbour() {
-    let server = TestServer::start();
+for_each_io!(nick_changes_are_checked_and_told_once_to_each_neighbour);
+fn nick_changes_are_checked_and_told_once_to_each_neighbour(io: IoModel) {
+    let server = TestServer::start_io(io);
     let mut alice = server.join_as("alice", &mut []);
     let mut bob = server.join_as("bob", &mut [&mut alice]);
     for (line, expected) in [
@@ -100,8 +100,10 @@ fn nick_changes_are_checked_and_told_once_to_each_neighbour() {
         bob.send(line);
         assert_eq!(bob.line(), expected);
     }
-    // Sharing two rooms, alice still hears of bob's change once.
+    // Sharing two rooms, alice still hears of bob's change once. (Alice's join is confirmed
+    // before bob's is sent: two clients' lines have no order unless the test gives them one.)
     alice.send("/join #x");
+    alice.expect_prefix("NAMES #x");
     bob.send("/join #x");
     alice.expect_prefix("JOIN #x bob");
     bob.expect_prefix("NAMES #x");
@@ -114,9 +116,9 @@ fn nick_changes_are_checked_and_told_once_to_each_neighbour() {
     assert_eq!(alice.line(), "ERROR no-such-nick no user is called bob");
 }
 
-#[test]
-fn topic_away_whois_rooms_and_who() {
-    let server = TestServer::start();
+for_each_io!(topic_away_whois_rooms_and_who);
+fn topic_away_whois_rooms_and_who(io: IoModel) {
+    let server = TestServer::start_io(io);
     let mut alice = server.join_as("alice", &mut []);
     let mut bob = server.join_as("bob", &mut [&mut alice]);
 
@@ -162,9 +164,9 @@ fn topic_away_whois_rooms_and_who() {
     assert_eq!(alice.line(), "ERROR no-such-room there is no room #nowhere");
 }
 
-#[test]
-fn part_and_quit_are_told_with_their_reasons() {
-    let server = TestServer::start();
+for_each_io!(part_and_quit_are_told_with_their_reasons);
+fn part_and_quit_are_told_with_their_reasons(io: IoModel) {
+    let server = TestServer::start_io(io);
     let mut alice = server.join_as("alice", &mut []);
     let mut bob = server.join_as("bob", &mut [&mut alice]);
     bob.send("/join #side");
@@ -188,9 +190,9 @@ fn part_and_quit_are_told_with_their_reasons() {
     assert_eq!(rest.last().map(String::as_str), Some("BYE quit: see you"));
 }
 
-#[test]
-fn help_and_unknown_commands() {
-    let server = TestServer::start();
+for_each_io!(help_and_unknown_commands);
+fn help_and_unknown_commands(io: IoModel) {
+    let server = TestServer::start_io(io);
     let (mut a, _) = server.join();
     a.send("/help");
     assert_eq!(
@@ -215,9 +217,9 @@ fn help_and_unknown_commands() {
     assert_eq!(a.line(), "ERROR usage /msg NICK text");
 }
 
-#[test]
-fn peers_that_vanish_are_removed_and_their_rooms_told() {
-    let server = TestServer::start();
+for_each_io!(peers_that_vanish_are_removed_and_their_rooms_told);
+fn peers_that_vanish_are_removed_and_their_rooms_told(io: IoModel) {
+    let server = TestServer::start_io(io);
     let mut alice = server.join_as("alice", &mut []);
     let bob = server.join_as("bob", &mut [&mut alice]);
     drop(bob);
@@ -246,9 +248,9 @@ fn peers_that_vanish_are_removed_and_their_rooms_told() {
     assert_eq!(alice.line(), "NAMES #lobby alice");
 }
 
-#[test]
-fn a_half_closed_client_still_gets_its_answers() {
-    let server = TestServer::start();
+for_each_io!(a_half_closed_client_still_gets_its_answers);
+fn a_half_closed_client_still_gets_its_answers(io: IoModel) {
+    let server = TestServer::start_io(io);
     let (mut a, nick) = server.join();
     // The last line has no newline; end of stream completes it.
     a.send_raw(b"/who\n/whois guest1");
@@ -259,9 +261,9 @@ fn a_half_closed_client_still_gets_its_answers() {
     assert_eq!(lines.last().unwrap(), "BYE connection closed");
 }
 
-#[test]
-fn shutdown_says_goodbye_to_everyone_and_returns() {
-    let server = TestServer::start();
+for_each_io!(shutdown_says_goodbye_to_everyone_and_returns);
+fn shutdown_says_goodbye_to_everyone_and_returns(io: IoModel) {
+    let server = TestServer::start_io(io);
     let (mut a, _) = server.join();
     let (mut b, _) = server.join();
     a.line(); // b's join
@@ -270,9 +272,9 @@ fn shutdown_says_goodbye_to_everyone_and_returns() {
     assert_eq!(b.expect_closed(), ["BYE server shutting down"]);
 }
 
-#[test]
-fn history_can_be_turned_off_and_is_bounded() {
-    let server = TestServer::with(|c| c.history = 2);
+for_each_io!(history_can_be_turned_off_and_is_bounded);
+fn history_can_be_turned_off_and_is_bounded(io: IoModel) {
+    let server = TestServer::with_io(io, |c| c.history = 2);
     let (mut a, _) = server.join();
     for i in 0..5 {
         a.send(&format!("m{i}"));
@@ -287,7 +289,7 @@ fn history_can_be_turned_off_and_is_bounded() {
     );
     b.sync();
 
-    let server = TestServer::with(|c| c.history = 0);
+    let server = TestServer::with_io(io, |c| c.history = 0);
     let (mut a, _) = server.join();
     a.send("not kept");
     a.sync();
@@ -295,11 +297,11 @@ fn history_can_be_turned_off_and_is_bounded() {
     b.sync(); // the next line after the join burst is the sync reply: no history
 }
 
-#[test]
-fn listens_on_several_addresses_including_ipv6() {
+for_each_io!(listens_on_several_addresses_including_ipv6);
+fn listens_on_several_addresses_including_ipv6(io: IoModel) {
     let v6 = std::net::TcpListener::bind("[::1]:0").is_ok();
     let second = if v6 { "[::1]:0" } else { "127.0.0.2:0" };
-    let server = TestServer::with(|c| c.listen.push(second.parse().unwrap()));
+    let server = TestServer::with_io(io, |c| c.listen.push(second.parse().unwrap()));
     let running_second = server.addrs[1];
     let mut first = server.connect();
     let mut other = common::Client::connect(running_second);
