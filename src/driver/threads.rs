@@ -18,7 +18,7 @@
 //!   byte; then that recipient is disconnected with the reason "send queue exceeded" (its kernel
 //!   socket buffer *is* its send queue) and everyone else carries on.
 //!
-//! Closes are decided during a pass and applied after it ([`State::apply_closes`]), as in the
+//! Closes are decided during a pass and applied after it (`State::apply_closes`), as in the
 //! loop: never in the middle of a fan-out. A client id is never reused, so a late line or write
 //! from a closed connection finds nothing and does nothing.
 //!
@@ -744,13 +744,11 @@ fn writer(shared: &Shared, conn: &Conn) {
         let _ = conn.stream.set_write_timeout(Some(grace));
     }
     let mut out: OutQueue<Chunk> = OutQueue::default();
-    'run: loop {
-        let deadline = match channel.take(&mut out) {
-            Take::Stop => break,
-            Take::Write(deadline) => deadline,
-        };
+    'run: while channel.take(&mut out) == Take::Write {
         while !out.is_empty() {
-            if let Some(deadline) = deadline {
+            // Asked before every write, so that a close decided while this thread was blocked
+            // on the peer is noticed after at most one write timeout.
+            if let Some(deadline) = channel.deadline() {
                 // Closing: give up on what is not written by the deadline.
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {

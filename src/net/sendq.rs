@@ -27,9 +27,8 @@ pub struct Full;
 /// What the writer is to do next, from [`SendChannel::take`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Take {
-    /// Write what was moved into the queue; `Some(deadline)` once the channel is finishing: give
-    /// up on whatever is not written by then.
-    Write(Option<Instant>),
+    /// Write what was moved into the queue (and ask [`SendChannel::deadline`] while doing so).
+    Write,
     /// Everything was written (after a finish) or the channel was aborted: stop.
     Stop,
 }
@@ -131,10 +130,7 @@ impl SendChannel {
                     // The writer's queue is empty: swapping hands it every chunk, and gives the
                     // channel back an empty ring with the writer's capacity.
                     std::mem::swap(&mut inner.queue, out);
-                    return Take::Write(match inner.end {
-                        End::Finishing(deadline) => Some(deadline),
-                        _ => None,
-                    });
+                    return Take::Write;
                 }
                 End::Finishing(_) => return Take::Stop,
                 End::Open => {
@@ -144,6 +140,16 @@ impl SendChannel {
                         .unwrap_or_else(PoisonError::into_inner);
                 }
             }
+        }
+    }
+
+    /// Once the channel is finishing, the time after which the writer gives up on what is not
+    /// written; `Instant::now()` when aborted (give up at once).
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.lock().end {
+            End::Open => None,
+            End::Finishing(deadline) => Some(deadline),
+            End::Aborted => Some(Instant::now()),
         }
     }
 
@@ -172,7 +178,8 @@ mod tests {
         let ch = SendChannel::new(10);
         ch.push(&chunk("12345")).unwrap();
         let mut out = OutQueue::default();
-        assert_eq!(ch.take(&mut out), Take::Write(None));
+        assert_eq!(ch.take(&mut out), Take::Write);
+        assert_eq!(ch.deadline(), None);
         assert_eq!(out.len(), 5);
         // The writer has not written them yet: they still count.
         ch.push(&chunk("1234")).unwrap();
@@ -191,7 +198,8 @@ mod tests {
         ch.finish(chunk("BYE!!"), deadline);
         assert_eq!(ch.push(&chunk("late")), Ok(()), "ignored, not refused");
         let mut out = OutQueue::default();
-        assert_eq!(ch.take(&mut out), Take::Write(Some(deadline)));
+        assert_eq!(ch.take(&mut out), Take::Write);
+        assert_eq!(ch.deadline(), Some(deadline));
         assert_eq!(out.len(), 7);
         let mut out = OutQueue::default();
         assert_eq!(ch.take(&mut out), Take::Stop);
