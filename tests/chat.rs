@@ -2,7 +2,10 @@
 
 mod common;
 
-use common::{IoModel, TestServer, for_each_io};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{IoModel, TIMEOUT, TestServer, for_each_io};
 
 for_each_io!(welcome_names_the_guest_nick_and_lobby);
 fn welcome_names_the_guest_nick_and_lobby(io: IoModel) {
@@ -270,6 +273,44 @@ fn shutdown_says_goodbye_to_everyone_and_returns(io: IoModel) {
     server.stop().expect("run returns Ok");
     assert_eq!(a.expect_closed(), ["BYE server shutting down"]);
     assert_eq!(b.expect_closed(), ["BYE server shutting down"]);
+}
+
+// A client that reads nothing cannot hold a shutdown up: what it has not taken within the grace
+// time is cut off and the server returns, having said goodbye to everyone else.
+for_each_io!(shutdown_does_not_wait_for_a_client_that_never_reads);
+fn shutdown_does_not_wait_for_a_client_that_never_reads(io: IoModel) {
+    let server = TestServer::with_io(io, |c| {
+        c.max_line = 64 * 1024;
+        c.max_sendq = 64 << 20;
+        c.flood_rate = 0.0;
+        c.shutdown_grace = Duration::from_millis(300);
+        c.write_timeout = Duration::from_millis(300);
+    });
+    let (mut talker, _) = server.join();
+    let (stuck, stuck_nick) = server.join();
+    stuck.shrink_receive_buffer(16 * 1024);
+    assert_eq!(talker.line(), format!("JOIN #lobby {stuck_nick}"));
+    // 6 MiB of private messages, more than loopback TCP holds for a client that reads nothing.
+    let text = "p".repeat(60 * 1024);
+    for _ in 0..100 {
+        talker.send(&format!("/msg {stuck_nick} {text}"));
+    }
+    talker.send("/who");
+    let names = talker.expect_prefix("NAMES #lobby");
+    if io == IoModel::ThreadsDirect {
+        // Its writes have a timeout too: the stuck client is gone already.
+        assert_eq!(names, "NAMES #lobby guest1");
+    } else {
+        assert_eq!(names, format!("NAMES #lobby guest1 {stuck_nick}"));
+    }
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || tx.send(server.stop()));
+    rx.recv_timeout(TIMEOUT)
+        .expect("the server stopped")
+        .expect("run returns Ok");
+    let said = talker.expect_closed();
+    assert_eq!(said.last().unwrap(), "BYE server shutting down", "{said:?}");
+    drop(stuck);
 }
 
 for_each_io!(history_can_be_turned_off_and_is_bounded);

@@ -320,8 +320,7 @@ impl Server {
         more
     }
 
-    /// Checks the limits, registers the connection and starts its threads; the reader thread
-    /// greets it.
+    /// Checks the limits, registers the connection, starts its threads and greets it.
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr) {
         let (config, direct) = (&self.shared.config, self.shared.direct);
         // Accepted from a non-blocking listener, the socket is non-blocking: these threads block.
@@ -363,16 +362,26 @@ impl Server {
             },
         );
         *st.per_ip.entry(peer.ip()).or_insert(0) += 1;
-        drop(st);
+        // The threads start while the lock is held, so the reader cannot handle a line before
+        // the greeting below has registered the client with the core.
         if let Err(e) = self.start_threads(&conn) {
             warn!("{peer} refused: cannot start a thread: {e}");
-            self.shared.lock().forget(id);
+            st.forget(id);
             if let Some(channel) = &conn.out {
                 channel.abort();
             }
             reject(&conn.stream, "server full");
             let _ = conn.stream.shutdown(Shutdown::Both);
+            return;
         }
+        // Greeted here, in accept order, as the loop does: guest numbers follow arrival.
+        let st = &mut *st;
+        let (greeting, nick) =
+            session::welcome(&mut st.core, ClientId(id), wall_ms(), &mut st.outbox);
+        info!("{peer} connected as {nick}");
+        st.enqueue(id, &greeting.into());
+        st.deliver();
+        st.apply_closes();
     }
 
     fn start_threads(&self, conn: &Arc<Conn>) -> io::Result<()> {
@@ -583,8 +592,7 @@ impl State {
     }
 }
 
-/// A connection's reader thread: greets the client, then reads, frames and handles its lines
-/// until the connection ends.
+/// A connection's reader thread: reads, frames and handles its lines until the connection ends.
 struct Reader {
     shared: Arc<Shared>,
     conn: Arc<Conn>,
@@ -596,9 +604,6 @@ struct Reader {
 
 impl Reader {
     fn run(mut self) {
-        if !self.welcome() {
-            return;
-        }
         let mut buf = vec![0u8; READ_CHUNK];
         let idle = self.shared.config.idle_timeout;
         loop {
@@ -632,24 +637,6 @@ impl Reader {
                 }
             }
         }
-    }
-
-    /// Registers the client with the core and sends its greeting; false if it was closed
-    /// before it could be greeted (a shutdown).
-    fn welcome(&self) -> bool {
-        let id = self.conn.id;
-        let mut guard = self.shared.lock();
-        let st = &mut *guard;
-        if !st.is_open(id) {
-            return false;
-        }
-        let (greeting, nick) =
-            session::welcome(&mut st.core, ClientId(id), wall_ms(), &mut st.outbox);
-        info!("{} connected as {nick}", self.conn.peer);
-        st.enqueue(id, &greeting.into());
-        st.deliver();
-        st.apply_closes();
-        st.is_open(id)
     }
 
     /// Frames and handles the lines in `input`, holding the lock from the first line to the
