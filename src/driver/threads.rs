@@ -14,9 +14,10 @@
 //!   straight into every recipient's socket *while holding the core's lock*. This is the design
 //!   of the sketch pollchat replaced, done without its bugs, and it is here to show head-of-line
 //!   blocking: one recipient that stops reading stalls every sender and, through the lock, every
-//!   client. Each write may wait at most `--write-timeout` (SO_SNDTIMEO) for the kernel to take a
-//!   byte; then that recipient is disconnected with the reason "send queue exceeded" (its kernel
-//!   socket buffer *is* its send queue) and everyone else carries on.
+//!   client (even accepting and the start of a shutdown wait for the lock). Each write may wait
+//!   at most `--write-timeout` (SO_SNDTIMEO) for the kernel to take a byte; then that recipient
+//!   is disconnected with the reason "send queue exceeded" (its kernel socket buffer *is* its
+//!   send queue) and everyone else carries on.
 //!
 //! Closes are decided during a pass and applied after it (`State::apply_closes`), as in the
 //! loop: never in the middle of a fan-out. A client id is never reused, so a late line or write
