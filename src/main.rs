@@ -68,6 +68,7 @@ struct ServeArgs {
     #[arg(long, default_value_t = 5.0)]
     flood_rate: f64,
     /// Bytes of output queued for one client before it is disconnected as a slow consumer
+    /// (--io threads-direct queues nothing: see --write-timeout)
     #[arg(long, default_value_t = 1 << 20)]
     max_sendq: usize,
     /// Clients served at once [default: what RLIMIT_NOFILE allows, after raising the soft

@@ -36,8 +36,8 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use super::timer::{TimerKind, Timers};
-// `Running` and `ShutdownHandle` are shared by every I/O model; re-exported where they were.
 use super::{IoModel, is_fd_shortage, new_core, reject, wall_ms};
+// Shared by every I/O model now; re-exported where they were.
 pub use super::{Running, ShutdownHandle};
 use crate::config::Config;
 use crate::core::{ClientId, Core, Millis, Outbox};
