@@ -62,14 +62,16 @@ pub enum Step {
 }
 
 /// Registers a new client with the core and joins it to the lobby (events into `out`); returns
-/// its greeting, which must be sent before those events.
+/// its greeting, which must be sent before those events, and its nick. `host` is the peer's IP
+/// address as others will see it.
 pub fn welcome(
     core: &mut Core,
     id: ClientId,
+    host: &str,
     now: Millis,
     out: &mut Outbox,
 ) -> (Vec<u8>, std::sync::Arc<str>) {
-    let nick = core.connect(id, now);
+    let nick = core.connect(id, host, now);
     let greeting = line::render_welcome(&nick, LOBBY);
     core.handle(id, Command::Join(LOBBY.into()), now, out);
     (greeting, nick)

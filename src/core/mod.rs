@@ -18,7 +18,10 @@ use std::sync::Arc;
 
 use slab::Slab;
 
-pub use event::{ClientId, Command, Error, Event, Member, Millis, Outbox, RoomSummary, WhoisInfo};
+pub use event::{
+    ClientId, Command, Error, Event, Listing, Member, Millis, MsgKind, Outbox, RoomSummary, Source,
+    WhoisInfo,
+};
 use names::{check_nick, check_room, check_text, fold, label};
 use room::{HistoryEntry, Room};
 use user::User;
@@ -61,9 +64,9 @@ impl Core {
         }
     }
 
-    /// Registers a new client under the next free guest nick, in no room yet, and returns the
-    /// nick. The driver greets it and usually joins it to [`LOBBY`] next.
-    pub fn connect(&mut self, id: ClientId, now: Millis) -> Arc<str> {
+    /// Registers a new client under the next free guest nick (`guest1`, `guest2`, …), in no
+    /// room yet, and returns the nick. `host` is the peer's address as shown to others.
+    pub fn connect(&mut self, id: ClientId, host: &str, now: Millis) -> Arc<str> {
         let nick = loop {
             let candidate = format!("guest{}", self.next_guest);
             self.next_guest += 1;
@@ -71,10 +74,47 @@ impl Core {
                 break candidate;
             }
         };
-        let nick: Arc<str> = nick.into();
-        self.nicks.insert(fold(&nick), id);
+        self.insert_user(id, &nick, "line", host, "line protocol user", now);
+        nick.into()
+    }
+
+    /// Registers a client that chose its own nick (IRC's NICK + USER). Fails, changing nothing,
+    /// if the nick is invalid or taken.
+    pub fn register(
+        &mut self,
+        id: ClientId,
+        nick: &str,
+        user: &str,
+        realname: &str,
+        host: &str,
+        now: Millis,
+    ) -> Result<(), Error> {
+        check_nick(nick)?;
+        if self.nicks.contains_key(&fold(nick)) {
+            return Err(Error::NickInUse(nick.to_string()));
+        }
+        self.insert_user(id, nick, user, host, realname, now);
+        Ok(())
+    }
+
+    fn insert_user(
+        &mut self,
+        id: ClientId,
+        nick: &str,
+        user: &str,
+        host: &str,
+        realname: &str,
+        now: Millis,
+    ) {
+        self.nicks.insert(fold(nick), id);
+        let source = Arc::new(Source {
+            nick: nick.into(),
+            user: user.into(),
+            host: host.into(),
+            realname: label(realname).into(),
+        });
         let user = User {
-            nick: nick.clone(),
+            source,
             rooms: Vec::new(),
             current: None,
             away: None,
@@ -82,7 +122,6 @@ impl Core {
             last_active: now,
         };
         self.users.insert(id, user);
-        nick
     }
 
     /// Removes a client, telling everyone who shared a room with it why it left.
@@ -91,13 +130,13 @@ impl Core {
         let Some(user) = self.users.remove(&id) else {
             return;
         };
-        self.nicks.remove(&fold(&user.nick));
+        self.nicks.remove(&fold(&user.source.nick));
         for &key in &user.rooms {
             self.rooms[key].remove_member(id);
             self.drop_if_empty(key);
         }
         let event = Event::Quit {
-            nick: user.nick,
+            who: user.source,
             reason: label(reason).into(),
         };
         out.send_many(neighbours.into_iter().filter(|&n| n != id), event);
@@ -114,7 +153,7 @@ impl Core {
     }
 
     pub fn nick(&self, id: ClientId) -> Option<&Arc<str>> {
-        self.users.get(&id).map(|u| &u.nick)
+        self.users.get(&id).map(|u| &u.source.nick)
     }
 
     pub fn user_count(&self) -> usize {
@@ -133,11 +172,31 @@ impl Core {
         out: &mut Outbox,
     ) -> Result<(), Error> {
         match command {
-            Command::Say { room, text, action } => self.say(id, room, text, action, now, out),
-            Command::Private { to, text, action } => self.private(id, &to, text, action, now, out),
+            Command::Say {
+                room,
+                text,
+                kind,
+                echo,
+            } => self.say(id, room, text, kind, echo, now, out),
+            Command::Private {
+                to,
+                text,
+                kind,
+                echo,
+            } => self.private(id, &to, text, kind, echo, now, out),
             Command::Nick(nick) => self.change_nick(id, &nick, out),
-            Command::Join(room) => self.join(id, &room, out),
-            Command::Part { room, reason } => self.part(id, room, reason, out),
+            Command::Join(room) => self.join(id, &room, now, out),
+            Command::Part { room, reason } => {
+                let key = self.target_room(id, room.as_deref(), true)?;
+                self.part(id, key, reason, out);
+                Ok(())
+            }
+            Command::PartAll => {
+                for key in self.users[&id].rooms.clone() {
+                    self.part(id, key, None, out);
+                }
+                Ok(())
+            }
             Command::Rooms => {
                 let mut list: Vec<RoomSummary> = self
                     .rooms
@@ -152,9 +211,34 @@ impl Core {
                 out.send(id, Event::RoomList(list));
                 Ok(())
             }
-            Command::Who(room) => {
-                let key = self.target_room(id, room.as_deref(), false)?;
-                out.send(id, self.names(key));
+            Command::Who {
+                target: Some(nick),
+                listing,
+            } if !nick.starts_with('#') => {
+                let target = self.find_nick(&nick)?;
+                let members = vec![self.member(target)];
+                out.send(
+                    id,
+                    Event::Names {
+                        room: self.users[&target].source.nick.clone(),
+                        members,
+                        listing,
+                    },
+                );
+                Ok(())
+            }
+            Command::Who { target, listing } => {
+                let key = self.target_room(id, target.as_deref(), false)?;
+                out.send(id, self.names(key, listing));
+                Ok(())
+            }
+            Command::Lookup { nicks, listing } => {
+                let members = nicks
+                    .iter()
+                    .filter_map(|n| self.nicks.get(&fold(n)))
+                    .map(|&c| self.member(c))
+                    .collect();
+                out.send(id, Event::Found { members, listing });
                 Ok(())
             }
             Command::Topic { room, text } => self.topic(id, room, text, now, out),
@@ -169,7 +253,7 @@ impl Core {
                 let target = self.find_nick(&nick)?;
                 let user = &self.users[&target];
                 let info = WhoisInfo {
-                    nick: user.nick.clone(),
+                    source: user.source.clone(),
                     rooms: user
                         .rooms
                         .iter()
@@ -182,47 +266,81 @@ impl Core {
                 out.send(id, Event::Whois(info));
                 Ok(())
             }
+            Command::RoomInfo(name) => {
+                let key = self.target_room(id, Some(&name), false)?;
+                let room = &self.rooms[key];
+                out.send(
+                    id,
+                    Event::RoomInfo {
+                        room: room.name.clone(),
+                        created_at: room.created_at,
+                    },
+                );
+                Ok(())
+            }
+            Command::Stats => {
+                out.send(
+                    id,
+                    Event::Stats {
+                        users: self.users.len(),
+                        rooms: self.rooms.len(),
+                    },
+                );
+                Ok(())
+            }
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn say(
         &mut self,
         id: ClientId,
         room: Option<String>,
         text: String,
-        action: bool,
+        kind: MsgKind,
+        echo: bool,
         now: Millis,
         out: &mut Outbox,
     ) -> Result<(), Error> {
         check_text(&text)?;
-        let key = self.target_room(id, room.as_deref(), true)?;
+        let key = match self.target_room(id, room.as_deref(), true) {
+            Err(Error::NotInRoom(r)) => return Err(Error::CannotSend(r)),
+            other => other?,
+        };
         let user = self.user_mut(id);
         user.last_active = now;
-        let from = user.nick.clone();
+        let from = user.source.clone();
         let text: Arc<str> = text.into();
         let room = &mut self.rooms[key];
-        room.remember(HistoryEntry {
-            at: now,
-            from: from.clone(),
-            text: text.clone(),
-            action,
-        });
+        if kind != MsgKind::Notice {
+            room.remember(HistoryEntry {
+                at: now,
+                from: from.clone(),
+                text: text.clone(),
+                kind,
+            });
+        }
         let event = Event::Message {
             room: room.name.clone(),
             from,
             text,
-            action,
+            kind,
         };
-        out.send_many(room.members.iter().copied().filter(|&m| m != id), event);
+        out.send_many(
+            room.members.iter().copied().filter(|&m| echo || m != id),
+            event,
+        );
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn private(
         &mut self,
         id: ClientId,
         to: &str,
         text: String,
-        action: bool,
+        kind: MsgKind,
+        echo: bool,
         now: Millis,
         out: &mut Outbox,
     ) -> Result<(), Error> {
@@ -230,10 +348,15 @@ impl Core {
         let target = self.find_nick(to)?;
         let user = self.user_mut(id);
         user.last_active = now;
-        let from = user.nick.clone();
+        let from = user.source.clone();
         let target_user = &self.users[&target];
-        if let Some(message) = &target_user.away {
-            let nick = target_user.nick.clone();
+        // A notice never triggers an automatic reply, not even "is away".
+        if let Some(message) = target_user
+            .away
+            .as_ref()
+            .filter(|_| kind != MsgKind::Notice)
+        {
+            let nick = target_user.source.nick.clone();
             out.send(
                 id,
                 Event::TargetAway {
@@ -242,8 +365,14 @@ impl Core {
                 },
             );
         }
-        let text = text.into();
-        out.send(target, Event::Private { from, text, action });
+        let event = Event::Private {
+            from,
+            to: target_user.source.nick.clone(),
+            text: text.into(),
+            kind,
+        };
+        let also_sender = (echo && target != id).then_some(id);
+        out.send_many(std::iter::once(target).chain(also_sender), event);
         Ok(())
     }
 
@@ -254,14 +383,17 @@ impl Core {
             Some(&owner) if owner != id => return Err(Error::NickInUse(nick.to_string())),
             _ => {}
         }
-        let old = self.users[&id].nick.clone();
-        if *old == *nick {
+        let old = self.users[&id].source.clone();
+        if *old.nick == *nick {
             return Ok(());
         }
-        self.nicks.remove(&fold(&old));
+        self.nicks.remove(&fold(&old.nick));
         self.nicks.insert(key, id);
         let new: Arc<str> = nick.into();
-        self.user_mut(id).nick = new.clone();
+        self.user_mut(id).source = Arc::new(Source {
+            nick: new.clone(),
+            ..(*old).clone()
+        });
         let mut to = self.neighbours(id);
         if !to.contains(&id) {
             to.push(id);
@@ -270,7 +402,13 @@ impl Core {
         Ok(())
     }
 
-    fn join(&mut self, id: ClientId, name: &str, out: &mut Outbox) -> Result<(), Error> {
+    fn join(
+        &mut self,
+        id: ClientId,
+        name: &str,
+        now: Millis,
+        out: &mut Outbox,
+    ) -> Result<(), Error> {
         check_room(name)?;
         let folded = fold(name);
         if let Some(&key) = self.room_keys.get(&folded)
@@ -288,14 +426,14 @@ impl Core {
         let key = *self
             .room_keys
             .entry(folded)
-            .or_insert_with(|| self.rooms.insert(Room::new(name, history)));
+            .or_insert_with(|| self.rooms.insert(Room::new(name, history, now)));
         let user = self
             .users
             .get_mut(&id)
             .expect("caller checked the user exists");
         user.rooms.push(key);
         user.current = Some(key);
-        let nick = user.nick.clone();
+        let who = user.source.clone();
         let room = &mut self.rooms[key];
         room.members.push(id);
         let name = room.name.clone();
@@ -303,7 +441,7 @@ impl Core {
             room.members.iter().copied(),
             Event::Joined {
                 room: name.clone(),
-                nick,
+                who,
             },
         );
         if let Some(topic) = &room.topic {
@@ -315,13 +453,13 @@ impl Core {
                 },
             );
         }
-        out.send(id, self.names(key));
+        out.send(id, self.names(key, Listing::Join));
         for h in self.rooms[key].history() {
             let event = Event::History {
                 room: name.clone(),
                 from: h.from.clone(),
                 text: h.text.clone(),
-                action: h.action,
+                kind: h.kind,
                 at: h.at,
             };
             out.send(id, event);
@@ -329,18 +467,11 @@ impl Core {
         Ok(())
     }
 
-    fn part(
-        &mut self,
-        id: ClientId,
-        room: Option<String>,
-        reason: Option<String>,
-        out: &mut Outbox,
-    ) -> Result<(), Error> {
-        let key = self.target_room(id, room.as_deref(), true)?;
+    fn part(&mut self, id: ClientId, key: usize, reason: Option<String>, out: &mut Outbox) {
         let room = &mut self.rooms[key];
         let event = Event::Parted {
             room: room.name.clone(),
-            nick: self.users[&id].nick.clone(),
+            who: self.users[&id].source.clone(),
             reason: reason.map(|r| label(&r).into()),
         };
         out.send_many(room.members.iter().copied(), event);
@@ -353,7 +484,6 @@ impl Core {
             let room = user.current.map(|k| self.rooms[k].name.clone());
             out.send(id, Event::CurrentRoom { room });
         }
-        Ok(())
     }
 
     fn topic(
@@ -375,12 +505,12 @@ impl Core {
             return Ok(());
         };
         let key = self.target_room(id, room.as_deref(), true)?;
-        let by = self.users[&id].nick.clone();
+        let by = self.users[&id].source.clone();
         let room = &mut self.rooms[key];
         let text: Option<Arc<str>> = Some(label(&text).into()).filter(|t: &Arc<str>| !t.is_empty());
         room.topic = text.clone().map(|text| event::Topic {
             text,
-            by: by.clone(),
+            by: by.nick.clone(),
             at: now,
         });
         let event = Event::TopicChanged {
@@ -419,23 +549,22 @@ impl Core {
             .ok_or_else(|| Error::NoSuchNick(names::clip(nick, names::NICK_MAX + 8)))
     }
 
-    fn names(&self, key: usize) -> Event {
+    fn member(&self, id: ClientId) -> Member {
+        let u = &self.users[&id];
+        Member {
+            source: u.source.clone(),
+            away: u.away.is_some(),
+        }
+    }
+
+    fn names(&self, key: usize, listing: Listing) -> Event {
         let room = &self.rooms[key];
-        let mut members: Vec<Member> = room
-            .members
-            .iter()
-            .map(|m| {
-                let u = &self.users[m];
-                Member {
-                    nick: u.nick.clone(),
-                    away: u.away.is_some(),
-                }
-            })
-            .collect();
-        members.sort_by_cached_key(|m| fold(&m.nick));
+        let mut members: Vec<Member> = room.members.iter().map(|&m| self.member(m)).collect();
+        members.sort_by_cached_key(|m| fold(&m.source.nick));
         Event::Names {
             room: room.name.clone(),
             members,
+            listing,
         }
     }
 

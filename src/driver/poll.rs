@@ -404,8 +404,13 @@ impl Server {
         let bucket = TokenBucket::new(self.config.flood_burst, now);
         entry.insert(Connection::new(stream, peer, self.next_serial, bucket, now));
         *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
-        let (greeting, nick) =
-            session::welcome(&mut self.core, ClientId(key), self.now_ms, &mut self.outbox);
+        let (greeting, nick) = session::welcome(
+            &mut self.core,
+            ClientId(key),
+            &peer.ip().to_string(),
+            self.now_ms,
+            &mut self.outbox,
+        );
         info!("{peer} connected as {nick}");
         self.send(key, greeting);
         self.deliver();

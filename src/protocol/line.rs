@@ -24,7 +24,7 @@
 use std::fmt::Write as _;
 
 use super::iso8601;
-use crate::core::{Command, Event};
+use crate::core::{Command, Event, Listing, MsgKind, Source};
 
 /// What one client line asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -113,7 +113,8 @@ pub fn parse(line: &[u8]) -> Result<Request, LineError> {
         Request::Chat(Command::Say {
             room: None,
             text: text.to_string(),
-            action: false,
+            kind: MsgKind::Normal,
+            echo: false,
         })
     };
     let Some(rest) = line.strip_prefix('/') else {
@@ -150,17 +151,25 @@ pub fn parse(line: &[u8]) -> Result<Request, LineError> {
             },
         },
         ("rooms" | "list", 0) => Command::Rooms,
-        ("who" | "names", 0) => Command::Who(None),
-        ("who" | "names", 1) => Command::Who(Some(args.to_string())),
+        ("who" | "names", 0) => Command::Who {
+            target: None,
+            listing: Listing::Names,
+        },
+        ("who" | "names", 1) if args.starts_with('#') => Command::Who {
+            target: Some(args.to_string()),
+            listing: Listing::Names,
+        },
         ("msg", n) if n >= 2 => Command::Private {
             to: words[0].to_string(),
             text: after_first().to_string(),
-            action: false,
+            kind: MsgKind::Normal,
+            echo: false,
         },
         ("me", n) if n >= 1 => Command::Say {
             room: None,
             text: args.to_string(),
-            action: true,
+            kind: MsgKind::Action,
+            echo: false,
         },
         ("topic", _) => Command::Topic {
             room: None,
@@ -183,7 +192,17 @@ pub fn parse(line: &[u8]) -> Result<Request, LineError> {
 /// Longest `NAMES` line before the member list continues on another one.
 const NAMES_LINE_MAX: usize = 400;
 
-/// Renders one core event as one or more complete lines.
+/// `<nick>` for a message, `* nick` for an action, `-nick-` for a notice.
+fn speaker(from: &Source, kind: MsgKind) -> String {
+    match kind {
+        MsgKind::Normal => format!("<{}>", from.nick),
+        MsgKind::Action => format!("* {}", from.nick),
+        MsgKind::Notice => format!("-{}-", from.nick),
+    }
+}
+
+/// Renders one core event as one or more complete lines. Events that only another protocol
+/// needs (room settings, server statistics, nick look-ups) render as nothing.
 pub fn render(event: &Event) -> Vec<u8> {
     let mut s = String::with_capacity(64);
     match event {
@@ -191,51 +210,38 @@ pub fn render(event: &Event) -> Vec<u8> {
             room,
             from,
             text,
-            action: false,
-        } => line(&mut s, format_args!("MSG {room} <{from}> {text}")),
-        Event::Message {
-            room,
-            from,
-            text,
-            action: true,
-        } => line(&mut s, format_args!("MSG {room} * {from} {text}")),
+            kind,
+        } => line(
+            &mut s,
+            format_args!("MSG {room} {} {text}", speaker(from, *kind)),
+        ),
         Event::History {
             room,
             from,
             text,
-            action,
+            kind,
             at,
-        } => {
-            let who = if *action {
-                format!("* {from}")
-            } else {
-                format!("<{from}>")
-            };
-            line(
-                &mut s,
-                format_args!("HISTORY {room} {} {who} {text}", iso8601(*at)),
-            );
-        }
-        Event::Private {
-            from,
-            text,
-            action: false,
-        } => line(&mut s, format_args!("PRIV <{from}> {text}")),
-        Event::Private {
-            from,
-            text,
-            action: true,
-        } => line(&mut s, format_args!("PRIV * {from} {text}")),
-        Event::Joined { room, nick } => line(&mut s, format_args!("JOIN {room} {nick}")),
-        Event::Parted { room, nick, reason } => line(
+        } => line(
             &mut s,
-            format_args!("PART {room} {nick}{}", spaced(reason.as_deref())),
+            format_args!(
+                "HISTORY {room} {} {} {text}",
+                iso8601(*at),
+                speaker(from, *kind)
+            ),
         ),
-        Event::Quit { nick, reason } => line(&mut s, format_args!("QUIT {nick} {reason}")),
-        Event::NickChanged { old, new } => line(&mut s, format_args!("NICK {old} {new}")),
+        Event::Private {
+            from, text, kind, ..
+        } => line(&mut s, format_args!("PRIV {} {text}", speaker(from, *kind))),
+        Event::Joined { room, who } => line(&mut s, format_args!("JOIN {room} {}", who.nick)),
+        Event::Parted { room, who, reason } => line(
+            &mut s,
+            format_args!("PART {room} {}{}", who.nick, spaced(reason.as_deref())),
+        ),
+        Event::Quit { who, reason } => line(&mut s, format_args!("QUIT {} {reason}", who.nick)),
+        Event::NickChanged { old, new } => line(&mut s, format_args!("NICK {} {new}", old.nick)),
         Event::TopicChanged { room, by, topic } => line(
             &mut s,
-            format_args!("TOPIC {room} {by}{}", spaced(topic.as_deref())),
+            format_args!("TOPIC {room} {}{}", by.nick, spaced(topic.as_deref())),
         ),
         Event::CurrentRoom { room: Some(room) } => {
             line(&mut s, format_args!("NOTICE now talking in {room}"))
@@ -259,13 +265,14 @@ pub fn render(event: &Event) -> Vec<u8> {
         Event::TopicIs { room, topic: None } => {
             line(&mut s, format_args!("NOTICE {room} has no topic"))
         }
-        Event::Names { room, members } => {
+        Event::Names { room, members, .. } => {
             let mut current = format!("NAMES {room}");
             for m in members {
+                let nick = &m.source.nick;
                 let entry = if m.away {
-                    format!(" {}(away)", m.nick)
+                    format!(" {nick}(away)")
                 } else {
-                    format!(" {}", m.nick)
+                    format!(" {nick}")
                 };
                 if current.len() + entry.len() > NAMES_LINE_MAX {
                     line(&mut s, format_args!("{current}"));
@@ -295,18 +302,13 @@ pub fn render(event: &Event) -> Vec<u8> {
         }
         Event::Whois(w) => {
             let rooms: Vec<&str> = w.rooms.iter().map(|r| &**r).collect();
-            let nick = &w.nick;
-            line(
-                &mut s,
-                format_args!(
-                    "NOTICE {nick} is in: {}",
-                    if rooms.is_empty() {
-                        "no room".to_string()
-                    } else {
-                        rooms.join(" ")
-                    }
-                ),
-            );
+            let nick = &w.source.nick;
+            let rooms = if rooms.is_empty() {
+                "no room".to_string()
+            } else {
+                rooms.join(" ")
+            };
+            line(&mut s, format_args!("NOTICE {nick} is in: {rooms}"));
             line(
                 &mut s,
                 format_args!(
@@ -328,6 +330,7 @@ pub fn render(event: &Event) -> Vec<u8> {
             line(&mut s, format_args!("NOTICE {nick} is away: {message}"))
         }
         Event::Error(e) => line(&mut s, format_args!("ERROR {} {e}", e.code())),
+        Event::Found { .. } | Event::RoomInfo { .. } | Event::Stats { .. } => {}
     }
     s.into_bytes()
 }
@@ -424,7 +427,8 @@ mod tests {
             Command::Say {
                 room: None,
                 text: "hello  there".into(),
-                action: false
+                kind: MsgKind::Normal,
+                echo: false
             }
         );
         assert_eq!(
@@ -432,7 +436,8 @@ mod tests {
             Command::Say {
                 room: None,
                 text: "/etc/passwd".into(),
-                action: false
+                kind: MsgKind::Normal,
+                echo: false
             }
         );
         assert_eq!(parse(b""), Ok(Request::Nothing));
@@ -469,7 +474,8 @@ mod tests {
             Command::Private {
                 to: "bob".into(),
                 text: "hi  there".into(),
-                action: false
+                kind: MsgKind::Normal,
+                echo: false
             }
         );
         assert_eq!(
@@ -477,7 +483,8 @@ mod tests {
             Command::Say {
                 room: None,
                 text: "waves".into(),
-                action: true
+                kind: MsgKind::Action,
+                echo: false
             }
         );
         assert_eq!(
@@ -499,7 +506,13 @@ mod tests {
             chat("/away at lunch"),
             Command::Away(Some("at lunch".into()))
         );
-        assert_eq!(chat("/who #rust"), Command::Who(Some("#rust".into())));
+        assert_eq!(
+            chat("/who #rust"),
+            Command::Who {
+                target: Some("#rust".into()),
+                listing: Listing::Names
+            }
+        );
         assert_eq!(chat("/rooms"), Command::Rooms);
         assert_eq!(chat("/whois bob"), Command::Whois("bob".into()));
         assert_eq!(parse(b"/quit"), Ok(Request::Quit(None)));
@@ -531,20 +544,31 @@ mod tests {
         );
     }
 
+    fn src(nick: &str) -> std::sync::Arc<Source> {
+        Source::new(nick, "u", "h", "r")
+    }
+
     #[test]
     fn rendering() {
         let m = Event::Message {
             room: "#l".into(),
-            from: "a".into(),
+            from: src("a"),
             text: "hi".into(),
-            action: false,
+            kind: MsgKind::Normal,
         };
         assert_eq!(text(render(&m)), "MSG #l <a> hi\r\n");
+        let n = Event::Message {
+            room: "#l".into(),
+            from: src("a"),
+            text: "hi".into(),
+            kind: MsgKind::Notice,
+        };
+        assert_eq!(text(render(&n)), "MSG #l -a- hi\r\n");
         let h = Event::History {
             room: "#l".into(),
-            from: "a".into(),
+            from: src("a"),
             text: "x".into(),
-            action: true,
+            kind: MsgKind::Action,
             at: 0,
         };
         assert_eq!(
@@ -552,9 +576,10 @@ mod tests {
             "HISTORY #l 1970-01-01T00:00:00Z * a x\r\n"
         );
         let p = Event::Private {
-            from: "a".into(),
+            from: src("a"),
+            to: "b".into(),
             text: "psst".into(),
-            action: false,
+            kind: MsgKind::Normal,
         };
         assert_eq!(text(render(&p)), "PRIV <a> psst\r\n");
         let e = Event::Error(Error::NoSuchNick("zed".into()));
@@ -564,34 +589,34 @@ mod tests {
         );
         let members = vec![
             Member {
-                nick: "a".into(),
+                source: src("a"),
                 away: false,
             },
             Member {
-                nick: "b".into(),
+                source: src("b"),
                 away: true,
             },
         ];
-        assert_eq!(
-            text(render(&Event::Names {
-                room: "#l".into(),
-                members
-            })),
-            "NAMES #l a b(away)\r\n"
-        );
+        let names = Event::Names {
+            room: "#l".into(),
+            members,
+            listing: Listing::Names,
+        };
+        assert_eq!(text(render(&names)), "NAMES #l a b(away)\r\n");
     }
 
     #[test]
     fn long_member_lists_are_split_into_whole_lines() {
         let members: Vec<Member> = (0..200)
             .map(|i| Member {
-                nick: format!("user{i}").into(),
+                source: src(&format!("user{i}")),
                 away: false,
             })
             .collect();
         let out = text(render(&Event::Names {
             room: "#big".into(),
             members,
+            listing: Listing::Names,
         }));
         let lines: Vec<&str> = out.split_terminator("\r\n").collect();
         assert!(lines.len() > 1);
