@@ -43,6 +43,25 @@ struct ServeArgs {
     /// Loopback only by default: use 0.0.0.0:9223 or [::]:9223 to accept others
     #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:9223")]
     listen: Vec<SocketAddr>,
+    /// Address to accept IRC clients on; repeat for several (IPv4 or IPv6)
+    #[arg(
+        long = "irc-listen",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:6667"
+    )]
+    irc_listen: Vec<SocketAddr>,
+    /// Do not accept IRC clients at all
+    #[arg(long)]
+    no_irc: bool,
+    /// Password IRC clients must give with PASS (default: none; PASS is ignored)
+    #[arg(long, value_name = "PASSWORD")]
+    irc_password: Option<String>,
+    /// File whose lines IRC clients get as the message of the day
+    #[arg(long, value_name = "FILE")]
+    motd: Option<std::path::PathBuf>,
+    /// The name the server gives itself to IRC clients
+    #[arg(long, default_value = "pollchat")]
+    server_name: String,
     /// Longest line in bytes; longer ones get an error and are discarded
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     max_line: u32,
@@ -127,8 +146,38 @@ fn serve(args: ServeArgs) -> ExitCode {
         Some(n) => n,
         None => fit,
     };
+    let motd = match &args.motd {
+        None => None,
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => Some(
+                text.lines()
+                    .map(|l| l.chars().filter(|c| !c.is_control()).collect())
+                    .collect(),
+            ),
+            Err(e) => {
+                error!("cannot read --motd {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    if args.server_name.is_empty()
+        || args
+            .server_name
+            .contains(|c: char| c.is_whitespace() || c.is_control() || c == ':')
+    {
+        error!("--server-name must be one word without ':'");
+        return ExitCode::FAILURE;
+    }
     let config = Config {
         listen: args.listen,
+        irc_listen: if args.no_irc {
+            Vec::new()
+        } else {
+            args.irc_listen
+        },
+        irc_password: args.irc_password,
+        motd,
+        server_name: args.server_name,
         max_line: args.max_line as usize,
         history: args.history,
         flood_burst: args.flood_burst,

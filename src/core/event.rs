@@ -258,8 +258,11 @@ pub enum Error {
     CannotSend(String),
     /// A message without a room while the client is in none.
     NoCurrentRoom,
-    /// Joining one more room would pass the per-user room limit (the number).
-    TooManyRooms(usize),
+    /// Joining `room` would pass the per-user room limit `max`.
+    TooManyRooms {
+        room: String,
+        max: usize,
+    },
     NoText,
     /// Text with CR, LF or NUL in it.
     BadText,
@@ -276,7 +279,7 @@ impl Error {
             Error::NoSuchRoom(_) => "no-such-room",
             Error::NotInRoom(_) | Error::CannotSend(_) => "not-in-room",
             Error::NoCurrentRoom => "no-current-room",
-            Error::TooManyRooms(_) => "too-many-rooms",
+            Error::TooManyRooms { .. } => "too-many-rooms",
             Error::NoText => "no-text",
             Error::BadText => "bad-text",
         }
@@ -299,7 +302,12 @@ impl fmt::Display for Error {
             Error::NoSuchRoom(r) => write!(f, "there is no room {r}"),
             Error::NotInRoom(r) | Error::CannotSend(r) => write!(f, "you are not in {r}"),
             Error::NoCurrentRoom => write!(f, "you are in no room: /join #room first"),
-            Error::TooManyRooms(n) => write!(f, "you are already in {n} rooms, the most allowed"),
+            Error::TooManyRooms { room, max } => {
+                write!(
+                    f,
+                    "cannot join {room}: you are already in {max} rooms, the most allowed"
+                )
+            }
             Error::NoText => write!(f, "there is no text to send"),
             Error::BadText => write!(f, "text may not contain CR, LF or NUL"),
         }

@@ -156,6 +156,11 @@ impl Core {
         self.users.get(&id).map(|u| &u.source.nick)
     }
 
+    /// Whether a nick (compared case-insensitively) belongs to someone.
+    pub fn nick_in_use(&self, nick: &str) -> bool {
+        self.nicks.contains_key(&fold(nick))
+    }
+
     pub fn user_count(&self) -> usize {
         self.users.len()
     }
@@ -420,7 +425,10 @@ impl Core {
             return Ok(());
         }
         if self.users[&id].rooms.len() >= self.limits.max_rooms {
-            return Err(Error::TooManyRooms(self.limits.max_rooms));
+            return Err(Error::TooManyRooms {
+                room: name.to_string(),
+                max: self.limits.max_rooms,
+            });
         }
         let history = self.limits.history;
         let key = *self

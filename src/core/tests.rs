@@ -450,7 +450,10 @@ fn room_limit_and_membership_checks() {
     w.run(A, Command::Join("#r3".into()));
     assert_eq!(
         w.run(A, Command::Join("#r4".into()))[0].0,
-        Event::Error(Error::TooManyRooms(3))
+        Event::Error(Error::TooManyRooms {
+            room: "#r4".into(),
+            max: 3
+        })
     );
     let to_other = Command::Say {
         room: Some("#r2".into()),

@@ -17,6 +17,8 @@ pub enum TimerKind {
     FloodResume,
     /// Check whether a connection has been silent longer than the idle timeout.
     Idle,
+    /// An IRC connection must have registered by now.
+    Register,
     /// A draining connection's grace time is over: close it even if output is left.
     DrainDeadline,
     /// Try accepting again after running out of file descriptors.

@@ -21,6 +21,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// Every bound address, in `--listen` order.
     pub addrs: Vec<SocketAddr>,
+    /// The IRC listener's address, if any.
+    pub irc_addr: Option<SocketAddr>,
     handle: ShutdownHandle,
     thread: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -34,12 +36,14 @@ impl TestServer {
     pub fn with(tweak: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = Config {
             listen: vec!["127.0.0.1:0".parse().unwrap()],
+            irc_listen: vec!["127.0.0.1:0".parse().unwrap()],
             ..Config::default()
         };
         tweak(&mut config);
         let running = Server::spawn(config).expect("bind");
         TestServer {
             addr: running.addrs[0],
+            irc_addr: running.irc_addrs.first().copied(),
             addrs: running.addrs,
             handle: running.handle,
             thread: Some(running.thread),
