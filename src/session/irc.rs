@@ -200,7 +200,11 @@ impl IrcSession {
             };
         }
         match cmd {
-            "CAP" => self.cap(o, p),
+            "CAP" => {
+                if self.cap(o, p) {
+                    return self.try_register(o, core, id, host, ctx, now);
+                }
+            }
             "PASS" if self.registered => o.numeric("462", format_args!(":You may not reregister")),
             "PASS" => {
                 if need(o, 1) {
@@ -397,7 +401,8 @@ impl IrcSession {
         }
     }
 
-    fn cap(&mut self, o: &mut Out<'_>, p: &[&str]) {
+    /// Handles a CAP subcommand; true when it ended negotiation (CAP END).
+    fn cap(&mut self, o: &mut Out<'_>, p: &[&str]) -> bool {
         let sub = p
             .first()
             .map(|s| s.to_ascii_uppercase())
@@ -430,12 +435,16 @@ impl IrcSession {
                 }
                 o.raw(format_args!(":{server} CAP {me} {verdict} :{asked}"));
             }
-            "END" => self.cap_pause = false,
+            "END" => {
+                self.cap_pause = false;
+                return true;
+            }
             _ => o.numeric(
                 "410",
                 format_args!("{} :Invalid CAP command", irc::safe(&sub)),
             ),
         }
+        false
     }
 
     /// Completes registration once NICK and USER are in and CAP negotiation is over.
