@@ -53,13 +53,16 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(limits: CoreLimits) -> Core {
+    /// A core with only the (permanent, empty) lobby, created at `now`.
+    pub fn new(limits: CoreLimits, now: Millis) -> Core {
+        let mut rooms = Slab::new();
+        let lobby = rooms.insert(Room::new(LOBBY, limits.history, now));
         Core {
             limits,
             users: HashMap::new(),
             nicks: HashMap::new(),
-            rooms: Slab::new(),
-            room_keys: HashMap::new(),
+            rooms,
+            room_keys: HashMap::from([(LOBBY.to_string(), lobby)]),
             next_guest: 1,
         }
     }

@@ -16,10 +16,13 @@ struct World {
 impl World {
     fn new(history: usize) -> World {
         let mut w = World {
-            core: Core::new(CoreLimits {
-                history,
-                max_rooms: 3,
-            }),
+            core: Core::new(
+                CoreLimits {
+                    history,
+                    max_rooms: 3,
+                },
+                1_000_000,
+            ),
             out: Outbox::default(),
             now: 1_000_000,
         };
@@ -139,10 +142,13 @@ fn who(room: &str) -> Command {
 
 #[test]
 fn guests_get_distinct_nicks_skipping_taken_ones() {
-    let mut core = Core::new(CoreLimits {
-        history: 0,
-        max_rooms: 3,
-    });
+    let mut core = Core::new(
+        CoreLimits {
+            history: 0,
+            max_rooms: 3,
+        },
+        1_000_000,
+    );
     let mut out = Outbox::default();
     assert_eq!(&*core.connect(A, "h", 0), "guest1");
     core.handle(A, Command::Nick("guest2".into()), 0, &mut out);
@@ -151,10 +157,13 @@ fn guests_get_distinct_nicks_skipping_taken_ones() {
 
 #[test]
 fn registering_with_a_chosen_nick_checks_it() {
-    let mut core = Core::new(CoreLimits {
-        history: 0,
-        max_rooms: 3,
-    });
+    let mut core = Core::new(
+        CoreLimits {
+            history: 0,
+            max_rooms: 3,
+        },
+        1_000_000,
+    );
     assert_eq!(
         core.register(A, "alice", "al", "Alice L", "10.0.0.1", 0),
         Ok(())

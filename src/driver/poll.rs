@@ -171,7 +171,7 @@ impl Server {
             events: Events::with_capacity(1024),
             listeners,
             conns: Slab::new(),
-            core: Core::new(limits),
+            core: Core::new(limits, wall_ms()),
             outbox: Outbox::default(),
             scratch: vec![0; READ_CHUNK],
             to_read: Vec::new(),

@@ -395,8 +395,21 @@ pub fn render_help() -> Vec<u8> {
     s.into_bytes()
 }
 
+/// Appends one line. Every control character but tab is removed from it on the way: text from
+/// another protocol (IRC allows formatting codes, CTCP markers, even a bare CR inside a message)
+/// can then never reach a terminal as a control sequence or split a line. One check here covers
+/// every field of every line.
 fn line(s: &mut String, args: std::fmt::Arguments<'_>) {
+    let start = s.len();
     let _ = s.write_fmt(args);
+    if s[start..].contains(|c: char| c.is_control() && c != '\t') {
+        let cleaned: String = s[start..]
+            .chars()
+            .filter(|c| !c.is_control() || *c == '\t')
+            .collect();
+        s.truncate(start);
+        s.push_str(&cleaned);
+    }
     s.push_str("\r\n");
 }
 
@@ -582,6 +595,14 @@ mod tests {
             kind: MsgKind::Normal,
         };
         assert_eq!(text(render(&p)), "PRIV <a> psst\r\n");
+        // Control characters from IRC users never reach a line user's terminal.
+        let ctcp = Event::Private {
+            from: src("a"),
+            to: "b".into(),
+            text: "\u{1}VERSION\u{1}\x1b[2J\rx".into(),
+            kind: MsgKind::Normal,
+        };
+        assert_eq!(text(render(&ctcp)), "PRIV <a> VERSION[2Jx\r\n");
         let e = Event::Error(Error::NoSuchNick("zed".into()));
         assert_eq!(
             text(render(&e)),
