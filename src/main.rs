@@ -41,13 +41,14 @@ enum Cmd {
 struct ServeArgs {
     /// Address to accept line-protocol clients on; repeat for several (IPv4 or IPv6).
     /// Loopback only by default: use 0.0.0.0:9223 or [::]:9223 to accept others
-    #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:9223")]
+    #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:9223", value_parser = address)]
     listen: Vec<SocketAddr>,
     /// Address to accept IRC clients on; repeat for several (IPv4 or IPv6)
     #[arg(
         long = "irc-listen",
         value_name = "ADDR",
-        default_value = "127.0.0.1:6667"
+        default_value = "127.0.0.1:6667",
+        value_parser = address
     )]
     irc_listen: Vec<SocketAddr>,
     /// Do not accept IRC clients at all
@@ -62,31 +63,34 @@ struct ServeArgs {
     /// The name the server gives itself to IRC clients
     #[arg(long, default_value = "pollchat")]
     server_name: String,
-    /// Longest line in bytes; longer ones get an error and are discarded
+    /// Longest line in bytes (16 to 1048576); longer ones get an error and are discarded
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     max_line: u32,
-    /// Messages each room replays to a client that joins (0 = no history)
-    #[arg(long, default_value_t = 50)]
-    history: usize,
+    /// Messages each room replays to a client that joins (0 = no history, at most 10000)
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(0..=10_000))]
+    history: u16,
     /// Lines a client may send back to back before the flood rate applies
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     flood_burst: u32,
     /// Lines per second a client may keep sending; over it the server stops reading that
-    /// client until it may go on (nothing is dropped). 0 turns flood control off
-    #[arg(long, default_value_t = 5.0)]
+    /// client until it may go on (nothing is dropped). 0 turns flood control off; otherwise at
+    /// least 0.01
+    #[arg(long, default_value_t = 5.0, value_parser = flood_rate)]
     flood_rate: f64,
-    /// Bytes of output queued for one client before it is disconnected as a slow consumer
-    #[arg(long, default_value_t = 1 << 20)]
-    max_sendq: usize,
+    /// Bytes of output queued for one client, after the server has written what the client's
+    /// socket takes, above which it is disconnected as a slow consumer (at least 4096)
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(4096..))]
+    max_sendq: u64,
     /// Clients served at once [default: what RLIMIT_NOFILE allows, after raising the soft
     /// limit to the hard one]
-    #[arg(long)]
-    max_clients: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_clients: Option<u64>,
     /// Connections allowed from one IP address (0 = unlimited)
     #[arg(long, default_value_t = 0)]
     max_per_ip: usize,
-    /// Disconnect clients silent for this many seconds (0 = never)
-    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    /// Disconnect line-protocol clients silent for this many seconds (0 = never; at most a
+    /// year). IRC clients are pinged instead
+    #[arg(long, value_name = "SECS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
     idle_timeout: u64,
     /// Log level: error, warn, info, debug or trace
     #[arg(long, default_value = "info", conflicts_with_all = ["verbose", "quiet"])]
@@ -95,7 +99,7 @@ struct ServeArgs {
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
     /// Log only warnings and errors
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "verbose")]
     quiet: bool,
 }
 
@@ -124,10 +128,6 @@ fn serve(args: ServeArgs) -> ExitCode {
         (false, _) => LevelFilter::Trace,
     };
     init_logging(level);
-    if !(args.flood_rate >= 0.0 && args.flood_rate.is_finite()) {
-        error!("--flood-rate must be a number of lines per second, 0 or more");
-        return ExitCode::FAILURE;
-    }
     let nofile = match limits::raise_nofile() {
         Ok(n) => n,
         Err(e) => {
@@ -137,13 +137,13 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     let fit = limits::clients_for(nofile);
     let max_clients = match args.max_clients {
-        Some(n) if n > fit => {
+        Some(n) if n as usize > fit => {
             warn!(
                 "--max-clients {n} is more than RLIMIT_NOFILE {nofile} allows ({fit}); accepts will hit EMFILE"
             );
-            n
+            n as usize
         }
-        Some(n) => n,
+        Some(n) => n as usize,
         None => fit,
     };
     let motd = match &args.motd {
@@ -179,16 +179,15 @@ fn serve(args: ServeArgs) -> ExitCode {
         motd,
         server_name: args.server_name,
         max_line: args.max_line as usize,
-        history: args.history,
+        history: usize::from(args.history),
         flood_burst: args.flood_burst,
         flood_rate: args.flood_rate,
-        max_sendq: args.max_sendq,
+        max_sendq: args.max_sendq as usize,
         max_clients,
         max_per_ip: args.max_per_ip,
         idle_timeout: (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout)),
         ..Config::default()
     };
-    info!("max clients {max_clients} (RLIMIT_NOFILE {nofile})");
     let mut server = match Server::bind(config) {
         Ok(s) => s,
         Err(e) => {
@@ -196,6 +195,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    info!("max clients {max_clients} (RLIMIT_NOFILE {nofile})");
     if let Err(e) = server.handle_signals() {
         error!("cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
@@ -206,6 +206,27 @@ fn serve(args: ServeArgs) -> ExitCode {
             error!("event loop failed: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `HOST:PORT` for `--listen`: an IP address, or a name resolved once at start (never in the
+/// loop), e.g. `localhost:9223`.
+fn address(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    std::net::ToSocketAddrs::to_socket_addrs(s)
+        .map_err(|e| format!("{s}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{s}: no address"))
+}
+
+fn flood_rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if rate == 0.0 || (0.01..=1e6).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err("must be 0 (off) or between 0.01 and 1000000 lines per second".into())
     }
 }
 

@@ -42,7 +42,7 @@ use crate::framer::Frame;
 use crate::net::connection::{Connection, Phase};
 use crate::net::flood::TokenBucket;
 use crate::net::outq::Flushed;
-use crate::protocol::{irc, line};
+use crate::protocol::{irc, line, telnet};
 use crate::session::irc as irc_session;
 use crate::session::{self, Proto, Protocol, Reason, Step};
 
@@ -281,6 +281,7 @@ impl Server {
             self.handle_events(now);
             self.resume_reads(now);
             self.fire_timers(now);
+            self.compact_timers();
             self.apply_closes(now);
             self.flush_marked();
             self.apply_closes(now);
@@ -490,7 +491,17 @@ impl Server {
                 }
                 Ok(n) => {
                     reads += 1;
-                    flow = self.handle_lines(key, &scratch[..n], &mut lines, now);
+                    let data = &scratch[..n];
+                    flow = if matches!(conn.proto, Proto::Line) && data.contains(&telnet::IAC) {
+                        let (mut text, mut replies) = (Vec::with_capacity(n), Vec::new());
+                        telnet::filter(data, &mut text, &mut replies);
+                        if !replies.is_empty() {
+                            self.send(key, replies);
+                        }
+                        self.handle_lines(key, &text, &mut lines, now)
+                    } else {
+                        self.handle_lines(key, data, &mut lines, now)
+                    };
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -674,15 +685,36 @@ impl Server {
             return;
         }
         if conn.out.len() + bytes.len() > self.config.max_sendq {
-            warn!(
-                "{}: send queue over --max-sendq {} bytes, disconnecting",
-                conn.peer, self.config.max_sendq
-            );
-            self.mark_close(key, Reason::SendQueue);
-            return;
+            // Over the limit only counts once the client has had its chance: write what its
+            // socket takes now (a burst from many senders within one turn is no reason to
+            // disconnect a client that reads), and judge what is left.
+            match conn.out.flush_to(&mut conn.stream) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => {
+                    self.mark_close(key, Reason::Lost);
+                    return;
+                }
+            }
+            if conn.out.len() + bytes.len() > self.config.max_sendq {
+                self.over_sendq(key);
+                return;
+            }
         }
         conn.out.push(bytes.clone());
         self.mark_flush(key);
+    }
+
+    fn over_sendq(&mut self, key: usize) {
+        warn!(
+            "{}: send queue over --max-sendq {} bytes, disconnecting",
+            self.conns[key].peer, self.config.max_sendq
+        );
+        self.mark_close(key, Reason::SendQueue);
     }
 
     fn mark_flush(&mut self, key: usize) {
@@ -888,6 +920,17 @@ impl Server {
             }
         };
         self.timers.push(next, TimerKind::Idle, key, serial);
+    }
+
+    /// Keeps the timer heap proportional to the number of connections.
+    fn compact_timers(&mut self) {
+        if self.timers.len() > 2 * self.conns.len() + 1024 {
+            let conns = &self.conns;
+            self.timers.retain(|kind, key, serial| {
+                kind == TimerKind::AcceptResume
+                    || conns.get(key).is_some_and(|c| c.serial == serial)
+            });
+        }
     }
 
     fn fire_timers(&mut self, now: Instant) {

@@ -69,10 +69,10 @@ const COMMANDS: &[(&str, &str)] = &[
     ),
     ("who", "/who [#room]             list the members of a room"),
     ("msg", "/msg NICK text           send a private message"),
-    ("me", "/me action              act in the current room"),
+    ("me", "/me action               act in the current room"),
     (
         "topic",
-        "/topic [text]            show or set the current room's topic",
+        "/topic [text | -]        show, set or (with -) clear the room's topic",
     ),
     (
         "away",
@@ -170,6 +170,11 @@ pub fn parse(line: &[u8]) -> Result<Request, LineError> {
             text: args.to_string(),
             kind: MsgKind::Action,
             echo: false,
+        },
+        // `/topic -` clears the topic (an empty text, for the core).
+        ("topic", 1) if args == "-" => Command::Topic {
+            room: None,
+            text: Some(String::new()),
         },
         ("topic", _) => Command::Topic {
             room: None,

@@ -6,6 +6,7 @@
 
 pub mod irc;
 pub mod line;
+pub mod telnet;
 
 use crate::core::Millis;
 
