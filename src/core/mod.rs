@@ -50,6 +50,10 @@ pub struct Core {
     room_keys: HashMap<String, usize>,
     /// Number for the next guest nick.
     next_guest: u64,
+    /// User name and real name of every line-protocol user, shared rather than allocated for
+    /// each (memory per idle client matters on small hosts).
+    line_user: Arc<str>,
+    line_realname: Arc<str>,
 }
 
 impl Core {
@@ -64,6 +68,8 @@ impl Core {
             rooms,
             room_keys: HashMap::from([(LOBBY.to_string(), lobby)]),
             next_guest: 1,
+            line_user: "line".into(),
+            line_realname: "line protocol user".into(),
         }
     }
 
@@ -77,7 +83,8 @@ impl Core {
                 break candidate;
             }
         };
-        self.insert_user(id, &nick, "line", host, "line protocol user", now);
+        let (user, realname) = (self.line_user.clone(), self.line_realname.clone());
+        self.insert_user(id, &nick, user, host, realname, now);
         nick.into()
     }
 
@@ -96,7 +103,7 @@ impl Core {
         if self.nicks.contains_key(&fold(nick)) {
             return Err(Error::NickInUse(nick.to_string()));
         }
-        self.insert_user(id, nick, user, host, realname, now);
+        self.insert_user(id, nick, user.into(), host, label(realname).into(), now);
         Ok(())
     }
 
@@ -104,17 +111,17 @@ impl Core {
         &mut self,
         id: ClientId,
         nick: &str,
-        user: &str,
+        user: Arc<str>,
         host: &str,
-        realname: &str,
+        realname: Arc<str>,
         now: Millis,
     ) {
         self.nicks.insert(fold(nick), id);
         let source = Arc::new(Source {
             nick: nick.into(),
-            user: user.into(),
+            user,
             host: host.into(),
-            realname: label(realname).into(),
+            realname,
         });
         let user = User {
             source,
@@ -571,7 +578,13 @@ impl Core {
     fn names(&self, key: usize, listing: Listing) -> Event {
         let room = &self.rooms[key];
         let mut members: Vec<Member> = room.members.iter().map(|&m| self.member(m)).collect();
-        members.sort_by_cached_key(|m| fold(&m.source.nick));
+        // Compared in place: no folded copy of every nick for every listing.
+        // (Nicks are unique case-insensitively, so there are no ties.)
+        members.sort_unstable_by(|a, b| {
+            let (a, b) = (a.source.nick.bytes(), b.source.nick.bytes());
+            a.map(|c| c.to_ascii_lowercase())
+                .cmp(b.map(|c| c.to_ascii_lowercase()))
+        });
         Event::Names {
             room: room.name.clone(),
             members,

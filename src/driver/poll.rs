@@ -59,6 +59,8 @@ const READ_CHUNK: usize = 16 * 1024;
 const READS_PER_TURN: usize = 4;
 /// Lines handled per connection per turn before the loop moves on to other connections.
 const LINES_PER_TURN: usize = 128;
+/// How often free heap memory is handed back to the kernel.
+const TRIM_EVERY: Duration = Duration::from_secs(5);
 /// Pause before accepting again when no file descriptor can be had even for the reserve.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Rooms one user may be in at once.
@@ -268,6 +270,8 @@ impl Server {
         for addr in self.irc_addrs() {
             info!("listening for IRC on {addr}");
         }
+        self.timers
+            .push(Instant::now() + TRIM_EVERY, TimerKind::Trim, 0, 0);
         loop {
             let timeout = self.poll_timeout(Instant::now());
             if let Err(e) = self.poll.poll(&mut self.events, timeout) {
@@ -927,7 +931,7 @@ impl Server {
         if self.timers.len() > 2 * self.conns.len() + 1024 {
             let conns = &self.conns;
             self.timers.retain(|kind, key, serial| {
-                kind == TimerKind::AcceptResume
+                matches!(kind, TimerKind::AcceptResume | TimerKind::Trim)
                     || conns.get(key).is_some_and(|c| c.serial == serial)
             });
         }
@@ -940,6 +944,11 @@ impl Server {
                 for index in 0..self.listeners.len() {
                     self.accept(index, now);
                 }
+                continue;
+            }
+            if kind == TimerKind::Trim {
+                release_free_memory();
+                self.timers.push(now + TRIM_EVERY, TimerKind::Trim, 0, 0);
                 continue;
             }
             let Some(conn) = self.conns.get_mut(key) else {
@@ -1009,6 +1018,18 @@ fn on_frame(
             let step = irc.on_frame(core, id, frame, peer.ip(), &ctx, now_ms, outbox);
             (step.reply, step.leave)
         }
+    }
+}
+
+/// Gives freed heap pages back to the kernel. Bursts (a flood of joins, a big fan-out) leave
+/// free memory scattered through the heap, which glibc's allocator keeps mapped; on a small host
+/// the resident size should come back down once the burst is over. `malloc_trim` walks the heap
+/// (milliseconds for tens of MiB), so it runs on a slow timer, never per event.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the kernel; no pointer is involved.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

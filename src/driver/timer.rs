@@ -23,6 +23,8 @@ pub enum TimerKind {
     DrainDeadline,
     /// Try accepting again after running out of file descriptors.
     AcceptResume,
+    /// Hand free heap memory back to the kernel (not tied to a connection).
+    Trim,
 }
 
 /// A due timer: its kind and the connection (key, serial) it belongs to.
