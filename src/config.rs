@@ -32,6 +32,9 @@ pub struct Config {
     /// Longest accepted line in bytes, not counting the `\n` (or `\r\n`) that ends it. It also
     /// bounds what a client that never sends a newline can make the server hold for it.
     pub max_line: usize,
+    /// Rooms with more members than this do not announce joins, parts, quits and nick changes
+    /// to every member, and list at most this many names to a joiner (see `CoreLimits`).
+    pub big_room: usize,
     /// Messages each room remembers and replays to a client that joins it (0 = no history).
     pub history: usize,
     /// Token bucket size: how many lines a client may send back to back before the rate applies.
@@ -73,6 +76,7 @@ impl Default for Config {
             irc_register_timeout: Duration::from_secs(60),
             max_line: 4096,
             history: 50,
+            big_room: 1000,
             flood_burst: 10,
             flood_rate: 5.0,
             max_sendq: 1 << 20,

@@ -69,6 +69,10 @@ struct ServeArgs {
     /// Messages each room replays to a client that joins (0 = no history, at most 10000)
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(0..=10_000))]
     history: u16,
+    /// Rooms with more members than this are "big": joins, parts, quits and nick changes in them
+    /// are not announced to every member, and a joiner is sent at most this many names
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    big_room: u64,
     /// Lines a client may send back to back before the flood rate applies
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     flood_burst: u32,
@@ -180,6 +184,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         server_name: args.server_name,
         max_line: args.max_line as usize,
         history: usize::from(args.history),
+        big_room: usize::try_from(args.big_room).unwrap_or(usize::MAX),
         flood_burst: args.flood_burst,
         flood_rate: args.flood_rate,
         max_sendq: args.max_sendq as usize,

@@ -180,6 +180,7 @@ fn bad_flags_are_refused_with_usage() {
         "--log-level",
         "--verbose",
         "--quiet",
+        "--big-room",
         "--irc-listen",
         "--no-irc",
         "--irc-password",

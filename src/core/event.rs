@@ -209,11 +209,13 @@ pub enum Event {
         room: Arc<str>,
         topic: Option<Topic>,
     },
-    /// Members of a room (or the one user a `Who` named), sorted by nick.
+    /// Members of a room (or the one user a `Who` named), sorted by nick. On joining a big room
+    /// only some are listed: `total` says how many there are.
     Names {
         room: Arc<str>,
         members: Vec<Member>,
         listing: Listing,
+        total: usize,
     },
     /// Reply to `Lookup`: the nicks that are connected, in the order asked.
     Found {

@@ -36,6 +36,11 @@ pub struct CoreLimits {
     pub history: usize,
     /// Rooms one user may be in at once; bounds what one client can make the server keep.
     pub max_rooms: usize,
+    /// Rooms with more members than this are "big": joins, parts, quits and nick changes in
+    /// them are not announced to every member, and a joiner is sent at most this many names.
+    /// Announcing each arrival to N members costs O(N) per join, O(N²) for a room filling up
+    /// (and a reconnecting bot could make a big room pay it over and over).
+    pub big_room: usize,
 }
 
 /// All chat state of one server.
@@ -238,6 +243,7 @@ impl Core {
                         room: self.users[&target].source.nick.clone(),
                         members,
                         listing,
+                        total: 1,
                     },
                 );
                 Ok(())
@@ -455,13 +461,15 @@ impl Core {
         let room = &mut self.rooms[key];
         room.members.push(id);
         let name = room.name.clone();
-        out.send_many(
-            room.members.iter().copied(),
-            Event::Joined {
-                room: name.clone(),
-                who,
-            },
-        );
+        let joined = Event::Joined {
+            room: name.clone(),
+            who,
+        };
+        if room.members.len() > self.limits.big_room {
+            out.send(id, joined);
+        } else {
+            out.send_many(room.members.iter().copied(), joined);
+        }
         if let Some(topic) = &room.topic {
             out.send(
                 id,
@@ -492,7 +500,11 @@ impl Core {
             who: self.users[&id].source.clone(),
             reason: reason.map(|r| label(&r).into()),
         };
-        out.send_many(room.members.iter().copied(), event);
+        if room.members.len() > self.limits.big_room {
+            out.send(id, event);
+        } else {
+            out.send_many(room.members.iter().copied(), event);
+        }
         room.remove_member(id);
         self.drop_if_empty(key);
         let user = self.user_mut(id);
@@ -577,7 +589,16 @@ impl Core {
 
     fn names(&self, key: usize, listing: Listing) -> Event {
         let room = &self.rooms[key];
-        let mut members: Vec<Member> = room.members.iter().map(|&m| self.member(m)).collect();
+        let shown = match listing {
+            Listing::Join => self.limits.big_room,
+            _ => usize::MAX,
+        };
+        let mut members: Vec<Member> = room
+            .members
+            .iter()
+            .take(shown)
+            .map(|&m| self.member(m))
+            .collect();
         // Compared in place: no folded copy of every nick for every listing.
         // (Nicks are unique case-insensitively, so there are no ties.)
         members.sort_unstable_by(|a, b| {
@@ -589,10 +610,12 @@ impl Core {
             room: room.name.clone(),
             members,
             listing,
+            total: room.members.len(),
         }
     }
 
-    /// Everyone who shares at least one room with `id` (possibly `id` itself), each once.
+    /// Everyone who shares at least one room with `id` (possibly `id` itself), each once; big
+    /// rooms do not count (their members are not told of presence changes).
     fn neighbours(&self, id: ClientId) -> Vec<ClientId> {
         let Some(user) = self.users.get(&id) else {
             return Vec::new();
@@ -600,7 +623,9 @@ impl Core {
         let mut all: Vec<ClientId> = user
             .rooms
             .iter()
-            .flat_map(|&k| self.rooms[k].members.iter().copied())
+            .map(|&k| &self.rooms[k].members)
+            .filter(|members| members.len() <= self.limits.big_room)
+            .flat_map(|members| members.iter().copied())
             .collect();
         all.sort_unstable();
         all.dedup();

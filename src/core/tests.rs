@@ -20,6 +20,7 @@ impl World {
                 CoreLimits {
                     history,
                     max_rooms: 3,
+                    big_room: 1000,
                 },
                 1_000_000,
             ),
@@ -97,6 +98,7 @@ fn describe(e: &Event) -> String {
             room,
             members,
             listing,
+            ..
         } => {
             let nicks: Vec<&str> = members.iter().map(|m| &*m.source.nick).collect();
             format!("names {room} {listing:?} {}", nicks.join(" "))
@@ -146,6 +148,7 @@ fn guests_get_distinct_nicks_skipping_taken_ones() {
         CoreLimits {
             history: 0,
             max_rooms: 3,
+            big_room: 1000,
         },
         1_000_000,
     );
@@ -161,6 +164,7 @@ fn registering_with_a_chosen_nick_checks_it() {
         CoreLimits {
             history: 0,
             max_rooms: 3,
+            big_room: 1000,
         },
         1_000_000,
     );
@@ -645,4 +649,58 @@ fn topic_set_by_member_is_broadcast_and_cleared_by_empty_text() {
         w.run(C, not_member)[0].0,
         Event::Error(Error::NotInRoom("#lobby".into()))
     );
+}
+
+#[test]
+fn big_rooms_do_not_announce_presence_and_list_few_names_on_join() {
+    let mut core = Core::new(
+        CoreLimits {
+            history: 0,
+            max_rooms: 3,
+            big_room: 2,
+        },
+        0,
+    );
+    let mut out = Outbox::default();
+    for i in 1..=4 {
+        core.connect(ClientId(i), "h", 0);
+    }
+    for i in 1..=2 {
+        core.handle(ClientId(i), Command::Join("#big".into()), 0, &mut out);
+    }
+    out.clear();
+    // The third member makes the room big: only the joiner hears of its join.
+    core.handle(ClientId(3), Command::Join("#big".into()), 0, &mut out);
+    let seen: Vec<(String, Vec<ClientId>)> = out
+        .iter()
+        .map(|(e, to)| (describe(e), to.to_vec()))
+        .collect();
+    assert_eq!(
+        seen[0],
+        ("joined #big guest3".to_string(), vec![ClientId(3)])
+    );
+    let Event::Names { members, total, .. } = out.iter().nth(1).unwrap().0 else {
+        panic!()
+    };
+    assert_eq!((members.len(), *total), (2, 3));
+    // An explicit listing has everyone.
+    out.clear();
+    core.handle(ClientId(3), who("#big"), 0, &mut out);
+    let Event::Names { members, total, .. } = out.iter().next().unwrap().0 else {
+        panic!()
+    };
+    assert_eq!((members.len(), *total), (3, 3));
+    // Quits and nick changes are not fanned out to a big room's members either.
+    out.clear();
+    core.handle(ClientId(1), Command::Nick("renamed".into()), 0, &mut out);
+    assert_eq!(
+        out.iter().map(|(_, to)| to.to_vec()).collect::<Vec<_>>(),
+        vec![vec![ClientId(1)]]
+    );
+    out.clear();
+    core.disconnect(ClientId(1), "bye", &mut out);
+    assert!(out.is_empty());
+    // Messages still reach everyone.
+    core.handle(ClientId(2), say("hello"), 0, &mut out);
+    assert_eq!(out.iter().next().unwrap().1, [ClientId(3)]);
 }

@@ -167,6 +167,7 @@ impl Server {
         let limits = CoreLimits {
             history: config.history,
             max_rooms: MAX_ROOMS,
+            big_room: config.big_room,
         };
         Ok(Server {
             poll,

@@ -274,6 +274,7 @@ pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) ->
             room,
             members,
             listing: Listing::Who,
+            ..
         } => {
             let channel = if room.starts_with('#') { &**room } else { "*" };
             for m in members {
@@ -489,6 +490,7 @@ mod tests {
                 room: "#big".into(),
                 members,
                 listing: Listing::Names,
+                total: 300,
             },
             "srv",
             "me",

@@ -270,22 +270,34 @@ pub fn render(event: &Event) -> Vec<u8> {
         Event::TopicIs { room, topic: None } => {
             line(&mut s, format_args!("NOTICE {room} has no topic"))
         }
-        Event::Names { room, members, .. } => {
-            let mut current = format!("NAMES {room}");
+        Event::Names {
+            room,
+            members,
+            total,
+            ..
+        } => {
+            let head = format!("NAMES {room}");
+            let mut current = head.clone();
             for m in members {
                 let nick = &m.source.nick;
-                let entry = if m.away {
-                    format!(" {nick}(away)")
-                } else {
-                    format!(" {nick}")
-                };
-                if current.len() + entry.len() > NAMES_LINE_MAX {
+                let entry_len = 1 + nick.len() + if m.away { 6 } else { 0 };
+                if current.len() + entry_len > NAMES_LINE_MAX {
                     line(&mut s, format_args!("{current}"));
-                    current = format!("NAMES {room}");
+                    current.clone_from(&head);
                 }
-                current.push_str(&entry);
+                current.push(' ');
+                current.push_str(nick);
+                if m.away {
+                    current.push_str("(away)");
+                }
             }
             line(&mut s, format_args!("{current}"));
+            if *total > members.len() {
+                line(
+                    &mut s,
+                    format_args!("NOTICE {room} has {total} members; /who {room} lists them all"),
+                );
+            }
         }
         Event::RoomList(rooms) => {
             for r in rooms {
@@ -528,7 +540,7 @@ mod tests {
             chat("/who #rust"),
             Command::Who {
                 target: Some("#rust".into()),
-                listing: Listing::Names
+                listing: Listing::Names,
             }
         );
         assert_eq!(chat("/rooms"), Command::Rooms);
@@ -627,6 +639,7 @@ mod tests {
             room: "#l".into(),
             members,
             listing: Listing::Names,
+            total: 2,
         };
         assert_eq!(text(render(&names)), "NAMES #l a b(away)\r\n");
     }
@@ -643,6 +656,7 @@ mod tests {
             room: "#big".into(),
             members,
             listing: Listing::Names,
+            total: 200,
         }));
         let lines: Vec<&str> = out.split_terminator("\r\n").collect();
         assert!(lines.len() > 1);
