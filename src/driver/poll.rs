@@ -156,6 +156,7 @@ impl Server {
         for (i, (addr, protocol)) in line.chain(irc).enumerate() {
             let mut listener = TcpListener::bind(addr)
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            deepen_backlog(&listener);
             poll.registry().register(
                 &mut listener,
                 Token(LISTENER_BASE + i),
@@ -1019,6 +1020,21 @@ fn on_frame(
             let step = irc.on_frame(core, id, frame, peer.ip(), &ctx, now_ms, outbox);
             (step.reply, step.leave)
         }
+    }
+}
+
+/// Connections the kernel may hold for us before we accept them.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// mio (like std) listens with a backlog of 128. A burst of connects larger than that within one
+/// loop turn overflows it, and the kernel drops SYNs: those clients wait a full second for the
+/// retransmit. Calling `listen` again on a listening socket just sets the new backlog (Linux caps
+/// it at `net.core.somaxconn`).
+fn deepen_backlog(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen on a descriptor we own, which is already a bound, listening socket.
+    unsafe {
+        libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG);
     }
 }
 
