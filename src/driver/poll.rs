@@ -671,7 +671,7 @@ impl Server {
                     bytes.into()
                 });
                 let bytes = bytes.clone();
-                self.enqueue(id.0, &bytes);
+                self.enqueue(id.0, bytes);
             }
         }
         outbox.clear();
@@ -680,10 +680,10 @@ impl Server {
 
     /// Queues bytes meant for one connection only.
     fn send(&mut self, key: usize, bytes: Vec<u8>) {
-        self.enqueue(key, &bytes.into());
+        self.enqueue(key, bytes.into());
     }
 
-    fn enqueue(&mut self, key: usize, bytes: &Rc<[u8]>) {
+    fn enqueue(&mut self, key: usize, bytes: Rc<[u8]>) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -711,7 +711,7 @@ impl Server {
                 return;
             }
         }
-        conn.out.push(bytes.clone());
+        conn.out.push(bytes);
         self.mark_flush(key);
     }
 
