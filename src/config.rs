@@ -35,6 +35,9 @@ pub struct Config {
     /// Rooms with more members than this do not announce joins, parts, quits and nick changes
     /// to every member, and list at most this many names to a joiner (see `CoreLimits`).
     pub big_room: usize,
+    /// Rooms one user may be in at once: each room a client joins is state the server keeps
+    /// (its history included), so one client must not be able to create rooms without end.
+    pub max_rooms: usize,
     /// Messages each room remembers and replays to a client that joins it (0 = no history).
     pub history: usize,
     /// Token bucket size: how many lines a client may send back to back before the rate applies.
@@ -76,6 +79,7 @@ impl Default for Config {
             irc_register_timeout: Duration::from_secs(60),
             max_line: 4096,
             history: 50,
+            max_rooms: 32,
             big_room: 1000,
             flood_burst: 10,
             flood_rate: 5.0,

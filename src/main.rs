@@ -73,6 +73,16 @@ struct ServeArgs {
     /// are not announced to every member, and a joiner is sent at most this many names
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     big_room: u64,
+    /// Rooms one client may be in at once (IRC's CHANLIMIT)
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    max_rooms: u16,
+    /// An IRC client silent for half this many seconds is sent a PING, and closed ("ping
+    /// timeout") once silent for all of them
+    #[arg(long, value_name = "SECS", default_value_t = 240, value_parser = clap::value_parser!(u64).range(2..=86_400))]
+    irc_ping_timeout: u64,
+    /// Seconds an IRC client has to complete NICK/USER before it is closed
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    irc_register_timeout: u64,
     /// Lines a client may send back to back before the flood rate applies
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     flood_burst: u32,
@@ -184,6 +194,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         server_name: args.server_name,
         max_line: args.max_line as usize,
         history: usize::from(args.history),
+        max_rooms: usize::from(args.max_rooms),
+        irc_ping_after: Duration::from_secs(args.irc_ping_timeout / 2),
+        irc_ping_timeout: Duration::from_secs(args.irc_ping_timeout),
+        irc_register_timeout: Duration::from_secs(args.irc_register_timeout),
         big_room: usize::try_from(args.big_room).unwrap_or(usize::MAX),
         flood_burst: args.flood_burst,
         flood_rate: args.flood_rate,

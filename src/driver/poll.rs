@@ -63,8 +63,6 @@ const LINES_PER_TURN: usize = 128;
 const TRIM_EVERY: Duration = Duration::from_secs(5);
 /// Pause before accepting again when no file descriptor can be had even for the reserve.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// Rooms one user may be in at once.
-const MAX_ROOMS: usize = 32;
 
 /// Stops a running [`Server`] from another thread (tests, embedding programs): the loop wakes,
 /// says goodbye to every client and returns.
@@ -167,7 +165,7 @@ impl Server {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let limits = CoreLimits {
             history: config.history,
-            max_rooms: MAX_ROOMS,
+            max_rooms: config.max_rooms,
             big_room: config.big_room,
         };
         Ok(Server {
@@ -557,8 +555,17 @@ impl Server {
                 let at = conn.bucket.ready_at(rate);
                 self.timers
                     .push(at, TimerKind::FloodResume, key, conn.serial);
-                debug!(
-                    "{}: flood control, reading paused for {:?}",
+                // Logged at info the first time a client hits the limit, then at debug: a client
+                // that floods on purpose would otherwise flood the log too.
+                let level = if conn.flooded {
+                    log::Level::Debug
+                } else {
+                    log::Level::Info
+                };
+                conn.flooded = true;
+                log::log!(
+                    level,
+                    "{}: over --flood-rate, reading paused for {:?}",
                     conn.peer,
                     at - now
                 );
@@ -1016,6 +1023,7 @@ fn on_frame(
                 password: config.irc_password.as_deref(),
                 motd: config.motd.as_deref(),
                 started: started_ms,
+                max_rooms: config.max_rooms,
             };
             let step = irc.on_frame(core, id, frame, peer.ip(), &ctx, now_ms, outbox);
             (step.reply, step.leave)

@@ -50,6 +50,8 @@ pub struct Connection {
     pub read_listed: bool,
     /// Out of flood tokens; a timer resumes reading.
     pub throttled: bool,
+    /// Has hit flood control before (its first time is logged at info, later ones at debug).
+    pub flooded: bool,
 }
 
 impl Connection {
@@ -75,6 +77,7 @@ impl Connection {
             flush_listed: false,
             read_listed: false,
             throttled: false,
+            flooded: false,
         }
     }
 

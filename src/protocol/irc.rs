@@ -19,8 +19,6 @@ use crate::core::{
 pub const MAX_LINE: usize = 510;
 /// Extra bytes allowed for tags once `message-tags` is negotiated.
 pub const MAX_TAGS: usize = 4096;
-/// Rooms one user may be in (announced as CHANLIMIT).
-pub const CHANLIMIT: usize = 32;
 
 /// One parsed client message. Tags are accepted and ignored: no client tag is relayed.
 #[derive(Debug, PartialEq, Eq)]
@@ -144,11 +142,12 @@ pub fn render_close(reason: &str) -> Vec<u8> {
 }
 
 /// ISUPPORT tokens (005).
-pub fn isupport() -> String {
+/// `max_rooms` is announced as CHANLIMIT.
+pub fn isupport(max_rooms: usize) -> String {
     format!(
         "CASEMAPPING=ascii CHANTYPES=# PREFIX=() NICKLEN={NICK_MAX} CHANNELLEN={ROOM_MAX} \
          TOPICLEN={LABEL_MAX} AWAYLEN={LABEL_MAX} KICKLEN={LABEL_MAX} NETWORK=pollchat \
-         CHANMODES=,,, CHANLIMIT=#:{CHANLIMIT} UTF8ONLY"
+         CHANMODES=,,, CHANLIMIT=#:{max_rooms} UTF8ONLY"
     )
 }
 

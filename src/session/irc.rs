@@ -67,6 +67,8 @@ pub struct Context<'a> {
     pub motd: Option<&'a [String]>,
     /// When the server started, for 003.
     pub started: Millis,
+    /// Rooms a user may be in (CHANLIMIT).
+    pub max_rooms: usize,
 }
 
 /// What the driver does after one line.
@@ -497,7 +499,10 @@ impl IrcSession {
         w.numeric("004", format_args!("{} {version} i n", ctx.server));
         w.numeric(
             "005",
-            format_args!("{} :are supported by this server", irc::isupport()),
+            format_args!(
+                "{} :are supported by this server",
+                irc::isupport(ctx.max_rooms)
+            ),
         );
         irc::lusers(&mut w, core.user_count(), core.room_count());
         motd(&mut w, ctx);
