@@ -57,6 +57,11 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// How long a shutdown waits for queued output to drain before closing what is left.
     pub shutdown_grace: Duration,
+    /// `--io threads-direct` only, which has no send queue: how long a write into a recipient's
+    /// socket may wait for the kernel to take a byte (SO_SNDTIMEO) before that recipient is
+    /// disconnected as a slow consumer ("send queue exceeded"). Every other client waits as long:
+    /// that model writes while holding the chat core's lock.
+    pub write_timeout: Duration,
 }
 
 impl Config {
@@ -89,6 +94,7 @@ impl Default for Config {
             max_per_ip: 0,
             idle_timeout: None,
             shutdown_grace: Duration::from_secs(2),
+            write_timeout: Duration::from_secs(5),
         }
     }
 }

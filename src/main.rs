@@ -7,11 +7,12 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 use log::{LevelFilter, error, info, warn};
 
 use pollchat::config::Config;
-use pollchat::driver::poll::Server;
+use pollchat::driver::{IoModel, Server};
 use pollchat::{client, limits};
 
 #[derive(Parser)]
@@ -39,6 +40,16 @@ enum Cmd {
 
 #[derive(Args)]
 struct ServeArgs {
+    /// I/O model. poll: one mio::Poll loop on one thread (the server proper). threads: blocking
+    /// sockets, a reader and a writer thread per client fed by a bounded queue, the chat core
+    /// behind a lock. threads-direct: one thread per client writing straight into every
+    /// recipient's socket while holding the lock; it exists to show head-of-line blocking (one
+    /// client that stops reading stalls everyone for up to --write-timeout). The threaded models
+    /// are baselines for benchmarks; same protocol, limits and logs
+    #[arg(long, value_name = "MODEL", default_value = "poll",
+          value_parser = clap::builder::PossibleValuesParser::new(IoModel::ALL.map(IoModel::name))
+              .map(|s| s.parse::<IoModel>().expect("a listed model")))]
+    io: IoModel,
     /// Address to accept line-protocol clients on; repeat for several (IPv4 or IPv6).
     /// Loopback only by default: use 0.0.0.0:9223 or [::]:9223 to accept others
     #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:9223", value_parser = address)]
@@ -106,6 +117,11 @@ struct ServeArgs {
     /// year). IRC clients are pinged instead
     #[arg(long, value_name = "SECS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
     idle_timeout: u64,
+    /// --io threads-direct only (it has no send queue): seconds a write into a client's socket
+    /// may wait for the kernel to take a byte before that client is disconnected as a slow
+    /// consumer; every other client waits as long
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    write_timeout: f64,
     /// Log level: error, warn, info, debug or trace
     #[arg(long, default_value = "info", conflicts_with_all = ["verbose", "quiet"])]
     log_level: LevelFilter,
@@ -142,6 +158,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         (false, _) => LevelFilter::Trace,
     };
     init_logging(level);
+    let Ok(write_timeout) = Duration::try_from_secs_f64(args.write_timeout) else {
+        error!("--write-timeout must be a number of seconds, 0 or more");
+        return ExitCode::FAILURE;
+    };
     let nofile = match limits::raise_nofile() {
         Ok(n) => n,
         Err(e) => {
@@ -205,16 +225,20 @@ fn serve(args: ServeArgs) -> ExitCode {
         max_clients,
         max_per_ip: args.max_per_ip,
         idle_timeout: (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout)),
+        write_timeout,
         ..Config::default()
     };
-    let mut server = match Server::bind(config) {
+    let mut server = match Server::bind(args.io, config) {
         Ok(s) => s,
         Err(e) => {
             error!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    info!("max clients {max_clients} (RLIMIT_NOFILE {nofile})");
+    info!(
+        "max clients {max_clients} (RLIMIT_NOFILE {nofile}); I/O model: {}",
+        args.io
+    );
     if let Err(e) = server.handle_signals() {
         error!("cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
@@ -222,7 +246,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            error!("event loop failed: {e}");
+            error!("server failed: {e}");
             ExitCode::FAILURE
         }
     }

@@ -27,7 +27,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
@@ -36,8 +36,11 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use super::timer::{TimerKind, Timers};
+// `Running` and `ShutdownHandle` are shared by every I/O model; re-exported where they were.
+use super::{IoModel, is_fd_shortage, new_core, reject, wall_ms};
+pub use super::{Running, ShutdownHandle};
 use crate::config::Config;
-use crate::core::{ClientId, Core, CoreLimits, Millis, Outbox};
+use crate::core::{ClientId, Core, Millis, Outbox};
 use crate::framer::Frame;
 use crate::net::connection::{Connection, Phase};
 use crate::net::flood::TokenBucket;
@@ -63,31 +66,6 @@ const LINES_PER_TURN: usize = 128;
 const TRIM_EVERY: Duration = Duration::from_secs(5);
 /// Pause before accepting again when no file descriptor can be had even for the reserve.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// Stops a running [`Server`] from another thread (tests, embedding programs): the loop wakes,
-/// says goodbye to every client and returns.
-#[derive(Clone)]
-pub struct ShutdownHandle {
-    waker: Arc<Waker>,
-    requested: Arc<AtomicBool>,
-}
-
-/// A server running on a thread of its own (tests, benchmarks, embedding programs).
-pub struct Running {
-    /// Line-protocol listeners, in `--listen` order.
-    pub addrs: Vec<SocketAddr>,
-    /// IRC listeners, in `--irc-listen` order.
-    pub irc_addrs: Vec<SocketAddr>,
-    pub handle: ShutdownHandle,
-    pub thread: std::thread::JoinHandle<io::Result<()>>,
-}
-
-impl ShutdownHandle {
-    pub fn shutdown(&self) {
-        self.requested.store(true, Ordering::SeqCst);
-        let _ = self.waker.wake();
-    }
-}
 
 /// How reading a connection ended for this turn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,17 +141,12 @@ impl Server {
             listeners.push((listener, protocol));
         }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let limits = CoreLimits {
-            history: config.history,
-            max_rooms: config.max_rooms,
-            big_room: config.big_room,
-        };
         Ok(Server {
             poll,
             events: Events::with_capacity(1024),
             listeners,
             conns: Slab::new(),
-            core: Core::new(limits, wall_ms()),
+            core: new_core(&config),
             outbox: Outbox::default(),
             scratch: vec![0; READ_CHUNK],
             to_read: Vec::new(),
@@ -196,35 +169,9 @@ impl Server {
 
     /// Binds on a new thread and runs the loop there; returns once the server is listening.
     /// (A `Server` stays on the thread that made it: its output chunks are `Rc`.)
+    /// The same as `driver::spawn(IoModel::Poll, config)`.
     pub fn spawn(config: Config) -> io::Result<Running> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("pollchat-loop".into())
-            .spawn(move || {
-                let server = match Server::bind(config) {
-                    Ok(server) => server,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return Ok(());
-                    }
-                };
-                let bound = (
-                    server.local_addrs(),
-                    server.irc_addrs(),
-                    server.shutdown_handle(),
-                );
-                let _ = tx.send(Ok(bound));
-                server.run()
-            })?;
-        let (addrs, irc_addrs, handle) = rx
-            .recv()
-            .map_err(|_| io::Error::other("server thread died"))??;
-        Ok(Running {
-            addrs,
-            irc_addrs,
-            handle,
-            thread,
-        })
+        super::spawn(IoModel::Poll, config)
     }
 
     /// The line-protocol addresses actually bound (useful with port 0).
@@ -985,17 +932,6 @@ impl Server {
     }
 }
 
-/// Tells a client it is not admitted, in one line of its protocol, and closes it. The socket
-/// is new and its send buffer empty, so the one non-blocking write goes through.
-fn reject(stream: TcpStream, protocol: Protocol, why: &str) {
-    let mut stream = stream;
-    let line = match protocol {
-        Protocol::Line => line::render_bye(why),
-        Protocol::Irc => irc::render_close(why),
-    };
-    let _ = io::Write::write(&mut stream, &line);
-}
-
 /// Hands one frame to the connection's protocol session; returns the direct reply and whether
 /// the client leaves.
 #[allow(clippy::too_many_arguments)]
@@ -1056,15 +992,4 @@ fn release_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
-}
-
-fn is_fd_shortage(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
-}
-
-fn wall_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
 }
