@@ -352,3 +352,24 @@ fn listens_on_several_addresses_including_ipv6(io: IoModel) {
     other.send("over the other listener");
     assert_eq!(first.line(), "MSG #lobby <guest2> over the other listener");
 }
+
+#[test]
+fn big_rooms_keep_presence_quiet() {
+    let server = TestServer::with(|c| c.big_room = 2);
+    let (mut a, _) = server.join();
+    let (_b, _) = server.join();
+    assert_eq!(a.line(), "JOIN #lobby guest2");
+    // The third member makes #lobby big: nobody else hears of it, and its name list is cut.
+    let mut c = server.connect();
+    c.expect_prefix("WELCOME");
+    assert_eq!(c.line(), "JOIN #lobby guest3");
+    assert_eq!(c.line(), "NAMES #lobby guest1 guest2");
+    assert_eq!(
+        c.line(),
+        "NOTICE #lobby has 3 members; /who #lobby lists them all"
+    );
+    c.send("/who");
+    assert_eq!(c.line(), "NAMES #lobby guest1 guest2 guest3");
+    c.send("still heard");
+    assert_eq!(a.line(), "MSG #lobby <guest3> still heard");
+}

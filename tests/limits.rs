@@ -294,3 +294,68 @@ fn pipelined_lines_beyond_the_turn_budget_are_all_handled_in_order(io: IoModel) 
         assert_eq!(alice.line(), format!("MSG #lobby <bob> line {i}"));
     }
 }
+
+#[test]
+fn the_tail_of_a_long_line_is_dropped_even_while_throttled() {
+    // The reviewer's case: a long line uses the only token, the rest arrives while throttled.
+    let server = TestServer::with(|c| {
+        c.max_line = 16;
+        c.flood_burst = 1;
+        c.flood_rate = 20.0;
+    });
+    let mut alice = server.join_as("alice", &mut []);
+    let (mut bob, nick) = server.join();
+    assert_eq!(alice.line(), format!("JOIN #lobby {nick}"));
+    bob.send_raw(&[b'A'; 40]);
+    assert_eq!(
+        bob.line(),
+        "ERROR too-long line longer than 16 bytes, discarded"
+    );
+    bob.send_raw(b"TAILTAIL\nhello\nx\n");
+    // The tail is gone; the later lines come, in order, without further prodding.
+    assert_eq!(alice.line(), format!("MSG #lobby <{nick}> hello"));
+    assert_eq!(alice.line(), format!("MSG #lobby <{nick}> x"));
+}
+
+#[test]
+fn a_burst_of_senders_does_not_disconnect_a_client_that_reads() {
+    // Thirty clients each send their whole burst of long lines at once. Within one turn more
+    // than --max-sendq may be queued for a reader; it is only a slow consumer if the queue is
+    // still over the limit after the server has written what the socket takes.
+    let server = TestServer::with(|c| {
+        c.max_sendq = 64 * 1024;
+        c.flood_burst = 10;
+    });
+    let mut reader = server.join_as("reader", &mut []);
+    let mut senders = Vec::new();
+    for _ in 0..30 {
+        let (c, _) = server.join();
+        senders.push(c);
+    }
+    let text = "z".repeat(4000);
+    let burst: String = (0..10).map(|_| format!("{text}\n")).collect();
+    for s in &mut senders {
+        s.send_raw(burst.as_bytes());
+    }
+    let mut got = 0;
+    while got < 300 {
+        let l = reader.line();
+        assert!(!l.starts_with("BYE"), "the reader was disconnected: {l}");
+        if l.starts_with("MSG #lobby <guest") {
+            got += 1;
+        }
+    }
+    reader.sync();
+}
+
+#[test]
+fn telnet_negotiation_is_answered_and_stripped() {
+    let server = TestServer::start();
+    let (mut a, nick) = server.join();
+    // What telnet sends for Ctrl-C (IAC IP IAC DO TIMING-MARK), then a command.
+    a.send_raw(b"\xff\xf4\xff\xfd\x06/who\r\n");
+    let mut reply = [0u8; 3];
+    std::io::Read::read_exact(&mut a.stream(), &mut reply).unwrap();
+    assert_eq!(reply, [255, 252, 6], "IAC WONT TIMING-MARK");
+    assert_eq!(a.line(), format!("NAMES #lobby {nick}"));
+}

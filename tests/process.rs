@@ -26,7 +26,14 @@ struct ServeProcess {
 impl ServeProcess {
     fn start(args: &[&str], nofile: Option<u64>) -> ServeProcess {
         let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--irc-listen",
+            "127.0.0.1:0",
+        ])
+        .args(args);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -148,7 +155,7 @@ fn a_busy_port_is_one_clear_error_and_a_failing_exit() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let out = Command::new(BIN)
-        .args(["serve", "--listen", &addr])
+        .args(["serve", "--listen", &addr, "--no-irc"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -190,6 +197,15 @@ fn bad_flags_are_refused_with_usage() {
         "--log-level",
         "--verbose",
         "--quiet",
+        "--big-room",
+        "--max-rooms",
+        "--irc-ping-timeout",
+        "--irc-register-timeout",
+        "--irc-listen",
+        "--no-irc",
+        "--irc-password",
+        "--motd",
+        "--server-name",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }

@@ -27,10 +27,8 @@ use mio::Waker;
 
 use crate::config::Config;
 use crate::core::{Core, CoreLimits, Millis};
-use crate::protocol::line;
-
-/// Rooms one user may be in at once.
-pub(crate) const MAX_ROOMS: usize = 32;
+use crate::protocol::{irc, line};
+use crate::session::Protocol;
 
 /// How a server does its I/O (`pollchat serve --io …`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -92,8 +90,11 @@ impl ShutdownHandle {
 
 /// A server running on a thread of its own (tests, benchmarks, embedding programs).
 pub struct Running {
-    /// The addresses actually bound, in `--listen` order (useful with port 0).
+    /// The line-protocol addresses actually bound, in `--listen` order (useful with port 0).
     pub addrs: Vec<SocketAddr>,
+    /// The IRC addresses, in `--irc-listen` order (the event loop only: the threaded models
+    /// speak the line protocol).
+    pub irc_addrs: Vec<SocketAddr>,
     pub handle: ShutdownHandle,
     /// Ends once the server has stopped, with what its `run` returned.
     pub thread: std::thread::JoinHandle<io::Result<()>>,
@@ -121,6 +122,14 @@ impl Server {
         match self {
             Server::Poll(s) => s.local_addrs(),
             Server::Threads(s) => s.local_addrs(),
+        }
+    }
+
+    /// The IRC addresses actually bound (none for the threaded models).
+    pub fn irc_addrs(&self) -> Vec<SocketAddr> {
+        match self {
+            Server::Poll(s) => s.irc_addrs(),
+            Server::Threads(_) => Vec::new(),
         }
     }
 
@@ -166,14 +175,20 @@ pub fn spawn(io: IoModel, config: Config) -> io::Result<Running> {
                     return Ok(());
                 }
             };
-            let _ = tx.send(Ok((server.local_addrs(), server.shutdown_handle())));
+            let bound = (
+                server.local_addrs(),
+                server.irc_addrs(),
+                server.shutdown_handle(),
+            );
+            let _ = tx.send(Ok(bound));
             server.run()
         })?;
-    let (addrs, handle) = rx
+    let (addrs, irc_addrs, handle) = rx
         .recv()
         .map_err(|_| io::Error::other("server thread died"))??;
     Ok(Running {
         addrs,
+        irc_addrs,
         handle,
         thread,
     })
@@ -181,16 +196,22 @@ pub fn spawn(io: IoModel, config: Config) -> io::Result<Running> {
 
 /// A chat core with the limits of `config`.
 pub(crate) fn new_core(config: &Config) -> Core {
-    Core::new(CoreLimits {
+    let limits = CoreLimits {
         history: config.history,
-        max_rooms: MAX_ROOMS,
-    })
+        max_rooms: config.max_rooms,
+        big_room: config.big_room,
+    };
+    Core::new(limits, wall_ms())
 }
 
-/// Tells a client it is not admitted, in one line, and closes it. The socket is new and its
-/// send buffer empty, so the one write goes through at once, blocking socket or not.
-pub(crate) fn reject(mut stream: impl Write, why: &str) {
-    let _ = stream.write(&line::render_bye(why));
+/// Tells a client it is not admitted, in one line of its protocol, and closes it. The socket is
+/// new and its send buffer empty, so the one write goes through at once, blocking or not.
+pub(crate) fn reject(mut stream: impl Write, protocol: Protocol, why: &str) {
+    let line = match protocol {
+        Protocol::Line => line::render_bye(why),
+        Protocol::Irc => irc::render_close(why),
+    };
+    let _ = stream.write(&line);
 }
 
 pub(crate) fn is_fd_shortage(e: &io::Error) -> bool {

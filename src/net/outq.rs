@@ -19,7 +19,7 @@ pub const IOV_MAX: usize = 1024;
 /// Queue capacity (in chunks) kept after the queue drains. A connection that receives messages
 /// keeps a small ring instead of reallocating it for every message; a burst's larger ring is
 /// given back.
-const KEEP_CHUNKS: usize = 16;
+const KEEP_CHUNKS: usize = 4;
 
 /// Bytes waiting to be written to one socket, as shared chunks of type `C`.
 #[derive(Debug)]
