@@ -45,7 +45,7 @@ struct ServeArgs {
     /// behind a lock. threads-direct: one thread per client writing straight into every
     /// recipient's socket while holding the lock; it exists to show head-of-line blocking (one
     /// client that stops reading stalls everyone for up to --write-timeout). The threaded models
-    /// are baselines for benchmarks; same protocol, limits and logs
+    /// are baselines for benchmarks: same line protocol, limits and logs (no IRC listener)
     #[arg(long, value_name = "MODEL", default_value = "poll",
           value_parser = clap::builder::PossibleValuesParser::new(IoModel::ALL.map(IoModel::name))
               .map(|s| s.parse::<IoModel>().expect("a listed model")))]
