@@ -45,7 +45,7 @@ struct ServeArgs {
     /// behind a lock. threads-direct: one thread per client writing straight into every
     /// recipient's socket while holding the lock; it exists to show head-of-line blocking (one
     /// client that stops reading stalls everyone for up to --write-timeout). The threaded models
-    /// are baselines for benchmarks; same protocol, limits and logs
+    /// are baselines for benchmarks: same line protocol, limits and logs (no IRC listener)
     #[arg(long, value_name = "MODEL", default_value = "poll",
           value_parser = clap::builder::PossibleValuesParser::new(IoModel::ALL.map(IoModel::name))
               .map(|s| s.parse::<IoModel>().expect("a listed model")))]
@@ -103,7 +103,8 @@ struct ServeArgs {
     #[arg(long, default_value_t = 5.0, value_parser = flood_rate)]
     flood_rate: f64,
     /// Bytes of output queued for one client, after the server has written what the client's
-    /// socket takes, above which it is disconnected as a slow consumer (at least 4096)
+    /// socket takes, above which it is disconnected as a slow consumer (at least 4096;
+    /// --io threads-direct queues nothing: see --write-timeout)
     #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(4096..))]
     max_sendq: u64,
     /// Clients served at once [default: what RLIMIT_NOFILE allows, after raising the soft

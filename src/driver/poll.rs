@@ -36,8 +36,8 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use super::timer::{TimerKind, Timers};
-// `Running` and `ShutdownHandle` are shared by every I/O model; re-exported where they were.
 use super::{IoModel, is_fd_shortage, new_core, reject, wall_ms};
+// Shared by every I/O model now; re-exported where they were.
 pub use super::{Running, ShutdownHandle};
 use crate::config::Config;
 use crate::core::{ClientId, Core, Millis, Outbox};
@@ -974,7 +974,7 @@ const LISTEN_BACKLOG: i32 = 4096;
 /// loop turn overflows it, and the kernel drops SYNs: those clients wait a full second for the
 /// retransmit. Calling `listen` again on a listening socket just sets the new backlog (Linux caps
 /// it at `net.core.somaxconn`).
-fn deepen_backlog(listener: &TcpListener) {
+pub(crate) fn deepen_backlog(listener: &TcpListener) {
     use std::os::fd::AsRawFd;
     // SAFETY: listen on a descriptor we own, which is already a bound, listening socket.
     unsafe {

@@ -51,6 +51,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook_mio::v1_0::Signals;
 
+use super::poll::deepen_backlog;
 use super::{ShutdownHandle, is_fd_shortage, new_core, reject, wall_ms};
 use crate::config::Config;
 use crate::core::{ClientId, Core, Outbox};
@@ -167,6 +168,9 @@ impl Server {
         for (i, addr) in config.listen.iter().enumerate() {
             let mut listener = TcpListener::bind(*addr)
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            // The loop's deeper backlog: a burst of connects must not meet SYN drops here
+            // either, or a benchmark would measure the backlog instead of the I/O model.
+            deepen_backlog(&listener);
             poll.registry()
                 .register(&mut listener, Token(i), Interest::READABLE)?;
             listeners.push(listener);
@@ -231,6 +235,9 @@ impl Server {
     pub fn run(mut self) -> io::Result<()> {
         for addr in self.local_addrs() {
             info!("listening on {addr}");
+        }
+        if !self.shared.config.irc_listen.is_empty() {
+            info!("the threaded I/O models speak the line protocol only: no IRC listener");
         }
         let mut events = Events::with_capacity(64);
         let why = 'run: loop {
@@ -408,6 +415,7 @@ impl Server {
             framer: LineFramer::default(),
             bucket: TokenBucket::new(self.shared.config.flood_burst, Instant::now()),
             last_heard: Instant::now(),
+            flooded: false,
         };
         std::thread::Builder::new()
             .name(format!("pollchat-r{}", conn.id))
@@ -610,6 +618,8 @@ struct Reader {
     bucket: TokenBucket,
     /// Last time a line arrived, for `--idle-timeout`.
     last_heard: Instant,
+    /// Has been over the flood rate before: logged at info only the first time, as in the loop.
+    flooded: bool,
 }
 
 impl Reader {
@@ -670,8 +680,15 @@ impl Reader {
                 // buffer fills and TCP slows the sender down. Nothing is dropped.
                 drop(guard.take());
                 let wait = self.bucket.ready_at(rate).saturating_duration_since(now);
-                debug!(
-                    "{}: flood control, reading paused for {wait:?}",
+                let level = if self.flooded {
+                    log::Level::Debug
+                } else {
+                    log::Level::Info
+                };
+                self.flooded = true;
+                log::log!(
+                    level,
+                    "{}: over --flood-rate, reading paused for {wait:?}",
                     self.conn.peer
                 );
                 std::thread::sleep(wait);

@@ -50,6 +50,9 @@ struct Inner {
     /// as the limit sees it.
     unwritten: usize,
     end: End,
+    /// The writer is asleep on the condition variable. A wake-up is a system call even with no
+    /// one waiting, and a busy writer needs none: it takes the queue when it is done.
+    writer_waiting: bool,
 }
 
 /// One connection's output channel.
@@ -69,6 +72,7 @@ impl SendChannel {
                 queue: OutQueue::default(),
                 unwritten: 0,
                 end: End::Open,
+                writer_waiting: false,
             }),
             ready: Condvar::new(),
             limit,
@@ -91,8 +95,11 @@ impl SendChannel {
         }
         inner.unwritten += chunk.len();
         inner.queue.push(chunk.clone());
+        let wake = inner.writer_waiting;
         drop(inner);
-        self.ready.notify_one();
+        if wake {
+            self.ready.notify_one();
+        }
         Ok(())
     }
 
@@ -134,10 +141,12 @@ impl SendChannel {
                 }
                 End::Finishing(_) => return Take::Stop,
                 End::Open => {
+                    inner.writer_waiting = true;
                     inner = self
                         .ready
                         .wait(inner)
                         .unwrap_or_else(PoisonError::into_inner);
+                    inner.writer_waiting = false;
                 }
             }
         }
