@@ -5,7 +5,8 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use pollchat::core::{ClientId, Command, Core, CoreLimits, Outbox};
+use pollchat::config::Config;
+use pollchat::core::{ClientId, Command, Core, CoreLimits, MsgKind, Outbox};
 use pollchat::framer::{Frame, LineFramer};
 use pollchat::protocol::line;
 
@@ -37,13 +38,17 @@ fn framer(c: &mut Criterion) {
 fn fan_out(c: &mut Criterion) {
     let mut group = c.benchmark_group("core fan-out");
     for members in [10usize, 100, 1000] {
-        let mut core = Core::new(CoreLimits {
-            history: 50,
-            max_rooms: 32,
-        });
+        let mut core = Core::new(
+            CoreLimits {
+                history: 50,
+                max_rooms: 32,
+                big_room: Config::default().big_room,
+            },
+            0,
+        );
         let mut out = Outbox::default();
         for id in 0..members {
-            core.connect(ClientId(id), 0);
+            core.connect(ClientId(id), "127.0.0.1", 0);
             core.handle(ClientId(id), Command::Join("#bench".into()), 0, &mut out);
         }
         out.clear();
@@ -56,7 +61,8 @@ fn fan_out(c: &mut Criterion) {
                 let say = Command::Say {
                     room: None,
                     text: text.clone(),
-                    action: false,
+                    kind: MsgKind::Normal,
+                    echo: false,
                 };
                 core.handle(ClientId(0), say, 1, &mut out);
                 for (event, to) in out.iter() {

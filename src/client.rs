@@ -50,24 +50,27 @@ pub fn run(addr: &str) -> io::Result<()> {
     let mut pending: Vec<u8> = Vec::new();
     let mut wants_write = false;
     let mut input_done = false;
+    // Stdin may have more to give: set by its readiness event, cleared only by WouldBlock. Reading
+    // can stop early because the send queue is full; with edge-triggered readiness no new event
+    // would come for what is already waiting, so the loop resumes it by itself.
+    let mut stdin_ready = input.always_ready;
     let mut write_closed = false;
     let mut buf = vec![0u8; 16 * 1024];
     let mut stdout = io::stdout().lock();
     loop {
-        // A regular file as stdin cannot be polled: it is always ready, so do not sleep.
-        let timeout = (input.always_ready && !input_done && pending.len() < MAX_PENDING)
-            .then_some(Duration::ZERO);
+        // Input left unread (or a regular file, always ready): do not sleep.
+        let timeout =
+            (stdin_ready && !input_done && pending.len() < MAX_PENDING).then_some(Duration::ZERO);
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
             return Err(e);
         }
-        let mut read_stdin = input.always_ready;
         for event in events.iter() {
             match event.token() {
                 SIGNALS => return Ok(()),
-                STDIN => read_stdin = true,
+                STDIN => stdin_ready = true,
                 _ => {}
             }
         }
@@ -89,11 +92,14 @@ pub fn run(addr: &str) -> io::Result<()> {
             }
         }
         // Terminal → queue, until WouldBlock or the queue is full.
-        while read_stdin && !input_done && pending.len() < MAX_PENDING {
+        while stdin_ready && !input_done && pending.len() < MAX_PENDING {
             match input.file.read(&mut buf) {
                 Ok(0) => input_done = true,
                 Ok(n) => pending.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    stdin_ready = input.always_ready;
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
@@ -138,8 +144,19 @@ struct Stdin {
 impl Stdin {
     fn open(poll: &Poll) -> io::Result<Stdin> {
         // A new open file description for the same terminal or pipe: O_NONBLOCK set on it does not
-        // leak into the shell that shares descriptor 0.
-        let file = File::open("/proc/self/fd/0").or_else(|_| File::open("/dev/stdin"))?;
+        // leak into the shell that shares descriptor 0. A socket cannot be reopened that way; a
+        // duplicate of descriptor 0 is used instead (no terminal to disturb there).
+        let file = match File::open("/proc/self/fd/0") {
+            Ok(file) => file,
+            Err(_) => {
+                // SAFETY: dup returns a new descriptor that only this File will own and close.
+                let fd = unsafe { libc::dup(0) };
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }
+            }
+        };
         let fd = file.as_raw_fd();
         // SAFETY: fcntl on a descriptor we own, changing only its status flags.
         unsafe {

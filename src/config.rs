@@ -13,9 +13,31 @@ pub struct Config {
     /// Addresses to accept line-protocol clients on. Loopback by default, so exposing the server
     /// to a network is a deliberate `--listen 0.0.0.0:9223`.
     pub listen: Vec<SocketAddr>,
+    /// Addresses to accept IRC clients on (empty: no IRC).
+    pub irc_listen: Vec<SocketAddr>,
+    /// The name the server gives itself in IRC (the source of numerics).
+    pub server_name: String,
+    /// Password IRC clients must send with PASS (`None`: PASS is accepted and ignored).
+    pub irc_password: Option<String>,
+    /// Message of the day for IRC clients, one entry per line (`None`: 422 "MOTD File is
+    /// missing").
+    pub motd: Option<Vec<String>>,
+    /// An IRC client silent this long is sent a PING…
+    pub irc_ping_after: Duration,
+    /// …and one silent this long is closed with "ping timeout".
+    pub irc_ping_timeout: Duration,
+    /// An IRC client that has not completed NICK/USER by then is closed: an unregistered
+    /// connection holds a slot without being anybody.
+    pub irc_register_timeout: Duration,
     /// Longest accepted line in bytes, not counting the `\n` (or `\r\n`) that ends it. It also
     /// bounds what a client that never sends a newline can make the server hold for it.
     pub max_line: usize,
+    /// Rooms with more members than this do not announce joins, parts, quits and nick changes
+    /// to every member, and list at most this many names to a joiner (see `CoreLimits`).
+    pub big_room: usize,
+    /// Rooms one user may be in at once: each room a client joins is state the server keeps
+    /// (its history included), so one client must not be able to create rooms without end.
+    pub max_rooms: usize,
     /// Messages each room remembers and replays to a client that joins it (0 = no history).
     pub history: usize,
     /// Token bucket size: how many lines a client may send back to back before the rate applies.
@@ -35,19 +57,35 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// How long a shutdown waits for queued output to drain before closing what is left.
     pub shutdown_grace: Duration,
+    /// `--io threads-direct` only, which has no send queue: how long a write into a recipient's
+    /// socket may wait for the kernel to take a byte (SO_SNDTIMEO) before that recipient is
+    /// disconnected as a slow consumer ("send queue exceeded"). Every other client waits as long:
+    /// that model writes while holding the chat core's lock.
+    pub write_timeout: Duration,
 }
 
 impl Config {
     /// Default port of the line protocol, the port of the sketch pollchat started from.
     pub const DEFAULT_PORT: u16 = 9223;
+    /// IRC's usual port.
+    pub const DEFAULT_IRC_PORT: u16 = 6667;
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], Self::DEFAULT_PORT))],
+            irc_listen: vec![SocketAddr::from(([127, 0, 0, 1], Self::DEFAULT_IRC_PORT))],
+            server_name: "pollchat".into(),
+            irc_password: None,
+            motd: None,
+            irc_ping_after: Duration::from_secs(120),
+            irc_ping_timeout: Duration::from_secs(240),
+            irc_register_timeout: Duration::from_secs(60),
             max_line: 4096,
             history: 50,
+            max_rooms: 32,
+            big_room: 1000,
             flood_burst: 10,
             flood_rate: 5.0,
             max_sendq: 1 << 20,
@@ -56,6 +94,7 @@ impl Default for Config {
             max_per_ip: 0,
             idle_timeout: None,
             shutdown_grace: Duration::from_secs(2),
+            write_timeout: Duration::from_secs(5),
         }
     }
 }

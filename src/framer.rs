@@ -124,7 +124,17 @@ impl LineFramer {
     }
 
     /// Keeps `input`, unprocessed, to be framed before anything read later.
-    pub fn stash(&mut self, input: &[u8]) {
+    pub fn stash(&mut self, mut input: &[u8]) {
+        if self.discarding {
+            // The rest of an over-long line is dropped here too, never kept.
+            match find_newline(input) {
+                Some(i) => {
+                    input = &input[i + 1..];
+                    self.discarding = false;
+                }
+                None => return,
+            }
+        }
         if input.is_empty() {
             return;
         }
@@ -277,6 +287,22 @@ mod tests {
             ["two", "three", "four"]
         );
         assert!(!f.has_backlog());
+    }
+
+    #[test]
+    fn stashing_while_discarding_drops_the_rest_of_the_long_line() {
+        let mut f = LineFramer::default();
+        assert_eq!(frames(&mut f, &[b"AAAAAAAAAAAA"], 4), ["<too long>"]);
+        // Throttled before anything more is framed: the input is stashed.
+        f.stash(b"TAIL\nok\n");
+        assert!(f.has_backlog());
+        assert_eq!(frames(&mut f, &[b""], 4), ["ok"]);
+        assert_eq!(frames(&mut f, &[b"x\n"], 4), ["x"]);
+        // A stash with no newline at all is dropped whole.
+        assert_eq!(frames(&mut f, &[b"BBBBBBBBBB"], 4), ["<too long>"]);
+        f.stash(b"BBBB");
+        assert_eq!(f.buffered(), 0);
+        assert_eq!(frames(&mut f, &[b"BB\ny\n"], 4), ["y"]);
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! pollchat: a chat server whose whole network side is one `mio::Poll` loop on one thread.
+//! pollchat: a chat server whose whole network side is one `mio::Poll` loop on one thread,
+//! speaking a telnet-friendly line protocol and IRC in the same rooms, and two threaded variants
+//! of it to measure the loop against.
 //!
 //! # Layout
 //!
@@ -10,14 +12,23 @@
 //!   over-long lines are reported and skipped without being buffered.
 //! - [`core`]: the chat itself (users, rooms, private messages, presence, history) with no I/O
 //!   and no clock: commands in, protocol-neutral events with their recipients out.
-//! - [`protocol`]: front doors. [`protocol::line`] parses what `nc`/`telnet` users type and
-//!   renders core events as lines whose first token says what they are.
+//! - [`protocol`]: front doors, parsing and rendering only. [`protocol::line`] parses what
+//!   `nc`/`telnet` users type and renders core events as lines whose first token says what they
+//!   are; [`protocol::irc`] does the same for IRC; [`protocol::telnet`] strips and refuses
+//!   telnet option negotiation.
 //! - [`session`]: what each framed line means for a client, whatever the I/O model: the glue
-//!   between framer, protocol and core that every driver calls.
+//!   between framer, protocol and core that every driver calls; [`session::irc`] keeps an IRC
+//!   connection's registration and capability state.
 //! - [`net`]: the per-connection record, its output queue of shared chunks written with
-//!   `writev`, and its flood-control token bucket.
-//! - [`driver`]: the event loop ([`driver::poll::Server`]) and its timers: accepting, reading
-//!   until `WouldBlock` within a budget, deferred flushing, closing after each pass, shutdown.
+//!   `writev`, its flood-control token bucket, and the byte-bounded channel that feeds a writer
+//!   thread in the threaded driver.
+//! - [`driver`]: the I/O models, each driving the same session glue and core, and
+//!   [`driver::spawn`] to start any of them in-process. [`driver::poll`] is the event loop and
+//!   its timers: accepting, reading until `WouldBlock` within a budget, deferred flushing,
+//!   closing after each pass, shutdown. [`driver::threads`] holds the threaded baselines: a
+//!   reader and a writer thread per connection with the core behind a `Mutex`
+//!   (`--io threads`), or one thread per connection writing into its recipients' sockets under
+//!   that lock (`--io threads-direct`, which exists to show head-of-line blocking).
 //! - [`client`]: `pollchat connect`, a terminal client that is itself one mio loop over stdin
 //!   and the socket.
 //! - [`limits`]: raising RLIMIT_NOFILE and deriving `--max-clients` from it.

@@ -8,11 +8,12 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 use log::{LevelFilter, error, info, warn};
 
 use pollchat::config::Config;
-use pollchat::driver::poll::Server;
+use pollchat::driver::{IoModel, Server};
 use pollchat::{bench, client, limits};
 
 #[derive(Parser)]
@@ -43,36 +44,89 @@ enum Cmd {
 
 #[derive(Args)]
 struct ServeArgs {
+    /// I/O model. poll: one mio::Poll loop on one thread (the server proper). threads: blocking
+    /// sockets, a reader and a writer thread per client fed by a bounded queue, the chat core
+    /// behind a lock. threads-direct: one thread per client writing straight into every
+    /// recipient's socket while holding the lock; it exists to show head-of-line blocking (one
+    /// client that stops reading stalls everyone for up to --write-timeout). The threaded models
+    /// are baselines for benchmarks: same line protocol, limits and logs (no IRC listener)
+    #[arg(long, value_name = "MODEL", default_value = "poll",
+          value_parser = clap::builder::PossibleValuesParser::new(IoModel::ALL.map(IoModel::name))
+              .map(|s| s.parse::<IoModel>().expect("a listed model")))]
+    io: IoModel,
     /// Address to accept line-protocol clients on; repeat for several (IPv4 or IPv6).
     /// Loopback only by default: use 0.0.0.0:9223 or [::]:9223 to accept others
-    #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:9223")]
+    #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:9223", value_parser = address)]
     listen: Vec<SocketAddr>,
-    /// Longest line in bytes; longer ones get an error and are discarded
+    /// Address to accept IRC clients on; repeat for several (IPv4 or IPv6)
+    #[arg(
+        long = "irc-listen",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:6667",
+        value_parser = address
+    )]
+    irc_listen: Vec<SocketAddr>,
+    /// Do not accept IRC clients at all
+    #[arg(long)]
+    no_irc: bool,
+    /// Password IRC clients must give with PASS (default: none; PASS is ignored)
+    #[arg(long, value_name = "PASSWORD")]
+    irc_password: Option<String>,
+    /// File whose lines IRC clients get as the message of the day
+    #[arg(long, value_name = "FILE")]
+    motd: Option<std::path::PathBuf>,
+    /// The name the server gives itself to IRC clients
+    #[arg(long, default_value = "pollchat")]
+    server_name: String,
+    /// Longest line in bytes (16 to 1048576); longer ones get an error and are discarded
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     max_line: u32,
-    /// Messages each room replays to a client that joins (0 = no history)
-    #[arg(long, default_value_t = 50)]
-    history: usize,
+    /// Messages each room replays to a client that joins (0 = no history, at most 10000)
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(0..=10_000))]
+    history: u16,
+    /// Rooms with more members than this are "big": joins, parts, quits and nick changes in them
+    /// are not announced to every member, and a joiner is sent at most this many names
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    big_room: u64,
+    /// Rooms one client may be in at once (IRC's CHANLIMIT)
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    max_rooms: u16,
+    /// An IRC client silent for half this many seconds is sent a PING, and closed ("ping
+    /// timeout") once silent for all of them
+    #[arg(long, value_name = "SECS", default_value_t = 240, value_parser = clap::value_parser!(u64).range(2..=86_400))]
+    irc_ping_timeout: u64,
+    /// Seconds an IRC client has to complete NICK/USER before it is closed
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    irc_register_timeout: u64,
     /// Lines a client may send back to back before the flood rate applies
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     flood_burst: u32,
     /// Lines per second a client may keep sending; over it the server stops reading that
-    /// client until it may go on (nothing is dropped). 0 turns flood control off
-    #[arg(long, default_value_t = 5.0)]
+    /// client until it may go on (nothing is dropped). 0 turns flood control off; otherwise at
+    /// least 0.01
+    #[arg(long, default_value_t = 5.0, value_parser = flood_rate)]
     flood_rate: f64,
-    /// Bytes of output queued for one client before it is disconnected as a slow consumer
-    #[arg(long, default_value_t = 1 << 20)]
-    max_sendq: usize,
+    /// Bytes of output queued for one client, after the server has written what the client's
+    /// socket takes, above which it is disconnected as a slow consumer (at least 4096;
+    /// --io threads-direct queues nothing: see --write-timeout)
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(4096..))]
+    max_sendq: u64,
     /// Clients served at once [default: what RLIMIT_NOFILE allows, after raising the soft
     /// limit to the hard one]
-    #[arg(long)]
-    max_clients: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_clients: Option<u64>,
     /// Connections allowed from one IP address (0 = unlimited)
     #[arg(long, default_value_t = 0)]
     max_per_ip: usize,
-    /// Disconnect clients silent for this many seconds (0 = never)
-    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    /// Disconnect line-protocol clients silent for this many seconds (0 = never; at most a
+    /// year). IRC clients are pinged instead
+    #[arg(long, value_name = "SECS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
     idle_timeout: u64,
+    /// --io threads-direct only (it has no send queue): seconds a write into a client's socket
+    /// may wait for the kernel to take a byte before that client is disconnected as a slow
+    /// consumer; every other client waits as long
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    write_timeout: f64,
     /// Log level: error, warn, info, debug or trace
     #[arg(long, default_value = "info", conflicts_with_all = ["verbose", "quiet"])]
     log_level: LevelFilter,
@@ -80,7 +134,7 @@ struct ServeArgs {
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
     /// Log only warnings and errors
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "verbose")]
     quiet: bool,
 }
 
@@ -127,10 +181,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         (false, _) => LevelFilter::Trace,
     };
     init_logging(level);
-    if !(args.flood_rate >= 0.0 && args.flood_rate.is_finite()) {
-        error!("--flood-rate must be a number of lines per second, 0 or more");
+    let Ok(write_timeout) = Duration::try_from_secs_f64(args.write_timeout) else {
+        error!("--write-timeout must be a number of seconds, 0 or more");
         return ExitCode::FAILURE;
-    }
+    };
     let nofile = match limits::raise_nofile() {
         Ok(n) => n,
         Err(e) => {
@@ -140,35 +194,74 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     let fit = limits::clients_for(nofile);
     let max_clients = match args.max_clients {
-        Some(n) if n > fit => {
+        Some(n) if n as usize > fit => {
             warn!(
                 "--max-clients {n} is more than RLIMIT_NOFILE {nofile} allows ({fit}); accepts will hit EMFILE"
             );
-            n
+            n as usize
         }
-        Some(n) => n,
+        Some(n) => n as usize,
         None => fit,
     };
+    let motd = match &args.motd {
+        None => None,
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => Some(
+                text.lines()
+                    .map(|l| l.chars().filter(|c| !c.is_control()).collect())
+                    .collect(),
+            ),
+            Err(e) => {
+                error!("cannot read --motd {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    if args.server_name.is_empty()
+        || args
+            .server_name
+            .contains(|c: char| c.is_whitespace() || c.is_control() || c == ':')
+    {
+        error!("--server-name must be one word without ':'");
+        return ExitCode::FAILURE;
+    }
     let config = Config {
         listen: args.listen,
+        irc_listen: if args.no_irc {
+            Vec::new()
+        } else {
+            args.irc_listen
+        },
+        irc_password: args.irc_password,
+        motd,
+        server_name: args.server_name,
         max_line: args.max_line as usize,
-        history: args.history,
+        history: usize::from(args.history),
+        max_rooms: usize::from(args.max_rooms),
+        irc_ping_after: Duration::from_secs(args.irc_ping_timeout / 2),
+        irc_ping_timeout: Duration::from_secs(args.irc_ping_timeout),
+        irc_register_timeout: Duration::from_secs(args.irc_register_timeout),
+        big_room: usize::try_from(args.big_room).unwrap_or(usize::MAX),
         flood_burst: args.flood_burst,
         flood_rate: args.flood_rate,
-        max_sendq: args.max_sendq,
+        max_sendq: args.max_sendq as usize,
         max_clients,
         max_per_ip: args.max_per_ip,
         idle_timeout: (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout)),
+        write_timeout,
         ..Config::default()
     };
-    info!("max clients {max_clients} (RLIMIT_NOFILE {nofile})");
-    let mut server = match Server::bind(config) {
+    let mut server = match Server::bind(args.io, config) {
         Ok(s) => s,
         Err(e) => {
             error!("{e}");
             return ExitCode::FAILURE;
         }
     };
+    info!(
+        "max clients {max_clients} (RLIMIT_NOFILE {nofile}); I/O model: {}",
+        args.io
+    );
     if let Err(e) = server.handle_signals() {
         error!("cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
@@ -176,9 +269,30 @@ fn serve(args: ServeArgs) -> ExitCode {
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            error!("event loop failed: {e}");
+            error!("server failed: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `HOST:PORT` for `--listen`: an IP address, or a name resolved once at start (never in the
+/// loop), e.g. `localhost:9223`.
+fn address(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    std::net::ToSocketAddrs::to_socket_addrs(s)
+        .map_err(|e| format!("{s}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{s}: no address"))
+}
+
+fn flood_rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if rate == 0.0 || (0.01..=1e6).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err("must be 0 (off) or between 0.01 and 1000000 lines per second".into())
     }
 }
 

@@ -5,6 +5,8 @@
 //! to the [`Outbox`] as usual; what only the sender should see (help, a refused line) comes back as
 //! bytes. So the protocol rules live here once, not in each driver.
 
+pub mod irc;
+
 use log::{info, trace};
 
 use crate::core::{ClientId, Command, Core, LOBBY, Millis, Outbox};
@@ -27,6 +29,12 @@ pub enum Reason {
     Idle,
     /// The server is stopping.
     Shutdown,
+    /// An IRC client did not answer the server's PING.
+    PingTimeout,
+    /// An IRC client did not finish registering in time.
+    RegistrationTimeout,
+    /// An IRC client gave no or the wrong server password.
+    BadPassword,
 }
 
 impl Reason {
@@ -40,6 +48,9 @@ impl Reason {
             Reason::SendQueue => "send queue exceeded".into(),
             Reason::Idle => "idle timeout".into(),
             Reason::Shutdown => "server shutting down".into(),
+            Reason::PingTimeout => "ping timeout".into(),
+            Reason::RegistrationTimeout => "registration timeout".into(),
+            Reason::BadPassword => "bad password".into(),
         }
     }
 
@@ -47,6 +58,44 @@ impl Reason {
     /// consumer (that is the very queue it did not read) nor a broken socket.
     pub fn drains(&self) -> bool {
         !matches!(self, Reason::SendQueue | Reason::Lost)
+    }
+}
+
+/// Which protocol a listener speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Line,
+    Irc,
+}
+
+/// How a peer's address is shown to other users (never a reverse-DNS name: a lookup would block
+/// the loop). An IPv6 address starting with `:` gets a leading `0`, as IRC servers do, so that it
+/// cannot be mistaken for a trailing parameter.
+pub fn host_of(ip: std::net::IpAddr) -> String {
+    let s = ip.to_string();
+    if s.starts_with(':') {
+        format!("0{s}")
+    } else {
+        s
+    }
+}
+
+/// The protocol state of one connection.
+#[derive(Debug)]
+pub enum Proto {
+    /// The line protocol; stateless, so it costs nothing per connection.
+    Line,
+    /// IRC, with its registration and capability state (boxed: most of a server's
+    /// connections may be line ones, which should not pay for it).
+    Irc(Box<irc::IrcSession>),
+}
+
+impl Proto {
+    pub fn new(protocol: Protocol) -> Proto {
+        match protocol {
+            Protocol::Line => Proto::Line,
+            Protocol::Irc => Proto::Irc(Box::default()),
+        }
     }
 }
 
@@ -62,14 +111,16 @@ pub enum Step {
 }
 
 /// Registers a new client with the core and joins it to the lobby (events into `out`); returns
-/// its greeting, which must be sent before those events.
+/// its greeting, which must be sent before those events, and its nick. `host` is the peer's IP
+/// address as others will see it.
 pub fn welcome(
     core: &mut Core,
     id: ClientId,
+    host: &str,
     now: Millis,
     out: &mut Outbox,
 ) -> (Vec<u8>, std::sync::Arc<str>) {
-    let nick = core.connect(id, now);
+    let nick = core.connect(id, host, now);
     let greeting = line::render_welcome(&nick, LOBBY);
     core.handle(id, Command::Join(LOBBY.into()), now, out);
     (greeting, nick)

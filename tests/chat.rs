@@ -2,11 +2,14 @@
 
 mod common;
 
-use common::TestServer;
+use std::sync::mpsc;
+use std::time::Duration;
 
-#[test]
-fn welcome_names_the_guest_nick_and_lobby() {
-    let server = TestServer::start();
+use common::{IoModel, TIMEOUT, TestServer, for_each_io};
+
+for_each_io!(welcome_names_the_guest_nick_and_lobby);
+fn welcome_names_the_guest_nick_and_lobby(io: IoModel) {
+    let server = TestServer::start_io(io);
     let mut a = server.connect();
     assert_eq!(
         a.line(),
@@ -19,9 +22,9 @@ fn welcome_names_the_guest_nick_and_lobby() {
     assert_eq!(a.line(), "JOIN #lobby guest2");
 }
 
-#[test]
-fn three_clients_chat_in_two_rooms_and_privately_with_history() {
-    let server = TestServer::start();
+for_each_io!(three_clients_chat_in_two_rooms_and_privately_with_history);
+fn three_clients_chat_in_two_rooms_and_privately_with_history(io: IoModel) {
+    let server = TestServer::start_io(io);
     let mut alice = server.join_as("alice", &mut []);
     let mut bob = server.join_as("bob", &mut [&mut alice]);
     let mut carol = server.join_as("carol", &mut [&mut alice, &mut bob]);
@@ -77,9 +80,9 @@ fn three_clients_chat_in_two_rooms_and_privately_with_history() {
     assert_eq!(bob.line(), "MSG #rust <alice> welcome carol");
 }
 
-#[test]
-fn nick_changes_are_checked_and_told_once_to_each_neighbour() {
-    let server = TestServer::start();
+for_each_io!(nick_changes_are_checked_and_told_once_to_each_neighbour);
+fn nick_changes_are_checked_and_told_once_to_each_neighbour(io: IoModel) {
+    let server = TestServer::start_io(io);
     let mut alice = server.join_as("alice", &mut []);
     let mut bob = server.join_as("bob", &mut [&mut alice]);
     for (line, expected) in [
@@ -100,8 +103,10 @@ fn nick_changes_are_checked_and_told_once_to_each_neighbour() {
         bob.send(line);
         assert_eq!(bob.line(), expected);
     }
-    // Sharing two rooms, alice still hears of bob's change once.
+    // Sharing two rooms, alice still hears of bob's change once. (Alice's join is confirmed
+    // before bob's is sent: two clients' lines have no order unless the test gives them one.)
     alice.send("/join #x");
+    alice.expect_prefix("NAMES #x");
     bob.send("/join #x");
     alice.expect_prefix("JOIN #x bob");
     bob.expect_prefix("NAMES #x");
@@ -114,9 +119,9 @@ fn nick_changes_are_checked_and_told_once_to_each_neighbour() {
     assert_eq!(alice.line(), "ERROR no-such-nick no user is called bob");
 }
 
-#[test]
-fn topic_away_whois_rooms_and_who() {
-    let server = TestServer::start();
+for_each_io!(topic_away_whois_rooms_and_who);
+fn topic_away_whois_rooms_and_who(io: IoModel) {
+    let server = TestServer::start_io(io);
     let mut alice = server.join_as("alice", &mut []);
     let mut bob = server.join_as("bob", &mut [&mut alice]);
 
@@ -162,9 +167,9 @@ fn topic_away_whois_rooms_and_who() {
     assert_eq!(alice.line(), "ERROR no-such-room there is no room #nowhere");
 }
 
-#[test]
-fn part_and_quit_are_told_with_their_reasons() {
-    let server = TestServer::start();
+for_each_io!(part_and_quit_are_told_with_their_reasons);
+fn part_and_quit_are_told_with_their_reasons(io: IoModel) {
+    let server = TestServer::start_io(io);
     let mut alice = server.join_as("alice", &mut []);
     let mut bob = server.join_as("bob", &mut [&mut alice]);
     bob.send("/join #side");
@@ -188,9 +193,9 @@ fn part_and_quit_are_told_with_their_reasons() {
     assert_eq!(rest.last().map(String::as_str), Some("BYE quit: see you"));
 }
 
-#[test]
-fn help_and_unknown_commands() {
-    let server = TestServer::start();
+for_each_io!(help_and_unknown_commands);
+fn help_and_unknown_commands(io: IoModel) {
+    let server = TestServer::start_io(io);
     let (mut a, _) = server.join();
     a.send("/help");
     assert_eq!(
@@ -215,9 +220,9 @@ fn help_and_unknown_commands() {
     assert_eq!(a.line(), "ERROR usage /msg NICK text");
 }
 
-#[test]
-fn peers_that_vanish_are_removed_and_their_rooms_told() {
-    let server = TestServer::start();
+for_each_io!(peers_that_vanish_are_removed_and_their_rooms_told);
+fn peers_that_vanish_are_removed_and_their_rooms_told(io: IoModel) {
+    let server = TestServer::start_io(io);
     let mut alice = server.join_as("alice", &mut []);
     let bob = server.join_as("bob", &mut [&mut alice]);
     drop(bob);
@@ -246,9 +251,9 @@ fn peers_that_vanish_are_removed_and_their_rooms_told() {
     assert_eq!(alice.line(), "NAMES #lobby alice");
 }
 
-#[test]
-fn a_half_closed_client_still_gets_its_answers() {
-    let server = TestServer::start();
+for_each_io!(a_half_closed_client_still_gets_its_answers);
+fn a_half_closed_client_still_gets_its_answers(io: IoModel) {
+    let server = TestServer::start_io(io);
     let (mut a, nick) = server.join();
     // The last line has no newline; end of stream completes it.
     a.send_raw(b"/who\n/whois guest1");
@@ -259,9 +264,9 @@ fn a_half_closed_client_still_gets_its_answers() {
     assert_eq!(lines.last().unwrap(), "BYE connection closed");
 }
 
-#[test]
-fn shutdown_says_goodbye_to_everyone_and_returns() {
-    let server = TestServer::start();
+for_each_io!(shutdown_says_goodbye_to_everyone_and_returns);
+fn shutdown_says_goodbye_to_everyone_and_returns(io: IoModel) {
+    let server = TestServer::start_io(io);
     let (mut a, _) = server.join();
     let (mut b, _) = server.join();
     a.line(); // b's join
@@ -270,9 +275,47 @@ fn shutdown_says_goodbye_to_everyone_and_returns() {
     assert_eq!(b.expect_closed(), ["BYE server shutting down"]);
 }
 
-#[test]
-fn history_can_be_turned_off_and_is_bounded() {
-    let server = TestServer::with(|c| c.history = 2);
+// A client that reads nothing cannot hold a shutdown up: what it has not taken within the grace
+// time is cut off and the server returns, having said goodbye to everyone else.
+for_each_io!(shutdown_does_not_wait_for_a_client_that_never_reads);
+fn shutdown_does_not_wait_for_a_client_that_never_reads(io: IoModel) {
+    let server = TestServer::with_io(io, |c| {
+        c.max_line = 64 * 1024;
+        c.max_sendq = 64 << 20;
+        c.flood_rate = 0.0;
+        c.shutdown_grace = Duration::from_millis(300);
+        c.write_timeout = Duration::from_millis(300);
+    });
+    let (mut talker, _) = server.join();
+    let (stuck, stuck_nick) = server.join();
+    stuck.shrink_receive_buffer(16 * 1024);
+    assert_eq!(talker.line(), format!("JOIN #lobby {stuck_nick}"));
+    // 6 MiB of private messages, more than loopback TCP holds for a client that reads nothing.
+    let text = "p".repeat(60 * 1024);
+    for _ in 0..100 {
+        talker.send(&format!("/msg {stuck_nick} {text}"));
+    }
+    talker.send("/who");
+    let names = talker.expect_prefix("NAMES #lobby");
+    if io == IoModel::ThreadsDirect {
+        // Its writes have a timeout too: the stuck client is gone already.
+        assert_eq!(names, "NAMES #lobby guest1");
+    } else {
+        assert_eq!(names, format!("NAMES #lobby guest1 {stuck_nick}"));
+    }
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || tx.send(server.stop()));
+    rx.recv_timeout(TIMEOUT)
+        .expect("the server stopped")
+        .expect("run returns Ok");
+    let said = talker.expect_closed();
+    assert_eq!(said.last().unwrap(), "BYE server shutting down", "{said:?}");
+    drop(stuck);
+}
+
+for_each_io!(history_can_be_turned_off_and_is_bounded);
+fn history_can_be_turned_off_and_is_bounded(io: IoModel) {
+    let server = TestServer::with_io(io, |c| c.history = 2);
     let (mut a, _) = server.join();
     for i in 0..5 {
         a.send(&format!("m{i}"));
@@ -287,7 +330,7 @@ fn history_can_be_turned_off_and_is_bounded() {
     );
     b.sync();
 
-    let server = TestServer::with(|c| c.history = 0);
+    let server = TestServer::with_io(io, |c| c.history = 0);
     let (mut a, _) = server.join();
     a.send("not kept");
     a.sync();
@@ -295,11 +338,11 @@ fn history_can_be_turned_off_and_is_bounded() {
     b.sync(); // the next line after the join burst is the sync reply: no history
 }
 
-#[test]
-fn listens_on_several_addresses_including_ipv6() {
+for_each_io!(listens_on_several_addresses_including_ipv6);
+fn listens_on_several_addresses_including_ipv6(io: IoModel) {
     let v6 = std::net::TcpListener::bind("[::1]:0").is_ok();
     let second = if v6 { "[::1]:0" } else { "127.0.0.2:0" };
-    let server = TestServer::with(|c| c.listen.push(second.parse().unwrap()));
+    let server = TestServer::with_io(io, |c| c.listen.push(second.parse().unwrap()));
     let running_second = server.addrs[1];
     let mut first = server.connect();
     let mut other = common::Client::connect(running_second);
@@ -308,4 +351,25 @@ fn listens_on_several_addresses_including_ipv6() {
     assert_eq!(first.line(), "JOIN #lobby guest2");
     other.send("over the other listener");
     assert_eq!(first.line(), "MSG #lobby <guest2> over the other listener");
+}
+
+#[test]
+fn big_rooms_keep_presence_quiet() {
+    let server = TestServer::with(|c| c.big_room = 2);
+    let (mut a, _) = server.join();
+    let (_b, _) = server.join();
+    assert_eq!(a.line(), "JOIN #lobby guest2");
+    // The third member makes #lobby big: nobody else hears of it, and its name list is cut.
+    let mut c = server.connect();
+    c.expect_prefix("WELCOME");
+    assert_eq!(c.line(), "JOIN #lobby guest3");
+    assert_eq!(c.line(), "NAMES #lobby guest1 guest2");
+    assert_eq!(
+        c.line(),
+        "NOTICE #lobby has 3 members; /who #lobby lists them all"
+    );
+    c.send("/who");
+    assert_eq!(c.line(), "NAMES #lobby guest1 guest2 guest3");
+    c.send("still heard");
+    assert_eq!(a.line(), "MSG #lobby <guest3> still heard");
 }

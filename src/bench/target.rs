@@ -15,9 +15,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Flags the generator gives a spawned pollchat server unless the `--spawn` string sets them:
-/// no flood control (the load is the point) and a send queue deep enough for bursts at high
-/// rates. The slow-consumer scenario sets its own `--max-sendq`.
-pub const SERVE_DEFAULTS: &[(&str, &str)] = &[("--flood-rate", "0"), ("--max-sendq", "16777216")];
+/// no flood control (the load is the point), a send queue deep enough for bursts at high rates
+/// (the slow-consumer scenario sets its own `--max-sendq`), and no IRC listener, whose fixed
+/// default port would make two servers (or a server already running) collide. An empty value
+/// is a flag without one.
+pub const SERVE_DEFAULTS: &[(&str, &str)] = &[
+    ("--flood-rate", "0"),
+    ("--max-sendq", "16777216"),
+    ("--no-irc", ""),
+];
 
 /// How long a server may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,7 +84,9 @@ pub fn serve_args(extra: &str) -> Vec<String> {
             .any(|a| a == flag || a.starts_with(&format!("{flag}=")));
         if !set {
             args.push(flag.to_string());
-            args.push(value.to_string());
+            if !value.is_empty() {
+                args.push(value.to_string());
+            }
         }
     }
     args.extend(extra);
@@ -303,6 +311,7 @@ mod tests {
                 "0",
                 "--max-sendq",
                 "16777216",
+                "--no-irc",
                 "--io",
                 "threads"
             ]

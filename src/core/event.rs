@@ -19,20 +19,65 @@ pub struct ClientId(pub usize);
 /// pass the time in, so tests can use any time they like.
 pub type Millis = u64;
 
+/// Who a user is, as shown to others: nick, user name, host (the peer's IP address, never a
+/// reverse-DNS lookup) and real name. Shared by `Arc`: an event carries one pointer, and a nick
+/// change makes a new `Source` rather than editing one that queued events still hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    pub nick: Arc<str>,
+    pub user: Arc<str>,
+    pub host: Arc<str>,
+    pub realname: Arc<str>,
+}
+
+impl Source {
+    pub fn new(nick: &str, user: &str, host: &str, realname: &str) -> Arc<Source> {
+        Arc::new(Source {
+            nick: nick.into(),
+            user: user.into(),
+            host: host.into(),
+            realname: realname.into(),
+        })
+    }
+}
+
+/// How a message is meant: said, acted (`/me`), or a notice (never answered automatically).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MsgKind {
+    Normal,
+    Action,
+    Notice,
+}
+
+/// What a list of users was asked for, so a protocol can answer in its own terms (IRC answers
+/// NAMES, WHO, ISON and USERHOST with different numerics; the line protocol with `NAMES`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listing {
+    /// The member list sent as part of joining a room.
+    Join,
+    Names,
+    Who,
+    Ison,
+    Userhost,
+}
+
 /// A request from a client, already parsed by its protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    /// A message to a room: `None` means the client's current room.
+    /// A message to a room: `None` means the client's current room. `echo`: the sender gets a
+    /// copy too (IRC's echo-message).
     Say {
         room: Option<String>,
         text: String,
-        action: bool,
+        kind: MsgKind,
+        echo: bool,
     },
     /// A private message to one user.
     Private {
         to: String,
         text: String,
-        action: bool,
+        kind: MsgKind,
+        echo: bool,
     },
     Nick(String),
     /// Join a room (creating it if needed) and make it the current room.
@@ -41,10 +86,20 @@ pub enum Command {
         room: Option<String>,
         reason: Option<String>,
     },
+    /// Leave every room (IRC's `JOIN 0`).
+    PartAll,
     /// List every room.
     Rooms,
-    /// Members of a room (`None`: the current room).
-    Who(Option<String>),
+    /// Users in a room (`None`: the current room), or the user with that nick.
+    Who {
+        target: Option<String>,
+        listing: Listing,
+    },
+    /// Which of these nicks are connected (IRC's ISON and USERHOST).
+    Lookup {
+        nicks: Vec<String>,
+        listing: Listing,
+    },
     /// Show a room's topic (`text: None`) or set it (an empty text clears it).
     Topic {
         room: Option<String>,
@@ -53,6 +108,10 @@ pub enum Command {
     /// Set an away message, or come back with `None`.
     Away(Option<String>),
     Whois(String),
+    /// A room's settings (IRC's MODE query).
+    RoomInfo(String),
+    /// User and room counts.
+    Stats,
 }
 
 /// A room's topic and who set it when.
@@ -71,17 +130,17 @@ pub struct RoomSummary {
     pub topic: Option<Arc<str>>,
 }
 
-/// A room member as `Who` lists it.
+/// A user as a listing shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
-    pub nick: Arc<str>,
+    pub source: Arc<Source>,
     pub away: bool,
 }
 
 /// The answer to `Whois`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WhoisInfo {
-    pub nick: Arc<str>,
+    pub source: Arc<Source>,
     pub rooms: Vec<Arc<str>>,
     pub away: Option<Arc<str>>,
     /// Seconds since the user last sent a message.
@@ -92,49 +151,52 @@ pub struct WhoisInfo {
 /// Something a client is told.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// A live room message (`action`: a `/me`).
+    /// A live room message.
     Message {
         room: Arc<str>,
-        from: Arc<str>,
+        from: Arc<Source>,
         text: Arc<str>,
-        action: bool,
+        kind: MsgKind,
     },
     /// A message replayed from a room's history on join, with the time it was first sent.
     History {
         room: Arc<str>,
-        from: Arc<str>,
+        from: Arc<Source>,
         text: Arc<str>,
-        action: bool,
+        kind: MsgKind,
         at: Millis,
     },
+    /// A private message to `to` (sent to `to`, and to the sender when it asked for an echo).
     Private {
-        from: Arc<str>,
+        from: Arc<Source>,
+        to: Arc<str>,
         text: Arc<str>,
-        action: bool,
+        kind: MsgKind,
     },
-    /// `nick` joined `room` (sent to the joiner too, as confirmation).
+    /// `who` joined `room` (sent to the joiner too, as confirmation).
     Joined {
         room: Arc<str>,
-        nick: Arc<str>,
+        who: Arc<Source>,
     },
     Parted {
         room: Arc<str>,
-        nick: Arc<str>,
+        who: Arc<Source>,
         reason: Option<Arc<str>>,
     },
-    /// `nick` left the server; sent once to each user who shared a room with it.
+    /// `who` left the server; sent once to each user who shared a room with it.
     Quit {
-        nick: Arc<str>,
+        who: Arc<Source>,
         reason: Arc<str>,
     },
+    /// `old` is now called `new`; sent to the user and once to everyone sharing a room.
     NickChanged {
-        old: Arc<str>,
+        old: Arc<Source>,
         new: Arc<str>,
     },
     /// A topic was set (`topic: None`: cleared) by `by`.
     TopicChanged {
         room: Arc<str>,
-        by: Arc<str>,
+        by: Arc<Source>,
         topic: Option<Arc<str>>,
     },
     /// The asker's current room changed without a join (switching to a room it is already in,
@@ -147,14 +209,32 @@ pub enum Event {
         room: Arc<str>,
         topic: Option<Topic>,
     },
-    /// Reply to `Who`, and part of a join. Sorted by nick.
+    /// Members of a room (or the one user a `Who` named), sorted by nick. On joining a big room
+    /// only some are listed: `total` says how many there are.
     Names {
         room: Arc<str>,
         members: Vec<Member>,
+        listing: Listing,
+        total: usize,
+    },
+    /// Reply to `Lookup`: the nicks that are connected, in the order asked.
+    Found {
+        members: Vec<Member>,
+        listing: Listing,
     },
     /// Reply to `Rooms`, sorted by name.
     RoomList(Vec<RoomSummary>),
     Whois(WhoisInfo),
+    /// Reply to `RoomInfo`.
+    RoomInfo {
+        room: Arc<str>,
+        created_at: Millis,
+    },
+    /// Reply to `Stats`.
+    Stats {
+        users: usize,
+        rooms: usize,
+    },
     /// Reply to `Away`: whether the asker is now marked away.
     AwayIs {
         away: bool,
@@ -176,10 +256,15 @@ pub enum Error {
     NoSuchNick(String),
     NoSuchRoom(String),
     NotInRoom(String),
+    /// A message to a room the sender is not in.
+    CannotSend(String),
     /// A message without a room while the client is in none.
     NoCurrentRoom,
-    /// Joining one more room would pass the per-user room limit (the number).
-    TooManyRooms(usize),
+    /// Joining `room` would pass the per-user room limit `max`.
+    TooManyRooms {
+        room: String,
+        max: usize,
+    },
     NoText,
     /// Text with CR, LF or NUL in it.
     BadText,
@@ -194,9 +279,9 @@ impl Error {
             Error::InvalidRoom(_) => "invalid-room",
             Error::NoSuchNick(_) => "no-such-nick",
             Error::NoSuchRoom(_) => "no-such-room",
-            Error::NotInRoom(_) => "not-in-room",
+            Error::NotInRoom(_) | Error::CannotSend(_) => "not-in-room",
             Error::NoCurrentRoom => "no-current-room",
-            Error::TooManyRooms(_) => "too-many-rooms",
+            Error::TooManyRooms { .. } => "too-many-rooms",
             Error::NoText => "no-text",
             Error::BadText => "bad-text",
         }
@@ -217,9 +302,14 @@ impl fmt::Display for Error {
             ),
             Error::NoSuchNick(n) => write!(f, "no user is called {n}"),
             Error::NoSuchRoom(r) => write!(f, "there is no room {r}"),
-            Error::NotInRoom(r) => write!(f, "you are not in {r}"),
+            Error::NotInRoom(r) | Error::CannotSend(r) => write!(f, "you are not in {r}"),
             Error::NoCurrentRoom => write!(f, "you are in no room: /join #room first"),
-            Error::TooManyRooms(n) => write!(f, "you are already in {n} rooms, the most allowed"),
+            Error::TooManyRooms { room, max } => {
+                write!(
+                    f,
+                    "cannot join {room}: you are already in {max} rooms, the most allowed"
+                )
+            }
             Error::NoText => write!(f, "there is no text to send"),
             Error::BadText => write!(f, "text may not contain CR, LF or NUL"),
         }

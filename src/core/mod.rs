@@ -18,7 +18,10 @@ use std::sync::Arc;
 
 use slab::Slab;
 
-pub use event::{ClientId, Command, Error, Event, Member, Millis, Outbox, RoomSummary, WhoisInfo};
+pub use event::{
+    ClientId, Command, Error, Event, Listing, Member, Millis, MsgKind, Outbox, RoomSummary, Source,
+    WhoisInfo,
+};
 use names::{check_nick, check_room, check_text, fold, label};
 use room::{HistoryEntry, Room};
 use user::User;
@@ -33,6 +36,11 @@ pub struct CoreLimits {
     pub history: usize,
     /// Rooms one user may be in at once; bounds what one client can make the server keep.
     pub max_rooms: usize,
+    /// Rooms with more members than this are "big": joins, parts, quits and nick changes in
+    /// them are not announced to every member, and a joiner is sent at most this many names.
+    /// Announcing each arrival to N members costs O(N) per join, O(N²) for a room filling up
+    /// (and a reconnecting bot could make a big room pay it over and over).
+    pub big_room: usize,
 }
 
 /// All chat state of one server.
@@ -47,23 +55,32 @@ pub struct Core {
     room_keys: HashMap<String, usize>,
     /// Number for the next guest nick.
     next_guest: u64,
+    /// User name and real name of every line-protocol user, shared rather than allocated for
+    /// each (memory per idle client matters on small hosts).
+    line_user: Arc<str>,
+    line_realname: Arc<str>,
 }
 
 impl Core {
-    pub fn new(limits: CoreLimits) -> Core {
+    /// A core with only the (permanent, empty) lobby, created at `now`.
+    pub fn new(limits: CoreLimits, now: Millis) -> Core {
+        let mut rooms = Slab::new();
+        let lobby = rooms.insert(Room::new(LOBBY, limits.history, now));
         Core {
             limits,
             users: HashMap::new(),
             nicks: HashMap::new(),
-            rooms: Slab::new(),
-            room_keys: HashMap::new(),
+            rooms,
+            room_keys: HashMap::from([(LOBBY.to_string(), lobby)]),
             next_guest: 1,
+            line_user: "line".into(),
+            line_realname: "line protocol user".into(),
         }
     }
 
-    /// Registers a new client under the next free guest nick, in no room yet, and returns the
-    /// nick. The driver greets it and usually joins it to [`LOBBY`] next.
-    pub fn connect(&mut self, id: ClientId, now: Millis) -> Arc<str> {
+    /// Registers a new client under the next free guest nick (`guest1`, `guest2`, …), in no
+    /// room yet, and returns the nick. `host` is the peer's address as shown to others.
+    pub fn connect(&mut self, id: ClientId, host: &str, now: Millis) -> Arc<str> {
         let nick = loop {
             let candidate = format!("guest{}", self.next_guest);
             self.next_guest += 1;
@@ -71,10 +88,48 @@ impl Core {
                 break candidate;
             }
         };
-        let nick: Arc<str> = nick.into();
-        self.nicks.insert(fold(&nick), id);
+        let (user, realname) = (self.line_user.clone(), self.line_realname.clone());
+        self.insert_user(id, &nick, user, host, realname, now);
+        nick.into()
+    }
+
+    /// Registers a client that chose its own nick (IRC's NICK + USER). Fails, changing nothing,
+    /// if the nick is invalid or taken.
+    pub fn register(
+        &mut self,
+        id: ClientId,
+        nick: &str,
+        user: &str,
+        realname: &str,
+        host: &str,
+        now: Millis,
+    ) -> Result<(), Error> {
+        check_nick(nick)?;
+        if self.nicks.contains_key(&fold(nick)) {
+            return Err(Error::NickInUse(nick.to_string()));
+        }
+        self.insert_user(id, nick, user.into(), host, label(realname).into(), now);
+        Ok(())
+    }
+
+    fn insert_user(
+        &mut self,
+        id: ClientId,
+        nick: &str,
+        user: Arc<str>,
+        host: &str,
+        realname: Arc<str>,
+        now: Millis,
+    ) {
+        self.nicks.insert(fold(nick), id);
+        let source = Arc::new(Source {
+            nick: nick.into(),
+            user,
+            host: host.into(),
+            realname,
+        });
         let user = User {
-            nick: nick.clone(),
+            source,
             rooms: Vec::new(),
             current: None,
             away: None,
@@ -82,7 +137,6 @@ impl Core {
             last_active: now,
         };
         self.users.insert(id, user);
-        nick
     }
 
     /// Removes a client, telling everyone who shared a room with it why it left.
@@ -91,13 +145,13 @@ impl Core {
         let Some(user) = self.users.remove(&id) else {
             return;
         };
-        self.nicks.remove(&fold(&user.nick));
+        self.nicks.remove(&fold(&user.source.nick));
         for &key in &user.rooms {
             self.rooms[key].remove_member(id);
             self.drop_if_empty(key);
         }
         let event = Event::Quit {
-            nick: user.nick,
+            who: user.source,
             reason: label(reason).into(),
         };
         out.send_many(neighbours.into_iter().filter(|&n| n != id), event);
@@ -114,7 +168,12 @@ impl Core {
     }
 
     pub fn nick(&self, id: ClientId) -> Option<&Arc<str>> {
-        self.users.get(&id).map(|u| &u.nick)
+        self.users.get(&id).map(|u| &u.source.nick)
+    }
+
+    /// Whether a nick (compared case-insensitively) belongs to someone.
+    pub fn nick_in_use(&self, nick: &str) -> bool {
+        self.nicks.contains_key(&fold(nick))
     }
 
     pub fn user_count(&self) -> usize {
@@ -133,11 +192,31 @@ impl Core {
         out: &mut Outbox,
     ) -> Result<(), Error> {
         match command {
-            Command::Say { room, text, action } => self.say(id, room, text, action, now, out),
-            Command::Private { to, text, action } => self.private(id, &to, text, action, now, out),
+            Command::Say {
+                room,
+                text,
+                kind,
+                echo,
+            } => self.say(id, room, text, kind, echo, now, out),
+            Command::Private {
+                to,
+                text,
+                kind,
+                echo,
+            } => self.private(id, &to, text, kind, echo, now, out),
             Command::Nick(nick) => self.change_nick(id, &nick, out),
-            Command::Join(room) => self.join(id, &room, out),
-            Command::Part { room, reason } => self.part(id, room, reason, out),
+            Command::Join(room) => self.join(id, &room, now, out),
+            Command::Part { room, reason } => {
+                let key = self.target_room(id, room.as_deref(), true)?;
+                self.part(id, key, reason, out);
+                Ok(())
+            }
+            Command::PartAll => {
+                for key in self.users[&id].rooms.clone() {
+                    self.part(id, key, None, out);
+                }
+                Ok(())
+            }
             Command::Rooms => {
                 let mut list: Vec<RoomSummary> = self
                     .rooms
@@ -152,9 +231,35 @@ impl Core {
                 out.send(id, Event::RoomList(list));
                 Ok(())
             }
-            Command::Who(room) => {
-                let key = self.target_room(id, room.as_deref(), false)?;
-                out.send(id, self.names(key));
+            Command::Who {
+                target: Some(nick),
+                listing,
+            } if !nick.starts_with('#') => {
+                let target = self.find_nick(&nick)?;
+                let members = vec![self.member(target)];
+                out.send(
+                    id,
+                    Event::Names {
+                        room: self.users[&target].source.nick.clone(),
+                        members,
+                        listing,
+                        total: 1,
+                    },
+                );
+                Ok(())
+            }
+            Command::Who { target, listing } => {
+                let key = self.target_room(id, target.as_deref(), false)?;
+                out.send(id, self.names(key, listing));
+                Ok(())
+            }
+            Command::Lookup { nicks, listing } => {
+                let members = nicks
+                    .iter()
+                    .filter_map(|n| self.nicks.get(&fold(n)))
+                    .map(|&c| self.member(c))
+                    .collect();
+                out.send(id, Event::Found { members, listing });
                 Ok(())
             }
             Command::Topic { room, text } => self.topic(id, room, text, now, out),
@@ -169,7 +274,7 @@ impl Core {
                 let target = self.find_nick(&nick)?;
                 let user = &self.users[&target];
                 let info = WhoisInfo {
-                    nick: user.nick.clone(),
+                    source: user.source.clone(),
                     rooms: user
                         .rooms
                         .iter()
@@ -182,47 +287,81 @@ impl Core {
                 out.send(id, Event::Whois(info));
                 Ok(())
             }
+            Command::RoomInfo(name) => {
+                let key = self.target_room(id, Some(&name), false)?;
+                let room = &self.rooms[key];
+                out.send(
+                    id,
+                    Event::RoomInfo {
+                        room: room.name.clone(),
+                        created_at: room.created_at,
+                    },
+                );
+                Ok(())
+            }
+            Command::Stats => {
+                out.send(
+                    id,
+                    Event::Stats {
+                        users: self.users.len(),
+                        rooms: self.rooms.len(),
+                    },
+                );
+                Ok(())
+            }
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn say(
         &mut self,
         id: ClientId,
         room: Option<String>,
         text: String,
-        action: bool,
+        kind: MsgKind,
+        echo: bool,
         now: Millis,
         out: &mut Outbox,
     ) -> Result<(), Error> {
         check_text(&text)?;
-        let key = self.target_room(id, room.as_deref(), true)?;
+        let key = match self.target_room(id, room.as_deref(), true) {
+            Err(Error::NotInRoom(r)) => return Err(Error::CannotSend(r)),
+            other => other?,
+        };
         let user = self.user_mut(id);
         user.last_active = now;
-        let from = user.nick.clone();
+        let from = user.source.clone();
         let text: Arc<str> = text.into();
         let room = &mut self.rooms[key];
-        room.remember(HistoryEntry {
-            at: now,
-            from: from.clone(),
-            text: text.clone(),
-            action,
-        });
+        if kind != MsgKind::Notice {
+            room.remember(HistoryEntry {
+                at: now,
+                from: from.clone(),
+                text: text.clone(),
+                kind,
+            });
+        }
         let event = Event::Message {
             room: room.name.clone(),
             from,
             text,
-            action,
+            kind,
         };
-        out.send_many(room.members.iter().copied().filter(|&m| m != id), event);
+        out.send_many(
+            room.members.iter().copied().filter(|&m| echo || m != id),
+            event,
+        );
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn private(
         &mut self,
         id: ClientId,
         to: &str,
         text: String,
-        action: bool,
+        kind: MsgKind,
+        echo: bool,
         now: Millis,
         out: &mut Outbox,
     ) -> Result<(), Error> {
@@ -230,10 +369,15 @@ impl Core {
         let target = self.find_nick(to)?;
         let user = self.user_mut(id);
         user.last_active = now;
-        let from = user.nick.clone();
+        let from = user.source.clone();
         let target_user = &self.users[&target];
-        if let Some(message) = &target_user.away {
-            let nick = target_user.nick.clone();
+        // A notice never triggers an automatic reply, not even "is away".
+        if let Some(message) = target_user
+            .away
+            .as_ref()
+            .filter(|_| kind != MsgKind::Notice)
+        {
+            let nick = target_user.source.nick.clone();
             out.send(
                 id,
                 Event::TargetAway {
@@ -242,8 +386,14 @@ impl Core {
                 },
             );
         }
-        let text = text.into();
-        out.send(target, Event::Private { from, text, action });
+        let event = Event::Private {
+            from,
+            to: target_user.source.nick.clone(),
+            text: text.into(),
+            kind,
+        };
+        let also_sender = (echo && target != id).then_some(id);
+        out.send_many(std::iter::once(target).chain(also_sender), event);
         Ok(())
     }
 
@@ -254,14 +404,17 @@ impl Core {
             Some(&owner) if owner != id => return Err(Error::NickInUse(nick.to_string())),
             _ => {}
         }
-        let old = self.users[&id].nick.clone();
-        if *old == *nick {
+        let old = self.users[&id].source.clone();
+        if *old.nick == *nick {
             return Ok(());
         }
-        self.nicks.remove(&fold(&old));
+        self.nicks.remove(&fold(&old.nick));
         self.nicks.insert(key, id);
         let new: Arc<str> = nick.into();
-        self.user_mut(id).nick = new.clone();
+        self.user_mut(id).source = Arc::new(Source {
+            nick: new.clone(),
+            ..(*old).clone()
+        });
         let mut to = self.neighbours(id);
         if !to.contains(&id) {
             to.push(id);
@@ -270,7 +423,13 @@ impl Core {
         Ok(())
     }
 
-    fn join(&mut self, id: ClientId, name: &str, out: &mut Outbox) -> Result<(), Error> {
+    fn join(
+        &mut self,
+        id: ClientId,
+        name: &str,
+        now: Millis,
+        out: &mut Outbox,
+    ) -> Result<(), Error> {
         check_room(name)?;
         let folded = fold(name);
         if let Some(&key) = self.room_keys.get(&folded)
@@ -282,30 +441,35 @@ impl Core {
             return Ok(());
         }
         if self.users[&id].rooms.len() >= self.limits.max_rooms {
-            return Err(Error::TooManyRooms(self.limits.max_rooms));
+            return Err(Error::TooManyRooms {
+                room: name.to_string(),
+                max: self.limits.max_rooms,
+            });
         }
         let history = self.limits.history;
         let key = *self
             .room_keys
             .entry(folded)
-            .or_insert_with(|| self.rooms.insert(Room::new(name, history)));
+            .or_insert_with(|| self.rooms.insert(Room::new(name, history, now)));
         let user = self
             .users
             .get_mut(&id)
             .expect("caller checked the user exists");
         user.rooms.push(key);
         user.current = Some(key);
-        let nick = user.nick.clone();
+        let who = user.source.clone();
         let room = &mut self.rooms[key];
         room.members.push(id);
         let name = room.name.clone();
-        out.send_many(
-            room.members.iter().copied(),
-            Event::Joined {
-                room: name.clone(),
-                nick,
-            },
-        );
+        let joined = Event::Joined {
+            room: name.clone(),
+            who,
+        };
+        if room.members.len() > self.limits.big_room {
+            out.send(id, joined);
+        } else {
+            out.send_many(room.members.iter().copied(), joined);
+        }
         if let Some(topic) = &room.topic {
             out.send(
                 id,
@@ -315,13 +479,13 @@ impl Core {
                 },
             );
         }
-        out.send(id, self.names(key));
+        out.send(id, self.names(key, Listing::Join));
         for h in self.rooms[key].history() {
             let event = Event::History {
                 room: name.clone(),
                 from: h.from.clone(),
                 text: h.text.clone(),
-                action: h.action,
+                kind: h.kind,
                 at: h.at,
             };
             out.send(id, event);
@@ -329,21 +493,18 @@ impl Core {
         Ok(())
     }
 
-    fn part(
-        &mut self,
-        id: ClientId,
-        room: Option<String>,
-        reason: Option<String>,
-        out: &mut Outbox,
-    ) -> Result<(), Error> {
-        let key = self.target_room(id, room.as_deref(), true)?;
+    fn part(&mut self, id: ClientId, key: usize, reason: Option<String>, out: &mut Outbox) {
         let room = &mut self.rooms[key];
         let event = Event::Parted {
             room: room.name.clone(),
-            nick: self.users[&id].nick.clone(),
+            who: self.users[&id].source.clone(),
             reason: reason.map(|r| label(&r).into()),
         };
-        out.send_many(room.members.iter().copied(), event);
+        if room.members.len() > self.limits.big_room {
+            out.send(id, event);
+        } else {
+            out.send_many(room.members.iter().copied(), event);
+        }
         room.remove_member(id);
         self.drop_if_empty(key);
         let user = self.user_mut(id);
@@ -353,7 +514,6 @@ impl Core {
             let room = user.current.map(|k| self.rooms[k].name.clone());
             out.send(id, Event::CurrentRoom { room });
         }
-        Ok(())
     }
 
     fn topic(
@@ -375,12 +535,12 @@ impl Core {
             return Ok(());
         };
         let key = self.target_room(id, room.as_deref(), true)?;
-        let by = self.users[&id].nick.clone();
+        let by = self.users[&id].source.clone();
         let room = &mut self.rooms[key];
         let text: Option<Arc<str>> = Some(label(&text).into()).filter(|t: &Arc<str>| !t.is_empty());
         room.topic = text.clone().map(|text| event::Topic {
             text,
-            by: by.clone(),
+            by: by.nick.clone(),
             at: now,
         });
         let event = Event::TopicChanged {
@@ -419,27 +579,43 @@ impl Core {
             .ok_or_else(|| Error::NoSuchNick(names::clip(nick, names::NICK_MAX + 8)))
     }
 
-    fn names(&self, key: usize) -> Event {
-        let room = &self.rooms[key];
-        let mut members: Vec<Member> = room
-            .members
-            .iter()
-            .map(|m| {
-                let u = &self.users[m];
-                Member {
-                    nick: u.nick.clone(),
-                    away: u.away.is_some(),
-                }
-            })
-            .collect();
-        members.sort_by_cached_key(|m| fold(&m.nick));
-        Event::Names {
-            room: room.name.clone(),
-            members,
+    fn member(&self, id: ClientId) -> Member {
+        let u = &self.users[&id];
+        Member {
+            source: u.source.clone(),
+            away: u.away.is_some(),
         }
     }
 
-    /// Everyone who shares at least one room with `id` (possibly `id` itself), each once.
+    fn names(&self, key: usize, listing: Listing) -> Event {
+        let room = &self.rooms[key];
+        let shown = match listing {
+            Listing::Join => self.limits.big_room,
+            _ => usize::MAX,
+        };
+        let mut members: Vec<Member> = room
+            .members
+            .iter()
+            .take(shown)
+            .map(|&m| self.member(m))
+            .collect();
+        // Compared in place: no folded copy of every nick for every listing.
+        // (Nicks are unique case-insensitively, so there are no ties.)
+        members.sort_unstable_by(|a, b| {
+            let (a, b) = (a.source.nick.bytes(), b.source.nick.bytes());
+            a.map(|c| c.to_ascii_lowercase())
+                .cmp(b.map(|c| c.to_ascii_lowercase()))
+        });
+        Event::Names {
+            room: room.name.clone(),
+            members,
+            listing,
+            total: room.members.len(),
+        }
+    }
+
+    /// Everyone who shares at least one room with `id` (possibly `id` itself), each once; big
+    /// rooms do not count (their members are not told of presence changes).
     fn neighbours(&self, id: ClientId) -> Vec<ClientId> {
         let Some(user) = self.users.get(&id) else {
             return Vec::new();
@@ -447,7 +623,9 @@ impl Core {
         let mut all: Vec<ClientId> = user
             .rooms
             .iter()
-            .flat_map(|&k| self.rooms[k].members.iter().copied())
+            .map(|&k| &self.rooms[k].members)
+            .filter(|members| members.len() <= self.limits.big_room)
+            .flat_map(|members| members.iter().copied())
             .collect();
         all.sort_unstable();
         all.dedup();

@@ -3,15 +3,15 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::event::{ClientId, Millis, Topic};
+use super::event::{ClientId, Millis, MsgKind, Source, Topic};
 
 /// One remembered message, replayed to clients that join later.
 #[derive(Clone, Debug)]
 pub struct HistoryEntry {
     pub at: Millis,
-    pub from: Arc<str>,
+    pub from: Arc<Source>,
     pub text: Arc<str>,
-    pub action: bool,
+    pub kind: MsgKind,
 }
 
 #[derive(Debug)]
@@ -22,17 +22,19 @@ pub struct Room {
     /// parts, which pay the linear removal, are rare by comparison.
     pub members: Vec<ClientId>,
     pub topic: Option<Topic>,
+    pub created_at: Millis,
     /// The last `capacity` messages, oldest first; allocated on the first message only.
     history: VecDeque<HistoryEntry>,
     capacity: usize,
 }
 
 impl Room {
-    pub fn new(name: &str, capacity: usize) -> Room {
+    pub fn new(name: &str, capacity: usize, now: Millis) -> Room {
         Room {
             name: name.into(),
             members: Vec::new(),
             topic: None,
+            created_at: now,
             history: VecDeque::new(),
             capacity,
         }
@@ -64,19 +66,24 @@ mod tests {
     fn entry(i: u64) -> HistoryEntry {
         HistoryEntry {
             at: i,
-            from: "a".into(),
+            from: Arc::new(Source {
+                nick: "a".into(),
+                user: "u".into(),
+                host: "h".into(),
+                realname: "r".into(),
+            }),
             text: i.to_string().into(),
-            action: false,
+            kind: MsgKind::Normal,
         }
     }
 
     #[test]
     fn history_keeps_the_last_n() {
-        let mut r = Room::new("#r", 3);
+        let mut r = Room::new("#r", 3, 0);
         (0..5).for_each(|i| r.remember(entry(i)));
         let kept: Vec<u64> = r.history().map(|e| e.at).collect();
         assert_eq!(kept, [2, 3, 4]);
-        let mut off = Room::new("#r", 0);
+        let mut off = Room::new("#r", 0, 0);
         off.remember(entry(1));
         assert_eq!(off.history().count(), 0);
     }

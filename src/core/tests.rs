@@ -16,15 +16,19 @@ struct World {
 impl World {
     fn new(history: usize) -> World {
         let mut w = World {
-            core: Core::new(CoreLimits {
-                history,
-                max_rooms: 3,
-            }),
+            core: Core::new(
+                CoreLimits {
+                    history,
+                    max_rooms: 3,
+                    big_room: 1000,
+                },
+                1_000_000,
+            ),
             out: Outbox::default(),
             now: 1_000_000,
         };
         for (id, nick) in [(A, "alice"), (B, "bob"), (C, "carol")] {
-            w.core.connect(id, w.now);
+            w.core.connect(id, "127.0.0.1", w.now);
             w.run(id, Command::Nick(nick.into()));
         }
         w.run(A, Command::Join(LOBBY.into()));
@@ -53,7 +57,8 @@ impl World {
             Command::Say {
                 room: None,
                 text: text.into(),
-                action: false,
+                kind: MsgKind::Normal,
+                echo: false,
             },
         )
     }
@@ -63,29 +68,166 @@ fn rc(s: &str) -> Arc<str> {
     s.into()
 }
 
+/// A compact, protocol-free description of an event, for readable assertions.
+fn describe(e: &Event) -> String {
+    match e {
+        Event::Message {
+            room,
+            from,
+            text,
+            kind,
+        } => format!("msg {room} {} {kind:?} {text}", from.nick),
+        Event::History {
+            room,
+            from,
+            text,
+            at,
+            ..
+        } => format!("history {room} {} {at} {text}", from.nick),
+        Event::Private {
+            from,
+            to,
+            text,
+            kind,
+        } => format!("private {}>{to} {kind:?} {text}", from.nick),
+        Event::Joined { room, who } => format!("joined {room} {}", who.nick),
+        Event::Parted { room, who, reason } => format!("parted {room} {} {reason:?}", who.nick),
+        Event::Quit { who, reason } => format!("quit {} {reason}", who.nick),
+        Event::NickChanged { old, new } => format!("nick {} {new}", old.nick),
+        Event::Names {
+            room,
+            members,
+            listing,
+            ..
+        } => {
+            let nicks: Vec<&str> = members.iter().map(|m| &*m.source.nick).collect();
+            format!("names {room} {listing:?} {}", nicks.join(" "))
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+impl World {
+    /// Runs a command and describes what it produced.
+    fn see(&mut self, id: ClientId, cmd: Command) -> Vec<(String, Vec<ClientId>)> {
+        self.run(id, cmd)
+            .iter()
+            .map(|(e, to)| (describe(e), to.clone()))
+            .collect()
+    }
+}
+
+fn say(text: &str) -> Command {
+    Command::Say {
+        room: None,
+        text: text.into(),
+        kind: MsgKind::Normal,
+        echo: false,
+    }
+}
+
+fn msg(to: &str, text: &str) -> Command {
+    Command::Private {
+        to: to.into(),
+        text: text.into(),
+        kind: MsgKind::Normal,
+        echo: false,
+    }
+}
+
+fn who(room: &str) -> Command {
+    Command::Who {
+        target: Some(room.into()),
+        listing: Listing::Names,
+    }
+}
+
 #[test]
 fn guests_get_distinct_nicks_skipping_taken_ones() {
-    let mut core = Core::new(CoreLimits {
-        history: 0,
-        max_rooms: 3,
-    });
+    let mut core = Core::new(
+        CoreLimits {
+            history: 0,
+            max_rooms: 3,
+            big_room: 1000,
+        },
+        1_000_000,
+    );
     let mut out = Outbox::default();
-    assert_eq!(&*core.connect(A, 0), "guest1");
+    assert_eq!(&*core.connect(A, "h", 0), "guest1");
     core.handle(A, Command::Nick("guest2".into()), 0, &mut out);
-    assert_eq!(&*core.connect(B, 0), "guest3");
+    assert_eq!(&*core.connect(B, "h", 0), "guest3");
+}
+
+#[test]
+fn registering_with_a_chosen_nick_checks_it() {
+    let mut core = Core::new(
+        CoreLimits {
+            history: 0,
+            max_rooms: 3,
+            big_room: 1000,
+        },
+        1_000_000,
+    );
+    assert_eq!(
+        core.register(A, "alice", "al", "Alice L", "10.0.0.1", 0),
+        Ok(())
+    );
+    assert_eq!(
+        core.register(B, "ALICE", "x", "x", "h", 0),
+        Err(Error::NickInUse("ALICE".into()))
+    );
+    assert!(matches!(
+        core.register(B, "9", "x", "x", "h", 0),
+        Err(Error::InvalidNick(_))
+    ));
+    assert_eq!(core.user_count(), 1);
+    let mut out = Outbox::default();
+    core.handle(A, Command::Whois("alice".into()), 0, &mut out);
+    let (Event::Whois(info), _) = out.iter().next().unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            &*info.source.user,
+            &*info.source.host,
+            &*info.source.realname
+        ),
+        ("al", "10.0.0.1", "Alice L")
+    );
 }
 
 #[test]
 fn a_room_message_goes_to_every_other_member_once() {
     let mut w = World::new(10);
-    let events = w.say(A, "hello");
-    let expected = Event::Message {
-        room: rc("#lobby"),
-        from: rc("alice"),
-        text: rc("hello"),
-        action: false,
+    assert_eq!(
+        w.see(A, say("hello")),
+        [("msg #lobby alice Normal hello".into(), vec![B])]
+    );
+}
+
+#[test]
+fn echo_includes_the_sender_in_the_same_event() {
+    let mut w = World::new(10);
+    let echoed = Command::Say {
+        room: Some("#lobby".into()),
+        text: "hi".into(),
+        kind: MsgKind::Normal,
+        echo: true,
     };
-    assert_eq!(events, vec![(expected, vec![B])]);
+    assert_eq!(
+        w.see(A, echoed),
+        [("msg #lobby alice Normal hi".into(), vec![A, B])]
+    );
+    let private = Command::Private {
+        to: "bob".into(),
+        text: "psst".into(),
+        kind: MsgKind::Normal,
+        echo: true,
+    };
+    assert_eq!(
+        w.see(A, private),
+        [("private alice>bob Normal psst".into(), vec![B, A])]
+    );
 }
 
 #[test]
@@ -95,30 +237,26 @@ fn joining_tells_members_and_replays_history_marked_as_such() {
     w.say(B, "two");
     w.now += 5000;
     w.say(A, "three");
-    let events = w.run(C, Command::Join("#LOBBY".into()));
-    assert_eq!(
-        events[0],
-        (
-            Event::Joined {
-                room: rc("#lobby"),
-                nick: rc("carol")
-            },
-            vec![A, B, C]
-        )
+    // Notices are not kept in history.
+    w.run(
+        A,
+        Command::Say {
+            room: None,
+            text: "n".into(),
+            kind: MsgKind::Notice,
+            echo: false,
+        },
     );
-    let Event::Names { members, .. } = &events[1].0 else {
-        panic!("{events:?}")
-    };
-    let nicks: Vec<&str> = members.iter().map(|m| &*m.nick).collect();
-    assert_eq!(nicks, ["alice", "bob", "carol"]);
-    let history: Vec<(&str, u64)> = events[2..]
-        .iter()
-        .map(|(e, to)| match e {
-            Event::History { text, at, .. } if to == &[C] => (&**text, *at),
-            other => panic!("{other:?}"),
-        })
-        .collect();
-    assert_eq!(history, [("two", 1_000_000), ("three", 1_005_000)]);
+    let seen = w.see(C, Command::Join("#LOBBY".into()));
+    assert_eq!(
+        seen,
+        [
+            ("joined #lobby carol".to_string(), vec![A, B, C]),
+            ("names #lobby Join alice bob carol".to_string(), vec![C]),
+            ("history #lobby bob 1000000 two".to_string(), vec![C]),
+            ("history #lobby alice 1005000 three".to_string(), vec![C]),
+        ]
+    );
 }
 
 #[test]
@@ -136,57 +274,39 @@ fn nick_rules_and_case_insensitive_uniqueness() {
     // Changing the case of one's own nick is allowed, and told to everyone sharing a room, once.
     w.run(B, Command::Join("#rust".into()));
     w.run(A, Command::Join("#rust".into()));
-    let events = w.run(A, Command::Nick("Alice".into()));
     assert_eq!(
-        events,
-        vec![(
-            Event::NickChanged {
-                old: rc("alice"),
-                new: rc("Alice")
-            },
-            vec![A, B]
-        )]
+        w.see(A, Command::Nick("Alice".into())),
+        [("nick alice Alice".into(), vec![A, B])]
+    );
+    // The new source keeps user and host.
+    let events = w.run(A, say("x"));
+    let Event::Message { from, .. } = &events[0].0 else {
+        panic!()
+    };
+    assert_eq!(
+        (&*from.nick, &*from.user, &*from.host),
+        ("Alice", "line", "127.0.0.1")
     );
     // The old nick is free again once changed.
     w.run(A, Command::Nick("ally".into()));
-    assert!(w.run(C, Command::Nick("alice".into()))[0].1 == vec![C]);
-    assert_eq!(&**w.core.nick(C).unwrap(), "alice");
+    assert_eq!(
+        w.see(C, Command::Nick("alice".into())),
+        [("nick carol alice".into(), vec![C])]
+    );
 }
 
 #[test]
 fn private_messages_and_away() {
     let mut w = World::new(0);
-    let events = w.run(
-        A,
-        Command::Private {
-            to: "CAROL".into(),
-            text: "psst".into(),
-            action: false,
-        },
-    );
     assert_eq!(
-        events,
-        vec![(
-            Event::Private {
-                from: rc("alice"),
-                text: rc("psst"),
-                action: false
-            },
-            vec![C]
-        )]
+        w.see(A, msg("CAROL", "psst")),
+        [("private alice>carol Normal psst".into(), vec![C])]
     );
     assert_eq!(
         w.run(C, Command::Away(Some("lunch".into()))),
         vec![(Event::AwayIs { away: true }, vec![C])]
     );
-    let events = w.run(
-        A,
-        Command::Private {
-            to: "carol".into(),
-            text: "hi".into(),
-            action: true,
-        },
-    );
+    let events = w.run(A, msg("carol", "hi"));
     assert_eq!(
         events[0],
         (
@@ -198,20 +318,23 @@ fn private_messages_and_away() {
         )
     );
     assert_eq!(events[1].1, vec![C]);
+    // A notice gets no automatic "away" reply.
+    let notice = Command::Private {
+        to: "carol".into(),
+        text: "n".into(),
+        kind: MsgKind::Notice,
+        echo: false,
+    };
+    assert_eq!(
+        w.see(A, notice),
+        [("private alice>carol Notice n".into(), vec![C])]
+    );
     assert_eq!(
         w.run(C, Command::Away(None)),
         vec![(Event::AwayIs { away: false }, vec![C])]
     );
-    let err = w.run(
-        A,
-        Command::Private {
-            to: "nobody".into(),
-            text: "x".into(),
-            action: false,
-        },
-    );
     assert_eq!(
-        err,
+        w.run(A, msg("nobody", "x")),
         vec![(Event::Error(Error::NoSuchNick("nobody".into())), vec![A])]
     );
 }
@@ -255,17 +378,8 @@ fn part_switches_current_room_and_empty_rooms_vanish() {
             reason: Some("bye".into()),
         },
     );
-    assert_eq!(
-        events[0],
-        (
-            Event::Parted {
-                room: rc("#rust"),
-                nick: rc("alice"),
-                reason: Some(rc("bye"))
-            },
-            vec![A]
-        )
-    );
+    assert_eq!(describe(&events[0].0), "parted #rust alice Some(\"bye\")");
+    assert_eq!(events[0].1, vec![A]);
     assert_eq!(
         events[1],
         (
@@ -277,7 +391,7 @@ fn part_switches_current_room_and_empty_rooms_vanish() {
     );
     assert_eq!(w.core.room_count(), 1, "#rust was empty and is gone");
     assert_eq!(
-        w.run(A, Command::Who(Some("#rust".into())))[0].0,
+        w.run(A, who("#rust"))[0].0,
         Event::Error(Error::NoSuchRoom("#rust".into()))
     );
     // The lobby stays even when empty.
@@ -300,6 +414,29 @@ fn part_switches_current_room_and_empty_rooms_vanish() {
         w.say(A, "anyone?"),
         vec![(Event::Error(Error::NoCurrentRoom), vec![A])]
     );
+}
+
+#[test]
+fn part_all_leaves_every_room() {
+    let mut w = World::new(0);
+    w.run(A, Command::Join("#a".into()));
+    w.run(A, Command::Join("#b".into()));
+    let parted: Vec<String> = w
+        .see(A, Command::PartAll)
+        .into_iter()
+        .map(|(d, _)| d)
+        .filter(|d| d.starts_with("parted"))
+        .collect();
+    assert_eq!(
+        parted,
+        [
+            "parted #lobby alice None",
+            "parted #a alice None",
+            "parted #b alice None"
+        ]
+    );
+    assert_eq!(w.run(A, Command::Whois("alice".into())).len(), 1);
+    assert_eq!(w.core.room_count(), 1);
 }
 
 #[test]
@@ -326,15 +463,27 @@ fn room_limit_and_membership_checks() {
     w.run(A, Command::Join("#r3".into()));
     assert_eq!(
         w.run(A, Command::Join("#r4".into()))[0].0,
-        Event::Error(Error::TooManyRooms(3))
+        Event::Error(Error::TooManyRooms {
+            room: "#r4".into(),
+            max: 3
+        })
     );
     let to_other = Command::Say {
         room: Some("#r2".into()),
         text: "x".into(),
-        action: false,
+        kind: MsgKind::Normal,
+        echo: false,
     };
     assert_eq!(
         w.run(B, to_other)[0].0,
+        Event::Error(Error::CannotSend("#r2".into()))
+    );
+    let part_other = Command::Part {
+        room: Some("#r2".into()),
+        reason: None,
+    };
+    assert_eq!(
+        w.run(B, part_other)[0].0,
         Event::Error(Error::NotInRoom("#r2".into()))
     );
     assert!(matches!(
@@ -350,17 +499,12 @@ fn disconnect_tells_each_neighbour_once_with_the_reason() {
     w.run(B, Command::Join("#rust".into()));
     w.out.clear();
     w.core.disconnect(A, "send queue exceeded", &mut w.out);
-    let events = w.collect();
-    assert_eq!(
-        events,
-        vec![(
-            Event::Quit {
-                nick: rc("alice"),
-                reason: rc("send queue exceeded")
-            },
-            vec![B]
-        )]
-    );
+    let events: Vec<(String, Vec<ClientId>)> = w
+        .collect()
+        .iter()
+        .map(|(e, to)| (describe(e), to.clone()))
+        .collect();
+    assert_eq!(events, [("quit alice send queue exceeded".into(), vec![B])]);
     assert_eq!(w.core.user_count(), 2);
     // The nick is free, and commands from the gone client are ignored.
     assert!(w.run(A, Command::Rooms).is_empty());
@@ -378,11 +522,76 @@ fn whois_reports_rooms_away_and_idle_time() {
     let Event::Whois(info) = &events[0].0 else {
         panic!("{events:?}")
     };
-    assert_eq!(&*info.nick, "alice");
+    assert_eq!(&*info.source.nick, "alice");
     assert_eq!(info.rooms, vec![rc("#lobby")]);
     assert_eq!(info.away.as_deref(), Some("brb"));
     assert_eq!(info.idle_secs, 61);
     assert_eq!(info.connected_at, 1_000_000);
+}
+
+#[test]
+fn who_lists_a_room_or_one_user_and_lookup_finds_online_nicks() {
+    let mut w = World::new(0);
+    w.run(B, Command::Away(Some("x".into())));
+    let events = w.run(
+        C,
+        Command::Who {
+            target: Some("#lobby".into()),
+            listing: Listing::Who,
+        },
+    );
+    let Event::Names {
+        members,
+        listing: Listing::Who,
+        ..
+    } = &events[0].0
+    else {
+        panic!("{events:?}")
+    };
+    let got: Vec<(&str, bool)> = members.iter().map(|m| (&*m.source.nick, m.away)).collect();
+    assert_eq!(got, [("alice", false), ("bob", true)]);
+    assert_eq!(
+        w.see(
+            C,
+            Command::Who {
+                target: Some("ALICE".into()),
+                listing: Listing::Who
+            }
+        ),
+        [("names alice Who alice".into(), vec![C])]
+    );
+    let events = w.run(
+        C,
+        Command::Lookup {
+            nicks: vec!["BOB".into(), "zed".into(), "alice".into()],
+            listing: Listing::Ison,
+        },
+    );
+    let Event::Found { members, .. } = &events[0].0 else {
+        panic!()
+    };
+    let nicks: Vec<&str> = members.iter().map(|m| &*m.source.nick).collect();
+    assert_eq!(nicks, ["bob", "alice"]);
+}
+
+#[test]
+fn room_info_and_stats() {
+    let mut w = World::new(0);
+    assert_eq!(
+        w.run(A, Command::RoomInfo("#LOBBY".into()))[0].0,
+        Event::RoomInfo {
+            room: rc("#lobby"),
+            created_at: 1_000_000
+        }
+    );
+    assert_eq!(
+        w.run(A, Command::RoomInfo("#none".into()))[0].0,
+        Event::Error(Error::NoSuchRoom("#none".into()))
+    );
+    assert_eq!(
+        w.run(A, Command::Stats)[0].0,
+        Event::Stats { users: 3, rooms: 1 }
+    );
 }
 
 #[test]
@@ -419,7 +628,7 @@ fn topic_set_by_member_is_broadcast_and_cleared_by_empty_text() {
     );
     assert_eq!(events[0].1, vec![A, B]);
     assert!(
-        matches!(&events[0].0, Event::TopicChanged { topic: Some(t), by, .. } if &**t == "rust talk" && &**by == "alice")
+        matches!(&events[0].0, Event::TopicChanged { topic: Some(t), by, .. } if &**t == "rust talk" && &*by.nick == "alice")
     );
     let events = w.run(
         B,
@@ -440,4 +649,58 @@ fn topic_set_by_member_is_broadcast_and_cleared_by_empty_text() {
         w.run(C, not_member)[0].0,
         Event::Error(Error::NotInRoom("#lobby".into()))
     );
+}
+
+#[test]
+fn big_rooms_do_not_announce_presence_and_list_few_names_on_join() {
+    let mut core = Core::new(
+        CoreLimits {
+            history: 0,
+            max_rooms: 3,
+            big_room: 2,
+        },
+        0,
+    );
+    let mut out = Outbox::default();
+    for i in 1..=4 {
+        core.connect(ClientId(i), "h", 0);
+    }
+    for i in 1..=2 {
+        core.handle(ClientId(i), Command::Join("#big".into()), 0, &mut out);
+    }
+    out.clear();
+    // The third member makes the room big: only the joiner hears of its join.
+    core.handle(ClientId(3), Command::Join("#big".into()), 0, &mut out);
+    let seen: Vec<(String, Vec<ClientId>)> = out
+        .iter()
+        .map(|(e, to)| (describe(e), to.to_vec()))
+        .collect();
+    assert_eq!(
+        seen[0],
+        ("joined #big guest3".to_string(), vec![ClientId(3)])
+    );
+    let Event::Names { members, total, .. } = out.iter().nth(1).unwrap().0 else {
+        panic!()
+    };
+    assert_eq!((members.len(), *total), (2, 3));
+    // An explicit listing has everyone.
+    out.clear();
+    core.handle(ClientId(3), who("#big"), 0, &mut out);
+    let Event::Names { members, total, .. } = out.iter().next().unwrap().0 else {
+        panic!()
+    };
+    assert_eq!((members.len(), *total), (3, 3));
+    // Quits and nick changes are not fanned out to a big room's members either.
+    out.clear();
+    core.handle(ClientId(1), Command::Nick("renamed".into()), 0, &mut out);
+    assert_eq!(
+        out.iter().map(|(_, to)| to.to_vec()).collect::<Vec<_>>(),
+        vec![vec![ClientId(1)]]
+    );
+    out.clear();
+    core.disconnect(ClientId(1), "bye", &mut out);
+    assert!(out.is_empty());
+    // Messages still reach everyone.
+    core.handle(ClientId(2), say("hello"), 0, &mut out);
+    assert_eq!(out.iter().next().unwrap().1, [ClientId(3)]);
 }

@@ -1,12 +1,13 @@
-//! A connected user as the core sees it: nick, rooms and presence.
+//! A connected user as the core sees it: who it is, its rooms and its presence.
 
 use std::sync::Arc;
 
-use super::event::Millis;
+use super::event::{Millis, Source};
 
 #[derive(Debug)]
 pub struct User {
-    pub nick: Arc<str>,
+    /// Nick, user name, host and real name; replaced as a whole when the nick changes.
+    pub source: Arc<Source>,
     /// Keys (in `Core::rooms`) of the rooms this user is in, in join order.
     pub rooms: Vec<usize>,
     /// Where a message without a room goes (the line protocol's plain lines).

@@ -1,7 +1,227 @@
-//! Drivers: what moves bytes between sockets and the chat core.
+//! Drivers: what moves bytes between sockets and the chat core, one per I/O model.
 //!
-//! [`poll`] is the server: one `mio::Poll` loop on one thread. [`timer`] is its heap of
-//! deadlines. Every driver uses the same framer, protocol and core; only the I/O model differs.
+//! - [`poll`]: the server proper, one `mio::Poll` loop on one thread ([`IoModel::Poll`]), with
+//!   [`timer`], its heap of deadlines.
+//! - [`threads`]: the threaded baselines the loop is measured against: a reader and a writer
+//!   thread per connection fed by a bounded channel ([`IoModel::Threads`]), or one thread per
+//!   connection writing straight into its recipients' sockets under the core's lock
+//!   ([`IoModel::ThreadsDirect`], which exists to show head-of-line blocking).
+//!
+//! Every driver uses the same framer, session glue, protocol and core, and the same limits; only
+//! the I/O model differs. This module holds what they share: the model names, the [`Server`]
+//! that binds any of them, [`spawn`] for tests and benchmarks, and the [`ShutdownHandle`].
 
 pub mod poll;
+pub mod threads;
 pub mod timer;
+
+use std::fmt;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mio::Waker;
+
+use crate::config::Config;
+use crate::core::{Core, CoreLimits, Millis};
+use crate::protocol::{irc, line};
+use crate::session::Protocol;
+
+/// How a server does its I/O (`pollchat serve --io …`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IoModel {
+    /// One `mio::Poll` loop on one thread: the server proper.
+    Poll,
+    /// Blocking sockets, a reader and a writer thread per connection, the core behind a lock.
+    Threads,
+    /// Blocking sockets, one thread per connection that writes into every recipient's socket
+    /// while holding the core's lock: a slow reader stalls everyone (head-of-line blocking).
+    ThreadsDirect,
+}
+
+impl IoModel {
+    pub const ALL: [IoModel; 3] = [IoModel::Poll, IoModel::Threads, IoModel::ThreadsDirect];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            IoModel::Poll => "poll",
+            IoModel::Threads => "threads",
+            IoModel::ThreadsDirect => "threads-direct",
+        }
+    }
+}
+
+impl fmt::Display for IoModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for IoModel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<IoModel, String> {
+        IoModel::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown I/O model {s:?}: poll, threads or threads-direct"))
+    }
+}
+
+/// Stops a running server from another thread (tests, embedding programs): the server wakes,
+/// says goodbye to every client and returns. Every I/O model has a `mio::Poll` that waits for
+/// it: the event loop's, or the accept thread's of the threaded models.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    pub(crate) waker: Arc<Waker>,
+    pub(crate) requested: Arc<AtomicBool>,
+}
+
+impl ShutdownHandle {
+    pub fn shutdown(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+}
+
+/// A server running on a thread of its own (tests, benchmarks, embedding programs).
+pub struct Running {
+    /// The line-protocol addresses actually bound, in `--listen` order (useful with port 0).
+    pub addrs: Vec<SocketAddr>,
+    /// The IRC addresses, in `--irc-listen` order (the event loop only: the threaded models
+    /// speak the line protocol).
+    pub irc_addrs: Vec<SocketAddr>,
+    pub handle: ShutdownHandle,
+    /// Ends once the server has stopped, with what its `run` returned.
+    pub thread: std::thread::JoinHandle<io::Result<()>>,
+}
+
+/// A bound server of any I/O model; `pollchat serve` is a thin wrapper over it.
+pub enum Server {
+    /// Boxed: the loop's state is several times the size of the threaded server's handle.
+    Poll(Box<poll::Server>),
+    Threads(threads::Server),
+}
+
+impl Server {
+    /// Binds every listen address of `config`. Errors name the address that failed.
+    pub fn bind(io: IoModel, config: Config) -> io::Result<Server> {
+        Ok(match io {
+            IoModel::Poll => Server::Poll(Box::new(poll::Server::bind(config)?)),
+            IoModel::Threads => Server::Threads(threads::Server::bind(config, false)?),
+            IoModel::ThreadsDirect => Server::Threads(threads::Server::bind(config, true)?),
+        })
+    }
+
+    /// The addresses actually bound (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        match self {
+            Server::Poll(s) => s.local_addrs(),
+            Server::Threads(s) => s.local_addrs(),
+        }
+    }
+
+    /// The IRC addresses actually bound (none for the threaded models).
+    pub fn irc_addrs(&self) -> Vec<SocketAddr> {
+        match self {
+            Server::Poll(s) => s.irc_addrs(),
+            Server::Threads(_) => Vec::new(),
+        }
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        match self {
+            Server::Poll(s) => s.shutdown_handle(),
+            Server::Threads(s) => s.shutdown_handle(),
+        }
+    }
+
+    /// Shuts down gracefully on SIGINT and SIGTERM.
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        match self {
+            Server::Poll(s) => s.handle_signals(),
+            Server::Threads(s) => s.handle_signals(),
+        }
+    }
+
+    /// Serves until shutdown is requested and every client has been said goodbye to.
+    pub fn run(self) -> io::Result<()> {
+        match self {
+            Server::Poll(s) => (*s).run(),
+            Server::Threads(s) => s.run(),
+        }
+    }
+}
+
+/// Binds a server of the given I/O model on a new thread and runs it there; returns once it is
+/// listening. (The event loop must stay on the thread that made it: its output chunks are `Rc`.)
+pub fn spawn(io: IoModel, config: Config) -> io::Result<Running> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = match io {
+        IoModel::Poll => "pollchat-loop",
+        IoModel::Threads | IoModel::ThreadsDirect => "pollchat-accept",
+    };
+    let thread = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let server = match Server::bind(io, config) {
+                Ok(server) => server,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return Ok(());
+                }
+            };
+            let bound = (
+                server.local_addrs(),
+                server.irc_addrs(),
+                server.shutdown_handle(),
+            );
+            let _ = tx.send(Ok(bound));
+            server.run()
+        })?;
+    let (addrs, irc_addrs, handle) = rx
+        .recv()
+        .map_err(|_| io::Error::other("server thread died"))??;
+    Ok(Running {
+        addrs,
+        irc_addrs,
+        handle,
+        thread,
+    })
+}
+
+/// A chat core with the limits of `config`.
+pub(crate) fn new_core(config: &Config) -> Core {
+    let limits = CoreLimits {
+        history: config.history,
+        max_rooms: config.max_rooms,
+        big_room: config.big_room,
+    };
+    Core::new(limits, wall_ms())
+}
+
+/// Tells a client it is not admitted, in one line of its protocol, and closes it. The socket is
+/// new and its send buffer empty, so the one write goes through at once, blocking or not.
+pub(crate) fn reject(mut stream: impl Write, protocol: Protocol, why: &str) {
+    let line = match protocol {
+        Protocol::Line => line::render_bye(why),
+        Protocol::Irc => irc::render_close(why),
+    };
+    let _ = stream.write(&line);
+}
+
+pub(crate) fn is_fd_shortage(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+/// Wall-clock time for the core, which reads no clock itself.
+pub(crate) fn wall_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}

@@ -27,7 +27,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
@@ -36,14 +36,18 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use super::timer::{TimerKind, Timers};
+use super::{IoModel, is_fd_shortage, new_core, reject, wall_ms};
+// Shared by every I/O model now; re-exported where they were.
+pub use super::{Running, ShutdownHandle};
 use crate::config::Config;
-use crate::core::{ClientId, Core, CoreLimits, Millis, Outbox};
+use crate::core::{ClientId, Core, Millis, Outbox};
 use crate::framer::Frame;
 use crate::net::connection::{Connection, Phase};
 use crate::net::flood::TokenBucket;
 use crate::net::outq::Flushed;
-use crate::protocol::line;
-use crate::session::{self, Reason, Step};
+use crate::protocol::{irc, line, telnet};
+use crate::session::irc as irc_session;
+use crate::session::{self, Proto, Protocol, Reason, Step};
 
 /// Tokens at and above this are listeners (`LISTENER_BASE + index`); below are slab keys.
 const LISTENER_BASE: usize = usize::MAX / 2;
@@ -58,32 +62,10 @@ const READ_CHUNK: usize = 16 * 1024;
 const READS_PER_TURN: usize = 4;
 /// Lines handled per connection per turn before the loop moves on to other connections.
 const LINES_PER_TURN: usize = 128;
+/// How often free heap memory is handed back to the kernel.
+const TRIM_EVERY: Duration = Duration::from_secs(5);
 /// Pause before accepting again when no file descriptor can be had even for the reserve.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// Rooms one user may be in at once.
-const MAX_ROOMS: usize = 32;
-
-/// Stops a running [`Server`] from another thread (tests, embedding programs): the loop wakes,
-/// says goodbye to every client and returns.
-#[derive(Clone)]
-pub struct ShutdownHandle {
-    waker: Arc<Waker>,
-    requested: Arc<AtomicBool>,
-}
-
-/// A server running on a thread of its own (tests, benchmarks, embedding programs).
-pub struct Running {
-    pub addrs: Vec<SocketAddr>,
-    pub handle: ShutdownHandle,
-    pub thread: std::thread::JoinHandle<io::Result<()>>,
-}
-
-impl ShutdownHandle {
-    pub fn shutdown(&self) {
-        self.requested.store(true, Ordering::SeqCst);
-        let _ = self.waker.wake();
-    }
-}
 
 /// How reading a connection ended for this turn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,7 +85,8 @@ pub struct Server {
     poll: Poll,
     events: Events,
     config: Config,
-    listeners: Vec<TcpListener>,
+    /// Each listener with the protocol its clients speak.
+    listeners: Vec<(TcpListener, Protocol)>,
     /// Every connection, keyed by slab key; the key is also its mio token and its `ClientId`.
     conns: Slab<Connection>,
     core: Core,
@@ -135,6 +118,8 @@ pub struct Server {
     next_serial: u64,
     /// Wall-clock time of the current turn, passed to the core.
     now_ms: Millis,
+    /// When the server started (IRC's 003).
+    started_ms: Millis,
 }
 
 impl Server {
@@ -142,27 +127,26 @@ impl Server {
     pub fn bind(config: Config) -> io::Result<Server> {
         let poll = Poll::new()?;
         let mut listeners = Vec::new();
-        for (i, addr) in config.listen.iter().enumerate() {
-            let mut listener = TcpListener::bind(*addr)
+        let line = config.listen.iter().map(|a| (*a, Protocol::Line));
+        let irc = config.irc_listen.iter().map(|a| (*a, Protocol::Irc));
+        for (i, (addr, protocol)) in line.chain(irc).enumerate() {
+            let mut listener = TcpListener::bind(addr)
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            deepen_backlog(&listener);
             poll.registry().register(
                 &mut listener,
                 Token(LISTENER_BASE + i),
                 Interest::READABLE,
             )?;
-            listeners.push(listener);
+            listeners.push((listener, protocol));
         }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let limits = CoreLimits {
-            history: config.history,
-            max_rooms: MAX_ROOMS,
-        };
         Ok(Server {
             poll,
             events: Events::with_capacity(1024),
             listeners,
             conns: Slab::new(),
-            core: Core::new(limits),
+            core: new_core(&config),
             outbox: Outbox::default(),
             scratch: vec![0; READ_CHUNK],
             to_read: Vec::new(),
@@ -178,42 +162,33 @@ impl Server {
             shutdown_deadline: None,
             next_serial: 0,
             now_ms: wall_ms(),
+            started_ms: wall_ms(),
             config,
         })
     }
 
     /// Binds on a new thread and runs the loop there; returns once the server is listening.
     /// (A `Server` stays on the thread that made it: its output chunks are `Rc`.)
+    /// The same as `driver::spawn(IoModel::Poll, config)`.
     pub fn spawn(config: Config) -> io::Result<Running> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("pollchat-loop".into())
-            .spawn(move || {
-                let server = match Server::bind(config) {
-                    Ok(server) => server,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return Ok(());
-                    }
-                };
-                let _ = tx.send(Ok((server.local_addrs(), server.shutdown_handle())));
-                server.run()
-            })?;
-        let (addrs, handle) = rx
-            .recv()
-            .map_err(|_| io::Error::other("server thread died"))??;
-        Ok(Running {
-            addrs,
-            handle,
-            thread,
-        })
+        super::spawn(IoModel::Poll, config)
     }
 
-    /// The addresses actually bound (useful with port 0).
+    /// The line-protocol addresses actually bound (useful with port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.bound(Protocol::Line)
+    }
+
+    /// The IRC addresses actually bound.
+    pub fn irc_addrs(&self) -> Vec<SocketAddr> {
+        self.bound(Protocol::Irc)
+    }
+
+    fn bound(&self, protocol: Protocol) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .filter(|(_, p)| *p == protocol)
+            .filter_map(|(l, _)| l.local_addr().ok())
             .collect()
     }
 
@@ -239,6 +214,11 @@ impl Server {
         for addr in self.local_addrs() {
             info!("listening on {addr}");
         }
+        for addr in self.irc_addrs() {
+            info!("listening for IRC on {addr}");
+        }
+        self.timers
+            .push(Instant::now() + TRIM_EVERY, TimerKind::Trim, 0, 0);
         loop {
             let timeout = self.poll_timeout(Instant::now());
             if let Err(e) = self.poll.poll(&mut self.events, timeout) {
@@ -252,6 +232,7 @@ impl Server {
             self.handle_events(now);
             self.resume_reads(now);
             self.fire_timers(now);
+            self.compact_timers();
             self.apply_closes(now);
             self.flush_marked();
             self.apply_closes(now);
@@ -317,11 +298,12 @@ impl Server {
 
     fn accept(&mut self, index: usize, now: Instant) {
         while !self.accept_paused {
-            let Some(listener) = self.listeners.get(index) else {
+            let Some((listener, protocol)) = self.listeners.get(index) else {
                 return;
             };
+            let protocol = *protocol;
             match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer, now),
+                Ok((stream, peer)) => self.admit(stream, peer, protocol, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if is_fd_shortage(&e) => {
@@ -347,10 +329,11 @@ impl Server {
             self.pause_accepting(now);
             return false;
         }
-        let more = match self.listeners[index].accept() {
+        let (listener, protocol) = &self.listeners[index];
+        let more = match listener.accept() {
             Ok((stream, peer)) => {
                 warn!("{peer} refused: out of file descriptors");
-                reject(stream, "server full");
+                reject(stream, *protocol, "server full");
                 true
             }
             // Nobody is waiting (WouldBlock), or the client already left.
@@ -371,21 +354,21 @@ impl Server {
             .push(now + ACCEPT_BACKOFF, TimerKind::AcceptResume, 0, 0);
     }
 
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, protocol: Protocol, now: Instant) {
         if self.shutdown_deadline.is_some() {
-            return reject(stream, "server shutting down");
+            return reject(stream, protocol, "server shutting down");
         }
         if self.conns.len() >= self.config.max_clients {
             warn!(
                 "{peer} refused: server full ({} clients, --max-clients)",
                 self.conns.len()
             );
-            return reject(stream, "server full");
+            return reject(stream, protocol, "server full");
         }
         let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
         if self.config.max_per_ip > 0 && from_ip >= self.config.max_per_ip {
             warn!("{peer} refused: {from_ip} connections from its address (--max-per-ip)");
-            return reject(stream, "too many connections from your address");
+            return reject(stream, protocol, "too many connections from your address");
         }
         // Chat lines are small and latency matters: never wait for Nagle to coalesce them (the
         // loop already coalesces a turn's output into one write).
@@ -401,17 +384,35 @@ impl Server {
             return;
         }
         self.next_serial += 1;
+        let serial = self.next_serial;
         let bucket = TokenBucket::new(self.config.flood_burst, now);
-        entry.insert(Connection::new(stream, peer, self.next_serial, bucket, now));
+        let proto = Proto::new(protocol);
+        entry.insert(Connection::new(stream, peer, serial, bucket, proto, now));
         *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
-        let (greeting, nick) =
-            session::welcome(&mut self.core, ClientId(key), self.now_ms, &mut self.outbox);
-        info!("{peer} connected as {nick}");
-        self.send(key, greeting);
-        self.deliver();
-        if let Some(idle) = self.config.idle_timeout {
-            self.timers
-                .push(now + idle, TimerKind::Idle, key, self.next_serial);
+        match protocol {
+            Protocol::Line => {
+                let (greeting, nick) = session::welcome(
+                    &mut self.core,
+                    ClientId(key),
+                    &session::host_of(peer.ip()),
+                    self.now_ms,
+                    &mut self.outbox,
+                );
+                info!("{peer} connected as {nick}");
+                self.send(key, greeting);
+                self.deliver();
+                if let Some(idle) = self.config.idle_timeout {
+                    self.timers.push(now + idle, TimerKind::Idle, key, serial);
+                }
+            }
+            Protocol::Irc => {
+                info!("{peer} connected (IRC)");
+                let register_by = now + self.config.irc_register_timeout;
+                self.timers
+                    .push(register_by, TimerKind::Register, key, serial);
+                let ping_at = now + self.config.irc_ping_after;
+                self.timers.push(ping_at, TimerKind::Idle, key, serial);
+            }
         }
     }
 
@@ -441,7 +442,17 @@ impl Server {
                 }
                 Ok(n) => {
                     reads += 1;
-                    flow = self.handle_lines(key, &scratch[..n], &mut lines, now);
+                    let data = &scratch[..n];
+                    flow = if matches!(conn.proto, Proto::Line) && data.contains(&telnet::IAC) {
+                        let (mut text, mut replies) = (Vec::with_capacity(n), Vec::new());
+                        telnet::filter(data, &mut text, &mut replies);
+                        if !replies.is_empty() {
+                            self.send(key, replies);
+                        }
+                        self.handle_lines(key, &text, &mut lines, now)
+                    } else {
+                        self.handle_lines(key, data, &mut lines, now)
+                    };
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -471,13 +482,10 @@ impl Server {
         lines: &mut usize,
         now: Instant,
     ) -> Flow {
-        let (max_line, burst, rate) = (
-            self.config.max_line,
-            self.config.flood_burst,
-            self.config.flood_rate,
-        );
+        let (burst, rate) = (self.config.flood_burst, self.config.flood_rate);
         loop {
             let conn = &mut self.conns[key];
+            let max_line = conn.max_line(self.config.max_line);
             if !conn.is_open() {
                 return Flow::Stop;
             }
@@ -494,8 +502,17 @@ impl Server {
                 let at = conn.bucket.ready_at(rate);
                 self.timers
                     .push(at, TimerKind::FloodResume, key, conn.serial);
-                debug!(
-                    "{}: flood control, reading paused for {:?}",
+                // Logged at info the first time a client hits the limit, then at debug: a client
+                // that floods on purpose would otherwise flood the log too.
+                let level = if conn.flooded {
+                    log::Level::Debug
+                } else {
+                    log::Level::Info
+                };
+                conn.flooded = true;
+                log::log!(
+                    level,
+                    "{}: over --flood-rate, reading paused for {:?}",
                     conn.peer,
                     at - now
                 );
@@ -508,43 +525,56 @@ impl Server {
             conn.last_heard = now;
             *lines -= 1;
             // The frame borrows the framer (or the scratch input); the session needs only the
-            // core and the outbox, which are other fields.
-            let step = session::on_frame(
+            // connection's protocol state, the core and the outbox: other fields.
+            let (proto, peer) = (&mut conn.proto, conn.peer);
+            let outcome = on_frame(
+                proto,
                 &mut self.core,
-                ClientId(key),
-                frame,
-                max_line,
-                self.now_ms,
                 &mut self.outbox,
+                &self.config,
+                self.started_ms,
+                self.now_ms,
+                key,
+                peer,
+                frame,
             );
-            self.apply(key, step);
+            self.apply(key, outcome);
         }
     }
 
     /// The peer closed its side: its last unterminated line still counts, then it leaves
     /// (after getting what is queued for it, in case it only half-closed).
     fn end_of_stream(&mut self, key: usize) {
-        let max_line = self.config.max_line;
-        if let Some(last) = self.conns[key].framer.take_partial(max_line) {
-            let step = session::on_frame(
+        let conn = &mut self.conns[key];
+        let max_line = conn.max_line(self.config.max_line);
+        if let Some(last) = conn.framer.take_partial(max_line) {
+            let (proto, peer) = (&mut conn.proto, conn.peer);
+            let frame = Frame::Line(&last);
+            let outcome = on_frame(
+                proto,
                 &mut self.core,
-                ClientId(key),
-                Frame::Line(&last),
-                max_line,
-                self.now_ms,
                 &mut self.outbox,
+                &self.config,
+                self.started_ms,
+                self.now_ms,
+                key,
+                peer,
+                frame,
             );
-            self.apply(key, step);
+            self.apply(key, outcome);
         }
         self.mark_close(key, Reason::Closed);
     }
 
-    /// Carries out what the session said about one line.
-    fn apply(&mut self, key: usize, step: Step) {
-        match step {
-            Step::Done => self.deliver(),
-            Step::Reply(bytes) => self.send(key, bytes),
-            Step::Leave(reason) => self.mark_close(key, reason),
+    /// Carries out what the session said about one line: its direct reply first, then the
+    /// core's events, then a departure.
+    fn apply(&mut self, key: usize, (reply, leave): (Vec<u8>, Option<Reason>)) {
+        if !reply.is_empty() {
+            self.send(key, reply);
+        }
+        self.deliver();
+        if let Some(reason) = leave {
+            self.mark_close(key, reason);
         }
     }
 
@@ -565,13 +595,37 @@ impl Server {
 
     // ---- output ----------------------------------------------------------------------------
 
-    /// Renders each event in the outbox once and queues the same bytes for all its recipients.
+    /// Renders each event in the outbox once per protocol variant (line, IRC, IRC with
+    /// server-time) and queues the same bytes for all recipients of that variant.
     fn deliver(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
         let mut outbox = std::mem::take(&mut self.outbox);
         for (event, to) in outbox.iter() {
-            let bytes: Rc<[u8]> = line::render(event).into();
+            let mut rendered: [Option<Rc<[u8]>>; 3] = [None, None, None];
             for id in to {
-                self.enqueue(id.0, &bytes);
+                let Some(conn) = self.conns.get(id.0) else {
+                    continue;
+                };
+                let variant = match &conn.proto {
+                    Proto::Line => 0,
+                    Proto::Irc(s) if s.caps.server_time => 2,
+                    Proto::Irc(_) => 1,
+                };
+                let bytes = rendered[variant].get_or_insert_with(|| {
+                    let bytes = match variant {
+                        0 => line::render(event),
+                        // Only single-recipient events use the recipient's nick.
+                        v => {
+                            let me = self.core.nick(*id).map_or("*", |n| &**n);
+                            irc::render(event, &self.config.server_name, me, v == 2, self.now_ms)
+                        }
+                    };
+                    bytes.into()
+                });
+                let bytes = bytes.clone();
+                self.enqueue(id.0, bytes);
             }
         }
         outbox.clear();
@@ -580,10 +634,10 @@ impl Server {
 
     /// Queues bytes meant for one connection only.
     fn send(&mut self, key: usize, bytes: Vec<u8>) {
-        self.enqueue(key, &bytes.into());
+        self.enqueue(key, bytes.into());
     }
 
-    fn enqueue(&mut self, key: usize, bytes: &Rc<[u8]>) {
+    fn enqueue(&mut self, key: usize, bytes: Rc<[u8]>) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -591,15 +645,36 @@ impl Server {
             return;
         }
         if conn.out.len() + bytes.len() > self.config.max_sendq {
-            warn!(
-                "{}: send queue over --max-sendq {} bytes, disconnecting",
-                conn.peer, self.config.max_sendq
-            );
-            self.mark_close(key, Reason::SendQueue);
-            return;
+            // Over the limit only counts once the client has had its chance: write what its
+            // socket takes now (a burst from many senders within one turn is no reason to
+            // disconnect a client that reads), and judge what is left.
+            match conn.out.flush_to(&mut conn.stream) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => {
+                    self.mark_close(key, Reason::Lost);
+                    return;
+                }
+            }
+            if conn.out.len() + bytes.len() > self.config.max_sendq {
+                self.over_sendq(key);
+                return;
+            }
         }
-        conn.out.push(bytes.clone());
+        conn.out.push(bytes);
         self.mark_flush(key);
+    }
+
+    fn over_sendq(&mut self, key: usize) {
+        warn!(
+            "{}: send queue over --max-sendq {} bytes, disconnecting",
+            self.conns[key].peer, self.config.max_sendq
+        );
+        self.mark_close(key, Reason::SendQueue);
     }
 
     fn mark_flush(&mut self, key: usize) {
@@ -714,7 +789,11 @@ impl Server {
             }
             if reason.drains() {
                 let conn = &mut self.conns[key];
-                conn.out.push(line::render_bye(&text).into());
+                let bye = match conn.proto {
+                    Proto::Line => line::render_bye(&text),
+                    Proto::Irc(_) => irc::render_close(&text),
+                };
+                conn.out.push(bye.into());
                 self.mark_flush(key);
                 let deadline = now + self.config.shutdown_grace;
                 self.timers
@@ -752,7 +831,7 @@ impl Server {
             "shutting down ({why}): saying goodbye to {} clients",
             self.conns.len()
         );
-        for mut listener in self.listeners.drain(..) {
+        for (mut listener, _) in self.listeners.drain(..) {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         self.shutdown_deadline = Some(now + self.config.shutdown_grace);
@@ -764,6 +843,56 @@ impl Server {
 
     // ---- timers ----------------------------------------------------------------------------
 
+    /// A silent connection: the line protocol closes it after `--idle-timeout`; IRC first sends
+    /// a PING and closes it only if nothing at all comes back. Re-arms itself while the client is
+    /// active, so one heap entry per connection suffices.
+    fn check_silence(&mut self, key: usize, now: Instant) {
+        let conn = &mut self.conns[key];
+        let serial = conn.serial;
+        let next = match &mut conn.proto {
+            Proto::Line => {
+                let idle = self.config.idle_timeout.unwrap_or(Duration::MAX);
+                if conn.last_heard + idle <= now {
+                    info!("{}: silent for {idle:?} (--idle-timeout)", conn.peer);
+                    self.mark_close(key, Reason::Idle);
+                    return;
+                }
+                conn.last_heard + idle
+            }
+            Proto::Irc(session) => {
+                let (ping_after, timeout) =
+                    (self.config.irc_ping_after, self.config.irc_ping_timeout);
+                if conn.last_heard + timeout <= now {
+                    info!("{}: no answer to PING", conn.peer);
+                    self.mark_close(key, Reason::PingTimeout);
+                    return;
+                }
+                if conn.last_heard + ping_after <= now {
+                    if !session.pinged {
+                        session.pinged = true;
+                        let ping = format!("PING :{}\r\n", self.config.server_name);
+                        self.send(key, ping.into_bytes());
+                    }
+                    self.conns[key].last_heard + timeout
+                } else {
+                    conn.last_heard + ping_after
+                }
+            }
+        };
+        self.timers.push(next, TimerKind::Idle, key, serial);
+    }
+
+    /// Keeps the timer heap proportional to the number of connections.
+    fn compact_timers(&mut self) {
+        if self.timers.len() > 2 * self.conns.len() + 1024 {
+            let conns = &self.conns;
+            self.timers.retain(|kind, key, serial| {
+                matches!(kind, TimerKind::AcceptResume | TimerKind::Trim)
+                    || conns.get(key).is_some_and(|c| c.serial == serial)
+            });
+        }
+    }
+
     fn fire_timers(&mut self, now: Instant) {
         while let Some((kind, key, serial)) = self.timers.pop_due(now) {
             if kind == TimerKind::AcceptResume {
@@ -771,6 +900,11 @@ impl Server {
                 for index in 0..self.listeners.len() {
                     self.accept(index, now);
                 }
+                continue;
+            }
+            if kind == TimerKind::Trim {
+                release_free_memory();
+                self.timers.push(now + TRIM_EVERY, TimerKind::Trim, 0, 0);
                 continue;
             }
             let Some(conn) = self.conns.get_mut(key) else {
@@ -784,14 +918,11 @@ impl Server {
                     conn.throttled = false;
                     self.read(key, now);
                 }
-                TimerKind::Idle if conn.is_open() => {
-                    let idle = self.config.idle_timeout.unwrap_or(Duration::MAX);
-                    let due = conn.last_heard + idle;
-                    if due <= now {
-                        info!("{}: silent for {idle:?} (--idle-timeout)", conn.peer);
-                        self.mark_close(key, Reason::Idle);
-                    } else {
-                        self.timers.push(due, TimerKind::Idle, key, serial);
+                TimerKind::Idle if conn.is_open() => self.check_silence(key, now),
+                TimerKind::Register if conn.is_open() => {
+                    if matches!(&conn.proto, Proto::Irc(s) if !s.registered) {
+                        info!("{}: did not register in time", conn.peer);
+                        self.mark_close(key, Reason::RegistrationTimeout);
                     }
                 }
                 TimerKind::DrainDeadline if conn.phase == Phase::Draining => self.remove(key),
@@ -801,20 +932,64 @@ impl Server {
     }
 }
 
-/// Tells a client it is not admitted, in one line, and closes it. The socket is new and its
-/// send buffer empty, so the one non-blocking write goes through.
-fn reject(stream: TcpStream, why: &str) {
-    let mut stream = stream;
-    let _ = io::Write::write(&mut stream, &line::render_bye(why));
+/// Hands one frame to the connection's protocol session; returns the direct reply and whether
+/// the client leaves.
+#[allow(clippy::too_many_arguments)]
+fn on_frame(
+    proto: &mut Proto,
+    core: &mut Core,
+    outbox: &mut Outbox,
+    config: &Config,
+    started_ms: Millis,
+    now_ms: Millis,
+    key: usize,
+    peer: SocketAddr,
+    frame: Frame<'_>,
+) -> (Vec<u8>, Option<Reason>) {
+    let id = ClientId(key);
+    match proto {
+        Proto::Line => match session::on_frame(core, id, frame, config.max_line, now_ms, outbox) {
+            Step::Done => (Vec::new(), None),
+            Step::Reply(bytes) => (bytes, None),
+            Step::Leave(reason) => (Vec::new(), Some(reason)),
+        },
+        Proto::Irc(irc) => {
+            let ctx = irc_session::Context {
+                server: &config.server_name,
+                password: config.irc_password.as_deref(),
+                motd: config.motd.as_deref(),
+                started: started_ms,
+                max_rooms: config.max_rooms,
+            };
+            let step = irc.on_frame(core, id, frame, peer.ip(), &ctx, now_ms, outbox);
+            (step.reply, step.leave)
+        }
+    }
 }
 
-fn is_fd_shortage(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+/// Connections the kernel may hold for us before we accept them.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// mio (like std) listens with a backlog of 128. A burst of connects larger than that within one
+/// loop turn overflows it, and the kernel drops SYNs: those clients wait a full second for the
+/// retransmit. Calling `listen` again on a listening socket just sets the new backlog (Linux caps
+/// it at `net.core.somaxconn`).
+pub(crate) fn deepen_backlog(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen on a descriptor we own, which is already a bound, listening socket.
+    unsafe {
+        libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG);
+    }
 }
 
-fn wall_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
+/// Gives freed heap pages back to the kernel. Bursts (a flood of joins, a big fan-out) leave
+/// free memory scattered through the heap, which glibc's allocator keeps mapped; on a small host
+/// the resident size should come back down once the burst is over. `malloc_trim` walks the heap
+/// (milliseconds for tens of MiB), so it runs on a slow timer, never per event.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the kernel; no pointer is involved.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

@@ -17,10 +17,14 @@ pub enum TimerKind {
     FloodResume,
     /// Check whether a connection has been silent longer than the idle timeout.
     Idle,
+    /// An IRC connection must have registered by now.
+    Register,
     /// A draining connection's grace time is over: close it even if output is left.
     DrainDeadline,
     /// Try accepting again after running out of file descriptors.
     AcceptResume,
+    /// Hand free heap memory back to the kernel (not tied to a connection).
+    Trim,
 }
 
 /// A due timer: its kind and the connection (key, serial) it belongs to.
@@ -39,6 +43,23 @@ impl Timers {
     /// The nearest deadline.
     pub fn next(&self) -> Option<Instant> {
         self.heap.peek().map(|Reverse((at, ..))| *at)
+    }
+
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    /// Drops the entries `keep` says no to. Stale entries (of closed connections) otherwise wait
+    /// for their deadline, which with long timeouts and many short connections adds up; the loop
+    /// calls this when the heap is much larger than the number of connections, so the cost is
+    /// amortised over the pushes that made it grow.
+    pub fn retain(&mut self, mut keep: impl FnMut(TimerKind, usize, u64) -> bool) {
+        self.heap
+            .retain(|Reverse((_, kind, key, serial))| keep(*kind, *key, *serial));
     }
 
     /// Removes and returns one timer that is due at `now`.
@@ -70,5 +91,17 @@ mod tests {
         assert_eq!(t.pop_due(later), Some((TimerKind::FloodResume, 2, 7)));
         assert_eq!(t.pop_due(later), Some((TimerKind::Idle, 1, 1)));
         assert_eq!(t.pop_due(later), None);
+    }
+
+    #[test]
+    fn retain_drops_stale_entries() {
+        let t0 = Instant::now();
+        let mut t = Timers::default();
+        for key in 0..10 {
+            t.push(t0, TimerKind::Idle, key, key as u64);
+        }
+        t.retain(|_, key, _| key % 2 == 0);
+        assert_eq!(t.len(), 5);
+        assert!(std::iter::from_fn(|| t.pop_due(t0)).all(|(_, key, _)| key % 2 == 0));
     }
 }

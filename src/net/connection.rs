@@ -12,7 +12,7 @@ use mio::net::TcpStream;
 use super::flood::TokenBucket;
 use super::outq::OutQueue;
 use crate::framer::LineFramer;
-use crate::session::Reason;
+use crate::session::{Proto, Reason};
 
 /// Where a connection is in its life.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +34,8 @@ pub struct Connection {
     /// timer or queued work item left over from a closed connection is recognised as stale.
     pub serial: u64,
     pub phase: Phase,
+    /// The protocol it speaks and that protocol's state.
+    pub proto: Proto,
     pub framer: LineFramer,
     pub out: OutQueue,
     pub bucket: TokenBucket,
@@ -48,6 +50,8 @@ pub struct Connection {
     pub read_listed: bool,
     /// Out of flood tokens; a timer resumes reading.
     pub throttled: bool,
+    /// Has hit flood control before (its first time is logged at info, later ones at debug).
+    pub flooded: bool,
 }
 
 impl Connection {
@@ -56,6 +60,7 @@ impl Connection {
         peer: SocketAddr,
         serial: u64,
         bucket: TokenBucket,
+        proto: Proto,
         now: Instant,
     ) -> Self {
         Connection {
@@ -63,6 +68,7 @@ impl Connection {
             peer,
             serial,
             phase: Phase::Open,
+            proto,
             framer: LineFramer::default(),
             out: OutQueue::default(),
             bucket,
@@ -71,10 +77,20 @@ impl Connection {
             flush_listed: false,
             read_listed: false,
             throttled: false,
+            flooded: false,
         }
     }
 
     pub fn is_open(&self) -> bool {
         self.phase == Phase::Open
+    }
+
+    /// The longest line this connection may send: `--max-line` for the line protocol, IRC's
+    /// own limit for IRC.
+    pub fn max_line(&self, line_max: usize) -> usize {
+        match &self.proto {
+            Proto::Line => line_max,
+            Proto::Irc(session) => session.max_line(),
+        }
     }
 }

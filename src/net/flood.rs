@@ -7,10 +7,15 @@
 
 use std::time::{Duration, Instant};
 
+/// Shortest pause of a throttled connection.
+pub const MIN_WAIT: Duration = Duration::from_millis(1);
+/// Longest pause (a rate so low that the next token is days away is treated as this).
+pub const MAX_WAIT: Duration = Duration::from_secs(3600);
+
 #[derive(Clone, Copy, Debug)]
 pub struct TokenBucket {
     /// Tokens available at `updated`.
-    tokens: f32,
+    tokens: f64,
     updated: Instant,
 }
 
@@ -18,14 +23,14 @@ impl TokenBucket {
     /// A full bucket.
     pub fn new(burst: u32, now: Instant) -> TokenBucket {
         TokenBucket {
-            tokens: burst as f32,
+            tokens: f64::from(burst),
             updated: now,
         }
     }
 
     fn refill(&mut self, now: Instant, burst: u32, rate: f64) {
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-        self.tokens = (self.tokens as f64 + elapsed * rate).min(burst as f64) as f32;
+        self.tokens = (self.tokens + elapsed * rate).min(f64::from(burst));
         self.updated = now;
     }
 
@@ -49,10 +54,13 @@ impl TokenBucket {
         ready
     }
 
-    /// When the next token will be there.
+    /// When the next token will be there: always later than the last refill, by at least
+    /// [`MIN_WAIT`], so a timer set for it can never be due in the same pass (rounding could
+    /// otherwise make "ready at" equal "now" while not ready, and the loop would spin).
     pub fn ready_at(&self, rate: f64) -> Instant {
-        let missing = (1.0 - self.tokens as f64).max(0.0);
-        self.updated + Duration::from_secs_f64(missing / rate)
+        let missing = (1.0 - self.tokens).max(0.0);
+        let wait = Duration::try_from_secs_f64(missing / rate).unwrap_or(MAX_WAIT);
+        self.updated + wait.clamp(MIN_WAIT, MAX_WAIT)
     }
 }
 
@@ -69,6 +77,13 @@ mod tests {
         assert_eq!(b.ready_at(2.0), t0 + Duration::from_millis(500));
         assert!(b.try_take(t0 + Duration::from_millis(500), 3, 2.0));
         // A long pause refills only up to the burst.
+        // Never "ready at" the refill instant itself, even one rounding step short of a token.
+        let mut c = TokenBucket::new(1, t0);
+        assert!(c.try_take(t0, 1, 240.0));
+        let almost = t0 + Duration::from_nanos(4_166_666);
+        assert!(!c.ready(almost, 1, 240.0) || c.try_take(almost, 1, 240.0));
+        assert!(c.ready_at(240.0) > almost);
+        assert!(TokenBucket::new(0, t0).ready_at(1e-300) == t0 + MAX_WAIT);
         let later = t0 + Duration::from_secs(60);
         assert_eq!((0..10).filter(|_| b.try_take(later, 3, 2.0)).count(), 3);
     }

@@ -1,8 +1,11 @@
-//! Per-connection machinery of the event loop: the [`connection::Connection`] record, its
-//! [`outq::OutQueue`] of shared output chunks, and its [`flood::TokenBucket`].
+//! Per-connection machinery: the event loop's [`connection::Connection`] record, the
+//! [`outq::OutQueue`] of shared output chunks written with `writev`, the [`flood::TokenBucket`],
+//! and the threaded driver's [`sendq::SendChannel`] (a channel to a writer thread, bounded in
+//! bytes).
 //!
-//! Nothing here polls or decides; `crate::driver::poll` does, using these pieces.
+//! Nothing here polls or decides; the drivers in `crate::driver` do, using these pieces.
 
 pub mod connection;
 pub mod flood;
 pub mod outq;
+pub mod sendq;

@@ -4,9 +4,13 @@
 //! `Rc` (a pointer and a count bump), never a copy of the bytes. A flush hands up to
 //! [`IOV_MAX`] chunks to a single `writev`, and a partial write only moves an offset into the
 //! first chunk, so nothing is lost or resent.
+//!
+//! The chunk type is a parameter: the event loop keeps `Rc<[u8]>` (the default), the threaded
+//! driver's writer threads `Arc<[u8]>`, shared across threads.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
+use std::ops::Deref;
 use std::rc::Rc;
 
 /// Chunks passed to one `writev`; Linux's `IOV_MAX`.
@@ -15,12 +19,12 @@ pub const IOV_MAX: usize = 1024;
 /// Queue capacity (in chunks) kept after the queue drains. A connection that receives messages
 /// keeps a small ring instead of reallocating it for every message; a burst's larger ring is
 /// given back.
-const KEEP_CHUNKS: usize = 16;
+const KEEP_CHUNKS: usize = 4;
 
-/// Bytes waiting to be written to one socket.
-#[derive(Debug, Default)]
-pub struct OutQueue {
-    chunks: VecDeque<Rc<[u8]>>,
+/// Bytes waiting to be written to one socket, as shared chunks of type `C`.
+#[derive(Debug)]
+pub struct OutQueue<C = Rc<[u8]>> {
+    chunks: VecDeque<C>,
     /// Bytes of the first chunk already written.
     offset: usize,
     /// Unwritten bytes in the queue, checked against the send-queue limit.
@@ -39,8 +43,18 @@ pub enum Flushed {
     More,
 }
 
-impl OutQueue {
-    pub fn push(&mut self, chunk: Rc<[u8]>) {
+impl<C> Default for OutQueue<C> {
+    fn default() -> Self {
+        OutQueue {
+            chunks: VecDeque::new(),
+            offset: 0,
+            bytes: 0,
+        }
+    }
+}
+
+impl<C: Deref<Target = [u8]>> OutQueue<C> {
+    pub fn push(&mut self, chunk: C) {
         if chunk.is_empty() {
             return;
         }

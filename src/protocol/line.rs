@@ -24,7 +24,7 @@
 use std::fmt::Write as _;
 
 use super::iso8601;
-use crate::core::{Command, Event};
+use crate::core::{Command, Event, Listing, MsgKind, Source};
 
 /// What one client line asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -69,10 +69,10 @@ const COMMANDS: &[(&str, &str)] = &[
     ),
     ("who", "/who [#room]             list the members of a room"),
     ("msg", "/msg NICK text           send a private message"),
-    ("me", "/me action              act in the current room"),
+    ("me", "/me action               act in the current room"),
     (
         "topic",
-        "/topic [text]            show or set the current room's topic",
+        "/topic [text | -]        show, set or (with -) clear the room's topic",
     ),
     (
         "away",
@@ -113,7 +113,8 @@ pub fn parse(line: &[u8]) -> Result<Request, LineError> {
         Request::Chat(Command::Say {
             room: None,
             text: text.to_string(),
-            action: false,
+            kind: MsgKind::Normal,
+            echo: false,
         })
     };
     let Some(rest) = line.strip_prefix('/') else {
@@ -150,17 +151,30 @@ pub fn parse(line: &[u8]) -> Result<Request, LineError> {
             },
         },
         ("rooms" | "list", 0) => Command::Rooms,
-        ("who" | "names", 0) => Command::Who(None),
-        ("who" | "names", 1) => Command::Who(Some(args.to_string())),
+        ("who" | "names", 0) => Command::Who {
+            target: None,
+            listing: Listing::Names,
+        },
+        ("who" | "names", 1) if args.starts_with('#') => Command::Who {
+            target: Some(args.to_string()),
+            listing: Listing::Names,
+        },
         ("msg", n) if n >= 2 => Command::Private {
             to: words[0].to_string(),
             text: after_first().to_string(),
-            action: false,
+            kind: MsgKind::Normal,
+            echo: false,
         },
         ("me", n) if n >= 1 => Command::Say {
             room: None,
             text: args.to_string(),
-            action: true,
+            kind: MsgKind::Action,
+            echo: false,
+        },
+        // `/topic -` clears the topic (an empty text, for the core).
+        ("topic", 1) if args == "-" => Command::Topic {
+            room: None,
+            text: Some(String::new()),
         },
         ("topic", _) => Command::Topic {
             room: None,
@@ -183,7 +197,17 @@ pub fn parse(line: &[u8]) -> Result<Request, LineError> {
 /// Longest `NAMES` line before the member list continues on another one.
 const NAMES_LINE_MAX: usize = 400;
 
-/// Renders one core event as one or more complete lines.
+/// `<nick>` for a message, `* nick` for an action, `-nick-` for a notice.
+fn speaker(from: &Source, kind: MsgKind) -> String {
+    match kind {
+        MsgKind::Normal => format!("<{}>", from.nick),
+        MsgKind::Action => format!("* {}", from.nick),
+        MsgKind::Notice => format!("-{}-", from.nick),
+    }
+}
+
+/// Renders one core event as one or more complete lines. Events that only another protocol
+/// needs (room settings, server statistics, nick look-ups) render as nothing.
 pub fn render(event: &Event) -> Vec<u8> {
     let mut s = String::with_capacity(64);
     match event {
@@ -191,51 +215,38 @@ pub fn render(event: &Event) -> Vec<u8> {
             room,
             from,
             text,
-            action: false,
-        } => line(&mut s, format_args!("MSG {room} <{from}> {text}")),
-        Event::Message {
-            room,
-            from,
-            text,
-            action: true,
-        } => line(&mut s, format_args!("MSG {room} * {from} {text}")),
+            kind,
+        } => line(
+            &mut s,
+            format_args!("MSG {room} {} {text}", speaker(from, *kind)),
+        ),
         Event::History {
             room,
             from,
             text,
-            action,
+            kind,
             at,
-        } => {
-            let who = if *action {
-                format!("* {from}")
-            } else {
-                format!("<{from}>")
-            };
-            line(
-                &mut s,
-                format_args!("HISTORY {room} {} {who} {text}", iso8601(*at)),
-            );
-        }
-        Event::Private {
-            from,
-            text,
-            action: false,
-        } => line(&mut s, format_args!("PRIV <{from}> {text}")),
-        Event::Private {
-            from,
-            text,
-            action: true,
-        } => line(&mut s, format_args!("PRIV * {from} {text}")),
-        Event::Joined { room, nick } => line(&mut s, format_args!("JOIN {room} {nick}")),
-        Event::Parted { room, nick, reason } => line(
+        } => line(
             &mut s,
-            format_args!("PART {room} {nick}{}", spaced(reason.as_deref())),
+            format_args!(
+                "HISTORY {room} {} {} {text}",
+                iso8601(*at),
+                speaker(from, *kind)
+            ),
         ),
-        Event::Quit { nick, reason } => line(&mut s, format_args!("QUIT {nick} {reason}")),
-        Event::NickChanged { old, new } => line(&mut s, format_args!("NICK {old} {new}")),
+        Event::Private {
+            from, text, kind, ..
+        } => line(&mut s, format_args!("PRIV {} {text}", speaker(from, *kind))),
+        Event::Joined { room, who } => line(&mut s, format_args!("JOIN {room} {}", who.nick)),
+        Event::Parted { room, who, reason } => line(
+            &mut s,
+            format_args!("PART {room} {}{}", who.nick, spaced(reason.as_deref())),
+        ),
+        Event::Quit { who, reason } => line(&mut s, format_args!("QUIT {} {reason}", who.nick)),
+        Event::NickChanged { old, new } => line(&mut s, format_args!("NICK {} {new}", old.nick)),
         Event::TopicChanged { room, by, topic } => line(
             &mut s,
-            format_args!("TOPIC {room} {by}{}", spaced(topic.as_deref())),
+            format_args!("TOPIC {room} {}{}", by.nick, spaced(topic.as_deref())),
         ),
         Event::CurrentRoom { room: Some(room) } => {
             line(&mut s, format_args!("NOTICE now talking in {room}"))
@@ -259,21 +270,34 @@ pub fn render(event: &Event) -> Vec<u8> {
         Event::TopicIs { room, topic: None } => {
             line(&mut s, format_args!("NOTICE {room} has no topic"))
         }
-        Event::Names { room, members } => {
-            let mut current = format!("NAMES {room}");
+        Event::Names {
+            room,
+            members,
+            total,
+            ..
+        } => {
+            let head = format!("NAMES {room}");
+            let mut current = head.clone();
             for m in members {
-                let entry = if m.away {
-                    format!(" {}(away)", m.nick)
-                } else {
-                    format!(" {}", m.nick)
-                };
-                if current.len() + entry.len() > NAMES_LINE_MAX {
+                let nick = &m.source.nick;
+                let entry_len = 1 + nick.len() + if m.away { 6 } else { 0 };
+                if current.len() + entry_len > NAMES_LINE_MAX {
                     line(&mut s, format_args!("{current}"));
-                    current = format!("NAMES {room}");
+                    current.clone_from(&head);
                 }
-                current.push_str(&entry);
+                current.push(' ');
+                current.push_str(nick);
+                if m.away {
+                    current.push_str("(away)");
+                }
             }
             line(&mut s, format_args!("{current}"));
+            if *total > members.len() {
+                line(
+                    &mut s,
+                    format_args!("NOTICE {room} has {total} members; /who {room} lists them all"),
+                );
+            }
         }
         Event::RoomList(rooms) => {
             for r in rooms {
@@ -295,18 +319,13 @@ pub fn render(event: &Event) -> Vec<u8> {
         }
         Event::Whois(w) => {
             let rooms: Vec<&str> = w.rooms.iter().map(|r| &**r).collect();
-            let nick = &w.nick;
-            line(
-                &mut s,
-                format_args!(
-                    "NOTICE {nick} is in: {}",
-                    if rooms.is_empty() {
-                        "no room".to_string()
-                    } else {
-                        rooms.join(" ")
-                    }
-                ),
-            );
+            let nick = &w.source.nick;
+            let rooms = if rooms.is_empty() {
+                "no room".to_string()
+            } else {
+                rooms.join(" ")
+            };
+            line(&mut s, format_args!("NOTICE {nick} is in: {rooms}"));
             line(
                 &mut s,
                 format_args!(
@@ -328,6 +347,7 @@ pub fn render(event: &Event) -> Vec<u8> {
             line(&mut s, format_args!("NOTICE {nick} is away: {message}"))
         }
         Event::Error(e) => line(&mut s, format_args!("ERROR {} {e}", e.code())),
+        Event::Found { .. } | Event::RoomInfo { .. } | Event::Stats { .. } => {}
     }
     s.into_bytes()
 }
@@ -392,8 +412,21 @@ pub fn render_help() -> Vec<u8> {
     s.into_bytes()
 }
 
+/// Appends one line. Every control character but tab is removed from it on the way: text from
+/// another protocol (IRC allows formatting codes, CTCP markers, even a bare CR inside a message)
+/// can then never reach a terminal as a control sequence or split a line. One check here covers
+/// every field of every line.
 fn line(s: &mut String, args: std::fmt::Arguments<'_>) {
+    let start = s.len();
     let _ = s.write_fmt(args);
+    if s[start..].contains(|c: char| c.is_control() && c != '\t') {
+        let cleaned: String = s[start..]
+            .chars()
+            .filter(|c| !c.is_control() || *c == '\t')
+            .collect();
+        s.truncate(start);
+        s.push_str(&cleaned);
+    }
     s.push_str("\r\n");
 }
 
@@ -424,7 +457,8 @@ mod tests {
             Command::Say {
                 room: None,
                 text: "hello  there".into(),
-                action: false
+                kind: MsgKind::Normal,
+                echo: false
             }
         );
         assert_eq!(
@@ -432,7 +466,8 @@ mod tests {
             Command::Say {
                 room: None,
                 text: "/etc/passwd".into(),
-                action: false
+                kind: MsgKind::Normal,
+                echo: false
             }
         );
         assert_eq!(parse(b""), Ok(Request::Nothing));
@@ -469,7 +504,8 @@ mod tests {
             Command::Private {
                 to: "bob".into(),
                 text: "hi  there".into(),
-                action: false
+                kind: MsgKind::Normal,
+                echo: false
             }
         );
         assert_eq!(
@@ -477,7 +513,8 @@ mod tests {
             Command::Say {
                 room: None,
                 text: "waves".into(),
-                action: true
+                kind: MsgKind::Action,
+                echo: false
             }
         );
         assert_eq!(
@@ -499,7 +536,13 @@ mod tests {
             chat("/away at lunch"),
             Command::Away(Some("at lunch".into()))
         );
-        assert_eq!(chat("/who #rust"), Command::Who(Some("#rust".into())));
+        assert_eq!(
+            chat("/who #rust"),
+            Command::Who {
+                target: Some("#rust".into()),
+                listing: Listing::Names,
+            }
+        );
         assert_eq!(chat("/rooms"), Command::Rooms);
         assert_eq!(chat("/whois bob"), Command::Whois("bob".into()));
         assert_eq!(parse(b"/quit"), Ok(Request::Quit(None)));
@@ -531,20 +574,31 @@ mod tests {
         );
     }
 
+    fn src(nick: &str) -> std::sync::Arc<Source> {
+        Source::new(nick, "u", "h", "r")
+    }
+
     #[test]
     fn rendering() {
         let m = Event::Message {
             room: "#l".into(),
-            from: "a".into(),
+            from: src("a"),
             text: "hi".into(),
-            action: false,
+            kind: MsgKind::Normal,
         };
         assert_eq!(text(render(&m)), "MSG #l <a> hi\r\n");
+        let n = Event::Message {
+            room: "#l".into(),
+            from: src("a"),
+            text: "hi".into(),
+            kind: MsgKind::Notice,
+        };
+        assert_eq!(text(render(&n)), "MSG #l -a- hi\r\n");
         let h = Event::History {
             room: "#l".into(),
-            from: "a".into(),
+            from: src("a"),
             text: "x".into(),
-            action: true,
+            kind: MsgKind::Action,
             at: 0,
         };
         assert_eq!(
@@ -552,11 +606,20 @@ mod tests {
             "HISTORY #l 1970-01-01T00:00:00Z * a x\r\n"
         );
         let p = Event::Private {
-            from: "a".into(),
+            from: src("a"),
+            to: "b".into(),
             text: "psst".into(),
-            action: false,
+            kind: MsgKind::Normal,
         };
         assert_eq!(text(render(&p)), "PRIV <a> psst\r\n");
+        // Control characters from IRC users never reach a line user's terminal.
+        let ctcp = Event::Private {
+            from: src("a"),
+            to: "b".into(),
+            text: "\u{1}VERSION\u{1}\x1b[2J\rx".into(),
+            kind: MsgKind::Normal,
+        };
+        assert_eq!(text(render(&ctcp)), "PRIV <a> VERSION[2Jx\r\n");
         let e = Event::Error(Error::NoSuchNick("zed".into()));
         assert_eq!(
             text(render(&e)),
@@ -564,34 +627,36 @@ mod tests {
         );
         let members = vec![
             Member {
-                nick: "a".into(),
+                source: src("a"),
                 away: false,
             },
             Member {
-                nick: "b".into(),
+                source: src("b"),
                 away: true,
             },
         ];
-        assert_eq!(
-            text(render(&Event::Names {
-                room: "#l".into(),
-                members
-            })),
-            "NAMES #l a b(away)\r\n"
-        );
+        let names = Event::Names {
+            room: "#l".into(),
+            members,
+            listing: Listing::Names,
+            total: 2,
+        };
+        assert_eq!(text(render(&names)), "NAMES #l a b(away)\r\n");
     }
 
     #[test]
     fn long_member_lists_are_split_into_whole_lines() {
         let members: Vec<Member> = (0..200)
             .map(|i| Member {
-                nick: format!("user{i}").into(),
+                source: src(&format!("user{i}")),
                 away: false,
             })
             .collect();
         let out = text(render(&Event::Names {
             room: "#big".into(),
             members,
+            listing: Listing::Names,
+            total: 200,
         }));
         let lines: Vec<&str> = out.split_terminator("\r\n").collect();
         assert!(lines.len() > 1);

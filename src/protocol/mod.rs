@@ -4,7 +4,9 @@
 //! telnet/`nc`-friendly protocol. Each broadcast event is rendered once per protocol by the driver
 //! and the same bytes are queued for every recipient.
 
+pub mod irc;
 pub mod line;
+pub mod telnet;
 
 use crate::core::Millis;
 

@@ -1,0 +1,227 @@
+//! The bounded channel between the fan-out and one connection's writer thread (`--io threads`).
+//!
+//! Whoever holds the chat core's lock pushes shared `Arc<[u8]>` chunks; the connection's writer
+//! thread takes everything queued at once and writes it with one `writev` per call. The bound is
+//! in **bytes**, not messages: a push that would take the unwritten bytes (queued here *and*
+//! still held by the writer) past `--max-sendq` is refused, which is exactly the limit the event
+//! loop applies to its [`OutQueue`], so `--max-sendq` means the same under every I/O model. A
+//! channel bounded in messages (`std::sync::mpsc::sync_channel`) could not say that, and it
+//! allocates its whole capacity up front.
+//!
+//! A channel ends in one of two ways: [`SendChannel::finish`] queues a last chunk (the `BYE`
+//! line) that the writer delivers after everything else, within a deadline; [`SendChannel::abort`]
+//! drops what is queued (a slow consumer, a broken socket).
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use super::outq::OutQueue;
+
+/// A chunk of output shared by every recipient of a broadcast.
+pub type Chunk = Arc<[u8]>;
+
+/// The push was refused: it would take the unwritten bytes past the limit.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Full;
+
+/// What the writer is to do next, from [`SendChannel::take`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Take {
+    /// Write what was moved into the queue (and ask [`SendChannel::deadline`] while doing so).
+    Write,
+    /// Everything was written (after a finish) or the channel was aborted: stop.
+    Stop,
+}
+
+/// Where the channel is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Open,
+    /// No more pushes; the writer delivers what is queued, by this deadline.
+    Finishing(Instant),
+    Aborted,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Chunks pushed and not yet taken by the writer.
+    queue: OutQueue<Chunk>,
+    /// Bytes pushed and not yet written, including those the writer has taken: the send queue
+    /// as the limit sees it.
+    unwritten: usize,
+    end: End,
+    /// The writer is asleep on the condition variable. A wake-up is a system call even with no
+    /// one waiting, and a busy writer needs none: it takes the queue when it is done.
+    writer_waiting: bool,
+}
+
+/// One connection's output channel.
+#[derive(Debug)]
+pub struct SendChannel {
+    inner: Mutex<Inner>,
+    /// Wakes the writer when there is something to do.
+    ready: Condvar,
+    /// `--max-sendq`.
+    limit: usize,
+}
+
+impl SendChannel {
+    pub fn new(limit: usize) -> SendChannel {
+        SendChannel {
+            inner: Mutex::new(Inner {
+                queue: OutQueue::default(),
+                unwritten: 0,
+                end: End::Open,
+                writer_waiting: false,
+            }),
+            ready: Condvar::new(),
+            limit,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a chunk for the writer. Refused when it would take the unwritten bytes past the
+    /// limit; ignored once the channel is finishing or aborted.
+    pub fn push(&self, chunk: &Chunk) -> Result<(), Full> {
+        let mut inner = self.lock();
+        if inner.end != End::Open {
+            return Ok(());
+        }
+        if inner.unwritten + chunk.len() > self.limit {
+            return Err(Full);
+        }
+        inner.unwritten += chunk.len();
+        inner.queue.push(chunk.clone());
+        let wake = inner.writer_waiting;
+        drop(inner);
+        if wake {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queues a last chunk, whatever the limit, and closes the channel: the writer delivers
+    /// everything queued, then stops. What is not written by `deadline` is given up.
+    pub fn finish(&self, last: Chunk, deadline: Instant) {
+        let mut inner = self.lock();
+        if inner.end != End::Open {
+            return;
+        }
+        inner.unwritten += last.len();
+        inner.queue.push(last);
+        inner.end = End::Finishing(deadline);
+        drop(inner);
+        self.ready.notify_one();
+    }
+
+    /// Drops everything queued and tells the writer to stop.
+    pub fn abort(&self) {
+        let mut inner = self.lock();
+        inner.end = End::Aborted;
+        inner.queue = OutQueue::default();
+        drop(inner);
+        self.ready.notify_one();
+    }
+
+    /// For the writer, whose `out` is empty: waits until there is something to write (or to do)
+    /// and moves every queued chunk into `out`.
+    pub fn take(&self, out: &mut OutQueue<Chunk>) -> Take {
+        let mut inner = self.lock();
+        loop {
+            match inner.end {
+                End::Aborted => return Take::Stop,
+                _ if !inner.queue.is_empty() => {
+                    // The writer's queue is empty: swapping hands it every chunk, and gives the
+                    // channel back an empty ring with the writer's capacity.
+                    std::mem::swap(&mut inner.queue, out);
+                    return Take::Write;
+                }
+                End::Finishing(_) => return Take::Stop,
+                End::Open => {
+                    inner.writer_waiting = true;
+                    inner = self
+                        .ready
+                        .wait(inner)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    inner.writer_waiting = false;
+                }
+            }
+        }
+    }
+
+    /// Once the channel is finishing, the time after which the writer gives up on what is not
+    /// written; `Instant::now()` when aborted (give up at once).
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.lock().end {
+            End::Open => None,
+            End::Finishing(deadline) => Some(deadline),
+            End::Aborted => Some(Instant::now()),
+        }
+    }
+
+    /// For the writer: `n` bytes it took went out.
+    pub fn written(&self, n: usize) {
+        let mut inner = self.lock();
+        inner.unwritten = inner.unwritten.saturating_sub(n);
+    }
+
+    /// Bytes pushed and not yet written.
+    pub fn unwritten(&self) -> usize {
+        self.lock().unwritten
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(s: &str) -> Chunk {
+        Arc::from(s.as_bytes())
+    }
+
+    #[test]
+    fn the_limit_counts_bytes_the_writer_holds_too() {
+        let ch = SendChannel::new(10);
+        ch.push(&chunk("12345")).unwrap();
+        let mut out = OutQueue::default();
+        assert_eq!(ch.take(&mut out), Take::Write);
+        assert_eq!(ch.deadline(), None);
+        assert_eq!(out.len(), 5);
+        // The writer has not written them yet: they still count.
+        ch.push(&chunk("1234")).unwrap();
+        assert_eq!(ch.push(&chunk("12")), Err(Full));
+        ch.written(5);
+        ch.push(&chunk("12")).unwrap();
+        assert_eq!(ch.unwritten(), 6);
+    }
+
+    #[test]
+    fn finish_delivers_the_rest_then_stops() {
+        let ch = SendChannel::new(4);
+        ch.push(&chunk("ab")).unwrap();
+        let deadline = Instant::now();
+        // The last chunk goes in whatever the limit.
+        ch.finish(chunk("BYE!!"), deadline);
+        assert_eq!(ch.push(&chunk("late")), Ok(()), "ignored, not refused");
+        let mut out = OutQueue::default();
+        assert_eq!(ch.take(&mut out), Take::Write);
+        assert_eq!(ch.deadline(), Some(deadline));
+        assert_eq!(out.len(), 7);
+        let mut out = OutQueue::default();
+        assert_eq!(ch.take(&mut out), Take::Stop);
+    }
+
+    #[test]
+    fn abort_wakes_a_waiting_writer() {
+        let ch = Arc::new(SendChannel::new(100));
+        let writer = {
+            let ch = ch.clone();
+            std::thread::spawn(move || ch.take(&mut OutQueue::default()))
+        };
+        ch.abort();
+        assert_eq!(writer.join().unwrap(), Take::Stop);
+    }
+}

@@ -1,0 +1,522 @@
+//! IRC (RFC 1459/2812 as modern.ircdocs.horse describes it): parsing client messages and
+//! rendering core events and numerics as IRC lines.
+//!
+//! Like [`super::line`], this module keeps no state and does no I/O; the per-connection state
+//! (registration, capabilities) lives in `crate::session::irc`. Every line produced ends in
+//! `\r\n`. Parameters that come from users (nicks, rooms, texts) have passed the core's checks, so
+//! none contains CR, LF or NUL, and those that could contain spaces are always sent as the
+//! trailing parameter: no user input can split or forge a line.
+
+use std::fmt::Write as _;
+
+use super::iso8601;
+use crate::core::{
+    Error, Event, Listing, Member, Millis, MsgKind, Source, WhoisInfo, names::LABEL_MAX,
+    names::NICK_MAX, names::ROOM_MAX,
+};
+
+/// A line's budget without its tags, as RFC 1459 sets it: 512 bytes including CRLF.
+pub const MAX_LINE: usize = 510;
+/// Extra bytes allowed for tags once `message-tags` is negotiated.
+pub const MAX_TAGS: usize = 4096;
+
+/// One parsed client message. Tags are accepted and ignored: no client tag is relayed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Message<'a> {
+    /// Upper-cased command or numeric.
+    pub command: String,
+    pub params: Vec<&'a str>,
+}
+
+/// Parses a line (already known to be UTF-8, without its line end). `None` for a blank line.
+/// A source prefix sent by a client is ignored, as servers do.
+pub fn parse(line: &str) -> Option<Message<'_>> {
+    let mut rest = line.trim_start_matches(' ');
+    if let Some(tagged) = rest.strip_prefix('@') {
+        rest = tagged
+            .split_once(' ')
+            .map_or("", |(_, r)| r)
+            .trim_start_matches(' ');
+    }
+    if let Some(prefixed) = rest.strip_prefix(':') {
+        rest = prefixed
+            .split_once(' ')
+            .map_or("", |(_, r)| r)
+            .trim_start_matches(' ');
+    }
+    let (command, mut rest) = rest.split_once(' ').unwrap_or((rest, ""));
+    if command.is_empty() {
+        return None;
+    }
+    let mut params = Vec::new();
+    loop {
+        rest = rest.trim_start_matches(' ');
+        if rest.is_empty() {
+            break;
+        }
+        if let Some(trailing) = rest.strip_prefix(':') {
+            params.push(trailing);
+            break;
+        }
+        // RFC 1459: at most 15 parameters; the 15th takes the rest of the line.
+        if params.len() == 14 {
+            params.push(rest);
+            break;
+        }
+        let (param, next) = rest.split_once(' ').unwrap_or((rest, ""));
+        params.push(param);
+        rest = next;
+    }
+    Some(Message {
+        command: command.to_ascii_uppercase(),
+        params,
+    })
+}
+
+/// The byte length of a line's tags (including `@` and the space after them), if it has any.
+pub fn tags_len(line: &[u8]) -> usize {
+    if line.first() == Some(&b'@') {
+        line.iter()
+            .position(|&b| b == b' ')
+            .map_or(line.len(), |i| i + 1)
+    } else {
+        0
+    }
+}
+
+/// `nick!user@host`.
+pub fn prefix(s: &Source) -> String {
+    format!("{}!{}@{}", s.nick, s.user, s.host)
+}
+
+/// A text as a CTCP ACTION (`/me`) if it is one.
+pub fn split_action(text: &str) -> (&str, MsgKind) {
+    match text.strip_prefix("\u{1}ACTION ") {
+        Some(action) => (
+            action.strip_suffix('\u{1}').unwrap_or(action),
+            MsgKind::Action,
+        ),
+        None => (text, MsgKind::Normal),
+    }
+}
+
+/// Builds server lines.
+pub struct Out<'a> {
+    pub buf: String,
+    /// The server's name, the source of numerics.
+    pub server: &'a str,
+    /// The recipient's nick (`*` before registration), the first parameter of numerics.
+    pub me: &'a str,
+}
+
+impl<'a> Out<'a> {
+    pub fn new(server: &'a str, me: &'a str) -> Out<'a> {
+        Out {
+            buf: String::with_capacity(128),
+            server,
+            me,
+        }
+    }
+
+    /// `:server NNN me <params>`; `params` must already carry `:` before a trailing part.
+    pub fn numeric(&mut self, code: &str, params: std::fmt::Arguments<'_>) {
+        let _ = write!(self.buf, ":{} {code} {} ", self.server, self.me);
+        let _ = self.buf.write_fmt(params);
+        self.buf.push_str("\r\n");
+    }
+
+    /// Any line, verbatim.
+    pub fn raw(&mut self, line: std::fmt::Arguments<'_>) {
+        let _ = self.buf.write_fmt(line);
+        self.buf.push_str("\r\n");
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.buf.into_bytes()
+    }
+}
+
+/// The `ERROR` line sent before the server closes a connection.
+pub fn render_close(reason: &str) -> Vec<u8> {
+    format!("ERROR :Closing link: ({reason})\r\n").into_bytes()
+}
+
+/// ISUPPORT tokens (005).
+/// `max_rooms` is announced as CHANLIMIT.
+pub fn isupport(max_rooms: usize) -> String {
+    format!(
+        "CASEMAPPING=ascii CHANTYPES=# PREFIX=() NICKLEN={NICK_MAX} CHANNELLEN={ROOM_MAX} \
+         TOPICLEN={LABEL_MAX} AWAYLEN={LABEL_MAX} KICKLEN={LABEL_MAX} NETWORK=pollchat \
+         CHANMODES=,,, CHANLIMIT=#:{max_rooms} UTF8ONLY"
+    )
+}
+
+/// LUSERS replies.
+pub fn lusers(o: &mut Out<'_>, users: usize, rooms: usize) {
+    o.numeric(
+        "251",
+        format_args!(":There are {users} users and 0 invisible on 1 servers"),
+    );
+    o.numeric("252", format_args!("0 :IRC Operators online"));
+    o.numeric("254", format_args!("{rooms} :channels formed"));
+    o.numeric("255", format_args!(":I have {users} clients and 0 servers"));
+}
+
+fn verb(kind: MsgKind) -> &'static str {
+    if kind == MsgKind::Notice {
+        "NOTICE"
+    } else {
+        "PRIVMSG"
+    }
+}
+
+/// A message's text as sent: actions wrapped in CTCP.
+fn body(text: &str, kind: MsgKind) -> std::borrow::Cow<'_, str> {
+    match kind {
+        MsgKind::Action => format!("\u{1}ACTION {text}\u{1}").into(),
+        _ => text.into(),
+    }
+}
+
+/// `@time=…` for clients that negotiated server-time.
+fn time_tag(at: Millis) -> String {
+    let secs = iso8601(at);
+    format!("@time={}.{:03}Z ", &secs[..secs.len() - 1], at % 1000)
+}
+
+/// Renders a core event as IRC lines for one recipient. `me` is its nick; `time`: it negotiated
+/// server-time; `now`: the time to tag live messages with. Events sent to more than one
+/// recipient never depend on `me`, so their bytes are shared by every IRC recipient with the
+/// same `time` setting.
+pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) -> Vec<u8> {
+    let mut o = Out::new(server, me);
+    let tag = |o: &mut Out<'_>| {
+        if time {
+            o.buf.push_str(&time_tag(now));
+        }
+    };
+    match event {
+        Event::Message {
+            room,
+            from,
+            text,
+            kind,
+        } => {
+            tag(&mut o);
+            o.raw(format_args!(
+                ":{} {} {room} :{}",
+                prefix(from),
+                verb(*kind),
+                body(text, *kind)
+            ));
+        }
+        // History is replayed only to clients that can show when it was said.
+        Event::History {
+            room,
+            from,
+            text,
+            kind,
+            at,
+        } if time => {
+            o.buf.push_str(&time_tag(*at));
+            o.raw(format_args!(
+                ":{} {} {room} :{}",
+                prefix(from),
+                verb(*kind),
+                body(text, *kind)
+            ));
+        }
+        Event::History { .. } | Event::CurrentRoom { .. } => {}
+        Event::Private {
+            from,
+            to,
+            text,
+            kind,
+        } => {
+            tag(&mut o);
+            o.raw(format_args!(
+                ":{} {} {to} :{}",
+                prefix(from),
+                verb(*kind),
+                body(text, *kind)
+            ));
+        }
+        Event::Joined { room, who } => o.raw(format_args!(":{} JOIN {room}", prefix(who))),
+        Event::Parted {
+            room,
+            who,
+            reason: Some(r),
+        } => o.raw(format_args!(":{} PART {room} :{r}", prefix(who))),
+        Event::Parted {
+            room,
+            who,
+            reason: None,
+        } => o.raw(format_args!(":{} PART {room}", prefix(who))),
+        Event::Quit { who, reason } => o.raw(format_args!(":{} QUIT :{reason}", prefix(who))),
+        Event::NickChanged { old, new } => o.raw(format_args!(":{} NICK :{new}", prefix(old))),
+        Event::TopicChanged { room, by, topic } => o.raw(format_args!(
+            ":{} TOPIC {room} :{}",
+            prefix(by),
+            topic.as_deref().unwrap_or("")
+        )),
+        Event::TopicIs {
+            room,
+            topic: Some(t),
+        } => {
+            o.numeric("332", format_args!("{room} :{}", t.text));
+            o.numeric("333", format_args!("{room} {} {}", t.by, t.at / 1000));
+        }
+        Event::TopicIs { room, topic: None } => {
+            o.numeric("331", format_args!("{room} :No topic is set"))
+        }
+        Event::Names {
+            room,
+            members,
+            listing: Listing::Who,
+            ..
+        } => {
+            let channel = if room.starts_with('#') { &**room } else { "*" };
+            for m in members {
+                let s = &m.source;
+                let here = if m.away { 'G' } else { 'H' };
+                o.numeric(
+                    "352",
+                    format_args!(
+                        "{channel} {} {} {server} {} {here} :0 {}",
+                        s.user, s.host, s.nick, s.realname
+                    ),
+                );
+            }
+            o.numeric("315", format_args!("{room} :End of /WHO list"));
+        }
+        Event::Names { room, members, .. } => names(&mut o, room, members),
+        Event::Found {
+            members,
+            listing: Listing::Userhost,
+        } => {
+            let list: Vec<String> = members
+                .iter()
+                .map(|m| {
+                    let away = if m.away { '-' } else { '+' };
+                    format!(
+                        "{}={away}{}@{}",
+                        m.source.nick, m.source.user, m.source.host
+                    )
+                })
+                .collect();
+            o.numeric("302", format_args!(":{}", list.join(" ")));
+        }
+        Event::Found { members, .. } => {
+            let list: Vec<&str> = members.iter().map(|m| &*m.source.nick).collect();
+            o.numeric("303", format_args!(":{}", list.join(" ")));
+        }
+        Event::RoomList(rooms) => {
+            o.numeric("321", format_args!("Channel :Users  Name"));
+            for r in rooms {
+                let topic = r.topic.as_deref().unwrap_or("");
+                o.numeric("322", format_args!("{} {} :{topic}", r.name, r.members));
+            }
+            o.numeric("323", format_args!(":End of /LIST"));
+        }
+        Event::Whois(w) => whois(&mut o, w),
+        Event::RoomInfo { room, created_at } => {
+            o.numeric("324", format_args!("{room} +"));
+            o.numeric("329", format_args!("{room} {}", created_at / 1000));
+        }
+        Event::Stats { users, rooms } => lusers(&mut o, *users, *rooms),
+        Event::AwayIs { away: true } => {
+            o.numeric("306", format_args!(":You have been marked as being away"))
+        }
+        Event::AwayIs { away: false } => o.numeric(
+            "305",
+            format_args!(":You are no longer marked as being away"),
+        ),
+        Event::TargetAway { nick, message } => o.numeric("301", format_args!("{nick} :{message}")),
+        Event::Error(e) => error(&mut o, e),
+    }
+    o.into_bytes()
+}
+
+/// 353 lines kept under 512 bytes, then 366.
+fn names(o: &mut Out<'_>, room: &str, members: &[Member]) {
+    let head = format!(":{} 353 {} = {room} :", o.server, o.me);
+    let mut current = String::new();
+    for m in members {
+        if !current.is_empty() && head.len() + current.len() + 1 + m.source.nick.len() > MAX_LINE {
+            o.raw(format_args!("{head}{current}"));
+            current.clear();
+        }
+        if !current.is_empty() {
+            current.push(' ');
+        }
+        current.push_str(&m.source.nick);
+    }
+    if !current.is_empty() {
+        o.raw(format_args!("{head}{current}"));
+    }
+    o.numeric("366", format_args!("{room} :End of /NAMES list"));
+}
+
+fn whois(o: &mut Out<'_>, w: &WhoisInfo) {
+    let s = &w.source;
+    let nick = &s.nick;
+    o.numeric(
+        "311",
+        format_args!("{nick} {} {} * :{}", s.user, s.host, s.realname),
+    );
+    let server = o.server.to_string();
+    o.numeric("312", format_args!("{nick} {server} :pollchat"));
+    if !w.rooms.is_empty() {
+        let rooms: Vec<&str> = w.rooms.iter().map(|r| &**r).collect();
+        o.numeric("319", format_args!("{nick} :{}", rooms.join(" ")));
+    }
+    if let Some(away) = &w.away {
+        o.numeric("301", format_args!("{nick} :{away}"));
+    }
+    o.numeric(
+        "317",
+        format_args!(
+            "{nick} {} {} :seconds idle, signon time",
+            w.idle_secs,
+            w.connected_at / 1000
+        ),
+    );
+    o.numeric("318", format_args!("{nick} :End of /WHOIS list"));
+}
+
+/// Core errors as numerics.
+pub fn error(o: &mut Out<'_>, e: &Error) {
+    match e {
+        Error::NickInUse(n) => o.numeric("433", format_args!("{n} :Nickname is already in use")),
+        Error::InvalidNick(n) => o.numeric("432", format_args!("{} :Erroneous nickname", safe(n))),
+        Error::InvalidRoom(r) | Error::NoSuchRoom(r) => {
+            o.numeric("403", format_args!("{} :No such channel", safe(r)))
+        }
+        Error::NoSuchNick(n) => o.numeric("401", format_args!("{} :No such nick/channel", safe(n))),
+        Error::NotInRoom(r) => o.numeric("442", format_args!("{r} :You're not on that channel")),
+        Error::CannotSend(r) => o.numeric("404", format_args!("{r} :Cannot send to channel")),
+        Error::TooManyRooms { room, .. } => o.numeric(
+            "405",
+            format_args!("{} :You have joined too many channels", safe(room)),
+        ),
+        Error::NoCurrentRoom => o.numeric("411", format_args!(":No recipient given")),
+        Error::NoText => o.numeric("412", format_args!(":No text to send")),
+        Error::BadText => o.raw(format_args!("FAIL * INVALID_TEXT :{e}")),
+    }
+}
+
+/// A client-supplied word echoed in a middle parameter: never empty, never with a space or a
+/// leading colon (which would change how the line parses).
+pub fn safe(word: &str) -> String {
+    let w: String = word
+        .chars()
+        .filter(|c| !c.is_whitespace() && !c.is_control())
+        .collect();
+    match w.strip_prefix(':') {
+        _ if w.is_empty() => "*".into(),
+        Some(rest) if !rest.is_empty() => rest.into(),
+        Some(_) => "*".into(),
+        None => w,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_commands_params_and_trailing() {
+        let m = parse("privmsg #a :hello  world").unwrap();
+        assert_eq!(m.command, "PRIVMSG");
+        assert_eq!(m.params, ["#a", "hello  world"]);
+        let m = parse("@time=x;+typing=1 :nick!u@h JOIN #a,#b").unwrap();
+        assert_eq!((m.command.as_str(), m.params), ("JOIN", vec!["#a,#b"]));
+        assert_eq!(
+            parse("USER u 0 * :Real Name").unwrap().params,
+            ["u", "0", "*", "Real Name"]
+        );
+        assert_eq!(parse("TOPIC #a :").unwrap().params, ["#a", ""]);
+        assert_eq!(parse("PING   x  ").unwrap().params, ["x"]);
+        assert_eq!(parse(""), None);
+        assert_eq!(parse("   "), None);
+        let many = parse("X 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16").unwrap();
+        assert_eq!(many.params.len(), 15);
+        assert_eq!(many.params[14], "15 16");
+    }
+
+    #[test]
+    fn tags_and_actions() {
+        assert_eq!(tags_len(b"@a=b :x PRIVMSG"), 5);
+        assert_eq!(tags_len(b"PRIVMSG"), 0);
+        assert_eq!(
+            split_action("\u{1}ACTION waves\u{1}"),
+            ("waves", MsgKind::Action)
+        );
+        assert_eq!(split_action("hi"), ("hi", MsgKind::Normal));
+    }
+
+    #[test]
+    fn renders_messages_with_and_without_server_time() {
+        let from = Source::new("alice", "al", "10.0.0.1", "Alice");
+        let m = Event::Message {
+            room: "#a".into(),
+            from,
+            text: "hi there".into(),
+            kind: MsgKind::Action,
+        };
+        let plain = String::from_utf8(render(&m, "srv", "bob", false, 0)).unwrap();
+        assert_eq!(
+            plain,
+            ":alice!al@10.0.0.1 PRIVMSG #a :\u{1}ACTION hi there\u{1}\r\n"
+        );
+        let tagged = String::from_utf8(render(&m, "srv", "bob", true, 1_500)).unwrap();
+        assert!(
+            tagged.starts_with("@time=1970-01-01T00:00:01.500Z :alice!al@10.0.0.1 PRIVMSG"),
+            "{tagged}"
+        );
+    }
+
+    #[test]
+    fn names_are_split_under_512_bytes() {
+        let members: Vec<Member> = (0..300)
+            .map(|i| Member {
+                source: Source::new(&format!("nick{i:04}"), "u", "h", "r"),
+                away: false,
+            })
+            .collect();
+        let out = String::from_utf8(render(
+            &Event::Names {
+                room: "#big".into(),
+                members,
+                listing: Listing::Names,
+                total: 300,
+            },
+            "srv",
+            "me",
+            false,
+            0,
+        ))
+        .unwrap();
+        let lines: Vec<&str> = out.split_terminator("\r\n").collect();
+        assert!(lines.len() > 2);
+        assert!(lines.iter().all(|l| l.len() + 2 <= 512));
+        let listed: usize = lines
+            .iter()
+            .filter(|l| l.contains(" 353 "))
+            .map(|l| l.rsplit(':').next().unwrap().split(' ').count())
+            .sum();
+        assert_eq!(listed, 300);
+        assert_eq!(
+            *lines.last().unwrap(),
+            ":srv 366 me #big :End of /NAMES list"
+        );
+    }
+
+    #[test]
+    fn echoed_words_cannot_change_the_line_shape() {
+        assert_eq!(safe("a b"), "ab");
+        assert_eq!(safe(":x"), "x");
+        assert_eq!(safe(""), "*");
+        assert_eq!(safe(":"), "*");
+    }
+}

@@ -1,0 +1,495 @@
+//! The IRC front door over real sockets: exact numerics and their order, and IRC and line users
+//! sharing rooms.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, TestServer};
+
+/// Connects to the IRC listener and registers as `nick`, reading the whole welcome burst.
+fn register(server: &TestServer, nick: &str) -> Client {
+    let mut c = Client::connect(server.irc_addr.expect("IRC listener"));
+    c.send(&format!("NICK {nick}\r"));
+    c.send(&format!("USER {nick} 0 * :The {nick}\r"));
+    assert!(
+        c.line()
+            .starts_with(&format!(":pollchat 001 {nick} :Welcome"))
+    );
+    c.expect_prefix(":pollchat 422 ");
+    c
+}
+
+/// Sends a PING and reads up to its PONG: every line before it is returned, so a test can
+/// assert that nothing else (or exactly something) was sent to this client.
+fn sync(c: &mut Client) -> Vec<String> {
+    c.send("PING :sync");
+    let mut before = Vec::new();
+    loop {
+        let l = c.line();
+        if l == ":pollchat PONG pollchat :sync" {
+            return before;
+        }
+        before.push(l);
+    }
+}
+
+#[test]
+fn registration_burst_in_order() {
+    let server = TestServer::with(|c| c.motd = Some(vec!["be nice".into(), "have fun".into()]));
+    let mut c = Client::connect(server.irc_addr.unwrap());
+    c.send("NICK alice");
+    c.send("USER al 0 * :Alice Liddell");
+    let codes: Vec<String> = (0..13).map(|_| c.line()).collect();
+    let numerics: Vec<&str> = codes.iter().map(|l| l.split(' ').nth(1).unwrap()).collect();
+    let expected = [
+        "001", "002", "003", "004", "005", "251", "252", "254", "255", "375", "372", "372", "376",
+    ];
+    assert_eq!(numerics, expected, "{codes:#?}");
+    assert_eq!(
+        codes[0],
+        ":pollchat 001 alice :Welcome to the pollchat IRC network, alice!al@127.0.0.1"
+    );
+    for token in [
+        "CASEMAPPING=ascii",
+        "CHANTYPES=#",
+        "PREFIX=",
+        "NICKLEN=32",
+        "CHANNELLEN=50",
+        "TOPICLEN=300",
+        "NETWORK=pollchat",
+        "CHANMODES=",
+        "CHANLIMIT=#:32",
+        "AWAYLEN=300",
+        "UTF8ONLY",
+    ] {
+        assert!(codes[4].contains(token), "005 lacks {token}: {}", codes[4]);
+    }
+    assert_eq!(codes[10], ":pollchat 372 alice :- be nice");
+    assert_eq!(codes[12], ":pollchat 376 alice :End of /MOTD command");
+    assert!(sync(&mut c).is_empty());
+}
+
+#[test]
+fn cap_negotiation_pauses_registration_until_cap_end() {
+    let server = TestServer::start();
+    let mut c = Client::connect(server.irc_addr.unwrap());
+    c.send("CAP LS 302");
+    assert_eq!(
+        c.line(),
+        ":pollchat CAP * LS :echo-message message-tags multi-prefix server-time"
+    );
+    c.send("NICK bob");
+    c.send("USER bob 0 * :Bob");
+    c.send("CAP REQ :server-time bogus");
+    assert_eq!(c.line(), ":pollchat CAP * NAK :server-time bogus");
+    c.send("CAP REQ :server-time echo-message");
+    assert_eq!(c.line(), ":pollchat CAP * ACK :server-time echo-message");
+    c.send("CAP LIST");
+    assert_eq!(c.line(), ":pollchat CAP * LIST :echo-message server-time");
+    c.send("CAP FROB");
+    assert_eq!(c.line(), ":pollchat 410 * FROB :Invalid CAP command");
+    // Registration completes only now.
+    c.send("CAP END");
+    assert!(c.line().starts_with(":pollchat 001 bob "));
+    c.expect_prefix(":pollchat 422 bob");
+    // CAP works after registration too.
+    c.send("CAP REQ :-echo-message");
+    assert_eq!(c.line(), ":pollchat CAP bob ACK :-echo-message");
+    c.send("CAP LIST");
+    assert_eq!(c.line(), ":pollchat CAP bob LIST :server-time");
+}
+
+#[test]
+fn commands_before_registration_and_reregistration() {
+    let server = TestServer::start();
+    let mut c = Client::connect(server.irc_addr.unwrap());
+    c.send("JOIN #lobby");
+    assert_eq!(c.line(), ":pollchat 451 * :You have not registered");
+    c.send("NICK 9bad");
+    assert_eq!(c.line(), ":pollchat 432 * 9bad :Erroneous nickname");
+    c.send("NICK");
+    assert_eq!(c.line(), ":pollchat 431 * :No nickname given");
+    c.send("USER x");
+    assert_eq!(c.line(), ":pollchat 461 * USER :Not enough parameters");
+    let _taken = register(&server, "carol");
+    c.send("NICK Carol");
+    assert_eq!(
+        c.line(),
+        ":pollchat 433 * Carol :Nickname is already in use"
+    );
+    c.send("NICK dave");
+    c.send("USER dave 0 * :Dave");
+    assert!(c.line().starts_with(":pollchat 001 dave "));
+    c.expect_prefix(":pollchat 422 dave");
+    c.send("USER dave 0 * :Again");
+    assert_eq!(c.line(), ":pollchat 462 dave :You may not reregister");
+}
+
+#[test]
+fn a_server_password_is_required_when_configured() {
+    let server = TestServer::with(|c| c.irc_password = Some("sesame".into()));
+    let mut wrong = Client::connect(server.irc_addr.unwrap());
+    wrong.send("PASS guess");
+    wrong.send("NICK eve");
+    wrong.send("USER eve 0 * :Eve");
+    assert_eq!(
+        wrong.expect_closed(),
+        [
+            ":pollchat 464 * :Password incorrect",
+            "ERROR :Closing link: (bad password)"
+        ]
+    );
+    let mut missing = Client::connect(server.irc_addr.unwrap());
+    missing.send("NICK eve");
+    missing.send("USER eve 0 * :Eve");
+    assert_eq!(missing.line(), ":pollchat 464 * :Password incorrect");
+    let mut right = Client::connect(server.irc_addr.unwrap());
+    right.send("PASS sesame");
+    right.send("NICK eve");
+    right.send("USER eve 0 * :Eve");
+    assert!(right.line().starts_with(":pollchat 001 eve "));
+}
+
+#[test]
+fn join_answers_in_order_and_join_0_parts_all() {
+    let server = TestServer::start();
+    let mut alice = register(&server, "alice");
+    alice.send("JOIN #rust");
+    alice.send("TOPIC #rust :all things Rust");
+    assert_eq!(alice.line(), ":alice!alice@127.0.0.1 JOIN #rust");
+    assert_eq!(alice.line(), ":pollchat 353 alice = #rust :alice");
+    assert_eq!(
+        alice.line(),
+        ":pollchat 366 alice #rust :End of /NAMES list"
+    );
+    assert_eq!(
+        alice.line(),
+        ":alice!alice@127.0.0.1 TOPIC #rust :all things Rust"
+    );
+    let mut bob = register(&server, "bob");
+    bob.send("JOIN #rust,#lobby");
+    assert_eq!(bob.line(), ":bob!bob@127.0.0.1 JOIN #rust");
+    assert_eq!(bob.line(), ":pollchat 332 bob #rust :all things Rust");
+    let l = bob.line();
+    assert!(l.starts_with(":pollchat 333 bob #rust alice 1"), "{l}");
+    assert_eq!(bob.line(), ":pollchat 353 bob = #rust :alice bob");
+    assert_eq!(bob.line(), ":pollchat 366 bob #rust :End of /NAMES list");
+    assert_eq!(bob.line(), ":bob!bob@127.0.0.1 JOIN #lobby");
+    assert_eq!(bob.line(), ":pollchat 353 bob = #lobby :bob");
+    assert_eq!(bob.line(), ":pollchat 366 bob #lobby :End of /NAMES list");
+    assert_eq!(alice.line(), ":bob!bob@127.0.0.1 JOIN #rust");
+    bob.send("JOIN 0");
+    assert_eq!(bob.line(), ":bob!bob@127.0.0.1 PART #rust");
+    assert_eq!(bob.line(), ":bob!bob@127.0.0.1 PART #lobby");
+    assert_eq!(alice.line(), ":bob!bob@127.0.0.1 PART #rust");
+    assert!(sync(&mut bob).is_empty());
+}
+
+#[test]
+fn irc_and_line_users_share_rooms_nicks_and_quits() {
+    let server = TestServer::start();
+    let mut line = server.join_as("liner", &mut []);
+    let mut irc = register(&server, "ircer");
+    irc.send("JOIN #lobby");
+    assert_eq!(line.line(), "JOIN #lobby ircer");
+    irc.expect_prefix(":pollchat 366 ircer #lobby");
+
+    // Room messages both ways, actions included.
+    line.send("hello from the line");
+    assert_eq!(
+        irc.line(),
+        ":liner!line@127.0.0.1 PRIVMSG #lobby :hello from the line"
+    );
+    line.send("/me waves");
+    assert_eq!(
+        irc.line(),
+        ":liner!line@127.0.0.1 PRIVMSG #lobby :\u{1}ACTION waves\u{1}"
+    );
+    irc.send("PRIVMSG #lobby :hello from IRC");
+    assert_eq!(line.line(), "MSG #lobby <ircer> hello from IRC");
+    irc.send("PRIVMSG #lobby :\u{1}ACTION bows\u{1}");
+    assert_eq!(line.line(), "MSG #lobby * ircer bows");
+    irc.send("NOTICE #lobby :a notice");
+    assert_eq!(line.line(), "MSG #lobby -ircer- a notice");
+
+    // Private messages both ways; nicks are one namespace.
+    line.send("/msg IRCER psst");
+    assert_eq!(irc.line(), ":liner!line@127.0.0.1 PRIVMSG ircer :psst");
+    irc.send("PRIVMSG liner :psst back");
+    assert_eq!(line.line(), "PRIV <ircer> psst back");
+    irc.send("NICK liner");
+    assert_eq!(
+        irc.line(),
+        ":pollchat 433 ircer liner :Nickname is already in use"
+    );
+
+    // Nick changes and quits are seen in both protocols, once.
+    irc.send("NICK ircy");
+    assert_eq!(irc.line(), ":ircer!ircer@127.0.0.1 NICK :ircy");
+    assert_eq!(line.line(), "NICK ircer ircy");
+    line.send("/nick lina");
+    assert_eq!(irc.line(), ":liner!line@127.0.0.1 NICK :lina");
+    line.send("/quit off now");
+    assert_eq!(irc.line(), ":lina!line@127.0.0.1 QUIT :quit: off now");
+    let mut line2 = server.join_as("watcher", &mut []);
+    let joined = irc.line();
+    assert!(
+        joined.starts_with(":guest") && joined.ends_with("!line@127.0.0.1 JOIN #lobby"),
+        "{joined}"
+    );
+    assert!(irc.line().ends_with("!line@127.0.0.1 NICK :watcher"));
+    irc.send("QUIT :bye");
+    assert_eq!(irc.expect_closed(), ["ERROR :Closing link: (quit: bye)"]);
+    assert_eq!(line2.line(), "QUIT ircy quit: bye");
+}
+
+#[test]
+fn echo_message_and_server_time() {
+    let server = TestServer::with(|c| c.history = 10);
+    let mut line = server.join_as("liner", &mut []);
+    line.send("before anyone from IRC came");
+    line.sync();
+    let mut c = Client::connect(server.irc_addr.unwrap());
+    c.send("CAP REQ :echo-message server-time");
+    assert_eq!(c.line(), ":pollchat CAP * ACK :echo-message server-time");
+    c.send("CAP END");
+    c.send("NICK timed");
+    c.send("USER timed 0 * :T");
+    c.expect_prefix(":pollchat 422 timed");
+    c.send("JOIN #lobby");
+    c.expect_prefix(":pollchat 366 timed #lobby");
+    // History replayed with the original time.
+    let h = c.line();
+    assert!(
+        h.starts_with("@time=20")
+            && h.ends_with(" :liner!line@127.0.0.1 PRIVMSG #lobby :before anyone from IRC came"),
+        "{h}"
+    );
+    // Own messages come back (echo-message), tagged like everyone's.
+    c.send("PRIVMSG #lobby :echo me");
+    let e = c.line();
+    assert!(
+        e.starts_with("@time=20") && e.ends_with(" :timed!timed@127.0.0.1 PRIVMSG #lobby :echo me"),
+        "{e}"
+    );
+    assert_eq!(line.expect_prefix("MSG"), "MSG #lobby <timed> echo me");
+    // A client without server-time gets no replay.
+    let mut plain = register(&server, "plain");
+    plain.send("JOIN #lobby");
+    plain.expect_prefix(":pollchat 366 plain #lobby");
+    assert!(sync(&mut plain).is_empty());
+}
+
+#[test]
+fn queries_names_list_who_whois_away_ison_userhost() {
+    let server = TestServer::start();
+    let mut a = register(&server, "alice");
+    let mut b = register(&server, "bob");
+    a.send("JOIN #x");
+    a.expect_prefix(":pollchat 366");
+    b.send("JOIN #x");
+    b.expect_prefix(":pollchat 366");
+    a.line(); // bob's join
+    b.send("AWAY :lunch");
+    assert_eq!(
+        b.line(),
+        ":pollchat 306 bob :You have been marked as being away"
+    );
+    a.send("PRIVMSG bob :there?");
+    assert_eq!(a.line(), ":pollchat 301 alice bob :lunch");
+    a.send("NOTICE bob :no auto-reply to notices");
+    assert!(sync(&mut a).is_empty());
+    assert_eq!(b.line(), ":alice!alice@127.0.0.1 PRIVMSG bob :there?");
+    assert_eq!(
+        b.line(),
+        ":alice!alice@127.0.0.1 NOTICE bob :no auto-reply to notices"
+    );
+
+    a.send("NAMES #x");
+    assert_eq!(a.line(), ":pollchat 353 alice = #x :alice bob");
+    assert_eq!(a.line(), ":pollchat 366 alice #x :End of /NAMES list");
+    a.send("WHO #x");
+    assert_eq!(
+        a.line(),
+        ":pollchat 352 alice #x alice 127.0.0.1 pollchat alice H :0 The alice"
+    );
+    assert_eq!(
+        a.line(),
+        ":pollchat 352 alice #x bob 127.0.0.1 pollchat bob G :0 The bob"
+    );
+    assert_eq!(a.line(), ":pollchat 315 alice #x :End of /WHO list");
+    a.send("WHOIS bob");
+    assert_eq!(a.line(), ":pollchat 311 alice bob bob 127.0.0.1 * :The bob");
+    assert_eq!(a.line(), ":pollchat 312 alice bob pollchat :pollchat");
+    assert_eq!(a.line(), ":pollchat 319 alice bob :#x");
+    assert_eq!(a.line(), ":pollchat 301 alice bob :lunch");
+    assert!(a.line().starts_with(":pollchat 317 alice bob "));
+    assert_eq!(a.line(), ":pollchat 318 alice bob :End of /WHOIS list");
+    a.send("LIST");
+    assert_eq!(a.line(), ":pollchat 321 alice Channel :Users  Name");
+    assert_eq!(a.line(), ":pollchat 322 alice #lobby 0 :");
+    assert_eq!(a.line(), ":pollchat 322 alice #x 2 :");
+    assert_eq!(a.line(), ":pollchat 323 alice :End of /LIST");
+    a.send("ISON bob nobody ALICE");
+    assert_eq!(a.line(), ":pollchat 303 alice :bob alice");
+    a.send("USERHOST bob alice");
+    assert_eq!(
+        a.line(),
+        ":pollchat 302 alice :bob=-bob@127.0.0.1 alice=+alice@127.0.0.1"
+    );
+    b.send("AWAY");
+    assert_eq!(
+        b.line(),
+        ":pollchat 305 bob :You are no longer marked as being away"
+    );
+    a.send("LUSERS");
+    assert_eq!(
+        a.line(),
+        ":pollchat 251 alice :There are 2 users and 0 invisible on 1 servers"
+    );
+    sync(&mut a);
+}
+
+#[test]
+fn mode_queries_are_answered_and_changes_refused() {
+    let server = TestServer::start();
+    let mut a = register(&server, "alice");
+    a.send("JOIN #m");
+    a.expect_prefix(":pollchat 366");
+    a.send("MODE #m");
+    assert_eq!(a.line(), ":pollchat 324 alice #m +");
+    assert!(a.line().starts_with(":pollchat 329 alice #m 1"));
+    a.send("MODE #m b");
+    assert_eq!(a.line(), ":pollchat 368 alice #m :End of channel ban list");
+    a.send("MODE #m +o alice");
+    assert_eq!(
+        a.line(),
+        ":pollchat 482 alice #m :You're not channel operator"
+    );
+    a.send("MODE alice +i");
+    assert_eq!(a.line(), ":pollchat 221 alice +");
+    a.send("MODE #nowhere");
+    assert_eq!(a.line(), ":pollchat 403 alice #nowhere :No such channel");
+}
+
+#[test]
+fn error_numerics() {
+    let server = TestServer::start();
+    let mut a = register(&server, "alice");
+    let _b = register(&server, "bob");
+    let cases = [
+        (
+            "PRIVMSG nobody :hi",
+            ":pollchat 401 alice nobody :No such nick/channel",
+        ),
+        (
+            "PRIVMSG #nowhere :hi",
+            ":pollchat 403 alice #nowhere :No such channel",
+        ),
+        (
+            "PRIVMSG #lobby :hi",
+            ":pollchat 404 alice #lobby :Cannot send to channel",
+        ),
+        (
+            "PRIVMSG",
+            ":pollchat 411 alice :No recipient given (PRIVMSG)",
+        ),
+        ("PRIVMSG bob", ":pollchat 412 alice :No text to send"),
+        ("FROB x", ":pollchat 421 alice FROB :Unknown command"),
+        ("NICK", ":pollchat 431 alice :No nickname given"),
+        ("NICK 9x", ":pollchat 432 alice 9x :Erroneous nickname"),
+        (
+            "NICK bob",
+            ":pollchat 433 alice bob :Nickname is already in use",
+        ),
+        (
+            "PART #lobby",
+            ":pollchat 442 alice #lobby :You're not on that channel",
+        ),
+        ("TOPIC", ":pollchat 461 alice TOPIC :Not enough parameters"),
+        ("JOIN bad", ":pollchat 403 alice bad :No such channel"),
+        (
+            "USER a b c d",
+            ":pollchat 462 alice :You may not reregister",
+        ),
+    ];
+    for (sent, expected) in cases {
+        a.send(sent);
+        assert_eq!(a.line(), expected, "after {sent}");
+    }
+}
+
+#[test]
+fn bad_lines_are_refused_and_the_connection_stays() {
+    let server = TestServer::start();
+    let mut a = register(&server, "alice");
+    let mut line = server.join_as("liner", &mut []);
+    a.send("JOIN #lobby");
+    a.expect_prefix(":pollchat 366");
+    line.line(); // alice's join
+    a.send(&format!("PRIVMSG #lobby :{}", "x".repeat(600)));
+    assert_eq!(a.line(), ":pollchat 417 alice :Input line was too long");
+    a.send_raw(b"PRIVMSG #lobby :caf\xe9\r\n");
+    assert_eq!(
+        a.line(),
+        "FAIL PRIVMSG INVALID_UTF8 :Message rejected: this server only accepts UTF-8"
+    );
+    a.send_raw(b"PRIVMSG #lobby :nul\0byte\r\n");
+    assert_eq!(
+        a.line(),
+        "FAIL PRIVMSG INVALID_TEXT :Message rejected: it contains a NUL byte"
+    );
+    a.send_raw(b"\r\n\n");
+    // A bare CR inside a message is refused: it could split the line for someone else.
+    a.send_raw(b"PRIVMSG #lobby :one\rMSG #lobby <liner> forged\r\n");
+    assert_eq!(
+        a.line(),
+        "FAIL * INVALID_TEXT :text may not contain CR, LF or NUL"
+    );
+    // Formatting codes are fine for IRC, and reach line users without control characters.
+    a.send("PRIVMSG #lobby :\u{2}bold\u{2} move");
+    assert_eq!(line.line(), "MSG #lobby <alice> bold move");
+    a.send("PRIVMSG #lobby :still here");
+    assert_eq!(line.line(), "MSG #lobby <alice> still here");
+}
+
+#[test]
+fn silent_clients_are_pinged_then_timed_out() {
+    let server = TestServer::with(|c| {
+        c.irc_ping_after = Duration::from_millis(200);
+        c.irc_ping_timeout = Duration::from_millis(600);
+        c.flood_rate = 0.0;
+    });
+    let mut line = server.join_as("liner", &mut []);
+    let mut a = register(&server, "alice");
+    a.send("JOIN #lobby");
+    a.expect_prefix(":pollchat 366");
+    assert_eq!(line.line(), "JOIN #lobby alice");
+    // Answering the PING keeps the client.
+    assert_eq!(a.line(), "PING :pollchat");
+    a.send("PONG :pollchat");
+    assert_eq!(a.line(), "PING :pollchat");
+    // Not answering ends it; its rooms are told in both protocols.
+    assert_eq!(a.expect_closed(), ["ERROR :Closing link: (ping timeout)"]);
+    assert_eq!(line.line(), "QUIT alice ping timeout");
+}
+
+#[test]
+fn unregistered_clients_are_closed_after_the_deadline() {
+    let server = TestServer::with(|c| c.irc_register_timeout = Duration::from_millis(200));
+    let mut c = Client::connect(server.irc_addr.unwrap());
+    c.send("NICK slowpoke");
+    assert_eq!(
+        c.expect_closed(),
+        ["ERROR :Closing link: (registration timeout)"]
+    );
+}
+
+#[test]
+fn limits_apply_to_irc_connections_too() {
+    let server = TestServer::with(|c| c.max_clients = 1);
+    let _a = register(&server, "alice");
+    let mut b = Client::connect(server.irc_addr.unwrap());
+    assert_eq!(b.expect_closed(), ["ERROR :Closing link: (server full)"]);
+}
