@@ -62,7 +62,8 @@ const READ_CHUNK: usize = 16 * 1024;
 const READS_PER_TURN: usize = 4;
 /// Lines handled per connection per turn before the loop moves on to other connections.
 const LINES_PER_TURN: usize = 128;
-/// How often free heap memory is handed back to the kernel.
+/// How long after clients come and go, and after the last socket event, free heap memory is
+/// handed back to the kernel.
 const TRIM_EVERY: Duration = Duration::from_secs(5);
 /// Pause before accepting again when no file descriptor can be had even for the reserve.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -122,6 +123,8 @@ pub struct Server {
     started_ms: Millis,
     /// A Trim timer is pending.
     trim_armed: bool,
+    /// The last turn that had socket events.
+    last_busy: Instant,
     /// The timer heap's size after its last compaction.
     compacted_len: usize,
 }
@@ -168,6 +171,7 @@ impl Server {
             now_ms: wall_ms(),
             started_ms: wall_ms(),
             trim_armed: false,
+            last_busy: Instant::now(),
             compacted_len: 0,
             config,
         })
@@ -267,6 +271,9 @@ impl Server {
 
     fn handle_events(&mut self, now: Instant) {
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        if !events.is_empty() {
+            self.last_busy = now;
+        }
         for event in events.iter() {
             match event.token() {
                 WAKER => {
@@ -928,8 +935,14 @@ impl Server {
                 continue;
             }
             if kind == TimerKind::Trim {
-                self.trim_armed = false;
-                release_free_memory();
+                // Walking the heap takes milliseconds: never while clients are chatting, where
+                // it would show as a latency spike. A busy server keeps its memory anyway.
+                if now.saturating_duration_since(self.last_busy) < TRIM_EVERY {
+                    self.timers.push(now + TRIM_EVERY, TimerKind::Trim, 0, 0);
+                } else {
+                    self.trim_armed = false;
+                    release_free_memory();
+                }
                 continue;
             }
             let Some(conn) = self.conns.get_mut(key) else {
