@@ -124,8 +124,8 @@ struct ServeArgs {
     idle_timeout: u64,
     /// --io threads-direct only (it has no send queue): seconds a write into a client's socket
     /// may wait for the kernel to take a byte before that client is disconnected as a slow
-    /// consumer; every other client waits as long
-    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    /// consumer; every other client waits as long (0.001 to 3600)
+    #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = write_timeout)]
     write_timeout: f64,
     /// Log level: error, warn, info, debug or trace
     #[arg(long, default_value = "info", conflicts_with_all = ["verbose", "quiet"])]
@@ -181,10 +181,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         (false, _) => LevelFilter::Trace,
     };
     init_logging(level);
-    let Ok(write_timeout) = Duration::try_from_secs_f64(args.write_timeout) else {
-        error!("--write-timeout must be a number of seconds, 0 or more");
-        return ExitCode::FAILURE;
-    };
+    let write_timeout = Duration::from_secs_f64(args.write_timeout);
     let nofile = match limits::raise_nofile() {
         Ok(n) => n,
         Err(e) => {
@@ -285,6 +282,16 @@ fn address(s: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("{s}: {e}"))?
         .next()
         .ok_or_else(|| format!("{s}: no address"))
+}
+
+/// Never 0: without a timeout a stuck write under the lock would wait forever, shutdown too.
+fn write_timeout(s: &str) -> Result<f64, String> {
+    let secs: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.001..=3600.0).contains(&secs) {
+        Ok(secs)
+    } else {
+        Err("must be between 0.001 and 3600 seconds".into())
+    }
 }
 
 fn flood_rate(s: &str) -> Result<f64, String> {

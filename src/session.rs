@@ -41,7 +41,9 @@ impl Reason {
     /// How the departure is shown to others.
     pub fn text(&self) -> String {
         match self {
-            Reason::Quit(Some(r)) => format!("quit: {r}"),
+            // Cleaned and cut like every label: it goes into other users' lines, our ERROR/BYE
+            // line and the log.
+            Reason::Quit(Some(r)) => format!("quit: {}", crate::core::names::label(r)),
             Reason::Quit(None) => "quit".into(),
             Reason::Closed => "connection closed".into(),
             Reason::Lost => "connection lost".into(),

@@ -493,3 +493,33 @@ fn limits_apply_to_irc_connections_too() {
     let mut b = Client::connect(server.irc_addr.unwrap());
     assert_eq!(b.expect_closed(), ["ERROR :Closing link: (server full)"]);
 }
+
+#[test]
+fn notices_and_tag_messages_are_never_answered_with_errors() {
+    let server = TestServer::start();
+    let mut a = register(&server, "alice");
+    a.send("NOTICE nobody :x");
+    a.send("NOTICE #nowhere :x");
+    a.send("NOTICE");
+    a.send("@+typing=active TAGMSG #lobby");
+    assert!(sync(&mut a).is_empty());
+}
+
+#[test]
+fn queries_about_what_does_not_exist_still_end_their_lists() {
+    let server = TestServer::start();
+    let mut a = register(&server, "alice");
+    a.send("WHOIS ghost");
+    assert_eq!(a.line(), ":pollchat 401 alice ghost :No such nick/channel");
+    assert_eq!(a.line(), ":pollchat 318 alice ghost :End of /WHOIS list");
+    a.send("WHO ghost");
+    assert_eq!(a.line(), ":pollchat 315 alice ghost :End of /WHO list");
+    a.send("NAMES #ghosts");
+    assert_eq!(a.line(), ":pollchat 366 alice #ghosts :End of /NAMES list");
+    // A control character sent in a PING token is not echoed back.
+    a.send_raw(b"PING :a\x01b\r\n");
+    assert_eq!(a.line(), ":pollchat PONG pollchat :ab");
+    // A line that is only a source prefix has no command: it is ignored.
+    a.send(":alice");
+    assert!(sync(&mut a).is_empty());
+}

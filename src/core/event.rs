@@ -351,6 +351,24 @@ impl Outbox {
         self.events.is_empty()
     }
 
+    /// How many events are queued: a mark for [`Outbox::drop_errors_since`].
+    pub fn mark(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Removes the error events queued after `mark` (for commands that must never be answered
+    /// with an error, like IRC's NOTICE).
+    pub fn drop_errors_since(&mut self, mark: usize) {
+        let mut i = mark;
+        while i < self.events.len() {
+            if matches!(self.events[i].0, Event::Error(_)) {
+                self.events.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     pub fn clear(&mut self) {
         self.events.clear();
         self.to.clear();

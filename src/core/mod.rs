@@ -171,6 +171,11 @@ impl Core {
         self.users.get(&id).map(|u| &u.source.nick)
     }
 
+    /// Whether a room of that name (compared case-insensitively) exists.
+    pub fn room_exists(&self, name: &str) -> bool {
+        self.room_keys.contains_key(&fold(name))
+    }
+
     /// Whether a nick (compared case-insensitively) belongs to someone.
     pub fn nick_in_use(&self, nick: &str) -> bool {
         self.nicks.contains_key(&fold(nick))
@@ -250,7 +255,7 @@ impl Core {
             }
             Command::Who { target, listing } => {
                 let key = self.target_room(id, target.as_deref(), false)?;
-                out.send(id, self.names(key, listing));
+                out.send(id, self.names(key, listing, id));
                 Ok(())
             }
             Command::Lookup { nicks, listing } => {
@@ -479,7 +484,7 @@ impl Core {
                 },
             );
         }
-        out.send(id, self.names(key, Listing::Join));
+        out.send(id, self.names(key, Listing::Join, id));
         for h in self.rooms[key].history() {
             let event = Event::History {
                 room: name.clone(),
@@ -587,18 +592,20 @@ impl Core {
         }
     }
 
-    fn names(&self, key: usize, listing: Listing) -> Event {
+    /// The members of a room as `asker` is shown them: all of them, or on joining a big room
+    /// the first `big_room - 1` others and the asker itself.
+    fn names(&self, key: usize, listing: Listing, asker: ClientId) -> Event {
         let room = &self.rooms[key];
-        let shown = match listing {
-            Listing::Join => self.limits.big_room,
-            _ => usize::MAX,
-        };
-        let mut members: Vec<Member> = room
-            .members
-            .iter()
-            .take(shown)
-            .map(|&m| self.member(m))
-            .collect();
+        let mut members: Vec<Member> =
+            if listing == Listing::Join && room.members.len() > self.limits.big_room {
+                let others = room.members.iter().filter(|&&m| m != asker);
+                let shown = others
+                    .take(self.limits.big_room.saturating_sub(1))
+                    .chain([&asker]);
+                shown.map(|&m| self.member(m)).collect()
+            } else {
+                room.members.iter().map(|&m| self.member(m)).collect()
+            };
         // Compared in place: no folded copy of every nick for every listing.
         // (Nicks are unique case-insensitively, so there are no ties.)
         members.sort_unstable_by(|a, b| {

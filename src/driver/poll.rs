@@ -62,7 +62,8 @@ const READ_CHUNK: usize = 16 * 1024;
 const READS_PER_TURN: usize = 4;
 /// Lines handled per connection per turn before the loop moves on to other connections.
 const LINES_PER_TURN: usize = 128;
-/// How often free heap memory is handed back to the kernel.
+/// How long after clients come and go, and after the last socket event, free heap memory is
+/// handed back to the kernel.
 const TRIM_EVERY: Duration = Duration::from_secs(5);
 /// Pause before accepting again when no file descriptor can be had even for the reserve.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -120,6 +121,12 @@ pub struct Server {
     now_ms: Millis,
     /// When the server started (IRC's 003).
     started_ms: Millis,
+    /// A Trim timer is pending.
+    trim_armed: bool,
+    /// The last turn that had socket events.
+    last_busy: Instant,
+    /// The timer heap's size after its last compaction.
+    compacted_len: usize,
 }
 
 impl Server {
@@ -163,6 +170,9 @@ impl Server {
             next_serial: 0,
             now_ms: wall_ms(),
             started_ms: wall_ms(),
+            trim_armed: false,
+            last_busy: Instant::now(),
+            compacted_len: 0,
             config,
         })
     }
@@ -217,8 +227,6 @@ impl Server {
         for addr in self.irc_addrs() {
             info!("listening for IRC on {addr}");
         }
-        self.timers
-            .push(Instant::now() + TRIM_EVERY, TimerKind::Trim, 0, 0);
         loop {
             let timeout = self.poll_timeout(Instant::now());
             if let Err(e) = self.poll.poll(&mut self.events, timeout) {
@@ -263,6 +271,9 @@ impl Server {
 
     fn handle_events(&mut self, now: Instant) {
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        if !events.is_empty() {
+            self.last_busy = now;
+        }
         for event in events.iter() {
             match event.token() {
                 WAKER => {
@@ -389,6 +400,7 @@ impl Server {
         let proto = Proto::new(protocol);
         entry.insert(Connection::new(stream, peer, serial, bucket, proto, now));
         *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
+        self.arm_trim(now);
         match protocol {
             Protocol::Line => {
                 let (greeting, nick) = session::welcome(
@@ -644,7 +656,11 @@ impl Server {
         if !conn.is_open() {
             return;
         }
-        if conn.out.len() + bytes.len() > self.config.max_sendq {
+        // A client is a slow consumer when what it has not taken yet, plus this chunk, is over
+        // the limit. A chunk into an empty queue always goes in: one reply bigger than the limit
+        // (a long /who or LIST) says nothing about how the client reads.
+        let over = |queued: usize| queued > 0 && queued + bytes.len() > self.config.max_sendq;
+        if over(conn.out.len()) {
             // Over the limit only counts once the client has had its chance: write what its
             // socket takes now (a burst from many senders within one turn is no reason to
             // disconnect a client that reads), and judge what is left.
@@ -660,7 +676,7 @@ impl Server {
                     return;
                 }
             }
-            if conn.out.len() + bytes.len() > self.config.max_sendq {
+            if over(conn.out.len()) {
                 self.over_sendq(key);
                 return;
             }
@@ -808,6 +824,7 @@ impl Server {
     fn remove(&mut self, key: usize) {
         let mut conn = self.conns.remove(key);
         let _ = self.poll.registry().deregister(&mut conn.stream);
+        self.arm_trim(Instant::now());
         if let Some(n) = self.per_ip.get_mut(&conn.peer.ip()) {
             *n -= 1;
             if *n == 0 {
@@ -883,13 +900,28 @@ impl Server {
     }
 
     /// Keeps the timer heap proportional to the number of connections.
+    /// Keeps the timer heap proportional to the number of connections. Live connections can
+    /// have a few timers each, so after a compaction the next one waits until the heap has
+    /// doubled again: never a scan per turn that removes nothing.
     fn compact_timers(&mut self) {
-        if self.timers.len() > 2 * self.conns.len() + 1024 {
+        let threshold = (2 * self.conns.len() + 1024).max(self.compacted_len * 2);
+        if self.timers.len() > threshold {
             let conns = &self.conns;
             self.timers.retain(|kind, key, serial| {
                 matches!(kind, TimerKind::AcceptResume | TimerKind::Trim)
                     || conns.get(key).is_some_and(|c| c.serial == serial)
             });
+            self.compacted_len = self.timers.len();
+        }
+    }
+
+    /// Schedules handing free memory back to the kernel a little later, once: after clients
+    /// come and go (bursts of output and state are freed then). An idle server is never woken
+    /// for it.
+    fn arm_trim(&mut self, now: Instant) {
+        if !self.trim_armed {
+            self.trim_armed = true;
+            self.timers.push(now + TRIM_EVERY, TimerKind::Trim, 0, 0);
         }
     }
 
@@ -903,8 +935,14 @@ impl Server {
                 continue;
             }
             if kind == TimerKind::Trim {
-                release_free_memory();
-                self.timers.push(now + TRIM_EVERY, TimerKind::Trim, 0, 0);
+                // Walking the heap takes milliseconds: never while clients are chatting, where
+                // it would show as a latency spike. A busy server keeps its memory anyway.
+                if now.saturating_duration_since(self.last_busy) < TRIM_EVERY {
+                    self.timers.push(now + TRIM_EVERY, TimerKind::Trim, 0, 0);
+                } else {
+                    self.trim_armed = false;
+                    release_free_memory();
+                }
                 continue;
             }
             let Some(conn) = self.conns.get_mut(key) else {

@@ -59,7 +59,7 @@ use crate::framer::{Frame, LineFramer};
 use crate::net::flood::TokenBucket;
 use crate::net::outq::OutQueue;
 use crate::net::sendq::{Chunk, SendChannel, Take};
-use crate::protocol::line;
+use crate::protocol::{line, telnet};
 use crate::session::{self, Protocol, Reason, Step};
 
 const WAKER: Token = Token(usize::MAX - 1);
@@ -641,7 +641,22 @@ impl Reader {
             match (&self.conn.stream).read(&mut buf) {
                 Ok(0) => return self.end_of_stream(),
                 Ok(n) => {
-                    if !self.handle_input(&buf[..n]) {
+                    let data = &buf[..n];
+                    let handled = if data.contains(&telnet::IAC) {
+                        // As in the loop: telnet's negotiation is refused and stripped.
+                        let (mut text, mut replies) = (Vec::with_capacity(n), Vec::new());
+                        telnet::filter(data, &mut text, &mut replies);
+                        if !replies.is_empty() {
+                            let id = self.conn.id;
+                            let mut st = self.shared.lock();
+                            st.enqueue(id, &replies.into());
+                            st.apply_closes();
+                        }
+                        self.handle_input(&text)
+                    } else {
+                        self.handle_input(data)
+                    };
+                    if !handled {
                         return;
                     }
                 }

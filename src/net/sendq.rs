@@ -90,7 +90,9 @@ impl SendChannel {
         if inner.end != End::Open {
             return Ok(());
         }
-        if inner.unwritten + chunk.len() > self.limit {
+        // As in the loop, a chunk into an empty queue always goes in: one reply bigger than the
+        // limit says nothing about how the client reads.
+        if inner.unwritten > 0 && inner.unwritten + chunk.len() > self.limit {
             return Err(Full);
         }
         inner.unwritten += chunk.len();

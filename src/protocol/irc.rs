@@ -146,7 +146,7 @@ pub fn render_close(reason: &str) -> Vec<u8> {
 pub fn isupport(max_rooms: usize) -> String {
     format!(
         "CASEMAPPING=ascii CHANTYPES=# PREFIX=() NICKLEN={NICK_MAX} CHANNELLEN={ROOM_MAX} \
-         TOPICLEN={LABEL_MAX} AWAYLEN={LABEL_MAX} KICKLEN={LABEL_MAX} NETWORK=pollchat \
+         TOPICLEN={LABEL_MAX} AWAYLEN={LABEL_MAX} NETWORK=pollchat \
          CHANMODES=,,, CHANLIMIT=#:{max_rooms} UTF8ONLY"
     )
 }
@@ -412,12 +412,8 @@ pub fn safe(word: &str) -> String {
         .chars()
         .filter(|c| !c.is_whitespace() && !c.is_control())
         .collect();
-    match w.strip_prefix(':') {
-        _ if w.is_empty() => "*".into(),
-        Some(rest) if !rest.is_empty() => rest.into(),
-        Some(_) => "*".into(),
-        None => w,
-    }
+    let w = w.trim_start_matches(':');
+    if w.is_empty() { "*".into() } else { w.into() }
 }
 
 #[cfg(test)]
@@ -518,5 +514,6 @@ mod tests {
         assert_eq!(safe(":x"), "x");
         assert_eq!(safe(""), "*");
         assert_eq!(safe(":"), "*");
+        assert_eq!(safe("::x"), "x");
     }
 }

@@ -240,7 +240,10 @@ impl IrcSession {
                 }
             }
             "PING" => match p.first() {
-                Some(token) => o.raw(format_args!(":{0} PONG {0} :{token}", ctx.server)),
+                Some(token) => {
+                    let token: String = token.chars().filter(|c| !c.is_control()).collect();
+                    o.raw(format_args!(":{0} PONG {0} :{token}", ctx.server))
+                }
                 None => o.numeric("409", format_args!(":No origin specified")),
             },
             "PONG" => {}
@@ -275,16 +278,22 @@ impl IrcSession {
             "PRIVMSG" | "NOTICE" => {
                 let notice = cmd == "NOTICE";
                 let Some(targets) = p.first().filter(|t| !t.is_empty()) else {
-                    o.numeric("411", format_args!(":No recipient given ({cmd})"));
+                    if !notice {
+                        o.numeric("411", format_args!(":No recipient given ({cmd})"));
+                    }
                     return None;
                 };
                 let Some(text) = p.get(1).filter(|t| !t.is_empty()) else {
-                    o.numeric("412", format_args!(":No text to send"));
+                    if !notice {
+                        o.numeric("412", format_args!(":No text to send"));
+                    }
                     return None;
                 };
                 let (text, kind) = irc::split_action(text);
                 let kind = if notice { MsgKind::Notice } else { kind };
                 let echo = self.caps.echo;
+                // A NOTICE is never answered with an error (RFC 2812 3.3.2).
+                let mark = out.mark();
                 for target in targets.split(',').filter(|t| !t.is_empty()) {
                     let text = text.to_string();
                     run!(if target.starts_with('#') {
@@ -303,7 +312,13 @@ impl IrcSession {
                         }
                     });
                 }
+                if notice {
+                    out.drop_errors_since(mark);
+                }
             }
+            // Tag-only messages (typing notifications…): accepted, and, as no client tag is
+            // relayed, delivered to nobody.
+            "TAGMSG" => {}
             "TOPIC" => {
                 if need(o, 1) {
                     let text = p.get(1).map(|t| t.to_string());
@@ -317,16 +332,25 @@ impl IrcSession {
                 None => o.numeric("366", format_args!("* :End of /NAMES list")),
                 Some(rooms) => {
                     for room in rooms.split(',').filter(|r| !r.is_empty()) {
-                        run!(Command::Who {
-                            target: Some(room.to_string()),
-                            listing: Listing::Names
-                        });
+                        if core.room_exists(room) {
+                            run!(Command::Who {
+                                target: Some(room.to_string()),
+                                listing: Listing::Names
+                            });
+                        } else {
+                            let room = irc::safe(room);
+                            o.numeric("366", format_args!("{room} :End of /NAMES list"));
+                        }
                     }
                 }
             },
             "LIST" => run!(Command::Rooms),
             "WHO" => match p.first().filter(|m| !matches!(**m, "" | "*" | "0")) {
                 None => o.numeric("315", format_args!("* :End of /WHO list")),
+                // A mask that matches nothing gets just the end of the list.
+                Some(mask) if !core.room_exists(mask) && !core.nick_in_use(mask) => {
+                    o.numeric("315", format_args!("{} :End of /WHO list", irc::safe(mask)))
+                }
                 Some(mask) => run!(Command::Who {
                     target: Some(mask.to_string()),
                     listing: Listing::Who
@@ -334,9 +358,16 @@ impl IrcSession {
             },
             "WHOIS" => match p.last() {
                 None => o.numeric("431", format_args!(":No nickname given")),
-                Some(nick) => run!(Command::Whois(
-                    nick.split(',').next().unwrap_or("").to_string()
-                )),
+                Some(nicks) => {
+                    let nick = nicks.split(',').next().unwrap_or("");
+                    if core.nick_in_use(nick) {
+                        run!(Command::Whois(nick.to_string()));
+                    } else {
+                        let nick = irc::safe(nick);
+                        o.numeric("401", format_args!("{nick} :No such nick/channel"));
+                        o.numeric("318", format_args!("{nick} :End of /WHOIS list"));
+                    }
+                }
             },
             "AWAY" => run!(Command::Away(
                 p.first().filter(|m| !m.is_empty()).map(|m| m.to_string())
