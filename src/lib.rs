@@ -32,7 +32,11 @@
 //! - [`client`]: `pollchat connect`, a terminal client that is itself one mio loop over stdin
 //!   and the socket.
 //! - [`limits`]: raising RLIMIT_NOFILE and deriving `--max-clients` from it.
+//! - [`bench`]: `pollchat bench`, the load generator (itself one mio loop on one thread): payloads
+//!   and line parsing, delivery and latency accounting, the step search, the server process and
+//!   `/proc`, the report and the SVG chart drawn by `cargo bench`.
 
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod core;

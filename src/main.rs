@@ -1,4 +1,5 @@
-//! The `pollchat` command: `serve` runs the server, `connect` the terminal client.
+//! The `pollchat` command: `serve` runs the server, `connect` the terminal client, `bench` the
+//! load generator.
 //!
 //! This file only turns flags into a [`Config`] and sets up logging; everything else lives in the
 //! library (see `src/lib.rs` for the map).
@@ -13,7 +14,7 @@ use log::{LevelFilter, error, info, warn};
 
 use pollchat::config::Config;
 use pollchat::driver::{IoModel, Server};
-use pollchat::{client, limits};
+use pollchat::{bench, client, limits};
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +37,9 @@ enum Cmd {
         #[arg(default_value = "127.0.0.1:9223")]
         addr: String,
     },
+    /// Load generator: start (or target) a server, load it over loopback, report deliveries/s,
+    /// latency percentiles, loss, and both sides' CPU and memory
+    Bench(Box<bench::Opts>),
 }
 
 #[derive(Args)]
@@ -147,6 +151,24 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Cmd::Bench(opts) => run_bench(&opts),
+    }
+}
+
+fn run_bench(opts: &bench::Opts) -> ExitCode {
+    match bench::run(opts) {
+        Ok(report) if opts.json => {
+            println!("{}", bench::report::json(&report));
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print!("{}", bench::report::human(&report));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pollchat bench: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,0 +1,296 @@
+//! The bench's output: a human table, and the same figures as JSON for scripts (`--json`).
+//!
+//! JSON is written by hand: the report is a few flat records of numbers and strings, which a
+//! serializer crate would not make shorter.
+
+use std::fmt::Write;
+
+use super::Report;
+use super::load::Trial;
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// `1234567.8` → `1,234,568`.
+pub fn thousands(x: f64) -> String {
+    let digits = format!("{:.0}", x.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map_or("-".into(), |v| format!("{v:.0}%"))
+}
+
+/// The human-readable report.
+pub fn human(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "pollchat bench: {} — {} clients in {} room(s), {} sending, {} slow, {}-byte payloads",
+        r.scenario, r.clients, r.rooms, r.senders, r.slow, r.payload
+    );
+    let _ = writeln!(s, "target: {}", r.target);
+    let _ = writeln!(s, "cores: {}", r.pinning);
+    let _ = writeln!(
+        s,
+        "connected and joined {} clients in {:.2} s",
+        r.clients, r.connect_secs
+    );
+    if !r.trials.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n{:>10} {:>10} {:>13} {:>8} {:>5} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7}  ok",
+            "rate/cli",
+            "msgs/s",
+            "deliveries/s",
+            "lost",
+            "dup",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "max ms",
+            "lag p99",
+            "gen CPU",
+            "srv CPU"
+        );
+        let rows = r.trials.iter().chain(r.at_half.iter());
+        for t in rows {
+            let _ = writeln!(
+                s,
+                "{:>10} {:>10} {:>13} {:>8} {:>5} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>7}  {}",
+                t.rate.map_or("max".into(), |r| format!("{r:.1}")),
+                thousands(t.msgs_per_sec()),
+                thousands(t.deliveries_per_sec()),
+                t.lost,
+                t.duplicates,
+                ms(t.p50_us),
+                ms(t.p99_us),
+                ms(t.p999_us),
+                ms(t.max_us),
+                ms(t.lag_p99_us),
+                pct(Some(t.gen_cpu)),
+                pct(t.server_cpu),
+                match (t.sustainable, t.aborted) {
+                    (true, _) => "yes",
+                    (false, true) => "no (stopped: a delivery took > 200 ms)",
+                    (false, false) => "no",
+                }
+            );
+        }
+    }
+    if r.scenario == "step" {
+        match &r.best {
+            Some(b) => {
+                let _ = writeln!(
+                    s,
+                    "\nhighest sustainable: {} deliveries/s ({:.1} msg/s per sender; ≥99% delivered, p99 ≤ 50 ms)",
+                    thousands(b.deliveries_per_sec()),
+                    b.rate.unwrap_or(0.0)
+                );
+            }
+            None => {
+                let _ = writeln!(s, "\nno rate tried was sustainable");
+            }
+        }
+        if let Some(h) = &r.at_half {
+            let _ = writeln!(
+                s,
+                "at half that rate (last row): p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, server CPU {}",
+                ms(h.p50_us),
+                ms(h.p99_us),
+                ms(h.p999_us),
+                pct(h.server_cpu)
+            );
+        }
+    }
+    if let Some(i) = &r.idle {
+        let _ = writeln!(
+            s,
+            "server RSS {:.1} MiB before, {:.1} MiB with {} clients: {:.0} bytes per connection",
+            i.rss_before_kib as f64 / 1024.0,
+            i.rss_after_kib as f64 / 1024.0,
+            r.clients,
+            i.bytes_per_conn
+        );
+    }
+    if let Some(o) = &r.slow_outcome {
+        let _ = write!(s, "the {} slow clients: ", r.slow);
+        for (reason, n) in &o.reasons {
+            let _ = write!(s, "{n} disconnected ({reason}); ");
+        }
+        let _ = writeln!(
+            s,
+            "{} closed without a reason seen; {} still connected",
+            o.closed_silently, o.connected
+        );
+    }
+    if let Some(srv) = &r.server {
+        let _ = writeln!(
+            s,
+            "server RSS at the end {:.1} MiB, peak {:.1} MiB; server CPU time {:.2} s",
+            srv.rss_kib as f64 / 1024.0,
+            srv.peak_rss_kib as f64 / 1024.0,
+            srv.cpu.as_secs_f64()
+        );
+    }
+    if let Some(t) = r.main_trial()
+        && (t.lag_p99_us > 1000 || t.rate.is_none() && t.gen_cpu > 90.0)
+    {
+        let _ = writeln!(
+            s,
+            "note: the generator sent late (p99 {:.2} ms) or used {:.0}% of its core: it, not the server, may be the limit",
+            ms(t.lag_p99_us),
+            t.gen_cpu
+        );
+    }
+    let _ = writeln!(
+        s,
+        "(latency counts from each message's intended send time; lag p99 is how late the generator sent; gen CPU leaves out its spinning through sub-millisecond waits)"
+    );
+    for e in &r.errors {
+        let _ = writeln!(s, "server error line: {e}");
+    }
+    s
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn json_num(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.3}")
+    } else {
+        "null".into()
+    }
+}
+
+fn json_opt(x: Option<f64>) -> String {
+    x.map_or("null".into(), json_num)
+}
+
+fn trial_json(t: &Trial) -> String {
+    format!(
+        "{{\"rate_per_sender\":{},\"secs\":{},\"sent\":{},\"expected\":{},\"delivered\":{},\"lost\":{},\"duplicates\":{},\"msgs_per_sec\":{},\"deliveries_per_sec\":{},\"p50_ms\":{},\"p99_ms\":{},\"p999_ms\":{},\"max_ms\":{},\"send_lag_p99_ms\":{},\"generator_cpu_pct\":{},\"server_cpu_pct\":{},\"disconnects\":{},\"sustainable\":{},\"aborted\":{}}}",
+        json_opt(t.rate),
+        json_num(t.secs),
+        t.sent,
+        t.expected,
+        t.delivered,
+        t.lost,
+        t.duplicates,
+        json_num(t.msgs_per_sec()),
+        json_num(t.deliveries_per_sec()),
+        json_num(ms(t.p50_us)),
+        json_num(ms(t.p99_us)),
+        json_num(ms(t.p999_us)),
+        json_num(ms(t.max_us)),
+        json_num(ms(t.lag_p99_us)),
+        json_num(t.gen_cpu),
+        json_opt(t.server_cpu),
+        t.disconnects,
+        t.sustainable,
+        t.aborted
+    )
+}
+
+/// The report as one JSON object.
+pub fn json(r: &Report) -> String {
+    let opt_trial = |t: &Option<Trial>| t.as_ref().map_or("null".into(), trial_json);
+    let trials: Vec<String> = r.trials.iter().map(trial_json).collect();
+    let idle = r.idle.as_ref().map_or("null".into(), |i| {
+        format!(
+            "{{\"rss_before_kib\":{},\"rss_after_kib\":{},\"bytes_per_conn\":{}}}",
+            i.rss_before_kib,
+            i.rss_after_kib,
+            json_num(i.bytes_per_conn)
+        )
+    });
+    let slow = r.slow_outcome.as_ref().map_or("null".into(), |o| {
+        let reasons: Vec<String> = o
+            .reasons
+            .iter()
+            .map(|(k, n)| format!("{}:{n}", json_str(k)))
+            .collect();
+        format!(
+            "{{\"disconnected\":{{{}}},\"closed_silently\":{},\"connected\":{}}}",
+            reasons.join(","),
+            o.closed_silently,
+            o.connected
+        )
+    });
+    let server = r.server.as_ref().map_or("null".into(), |s| {
+        format!(
+            "{{\"rss_kib\":{},\"peak_rss_kib\":{},\"cpu_secs\":{}}}",
+            s.rss_kib,
+            s.peak_rss_kib,
+            json_num(s.cpu.as_secs_f64())
+        )
+    });
+    let errors: Vec<String> = r.errors.iter().map(|e| json_str(e)).collect();
+    format!(
+        "{{\"scenario\":{},\"target\":{},\"pinning\":{},\"clients\":{},\"rooms\":{},\"senders\":{},\"slow\":{},\"payload\":{},\"connect_secs\":{},\"trials\":[{}],\"best\":{},\"at_half\":{},\"idle\":{},\"slow_outcome\":{},\"server\":{},\"errors\":[{}]}}",
+        json_str(&r.scenario),
+        json_str(&r.target),
+        json_str(&r.pinning),
+        r.clients,
+        r.rooms,
+        r.senders,
+        r.slow,
+        r.payload,
+        json_num(r.connect_secs),
+        trials.join(","),
+        opt_trial(&r.best),
+        opt_trial(&r.at_half),
+        idle,
+        slow,
+        server,
+        errors.join(",")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_numbers_and_strings() {
+        assert_eq!(thousands(1_234_567.8), "1,234,568");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+        assert_eq!(json_num(f64::NAN), "null");
+    }
+
+    #[test]
+    fn json_has_every_section() {
+        let r = Report {
+            scenario: "load".into(),
+            trials: vec![Trial::default()],
+            ..Report::default()
+        };
+        let j = json(&r);
+        assert!(j.starts_with("{\"scenario\":\"load\""), "{j}");
+        assert!(j.contains("\"trials\":[{\"rate_per_sender\":null"), "{j}");
+        assert!(j.ends_with("\"errors\":[]}"), "{j}");
+    }
+}

@@ -1,0 +1,343 @@
+//! The server under test, seen from outside: starting it (pollchat or `redis-server`), pinning
+//! it and the generator to different cores, and reading its CPU time and memory from `/proc`.
+//!
+//! A spawned pollchat server is the same binary (`serve --listen 127.0.0.1:0 ...`); its log goes
+//! to a file, from which the bound address is read ("listening on ADDR"). A file rather than a
+//! pipe, so the generator's single loop never has to drain the server's logging, and the server
+//! never blocks on a full pipe.
+
+use std::fs::{self, File};
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Flags the generator gives a spawned pollchat server unless the `--spawn` string sets them:
+/// no flood control (the load is the point), a send queue deep enough for bursts at high rates
+/// (the slow-consumer scenario sets its own `--max-sendq`), and no IRC listener, whose fixed
+/// default port would make two servers (or a server already running) collide. An empty value
+/// is a flag without one.
+pub const SERVE_DEFAULTS: &[(&str, &str)] = &[
+    ("--flood-rate", "0"),
+    ("--max-sendq", "16777216"),
+    ("--no-irc", ""),
+];
+
+/// How long a server may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A server process started by the generator; stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Spawned {
+    child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Spawned {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the server is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Lines of the server's log containing `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        fs::read_to_string(&self.log)
+            .map(|s| s.lines().filter(|l| l.contains(needle)).count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        // SAFETY: kill only sends a signal to our own child.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                let _ = fs::remove_file(&self.log);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_file(&self.log);
+    }
+}
+
+/// The full argument list for a spawned pollchat server: `serve`, a loopback ephemeral port, the
+/// defaults not overridden by `extra`, then `extra` itself (split on whitespace).
+pub fn serve_args(extra: &str) -> Vec<String> {
+    let extra: Vec<String> = extra.split_whitespace().map(String::from).collect();
+    let mut args = vec!["serve".into(), "--listen".into(), "127.0.0.1:0".into()];
+    for (flag, value) in SERVE_DEFAULTS {
+        let set = extra
+            .iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+        if !set {
+            args.push(flag.to_string());
+            if !value.is_empty() {
+                args.push(value.to_string());
+            }
+        }
+    }
+    args.extend(extra);
+    args
+}
+
+/// Starts `exe serve ...` pinned to `cpu` (if any) and waits for its "listening on" log line.
+pub fn spawn_pollchat(exe: &Path, extra: &str, cpu: Option<usize>) -> io::Result<Spawned> {
+    let log = log_path("pollchat");
+    let mut cmd = Command::new(exe);
+    cmd.args(serve_args(extra));
+    let child = start(cmd, &log, cpu)?;
+    let mut spawned = Spawned {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        log,
+    };
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let text = fs::read_to_string(&spawned.log).unwrap_or_default();
+        if let Some(addr) = listening_addr(&text) {
+            spawned.addr = addr;
+            return Ok(spawned);
+        }
+        if !spawned.alive() || Instant::now() > deadline {
+            let why = text
+                .lines()
+                .last()
+                .unwrap_or("no output")
+                .trim()
+                .to_string();
+            return Err(io::Error::other(format!(
+                "server `{} {}` did not start: {why}",
+                exe.display(),
+                extra
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether the binary's `serve` accepts `--io MODEL` (an older build, or a model it lacks, makes
+/// clap refuse the flag before `--help` is reached).
+pub fn supports_io(exe: &Path, model: &str) -> bool {
+    Command::new(exe)
+        .args(["serve", "--io", model, "--help"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Starts `redis-server` from PATH on a free loopback port, pinned to `cpu`, without persistence.
+pub fn spawn_redis(cpu: Option<usize>) -> io::Result<Spawned> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let log = log_path("redis");
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+        .args(["--maxclients", "19000"]);
+    let child = start(cmd, &log, cpu)?;
+    let mut spawned = Spawned {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        log,
+    };
+    let deadline = Instant::now() + START_TIMEOUT;
+    while TcpStream::connect(spawned.addr).is_err() {
+        if !spawned.alive() || Instant::now() > deadline {
+            return Err(io::Error::other("redis-server did not start"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(spawned)
+}
+
+/// Whether `redis-server` is on PATH.
+pub fn have_redis() -> bool {
+    Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn start(mut cmd: Command, log: &Path, cpu: Option<usize>) -> io::Result<Child> {
+    let out = File::create(log)?;
+    cmd.stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    if let Some(cpu) = cpu {
+        // SAFETY: between fork and exec only sched_setaffinity runs, which is async-signal-safe;
+        // threads the server starts later inherit the mask.
+        unsafe {
+            cmd.pre_exec(move || {
+                pin(0, cpu);
+                Ok(())
+            });
+        }
+    }
+    cmd.spawn()
+}
+
+fn log_path(what: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!(
+        "pollchat-bench-{}-{what}-{n}.log",
+        std::process::id()
+    ))
+}
+
+/// The address in a "listening on ADDR" log line.
+pub fn listening_addr(log: &str) -> Option<SocketAddr> {
+    log.lines().find_map(|l| {
+        let rest = &l[l.find("listening on ")? + "listening on ".len()..];
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// The CPUs this process may run on.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+/// Pins thread/process `pid` (0: the caller) to one CPU. Returns whether it worked.
+pub fn pin(pid: libc::pid_t, cpu: usize) -> bool {
+    // SAFETY: as above; a plain system call on a local set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
+/// CPU time (user + system) this process has used so far, from getrusage.
+pub fn self_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct we pass.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// A process's CPU time and memory, from `/proc/PID/stat` and `/proc/PID/status`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcStats {
+    /// User + system time of all its threads.
+    pub cpu: Duration,
+    /// Resident set size now, and its peak, in KiB.
+    pub rss_kib: u64,
+    pub peak_rss_kib: u64,
+}
+
+impl ProcStats {
+    pub fn read(pid: u32) -> Option<ProcStats> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        Some(parse_proc(&stat, &status, clock_ticks()))
+    }
+}
+
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no memory effects.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as u64 } else { 100 }
+}
+
+/// Parses the two `/proc` files (kept apart from reading them, for tests).
+pub fn parse_proc(stat: &str, status: &str, ticks_per_sec: u64) -> ProcStats {
+    // The command name, field 2, is in parentheses and may hold spaces: count from after it.
+    let after = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 (utime) and 15 (stime) of the whole line are 12 and 13 after the name.
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let ticks = tick(11) + tick(12);
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    ProcStats {
+        cpu: Duration::from_micros(ticks * 1_000_000 / ticks_per_sec.max(1)),
+        rss_kib: kib("VmRSS:"),
+        peak_rss_kib: kib("VmHWM:"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spawn_args_keep_what_the_user_set() {
+        assert_eq!(
+            serve_args("--io threads"),
+            [
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--flood-rate",
+                "0",
+                "--max-sendq",
+                "16777216",
+                "--no-irc",
+                "--io",
+                "threads"
+            ]
+        );
+        let args = serve_args("--max-sendq 1048576");
+        assert_eq!(args.iter().filter(|a| *a == "--max-sendq").count(), 1);
+        assert!(args.ends_with(&["--max-sendq".into(), "1048576".into()]));
+    }
+
+    #[test]
+    fn finds_the_bound_address_in_the_log() {
+        let log = "2026-11-27T19:00:00.000Z INFO  [pollchat] max clients 19968\n\
+                   2026-11-27T19:00:00.001Z INFO  [pollchat::driver::poll] listening on 127.0.0.1:40123\n";
+        assert_eq!(
+            listening_addr(log),
+            Some("127.0.0.1:40123".parse().unwrap())
+        );
+        assert_eq!(listening_addr("starting\n"), None);
+    }
+
+    #[test]
+    fn parses_proc_files() {
+        let stat = "4242 (pollchat serve) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1 0 100 0 0";
+        let status = "Name:\tpollchat\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\n";
+        let s = parse_proc(stat, status, 100);
+        assert_eq!(s.cpu, Duration::from_secs(3));
+        assert_eq!((s.rss_kib, s.peak_rss_kib), (10240, 20480));
+    }
+}
