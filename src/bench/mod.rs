@@ -291,7 +291,10 @@ pub fn run(opts: &Opts) -> io::Result<Report> {
     let mut load = Load::new(plan.clone(), pid, progress)?;
     report.connect_secs = load.connect(secs(opts.connect_timeout))?.as_secs_f64();
     if let Some(n) = idle {
-        load.idle(Duration::from_secs(1))?;
+        // The event loop hands freed heap memory back to the kernel once it has been quiet for
+        // 5 s after clients came (see `driver::poll`): memory is read after that, as an idle
+        // server would keep it.
+        load.idle(Duration::from_secs(7))?;
         if let (Some(before), Some(after)) = (rss_before, pid.and_then(ProcStats::read)) {
             report.idle = Some(IdleMemory {
                 rss_before_kib: before,

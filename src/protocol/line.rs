@@ -198,11 +198,20 @@ pub fn parse(line: &[u8]) -> Result<Request, LineError> {
 const NAMES_LINE_MAX: usize = 400;
 
 /// `<nick>` for a message, `* nick` for an action, `-nick-` for a notice.
-fn speaker(from: &Source, kind: MsgKind) -> String {
-    match kind {
-        MsgKind::Normal => format!("<{}>", from.nick),
-        MsgKind::Action => format!("* {}", from.nick),
-        MsgKind::Notice => format!("-{}-", from.nick),
+/// (Written straight into the line: no string of its own on the fan-out path.)
+fn speaker(from: &Source, kind: MsgKind) -> Speaker<'_> {
+    Speaker(&from.nick, kind)
+}
+
+struct Speaker<'a>(&'a str, MsgKind);
+
+impl std::fmt::Display for Speaker<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.1 {
+            MsgKind::Normal => write!(f, "<{}>", self.0),
+            MsgKind::Action => write!(f, "* {}", self.0),
+            MsgKind::Notice => write!(f, "-{}-", self.0),
+        }
     }
 }
 
