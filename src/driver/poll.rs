@@ -938,7 +938,8 @@ impl Server {
                 // Walking the heap takes milliseconds: never while clients are chatting, where
                 // it would show as a latency spike. A busy server keeps its memory anyway.
                 if now.saturating_duration_since(self.last_busy) < TRIM_EVERY {
-                    self.timers.push(now + TRIM_EVERY, TimerKind::Trim, 0, 0);
+                    let quiet_at = self.last_busy + TRIM_EVERY;
+                    self.timers.push(quiet_at, TimerKind::Trim, 0, 0);
                 } else {
                     self.trim_armed = false;
                     release_free_memory();
