@@ -88,6 +88,17 @@ impl ShutdownHandle {
     }
 }
 
+/// SIGINT and SIGTERM as a mio event source under `token`: the server's poll wakes on them and
+/// shuts down gracefully (no signal thread, no self-pipe written by hand).
+pub(crate) fn shutdown_signals(
+    registry: &mio::Registry,
+    token: mio::Token,
+) -> io::Result<signal_hook_mio::v1_0::Signals> {
+    let mut signals = signal_hook_mio::v1_0::Signals::new([libc::SIGINT, libc::SIGTERM])?;
+    registry.register(&mut signals, token, mio::Interest::READABLE)?;
+    Ok(signals)
+}
+
 /// A server running on a thread of its own (tests, benchmarks, embedding programs).
 pub struct Running {
     /// The line-protocol addresses actually bound, in `--listen` order (useful with port 0).

@@ -223,11 +223,7 @@ impl Server {
 
     /// Shuts down gracefully on SIGINT and SIGTERM.
     pub fn handle_signals(&mut self) -> io::Result<()> {
-        let mut signals = Signals::new([libc::SIGINT, libc::SIGTERM])?;
-        self.poll
-            .registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
-        self.signals = Some(signals);
+        self.signals = Some(super::shutdown_signals(self.poll.registry(), SIGNALS)?);
         Ok(())
     }
 
