@@ -15,6 +15,8 @@ use std::rc::Rc;
 
 /// Chunks passed to one `writev`; Linux's `IOV_MAX`.
 pub const IOV_MAX: usize = 1024;
+/// A small flush: up to this many chunks use a small slice array.
+const FEW: usize = 8;
 
 /// Queue capacity (in chunks) kept after the queue drains. A connection that receives messages
 /// keeps a small ring instead of reallocating it for every message; a burst's larger ring is
@@ -76,10 +78,20 @@ impl<C: Deref<Target = [u8]>> OutQueue<C> {
         if self.is_empty() {
             return Ok(Flushed::All);
         }
-        let mut slices = [IoSlice::new(&[]); IOV_MAX];
+        // Most flushes carry a handful of chunks: filling a 1,024-slot array (16 KiB) for them
+        // would cost more than the chunks themselves.
+        if self.chunks.len() <= FEW {
+            self.flush_with::<FEW, W>(sink)
+        } else {
+            self.flush_with::<IOV_MAX, W>(sink)
+        }
+    }
+
+    fn flush_with<const N: usize, W: Write>(&mut self, sink: &mut W) -> io::Result<Flushed> {
+        let mut slices = [IoSlice::new(&[]); N];
         let mut count = 0;
         let mut offered = 0;
-        for (i, chunk) in self.chunks.iter().take(IOV_MAX).enumerate() {
+        for (i, chunk) in self.chunks.iter().take(N).enumerate() {
             let bytes = if i == 0 {
                 &chunk[self.offset..]
             } else {
