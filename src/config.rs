@@ -53,8 +53,16 @@ pub struct Config {
     pub max_clients: usize,
     /// Connections allowed from one IP address (0 = unlimited).
     pub max_per_ip: usize,
-    /// Disconnect a client that has sent nothing for this long (`None` = never).
+    /// Disconnect a line-protocol client that has sent nothing for this long (`None` = never).
+    /// IRC clients are pinged instead.
     pub idle_timeout: Option<Duration>,
+    /// Line protocol only: an unterminated line that has sat this long with no byte added is
+    /// taken as complete (`None` = never). Clients that send each message with one `send()` and
+    /// no newline (the Python sketch pollchat started from) are heard after this pause; a second
+    /// is far longer than the gap between two reads of one line from a typing human or a
+    /// program, and short enough to feel like a slow send. Never applied to IRC, whose clients
+    /// always end their lines.
+    pub line_complete_after: Option<Duration>,
     /// How long a shutdown waits for queued output to drain before closing what is left.
     pub shutdown_grace: Duration,
     /// `--io threads-direct` only, which has no send queue: how long a write into a recipient's
@@ -93,6 +101,7 @@ impl Default for Config {
             max_clients: 1024,
             max_per_ip: 0,
             idle_timeout: None,
+            line_complete_after: Some(Duration::from_millis(1000)),
             shutdown_grace: Duration::from_secs(2),
             write_timeout: Duration::from_secs(5),
         }

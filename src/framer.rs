@@ -167,6 +167,18 @@ impl LineFramer {
         }
     }
 
+    /// Takes the unfinished line held (if any) as complete, as if its newline had arrived: it is
+    /// then returned by the next [`LineFramer::next_frame`]. False when there is no such line
+    /// (nothing held, a complete line still waiting, or an over-long line being skipped).
+    pub fn end_partial(&mut self) -> bool {
+        self.release_returned();
+        if self.discarding || self.buffered() == 0 || self.has_backlog() {
+            return false;
+        }
+        self.buf.push(b'\n');
+        true
+    }
+
     fn release_returned(&mut self) {
         if self.start > 0 && self.start >= self.buf.len() {
             self.clear();
@@ -221,6 +233,21 @@ mod tests {
             ["a", "bb", "", "c\r"]
         );
         assert_eq!(f.buffered(), 0);
+    }
+
+    #[test]
+    fn an_unfinished_line_can_be_taken_as_complete() {
+        let mut f = LineFramer::default();
+        assert!(!f.end_partial(), "nothing held");
+        assert_eq!(frames(&mut f, &[b"hel", b"lo"], 100), Vec::<String>::new());
+        assert!(f.end_partial());
+        assert!(!f.end_partial(), "already complete");
+        assert_eq!(frames(&mut f, &[b"", b"next"], 100), ["hello"]);
+        assert_eq!(f.buffered(), 4);
+        // An over-long line being skipped is never completed.
+        let mut f = LineFramer::default();
+        assert_eq!(frames(&mut f, &[b"0123456789"], 4), ["<too long>"]);
+        assert!(!f.end_partial());
     }
 
     #[test]

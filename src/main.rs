@@ -30,11 +30,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the chat server
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Chat from this terminal: print what the server sends, send what is typed
     Connect {
         /// Server address
-        #[arg(default_value = "127.0.0.1:9223")]
+        #[arg(default_value_t = defaults().listen[0].to_string())]
         addr: String,
     },
     /// Load generator: start (or target) a server, load it over loopback, report deliveries/s,
@@ -49,22 +49,17 @@ struct ServeArgs {
     /// behind a lock. threads-direct: one thread per client writing straight into every
     /// recipient's socket while holding the lock; it exists to show head-of-line blocking (one
     /// client that stops reading stalls everyone for up to --write-timeout). The threaded models
-    /// are baselines for benchmarks: same line protocol, limits and logs (no IRC listener)
+    /// are baselines for benchmarks: same protocols (line and IRC), limits and logs
     #[arg(long, value_name = "MODEL", default_value = "poll",
           value_parser = clap::builder::PossibleValuesParser::new(IoModel::ALL.map(IoModel::name))
               .map(|s| s.parse::<IoModel>().expect("a listed model")))]
     io: IoModel,
     /// Address to accept line-protocol clients on; repeat for several (IPv4 or IPv6).
     /// Loopback only by default: use 0.0.0.0:9223 or [::]:9223 to accept others
-    #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:9223", value_parser = address)]
+    #[arg(long = "listen", value_name = "ADDR", default_values_t = defaults().listen, value_parser = address)]
     listen: Vec<SocketAddr>,
     /// Address to accept IRC clients on; repeat for several (IPv4 or IPv6)
-    #[arg(
-        long = "irc-listen",
-        value_name = "ADDR",
-        default_value = "127.0.0.1:6667",
-        value_parser = address
-    )]
+    #[arg(long = "irc-listen", value_name = "ADDR", default_values_t = defaults().irc_listen, value_parser = address)]
     irc_listen: Vec<SocketAddr>,
     /// Do not accept IRC clients at all
     #[arg(long)]
@@ -76,56 +71,61 @@ struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     motd: Option<std::path::PathBuf>,
     /// The name the server gives itself to IRC clients
-    #[arg(long, default_value = "pollchat")]
+    #[arg(long, default_value_t = defaults().server_name)]
     server_name: String,
     /// Longest line in bytes (16 to 1048576); longer ones get an error and are discarded
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
+    #[arg(long, default_value_t = defaults().max_line as u32, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     max_line: u32,
     /// Messages each room replays to a client that joins (0 = no history, at most 10000)
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(0..=10_000))]
+    #[arg(long, default_value_t = defaults().history as u16, value_parser = clap::value_parser!(u16).range(0..=10_000))]
     history: u16,
     /// Rooms with more members than this are "big": joins, parts, quits and nick changes in them
     /// are not announced to every member, and a joiner is sent at most this many names
-    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = defaults().big_room as u64, value_parser = clap::value_parser!(u64).range(1..))]
     big_room: u64,
     /// Rooms one client may be in at once (IRC's CHANLIMIT)
-    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = defaults().max_rooms as u16, value_parser = clap::value_parser!(u16).range(1..))]
     max_rooms: u16,
     /// An IRC client silent for half this many seconds is sent a PING, and closed ("ping
     /// timeout") once silent for all of them
-    #[arg(long, value_name = "SECS", default_value_t = 240, value_parser = clap::value_parser!(u64).range(2..=86_400))]
+    #[arg(long, value_name = "SECS", default_value_t = defaults().irc_ping_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(2..=86_400))]
     irc_ping_timeout: u64,
     /// Seconds an IRC client has to complete NICK/USER before it is closed
-    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, value_name = "SECS", default_value_t = defaults().irc_register_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
     irc_register_timeout: u64,
     /// Lines a client may send back to back before the flood rate applies
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = defaults().flood_burst, value_parser = clap::value_parser!(u32).range(1..))]
     flood_burst: u32,
     /// Lines per second a client may keep sending; over it the server stops reading that
     /// client until it may go on (nothing is dropped). 0 turns flood control off; otherwise at
     /// least 0.01
-    #[arg(long, default_value_t = 5.0, value_parser = flood_rate)]
+    #[arg(long, default_value_t = defaults().flood_rate, value_parser = flood_rate)]
     flood_rate: f64,
     /// Bytes of output queued for one client, after the server has written what the client's
     /// socket takes, above which it is disconnected as a slow consumer (at least 4096;
     /// --io threads-direct queues nothing: see --write-timeout)
-    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(4096..))]
+    #[arg(long, default_value_t = defaults().max_sendq as u64, value_parser = clap::value_parser!(u64).range(4096..))]
     max_sendq: u64,
     /// Clients served at once [default: what RLIMIT_NOFILE allows, after raising the soft
     /// limit to the hard one]
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     max_clients: Option<u64>,
     /// Connections allowed from one IP address (0 = unlimited)
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults().max_per_ip)]
     max_per_ip: usize,
     /// Disconnect line-protocol clients silent for this many seconds (0 = never; at most a
     /// year). IRC clients are pinged instead
-    #[arg(long, value_name = "SECS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
+    #[arg(long, value_name = "SECS", default_value_t = defaults().idle_timeout.map_or(0, |d| d.as_secs()), value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
     idle_timeout: u64,
+    /// Line protocol: an unterminated line that has sat this many milliseconds with no byte
+    /// added is taken as complete, so clients that send without a newline are heard (0 = never;
+    /// at most 60000). Never applied to IRC
+    #[arg(long, value_name = "MS", default_value_t = defaults().line_complete_after.map_or(0, |d| d.as_millis() as u64), value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    line_complete_after: u64,
     /// --io threads-direct only (it has no send queue): seconds a write into a client's socket
     /// may wait for the kernel to take a byte before that client is disconnected as a slow
     /// consumer; every other client waits as long (0.001 to 3600)
-    #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = write_timeout)]
+    #[arg(long, value_name = "SECS", default_value_t = defaults().write_timeout.as_secs_f64(), value_parser = write_timeout)]
     write_timeout: f64,
     /// Log level: error, warn, info, debug or trace
     #[arg(long, default_value = "info", conflicts_with_all = ["verbose", "quiet"])]
@@ -141,7 +141,7 @@ struct ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Serve(args) => serve(args),
+        Cmd::Serve(args) => serve(*args),
         Cmd::Connect { addr } => {
             init_logging(LevelFilter::Warn);
             match client::run(&addr) {
@@ -245,6 +245,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         max_clients,
         max_per_ip: args.max_per_ip,
         idle_timeout: (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout)),
+        line_complete_after: (args.line_complete_after > 0)
+            .then(|| Duration::from_millis(args.line_complete_after)),
         write_timeout,
         ..Config::default()
     };
@@ -270,6 +272,11 @@ fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Every default of the command line comes from here, so each is written once (in `Config`).
+fn defaults() -> Config {
+    Config::default()
 }
 
 /// `HOST:PORT` for `--listen`: an IP address, or a name resolved once at start (never in the

@@ -377,3 +377,29 @@ fn big_rooms_keep_presence_quiet() {
     c.send("still heard");
     assert_eq!(a.line(), "MSG #lobby <guest3> still heard");
 }
+
+for_each_io!(the_sketch_client_is_heard_without_newlines);
+/// The Python sketch pollchat started from had a client that sends what its user typed with one
+/// `send()` and no newline, and prints whatever arrives. With the default settings its messages
+/// reach the room: an unterminated line that sits for `--line-complete-after` (1 s) is complete.
+fn the_sketch_client_is_heard_without_newlines(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let (mut reader, _) = server.join();
+    let (mut sketch, guest) = server.join();
+    assert_eq!(reader.line(), format!("JOIN #lobby {guest}"));
+    sketch.send_raw(b"hello from the sketch");
+    assert_eq!(
+        reader.line(),
+        format!("MSG #lobby <{guest}> hello from the sketch")
+    );
+    // Commands work the same way.
+    sketch.send_raw(b"/nick sketchy");
+    assert_eq!(reader.line(), format!("NICK {guest} sketchy"));
+    sketch.send_raw(b"a second message");
+    assert_eq!(reader.line(), "MSG #lobby <sketchy> a second message");
+    // A line whose newline arrives in time is one line, not two.
+    sketch.send_raw(b"split ");
+    sketch.send_raw(b"line\n");
+    assert_eq!(reader.line(), "MSG #lobby <sketchy> split line");
+    reader.sync();
+}

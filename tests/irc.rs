@@ -1,11 +1,11 @@
 //! The IRC front door over real sockets: exact numerics and their order, and IRC and line users
-//! sharing rooms.
+//! sharing rooms. Every test runs under each I/O model: the sessions, not the drivers, speak IRC.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Client, TestServer};
+use common::{Client, IoModel, TestServer, for_each_io};
 
 /// Connects to the IRC listener and registers as `nick`, reading the whole welcome burst.
 fn register(server: &TestServer, nick: &str) -> Client {
@@ -34,9 +34,11 @@ fn sync(c: &mut Client) -> Vec<String> {
     }
 }
 
-#[test]
-fn registration_burst_in_order() {
-    let server = TestServer::with(|c| c.motd = Some(vec!["be nice".into(), "have fun".into()]));
+for_each_io!(registration_burst_in_order);
+fn registration_burst_in_order(io: IoModel) {
+    let server = TestServer::with_io(io, |c| {
+        c.motd = Some(vec!["be nice".into(), "have fun".into()])
+    });
     let mut c = Client::connect(server.irc_addr.unwrap());
     c.send("NICK alice");
     c.send("USER al 0 * :Alice Liddell");
@@ -70,9 +72,9 @@ fn registration_burst_in_order() {
     assert!(sync(&mut c).is_empty());
 }
 
-#[test]
-fn cap_negotiation_pauses_registration_until_cap_end() {
-    let server = TestServer::start();
+for_each_io!(cap_negotiation_pauses_registration_until_cap_end);
+fn cap_negotiation_pauses_registration_until_cap_end(io: IoModel) {
+    let server = TestServer::start_io(io);
     let mut c = Client::connect(server.irc_addr.unwrap());
     c.send("CAP LS 302");
     assert_eq!(
@@ -100,9 +102,9 @@ fn cap_negotiation_pauses_registration_until_cap_end() {
     assert_eq!(c.line(), ":pollchat CAP bob LIST :server-time");
 }
 
-#[test]
-fn commands_before_registration_and_reregistration() {
-    let server = TestServer::start();
+for_each_io!(commands_before_registration_and_reregistration);
+fn commands_before_registration_and_reregistration(io: IoModel) {
+    let server = TestServer::start_io(io);
     let mut c = Client::connect(server.irc_addr.unwrap());
     c.send("JOIN #lobby");
     assert_eq!(c.line(), ":pollchat 451 * :You have not registered");
@@ -126,9 +128,9 @@ fn commands_before_registration_and_reregistration() {
     assert_eq!(c.line(), ":pollchat 462 dave :You may not reregister");
 }
 
-#[test]
-fn a_server_password_is_required_when_configured() {
-    let server = TestServer::with(|c| c.irc_password = Some("sesame".into()));
+for_each_io!(a_server_password_is_required_when_configured);
+fn a_server_password_is_required_when_configured(io: IoModel) {
+    let server = TestServer::with_io(io, |c| c.irc_password = Some("sesame".into()));
     let mut wrong = Client::connect(server.irc_addr.unwrap());
     wrong.send("PASS guess");
     wrong.send("NICK eve");
@@ -151,9 +153,9 @@ fn a_server_password_is_required_when_configured() {
     assert!(right.line().starts_with(":pollchat 001 eve "));
 }
 
-#[test]
-fn join_answers_in_order_and_join_0_parts_all() {
-    let server = TestServer::start();
+for_each_io!(join_answers_in_order_and_join_0_parts_all);
+fn join_answers_in_order_and_join_0_parts_all(io: IoModel) {
+    let server = TestServer::start_io(io);
     let mut alice = register(&server, "alice");
     alice.send("JOIN #rust");
     alice.send("TOPIC #rust :all things Rust");
@@ -186,9 +188,9 @@ fn join_answers_in_order_and_join_0_parts_all() {
     assert!(sync(&mut bob).is_empty());
 }
 
-#[test]
-fn irc_and_line_users_share_rooms_nicks_and_quits() {
-    let server = TestServer::start();
+for_each_io!(irc_and_line_users_share_rooms_nicks_and_quits);
+fn irc_and_line_users_share_rooms_nicks_and_quits(io: IoModel) {
+    let server = TestServer::start_io(io);
     let mut line = server.join_as("liner", &mut []);
     let mut irc = register(&server, "ircer");
     irc.send("JOIN #lobby");
@@ -244,9 +246,9 @@ fn irc_and_line_users_share_rooms_nicks_and_quits() {
     assert_eq!(line2.line(), "QUIT ircy quit: bye");
 }
 
-#[test]
-fn echo_message_and_server_time() {
-    let server = TestServer::with(|c| c.history = 10);
+for_each_io!(echo_message_and_server_time);
+fn echo_message_and_server_time(io: IoModel) {
+    let server = TestServer::with_io(io, |c| c.history = 10);
     let mut line = server.join_as("liner", &mut []);
     line.send("before anyone from IRC came");
     line.sync();
@@ -281,9 +283,9 @@ fn echo_message_and_server_time() {
     assert!(sync(&mut plain).is_empty());
 }
 
-#[test]
-fn queries_names_list_who_whois_away_ison_userhost() {
-    let server = TestServer::start();
+for_each_io!(queries_names_list_who_whois_away_ison_userhost);
+fn queries_names_list_who_whois_away_ison_userhost(io: IoModel) {
+    let server = TestServer::start_io(io);
     let mut a = register(&server, "alice");
     let mut b = register(&server, "bob");
     a.send("JOIN #x");
@@ -351,9 +353,9 @@ fn queries_names_list_who_whois_away_ison_userhost() {
     sync(&mut a);
 }
 
-#[test]
-fn mode_queries_are_answered_and_changes_refused() {
-    let server = TestServer::start();
+for_each_io!(mode_queries_are_answered_and_changes_refused);
+fn mode_queries_are_answered_and_changes_refused(io: IoModel) {
+    let server = TestServer::start_io(io);
     let mut a = register(&server, "alice");
     a.send("JOIN #m");
     a.expect_prefix(":pollchat 366");
@@ -373,9 +375,9 @@ fn mode_queries_are_answered_and_changes_refused() {
     assert_eq!(a.line(), ":pollchat 403 alice #nowhere :No such channel");
 }
 
-#[test]
-fn error_numerics() {
-    let server = TestServer::start();
+for_each_io!(error_numerics);
+fn error_numerics(io: IoModel) {
+    let server = TestServer::start_io(io);
     let mut a = register(&server, "alice");
     let _b = register(&server, "bob");
     let cases = [
@@ -420,9 +422,9 @@ fn error_numerics() {
     }
 }
 
-#[test]
-fn bad_lines_are_refused_and_the_connection_stays() {
-    let server = TestServer::start();
+for_each_io!(bad_lines_are_refused_and_the_connection_stays);
+fn bad_lines_are_refused_and_the_connection_stays(io: IoModel) {
+    let server = TestServer::start_io(io);
     let mut a = register(&server, "alice");
     let mut line = server.join_as("liner", &mut []);
     a.send("JOIN #lobby");
@@ -454,9 +456,9 @@ fn bad_lines_are_refused_and_the_connection_stays() {
     assert_eq!(line.line(), "MSG #lobby <alice> still here");
 }
 
-#[test]
-fn silent_clients_are_pinged_then_timed_out() {
-    let server = TestServer::with(|c| {
+for_each_io!(silent_clients_are_pinged_then_timed_out);
+fn silent_clients_are_pinged_then_timed_out(io: IoModel) {
+    let server = TestServer::with_io(io, |c| {
         c.irc_ping_after = Duration::from_millis(200);
         c.irc_ping_timeout = Duration::from_millis(600);
         c.flood_rate = 0.0;
@@ -475,9 +477,9 @@ fn silent_clients_are_pinged_then_timed_out() {
     assert_eq!(line.line(), "QUIT alice ping timeout");
 }
 
-#[test]
-fn unregistered_clients_are_closed_after_the_deadline() {
-    let server = TestServer::with(|c| c.irc_register_timeout = Duration::from_millis(200));
+for_each_io!(unregistered_clients_are_closed_after_the_deadline);
+fn unregistered_clients_are_closed_after_the_deadline(io: IoModel) {
+    let server = TestServer::with_io(io, |c| c.irc_register_timeout = Duration::from_millis(200));
     let mut c = Client::connect(server.irc_addr.unwrap());
     c.send("NICK slowpoke");
     assert_eq!(
@@ -486,17 +488,17 @@ fn unregistered_clients_are_closed_after_the_deadline() {
     );
 }
 
-#[test]
-fn limits_apply_to_irc_connections_too() {
-    let server = TestServer::with(|c| c.max_clients = 1);
+for_each_io!(limits_apply_to_irc_connections_too);
+fn limits_apply_to_irc_connections_too(io: IoModel) {
+    let server = TestServer::with_io(io, |c| c.max_clients = 1);
     let _a = register(&server, "alice");
     let mut b = Client::connect(server.irc_addr.unwrap());
     assert_eq!(b.expect_closed(), ["ERROR :Closing link: (server full)"]);
 }
 
-#[test]
-fn notices_and_tag_messages_are_never_answered_with_errors() {
-    let server = TestServer::start();
+for_each_io!(notices_and_tag_messages_are_never_answered_with_errors);
+fn notices_and_tag_messages_are_never_answered_with_errors(io: IoModel) {
+    let server = TestServer::start_io(io);
     let mut a = register(&server, "alice");
     a.send("NOTICE nobody :x");
     a.send("NOTICE #nowhere :x");
@@ -505,9 +507,9 @@ fn notices_and_tag_messages_are_never_answered_with_errors() {
     assert!(sync(&mut a).is_empty());
 }
 
-#[test]
-fn queries_about_what_does_not_exist_still_end_their_lists() {
-    let server = TestServer::start();
+for_each_io!(queries_about_what_does_not_exist_still_end_their_lists);
+fn queries_about_what_does_not_exist_still_end_their_lists(io: IoModel) {
+    let server = TestServer::start_io(io);
     let mut a = register(&server, "alice");
     a.send("WHOIS ghost");
     assert_eq!(a.line(), ":pollchat 401 alice ghost :No such nick/channel");

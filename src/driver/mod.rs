@@ -2,33 +2,38 @@
 //!
 //! - [`poll`]: the server proper, one `mio::Poll` loop on one thread ([`IoModel::Poll`]), with
 //!   [`timer`], its heap of deadlines.
+//! - [`listen`]: binding, accepting (EMFILE reserve, per-turn budget) and admission, which every
+//!   driver shares.
 //! - [`threads`]: the threaded baselines the loop is measured against: a reader and a writer
 //!   thread per connection fed by a bounded channel ([`IoModel::Threads`]), or one thread per
 //!   connection writing straight into its recipients' sockets under the core's lock
 //!   ([`IoModel::ThreadsDirect`], which exists to show head-of-line blocking).
 //!
-//! Every driver uses the same framer, session glue, protocol and core, and the same limits; only
-//! the I/O model differs. This module holds what they share: the model names, the [`Server`]
-//! that binds any of them, [`spawn`] for tests and benchmarks, and the [`ShutdownHandle`].
+//! Drivers move bytes and time and decide nothing about protocols: every driver keeps a
+//! [`crate::session::Session`] per connection, which owns the protocol's state and deadlines, and
+//! uses the same framer, byte transforms, core and limits; only the I/O model differs. This
+//! module holds what they share: the model names, the [`Server`] that binds any of them,
+//! [`spawn`] for tests and benchmarks, the [`ShutdownHandle`], and how a departure is told.
 
+pub mod listen;
 pub mod poll;
 pub mod threads;
 pub mod timer;
 
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use log::info;
 use mio::Waker;
 
 use crate::config::Config;
-use crate::core::{Core, CoreLimits, Millis};
-use crate::protocol::{irc, line};
-use crate::session::Protocol;
+use crate::core::{ClientId, Core, CoreLimits, Millis, Outbox};
+use crate::session::{Protocol, Reason};
 
 /// How a server does its I/O (`pollchat serve --io …`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -103,8 +108,7 @@ pub(crate) fn shutdown_signals(
 pub struct Running {
     /// The line-protocol addresses actually bound, in `--listen` order (useful with port 0).
     pub addrs: Vec<SocketAddr>,
-    /// The IRC addresses, in `--irc-listen` order (the event loop only: the threaded models
-    /// speak the line protocol).
+    /// The IRC addresses, in `--irc-listen` order.
     pub irc_addrs: Vec<SocketAddr>,
     pub handle: ShutdownHandle,
     /// Ends once the server has stopped, with what its `run` returned.
@@ -114,33 +118,25 @@ pub struct Running {
 /// A bound server of any I/O model; `pollchat serve` is a thin wrapper over it.
 pub enum Server {
     /// Boxed: the loop's state is several times the size of the threaded server's handle.
-    Poll(Box<poll::Server>),
-    Threads(threads::Server),
+    Poll(Box<poll::EventLoop>),
+    Threads(threads::ThreadedServer),
 }
 
 impl Server {
     /// Binds every listen address of `config`. Errors name the address that failed.
     pub fn bind(io: IoModel, config: Config) -> io::Result<Server> {
         Ok(match io {
-            IoModel::Poll => Server::Poll(Box::new(poll::Server::bind(config)?)),
-            IoModel::Threads => Server::Threads(threads::Server::bind(config, false)?),
-            IoModel::ThreadsDirect => Server::Threads(threads::Server::bind(config, true)?),
+            IoModel::Poll => Server::Poll(Box::new(poll::EventLoop::bind(config)?)),
+            IoModel::Threads => Server::Threads(threads::ThreadedServer::bind(config, false)?),
+            IoModel::ThreadsDirect => Server::Threads(threads::ThreadedServer::bind(config, true)?),
         })
     }
 
-    /// The addresses actually bound (useful with port 0).
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+    /// The addresses actually bound for `protocol` (useful with port 0), in flag order.
+    pub fn addrs(&self, protocol: Protocol) -> Vec<SocketAddr> {
         match self {
-            Server::Poll(s) => s.local_addrs(),
-            Server::Threads(s) => s.local_addrs(),
-        }
-    }
-
-    /// The IRC addresses actually bound (none for the threaded models).
-    pub fn irc_addrs(&self) -> Vec<SocketAddr> {
-        match self {
-            Server::Poll(s) => s.irc_addrs(),
-            Server::Threads(_) => Vec::new(),
+            Server::Poll(s) => s.addrs(protocol),
+            Server::Threads(s) => s.addrs(protocol),
         }
     }
 
@@ -187,8 +183,8 @@ pub fn spawn(io: IoModel, config: Config) -> io::Result<Running> {
                 }
             };
             let bound = (
-                server.local_addrs(),
-                server.irc_addrs(),
+                server.addrs(Protocol::Line),
+                server.addrs(Protocol::Irc),
                 server.shutdown_handle(),
             );
             let _ = tx.send(Ok(bound));
@@ -215,18 +211,35 @@ pub(crate) fn new_core(config: &Config) -> Core {
     Core::new(limits, wall_ms())
 }
 
-/// Tells a client it is not admitted, in one line of its protocol, and closes it. The socket is
-/// new and its send buffer empty, so the one write goes through at once, blocking or not.
-pub(crate) fn reject(mut stream: impl Write, protocol: Protocol, why: &str) {
-    let line = match protocol {
-        Protocol::Line => line::render_bye(why),
-        Protocol::Irc => irc::render_close(why),
-    };
-    let _ = stream.write(&line);
+/// Takes a closing client out of the chat core, which tells its rooms why (events into
+/// `outbox`, for the caller to deliver), and logs the departure; returns the reason's text for
+/// the client's farewell line. While `everyone_leaves` (shutdown) nobody is told who else left.
+pub(crate) fn depart(
+    core: &mut Core,
+    outbox: &mut Outbox,
+    id: ClientId,
+    peer: SocketAddr,
+    reason: &Reason,
+    everyone_leaves: bool,
+) -> String {
+    let text = reason.text();
+    let nick = core.nick(id).cloned().unwrap_or_else(|| "?".into());
+    info!("{peer} ({nick}) disconnected: {text}");
+    core.disconnect(id, &text, outbox);
+    if everyone_leaves {
+        outbox.clear();
+    }
+    text
 }
 
-pub(crate) fn is_fd_shortage(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+/// Logs every address a server listens on.
+pub(crate) fn log_listening(listeners: &listen::Listeners) {
+    for addr in listeners.addrs(Protocol::Line) {
+        info!("listening on {addr}");
+    }
+    for addr in listeners.addrs(Protocol::Irc) {
+        info!("listening for IRC on {addr}");
+    }
 }
 
 /// Wall-clock time for the core, which reads no clock itself.

@@ -1,15 +1,18 @@
 //! The event loop: one `mio::Poll`, one thread, every socket of the server.
 //!
-//! One turn of [`Server::run`]:
+//! The loop moves bytes and time and nothing else: what a line means, when a client must be
+//! pinged or closed, how an event looks on the wire, all belong to each connection's
+//! [`Session`]. One turn of [`EventLoop::run`]:
 //!
 //! 1. `poll` sleeps until a socket is ready or the nearest timer is due (zero when work is left
 //!    over from the last turn).
-//! 2. Readiness is handled: listeners accept until `WouldBlock`; readable connections are read
-//!    into one shared scratch buffer, framed into lines, parsed, and handed to the chat core. What
-//!    the core emits is rendered once per event and the same `Rc` bytes are queued for every
-//!    recipient, which is only *marked* for flushing (Redis's deferred writes).
-//! 3. Work left over from a budget is resumed, and due timers fire (flood resume, idle timeout,
-//!    drain deadline).
+//! 2. Readiness is handled: listeners accept until `WouldBlock` or the accept budget; readable
+//!    connections are read into one shared scratch buffer, passed through their byte
+//!    [`Transform`], framed into lines and handed to their session, which drives the chat core.
+//!    What the core emits is rendered once per render class and the same `Rc` bytes are queued
+//!    for every recipient, which is only *marked* for flushing (Redis's deferred writes).
+//! 3. Work left over from a budget is resumed, and due timers fire (flood resume, session
+//!    deadlines, drain deadline).
 //! 4. Closes decided during the turn are applied: never in the middle of a fan-out, so no slab
 //!    key is freed (and reused) while events or recipient lists may still name it.
 //! 5. Each marked connection is flushed with one `writev`; WRITABLE interest is registered only
@@ -18,36 +21,34 @@
 //! Mio's readiness is edge-triggered ("Draining readiness" in mio's `Poll` docs): after an event
 //! a socket must be read until `WouldBlock`, or no new event will come. A connection that stops
 //! early (its line budget for the turn, or flood control) is therefore remembered and resumed by
-//! the loop itself: from the next turn's leftover list, or from a timer.
+//! the loop itself: from the next turn's leftover list, or from a timer. The same holds for a
+//! listener that stops at its accept budget.
 
-use std::collections::HashMap;
-use std::fs::File;
 use std::io::{self, Read};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
-use mio::net::{TcpListener, TcpStream};
+use log::{debug, warn};
+use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use super::listen::{ACCEPTS_PER_TURN, Accepted, Admission, Listeners};
 use super::timer::{TimerKind, Timers};
-use super::{IoModel, is_fd_shortage, new_core, reject, wall_ms};
+use super::{IoModel, depart, new_core, wall_ms};
 // Shared by every I/O model now; re-exported where they were.
 pub use super::{Running, ShutdownHandle};
 use crate::config::Config;
-use crate::core::{ClientId, Core, Millis, Outbox};
+use crate::core::{ClientId, Core, Outbox};
 use crate::framer::Frame;
 use crate::net::connection::{Connection, Phase};
 use crate::net::flood::TokenBucket;
 use crate::net::outq::Flushed;
-use crate::protocol::{irc, line, telnet};
-use crate::session::irc as irc_session;
-use crate::session::{self, Proto, Protocol, Reason, Step};
+use crate::session::{self, Context, Now, Protocol, Reason, Rendered, Session, Step, Wake};
 
 /// Tokens at and above this are listeners (`LISTENER_BASE + index`); below are slab keys.
 const LISTENER_BASE: usize = usize::MAX / 2;
@@ -65,8 +66,6 @@ const LINES_PER_TURN: usize = 128;
 /// How long after clients come and go, and after the last socket event, free heap memory is
 /// handed back to the kernel.
 const TRIM_EVERY: Duration = Duration::from_secs(5);
-/// Pause before accepting again when no file descriptor can be had even for the reserve.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// How reading a connection ended for this turn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,12 +81,16 @@ enum Flow {
 }
 
 /// A chat server on one `mio::Poll`.
-pub struct Server {
+pub struct EventLoop {
     poll: Poll,
     events: Events,
     config: Config,
-    /// Each listener with the protocol its clients speak.
-    listeners: Vec<(TcpListener, Protocol)>,
+    /// What every session reads, built once.
+    ctx: Context,
+    listeners: Listeners,
+    admission: Admission,
+    /// Listeners that stopped at their accept budget, resumed next turn.
+    to_accept: Vec<usize>,
     /// Every connection, keyed by slab key; the key is also its mio token and its `ClientId`.
     conns: Slab<Connection>,
     core: Core,
@@ -96,6 +99,8 @@ pub struct Server {
     /// The one read buffer shared by all connections: complete lines are framed straight out of
     /// it, so a connection only ever holds its unfinished last line.
     scratch: Vec<u8>,
+    /// Where a byte transform puts what it changed (telnet input only), reused.
+    filtered: Vec<u8>,
     /// Connections with reading left over from their budget: (key, serial).
     to_read: Vec<(usize, u64)>,
     /// Connections with output queued this turn: (key, serial).
@@ -103,24 +108,14 @@ pub struct Server {
     /// Connections marked `Closing` this turn.
     to_close: Vec<usize>,
     timers: Timers,
-    /// Open connections per peer address, for `--max-per-ip`.
-    per_ip: HashMap<IpAddr, usize>,
-    /// A descriptor held in reserve: on EMFILE it is released for just long enough to accept the
-    /// waiting client and tell it the server is full (the libev/Redis trick), instead of leaving
-    /// it in the backlog where it would wake the loop again and again.
-    reserve_fd: Option<File>,
-    /// Accepting is paused after an fd shortage; a timer resumes it.
-    accept_paused: bool,
     signals: Option<Signals>,
     waker: Arc<Waker>,
     shutdown_requested: Arc<AtomicBool>,
     /// Set once shutdown starts: the time by which every connection is closed.
     shutdown_deadline: Option<Instant>,
     next_serial: u64,
-    /// Wall-clock time of the current turn, passed to the core.
-    now_ms: Millis,
-    /// When the server started (IRC's 003).
-    started_ms: Millis,
+    /// The time of the current turn, passed to sessions and the core.
+    now: Now,
     /// A Trim timer is pending.
     trim_armed: bool,
     /// The last turn that had socket events.
@@ -129,77 +124,55 @@ pub struct Server {
     compacted_len: usize,
 }
 
-impl Server {
+impl EventLoop {
     /// Binds every listen address of `config`. Errors name the address that failed.
-    pub fn bind(config: Config) -> io::Result<Server> {
+    pub fn bind(config: Config) -> io::Result<EventLoop> {
         let poll = Poll::new()?;
-        let mut listeners = Vec::new();
-        let line = config.listen.iter().map(|a| (*a, Protocol::Line));
-        let irc = config.irc_listen.iter().map(|a| (*a, Protocol::Irc));
-        for (i, (addr, protocol)) in line.chain(irc).enumerate() {
-            let mut listener = TcpListener::bind(addr)
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-            deepen_backlog(&listener);
-            poll.registry().register(
-                &mut listener,
-                Token(LISTENER_BASE + i),
-                Interest::READABLE,
-            )?;
-            listeners.push((listener, protocol));
-        }
+        let listeners = Listeners::bind(&config, poll.registry(), |i| Token(LISTENER_BASE + i))?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        Ok(Server {
+        let now = Now {
+            at: Instant::now(),
+            wall: wall_ms(),
+        };
+        Ok(EventLoop {
             poll,
             events: Events::with_capacity(1024),
+            ctx: Context::new(&config, now.wall),
             listeners,
+            admission: Admission::new(&config),
+            to_accept: Vec::new(),
             conns: Slab::new(),
             core: new_core(&config),
             outbox: Outbox::default(),
             scratch: vec![0; READ_CHUNK],
+            filtered: Vec::new(),
             to_read: Vec::new(),
             to_flush: Vec::new(),
             to_close: Vec::new(),
             timers: Timers::default(),
-            per_ip: HashMap::new(),
-            reserve_fd: File::open("/dev/null").ok(),
-            accept_paused: false,
             signals: None,
             waker,
             shutdown_requested: Arc::new(AtomicBool::new(false)),
             shutdown_deadline: None,
             next_serial: 0,
-            now_ms: wall_ms(),
-            started_ms: wall_ms(),
+            now,
             trim_armed: false,
-            last_busy: Instant::now(),
+            last_busy: now.at,
             compacted_len: 0,
             config,
         })
     }
 
     /// Binds on a new thread and runs the loop there; returns once the server is listening.
-    /// (A `Server` stays on the thread that made it: its output chunks are `Rc`.)
+    /// (An `EventLoop` stays on the thread that made it: its output chunks are `Rc`.)
     /// The same as `driver::spawn(IoModel::Poll, config)`.
     pub fn spawn(config: Config) -> io::Result<Running> {
         super::spawn(IoModel::Poll, config)
     }
 
-    /// The line-protocol addresses actually bound (useful with port 0).
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.bound(Protocol::Line)
-    }
-
-    /// The IRC addresses actually bound.
-    pub fn irc_addrs(&self) -> Vec<SocketAddr> {
-        self.bound(Protocol::Irc)
-    }
-
-    fn bound(&self, protocol: Protocol) -> Vec<SocketAddr> {
-        self.listeners
-            .iter()
-            .filter(|(_, p)| *p == protocol)
-            .filter_map(|(l, _)| l.local_addr().ok())
-            .collect()
+    /// The addresses actually bound for `protocol` (useful with port 0).
+    pub fn addrs(&self, protocol: Protocol) -> Vec<SocketAddr> {
+        self.listeners.addrs(protocol)
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
@@ -217,12 +190,7 @@ impl Server {
 
     /// Runs until shutdown is requested and every client has been said goodbye to.
     pub fn run(mut self) -> io::Result<()> {
-        for addr in self.local_addrs() {
-            info!("listening on {addr}");
-        }
-        for addr in self.irc_addrs() {
-            info!("listening for IRC on {addr}");
-        }
+        super::log_listening(&self.listeners);
         loop {
             let timeout = self.poll_timeout(Instant::now());
             if let Err(e) = self.poll.poll(&mut self.events, timeout) {
@@ -231,9 +199,13 @@ impl Server {
                 }
                 return Err(e);
             }
-            let now = Instant::now();
-            self.now_ms = wall_ms();
+            self.now = Now {
+                at: Instant::now(),
+                wall: wall_ms(),
+            };
+            let now = self.now.at;
             self.handle_events(now);
+            self.resume_accepts(now);
             self.resume_reads(now);
             self.fire_timers(now);
             self.compact_timers();
@@ -251,18 +223,25 @@ impl Server {
                 }
             }
         }
-        info!("server stopped");
+        log::info!("server stopped");
         Ok(())
     }
 
-    /// Zero when work is left over; otherwise until the nearest timer, or forever.
+    /// Zero when work is left over; otherwise until the nearest timer or accept pause, or
+    /// forever.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.to_read.is_empty() || !self.to_flush.is_empty() || !self.to_close.is_empty() {
+        if !self.to_read.is_empty()
+            || !self.to_flush.is_empty()
+            || !self.to_close.is_empty()
+            || !self.to_accept.is_empty()
+        {
             return Some(Duration::ZERO);
         }
-        self.timers
-            .next()
-            .map(|at| at.saturating_duration_since(now))
+        let next = match (self.timers.next(), self.listeners.paused_until()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        next.map(|at| at.saturating_duration_since(now))
     }
 
     fn handle_events(&mut self, now: Instant) {
@@ -303,79 +282,39 @@ impl Server {
 
     // ---- accepting -------------------------------------------------------------------------
 
+    /// Accepts from listener `index` until nobody waits or the turn's budget is spent; a
+    /// listener stopped by the budget is resumed next turn (no new edge would come for it).
     fn accept(&mut self, index: usize, now: Instant) {
-        while !self.accept_paused {
-            let Some((listener, protocol)) = self.listeners.get(index) else {
-                return;
-            };
-            let protocol = *protocol;
-            match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer, protocol, now),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if is_fd_shortage(&e) => {
-                    if !self.on_fd_shortage(index, now) {
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
-                Err(e) => {
-                    warn!("accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
-                    self.pause_accepting(now);
-                }
+        for _ in 0..ACCEPTS_PER_TURN {
+            match self.listeners.next(index, now) {
+                Accepted::Conn(stream, peer, protocol) => self.admit(stream, peer, protocol, now),
+                Accepted::Done => return,
             }
+        }
+        if !self.to_accept.contains(&index) {
+            self.to_accept.push(index);
         }
     }
 
-    /// Out of descriptors: use the reserve to turn the next waiting client away with a reason,
-    /// or, without one, stop accepting for a moment instead of spinning on EMFILE (which
-    /// `accept` returns even when no client is waiting). Returns whether to go on accepting.
-    fn on_fd_shortage(&mut self, index: usize, now: Instant) -> bool {
-        if self.reserve_fd.take().is_none() {
-            warn!("out of file descriptors; pausing accepts for {ACCEPT_BACKOFF:?}");
-            self.pause_accepting(now);
-            return false;
-        }
-        let (listener, protocol) = &self.listeners[index];
-        let more = match listener.accept() {
-            Ok((stream, peer)) => {
-                warn!("{peer} refused: out of file descriptors");
-                reject(stream, *protocol, "server full");
-                true
-            }
-            // Nobody is waiting (WouldBlock), or the client already left.
-            Err(_) => false,
+    fn resume_accepts(&mut self, now: Instant) {
+        let indices: Vec<usize> = if self.listeners.resume(now) {
+            (0..self.listeners.len()).collect()
+        } else {
+            std::mem::take(&mut self.to_accept)
         };
-        self.reserve_fd = File::open("/dev/null").ok();
-        if self.reserve_fd.is_none() {
-            warn!("out of file descriptors; pausing accepts for {ACCEPT_BACKOFF:?}");
-            self.pause_accepting(now);
-            return false;
+        self.to_accept.clear();
+        for index in indices {
+            self.accept(index, now);
         }
-        more
-    }
-
-    fn pause_accepting(&mut self, now: Instant) {
-        self.accept_paused = true;
-        self.timers
-            .push(now + ACCEPT_BACKOFF, TimerKind::AcceptResume, 0, 0);
     }
 
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, protocol: Protocol, now: Instant) {
-        if self.shutdown_deadline.is_some() {
-            return reject(stream, protocol, "server shutting down");
-        }
-        if self.conns.len() >= self.config.max_clients {
-            warn!(
-                "{peer} refused: server full ({} clients, --max-clients)",
-                self.conns.len()
-            );
-            return reject(stream, protocol, "server full");
-        }
-        let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
-        if self.config.max_per_ip > 0 && from_ip >= self.config.max_per_ip {
-            warn!("{peer} refused: {from_ip} connections from its address (--max-per-ip)");
-            return reject(stream, protocol, "too many connections from your address");
+        let (open, closing) = (self.conns.len(), self.shutdown_deadline.is_some());
+        if !self
+            .admission
+            .admit(&mut stream, peer, protocol, open, closing)
+        {
+            return;
         }
         // Chat lines are small and latency matters: never wait for Nagle to coalesce them (the
         // loop already coalesces a turn's output into one write).
@@ -388,40 +327,21 @@ impl Server {
             .register(&mut stream, Token(key), Interest::READABLE)
         {
             warn!("{peer}: cannot register: {e}");
+            self.admission.left(peer.ip());
             return;
         }
         self.next_serial += 1;
         let serial = self.next_serial;
         let bucket = TokenBucket::new(self.config.flood_burst, now);
-        let proto = Proto::new(protocol);
-        entry.insert(Connection::new(stream, peer, serial, bucket, proto, now));
-        *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
+        let session = Session::new(protocol, ClientId(key), peer, now);
+        entry.insert(Connection::new(stream, peer, serial, bucket, session));
         self.arm_trim(now);
-        match protocol {
-            Protocol::Line => {
-                let (greeting, nick) = session::welcome(
-                    &mut self.core,
-                    ClientId(key),
-                    &session::host_of(peer.ip()),
-                    self.now_ms,
-                    &mut self.outbox,
-                );
-                info!("{peer} connected as {nick}");
-                self.send(key, greeting);
-                self.deliver();
-                if let Some(idle) = self.config.idle_timeout {
-                    self.timers.push(now + idle, TimerKind::Idle, key, serial);
-                }
-            }
-            Protocol::Irc => {
-                info!("{peer} connected (IRC)");
-                let register_by = now + self.config.irc_register_timeout;
-                self.timers
-                    .push(register_by, TimerKind::Register, key, serial);
-                let ping_at = now + self.config.irc_ping_after;
-                self.timers.push(ping_at, TimerKind::Idle, key, serial);
-            }
-        }
+        let conn = &mut self.conns[key];
+        let step = conn
+            .session
+            .welcome(&mut self.core, self.now, &mut self.outbox);
+        self.apply(key, step);
+        self.arm_session(key);
     }
 
     // ---- reading ---------------------------------------------------------------------------
@@ -433,6 +353,7 @@ impl Server {
             _ => return,
         }
         let mut scratch = std::mem::take(&mut self.scratch);
+        let mut filtered = std::mem::take(&mut self.filtered);
         let mut lines = LINES_PER_TURN;
         // Lines stashed by an earlier turn come before anything new.
         let mut flow = self.handle_lines(key, &[], &mut lines, now);
@@ -450,17 +371,14 @@ impl Server {
                 }
                 Ok(n) => {
                     reads += 1;
-                    let data = &scratch[..n];
-                    flow = if matches!(conn.proto, Proto::Line) && data.contains(&telnet::IAC) {
-                        let (mut text, mut replies) = (Vec::with_capacity(n), Vec::new());
-                        telnet::filter(data, &mut text, &mut replies);
-                        if !replies.is_empty() {
-                            self.send(key, replies);
-                        }
-                        self.handle_lines(key, &text, &mut lines, now)
-                    } else {
-                        self.handle_lines(key, data, &mut lines, now)
-                    };
+                    let mut replies = Vec::new();
+                    let data = conn
+                        .transform
+                        .inbound(&scratch[..n], &mut filtered, &mut replies);
+                    if !replies.is_empty() {
+                        self.send(key, replies);
+                    }
+                    flow = self.handle_lines(key, data, &mut lines, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -472,12 +390,18 @@ impl Server {
             }
         }
         self.scratch = scratch;
-        if flow == Flow::Budget {
-            let conn = &mut self.conns[key];
-            if !conn.read_listed {
-                conn.read_listed = true;
-                self.to_read.push((key, conn.serial));
-            }
+        self.filtered = filtered;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if flow == Flow::Budget && !conn.read_listed {
+            conn.read_listed = true;
+            self.to_read.push((key, conn.serial));
+        }
+        if conn.is_open() {
+            let partial = conn.framer.buffered() > 0 && !conn.framer.has_backlog();
+            conn.session.note_partial(partial, now);
+            self.arm_session(key);
         }
     }
 
@@ -493,7 +417,6 @@ impl Server {
         let (burst, rate) = (self.config.flood_burst, self.config.flood_rate);
         loop {
             let conn = &mut self.conns[key];
-            let max_line = conn.max_line(self.config.max_line);
             if !conn.is_open() {
                 return Flow::Stop;
             }
@@ -526,27 +449,17 @@ impl Server {
                 );
                 return Flow::Throttled;
             }
+            let max_line = conn.session.max_line(&self.ctx);
             let Some(frame) = conn.framer.next_frame(&mut input, max_line) else {
                 return Flow::Go;
             };
             conn.bucket.take();
-            conn.last_heard = now;
             *lines -= 1;
-            // The frame borrows the framer (or the scratch input); the session needs only the
-            // connection's protocol state, the core and the outbox: other fields.
-            let (proto, peer) = (&mut conn.proto, conn.peer);
-            let outcome = on_frame(
-                proto,
-                &mut self.core,
-                &mut self.outbox,
-                &self.config,
-                self.started_ms,
-                self.now_ms,
-                key,
-                peer,
-                frame,
-            );
-            self.apply(key, outcome);
+            // The frame borrows the framer (or the scratch input); the session is another field.
+            let step =
+                conn.session
+                    .on_frame(&self.ctx, &mut self.core, frame, self.now, &mut self.outbox);
+            self.apply(key, step);
         }
     }
 
@@ -554,34 +467,28 @@ impl Server {
     /// (after getting what is queued for it, in case it only half-closed).
     fn end_of_stream(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        let max_line = conn.max_line(self.config.max_line);
+        let max_line = conn.session.max_line(&self.ctx);
         if let Some(last) = conn.framer.take_partial(max_line) {
-            let (proto, peer) = (&mut conn.proto, conn.peer);
-            let frame = Frame::Line(&last);
-            let outcome = on_frame(
-                proto,
+            let step = conn.session.on_frame(
+                &self.ctx,
                 &mut self.core,
+                Frame::Line(&last),
+                self.now,
                 &mut self.outbox,
-                &self.config,
-                self.started_ms,
-                self.now_ms,
-                key,
-                peer,
-                frame,
             );
-            self.apply(key, outcome);
+            self.apply(key, step);
         }
         self.mark_close(key, Reason::Closed);
     }
 
-    /// Carries out what the session said about one line: its direct reply first, then the
-    /// core's events, then a departure.
-    fn apply(&mut self, key: usize, (reply, leave): (Vec<u8>, Option<Reason>)) {
-        if !reply.is_empty() {
-            self.send(key, reply);
+    /// Carries out what the session said: its direct reply first, then the core's events, then
+    /// a departure.
+    fn apply(&mut self, key: usize, step: Step) {
+        if !step.reply.is_empty() {
+            self.send(key, step.reply);
         }
         self.deliver();
-        if let Some(reason) = leave {
+        if let Some(reason) = step.leave {
             self.mark_close(key, reason);
         }
     }
@@ -603,36 +510,29 @@ impl Server {
 
     // ---- output ----------------------------------------------------------------------------
 
-    /// Renders each event in the outbox once per protocol variant (line, IRC, IRC with
-    /// server-time) and queues the same bytes for all recipients of that variant.
+    /// Renders each event in the outbox once per render class among its recipients and queues
+    /// the same bytes for all recipients of that class.
     fn deliver(&mut self) {
         if self.outbox.is_empty() {
             return;
         }
         let mut outbox = std::mem::take(&mut self.outbox);
         for (event, to) in outbox.iter() {
-            let mut rendered: [Option<Rc<[u8]>>; 3] = [None, None, None];
+            let mut rendered: Rendered<Rc<[u8]>> = Rendered::new();
             for id in to {
                 let Some(conn) = self.conns.get(id.0) else {
                     continue;
                 };
-                let variant = match &conn.proto {
-                    Proto::Line => 0,
-                    Proto::Irc(s) if s.caps.server_time => 2,
-                    Proto::Irc(_) => 1,
-                };
-                let bytes = rendered[variant].get_or_insert_with(|| {
-                    let bytes = match variant {
-                        0 => line::render(event),
-                        // Only single-recipient events use the recipient's nick.
-                        v => {
-                            let me = self.core.nick(*id).map_or("*", |n| &**n);
-                            irc::render(event, &self.config.server_name, me, v == 2, self.now_ms)
-                        }
-                    };
-                    bytes.into()
+                let bytes = rendered.get(conn.session.render_class(), || {
+                    let me = self.core.nick(*id).map_or("*", |n| &**n);
+                    session::render(
+                        conn.session.render_class(),
+                        event,
+                        &self.ctx,
+                        me,
+                        self.now.wall,
+                    )
                 });
-                let bytes = bytes.clone();
                 self.enqueue(id.0, bytes);
             }
         }
@@ -673,20 +573,16 @@ impl Server {
                 }
             }
             if over(conn.out.len()) {
-                self.over_sendq(key);
+                warn!(
+                    "{}: send queue over --max-sendq {} bytes, disconnecting",
+                    conn.peer, self.config.max_sendq
+                );
+                self.mark_close(key, Reason::SendQueue);
                 return;
             }
         }
         conn.out.push(bytes);
         self.mark_flush(key);
-    }
-
-    fn over_sendq(&mut self, key: usize) {
-        warn!(
-            "{}: send queue over --max-sendq {} bytes, disconnecting",
-            self.conns[key].peer, self.config.max_sendq
-        );
-        self.mark_close(key, Reason::SendQueue);
     }
 
     fn mark_flush(&mut self, key: usize) {
@@ -764,7 +660,7 @@ impl Server {
 
     // ---- closing ---------------------------------------------------------------------------
 
-    /// Decides to close a connection; the close itself waits for [`Server::apply_closes`].
+    /// Decides to close a connection; the close itself waits for [`EventLoop::apply_closes`].
     fn mark_close(&mut self, key: usize, reason: Reason) {
         if let Some(conn) = self.conns.get_mut(key)
             && conn.is_open()
@@ -775,7 +671,7 @@ impl Server {
     }
 
     /// Takes the connections marked this turn out of the chat core (telling their rooms why),
-    /// then lets them drain their output with a last `BYE`, or removes them at once.
+    /// then lets them drain their output with a farewell line, or removes them at once.
     fn apply_closes(&mut self, now: Instant) {
         while let Some(key) = self.to_close.pop() {
             let Some(conn) = self.conns.get_mut(key) else {
@@ -785,27 +681,19 @@ impl Server {
                 continue;
             };
             let (peer, serial) = (conn.peer, conn.serial);
-            let text = reason.text();
-            let nick = self
-                .core
-                .nick(ClientId(key))
-                .cloned()
-                .unwrap_or_else(|| "?".into());
-            info!("{peer} ({nick}) disconnected: {text}");
-            self.core.disconnect(ClientId(key), &text, &mut self.outbox);
-            if self.shutdown_deadline.is_some() {
-                // Everyone is leaving; nobody needs to be told who else did.
-                self.outbox.clear();
-            } else {
-                self.deliver();
-            }
+            let everyone = self.shutdown_deadline.is_some();
+            let text = depart(
+                &mut self.core,
+                &mut self.outbox,
+                ClientId(key),
+                peer,
+                &reason,
+                everyone,
+            );
+            self.deliver();
             if reason.drains() {
                 let conn = &mut self.conns[key];
-                let bye = match conn.proto {
-                    Proto::Line => line::render_bye(&text),
-                    Proto::Irc(_) => irc::render_close(&text),
-                };
-                conn.out.push(bye.into());
+                conn.out.push(conn.session.farewell(&text).into());
                 self.mark_flush(key);
                 let deadline = now + self.config.shutdown_grace;
                 self.timers
@@ -821,12 +709,7 @@ impl Server {
         let mut conn = self.conns.remove(key);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         self.arm_trim(Instant::now());
-        if let Some(n) = self.per_ip.get_mut(&conn.peer.ip()) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_ip.remove(&conn.peer.ip());
-            }
-        }
+        self.admission.left(conn.peer.ip());
         if conn.phase != Phase::Draining {
             // Only at the shutdown deadline: the core still has it.
             self.core
@@ -840,13 +723,12 @@ impl Server {
         if self.shutdown_deadline.is_some() {
             return;
         }
-        info!(
+        log::info!(
             "shutting down ({why}): saying goodbye to {} clients",
             self.conns.len()
         );
-        for (mut listener, _) in self.listeners.drain(..) {
-            let _ = self.poll.registry().deregister(&mut listener);
-        }
+        self.listeners.close(self.poll.registry());
+        self.to_accept.clear();
         self.shutdown_deadline = Some(now + self.config.shutdown_grace);
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
@@ -856,46 +738,41 @@ impl Server {
 
     // ---- timers ----------------------------------------------------------------------------
 
-    /// A silent connection: the line protocol closes it after `--idle-timeout`; IRC first sends
-    /// a PING and closes it only if nothing at all comes back. Re-arms itself while the client is
-    /// active, so one heap entry per connection suffices.
-    fn check_silence(&mut self, key: usize, now: Instant) {
-        let conn = &mut self.conns[key];
-        let serial = conn.serial;
-        let next = match &mut conn.proto {
-            Proto::Line => {
-                let idle = self.config.idle_timeout.unwrap_or(Duration::MAX);
-                if conn.last_heard + idle <= now {
-                    info!("{}: silent for {idle:?} (--idle-timeout)", conn.peer);
-                    self.mark_close(key, Reason::Idle);
-                    return;
-                }
-                conn.last_heard + idle
-            }
-            Proto::Irc(session) => {
-                let (ping_after, timeout) =
-                    (self.config.irc_ping_after, self.config.irc_ping_timeout);
-                if conn.last_heard + timeout <= now {
-                    info!("{}: no answer to PING", conn.peer);
-                    self.mark_close(key, Reason::PingTimeout);
-                    return;
-                }
-                if conn.last_heard + ping_after <= now {
-                    if !session.pinged {
-                        session.pinged = true;
-                        let ping = format!("PING :{}\r\n", self.config.server_name);
-                        self.send(key, ping.into_bytes());
-                    }
-                    self.conns[key].last_heard + timeout
-                } else {
-                    conn.last_heard + ping_after
-                }
-            }
+    /// Makes sure the timer heap wakes connection `key` by its session's next deadline. One
+    /// entry is live per connection (`armed`); a deadline that moved later is left to the
+    /// earlier entry, which finds nothing due and re-arms (so chatty clients cost no pushes).
+    fn arm_session(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
         };
-        self.timers.push(next, TimerKind::Idle, key, serial);
+        let Some(at) = conn.session.next_deadline(&self.ctx) else {
+            return;
+        };
+        if conn.armed.is_none_or(|armed| at < armed) {
+            conn.armed = Some(at);
+            self.timers.push(at, TimerKind::Session, key, conn.serial);
+        }
     }
 
-    /// Keeps the timer heap proportional to the number of connections.
+    /// A session's deadline: carry out what it asks, then arm the next one.
+    fn on_session_deadline(&mut self, key: usize, now: Instant) {
+        let conn = &mut self.conns[key];
+        conn.armed = None;
+        match conn.session.on_deadline(&self.ctx, now) {
+            Wake::Rearm => {}
+            Wake::Send(bytes) => self.send(key, bytes),
+            Wake::Close(reason) => return self.mark_close(key, reason),
+            Wake::CompleteLine => {
+                // Only when nothing else waits in the framer: otherwise the line is not idle,
+                // just queued behind flood control, and is framed in turn.
+                if !conn.throttled && conn.framer.end_partial() {
+                    self.read(key, now);
+                }
+            }
+        }
+        self.arm_session(key);
+    }
+
     /// Keeps the timer heap proportional to the number of connections. Live connections can
     /// have a few timers each, so after a compaction the next one waits until the heap has
     /// doubled again: never a scan per turn that removes nothing.
@@ -903,9 +780,11 @@ impl Server {
         let threshold = (2 * self.conns.len() + 1024).max(self.compacted_len * 2);
         if self.timers.len() > threshold {
             let conns = &self.conns;
-            self.timers.retain(|kind, key, serial| {
-                matches!(kind, TimerKind::AcceptResume | TimerKind::Trim)
-                    || conns.get(key).is_some_and(|c| c.serial == serial)
+            self.timers.retain(|at, kind, key, serial| match kind {
+                TimerKind::Trim => true,
+                _ => conns.get(key).is_some_and(|c| {
+                    c.serial == serial && (kind != TimerKind::Session || c.armed == Some(at))
+                }),
             });
             self.compacted_len = self.timers.len();
         }
@@ -922,14 +801,7 @@ impl Server {
     }
 
     fn fire_timers(&mut self, now: Instant) {
-        while let Some((kind, key, serial)) = self.timers.pop_due(now) {
-            if kind == TimerKind::AcceptResume {
-                self.accept_paused = false;
-                for index in 0..self.listeners.len() {
-                    self.accept(index, now);
-                }
-                continue;
-            }
+        while let Some((at, kind, key, serial)) = self.timers.pop_due(now) {
             if kind == TimerKind::Trim {
                 // Walking the heap takes milliseconds: never while clients are chatting, where
                 // it would show as a latency spike. A busy server keeps its memory anyway.
@@ -953,67 +825,13 @@ impl Server {
                     conn.throttled = false;
                     self.read(key, now);
                 }
-                TimerKind::Idle if conn.is_open() => self.check_silence(key, now),
-                TimerKind::Register if conn.is_open() => {
-                    if matches!(&conn.proto, Proto::Irc(s) if !s.registered) {
-                        info!("{}: did not register in time", conn.peer);
-                        self.mark_close(key, Reason::RegistrationTimeout);
-                    }
+                TimerKind::Session if conn.is_open() && conn.armed == Some(at) => {
+                    self.on_session_deadline(key, now)
                 }
                 TimerKind::DrainDeadline if conn.phase == Phase::Draining => self.remove(key),
                 _ => {}
             }
         }
-    }
-}
-
-/// Hands one frame to the connection's protocol session; returns the direct reply and whether
-/// the client leaves.
-#[allow(clippy::too_many_arguments)]
-fn on_frame(
-    proto: &mut Proto,
-    core: &mut Core,
-    outbox: &mut Outbox,
-    config: &Config,
-    started_ms: Millis,
-    now_ms: Millis,
-    key: usize,
-    peer: SocketAddr,
-    frame: Frame<'_>,
-) -> (Vec<u8>, Option<Reason>) {
-    let id = ClientId(key);
-    match proto {
-        Proto::Line => match session::on_frame(core, id, frame, config.max_line, now_ms, outbox) {
-            Step::Done => (Vec::new(), None),
-            Step::Reply(bytes) => (bytes, None),
-            Step::Leave(reason) => (Vec::new(), Some(reason)),
-        },
-        Proto::Irc(irc) => {
-            let ctx = irc_session::Context {
-                server: &config.server_name,
-                password: config.irc_password.as_deref(),
-                motd: config.motd.as_deref(),
-                started: started_ms,
-                max_rooms: config.max_rooms,
-            };
-            let step = irc.on_frame(core, id, frame, peer.ip(), &ctx, now_ms, outbox);
-            (step.reply, step.leave)
-        }
-    }
-}
-
-/// Connections the kernel may hold for us before we accept them.
-const LISTEN_BACKLOG: i32 = 4096;
-
-/// mio (like std) listens with a backlog of 128. A burst of connects larger than that within one
-/// loop turn overflows it, and the kernel drops SYNs: those clients wait a full second for the
-/// retransmit. Calling `listen` again on a listening socket just sets the new backlog (Linux caps
-/// it at `net.core.somaxconn`).
-pub(crate) fn deepen_backlog(listener: &TcpListener) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: listen on a descriptor we own, which is already a bound, listening socket.
-    unsafe {
-        libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG);
     }
 }
 

@@ -1,7 +1,8 @@
 //! The threaded baselines: blocking std sockets, threads, and the chat core behind one `Mutex`.
 //!
 //! They exist so that the event loop can be measured against threads with nothing else changed:
-//! the same framer, session glue, protocol, core, limits, disconnect policy and log lines as
+//! the same listeners and admission ([`super::listen`]), byte transforms, framer, sessions (so
+//! both the line protocol and IRC), core, limits, disconnect policy and log lines as
 //! [`super::poll`]. Two variants share this file because they differ only in how output leaves:
 //!
 //! - **`--io threads`**: per connection, a *reader* thread (blocking `read`, framing, flood
@@ -23,44 +24,43 @@
 //! loop: never in the middle of a fan-out. A client id is never reused, so a late line or write
 //! from a closed connection finds nothing and does nothing.
 //!
-//! **Stopping.** The accept thread (the one that calls [`Server::run`]) is a tiny `mio::Poll`
+//! **Stopping.** The accept thread (the one that calls [`ThreadedServer::run`]) is a tiny `mio::Poll`
 //! over the non-blocking listeners, a [`Waker`] for the [`ShutdownHandle`] and, with
-//! [`Server::handle_signals`], SIGINT/SIGTERM through `signal-hook-mio`, as in the loop. So
+//! [`ThreadedServer::handle_signals`], SIGINT/SIGTERM through `signal-hook-mio`, as in the loop. So
 //! accepting stops at once on shutdown, without a self-connect trick and without polling a flag.
 //! Accepted sockets are switched back to blocking for their threads. On shutdown every client is
-//! closed with `BYE server shutting down`; writers deliver what is queued, and whatever is not
+//! closed with its protocol's farewell (`BYE server shutting down`); writers deliver what is queued, and whatever is not
 //! written after `shutdown_grace` is cut off by shutting the sockets down (which wakes a thread
 //! blocked in `read` or `write`). Readers and writers then exit on their own.
 //!
 //! **Timers live in the threads**: a reader waits for its flood bucket with a sleep (it holds no
-//! lock meanwhile, and not reading is the back-pressure) and notices `--idle-timeout` through a
-//! read timeout set to the time left. A writer's blocking write has a timeout of
+//! lock meanwhile, and not reading is the back-pressure) and notices its session's next deadline
+//! (idle timeout, PING, registration deadline, an unfinished line to complete) through a read
+//! timeout set to the time left. A writer's blocking write has a timeout of
 //! `shutdown_grace`, so that a drain deadline is noticed even by a write that started before it;
 //! that timeout only fires while a peer is not reading.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
-use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Token, Waker};
+use log::{debug, warn};
+use mio::{Events, Poll, Token, Waker};
 use signal_hook_mio::v1_0::Signals;
 
-use super::poll::deepen_backlog;
-use super::{ShutdownHandle, is_fd_shortage, new_core, reject, wall_ms};
+use super::listen::{Accepted, Admission, Listeners, refuse};
+use super::{ShutdownHandle, depart, new_core, wall_ms};
 use crate::config::Config;
 use crate::core::{ClientId, Core, Outbox};
 use crate::framer::{Frame, LineFramer};
 use crate::net::flood::TokenBucket;
 use crate::net::outq::OutQueue;
 use crate::net::sendq::{Chunk, SendChannel, Take};
-use crate::protocol::{line, telnet};
-use crate::session::{self, Protocol, Reason, Step};
+use crate::net::transform::Transform;
+use crate::session::{self, Context, Now, Protocol, Reason, Rendered, Session, Step, Wake};
 
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -72,28 +72,23 @@ const READ_CHUNK: usize = 8 * 1024;
 /// charge: std's 2 MiB default would reserve 4 MiB per client. 256 KiB leaves ample room for an
 /// unoptimised build.
 const STACK_SIZE: usize = 256 * 1024;
-/// Pause before accepting again when no file descriptor can be had even for the reserve.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A threaded chat server: an accept thread, and threads per connection.
-pub struct Server {
+pub struct ThreadedServer {
     /// The accept thread's poller: listeners, the shutdown waker, signals.
     poll: Poll,
-    listeners: Vec<TcpListener>,
+    listeners: Listeners,
     shared: Arc<Shared>,
     signals: Option<Signals>,
     waker: Arc<Waker>,
     shutdown_requested: Arc<AtomicBool>,
-    /// A descriptor held in reserve for EMFILE, as in the loop: released for just long enough to
-    /// accept the waiting client and tell it the server is full.
-    reserve_fd: Option<File>,
-    /// Accepting is paused after an fd shortage until then.
-    paused_until: Option<Instant>,
 }
 
 /// What every thread of the server shares.
 struct Shared {
     config: Config,
+    /// What every session reads, built once.
+    ctx: Context,
     /// threads-direct: no writer threads, the fan-out writes into the sockets.
     direct: bool,
     /// The chat core and the connection table, behind the one lock.
@@ -115,7 +110,7 @@ impl Shared {
         if st.is_open(id) {
             log();
             st.mark_close(id, reason);
-            st.apply_closes();
+            st.apply_closes(&self.ctx);
         }
     }
 }
@@ -130,8 +125,7 @@ struct State {
     clients: HashMap<usize, Client>,
     /// Closed connections whose writer thread is still delivering their last output.
     draining: HashMap<usize, Arc<Conn>>,
-    /// Open connections per peer address, for `--max-per-ip`.
-    per_ip: HashMap<IpAddr, usize>,
+    admission: Admission,
     /// Connections marked closing during the current pass.
     to_close: Vec<usize>,
     next_id: usize,
@@ -144,6 +138,9 @@ struct State {
 
 struct Client {
     conn: Arc<Conn>,
+    /// The connection's protocol state, under the lock: the reader drives it, and every fan-out
+    /// asks it how to render for this recipient.
+    session: Session,
     /// Set when a close is decided; the close is applied after the pass.
     closing: Option<Reason>,
 }
@@ -159,29 +156,28 @@ struct Conn {
     out: Option<SendChannel>,
 }
 
-impl Server {
+fn now() -> Now {
+    Now {
+        at: Instant::now(),
+        wall: wall_ms(),
+    }
+}
+
+impl ThreadedServer {
     /// Binds every listen address of `config`; `direct` picks threads-direct. Errors name the
     /// address that failed.
-    pub fn bind(config: Config, direct: bool) -> io::Result<Server> {
+    pub fn bind(config: Config, direct: bool) -> io::Result<ThreadedServer> {
         let poll = Poll::new()?;
-        let mut listeners = Vec::new();
-        for (i, addr) in config.listen.iter().enumerate() {
-            let mut listener = TcpListener::bind(*addr)
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-            // The loop's deeper backlog: a burst of connects must not meet SYN drops here
-            // either, or a benchmark would measure the backlog instead of the I/O model.
-            deepen_backlog(&listener);
-            poll.registry()
-                .register(&mut listener, Token(i), Interest::READABLE)?;
-            listeners.push(listener);
-        }
+        // The loop's listeners, deep backlog included: a burst of connects must not meet SYN
+        // drops here either, or a benchmark would measure the backlog instead of the I/O model.
+        let listeners = Listeners::bind(&config, poll.registry(), Token)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let state = State {
             core: new_core(&config),
             outbox: Outbox::default(),
             clients: HashMap::new(),
             draining: HashMap::new(),
-            per_ip: HashMap::new(),
+            admission: Admission::new(&config),
             to_close: Vec::new(),
             next_id: 0,
             shutdown_deadline: None,
@@ -189,10 +185,11 @@ impl Server {
             write_timeout: config.write_timeout,
             grace: config.shutdown_grace,
         };
-        Ok(Server {
+        Ok(ThreadedServer {
             poll,
             listeners,
             shared: Arc::new(Shared {
+                ctx: Context::new(&config, wall_ms()),
                 config,
                 direct,
                 state: Mutex::new(state),
@@ -201,17 +198,12 @@ impl Server {
             signals: None,
             waker,
             shutdown_requested: Arc::new(AtomicBool::new(false)),
-            reserve_fd: File::open("/dev/null").ok(),
-            paused_until: None,
         })
     }
 
-    /// The addresses actually bound (useful with port 0).
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect()
+    /// The addresses actually bound for `protocol` (useful with port 0).
+    pub fn addrs(&self, protocol: Protocol) -> Vec<SocketAddr> {
+        self.listeners.addrs(protocol)
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
@@ -229,23 +221,20 @@ impl Server {
 
     /// Accepts until shutdown is requested, then says goodbye to every client and returns.
     pub fn run(mut self) -> io::Result<()> {
-        for addr in self.local_addrs() {
-            info!("listening on {addr}");
-        }
-        if !self.shared.config.irc_listen.is_empty() {
-            info!("the threaded I/O models speak the line protocol only: no IRC listener");
-        }
+        super::log_listening(&self.listeners);
         let mut events = Events::with_capacity(64);
         let why = 'run: loop {
             let now = Instant::now();
-            if self.paused_until.is_some_and(|t| t <= now) {
-                self.paused_until = None;
+            if self.listeners.resume(now) {
                 // Edge-triggered: clients that arrived meanwhile sent no new event.
                 for index in 0..self.listeners.len() {
-                    self.accept(index);
+                    self.accept(index, now);
                 }
             }
-            let timeout = self.paused_until.map(|t| t.saturating_duration_since(now));
+            let timeout = self
+                .listeners
+                .paused_until()
+                .map(|t| t.saturating_duration_since(now));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -264,69 +253,28 @@ impl Server {
                             break 'run format!("signal {signal}");
                         }
                     }
-                    Token(index) => self.accept(index),
+                    Token(index) => self.accept(index, Instant::now()),
                 }
             }
         };
         self.shutdown(&why);
-        info!("server stopped");
+        log::info!("server stopped");
         Ok(())
     }
 
     // ---- accepting -------------------------------------------------------------------------
 
-    fn accept(&mut self, index: usize) {
-        while self.paused_until.is_none() {
-            let Some(listener) = self.listeners.get(index) else {
-                return;
-            };
-            match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream.into(), peer),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if is_fd_shortage(&e) => {
-                    if !self.on_fd_shortage(index) {
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
-                Err(e) => {
-                    warn!("accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
-                    self.paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
-                }
-            }
+    /// Accepts until nobody waits: this thread has nothing else to do, so no budget.
+    fn accept(&mut self, index: usize, now: Instant) {
+        while let Accepted::Conn(stream, peer, protocol) = self.listeners.next(index, now) {
+            self.admit(stream.into(), peer, protocol);
         }
-    }
-
-    /// Out of descriptors: the loop's reserve-descriptor trick (see `poll::Server`). Returns
-    /// whether to go on accepting.
-    fn on_fd_shortage(&mut self, index: usize) -> bool {
-        let pause = |server: &mut Server| {
-            warn!("out of file descriptors; pausing accepts for {ACCEPT_BACKOFF:?}");
-            server.paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
-            false
-        };
-        if self.reserve_fd.take().is_none() {
-            return pause(self);
-        }
-        let more = match self.listeners[index].accept() {
-            Ok((stream, peer)) => {
-                warn!("{peer} refused: out of file descriptors");
-                reject(stream, Protocol::Line, "server full");
-                true
-            }
-            Err(_) => false,
-        };
-        self.reserve_fd = File::open("/dev/null").ok();
-        if self.reserve_fd.is_none() {
-            return pause(self);
-        }
-        more
     }
 
     /// Checks the limits, registers the connection, starts its threads and greets it.
-    fn admit(&mut self, stream: TcpStream, peer: SocketAddr) {
-        let (config, direct) = (&self.shared.config, self.shared.direct);
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, protocol: Protocol) {
+        let (shared, direct) = (&*self.shared, self.shared.direct);
+        let config = &shared.config;
         // Accepted from a non-blocking listener, the socket is non-blocking: these threads block.
         if let Err(e) = stream.set_nonblocking(false) {
             debug!("{peer}: cannot make the socket blocking: {e}");
@@ -337,22 +285,10 @@ impl Server {
         if direct && !config.write_timeout.is_zero() {
             let _ = stream.set_write_timeout(Some(config.write_timeout));
         }
-        let mut st = self.shared.lock();
-        if st.clients.len() >= config.max_clients {
-            warn!(
-                "{peer} refused: server full ({} clients, --max-clients)",
-                st.clients.len()
-            );
-            return reject(stream, Protocol::Line, "server full");
-        }
-        let from_ip = st.per_ip.get(&peer.ip()).copied().unwrap_or(0);
-        if config.max_per_ip > 0 && from_ip >= config.max_per_ip {
-            warn!("{peer} refused: {from_ip} connections from its address (--max-per-ip)");
-            return reject(
-                stream,
-                Protocol::Line,
-                "too many connections from your address",
-            );
+        let mut st = shared.lock();
+        let open = st.clients.len();
+        if !st.admission.admit(&mut stream, peer, protocol, open, false) {
+            return;
         }
         st.next_id += 1;
         let id = st.next_id;
@@ -362,42 +298,37 @@ impl Server {
             stream,
             out: (!direct).then(|| SendChannel::new(config.max_sendq)),
         });
+        let session = Session::new(protocol, ClientId(id), peer, Instant::now());
+        let transform = session.transform();
         st.clients.insert(
             id,
             Client {
                 conn: conn.clone(),
+                session,
                 closing: None,
             },
         );
-        *st.per_ip.entry(peer.ip()).or_insert(0) += 1;
         // The threads start while the lock is held, so the reader cannot handle a line before
         // the greeting below has registered the client with the core.
-        if let Err(e) = self.start_threads(&conn) {
+        if let Err(e) = self.start_threads(&conn, transform) {
             warn!("{peer} refused: cannot start a thread: {e}");
             st.forget(id);
             if let Some(channel) = &conn.out {
                 channel.abort();
             }
-            reject(&conn.stream, Protocol::Line, "server full");
+            refuse(&conn.stream, protocol, "server full");
             let _ = conn.stream.shutdown(Shutdown::Both);
             return;
         }
         // Greeted here, in accept order, as the loop does: guest numbers follow arrival.
         let st = &mut *st;
-        let (greeting, nick) = session::welcome(
-            &mut st.core,
-            ClientId(id),
-            &session::host_of(peer.ip()),
-            wall_ms(),
-            &mut st.outbox,
-        );
-        info!("{peer} connected as {nick}");
-        st.enqueue(id, &greeting.into());
-        st.deliver();
-        st.apply_closes();
+        let client = st.clients.get_mut(&id).expect("just inserted");
+        let step = client.session.welcome(&mut st.core, now(), &mut st.outbox);
+        st.apply(&shared.ctx, id, step);
+        st.apply_closes(&shared.ctx);
     }
 
-    fn start_threads(&self, conn: &Arc<Conn>) -> io::Result<()> {
+    fn start_threads(&self, conn: &Arc<Conn>, transform: Transform) -> io::Result<()> {
         if conn.out.is_some() {
             let (shared, conn) = (self.shared.clone(), conn.clone());
             std::thread::Builder::new()
@@ -408,9 +339,9 @@ impl Server {
         let reader = Reader {
             shared: self.shared.clone(),
             conn: conn.clone(),
+            transform,
             framer: LineFramer::default(),
             bucket: TokenBucket::new(self.shared.config.flood_burst, Instant::now()),
-            last_heard: Instant::now(),
             flooded: false,
         };
         std::thread::Builder::new()
@@ -422,14 +353,12 @@ impl Server {
 
     // ---- stopping --------------------------------------------------------------------------
 
-    /// Stops accepting, closes every client with a `BYE`, and waits up to the grace time for
-    /// the writers to deliver; then cuts off whatever is left.
+    /// Stops accepting, closes every client with its farewell, and waits up to the grace time
+    /// for the writers to deliver; then cuts off whatever is left.
     fn shutdown(&mut self, why: &str) {
-        for mut listener in self.listeners.drain(..) {
-            let _ = self.poll.registry().deregister(&mut listener);
-        }
+        self.listeners.close(self.poll.registry());
         let mut st = self.shared.lock();
-        info!(
+        log::info!(
             "shutting down ({why}): saying goodbye to {} clients",
             st.clients.len()
         );
@@ -439,7 +368,7 @@ impl Server {
         for id in ids {
             st.mark_close(id, Reason::Shutdown);
         }
-        st.apply_closes();
+        st.apply_closes(&self.shared.ctx);
         while !st.draining.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -467,21 +396,37 @@ impl State {
         self.clients.get(&id).is_some_and(|c| c.closing.is_none())
     }
 
-    /// Carries out what the session said about one line.
-    fn apply(&mut self, id: usize, step: Step) {
-        match step {
-            Step::Done => self.deliver(),
-            Step::Reply(bytes) => self.enqueue(id, &bytes.into()),
-            Step::Leave(reason) => self.mark_close(id, reason),
+    /// Carries out what a session said: its reply first, then the core's events, then a
+    /// departure.
+    fn apply(&mut self, ctx: &Context, id: usize, step: Step) {
+        if !step.reply.is_empty() {
+            self.enqueue(id, &step.reply.into());
+        }
+        self.deliver(ctx);
+        if let Some(reason) = step.leave {
+            self.mark_close(id, reason);
         }
     }
 
-    /// Renders each event in the outbox once and hands the same bytes to all its recipients.
-    fn deliver(&mut self) {
+    /// Renders each event in the outbox once per render class among its recipients and hands
+    /// the same bytes to all recipients of that class.
+    fn deliver(&mut self, ctx: &Context) {
+        if self.outbox.is_empty() {
+            return;
+        }
         let mut outbox = std::mem::take(&mut self.outbox);
+        let wall = wall_ms();
         for (event, to) in outbox.iter() {
-            let bytes: Chunk = line::render(event).into();
+            let mut rendered: Rendered<Chunk> = Rendered::new();
             for id in to {
+                let Some(client) = self.clients.get(&id.0) else {
+                    continue;
+                };
+                let class = client.session.render_class();
+                let bytes = rendered.get(class, || {
+                    let me = self.core.nick(*id).map_or("*", |n| &**n);
+                    session::render(class, event, ctx, me, wall)
+                });
                 self.enqueue(id.0, &bytes);
             }
         }
@@ -543,44 +488,35 @@ impl State {
     /// Removes a connection from the table and its address's count.
     fn forget(&mut self, id: usize) -> Option<Client> {
         let client = self.clients.remove(&id)?;
-        let ip = client.conn.peer.ip();
-        if let Some(n) = self.per_ip.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_ip.remove(&ip);
-            }
-        }
+        self.admission.left(client.conn.peer.ip());
         Some(client)
     }
 
     /// Takes the connections marked this pass out of the chat core (telling their rooms why),
-    /// then lets them deliver their output with a last `BYE`, or cuts them off at once. A closed
-    /// connection no longer counts for `--max-clients` and `--max-per-ip`, even while its writer
-    /// drains (at most the grace time).
-    fn apply_closes(&mut self) {
+    /// then lets them deliver their output with a farewell line, or cuts them off at once. A
+    /// closed connection no longer counts for `--max-clients` and `--max-per-ip`, even while its
+    /// writer drains (at most the grace time).
+    fn apply_closes(&mut self, ctx: &Context) {
         while let Some(id) = self.to_close.pop() {
             let Some(Client {
                 conn,
+                session,
                 closing: Some(reason),
             }) = self.forget(id)
             else {
                 continue;
             };
-            let text = reason.text();
-            let nick = self
-                .core
-                .nick(ClientId(id))
-                .cloned()
-                .unwrap_or_else(|| "?".into());
-            info!("{} ({nick}) disconnected: {text}", conn.peer);
-            self.core.disconnect(ClientId(id), &text, &mut self.outbox);
-            if self.shutdown_deadline.is_some() {
-                // Everyone is leaving; nobody needs to be told who else did.
-                self.outbox.clear();
-            } else {
-                self.deliver();
-            }
-            let bye: Option<Chunk> = reason.drains().then(|| line::render_bye(&text).into());
+            let everyone = self.shutdown_deadline.is_some();
+            let text = depart(
+                &mut self.core,
+                &mut self.outbox,
+                ClientId(id),
+                conn.peer,
+                &reason,
+                everyone,
+            );
+            self.deliver(ctx);
+            let bye: Option<Chunk> = reason.drains().then(|| session.farewell(&text).into());
             match (&conn.out, bye) {
                 (Some(channel), Some(bye)) => channel.finish(bye, Instant::now() + self.grace),
                 (Some(channel), None) => {
@@ -606,57 +542,59 @@ impl State {
     }
 }
 
-/// A connection's reader thread: reads, frames and handles its lines until the connection ends.
+/// A connection's reader thread: reads, frames and handles its lines until the connection ends,
+/// and wakes its session at the session's deadlines.
 struct Reader {
     shared: Arc<Shared>,
     conn: Arc<Conn>,
+    transform: Transform,
     framer: LineFramer,
     bucket: TokenBucket,
-    /// Last time a line arrived, for `--idle-timeout`.
-    last_heard: Instant,
     /// Has been over the flood rate before: logged at info only the first time, as in the loop.
     flooded: bool,
 }
 
+/// After a reader handled something: the connection goes on, with its session's next deadline,
+/// or it is closed.
+type Going = Option<Option<Instant>>;
+
 impl Reader {
     fn run(mut self) {
         let mut buf = vec![0u8; READ_CHUNK];
-        let idle = self.shared.config.idle_timeout;
+        let mut filtered = Vec::new();
+        let mut deadline = match self.with_session(|session, ctx| session.next_deadline(ctx)) {
+            Some(deadline) => deadline,
+            None => return,
+        };
         loop {
-            if let Some(idle) = idle {
-                let left = (self.last_heard + idle).saturating_duration_since(Instant::now());
+            if let Some(at) = deadline {
+                let left = at.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    let peer = self.conn.peer;
-                    self.shared.close(self.conn.id, Reason::Idle, || {
-                        info!("{peer}: silent for {idle:?} (--idle-timeout)")
-                    });
-                    return;
+                    match self.wake() {
+                        Some(next) => deadline = next,
+                        None => return,
+                    }
+                    continue;
                 }
                 let _ = self.conn.stream.set_read_timeout(Some(left));
+            } else {
+                let _ = self.conn.stream.set_read_timeout(None);
             }
-            match (&self.conn.stream).read(&mut buf) {
+            let going = match (&self.conn.stream).read(&mut buf) {
                 Ok(0) => return self.end_of_stream(),
                 Ok(n) => {
-                    let data = &buf[..n];
-                    let handled = if data.contains(&telnet::IAC) {
-                        // As in the loop: telnet's negotiation is refused and stripped.
-                        let (mut text, mut replies) = (Vec::with_capacity(n), Vec::new());
-                        telnet::filter(data, &mut text, &mut replies);
-                        if !replies.is_empty() {
-                            let id = self.conn.id;
-                            let mut st = self.shared.lock();
-                            st.enqueue(id, &replies.into());
-                            st.apply_closes();
-                        }
-                        self.handle_input(&text)
-                    } else {
-                        self.handle_input(data)
-                    };
-                    if !handled {
-                        return;
+                    let mut replies = Vec::new();
+                    let data = self
+                        .transform
+                        .inbound(&buf[..n], &mut filtered, &mut replies);
+                    if !replies.is_empty() {
+                        let mut st = self.shared.lock();
+                        st.enqueue(self.conn.id, &replies.into());
+                        st.apply_closes(&self.shared.ctx);
                     }
+                    self.handle_input(data)
                 }
-                // The read timeout: the loop checks the idle deadline again.
+                // The read timeout: the deadline is checked again above.
                 Err(e) if is_timeout(&e) => continue,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -666,24 +604,71 @@ impl Reader {
                     });
                     return;
                 }
+            };
+            match going {
+                Some(next) => deadline = next,
+                None => return,
             }
         }
     }
 
+    /// Runs `f` on this connection's session under the lock; `None` once it is closed.
+    fn with_session<T>(&self, f: impl FnOnce(&mut Session, &Context) -> T) -> Option<T> {
+        let mut st = self.shared.lock();
+        let client = st.clients.get_mut(&self.conn.id)?;
+        if client.closing.is_some() {
+            return None;
+        }
+        Some(f(&mut client.session, &self.shared.ctx))
+    }
+
+    /// The session's deadline came: carry out what it asks.
+    fn wake(&mut self) -> Going {
+        let (id, ctx) = (self.conn.id, &self.shared.ctx);
+        let mut st = self.shared.lock();
+        let wake = st
+            .clients
+            .get_mut(&id)
+            .filter(|c| c.closing.is_none())?
+            .session
+            .on_deadline(ctx, Instant::now());
+        match wake {
+            Wake::Rearm => {}
+            Wake::Send(bytes) => {
+                st.enqueue(id, &bytes.into());
+                st.apply_closes(ctx);
+            }
+            Wake::Close(reason) => {
+                st.mark_close(id, reason);
+                st.apply_closes(ctx);
+                return None;
+            }
+            Wake::CompleteLine => {
+                drop(st);
+                // Only when nothing else waits in the framer (see the loop).
+                if self.framer.end_partial() {
+                    return self.handle_input(&[]);
+                }
+                return self.with_session(|session, ctx| session.next_deadline(ctx));
+            }
+        }
+        drop(st);
+        self.with_session(|session, ctx| session.next_deadline(ctx))
+    }
+
     /// Frames and handles the lines in `input`, holding the lock from the first line to the
-    /// last (but never while waiting for flood tokens). False once the connection is closed.
-    fn handle_input(&mut self, mut input: &[u8]) -> bool {
-        let config = &self.shared.config;
-        let (id, max_line, burst, rate) = (
+    /// last (but never while waiting for flood tokens).
+    fn handle_input(&mut self, mut input: &[u8]) -> Going {
+        let shared = &*self.shared;
+        let (id, burst, rate) = (
             self.conn.id,
-            config.max_line,
-            config.flood_burst,
-            config.flood_rate,
+            shared.config.flood_burst,
+            shared.config.flood_rate,
         );
         let mut guard: Option<MutexGuard<'_, State>> = None;
         loop {
             if input.is_empty() && !self.framer.has_backlog() {
-                return true;
+                break;
             }
             let now = Instant::now();
             if rate > 0.0 && !self.bucket.ready(now, burst, rate) {
@@ -705,56 +690,58 @@ impl Reader {
                 std::thread::sleep(wait);
                 continue;
             }
+            let st = &mut **guard.get_or_insert_with(|| shared.lock());
+            let client = st.clients.get_mut(&id).filter(|c| c.closing.is_none())?;
+            let max_line = client.session.max_line(&shared.ctx);
             let Some(frame) = self.framer.next_frame(&mut input, max_line) else {
-                return true;
+                break;
             };
             self.bucket.take();
-            self.last_heard = now;
-            let st = &mut **guard.get_or_insert_with(|| self.shared.lock());
-            if !st.is_open(id) {
-                return false;
-            }
-            let step = session::on_frame(
+            let step = client.session.on_frame(
+                &shared.ctx,
                 &mut st.core,
-                ClientId(id),
                 frame,
-                max_line,
-                wall_ms(),
+                now_wall(now),
                 &mut st.outbox,
             );
-            st.apply(id, step);
-            st.apply_closes();
-            if !st.is_open(id) {
-                return false;
-            }
+            st.apply(&shared.ctx, id, step);
+            st.apply_closes(&shared.ctx);
         }
+        let st = &mut **guard.get_or_insert_with(|| shared.lock());
+        let client = st.clients.get_mut(&id).filter(|c| c.closing.is_none())?;
+        let partial = self.framer.buffered() > 0 && !self.framer.has_backlog();
+        client.session.note_partial(partial, Instant::now());
+        Some(client.session.next_deadline(&shared.ctx))
     }
 
     /// The peer closed its side: its last unterminated line still counts, then it leaves
     /// (after getting what is queued for it, in case it only half-closed).
     fn end_of_stream(mut self) {
-        let id = self.conn.id;
-        let max_line = self.shared.config.max_line;
-        let last = self.framer.take_partial(max_line);
-        let mut guard = self.shared.lock();
+        let (id, shared) = (self.conn.id, &*self.shared);
+        let mut guard = shared.lock();
         let st = &mut *guard;
-        if !st.is_open(id) {
+        let Some(client) = st.clients.get_mut(&id).filter(|c| c.closing.is_none()) else {
             return;
-        }
-        if let Some(last) = last {
-            let step = session::on_frame(
-                &mut st.core,
-                ClientId(id),
-                Frame::Line(&last),
-                max_line,
-                wall_ms(),
-                &mut st.outbox,
-            );
-            st.apply(id, step);
-            st.apply_closes();
+        };
+        let max_line = client.session.max_line(&shared.ctx);
+        if let Some(last) = self.framer.take_partial(max_line) {
+            let frame = Frame::Line(&last);
+            let step =
+                client
+                    .session
+                    .on_frame(&shared.ctx, &mut st.core, frame, now(), &mut st.outbox);
+            st.apply(&shared.ctx, id, step);
+            st.apply_closes(&shared.ctx);
         }
         st.mark_close(id, Reason::Closed);
-        st.apply_closes();
+        st.apply_closes(&shared.ctx);
+    }
+}
+
+fn now_wall(at: Instant) -> Now {
+    Now {
+        at,
+        wall: wall_ms(),
     }
 }
 

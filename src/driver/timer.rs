@@ -15,20 +15,17 @@ use std::time::Instant;
 pub enum TimerKind {
     /// A throttled connection has a flood token again: resume reading it.
     FloodResume,
-    /// Check whether a connection has been silent longer than the idle timeout.
-    Idle,
-    /// An IRC connection must have registered by now.
-    Register,
+    /// A connection's session asked to be woken (idle and ping timeouts, the registration
+    /// deadline, an unfinished line to complete): see `Session::next_deadline`.
+    Session,
     /// A draining connection's grace time is over: close it even if output is left.
     DrainDeadline,
-    /// Try accepting again after running out of file descriptors.
-    AcceptResume,
     /// Hand free heap memory back to the kernel (not tied to a connection).
     Trim,
 }
 
-/// A due timer: its kind and the connection (key, serial) it belongs to.
-pub type Due = (TimerKind, usize, u64);
+/// A due timer: when it was set for, its kind, and the connection (key, serial) it belongs to.
+pub type Due = (Instant, TimerKind, usize, u64);
 
 #[derive(Debug, Default)]
 pub struct Timers {
@@ -57,18 +54,15 @@ impl Timers {
     /// for their deadline, which with long timeouts and many short connections adds up; the loop
     /// calls this when the heap is much larger than the number of connections, so the cost is
     /// amortised over the pushes that made it grow.
-    pub fn retain(&mut self, mut keep: impl FnMut(TimerKind, usize, u64) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut(Instant, TimerKind, usize, u64) -> bool) {
         self.heap
-            .retain(|Reverse((_, kind, key, serial))| keep(*kind, *key, *serial));
+            .retain(|Reverse((at, kind, key, serial))| keep(*at, *kind, *key, *serial));
     }
 
     /// Removes and returns one timer that is due at `now`.
     pub fn pop_due(&mut self, now: Instant) -> Option<Due> {
         match self.heap.peek() {
-            Some(Reverse((at, ..))) if *at <= now => self
-                .heap
-                .pop()
-                .map(|Reverse((_, kind, key, serial))| (kind, key, serial)),
+            Some(Reverse((at, ..))) if *at <= now => self.heap.pop().map(|Reverse(due)| due),
             _ => None,
         }
     }
@@ -83,13 +77,14 @@ mod tests {
     fn due_in_deadline_order() {
         let t0 = Instant::now();
         let mut t = Timers::default();
-        t.push(t0 + Duration::from_secs(2), TimerKind::Idle, 1, 1);
-        t.push(t0 + Duration::from_secs(1), TimerKind::FloodResume, 2, 7);
-        assert_eq!(t.next(), Some(t0 + Duration::from_secs(1)));
+        let (t1, t2) = (t0 + Duration::from_secs(1), t0 + Duration::from_secs(2));
+        t.push(t2, TimerKind::Session, 1, 1);
+        t.push(t1, TimerKind::FloodResume, 2, 7);
+        assert_eq!(t.next(), Some(t1));
         assert_eq!(t.pop_due(t0), None);
         let later = t0 + Duration::from_secs(3);
-        assert_eq!(t.pop_due(later), Some((TimerKind::FloodResume, 2, 7)));
-        assert_eq!(t.pop_due(later), Some((TimerKind::Idle, 1, 1)));
+        assert_eq!(t.pop_due(later), Some((t1, TimerKind::FloodResume, 2, 7)));
+        assert_eq!(t.pop_due(later), Some((t2, TimerKind::Session, 1, 1)));
         assert_eq!(t.pop_due(later), None);
     }
 
@@ -98,10 +93,10 @@ mod tests {
         let t0 = Instant::now();
         let mut t = Timers::default();
         for key in 0..10 {
-            t.push(t0, TimerKind::Idle, key, key as u64);
+            t.push(t0, TimerKind::Session, key, key as u64);
         }
-        t.retain(|_, key, _| key % 2 == 0);
+        t.retain(|_, _, key, _| key % 2 == 0);
         assert_eq!(t.len(), 5);
-        assert!(std::iter::from_fn(|| t.pop_due(t0)).all(|(_, key, _)| key % 2 == 0));
+        assert!(std::iter::from_fn(|| t.pop_due(t0)).all(|(_, _, key, _)| key % 2 == 0));
     }
 }

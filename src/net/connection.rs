@@ -1,8 +1,9 @@
-//! One client connection as the event loop keeps it: the socket, framing state, output queue,
-//! flood bucket, and where it is in its life.
+//! One client connection as the event loop keeps it: the socket, its byte transform, framing
+//! state, protocol session, output queue, flood bucket, and where it is in its life.
 //!
 //! The record is kept small on purpose: with no partial line and nothing queued it owns no heap
-//! memory besides a tiny output ring, which is what lets an idle client cost well under 2 KiB.
+//! memory besides a tiny output ring (and, for IRC, its boxed session), which is what keeps an
+//! idle client under a kilobyte of server memory (README, "Memory per idle client").
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -11,8 +12,9 @@ use mio::net::TcpStream;
 
 use super::flood::TokenBucket;
 use super::outq::OutQueue;
+use super::transform::Transform;
 use crate::framer::LineFramer;
-use crate::session::{Proto, Reason};
+use crate::session::{Reason, Session};
 
 /// Where a connection is in its life.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,13 +36,15 @@ pub struct Connection {
     /// timer or queued work item left over from a closed connection is recognised as stale.
     pub serial: u64,
     pub phase: Phase,
-    /// The protocol it speaks and that protocol's state.
-    pub proto: Proto,
+    /// Between the socket and the framer (telnet stripping for line clients).
+    pub transform: Transform,
     pub framer: LineFramer,
+    /// The protocol it speaks and all of that protocol's state and deadlines.
+    pub session: Session,
     pub out: OutQueue,
     pub bucket: TokenBucket,
-    /// Last time a line arrived, for `--idle-timeout`.
-    pub last_heard: Instant,
+    /// The session deadline the loop's timer heap holds an entry for (the only live one).
+    pub armed: Option<Instant>,
     /// Whether WRITABLE is in the registered interest: only while output is waiting on a full
     /// socket buffer.
     pub wants_write: bool,
@@ -60,19 +64,19 @@ impl Connection {
         peer: SocketAddr,
         serial: u64,
         bucket: TokenBucket,
-        proto: Proto,
-        now: Instant,
+        session: Session,
     ) -> Self {
         Connection {
             stream,
             peer,
             serial,
             phase: Phase::Open,
-            proto,
+            transform: session.transform(),
             framer: LineFramer::default(),
+            session,
             out: OutQueue::default(),
             bucket,
-            last_heard: now,
+            armed: None,
             wants_write: false,
             flush_listed: false,
             read_listed: false,
@@ -83,14 +87,5 @@ impl Connection {
 
     pub fn is_open(&self) -> bool {
         self.phase == Phase::Open
-    }
-
-    /// The longest line this connection may send: `--max-line` for the line protocol, IRC's
-    /// own limit for IRC.
-    pub fn max_line(&self, line_max: usize) -> usize {
-        match &self.proto {
-            Proto::Line => line_max,
-            Proto::Irc(session) => session.max_line(),
-        }
     }
 }

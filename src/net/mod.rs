@@ -1,7 +1,7 @@
 //! Per-connection machinery: the event loop's [`connection::Connection`] record, the
 //! [`outq::OutQueue`] of shared output chunks written with `writev`, the [`flood::TokenBucket`],
-//! and the threaded driver's [`sendq::SendChannel`] (a channel to a writer thread, bounded in
-//! bytes).
+//! the threaded driver's [`sendq::SendChannel`] (a channel to a writer thread, bounded in
+//! bytes), and the [`transform::Transform`] between a socket and its framer.
 //!
 //! Nothing here polls or decides; the drivers in `crate::driver` do, using these pieces.
 
@@ -9,3 +9,4 @@ pub mod connection;
 pub mod flood;
 pub mod outq;
 pub mod sendq;
+pub mod transform;

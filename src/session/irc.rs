@@ -8,10 +8,15 @@
 //! replies that only concern this client (CAP, PONG, the welcome burst, usage errors) are
 //! returned as bytes. No I/O and no clock here either: the driver passes time and host in.
 
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use log::info;
+
+use super::{Context, Now, Reason, Step, Wake};
 use crate::core::{ClientId, Command, Core, Listing, Millis, MsgKind, names};
 use crate::framer::Frame;
 use crate::protocol::irc::{self, MAX_LINE, MAX_TAGS, Out};
-use crate::session::Reason;
 
 /// Capabilities this server offers (CAP LS).
 pub const CAPS: &str = "echo-message message-tags multi-prefix server-time";
@@ -57,32 +62,13 @@ impl Caps {
     }
 }
 
-/// Server-wide settings the session needs.
-pub struct Context<'a> {
-    /// The server's name, the source of numerics.
-    pub server: &'a str,
-    /// Required `PASS`, if any.
-    pub password: Option<&'a str>,
-    /// Message of the day, one entry per line.
-    pub motd: Option<&'a [String]>,
-    /// When the server started, for 003.
-    pub started: Millis,
-    /// Rooms a user may be in (CHANLIMIT).
-    pub max_rooms: usize,
-}
-
-/// What the driver does after one line.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Step {
-    /// Lines for this client only, sent before the core's events.
-    pub reply: Vec<u8>,
-    /// The connection ends (after `reply`).
-    pub leave: Option<Reason>,
-}
-
 /// Per-connection IRC state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct IrcSession {
+    /// The chat core's name for this client.
+    id: ClientId,
+    /// The peer, for the host others see and for log lines.
+    peer: SocketAddr,
     /// The nick asked for before registration completed.
     nick: Option<String>,
     /// USER's user name and real name.
@@ -92,11 +78,66 @@ pub struct IrcSession {
     cap_pause: bool,
     pub registered: bool,
     pub caps: Caps,
+    /// When the connection was admitted: registration must be complete by
+    /// `--irc-register-timeout` after it.
+    admitted: Instant,
+    /// Last time a line arrived: a PING goes out after `ping_after` of silence, and the
+    /// connection is closed after `ping_timeout`.
+    last_heard: Instant,
     /// A PING went out and nothing has come back since.
-    pub pinged: bool,
+    pinged: bool,
 }
 
 impl IrcSession {
+    pub fn new(id: ClientId, peer: SocketAddr, now: Instant) -> IrcSession {
+        IrcSession {
+            id,
+            peer,
+            nick: None,
+            user: None,
+            pass: None,
+            cap_pause: false,
+            registered: false,
+            caps: Caps::default(),
+            admitted: now,
+            last_heard: now,
+            pinged: false,
+        }
+    }
+
+    /// The earliest of: the registration deadline (until registered), the next PING, the ping
+    /// timeout.
+    pub fn next_deadline(&self, ctx: &Context) -> Instant {
+        let silence = if self.pinged {
+            self.last_heard + ctx.ping_timeout
+        } else {
+            self.last_heard + ctx.ping_after
+        };
+        if self.registered {
+            silence
+        } else {
+            silence.min(self.admitted + ctx.register_timeout)
+        }
+    }
+
+    /// Closes a client that did not register in time or did not answer a PING; PINGs one that
+    /// has been silent.
+    pub fn on_deadline(&mut self, ctx: &Context, now: Instant) -> Wake {
+        if !self.registered && self.admitted + ctx.register_timeout <= now {
+            info!("{}: did not register in time", self.peer);
+            return Wake::Close(Reason::RegistrationTimeout);
+        }
+        if self.last_heard + ctx.ping_timeout <= now {
+            info!("{}: no answer to PING", self.peer);
+            return Wake::Close(Reason::PingTimeout);
+        }
+        if !self.pinged && self.last_heard + ctx.ping_after <= now {
+            self.pinged = true;
+            return Wake::Send(format!("PING :{}\r\n", ctx.server).into_bytes());
+        }
+        Wake::Rearm
+    }
+
     /// The framer's limit for this client's lines.
     pub fn max_line(&self) -> usize {
         if self.caps.tags {
@@ -106,24 +147,24 @@ impl IrcSession {
         }
     }
 
-    /// Handles one framed line from client `id`, whose address is `host`.
-    #[allow(clippy::too_many_arguments)]
+    /// Handles one framed line.
     pub fn on_frame(
         &mut self,
+        ctx: &Context,
         core: &mut Core,
-        id: ClientId,
         frame: Frame<'_>,
-        host: std::net::IpAddr,
-        ctx: &Context<'_>,
-        now: Millis,
+        now: Now,
         out: &mut crate::core::Outbox,
     ) -> Step {
         self.pinged = false;
+        self.last_heard = now.at;
+        let (id, host) = (self.id, self.peer.ip());
+        let now = now.wall;
         let me = match core.nick(id) {
             Some(nick) => nick.to_string(),
             None => "*".to_string(),
         };
-        let mut o = Out::new(ctx.server, &me);
+        let mut o = Out::new(&ctx.server, &me);
         let mut step = Step::default();
         let bytes = match frame {
             Frame::TooLong => {
@@ -179,7 +220,7 @@ impl IrcSession {
         core: &mut Core,
         id: ClientId,
         host: std::net::IpAddr,
-        ctx: &Context<'_>,
+        ctx: &Context,
         now: Millis,
         out: &mut crate::core::Outbox,
     ) -> Option<Reason> {
@@ -487,7 +528,7 @@ impl IrcSession {
         core: &mut Core,
         id: ClientId,
         host: std::net::IpAddr,
-        ctx: &Context<'_>,
+        ctx: &Context,
         now: Millis,
     ) -> Option<Reason> {
         let (Some(nick), Some((user, realname))) = (&self.nick, &self.user) else {
@@ -496,7 +537,7 @@ impl IrcSession {
         if self.registered || self.cap_pause {
             return None;
         }
-        if let Some(password) = ctx.password
+        if let Some(password) = ctx.password.as_deref()
             && self.pass.as_deref() != Some(password)
         {
             o.numeric("464", format_args!(":Password incorrect"));
@@ -510,7 +551,7 @@ impl IrcSession {
         }
         self.registered = true;
         let nick = nick.clone();
-        let mut w = Out::new(ctx.server, &nick);
+        let mut w = Out::new(&ctx.server, &nick);
         let version = concat!("pollchat-", env!("CARGO_PKG_VERSION"));
         w.numeric(
             "001",
@@ -542,8 +583,8 @@ impl IrcSession {
     }
 }
 
-fn motd(o: &mut Out<'_>, ctx: &Context<'_>) {
-    match ctx.motd {
+fn motd(o: &mut Out<'_>, ctx: &Context) {
+    match ctx.motd.as_deref() {
         Some(lines) => {
             o.numeric(
                 "375",

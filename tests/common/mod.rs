@@ -226,8 +226,7 @@ pub fn io_named(name: &str) -> IoModel {
 
 /// `for_each_io!(test_fn)` defines `mod test_fn` with one `#[test]` per I/O model (`poll`,
 /// `threads`, `threads_direct`) calling `test_fn(model)`; `for_each_io!(test_fn: poll, threads)`
-/// only for the models listed (say why next to it when one is left out). (Not every test file
-/// uses it: IRC is the event loop's alone.)
+/// only for the models listed (say why next to it when one is left out).
 #[allow(unused_macros)]
 macro_rules! for_each_io {
     ($test:ident) => {

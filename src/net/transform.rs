@@ -1,0 +1,57 @@
+//! The byte transform between a socket and its framer.
+//!
+//! Bytes read from a socket pass through the connection's [`Transform`] before they are framed
+//! into lines; what the transform must answer on its own (telnet's refusals) goes back to the
+//! peer ahead of anything else. Today's transforms are the identity and telnet's option
+//! stripping; an encrypted door (TLS) plugs in here, below the framer, so nothing above it (the
+//! sessions, the chat core) changes. A session chooses its transform
+//! ([`crate::session::Session::transform`]); the drivers only call [`Transform::inbound`].
+
+use crate::protocol::telnet;
+
+/// A connection's inbound byte transform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transform {
+    /// Bytes go to the framer unchanged.
+    Plain,
+    /// Telnet option negotiation is stripped and refused (only input containing IAC pays).
+    Telnet,
+}
+
+impl Transform {
+    /// The bytes to frame from `data`, just read: `data` itself when nothing changes (no copy),
+    /// otherwise the filtered bytes in `filtered`. Bytes for the peer are appended to `replies`.
+    pub fn inbound<'a>(
+        &mut self,
+        data: &'a [u8],
+        filtered: &'a mut Vec<u8>,
+        replies: &mut Vec<u8>,
+    ) -> &'a [u8] {
+        match self {
+            Transform::Telnet if data.contains(&telnet::IAC) => {
+                filtered.clear();
+                telnet::filter(data, filtered, replies);
+                filtered
+            }
+            _ => data,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_passes_bytes_through_and_telnet_strips_negotiation() {
+        let (mut filtered, mut replies) = (Vec::new(), Vec::new());
+        let out = Transform::Plain.inbound(b"a\xff\xfd\x06b\n", &mut filtered, &mut replies);
+        assert_eq!(out, b"a\xff\xfd\x06b\n");
+        assert!(replies.is_empty());
+        let out = Transform::Telnet.inbound(b"a\xff\xfd\x06b\n", &mut filtered, &mut replies);
+        assert_eq!(out, b"ab\n");
+        assert_eq!(replies, [telnet::IAC, 252, 6]);
+        let out = Transform::Telnet.inbound(b"hello\n", &mut filtered, &mut replies);
+        assert_eq!(out, b"hello\n");
+    }
+}

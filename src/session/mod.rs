@@ -1,0 +1,367 @@
+//! Sessions: one sans-IO state machine per connection that owns everything protocol-specific.
+//!
+//! A driver (the event loop, or a threaded model) only moves bytes and time. For each connection
+//! it keeps a [`Session`] and:
+//!
+//! - calls [`Session::welcome`] once when the connection is admitted;
+//! - frames what it reads (with the limit [`Session::max_line`]) and calls [`Session::on_frame`]
+//!   per line, then [`Session::note_partial`] to say whether an unfinished line is left;
+//! - asks [`Session::next_deadline`] when to wake it, and calls [`Session::on_deadline`] then
+//!   (a PING to send, a connection to close, an unterminated line to take as complete);
+//! - renders each core event for a recipient with [`render`] in that recipient's
+//!   [`Session::render_class`] (so a broadcast is rendered once per class, not per recipient);
+//! - sends [`Session::farewell`] as the last line when it closes the connection.
+//!
+//! Like quinn-proto's `Connection`, a session does no I/O and reads no clock: the time comes in
+//! as a [`Now`], and what to send comes back in a [`Step`]. So the protocol rules (registration,
+//! CAP, PING, idle and registration deadlines, the line protocol's welcome and errors) are
+//! unit-tested here without sockets, and every driver behaves the same.
+//!
+//! - [`line`]: the telnet/`nc` line protocol's session.
+//! - [`irc`]: an IRC connection's registration, capabilities and commands.
+
+pub mod irc;
+pub mod line;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::core::{ClientId, Core, Event, Millis, Outbox};
+use crate::framer::Frame;
+use crate::net::transform::Transform;
+use crate::protocol;
+
+/// Why a connection ends. The text goes to the rooms it was in ("QUIT alice send queue
+/// exceeded") and, where the client can still read it, in a last line to the client (the line
+/// protocol's `BYE`, IRC's `ERROR`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// The client asked to leave, with an optional reason.
+    Quit(Option<String>),
+    /// The peer closed its side (EOF).
+    Closed,
+    /// A read or write failed (reset, broken pipe).
+    Lost,
+    /// Its output queue passed `--max-sendq`: a slow consumer.
+    SendQueue,
+    /// Silent for longer than `--idle-timeout`.
+    Idle,
+    /// The server is stopping.
+    Shutdown,
+    /// An IRC client did not answer the server's PING.
+    PingTimeout,
+    /// An IRC client did not finish registering in time.
+    RegistrationTimeout,
+    /// An IRC client gave no or the wrong server password.
+    BadPassword,
+}
+
+impl Reason {
+    /// How the departure is shown to others.
+    pub fn text(&self) -> String {
+        match self {
+            // Cleaned and cut like every label: it goes into other users' lines, our ERROR/BYE
+            // line and the log.
+            Reason::Quit(Some(r)) => format!("quit: {}", crate::core::names::label(r)),
+            Reason::Quit(None) => "quit".into(),
+            Reason::Closed => "connection closed".into(),
+            Reason::Lost => "connection lost".into(),
+            Reason::SendQueue => "send queue exceeded".into(),
+            Reason::Idle => "idle timeout".into(),
+            Reason::Shutdown => "server shutting down".into(),
+            Reason::PingTimeout => "ping timeout".into(),
+            Reason::RegistrationTimeout => "registration timeout".into(),
+            Reason::BadPassword => "bad password".into(),
+        }
+    }
+
+    /// Whether the connection first gets its queued output and a farewell line. Not for a slow
+    /// consumer (that is the very queue it did not read) nor a broken socket.
+    pub fn drains(&self) -> bool {
+        !matches!(self, Reason::SendQueue | Reason::Lost)
+    }
+}
+
+/// Which protocol a listener speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Line,
+    Irc,
+}
+
+impl Protocol {
+    /// The one line that turns away a client that is not admitted (server full...).
+    pub fn refusal(self, why: &str) -> Vec<u8> {
+        match self {
+            Protocol::Line => protocol::line::render_bye(why),
+            Protocol::Irc => protocol::irc::render_close(why),
+        }
+    }
+
+    /// The byte transform between this protocol's sockets and its framer: telnet's option
+    /// negotiation is stripped and refused for the line protocol (people type into `telnet`);
+    /// IRC clients never send it.
+    pub fn transform(self) -> Transform {
+        match self {
+            Protocol::Line => Transform::Telnet,
+            Protocol::Irc => Transform::Plain,
+        }
+    }
+}
+
+/// The time, as a session sees it: monotonic for its deadlines, wall-clock for the chat core
+/// (history times, WHOIS signon) which reads no clock itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Now {
+    pub at: Instant,
+    pub wall: Millis,
+}
+
+/// Server-wide settings every session reads, built once when the server binds.
+#[derive(Clone, Debug)]
+pub struct Context {
+    /// The server's name, the source of IRC numerics.
+    pub server: String,
+    /// Required IRC `PASS`, if any.
+    pub password: Option<String>,
+    /// IRC message of the day, one entry per line.
+    pub motd: Option<Vec<String>>,
+    /// When the server started (IRC's 003).
+    pub started: Millis,
+    /// Rooms a user may be in (IRC's CHANLIMIT).
+    pub max_rooms: usize,
+    /// The line protocol's longest line (`--max-line`).
+    pub max_line: usize,
+    /// Line protocol: close a client silent this long.
+    pub idle_timeout: Option<Duration>,
+    /// Line protocol: an unfinished line idle this long is taken as complete.
+    pub line_complete_after: Option<Duration>,
+    /// IRC: PING a client silent this long…
+    pub ping_after: Duration,
+    /// …and close one silent this long.
+    pub ping_timeout: Duration,
+    /// IRC: close a client not registered by then.
+    pub register_timeout: Duration,
+}
+
+impl Context {
+    pub fn new(config: &Config, started: Millis) -> Context {
+        Context {
+            server: config.server_name.clone(),
+            password: config.irc_password.clone(),
+            motd: config.motd.clone(),
+            started,
+            max_rooms: config.max_rooms,
+            max_line: config.max_line,
+            idle_timeout: config.idle_timeout,
+            line_complete_after: config.line_complete_after,
+            ping_after: config.irc_ping_after,
+            ping_timeout: config.irc_ping_timeout,
+            register_timeout: config.irc_register_timeout,
+        }
+    }
+}
+
+/// What a driver does after the session handled something: send `reply` to this client only
+/// (before the core's events, which went to the outbox), then close it if `leave` says so.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Step {
+    pub reply: Vec<u8>,
+    pub leave: Option<Reason>,
+}
+
+impl Step {
+    pub fn reply(reply: Vec<u8>) -> Step {
+        Step { reply, leave: None }
+    }
+
+    pub fn leave(reason: Reason) -> Step {
+        Step {
+            reply: Vec::new(),
+            leave: Some(reason),
+        }
+    }
+}
+
+/// What a session's deadline asks of the driver.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// Nothing is due yet (the deadline moved): just wake again at the next deadline.
+    Rearm,
+    /// Send these bytes (an IRC PING).
+    Send(Vec<u8>),
+    /// Close the connection.
+    Close(Reason),
+    /// The unfinished line the framer holds has sat idle long enough: take it as complete
+    /// (flood control and every limit still apply).
+    CompleteLine,
+}
+
+/// How a recipient wants core events rendered. Events are rendered once per class present among
+/// their recipients, and the same bytes are shared by all recipients of that class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenderClass {
+    Line = 0,
+    Irc = 1,
+    /// IRC with the `server-time` capability: live messages carry `@time=`.
+    IrcTimed = 2,
+}
+
+impl RenderClass {
+    pub const COUNT: usize = 3;
+}
+
+/// Renders one core event in `class`. `me` is the recipient's nick; only single-recipient events
+/// depend on it, so the bytes of a broadcast are the same for every recipient of a class.
+pub fn render(class: RenderClass, event: &Event, ctx: &Context, me: &str, now: Millis) -> Vec<u8> {
+    match class {
+        RenderClass::Line => protocol::line::render(event),
+        RenderClass::Irc => protocol::irc::render(event, &ctx.server, me, false, now),
+        RenderClass::IrcTimed => protocol::irc::render(event, &ctx.server, me, true, now),
+    }
+}
+
+/// One event's bytes per render class, rendered on first use: a driver's fan-out keeps one of
+/// these per event, so each class is rendered at most once whatever the number of recipients.
+/// `C` is the driver's shared chunk type (`Rc<[u8]>` in the loop, `Arc<[u8]>` under threads).
+pub struct Rendered<C> {
+    bytes: [Option<C>; RenderClass::COUNT],
+}
+
+impl<C: Clone + From<Vec<u8>>> Rendered<C> {
+    pub fn new() -> Self {
+        Rendered {
+            bytes: [None, None, None],
+        }
+    }
+
+    /// The event's bytes for `class`; `render` is called only the first time.
+    pub fn get(&mut self, class: RenderClass, render: impl FnOnce() -> Vec<u8>) -> C {
+        self.bytes[class as usize]
+            .get_or_insert_with(|| render().into())
+            .clone()
+    }
+}
+
+impl<C: Clone + From<Vec<u8>>> Default for Rendered<C> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How a peer's address is shown to other users (never a reverse-DNS name: a lookup would block
+/// the loop). An IPv6 address starting with `:` gets a leading `0`, as IRC servers do, so that it
+/// cannot be mistaken for a trailing parameter.
+pub fn host_of(ip: IpAddr) -> String {
+    let s = ip.to_string();
+    if s.starts_with(':') {
+        format!("0{s}")
+    } else {
+        s
+    }
+}
+
+/// The protocol state of one connection.
+#[derive(Debug)]
+pub enum Session {
+    /// The line protocol: a few words of state.
+    Line(line::LineSession),
+    /// IRC, with its registration and capability state (boxed: most of a server's
+    /// connections may be line ones, which should not pay for it).
+    Irc(Box<irc::IrcSession>),
+}
+
+impl Session {
+    /// A session for a connection from `peer` admitted at `now`, known to the core as `id`.
+    pub fn new(protocol: Protocol, id: ClientId, peer: SocketAddr, now: Instant) -> Session {
+        match protocol {
+            Protocol::Line => Session::Line(line::LineSession::new(id, peer, now)),
+            Protocol::Irc => Session::Irc(Box::new(irc::IrcSession::new(id, peer, now))),
+        }
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            Session::Line(_) => Protocol::Line,
+            Session::Irc(_) => Protocol::Irc,
+        }
+    }
+
+    /// Greets a newly admitted connection (the line protocol registers it with the core and
+    /// joins it to the lobby, its events going to `out`; IRC waits for NICK/USER).
+    pub fn welcome(&mut self, core: &mut Core, now: Now, out: &mut Outbox) -> Step {
+        match self {
+            Session::Line(s) => s.welcome(core, now, out),
+            Session::Irc(_) => Step::default(),
+        }
+    }
+
+    /// Handles one framed line.
+    pub fn on_frame(
+        &mut self,
+        ctx: &Context,
+        core: &mut Core,
+        frame: Frame<'_>,
+        now: Now,
+        out: &mut Outbox,
+    ) -> Step {
+        match self {
+            Session::Line(s) => s.on_frame(ctx, core, frame, now, out),
+            Session::Irc(s) => s.on_frame(ctx, core, frame, now, out),
+        }
+    }
+
+    /// After input: whether the framer is left holding an unfinished line (bytes without a
+    /// newline yet), as of `now`.
+    pub fn note_partial(&mut self, partial: bool, now: Instant) {
+        if let Session::Line(s) = self {
+            s.note_partial(partial, now);
+        }
+    }
+
+    /// When the driver must call [`Session::on_deadline`] next (`None`: never).
+    pub fn next_deadline(&self, ctx: &Context) -> Option<Instant> {
+        match self {
+            Session::Line(s) => s.next_deadline(ctx),
+            Session::Irc(s) => Some(s.next_deadline(ctx)),
+        }
+    }
+
+    /// The deadline came (or passed): what is due.
+    pub fn on_deadline(&mut self, ctx: &Context, now: Instant) -> Wake {
+        match self {
+            Session::Line(s) => s.on_deadline(ctx, now),
+            Session::Irc(s) => s.on_deadline(ctx, now),
+        }
+    }
+
+    /// The last line this connection gets when the server closes it.
+    pub fn farewell(&self, text: &str) -> Vec<u8> {
+        self.protocol().refusal(text)
+    }
+
+    pub fn render_class(&self) -> RenderClass {
+        match self {
+            Session::Line(_) => RenderClass::Line,
+            Session::Irc(s) if s.caps.server_time => RenderClass::IrcTimed,
+            Session::Irc(_) => RenderClass::Irc,
+        }
+    }
+
+    /// The framer's limit for this connection's lines.
+    pub fn max_line(&self, ctx: &Context) -> usize {
+        match self {
+            Session::Line(_) => ctx.max_line,
+            Session::Irc(s) => s.max_line(),
+        }
+    }
+
+    /// The byte transform between socket and framer.
+    pub fn transform(&self) -> Transform {
+        self.protocol().transform()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,332 @@
+//! Unit tests of the session state machines: no socket, no clock. Time is passed in, and what a
+//! driver would send comes back in `Step`s and `Wake`s, so registration order, CAP, PINGs and
+//! every deadline are checked exactly.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::core::{CoreLimits, Event, LOBBY};
+
+/// A core, a context with the defaults, and a clock the tests move by hand.
+struct Bench {
+    core: Core,
+    out: Outbox,
+    ctx: Context,
+    t0: Instant,
+}
+
+impl Bench {
+    fn new(tweak: impl FnOnce(&mut Config)) -> Bench {
+        let mut config = Config::default();
+        tweak(&mut config);
+        Bench {
+            core: Core::new(
+                CoreLimits {
+                    history: 10,
+                    max_rooms: 5,
+                    big_room: 1000,
+                },
+                1_000_000,
+            ),
+            out: Outbox::default(),
+            ctx: Context::new(&config, 1_000_000),
+            t0: Instant::now(),
+        }
+    }
+
+    fn at(&self, ms: u64) -> Now {
+        Now {
+            at: self.t0 + Duration::from_millis(ms),
+            wall: 1_000_000 + ms,
+        }
+    }
+
+    fn session(&self, protocol: Protocol, id: usize) -> Session {
+        let peer = "10.0.0.7:40000".parse().unwrap();
+        Session::new(protocol, ClientId(id), peer, self.t0)
+    }
+
+    /// Feeds one line at `ms`; returns the reply as text.
+    fn line(&mut self, s: &mut Session, ms: u64, text: &str) -> (String, Option<Reason>) {
+        let now = self.at(ms);
+        let frame = Frame::Line(text.as_bytes());
+        let step = s.on_frame(&self.ctx, &mut self.core, frame, now, &mut self.out);
+        (String::from_utf8(step.reply).unwrap(), step.leave)
+    }
+
+    /// The events queued since the last call, each rendered for the line protocol.
+    fn events(&mut self) -> Vec<String> {
+        let lines = self
+            .out
+            .iter()
+            .map(|(e, _)| String::from_utf8(protocol::line::render(e)).unwrap())
+            .collect();
+        self.out.clear();
+        lines
+    }
+}
+
+/// The numeric codes in a reply, in order.
+fn codes(reply: &str) -> Vec<&str> {
+    reply.lines().filter_map(|l| l.split(' ').nth(1)).collect()
+}
+
+// ---- the line protocol -----------------------------------------------------------------------
+
+#[test]
+fn a_line_session_is_greeted_and_joins_the_lobby() {
+    let mut b = Bench::new(|_| {});
+    let mut s = b.session(Protocol::Line, 1);
+    let now = b.at(0);
+    let step = s.welcome(&mut b.core, now, &mut b.out);
+    let greeting = String::from_utf8(step.reply).unwrap();
+    assert!(greeting.starts_with("WELCOME guest1 #lobby "), "{greeting}");
+    assert_eq!(b.core.nick(ClientId(1)).map(|n| &**n), Some("guest1"));
+    assert_eq!(b.events()[0], "JOIN #lobby guest1\r\n");
+    assert!(b.core.room_exists(LOBBY));
+    assert_eq!(s.render_class(), RenderClass::Line);
+    assert_eq!(s.farewell("bye now"), b"BYE bye now\r\n");
+}
+
+#[test]
+fn line_errors_help_and_quit() {
+    let mut b = Bench::new(|_| {});
+    let mut s = b.session(Protocol::Line, 1);
+    let now = b.at(0);
+    s.welcome(&mut b.core, now, &mut b.out);
+    b.events();
+    let (reply, leave) = b.line(&mut s, 1, "/frobnicate");
+    assert!(
+        reply.starts_with("ERROR unknown-command /frobnicate"),
+        "{reply}"
+    );
+    assert_eq!(leave, None);
+    let (reply, _) = b.line(&mut s, 2, "/help");
+    assert!(reply.starts_with("NOTICE commands"), "{reply}");
+    let now = b.at(3);
+    let step = s.on_frame(&b.ctx, &mut b.core, Frame::TooLong, now, &mut b.out);
+    assert!(
+        String::from_utf8(step.reply)
+            .unwrap()
+            .starts_with("ERROR too-long")
+    );
+    let (_, leave) = b.line(&mut s, 4, "/quit gone fishing");
+    assert_eq!(leave, Some(Reason::Quit(Some("gone fishing".into()))));
+    // A plain line is a core command: its event goes to the outbox, not the reply.
+    let (reply, _) = b.line(&mut s, 5, "hi");
+    assert_eq!(reply, "");
+}
+
+#[test]
+fn a_silent_line_client_is_closed_after_the_idle_timeout() {
+    let mut b = Bench::new(|c| c.idle_timeout = Some(Duration::from_secs(10)));
+    let mut s = b.session(Protocol::Line, 1);
+    let t0 = b.t0;
+    let t = |ms| t0 + Duration::from_millis(ms);
+    assert_eq!(s.next_deadline(&b.ctx), Some(t(10_000)));
+    // Activity moves the deadline; waking early finds nothing due.
+    let now = b.at(4_000);
+    s.welcome(&mut b.core, now, &mut b.out);
+    b.line(&mut s, 4_000, "hello");
+    assert_eq!(s.on_deadline(&b.ctx, t(10_000)), Wake::Rearm);
+    assert_eq!(s.next_deadline(&b.ctx), Some(t(14_000)));
+    assert_eq!(s.on_deadline(&b.ctx, t(14_000)), Wake::Close(Reason::Idle));
+    // Without --idle-timeout (and no partial line) a line session never needs waking.
+    let b = Bench::new(|_| {});
+    assert_eq!(b.session(Protocol::Line, 2).next_deadline(&b.ctx), None);
+}
+
+#[test]
+fn an_unfinished_line_is_completed_after_a_pause_unless_turned_off() {
+    let b = Bench::new(|_| {});
+    let mut s = b.session(Protocol::Line, 1);
+    let t0 = b.t0;
+    let t = |ms| t0 + Duration::from_millis(ms);
+    s.note_partial(true, t(100));
+    assert_eq!(s.next_deadline(&b.ctx), Some(t(1_100)));
+    // More bytes of the same line restart the pause.
+    s.note_partial(true, t(600));
+    assert_eq!(s.on_deadline(&b.ctx, t(1_100)), Wake::Rearm);
+    assert_eq!(s.on_deadline(&b.ctx, t(1_600)), Wake::CompleteLine);
+    assert_eq!(s.next_deadline(&b.ctx), None);
+    // Its newline arrived in time: nothing to complete.
+    s.note_partial(true, t(2_000));
+    s.note_partial(false, t(2_100));
+    assert_eq!(s.next_deadline(&b.ctx), None);
+
+    let b = Bench::new(|c| c.line_complete_after = None);
+    let mut s = b.session(Protocol::Line, 1);
+    s.note_partial(true, b.t0);
+    assert_eq!(s.next_deadline(&b.ctx), None);
+    // Never for IRC, whose clients end their lines.
+    let b = Bench::new(|_| {});
+    let mut s = b.session(Protocol::Irc, 1);
+    s.note_partial(true, b.t0);
+    assert_eq!(
+        s.next_deadline(&b.ctx),
+        Some(b.t0 + b.ctx.register_timeout.min(b.ctx.ping_after))
+    );
+}
+
+// ---- IRC -------------------------------------------------------------------------------------
+
+#[test]
+fn irc_registers_with_nick_and_user_in_either_order() {
+    for order in [
+        ["NICK alice", "USER al 0 * :Alice"],
+        ["USER al 0 * :Alice", "NICK alice"],
+    ] {
+        let mut b = Bench::new(|_| {});
+        let mut s = b.session(Protocol::Irc, 1);
+        let now = b.at(0);
+        assert_eq!(s.welcome(&mut b.core, now, &mut b.out), Step::default());
+        let (first, _) = b.line(&mut s, 1, order[0]);
+        assert_eq!(first, "", "nothing until both are in");
+        assert_eq!(b.core.nick(ClientId(1)), None);
+        let (burst, leave) = b.line(&mut s, 2, order[1]);
+        assert_eq!(leave, None);
+        assert_eq!(
+            codes(&burst),
+            [
+                "001", "002", "003", "004", "005", "251", "252", "254", "255", "422"
+            ]
+        );
+        assert!(burst.starts_with(
+            ":pollchat 001 alice :Welcome to the pollchat IRC network, alice!al@10.0.0.7\r\n"
+        ));
+        assert_eq!(b.core.nick(ClientId(1)).map(|n| &**n), Some("alice"));
+    }
+}
+
+#[test]
+fn irc_commands_before_registration_get_451_and_pass_must_come_first() {
+    let mut b = Bench::new(|c| c.irc_password = Some("sesame".into()));
+    let mut s = b.session(Protocol::Irc, 1);
+    let (reply, _) = b.line(&mut s, 0, "JOIN #a");
+    assert_eq!(reply, ":pollchat 451 * :You have not registered\r\n");
+    let (reply, _) = b.line(&mut s, 1, "PING x");
+    assert_eq!(reply, ":pollchat PONG pollchat :x\r\n");
+    b.line(&mut s, 2, "NICK alice");
+    let (reply, leave) = b.line(&mut s, 3, "USER al 0 * :Alice");
+    assert_eq!(reply, ":pollchat 464 * :Password incorrect\r\n");
+    assert_eq!(leave, Some(Reason::BadPassword));
+
+    // PASS, in any position before registration completes.
+    let mut s = b.session(Protocol::Irc, 2);
+    b.line(&mut s, 0, "NICK bob");
+    b.line(&mut s, 1, "PASS sesame");
+    let (reply, leave) = b.line(&mut s, 2, "USER bo 0 * :Bob");
+    assert_eq!((codes(&reply)[0], leave), ("001", None));
+    let (reply, _) = b.line(&mut s, 3, "USER again 0 * :x");
+    assert_eq!(reply, ":pollchat 462 bob :You may not reregister\r\n");
+}
+
+#[test]
+fn cap_negotiation_pauses_registration_until_cap_end() {
+    let mut b = Bench::new(|_| {});
+    let mut s = b.session(Protocol::Irc, 1);
+    let (ls, _) = b.line(&mut s, 0, "CAP LS 302");
+    assert_eq!(
+        ls,
+        ":pollchat CAP * LS :echo-message message-tags multi-prefix server-time\r\n"
+    );
+    b.line(&mut s, 1, "NICK alice");
+    let (reply, _) = b.line(&mut s, 2, "USER al 0 * :Alice");
+    assert_eq!(reply, "", "registration waits for CAP END");
+    let (reply, _) = b.line(&mut s, 3, "CAP REQ :server-time message-tags");
+    assert_eq!(reply, ":pollchat CAP * ACK :server-time message-tags\r\n");
+    let (reply, _) = b.line(&mut s, 4, "CAP REQ :no-such-cap");
+    assert_eq!(reply, ":pollchat CAP * NAK :no-such-cap\r\n");
+    assert_eq!(s.render_class(), RenderClass::IrcTimed);
+    assert_eq!(
+        s.max_line(&b.ctx),
+        protocol::irc::MAX_LINE + protocol::irc::MAX_TAGS
+    );
+    let (reply, _) = b.line(&mut s, 5, "CAP END");
+    assert_eq!(codes(&reply)[0], "001");
+    let (reply, _) = b.line(&mut s, 6, "CAP LIST");
+    assert_eq!(
+        reply,
+        ":pollchat CAP alice LIST :message-tags server-time\r\n"
+    );
+    // Turning server-time off changes how events are rendered for this client.
+    b.line(&mut s, 7, "CAP REQ -server-time");
+    assert_eq!(s.render_class(), RenderClass::Irc);
+}
+
+#[test]
+fn an_unregistered_irc_client_is_closed_at_the_registration_deadline() {
+    let b = Bench::new(|c| c.irc_register_timeout = Duration::from_secs(60));
+    let mut s = b.session(Protocol::Irc, 1);
+    let deadline = b.t0 + Duration::from_secs(60);
+    assert_eq!(s.next_deadline(&b.ctx), Some(deadline));
+    assert_eq!(
+        s.on_deadline(&b.ctx, deadline - Duration::from_millis(1)),
+        Wake::Rearm
+    );
+    assert_eq!(
+        s.on_deadline(&b.ctx, deadline),
+        Wake::Close(Reason::RegistrationTimeout)
+    );
+}
+
+#[test]
+fn a_silent_irc_client_is_pinged_once_then_closed() {
+    let mut b = Bench::new(|c| {
+        c.irc_ping_after = Duration::from_secs(120);
+        c.irc_ping_timeout = Duration::from_secs(240);
+    });
+    let mut s = b.session(Protocol::Irc, 1);
+    b.line(&mut s, 0, "NICK alice");
+    b.line(&mut s, 0, "USER al 0 * :Alice");
+    let t0 = b.t0;
+    let t = |s: u64| t0 + Duration::from_secs(s);
+    // Registered: only the ping clock counts.
+    assert_eq!(s.next_deadline(&b.ctx), Some(t(120)));
+    assert_eq!(
+        s.on_deadline(&b.ctx, t(120)),
+        Wake::Send(b"PING :pollchat\r\n".to_vec())
+    );
+    assert_eq!(s.next_deadline(&b.ctx), Some(t(240)));
+    assert_eq!(s.on_deadline(&b.ctx, t(200)), Wake::Rearm, "one PING only");
+    // Any line (a PONG) is an answer: the clock starts again.
+    b.line(&mut s, 230_000, "PONG :pollchat");
+    assert_eq!(s.next_deadline(&b.ctx), Some(t(350)));
+    assert!(matches!(s.on_deadline(&b.ctx, t(350)), Wake::Send(_)));
+    assert_eq!(
+        s.on_deadline(&b.ctx, t(470)),
+        Wake::Close(Reason::PingTimeout)
+    );
+    assert_eq!(
+        s.farewell("ping timeout"),
+        b"ERROR :Closing link: (ping timeout)\r\n"
+    );
+}
+
+#[test]
+fn events_render_once_per_class() {
+    let b = Bench::new(|_| {});
+    let event = Event::Joined {
+        room: "#a".into(),
+        who: crate::core::Source::new("alice", "al", "h", "Alice"),
+    };
+    let mut rendered: Rendered<std::rc::Rc<[u8]>> = Rendered::new();
+    let mut calls = 0;
+    for class in [
+        RenderClass::Line,
+        RenderClass::Irc,
+        RenderClass::Line,
+        RenderClass::Irc,
+    ] {
+        let bytes = rendered.get(class, || {
+            calls += 1;
+            render(class, &event, &b.ctx, "bob", 0)
+        });
+        let expected: &[u8] = match class {
+            RenderClass::Line => b"JOIN #a alice\r\n",
+            _ => b":alice!al@h JOIN #a\r\n",
+        };
+        assert_eq!(&*bytes, expected);
+    }
+    assert_eq!(calls, 2);
+}
