@@ -29,7 +29,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::info;
-use mio::Waker;
+use mio::{Poll, Token, Waker};
+use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
 use crate::core::{ClientId, Core, CoreLimits, Millis, Outbox};
@@ -93,15 +94,85 @@ impl ShutdownHandle {
     }
 }
 
-/// SIGINT and SIGTERM as a mio event source under `token`: the server's poll wakes on them and
-/// shuts down gracefully (no signal thread, no self-pipe written by hand).
-pub(crate) fn shutdown_signals(
-    registry: &mio::Registry,
-    token: mio::Token,
-) -> io::Result<signal_hook_mio::v1_0::Signals> {
-    let mut signals = signal_hook_mio::v1_0::Signals::new([libc::SIGINT, libc::SIGTERM])?;
-    registry.register(&mut signals, token, mio::Interest::READABLE)?;
-    Ok(signals)
+/// The shutdown waker's token in every driver's poll.
+const WAKER: Token = Token(usize::MAX - 1);
+/// The token of SIGINT/SIGTERM in every driver's poll.
+const SIGNALS: Token = Token(usize::MAX - 2);
+
+/// What every driver's `mio::Poll` watches besides its clients: the listeners, the waker of its
+/// [`ShutdownHandle`], and SIGINT/SIGTERM once [`Front::handle_signals`] is called. The event
+/// loop polls clients on the same `Poll`; the threaded models' accept thread polls only this.
+pub struct Front {
+    pub poll: Poll,
+    pub listeners: listen::Listeners,
+    signals: Option<Signals>,
+    waker: Arc<Waker>,
+    shutdown_requested: Arc<AtomicBool>,
+}
+
+impl Front {
+    /// Binds every listen address of `config`, listener `i` under `token(i)` (which must stay
+    /// clear of the two tokens below `usize::MAX`).
+    pub fn bind(config: &Config, token: impl Fn(usize) -> Token) -> io::Result<Front> {
+        let poll = Poll::new()?;
+        let listeners = listen::Listeners::bind(config, poll.registry(), token)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        Ok(Front {
+            poll,
+            listeners,
+            signals: None,
+            waker,
+            shutdown_requested: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            waker: self.waker.clone(),
+            requested: self.shutdown_requested.clone(),
+        }
+    }
+
+    /// SIGINT and SIGTERM become events of this poll: the server shuts down gracefully (no
+    /// signal thread, no self-pipe written by hand).
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        let mut signals = Signals::new([libc::SIGINT, libc::SIGTERM])?;
+        self.poll
+            .registry()
+            .register(&mut signals, SIGNALS, mio::Interest::READABLE)?;
+        self.signals = Some(signals);
+        Ok(())
+    }
+
+    /// Whether `token` is the waker's or the signals'.
+    pub fn owns(token: Token) -> bool {
+        token == WAKER || token == SIGNALS
+    }
+
+    /// After an event for one of [`Front::owns`]'s tokens: why the server must stop, if it must.
+    pub fn stop_requested(&mut self, token: Token) -> Option<String> {
+        match token {
+            WAKER if self.shutdown_requested.load(Ordering::SeqCst) => {
+                Some("shutdown requested".into())
+            }
+            SIGNALS => {
+                let signals = self.signals.as_mut()?;
+                let received: Vec<i32> = signals.pending().collect();
+                received.first().map(|signal| format!("signal {signal}"))
+            }
+            _ => None,
+        }
+    }
+
+    /// Logs every address the server listens on.
+    pub fn log_listening(&self) {
+        for addr in self.listeners.addrs(Protocol::Line) {
+            info!("listening on {addr}");
+        }
+        for addr in self.listeners.addrs(Protocol::Irc) {
+            info!("listening for IRC on {addr}");
+        }
+    }
 }
 
 /// A server running on a thread of its own (tests, benchmarks, embedding programs).
@@ -132,27 +203,25 @@ impl Server {
         })
     }
 
-    /// The addresses actually bound for `protocol` (useful with port 0), in flag order.
-    pub fn addrs(&self, protocol: Protocol) -> Vec<SocketAddr> {
+    fn front(&mut self) -> &mut Front {
         match self {
-            Server::Poll(s) => s.addrs(protocol),
-            Server::Threads(s) => s.addrs(protocol),
+            Server::Poll(s) => &mut s.front,
+            Server::Threads(s) => &mut s.front,
         }
     }
 
-    pub fn shutdown_handle(&self) -> ShutdownHandle {
-        match self {
-            Server::Poll(s) => s.shutdown_handle(),
-            Server::Threads(s) => s.shutdown_handle(),
-        }
+    /// The addresses actually bound for `protocol` (useful with port 0), in flag order.
+    pub fn addrs(&mut self, protocol: Protocol) -> Vec<SocketAddr> {
+        self.front().listeners.addrs(protocol)
+    }
+
+    pub fn shutdown_handle(&mut self) -> ShutdownHandle {
+        self.front().shutdown_handle()
     }
 
     /// Shuts down gracefully on SIGINT and SIGTERM.
     pub fn handle_signals(&mut self) -> io::Result<()> {
-        match self {
-            Server::Poll(s) => s.handle_signals(),
-            Server::Threads(s) => s.handle_signals(),
-        }
+        self.front().handle_signals()
     }
 
     /// Serves until shutdown is requested and every client has been said goodbye to.
@@ -175,7 +244,7 @@ pub fn spawn(io: IoModel, config: Config) -> io::Result<Running> {
     let thread = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            let server = match Server::bind(io, config) {
+            let mut server = match Server::bind(io, config) {
                 Ok(server) => server,
                 Err(e) => {
                     let _ = tx.send(Err(e));
@@ -230,16 +299,6 @@ pub(crate) fn depart(
         outbox.clear();
     }
     text
-}
-
-/// Logs every address a server listens on.
-pub(crate) fn log_listening(listeners: &listen::Listeners) {
-    for addr in listeners.addrs(Protocol::Line) {
-        info!("listening on {addr}");
-    }
-    for addr in listeners.addrs(Protocol::Irc) {
-        info!("listening for IRC on {addr}");
-    }
 }
 
 /// Wall-clock time for the core, which reads no clock itself.

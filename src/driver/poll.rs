@@ -27,33 +27,26 @@
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook_mio::v1_0::Signals;
+use mio::{Events, Interest, Token};
 use slab::Slab;
 
-use super::listen::{ACCEPTS_PER_TURN, Accepted, Admission, Listeners};
-use super::timer::{TimerKind, Timers};
-use super::{IoModel, depart, new_core, wall_ms};
-// Shared by every I/O model now; re-exported where they were.
-pub use super::{Running, ShutdownHandle};
+use super::listen::{ACCEPTS_PER_TURN, Accepted, Admission};
+use super::timer::{TimerKind, Timers, Trim};
+use super::{Front, IoModel, Running, depart, new_core, wall_ms};
 use crate::config::Config;
 use crate::core::{ClientId, Core, Outbox};
 use crate::framer::Frame;
-use crate::net::connection::{Connection, Phase};
+use crate::net::connection::{Connection, Flush, Phase};
 use crate::net::flood::TokenBucket;
-use crate::net::outq::Flushed;
 use crate::session::{self, Context, Now, Protocol, Reason, Rendered, Session, Step, Wake};
 
-/// Tokens at and above this are listeners (`LISTENER_BASE + index`); below are slab keys.
+/// Tokens at and above this are listeners (`LISTENER_BASE + index`), up to the shutdown
+/// waker's and the signals' near `usize::MAX` ([`Front`]); below are slab keys.
 const LISTENER_BASE: usize = usize::MAX / 2;
-const WAKER: Token = Token(usize::MAX - 1);
-const SIGNALS: Token = Token(usize::MAX - 2);
 
 /// Bytes read per `read` call into the shared scratch buffer. Also the most a throttled
 /// connection can have stashed beyond one partial line.
@@ -63,9 +56,6 @@ const READ_CHUNK: usize = 16 * 1024;
 const READS_PER_TURN: usize = 4;
 /// Lines handled per connection per turn before the loop moves on to other connections.
 const LINES_PER_TURN: usize = 128;
-/// How long after clients come and go, and after the last socket event, free heap memory is
-/// handed back to the kernel.
-const TRIM_EVERY: Duration = Duration::from_secs(5);
 
 /// How reading a connection ended for this turn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,12 +72,12 @@ enum Flow {
 
 /// A chat server on one `mio::Poll`.
 pub struct EventLoop {
-    poll: Poll,
+    /// The poll itself, with the listeners, the shutdown waker and the signals.
+    pub(super) front: Front,
     events: Events,
     config: Config,
     /// What every session reads, built once.
     ctx: Context,
-    listeners: Listeners,
     admission: Admission,
     /// Listeners that stopped at their accept budget, resumed next turn.
     to_accept: Vec<usize>,
@@ -108,37 +98,27 @@ pub struct EventLoop {
     /// Connections marked `Closing` this turn.
     to_close: Vec<usize>,
     timers: Timers,
-    signals: Option<Signals>,
-    waker: Arc<Waker>,
-    shutdown_requested: Arc<AtomicBool>,
     /// Set once shutdown starts: the time by which every connection is closed.
     shutdown_deadline: Option<Instant>,
     next_serial: u64,
     /// The time of the current turn, passed to sessions and the core.
     now: Now,
-    /// A Trim timer is pending.
-    trim_armed: bool,
-    /// The last turn that had socket events.
-    last_busy: Instant,
-    /// The timer heap's size after its last compaction.
-    compacted_len: usize,
+    /// Hands free heap memory back to the kernel once the loop is quiet.
+    trim: Trim,
 }
 
 impl EventLoop {
     /// Binds every listen address of `config`. Errors name the address that failed.
     pub fn bind(config: Config) -> io::Result<EventLoop> {
-        let poll = Poll::new()?;
-        let listeners = Listeners::bind(&config, poll.registry(), |i| Token(LISTENER_BASE + i))?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let front = Front::bind(&config, |i| Token(LISTENER_BASE + i))?;
         let now = Now {
             at: Instant::now(),
             wall: wall_ms(),
         };
         Ok(EventLoop {
-            poll,
+            front,
             events: Events::with_capacity(1024),
             ctx: Context::new(&config, now.wall),
-            listeners,
             admission: Admission::new(&config),
             to_accept: Vec::new(),
             conns: Slab::new(),
@@ -150,15 +130,10 @@ impl EventLoop {
             to_flush: Vec::new(),
             to_close: Vec::new(),
             timers: Timers::default(),
-            signals: None,
-            waker,
-            shutdown_requested: Arc::new(AtomicBool::new(false)),
             shutdown_deadline: None,
             next_serial: 0,
             now,
-            trim_armed: false,
-            last_busy: now.at,
-            compacted_len: 0,
+            trim: Trim::new(now.at),
             config,
         })
     }
@@ -170,30 +145,12 @@ impl EventLoop {
         super::spawn(IoModel::Poll, config)
     }
 
-    /// The addresses actually bound for `protocol` (useful with port 0).
-    pub fn addrs(&self, protocol: Protocol) -> Vec<SocketAddr> {
-        self.listeners.addrs(protocol)
-    }
-
-    pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle {
-            waker: self.waker.clone(),
-            requested: self.shutdown_requested.clone(),
-        }
-    }
-
-    /// Shuts down gracefully on SIGINT and SIGTERM.
-    pub fn handle_signals(&mut self) -> io::Result<()> {
-        self.signals = Some(super::shutdown_signals(self.poll.registry(), SIGNALS)?);
-        Ok(())
-    }
-
     /// Runs until shutdown is requested and every client has been said goodbye to.
     pub fn run(mut self) -> io::Result<()> {
-        super::log_listening(&self.listeners);
+        self.front.log_listening();
         loop {
             let timeout = self.poll_timeout(Instant::now());
-            if let Err(e) = self.poll.poll(&mut self.events, timeout) {
+            if let Err(e) = self.front.poll.poll(&mut self.events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -237,7 +194,7 @@ impl EventLoop {
         {
             return Some(Duration::ZERO);
         }
-        let next = match (self.timers.next(), self.listeners.paused_until()) {
+        let next = match (self.timers.next(), self.front.listeners.paused_until()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -247,23 +204,13 @@ impl EventLoop {
     fn handle_events(&mut self, now: Instant) {
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         if !events.is_empty() {
-            self.last_busy = now;
+            self.trim.busy(now);
         }
         for event in events.iter() {
             match event.token() {
-                WAKER => {
-                    if self.shutdown_requested.load(Ordering::SeqCst) {
-                        self.begin_shutdown(now, "shutdown requested");
-                    }
-                }
-                SIGNALS => {
-                    let received: Vec<i32> = self
-                        .signals
-                        .as_mut()
-                        .map(|s| s.pending().collect())
-                        .unwrap_or_default();
-                    if let Some(signal) = received.first() {
-                        self.begin_shutdown(now, &format!("signal {signal}"));
+                token if Front::owns(token) => {
+                    if let Some(why) = self.front.stop_requested(token) {
+                        self.begin_shutdown(now, &why);
                     }
                 }
                 Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE, now),
@@ -286,7 +233,7 @@ impl EventLoop {
     /// listener stopped by the budget is resumed next turn (no new edge would come for it).
     fn accept(&mut self, index: usize, now: Instant) {
         for _ in 0..ACCEPTS_PER_TURN {
-            match self.listeners.next(index, now) {
+            match self.front.listeners.next(index, now) {
                 Accepted::Conn(stream, peer, protocol) => self.admit(stream, peer, protocol, now),
                 Accepted::Done => return,
             }
@@ -297,8 +244,8 @@ impl EventLoop {
     }
 
     fn resume_accepts(&mut self, now: Instant) {
-        let indices: Vec<usize> = if self.listeners.resume(now) {
-            (0..self.listeners.len()).collect()
+        let indices: Vec<usize> = if self.front.listeners.resume(now) {
+            (0..self.front.listeners.len()).collect()
         } else {
             std::mem::take(&mut self.to_accept)
         };
@@ -321,10 +268,11 @@ impl EventLoop {
         let _ = stream.set_nodelay(true);
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut stream, Token(key), Interest::READABLE)
+        if let Err(e) =
+            self.front
+                .poll
+                .registry()
+                .register(&mut stream, Token(key), Interest::READABLE)
         {
             warn!("{peer}: cannot register: {e}");
             self.admission.left(peer.ip());
@@ -335,7 +283,7 @@ impl EventLoop {
         let bucket = TokenBucket::new(self.config.flood_burst, now);
         let session = Session::new(protocol, ClientId(key), peer, now);
         entry.insert(Connection::new(stream, peer, serial, bucket, session));
-        self.arm_trim(now);
+        self.trim.arm(now, &mut self.timers);
         let conn = &mut self.conns[key];
         let step = conn
             .session
@@ -430,23 +378,9 @@ impl EventLoop {
             if rate > 0.0 && !conn.bucket.ready(now, burst, rate) {
                 conn.framer.stash(input);
                 conn.throttled = true;
-                let at = conn.bucket.ready_at(rate);
+                let at = conn.bucket.throttle(conn.peer, now, rate);
                 self.timers
                     .push(at, TimerKind::FloodResume, key, conn.serial);
-                // Logged at info the first time a client hits the limit, then at debug: a client
-                // that floods on purpose would otherwise flood the log too.
-                let level = if conn.flooded {
-                    log::Level::Debug
-                } else {
-                    log::Level::Info
-                };
-                conn.flooded = true;
-                log::log!(
-                    level,
-                    "{}: over --flood-rate, reading paused for {:?}",
-                    conn.peer,
-                    at - now
-                );
                 return Flow::Throttled;
             }
             let max_line = conn.session.max_line(&self.ctx);
@@ -552,37 +486,10 @@ impl EventLoop {
         if !conn.is_open() {
             return;
         }
-        // A client is a slow consumer when what it has not taken yet, plus this chunk, is over
-        // the limit. A chunk into an empty queue always goes in: one reply bigger than the limit
-        // (a long /who or LIST) says nothing about how the client reads.
-        let over = |queued: usize| queued > 0 && queued + bytes.len() > self.config.max_sendq;
-        if over(conn.out.len()) {
-            // Over the limit only counts once the client has had its chance: write what its
-            // socket takes now (a burst from many senders within one turn is no reason to
-            // disconnect a client that reads), and judge what is left.
-            match conn.out.flush_to(&mut conn.stream) {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) => {}
-                Err(_) => {
-                    self.mark_close(key, Reason::Lost);
-                    return;
-                }
-            }
-            if over(conn.out.len()) {
-                warn!(
-                    "{}: send queue over --max-sendq {} bytes, disconnecting",
-                    conn.peer, self.config.max_sendq
-                );
-                self.mark_close(key, Reason::SendQueue);
-                return;
-            }
+        match conn.queue(bytes, self.config.max_sendq) {
+            Ok(()) => self.mark_flush(key),
+            Err(reason) => self.mark_close(key, reason),
         }
-        conn.out.push(bytes);
-        self.mark_flush(key);
     }
 
     fn mark_flush(&mut self, key: usize) {
@@ -609,26 +516,18 @@ impl EventLoop {
                 continue;
             }
             let draining = conn.phase == Phase::Draining;
-            let want_write = match conn.out.flush_to(&mut conn.stream) {
-                Ok(Flushed::All) => false,
-                Ok(Flushed::Short) => true,
-                Ok(Flushed::More) => {
-                    // Not blocked, just capped: go on next turn, no WRITABLE edge will come.
+            let want_write = match conn.flush() {
+                Flush::Done { waiting } => waiting,
+                Flush::Again => {
                     self.mark_flush(key);
                     continue;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    self.mark_flush(key);
+                Flush::Failed if draining => {
+                    self.remove(key);
                     continue;
                 }
-                Err(e) => {
-                    debug!("{}: write failed: {e}", conn.peer);
-                    if draining {
-                        self.remove(key);
-                    } else {
-                        self.mark_close(key, Reason::Lost);
-                    }
+                Flush::Failed => {
+                    self.mark_close(key, Reason::Lost);
                     continue;
                 }
             };
@@ -642,11 +541,8 @@ impl EventLoop {
                 } else {
                     Interest::READABLE
                 };
-                if let Err(e) =
-                    self.poll
-                        .registry()
-                        .reregister(&mut conn.stream, Token(key), interest)
-                {
+                let registry = self.front.poll.registry();
+                if let Err(e) = registry.reregister(&mut conn.stream, Token(key), interest) {
                     warn!("{}: cannot reregister: {e}", conn.peer);
                 }
                 conn.wants_write = want_write;
@@ -707,8 +603,8 @@ impl EventLoop {
     /// Forgets a connection for good; dropping the stream closes the socket.
     fn remove(&mut self, key: usize) {
         let mut conn = self.conns.remove(key);
-        let _ = self.poll.registry().deregister(&mut conn.stream);
-        self.arm_trim(Instant::now());
+        let _ = self.front.poll.registry().deregister(&mut conn.stream);
+        self.trim.arm(Instant::now(), &mut self.timers);
         self.admission.left(conn.peer.ip());
         if conn.phase != Phase::Draining {
             // Only at the shutdown deadline: the core still has it.
@@ -727,7 +623,8 @@ impl EventLoop {
             "shutting down ({why}): saying goodbye to {} clients",
             self.conns.len()
         );
-        self.listeners.close(self.poll.registry());
+        let front = &mut self.front;
+        front.listeners.close(front.poll.registry());
         self.to_accept.clear();
         self.shutdown_deadline = Some(now + self.config.shutdown_grace);
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
@@ -773,45 +670,22 @@ impl EventLoop {
         self.arm_session(key);
     }
 
-    /// Keeps the timer heap proportional to the number of connections. Live connections can
-    /// have a few timers each, so after a compaction the next one waits until the heap has
-    /// doubled again: never a scan per turn that removes nothing.
+    /// Drops timer entries nothing waits for any more (see [`Timers::compact`]).
     fn compact_timers(&mut self) {
-        let threshold = (2 * self.conns.len() + 1024).max(self.compacted_len * 2);
-        if self.timers.len() > threshold {
-            let conns = &self.conns;
-            self.timers.retain(|at, kind, key, serial| match kind {
+        let conns = &self.conns;
+        self.timers
+            .compact(conns.len(), |at, kind, key, serial| match kind {
                 TimerKind::Trim => true,
                 _ => conns.get(key).is_some_and(|c| {
                     c.serial == serial && (kind != TimerKind::Session || c.armed == Some(at))
                 }),
             });
-            self.compacted_len = self.timers.len();
-        }
-    }
-
-    /// Schedules handing free memory back to the kernel a little later, once: after clients
-    /// come and go (bursts of output and state are freed then). An idle server is never woken
-    /// for it.
-    fn arm_trim(&mut self, now: Instant) {
-        if !self.trim_armed {
-            self.trim_armed = true;
-            self.timers.push(now + TRIM_EVERY, TimerKind::Trim, 0, 0);
-        }
     }
 
     fn fire_timers(&mut self, now: Instant) {
         while let Some((at, kind, key, serial)) = self.timers.pop_due(now) {
             if kind == TimerKind::Trim {
-                // Walking the heap takes milliseconds: never while clients are chatting, where
-                // it would show as a latency spike. A busy server keeps its memory anyway.
-                if now.saturating_duration_since(self.last_busy) < TRIM_EVERY {
-                    let quiet_at = self.last_busy + TRIM_EVERY;
-                    self.timers.push(quiet_at, TimerKind::Trim, 0, 0);
-                } else {
-                    self.trim_armed = false;
-                    release_free_memory();
-                }
+                self.trim.fire(now, &mut self.timers);
                 continue;
             }
             let Some(conn) = self.conns.get_mut(key) else {
@@ -832,17 +706,5 @@ impl EventLoop {
                 _ => {}
             }
         }
-    }
-}
-
-/// Gives freed heap pages back to the kernel. Bursts (a flood of joins, a big fan-out) leave
-/// free memory scattered through the heap, which glibc's allocator keeps mapped; on a small host
-/// the resident size should come back down once the burst is over. `malloc_trim` walks the heap
-/// (milliseconds for tens of MiB), so it runs on a slow timer, never per event.
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free memory to the kernel; no pointer is involved.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }

@@ -43,16 +43,14 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
-use mio::{Events, Poll, Token, Waker};
-use signal_hook_mio::v1_0::Signals;
+use mio::{Events, Token};
 
-use super::listen::{Accepted, Admission, Listeners, refuse};
-use super::{ShutdownHandle, depart, new_core, wall_ms};
+use super::listen::{Accepted, Admission, refuse};
+use super::{Front, depart, new_core, wall_ms};
 use crate::config::Config;
 use crate::core::{ClientId, Core, Outbox};
 use crate::framer::{Frame, LineFramer};
@@ -61,9 +59,6 @@ use crate::net::outq::OutQueue;
 use crate::net::sendq::{Chunk, SendChannel, Take};
 use crate::net::transform::Transform;
 use crate::session::{self, Context, Now, Protocol, Reason, Rendered, Session, Step, Wake};
-
-const WAKER: Token = Token(usize::MAX - 1);
-const SIGNALS: Token = Token(usize::MAX - 2);
 
 /// Bytes per `read` into a reader thread's buffer (its own: threads share nothing to read into).
 const READ_CHUNK: usize = 8 * 1024;
@@ -75,13 +70,9 @@ const STACK_SIZE: usize = 256 * 1024;
 
 /// A threaded chat server: an accept thread, and threads per connection.
 pub struct ThreadedServer {
-    /// The accept thread's poller: listeners, the shutdown waker, signals.
-    poll: Poll,
-    listeners: Listeners,
+    /// The accept thread's poll: listeners, the shutdown waker, signals.
+    pub(super) front: Front,
     shared: Arc<Shared>,
-    signals: Option<Signals>,
-    waker: Arc<Waker>,
-    shutdown_requested: Arc<AtomicBool>,
 }
 
 /// What every thread of the server shares.
@@ -167,11 +158,9 @@ impl ThreadedServer {
     /// Binds every listen address of `config`; `direct` picks threads-direct. Errors name the
     /// address that failed.
     pub fn bind(config: Config, direct: bool) -> io::Result<ThreadedServer> {
-        let poll = Poll::new()?;
         // The loop's listeners, deep backlog included: a burst of connects must not meet SYN
         // drops here either, or a benchmark would measure the backlog instead of the I/O model.
-        let listeners = Listeners::bind(&config, poll.registry(), Token)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let front = Front::bind(&config, Token)?;
         let state = State {
             core: new_core(&config),
             outbox: Outbox::default(),
@@ -186,8 +175,7 @@ impl ThreadedServer {
             grace: config.shutdown_grace,
         };
         Ok(ThreadedServer {
-            poll,
-            listeners,
+            front,
             shared: Arc::new(Shared {
                 ctx: Context::new(&config, wall_ms()),
                 config,
@@ -195,47 +183,27 @@ impl ThreadedServer {
                 state: Mutex::new(state),
                 gone: Condvar::new(),
             }),
-            signals: None,
-            waker,
-            shutdown_requested: Arc::new(AtomicBool::new(false)),
         })
-    }
-
-    /// The addresses actually bound for `protocol` (useful with port 0).
-    pub fn addrs(&self, protocol: Protocol) -> Vec<SocketAddr> {
-        self.listeners.addrs(protocol)
-    }
-
-    pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle {
-            waker: self.waker.clone(),
-            requested: self.shutdown_requested.clone(),
-        }
-    }
-
-    /// Shuts down gracefully on SIGINT and SIGTERM.
-    pub fn handle_signals(&mut self) -> io::Result<()> {
-        self.signals = Some(super::shutdown_signals(self.poll.registry(), SIGNALS)?);
-        Ok(())
     }
 
     /// Accepts until shutdown is requested, then says goodbye to every client and returns.
     pub fn run(mut self) -> io::Result<()> {
-        super::log_listening(&self.listeners);
+        self.front.log_listening();
         let mut events = Events::with_capacity(64);
         let why = 'run: loop {
             let now = Instant::now();
-            if self.listeners.resume(now) {
+            if self.front.listeners.resume(now) {
                 // Edge-triggered: clients that arrived meanwhile sent no new event.
-                for index in 0..self.listeners.len() {
+                for index in 0..self.front.listeners.len() {
                     self.accept(index, now);
                 }
             }
             let timeout = self
+                .front
                 .listeners
                 .paused_until()
                 .map(|t| t.saturating_duration_since(now));
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            if let Err(e) = self.front.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -243,14 +211,9 @@ impl ThreadedServer {
             }
             for event in events.iter() {
                 match event.token() {
-                    WAKER if self.shutdown_requested.load(Ordering::SeqCst) => {
-                        break 'run "shutdown requested".to_string();
-                    }
-                    WAKER => {}
-                    SIGNALS => {
-                        let received = self.signals.as_mut().and_then(|s| s.pending().next());
-                        if let Some(signal) = received {
-                            break 'run format!("signal {signal}");
+                    token if Front::owns(token) => {
+                        if let Some(why) = self.front.stop_requested(token) {
+                            break 'run why;
                         }
                     }
                     Token(index) => self.accept(index, Instant::now()),
@@ -266,7 +229,7 @@ impl ThreadedServer {
 
     /// Accepts until nobody waits: this thread has nothing else to do, so no budget.
     fn accept(&mut self, index: usize, now: Instant) {
-        while let Accepted::Conn(stream, peer, protocol) = self.listeners.next(index, now) {
+        while let Accepted::Conn(stream, peer, protocol) = self.front.listeners.next(index, now) {
             self.admit(stream.into(), peer, protocol);
         }
     }
@@ -342,7 +305,6 @@ impl ThreadedServer {
             transform,
             framer: LineFramer::default(),
             bucket: TokenBucket::new(self.shared.config.flood_burst, Instant::now()),
-            flooded: false,
         };
         std::thread::Builder::new()
             .name(format!("pollchat-r{}", conn.id))
@@ -356,7 +318,8 @@ impl ThreadedServer {
     /// Stops accepting, closes every client with its farewell, and waits up to the grace time
     /// for the writers to deliver; then cuts off whatever is left.
     fn shutdown(&mut self, why: &str) {
-        self.listeners.close(self.poll.registry());
+        let front = &mut self.front;
+        front.listeners.close(front.poll.registry());
         let mut st = self.shared.lock();
         log::info!(
             "shutting down ({why}): saying goodbye to {} clients",
@@ -550,8 +513,6 @@ struct Reader {
     transform: Transform,
     framer: LineFramer,
     bucket: TokenBucket,
-    /// Has been over the flood rate before: logged at info only the first time, as in the loop.
-    flooded: bool,
 }
 
 /// After a reader handled something: the connection goes on, with its session's next deadline,
@@ -675,18 +636,8 @@ impl Reader {
                 // Back-pressure: this thread stops reading until a token is there, so the kernel
                 // buffer fills and TCP slows the sender down. Nothing is dropped.
                 drop(guard.take());
-                let wait = self.bucket.ready_at(rate).saturating_duration_since(now);
-                let level = if self.flooded {
-                    log::Level::Debug
-                } else {
-                    log::Level::Info
-                };
-                self.flooded = true;
-                log::log!(
-                    level,
-                    "{}: over --flood-rate, reading paused for {wait:?}",
-                    self.conn.peer
-                );
+                let at = self.bucket.throttle(self.conn.peer, now, rate);
+                let wait = at.saturating_duration_since(now);
                 std::thread::sleep(wait);
                 continue;
             }

@@ -1,4 +1,5 @@
-//! The event loop's timers: one binary heap of deadlines, like the time events of Redis's `ae.c`.
+//! The event loop's timers: one binary heap of deadlines, like the time events of Redis's `ae.c`,
+//! and the memory trim that runs on one of them.
 //!
 //! The loop's poll timeout is the time to the nearest deadline, so there is no timer thread and
 //! no periodic scan of every client. Entries are never removed early: each names a connection by
@@ -8,7 +9,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What a deadline is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -30,6 +31,8 @@ pub type Due = (Instant, TimerKind, usize, u64);
 #[derive(Debug, Default)]
 pub struct Timers {
     heap: BinaryHeap<Reverse<(Instant, TimerKind, usize, u64)>>,
+    /// The heap's size after its last compaction.
+    compacted_len: usize,
 }
 
 impl Timers {
@@ -59,12 +62,87 @@ impl Timers {
             .retain(|Reverse((at, kind, key, serial))| keep(*at, *kind, *key, *serial));
     }
 
+    /// Keeps the heap proportional to the number of connections (`live`): once it is much
+    /// larger, drops the entries `keep` says no to. Live connections can have a few timers each,
+    /// so after a compaction the next one waits until the heap has doubled again: never a scan
+    /// per turn that removes nothing.
+    pub fn compact(
+        &mut self,
+        live: usize,
+        keep: impl FnMut(Instant, TimerKind, usize, u64) -> bool,
+    ) {
+        let threshold = (2 * live + 1024).max(self.compacted_len * 2);
+        if self.len() > threshold {
+            self.retain(keep);
+            self.compacted_len = self.len();
+        }
+    }
+
     /// Removes and returns one timer that is due at `now`.
     pub fn pop_due(&mut self, now: Instant) -> Option<Due> {
         match self.heap.peek() {
             Some(Reverse((at, ..))) if *at <= now => self.heap.pop().map(|Reverse(due)| due),
             _ => None,
         }
+    }
+}
+
+/// How long after clients come and go, and after the last socket event, free heap memory is
+/// handed back to the kernel.
+const TRIM_EVERY: Duration = Duration::from_secs(5);
+
+/// Handing free heap memory back to the kernel, on a timer of its own ([`TimerKind::Trim`]).
+///
+/// Bursts (a flood of joins, a big fan-out) leave free memory scattered through the heap, which
+/// glibc's allocator keeps mapped; on a small host the resident size should come back down once
+/// the burst is over. `malloc_trim` walks the heap (milliseconds for tens of MiB), so it runs
+/// once the loop has been quiet for [`TRIM_EVERY`], never per event and never while clients
+/// chat (it would show as a latency spike). An idle server is never woken for it.
+#[derive(Debug)]
+pub struct Trim {
+    /// A Trim timer is pending.
+    armed: bool,
+    /// The last turn that had socket events.
+    last_busy: Instant,
+}
+
+impl Trim {
+    pub fn new(now: Instant) -> Trim {
+        Trim {
+            armed: false,
+            last_busy: now,
+        }
+    }
+
+    /// A turn had socket events.
+    pub fn busy(&mut self, now: Instant) {
+        self.last_busy = now;
+    }
+
+    /// Clients came or went: trim a little later, once.
+    pub fn arm(&mut self, now: Instant, timers: &mut Timers) {
+        if !self.armed {
+            self.armed = true;
+            timers.push(now + TRIM_EVERY, TimerKind::Trim, 0, 0);
+        }
+    }
+
+    /// The Trim timer is due: trim if the loop has been quiet long enough, or wait until then.
+    pub fn fire(&mut self, now: Instant, timers: &mut Timers) {
+        if now.saturating_duration_since(self.last_busy) < TRIM_EVERY {
+            timers.push(self.last_busy + TRIM_EVERY, TimerKind::Trim, 0, 0);
+        } else {
+            self.armed = false;
+            release_free_memory();
+        }
+    }
+}
+
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the kernel; no pointer is involved.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

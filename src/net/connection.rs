@@ -5,13 +5,16 @@
 //! memory besides a tiny output ring (and, for IRC, its boxed session), which is what keeps an
 //! idle client under a kilobyte of server memory (README, "Memory per idle client").
 
+use std::io;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Instant;
 
+use log::{debug, warn};
 use mio::net::TcpStream;
 
 use super::flood::TokenBucket;
-use super::outq::OutQueue;
+use super::outq::{Flushed, OutQueue};
 use super::transform::Transform;
 use crate::framer::LineFramer;
 use crate::session::{Reason, Session};
@@ -27,6 +30,18 @@ pub enum Phase {
     /// Gone from the chat core; still writing what was queued (ending in `BYE`), reading
     /// nothing, and removed once the queue is empty or the grace time is over.
     Draining,
+}
+
+/// What one [`Connection::flush`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flush {
+    /// Done for this turn; `waiting`: output is left for when the socket is writable again.
+    Done { waiting: bool },
+    /// Not blocked: flush again next turn (capped at `IOV_MAX` chunks, or interrupted), as no
+    /// WRITABLE edge will come for it.
+    Again,
+    /// The socket failed.
+    Failed,
 }
 
 pub struct Connection {
@@ -54,8 +69,6 @@ pub struct Connection {
     pub read_listed: bool,
     /// Out of flood tokens; a timer resumes reading.
     pub throttled: bool,
-    /// Has hit flood control before (its first time is logged at info, later ones at debug).
-    pub flooded: bool,
 }
 
 impl Connection {
@@ -81,11 +94,56 @@ impl Connection {
             flush_listed: false,
             read_listed: false,
             throttled: false,
-            flooded: false,
         }
     }
 
     pub fn is_open(&self) -> bool {
         self.phase == Phase::Open
+    }
+
+    /// Queues `bytes`, unless that makes this client a slow consumer: when what it has not
+    /// taken yet, plus this chunk, is over `max_sendq` (`Err(SendQueue)`), or its socket failed
+    /// (`Err(Lost)`). A chunk into an empty queue always goes in: one reply bigger than the limit
+    /// (a long /who or LIST) says nothing about how the client reads.
+    pub fn queue(&mut self, bytes: Rc<[u8]>, max_sendq: usize) -> Result<(), Reason> {
+        let over = |queued: usize| queued > 0 && queued + bytes.len() > max_sendq;
+        if over(self.out.len()) {
+            // Over the limit only counts once the client has had its chance: write what its
+            // socket takes now (a burst from many senders within one turn is no reason to
+            // disconnect a client that reads), and judge what is left.
+            match self.out.flush_to(&mut self.stream) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => return Err(Reason::Lost),
+            }
+            if over(self.out.len()) {
+                warn!(
+                    "{}: send queue over --max-sendq {max_sendq} bytes, disconnecting",
+                    self.peer
+                );
+                return Err(Reason::SendQueue);
+            }
+        }
+        self.out.push(bytes);
+        Ok(())
+    }
+
+    /// One vectored write of what is queued.
+    pub fn flush(&mut self) -> Flush {
+        match self.out.flush_to(&mut self.stream) {
+            Ok(Flushed::All) => Flush::Done { waiting: false },
+            Ok(Flushed::Short) => Flush::Done { waiting: true },
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Flush::Done { waiting: true },
+            Ok(Flushed::More) => Flush::Again,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Flush::Again,
+            Err(e) => {
+                debug!("{}: write failed: {e}", self.peer);
+                Flush::Failed
+            }
+        }
     }
 }

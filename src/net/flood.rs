@@ -5,6 +5,7 @@
 //! receive buffer fills, TCP pushes back on the sender, and nothing is dropped. The same idea as
 //! ngircd's penalty time, expressed as a bucket so short bursts stay free.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Shortest pause of a throttled connection.
@@ -17,6 +18,9 @@ pub struct TokenBucket {
     /// Tokens available at `updated`.
     tokens: f64,
     updated: Instant,
+    /// Has been throttled before: a client's first throttle is logged at info, later ones at
+    /// debug (a client that floods on purpose would otherwise flood the log too).
+    flooded: bool,
 }
 
 impl TokenBucket {
@@ -25,6 +29,7 @@ impl TokenBucket {
         TokenBucket {
             tokens: f64::from(burst),
             updated: now,
+            flooded: false,
         }
     }
 
@@ -52,6 +57,24 @@ impl TokenBucket {
             self.take();
         }
         ready
+    }
+
+    /// The connection from `peer` is out of tokens and stops reading: logs it and returns
+    /// [`TokenBucket::ready_at`], when reading may resume.
+    pub fn throttle(&mut self, peer: SocketAddr, now: Instant, rate: f64) -> Instant {
+        let at = self.ready_at(rate);
+        let level = if self.flooded {
+            log::Level::Debug
+        } else {
+            log::Level::Info
+        };
+        self.flooded = true;
+        log::log!(
+            level,
+            "{peer}: over --flood-rate, reading paused for {:?}",
+            at.saturating_duration_since(now)
+        );
+        at
     }
 
     /// When the next token will be there: always later than the last refill, by at least
