@@ -10,6 +10,7 @@
 
 use crate::core::{ClientId, Command, Core, Listing, Millis, MsgKind, names};
 use crate::framer::Frame;
+use crate::protocol::irc::numeric::*;
 use crate::protocol::irc::{self, MAX_LINE, MAX_TAGS, Out};
 use crate::session::Reason;
 
@@ -127,7 +128,7 @@ impl IrcSession {
         let mut step = Step::default();
         let bytes = match frame {
             Frame::TooLong => {
-                o.numeric("417", format_args!(":Input line was too long"));
+                o.numeric(ERR_INPUTTOOLONG, &[]);
                 step.reply = o.into_bytes();
                 return step;
             }
@@ -148,18 +149,12 @@ impl IrcSession {
             }
         };
         if bytes.contains(&0) {
-            o.raw(format_args!(
-                "FAIL {} INVALID_TEXT :Message rejected: it contains a NUL byte",
-                command_word()
-            ));
+            o.fail(FAIL_NUL, &command_word(), &[]);
         } else if bytes.len() - irc::tags_len(bytes) > MAX_LINE {
-            o.numeric("417", format_args!(":Input line was too long"));
+            o.numeric(ERR_INPUTTOOLONG, &[]);
         } else {
             match std::str::from_utf8(bytes) {
-                Err(_) => o.raw(format_args!(
-                    "FAIL {} INVALID_UTF8 :Message rejected: this server only accepts UTF-8",
-                    command_word()
-                )),
+                Err(_) => o.fail(FAIL_UTF8, &command_word(), &[]),
                 Ok(line) => {
                     if let Some(msg) = irc::parse(line) {
                         step.leave = self.dispatch(&mut o, msg, core, id, host, ctx, now, out);
@@ -187,10 +182,7 @@ impl IrcSession {
         let cmd = msg.command.as_str();
         let need = |o: &mut Out<'_>, n: usize| {
             if p.len() < n {
-                o.numeric(
-                    "461",
-                    format_args!("{} :Not enough parameters", irc::safe(cmd)),
-                );
+                o.numeric(ERR_NEEDMOREPARAMS, &[&irc::safe(cmd)]);
                 false
             } else {
                 true
@@ -207,7 +199,7 @@ impl IrcSession {
                     return self.try_register(o, core, id, host, ctx, now);
                 }
             }
-            "PASS" if self.registered => o.numeric("462", format_args!(":You may not reregister")),
+            "PASS" if self.registered => o.numeric(ERR_ALREADYREGISTERED, &[]),
             "PASS" => {
                 if need(o, 1) {
                     self.pass = Some(p[0].to_string());
@@ -215,24 +207,21 @@ impl IrcSession {
             }
             "NICK" => {
                 let Some(nick) = p.first().filter(|n| !n.is_empty()) else {
-                    o.numeric("431", format_args!(":No nickname given"));
+                    o.numeric(ERR_NONICKNAMEGIVEN, &[]);
                     return None;
                 };
                 if self.registered {
                     run!(Command::Nick(nick.to_string()));
                 } else if names::check_nick(nick).is_err() {
-                    o.numeric(
-                        "432",
-                        format_args!("{} :Erroneous nickname", irc::safe(nick)),
-                    );
+                    o.numeric(ERR_ERRONEUSNICKNAME, &[&irc::safe(nick)]);
                 } else if core.nick_in_use(nick) {
-                    o.numeric("433", format_args!("{nick} :Nickname is already in use"));
+                    o.numeric(ERR_NICKNAMEINUSE, &[nick]);
                 } else {
                     self.nick = Some(nick.to_string());
                     return self.try_register(o, core, id, host, ctx, now);
                 }
             }
-            "USER" if self.registered => o.numeric("462", format_args!(":You may not reregister")),
+            "USER" if self.registered => o.numeric(ERR_ALREADYREGISTERED, &[]),
             "USER" => {
                 if need(o, 4) {
                     self.user = Some((user_name(p[0]), p[3].to_string()));
@@ -244,7 +233,7 @@ impl IrcSession {
                     let token: String = token.chars().filter(|c| !c.is_control()).collect();
                     o.raw(format_args!(":{0} PONG {0} :{token}", ctx.server))
                 }
-                None => o.numeric("409", format_args!(":No origin specified")),
+                None => o.numeric(ERR_NOORIGIN, &[]),
             },
             "PONG" => {}
             "QUIT" => {
@@ -252,7 +241,7 @@ impl IrcSession {
                     p.first().filter(|r| !r.is_empty()).map(|r| r.to_string()),
                 ));
             }
-            _ if !self.registered => o.numeric("451", format_args!(":You have not registered")),
+            _ if !self.registered => o.numeric(ERR_NOTREGISTERED, &[]),
             "JOIN" => {
                 if need(o, 1) {
                     if p[0] == "0" {
@@ -279,13 +268,13 @@ impl IrcSession {
                 let notice = cmd == "NOTICE";
                 let Some(targets) = p.first().filter(|t| !t.is_empty()) else {
                     if !notice {
-                        o.numeric("411", format_args!(":No recipient given ({cmd})"));
+                        o.numeric_with(ERR_NORECIPIENT, &[], &[&cmd]);
                     }
                     return None;
                 };
                 let Some(text) = p.get(1).filter(|t| !t.is_empty()) else {
                     if !notice {
-                        o.numeric("412", format_args!(":No text to send"));
+                        o.numeric(ERR_NOTEXTTOSEND, &[]);
                     }
                     return None;
                 };
@@ -329,7 +318,7 @@ impl IrcSession {
                 }
             }
             "NAMES" => match p.first() {
-                None => o.numeric("366", format_args!("* :End of /NAMES list")),
+                None => o.numeric(RPL_ENDOFNAMES, &[&"*"]),
                 Some(rooms) => {
                     for room in rooms.split(',').filter(|r| !r.is_empty()) {
                         if core.room_exists(room) {
@@ -339,17 +328,17 @@ impl IrcSession {
                             });
                         } else {
                             let room = irc::safe(room);
-                            o.numeric("366", format_args!("{room} :End of /NAMES list"));
+                            o.numeric(RPL_ENDOFNAMES, &[&room]);
                         }
                     }
                 }
             },
             "LIST" => run!(Command::Rooms),
             "WHO" => match p.first().filter(|m| !matches!(**m, "" | "*" | "0")) {
-                None => o.numeric("315", format_args!("* :End of /WHO list")),
+                None => o.numeric(RPL_ENDOFWHO, &[&"*"]),
                 // A mask that matches nothing gets just the end of the list.
                 Some(mask) if !core.room_exists(mask) && !core.nick_in_use(mask) => {
-                    o.numeric("315", format_args!("{} :End of /WHO list", irc::safe(mask)))
+                    o.numeric(RPL_ENDOFWHO, &[&irc::safe(mask)])
                 }
                 Some(mask) => run!(Command::Who {
                     target: Some(mask.to_string()),
@@ -357,15 +346,15 @@ impl IrcSession {
                 }),
             },
             "WHOIS" => match p.last() {
-                None => o.numeric("431", format_args!(":No nickname given")),
+                None => o.numeric(ERR_NONICKNAMEGIVEN, &[]),
                 Some(nicks) => {
                     let nick = nicks.split(',').next().unwrap_or("");
                     if core.nick_in_use(nick) {
                         run!(Command::Whois(nick.to_string()));
                     } else {
                         let nick = irc::safe(nick);
-                        o.numeric("401", format_args!("{nick} :No such nick/channel"));
-                        o.numeric("318", format_args!("{nick} :End of /WHOIS list"));
+                        o.numeric(ERR_NOSUCHNICK, &[&nick]);
+                        o.numeric(RPL_ENDOFWHOIS, &[&nick]);
                     }
                 }
             },
@@ -393,7 +382,7 @@ impl IrcSession {
                     run!(Command::Lookup { nicks, listing });
                 }
             }
-            other => o.numeric("421", format_args!("{} :Unknown command", irc::safe(other))),
+            other => o.numeric(ERR_UNKNOWNCOMMAND, &[&irc::safe(other)]),
         }
         None
     }
@@ -414,23 +403,20 @@ impl IrcSession {
                 None => core.handle(id, Command::RoomInfo(target.to_string()), now, out),
                 // The ban list (and its cousins) is asked for while a client syncs a channel.
                 Some("b" | "+b" | "e" | "+e" | "I" | "+I") if p.len() == 2 => {
-                    o.numeric("368", format_args!("{target} :End of channel ban list"))
+                    o.numeric(RPL_ENDOFBANLIST, &[&target])
                 }
-                Some(_) => o.numeric("482", format_args!("{target} :You're not channel operator")),
+                Some(_) => o.numeric(ERR_CHANOPRIVSNEEDED, &[&target]),
             }
         } else if core
             .nick(id)
             .is_some_and(|me| me.eq_ignore_ascii_case(target))
         {
             // No user modes exist; a client setting +i is told its (empty) modes.
-            o.numeric("221", format_args!("+"));
+            o.numeric(RPL_UMODEIS, &[]);
         } else if core.nick_in_use(target) {
-            o.numeric("502", format_args!(":Can't change mode for other users"));
+            o.numeric(ERR_USERSDONTMATCH, &[]);
         } else {
-            o.numeric(
-                "401",
-                format_args!("{} :No such nick/channel", irc::safe(target)),
-            );
+            o.numeric(ERR_NOSUCHNICK, &[&irc::safe(target)]);
         }
     }
 
@@ -472,10 +458,7 @@ impl IrcSession {
                 self.cap_pause = false;
                 return true;
             }
-            _ => o.numeric(
-                "410",
-                format_args!("{} :Invalid CAP command", irc::safe(&sub)),
-            ),
+            _ => o.numeric(ERR_INVALIDCAPCMD, &[&irc::safe(&sub)]),
         }
         false
     }
@@ -499,7 +482,7 @@ impl IrcSession {
         if let Some(password) = ctx.password
             && self.pass.as_deref() != Some(password)
         {
-            o.numeric("464", format_args!(":Password incorrect"));
+            o.numeric(ERR_PASSWDMISMATCH, &[]);
             return Some(Reason::BadPassword);
         }
         let host = crate::session::host_of(host);
@@ -512,29 +495,11 @@ impl IrcSession {
         let nick = nick.clone();
         let mut w = Out::new(ctx.server, &nick);
         let version = concat!("pollchat-", env!("CARGO_PKG_VERSION"));
-        w.numeric(
-            "001",
-            format_args!(":Welcome to the pollchat IRC network, {nick}!{user}@{host}"),
-        );
-        w.numeric(
-            "002",
-            format_args!(":Your host is {}, running version {version}", ctx.server),
-        );
-        w.numeric(
-            "003",
-            format_args!(
-                ":This server was created {}",
-                crate::protocol::iso8601(ctx.started)
-            ),
-        );
-        w.numeric("004", format_args!("{} {version} i n", ctx.server));
-        w.numeric(
-            "005",
-            format_args!(
-                "{} :are supported by this server",
-                irc::isupport(ctx.max_rooms)
-            ),
-        );
+        w.numeric_with(RPL_WELCOME, &[], &[&format_args!("{nick}!{user}@{host}")]);
+        w.numeric_with(RPL_YOURHOST, &[], &[&ctx.server, &version]);
+        w.numeric_with(RPL_CREATED, &[], &[&crate::protocol::iso8601(ctx.started)]);
+        w.numeric(RPL_MYINFO, &[&ctx.server, &version]);
+        w.numeric(RPL_ISUPPORT, &[&irc::isupport(ctx.max_rooms)]);
         irc::lusers(&mut w, core.user_count(), core.room_count());
         motd(&mut w, ctx);
         o.buf.push_str(&w.buf);
@@ -545,16 +510,13 @@ impl IrcSession {
 fn motd(o: &mut Out<'_>, ctx: &Context<'_>) {
     match ctx.motd {
         Some(lines) => {
-            o.numeric(
-                "375",
-                format_args!(":- {} Message of the day -", ctx.server),
-            );
+            o.numeric_with(RPL_MOTDSTART, &[], &[&ctx.server]);
             for line in lines {
-                o.numeric("372", format_args!(":- {line}"));
+                o.numeric_with(RPL_MOTD, &[], &[line]);
             }
-            o.numeric("376", format_args!(":End of /MOTD command"));
+            o.numeric(RPL_ENDOFMOTD, &[]);
         }
-        None => o.numeric("422", format_args!(":MOTD File is missing")),
+        None => o.numeric(ERR_NOMOTD, &[]),
     }
 }
 
