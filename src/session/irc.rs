@@ -12,6 +12,7 @@ use crate::core::{ClientId, Command, Core, Listing, Millis, MsgKind, names};
 use crate::framer::Frame;
 use crate::protocol::irc::numeric::*;
 use crate::protocol::irc::{self, MAX_LINE, MAX_TAGS, Out};
+use crate::protocol::text::{self, TextError};
 use crate::session::Reason;
 
 /// Capabilities this server offers (CAP LS).
@@ -148,17 +149,14 @@ impl IrcSession {
                 word
             }
         };
-        if bytes.contains(&0) {
-            o.fail(FAIL_NUL, &command_word(), &[]);
-        } else if bytes.len() - irc::tags_len(bytes) > MAX_LINE {
-            o.numeric(ERR_INPUTTOOLONG, &[]);
-        } else {
-            match std::str::from_utf8(bytes) {
-                Err(_) => o.fail(FAIL_UTF8, &command_word(), &[]),
-                Ok(line) => {
-                    if let Some(msg) = irc::parse(line) {
-                        step.leave = self.dispatch(&mut o, msg, core, id, host, ctx, now, out);
-                    }
+        // Tags have their own budget (the framer's): MAX_LINE is for the rest.
+        match text::check(bytes, irc::tags_len(bytes) + MAX_LINE) {
+            Err(TextError::Nul) => o.fail(FAIL_NUL, &command_word(), &[]),
+            Err(TextError::TooLong(_)) => o.numeric(ERR_INPUTTOOLONG, &[]),
+            Err(TextError::BadUtf8) => o.fail(FAIL_UTF8, &command_word(), &[]),
+            Ok(line) => {
+                if let Some(msg) = irc::parse(line) {
+                    step.leave = self.dispatch(&mut o, msg, core, id, host, ctx, now, out);
                 }
             }
         }
