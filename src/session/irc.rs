@@ -23,6 +23,8 @@ mod commands;
 mod messages;
 mod query;
 mod registration;
+#[cfg(test)]
+mod tests;
 
 pub use commands::cost;
 

@@ -525,6 +525,26 @@ mod tests {
     }
 
     #[test]
+    fn numerics_are_written_from_their_constants() {
+        let mut o = Out::new("srv", "me");
+        o.numeric(ERR_NOSUCHNICK, &[&"bob"]);
+        o.numeric(RPL_TOPICWHOTIME, &[&"#a", &"bob", &42]);
+        o.numeric(RPL_LUSEROP, &[]);
+        o.numeric_with(RPL_YOURHOST, &[], &[&"srv", &"v1"]);
+        o.numeric_with(RPL_TOPIC, &[&"#a"], &[&"a: topic"]);
+        o.fail(FAIL_UTF8, "PRIVMSG", &[]);
+        assert_eq!(
+            o.buf,
+            ":srv 401 me bob :No such nick/channel\r\n\
+             :srv 333 me #a bob 42\r\n\
+             :srv 252 me 0 :IRC Operators online\r\n\
+             :srv 002 me :Your host is srv, running version v1\r\n\
+             :srv 332 me #a :a: topic\r\n\
+             FAIL PRIVMSG INVALID_UTF8 :Message rejected: this server only accepts UTF-8\r\n"
+        );
+    }
+
+    #[test]
     fn echoed_words_cannot_change_the_line_shape() {
         assert_eq!(safe("a b"), "ab");
         assert_eq!(safe(":x"), "x");
