@@ -544,6 +544,35 @@ mod tests {
         );
     }
 
+    /// Lines made of the pieces that matter to the parser (spaces, `:`, `@`, words), and any
+    /// characters at all.
+    fn irc_like_line() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let piece = prop_oneof![
+            Just(" ".to_string()),
+            Just(":".to_string()),
+            Just("@".to_string()),
+            "[a-zA-Z0-9#=;,!.]{1,6}",
+            any::<char>().prop_map(String::from),
+        ];
+        prop_oneof![
+            proptest::collection::vec(piece, 0..40).prop_map(|v| v.concat()),
+            any::<String>(),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics_and_keeps_its_promises(line in irc_like_line()) {
+            if let Some(m) = parse(&line) {
+                proptest::prop_assert!(m.params.len() <= 15, "{:?}", m.params);
+                proptest::prop_assert!(!m.command.is_empty());
+                proptest::prop_assert!(!m.command.contains(' '));
+                proptest::prop_assert_eq!(&m.command, &m.command.to_ascii_uppercase());
+            }
+        }
+    }
+
     #[test]
     fn echoed_words_cannot_change_the_line_shape() {
         assert_eq!(safe("a b"), "ab");
