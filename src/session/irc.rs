@@ -6,7 +6,8 @@
 //! password); everything else before that gets 451. After registration, commands become core
 //! [`Command`](crate::core::Command)s whose events the driver renders with
 //! [`crate::protocol::irc::render`], and replies that only concern this client (CAP, PONG, the
-//! welcome burst, usage errors) are returned as bytes. No I/O and no clock here either: the driver passes time and host in.
+//! welcome burst, usage errors) are returned as bytes. No I/O and no clock here either: the
+//! driver passes time and host in.
 //!
 //! This file owns the session's state and [`IrcSession::on_frame`], which checks a line and
 //! hands it to the command table. The commands themselves are grouped by concern, as in ngircd:
