@@ -14,11 +14,13 @@
 //!   and no clock: commands in, protocol-neutral events with their recipients out.
 //! - [`protocol`]: front doors, parsing and rendering only. [`protocol::line`] parses what
 //!   `nc`/`telnet` users type and renders core events as lines whose first token says what they
-//!   are; [`protocol::irc`] does the same for IRC; [`protocol::telnet`] strips and refuses
-//!   telnet option negotiation.
+//!   are; [`protocol::irc`] does the same for IRC, with the code and text of every numeric in
+//!   [`protocol::irc::numeric`]; [`protocol::text`] is the NUL/length/UTF-8 check both make on
+//!   a line; [`protocol::telnet`] strips and refuses telnet option negotiation.
 //! - [`session`]: what each framed line means for a client, whatever the I/O model: the glue
 //!   between framer, protocol and core that every driver calls; [`session::irc`] keeps an IRC
-//!   connection's registration and capability state.
+//!   connection's registration and capability state, and runs each command through one command
+//!   table (after ngircd's `parse.c`) to handlers grouped by concern in `session/irc/`.
 //! - [`net`]: the per-connection record, its output queue of shared chunks written with
 //!   `writev`, its flood-control token bucket, and the byte-bounded channel that feeds a writer
 //!   thread in the threaded driver.

@@ -24,6 +24,7 @@
 use std::fmt::Write as _;
 
 use super::iso8601;
+use super::text::{self, TextError};
 use crate::core::{Command, Event, Listing, MsgKind, Source};
 
 /// What one client line asks for.
@@ -99,10 +100,12 @@ fn usage(name: &str) -> &'static str {
 
 /// Parses one framed line (without its line end).
 pub fn parse(line: &[u8]) -> Result<Request, LineError> {
-    if line.contains(&0) {
-        return Err(LineError::Nul);
-    }
-    let line = std::str::from_utf8(line).map_err(|_| LineError::BadUtf8)?;
+    // No length limit here: the framer already cut lines at --max-line.
+    let line = text::check(line, usize::MAX).map_err(|e| match e {
+        TextError::Nul => LineError::Nul,
+        TextError::TooLong(max) => LineError::TooLong(max),
+        TextError::BadUtf8 => LineError::BadUtf8,
+    })?;
     if line.chars().any(|c| c.is_control() && c != '\t') {
         return Err(LineError::ControlChar);
     }

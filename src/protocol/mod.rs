@@ -1,12 +1,13 @@
 //! Front doors: how bytes on a connection become core commands, and core events become bytes.
 //!
 //! A protocol parses and renders; it holds no state and does no I/O. [`line`] is the
-//! telnet/`nc`-friendly protocol. Each broadcast event is rendered once per protocol by the driver
+//! telnet/`nc`-friendly protocol, [`irc`] is IRC; both refuse lines by the same [`text::check`]. Each broadcast event is rendered once per protocol by the driver
 //! and the same bytes are queued for every recipient.
 
 pub mod irc;
 pub mod line;
 pub mod telnet;
+pub mod text;
 
 use crate::core::Millis;
 

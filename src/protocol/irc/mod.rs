@@ -6,9 +6,14 @@
 //! `\r\n`. Parameters that come from users (nicks, rooms, texts) have passed the core's checks, so
 //! none contains CR, LF or NUL, and those that could contain spaces are always sent as the
 //! trailing parameter: no user input can split or forge a line.
+//!
+//! The code and text of every numeric are in [`numeric`]; [`Out`] writes them.
 
-use std::fmt::Write as _;
+pub mod numeric;
 
+use std::fmt::{Display, Write as _};
+
+use self::numeric::*;
 use super::iso8601;
 use crate::core::{
     Error, Event, Listing, Member, Millis, MsgKind, Source, WhoisInfo, names::LABEL_MAX,
@@ -118,10 +123,38 @@ impl<'a> Out<'a> {
         }
     }
 
-    /// `:server NNN me <params>`; `params` must already carry `:` before a trailing part.
-    pub fn numeric(&mut self, code: &str, params: std::fmt::Arguments<'_>) {
-        let _ = write!(self.buf, ":{} {code} {} ", self.server, self.me);
-        let _ = self.buf.write_fmt(params);
+    /// `:server CODE me <middle...> <text>`: a numeric whose text has no hole.
+    pub fn numeric(&mut self, n: Numeric, middle: &[&dyn Display]) {
+        self.numeric_with(n, middle, &[]);
+    }
+
+    /// `:server CODE me <middle...> <text>` with the holes (`{}`) of the numeric's text filled
+    /// by `fill`, in order: the trailing data of 332, 353, 372….
+    pub fn numeric_with(&mut self, n: Numeric, middle: &[&dyn Display], fill: &[&dyn Display]) {
+        debug_assert_eq!(n.holes(), fill.len(), "{}", n.name);
+        let _ = write!(self.buf, ":{} {:03} {}", self.server, n.code, self.me);
+        for m in middle {
+            let _ = write!(self.buf, " {m}");
+        }
+        if !n.text.is_empty() {
+            self.buf.push(' ');
+            let mut pieces = n.text.split("{}");
+            self.buf.push_str(pieces.next().unwrap_or(""));
+            for (piece, data) in pieces.zip(fill) {
+                let _ = write!(self.buf, "{data}{piece}");
+            }
+        }
+        self.buf.push_str("\r\n");
+    }
+
+    /// `FAIL <command> <code> :<text>`, a standard reply, with the text's holes filled by `fill`.
+    pub fn fail(&mut self, f: Fail, command: &str, fill: &[&dyn Display]) {
+        let _ = write!(self.buf, "FAIL {command} {} :", f.code);
+        let mut pieces = f.text.split("{}");
+        self.buf.push_str(pieces.next().unwrap_or(""));
+        for (piece, data) in pieces.zip(fill) {
+            let _ = write!(self.buf, "{data}{piece}");
+        }
         self.buf.push_str("\r\n");
     }
 
@@ -153,13 +186,10 @@ pub fn isupport(max_rooms: usize) -> String {
 
 /// LUSERS replies.
 pub fn lusers(o: &mut Out<'_>, users: usize, rooms: usize) {
-    o.numeric(
-        "251",
-        format_args!(":There are {users} users and 0 invisible on 1 servers"),
-    );
-    o.numeric("252", format_args!("0 :IRC Operators online"));
-    o.numeric("254", format_args!("{rooms} :channels formed"));
-    o.numeric("255", format_args!(":I have {users} clients and 0 servers"));
+    o.numeric_with(RPL_LUSERCLIENT, &[], &[&users]);
+    o.numeric(RPL_LUSEROP, &[]);
+    o.numeric(RPL_LUSERCHANNELS, &[&rooms]);
+    o.numeric_with(RPL_LUSERME, &[], &[&users]);
 }
 
 fn verb(kind: MsgKind) -> &'static str {
@@ -263,12 +293,10 @@ pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) ->
             room,
             topic: Some(t),
         } => {
-            o.numeric("332", format_args!("{room} :{}", t.text));
-            o.numeric("333", format_args!("{room} {} {}", t.by, t.at / 1000));
+            o.numeric_with(RPL_TOPIC, &[room], &[&t.text]);
+            o.numeric(RPL_TOPICWHOTIME, &[room, &t.by, &(t.at / 1000)]);
         }
-        Event::TopicIs { room, topic: None } => {
-            o.numeric("331", format_args!("{room} :No topic is set"))
-        }
+        Event::TopicIs { room, topic: None } => o.numeric(RPL_NOTOPIC, &[room]),
         Event::Names {
             room,
             members,
@@ -279,15 +307,13 @@ pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) ->
             for m in members {
                 let s = &m.source;
                 let here = if m.away { 'G' } else { 'H' };
-                o.numeric(
-                    "352",
-                    format_args!(
-                        "{channel} {} {} {server} {} {here} :0 {}",
-                        s.user, s.host, s.nick, s.realname
-                    ),
+                o.numeric_with(
+                    RPL_WHOREPLY,
+                    &[&channel, &s.user, &s.host, &server, &s.nick, &here],
+                    &[&s.realname],
                 );
             }
-            o.numeric("315", format_args!("{room} :End of /WHO list"));
+            o.numeric(RPL_ENDOFWHO, &[room]);
         }
         Event::Names { room, members, .. } => names(&mut o, room, members),
         Event::Found {
@@ -304,34 +330,29 @@ pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) ->
                     )
                 })
                 .collect();
-            o.numeric("302", format_args!(":{}", list.join(" ")));
+            o.numeric_with(RPL_USERHOST, &[], &[&list.join(" ")]);
         }
         Event::Found { members, .. } => {
             let list: Vec<&str> = members.iter().map(|m| &*m.source.nick).collect();
-            o.numeric("303", format_args!(":{}", list.join(" ")));
+            o.numeric_with(RPL_ISON, &[], &[&list.join(" ")]);
         }
         Event::RoomList(rooms) => {
-            o.numeric("321", format_args!("Channel :Users  Name"));
+            o.numeric(RPL_LISTSTART, &[]);
             for r in rooms {
                 let topic = r.topic.as_deref().unwrap_or("");
-                o.numeric("322", format_args!("{} {} :{topic}", r.name, r.members));
+                o.numeric_with(RPL_LIST, &[&r.name, &r.members], &[&topic]);
             }
-            o.numeric("323", format_args!(":End of /LIST"));
+            o.numeric(RPL_LISTEND, &[]);
         }
         Event::Whois(w) => whois(&mut o, w),
         Event::RoomInfo { room, created_at } => {
-            o.numeric("324", format_args!("{room} +"));
-            o.numeric("329", format_args!("{room} {}", created_at / 1000));
+            o.numeric(RPL_CHANNELMODEIS, &[room]);
+            o.numeric(RPL_CREATIONTIME, &[room, &(created_at / 1000)]);
         }
         Event::Stats { users, rooms } => lusers(&mut o, *users, *rooms),
-        Event::AwayIs { away: true } => {
-            o.numeric("306", format_args!(":You have been marked as being away"))
-        }
-        Event::AwayIs { away: false } => o.numeric(
-            "305",
-            format_args!(":You are no longer marked as being away"),
-        ),
-        Event::TargetAway { nick, message } => o.numeric("301", format_args!("{nick} :{message}")),
+        Event::AwayIs { away: true } => o.numeric(RPL_NOWAWAY, &[]),
+        Event::AwayIs { away: false } => o.numeric(RPL_UNAWAY, &[]),
+        Event::TargetAway { nick, message } => o.numeric_with(RPL_AWAY, &[nick], &[message]),
         Event::Error(e) => error(&mut o, e),
     }
     o.into_bytes()
@@ -339,11 +360,17 @@ pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) ->
 
 /// 353 lines kept under 512 bytes, then 366.
 fn names(o: &mut Out<'_>, room: &str, members: &[Member]) {
-    let head = format!(":{} 353 {} = {room} :", o.server, o.me);
+    // `=`: a public channel, the only kind pollchat has.
+    let middle: [&dyn Display; 2] = [&'=', &room];
+    // The length of a 353 line without its nicks and CRLF.
+    let start = o.buf.len();
+    o.numeric_with(RPL_NAMREPLY, &middle, &[&""]);
+    let head = o.buf.len() - start - 2;
+    o.buf.truncate(start);
     let mut current = String::new();
     for m in members {
-        if !current.is_empty() && head.len() + current.len() + 1 + m.source.nick.len() > MAX_LINE {
-            o.raw(format_args!("{head}{current}"));
+        if !current.is_empty() && head + current.len() + 1 + m.source.nick.len() > MAX_LINE {
+            o.numeric_with(RPL_NAMREPLY, &middle, &[&current]);
             current.clear();
         }
         if !current.is_empty() {
@@ -352,56 +379,45 @@ fn names(o: &mut Out<'_>, room: &str, members: &[Member]) {
         current.push_str(&m.source.nick);
     }
     if !current.is_empty() {
-        o.raw(format_args!("{head}{current}"));
+        o.numeric_with(RPL_NAMREPLY, &middle, &[&current]);
     }
-    o.numeric("366", format_args!("{room} :End of /NAMES list"));
+    o.numeric(RPL_ENDOFNAMES, &[&room]);
 }
 
 fn whois(o: &mut Out<'_>, w: &WhoisInfo) {
     let s = &w.source;
     let nick = &s.nick;
-    o.numeric(
-        "311",
-        format_args!("{nick} {} {} * :{}", s.user, s.host, s.realname),
-    );
-    let server = o.server.to_string();
-    o.numeric("312", format_args!("{nick} {server} :pollchat"));
+    o.numeric_with(RPL_WHOISUSER, &[nick, &s.user, &s.host], &[&s.realname]);
+    let server = o.server;
+    o.numeric(RPL_WHOISSERVER, &[nick, &server]);
     if !w.rooms.is_empty() {
         let rooms: Vec<&str> = w.rooms.iter().map(|r| &**r).collect();
-        o.numeric("319", format_args!("{nick} :{}", rooms.join(" ")));
+        o.numeric_with(RPL_WHOISCHANNELS, &[nick], &[&rooms.join(" ")]);
     }
     if let Some(away) = &w.away {
-        o.numeric("301", format_args!("{nick} :{away}"));
+        o.numeric_with(RPL_AWAY, &[nick], &[away]);
     }
     o.numeric(
-        "317",
-        format_args!(
-            "{nick} {} {} :seconds idle, signon time",
-            w.idle_secs,
-            w.connected_at / 1000
-        ),
+        RPL_WHOISIDLE,
+        &[nick, &w.idle_secs, &(w.connected_at / 1000)],
     );
-    o.numeric("318", format_args!("{nick} :End of /WHOIS list"));
+    o.numeric(RPL_ENDOFWHOIS, &[nick]);
 }
 
 /// Core errors as numerics.
 pub fn error(o: &mut Out<'_>, e: &Error) {
     match e {
-        Error::NickInUse(n) => o.numeric("433", format_args!("{n} :Nickname is already in use")),
-        Error::InvalidNick(n) => o.numeric("432", format_args!("{} :Erroneous nickname", safe(n))),
-        Error::InvalidRoom(r) | Error::NoSuchRoom(r) => {
-            o.numeric("403", format_args!("{} :No such channel", safe(r)))
-        }
-        Error::NoSuchNick(n) => o.numeric("401", format_args!("{} :No such nick/channel", safe(n))),
-        Error::NotInRoom(r) => o.numeric("442", format_args!("{r} :You're not on that channel")),
-        Error::CannotSend(r) => o.numeric("404", format_args!("{r} :Cannot send to channel")),
-        Error::TooManyRooms { room, .. } => o.numeric(
-            "405",
-            format_args!("{} :You have joined too many channels", safe(room)),
-        ),
-        Error::NoCurrentRoom => o.numeric("411", format_args!(":No recipient given")),
-        Error::NoText => o.numeric("412", format_args!(":No text to send")),
-        Error::BadText => o.raw(format_args!("FAIL * INVALID_TEXT :{e}")),
+        Error::NickInUse(n) => o.numeric(ERR_NICKNAMEINUSE, &[n]),
+        Error::InvalidNick(n) => o.numeric(ERR_ERRONEUSNICKNAME, &[&safe(n)]),
+        Error::InvalidRoom(r) | Error::NoSuchRoom(r) => o.numeric(ERR_NOSUCHCHANNEL, &[&safe(r)]),
+        Error::NoSuchNick(n) => o.numeric(ERR_NOSUCHNICK, &[&safe(n)]),
+        Error::NotInRoom(r) => o.numeric(ERR_NOTONCHANNEL, &[r]),
+        Error::CannotSend(r) => o.numeric(ERR_CANNOTSENDTOCHAN, &[r]),
+        Error::TooManyRooms { room, .. } => o.numeric(ERR_TOOMANYCHANNELS, &[&safe(room)]),
+        // Only a message without a target gets this, and every IRC message names one.
+        Error::NoCurrentRoom => o.numeric_with(ERR_NORECIPIENT, &[], &[&"PRIVMSG"]),
+        Error::NoText => o.numeric(ERR_NOTEXTTOSEND, &[]),
+        Error::BadText => o.fail(FAIL_TEXT, "*", &[e]),
     }
 }
 
@@ -506,6 +522,55 @@ mod tests {
             *lines.last().unwrap(),
             ":srv 366 me #big :End of /NAMES list"
         );
+    }
+
+    #[test]
+    fn numerics_are_written_from_their_constants() {
+        let mut o = Out::new("srv", "me");
+        o.numeric(ERR_NOSUCHNICK, &[&"bob"]);
+        o.numeric(RPL_TOPICWHOTIME, &[&"#a", &"bob", &42]);
+        o.numeric(RPL_LUSEROP, &[]);
+        o.numeric_with(RPL_YOURHOST, &[], &[&"srv", &"v1"]);
+        o.numeric_with(RPL_TOPIC, &[&"#a"], &[&"a: topic"]);
+        o.fail(FAIL_UTF8, "PRIVMSG", &[]);
+        assert_eq!(
+            o.buf,
+            ":srv 401 me bob :No such nick/channel\r\n\
+             :srv 333 me #a bob 42\r\n\
+             :srv 252 me 0 :IRC Operators online\r\n\
+             :srv 002 me :Your host is srv, running version v1\r\n\
+             :srv 332 me #a :a: topic\r\n\
+             FAIL PRIVMSG INVALID_UTF8 :Message rejected: this server only accepts UTF-8\r\n"
+        );
+    }
+
+    /// Lines made of the pieces that matter to the parser (spaces, `:`, `@`, words), and any
+    /// characters at all.
+    fn irc_like_line() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let piece = prop_oneof![
+            Just(" ".to_string()),
+            Just(":".to_string()),
+            Just("@".to_string()),
+            "[a-zA-Z0-9#=;,!.]{1,6}",
+            any::<char>().prop_map(String::from),
+        ];
+        prop_oneof![
+            proptest::collection::vec(piece, 0..40).prop_map(|v| v.concat()),
+            any::<String>(),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics_and_keeps_its_promises(line in irc_like_line()) {
+            if let Some(m) = parse(&line) {
+                proptest::prop_assert!(m.params.len() <= 15, "{:?}", m.params);
+                proptest::prop_assert!(!m.command.is_empty());
+                proptest::prop_assert!(!m.command.contains(' '));
+                proptest::prop_assert_eq!(&m.command, &m.command.to_ascii_uppercase());
+            }
+        }
     }
 
     #[test]

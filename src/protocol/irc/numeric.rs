@@ -1,0 +1,202 @@
+//! Every IRC numeric pollchat sends, and the `FAIL` standard replies: the one place for their
+//! codes and texts, like ngircd's `messages.h`. Nothing else in `src/` spells a numeric's code or
+//! its fixed text; code writes a reply with [`Out::numeric`](super::Out::numeric) or
+//! [`Out::numeric_with`](super::Out::numeric_with) from a constant here.
+//!
+//! A numeric is sent as `:server CODE me <middle parameters> <text>`. The caller gives the middle
+//! parameters (a nick, a channel, a count); [`Numeric::text`] is what follows them verbatim: any
+//! fixed words, then `:` and the fixed trailing text. `{}` in a text marks data the caller fills
+//! in (a topic, a MOTD line, the nicks of a 353): those numerics are written with
+//! [`Out::numeric_with`](super::Out::numeric_with).
+//!
+//! Names are the RFC 1459/2812 ones as modern.ircdocs.horse lists them; constants are in numeric
+//! order (a test checks it). The `ERROR` line ([`super::render_close`]) and the `CAP` replies
+//! (`crate::session::irc`) are not numerics and are each written in one place of their own.
+
+/// One numeric reply: its code and the fixed part of its text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Numeric {
+    /// The three-digit code, sent zero-padded (`001`).
+    pub code: u16,
+    /// The RFC name, for tests and debugging.
+    pub name: &'static str,
+    /// What follows the middle parameters, verbatim; `{}` marks a hole for data, empty when the
+    /// numeric ends with its middle parameters.
+    pub text: &'static str,
+}
+
+impl Numeric {
+    /// How many holes (`{}`) the text has: the data [`Out::numeric_with`](super::Out::numeric_with)
+    /// must be given.
+    pub fn holes(&self) -> usize {
+        self.text.matches("{}").count()
+    }
+}
+
+/// Defines each numeric as a constant, and [`ALL`] listing them, from one list.
+macro_rules! numerics {
+    ($($(#[$doc:meta])* $name:ident = $code:literal, $text:literal;)*) => {
+        $(
+            $(#[$doc])*
+            pub const $name: Numeric = Numeric { code: $code, name: stringify!($name), text: $text };
+        )*
+        /// Every numeric above, in numeric order.
+        pub const ALL: &[Numeric] = &[$($name),*];
+    };
+}
+
+numerics! {
+    /// Middle: none. Hole: `nick!user@host`.
+    RPL_WELCOME = 1, ":Welcome to the pollchat IRC network, {}";
+    /// Holes: the server's name, its version.
+    RPL_YOURHOST = 2, ":Your host is {}, running version {}";
+    /// Hole: when the server started (ISO 8601).
+    RPL_CREATED = 3, ":This server was created {}";
+    /// Middle: server, version; then the (empty) user and channel mode letters we accept.
+    RPL_MYINFO = 4, "i n";
+    /// Middle: the ISUPPORT tokens.
+    RPL_ISUPPORT = 5, ":are supported by this server";
+    /// No user modes exist: always `+`.
+    RPL_UMODEIS = 221, "+";
+    /// Hole: the user count.
+    RPL_LUSERCLIENT = 251, ":There are {} users and 0 invisible on 1 servers";
+    /// pollchat has no operators.
+    RPL_LUSEROP = 252, "0 :IRC Operators online";
+    /// Middle: the room count.
+    RPL_LUSERCHANNELS = 254, ":channels formed";
+    /// Hole: the user count.
+    RPL_LUSERME = 255, ":I have {} clients and 0 servers";
+    /// Middle: nick. Hole: its away message.
+    RPL_AWAY = 301, ":{}";
+    /// Hole: `nick=+user@host` entries.
+    RPL_USERHOST = 302, ":{}";
+    /// Hole: the nicks that are online.
+    RPL_ISON = 303, ":{}";
+    RPL_UNAWAY = 305, ":You are no longer marked as being away";
+    RPL_NOWAWAY = 306, ":You have been marked as being away";
+    /// Middle: nick, user, host. Hole: real name.
+    RPL_WHOISUSER = 311, "* :{}";
+    /// Middle: nick, server; then the server's description.
+    RPL_WHOISSERVER = 312, ":pollchat";
+    /// Middle: the mask asked about.
+    RPL_ENDOFWHO = 315, ":End of /WHO list";
+    /// Middle: nick, idle seconds, signon time.
+    RPL_WHOISIDLE = 317, ":seconds idle, signon time";
+    /// Middle: nick.
+    RPL_ENDOFWHOIS = 318, ":End of /WHOIS list";
+    /// Middle: nick. Hole: its rooms.
+    RPL_WHOISCHANNELS = 319, ":{}";
+    RPL_LISTSTART = 321, "Channel :Users  Name";
+    /// Middle: room, member count. Hole: topic.
+    RPL_LIST = 322, ":{}";
+    RPL_LISTEND = 323, ":End of /LIST";
+    /// Middle: room. No channel modes exist: always `+`.
+    RPL_CHANNELMODEIS = 324, "+";
+    /// Middle: room, creation time.
+    RPL_CREATIONTIME = 329, "";
+    /// Middle: room.
+    RPL_NOTOPIC = 331, ":No topic is set";
+    /// Middle: room. Hole: topic.
+    RPL_TOPIC = 332, ":{}";
+    /// Middle: room, who set the topic, when.
+    RPL_TOPICWHOTIME = 333, "";
+    /// Middle: channel, user, host, server, nick, `H`/`G`. Hole: real name (after hop count 0).
+    RPL_WHOREPLY = 352, ":0 {}";
+    /// Middle: `=` (a public channel), room. Hole: nicks.
+    RPL_NAMREPLY = 353, ":{}";
+    /// Middle: room.
+    RPL_ENDOFNAMES = 366, ":End of /NAMES list";
+    /// Middle: room.
+    RPL_ENDOFBANLIST = 368, ":End of channel ban list";
+    /// Hole: one line of the message of the day.
+    RPL_MOTD = 372, ":- {}";
+    /// Hole: the server's name.
+    RPL_MOTDSTART = 375, ":- {} Message of the day -";
+    RPL_ENDOFMOTD = 376, ":End of /MOTD command";
+    /// Middle: nick.
+    ERR_NOSUCHNICK = 401, ":No such nick/channel";
+    /// Middle: room.
+    ERR_NOSUCHCHANNEL = 403, ":No such channel";
+    /// Middle: room.
+    ERR_CANNOTSENDTOCHAN = 404, ":Cannot send to channel";
+    /// Middle: room.
+    ERR_TOOMANYCHANNELS = 405, ":You have joined too many channels";
+    ERR_NOORIGIN = 409, ":No origin specified";
+    /// Middle: the subcommand.
+    ERR_INVALIDCAPCMD = 410, ":Invalid CAP command";
+    /// Hole: the command (PRIVMSG).
+    ERR_NORECIPIENT = 411, ":No recipient given ({})";
+    ERR_NOTEXTTOSEND = 412, ":No text to send";
+    ERR_INPUTTOOLONG = 417, ":Input line was too long";
+    /// Middle: the command.
+    ERR_UNKNOWNCOMMAND = 421, ":Unknown command";
+    ERR_NOMOTD = 422, ":MOTD File is missing";
+    ERR_NONICKNAMEGIVEN = 431, ":No nickname given";
+    /// Middle: the nick refused.
+    ERR_ERRONEUSNICKNAME = 432, ":Erroneous nickname";
+    /// Middle: the nick refused.
+    ERR_NICKNAMEINUSE = 433, ":Nickname is already in use";
+    /// Middle: room.
+    ERR_NOTONCHANNEL = 442, ":You're not on that channel";
+    ERR_NOTREGISTERED = 451, ":You have not registered";
+    /// Middle: the command.
+    ERR_NEEDMOREPARAMS = 461, ":Not enough parameters";
+    ERR_ALREADYREGISTERED = 462, ":You may not reregister";
+    ERR_PASSWDMISMATCH = 464, ":Password incorrect";
+    /// Middle: room.
+    ERR_CHANOPRIVSNEEDED = 482, ":You're not channel operator";
+    ERR_USERSDONTMATCH = 502, ":Can't change mode for other users";
+}
+
+/// An IRCv3 standard reply, `FAIL <command> <code> :<description>`: a line refused before it
+/// was parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fail {
+    pub code: &'static str,
+    /// The description; `{}` marks a hole for data.
+    pub text: &'static str,
+}
+
+/// The line held a NUL byte.
+pub const FAIL_NUL: Fail = Fail {
+    code: "INVALID_TEXT",
+    text: "Message rejected: it contains a NUL byte",
+};
+/// The line was not UTF-8.
+pub const FAIL_UTF8: Fail = Fail {
+    code: "INVALID_UTF8",
+    text: "Message rejected: this server only accepts UTF-8",
+};
+/// The core refused a text. Hole: its reason.
+pub const FAIL_TEXT: Fail = Fail {
+    code: "INVALID_TEXT",
+    text: "{}",
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numerics_are_in_order_named_and_well_formed() {
+        for pair in ALL.windows(2) {
+            assert!(
+                pair[0].code < pair[1].code,
+                "{} before {}",
+                pair[0].name,
+                pair[1].name
+            );
+        }
+        for n in ALL {
+            assert!((1..1000).contains(&n.code), "{}", n.name);
+            assert!(n.name.starts_with("RPL_") || n.name.starts_with("ERR_"));
+            // Replies (1xx–3xx) are RPL_, errors (4xx–5xx) ERR_.
+            assert_eq!(n.name.starts_with("ERR_"), n.code >= 400, "{}", n.name);
+            // A hole in the trailing part only: the middle is the caller's.
+            if let Some(hole) = n.text.find("{}") {
+                assert!(n.text[..hole].contains(':'), "{}", n.name);
+            }
+            assert!(!n.text.contains(['\r', '\n']), "{}", n.name);
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The IRC command table, after ngircd's `parse.c`: per command its name, the fewest parameters
+//! it needs, when it is allowed, its flood cost and its handler. [`dispatch`] is the one place
+//! that refuses a command before any handler runs: 421 for an unknown command, 451 for one that
+//! needs registration, 462 for one that only registration takes, 461 for too few parameters.
+//! Handlers check only their own special rules (NICK without a nick is 431, not 461…).
+
+use std::net::IpAddr;
+
+use super::{Context, IrcSession, channel, messages, query, registration};
+use crate::core::{ClientId, Command, Core, Millis, Outbox};
+use crate::protocol::irc::numeric::*;
+use crate::protocol::irc::{self, Out};
+use crate::session::Reason;
+
+/// When a command may be sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Allowed {
+    /// Before and after registration.
+    Always,
+    /// After registration only; before it: 451.
+    Registered,
+    /// Before registration only; after it: 462.
+    Unregistered,
+}
+
+/// What a handler works with besides the session itself.
+pub(super) struct Call<'c, 'a> {
+    /// The message's parameters, at least the command's `min_params` of them.
+    pub p: &'c [&'c str],
+    /// Replies to this client only.
+    pub o: &'c mut Out<'a>,
+    pub core: &'c mut Core,
+    pub id: ClientId,
+    /// The client's address, for its `nick!user@host`.
+    pub host: IpAddr,
+    pub ctx: &'c Context,
+    pub now: Millis,
+    /// The core's events, rendered by the driver.
+    pub out: &'c mut Outbox,
+}
+
+impl Call<'_, '_> {
+    /// Runs a core command for this client; its events go to the outbox.
+    pub fn run(&mut self, command: Command) {
+        self.core.handle(self.id, command, self.now, self.out);
+    }
+}
+
+/// A command's handler. `Some` ends the connection.
+pub(super) type Handler = fn(&mut IrcSession, &mut Call<'_, '_>) -> Option<Reason>;
+
+/// One command of the table.
+pub(super) struct Entry {
+    /// Upper case, as [`irc::parse`] returns commands.
+    pub name: &'static str,
+    /// Fewer parameters get 461. 0 for commands that answer a missing parameter their own way.
+    pub min_params: usize,
+    pub allowed: Allowed,
+    /// Flood-control tokens the command costs. 1 for every command for now; charging by the
+    /// work a command does (ngircd's penalties) is a later change.
+    pub cost: u32,
+    pub handler: Handler,
+}
+
+const fn entry(
+    name: &'static str,
+    min_params: usize,
+    allowed: Allowed,
+    cost: u32,
+    handler: Handler,
+) -> Entry {
+    Entry {
+        name,
+        min_params,
+        allowed,
+        cost,
+        handler,
+    }
+}
+
+use Allowed::{Always, Registered, Unregistered};
+
+/// Every IRC command pollchat knows.
+pub(super) static COMMANDS: &[Entry] = &[
+    // Registration and the connection (registration.rs).
+    entry("CAP", 0, Always, 1, registration::cap), // no subcommand: 410
+    entry("PASS", 1, Unregistered, 1, registration::pass),
+    entry("NICK", 0, Always, 1, registration::nick), // no nick: 431
+    entry("USER", 4, Unregistered, 1, registration::user),
+    entry("PING", 0, Always, 1, registration::ping), // no token: 409
+    entry("PONG", 0, Always, 1, registration::pong),
+    entry("QUIT", 0, Always, 1, registration::quit),
+    // Channels (channel.rs).
+    entry("JOIN", 1, Registered, 1, channel::join),
+    entry("PART", 1, Registered, 1, channel::part),
+    entry("TOPIC", 1, Registered, 1, channel::topic),
+    entry("NAMES", 0, Registered, 1, channel::names), // no channel: just 366
+    entry("LIST", 0, Registered, 1, channel::list),
+    entry("MODE", 1, Registered, 1, channel::mode),
+    // Messages (messages.rs).
+    entry("PRIVMSG", 0, Registered, 1, messages::privmsg), // 411, 412
+    entry("NOTICE", 0, Registered, 1, messages::notice),   // never answered with an error
+    entry("TAGMSG", 0, Registered, 1, messages::tagmsg),
+    entry("AWAY", 0, Registered, 1, messages::away),
+    // Queries (query.rs).
+    entry("WHO", 0, Registered, 1, query::who), // no mask: just 315
+    entry("WHOIS", 0, Registered, 1, query::whois), // no nick: 431
+    entry("MOTD", 0, Registered, 1, query::motd),
+    entry("LUSERS", 0, Registered, 1, query::lusers),
+    entry("ISON", 1, Registered, 1, query::ison),
+    entry("USERHOST", 1, Registered, 1, query::userhost),
+];
+
+/// What a command with an unknown name costs: it still took a line.
+const UNKNOWN_COST: u32 = 1;
+
+fn find(command: &str) -> Option<&'static Entry> {
+    COMMANDS
+        .iter()
+        .find(|e| e.name.eq_ignore_ascii_case(command))
+}
+
+/// The flood-control cost of a command (any case), from the table.
+pub fn cost(command: &str) -> u32 {
+    find(command).map_or(UNKNOWN_COST, |e| e.cost)
+}
+
+/// Runs one parsed command: refuses it here if the table says so, else calls its handler.
+pub(super) fn dispatch(
+    s: &mut IrcSession,
+    command: &str,
+    call: &mut Call<'_, '_>,
+) -> Option<Reason> {
+    let o = &mut *call.o;
+    let Some(entry) = find(command) else {
+        // Before registration, an unknown command is one more thing not allowed yet.
+        if s.registered {
+            o.numeric(ERR_UNKNOWNCOMMAND, &[&irc::safe(command)]);
+        } else {
+            o.numeric(ERR_NOTREGISTERED, &[]);
+        }
+        return None;
+    };
+    match (entry.allowed, s.registered) {
+        (Allowed::Registered, false) => o.numeric(ERR_NOTREGISTERED, &[]),
+        (Allowed::Unregistered, true) => o.numeric(ERR_ALREADYREGISTERED, &[]),
+        _ if call.p.len() < entry.min_params => o.numeric(ERR_NEEDMOREPARAMS, &[&entry.name]),
+        _ => return (entry.handler)(s, call),
+    }
+    None
+}

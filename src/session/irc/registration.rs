@@ -1,0 +1,153 @@
+//! Registration and the connection itself: CAP negotiation, PASS, NICK, USER, the welcome burst
+//! that completes registration, and PING, PONG and QUIT (the commands ngircd keeps in
+//! `irc-login.c`).
+
+use super::commands::Call;
+use super::{CAPS, IrcSession, query};
+use crate::core::{Command, names};
+use crate::protocol::irc::numeric::*;
+use crate::protocol::irc::{self, Out};
+use crate::session::Reason;
+
+/// CAP LS, LIST, REQ, END; END may complete registration.
+pub(super) fn cap(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+    let p = c.p;
+    let sub = p
+        .first()
+        .map(|s| s.to_ascii_uppercase())
+        .unwrap_or_default();
+    let o = &mut *c.o;
+    let (server, me) = (o.server, o.me);
+    match sub.as_str() {
+        "LS" => {
+            s.cap_pause |= !s.registered;
+            o.raw(format_args!(":{server} CAP {me} LS :{CAPS}"));
+        }
+        "LIST" => o.raw(format_args!(":{server} CAP {me} LIST :{}", s.caps.list())),
+        "REQ" => {
+            s.cap_pause |= !s.registered;
+            let asked = p.get(1).copied().unwrap_or("");
+            let mut caps = s.caps;
+            let ok =
+                asked
+                    .split(' ')
+                    .filter(|c| !c.is_empty())
+                    .all(|c| match c.strip_prefix('-') {
+                        Some(off) => caps.set(off, false),
+                        None => caps.set(c, true),
+                    });
+            let verdict = if ok { "ACK" } else { "NAK" };
+            if ok {
+                s.caps = caps;
+            }
+            o.raw(format_args!(":{server} CAP {me} {verdict} :{asked}"));
+        }
+        "END" => {
+            s.cap_pause = false;
+            return try_register(s, c);
+        }
+        _ => o.numeric(ERR_INVALIDCAPCMD, &[&irc::safe(&sub)]),
+    }
+    None
+}
+
+pub(super) fn pass(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+    s.pass = Some(c.p[0].to_string());
+    None
+}
+
+/// Before registration: checks the nick and keeps it; after: a nick change for the core.
+pub(super) fn nick(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+    let Some(nick) = c.p.first().copied().filter(|n| !n.is_empty()) else {
+        c.o.numeric(ERR_NONICKNAMEGIVEN, &[]);
+        return None;
+    };
+    if s.registered {
+        c.run(Command::Nick(nick.to_string()));
+    } else if names::check_nick(nick).is_err() {
+        c.o.numeric(ERR_ERRONEUSNICKNAME, &[&irc::safe(nick)]);
+    } else if c.core.nick_in_use(nick) {
+        c.o.numeric(ERR_NICKNAMEINUSE, &[&nick]);
+    } else {
+        s.nick = Some(nick.to_string());
+        return try_register(s, c);
+    }
+    None
+}
+
+pub(super) fn user(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+    s.user = Some((user_name(c.p[0]), c.p[3].to_string()));
+    try_register(s, c)
+}
+
+pub(super) fn ping(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+    match c.p.first() {
+        Some(token) => {
+            let token: String = token.chars().filter(|c| !c.is_control()).collect();
+            c.o.raw(format_args!(":{0} PONG {0} :{token}", c.ctx.server))
+        }
+        None => c.o.numeric(ERR_NOORIGIN, &[]),
+    }
+    None
+}
+
+/// Any line clears the session's `pinged`; a PONG has nothing more to do.
+pub(super) fn pong(_: &mut IrcSession, _: &mut Call<'_, '_>) -> Option<Reason> {
+    None
+}
+
+pub(super) fn quit(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+    Some(Reason::Quit(
+        c.p.first().filter(|r| !r.is_empty()).map(|r| r.to_string()),
+    ))
+}
+
+/// Completes registration once NICK and USER are in and CAP negotiation is over: checks the
+/// password, registers with the core and sends the welcome burst (001–005, LUSERS, MOTD).
+fn try_register(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+    let (Some(nick), Some((user, realname))) = (&s.nick, &s.user) else {
+        return None;
+    };
+    if s.registered || s.cap_pause {
+        return None;
+    }
+    let ctx = c.ctx;
+    if let Some(password) = ctx.password.as_deref()
+        && s.pass.as_deref() != Some(password)
+    {
+        c.o.numeric(ERR_PASSWDMISMATCH, &[]);
+        return Some(Reason::BadPassword);
+    }
+    let host = crate::session::host_of(c.host);
+    if let Err(e) = c.core.register(c.id, nick, user, realname, &host, c.now) {
+        irc::error(c.o, &e);
+        s.nick = None;
+        return None;
+    }
+    s.registered = true;
+    let mut w = Out::new(&ctx.server, nick);
+    let version = concat!("pollchat-", env!("CARGO_PKG_VERSION"));
+    w.numeric_with(RPL_WELCOME, &[], &[&format_args!("{nick}!{user}@{host}")]);
+    w.numeric_with(RPL_YOURHOST, &[], &[&ctx.server, &version]);
+    w.numeric_with(RPL_CREATED, &[], &[&crate::protocol::iso8601(ctx.started)]);
+    w.numeric(RPL_MYINFO, &[&ctx.server, &version]);
+    w.numeric(RPL_ISUPPORT, &[&irc::isupport(ctx.max_rooms)]);
+    irc::lusers(&mut w, c.core.user_count(), c.core.room_count());
+    query::send_motd(&mut w, ctx);
+    c.o.buf.push_str(&w.buf);
+    None
+}
+
+/// USER's user name as shown in `nick!user@host`: letters, digits, `-_.`, at most 10.
+fn user_name(raw: &str) -> String {
+    let clean: String = raw
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+        .take(10)
+        .collect();
+    if clean.is_empty() {
+        "user".into()
+    } else {
+        clean
+    }
+}

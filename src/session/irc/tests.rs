@@ -1,0 +1,199 @@
+//! The command table's rules without sockets: lines go through [`IrcSession::on_frame`] with a
+//! core built here, and the replies are read back as lines.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use super::commands::{Allowed, COMMANDS};
+use super::*;
+use crate::config::Config;
+use crate::core::{CoreLimits, Millis, Outbox};
+use crate::session::Now;
+
+const ID: ClientId = ClientId(1);
+const NOW: Millis = 1_000_000;
+
+/// One IRC client of a core of its own.
+struct Client {
+    core: Core,
+    session: IrcSession,
+}
+
+impl Client {
+    fn new() -> Client {
+        let limits = CoreLimits {
+            history: 0,
+            max_rooms: 8,
+            big_room: 1000,
+        };
+        Client {
+            core: Core::new(limits, NOW),
+            session: IrcSession::new(ID, "127.0.0.1:40000".parse().unwrap(), Instant::now()),
+        }
+    }
+
+    fn registered() -> Client {
+        let mut c = Client::new();
+        c.send("NICK me");
+        c.send("USER me 0 * :Me");
+        assert!(c.session.registered);
+        c
+    }
+
+    /// Passes one line to the session, as a driver does.
+    fn step(&mut self, line: &str, out: &mut Outbox) -> Step {
+        let config = Config {
+            server_name: "srv".into(),
+            max_rooms: 8,
+            ..Config::default()
+        };
+        let ctx = Context::new(&config, 0);
+        let frame = Frame::Line(line.as_bytes());
+        let now = Now {
+            at: Instant::now(),
+            wall: NOW,
+        };
+        self.session.on_frame(&ctx, &mut self.core, frame, now, out)
+    }
+
+    /// Sends one line; returns the replies and the core's events for this client, as IRC lines.
+    fn send(&mut self, line: &str) -> Vec<String> {
+        let mut out = Outbox::default();
+        let step = self.step(line, &mut out);
+        let me = self
+            .core
+            .nick(ID)
+            .map_or("*".to_string(), |n| n.to_string());
+        let mut bytes = step.reply;
+        for (event, to) in out.iter() {
+            if to.contains(&ID) {
+                bytes.extend(irc::render(event, "srv", &me, false, NOW));
+            }
+        }
+        String::from_utf8(bytes)
+            .unwrap()
+            .split_terminator("\r\n")
+            .map(String::from)
+            .collect()
+    }
+}
+
+#[test]
+fn the_table_names_each_command_once_in_upper_case() {
+    let names: BTreeSet<&str> = COMMANDS.iter().map(|e| e.name).collect();
+    assert_eq!(names.len(), COMMANDS.len());
+    assert!(names.iter().all(|n| *n == n.to_ascii_uppercase()));
+}
+
+#[test]
+fn only_connection_commands_are_allowed_before_registration() {
+    let before: BTreeSet<&str> = COMMANDS
+        .iter()
+        .filter(|e| e.allowed != Allowed::Registered)
+        .map(|e| e.name)
+        .collect();
+    let expected = ["CAP", "NICK", "PASS", "PING", "PONG", "QUIT", "USER"];
+    assert_eq!(before, expected.into_iter().collect());
+    let once: Vec<&str> = COMMANDS
+        .iter()
+        .filter(|e| e.allowed == Allowed::Unregistered)
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(once, ["PASS", "USER"]);
+}
+
+#[test]
+fn unknown_commands_get_451_before_registration_and_421_after() {
+    let mut c = Client::new();
+    assert_eq!(c.send("FROB x"), [":srv 451 * :You have not registered"]);
+    let mut c = Client::registered();
+    assert_eq!(c.send("frob x"), [":srv 421 me FROB :Unknown command"]);
+    // The command is echoed without its control characters.
+    assert_eq!(c.send("FR\u{1}OB"), [":srv 421 me FROB :Unknown command"]);
+}
+
+#[test]
+fn registered_only_commands_get_451_before_registration_whatever_their_parameters() {
+    for e in COMMANDS.iter().filter(|e| e.allowed == Allowed::Registered) {
+        for line in [e.name.to_string(), format!("{} #a b c d e", e.name)] {
+            let mut c = Client::new();
+            assert_eq!(
+                c.send(&line),
+                [":srv 451 * :You have not registered"],
+                "{line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn registration_only_commands_get_462_after_registration_whatever_their_parameters() {
+    for line in ["PASS", "PASS x", "USER", "USER a b c d"] {
+        let mut c = Client::registered();
+        assert_eq!(
+            c.send(line),
+            [":srv 462 me :You may not reregister"],
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn too_few_parameters_get_461_from_the_table() {
+    for e in COMMANDS.iter().filter(|e| e.min_params > 0) {
+        let (mut c, me) = match e.allowed {
+            Allowed::Registered => (Client::registered(), "me"),
+            _ => (Client::new(), "*"),
+        };
+        let short = std::iter::once(e.name)
+            .chain(std::iter::repeat_n("x", e.min_params - 1))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert_eq!(
+            c.send(&short),
+            [format!(":srv 461 {me} {} :Not enough parameters", e.name)],
+            "{short}"
+        );
+    }
+}
+
+#[test]
+fn commands_with_their_own_answer_to_a_missing_parameter() {
+    let mut c = Client::new();
+    assert_eq!(c.send("NICK"), [":srv 431 * :No nickname given"]);
+    assert_eq!(c.send("NICK :"), [":srv 431 * :No nickname given"]);
+    assert_eq!(c.send("PING"), [":srv 409 * :No origin specified"]);
+    assert_eq!(c.send("CAP"), [":srv 410 * * :Invalid CAP command"]);
+    assert_eq!(c.send("PONG"), Vec::<String>::new());
+    let mut c = Client::registered();
+    assert_eq!(c.send("NICK"), [":srv 431 me :No nickname given"]);
+    assert_eq!(c.send("WHOIS"), [":srv 431 me :No nickname given"]);
+    assert_eq!(c.send("NAMES"), [":srv 366 me * :End of /NAMES list"]);
+    assert_eq!(c.send("WHO"), [":srv 315 me * :End of /WHO list"]);
+    assert_eq!(
+        c.send("PRIVMSG"),
+        [":srv 411 me :No recipient given (PRIVMSG)"]
+    );
+    assert_eq!(c.send("PRIVMSG me"), [":srv 412 me :No text to send"]);
+    for notice in ["NOTICE", "NOTICE me", "NOTICE nobody :x", "NOTICE #none :x"] {
+        assert_eq!(c.send(notice), Vec::<String>::new(), "{notice}");
+    }
+}
+
+#[test]
+fn quit_is_allowed_before_registration_and_ends_the_session() {
+    let step = Client::new().step("QUIT :bye", &mut Outbox::default());
+    assert_eq!(step.leave, Some(Reason::Quit(Some("bye".into()))));
+    assert!(step.reply.is_empty());
+    let step = Client::registered().step("quit", &mut Outbox::default());
+    assert_eq!(step.leave, Some(Reason::Quit(None)));
+}
+
+#[test]
+fn every_command_costs_one_for_now() {
+    for e in COMMANDS {
+        assert_eq!(cost(e.name), 1, "{}", e.name);
+        assert_eq!(cost(&e.name.to_ascii_lowercase()), 1);
+    }
+    assert_eq!(cost("FROB"), 1);
+}
