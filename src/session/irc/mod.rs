@@ -7,10 +7,10 @@
 //! [`Command`](crate::core::Command)s whose events the driver renders with
 //! [`crate::protocol::irc::render`], and replies that only concern this client (CAP, PONG, the
 //! welcome burst, usage errors) are returned as bytes. No I/O and no clock here either: the
-//! driver passes time and host in.
+//! driver passes time in, and the session owns its deadlines (registration, PING).
 //!
-//! This file owns the session's state and [`IrcSession::on_frame`], which checks a line and
-//! hands it to the command table. The commands themselves are grouped by concern, as in ngircd:
+//! This file owns the session's state, its deadlines and [`IrcSession::on_frame`], which checks
+//! a line and hands it to the command table. The commands themselves are grouped by concern, as in ngircd:
 //!
 //! - `commands`: the command table (name, fewest parameters, when allowed, flood cost,
 //!   handler) and the one place that answers 421, 451, 462 and 461; [`cost`].
