@@ -1,6 +1,8 @@
 //! Every limit and tunable of the server in one struct.
 //!
-//! The command line (`main.rs`) fills a [`Config`]; the event loop and the chat core only read it.
+//! The command line (`main.rs`) fills a [`Config`], taking every default from
+//! [`Config::default`] (each default is written once, here); the drivers, the sessions (through
+//! `session::Context`) and the chat core only read it.
 //! Each field says what it bounds and why its default is what it is, so a reader can tell what a
 //! limit protects against without hunting for where it is enforced.
 

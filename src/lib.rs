@@ -4,10 +4,13 @@
 //!
 //! # Layout
 //!
-//! Data flows one way: socket → framer → protocol parse → core → events → protocol render (once
-//! per event) → shared buffers → output queues → one vectored write per connection per turn.
+//! Data flows one way: socket → byte transform → framer → session (protocol parse) → core →
+//! events → render (once per render class) → shared buffers → output queues → one vectored
+//! write per connection per turn. Drivers move bytes and time; every protocol decision is a
+//! session's.
 //!
-//! - [`config`]: every limit and tunable in one struct, each with its reason and default.
+//! - [`config`]: every limit and tunable in one struct, each with its reason and its one
+//!   default.
 //! - [`framer`]: cuts a byte stream into lines, holding at most one unfinished line per client;
 //!   over-long lines are reported and skipped without being buffered.
 //! - [`core`]: the chat itself (users, rooms, private messages, presence, history) with no I/O
@@ -17,20 +20,26 @@
 //!   are; [`protocol::irc`] does the same for IRC, with the code and text of every numeric in
 //!   [`protocol::irc::numeric`]; [`protocol::text`] is the NUL/length/UTF-8 check both make on
 //!   a line; [`protocol::telnet`] strips and refuses telnet option negotiation.
-//! - [`session`]: what each framed line means for a client, whatever the I/O model: the glue
-//!   between framer, protocol and core that every driver calls; [`session::irc`] keeps an IRC
-//!   connection's registration and capability state, and runs each command through one command
-//!   table (after ngircd's `parse.c`) to handlers grouped by concern in `session/irc/`.
-//! - [`net`]: the per-connection record, its output queue of shared chunks written with
-//!   `writev`, its flood-control token bucket, and the byte-bounded channel that feeds a writer
-//!   thread in the threaded driver.
-//! - [`driver`]: the I/O models, each driving the same session glue and core, and
-//!   [`driver::spawn`] to start any of them in-process. [`driver::poll`] is the event loop and
-//!   its timers: accepting, reading until `WouldBlock` within a budget, deferred flushing,
-//!   closing after each pass, shutdown. [`driver::threads`] holds the threaded baselines: a
-//!   reader and a writer thread per connection with the core behind a `Mutex`
-//!   (`--io threads`), or one thread per connection writing into its recipients' sockets under
-//!   that lock (`--io threads-direct`, which exists to show head-of-line blocking).
+//! - [`session`]: one sans-IO [`session::Session`] per connection (after quinn-proto's
+//!   `Connection`), owning all of that connection's protocol state and deadlines: the driver
+//!   passes frames and time in (`on_frame`, `on_deadline`) and gets back what to send and
+//!   whether to close (`Step`, `Wake`), when to wake it (`next_deadline`), how to render events
+//!   for it (`render_class`) and its last line (`farewell`). [`session::line`] greets, times out
+//!   idle clients and completes unframed lines; [`session::irc`] keeps registration, CAP and
+//!   PING state and runs each command through one command table (after ngircd's `parse.c`) to
+//!   handlers grouped by concern.
+//! - [`net`]: the per-connection record, the byte [`net::transform`] between socket and framer
+//!   (telnet stripping; TLS later), its output queue of shared chunks written with `writev`, its
+//!   flood-control token bucket, and the byte-bounded channel that feeds a writer thread in the
+//!   threaded driver.
+//! - [`driver`]: the I/O models, each driving the same sessions and core, and [`driver::spawn`]
+//!   to start any of them in-process. [`driver::listen`] binds, accepts (EMFILE reserve,
+//!   per-turn budget) and admits for every driver. [`driver::poll`] is the event loop and its
+//!   timers: reading until `WouldBlock` within a budget, deferred flushing, closing after each
+//!   pass, shutdown. [`driver::threads`] holds the threaded baselines: a reader and a writer
+//!   thread per connection with the core behind a `Mutex` (`--io threads`), or one thread per
+//!   connection writing into its recipients' sockets under that lock (`--io threads-direct`,
+//!   which exists to show head-of-line blocking). Both serve the line protocol and IRC.
 //! - [`client`]: `pollchat connect`, a terminal client that is itself one mio loop over stdin
 //!   and the socket.
 //! - [`limits`]: raising RLIMIT_NOFILE and deriving `--max-clients` from it.

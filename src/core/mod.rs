@@ -2,8 +2,8 @@
 //!
 //! A driver tells the core "client X connected", "client X sent command Y at time T" and "client
 //! X is gone", and the core appends to an [`Outbox`] what to deliver to whom. It reads no clock
-//! and touches no socket, so it is unit-tested without either and shared by every driver (the mio
-//! loop today; threaded variants and other protocols reuse it unchanged).
+//! and touches no socket, so it is unit-tested without either and shared by every driver (the
+//! event loop and the threaded models) and both protocols' sessions.
 //!
 //! Layout: [`event`] is the vocabulary (commands, events, errors, the outbox), [`names`] the
 //! validation rules, [`room`] and [`user`] the two tables' rows.

@@ -8,7 +8,7 @@
 //!    over from the last turn).
 //! 2. Readiness is handled: listeners accept until `WouldBlock` or the accept budget; readable
 //!    connections are read into one shared scratch buffer, passed through their byte
-//!    [`Transform`], framed into lines and handed to their session, which drives the chat core.
+//!    [`Transform`](crate::net::transform::Transform), framed into lines and handed to their session, which drives the chat core.
 //!    What the core emits is rendered once per render class and the same `Rc` bytes are queued
 //!    for every recipient, which is only *marked* for flushing (Redis's deferred writes).
 //! 3. Work left over from a budget is resumed, and due timers fire (flood resume, session

@@ -25,8 +25,8 @@
 //! from a closed connection finds nothing and does nothing.
 //!
 //! **Stopping.** The accept thread (the one that calls [`ThreadedServer::run`]) is a tiny `mio::Poll`
-//! over the non-blocking listeners, a [`Waker`] for the [`ShutdownHandle`] and, with
-//! [`ThreadedServer::handle_signals`], SIGINT/SIGTERM through `signal-hook-mio`, as in the loop. So
+//! over the non-blocking listeners, a `Waker` for the [`ShutdownHandle`](super::ShutdownHandle) and, with
+//! [`Front::handle_signals`](super::Front::handle_signals), SIGINT/SIGTERM through `signal-hook-mio`, as in the loop. So
 //! accepting stops at once on shutdown, without a self-connect trick and without polling a flag.
 //! Accepted sockets are switched back to blocking for their threads. On shutdown every client is
 //! closed with its protocol's farewell (`BYE server shutting down`); writers deliver what is queued, and whatever is not

@@ -96,7 +96,7 @@ const TRIM_EVERY: Duration = Duration::from_secs(5);
 /// Bursts (a flood of joins, a big fan-out) leave free memory scattered through the heap, which
 /// glibc's allocator keeps mapped; on a small host the resident size should come back down once
 /// the burst is over. `malloc_trim` walks the heap (milliseconds for tens of MiB), so it runs
-/// once the loop has been quiet for [`TRIM_EVERY`], never per event and never while clients
+/// once the loop has been quiet for `TRIM_EVERY`, never per event and never while clients
 /// chat (it would show as a latency spike). An idle server is never woken for it.
 #[derive(Debug)]
 pub struct Trim {

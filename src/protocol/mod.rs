@@ -1,8 +1,9 @@
 //! Front doors: how bytes on a connection become core commands, and core events become bytes.
 //!
-//! A protocol parses and renders; it holds no state and does no I/O. [`line`] is the
-//! telnet/`nc`-friendly protocol, [`irc`] is IRC; both refuse lines by the same [`text::check`]. Each broadcast event is rendered once per protocol by the driver
-//! and the same bytes are queued for every recipient.
+//! A protocol parses and renders; it holds no state and does no I/O (per-connection state lives
+//! in `crate::session`). [`line`] is the telnet/`nc`-friendly protocol, [`irc`] is IRC; both
+//! refuse lines by the same [`text::check`]. Each broadcast event is rendered once per render
+//! class (`crate::session::render`) and the same bytes are queued for every recipient.
 
 pub mod irc;
 pub mod line;
