@@ -380,3 +380,25 @@ fn a_reply_bigger_than_the_send_queue_still_reaches_a_reading_client(io: IoModel
     }
     a.sync();
 }
+
+for_each_io!(a_burst_of_connects_larger_than_the_accept_budget_is_all_served);
+/// The loop accepts at most `ACCEPTS_PER_TURN` (256) connections per turn and must come back for
+/// the rest by itself: they are all in the kernel's backlog already, so no new readiness edge
+/// will come for them.
+fn a_burst_of_connects_larger_than_the_accept_budget_is_all_served(io: IoModel) {
+    let server = TestServer::with_io(io, |c| c.big_room = 10);
+    let burst = 3 * pollchat::driver::listen::ACCEPTS_PER_TURN - 100;
+    // Every connect completes in the kernel before the server accepts any of them.
+    let mut clients: Vec<common::Client> = (0..burst).map(|_| server.connect()).collect();
+    let nicks: std::collections::HashSet<String> = clients
+        .iter_mut()
+        .map(|c| {
+            c.expect_prefix("WELCOME guest")
+                .split(' ')
+                .nth(1)
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(nicks.len(), burst, "every connection is a different guest");
+}
