@@ -28,13 +28,52 @@ struct Scenario {
     redis: bool,
 }
 
-fn matrix(quick: bool) -> Vec<Scenario> {
-    let (measure, warm, step_secs, idle) = if quick {
-        ("3", "1", "0.5", 2000)
+/// How long the trials run. Quick mode keeps every scenario and every model but measures each
+/// for about a quarter of the time: enough to see that everything works and roughly where each
+/// model stands, not figures to publish.
+struct Timing {
+    /// Seconds measured and of warm-up in the scenarios, and per `--step` trial.
+    measure: &'static str,
+    warmup: &'static str,
+    step_secs: &'static str,
+    /// The same for the trial at half the best rate of the chart's sweep.
+    sweep_measure: &'static str,
+    sweep_warmup: &'static str,
+    /// Clients in the idle scenario.
+    idle: usize,
+}
+
+fn timing(quick: bool) -> Timing {
+    if quick {
+        Timing {
+            measure: "2",
+            warmup: "0.5",
+            step_secs: "0.5",
+            sweep_measure: "2",
+            sweep_warmup: "0.5",
+            idle: 2000,
+        }
     } else {
-        ("8", "2", "1.5", 10_000)
-    };
-    let load = format!("--duration {measure} --warmup {warm}");
+        Timing {
+            measure: "8",
+            warmup: "2",
+            step_secs: "1.5",
+            sweep_measure: "3",
+            sweep_warmup: "1",
+            idle: 10_000,
+        }
+    }
+}
+
+fn matrix(quick: bool) -> Vec<Scenario> {
+    let Timing {
+        measure,
+        warmup,
+        step_secs,
+        idle,
+        ..
+    } = timing(quick);
+    let load = format!("--duration {measure} --warmup {warmup}");
     vec![
         Scenario {
             name: "fan-out",
@@ -231,9 +270,10 @@ fn main() {
             if clients == 100 {
                 continue; // the fan-out scenario itself
             }
-            let step_secs = if quick { "0.5" } else { "1.5" };
+            let t = timing(quick);
             let args = format!(
-                "--clients {clients} --rooms 1 --step --step-secs {step_secs} --duration 3 --warmup 1"
+                "--clients {clients} --rooms 1 --step --step-secs {} --duration {} --warmup {}",
+                t.step_secs, t.sweep_measure, t.sweep_warmup
             );
             let io = io_flags.get(target_name).map_or("", String::as_str);
             match run(&args, target_name, io, "", exe) {
