@@ -46,9 +46,10 @@ const ABORT_LATENCY_US: u64 = 200_000;
 /// How often the progress line is printed.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
-/// The protocol spoken to the server.
+/// What the generator speaks to the server (named apart from the server's own `Protocol`,
+/// which is what a listener speaks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Proto {
+pub enum Wire {
     /// pollchat's line protocol: `/part #lobby`, `/join #rN`, plain lines to the room.
     Chat,
     /// Redis pub/sub: a SUBSCRIBE connection per client and a PUBLISH connection per sender.
@@ -58,7 +59,7 @@ pub enum Proto {
 /// Who connects where.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    pub proto: Proto,
+    pub wire: Wire,
     pub addr: SocketAddr,
     pub clients: usize,
     /// Client `i` is in room `i % rooms`.
@@ -77,9 +78,9 @@ impl Plan {
     pub fn recipients(&self, room: usize) -> u64 {
         let members = (0..self.clients).filter(|i| i % self.rooms == room);
         let readers = members.filter(|&i| i < self.clients - self.slow).count() as u64;
-        match self.proto {
-            Proto::Chat => readers.saturating_sub(1),
-            Proto::Redis => readers,
+        match self.wire {
+            Wire::Chat => readers.saturating_sub(1),
+            Wire::Redis => readers,
         }
     }
 }
@@ -244,9 +245,9 @@ impl Load {
     fn layout(&self) -> Vec<(usize, bool)> {
         let p = &self.plan;
         let mut out: Vec<(usize, bool)> = (0..p.clients)
-            .map(|c| (c, p.proto == Proto::Chat && c < p.senders))
+            .map(|c| (c, p.wire == Wire::Chat && c < p.senders))
             .collect();
-        if p.proto == Proto::Redis {
+        if p.wire == Wire::Redis {
             out.extend((0..p.senders).map(|c| (c, true)));
         }
         out
@@ -308,7 +309,7 @@ impl Load {
             Interest::READABLE | Interest::WRITABLE,
         )?;
         let room = client % self.plan.rooms;
-        let redis_pub = self.plan.proto == Proto::Redis && sends;
+        let redis_pub = self.plan.wire == Wire::Redis && sends;
         let mut conn = Conn {
             stream,
             room,
@@ -327,14 +328,14 @@ impl Load {
             seq: 0,
             recipients,
         };
-        match self.plan.proto {
-            Proto::Chat => {
+        match self.plan.wire {
+            Wire::Chat => {
                 // The server puts every client in #lobby; leaving it at once keeps thousands of
                 // connecting clients from each being told of every other one's arrival.
                 let _ = write!(conn.out, "/part #lobby\n/join #r{room}\n");
             }
-            Proto::Redis if redis_pub => {}
-            Proto::Redis => wire::write_resp(
+            Wire::Redis if redis_pub => {}
+            Wire::Redis => wire::write_resp(
                 &mut conn.out,
                 &[b"SUBSCRIBE", format!("r{room}").as_bytes()],
             ),
@@ -402,7 +403,7 @@ impl Load {
     /// Reads a connection until `WouldBlock` (mio is edge-triggered) and accounts every line.
     fn read(&mut self, i: usize) {
         let now = now_ns(self.base);
-        let proto = self.plan.proto;
+        let kind = self.plan.wire;
         let mut scratch = std::mem::take(&mut self.scratch);
         for reads in 0.. {
             let c = &mut self.conns[i];
@@ -419,7 +420,7 @@ impl Load {
                     break;
                 }
                 Ok(n) => {
-                    self.lines(i, &scratch[..n], proto, now);
+                    self.lines(i, &scratch[..n], kind, now);
                     if n < scratch.len() {
                         // A short read emptied the socket's queue; new data brings a new edge.
                         // (Tokio skips the extra `WouldBlock` read the same way: one system
@@ -438,7 +439,7 @@ impl Load {
         self.scratch = scratch;
     }
 
-    fn lines(&mut self, i: usize, input: &[u8], proto: Proto, now: u64) {
+    fn lines(&mut self, i: usize, input: &[u8], kind: Wire, now: u64) {
         let Load {
             conns,
             tally,
@@ -452,9 +453,9 @@ impl Load {
         let c = &mut conns[i];
         let mut partial = std::mem::take(&mut c.partial);
         wire::for_each_line(&mut partial, input, |line| {
-            let parsed = match proto {
-                Proto::Chat => wire::parse_chat_line(line),
-                Proto::Redis => wire::parse_redis_line(line),
+            let parsed = match kind {
+                Wire::Chat => wire::parse_chat_line(line),
+                Wire::Redis => wire::parse_redis_line(line),
             };
             match parsed {
                 Line::Msg(p) => {
@@ -466,12 +467,12 @@ impl Load {
                     c.nick = Some(nick.to_string());
                 }
                 Line::Join { room, nick } if !c.joined => {
-                    let mine = match proto {
-                        Proto::Chat => {
+                    let mine = match kind {
+                        Wire::Chat => {
                             c.nick.as_deref() == Some(nick)
                                 && room.strip_prefix("#r") == Some(&c.room.to_string())
                         }
-                        Proto::Redis => true,
+                        Wire::Redis => true,
                     };
                     if mine {
                         c.joined = true;
@@ -540,7 +541,7 @@ impl Load {
     }
 
     fn queue_message(&mut self, i: usize, intended_ns: u64) {
-        let (trial, size, proto) = (self.tally.trial, self.plan.payload, self.plan.proto);
+        let (trial, size, kind) = (self.tally.trial, self.plan.payload, self.plan.wire);
         let c = &mut self.conns[i];
         c.seq += 1;
         let p = Payload {
@@ -549,12 +550,12 @@ impl Load {
             seq: c.seq,
             intended_ns,
         };
-        match proto {
-            Proto::Chat => {
+        match kind {
+            Wire::Chat => {
                 wire::write_payload(&mut c.out, p, size);
                 c.out.push(b'\n');
             }
-            Proto::Redis => {
+            Wire::Redis => {
                 let mut text = Vec::with_capacity(size + 8);
                 wire::write_payload(&mut text, p, size);
                 let room = format!("r{}", c.room);
@@ -760,7 +761,7 @@ impl Load {
         let mut out = SlowOutcome::default();
         let mut reasons: HashMap<String, usize> = HashMap::new();
         for i in 0..self.conns.len() {
-            if !self.conns[i].slow || self.conns[i].sends && self.plan.proto == Proto::Redis {
+            if !self.conns[i].slow || self.conns[i].sends && self.plan.wire == Wire::Redis {
                 continue;
             }
             let c = &mut self.conns[i];
@@ -801,9 +802,9 @@ impl Load {
 mod tests {
     use super::*;
 
-    fn plan(proto: Proto, clients: usize, rooms: usize, slow: usize) -> Plan {
+    fn plan(kind: Wire, clients: usize, rooms: usize, slow: usize) -> Plan {
         Plan {
-            proto,
+            wire: kind,
             addr: "127.0.0.1:1".parse().unwrap(),
             clients,
             rooms,
@@ -815,12 +816,12 @@ mod tests {
 
     #[test]
     fn recipients_leave_out_the_sender_and_the_slow() {
-        assert_eq!(plan(Proto::Chat, 100, 1, 0).recipients(0), 99);
-        assert_eq!(plan(Proto::Chat, 100, 1, 5).recipients(0), 94);
-        assert_eq!(plan(Proto::Chat, 1000, 100, 0).recipients(7), 9);
+        assert_eq!(plan(Wire::Chat, 100, 1, 0).recipients(0), 99);
+        assert_eq!(plan(Wire::Chat, 100, 1, 5).recipients(0), 94);
+        assert_eq!(plan(Wire::Chat, 1000, 100, 0).recipients(7), 9);
         // Redis delivers to the sender's own subscription too.
-        assert_eq!(plan(Proto::Redis, 100, 1, 0).recipients(0), 100);
-        assert_eq!(plan(Proto::Chat, 5, 2, 0).recipients(0), 2);
-        assert_eq!(plan(Proto::Chat, 5, 2, 0).recipients(1), 1);
+        assert_eq!(plan(Wire::Redis, 100, 1, 0).recipients(0), 100);
+        assert_eq!(plan(Wire::Chat, 5, 2, 0).recipients(0), 2);
+        assert_eq!(plan(Wire::Chat, 5, 2, 0).recipients(1), 1);
     }
 }

@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use load::{Load, Plan, Proto, SlowOutcome, Trial};
+use load::{Load, Plan, SlowOutcome, Trial, Wire};
 use stats::StepSearch;
 use target::{ProcStats, Spawned};
 
@@ -252,11 +252,7 @@ pub fn run(opts: &Opts) -> io::Result<Report> {
         opts.senders.unwrap_or(clients).min(clients - opts.slow)
     };
     let plan = Plan {
-        proto: if opts.redis {
-            Proto::Redis
-        } else {
-            Proto::Chat
-        },
+        wire: if opts.redis { Wire::Redis } else { Wire::Chat },
         addr,
         clients,
         rooms,
