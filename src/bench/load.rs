@@ -52,6 +52,10 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 pub enum Wire {
     /// pollchat's line protocol: `/part #lobby`, `/join #rN`, plain lines to the room.
     Chat,
+    /// IRC, to the server's IRC listener: `NICK`/`USER`, then `JOIN #rN` once welcomed (001),
+    /// `PRIVMSG #rN :text` to the room; `PING` is answered. No capabilities are requested, so
+    /// a sender does not get its own messages back.
+    Irc,
     /// Redis pub/sub: a SUBSCRIBE connection per client and a PUBLISH connection per sender.
     Redis,
 }
@@ -79,7 +83,7 @@ impl Plan {
         let members = (0..self.clients).filter(|i| i % self.rooms == room);
         let readers = members.filter(|&i| i < self.clients - self.slow).count() as u64;
         match self.wire {
-            Wire::Chat => readers.saturating_sub(1),
+            Wire::Chat | Wire::Irc => readers.saturating_sub(1),
             Wire::Redis => readers,
         }
     }
@@ -96,7 +100,7 @@ struct Conn {
     /// Stops reading once trials begin.
     slow: bool,
     joined: bool,
-    /// Its guest nick, from WELCOME (pollchat only).
+    /// Its nick, from WELCOME (line protocol: a guest nick) or 001 (IRC).
     nick: Option<String>,
     /// Why it ended, once it has.
     closed: Option<String>,
@@ -245,7 +249,7 @@ impl Load {
     fn layout(&self) -> Vec<(usize, bool)> {
         let p = &self.plan;
         let mut out: Vec<(usize, bool)> = (0..p.clients)
-            .map(|c| (c, p.wire == Wire::Chat && c < p.senders))
+            .map(|c| (c, p.wire != Wire::Redis && c < p.senders))
             .collect();
         if p.wire == Wire::Redis {
             out.extend((0..p.senders).map(|c| (c, true)));
@@ -333,6 +337,15 @@ impl Load {
                 // The server puts every client in #lobby; leaving it at once keeps thousands of
                 // connecting clients from each being told of every other one's arrival.
                 let _ = write!(conn.out, "/part #lobby\n/join #r{room}\n");
+            }
+            Wire::Irc => {
+                // JOIN follows 001; the process id keeps two generators' nicks apart on one
+                // server.
+                let _ = write!(
+                    conn.out,
+                    "NICK pb{}-{client}\r\nUSER pb 0 * :pollchat bench\r\n",
+                    std::process::id()
+                );
             }
             Wire::Redis if redis_pub => {}
             Wire::Redis => wire::write_resp(
@@ -452,9 +465,11 @@ impl Load {
         } = self;
         let c = &mut conns[i];
         let mut partial = std::mem::take(&mut c.partial);
+        let out_before = c.out.len();
         wire::for_each_line(&mut partial, input, |line| {
             let parsed = match kind {
                 Wire::Chat => wire::parse_chat_line(line),
+                Wire::Irc => wire::parse_irc_line(line),
                 Wire::Redis => wire::parse_redis_line(line),
             };
             match parsed {
@@ -465,10 +480,16 @@ impl Load {
                 Line::Welcome(nick) => {
                     nicks.insert(nick.to_string(), i);
                     c.nick = Some(nick.to_string());
+                    if kind == Wire::Irc {
+                        let _ = write!(c.out, "JOIN #r{}\r\n", c.room);
+                    }
+                }
+                Line::Ping(token) => {
+                    let _ = write!(c.out, "PONG :{token}\r\n");
                 }
                 Line::Join { room, nick } if !c.joined => {
                     let mine = match kind {
-                        Wire::Chat => {
+                        Wire::Chat | Wire::Irc => {
                             c.nick.as_deref() == Some(nick)
                                 && room.strip_prefix("#r") == Some(&c.room.to_string())
                         }
@@ -484,12 +505,17 @@ impl Load {
                         quits.entry(who).or_insert_with(|| reason.to_string());
                     }
                 }
+                Line::Bye(reason) if kind == Wire::Irc => c.bye = Some(format!("ERROR {reason}")),
                 Line::Bye(reason) => c.bye = Some(format!("BYE {reason}")),
                 Line::Error(text) if errors.len() < 10 => errors.push(text.to_string()),
                 _ => {}
             }
         });
         c.partial = partial;
+        if c.out.len() > out_before {
+            // Answers to PING, and IRC's JOIN.
+            self.mark_dirty(i);
+        }
     }
 
     fn close(&mut self, i: usize, why: String) {
@@ -554,6 +580,11 @@ impl Load {
             Wire::Chat => {
                 wire::write_payload(&mut c.out, p, size);
                 c.out.push(b'\n');
+            }
+            Wire::Irc => {
+                let _ = write!(c.out, "PRIVMSG #r{} :", c.room);
+                wire::write_payload(&mut c.out, p, size);
+                c.out.extend_from_slice(b"\r\n");
             }
             Wire::Redis => {
                 let mut text = Vec::with_capacity(size + 8);
@@ -814,6 +845,53 @@ mod tests {
         }
     }
 
+    /// The generator against a real server in this process, over each wire pollchat serves:
+    /// every client connects and joins, and every measured delivery arrives once. List an I/O
+    /// model here once it serves that wire (the threaded models: IRC after the driver redesign).
+    #[test]
+    fn every_delivery_arrives_over_each_wire() {
+        use crate::config::Config;
+        use crate::driver::{self, IoModel};
+        let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        for (model, kind) in [(IoModel::Poll, Wire::Chat), (IoModel::Poll, Wire::Irc)] {
+            let config = Config {
+                listen: vec![loopback],
+                irc_listen: vec![loopback],
+                flood_rate: 0.0,
+                ..Config::default()
+            };
+            let server = driver::spawn(model, config).unwrap();
+            let addr = match kind {
+                Wire::Irc => server.irc_addrs[0],
+                _ => server.addrs[0],
+            };
+            let mut p = plan(kind, 5, 2, 0);
+            p.addr = addr;
+            let mut load = Load::new(p, None, false).unwrap();
+            load.connect(Duration::from_secs(10)).unwrap();
+            // 5 senders at 100 msg/s for 0.2 s; the drain ends as soon as all have arrived.
+            let t = load
+                .trial(
+                    1,
+                    false,
+                    Some(100.0),
+                    Duration::from_millis(50),
+                    Duration::from_millis(200),
+                    Duration::from_secs(10),
+                )
+                .unwrap();
+            assert!(t.sent >= 5, "{model:?} {kind:?}: {t:?}");
+            assert_eq!(
+                (t.delivered, t.lost, t.duplicates),
+                (t.expected, 0, 0),
+                "{model:?} {kind:?}: {t:?}"
+            );
+            assert!(load.errors.is_empty(), "{:?}", load.errors);
+            server.handle.shutdown();
+            server.thread.join().unwrap().unwrap();
+        }
+    }
+
     #[test]
     fn recipients_leave_out_the_sender_and_the_slow() {
         assert_eq!(plan(Wire::Chat, 100, 1, 0).recipients(0), 99);
@@ -823,5 +901,7 @@ mod tests {
         assert_eq!(plan(Wire::Redis, 100, 1, 0).recipients(0), 100);
         assert_eq!(plan(Wire::Chat, 5, 2, 0).recipients(0), 2);
         assert_eq!(plan(Wire::Chat, 5, 2, 0).recipients(1), 1);
+        // IRC without echo-message: like the line protocol.
+        assert_eq!(plan(Wire::Irc, 100, 1, 5).recipients(0), 94);
     }
 }
