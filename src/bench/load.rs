@@ -60,6 +60,17 @@ pub enum Wire {
     Redis,
 }
 
+impl Wire {
+    /// How reports name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Wire::Chat => "line protocol",
+            Wire::Irc => "IRC",
+            Wire::Redis => "Redis pub/sub",
+        }
+    }
+}
+
 /// Who connects where.
 #[derive(Clone, Debug)]
 pub struct Plan {

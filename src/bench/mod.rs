@@ -169,6 +169,8 @@ pub struct Report {
     pub scenario: String,
     /// What was loaded: the spawn command, "redis-server", or the address.
     pub target: String,
+    /// What the clients spoke: "line protocol", "IRC" or "Redis pub/sub".
+    pub wire: String,
     /// Which cores server and generator ran on.
     pub pinning: String,
     pub clients: usize,
@@ -297,6 +299,7 @@ pub fn run(opts: &Opts) -> io::Result<Report> {
         }
         .into(),
         target: target_name,
+        wire: plan.wire.name().into(),
         pinning,
         clients,
         rooms,
