@@ -286,8 +286,14 @@ impl Load {
                 next += 1;
             }
             if Instant::now() > deadline {
+                // An IRC registration refused (a nick in use, say) leaves a client waiting for
+                // a 001 that never comes: say what the server answered.
+                let said = self
+                    .errors
+                    .first()
+                    .map_or(String::new(), |e| format!("; the server said: {e}"));
                 return Err(io::Error::other(format!(
-                    "only {} of {} connections joined within {timeout:?}",
+                    "only {} of {} connections joined within {timeout:?}{said}",
                     self.joined,
                     layout.len()
                 )));
