@@ -1,6 +1,6 @@
 //! `cargo bench`'s end-to-end benchmark: the scenario matrix (fan-out, rooms, broadcast,
-//! idle, slow consumer) against every I/O model of the binary cargo built, plus Redis pub/sub
-//! when `redis-server` is on PATH, printed as one table with poll/threads and poll/redis ratios,
+//! idle, slow consumer) against every I/O model of the binary cargo built, fan-out over IRC
+//! against the models that serve IRC, plus Redis pub/sub when `redis-server` is on PATH, printed as one table with poll/threads and poll/redis ratios,
 //! and an SVG chart of deliveries/s and p99 against clients per model.
 //!
 //! Each run spawns `pollchat serve --io MODEL` (env!("CARGO_BIN_EXE_pollchat")) pinned to one
@@ -18,55 +18,136 @@ use std::time::Instant;
 use pollchat::bench::{self, Report, chart, report::thousands, target};
 
 const MODELS: [&str; 3] = ["poll", "threads", "threads-direct"];
+/// The models whose IRC listener the IRC scenarios load. The threaded models will listen on
+/// `--irc-listen` too after the driver redesign: list them here then (nothing else changes).
+const IRC_MODELS: [&str; 1] = ["poll"];
+
+/// Which targets a scenario runs against.
+#[derive(Clone, Copy, PartialEq)]
+enum On {
+    /// Every I/O model and Redis.
+    ModelsAndRedis,
+    /// Every I/O model.
+    Models,
+    /// The models in [`IRC_MODELS`].
+    IrcModels,
+}
+
+impl On {
+    fn includes(self, target: &str) -> bool {
+        match self {
+            On::ModelsAndRedis => true,
+            On::Models => target != "redis",
+            On::IrcModels => IRC_MODELS.contains(&target),
+        }
+    }
+}
 
 /// One scenario of the matrix: generator flags and extra server flags.
 struct Scenario {
     name: &'static str,
     args: String,
     serve: &'static str,
-    /// Also run against Redis.
-    redis: bool,
+    on: On,
+}
+
+/// How long the trials run. Quick mode keeps every scenario and every model but measures most
+/// for a quarter of the time: enough to see that everything works and roughly where each model
+/// stands, not figures to publish.
+struct Timing {
+    /// Seconds measured and of warm-up in the scenarios, and per `--step` trial.
+    measure: &'static str,
+    warmup: &'static str,
+    step_secs: &'static str,
+    /// The same for the trial at half the best rate of the chart's sweep.
+    sweep_measure: &'static str,
+    sweep_warmup: &'static str,
+    /// Clients in the idle scenario.
+    idle: usize,
+    /// Seconds measured and of warm-up in the slow-consumer scenario: the five have to fill the
+    /// kernel's socket buffers and a 1 MiB send queue before they are cut off (after 2.5 s of
+    /// sending none was, here; after 4 s all five were).
+    slow_measure: &'static str,
+    slow_warmup: &'static str,
+}
+
+fn timing(quick: bool) -> Timing {
+    if quick {
+        Timing {
+            measure: "2",
+            warmup: "0.5",
+            step_secs: "0.5",
+            sweep_measure: "2",
+            sweep_warmup: "0.5",
+            idle: 2000,
+            slow_measure: "3",
+            slow_warmup: "1",
+        }
+    } else {
+        Timing {
+            measure: "8",
+            warmup: "2",
+            step_secs: "1.5",
+            sweep_measure: "3",
+            sweep_warmup: "1",
+            idle: 10_000,
+            slow_measure: "8",
+            slow_warmup: "2",
+        }
+    }
 }
 
 fn matrix(quick: bool) -> Vec<Scenario> {
-    let (measure, warm, step_secs, idle) = if quick {
-        ("3", "1", "0.5", 2000)
-    } else {
-        ("8", "2", "1.5", 10_000)
-    };
-    let load = format!("--duration {measure} --warmup {warm}");
+    let Timing {
+        measure,
+        warmup,
+        step_secs,
+        idle,
+        slow_measure,
+        slow_warmup,
+        ..
+    } = timing(quick);
+    let load = format!("--duration {measure} --warmup {warmup}");
+    let slow_load = format!("--duration {slow_measure} --warmup {slow_warmup}");
     vec![
         Scenario {
             name: "fan-out",
             args: format!("--clients 100 --rooms 1 --step --step-secs {step_secs} {load}"),
             serve: "",
-            redis: true,
+            on: On::ModelsAndRedis,
+        },
+        Scenario {
+            name: "fan-out, IRC",
+            // The same over IRC: every delivery is a `:nick!user@host PRIVMSG #r0 :` line.
+            args: format!("--irc --clients 100 --rooms 1 --step --step-secs {step_secs} {load}"),
+            serve: "",
+            on: On::IrcModels,
         },
         Scenario {
             name: "rooms",
             args: format!("--clients 1000 --rooms 100 --rate 2 {load}"),
             serve: "",
-            redis: false,
+            on: On::Models,
         },
         Scenario {
             name: "broadcast",
             args: format!("--clients 1000 --rooms 1 --senders 1 --rate 100 {load}"),
             serve: "",
-            redis: true,
+            on: On::ModelsAndRedis,
         },
         Scenario {
             name: "idle",
             args: format!("--idle {idle} --rooms {}", idle / 10),
             serve: "",
-            redis: false,
+            on: On::Models,
         },
         Scenario {
             name: "slow consumer",
             // Big messages at a modest rate: the 5 fill the kernel's buffers and a 1 MiB send
             // queue within seconds while the others' deliveries stay light for the generator.
-            args: format!("--clients 100 --rooms 1 --slow 5 --payload 1000 --rate 20 {load}"),
+            args: format!("--clients 100 --rooms 1 --slow 5 --payload 1000 --rate 20 {slow_load}"),
             serve: "--max-sendq 1048576",
-            redis: false,
+            on: On::Models,
         },
     ]
 }
@@ -104,7 +185,7 @@ fn figures(name: &str, r: &Report) -> Vec<(String, f64, bool)> {
     let mut out = Vec::new();
     let main = r.main_trial();
     match name {
-        "fan-out" => {
+        "fan-out" | "fan-out, IRC" => {
             let best = r.best.as_ref().map_or(0.0, |b| b.deliveries_per_sec());
             out.push(("sustainable deliveries/s".into(), best, true));
             if let Some(h) = &r.at_half {
@@ -231,9 +312,10 @@ fn main() {
             if clients == 100 {
                 continue; // the fan-out scenario itself
             }
-            let step_secs = if quick { "0.5" } else { "1.5" };
+            let t = timing(quick);
             let args = format!(
-                "--clients {clients} --rooms 1 --step --step-secs {step_secs} --duration 3 --warmup 1"
+                "--clients {clients} --rooms 1 --step --step-secs {} --duration {} --warmup {}",
+                t.step_secs, t.sweep_measure, t.sweep_warmup
             );
             let io = io_flags.get(target_name).map_or("", String::as_str);
             match run(&args, target_name, io, "", exe) {
@@ -250,7 +332,7 @@ fn main() {
             }
         }
         for (k, sc) in scenarios.iter().enumerate() {
-            if target_name == "redis" && !sc.redis {
+            if !sc.on.includes(target_name) {
                 continue;
             }
             let t0 = Instant::now();

@@ -1,7 +1,7 @@
 //! `pollchat bench`: the load generator, itself one mio loop on one thread.
 //!
 //! It targets a running server (`--addr`) or starts one (`--spawn "<serve args>"`, the same
-//! binary; `--redis` for Redis pub/sub), pins the server and itself to different cores, connects
+//! binary; `--redis` for Redis pub/sub), speaking the line protocol or (`--irc`) IRC, pins the server and itself to different cores, connects
 //! the clients and runs a scenario: a fixed open-loop rate (or `max`), a `--step` search for the
 //! highest sustainable rate, `--idle N` connections, or `--slow N` clients that stop reading. It
 //! reports deliveries, loss, duplicates, latency percentiles, its own CPU use and the server's
@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use load::{Load, Plan, Proto, SlowOutcome, Trial};
+use load::{Load, Plan, SlowOutcome, Trial, Wire};
 use stats::StepSearch;
 use target::{ProcStats, Spawned};
 
@@ -46,14 +46,20 @@ pub struct Opts {
     #[arg(long, requires = "addr")]
     pub server_pid: Option<u32>,
     /// Start `pollchat serve --listen 127.0.0.1:0 --flood-rate 0 --max-sendq 16777216 --no-irc ARGS`
-    /// (the same binary) and load it, e.g. --spawn "--io threads". This is the default, with
-    /// no ARGS, when --addr is not given
+    /// (the same binary; with --irc, `--irc-listen 127.0.0.1:0` instead of `--no-irc`) and load
+    /// it, e.g. --spawn "--io threads". This is the default, with no ARGS, when --addr is not
+    /// given
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     pub spawn: Option<String>,
     /// Speak Redis pub/sub (SUBSCRIBE/PUBLISH) instead of the line protocol: to --addr, or to
     /// a `redis-server` started from PATH
     #[arg(long)]
     pub redis: bool,
+    /// Speak IRC instead of the line protocol: every client registers (NICK/USER), JOINs its
+    /// room and sends PRIVMSG; --addr is then the server's IRC address. --payload must leave
+    /// the PRIVMSG line within IRC's 510 bytes
+    #[arg(long, conflicts_with = "redis")]
+    pub irc: bool,
     /// Connected clients
     #[arg(long, default_value_t = 100)]
     pub clients: usize,
@@ -163,6 +169,8 @@ pub struct Report {
     pub scenario: String,
     /// What was loaded: the spawn command, "redis-server", or the address.
     pub target: String,
+    /// What the clients spoke: "line protocol", "IRC" or "Redis pub/sub".
+    pub wire: String,
     /// Which cores server and generator ran on.
     pub pinning: String,
     pub clients: usize,
@@ -202,6 +210,15 @@ pub fn run(opts: &Opts) -> io::Result<Report> {
             "need at least one client and one room, and fewer --slow than --clients",
         ));
     }
+    let longest = wire::irc_privmsg_len(opts.rooms - 1, opts.payload as usize);
+    if opts.irc && longest > wire::IRC_MAX_LINE {
+        return Err(io::Error::other(format!(
+            "--payload {} does not fit IRC: `PRIVMSG #r{} :<payload>` is {longest} bytes, over {}",
+            opts.payload,
+            opts.rooms - 1,
+            wire::IRC_MAX_LINE
+        )));
+    }
     // Each client is a descriptor (two for a Redis sender).
     let _ = crate::limits::raise_nofile();
     let cpus = target::allowed_cpus();
@@ -212,7 +229,11 @@ pub fn run(opts: &Opts) -> io::Result<Report> {
     let progress = !opts.no_progress;
     let mut spawned: Option<Spawned> = None;
     let (addr, pid, target_name) = if let Some(addr) = opts.addr {
-        let what = if opts.redis { "redis" } else { "pollchat" };
+        let what = match (opts.redis, opts.irc) {
+            (true, _) => "redis",
+            (_, true) => "pollchat IRC",
+            _ => "pollchat",
+        };
         (addr, opts.server_pid, format!("{what} at {addr}"))
     } else if opts.redis {
         let s = target::spawn_redis(server_cpu)?;
@@ -225,9 +246,14 @@ pub fn run(opts: &Opts) -> io::Result<Report> {
             None => std::env::current_exe()?,
         };
         let extra = opts.spawn.clone().unwrap_or_default();
-        let s = target::spawn_pollchat(&exe, &extra, server_cpu)?;
-        let name = format!("pollchat {}", target::serve_args(&extra).join(" "));
-        let t = (s.addr, Some(s.pid()), name);
+        let s = target::spawn_pollchat(&exe, &extra, opts.irc, server_cpu)?;
+        let name = format!(
+            "pollchat {}",
+            target::serve_args(&extra, opts.irc).join(" ")
+        );
+        let addr = if opts.irc { s.irc_addr } else { Some(s.addr) };
+        let addr = addr.ok_or_else(|| io::Error::other("the server has no IRC listener"))?;
+        let t = (addr, Some(s.pid()), name);
         spawned = Some(s);
         t
     };
@@ -252,10 +278,10 @@ pub fn run(opts: &Opts) -> io::Result<Report> {
         opts.senders.unwrap_or(clients).min(clients - opts.slow)
     };
     let plan = Plan {
-        proto: if opts.redis {
-            Proto::Redis
-        } else {
-            Proto::Chat
+        wire: match (opts.redis, opts.irc) {
+            (true, _) => Wire::Redis,
+            (_, true) => Wire::Irc,
+            _ => Wire::Chat,
         },
         addr,
         clients,
@@ -273,6 +299,7 @@ pub fn run(opts: &Opts) -> io::Result<Report> {
         }
         .into(),
         target: target_name,
+        wire: plan.wire.name().into(),
         pinning,
         clients,
         rooms,
@@ -404,6 +431,8 @@ mod tests {
             (7, Some(Rate::Max), Some("--io threads"))
         );
         assert!(parse_opts(["--bogus"]).is_err());
+        assert!(parse_opts(["--irc"]).unwrap().irc);
+        assert!(parse_opts(["--irc", "--redis"]).is_err());
     }
 
     #[test]

@@ -34,8 +34,8 @@ pub fn human(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "pollchat bench: {} — {} clients in {} room(s), {} sending, {} slow, {}-byte payloads",
-        r.scenario, r.clients, r.rooms, r.senders, r.slow, r.payload
+        "pollchat bench: {} over {} — {} clients in {} room(s), {} sending, {} slow, {}-byte payloads",
+        r.scenario, r.wire, r.clients, r.rooms, r.senders, r.slow, r.payload
     );
     let _ = writeln!(s, "target: {}", r.target);
     let _ = writeln!(s, "cores: {}", r.pinning);
@@ -249,8 +249,9 @@ pub fn json(r: &Report) -> String {
     });
     let errors: Vec<String> = r.errors.iter().map(|e| json_str(e)).collect();
     format!(
-        "{{\"scenario\":{},\"target\":{},\"pinning\":{},\"clients\":{},\"rooms\":{},\"senders\":{},\"slow\":{},\"payload\":{},\"connect_secs\":{},\"trials\":[{}],\"best\":{},\"at_half\":{},\"idle\":{},\"slow_outcome\":{},\"server\":{},\"errors\":[{}]}}",
+        "{{\"scenario\":{},\"wire\":{},\"target\":{},\"pinning\":{},\"clients\":{},\"rooms\":{},\"senders\":{},\"slow\":{},\"payload\":{},\"connect_secs\":{},\"trials\":[{}],\"best\":{},\"at_half\":{},\"idle\":{},\"slow_outcome\":{},\"server\":{},\"errors\":[{}]}}",
         json_str(&r.scenario),
+        json_str(&r.wire),
         json_str(&r.target),
         json_str(&r.pinning),
         r.clients,

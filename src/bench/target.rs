@@ -2,9 +2,10 @@
 //! it and the generator to different cores, and reading its CPU time and memory from `/proc`.
 //!
 //! A spawned pollchat server is the same binary (`serve --listen 127.0.0.1:0 ...`); its log goes
-//! to a file, from which the bound address is read ("listening on ADDR"). A file rather than a
-//! pipe, so the generator's single loop never has to drain the server's logging, and the server
-//! never blocks on a full pipe.
+//! to a file, from which the bound addresses are read ("listening on ADDR", and "listening for
+//! IRC on ADDR" when the generator speaks IRC). A file rather than a pipe, so the generator's
+//! single loop never has to drain the server's logging, and the server never blocks on a full
+//! pipe.
 
 use std::fs::{self, File};
 use std::io;
@@ -15,15 +16,21 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Flags the generator gives a spawned pollchat server unless the `--spawn` string sets them:
-/// no flood control (the load is the point), a send queue deep enough for bursts at high rates
-/// (the slow-consumer scenario sets its own `--max-sendq`), and no IRC listener, whose fixed
-/// default port would make two servers (or a server already running) collide. An empty value
-/// is a flag without one.
-pub const SERVE_DEFAULTS: &[(&str, &str)] = &[
-    ("--flood-rate", "0"),
-    ("--max-sendq", "16777216"),
-    ("--no-irc", ""),
-];
+/// no flood control (the load is the point; it applies to IRC connections too), and a send
+/// queue deep enough for bursts at high rates (the slow-consumer scenario sets its own
+/// `--max-sendq`).
+pub const SERVE_DEFAULTS: &[(&str, &str)] = &[("--flood-rate", "0"), ("--max-sendq", "16777216")];
+
+/// The IRC listener's flags, unless the `--spawn` string sets `--irc-listen` or `--no-irc`
+/// itself: none when the generator speaks the line protocol (IRC's fixed default port would
+/// make two servers, or a server already running, collide), an ephemeral loopback port when it
+/// speaks IRC. An empty value is a flag without one.
+const NO_IRC: (&str, &str) = ("--no-irc", "");
+const IRC_EPHEMERAL: (&str, &str) = ("--irc-listen", "127.0.0.1:0");
+
+/// How long a spawned server may take, after logging its line-protocol address, to log its IRC
+/// one: they are logged together, so only a server without an IRC listener takes longer.
+const IRC_LOG_GRACE: Duration = Duration::from_secs(2);
 
 /// How long a server may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,7 +38,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// A server process started by the generator; stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Spawned {
     child: Child,
+    /// Where it accepts line-protocol clients (Redis: its only address).
     pub addr: SocketAddr,
+    /// Where it accepts IRC clients, when asked for.
+    pub irc_addr: Option<SocketAddr>,
     pub log: PathBuf,
 }
 
@@ -74,15 +84,23 @@ impl Drop for Spawned {
 }
 
 /// The full argument list for a spawned pollchat server: `serve`, a loopback ephemeral port, the
-/// defaults not overridden by `extra`, then `extra` itself (split on whitespace).
-pub fn serve_args(extra: &str) -> Vec<String> {
+/// defaults not overridden by `extra` (with an IRC listener on an ephemeral port if `irc`), then
+/// `extra` itself (split on whitespace).
+pub fn serve_args(extra: &str, irc: bool) -> Vec<String> {
     let extra: Vec<String> = extra.split_whitespace().map(String::from).collect();
-    let mut args = vec!["serve".into(), "--listen".into(), "127.0.0.1:0".into()];
-    for (flag, value) in SERVE_DEFAULTS {
-        let set = extra
+    let set = |flag: &str| {
+        extra
             .iter()
-            .any(|a| a == flag || a.starts_with(&format!("{flag}=")));
-        if !set {
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    };
+    let mut args = vec!["serve".into(), "--listen".into(), "127.0.0.1:0".into()];
+    let irc_default = if irc { IRC_EPHEMERAL } else { NO_IRC };
+    let irc_set = set(NO_IRC.0) || set(IRC_EPHEMERAL.0);
+    for &(flag, value) in SERVE_DEFAULTS
+        .iter()
+        .chain((!irc_set).then_some(&irc_default))
+    {
+        if !set(flag) {
             args.push(flag.to_string());
             if !value.is_empty() {
                 args.push(value.to_string());
@@ -93,23 +111,43 @@ pub fn serve_args(extra: &str) -> Vec<String> {
     args
 }
 
-/// Starts `exe serve ...` pinned to `cpu` (if any) and waits for its "listening on" log line.
-pub fn spawn_pollchat(exe: &Path, extra: &str, cpu: Option<usize>) -> io::Result<Spawned> {
+/// Starts `exe serve ...` pinned to `cpu` (if any) and waits for its "listening on" log line,
+/// and with `irc` for its "listening for IRC on" line too. The same for every I/O model: one
+/// that does not log an IRC address has no IRC listener, and `irc` fails for it.
+pub fn spawn_pollchat(
+    exe: &Path,
+    extra: &str,
+    irc: bool,
+    cpu: Option<usize>,
+) -> io::Result<Spawned> {
     let log = log_path("pollchat");
     let mut cmd = Command::new(exe);
-    cmd.args(serve_args(extra));
+    cmd.args(serve_args(extra, irc));
     let child = start(cmd, &log, cpu)?;
     let mut spawned = Spawned {
         child,
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        irc_addr: None,
         log,
     };
     let deadline = Instant::now() + START_TIMEOUT;
+    let mut listening_since = None;
     loop {
         let text = fs::read_to_string(&spawned.log).unwrap_or_default();
         if let Some(addr) = listening_addr(&text) {
             spawned.addr = addr;
-            return Ok(spawned);
+            spawned.irc_addr = irc_listening_addr(&text);
+            if !irc || spawned.irc_addr.is_some() {
+                return Ok(spawned);
+            }
+            let since = *listening_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > IRC_LOG_GRACE {
+                return Err(io::Error::other(format!(
+                    "server `{} {}` has no IRC listener (no \"listening for IRC on\" in its log)",
+                    exe.display(),
+                    extra
+                )));
+            }
         }
         if !spawned.alive() || Instant::now() > deadline {
             let why = text
@@ -151,6 +189,7 @@ pub fn spawn_redis(cpu: Option<usize>) -> io::Result<Spawned> {
     let mut spawned = Spawned {
         child,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        irc_addr: None,
         log,
     };
     let deadline = Instant::now() + START_TIMEOUT;
@@ -202,8 +241,17 @@ fn log_path(what: &str) -> PathBuf {
 
 /// The address in a "listening on ADDR" log line.
 pub fn listening_addr(log: &str) -> Option<SocketAddr> {
+    logged_addr(log, "listening on ")
+}
+
+/// The address in a "listening for IRC on ADDR" log line.
+pub fn irc_listening_addr(log: &str) -> Option<SocketAddr> {
+    logged_addr(log, "listening for IRC on ")
+}
+
+fn logged_addr(log: &str, before: &str) -> Option<SocketAddr> {
     log.lines().find_map(|l| {
-        let rest = &l[l.find("listening on ")? + "listening on ".len()..];
+        let rest = &l[l.find(before)? + before.len()..];
         rest.split_whitespace().next()?.parse().ok()
     })
 }
@@ -302,7 +350,7 @@ mod tests {
     #[test]
     fn spawn_args_keep_what_the_user_set() {
         assert_eq!(
-            serve_args("--io threads"),
+            serve_args("--io threads", false),
             [
                 "serve",
                 "--listen",
@@ -316,9 +364,29 @@ mod tests {
                 "threads"
             ]
         );
-        let args = serve_args("--max-sendq 1048576");
+        let args = serve_args("--max-sendq 1048576", false);
         assert_eq!(args.iter().filter(|a| *a == "--max-sendq").count(), 1);
         assert!(args.ends_with(&["--max-sendq".into(), "1048576".into()]));
+    }
+
+    #[test]
+    fn spawn_args_for_irc_listen_on_an_ephemeral_port() {
+        let args = serve_args("--io threads", true);
+        assert!(!args.contains(&"--no-irc".to_string()));
+        let at = args.iter().position(|a| a == "--irc-listen").unwrap();
+        assert_eq!(args[at + 1], "127.0.0.1:0");
+        assert!(args.contains(&"--flood-rate".to_string()));
+        // What the user says about IRC wins, either way.
+        for (extra, irc) in [("--irc-listen 127.0.0.1:7000", true), ("--no-irc", true)] {
+            let args = serve_args(extra, irc);
+            assert_eq!(
+                args.iter().filter(|a| a.contains("irc")).count(),
+                1,
+                "{args:?}"
+            );
+        }
+        let args = serve_args("--irc-listen=127.0.0.1:7000", false);
+        assert!(!args.contains(&"--no-irc".to_string()));
     }
 
     #[test]
@@ -330,6 +398,15 @@ mod tests {
             Some("127.0.0.1:40123".parse().unwrap())
         );
         assert_eq!(listening_addr("starting\n"), None);
+        let both = format!(
+            "{log}2026-11-27T19:00:00.001Z INFO  [pollchat::driver::poll] listening for IRC on 127.0.0.1:40124\n"
+        );
+        assert_eq!(listening_addr(&both), listening_addr(log));
+        assert_eq!(
+            irc_listening_addr(&both),
+            Some("127.0.0.1:40124".parse().unwrap())
+        );
+        assert_eq!(irc_listening_addr(log), None);
     }
 
     #[test]

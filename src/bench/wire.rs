@@ -1,7 +1,8 @@
 //! What the load generator puts on the wire and how it reads back what arrives: the payload of
 //! each test message, the server lines it cares about, and the few RESP frames used against Redis.
 //!
-//! Pure functions over bytes, unit-tested without sockets.
+//! Pure functions over bytes, unit-tested without sockets. Three dialects are read: pollchat's
+//! line protocol, IRC (as pollchat's IRC listener, or any IRC server, sends it) and RESP.
 //!
 //! A test message's text is `pb TRIAL SLOT SEQ INTENDED_NS` padded with `x` to the payload size:
 //! `TRIAL` tells a measured trial from earlier ones, `SLOT` is the sender's index in its room,
@@ -32,10 +33,12 @@ pub enum Line<'a> {
     Join { room: &'a str, nick: &'a str },
     /// `QUIT nick reason`: someone sharing a room left, and why.
     Quit { nick: &'a str, reason: &'a str },
-    /// `BYE reason`: the server is closing this connection.
+    /// `BYE reason` (IRC: `ERROR :reason`): the server is closing this connection.
     Bye(&'a str),
-    /// `ERROR ...` from pollchat or `-ERR ...` from Redis.
+    /// `ERROR ...` from pollchat, an IRC error numeric or `-ERR ...` from Redis.
     Error(&'a str),
+    /// IRC's `PING token`: answer `PONG :token` or be disconnected.
+    Ping(&'a str),
     /// Anything else (NAMES, PART, RESP framing, ...).
     Other,
 }
@@ -102,6 +105,80 @@ pub fn parse_chat_line(line: &[u8]) -> Line<'_> {
         (Some("BYE"), ..) => Line::Bye(text.get(4..).unwrap_or("")),
         (Some("ERROR"), ..) => Line::Error(text),
         _ => Line::Other,
+    }
+}
+
+/// The longest IRC line without its CRLF (RFC 1459's 512 bytes with it).
+pub const IRC_MAX_LINE: usize = 510;
+
+/// The IRC command that sends `size` bytes of payload to `#r{room}`, and its length: what has
+/// to fit in [`IRC_MAX_LINE`].
+pub fn irc_privmsg_len(room: usize, size: usize) -> usize {
+    "PRIVMSG #r :".len() + room.to_string().len() + size
+}
+
+/// Classifies one line from an IRC server (without its `\r\n`):
+/// `[@tags ]:[nick!user@host ]COMMAND params [:trailing]`.
+///
+/// A delivery is `PRIVMSG <target> :<payload>` from anyone; the tags (such as server-time's
+/// `@time=`) and the source are skipped without being decoded, since this runs once per
+/// delivery. Numerics are `Other`, except error replies (400 to 599, but not 422, "MOTD File is
+/// missing", which greets every client of a server without one) and 001, whose first parameter
+/// is the nick the server registered.
+pub fn parse_irc_line(line: &[u8]) -> Line<'_> {
+    let mut rest = line;
+    if rest.first() == Some(&b'@') {
+        rest = next_word(rest).1;
+    }
+    let mut source: &[u8] = b"";
+    if rest.first() == Some(&b':') {
+        (source, rest) = next_word(&rest[1..]);
+    }
+    let (command, params) = next_word(rest);
+    if command == b"PRIVMSG" {
+        let (_target, text) = next_word(params);
+        let text = text.strip_prefix(b":").unwrap_or(text);
+        return parse_payload(text).map_or(Line::Other, Line::Msg);
+    }
+    let (Ok(source), Ok(params)) = (std::str::from_utf8(source), std::str::from_utf8(params))
+    else {
+        return Line::Other;
+    };
+    let nick = source.split('!').next().unwrap_or("");
+    // The trailing parameter (after " :"), or else the first one.
+    let first = params.split(' ').next().unwrap_or("");
+    let trailing = match params.find(" :") {
+        Some(i) => &params[i + 2..],
+        None => params.strip_prefix(':').unwrap_or(first),
+    };
+    match command {
+        b"PING" => Line::Ping(trailing),
+        b"JOIN" => Line::Join {
+            room: first.strip_prefix(':').unwrap_or(first),
+            nick,
+        },
+        b"QUIT" => Line::Quit {
+            nick,
+            reason: trailing,
+        },
+        b"ERROR" => Line::Bye(trailing),
+        b"001" => Line::Welcome(first),
+        [b'4' | b'5', b'0'..=b'9', b'0'..=b'9'] if command != b"422" => {
+            Line::Error(std::str::from_utf8(line).unwrap_or("IRC error numeric"))
+        }
+        _ => Line::Other,
+    }
+}
+
+/// The first space-separated word of `s` and what follows it (extra spaces skipped).
+fn next_word(s: &[u8]) -> (&[u8], &[u8]) {
+    match s.iter().position(|&b| b == b' ') {
+        Some(i) => {
+            let rest = &s[i + 1..];
+            let skip = rest.iter().take_while(|&&b| b == b' ').count();
+            (&s[..i], &rest[skip..])
+        }
+        None => (s, b""),
     }
 }
 
@@ -225,6 +302,97 @@ mod tests {
         );
         assert_eq!(parse_chat_line(b"NAMES #r3 a b"), Line::Other);
         assert!(matches!(parse_chat_line(b"ERROR usage x"), Line::Error(_)));
+    }
+
+    #[test]
+    fn reads_irc_deliveries_with_or_without_tags_and_source() {
+        let mut payload = Vec::new();
+        write_payload(&mut payload, P, 64);
+        let text = String::from_utf8(payload).unwrap();
+        for line in [
+            format!(":pb1-3!pb@127.0.0.1 PRIVMSG #r0 :{text}"),
+            format!("@time=2026-11-29T12:00:00.123Z :pb1-3!pb@127.0.0.1 PRIVMSG #r0 :{text}"),
+            format!("@time=2026-11-29T12:00:00.123Z;+x=y :n PRIVMSG #r12 :{text}"),
+            format!("PRIVMSG #r0 :{text}"),
+            format!(":n  PRIVMSG   #r0  :{text}"),
+        ] {
+            assert_eq!(parse_irc_line(line.as_bytes()), Line::Msg(P), "{line}");
+        }
+        // The trailing parameter is the whole payload, spaces and all.
+        assert_eq!(
+            parse_irc_line(b":n!u@h PRIVMSG #r0 :pb 3 17 42 1234567890"),
+            Line::Msg(P)
+        );
+        assert_eq!(
+            parse_irc_line(b":n!u@h PRIVMSG #r0 pb"),
+            Line::Other,
+            "not a test message"
+        );
+        assert_eq!(parse_irc_line(b":n!u@h PRIVMSG #r0 :hello"), Line::Other);
+        assert_eq!(
+            parse_irc_line(b":n!u@h NOTICE #r0 :pb 3 17 42 1"),
+            Line::Other
+        );
+        assert_eq!(parse_irc_line(b"@time=x"), Line::Other);
+        assert_eq!(parse_irc_line(b""), Line::Other);
+    }
+
+    #[test]
+    fn classifies_the_irc_lines_the_generator_needs() {
+        assert_eq!(
+            parse_irc_line(
+                b":pollchat 001 pb7-0 :Welcome to the pollchat IRC network, pb7-0!pb@127.0.0.1"
+            ),
+            Line::Welcome("pb7-0")
+        );
+        assert_eq!(parse_irc_line(b"PING :pollchat"), Line::Ping("pollchat"));
+        assert_eq!(parse_irc_line(b":srv PING tok"), Line::Ping("tok"));
+        for join in [
+            &b":pb7-0!pb@127.0.0.1 JOIN #r3"[..],
+            b":pb7-0!pb@h JOIN :#r3",
+        ] {
+            assert_eq!(
+                parse_irc_line(join),
+                Line::Join {
+                    room: "#r3",
+                    nick: "pb7-0"
+                }
+            );
+        }
+        assert_eq!(
+            parse_irc_line(b"@time=x :pb7-9!pb@h QUIT :send queue exceeded"),
+            Line::Quit {
+                nick: "pb7-9",
+                reason: "send queue exceeded"
+            }
+        );
+        assert_eq!(
+            parse_irc_line(b"ERROR :Closing link: (server full)"),
+            Line::Bye("Closing link: (server full)")
+        );
+        // Numerics are ignored, but errors are reported; 422 greets every client.
+        assert_eq!(
+            parse_irc_line(b":pollchat 353 pb7-0 = #r3 :a b"),
+            Line::Other
+        );
+        assert_eq!(
+            parse_irc_line(b":pollchat 422 pb7-0 :MOTD File is missing"),
+            Line::Other
+        );
+        assert!(matches!(
+            parse_irc_line(b":pollchat 433 * pb7-0 :Nickname is already in use"),
+            Line::Error(_)
+        ));
+        assert_eq!(parse_irc_line(b":a!b@c PART #r3"), Line::Other);
+    }
+
+    #[test]
+    fn irc_lines_must_fit_510_bytes() {
+        let mut line = b"PRIVMSG #r99 :".to_vec();
+        write_payload(&mut line, P, 400);
+        assert_eq!(irc_privmsg_len(99, 400), line.len());
+        assert!(irc_privmsg_len(0, 497) <= IRC_MAX_LINE);
+        assert!(irc_privmsg_len(10, 497) > IRC_MAX_LINE);
     }
 
     #[test]
