@@ -18,9 +18,8 @@ use std::time::Instant;
 use pollchat::bench::{self, Report, chart, report::thousands, target};
 
 const MODELS: [&str; 3] = ["poll", "threads", "threads-direct"];
-/// The models whose IRC listener the IRC scenarios load. The threaded models will listen on
-/// `--irc-listen` too after the driver redesign: list them here then (nothing else changes).
-const IRC_MODELS: [&str; 1] = ["poll"];
+/// The models whose IRC listener the IRC scenarios load: every model serves IRC.
+const IRC_MODELS: [&str; 3] = MODELS;
 
 /// Which targets a scenario runs against.
 #[derive(Clone, Copy, PartialEq)]
