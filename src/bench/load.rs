@@ -863,14 +863,17 @@ mod tests {
     }
 
     /// The generator against a real server in this process, over each wire pollchat serves:
-    /// every client connects and joins, and every measured delivery arrives once. List an I/O
-    /// model here once it serves that wire (the threaded models: IRC after the driver redesign).
+    /// every client connects and joins, and every measured delivery arrives once, under every
+    /// I/O model.
     #[test]
     fn every_delivery_arrives_over_each_wire() {
         use crate::config::Config;
         use crate::driver::{self, IoModel};
         let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        for (model, kind) in [(IoModel::Poll, Wire::Chat), (IoModel::Poll, Wire::Irc)] {
+        let cases = IoModel::ALL
+            .into_iter()
+            .flat_map(|model| [(model, Wire::Chat), (model, Wire::Irc)]);
+        for (model, kind) in cases {
             let config = Config {
                 listen: vec![loopback],
                 irc_listen: vec![loopback],
