@@ -3,8 +3,9 @@
 //!
 //! The event loop and the threaded models' accept thread both poll their listeners with mio and
 //! call [`Listeners::next`] until it says [`Accepted::Done`]; the loop stops after
-//! [`ACCEPTS_PER_TURN`] connections and resumes on its next turn, as Redis's
-//! `MAX_ACCEPTS_PER_CALL` does, so a connect flood cannot starve the clients already served.
+//! [`ACCEPTS_PER_TURN`] connections in a turn (over all listeners) and resumes on its next turn,
+//! as Redis's `MAX_ACCEPTS_PER_CALL` does, so a connect flood cannot starve the clients already
+//! served.
 //! Each new connection then passes [`Admission::admit`] (shutdown, `--max-clients`,
 //! `--max-per-ip`), and a refused one gets one line of its protocol saying why.
 
@@ -21,9 +22,9 @@ use mio::{Interest, Registry, Token};
 use crate::config::Config;
 use crate::session::Protocol;
 
-/// Connections accepted per turn of the event loop before it serves everyone else again
-/// (Redis's `MAX_ACCEPTS_PER_CALL` is 1000; a pollchat welcome also joins the lobby, so fewer).
-/// At 256 a burst of 10,000 connects takes 40 turns, each still far under a millisecond.
+/// Connections accepted per turn of the event loop, over all its listeners, before it serves
+/// everyone else again (Redis's `MAX_ACCEPTS_PER_CALL` is 1000; a pollchat welcome also joins
+/// the lobby, so fewer). At 256 a burst of 10,000 connects takes 40 turns.
 pub const ACCEPTS_PER_TURN: usize = 256;
 /// Connections the kernel may hold for us before we accept them.
 const LISTEN_BACKLOG: i32 = 4096;

@@ -79,8 +79,10 @@ pub struct EventLoop {
     /// What every session reads, built once.
     ctx: Context,
     admission: Admission,
-    /// Listeners that stopped at their accept budget, resumed next turn.
+    /// Listeners that stopped at the accept budget, resumed next turn.
     to_accept: Vec<usize>,
+    /// Connections this turn may still accept, over all listeners ([`ACCEPTS_PER_TURN`]).
+    accepts_left: usize,
     /// Every connection, keyed by slab key; the key is also its mio token and its `ClientId`.
     conns: Slab<Connection>,
     core: Core,
@@ -121,6 +123,7 @@ impl EventLoop {
             ctx: Context::new(&config, now.wall),
             admission: Admission::new(&config),
             to_accept: Vec::new(),
+            accepts_left: ACCEPTS_PER_TURN,
             conns: Slab::new(),
             core: new_core(&config),
             outbox: Outbox::default(),
@@ -161,6 +164,7 @@ impl EventLoop {
                 wall: wall_ms(),
             };
             let now = self.now.at;
+            self.accepts_left = ACCEPTS_PER_TURN;
             self.handle_events(now);
             self.resume_accepts(now);
             self.resume_reads(now);
@@ -229,12 +233,16 @@ impl EventLoop {
 
     // ---- accepting -------------------------------------------------------------------------
 
-    /// Accepts from listener `index` until nobody waits or the turn's budget is spent; a
-    /// listener stopped by the budget is resumed next turn (no new edge would come for it).
+    /// Accepts from listener `index` until nobody waits or the turn's budget (shared by all
+    /// listeners) is spent; a listener stopped by the budget is resumed on a later turn (no new
+    /// edge would come for it).
     fn accept(&mut self, index: usize, now: Instant) {
-        for _ in 0..ACCEPTS_PER_TURN {
+        while self.accepts_left > 0 {
             match self.front.listeners.next(index, now) {
-                Accepted::Conn(stream, peer, protocol) => self.admit(stream, peer, protocol, now),
+                Accepted::Conn(stream, peer, protocol) => {
+                    self.accepts_left -= 1;
+                    self.admit(stream, peer, protocol, now);
+                }
                 Accepted::Done => return,
             }
         }
@@ -243,14 +251,15 @@ impl EventLoop {
         }
     }
 
+    /// Listeners stopped by an earlier turn's budget, or all of them after an accept pause.
     fn resume_accepts(&mut self, now: Instant) {
-        let indices: Vec<usize> = if self.front.listeners.resume(now) {
-            (0..self.front.listeners.len()).collect()
-        } else {
-            std::mem::take(&mut self.to_accept)
-        };
-        self.to_accept.clear();
-        for index in indices {
+        if self.front.listeners.resume(now) {
+            self.to_accept = (0..self.front.listeners.len()).collect();
+        }
+        if self.accepts_left == 0 || self.to_accept.is_empty() {
+            return;
+        }
+        for index in std::mem::take(&mut self.to_accept) {
             self.accept(index, now);
         }
     }
@@ -305,7 +314,7 @@ impl EventLoop {
         let mut lines = LINES_PER_TURN;
         // Lines stashed by an earlier turn come before anything new.
         let mut flow = self.handle_lines(key, &[], &mut lines, now);
-        let mut reads = 0;
+        let (mut reads, mut fed) = (0, false);
         while flow == Flow::Go {
             if reads == READS_PER_TURN {
                 flow = Flow::Budget;
@@ -326,6 +335,7 @@ impl EventLoop {
                     if !replies.is_empty() {
                         self.send(key, replies);
                     }
+                    fed |= !data.is_empty();
                     flow = self.handle_lines(key, data, &mut lines, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -348,7 +358,7 @@ impl EventLoop {
         }
         if conn.is_open() {
             let partial = conn.framer.buffered() > 0 && !conn.framer.has_backlog();
-            conn.session.note_partial(partial, now);
+            conn.session.note_partial(partial, fed, now);
             self.arm_session(key);
         }
     }

@@ -523,6 +523,9 @@ impl Reader {
     fn run(mut self) {
         let mut buf = vec![0u8; READ_CHUNK];
         let mut filtered = Vec::new();
+        // Whether the socket has a read timeout set: a session without deadlines (most line
+        // clients) then costs no system call per read.
+        let mut timeout_set = false;
         let mut deadline = match self.with_session(|session, ctx| session.next_deadline(ctx)) {
             Some(deadline) => deadline,
             None => return,
@@ -538,8 +541,10 @@ impl Reader {
                     continue;
                 }
                 let _ = self.conn.stream.set_read_timeout(Some(left));
-            } else {
+                timeout_set = true;
+            } else if timeout_set {
                 let _ = self.conn.stream.set_read_timeout(None);
+                timeout_set = false;
             }
             let going = match (&self.conn.stream).read(&mut buf) {
                 Ok(0) => return self.end_of_stream(),
@@ -620,6 +625,7 @@ impl Reader {
     /// Frames and handles the lines in `input`, holding the lock from the first line to the
     /// last (but never while waiting for flood tokens).
     fn handle_input(&mut self, mut input: &[u8]) -> Going {
+        let fed = !input.is_empty();
         let shared = &*self.shared;
         let (id, burst, rate) = (
             self.conn.id,
@@ -661,7 +667,7 @@ impl Reader {
         let st = &mut **guard.get_or_insert_with(|| shared.lock());
         let client = st.clients.get_mut(&id).filter(|c| c.closing.is_none())?;
         let partial = self.framer.buffered() > 0 && !self.framer.has_backlog();
-        client.session.note_partial(partial, Instant::now());
+        client.session.note_partial(partial, fed, Instant::now());
         Some(client.session.next_deadline(&shared.ctx))
     }
 

@@ -2,10 +2,12 @@
 //! and the memory trim that runs on one of them.
 //!
 //! The loop's poll timeout is the time to the nearest deadline, so there is no timer thread and
-//! no periodic scan of every client. Entries are never removed early: each names a connection by
-//! slab key *and* serial, and one whose connection has gone (or changed) is simply ignored when it
-//! comes due. An idle-timeout entry that finds its client active again re-arms itself for the new
-//! deadline, so the heap holds about one entry per connection however chatty the clients are.
+//! no periodic scan of every client. Entries are not removed when they stop mattering: each
+//! names a connection by slab key *and* serial, and one whose connection has gone (or changed) is
+//! ignored when it comes due, or dropped by [`Timers::compact`] once the heap has grown well past
+//! the number of connections. A session entry (its connection's next deadline) that comes due
+//! early, because the client was active, finds nothing to do and re-arms for the new deadline,
+//! so the heap holds about one entry per connection however chatty the clients are.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

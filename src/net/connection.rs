@@ -27,7 +27,7 @@ pub enum Phase {
     /// Marked for closing during the current pass; the close is applied after the pass, never in
     /// the middle of a fan-out.
     Closing(Reason),
-    /// Gone from the chat core; still writing what was queued (ending in `BYE`), reading
+    /// Gone from the chat core; still writing what was queued (ending in its farewell line: `BYE`, IRC's `ERROR`), reading
     /// nothing, and removed once the queue is empty or the grace time is over.
     Draining,
 }

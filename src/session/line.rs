@@ -81,9 +81,14 @@ impl LineSession {
         }
     }
 
-    /// Bytes arrived: an unfinished line left in the framer starts (or restarts) its clock.
-    pub fn note_partial(&mut self, partial: bool, now: Instant) {
-        self.partial_since = partial.then_some(now);
+    /// After input: an unfinished line left in the framer starts its clock, or restarts it if
+    /// bytes were added (`fed`); none left stops it.
+    pub fn note_partial(&mut self, partial: bool, fed: bool, now: Instant) {
+        self.partial_since = match (partial, self.partial_since) {
+            (false, _) => None,
+            (true, Some(since)) if !fed => Some(since),
+            (true, _) => Some(now),
+        };
     }
 
     pub fn next_deadline(&self, ctx: &Context) -> Option<Instant> {

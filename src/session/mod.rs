@@ -293,7 +293,7 @@ impl Session {
     pub fn welcome(&mut self, core: &mut Core, now: Now, out: &mut Outbox) -> Step {
         match self {
             Session::Line(s) => s.welcome(core, now, out),
-            Session::Irc(_) => Step::default(),
+            Session::Irc(s) => s.welcome(),
         }
     }
 
@@ -313,10 +313,12 @@ impl Session {
     }
 
     /// After input: whether the framer is left holding an unfinished line (bytes without a
-    /// newline yet), as of `now`.
-    pub fn note_partial(&mut self, partial: bool, now: Instant) {
+    /// newline yet), and whether bytes reached the framer (`fed`) at `now`. Only new bytes
+    /// restart an unfinished line's clock: resuming a throttled connection, or input that a
+    /// byte transform swallowed whole (telnet negotiation), do not.
+    pub fn note_partial(&mut self, partial: bool, fed: bool, now: Instant) {
         if let Session::Line(s) = self {
-            s.note_partial(partial, now);
+            s.note_partial(partial, fed, now);
         }
     }
 

@@ -142,26 +142,29 @@ fn an_unfinished_line_is_completed_after_a_pause_unless_turned_off() {
     let mut s = b.session(Protocol::Line, 1);
     let t0 = b.t0;
     let t = |ms| t0 + Duration::from_millis(ms);
-    s.note_partial(true, t(100));
+    s.note_partial(true, true, t(100));
     assert_eq!(s.next_deadline(&b.ctx), Some(t(1_100)));
-    // More bytes of the same line restart the pause.
-    s.note_partial(true, t(600));
+    // Input that added nothing to the line (telnet negotiation alone, a resumed read) does not
+    // restart the pause; more bytes of the same line do.
+    s.note_partial(true, false, t(300));
+    assert_eq!(s.next_deadline(&b.ctx), Some(t(1_100)));
+    s.note_partial(true, true, t(600));
     assert_eq!(s.on_deadline(&b.ctx, t(1_100)), Wake::Rearm);
     assert_eq!(s.on_deadline(&b.ctx, t(1_600)), Wake::CompleteLine);
     assert_eq!(s.next_deadline(&b.ctx), None);
     // Its newline arrived in time: nothing to complete.
-    s.note_partial(true, t(2_000));
-    s.note_partial(false, t(2_100));
+    s.note_partial(true, true, t(2_000));
+    s.note_partial(false, true, t(2_100));
     assert_eq!(s.next_deadline(&b.ctx), None);
 
     let b = Bench::new(|c| c.line_complete_after = None);
     let mut s = b.session(Protocol::Line, 1);
-    s.note_partial(true, b.t0);
+    s.note_partial(true, true, b.t0);
     assert_eq!(s.next_deadline(&b.ctx), None);
     // Never for IRC, whose clients end their lines.
     let b = Bench::new(|_| {});
     let mut s = b.session(Protocol::Irc, 1);
-    s.note_partial(true, b.t0);
+    s.note_partial(true, true, b.t0);
     assert_eq!(
         s.next_deadline(&b.ctx),
         Some(b.t0 + b.ctx.register_timeout.min(b.ctx.ping_after))

@@ -128,6 +128,12 @@ impl IrcSession {
         }
     }
 
+    /// A new connection: nothing is sent until the client speaks (NICK/USER, or CAP first).
+    pub fn welcome(&self) -> Step {
+        info!("{} connected (IRC)", self.peer);
+        Step::default()
+    }
+
     /// The earliest of: the registration deadline (until registered), the next PING, the ping
     /// timeout.
     pub fn next_deadline(&self, ctx: &Context) -> Instant {
