@@ -32,6 +32,21 @@ fn framer(c: &mut Criterion) {
             black_box(n)
         })
     });
+    // A client that sends one long line a byte per segment: each read adds one byte to the
+    // unfinished line, which must not be rescanned every time (that was O(n²)).
+    let long = vec![b'x'; 64 * 1024];
+    group.bench_function("a 64 KiB line a byte per read", |b| {
+        b.iter(|| {
+            let mut framer = LineFramer::default();
+            for byte in long.chunks(1) {
+                let mut rest = byte;
+                black_box(framer.next_frame(&mut rest, 1 << 20).is_some());
+                black_box(framer.has_backlog());
+            }
+            let mut end: &[u8] = b"\n";
+            black_box(framer.next_frame(&mut end, 1 << 20).is_some())
+        })
+    });
     group.finish();
 }
 

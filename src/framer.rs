@@ -29,10 +29,15 @@ pub struct LineFramer {
     /// complete lines. Empty (and unallocated) most of the time.
     buf: Vec<u8>,
     /// Offset in `buf` of the first byte not returned yet; the bytes before it belong to the frame
-    /// returned last and are dropped on the next call.
-    start: usize,
+    /// returned last and are dropped on the next call. (`u32`, like `scanned`: `buf` never holds
+    /// more than a line plus one read, and every connection keeps a framer.)
+    start: u32,
     /// Set while skipping the remainder of an over-long line up to its newline.
     discarding: bool,
+    /// Bytes after `start` already known to hold no newline. An unfinished line that grows a
+    /// byte at a time is then scanned once in all, not once per read (which would be O(n²) up to
+    /// `--max-line`).
+    scanned: u32,
 }
 
 impl LineFramer {
@@ -57,7 +62,7 @@ impl LineFramer {
                 }
             }
         }
-        if self.start < self.buf.len() {
+        if (self.start as usize) < self.buf.len() {
             return self.next_buffered(input, max_line);
         }
         // Nothing buffered: frame straight from the caller's bytes, without copying.
@@ -75,6 +80,7 @@ impl LineFramer {
             }
             None => {
                 self.buf.extend_from_slice(input);
+                self.scanned = self.buf.len() as u32;
                 *input = &[];
                 None
             }
@@ -88,12 +94,15 @@ impl LineFramer {
         input: &mut &'i [u8],
         max_line: usize,
     ) -> Option<Frame<'s>> {
-        let pending = self.buf.len() - self.start;
-        if let Some(i) = find_newline(&self.buf[self.start..]) {
-            let from = self.start;
-            self.start += i + 1;
+        let pending = self.buf.len() - (self.start as usize);
+        if let Some(i) = self.buffered_newline() {
+            let from = self.start as usize;
+            self.start += (i + 1) as u32;
+            self.scanned = 0;
             return Some(finish(&self.buf[from..from + i], max_line));
         }
+        // Everything buffered is one unfinished line.
+        self.scanned = pending as u32;
         match find_newline(input) {
             Some(i) if pending + i > max_line + 1 => {
                 *input = &input[i + 1..];
@@ -103,8 +112,9 @@ impl LineFramer {
             Some(i) => {
                 self.buf.extend_from_slice(&input[..i]);
                 *input = &input[i + 1..];
-                let from = self.start;
-                self.start = self.buf.len();
+                let from = self.start as usize;
+                self.start = self.buf.len() as u32;
+                self.scanned = 0;
                 Some(finish(&self.buf[from..], max_line))
             }
             None if pending + input.len() > max_line + 1 => {
@@ -114,13 +124,20 @@ impl LineFramer {
                 Some(Frame::TooLong)
             }
             None => {
-                self.buf.drain(..self.start);
+                self.buf.drain(..(self.start as usize));
                 self.start = 0;
                 self.buf.extend_from_slice(input);
+                self.scanned = self.buf.len() as u32;
                 *input = &[];
                 None
             }
         }
+    }
+
+    /// Where the first newline after `start` is, scanning only bytes not scanned before.
+    fn buffered_newline(&self) -> Option<usize> {
+        let known = (self.scanned as usize).min(self.buf.len() - (self.start as usize));
+        find_newline(&self.buf[(self.start as usize) + known..]).map(|i| known + i)
     }
 
     /// Keeps `input`, unprocessed, to be framed before anything read later.
@@ -139,7 +156,7 @@ impl LineFramer {
             return;
         }
         self.release_returned();
-        self.buf.drain(..self.start);
+        self.buf.drain(..(self.start as usize));
         self.start = 0;
         self.buf.extend_from_slice(input);
     }
@@ -147,19 +164,19 @@ impl LineFramer {
     /// True when stashed bytes may hold a complete line, so the owner has work left without
     /// reading the socket.
     pub fn has_backlog(&self) -> bool {
-        find_newline(&self.buf[self.start..]).is_some()
+        self.buffered_newline().is_some()
     }
 
     /// Bytes held for this connection.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.buf.len() - (self.start as usize)
     }
 
     /// At end of stream: the unfinished last line, if any (a client may send its last line
     /// without a newline before closing).
     pub fn take_partial(&mut self, max_line: usize) -> Option<Vec<u8>> {
         self.release_returned();
-        let rest = self.buf[self.start..].to_vec();
+        let rest = self.buf[(self.start as usize)..].to_vec();
         self.clear();
         match finish(&rest, max_line) {
             Frame::Line(l) if !l.is_empty() && !self.discarding => Some(l.to_vec()),
@@ -180,7 +197,7 @@ impl LineFramer {
     }
 
     fn release_returned(&mut self) {
-        if self.start > 0 && self.start >= self.buf.len() {
+        if (self.start as usize) > 0 && (self.start as usize) >= self.buf.len() {
             self.clear();
         }
     }
@@ -189,6 +206,7 @@ impl LineFramer {
     fn clear(&mut self) {
         self.buf = Vec::new();
         self.start = 0;
+        self.scanned = 0;
     }
 }
 
@@ -338,5 +356,51 @@ mod tests {
         assert!(frames(&mut f, &[b"bye"], 100).is_empty());
         assert_eq!(f.take_partial(100), Some(b"bye".to_vec()));
         assert_eq!(f.take_partial(100), None);
+    }
+
+    /// What framing `data` must give, whatever the chunks it arrives in: the lines before each
+    /// newline (one trailing CR dropped), over-long ones as `TooLong`, and the unfinished tail
+    /// held (or reported `TooLong` once it cannot fit).
+    fn model(data: &[u8], max: usize) -> (Vec<String>, usize) {
+        let mut segments: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+        let last = segments.pop().unwrap_or(&[]);
+        let mut out: Vec<String> = segments
+            .iter()
+            .map(|l| match finish(l, max) {
+                Frame::Line(l) => String::from_utf8(l.to_vec()).unwrap(),
+                Frame::TooLong => "<too long>".to_string(),
+            })
+            .collect();
+        let held = if last.len() > max + 1 {
+            out.push("<too long>".to_string());
+            0
+        } else {
+            last.len()
+        };
+        (out, held)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_chunking_frames_like_the_whole(
+            data in proptest::collection::vec(proptest::sample::select(b"ab\r\n".to_vec()), 0..300),
+            cuts in proptest::collection::vec(0usize..300, 0..40),
+            max in 1usize..24,
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().filter(|&c| c <= data.len()).collect();
+            cuts.sort_unstable();
+            let mut chunks: Vec<&[u8]> = Vec::new();
+            let mut from = 0;
+            for c in cuts.into_iter().chain([data.len()]) {
+                chunks.push(&data[from..c.max(from)]);
+                from = c.max(from);
+            }
+            let mut f = LineFramer::default();
+            let got = frames(&mut f, &chunks, max);
+            let (want, held) = model(&data, max);
+            proptest::prop_assert_eq!(got, want);
+            // An over-long tail is being skipped, not held.
+            proptest::prop_assert_eq!(f.buffered(), if f.discarding { 0 } else { held });
+        }
     }
 }

@@ -290,8 +290,8 @@ impl EventLoop {
         self.next_serial += 1;
         let serial = self.next_serial;
         let bucket = TokenBucket::new(self.config.flood_burst, now);
-        let session = Session::new(protocol, ClientId(key), peer, now);
-        entry.insert(Connection::new(stream, peer, serial, bucket, session));
+        let session = Session::new(&self.ctx, protocol, ClientId(key), peer, now);
+        entry.insert(Connection::new(stream, serial, bucket, session));
         self.trim.arm(now, &mut self.timers);
         let conn = &mut self.conns[key];
         let step = conn
@@ -341,7 +341,7 @@ impl EventLoop {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    debug!("{}: read failed: {e}", conn.peer);
+                    debug!("{}: read failed: {e}", conn.peer());
                     self.mark_close(key, Reason::Lost);
                     break;
                 }
@@ -358,7 +358,7 @@ impl EventLoop {
         }
         if conn.is_open() {
             let partial = conn.framer.buffered() > 0 && !conn.framer.has_backlog();
-            conn.session.note_partial(partial, fed, now);
+            conn.session.note_partial(&self.ctx, partial, fed, now);
             self.arm_session(key);
         }
     }
@@ -388,7 +388,9 @@ impl EventLoop {
             if rate > 0.0 && !conn.bucket.ready(now, burst, rate) {
                 conn.framer.stash(input);
                 conn.throttled = true;
-                let at = conn.bucket.throttle(conn.peer, now, rate);
+                let at = conn
+                    .bucket
+                    .throttle(conn.peer(), now, rate, &mut conn.flooded);
                 self.timers
                     .push(at, TimerKind::FloodResume, key, conn.serial);
                 return Flow::Throttled;
@@ -553,7 +555,7 @@ impl EventLoop {
                 };
                 let registry = self.front.poll.registry();
                 if let Err(e) = registry.reregister(&mut conn.stream, Token(key), interest) {
-                    warn!("{}: cannot reregister: {e}", conn.peer);
+                    warn!("{}: cannot reregister: {e}", conn.peer());
                 }
                 conn.wants_write = want_write;
             }
@@ -586,7 +588,7 @@ impl EventLoop {
             let Phase::Closing(reason) = std::mem::replace(&mut conn.phase, Phase::Draining) else {
                 continue;
             };
-            let (peer, serial) = (conn.peer, conn.serial);
+            let (peer, serial) = (conn.peer(), conn.serial);
             let everyone = self.shutdown_deadline.is_some();
             let text = depart(
                 &mut self.core,
@@ -615,14 +617,14 @@ impl EventLoop {
         let mut conn = self.conns.remove(key);
         let _ = self.front.poll.registry().deregister(&mut conn.stream);
         self.trim.arm(Instant::now(), &mut self.timers);
-        self.admission.left(conn.peer.ip());
+        self.admission.left(conn.peer().ip());
         if conn.phase != Phase::Draining {
             // Only at the shutdown deadline: the core still has it.
             self.core
                 .disconnect(ClientId(key), "server shutting down", &mut self.outbox);
             self.outbox.clear();
         }
-        debug!("{}: closed", conn.peer);
+        debug!("{}: closed", conn.peer());
     }
 
     fn begin_shutdown(&mut self, now: Instant, why: &str) {
@@ -655,8 +657,11 @@ impl EventLoop {
         let Some(at) = conn.session.next_deadline(&self.ctx) else {
             return;
         };
-        if conn.armed.is_none_or(|armed| at < armed) {
-            conn.armed = Some(at);
+        // Rounded up to a whole millisecond, so it never fires before the deadline.
+        let tick = self.ctx.tick_after(at);
+        if conn.armed.is_none_or(|armed| tick < armed) {
+            conn.armed = Some(tick);
+            let at = self.ctx.instant(tick);
             self.timers.push(at, TimerKind::Session, key, conn.serial);
         }
     }
@@ -682,12 +687,13 @@ impl EventLoop {
 
     /// Drops timer entries nothing waits for any more (see [`Timers::compact`]).
     fn compact_timers(&mut self) {
-        let conns = &self.conns;
+        let (conns, ctx) = (&self.conns, &self.ctx);
         self.timers
             .compact(conns.len(), |at, kind, key, serial| match kind {
                 TimerKind::Trim => true,
                 _ => conns.get(key).is_some_and(|c| {
-                    c.serial == serial && (kind != TimerKind::Session || c.armed == Some(at))
+                    c.serial == serial
+                        && (kind != TimerKind::Session || c.armed == Some(ctx.tick(at)))
                 }),
             });
     }
@@ -709,7 +715,7 @@ impl EventLoop {
                     conn.throttled = false;
                     self.read(key, now);
                 }
-                TimerKind::Session if conn.is_open() && conn.armed == Some(at) => {
+                TimerKind::Session if conn.is_open() && conn.armed == Some(self.ctx.tick(at)) => {
                     self.on_session_deadline(key, now)
                 }
                 TimerKind::DrainDeadline if conn.phase == Phase::Draining => self.remove(key),

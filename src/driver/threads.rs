@@ -261,7 +261,7 @@ impl ThreadedServer {
             stream,
             out: (!direct).then(|| SendChannel::new(config.max_sendq)),
         });
-        let session = Session::new(protocol, ClientId(id), peer, Instant::now());
+        let session = Session::new(&shared.ctx, protocol, ClientId(id), peer, Instant::now());
         let transform = session.transform();
         st.clients.insert(
             id,
@@ -305,6 +305,7 @@ impl ThreadedServer {
             transform,
             framer: LineFramer::default(),
             bucket: TokenBucket::new(self.shared.config.flood_burst, Instant::now()),
+            flooded: false,
         };
         std::thread::Builder::new()
             .name(format!("pollchat-r{}", conn.id))
@@ -513,6 +514,8 @@ struct Reader {
     transform: Transform,
     framer: LineFramer,
     bucket: TokenBucket,
+    /// Has been throttled before (see [`TokenBucket::throttle`]).
+    flooded: bool,
 }
 
 /// After a reader handled something: the connection goes on, with its session's next deadline,
@@ -642,7 +645,9 @@ impl Reader {
                 // Back-pressure: this thread stops reading until a token is there, so the kernel
                 // buffer fills and TCP slows the sender down. Nothing is dropped.
                 drop(guard.take());
-                let at = self.bucket.throttle(self.conn.peer, now, rate);
+                let at = self
+                    .bucket
+                    .throttle(self.conn.peer, now, rate, &mut self.flooded);
                 let wait = at.saturating_duration_since(now);
                 std::thread::sleep(wait);
                 continue;
@@ -667,7 +672,9 @@ impl Reader {
         let st = &mut **guard.get_or_insert_with(|| shared.lock());
         let client = st.clients.get_mut(&id).filter(|c| c.closing.is_none())?;
         let partial = self.framer.buffered() > 0 && !self.framer.has_backlog();
-        client.session.note_partial(partial, fed, Instant::now());
+        client
+            .session
+            .note_partial(&shared.ctx, partial, fed, Instant::now());
         Some(client.session.next_deadline(&shared.ctx))
     }
 

@@ -18,9 +18,6 @@ pub struct TokenBucket {
     /// Tokens available at `updated`.
     tokens: f64,
     updated: Instant,
-    /// Has been throttled before: a client's first throttle is logged at info, later ones at
-    /// debug (a client that floods on purpose would otherwise flood the log too).
-    flooded: bool,
 }
 
 impl TokenBucket {
@@ -29,7 +26,6 @@ impl TokenBucket {
         TokenBucket {
             tokens: f64::from(burst),
             updated: now,
-            flooded: false,
         }
     }
 
@@ -60,15 +56,24 @@ impl TokenBucket {
     }
 
     /// The connection from `peer` is out of tokens and stops reading: logs it and returns
-    /// [`TokenBucket::ready_at`], when reading may resume.
-    pub fn throttle(&mut self, peer: SocketAddr, now: Instant, rate: f64) -> Instant {
+    /// [`TokenBucket::ready_at`], when reading may resume. A client's first throttle is logged
+    /// at info, later ones (`flooded` is set) at debug: a client that floods on purpose would
+    /// otherwise flood the log too. (`flooded` lives with the connection's other flags, where it
+    /// costs no padding.)
+    pub fn throttle(
+        &self,
+        peer: SocketAddr,
+        now: Instant,
+        rate: f64,
+        flooded: &mut bool,
+    ) -> Instant {
         let at = self.ready_at(rate);
-        let level = if self.flooded {
+        let level = if *flooded {
             log::Level::Debug
         } else {
             log::Level::Info
         };
-        self.flooded = true;
+        *flooded = true;
         log::log!(
             level,
             "{peer}: over --flood-rate, reading paused for {:?}",

@@ -5,12 +5,12 @@
 //! the per-connection part: when the client was last heard from and whether an unfinished line
 //! is waiting.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use log::{info, trace};
 
-use super::{Context, Now, Reason, Step, Wake, host_of};
+use super::{Context, Now, Reason, Step, Tick, Wake, host_of};
 use crate::core::{ClientId, Command, Core, LOBBY, Outbox};
 use crate::framer::Frame;
 use crate::protocol::line::{self, LineError, Request};
@@ -19,30 +19,37 @@ use crate::protocol::line::{self, LineError, Request};
 #[derive(Debug)]
 pub struct LineSession {
     id: ClientId,
-    /// The peer, for the host others see and for log lines.
-    peer: SocketAddr,
+    /// The peer's address and port, for the host others see and for log lines (kept apart: a
+    /// `SocketAddr` takes 32 bytes, these 20, and every connection keeps one).
+    ip: IpAddr,
+    port: u16,
     /// Last time a line arrived, for `--idle-timeout`.
-    last_heard: Instant,
+    last_heard: Tick,
     /// Since when the framer has held an unfinished line with no byte added, for
     /// `--line-complete-after`.
-    partial_since: Option<Instant>,
+    partial_since: Option<Tick>,
 }
 
 impl LineSession {
-    pub fn new(id: ClientId, peer: SocketAddr, now: Instant) -> LineSession {
+    pub fn new(ctx: &Context, id: ClientId, peer: SocketAddr, now: Instant) -> LineSession {
         LineSession {
             id,
-            peer,
-            last_heard: now,
+            ip: peer.ip(),
+            port: peer.port(),
+            last_heard: ctx.tick(now),
             partial_since: None,
         }
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port)
     }
 
     /// Registers the client with the core under a guest nick and joins it to the lobby (events
     /// into `out`); the greeting in the reply must be sent before those events.
     pub fn welcome(&mut self, core: &mut Core, now: Now, out: &mut Outbox) -> Step {
-        let nick = core.connect(self.id, &host_of(self.peer.ip()), now.wall);
-        info!("{} connected as {nick}", self.peer);
+        let nick = core.connect(self.id, &host_of(self.ip), now.wall);
+        info!("{} connected as {nick}", self.peer());
         let greeting = line::render_welcome(&nick, LOBBY);
         core.handle(self.id, Command::Join(LOBBY.into()), now.wall, out);
         Step::reply(greeting)
@@ -57,7 +64,7 @@ impl LineSession {
         now: Now,
         out: &mut Outbox,
     ) -> Step {
-        self.last_heard = now.at;
+        self.last_heard = ctx.tick(now.at);
         let request = match frame {
             Frame::Line(bytes) => line::parse(bytes),
             Frame::TooLong => {
@@ -83,36 +90,42 @@ impl LineSession {
 
     /// After input: an unfinished line left in the framer starts its clock, or restarts it if
     /// bytes were added (`fed`); none left stops it.
-    pub fn note_partial(&mut self, partial: bool, fed: bool, now: Instant) {
+    pub fn note_partial(&mut self, ctx: &Context, partial: bool, fed: bool, now: Instant) {
         self.partial_since = match (partial, self.partial_since) {
             (false, _) => None,
             (true, Some(since)) if !fed => Some(since),
-            (true, _) => Some(now),
+            (true, _) => Some(ctx.tick(now)),
         };
     }
 
-    pub fn next_deadline(&self, ctx: &Context) -> Option<Instant> {
-        let idle = ctx.idle_timeout.map(|t| self.last_heard + t);
+    /// When the idle timeout and the unfinished line's pause end, whichever exist.
+    fn deadlines(&self, ctx: &Context) -> (Option<Tick>, Option<Tick>) {
+        let ms = |d: std::time::Duration| d.as_millis() as u64;
+        let idle = ctx.idle_timeout.map(|t| self.last_heard.after(ms(t)));
         let complete = ctx
             .line_complete_after
             .zip(self.partial_since)
-            .map(|(after, since)| since + after);
-        match (idle, complete) {
+            .map(|(after, since)| since.after(ms(after)));
+        (idle, complete)
+    }
+
+    pub fn next_deadline(&self, ctx: &Context) -> Option<Instant> {
+        let next = match self.deadlines(ctx) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        }
+        };
+        next.map(|tick| ctx.instant(tick))
     }
 
     pub fn on_deadline(&mut self, ctx: &Context, now: Instant) -> Wake {
-        if let Some(idle) = ctx.idle_timeout
-            && self.last_heard + idle <= now
-        {
-            info!("{}: silent for {idle:?} (--idle-timeout)", self.peer);
+        let now = ctx.tick(now);
+        let (idle, complete) = self.deadlines(ctx);
+        if idle.is_some_and(|at| at <= now) {
+            let idle = ctx.idle_timeout.unwrap_or_default();
+            info!("{}: silent for {idle:?} (--idle-timeout)", self.peer());
             return Wake::Close(Reason::Idle);
         }
-        if let (Some(after), Some(since)) = (ctx.line_complete_after, self.partial_since)
-            && since + after <= now
-        {
+        if complete.is_some_and(|at| at <= now) {
             self.partial_since = None;
             return Wake::CompleteLine;
         }

@@ -19,6 +19,7 @@ impl Bench {
     fn new(tweak: impl FnOnce(&mut Config)) -> Bench {
         let mut config = Config::default();
         tweak(&mut config);
+        let ctx = Context::new(&config, 1_000_000);
         Bench {
             core: Core::new(
                 CoreLimits {
@@ -29,8 +30,9 @@ impl Bench {
                 1_000_000,
             ),
             out: Outbox::default(),
-            ctx: Context::new(&config, 1_000_000),
-            t0: Instant::now(),
+            // Deadlines are kept in milliseconds from the context's epoch: start the clock there.
+            t0: ctx.epoch,
+            ctx,
         }
     }
 
@@ -43,7 +45,7 @@ impl Bench {
 
     fn session(&self, protocol: Protocol, id: usize) -> Session {
         let peer = "10.0.0.7:40000".parse().unwrap();
-        Session::new(protocol, ClientId(id), peer, self.t0)
+        Session::new(&self.ctx, protocol, ClientId(id), peer, self.t0)
     }
 
     /// Feeds one line at `ms`; returns the reply as text.
@@ -142,29 +144,29 @@ fn an_unfinished_line_is_completed_after_a_pause_unless_turned_off() {
     let mut s = b.session(Protocol::Line, 1);
     let t0 = b.t0;
     let t = |ms| t0 + Duration::from_millis(ms);
-    s.note_partial(true, true, t(100));
+    s.note_partial(&b.ctx, true, true, t(100));
     assert_eq!(s.next_deadline(&b.ctx), Some(t(1_100)));
     // Input that added nothing to the line (telnet negotiation alone, a resumed read) does not
     // restart the pause; more bytes of the same line do.
-    s.note_partial(true, false, t(300));
+    s.note_partial(&b.ctx, true, false, t(300));
     assert_eq!(s.next_deadline(&b.ctx), Some(t(1_100)));
-    s.note_partial(true, true, t(600));
+    s.note_partial(&b.ctx, true, true, t(600));
     assert_eq!(s.on_deadline(&b.ctx, t(1_100)), Wake::Rearm);
     assert_eq!(s.on_deadline(&b.ctx, t(1_600)), Wake::CompleteLine);
     assert_eq!(s.next_deadline(&b.ctx), None);
     // Its newline arrived in time: nothing to complete.
-    s.note_partial(true, true, t(2_000));
-    s.note_partial(false, true, t(2_100));
+    s.note_partial(&b.ctx, true, true, t(2_000));
+    s.note_partial(&b.ctx, false, true, t(2_100));
     assert_eq!(s.next_deadline(&b.ctx), None);
 
     let b = Bench::new(|c| c.line_complete_after = None);
     let mut s = b.session(Protocol::Line, 1);
-    s.note_partial(true, true, b.t0);
+    s.note_partial(&b.ctx, true, true, b.t0);
     assert_eq!(s.next_deadline(&b.ctx), None);
     // Never for IRC, whose clients end their lines.
     let b = Bench::new(|_| {});
     let mut s = b.session(Protocol::Irc, 1);
-    s.note_partial(true, true, b.t0);
+    s.note_partial(&b.ctx, true, true, b.t0);
     assert_eq!(
         s.next_deadline(&b.ctx),
         Some(b.t0 + b.ctx.register_timeout.min(b.ctx.ping_after))

@@ -91,7 +91,7 @@ pub struct IrcSession {
     /// The chat core's name for this client.
     id: ClientId,
     /// The peer, for the host others see and for log lines.
-    peer: SocketAddr,
+    pub(in crate::session) peer: SocketAddr,
     /// The nick asked for before registration completed.
     nick: Option<String>,
     /// USER's user name and real name.
