@@ -64,6 +64,8 @@ fn registration_burst_in_order(io: IoModel) {
         "CHANLIMIT=#:32",
         "AWAYLEN=300",
         "UTF8ONLY",
+        "TARGMAX=NAMES:1,NOTICE:4,PRIVMSG:4,WHOIS:1",
+        "MAXTARGETS=4",
     ] {
         assert!(codes[4].contains(token), "005 lacks {token}: {}", codes[4]);
     }
@@ -524,4 +526,40 @@ fn queries_about_what_does_not_exist_still_end_their_lists(io: IoModel) {
     // A line that is only a source prefix has no command: it is ignored.
     a.send(":alice");
     assert!(sync(&mut a).is_empty());
+}
+
+for_each_io!(comma_lists_reach_each_target_once_and_are_capped);
+/// One line must not buy dozens of fan-outs: repeated targets count once, and past TARGMAX the
+/// client is told (407) and the rest ignored.
+fn comma_lists_reach_each_target_once_and_are_capped(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut a = register(&server, "alice");
+    let mut b = register(&server, "bob");
+    b.send("JOIN #x");
+    b.expect_prefix(":pollchat 366");
+    a.send("JOIN #x");
+    a.expect_prefix(":pollchat 366");
+    assert_eq!(b.line(), ":alice!alice@127.0.0.1 JOIN #x");
+    a.send("PRIVMSG #x,#X,bob,BOB,#x :once each");
+    assert_eq!(b.line(), ":alice!alice@127.0.0.1 PRIVMSG #x :once each");
+    assert_eq!(b.line(), ":alice!alice@127.0.0.1 PRIVMSG bob :once each");
+    assert_eq!(sync(&mut b), Vec::<String>::new());
+    assert_eq!(sync(&mut a), Vec::<String>::new());
+    a.send("PRIVMSG bob,n1,n2,n3,n4,n5 :many");
+    assert_eq!(b.line(), ":alice!alice@127.0.0.1 PRIVMSG bob :many");
+    assert_eq!(
+        sync(&mut a),
+        [
+            ":pollchat 407 alice n4 :Too many targets. The rest were ignored",
+            ":pollchat 401 alice n1 :No such nick/channel",
+            ":pollchat 401 alice n2 :No such nick/channel",
+            ":pollchat 401 alice n3 :No such nick/channel",
+        ]
+    );
+    // NAMES and WHOIS take one target.
+    a.send("NAMES #x,#lobby");
+    a.expect_prefix(":pollchat 407 alice #lobby ");
+    a.expect_prefix(":pollchat 353 alice = #x :");
+    a.expect_prefix(":pollchat 366 alice #x ");
+    assert_eq!(sync(&mut b), Vec::<String>::new());
 }

@@ -181,6 +181,11 @@ impl Core {
         self.nicks.contains_key(&fold(nick))
     }
 
+    /// How many rooms a user is in (0 for one the core does not know).
+    pub fn rooms_of(&self, id: ClientId) -> usize {
+        self.users.get(&id).map_or(0, |u| u.rooms.len())
+    }
+
     pub fn user_count(&self) -> usize {
         self.users.len()
     }

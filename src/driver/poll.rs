@@ -405,6 +405,7 @@ impl EventLoop {
             let step =
                 conn.session
                     .on_frame(&self.ctx, &mut self.core, frame, self.now, &mut self.outbox);
+            conn.bucket.charge(step.extra_cost);
             self.apply(key, step);
         }
     }
@@ -466,7 +467,8 @@ impl EventLoop {
         for (event, to) in outbox.iter() {
             let mut rendered: Rendered<Rc<[u8]>> = Rendered::new();
             for id in to {
-                let Some(conn) = self.conns.get(id.0) else {
+                // Nothing is rendered for a recipient that is already closing.
+                let Some(conn) = self.conns.get(id.0).filter(|c| c.is_open()) else {
                     continue;
                 };
                 let bytes = rendered.get(conn.session.render_class(), || {

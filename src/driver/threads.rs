@@ -383,7 +383,8 @@ impl State {
         for (event, to) in outbox.iter() {
             let mut rendered: Rendered<Chunk> = Rendered::new();
             for id in to {
-                let Some(client) = self.clients.get(&id.0) else {
+                // Nothing is rendered for a recipient that is already closing.
+                let Some(client) = self.clients.get(&id.0).filter(|c| c.closing.is_none()) else {
                     continue;
                 };
                 let class = client.session.render_class();
@@ -666,6 +667,7 @@ impl Reader {
                 now_wall(now),
                 &mut st.outbox,
             );
+            self.bucket.charge(step.extra_cost);
             st.apply(&shared.ctx, id, step);
             st.apply_closes(&shared.ctx);
         }

@@ -46,6 +46,13 @@ impl TokenBucket {
         self.tokens -= 1.0;
     }
 
+    /// Spends `n` more tokens for a line that caused more work than one (a message to several
+    /// targets, a JOIN of several rooms), as ngircd's penalties do: the bucket may go below
+    /// zero, and the connection's next line then waits until it has refilled.
+    pub fn charge(&mut self, n: u32) {
+        self.tokens -= f64::from(n);
+    }
+
     /// Takes one token if there is one.
     pub fn try_take(&mut self, now: Instant, burst: u32, rate: f64) -> bool {
         let ready = self.ready(now, burst, rate);

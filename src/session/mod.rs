@@ -209,17 +209,24 @@ impl Context {
 pub struct Step {
     pub reply: Vec<u8>,
     pub leave: Option<Reason>,
+    /// Flood-control tokens the line costs beyond the one every line costs: commands are
+    /// charged by the work they cause (a message to four targets is four fan-outs), so no cheap
+    /// line buys expensive work. The driver charges them to the connection's bucket.
+    pub extra_cost: u32,
 }
 
 impl Step {
     pub fn reply(reply: Vec<u8>) -> Step {
-        Step { reply, leave: None }
+        Step {
+            reply,
+            ..Step::default()
+        }
     }
 
     pub fn leave(reason: Reason) -> Step {
         Step {
-            reply: Vec::new(),
             leave: Some(reason),
+            ..Step::default()
         }
     }
 }

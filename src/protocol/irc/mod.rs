@@ -180,9 +180,19 @@ pub fn isupport(max_rooms: usize) -> String {
     format!(
         "CASEMAPPING=ascii CHANTYPES=# PREFIX=() NICKLEN={NICK_MAX} CHANNELLEN={ROOM_MAX} \
          TOPICLEN={LABEL_MAX} AWAYLEN={LABEL_MAX} NETWORK=pollchat \
-         CHANMODES=,,, CHANLIMIT=#:{max_rooms} UTF8ONLY"
+         CHANMODES=,,, CHANLIMIT=#:{max_rooms} UTF8ONLY \
+         TARGMAX=NAMES:{NAMES_TARGETS},NOTICE:{MESSAGE_TARGETS},PRIVMSG:{MESSAGE_TARGETS},WHOIS:{WHOIS_TARGETS} \
+         MAXTARGETS={MESSAGE_TARGETS}"
     )
 }
+
+/// Targets one PRIVMSG or NOTICE may name (TARGMAX, MAXTARGETS): each is a fan-out, so a
+/// comma list must not turn one line into dozens of them.
+pub const MESSAGE_TARGETS: usize = 4;
+/// Rooms one NAMES may list (each a reply of up to `--big-room` names).
+pub const NAMES_TARGETS: usize = 1;
+/// Nicks one WHOIS may ask about.
+pub const WHOIS_TARGETS: usize = 1;
 
 /// LUSERS replies.
 pub fn lusers(o: &mut Out<'_>, users: usize, rooms: usize) {

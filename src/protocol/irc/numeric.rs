@@ -121,6 +121,8 @@ numerics! {
     ERR_CANNOTSENDTOCHAN = 404, ":Cannot send to channel";
     /// Middle: room.
     ERR_TOOMANYCHANNELS = 405, ":You have joined too many channels";
+    /// Middle: the first target over the command's TARGMAX.
+    ERR_TOOMANYTARGETS = 407, ":Too many targets. The rest were ignored";
     ERR_NOORIGIN = 409, ":No origin specified";
     /// Middle: the subcommand.
     ERR_INVALIDCAPCMD = 410, ":Invalid CAP command";

@@ -8,13 +8,16 @@ use crate::protocol::irc;
 use crate::protocol::irc::numeric::*;
 use crate::session::Reason;
 
-/// `JOIN #a,#b`, or `JOIN 0` to leave every channel.
+/// `JOIN #a,#b`, or `JOIN 0` to leave every channel. Each room joined or left costs a line's
+/// flood tokens: each is a fan-out to its members. (No TARGMAX: `--max-rooms` bounds the list,
+/// and clients join all their channels in one line when they reconnect.)
 pub(super) fn join(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     let p = c.p;
     if p[0] == "0" {
+        c.charge(c.core.rooms_of(c.id).saturating_sub(1));
         c.run(Command::PartAll);
     } else {
-        for room in p[0].split(',').filter(|r| !r.is_empty()) {
+        for room in c.targets(p[0], usize::MAX, false) {
             c.run(Command::Join(room.to_string()));
         }
     }
@@ -24,7 +27,7 @@ pub(super) fn join(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
 pub(super) fn part(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     let p = c.p;
     let reason = p.get(1).filter(|r| !r.is_empty()).map(|r| r.to_string());
-    for room in p[0].split(',').filter(|r| !r.is_empty()) {
+    for room in c.targets(p[0], usize::MAX, false) {
         c.run(Command::Part {
             room: Some(room.to_string()),
             reason: reason.clone(),
@@ -48,7 +51,7 @@ pub(super) fn names(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> 
         c.o.numeric(RPL_ENDOFNAMES, &[&"*"]);
         return None;
     };
-    for room in rooms.split(',').filter(|r| !r.is_empty()) {
+    for room in c.targets(rooms, irc::NAMES_TARGETS, false) {
         if c.core.room_exists(room) {
             c.run(Command::Who {
                 target: Some(room.to_string()),
@@ -61,7 +64,9 @@ pub(super) fn names(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> 
     None
 }
 
+/// Every room's line: a hundred of them cost one more line's flood tokens.
 pub(super) fn list(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+    c.charge(c.core.room_count() / 100);
     c.run(Command::Rooms);
     None
 }

@@ -37,12 +37,42 @@ pub(super) struct Call<'c, 'a> {
     pub now: Millis,
     /// The core's events, rendered by the driver.
     pub out: &'c mut Outbox,
+    /// Flood tokens the command costs beyond one line's (see `Step::extra_cost`).
+    pub extra_cost: u32,
 }
 
 impl Call<'_, '_> {
     /// Runs a core command for this client; its events go to the outbox.
     pub fn run(&mut self, command: Command) {
         self.core.handle(self.id, command, self.now, self.out);
+    }
+
+    /// The work of `n` more lines, charged to this line's flood cost.
+    pub fn charge(&mut self, n: usize) {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.extra_cost = self.extra_cost.saturating_add(n);
+    }
+
+    /// The distinct targets of a comma-separated `list` (compared case-insensitively, as nicks
+    /// and rooms are), at most `max` of them, each after the first charged as one more line.
+    /// The first target past `max` is answered 407 (unless `quiet`: NOTICE is never answered
+    /// with an error) and the rest are ignored.
+    pub fn targets<'t>(&mut self, list: &'t str, max: usize, quiet: bool) -> Vec<&'t str> {
+        let mut kept: Vec<&'t str> = Vec::new();
+        for target in list.split(',').filter(|t| !t.is_empty()) {
+            if kept.iter().any(|k| k.eq_ignore_ascii_case(target)) {
+                continue;
+            }
+            if kept.len() == max {
+                if !quiet {
+                    self.o.numeric(ERR_TOOMANYTARGETS, &[&irc::safe(target)]);
+                }
+                break;
+            }
+            kept.push(target);
+        }
+        self.charge(kept.len().saturating_sub(1));
+        kept
     }
 }
 
@@ -56,8 +86,9 @@ pub(super) struct Entry {
     /// Fewer parameters get 461. 0 for commands that answer a missing parameter their own way.
     pub min_params: usize,
     pub allowed: Allowed,
-    /// Flood-control tokens the command costs. 1 for every command for now; charging by the
-    /// work a command does (ngircd's penalties) is a later change.
+    /// Flood-control tokens the command costs at least (one line). Handlers charge more for
+    /// the work a command causes beyond that, by its targets or its size ([`Call::charge`]),
+    /// as ngircd's penalties do.
     pub cost: u32,
     pub handler: Handler,
 }
@@ -145,7 +176,10 @@ pub(super) fn dispatch(
         (Allowed::Registered, false) => o.numeric(ERR_NOTREGISTERED, &[]),
         (Allowed::Unregistered, true) => o.numeric(ERR_ALREADYREGISTERED, &[]),
         _ if call.p.len() < entry.min_params => o.numeric(ERR_NEEDMOREPARAMS, &[&entry.name]),
-        _ => return (entry.handler)(s, call),
+        _ => {
+            call.charge(entry.cost.saturating_sub(1) as usize);
+            return (entry.handler)(s, call);
+        }
     }
     None
 }

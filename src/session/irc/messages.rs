@@ -36,7 +36,7 @@ fn message(s: &mut IrcSession, c: &mut Call<'_, '_>, notice: bool) -> Option<Rea
     let kind = if notice { MsgKind::Notice } else { kind };
     let echo = s.caps.echo;
     let mark = c.out.mark();
-    for target in targets.split(',').filter(|t| !t.is_empty()) {
+    for target in c.targets(targets, irc::MESSAGE_TARGETS, notice) {
         let text = text.to_string();
         c.run(if target.starts_with('#') {
             Command::Say {

@@ -233,8 +233,10 @@ impl IrcSession {
                         ctx,
                         now,
                         out,
+                        extra_cost: 0,
                     };
                     step.leave = commands::dispatch(self, &msg.command, &mut call);
+                    step.extra_cost = call.extra_cost;
                 }
             }
         }

@@ -23,13 +23,14 @@ pub(super) fn who(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     None
 }
 
-/// `WHOIS [server] nick[,…]`: the first nick. Without one, 431.
+/// `WHOIS [server] nick`: one nick (TARGMAX); a second is answered 407. Without one, 431.
 pub(super) fn whois(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     let Some(nicks) = c.p.last() else {
         c.o.numeric(ERR_NONICKNAMEGIVEN, &[]);
         return None;
     };
-    let nick = nicks.split(',').next().unwrap_or("");
+    let nicks = c.targets(nicks, irc::WHOIS_TARGETS, false);
+    let nick = nicks.first().copied().unwrap_or("");
     if c.core.nick_in_use(nick) {
         c.run(Command::Whois(nick.to_string()));
     } else {

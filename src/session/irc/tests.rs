@@ -197,3 +197,44 @@ fn every_command_costs_one_for_now() {
     }
     assert_eq!(cost("FROB"), 1);
 }
+
+/// The flood tokens one line costs beyond a line's one, as the driver charges them.
+fn extra_cost(c: &mut Client, line: &str) -> u32 {
+    let mut out = Outbox::default();
+    c.step(line, &mut out).extra_cost
+}
+
+#[test]
+fn comma_lists_are_deduplicated_capped_and_charged_by_their_targets() {
+    let mut c = Client::registered();
+    assert_eq!(
+        extra_cost(&mut c, "JOIN #a,#B,#b,#c"),
+        2,
+        "3 distinct rooms"
+    );
+    assert_eq!(extra_cost(&mut c, "PRIVMSG #a,#A,#a :hi"), 0, "one target");
+    assert_eq!(extra_cost(&mut c, "PRIVMSG #a,#b,#c :hi"), 2);
+    assert_eq!(
+        extra_cost(&mut c, "PRIVMSG #a,#b,#c,x1,x2,x3 :hi"),
+        3,
+        "capped at 4"
+    );
+    let replies = c.send("PRIVMSG #a,#b,#c,x1,x2,x3 :hi");
+    assert_eq!(
+        replies[0],
+        ":srv 407 me x2 :Too many targets. The rest were ignored"
+    );
+    assert!(!replies.iter().any(|l| l.contains("x3")), "{replies:?}");
+    // NOTICE is capped too, but never answered with an error.
+    let replies = c.send("NOTICE #a,#b,#c,x1,x2 :hi");
+    assert!(replies.is_empty(), "{replies:?}");
+    let replies = c.send("WHOIS me,me,you");
+    assert_eq!(
+        replies[0],
+        ":srv 407 me you :Too many targets. The rest were ignored"
+    );
+    // A line that does one thing costs one line; JOIN 0 costs a line per room left.
+    assert_eq!(extra_cost(&mut c, "TOPIC #a"), 0);
+    assert_eq!(extra_cost(&mut c, "JOIN 0"), 2);
+    assert_eq!(extra_cost(&mut c, "JOIN 0"), 0);
+}
