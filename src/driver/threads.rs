@@ -392,7 +392,10 @@ impl State {
                     let me = self.core.nick(*id).map_or("*", |n| &**n);
                     session::render(class, event, ctx, me, wall)
                 });
-                self.enqueue(id.0, &bytes);
+                // One table lookup per recipient, as before sessions had render classes.
+                if let Some(reason) = self.push(&client.conn, &bytes) {
+                    self.mark_close(id.0, reason);
+                }
             }
         }
         outbox.clear();
@@ -402,14 +405,17 @@ impl State {
     /// Queues bytes for one connection's writer, or (threads-direct) writes them into its
     /// socket right here, with the lock held.
     fn enqueue(&mut self, id: usize, bytes: &Chunk) {
-        let Some(client) = self.clients.get(&id) else {
+        let Some(client) = self.clients.get(&id).filter(|c| c.closing.is_none()) else {
             return;
         };
-        if client.closing.is_some() {
-            return;
+        if let Some(reason) = self.push(&client.conn, bytes) {
+            self.mark_close(id, reason);
         }
-        let conn = &client.conn;
-        let failed = match &conn.out {
+    }
+
+    /// Hands bytes to a connection's writer (or its socket); why it must close, if it must.
+    fn push(&self, conn: &Conn, bytes: &Chunk) -> Option<Reason> {
+        match &conn.out {
             Some(channel) => match channel.push(bytes) {
                 Ok(()) => None,
                 Err(_full) => {
@@ -434,9 +440,6 @@ impl State {
                     Some(Reason::Lost)
                 }
             },
-        };
-        if let Some(reason) = failed {
-            self.mark_close(id, reason);
         }
     }
 
