@@ -214,12 +214,15 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         },
     };
+    // At most 63 bytes (a host name label's limit): the name is the source of every numeric,
+    // and IRC lines must fit in 512 bytes with it.
     if args.server_name.is_empty()
+        || args.server_name.len() > 63
         || args
             .server_name
             .contains(|c: char| c.is_whitespace() || c.is_control() || c == ':')
     {
-        error!("--server-name must be one word without ':'");
+        error!("--server-name must be one word of at most 63 bytes, without ':'");
         return ExitCode::FAILURE;
     }
     let config = Config {

@@ -563,3 +563,27 @@ fn comma_lists_reach_each_target_once_and_are_capped(io: IoModel) {
     a.expect_prefix(":pollchat 366 alice #x ");
     assert_eq!(sync(&mut b), Vec::<String>::new());
 }
+
+for_each_io!(a_long_line_from_a_line_user_reaches_irc_users_in_lines_that_fit);
+/// A line user may send up to `--max-line` (4096) bytes; an IRC client must never get a line
+/// over 512 bytes (it would cut it and read the rest as a line of its own), so the message
+/// arrives as several PRIVMSGs that together are the whole text.
+fn a_long_line_from_a_line_user_reaches_irc_users_in_lines_that_fit(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut irc = register(&server, "ircer");
+    irc.send("JOIN #lobby");
+    irc.expect_prefix(":pollchat 366");
+    let mut liner = server.join_as("liner", &mut []);
+    while !irc.line().ends_with(" NICK :liner") {}
+    let text: String = (0..1500).map(|i| ["é", "a", " ", "€"][i % 4]).collect();
+    liner.send(&text);
+    let head = ":liner!line@127.0.0.1 PRIVMSG #lobby :";
+    let mut whole = String::new();
+    while whole.len() < text.len() {
+        let line = irc.line();
+        assert!(line.len() + 2 <= 512, "{} bytes", line.len() + 2);
+        whole.push_str(line.strip_prefix(head).expect(&line));
+    }
+    assert_eq!(whole, text);
+    assert_eq!(sync(&mut irc), Vec::<String>::new());
+}

@@ -132,6 +132,7 @@ impl<'a> Out<'a> {
     /// by `fill`, in order: the trailing data of 332, 353, 372….
     pub fn numeric_with(&mut self, n: Numeric, middle: &[&dyn Display], fill: &[&dyn Display]) {
         debug_assert_eq!(n.holes(), fill.len(), "{}", n.name);
+        let start = self.buf.len();
         let _ = write!(self.buf, ":{} {:03} {}", self.server, n.code, self.me);
         for m in middle {
             let _ = write!(self.buf, " {m}");
@@ -143,6 +144,52 @@ impl<'a> Out<'a> {
             for (piece, data) in pieces.zip(fill) {
                 let _ = write!(self.buf, "{data}{piece}");
             }
+        }
+        self.end_line(start);
+    }
+
+    /// A numeric whose trailing part is a space-separated list (353's nicks, 319's rooms,
+    /// 303's nicks…): as many lines as it takes to keep each within [`MAX_LINE`]; one line with
+    /// an empty list if there is nothing to list.
+    pub fn numeric_list<I>(&mut self, n: Numeric, middle: &[&dyn Display], items: I)
+    where
+        I: IntoIterator,
+        I::Item: Display,
+    {
+        // The length of the line without its list and CRLF.
+        let start = self.buf.len();
+        self.numeric_with(n, middle, &[&""]);
+        let head = self.buf.len() - start - 2;
+        self.buf.truncate(start);
+        let mut current = String::new();
+        for item in items {
+            let item = item.to_string();
+            if !current.is_empty() && head + current.len() + 1 + item.len() > MAX_LINE {
+                self.numeric_with(n, middle, &[&current]);
+                current.clear();
+            }
+            if !current.is_empty() {
+                current.push(' ');
+            }
+            current.push_str(&item);
+        }
+        self.numeric_with(n, middle, &[&current]);
+    }
+
+    /// Ends the line begun at `start` with CRLF, first cutting it to [`MAX_LINE`] bytes (tags
+    /// aside) at a character boundary, ending in `…`, should it be longer: a client that cuts
+    /// at 512 bytes must never read the rest as a line of its own. Messages are split before
+    /// they get here ([`split_text`]); this only catches what no rule bounds (a long
+    /// `--server-name` with a long real name in 352).
+    fn end_line(&mut self, start: usize) {
+        let body = start + tags_len(&self.buf.as_bytes()[start..]);
+        if self.buf.len() - body > MAX_LINE {
+            let mut cut = body + MAX_LINE - '…'.len_utf8();
+            while !self.buf.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.buf.truncate(cut);
+            self.buf.push('…');
         }
         self.buf.push_str("\r\n");
     }
@@ -158,10 +205,37 @@ impl<'a> Out<'a> {
         self.buf.push_str("\r\n");
     }
 
-    /// Any line, verbatim.
+    /// Any line, verbatim (cut to [`MAX_LINE`] like every line).
     pub fn raw(&mut self, line: std::fmt::Arguments<'_>) {
+        let start = self.buf.len();
         let _ = self.buf.write_fmt(line);
-        self.buf.push_str("\r\n");
+        self.end_line(start);
+    }
+
+    /// A PRIVMSG or NOTICE of `text` from `from` to `target`, split into as many lines as it
+    /// takes to keep each within [`MAX_LINE`] (a line user may send up to `--max-line` bytes),
+    /// each with `tag` (server-time) if any.
+    fn message(
+        &mut self,
+        tag: Option<&str>,
+        from: &Source,
+        target: &str,
+        text: &str,
+        kind: MsgKind,
+    ) {
+        let head = format!(":{} {} {target} :", prefix(from), verb(kind));
+        let wrap = if kind == MsgKind::Action {
+            "\u{1}ACTION \u{1}".len()
+        } else {
+            0
+        };
+        let budget = MAX_LINE.saturating_sub(head.len() + wrap);
+        for piece in split_text(text, budget) {
+            if let Some(tag) = tag {
+                self.buf.push_str(tag);
+            }
+            self.raw(format_args!("{head}{}", body(piece, kind)));
+        }
     }
 
     pub fn into_bytes(self) -> Vec<u8> {
@@ -230,11 +304,6 @@ fn time_tag(at: Millis) -> String {
 /// same `time` setting.
 pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) -> Vec<u8> {
     let mut o = Out::new(server, me);
-    let tag = |o: &mut Out<'_>| {
-        if time {
-            o.buf.push_str(&time_tag(now));
-        }
-    };
     match event {
         Event::Message {
             room,
@@ -242,13 +311,8 @@ pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) ->
             text,
             kind,
         } => {
-            tag(&mut o);
-            o.raw(format_args!(
-                ":{} {} {room} :{}",
-                prefix(from),
-                verb(*kind),
-                body(text, *kind)
-            ));
+            let tag = time.then(|| time_tag(now));
+            o.message(tag.as_deref(), from, room, text, *kind);
         }
         // History is replayed only to clients that can show when it was said.
         Event::History {
@@ -257,15 +321,7 @@ pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) ->
             text,
             kind,
             at,
-        } if time => {
-            o.buf.push_str(&time_tag(*at));
-            o.raw(format_args!(
-                ":{} {} {room} :{}",
-                prefix(from),
-                verb(*kind),
-                body(text, *kind)
-            ));
-        }
+        } if time => o.message(Some(&time_tag(*at)), from, room, text, *kind),
         Event::History { .. } | Event::CurrentRoom { .. } => {}
         Event::Private {
             from,
@@ -273,13 +329,8 @@ pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) ->
             text,
             kind,
         } => {
-            tag(&mut o);
-            o.raw(format_args!(
-                ":{} {} {to} :{}",
-                prefix(from),
-                verb(*kind),
-                body(text, *kind)
-            ));
+            let tag = time.then(|| time_tag(now));
+            o.message(tag.as_deref(), from, to, text, *kind);
         }
         Event::Joined { room, who } => o.raw(format_args!(":{} JOIN {room}", prefix(who))),
         Event::Parted {
@@ -340,11 +391,10 @@ pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) ->
                     )
                 })
                 .collect();
-            o.numeric_with(RPL_USERHOST, &[], &[&list.join(" ")]);
+            o.numeric_list(RPL_USERHOST, &[], list);
         }
         Event::Found { members, .. } => {
-            let list: Vec<&str> = members.iter().map(|m| &*m.source.nick).collect();
-            o.numeric_with(RPL_ISON, &[], &[&list.join(" ")]);
+            o.numeric_list(RPL_ISON, &[], members.iter().map(|m| &*m.source.nick));
         }
         Event::RoomList(rooms) => {
             o.numeric(RPL_LISTSTART, &[]);
@@ -370,28 +420,37 @@ pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) ->
 
 /// 353 lines kept under 512 bytes, then 366.
 fn names(o: &mut Out<'_>, room: &str, members: &[Member]) {
-    // `=`: a public channel, the only kind pollchat has.
-    let middle: [&dyn Display; 2] = [&'=', &room];
-    // The length of a 353 line without its nicks and CRLF.
-    let start = o.buf.len();
-    o.numeric_with(RPL_NAMREPLY, &middle, &[&""]);
-    let head = o.buf.len() - start - 2;
-    o.buf.truncate(start);
-    let mut current = String::new();
-    for m in members {
-        if !current.is_empty() && head + current.len() + 1 + m.source.nick.len() > MAX_LINE {
-            o.numeric_with(RPL_NAMREPLY, &middle, &[&current]);
-            current.clear();
-        }
-        if !current.is_empty() {
-            current.push(' ');
-        }
-        current.push_str(&m.source.nick);
-    }
-    if !current.is_empty() {
-        o.numeric_with(RPL_NAMREPLY, &middle, &[&current]);
+    if !members.is_empty() {
+        // `=`: a public channel, the only kind pollchat has.
+        let nicks = members.iter().map(|m| &*m.source.nick);
+        o.numeric_list(RPL_NAMREPLY, &[&'=', &room], nicks);
     }
     o.numeric(RPL_ENDOFNAMES, &[&room]);
+}
+
+/// `text` in pieces of at most `budget` bytes (at least one, even for an empty text), cut at
+/// character boundaries, after a space where one falls in the second half of a piece. The
+/// pieces put together are the text.
+pub fn split_text(text: &str, budget: usize) -> Vec<&str> {
+    // Room for one character of any width, so that every piece makes progress.
+    let budget = budget.max(4);
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while rest.len() > budget {
+        let mut cut = budget;
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        if let Some(space) = rest[..cut].rfind(' ')
+            && space + 1 > cut / 2
+        {
+            cut = space + 1;
+        }
+        pieces.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    pieces.push(rest);
+    pieces
 }
 
 fn whois(o: &mut Out<'_>, w: &WhoisInfo) {
@@ -401,8 +460,7 @@ fn whois(o: &mut Out<'_>, w: &WhoisInfo) {
     let server = o.server;
     o.numeric(RPL_WHOISSERVER, &[nick, &server]);
     if !w.rooms.is_empty() {
-        let rooms: Vec<&str> = w.rooms.iter().map(|r| &**r).collect();
-        o.numeric_with(RPL_WHOISCHANNELS, &[nick], &[&rooms.join(" ")]);
+        o.numeric_list(RPL_WHOISCHANNELS, &[nick], w.rooms.iter().map(|r| &**r));
     }
     if let Some(away) = &w.away {
         o.numeric_with(RPL_AWAY, &[nick], &[away]);
@@ -590,5 +648,105 @@ mod tests {
         assert_eq!(safe(""), "*");
         assert_eq!(safe(":"), "*");
         assert_eq!(safe("::x"), "x");
+    }
+
+    /// Every line of `out` is within 512 bytes with its CRLF, tags aside, and has no CR, LF or
+    /// NUL inside.
+    fn assert_lines_fit(out: &[u8]) {
+        let out = std::str::from_utf8(out).unwrap();
+        assert!(out.is_empty() || out.ends_with("\r\n"));
+        for line in out.split_terminator("\r\n") {
+            let body = &line[tags_len(line.as_bytes())..];
+            assert!(body.len() + 2 <= 512, "{} bytes: {line}", body.len() + 2);
+            assert!(!line.contains(['\r', '\n', '\0']), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn long_lists_are_split_into_lines_that_fit() {
+        let rooms: Vec<std::sync::Arc<str>> =
+            (0..32).map(|i| format!("#{i:0>49}").into()).collect();
+        let whois = Event::Whois(WhoisInfo {
+            source: Source::new(&"n".repeat(32), "u", "h", &"r".repeat(300)),
+            rooms: rooms.clone(),
+            away: Some("a".repeat(300).into()),
+            idle_secs: 1,
+            connected_at: 0,
+        });
+        let out = render(&whois, "irc.example.org", &"m".repeat(32), false, 0);
+        assert_lines_fit(&out);
+        let text = String::from_utf8(out).unwrap();
+        let listed: usize = text
+            .lines()
+            .filter(|l| l.contains(" 319 "))
+            .map(|l| l.rsplit(" :").next().unwrap().split(' ').count())
+            .sum();
+        assert_eq!(listed, 32, "every room once");
+        let members: Vec<Member> = (0..200)
+            .map(|i| Member {
+                source: Source::new(&format!("{i:0>32}"), "u", "h", "r"),
+                away: false,
+            })
+            .collect();
+        let ison = Event::Found {
+            members,
+            listing: Listing::Ison,
+        };
+        let out = render(&ison, "srv", "me", false, 0);
+        assert_lines_fit(&out);
+        assert!(String::from_utf8(out).unwrap().lines().count() > 1);
+    }
+
+    #[test]
+    fn split_text_cuts_at_character_boundaries_and_prefers_spaces() {
+        assert_eq!(split_text("", 10), [""]);
+        assert_eq!(
+            split_text("hello world again", 12),
+            ["hello world ", "again"]
+        );
+        assert_eq!(split_text("ééééé", 5), ["éé", "éé", "é"]);
+        assert_eq!(split_text("abcdefgh", 4), ["abcd", "efgh"]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn messages_of_any_length_arrive_whole_in_lines_that_fit(
+            chars in proptest::collection::vec(
+                proptest::sample::select(vec!['a', ' ', 'é', '€', '😀', '\u{1}']),
+                0..2000,
+            ),
+            nick_len in 1usize..=32,
+            room_len in 1usize..50,
+            action in proptest::bool::ANY,
+            time in proptest::bool::ANY,
+        ) {
+            let text: String = chars.into_iter().collect();
+            let from = Source::new(&"n".repeat(nick_len), "u123456789", "0:0:0:0:0:ffff:ffff:ffff", "r");
+            let kind = if action { MsgKind::Action } else { MsgKind::Normal };
+            let room = format!("#{}", "r".repeat(room_len));
+            for event in [
+                Event::Message { room: room.as_str().into(), from: from.clone(), text: text.as_str().into(), kind },
+                Event::Private { from: from.clone(), to: "n".repeat(32).into(), text: text.as_str().into(), kind },
+            ] {
+                let out = render(&event, "irc.example.org", "me", time, 1_500);
+                assert_lines_fit(&out);
+                // Put the pieces back together: nothing lost, nothing added.
+                let out = String::from_utf8(out).unwrap();
+                let mut whole = String::new();
+                for line in out.split_terminator("\r\n") {
+                    let body = &line[tags_len(line.as_bytes())..];
+                    let (_, piece) = body.split_once(" :").unwrap();
+                    let piece = match kind {
+                        MsgKind::Action => piece
+                            .strip_prefix("\u{1}ACTION ")
+                            .and_then(|p| p.strip_suffix('\u{1}'))
+                            .unwrap(),
+                        _ => piece,
+                    };
+                    whole.push_str(piece);
+                }
+                proptest::prop_assert_eq!(&whole, &text);
+            }
+        }
     }
 }
