@@ -680,4 +680,25 @@ mod tests {
         let listed: usize = lines.iter().map(|l| l.split(' ').count() - 2).sum();
         assert_eq!(listed, 200);
     }
+
+    proptest::proptest! {
+        /// Whatever bytes a client sends, parsing never panics, and a line accepted as a message
+        /// is rendered for the others as exactly one line with no control character but the
+        /// final CRLF (tabs aside): nobody can forge or split another user's line.
+        #[test]
+        fn any_bytes_parse_without_panic_and_render_as_one_clean_line(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+        ) {
+            if let Ok(Request::Chat(Command::Say { text, kind, .. })) = parse(&bytes) {
+                let from = Source::new("alice", "line", "127.0.0.1", "r");
+                let event = Event::Message { room: "#a".into(), from, text: text.into(), kind };
+                let out = String::from_utf8(render(&event)).unwrap();
+                let body = out.strip_suffix("\r\n").unwrap();
+                proptest::prop_assert!(
+                    !body.contains(|c: char| c.is_control() && c != '\t'),
+                    "{:?}", body
+                );
+            }
+        }
+    }
 }

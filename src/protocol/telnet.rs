@@ -81,4 +81,31 @@ mod tests {
         assert_eq!(replies, [IAC, DONT, 0x18]);
         assert_eq!(run(b"x\xff").0, b"x");
     }
+
+    proptest::proptest! {
+        /// Any input: no panic, nothing grows beyond the input, and the only replies are
+        /// refusals (`IAC WONT x`, `IAC DONT x`), three bytes each.
+        #[test]
+        fn any_input_is_filtered_into_text_and_refusals(
+            input in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::prelude::any::<u8>(),
+                    proptest::sample::select(vec![IAC, DO, DONT, WILL, WONT, SB, SE]),
+                ],
+                0..300,
+            ),
+        ) {
+            let (data, replies) = run(&input);
+            proptest::prop_assert!(data.len() <= input.len());
+            proptest::prop_assert_eq!(replies.len() % 3, 0);
+            for refusal in replies.chunks(3) {
+                proptest::prop_assert_eq!(refusal[0], IAC);
+                proptest::prop_assert!(refusal[1] == WONT || refusal[1] == DONT);
+            }
+            // Input without IAC passes through unchanged.
+            if !input.contains(&IAC) {
+                proptest::prop_assert_eq!(data, input);
+            }
+        }
+    }
 }

@@ -335,3 +335,45 @@ fn events_render_once_per_class() {
     }
     assert_eq!(calls, 2);
 }
+
+proptest::proptest! {
+    /// Any sequence of IRC lines (commands in any order, before and after registration, with
+    /// odd parameters): the session never panics, and every reply line fits IRC's 512 bytes with
+    /// no CR, LF or NUL inside.
+    #[test]
+    fn an_irc_session_survives_any_sequence_of_lines(
+        lines in proptest::collection::vec(
+            (
+                proptest::sample::select(vec![
+                    "NICK", "USER", "PASS", "CAP", "JOIN", "PART", "PRIVMSG", "NOTICE", "TOPIC",
+                    "NAMES", "LIST", "WHO", "WHOIS", "MODE", "AWAY", "ISON", "USERHOST", "PING",
+                    "PONG", "MOTD", "LUSERS", "TAGMSG", "FROB",
+                ]),
+                proptest::collection::vec(
+                    proptest::sample::select(vec![
+                        "#a", "#a,#b,#a", "alice", "me", "0", ":", ":hello there", "LS", "REQ",
+                        ":server-time", "END", "+o", "*", "", "x".repeat(400).leak(),
+                        "é€😀", "#\u{202e}evil",
+                    ]),
+                    0..5,
+                ),
+            ),
+            0..40,
+        ),
+    ) {
+        let mut b = Bench::new(|c| c.irc_password = None);
+        let mut s = b.session(Protocol::Irc, 1);
+        for (i, (command, params)) in lines.iter().enumerate() {
+            let line = format!("{command} {}", params.join(" "));
+            let (reply, leave) = b.line(&mut s, i as u64, &line);
+            for l in reply.split_terminator("\r\n") {
+                proptest::prop_assert!(l.len() + 2 <= 512, "{} bytes: {l}", l.len() + 2);
+                proptest::prop_assert!(!l.contains(['\r', '\n', '\0']));
+            }
+            b.events();
+            if leave.is_some() {
+                break;
+            }
+        }
+    }
+}
