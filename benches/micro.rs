@@ -58,6 +58,9 @@ fn fan_out(c: &mut Criterion) {
                 history: 50,
                 max_rooms: 32,
                 big_room: Config::default().big_room,
+                room_history_bytes: usize::MAX,
+                history_bytes: usize::MAX,
+                max_total_rooms: usize::MAX,
             },
             0,
         );

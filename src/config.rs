@@ -42,6 +42,17 @@ pub struct Config {
     pub max_rooms: usize,
     /// Messages each room remembers and replays to a client that joins it (0 = no history).
     pub history: usize,
+    /// Bytes of history one room keeps at most, oldest dropped first. `--history` alone would
+    /// let a room hold `--history` × `--max-line` bytes (200 KB at the defaults) and replay all
+    /// of it to every joiner; 64 KiB is still 50 messages of over 1 KB each.
+    pub room_history_bytes: usize,
+    /// Bytes of history all rooms together keep at most, the server's oldest message dropped
+    /// first whatever its room: without it, history memory grows with the number of rooms
+    /// clients create. 8 MiB is what a Pi can spare, and thousands of active rooms' worth.
+    pub history_bytes: usize,
+    /// Rooms the server holds at once, the lobby included; creating one more is refused (every
+    /// room is state the server keeps, and each client may otherwise create `--max-rooms`).
+    pub max_total_rooms: usize,
     /// Token bucket size: how many lines a client may send back to back before the rate applies.
     pub flood_burst: u32,
     /// Lines per second a client may keep sending; 0 turns flood control off. Over the rate the
@@ -94,6 +105,9 @@ impl Default for Config {
             irc_register_timeout: Duration::from_secs(60),
             max_line: 4096,
             history: 50,
+            room_history_bytes: 64 << 10,
+            history_bytes: 8 << 20,
+            max_total_rooms: 10_000,
             max_rooms: 32,
             big_room: 1000,
             flood_burst: 10,

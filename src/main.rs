@@ -79,6 +79,16 @@ struct ServeArgs {
     /// Messages each room replays to a client that joins (0 = no history, at most 10000)
     #[arg(long, default_value_t = defaults().history as u16, value_parser = clap::value_parser!(u16).range(0..=10_000))]
     history: u16,
+    /// Bytes of history one room keeps at most, its oldest messages dropped first
+    #[arg(long, value_name = "BYTES", default_value_t = defaults().room_history_bytes as u64, value_parser = clap::value_parser!(u64).range(1024..))]
+    room_history_bytes: u64,
+    /// Bytes of history all rooms together keep at most; past it the server's oldest messages
+    /// are dropped first, whatever their room
+    #[arg(long, value_name = "BYTES", default_value_t = defaults().history_bytes as u64, value_parser = clap::value_parser!(u64).range(1024..))]
+    history_bytes: u64,
+    /// Rooms the server holds at once (the lobby included); creating one more is refused
+    #[arg(long, value_name = "N", default_value_t = defaults().max_total_rooms as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    max_total_rooms: u64,
     /// Rooms with more members than this are "big": joins, parts, quits and nick changes in them
     /// are not announced to every member, and a joiner is sent at most this many names
     #[arg(long, value_name = "N", default_value_t = defaults().big_room as u64, value_parser = clap::value_parser!(u64).range(1..))]
@@ -237,6 +247,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         server_name: args.server_name,
         max_line: args.max_line as usize,
         history: usize::from(args.history),
+        room_history_bytes: usize::try_from(args.room_history_bytes).unwrap_or(usize::MAX),
+        history_bytes: usize::try_from(args.history_bytes).unwrap_or(usize::MAX),
+        max_total_rooms: usize::try_from(args.max_total_rooms).unwrap_or(usize::MAX),
         max_rooms: usize::from(args.max_rooms),
         irc_ping_after: Duration::from_secs(args.irc_ping_timeout / 2),
         irc_ping_timeout: Duration::from_secs(args.irc_ping_timeout),

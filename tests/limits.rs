@@ -202,6 +202,9 @@ fn one_stuck_reader_stalls_everyone_only_under_threads_direct(io: IoModel) {
     let server = TestServer::with_io(io, |c| {
         c.max_line = 64 * 1024;
         c.history = HISTORY;
+        // The whole replay is kept: the history byte budgets would cut it to 64 KiB.
+        c.room_history_bytes = usize::MAX;
+        c.history_bytes = usize::MAX;
         c.max_sendq = 64 << 20;
         c.flood_rate = 0.0;
         c.write_timeout = Duration::from_millis(500);
@@ -401,4 +404,48 @@ fn a_burst_of_connects_larger_than_the_accept_budget_is_all_served(io: IoModel) 
         })
         .collect();
     assert_eq!(nicks.len(), burst, "every connection is a different guest");
+}
+
+for_each_io!(history_is_bounded_in_bytes_and_rooms_in_number);
+/// History is bounded by the server, not by what clients send: a room keeps at most
+/// `--room-history-bytes` of it (here two long messages' worth), and the server creates at most
+/// `--max-total-rooms` rooms.
+fn history_is_bounded_in_bytes_and_rooms_in_number(io: IoModel) {
+    let server = TestServer::with_io(io, |c| {
+        c.room_history_bytes = 2 * (1000 + 64);
+        c.max_total_rooms = 2;
+        c.flood_rate = 0.0;
+    });
+    let mut alice = server.join_as("alice", &mut []);
+    alice.send("/join #big");
+    alice.expect_prefix("NAMES #big");
+    for i in 0..5 {
+        alice.send(&format!("{i}{}", "x".repeat(999)));
+    }
+    alice.sync();
+    let (mut bob, _) = server.join();
+    bob.send("/join #big");
+    bob.expect_prefix("NAMES #big");
+    let replayed: Vec<String> = (0..2).map(|_| bob.line()).collect();
+    assert!(
+        replayed[0].starts_with("HISTORY #big ") && replayed[0].contains("> 3xxx"),
+        "{replayed:?}"
+    );
+    assert!(replayed[1].contains("> 4xxx"), "{replayed:?}");
+    bob.sync();
+    // #lobby and #big exist: a third room is refused, in both protocols.
+    bob.send("/join #third");
+    assert_eq!(
+        bob.line(),
+        "ERROR server-rooms-full cannot create #third: the server already has 2 rooms, the most it keeps; join an existing one"
+    );
+    let mut irc = common::Client::connect(server.irc_addr.unwrap());
+    irc.send("NICK ircer\r");
+    irc.send("USER ircer 0 * :I\r");
+    irc.expect_prefix(":pollchat 422 ");
+    irc.send("JOIN #third");
+    assert_eq!(
+        irc.line(),
+        ":pollchat 437 ircer #third :Channel is temporarily unavailable: the server has all the rooms it keeps"
+    );
 }

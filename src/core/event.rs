@@ -265,6 +265,11 @@ pub enum Error {
         room: String,
         max: usize,
     },
+    /// Creating `room` would pass the server's room limit `max` (`--max-total-rooms`).
+    ServerRoomsFull {
+        room: String,
+        max: usize,
+    },
     NoText,
     /// Text with CR, LF or NUL in it.
     BadText,
@@ -282,6 +287,7 @@ impl Error {
             Error::NotInRoom(_) | Error::CannotSend(_) => "not-in-room",
             Error::NoCurrentRoom => "no-current-room",
             Error::TooManyRooms { .. } => "too-many-rooms",
+            Error::ServerRoomsFull { .. } => "server-rooms-full",
             Error::NoText => "no-text",
             Error::BadText => "bad-text",
         }
@@ -310,6 +316,10 @@ impl fmt::Display for Error {
                     "cannot join {room}: you are already in {max} rooms, the most allowed"
                 )
             }
+            Error::ServerRoomsFull { room, max } => write!(
+                f,
+                "cannot create {room}: the server already has {max} rooms, the most it keeps; join an existing one"
+            ),
             Error::NoText => write!(f, "there is no text to send"),
             Error::BadText => write!(f, "text may not contain CR, LF or NUL"),
         }

@@ -13,7 +13,7 @@ pub mod names;
 pub mod room;
 pub mod user;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use slab::Slab;
@@ -34,6 +34,13 @@ pub const LOBBY: &str = "#lobby";
 pub struct CoreLimits {
     /// Messages remembered per room.
     pub history: usize,
+    /// Bytes of history one room keeps at most (oldest dropped first).
+    pub room_history_bytes: usize,
+    /// Bytes of history all rooms together keep at most: past it the oldest message of the
+    /// whole server is dropped first, whatever its room.
+    pub history_bytes: usize,
+    /// Rooms the server holds at most (the lobby included); creating one more is refused.
+    pub max_total_rooms: usize,
     /// Rooms one user may be in at once; bounds what one client can make the server keep.
     pub max_rooms: usize,
     /// Rooms with more members than this are "big": joins, parts, quits and nick changes in
@@ -59,13 +66,25 @@ pub struct Core {
     /// each (memory per idle client matters on small hosts).
     line_user: Arc<str>,
     line_realname: Arc<str>,
+    /// History held by all rooms together, in `HistoryEntry::cost` bytes.
+    history_bytes: usize,
+    /// Each room's oldest remembered message as (serial, room key): the first is the oldest of
+    /// the server, dropped when `history_bytes` passes its budget. O(log rooms) per message.
+    oldest: BTreeSet<(u64, usize)>,
+    /// Serial of the next remembered message.
+    next_serial: u64,
 }
 
 impl Core {
     /// A core with only the (permanent, empty) lobby, created at `now`.
     pub fn new(limits: CoreLimits, now: Millis) -> Core {
         let mut rooms = Slab::new();
-        let lobby = rooms.insert(Room::new(LOBBY, limits.history, now));
+        let lobby = rooms.insert(Room::new(
+            LOBBY,
+            limits.history,
+            limits.room_history_bytes,
+            now,
+        ));
         Core {
             limits,
             users: HashMap::new(),
@@ -75,6 +94,9 @@ impl Core {
             next_guest: 1,
             line_user: "line".into(),
             line_realname: "line protocol user".into(),
+            history_bytes: 0,
+            oldest: BTreeSet::new(),
+            next_serial: 0,
         }
     }
 
@@ -342,15 +364,19 @@ impl Core {
         user.last_active = now;
         let from = user.source.clone();
         let text: Arc<str> = text.into();
-        let room = &mut self.rooms[key];
         if kind != MsgKind::Notice {
-            room.remember(HistoryEntry {
+            self.next_serial += 1;
+            let entry = HistoryEntry {
+                serial: self.next_serial,
                 at: now,
                 from: from.clone(),
                 text: text.clone(),
                 kind,
-            });
+            };
+            self.with_history(key, |room| room.remember(entry));
+            self.trim_history();
         }
+        let room = &self.rooms[key];
         let event = Event::Message {
             room: room.name.clone(),
             from,
@@ -456,11 +482,22 @@ impl Core {
                 max: self.limits.max_rooms,
             });
         }
-        let history = self.limits.history;
-        let key = *self
-            .room_keys
-            .entry(folded)
-            .or_insert_with(|| self.rooms.insert(Room::new(name, history, now)));
+        let key = match self.room_keys.get(&folded) {
+            Some(&key) => key,
+            None if self.rooms.len() >= self.limits.max_total_rooms => {
+                return Err(Error::ServerRoomsFull {
+                    room: name.to_string(),
+                    max: self.limits.max_total_rooms,
+                });
+            }
+            None => {
+                let limits = &self.limits;
+                let room = Room::new(name, limits.history, limits.room_history_bytes, now);
+                let key = self.rooms.insert(room);
+                self.room_keys.insert(folded, key);
+                key
+            }
+        };
         let user = self
             .users
             .get_mut(&id)
@@ -648,8 +685,48 @@ impl Core {
         let room = &self.rooms[key];
         if room.members.is_empty() && !room.name.eq_ignore_ascii_case(LOBBY) {
             self.room_keys.remove(&fold(&room.name));
+            if let Some(serial) = room.oldest() {
+                self.oldest.remove(&(serial, key));
+            }
+            self.history_bytes -= room.history_bytes();
             self.rooms.remove(key);
         }
+    }
+
+    /// Changes room `key`'s history with `change`, keeping the server-wide count and the
+    /// oldest-first index in step.
+    fn with_history(&mut self, key: usize, change: impl FnOnce(&mut Room)) {
+        let room = &mut self.rooms[key];
+        let (before, bytes) = (room.oldest(), room.history_bytes());
+        change(room);
+        let after = room.oldest();
+        self.history_bytes = self.history_bytes - bytes + room.history_bytes();
+        if before != after {
+            if let Some(serial) = before {
+                self.oldest.remove(&(serial, key));
+            }
+            if let Some(serial) = after {
+                self.oldest.insert((serial, key));
+            }
+        }
+    }
+
+    /// Drops the server's oldest messages, whatever their rooms, while all history together is
+    /// over `--history-bytes`.
+    fn trim_history(&mut self) {
+        while self.history_bytes > self.limits.history_bytes {
+            let Some(&(_, key)) = self.oldest.first() else {
+                break;
+            };
+            self.with_history(key, |room| {
+                room.forget_oldest();
+            });
+        }
+    }
+
+    /// History held by all rooms together, in bytes as the budgets count them.
+    pub fn history_bytes(&self) -> usize {
+        self.history_bytes
     }
 
     fn user_mut(&mut self, id: ClientId) -> &mut User {

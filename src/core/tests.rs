@@ -21,6 +21,9 @@ impl World {
                     history,
                     max_rooms: 3,
                     big_room: 1000,
+                    room_history_bytes: usize::MAX,
+                    history_bytes: usize::MAX,
+                    max_total_rooms: usize::MAX,
                 },
                 1_000_000,
             ),
@@ -149,6 +152,9 @@ fn guests_get_distinct_nicks_skipping_taken_ones() {
             history: 0,
             max_rooms: 3,
             big_room: 1000,
+            room_history_bytes: usize::MAX,
+            history_bytes: usize::MAX,
+            max_total_rooms: usize::MAX,
         },
         1_000_000,
     );
@@ -165,6 +171,9 @@ fn registering_with_a_chosen_nick_checks_it() {
             history: 0,
             max_rooms: 3,
             big_room: 1000,
+            room_history_bytes: usize::MAX,
+            history_bytes: usize::MAX,
+            max_total_rooms: usize::MAX,
         },
         1_000_000,
     );
@@ -658,6 +667,9 @@ fn big_rooms_do_not_announce_presence_and_list_few_names_on_join() {
             history: 0,
             max_rooms: 3,
             big_room: 2,
+            room_history_bytes: usize::MAX,
+            history_bytes: usize::MAX,
+            max_total_rooms: usize::MAX,
         },
         0,
     );
@@ -703,4 +715,101 @@ fn big_rooms_do_not_announce_presence_and_list_few_names_on_join() {
     // Messages still reach everyone.
     core.handle(ClientId(2), say("hello"), 0, &mut out);
     assert_eq!(out.iter().next().unwrap().1, [ClientId(3)]);
+}
+
+/// A core for the budget tests: three users, history of up to 10 messages a room.
+fn budget_core(room_bytes: usize, total_bytes: usize, max_total_rooms: usize) -> Core {
+    let mut core = Core::new(
+        CoreLimits {
+            history: 10,
+            max_rooms: 8,
+            big_room: 1000,
+            room_history_bytes: room_bytes,
+            history_bytes: total_bytes,
+            max_total_rooms,
+        },
+        0,
+    );
+    for (id, nick) in [(A, "alice"), (B, "bob"), (C, "carol")] {
+        core.connect(id, "h", 0);
+        core.handle(id, Command::Nick(nick.into()), 0, &mut Outbox::default());
+    }
+    core
+}
+
+fn say_in(core: &mut Core, id: ClientId, room: &str, text: &str, now: Millis) {
+    let say = Command::Say {
+        room: Some(room.into()),
+        text: text.into(),
+        kind: MsgKind::Normal,
+        echo: false,
+    };
+    core.handle(id, say, now, &mut Outbox::default());
+}
+
+/// The history a joiner of `room` is replayed, as texts.
+fn replayed(core: &mut Core, id: ClientId, room: &str) -> Vec<String> {
+    let mut out = Outbox::default();
+    core.handle(id, Command::Join(room.into()), 0, &mut out);
+    out.iter()
+        .filter_map(|(e, _)| match e {
+            Event::History { text, .. } => Some(text.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn history_is_bounded_per_room_and_server_wide_oldest_first() {
+    // Each message here costs 1 byte of text + 64: a room keeps 3, the server 5.
+    let mut core = budget_core(3 * 65, 5 * 65, 100);
+    core.handle(A, Command::Join("#a".into()), 0, &mut Outbox::default());
+    core.handle(A, Command::Join("#b".into()), 0, &mut Outbox::default());
+    for (i, text) in ["1", "2", "3", "4"].iter().enumerate() {
+        say_in(&mut core, A, "#a", text, i as Millis);
+    }
+    assert_eq!(
+        replayed(&mut core, B, "#a"),
+        ["2", "3", "4"],
+        "the room's budget"
+    );
+    for (i, text) in ["x", "y", "z"].iter().enumerate() {
+        say_in(&mut core, A, "#b", text, 10 + i as Millis);
+    }
+    // Six messages kept in all is over the server's five: the oldest of the server goes ("2").
+    assert_eq!(core.history_bytes(), 5 * 65);
+    assert_eq!(replayed(&mut core, C, "#a"), ["3", "4"]);
+    assert_eq!(replayed(&mut core, C, "#b"), ["x", "y", "z"]);
+    // A room that disappears gives its history back.
+    for id in [A, B, C] {
+        let part = Command::Part {
+            room: Some("#a".into()),
+            reason: None,
+        };
+        core.handle(id, part, 20, &mut Outbox::default());
+    }
+    assert_eq!(core.history_bytes(), 3 * 65);
+}
+
+#[test]
+fn the_server_creates_at_most_max_total_rooms() {
+    // The lobby and one more.
+    let mut core = budget_core(usize::MAX, usize::MAX, 2);
+    let mut out = Outbox::default();
+    core.handle(A, Command::Join("#one".into()), 0, &mut out);
+    out.clear();
+    core.handle(B, Command::Join("#two".into()), 0, &mut out);
+    let (event, to) = out.iter().next().unwrap();
+    assert_eq!(
+        event,
+        &Event::Error(Error::ServerRoomsFull {
+            room: "#two".into(),
+            max: 2
+        })
+    );
+    assert_eq!(to, [B]);
+    // Existing rooms can still be joined.
+    out.clear();
+    core.handle(B, Command::Join("#ONE".into()), 0, &mut out);
+    assert!(out.iter().all(|(e, _)| !matches!(e, Event::Error(_))));
 }

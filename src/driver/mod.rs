@@ -276,6 +276,9 @@ pub(crate) fn new_core(config: &Config) -> Core {
         history: config.history,
         max_rooms: config.max_rooms,
         big_room: config.big_room,
+        room_history_bytes: config.room_history_bytes,
+        history_bytes: config.history_bytes,
+        max_total_rooms: config.max_total_rooms,
     };
     Core::new(limits, wall_ms())
 }

@@ -138,6 +138,8 @@ numerics! {
     ERR_ERRONEUSNICKNAME = 432, ":Erroneous nickname";
     /// Middle: the nick refused.
     ERR_NICKNAMEINUSE = 433, ":Nickname is already in use";
+    /// Middle: a room that cannot be created now (`--max-total-rooms`).
+    ERR_UNAVAILRESOURCE = 437, ":Channel is temporarily unavailable: the server has all the rooms it keeps";
     /// Middle: room.
     ERR_NOTONCHANNEL = 442, ":You're not on that channel";
     ERR_NOTREGISTERED = 451, ":You have not registered";

@@ -25,6 +25,9 @@ impl Client {
             history: 0,
             max_rooms: 8,
             big_room: 1000,
+            room_history_bytes: usize::MAX,
+            history_bytes: usize::MAX,
+            max_total_rooms: usize::MAX,
         };
         Client {
             core: Core::new(limits, NOW),
