@@ -368,3 +368,47 @@ fn the_client_reports_a_refused_connection() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cannot connect to {port}")));
 }
+
+for_each_io!(clients_that_come_and_go_leave_no_descriptor_behind);
+/// A churn of 500 clients connecting, joining, talking and leaving (half with `/quit`, half by
+/// dropping the socket): once the server has seen them all go, its process holds as many file
+/// descriptors as before they came. A leak here is what kills a long-running server. (A child
+/// process, so that the count is the server's alone.)
+fn clients_that_come_and_go_leave_no_descriptor_behind(io: IoModel) {
+    let server = ServeProcess::start(
+        &["--io", io.name(), "--flood-rate", "0", "--big-room", "10"],
+        None,
+    );
+    let fds =
+        || std::fs::read_dir(format!("/proc/{}/fd", server.child.id())).map_or(0, |d| d.count());
+    let mut watcher = join(server.addr);
+    let baseline = fds();
+    for round in 0..10 {
+        let mut clients: Vec<Client> = (0..50).map(|_| Client::connect(server.addr)).collect();
+        for (i, c) in clients.iter_mut().enumerate() {
+            c.expect_prefix("WELCOME guest");
+            c.send(&format!("/join #churn{}", i % 5));
+            c.send(&format!("hello from round {round}"));
+            if i % 2 == 0 {
+                c.send("/quit bye");
+            }
+        }
+        drop(clients);
+    }
+    // The lobby is a big room here, whose departures are not announced: ask until the watcher
+    // is alone (every close applied) and the descriptors are back.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        watcher.send("/who #lobby");
+        let names = watcher.expect_prefix("NAMES #lobby");
+        if names.split(' ').count() == 3 && fds() <= baseline {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{names}; descriptors {} > {baseline}",
+            fds()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
