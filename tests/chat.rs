@@ -403,3 +403,17 @@ fn the_sketch_client_is_heard_without_newlines(io: IoModel) {
     assert_eq!(reader.line(), "MSG #lobby <sketchy> split line");
     reader.sync();
 }
+
+for_each_io!(invisible_characters_are_refused_in_rooms_and_stripped_from_topics);
+fn invisible_characters_are_refused_in_rooms_and_stripped_from_topics(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut alice = server.join_as("alice", &mut []);
+    // U+202E RIGHT-TO-LEFT OVERRIDE: "#\u{202e}ybbol" would show as "#lobby".
+    alice.send("/join #\u{202e}ybbol");
+    assert_eq!(
+        alice.line(),
+        "ERROR invalid-room invalid room \"#\\u{202e}ybbol\": # and 1-49 characters without spaces, commas or control characters"
+    );
+    alice.send("/topic \u{202e}dlrow\u{200b} olleh");
+    assert_eq!(alice.line(), "TOPIC #lobby alice dlrow olleh");
+}

@@ -587,3 +587,20 @@ fn a_long_line_from_a_line_user_reaches_irc_users_in_lines_that_fit(io: IoModel)
     assert_eq!(whole, text);
     assert_eq!(sync(&mut irc), Vec::<String>::new());
 }
+
+for_each_io!(a_room_name_with_a_direction_override_is_refused);
+fn a_room_name_with_a_direction_override_is_refused(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut a = register(&server, "alice");
+    let mut line = server.join_as("liner", &mut []);
+    // The echoed name loses the override, so the numeric reads as sent.
+    a.send("JOIN #\u{202e}ybbol");
+    assert_eq!(a.line(), ":pollchat 403 alice #ybbol :No such channel");
+    a.send("JOIN #lobby");
+    a.expect_prefix(":pollchat 366 alice #lobby");
+    assert_eq!(line.line(), "JOIN #lobby alice");
+    // A topic keeps its text and loses the override.
+    a.send("TOPIC #lobby :\u{202e}cipot\u{2066}");
+    assert_eq!(a.line(), ":alice!alice@127.0.0.1 TOPIC #lobby :cipot");
+    assert_eq!(line.line(), "TOPIC #lobby alice cipot");
+}

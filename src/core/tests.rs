@@ -296,6 +296,86 @@ fn nick_rules_and_case_insensitive_uniqueness() {
 }
 
 #[test]
+fn invisible_characters_are_refused_in_room_names() {
+    let mut w = World::new(0);
+    for room in [
+        "#lobby\u{202e}",
+        "#\u{202e}ybbol",
+        "#a\u{200b}b",
+        "#lob\u{ad}by",
+        "#a\u{2066}b\u{2069}",
+        "#a\u{2028}",
+        "#\u{feff}x",
+    ] {
+        assert_eq!(
+            w.run(A, Command::Join(room.into())),
+            vec![(Event::Error(Error::InvalidRoom(room.into())), vec![A])],
+            "{room:?}"
+        );
+    }
+    assert_eq!(w.core.room_count(), 1);
+    // Other scripts are fine, right-to-left ones included.
+    assert_eq!(
+        w.see(A, Command::Join("#שלום".into()))[0].0,
+        "joined #שלום alice"
+    );
+}
+
+#[test]
+fn invisible_characters_are_stripped_from_every_label() {
+    let mut w = World::new(0);
+    let rlo = "\u{202e}";
+    let topic = Command::Topic {
+        room: None,
+        text: Some(format!("{rlo}cipot\u{200b} ok\u{2028}x")),
+    };
+    let events = w.run(A, topic);
+    assert!(
+        matches!(&events[0].0, Event::TopicChanged { topic: Some(t), .. } if &**t == "cipot ok x"),
+        "{events:?}"
+    );
+    w.run(B, Command::Away(Some(format!("{rlo}lunch\u{feff}"))));
+    let Event::TargetAway { message, .. } = &w.run(A, msg("bob", "hi"))[0].0 else {
+        panic!()
+    };
+    assert_eq!(&**message, "lunch");
+    w.run(C, Command::Join("#lobby".into()));
+    let part = Command::Part {
+        room: None,
+        reason: Some(format!("bye{rlo}\u{2066}")),
+    };
+    let events = w.run(C, part);
+    assert!(
+        matches!(&events[0].0, Event::Parted { reason: Some(r), .. } if &**r == "bye"),
+        "{events:?}"
+    );
+    w.out.clear();
+    w.core
+        .disconnect(B, &format!("quit: {rlo}tiuq\u{ad}"), &mut w.out);
+    assert_eq!(
+        w.collect()
+            .iter()
+            .map(|(e, _)| describe(e))
+            .collect::<Vec<_>>(),
+        ["quit bob quit: tiuq"]
+    );
+    w.core
+        .register(
+            ClientId(9),
+            "dave",
+            "d",
+            &format!("Dave{rlo} \u{200f}L"),
+            "h",
+            0,
+        )
+        .unwrap();
+    let Event::Whois(info) = &w.run(A, Command::Whois("dave".into()))[0].0 else {
+        panic!()
+    };
+    assert_eq!(&*info.source.realname, "Dave L");
+}
+
+#[test]
 fn private_messages_and_away() {
     let mut w = World::new(0);
     assert_eq!(
