@@ -588,6 +588,26 @@ fn a_long_line_from_a_line_user_reaches_irc_users_in_lines_that_fit(io: IoModel)
     assert_eq!(sync(&mut irc), Vec::<String>::new());
 }
 
+for_each_io!(service_names_are_refused_as_nicks_before_and_after_registration);
+fn service_names_are_refused_as_nicks_before_and_after_registration(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut c = Client::connect(server.irc_addr.unwrap());
+    for nick in ["chanserv", "NickServ", "POLLCHAT"] {
+        c.send(&format!("NICK {nick}"));
+        assert_eq!(
+            c.line(),
+            format!(":pollchat 432 * {nick} :Erroneous nickname")
+        );
+    }
+    c.send("NICK chan");
+    c.send("USER chan 0 * :Chan");
+    assert!(c.line().starts_with(":pollchat 001 chan "));
+    c.expect_prefix(":pollchat 422 chan");
+    c.send("NICK chanserv");
+    assert_eq!(c.line(), ":pollchat 432 chan chanserv :Erroneous nickname");
+    assert!(sync(&mut c).is_empty());
+}
+
 for_each_io!(a_room_name_with_a_direction_override_is_refused);
 fn a_room_name_with_a_direction_override_is_refused(io: IoModel) {
     let server = TestServer::start_io(io);

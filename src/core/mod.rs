@@ -13,7 +13,7 @@ pub mod names;
 pub mod room;
 pub mod user;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use slab::Slab;
@@ -50,6 +50,9 @@ pub struct Core {
     users: HashMap<ClientId, User>,
     /// Folded nick → its owner: nicks are unique case-insensitively.
     nicks: HashMap<String, ClientId>,
+    /// Folded nicks nobody may take (services', the server's, `--reserved-nick`'s), so no user
+    /// can pose as what the server is not or as the server itself.
+    reserved: HashSet<String>,
     rooms: Slab<Room>,
     /// Folded room name → key in `rooms`.
     room_keys: HashMap<String, usize>,
@@ -62,7 +65,8 @@ pub struct Core {
 }
 
 impl Core {
-    /// A core with only the (permanent, empty) lobby, created at `now`.
+    /// A core with only the (permanent, empty) lobby, created at `now`, refusing the
+    /// [`names::SERVICE_NICKS`] as nicks.
     pub fn new(limits: CoreLimits, now: Millis) -> Core {
         let mut rooms = Slab::new();
         let lobby = rooms.insert(Room::new(LOBBY, limits.history, now));
@@ -70,11 +74,33 @@ impl Core {
             limits,
             users: HashMap::new(),
             nicks: HashMap::new(),
+            reserved: names::SERVICE_NICKS.iter().map(|n| fold(n)).collect(),
             rooms,
             room_keys: HashMap::from([(LOBBY.to_string(), lobby)]),
             next_guest: 1,
             line_user: "line".into(),
             line_realname: "line protocol user".into(),
+        }
+    }
+
+    /// Refuses `nick` to every user from now on (compared case-insensitively), as it refuses
+    /// the service names: the server's own name and the operator's `--reserved-nick` names. A
+    /// user already holding it keeps it (the drivers reserve before anyone connects).
+    pub fn reserve_nick(&mut self, nick: &str) {
+        self.reserved.insert(fold(nick));
+    }
+
+    /// Whether `nick` may be taken by `id` (`None`: someone not yet registered): well formed,
+    /// not reserved, and free or already `id`'s.
+    pub fn check_new_nick(&self, id: Option<ClientId>, nick: &str) -> Result<(), Error> {
+        check_nick(nick)?;
+        let key = fold(nick);
+        if self.reserved.contains(&key) {
+            return Err(Error::ReservedNick(nick.to_string()));
+        }
+        match self.nicks.get(&key) {
+            Some(&owner) if Some(owner) != id => Err(Error::NickInUse(nick.to_string())),
+            _ => Ok(()),
         }
     }
 
@@ -84,7 +110,8 @@ impl Core {
         let nick = loop {
             let candidate = format!("guest{}", self.next_guest);
             self.next_guest += 1;
-            if !self.nicks.contains_key(&candidate) {
+            // (A guest nick is reserved only if the operator asked for it.)
+            if !self.nicks.contains_key(&candidate) && !self.reserved.contains(&candidate) {
                 break candidate;
             }
         };
@@ -94,7 +121,7 @@ impl Core {
     }
 
     /// Registers a client that chose its own nick (IRC's NICK + USER). Fails, changing nothing,
-    /// if the nick is invalid or taken.
+    /// if the nick is invalid, reserved or taken.
     pub fn register(
         &mut self,
         id: ClientId,
@@ -104,10 +131,7 @@ impl Core {
         host: &str,
         now: Millis,
     ) -> Result<(), Error> {
-        check_nick(nick)?;
-        if self.nicks.contains_key(&fold(nick)) {
-            return Err(Error::NickInUse(nick.to_string()));
-        }
+        self.check_new_nick(None, nick)?;
         self.insert_user(id, nick, user.into(), host, label(realname).into(), now);
         Ok(())
     }
@@ -408,12 +432,8 @@ impl Core {
     }
 
     fn change_nick(&mut self, id: ClientId, nick: &str, out: &mut Outbox) -> Result<(), Error> {
-        check_nick(nick)?;
+        self.check_new_nick(Some(id), nick)?;
         let key = fold(nick);
-        match self.nicks.get(&key) {
-            Some(&owner) if owner != id => return Err(Error::NickInUse(nick.to_string())),
-            _ => {}
-        }
         let old = self.users[&id].source.clone();
         if *old.nick == *nick {
             return Ok(());

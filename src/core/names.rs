@@ -3,8 +3,10 @@
 //! Names are unique case-insensitively with ASCII folding (IRC's `CASEMAPPING=ascii`), so
 //! `Alice` and `alice` are one nick whichever protocol a user came in by. Text that could split or
 //! forge a line in any protocol (CR, LF, NUL) is refused here, in the core, so no front door can
-//! forget it. So are names that would read as something they are not: room names may not hold
-//! invisible or direction-changing characters ([`is_invisible`]), and labels lose them.
+//! forget it. So are names that would read as something they are not: services' and the
+//! server's own names are refused as nicks ([`SERVICE_NICKS`], `Core::reserve_nick`), room names
+//! may not hold invisible or direction-changing characters ([`is_invisible`]), and labels lose
+//! them.
 
 use super::event::Error;
 
@@ -15,6 +17,13 @@ pub const ROOM_MAX: usize = 50;
 /// Longest topic, away message or quit reason kept, in bytes; longer ones are cut at a
 /// character boundary (they are shown in one line next to other data).
 pub const LABEL_MAX: usize = 300;
+
+/// Nicks nobody may take, whatever the configuration: the services of the big IRC networks.
+/// pollchat has none of them, so a user holding one of these names could pose as one (and ask
+/// for a password). `Core` reserves them, the server's own name and `--reserved-nick` names.
+pub const SERVICE_NICKS: [&str; 7] = [
+    "NickServ", "ChanServ", "OperServ", "MemoServ", "HostServ", "BotServ", "Global",
+];
 
 /// Unicode general category Cf (format characters), from the Unicode 16.0 Character Database
 /// (`extracted/DerivedGeneralCategory.txt`; the same ranges as regex-syntax 0.8's `FORMAT`

@@ -296,6 +296,66 @@ fn nick_rules_and_case_insensitive_uniqueness() {
 }
 
 #[test]
+fn service_and_server_names_are_reserved_nicks_case_insensitively() {
+    let mut w = World::new(0);
+    w.core.reserve_nick("pollchat");
+    w.core.reserve_nick("Helper");
+    for nick in [
+        "NickServ", "nickserv", "CHANSERV", "OperServ", "memoserv", "HostServ", "botSERV",
+        "Global", "global", "pollchat", "PollChat", "helper", "HELPER",
+    ] {
+        assert_eq!(
+            w.run(C, Command::Nick(nick.into())),
+            vec![(Event::Error(Error::ReservedNick(nick.into())), vec![C])],
+            "{nick}"
+        );
+    }
+    assert_eq!(&**w.core.nick(C).unwrap(), "carol");
+    // Only the exact names: a nick that merely contains one is anybody's.
+    for nick in ["NickServ2", "globals", "pollchat_"] {
+        assert_eq!(w.see(C, Command::Nick(nick.into())).len(), 1, "{nick}");
+    }
+    // Registering (IRC) checks the same, and the check a session makes before it too.
+    assert_eq!(
+        w.core.check_new_nick(None, "ChanServ"),
+        Err(Error::ReservedNick("ChanServ".into()))
+    );
+    assert_eq!(
+        w.core.register(ClientId(9), "chanserv", "u", "r", "h", 0),
+        Err(Error::ReservedNick("chanserv".into()))
+    );
+    assert_eq!(w.core.user_count(), 3);
+    // Malformed beats reserved, reserved beats taken; one's own nick is no conflict.
+    assert!(matches!(
+        w.core.check_new_nick(None, "9x"),
+        Err(Error::InvalidNick(_))
+    ));
+    assert_eq!(
+        w.core.check_new_nick(None, "ALICE"),
+        Err(Error::NickInUse("ALICE".into()))
+    );
+    assert_eq!(w.core.check_new_nick(Some(A), "ALICE"), Ok(()));
+    assert_eq!(Error::ReservedNick("x".into()).code(), "reserved-nick");
+}
+
+#[test]
+fn guest_nicks_are_unaffected_unless_reserved_themselves() {
+    let mut core = Core::new(
+        CoreLimits {
+            history: 0,
+            max_rooms: 3,
+            big_room: 1000,
+        },
+        0,
+    );
+    core.reserve_nick("pollchat");
+    assert_eq!(&*core.connect(A, "h", 0), "guest1");
+    // An operator who reserves a guest nick never sees it handed out.
+    core.reserve_nick("GUEST2");
+    assert_eq!(&*core.connect(B, "h", 0), "guest3");
+}
+
+#[test]
 fn invisible_characters_are_refused_in_room_names() {
     let mut w = World::new(0);
     for room in [

@@ -270,14 +270,20 @@ pub fn spawn(io: IoModel, config: Config) -> io::Result<Running> {
     })
 }
 
-/// A chat core with the limits of `config`.
+/// A chat core with the limits of `config`, refusing as nicks the server's own name and the
+/// `--reserved-nick` names (besides the services' names every core refuses).
 pub(crate) fn new_core(config: &Config) -> Core {
     let limits = CoreLimits {
         history: config.history,
         max_rooms: config.max_rooms,
         big_room: config.big_room,
     };
-    Core::new(limits, wall_ms())
+    let mut core = Core::new(limits, wall_ms());
+    core.reserve_nick(&config.server_name);
+    for nick in &config.reserved_nicks {
+        core.reserve_nick(nick);
+    }
+    core
 }
 
 /// Takes a closing client out of the chat core, which tells its rooms why (events into

@@ -476,7 +476,10 @@ fn whois(o: &mut Out<'_>, w: &WhoisInfo) {
 pub fn error(o: &mut Out<'_>, e: &Error) {
     match e {
         Error::NickInUse(n) => o.numeric(ERR_NICKNAMEINUSE, &[n]),
-        Error::InvalidNick(n) => o.numeric(ERR_ERRONEUSNICKNAME, &[&safe(n)]),
+        // A reserved nick is as unusable as a malformed one, whoever holds it (nobody).
+        Error::InvalidNick(n) | Error::ReservedNick(n) => {
+            o.numeric(ERR_ERRONEUSNICKNAME, &[&safe(n)])
+        }
         Error::InvalidRoom(r) | Error::NoSuchRoom(r) => o.numeric(ERR_NOSUCHCHANNEL, &[&safe(r)]),
         Error::NoSuchNick(n) => o.numeric(ERR_NOSUCHNICK, &[&safe(n)]),
         Error::NotInRoom(r) => o.numeric(ERR_NOTONCHANNEL, &[r]),
