@@ -17,8 +17,14 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// Addresses to accept IRC clients on (empty: no IRC).
     pub irc_listen: Vec<SocketAddr>,
-    /// The name the server gives itself in IRC (the source of numerics).
+    /// The name the server gives itself in IRC (the source of numerics). No user may take it
+    /// as a nick: a private message from it would look like one from the server.
     pub server_name: String,
+    /// Nicks no user may take, besides the server's name and the services' names every server
+    /// refuses (`core::names::SERVICE_NICKS`): names an operator wants kept for a bot of
+    /// theirs, or that users of a community would take for an official voice. Empty by
+    /// default: the fixed list already covers what IRC users expect to be official.
+    pub reserved_nicks: Vec<String>,
     /// Password IRC clients must send with PASS (`None`: PASS is accepted and ignored).
     pub irc_password: Option<String>,
     /// Message of the day for IRC clients, one entry per line (`None`: 422 "MOTD File is
@@ -98,6 +104,7 @@ impl Default for Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], Self::DEFAULT_PORT))],
             irc_listen: vec![SocketAddr::from(([127, 0, 0, 1], Self::DEFAULT_IRC_PORT))],
             server_name: "pollchat".into(),
+            reserved_nicks: Vec::new(),
             irc_password: None,
             motd: None,
             irc_ping_after: Duration::from_secs(120),

@@ -70,9 +70,14 @@ struct ServeArgs {
     /// File whose lines IRC clients get as the message of the day
     #[arg(long, value_name = "FILE")]
     motd: Option<std::path::PathBuf>,
-    /// The name the server gives itself to IRC clients
+    /// The name the server gives itself to IRC clients (no user may take it as a nick)
     #[arg(long, default_value_t = defaults().server_name)]
     server_name: String,
+    /// A nick no user may take, as NickServ, ChanServ, OperServ, MemoServ, HostServ, BotServ,
+    /// Global and the server's name are refused (compared case-insensitively); repeat for
+    /// several
+    #[arg(long = "reserved-nick", value_name = "NICK", default_values_t = defaults().reserved_nicks, value_parser = reserved_nick)]
+    reserved_nick: Vec<String>,
     /// Longest line in bytes (16 to 1048576); longer ones get an error and are discarded
     #[arg(long, default_value_t = defaults().max_line as u32, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     max_line: u32,
@@ -245,6 +250,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         irc_password: args.irc_password,
         motd,
         server_name: args.server_name,
+        reserved_nicks: args.reserved_nick,
         max_line: args.max_line as usize,
         history: usize::from(args.history),
         room_history_bytes: usize::try_from(args.room_history_bytes).unwrap_or(usize::MAX),
@@ -305,6 +311,14 @@ fn address(s: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("{s}: {e}"))?
         .next()
         .ok_or_else(|| format!("{s}: no address"))
+}
+
+/// `--reserved-nick`: a valid nick, since one nobody could take needs no reserving (a typo
+/// would otherwise protect nothing, silently).
+fn reserved_nick(s: &str) -> Result<String, String> {
+    pollchat::core::names::check_nick(s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// Never 0: without a timeout a stuck write under the lock would wait forever, shutdown too.

@@ -403,3 +403,43 @@ fn the_sketch_client_is_heard_without_newlines(io: IoModel) {
     assert_eq!(reader.line(), "MSG #lobby <sketchy> split line");
     reader.sync();
 }
+
+for_each_io!(service_and_server_names_are_refused_as_nicks);
+fn service_and_server_names_are_refused_as_nicks(io: IoModel) {
+    let server = TestServer::with_io(io, |c| {
+        c.server_name = "chat.example".into();
+        c.reserved_nicks = vec!["Helper".into()];
+    });
+    let (mut a, guest) = server.join();
+    for nick in ["NickServ", "chanserv", "GLOBAL", "helper"] {
+        a.send(&format!("/nick {nick}"));
+        assert_eq!(
+            a.line(),
+            format!(
+                "ERROR reserved-nick the nick {nick} is reserved: it names a service or this server"
+            )
+        );
+    }
+    // The server's name is refused as a nick only where it could be one.
+    let server2 = TestServer::with_io(io, |c| c.server_name = "Chatter".into());
+    let (mut b, _) = server2.join();
+    b.send("/nick chatter");
+    b.expect_prefix("ERROR reserved-nick the nick chatter is reserved");
+    // The guest nick was kept, and names that merely contain a service's are anybody's.
+    a.send("/nick NickServ2");
+    assert_eq!(a.line(), format!("NICK {guest} NickServ2"));
+}
+
+for_each_io!(invisible_characters_are_refused_in_rooms_and_stripped_from_topics);
+fn invisible_characters_are_refused_in_rooms_and_stripped_from_topics(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut alice = server.join_as("alice", &mut []);
+    // U+202E RIGHT-TO-LEFT OVERRIDE: "#\u{202e}ybbol" would show as "#lobby".
+    alice.send("/join #\u{202e}ybbol");
+    assert_eq!(
+        alice.line(),
+        "ERROR invalid-room invalid room \"#\\u{202e}ybbol\": # and 1-49 characters without spaces, commas or control characters"
+    );
+    alice.send("/topic \u{202e}dlrow\u{200b} olleh");
+    assert_eq!(alice.line(), "TOPIC #lobby alice dlrow olleh");
+}

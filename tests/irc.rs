@@ -587,3 +587,40 @@ fn a_long_line_from_a_line_user_reaches_irc_users_in_lines_that_fit(io: IoModel)
     assert_eq!(whole, text);
     assert_eq!(sync(&mut irc), Vec::<String>::new());
 }
+
+for_each_io!(service_names_are_refused_as_nicks_before_and_after_registration);
+fn service_names_are_refused_as_nicks_before_and_after_registration(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut c = Client::connect(server.irc_addr.unwrap());
+    for nick in ["chanserv", "NickServ", "POLLCHAT"] {
+        c.send(&format!("NICK {nick}"));
+        assert_eq!(
+            c.line(),
+            format!(":pollchat 432 * {nick} :Erroneous nickname")
+        );
+    }
+    c.send("NICK chan");
+    c.send("USER chan 0 * :Chan");
+    assert!(c.line().starts_with(":pollchat 001 chan "));
+    c.expect_prefix(":pollchat 422 chan");
+    c.send("NICK chanserv");
+    assert_eq!(c.line(), ":pollchat 432 chan chanserv :Erroneous nickname");
+    assert!(sync(&mut c).is_empty());
+}
+
+for_each_io!(a_room_name_with_a_direction_override_is_refused);
+fn a_room_name_with_a_direction_override_is_refused(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut a = register(&server, "alice");
+    let mut line = server.join_as("liner", &mut []);
+    // The echoed name loses the override, so the numeric reads as sent.
+    a.send("JOIN #\u{202e}ybbol");
+    assert_eq!(a.line(), ":pollchat 403 alice #ybbol :No such channel");
+    a.send("JOIN #lobby");
+    a.expect_prefix(":pollchat 366 alice #lobby");
+    assert_eq!(line.line(), "JOIN #lobby alice");
+    // A topic keeps its text and loses the override.
+    a.send("TOPIC #lobby :\u{202e}cipot\u{2066}");
+    assert_eq!(a.line(), ":alice!alice@127.0.0.1 TOPIC #lobby :cipot");
+    assert_eq!(line.line(), "TOPIC #lobby alice cipot");
+}

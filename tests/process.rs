@@ -206,6 +206,7 @@ fn bad_flags_are_refused_with_usage() {
         "--irc-password",
         "--motd",
         "--server-name",
+        "--reserved-nick",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
@@ -222,6 +223,17 @@ fn bad_flags_are_refused_with_usage() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("threads-direct"));
+    // A reserved nick nobody could take anyway is a typo, said so before anything binds.
+    let out = Command::new(BIN)
+        .args(["serve", "--reserved-nick", "9bot"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--reserved-nick") && err.contains("invalid nick"),
+        "{err}"
+    );
 }
 
 for_each_io!(running_out_of_descriptors_refuses_newcomers_and_serves_the_rest);

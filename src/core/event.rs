@@ -252,6 +252,9 @@ pub enum Event {
 pub enum Error {
     NickInUse(String),
     InvalidNick(String),
+    /// A well-formed nick nobody may take: a service's or the server's name, or one the
+    /// operator reserved (`--reserved-nick`).
+    ReservedNick(String),
     InvalidRoom(String),
     NoSuchNick(String),
     NoSuchRoom(String),
@@ -281,6 +284,7 @@ impl Error {
         match self {
             Error::NickInUse(_) => "nick-in-use",
             Error::InvalidNick(_) => "invalid-nick",
+            Error::ReservedNick(_) => "reserved-nick",
             Error::InvalidRoom(_) => "invalid-room",
             Error::NoSuchNick(_) => "no-such-nick",
             Error::NoSuchRoom(_) => "no-such-room",
@@ -301,6 +305,10 @@ impl fmt::Display for Error {
             Error::InvalidNick(n) => write!(
                 f,
                 "invalid nick {n:?}: 1-32 letters, digits or _-[]\\^{{}}|, not starting with a digit or -"
+            ),
+            Error::ReservedNick(n) => write!(
+                f,
+                "the nick {n} is reserved: it names a service or this server"
             ),
             Error::InvalidRoom(r) => write!(
                 f,

@@ -13,7 +13,7 @@ pub mod names;
 pub mod room;
 pub mod user;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use slab::Slab;
@@ -57,6 +57,9 @@ pub struct Core {
     users: HashMap<ClientId, User>,
     /// Folded nick → its owner: nicks are unique case-insensitively.
     nicks: HashMap<String, ClientId>,
+    /// Folded nicks nobody may take (services', the server's, `--reserved-nick`'s), so no user
+    /// can pose as what the server is not or as the server itself.
+    reserved: HashSet<String>,
     rooms: Slab<Room>,
     /// Folded room name → key in `rooms`.
     room_keys: HashMap<String, usize>,
@@ -76,7 +79,8 @@ pub struct Core {
 }
 
 impl Core {
-    /// A core with only the (permanent, empty) lobby, created at `now`.
+    /// A core with only the (permanent, empty) lobby, created at `now`, refusing the
+    /// [`names::SERVICE_NICKS`] as nicks.
     pub fn new(limits: CoreLimits, now: Millis) -> Core {
         let mut rooms = Slab::new();
         let lobby = rooms.insert(Room::new(
@@ -89,6 +93,7 @@ impl Core {
             limits,
             users: HashMap::new(),
             nicks: HashMap::new(),
+            reserved: names::SERVICE_NICKS.iter().map(|n| fold(n)).collect(),
             rooms,
             room_keys: HashMap::from([(LOBBY.to_string(), lobby)]),
             next_guest: 1,
@@ -100,13 +105,35 @@ impl Core {
         }
     }
 
+    /// Refuses `nick` to every user from now on (compared case-insensitively), as it refuses
+    /// the service names: the server's own name and the operator's `--reserved-nick` names. A
+    /// user already holding it keeps it (the drivers reserve before anyone connects).
+    pub fn reserve_nick(&mut self, nick: &str) {
+        self.reserved.insert(fold(nick));
+    }
+
+    /// Whether `nick` may be taken by `id` (`None`: someone not yet registered): well formed,
+    /// not reserved, and free or already `id`'s.
+    pub fn check_new_nick(&self, id: Option<ClientId>, nick: &str) -> Result<(), Error> {
+        check_nick(nick)?;
+        let key = fold(nick);
+        if self.reserved.contains(&key) {
+            return Err(Error::ReservedNick(nick.to_string()));
+        }
+        match self.nicks.get(&key) {
+            Some(&owner) if Some(owner) != id => Err(Error::NickInUse(nick.to_string())),
+            _ => Ok(()),
+        }
+    }
+
     /// Registers a new client under the next free guest nick (`guest1`, `guest2`, …), in no
     /// room yet, and returns the nick. `host` is the peer's address as shown to others.
     pub fn connect(&mut self, id: ClientId, host: &str, now: Millis) -> Arc<str> {
         let nick = loop {
             let candidate = format!("guest{}", self.next_guest);
             self.next_guest += 1;
-            if !self.nicks.contains_key(&candidate) {
+            // (A guest nick is reserved only if the operator asked for it.)
+            if !self.nicks.contains_key(&candidate) && !self.reserved.contains(&candidate) {
                 break candidate;
             }
         };
@@ -116,7 +143,7 @@ impl Core {
     }
 
     /// Registers a client that chose its own nick (IRC's NICK + USER). Fails, changing nothing,
-    /// if the nick is invalid or taken.
+    /// if the nick is invalid, reserved or taken.
     pub fn register(
         &mut self,
         id: ClientId,
@@ -126,10 +153,7 @@ impl Core {
         host: &str,
         now: Millis,
     ) -> Result<(), Error> {
-        check_nick(nick)?;
-        if self.nicks.contains_key(&fold(nick)) {
-            return Err(Error::NickInUse(nick.to_string()));
-        }
+        self.check_new_nick(None, nick)?;
         self.insert_user(id, nick, user.into(), host, label(realname).into(), now);
         Ok(())
     }
@@ -434,12 +458,8 @@ impl Core {
     }
 
     fn change_nick(&mut self, id: ClientId, nick: &str, out: &mut Outbox) -> Result<(), Error> {
-        check_nick(nick)?;
+        self.check_new_nick(Some(id), nick)?;
         let key = fold(nick);
-        match self.nicks.get(&key) {
-            Some(&owner) if owner != id => return Err(Error::NickInUse(nick.to_string())),
-            _ => {}
-        }
         let old = self.users[&id].source.clone();
         if *old.nick == *nick {
             return Ok(());

@@ -305,6 +305,149 @@ fn nick_rules_and_case_insensitive_uniqueness() {
 }
 
 #[test]
+fn service_and_server_names_are_reserved_nicks_case_insensitively() {
+    let mut w = World::new(0);
+    w.core.reserve_nick("pollchat");
+    w.core.reserve_nick("Helper");
+    for nick in [
+        "NickServ", "nickserv", "CHANSERV", "OperServ", "memoserv", "HostServ", "botSERV",
+        "Global", "global", "pollchat", "PollChat", "helper", "HELPER",
+    ] {
+        assert_eq!(
+            w.run(C, Command::Nick(nick.into())),
+            vec![(Event::Error(Error::ReservedNick(nick.into())), vec![C])],
+            "{nick}"
+        );
+    }
+    assert_eq!(&**w.core.nick(C).unwrap(), "carol");
+    // Only the exact names: a nick that merely contains one is anybody's.
+    for nick in ["NickServ2", "globals", "pollchat_"] {
+        assert_eq!(w.see(C, Command::Nick(nick.into())).len(), 1, "{nick}");
+    }
+    // Registering (IRC) checks the same, and the check a session makes before it too.
+    assert_eq!(
+        w.core.check_new_nick(None, "ChanServ"),
+        Err(Error::ReservedNick("ChanServ".into()))
+    );
+    assert_eq!(
+        w.core.register(ClientId(9), "chanserv", "u", "r", "h", 0),
+        Err(Error::ReservedNick("chanserv".into()))
+    );
+    assert_eq!(w.core.user_count(), 3);
+    // Malformed beats reserved, reserved beats taken; one's own nick is no conflict.
+    assert!(matches!(
+        w.core.check_new_nick(None, "9x"),
+        Err(Error::InvalidNick(_))
+    ));
+    assert_eq!(
+        w.core.check_new_nick(None, "ALICE"),
+        Err(Error::NickInUse("ALICE".into()))
+    );
+    assert_eq!(w.core.check_new_nick(Some(A), "ALICE"), Ok(()));
+    assert_eq!(Error::ReservedNick("x".into()).code(), "reserved-nick");
+}
+
+#[test]
+fn guest_nicks_are_unaffected_unless_reserved_themselves() {
+    let mut core = Core::new(
+        CoreLimits {
+            history: 0,
+            max_rooms: 3,
+            big_room: 1000,
+            room_history_bytes: usize::MAX,
+            history_bytes: usize::MAX,
+            max_total_rooms: usize::MAX,
+        },
+        0,
+    );
+    core.reserve_nick("pollchat");
+    assert_eq!(&*core.connect(A, "h", 0), "guest1");
+    // An operator who reserves a guest nick never sees it handed out.
+    core.reserve_nick("GUEST2");
+    assert_eq!(&*core.connect(B, "h", 0), "guest3");
+}
+
+#[test]
+fn invisible_characters_are_refused_in_room_names() {
+    let mut w = World::new(0);
+    for room in [
+        "#lobby\u{202e}",
+        "#\u{202e}ybbol",
+        "#a\u{200b}b",
+        "#lob\u{ad}by",
+        "#a\u{2066}b\u{2069}",
+        "#a\u{2028}",
+        "#\u{feff}x",
+    ] {
+        assert_eq!(
+            w.run(A, Command::Join(room.into())),
+            vec![(Event::Error(Error::InvalidRoom(room.into())), vec![A])],
+            "{room:?}"
+        );
+    }
+    assert_eq!(w.core.room_count(), 1);
+    // Other scripts are fine, right-to-left ones included.
+    assert_eq!(
+        w.see(A, Command::Join("#שלום".into()))[0].0,
+        "joined #שלום alice"
+    );
+}
+
+#[test]
+fn invisible_characters_are_stripped_from_every_label() {
+    let mut w = World::new(0);
+    let rlo = "\u{202e}";
+    let topic = Command::Topic {
+        room: None,
+        text: Some(format!("{rlo}cipot\u{200b} ok\u{2028}x")),
+    };
+    let events = w.run(A, topic);
+    assert!(
+        matches!(&events[0].0, Event::TopicChanged { topic: Some(t), .. } if &**t == "cipot ok x"),
+        "{events:?}"
+    );
+    w.run(B, Command::Away(Some(format!("{rlo}lunch\u{feff}"))));
+    let Event::TargetAway { message, .. } = &w.run(A, msg("bob", "hi"))[0].0 else {
+        panic!()
+    };
+    assert_eq!(&**message, "lunch");
+    w.run(C, Command::Join("#lobby".into()));
+    let part = Command::Part {
+        room: None,
+        reason: Some(format!("bye{rlo}\u{2066}")),
+    };
+    let events = w.run(C, part);
+    assert!(
+        matches!(&events[0].0, Event::Parted { reason: Some(r), .. } if &**r == "bye"),
+        "{events:?}"
+    );
+    w.out.clear();
+    w.core
+        .disconnect(B, &format!("quit: {rlo}tiuq\u{ad}"), &mut w.out);
+    assert_eq!(
+        w.collect()
+            .iter()
+            .map(|(e, _)| describe(e))
+            .collect::<Vec<_>>(),
+        ["quit bob quit: tiuq"]
+    );
+    w.core
+        .register(
+            ClientId(9),
+            "dave",
+            "d",
+            &format!("Dave{rlo} \u{200f}L"),
+            "h",
+            0,
+        )
+        .unwrap();
+    let Event::Whois(info) = &w.run(A, Command::Whois("dave".into()))[0].0 else {
+        panic!()
+    };
+    assert_eq!(&*info.source.realname, "Dave L");
+}
+
+#[test]
 fn private_messages_and_away() {
     let mut w = World::new(0);
     assert_eq!(

@@ -270,7 +270,8 @@ pub fn spawn(io: IoModel, config: Config) -> io::Result<Running> {
     })
 }
 
-/// A chat core with the limits of `config`.
+/// A chat core with the limits of `config`, refusing as nicks the server's own name and the
+/// `--reserved-nick` names (besides the services' names every core refuses).
 pub(crate) fn new_core(config: &Config) -> Core {
     let limits = CoreLimits {
         history: config.history,
@@ -280,7 +281,12 @@ pub(crate) fn new_core(config: &Config) -> Core {
         history_bytes: config.history_bytes,
         max_total_rooms: config.max_total_rooms,
     };
-    Core::new(limits, wall_ms())
+    let mut core = Core::new(limits, wall_ms());
+    core.reserve_nick(&config.server_name);
+    for nick in &config.reserved_nicks {
+        core.reserve_nick(nick);
+    }
+    core
 }
 
 /// Takes a closing client out of the chat core, which tells its rooms why (events into

@@ -16,7 +16,7 @@ use std::fmt::{Display, Write as _};
 use self::numeric::*;
 use super::iso8601;
 use crate::core::{
-    Error, Event, Listing, Member, Millis, MsgKind, Source, WhoisInfo, names::LABEL_MAX,
+    Error, Event, Listing, Member, Millis, MsgKind, Source, WhoisInfo, names, names::LABEL_MAX,
     names::NICK_MAX, names::ROOM_MAX,
 };
 
@@ -476,7 +476,10 @@ fn whois(o: &mut Out<'_>, w: &WhoisInfo) {
 pub fn error(o: &mut Out<'_>, e: &Error) {
     match e {
         Error::NickInUse(n) => o.numeric(ERR_NICKNAMEINUSE, &[n]),
-        Error::InvalidNick(n) => o.numeric(ERR_ERRONEUSNICKNAME, &[&safe(n)]),
+        // A reserved nick is as unusable as a malformed one, whoever holds it (nobody).
+        Error::InvalidNick(n) | Error::ReservedNick(n) => {
+            o.numeric(ERR_ERRONEUSNICKNAME, &[&safe(n)])
+        }
         Error::InvalidRoom(r) | Error::NoSuchRoom(r) => o.numeric(ERR_NOSUCHCHANNEL, &[&safe(r)]),
         Error::NoSuchNick(n) => o.numeric(ERR_NOSUCHNICK, &[&safe(n)]),
         Error::NotInRoom(r) => o.numeric(ERR_NOTONCHANNEL, &[r]),
@@ -491,11 +494,12 @@ pub fn error(o: &mut Out<'_>, e: &Error) {
 }
 
 /// A client-supplied word echoed in a middle parameter: never empty, never with a space or a
-/// leading colon (which would change how the line parses).
+/// leading colon (which would change how the line parses), nor with an invisible character
+/// (which could reorder how the rest of the line shows).
 pub fn safe(word: &str) -> String {
     let w: String = word
         .chars()
-        .filter(|c| !c.is_whitespace() && !c.is_control())
+        .filter(|&c| !c.is_whitespace() && !c.is_control() && !names::is_invisible(c))
         .collect();
     let w = w.trim_start_matches(':');
     if w.is_empty() { "*".into() } else { w.into() }

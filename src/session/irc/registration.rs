@@ -4,7 +4,7 @@
 
 use super::commands::Call;
 use super::{CAPS, IrcSession, query};
-use crate::core::{Command, names};
+use crate::core::Command;
 use crate::protocol::irc::numeric::*;
 use crate::protocol::irc::{self, Out};
 use crate::session::Reason;
@@ -64,10 +64,9 @@ pub(super) fn nick(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     };
     if s.registered {
         c.run(Command::Nick(nick.to_string()));
-    } else if names::check_nick(nick).is_err() {
-        c.o.numeric(ERR_ERRONEUSNICKNAME, &[&irc::safe(nick)]);
-    } else if c.core.nick_in_use(nick) {
-        c.o.numeric(ERR_NICKNAMEINUSE, &[&nick]);
+    } else if let Err(e) = c.core.check_new_nick(None, nick) {
+        // 432 for a malformed or reserved nick, 433 for a taken one.
+        irc::error(c.o, &e);
     } else {
         s.nick = Some(nick.to_string());
         return try_register(s, c);
