@@ -55,6 +55,15 @@ pub struct Config {
     pub max_clients: usize,
     /// Connections allowed from one IP address (0 = unlimited).
     pub max_per_ip: usize,
+    /// Wrong IRC passwords one address may give within `rate_window` before its further IRC
+    /// connections are refused until that window ends (0 = no limit). Each wrong guess already
+    /// costs a connection; this bounds how fast one host can guess at all: 5 a minute lets a
+    /// person mistype a few times and makes guessing even a short password take years.
+    pub irc_password_tries: u32,
+    /// The window of the per-address rates (`irc_password_tries`): a minute, long enough to
+    /// make a guesser or a reconnect loop wait, short enough that a person who mistyped is let
+    /// back in soon. Each address's window starts with its first counted event.
+    pub rate_window: Duration,
     /// Disconnect a line-protocol client that has sent nothing for this long (`None` = never).
     /// IRC clients are pinged instead.
     pub idle_timeout: Option<Duration>,
@@ -102,6 +111,8 @@ impl Default for Config {
             // The command line replaces this with what RLIMIT_NOFILE allows.
             max_clients: 1024,
             max_per_ip: 0,
+            irc_password_tries: 5,
+            rate_window: Duration::from_secs(60),
             idle_timeout: None,
             line_complete_after: Some(Duration::from_millis(1000)),
             shutdown_grace: Duration::from_secs(2),

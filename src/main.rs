@@ -67,6 +67,10 @@ struct ServeArgs {
     /// Password IRC clients must give with PASS (default: none; PASS is ignored)
     #[arg(long, value_name = "PASSWORD")]
     irc_password: Option<String>,
+    /// Wrong passwords one address may give per minute; once they are used up, its IRC
+    /// connections are refused until the minute is over (0 = no limit)
+    #[arg(long, value_name = "N", default_value_t = defaults().irc_password_tries)]
+    irc_password_tries: u32,
     /// File whose lines IRC clients get as the message of the day
     #[arg(long, value_name = "FILE")]
     motd: Option<std::path::PathBuf>,
@@ -233,6 +237,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             args.irc_listen
         },
         irc_password: args.irc_password,
+        irc_password_tries: args.irc_password_tries,
         motd,
         server_name: args.server_name,
         max_line: args.max_line as usize,

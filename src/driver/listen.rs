@@ -6,8 +6,10 @@
 //! [`ACCEPTS_PER_TURN`] connections in a turn (over all listeners) and resumes on its next turn,
 //! as Redis's `MAX_ACCEPTS_PER_CALL` does, so a connect flood cannot starve the clients already
 //! served.
-//! Each new connection then passes [`Admission::admit`] (shutdown, `--max-clients`,
-//! `--max-per-ip`), and a refused one gets one line of its protocol saying why.
+//! Each new connection then passes [`Admission::admit`] (shutdown, `--irc-password-tries`,
+//! `--max-clients`, `--max-per-ip`), and a refused one gets one line of its protocol saying
+//! why. The drivers tell admission when a connection leaves ([`Admission::left`]) and why it is
+//! closed ([`Admission::closing`]: a wrong IRC password counts against its address).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -15,12 +17,12 @@ use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use log::warn;
+use log::{debug, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
 use crate::config::Config;
-use crate::session::Protocol;
+use crate::session::{Protocol, Reason};
 
 /// Connections accepted per turn of the event loop, over all its listeners, before it serves
 /// everyone else again (Redis's `MAX_ACCEPTS_PER_CALL` is 1000; a pollchat welcome also joins
@@ -168,12 +170,18 @@ impl Listeners {
 }
 
 /// Who may be served: the server-wide and per-address limits.
+///
+/// Nothing here reads a clock: the drivers pass the time in.
 #[derive(Debug)]
 pub struct Admission {
     max_clients: usize,
     max_per_ip: usize,
     /// Open connections per peer address, for `--max-per-ip`.
     per_ip: HashMap<IpAddr, usize>,
+    /// `--irc-password-tries`: wrong passwords an address may give per window (0 = no limit).
+    password_tries: u32,
+    /// Wrong IRC passwords per address in the current window.
+    bad_passwords: Window,
 }
 
 impl Admission {
@@ -182,12 +190,14 @@ impl Admission {
             max_clients: config.max_clients,
             max_per_ip: config.max_per_ip,
             per_ip: HashMap::new(),
+            password_tries: config.irc_password_tries,
+            bad_passwords: Window::new(config.rate_window),
         }
     }
 
-    /// Whether a new connection from `peer` may be served while `open` others are; a refused
-    /// one is told why in one line of its protocol, logged, and closed (dropped by the caller).
-    /// An admitted one counts against its address until [`Admission::left`].
+    /// Whether a new connection from `peer` may be served at `now` while `open` others are; a
+    /// refused one is told why in one line of its protocol, logged, and closed (dropped by the
+    /// caller). An admitted one counts against its address until [`Admission::left`].
     pub fn admit(
         &mut self,
         stream: &mut impl Write,
@@ -195,14 +205,30 @@ impl Admission {
         protocol: Protocol,
         open: usize,
         shutting_down: bool,
+        now: Instant,
     ) -> bool {
+        let ip = peer.ip();
+        let window = self.bad_passwords.length;
         let refusal = if shutting_down {
             Some("server shutting down")
+        } else if protocol == Protocol::Irc
+            && self.password_tries > 0
+            && let Some(strikes) = self.bad_passwords.over(ip, self.password_tries, now)
+        {
+            // Only IRC asks for a password: line connections from the address are still served.
+            let n = strikes.n;
+            strikes.warn(|| {
+                format!(
+                    "{peer} refused: {n} wrong IRC passwords from its address within {window:?} \
+                     (--irc-password-tries)"
+                )
+            });
+            Some("too many wrong passwords, try again later")
         } else if open >= self.max_clients {
             warn!("{peer} refused: server full ({open} clients, --max-clients)");
             Some("server full")
         } else {
-            let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
+            let from_ip = self.per_ip.get(&ip).copied().unwrap_or(0);
             (self.max_per_ip > 0 && from_ip >= self.max_per_ip).then(|| {
                 warn!("{peer} refused: {from_ip} connections from its address (--max-per-ip)");
                 "too many connections from your address"
@@ -212,7 +238,7 @@ impl Admission {
             refuse(stream, protocol, why);
             return false;
         }
-        *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
+        *self.per_ip.entry(ip).or_insert(0) += 1;
         true
     }
 
@@ -224,6 +250,113 @@ impl Admission {
                 self.per_ip.remove(&ip);
             }
         }
+    }
+
+    /// A connection is being closed for `reason` at `now`: a wrong IRC password counts against
+    /// its address (`--irc-password-tries`). The session decides that a password is wrong; the
+    /// count across connections is kept here, where both drivers share it.
+    pub fn closing(&mut self, ip: IpAddr, reason: &Reason, now: Instant) {
+        if *reason == Reason::BadPassword && self.password_tries > 0 {
+            self.bad_passwords.add(ip, now);
+        }
+    }
+}
+
+/// Addresses tracked at most by one [`Window`]: when that many have had an event within the
+/// current window, a new address is not tracked (it is served as if it had no history) rather
+/// than let the table grow. 65,536 entries are a few MiB; an attacker with more addresses than
+/// that is bounded by `--max-clients`, not by per-address limits.
+const MAX_TRACKED: usize = 65_536;
+
+/// Events per address within a fixed window (a wrong password, a connect): each address's
+/// window starts with its first event and lasts [`Window::length`]; the next event after that
+/// starts a new one. Expired entries are pruned as the table grows, so it holds at most the
+/// addresses seen within one window (and never more than [`MAX_TRACKED`]).
+#[derive(Debug)]
+struct Window {
+    length: Duration,
+    map: HashMap<IpAddr, Strikes>,
+    /// Prune expired entries when the table reaches this size (doubling, so pruning costs
+    /// amortised O(1) per insert).
+    prune_at: usize,
+}
+
+/// One address's events in its current window.
+#[derive(Debug)]
+struct Strikes {
+    since: Instant,
+    n: u32,
+    /// A refusal was logged at `warn` in this window; later ones go to `debug`, so a client
+    /// hammering the server cannot flood the log too.
+    warned: bool,
+}
+
+impl Strikes {
+    /// Logs a refusal: the first of the window as a warning, the rest at debug.
+    fn warn(&mut self, text: impl FnOnce() -> String) {
+        let level = if self.warned {
+            log::Level::Debug
+        } else {
+            log::Level::Warn
+        };
+        self.warned = true;
+        log::log!(level, "{}", text());
+    }
+}
+
+impl Window {
+    const MIN_PRUNE_AT: usize = 1024;
+
+    fn new(length: Duration) -> Window {
+        Window {
+            length,
+            map: HashMap::new(),
+            prune_at: Self::MIN_PRUNE_AT,
+        }
+    }
+
+    fn live(&self, strikes: &Strikes, now: Instant) -> bool {
+        now.saturating_duration_since(strikes.since) < self.length
+    }
+
+    /// The address's entry if it has had at least `limit` events in its current window.
+    fn over(&mut self, ip: IpAddr, limit: u32, now: Instant) -> Option<&mut Strikes> {
+        let length = self.length;
+        self.map
+            .get_mut(&ip)
+            .filter(|s| s.n >= limit && now.saturating_duration_since(s.since) < length)
+    }
+
+    /// Counts one event of `ip` at `now`; returns the count in its current window (0 if the
+    /// address could not be tracked).
+    fn add(&mut self, ip: IpAddr, now: Instant) -> u32 {
+        if !self.map.contains_key(&ip) {
+            if self.map.len() >= self.prune_at {
+                let length = self.length;
+                self.map
+                    .retain(|_, s| now.saturating_duration_since(s.since) < length);
+                self.prune_at = (2 * self.map.len()).max(Self::MIN_PRUNE_AT);
+            }
+            if self.map.len() >= MAX_TRACKED {
+                debug!("{ip}: not tracked, {MAX_TRACKED} addresses already are");
+                return 0;
+            }
+        }
+        let live = self.map.get(&ip).is_some_and(|s| self.live(s, now));
+        let strikes = self.map.entry(ip).or_insert(Strikes {
+            since: now,
+            n: 0,
+            warned: false,
+        });
+        if !live {
+            *strikes = Strikes {
+                since: now,
+                n: 0,
+                warned: false,
+            };
+        }
+        strikes.n += 1;
+        strikes.n
     }
 }
 
@@ -246,5 +379,97 @@ fn deepen_backlog(listener: &TcpListener) {
     // SAFETY: listen on a descriptor we own, which is already a bound, listening socket.
     unsafe {
         libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admission(tweak: impl FnOnce(&mut Config)) -> Admission {
+        let mut config = Config::default();
+        tweak(&mut config);
+        Admission::new(&config)
+    }
+
+    /// Admits a connection from `peer` at `t`; what it was told, if refused.
+    fn try_admit(a: &mut Admission, peer: &str, protocol: Protocol, t: Instant) -> Option<String> {
+        let mut told = Vec::new();
+        let peer: SocketAddr = peer.parse().unwrap();
+        if a.admit(&mut told, peer, protocol, 0, false, t) {
+            assert!(told.is_empty());
+            None
+        } else {
+            Some(String::from_utf8(told).unwrap())
+        }
+    }
+
+    #[test]
+    fn wrong_passwords_lock_an_address_out_of_irc_until_its_window_ends() {
+        let mut a = admission(|c| c.irc_password_tries = 2);
+        let t0 = Instant::now();
+        let guesser: IpAddr = "10.0.0.1".parse().unwrap();
+        let irc = |a: &mut Admission, peer, t| try_admit(a, peer, Protocol::Irc, t);
+        assert_eq!(irc(&mut a, "10.0.0.1:1000", t0), None);
+        a.closing(guesser, &Reason::BadPassword, t0);
+        // Other reasons do not count.
+        a.closing(guesser, &Reason::Closed, t0);
+        assert_eq!(irc(&mut a, "10.0.0.1:1001", t0), None);
+        a.closing(guesser, &Reason::BadPassword, t0 + Duration::from_secs(30));
+        let refused = irc(&mut a, "10.0.0.1:1002", t0 + Duration::from_secs(59));
+        assert_eq!(
+            refused.as_deref(),
+            Some("ERROR :Closing link: (too many wrong passwords, try again later)\r\n")
+        );
+        // Other addresses, and line connections from this one, are served.
+        assert_eq!(irc(&mut a, "10.0.0.2:1000", t0), None);
+        let line = try_admit(&mut a, "10.0.0.1:1003", Protocol::Line, t0);
+        assert_eq!(line, None);
+        // The window started with the first wrong password, and ends a minute later.
+        assert_eq!(
+            irc(&mut a, "10.0.0.1:1004", t0 + Duration::from_secs(60)),
+            None
+        );
+        a.closing(guesser, &Reason::BadPassword, t0 + Duration::from_secs(61));
+        assert_eq!(
+            irc(&mut a, "10.0.0.1:1005", t0 + Duration::from_secs(61)),
+            None
+        );
+
+        // 0: no limit.
+        let mut a = admission(|c| c.irc_password_tries = 0);
+        for _ in 0..100 {
+            a.closing(guesser, &Reason::BadPassword, t0);
+        }
+        assert_eq!(irc(&mut a, "10.0.0.1:1000", t0), None);
+    }
+
+    #[test]
+    fn a_window_table_forgets_expired_addresses_and_stays_bounded() {
+        let mut w = Window::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        let ip = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(i));
+        for i in 0..5000 {
+            assert_eq!(w.add(ip(i), t0), 1);
+        }
+        assert_eq!(w.add(ip(7), t0 + Duration::from_secs(59)), 2);
+        assert_eq!(
+            w.add(ip(7), t0 + Duration::from_secs(60)),
+            1,
+            "a new window"
+        );
+        // A minute later, new addresses push the expired ones out as the table grows.
+        let later = t0 + Duration::from_secs(61);
+        for i in 10_000..20_000 {
+            w.add(ip(i), later);
+        }
+        assert!(w.map.len() <= 10_001, "{}", w.map.len());
+        assert!(w.map.keys().all(|k| *k == ip(7) || *k >= ip(10_000)));
+        // Never more than MAX_TRACKED, whatever arrives within one window.
+        for i in 100_000..(100_000 + MAX_TRACKED as u32 + 10) {
+            w.add(ip(i), later);
+        }
+        assert!(w.map.len() <= MAX_TRACKED);
+        assert_eq!(w.add(ip(1 << 30), later), 0, "not tracked");
     }
 }

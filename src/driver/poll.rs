@@ -268,7 +268,7 @@ impl EventLoop {
         let (open, closing) = (self.conns.len(), self.shutdown_deadline.is_some());
         if !self
             .admission
-            .admit(&mut stream, peer, protocol, open, closing)
+            .admit(&mut stream, peer, protocol, open, closing, now)
         {
             return;
         }
@@ -591,6 +591,7 @@ impl EventLoop {
                 continue;
             };
             let (peer, serial) = (conn.peer(), conn.serial);
+            self.admission.closing(peer.ip(), &reason, now);
             let everyone = self.shutdown_deadline.is_some();
             let text = depart(
                 &mut self.core,

@@ -250,7 +250,10 @@ impl ThreadedServer {
         }
         let mut st = shared.lock();
         let open = st.clients.len();
-        if !st.admission.admit(&mut stream, peer, protocol, open, false) {
+        if !st
+            .admission
+            .admit(&mut stream, peer, protocol, open, false, Instant::now())
+        {
             return;
         }
         st.next_id += 1;
@@ -474,6 +477,8 @@ impl State {
             else {
                 continue;
             };
+            self.admission
+                .closing(conn.peer.ip(), &reason, Instant::now());
             let everyone = self.shutdown_deadline.is_some();
             let text = depart(
                 &mut self.core,
