@@ -55,6 +55,12 @@ pub struct Config {
     pub max_clients: usize,
     /// Connections allowed from one IP address (0 = unlimited).
     pub max_per_ip: usize,
+    /// Every per-address limit counts an IPv6 peer by its network of this many bits, not by its
+    /// address: a host is usually given a whole /64 and can connect from a new address each
+    /// time, so counting addresses would let one host pass any limit. 64 is the smallest
+    /// network a host is normally given; a /48 or /56 site may be given smaller values. IPv4
+    /// addresses are counted one by one.
+    pub ipv6_prefix: u8,
     /// Wrong IRC passwords one address may give within `rate_window` before its further IRC
     /// connections are refused until that window ends (0 = no limit). Each wrong guess already
     /// costs a connection; this bounds how fast one host can guess at all: 5 a minute lets a
@@ -111,6 +117,7 @@ impl Default for Config {
             // The command line replaces this with what RLIMIT_NOFILE allows.
             max_clients: 1024,
             max_per_ip: 0,
+            ipv6_prefix: 64,
             irc_password_tries: 5,
             rate_window: Duration::from_secs(60),
             idle_timeout: None,

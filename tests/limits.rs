@@ -262,6 +262,31 @@ fn max_per_ip_limits_connections_from_one_address(io: IoModel) {
     );
 }
 
+for_each_io!(max_per_ip_counts_ipv6_clients_by_network);
+/// Loopback has one IPv6 address, so two addresses of one /64 cannot be had without privileges
+/// (the grouping itself is unit-tested in `driver::listen`); this checks that IPv6 peers go
+/// through the grouped count on real sockets, and that IPv4 ones are counted apart from them.
+fn max_per_ip_counts_ipv6_clients_by_network(io: IoModel) {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here; skipped");
+        return;
+    }
+    let server = TestServer::with_io(io, |c| {
+        c.listen = vec!["[::1]:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap()];
+        c.max_per_ip = 1;
+        c.ipv6_prefix = 64;
+    });
+    let mut v6 = common::Client::connect(server.addrs[0]);
+    v6.expect_prefix("WELCOME");
+    let mut again = common::Client::connect(server.addrs[0]);
+    assert_eq!(
+        again.expect_closed(),
+        ["BYE too many connections from your address"]
+    );
+    let mut v4 = common::Client::connect(server.addrs[1]);
+    v4.expect_prefix("WELCOME");
+}
+
 for_each_io!(idle_clients_are_disconnected_and_their_rooms_told);
 fn idle_clients_are_disconnected_and_their_rooms_told(io: IoModel) {
     let server = TestServer::with_io(io, |c| {

@@ -176,7 +176,9 @@ impl Listeners {
 pub struct Admission {
     max_clients: usize,
     max_per_ip: usize,
-    /// Open connections per peer address, for `--max-per-ip`.
+    /// `--ipv6-prefix`: IPv6 peers are counted per network of this many bits ([`host_group`]).
+    ipv6_prefix: u8,
+    /// Open connections per host (see [`host_group`]), for `--max-per-ip`.
     per_ip: HashMap<IpAddr, usize>,
     /// `--irc-password-tries`: wrong passwords an address may give per window (0 = no limit).
     password_tries: u32,
@@ -189,6 +191,7 @@ impl Admission {
         Admission {
             max_clients: config.max_clients,
             max_per_ip: config.max_per_ip,
+            ipv6_prefix: config.ipv6_prefix,
             per_ip: HashMap::new(),
             password_tries: config.irc_password_tries,
             bad_passwords: Window::new(config.rate_window),
@@ -207,7 +210,7 @@ impl Admission {
         shutting_down: bool,
         now: Instant,
     ) -> bool {
-        let ip = peer.ip();
+        let ip = host_group(peer.ip(), self.ipv6_prefix);
         let window = self.bad_passwords.length;
         let refusal = if shutting_down {
             Some("server shutting down")
@@ -242,8 +245,9 @@ impl Admission {
         true
     }
 
-    /// A connection admitted earlier is gone.
+    /// A connection admitted earlier, from `ip`, is gone.
     pub fn left(&mut self, ip: IpAddr) {
+        let ip = host_group(ip, self.ipv6_prefix);
         if let Some(n) = self.per_ip.get_mut(&ip) {
             *n -= 1;
             if *n == 0 {
@@ -257,8 +261,26 @@ impl Admission {
     /// count across connections is kept here, where both drivers share it.
     pub fn closing(&mut self, ip: IpAddr, reason: &Reason, now: Instant) {
         if *reason == Reason::BadPassword && self.password_tries > 0 {
-            self.bad_passwords.add(ip, now);
+            self.bad_passwords
+                .add(host_group(ip, self.ipv6_prefix), now);
         }
+    }
+}
+
+/// The host an address counts as for the per-address limits: an IPv4 address is itself (as is an
+/// IPv4-mapped IPv6 address, `::ffff:a.b.c.d`, which is how a dual-stack listener such as
+/// `[::]:9223` sees IPv4 clients); an IPv6 address is its network of `prefix` bits. A single
+/// IPv6 host usually has a whole /64 to itself and can pick a new address for every connection,
+/// so counting addresses would let it pass any limit; counting /64s (`--ipv6-prefix 64`) does
+/// not.
+pub fn host_group(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u32::from(prefix.min(128));
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+        v4 => v4,
     }
 }
 
@@ -442,6 +464,53 @@ mod tests {
             a.closing(guesser, &Reason::BadPassword, t0);
         }
         assert_eq!(irc(&mut a, "10.0.0.1:1000", t0), None);
+    }
+
+    #[test]
+    fn ipv6_peers_are_grouped_by_prefix_and_ipv4_ones_are_not() {
+        let g = |ip: &str, prefix| host_group(ip.parse().unwrap(), prefix).to_string();
+        assert_eq!(g("2001:db8:1:2:aaaa:bbbb:cccc:dddd", 64), "2001:db8:1:2::");
+        assert_eq!(g("2001:db8:1:2::1", 64), "2001:db8:1:2::");
+        assert_eq!(g("2001:db8:1:3::1", 64), "2001:db8:1:3::");
+        assert_eq!(g("2001:db8:1:2:aaaa::1", 48), "2001:db8:1::");
+        assert_eq!(g("2001:db8:1:2:aaaa::1", 56), "2001:db8:1::");
+        assert_eq!(g("2001:db8:1:2ff:aaaa::1", 56), "2001:db8:1:200::");
+        assert_eq!(g("2001:db8::7", 128), "2001:db8::7");
+        assert_eq!(g("::1", 64), "::");
+        // IPv4 is never grouped, whether it arrives as itself or mapped into IPv6 (a
+        // dual-stack listener): otherwise all IPv4 clients would share ::/64.
+        assert_eq!(g("192.0.2.7", 64), "192.0.2.7");
+        assert_eq!(g("::ffff:192.0.2.7", 64), "192.0.2.7");
+        assert_eq!(g("::ffff:192.0.2.8", 16), "192.0.2.8");
+    }
+
+    #[test]
+    fn max_per_ip_counts_an_ipv6_network_as_one_host() {
+        let mut a = admission(|c| c.max_per_ip = 2);
+        let t0 = Instant::now();
+        let line = |a: &mut Admission, peer| try_admit(a, peer, Protocol::Line, t0);
+        assert_eq!(line(&mut a, "[2001:db8:0:1::a]:1000"), None);
+        assert_eq!(line(&mut a, "[2001:db8:0:1::b]:1000"), None);
+        assert_eq!(
+            line(&mut a, "[2001:db8:0:1:ffff::c]:1000").as_deref(),
+            Some("BYE too many connections from your address\r\n")
+        );
+        // Another /64 is another host; IPv4 addresses are counted one by one.
+        assert_eq!(line(&mut a, "[2001:db8:0:2::a]:1000"), None);
+        assert_eq!(line(&mut a, "192.0.2.1:1000"), None);
+        assert_eq!(line(&mut a, "192.0.2.2:1000"), None);
+        // A connection leaving from any address of the network frees a slot for all of it.
+        a.left("2001:db8:0:1::a".parse().unwrap());
+        assert_eq!(line(&mut a, "[2001:db8:0:1::d]:1000"), None);
+        assert!(line(&mut a, "[2001:db8:0:1::e]:1000").is_some());
+        // Wrong passwords are counted per network too.
+        let mut a = admission(|c| c.irc_password_tries = 1);
+        a.closing("2001:db8::1".parse().unwrap(), &Reason::BadPassword, t0);
+        assert!(try_admit(&mut a, "[2001:db8::2]:1", Protocol::Irc, t0).is_some());
+        assert_eq!(
+            try_admit(&mut a, "[2001:db8:0:1::2]:1", Protocol::Irc, t0),
+            None
+        );
     }
 
     #[test]
