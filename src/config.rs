@@ -66,7 +66,13 @@ pub struct Config {
     /// costs a connection; this bounds how fast one host can guess at all: 5 a minute lets a
     /// person mistype a few times and makes guessing even a short password take years.
     pub irc_password_tries: u32,
-    /// The window of the per-address rates (`irc_password_tries`): a minute, long enough to
+    /// Connections one address may open within `rate_window` (0 = no limit); more are refused
+    /// with one line until that window ends. 60 a minute is far more than a household behind
+    /// one NAT opens (people connect once and stay), and far less than a client stuck in a
+    /// reconnect loop, which would otherwise make the server greet, join and announce it
+    /// without end.
+    pub max_connects_per_ip: u32,
+    /// The window of the per-address rates (`irc_password_tries`, `max_connects_per_ip`): a minute, long enough to
     /// make a guesser or a reconnect loop wait, short enough that a person who mistyped is let
     /// back in soon. Each address's window starts with its first counted event.
     pub rate_window: Duration,
@@ -119,6 +125,7 @@ impl Default for Config {
             max_per_ip: 0,
             ipv6_prefix: 64,
             irc_password_tries: 5,
+            max_connects_per_ip: 60,
             rate_window: Duration::from_secs(60),
             idle_timeout: None,
             line_complete_after: Some(Duration::from_millis(1000)),

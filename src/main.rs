@@ -117,6 +117,10 @@ struct ServeArgs {
     /// Connections allowed from one IP address (0 = unlimited)
     #[arg(long, default_value_t = defaults().max_per_ip)]
     max_per_ip: usize,
+    /// Connections one IP address may open per minute; more are refused until the minute is
+    /// over (0 = no limit)
+    #[arg(long, value_name = "N", default_value_t = defaults().max_connects_per_ip)]
+    max_connects_per_ip: u32,
     /// Per-address limits (--max-per-ip and the others) count an IPv6 client by its network of
     /// this many bits, so a host cannot pass them by using a new address of its /64 each time
     /// (16 to 128). IPv4 addresses count one by one
@@ -258,6 +262,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         max_clients,
         max_per_ip: args.max_per_ip,
         ipv6_prefix: args.ipv6_prefix,
+        max_connects_per_ip: args.max_connects_per_ip,
         idle_timeout: (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout)),
         line_complete_after: (args.line_complete_after > 0)
             .then(|| Duration::from_millis(args.line_complete_after)),

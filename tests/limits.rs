@@ -287,6 +287,26 @@ fn max_per_ip_counts_ipv6_clients_by_network(io: IoModel) {
     v4.expect_prefix("WELCOME");
 }
 
+for_each_io!(max_connects_per_ip_refuses_a_reconnect_storm);
+fn max_connects_per_ip_refuses_a_reconnect_storm(io: IoModel) {
+    let server = TestServer::with_io(io, |c| c.max_connects_per_ip = 3);
+    // Connections that come and go count as much as ones that stay.
+    for _ in 0..2 {
+        server.join();
+    }
+    let (_stays, _) = server.join();
+    let mut fourth = server.connect();
+    assert_eq!(
+        fourth.expect_closed(),
+        ["BYE connecting too often, try again later"]
+    );
+    let mut irc = common::Client::connect(server.irc_addr.unwrap());
+    assert_eq!(
+        irc.expect_closed(),
+        ["ERROR :Closing link: (connecting too often, try again later)"]
+    );
+}
+
 for_each_io!(idle_clients_are_disconnected_and_their_rooms_told);
 fn idle_clients_are_disconnected_and_their_rooms_told(io: IoModel) {
     let server = TestServer::with_io(io, |c| {

@@ -233,6 +233,8 @@ fn running_out_of_descriptors_refuses_newcomers_and_serves_the_rest(io: IoModel)
         "1000",
         "--flood-rate",
         "0",
+        "--max-connects-per-ip",
+        "0",
         "--io",
         io.name(),
     ];

@@ -7,7 +7,7 @@
 //! as Redis's `MAX_ACCEPTS_PER_CALL` does, so a connect flood cannot starve the clients already
 //! served.
 //! Each new connection then passes [`Admission::admit`] (shutdown, `--irc-password-tries`,
-//! `--max-clients`, `--max-per-ip`), and a refused one gets one line of its protocol saying
+//! `--max-connects-per-ip`, `--max-clients`, `--max-per-ip`), and a refused one gets one line of its protocol saying
 //! why. The drivers tell admission when a connection leaves ([`Admission::left`]) and why it is
 //! closed ([`Admission::closing`]: a wrong IRC password counts against its address).
 
@@ -184,6 +184,10 @@ pub struct Admission {
     password_tries: u32,
     /// Wrong IRC passwords per address in the current window.
     bad_passwords: Window,
+    /// `--max-connects-per-ip`: connections an address may open per window (0 = no limit).
+    max_connects: u32,
+    /// Connection attempts per address in the current window.
+    connects: Window,
 }
 
 impl Admission {
@@ -195,6 +199,8 @@ impl Admission {
             per_ip: HashMap::new(),
             password_tries: config.irc_password_tries,
             bad_passwords: Window::new(config.rate_window),
+            max_connects: config.max_connects_per_ip,
+            connects: Window::new(config.rate_window),
         }
     }
 
@@ -223,10 +229,12 @@ impl Admission {
             strikes.warn(|| {
                 format!(
                     "{peer} refused: {n} wrong IRC passwords from its address within {window:?} \
-                     (--irc-password-tries)"
+                     (--irc-password-tries); further ones logged at debug"
                 )
             });
             Some("too many wrong passwords, try again later")
+        } else if let Some(refused) = self.too_often(peer, ip, now) {
+            Some(refused)
         } else if open >= self.max_clients {
             warn!("{peer} refused: server full ({open} clients, --max-clients)");
             Some("server full")
@@ -243,6 +251,24 @@ impl Admission {
         }
         *self.per_ip.entry(ip).or_insert(0) += 1;
         true
+    }
+
+    /// `--max-connects-per-ip`: counts this attempt from `ip` (the host `peer` belongs to) and
+    /// refuses it if it is one too many in the address's window. Every attempt counts, refused
+    /// ones too: a client in a reconnect loop has to stop for a while to get back in.
+    fn too_often(&mut self, peer: SocketAddr, ip: IpAddr, now: Instant) -> Option<&'static str> {
+        let (limit, window) = (self.max_connects, self.connects.length);
+        if limit == 0 {
+            return None;
+        }
+        let strikes = self.connects.add(ip, now).filter(|s| s.n > limit)?;
+        strikes.warn(|| {
+            format!(
+                "{peer} refused: more than {limit} connects from its address within {window:?} \
+                 (--max-connects-per-ip); further ones logged at debug"
+            )
+        });
+        Some("connecting too often, try again later")
     }
 
     /// A connection admitted earlier, from `ip`, is gone.
@@ -349,9 +375,9 @@ impl Window {
             .filter(|s| s.n >= limit && now.saturating_duration_since(s.since) < length)
     }
 
-    /// Counts one event of `ip` at `now`; returns the count in its current window (0 if the
-    /// address could not be tracked).
-    fn add(&mut self, ip: IpAddr, now: Instant) -> u32 {
+    /// Counts one event of `ip` at `now`; returns its entry, whose `n` is the count in its
+    /// current window (`None` if the address could not be tracked).
+    fn add(&mut self, ip: IpAddr, now: Instant) -> Option<&mut Strikes> {
         if !self.map.contains_key(&ip) {
             if self.map.len() >= self.prune_at {
                 let length = self.length;
@@ -361,15 +387,16 @@ impl Window {
             }
             if self.map.len() >= MAX_TRACKED {
                 debug!("{ip}: not tracked, {MAX_TRACKED} addresses already are");
-                return 0;
+                return None;
             }
         }
         let live = self.map.get(&ip).is_some_and(|s| self.live(s, now));
-        let strikes = self.map.entry(ip).or_insert(Strikes {
+        let fresh = Strikes {
             since: now,
             n: 0,
             warned: false,
-        });
+        };
+        let strikes = self.map.entry(ip).or_insert(fresh);
         if !live {
             *strikes = Strikes {
                 since: now,
@@ -378,7 +405,7 @@ impl Window {
             };
         }
         strikes.n += 1;
-        strikes.n
+        Some(strikes)
     }
 }
 
@@ -514,19 +541,58 @@ mod tests {
     }
 
     #[test]
+    fn connects_per_address_are_limited_per_window() {
+        let mut a = admission(|c| c.max_connects_per_ip = 3);
+        let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        for (i, secs) in [0, 10, 20].into_iter().enumerate() {
+            assert_eq!(
+                try_admit(&mut a, "10.0.0.1:1", Protocol::Line, at(secs)),
+                None
+            );
+            a.left("10.0.0.1".parse().unwrap());
+            assert_eq!(a.connects.map.len(), 1, "{i}");
+        }
+        assert_eq!(
+            try_admit(&mut a, "10.0.0.1:1", Protocol::Line, at(30)).as_deref(),
+            Some("BYE connecting too often, try again later\r\n")
+        );
+        assert_eq!(
+            try_admit(&mut a, "10.0.0.1:1", Protocol::Irc, at(59)).as_deref(),
+            Some("ERROR :Closing link: (connecting too often, try again later)\r\n")
+        );
+        // Others are not affected, and the address's window ends a minute after its first
+        // connect.
+        assert_eq!(
+            try_admit(&mut a, "10.0.0.2:1", Protocol::Line, at(30)),
+            None
+        );
+        assert_eq!(
+            try_admit(&mut a, "10.0.0.1:1", Protocol::Line, at(60)),
+            None
+        );
+        // 0: no limit.
+        let mut a = admission(|c| c.max_connects_per_ip = 0);
+        for _ in 0..1000 {
+            assert_eq!(try_admit(&mut a, "10.0.0.1:1", Protocol::Line, t0), None);
+        }
+        assert!(a.connects.map.is_empty());
+    }
+
+    #[test]
     fn a_window_table_forgets_expired_addresses_and_stays_bounded() {
         let mut w = Window::new(Duration::from_secs(60));
         let t0 = Instant::now();
         let ip = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(i));
         for i in 0..5000 {
-            assert_eq!(w.add(ip(i), t0), 1);
+            assert_eq!(w.add(ip(i), t0).map(|s| s.n), Some(1));
         }
-        assert_eq!(w.add(ip(7), t0 + Duration::from_secs(59)), 2);
         assert_eq!(
-            w.add(ip(7), t0 + Duration::from_secs(60)),
-            1,
-            "a new window"
+            w.add(ip(7), t0 + Duration::from_secs(59)).map(|s| s.n),
+            Some(2)
         );
+        let renewed = w.add(ip(7), t0 + Duration::from_secs(60)).map(|s| s.n);
+        assert_eq!(renewed, Some(1), "a new window");
         // A minute later, new addresses push the expired ones out as the table grows.
         let later = t0 + Duration::from_secs(61);
         for i in 10_000..20_000 {
@@ -539,6 +605,6 @@ mod tests {
             w.add(ip(i), later);
         }
         assert!(w.map.len() <= MAX_TRACKED);
-        assert_eq!(w.add(ip(1 << 30), later), 0, "not tracked");
+        assert!(w.add(ip(1 << 30), later).is_none(), "not tracked");
     }
 }
