@@ -409,6 +409,39 @@ fn telnet_negotiation_is_answered_and_stripped(io: IoModel) {
     assert_eq!(a.line(), format!("NAMES #lobby {nick}"));
 }
 
+for_each_io!(telnet_answers_cost_flood_tokens);
+fn telnet_answers_cost_flood_tokens(io: IoModel) {
+    // A burst of 3 and a token every 20 s: five answers put the bucket two tokens short.
+    let server = TestServer::with_io(io, |c| {
+        c.flood_burst = 3;
+        c.flood_rate = 0.05;
+    });
+    let (mut a, nick) = server.join();
+    let (mut b, other) = server.join();
+    assert_eq!(a.line(), format!("JOIN #lobby {other}"));
+    a.send_raw(b"\xff\xfd\x01\xff\xfd\x03\xff\xfd\x05\xff\xfd\x06\xff\xfd\x18/who\r\n");
+    let mut answers = [0u8; 15];
+    std::io::Read::read_exact(&mut a.stream(), &mut answers).unwrap();
+    assert_eq!(answers[12..], [255, 252, 0x18], "IAC WONT TERMINAL-TYPE");
+    // The five answers spent the tokens the /who needed: it waits for them, while a line from
+    // someone else, sent only now, arrives at once.
+    b.send(&format!("/msg {nick} ping"));
+    assert_eq!(a.line(), format!("PRIV <{other}> ping"));
+
+    // Negotiation alone, with no line to wait for a token, stops the reading too.
+    let (mut c, third) = server.join();
+    assert_eq!(b.line(), format!("JOIN #lobby {third}"));
+    c.send_raw(b"\xff\xfd\x01\xff\xfd\x03\xff\xfd\x05\xff\xfd\x06\xff\xfd\x18");
+    std::io::Read::read_exact(&mut c.stream(), &mut answers).unwrap();
+    c.send_raw(b"\xff\xfd\x01");
+    b.send(&format!("/msg {third} ping"));
+    assert_eq!(
+        c.line(),
+        format!("PRIV <{other}> ping"),
+        "no answer before it"
+    );
+}
+
 for_each_io!(a_reply_bigger_than_the_send_queue_still_reaches_a_reading_client);
 fn a_reply_bigger_than_the_send_queue_still_reaches_a_reading_client(io: IoModel) {
     // /help is about 900 bytes, in one chunk: it cannot fit a 256-byte send queue, but it goes
