@@ -72,6 +72,27 @@ pub struct Config {
     pub max_clients: usize,
     /// Connections allowed from one IP address (0 = unlimited).
     pub max_per_ip: usize,
+    /// Every per-address limit counts an IPv6 peer by its network of this many bits, not by its
+    /// address: a host is usually given a whole /64 and can connect from a new address each
+    /// time, so counting addresses would let one host pass any limit. 64 is the smallest
+    /// network a host is normally given; a /48 or /56 site may be given smaller values. IPv4
+    /// addresses are counted one by one.
+    pub ipv6_prefix: u8,
+    /// Wrong IRC passwords one address may give within `rate_window` before its further IRC
+    /// connections are refused until that window ends (0 = no limit). Each wrong guess already
+    /// costs a connection; this bounds how fast one host can guess at all: 5 a minute lets a
+    /// person mistype a few times and makes guessing even a short password take years.
+    pub irc_password_tries: u32,
+    /// Connections one address may open within `rate_window` (0 = no limit); more are refused
+    /// with one line until that window ends. 60 a minute is far more than a household behind
+    /// one NAT opens (people connect once and stay), and far less than a client stuck in a
+    /// reconnect loop, which would otherwise make the server greet, join and announce it
+    /// without end.
+    pub max_connects_per_ip: u32,
+    /// The window of the per-address rates (`irc_password_tries`, `max_connects_per_ip`): a minute, long enough to
+    /// make a guesser or a reconnect loop wait, short enough that a person who mistyped is let
+    /// back in soon. Each address's window starts with its first counted event.
+    pub rate_window: Duration,
     /// Disconnect a line-protocol client that has sent nothing for this long (`None` = never).
     /// IRC clients are pinged instead.
     pub idle_timeout: Option<Duration>,
@@ -123,6 +144,10 @@ impl Default for Config {
             // The command line replaces this with what RLIMIT_NOFILE allows.
             max_clients: 1024,
             max_per_ip: 0,
+            ipv6_prefix: 64,
+            irc_password_tries: 5,
+            max_connects_per_ip: 60,
+            rate_window: Duration::from_secs(60),
             idle_timeout: None,
             line_complete_after: Some(Duration::from_millis(1000)),
             shutdown_grace: Duration::from_secs(2),

@@ -67,6 +67,10 @@ struct ServeArgs {
     /// Password IRC clients must give with PASS (default: none; PASS is ignored)
     #[arg(long, value_name = "PASSWORD")]
     irc_password: Option<String>,
+    /// Wrong passwords one address may give per minute; once they are used up, its IRC
+    /// connections are refused until the minute is over (0 = no limit)
+    #[arg(long, value_name = "N", default_value_t = defaults().irc_password_tries)]
+    irc_password_tries: u32,
     /// File whose lines IRC clients get as the message of the day
     #[arg(long, value_name = "FILE")]
     motd: Option<std::path::PathBuf>,
@@ -128,6 +132,15 @@ struct ServeArgs {
     /// Connections allowed from one IP address (0 = unlimited)
     #[arg(long, default_value_t = defaults().max_per_ip)]
     max_per_ip: usize,
+    /// Connections one IP address may open per minute; more are refused until the minute is
+    /// over (0 = no limit)
+    #[arg(long, value_name = "N", default_value_t = defaults().max_connects_per_ip)]
+    max_connects_per_ip: u32,
+    /// Per-address limits (--max-per-ip and the others) count an IPv6 client by its network of
+    /// this many bits, so a host cannot pass them by using a new address of its /64 each time
+    /// (16 to 128). IPv4 addresses count one by one
+    #[arg(long, value_name = "BITS", default_value_t = defaults().ipv6_prefix, value_parser = clap::value_parser!(u8).range(16..=128))]
+    ipv6_prefix: u8,
     /// Disconnect line-protocol clients silent for this many seconds (0 = never; at most a
     /// year). IRC clients are pinged instead
     #[arg(long, value_name = "SECS", default_value_t = defaults().idle_timeout.map_or(0, |d| d.as_secs()), value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
@@ -248,6 +261,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             args.irc_listen
         },
         irc_password: args.irc_password,
+        irc_password_tries: args.irc_password_tries,
         motd,
         server_name: args.server_name,
         reserved_nicks: args.reserved_nick,
@@ -266,6 +280,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         max_sendq: args.max_sendq as usize,
         max_clients,
         max_per_ip: args.max_per_ip,
+        ipv6_prefix: args.ipv6_prefix,
+        max_connects_per_ip: args.max_connects_per_ip,
         idle_timeout: (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout)),
         line_complete_after: (args.line_complete_after > 0)
             .then(|| Duration::from_millis(args.line_complete_after)),

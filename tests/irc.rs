@@ -155,6 +155,30 @@ fn a_server_password_is_required_when_configured(io: IoModel) {
     assert!(right.line().starts_with(":pollchat 001 eve "));
 }
 
+for_each_io!(an_address_that_guesses_passwords_is_refused_for_a_while);
+fn an_address_that_guesses_passwords_is_refused_for_a_while(io: IoModel) {
+    let server = TestServer::with_io(io, |c| {
+        c.irc_password = Some("sesame".into());
+        c.irc_password_tries = 2;
+    });
+    for guess in ["guess", "sesam"] {
+        let mut c = Client::connect(server.irc_addr.unwrap());
+        c.send(&format!("PASS {guess}"));
+        c.send("NICK eve");
+        c.send("USER eve 0 * :Eve");
+        assert_eq!(c.line(), ":pollchat 464 * :Password incorrect");
+        assert_eq!(c.expect_closed(), ["ERROR :Closing link: (bad password)"]);
+    }
+    // The third connection is refused before it can guess, even with the right password.
+    let mut third = Client::connect(server.irc_addr.unwrap());
+    assert_eq!(
+        third.expect_closed(),
+        ["ERROR :Closing link: (too many wrong passwords, try again later)"]
+    );
+    // The line protocol asks for no password: its clients from the address are still served.
+    server.join();
+}
+
 for_each_io!(join_answers_in_order_and_join_0_parts_all);
 fn join_answers_in_order_and_join_0_parts_all(io: IoModel) {
     let server = TestServer::start_io(io);

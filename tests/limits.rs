@@ -265,6 +265,51 @@ fn max_per_ip_limits_connections_from_one_address(io: IoModel) {
     );
 }
 
+for_each_io!(max_per_ip_counts_ipv6_clients_by_network);
+/// Loopback has one IPv6 address, so two addresses of one /64 cannot be had without privileges
+/// (the grouping itself is unit-tested in `driver::listen`); this checks that IPv6 peers go
+/// through the grouped count on real sockets, and that IPv4 ones are counted apart from them.
+fn max_per_ip_counts_ipv6_clients_by_network(io: IoModel) {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here; skipped");
+        return;
+    }
+    let server = TestServer::with_io(io, |c| {
+        c.listen = vec!["[::1]:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap()];
+        c.max_per_ip = 1;
+        c.ipv6_prefix = 64;
+    });
+    let mut v6 = common::Client::connect(server.addrs[0]);
+    v6.expect_prefix("WELCOME");
+    let mut again = common::Client::connect(server.addrs[0]);
+    assert_eq!(
+        again.expect_closed(),
+        ["BYE too many connections from your address"]
+    );
+    let mut v4 = common::Client::connect(server.addrs[1]);
+    v4.expect_prefix("WELCOME");
+}
+
+for_each_io!(max_connects_per_ip_refuses_a_reconnect_storm);
+fn max_connects_per_ip_refuses_a_reconnect_storm(io: IoModel) {
+    let server = TestServer::with_io(io, |c| c.max_connects_per_ip = 3);
+    // Connections that come and go count as much as ones that stay.
+    for _ in 0..2 {
+        server.join();
+    }
+    let (_stays, _) = server.join();
+    let mut fourth = server.connect();
+    assert_eq!(
+        fourth.expect_closed(),
+        ["BYE connecting too often, try again later"]
+    );
+    let mut irc = common::Client::connect(server.irc_addr.unwrap());
+    assert_eq!(
+        irc.expect_closed(),
+        ["ERROR :Closing link: (connecting too often, try again later)"]
+    );
+}
+
 for_each_io!(idle_clients_are_disconnected_and_their_rooms_told);
 fn idle_clients_are_disconnected_and_their_rooms_told(io: IoModel) {
     let server = TestServer::with_io(io, |c| {
@@ -365,6 +410,39 @@ fn telnet_negotiation_is_answered_and_stripped(io: IoModel) {
     std::io::Read::read_exact(&mut a.stream(), &mut reply).unwrap();
     assert_eq!(reply, [255, 252, 6], "IAC WONT TIMING-MARK");
     assert_eq!(a.line(), format!("NAMES #lobby {nick}"));
+}
+
+for_each_io!(telnet_answers_cost_flood_tokens);
+fn telnet_answers_cost_flood_tokens(io: IoModel) {
+    // A burst of 3 and a token every 20 s: five answers put the bucket two tokens short.
+    let server = TestServer::with_io(io, |c| {
+        c.flood_burst = 3;
+        c.flood_rate = 0.05;
+    });
+    let (mut a, nick) = server.join();
+    let (mut b, other) = server.join();
+    assert_eq!(a.line(), format!("JOIN #lobby {other}"));
+    a.send_raw(b"\xff\xfd\x01\xff\xfd\x03\xff\xfd\x05\xff\xfd\x06\xff\xfd\x18/who\r\n");
+    let mut answers = [0u8; 15];
+    std::io::Read::read_exact(&mut a.stream(), &mut answers).unwrap();
+    assert_eq!(answers[12..], [255, 252, 0x18], "IAC WONT TERMINAL-TYPE");
+    // The five answers spent the tokens the /who needed: it waits for them, while a line from
+    // someone else, sent only now, arrives at once.
+    b.send(&format!("/msg {nick} ping"));
+    assert_eq!(a.line(), format!("PRIV <{other}> ping"));
+
+    // Negotiation alone, with no line to wait for a token, stops the reading too.
+    let (mut c, third) = server.join();
+    assert_eq!(b.line(), format!("JOIN #lobby {third}"));
+    c.send_raw(b"\xff\xfd\x01\xff\xfd\x03\xff\xfd\x05\xff\xfd\x06\xff\xfd\x18");
+    std::io::Read::read_exact(&mut c.stream(), &mut answers).unwrap();
+    c.send_raw(b"\xff\xfd\x01");
+    b.send(&format!("/msg {third} ping"));
+    assert_eq!(
+        c.line(),
+        format!("PRIV <{other}> ping"),
+        "no answer before it"
+    );
 }
 
 for_each_io!(a_reply_bigger_than_the_send_queue_still_reaches_a_reading_client);

@@ -45,7 +45,8 @@ pub struct Opts {
     /// PID of the server at --addr, to read its CPU time and memory from /proc
     #[arg(long, requires = "addr")]
     pub server_pid: Option<u32>,
-    /// Start `pollchat serve --listen 127.0.0.1:0 --flood-rate 0 --max-sendq 16777216 --no-irc ARGS`
+    /// Start `pollchat serve --listen 127.0.0.1:0 --flood-rate 0 --max-sendq 16777216
+    /// --max-connects-per-ip 0 --no-irc ARGS`
     /// (the same binary; with --irc, `--irc-listen 127.0.0.1:0` instead of `--no-irc`) and load
     /// it, e.g. --spawn "--io threads". This is the default, with no ARGS, when --addr is not
     /// given

@@ -18,8 +18,13 @@ use std::time::{Duration, Instant};
 /// Flags the generator gives a spawned pollchat server unless the `--spawn` string sets them:
 /// no flood control (the load is the point; it applies to IRC connections too), and a send
 /// queue deep enough for bursts at high rates (the slow-consumer scenario sets its own
-/// `--max-sendq`).
-pub const SERVE_DEFAULTS: &[(&str, &str)] = &[("--flood-rate", "0"), ("--max-sendq", "16777216")];
+/// `--max-sendq`), and no limit on connects per address (every client comes from 127.0.0.1,
+/// thousands of them within a second).
+pub const SERVE_DEFAULTS: &[(&str, &str)] = &[
+    ("--flood-rate", "0"),
+    ("--max-sendq", "16777216"),
+    ("--max-connects-per-ip", "0"),
+];
 
 /// The IRC listener's flags, unless the `--spawn` string sets `--irc-listen` or `--no-irc`
 /// itself: none when the generator speaks the line protocol (IRC's fixed default port would
@@ -359,6 +364,8 @@ mod tests {
                 "0",
                 "--max-sendq",
                 "16777216",
+                "--max-connects-per-ip",
+                "0",
                 "--no-irc",
                 "--io",
                 "threads"

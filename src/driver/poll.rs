@@ -42,6 +42,7 @@ use crate::core::{ClientId, Core, Outbox};
 use crate::framer::Frame;
 use crate::net::connection::{Connection, Flush, Phase};
 use crate::net::flood::TokenBucket;
+use crate::net::transform::Transform;
 use crate::session::{self, Context, Now, Protocol, Reason, Rendered, Session, Step, Wake};
 
 /// Tokens at and above this are listeners (`LISTENER_BASE + index`), up to the shutdown
@@ -268,7 +269,7 @@ impl EventLoop {
         let (open, closing) = (self.conns.len(), self.shutdown_deadline.is_some());
         if !self
             .admission
-            .admit(&mut stream, peer, protocol, open, closing)
+            .admit(&mut stream, peer, protocol, open, closing, now)
         {
             return;
         }
@@ -332,11 +333,19 @@ impl EventLoop {
                     let data = conn
                         .transform
                         .inbound(&scratch[..n], &mut filtered, &mut replies);
-                    if !replies.is_empty() {
+                    let answered = !replies.is_empty();
+                    if answered {
+                        conn.bucket.charge(Transform::reply_cost(&replies));
                         self.send(key, replies);
                     }
                     fed |= !data.is_empty();
                     flow = self.handle_lines(key, data, &mut lines, now);
+                    // Input that was only negotiation frames no line, so no line waited for
+                    // a token: the answers' cost must still stop the reading.
+                    if answered && flow == Flow::Go && !self.has_token(key, now) {
+                        self.pause(key, now);
+                        flow = Flow::Throttled;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -387,12 +396,7 @@ impl EventLoop {
             }
             if rate > 0.0 && !conn.bucket.ready(now, burst, rate) {
                 conn.framer.stash(input);
-                conn.throttled = true;
-                let at = conn
-                    .bucket
-                    .throttle(conn.peer(), now, rate, &mut conn.flooded);
-                self.timers
-                    .push(at, TimerKind::FloodResume, key, conn.serial);
+                self.pause(key, now);
                 return Flow::Throttled;
             }
             let max_line = conn.session.max_line(&self.ctx);
@@ -408,6 +412,24 @@ impl EventLoop {
             conn.bucket.charge(step.extra_cost);
             self.apply(key, step);
         }
+    }
+
+    /// Whether connection `key` may go on reading (flood control is off, or it has a token).
+    fn has_token(&mut self, key: usize, now: Instant) -> bool {
+        let (burst, rate) = (self.config.flood_burst, self.config.flood_rate);
+        rate == 0.0 || self.conns[key].bucket.ready(now, burst, rate)
+    }
+
+    /// Connection `key` is out of flood tokens: stop reading it until a timer says it has one.
+    fn pause(&mut self, key: usize, now: Instant) {
+        let conn = &mut self.conns[key];
+        conn.throttled = true;
+        let rate = self.config.flood_rate;
+        let at = conn
+            .bucket
+            .throttle(conn.peer(), now, rate, &mut conn.flooded);
+        self.timers
+            .push(at, TimerKind::FloodResume, key, conn.serial);
     }
 
     /// The peer closed its side: its last unterminated line still counts, then it leaves
@@ -591,6 +613,7 @@ impl EventLoop {
                 continue;
             };
             let (peer, serial) = (conn.peer(), conn.serial);
+            self.admission.closing(peer.ip(), &reason, now);
             let everyone = self.shutdown_deadline.is_some();
             let text = depart(
                 &mut self.core,

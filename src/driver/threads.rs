@@ -250,7 +250,10 @@ impl ThreadedServer {
         }
         let mut st = shared.lock();
         let open = st.clients.len();
-        if !st.admission.admit(&mut stream, peer, protocol, open, false) {
+        if !st
+            .admission
+            .admit(&mut stream, peer, protocol, open, false, Instant::now())
+        {
             return;
         }
         st.next_id += 1;
@@ -474,6 +477,8 @@ impl State {
             else {
                 continue;
             };
+            self.admission
+                .closing(conn.peer.ip(), &reason, Instant::now());
             let everyone = self.shutdown_deadline.is_some();
             let text = depart(
                 &mut self.core,
@@ -561,9 +566,16 @@ impl Reader {
                         .transform
                         .inbound(&buf[..n], &mut filtered, &mut replies);
                     if !replies.is_empty() {
+                        self.bucket.charge(Transform::reply_cost(&replies));
                         let mut st = self.shared.lock();
                         st.enqueue(self.conn.id, &replies.into());
                         st.apply_closes(&self.shared.ctx);
+                        drop(st);
+                        // Input that was only negotiation frames no line, so no line would
+                        // wait for a token: the answers' cost must still stop the reading.
+                        if data.is_empty() {
+                            self.wait_for_token();
+                        }
                     }
                     self.handle_input(data)
                 }
@@ -646,14 +658,9 @@ impl Reader {
             }
             let now = Instant::now();
             if rate > 0.0 && !self.bucket.ready(now, burst, rate) {
-                // Back-pressure: this thread stops reading until a token is there, so the kernel
-                // buffer fills and TCP slows the sender down. Nothing is dropped.
                 drop(guard.take());
-                let at = self
-                    .bucket
-                    .throttle(self.conn.peer, now, rate, &mut self.flooded);
-                let wait = at.saturating_duration_since(now);
-                std::thread::sleep(wait);
+                let peer = self.conn.peer;
+                wait_for_token(&mut self.bucket, &mut self.flooded, peer, &shared.config);
                 continue;
             }
             let st = &mut **guard.get_or_insert_with(|| shared.lock());
@@ -683,6 +690,15 @@ impl Reader {
         Some(client.session.next_deadline(&shared.ctx))
     }
 
+    /// Flood control: when out of tokens, sleeps until the next one (never holding the lock).
+    /// Back-pressure: this thread stops reading meanwhile, so the kernel buffer fills and TCP
+    /// slows the sender down. Nothing is dropped.
+    fn wait_for_token(&mut self) {
+        let config = &self.shared.config;
+        let peer = self.conn.peer;
+        wait_for_token(&mut self.bucket, &mut self.flooded, peer, config);
+    }
+
     /// The peer closed its side: its last unterminated line still counts, then it leaves
     /// (after getting what is queued for it, in case it only half-closed).
     fn end_of_stream(mut self) {
@@ -704,6 +720,17 @@ impl Reader {
         }
         st.mark_close(id, Reason::Closed);
         st.apply_closes(&shared.ctx);
+    }
+}
+
+/// [`Reader::wait_for_token`], on the fields it needs (so it can be called while the reader's
+/// shared state is borrowed).
+fn wait_for_token(bucket: &mut TokenBucket, flooded: &mut bool, peer: SocketAddr, config: &Config) {
+    let (burst, rate) = (config.flood_burst, config.flood_rate);
+    let now = Instant::now();
+    if rate > 0.0 && !bucket.ready(now, burst, rate) {
+        let at = bucket.throttle(peer, now, rate, flooded);
+        std::thread::sleep(at.saturating_duration_since(now));
     }
 }
 

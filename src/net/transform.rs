@@ -5,7 +5,8 @@
 //! peer ahead of anything else. Today's transforms are the identity and telnet's option
 //! stripping; an encrypted door (TLS) plugs in here, below the framer, so nothing above it (the
 //! sessions, the chat core) changes. A session chooses its transform
-//! ([`crate::session::Session::transform`]); the drivers only call [`Transform::inbound`].
+//! ([`crate::session::Session::transform`]); the drivers only call [`Transform::inbound`], and
+//! charge the answers to the connection's flood bucket ([`Transform::reply_cost`]).
 
 use crate::protocol::telnet;
 
@@ -36,6 +37,14 @@ impl Transform {
             _ => data,
         }
     }
+
+    /// The flood-control tokens the answers in `replies` cost: one per answer (telnet's are
+    /// three bytes each), as a line costs one. Otherwise a client could make the server answer
+    /// an endless stream of `IAC DO` without ever running out of tokens; charged, the answers
+    /// stop with the reading, as lines do. The drivers charge it to the connection's bucket.
+    pub fn reply_cost(replies: &[u8]) -> u32 {
+        u32::try_from(replies.len().div_ceil(3)).unwrap_or(u32::MAX)
+    }
 }
 
 #[cfg(test)]
@@ -53,5 +62,15 @@ mod tests {
         assert_eq!(replies, [telnet::IAC, 252, 6]);
         let out = Transform::Telnet.inbound(b"hello\n", &mut filtered, &mut replies);
         assert_eq!(out, b"hello\n");
+    }
+
+    #[test]
+    fn each_answer_costs_a_token() {
+        let (mut filtered, mut replies) = (Vec::new(), Vec::new());
+        let input = b"\xff\xfd\x01\xff\xfb\x03\xff\xfe\x05\xff\xf4hi\n";
+        Transform::Telnet.inbound(input, &mut filtered, &mut replies);
+        // DO and WILL are answered, DONT and IP are not.
+        assert_eq!(Transform::reply_cost(&replies), 2);
+        assert_eq!(Transform::reply_cost(&[]), 0);
     }
 }

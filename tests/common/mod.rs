@@ -53,6 +53,9 @@ impl TestServer {
         let mut config = Config {
             listen: vec!["127.0.0.1:0".parse().unwrap()],
             irc_listen: vec!["127.0.0.1:0".parse().unwrap()],
+            // Every test client comes from 127.0.0.1, hundreds of them in some tests: only the
+            // tests of this limit set it.
+            max_connects_per_ip: 0,
             ..Config::default()
         };
         tweak(&mut config);

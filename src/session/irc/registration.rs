@@ -112,7 +112,10 @@ fn try_register(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     }
     let ctx = c.ctx;
     if let Some(password) = ctx.password.as_deref()
-        && s.pass.as_deref() != Some(password)
+        && !s
+            .pass
+            .as_deref()
+            .is_some_and(|guess| same_secret(guess.as_bytes(), password.as_bytes()))
     {
         c.o.numeric(ERR_PASSWDMISMATCH, &[]);
         return Some(Reason::BadPassword);
@@ -148,5 +151,41 @@ fn user_name(raw: &str) -> String {
         "user".into()
     } else {
         clean
+    }
+}
+
+/// Whether `guess` is `secret`, in a time that depends only on the longer of the two lengths:
+/// every byte position is compared (a missing byte counts as a difference) and the differences
+/// are OR-ed together, so there is no early exit at the first wrong byte that would let a
+/// client find the password one byte at a time by timing its rejections. Guesses are also
+/// few: an address that gives `--irc-password-tries` wrong ones is refused for a while
+/// (`driver::listen::Admission`).
+fn same_secret(guess: &[u8], secret: &[u8]) -> bool {
+    let n = guess.len().max(secret.len());
+    let mut diff = u8::from(guess.len() != secret.len());
+    for i in 0..n {
+        let (a, b) = (guess.get(i).copied(), secret.get(i).copied());
+        diff |= a.unwrap_or(0) ^ b.unwrap_or(0) | u8::from(a.is_none() || b.is_none());
+    }
+    // Keeps the optimiser from turning the loop back into a comparison that stops early.
+    std::hint::black_box(diff) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_secret;
+
+    #[test]
+    fn secrets_match_only_when_equal_whatever_the_lengths() {
+        assert!(same_secret(b"sesame", b"sesame"));
+        assert!(!same_secret(b"sesamf", b"sesame"));
+        assert!(!same_secret(b"Sesame", b"sesame"));
+        // A prefix, an extension, the empty guess: a length difference is a difference even
+        // where the padding byte (0) would equal the secret's.
+        assert!(!same_secret(b"sesam", b"sesame"));
+        assert!(!same_secret(b"sesame\0", b"sesame"));
+        assert!(!same_secret(b"", b"sesame"));
+        assert!(!same_secret(b"sesame", b""));
+        assert!(same_secret(b"", b""));
     }
 }
