@@ -50,6 +50,21 @@ pub struct CoreLimits {
     pub big_room: usize,
 }
 
+impl CoreLimits {
+    /// `history` messages a room, `max_rooms` rooms a user, big rooms over `big_room`, and no
+    /// byte or room-count budget: what the unit tests start from.
+    pub fn counts(history: usize, max_rooms: usize, big_room: usize) -> CoreLimits {
+        CoreLimits {
+            history,
+            max_rooms,
+            big_room,
+            room_history_bytes: usize::MAX,
+            history_bytes: usize::MAX,
+            max_total_rooms: usize::MAX,
+        }
+    }
+}
+
 /// All chat state of one server.
 #[derive(Debug)]
 pub struct Core {

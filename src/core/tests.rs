@@ -16,17 +16,7 @@ struct World {
 impl World {
     fn new(history: usize) -> World {
         let mut w = World {
-            core: Core::new(
-                CoreLimits {
-                    history,
-                    max_rooms: 3,
-                    big_room: 1000,
-                    room_history_bytes: usize::MAX,
-                    history_bytes: usize::MAX,
-                    max_total_rooms: usize::MAX,
-                },
-                1_000_000,
-            ),
+            core: Core::new(CoreLimits::counts(history, 3, 1000), 1_000_000),
             out: Outbox::default(),
             now: 1_000_000,
         };
@@ -147,17 +137,7 @@ fn who(room: &str) -> Command {
 
 #[test]
 fn guests_get_distinct_nicks_skipping_taken_ones() {
-    let mut core = Core::new(
-        CoreLimits {
-            history: 0,
-            max_rooms: 3,
-            big_room: 1000,
-            room_history_bytes: usize::MAX,
-            history_bytes: usize::MAX,
-            max_total_rooms: usize::MAX,
-        },
-        1_000_000,
-    );
+    let mut core = Core::new(CoreLimits::counts(0, 3, 1000), 1_000_000);
     let mut out = Outbox::default();
     assert_eq!(&*core.connect(A, "h", 0), "guest1");
     core.handle(A, Command::Nick("guest2".into()), 0, &mut out);
@@ -166,17 +146,7 @@ fn guests_get_distinct_nicks_skipping_taken_ones() {
 
 #[test]
 fn registering_with_a_chosen_nick_checks_it() {
-    let mut core = Core::new(
-        CoreLimits {
-            history: 0,
-            max_rooms: 3,
-            big_room: 1000,
-            room_history_bytes: usize::MAX,
-            history_bytes: usize::MAX,
-            max_total_rooms: usize::MAX,
-        },
-        1_000_000,
-    );
+    let mut core = Core::new(CoreLimits::counts(0, 3, 1000), 1_000_000);
     assert_eq!(
         core.register(A, "alice", "al", "Alice L", "10.0.0.1", 0),
         Ok(())
@@ -349,17 +319,7 @@ fn service_and_server_names_are_reserved_nicks_case_insensitively() {
 
 #[test]
 fn guest_nicks_are_unaffected_unless_reserved_themselves() {
-    let mut core = Core::new(
-        CoreLimits {
-            history: 0,
-            max_rooms: 3,
-            big_room: 1000,
-            room_history_bytes: usize::MAX,
-            history_bytes: usize::MAX,
-            max_total_rooms: usize::MAX,
-        },
-        0,
-    );
+    let mut core = Core::new(CoreLimits::counts(0, 3, 1000), 0);
     core.reserve_nick("pollchat");
     assert_eq!(&*core.connect(A, "h", 0), "guest1");
     // An operator who reserves a guest nick never sees it handed out.
@@ -805,17 +765,7 @@ fn topic_set_by_member_is_broadcast_and_cleared_by_empty_text() {
 
 #[test]
 fn big_rooms_do_not_announce_presence_and_list_few_names_on_join() {
-    let mut core = Core::new(
-        CoreLimits {
-            history: 0,
-            max_rooms: 3,
-            big_room: 2,
-            room_history_bytes: usize::MAX,
-            history_bytes: usize::MAX,
-            max_total_rooms: usize::MAX,
-        },
-        0,
-    );
+    let mut core = Core::new(CoreLimits::counts(0, 3, 2), 0);
     let mut out = Outbox::default();
     for i in 1..=4 {
         core.connect(ClientId(i), "h", 0);

@@ -21,17 +21,7 @@ impl Bench {
         tweak(&mut config);
         let ctx = Context::new(&config, 1_000_000);
         Bench {
-            core: Core::new(
-                CoreLimits {
-                    history: 10,
-                    max_rooms: 5,
-                    big_room: 1000,
-                    room_history_bytes: usize::MAX,
-                    history_bytes: usize::MAX,
-                    max_total_rooms: usize::MAX,
-                },
-                1_000_000,
-            ),
+            core: Core::new(CoreLimits::counts(10, 5, 1000), 1_000_000),
             out: Outbox::default(),
             // Deadlines are kept in milliseconds from the context's epoch: start the clock there.
             t0: ctx.epoch,

@@ -21,14 +21,7 @@ struct Client {
 
 impl Client {
     fn new() -> Client {
-        let limits = CoreLimits {
-            history: 0,
-            max_rooms: 8,
-            big_room: 1000,
-            room_history_bytes: usize::MAX,
-            history_bytes: usize::MAX,
-            max_total_rooms: usize::MAX,
-        };
+        let limits = CoreLimits::counts(0, 8, 1000);
         Client {
             core: Core::new(limits, NOW),
             session: IrcSession::new(ID, "127.0.0.1:40000".parse().unwrap(), Instant::now()),
