@@ -438,7 +438,7 @@ fn invisible_characters_are_refused_in_rooms_and_stripped_from_topics(io: IoMode
     alice.send("/join #\u{202e}ybbol");
     assert_eq!(
         alice.line(),
-        "ERROR invalid-room invalid room \"#\\u{202e}ybbol\": # and 1-49 characters without spaces, commas or control characters"
+        "ERROR invalid-room invalid room \"#\\u{202e}ybbol\": # and 1-49 characters without spaces, commas, control or invisible characters"
     );
     alice.send("/topic \u{202e}dlrow\u{200b} olleh");
     assert_eq!(alice.line(), "TOPIC #lobby alice dlrow olleh");

@@ -312,7 +312,7 @@ impl fmt::Display for Error {
             ),
             Error::InvalidRoom(r) => write!(
                 f,
-                "invalid room {r:?}: # and 1-49 characters without spaces, commas or control characters"
+                "invalid room {r:?}: # and 1-49 characters without spaces, commas, control or invisible characters"
             ),
             Error::NoSuchNick(n) => write!(f, "no user is called {n}"),
             Error::NoSuchRoom(r) => write!(f, "there is no room {r}"),
