@@ -198,6 +198,11 @@ fn figures(name: &str, r: &Report) -> Vec<(String, f64, bool)> {
         "idle" => {
             if let Some(i) = &r.idle {
                 out.push(("server bytes/connection".into(), i.bytes_per_conn, false));
+                out.push((
+                    "server peak bytes/connection".into(),
+                    i.peak_bytes_per_conn,
+                    false,
+                ));
             }
             out.push((
                 format!("connect {} clients, s", r.clients),

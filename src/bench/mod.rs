@@ -160,7 +160,13 @@ fn parse_rate(s: &str) -> Result<Rate, String> {
 pub struct IdleMemory {
     pub rss_before_kib: u64,
     pub rss_after_kib: u64,
+    /// (RSS after − before) / clients, once the server has settled: what it keeps per client.
     pub bytes_per_conn: f64,
+    /// The peak (VmHWM) the server reached, in KiB: what a host must be able to hold while the
+    /// clients arrive (a Pi is killed by the peak, not by the settled figure).
+    pub peak_kib: u64,
+    /// (peak − RSS before) / clients.
+    pub peak_bytes_per_conn: f64,
 }
 
 /// Everything one run found.
@@ -324,10 +330,13 @@ pub fn run(opts: &Opts) -> io::Result<Report> {
         // server would keep it.
         load.idle(Duration::from_secs(7))?;
         if let (Some(before), Some(after)) = (rss_before, pid.and_then(ProcStats::read)) {
+            let per_conn = |kib: u64| (kib.saturating_sub(before) * 1024) as f64 / n as f64;
             report.idle = Some(IdleMemory {
                 rss_before_kib: before,
                 rss_after_kib: after.rss_kib,
-                bytes_per_conn: (after.rss_kib.saturating_sub(before) * 1024) as f64 / n as f64,
+                bytes_per_conn: per_conn(after.rss_kib),
+                peak_kib: after.peak_rss_kib,
+                peak_bytes_per_conn: per_conn(after.peak_rss_kib),
             });
         }
     } else if opts.step {

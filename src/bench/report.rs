@@ -114,11 +114,14 @@ pub fn human(r: &Report) -> String {
     if let Some(i) = &r.idle {
         let _ = writeln!(
             s,
-            "server RSS {:.1} MiB before, {:.1} MiB with {} clients: {:.0} bytes per connection",
+            "server RSS {:.1} MiB before, {:.1} MiB with {} clients: {:.0} bytes per connection; \
+             peak (VmHWM) {:.1} MiB: {:.0} bytes per connection",
             i.rss_before_kib as f64 / 1024.0,
             i.rss_after_kib as f64 / 1024.0,
             r.clients,
-            i.bytes_per_conn
+            i.bytes_per_conn,
+            i.peak_kib as f64 / 1024.0,
+            i.peak_bytes_per_conn
         );
     }
     if let Some(o) = &r.slow_outcome {
@@ -220,10 +223,13 @@ pub fn json(r: &Report) -> String {
     let trials: Vec<String> = r.trials.iter().map(trial_json).collect();
     let idle = r.idle.as_ref().map_or("null".into(), |i| {
         format!(
-            "{{\"rss_before_kib\":{},\"rss_after_kib\":{},\"bytes_per_conn\":{}}}",
+            "{{\"rss_before_kib\":{},\"rss_after_kib\":{},\"bytes_per_conn\":{},\
+             \"peak_kib\":{},\"peak_bytes_per_conn\":{}}}",
             i.rss_before_kib,
             i.rss_after_kib,
-            json_num(i.bytes_per_conn)
+            json_num(i.bytes_per_conn),
+            i.peak_kib,
+            json_num(i.peak_bytes_per_conn)
         )
     });
     let slow = r.slow_outcome.as_ref().map_or("null".into(), |o| {
