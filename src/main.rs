@@ -95,8 +95,9 @@ struct ServeArgs {
     /// are dropped first, whatever their room
     #[arg(long, value_name = "BYTES", default_value_t = defaults().history_bytes as u64, value_parser = clap::value_parser!(u64).range(1024..))]
     history_bytes: u64,
-    /// Rooms the server holds at once (the lobby included); creating one more is refused
-    #[arg(long, value_name = "N", default_value_t = defaults().max_total_rooms as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Rooms the server holds at once (the lobby included; at most 1000000000); creating one
+    /// more is refused
+    #[arg(long, value_name = "N", default_value_t = defaults().max_total_rooms as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     max_total_rooms: u64,
     /// Rooms with more members than this are "big": joins, parts, quits and nick changes in them
     /// are not announced to every member, and a joiner is sent at most this many names

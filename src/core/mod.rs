@@ -23,7 +23,7 @@ pub use event::{
     WhoisInfo,
 };
 use names::{check_nick, check_room, check_text, fold, label};
-use room::{HistoryEntry, Room};
+use room::{HistoryEntry, Membership, Room};
 use user::User;
 
 /// The room every line-protocol client starts in; it exists even when empty.
@@ -207,9 +207,8 @@ impl Core {
             return;
         };
         self.nicks.remove(&fold(&user.source.nick));
-        for &key in &user.rooms {
-            self.rooms[key].remove_member(id);
-            self.drop_if_empty(key);
+        for &membership in &user.rooms {
+            self.leave(id, membership);
         }
         let event = Event::Quit {
             who: user.source,
@@ -283,7 +282,8 @@ impl Core {
                 Ok(())
             }
             Command::PartAll => {
-                for key in self.users[&id].rooms.clone() {
+                let keys: Vec<usize> = self.users[&id].room_keys().collect();
+                for key in keys {
                     self.part(id, key, None, out);
                 }
                 Ok(())
@@ -347,9 +347,8 @@ impl Core {
                 let info = WhoisInfo {
                     source: user.source.clone(),
                     rooms: user
-                        .rooms
-                        .iter()
-                        .map(|&k| self.rooms[k].name.clone())
+                        .room_keys()
+                        .map(|k| self.rooms[k].name.clone())
                         .collect(),
                     away: user.away.clone(),
                     idle_secs: now.saturating_sub(user.last_active) / 1000,
@@ -504,7 +503,7 @@ impl Core {
         check_room(name)?;
         let folded = fold(name);
         if let Some(&key) = self.room_keys.get(&folded)
-            && self.users[&id].rooms.contains(&key)
+            && self.users[&id].is_in(key)
         {
             self.user_mut(id).current = Some(key);
             let room = Some(self.rooms[key].name.clone());
@@ -533,15 +532,15 @@ impl Core {
                 key
             }
         };
+        let slot = self.rooms[key].members.push(id);
         let user = self
             .users
             .get_mut(&id)
             .expect("caller checked the user exists");
-        user.rooms.push(key);
+        user.rooms.push(Membership::new(key, slot));
         user.current = Some(key);
         let who = user.source.clone();
         let room = &mut self.rooms[key];
-        room.members.push(id);
         let name = room.name.clone();
         let joined = Event::Joined {
             room: name.clone(),
@@ -587,12 +586,15 @@ impl Core {
         } else {
             out.send_many(room.members.iter().copied(), event);
         }
-        room.remove_member(id);
-        self.drop_if_empty(key);
         let user = self.user_mut(id);
-        user.rooms.retain(|&k| k != key);
+        let Some(at) = user.rooms.iter().position(|m| m.key() == key) else {
+            return;
+        };
+        let membership = user.rooms.remove(at);
+        self.leave(id, membership);
+        let user = self.user_mut(id);
         if user.current == Some(key) {
-            user.current = user.rooms.last().copied();
+            user.current = user.rooms.last().map(|m| m.key());
             let room = user.current.map(|k| self.rooms[k].name.clone());
             out.send(id, Event::CurrentRoom { room });
         }
@@ -648,7 +650,7 @@ impl Core {
                     .ok_or_else(|| Error::NoSuchRoom(name.to_string()))?
             }
         };
-        if member && !user.rooms.contains(&key) {
+        if member && !user.is_in(key) {
             return Err(Error::NotInRoom(self.rooms[key].name.to_string()));
         }
         Ok(key)
@@ -705,15 +707,31 @@ impl Core {
             return Vec::new();
         };
         let mut all: Vec<ClientId> = user
-            .rooms
-            .iter()
-            .map(|&k| &self.rooms[k].members)
+            .room_keys()
+            .map(|k| &self.rooms[k].members)
             .filter(|members| members.len() <= self.limits.big_room)
             .flat_map(|members| members.iter().copied())
             .collect();
         all.sort_unstable();
         all.dedup();
         all
+    }
+
+    /// Takes `id` out of a room's members (its user has already let go of `membership`, or is
+    /// gone), moves the memberships of members whose slots changed, and drops the room if it
+    /// is now empty.
+    fn leave(&mut self, id: ClientId, membership: Membership) {
+        let key = membership.key();
+        for (moved, slot) in self.rooms[key].members.remove(id, membership.slot) {
+            if let Some(m) = self
+                .users
+                .get_mut(&moved)
+                .and_then(|u| u.rooms.iter_mut().find(|m| m.key() == key))
+            {
+                m.slot = slot;
+            }
+        }
+        self.drop_if_empty(key);
     }
 
     fn drop_if_empty(&mut self, key: usize) {

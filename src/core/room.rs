@@ -21,9 +21,8 @@ pub struct HistoryEntry {
 pub struct Room {
     /// The name as first written by its creator (`#Rust` stays `#Rust`; lookups fold case).
     pub name: Arc<str>,
-    /// Members in join order. A `Vec`: fan-out iterates it on every message, while joins and
-    /// parts, which pay the linear removal, are rare by comparison.
-    pub members: Vec<ClientId>,
+    /// Members in join order, with O(1) removal.
+    pub members: Members,
     pub topic: Option<Topic>,
     pub created_at: Millis,
     /// The last `capacity` messages, oldest first; allocated on the first message only.
@@ -47,7 +46,7 @@ impl Room {
     pub fn new(name: &str, capacity: usize, max_bytes: usize, now: Millis) -> Room {
         Room {
             name: name.into(),
-            members: Vec::new(),
+            members: Members::default(),
             topic: None,
             created_at: now,
             history: VecDeque::new(),
@@ -94,9 +93,107 @@ impl Room {
     pub fn history(&self) -> impl Iterator<Item = &HistoryEntry> {
         self.history.iter()
     }
+}
 
-    pub fn remove_member(&mut self, id: ClientId) {
-        self.members.retain(|&m| m != id);
+/// A room's members in join order. Fan-out iterates them on every message; joining and leaving
+/// are O(1) (amortised): each member's user remembers the member's slot ([`Membership`]), a
+/// departure leaves a hole there, and once holes outnumber members they are squeezed out,
+/// moving the members behind them to new slots, which are reported so that their users'
+/// memberships follow. (Removing by scanning the list made a mass departure of N members cost
+/// O(N²).)
+#[derive(Debug, Default)]
+pub struct Members {
+    slots: Vec<ClientId>,
+    /// Members present (slots that are not holes).
+    live: usize,
+}
+
+/// What marks a slot whose member left. No client id reaches it.
+const HOLE: ClientId = ClientId(usize::MAX);
+
+impl Members {
+    /// Adds a member at the end; returns its slot.
+    pub fn push(&mut self, id: ClientId) -> u32 {
+        self.slots.push(id);
+        self.live += 1;
+        (self.slots.len() - 1) as u32
+    }
+
+    /// Removes `id`, which is at `slot`. If holes now outnumber members, squeezes them out and
+    /// returns the members that moved with their new slots (empty otherwise).
+    pub fn remove(&mut self, id: ClientId, slot: u32) -> Vec<(ClientId, u32)> {
+        let slot = slot as usize;
+        debug_assert_eq!(self.slots.get(slot), Some(&id), "a membership's slot");
+        if self.slots.get(slot) != Some(&id) {
+            return Vec::new();
+        }
+        self.slots[slot] = HOLE;
+        self.live -= 1;
+        if self.live == 0 {
+            // Give the memory back: an empty room keeps no slots.
+            self.slots = Vec::new();
+            return Vec::new();
+        }
+        if self.slots.len() - self.live <= self.live {
+            return Vec::new();
+        }
+        let mut moved = Vec::new();
+        let mut to = 0;
+        for from in 0..self.slots.len() {
+            let m = self.slots[from];
+            if m == HOLE {
+                continue;
+            }
+            if from != to {
+                self.slots[to] = m;
+                moved.push((m, to as u32));
+            }
+            to += 1;
+        }
+        self.slots.truncate(to);
+        moved
+    }
+
+    /// Who is at `slot`, if anyone.
+    pub fn at(&self, slot: u32) -> Option<ClientId> {
+        self.slots
+            .get(slot as usize)
+            .copied()
+            .filter(|&m| m != HOLE)
+    }
+
+    /// The members, in join order.
+    pub fn iter(&self) -> impl Iterator<Item = &ClientId> {
+        self.slots.iter().filter(|&&m| m != HOLE)
+    }
+
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+}
+
+/// A user's place in a room: the room's key in `Core::rooms` and the user's slot in its
+/// [`Members`]. Both `u32`, 8 bytes in all (`--max-total-rooms` keeps keys far below 2³²).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Membership {
+    key: u32,
+    pub slot: u32,
+}
+
+impl Membership {
+    pub fn new(key: usize, slot: u32) -> Membership {
+        Membership {
+            key: key as u32,
+            slot,
+        }
+    }
+
+    pub fn key(self) -> usize {
+        self.key as usize
     }
 }
 
@@ -117,6 +214,31 @@ mod tests {
             text: i.to_string().into(),
             kind: MsgKind::Normal,
         }
+    }
+
+    #[test]
+    fn members_keep_join_order_and_leave_in_o1_with_moves_reported() {
+        let mut m = Members::default();
+        let slots: Vec<u32> = (0..6).map(|i| m.push(ClientId(i))).collect();
+        assert_eq!(slots, [0, 1, 2, 3, 4, 5]);
+        assert!(m.remove(ClientId(1), 1).is_empty());
+        assert!(m.remove(ClientId(2), 2).is_empty());
+        assert!(m.remove(ClientId(4), 4).is_empty());
+        let ids: Vec<usize> = m.iter().map(|c| c.0).collect();
+        assert_eq!(ids, [0, 3, 5]);
+        assert_eq!(m.len(), 3);
+        // A fourth hole outnumbers the members: squeezed out, the members behind move.
+        let moved = m.remove(ClientId(0), 0);
+        assert_eq!(moved, [(ClientId(3), 0), (ClientId(5), 1)]);
+        let ids: Vec<usize> = m.iter().map(|c| c.0).collect();
+        assert_eq!(ids, [3, 5]);
+        assert_eq!(m.push(ClientId(9)), 2);
+        // The moved slots are where the members are now.
+        assert!(m.remove(ClientId(5), 1).is_empty());
+        assert_eq!(m.iter().map(|c| c.0).collect::<Vec<_>>(), [3, 9]);
+        assert_eq!(m.remove(ClientId(3), 0), [(ClientId(9), 0)]);
+        assert!(m.remove(ClientId(9), 0).is_empty());
+        assert!(m.is_empty());
     }
 
     #[test]

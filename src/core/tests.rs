@@ -906,3 +906,55 @@ fn the_server_creates_at_most_max_total_rooms() {
     core.handle(B, Command::Join("#ONE".into()), 0, &mut out);
     assert!(out.iter().all(|(e, _)| !matches!(e, Event::Error(_))));
 }
+
+proptest::proptest! {
+    /// Joins, parts and disconnects in any order: every room's members are exactly those of a
+    /// plain model, in join order, and every user's memberships point at its own slot (the
+    /// O(1) removal moves members around when it squeezes holes out).
+    #[test]
+    fn members_and_memberships_stay_consistent(
+        ops in proptest::collection::vec((0usize..3, 1usize..9, 0usize..4), 0..200),
+    ) {
+        let mut core = Core::new(CoreLimits::counts(0, 8, 1000), 0);
+        let mut out = Outbox::default();
+        let mut model: HashMap<String, Vec<ClientId>> = HashMap::new();
+        for id in 1..9 {
+            core.connect(ClientId(id), "h", 0);
+        }
+        for (op, id, room) in ops {
+            let (id, room) = (ClientId(id), format!("#r{room}"));
+            match op {
+                0 => {
+                    core.handle(id, Command::Join(room.clone()), 0, &mut out);
+                    let members = model.entry(room).or_default();
+                    if !members.contains(&id) {
+                        members.push(id);
+                    }
+                }
+                1 => {
+                    let part = Command::Part { room: Some(room.clone()), reason: None };
+                    core.handle(id, part, 0, &mut out);
+                    model.entry(room).or_default().retain(|&m| m != id);
+                }
+                _ => {
+                    core.disconnect(id, "gone", &mut out);
+                    core.connect(id, "h", 0);
+                    model.values_mut().for_each(|m| m.retain(|&x| x != id));
+                }
+            }
+            out.clear();
+            for (name, expected) in &model {
+                let got: Vec<ClientId> = match core.room_keys.get(&fold(name)) {
+                    Some(&key) => core.rooms[key].members.iter().copied().collect(),
+                    None => Vec::new(),
+                };
+                proptest::prop_assert_eq!(&got, expected, "{}", name);
+            }
+            for (&uid, user) in &core.users {
+                for m in &user.rooms {
+                    proptest::prop_assert_eq!(core.rooms[m.key()].members.at(m.slot), Some(uid));
+                }
+            }
+        }
+    }
+}

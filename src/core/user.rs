@@ -3,17 +3,29 @@
 use std::sync::Arc;
 
 use super::event::{Millis, Source};
+use super::room::Membership;
 
 #[derive(Debug)]
 pub struct User {
     /// Nick, user name, host and real name; replaced as a whole when the nick changes.
     pub source: Arc<Source>,
-    /// Keys (in `Core::rooms`) of the rooms this user is in, in join order.
-    pub rooms: Vec<usize>,
+    /// The rooms this user is in (with its slot in each), in join order.
+    pub rooms: Vec<Membership>,
     /// Where a message without a room goes (the line protocol's plain lines).
     pub current: Option<usize>,
     pub away: Option<Arc<str>>,
     pub connected_at: Millis,
     /// When the user last sent a message; whois shows the idle time from it.
     pub last_active: Millis,
+}
+
+impl User {
+    /// The keys of the rooms this user is in, in join order.
+    pub fn room_keys(&self) -> impl Iterator<Item = usize> + '_ {
+        self.rooms.iter().map(|m| m.key())
+    }
+
+    pub fn is_in(&self, key: usize) -> bool {
+        self.rooms.iter().any(|m| m.key() == key)
+    }
 }
