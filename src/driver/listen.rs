@@ -325,8 +325,12 @@ struct Window {
     length: Duration,
     map: HashMap<IpAddr, Strikes>,
     /// Prune expired entries when the table reaches this size (doubling, so pruning costs
-    /// amortised O(1) per insert).
+    /// amortised O(1) per insert), at most [`MAX_TRACKED`].
     prune_at: usize,
+    /// When the table was last pruned while full: a full table is pruned again only an eighth
+    /// of a window later (not on every insert: a prune walks all 65,536 entries), but it is
+    /// pruned again, so that it never stays full of expired entries.
+    pruned_full: Option<Instant>,
 }
 
 /// One address's events in its current window.
@@ -360,6 +364,7 @@ impl Window {
             length,
             map: HashMap::new(),
             prune_at: Self::MIN_PRUNE_AT,
+            pruned_full: None,
         }
     }
 
@@ -379,11 +384,16 @@ impl Window {
     /// current window (`None` if the address could not be tracked).
     fn add(&mut self, ip: IpAddr, now: Instant) -> Option<&mut Strikes> {
         if !self.map.contains_key(&ip) {
-            if self.map.len() >= self.prune_at {
+            let full = self.map.len() >= MAX_TRACKED;
+            let recently = self
+                .pruned_full
+                .is_some_and(|at| now.saturating_duration_since(at) < self.length / 8);
+            if self.map.len() >= self.prune_at && !(full && recently) {
                 let length = self.length;
                 self.map
                     .retain(|_, s| now.saturating_duration_since(s.since) < length);
-                self.prune_at = (2 * self.map.len()).max(Self::MIN_PRUNE_AT);
+                self.prune_at = (2 * self.map.len()).clamp(Self::MIN_PRUNE_AT, MAX_TRACKED);
+                self.pruned_full = full.then_some(now);
             }
             if self.map.len() >= MAX_TRACKED {
                 debug!("{ip}: not tracked, {MAX_TRACKED} addresses already are");
@@ -606,5 +616,29 @@ mod tests {
         }
         assert!(w.map.len() <= MAX_TRACKED);
         assert!(w.add(ip(1 << 30), later).is_none(), "not tracked");
+        // Full of entries that then expire: a window later, new addresses are tracked again
+        // (the table must not stay full of the dead).
+        let much_later = later + Duration::from_secs(3600);
+        assert_eq!(w.add(ip(1 << 31), much_later).map(|s| s.n), Some(1));
+        assert!(w.map.len() < 10, "{}", w.map.len());
+    }
+
+    #[test]
+    fn a_table_filled_by_a_burst_of_addresses_recovers() {
+        // 70,000 addresses at once, then one more an hour later (the review's case).
+        let mut w = Window::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        let ip = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(i));
+        for i in 0..70_000 {
+            w.add(ip(i), t0);
+        }
+        let later = t0 + Duration::from_secs(3600);
+        for i in 0..3 {
+            assert_eq!(
+                w.add(ip(1_000_000), later + Duration::from_secs(i))
+                    .map(|s| s.n),
+                Some(i as u32 + 1)
+            );
+        }
     }
 }

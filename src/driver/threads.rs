@@ -429,11 +429,12 @@ impl State {
                     Some(Reason::SendQueue)
                 }
             },
-            None => match (&conn.stream).write_all(bytes) {
+            None => match write_within(&conn.stream, bytes, self.write_timeout) {
                 Ok(()) => None,
                 Err(e) if is_timeout(&e) => {
                     warn!(
-                        "{}: socket took nothing for {:?} (--write-timeout), disconnecting",
+                        "{}: socket did not take a message within {:?} (--write-timeout), \
+                         disconnecting",
                         conn.peer, self.write_timeout
                     );
                     Some(Reason::SendQueue)
@@ -788,6 +789,40 @@ fn writer(shared: &Shared, conn: &Conn) {
     debug!("{}: closed", conn.peer);
     drop(st);
     shared.gone.notify_all();
+}
+
+/// threads-direct: writes all of `bytes` within `limit` in all, or fails with a timeout. The
+/// socket's SO_SNDTIMEO (`--write-timeout`, set at accept) bounds each `write`; a peer that
+/// reads a little now and then would otherwise restart it on every partial write and hold the
+/// lock (so everyone) for as long as it likes. Only a partial write pays for setting the
+/// timeout to what is left (and back): a write the socket takes whole costs one system call.
+fn write_within(mut stream: &TcpStream, mut bytes: &[u8], limit: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + limit;
+    let mut shortened = false;
+    let result = loop {
+        if bytes.is_empty() {
+            break Ok(());
+        }
+        match stream.write(bytes) {
+            Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+        if bytes.is_empty() {
+            break Ok(());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break Err(io::ErrorKind::TimedOut.into());
+        }
+        shortened = true;
+        let _ = stream.set_write_timeout(Some(left));
+    };
+    if shortened {
+        let _ = stream.set_write_timeout(Some(limit));
+    }
+    result
 }
 
 /// What a blocking socket with SO_RCVTIMEO/SO_SNDTIMEO returns when the time is up.

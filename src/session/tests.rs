@@ -370,3 +370,29 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn replies_that_echo_a_long_word_still_fit_in_512_bytes() {
+    let mut b = Bench::new(|c| c.server_name = "s".repeat(63));
+    let mut s = b.session(Protocol::Irc, 1);
+    b.line(&mut s, 0, "NICK alice");
+    b.line(&mut s, 0, "USER al 0 * :Alice");
+    let mut bad_utf8 = "A".repeat(490).into_bytes();
+    bad_utf8.extend_from_slice(b" \xff");
+    let mut nul = "B".repeat(490).into_bytes();
+    nul.extend_from_slice(b" \0");
+    let long_command = "Q".repeat(500).into_bytes();
+    let many_targets = format!("PRIVMSG a,b,c,d,{} :hi", "x".repeat(480)).into_bytes();
+    for line in [bad_utf8, nul, long_command, many_targets] {
+        let now = b.at(1);
+        let step = s.on_frame(&b.ctx, &mut b.core, Frame::Line(&line), now, &mut b.out);
+        let reply = String::from_utf8(step.reply).unwrap();
+        assert!(!reply.is_empty());
+        for l in reply.split_terminator("\r\n") {
+            assert!(l.len() + 2 <= 512, "{} bytes: {l}", l.len() + 2);
+            // The numeric's own text is whole: the echoed word was shortened, not the line.
+            assert!(!l.ends_with('…'), "{l}");
+        }
+        b.events();
+    }
+}

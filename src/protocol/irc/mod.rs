@@ -196,13 +196,14 @@ impl<'a> Out<'a> {
 
     /// `FAIL <command> <code> :<text>`, a standard reply, with the text's holes filled by `fill`.
     pub fn fail(&mut self, f: Fail, command: &str, fill: &[&dyn Display]) {
+        let start = self.buf.len();
         let _ = write!(self.buf, "FAIL {command} {} :", f.code);
         let mut pieces = f.text.split("{}");
         self.buf.push_str(pieces.next().unwrap_or(""));
         for (piece, data) in pieces.zip(fill) {
             let _ = write!(self.buf, "{data}{piece}");
         }
-        self.buf.push_str("\r\n");
+        self.end_line(start);
     }
 
     /// Any line, verbatim (cut to [`MAX_LINE`] like every line).
@@ -496,14 +497,23 @@ pub fn error(o: &mut Out<'_>, e: &Error) {
 /// A client-supplied word echoed in a middle parameter: never empty, never with a space or a
 /// leading colon (which would change how the line parses), nor with an invisible character
 /// (which could reorder how the rest of the line shows).
+/// It is cut to [`SAFE_MAX`] bytes: a word echoed from a 510-byte line would otherwise push the
+/// numeric's own text past the line's end.
 pub fn safe(word: &str) -> String {
     let w: String = word
         .chars()
         .filter(|&c| !c.is_whitespace() && !c.is_control() && !names::is_invisible(c))
         .collect();
     let w = w.trim_start_matches(':');
-    if w.is_empty() { "*".into() } else { w.into() }
+    if w.is_empty() {
+        "*".into()
+    } else {
+        names::clip(w, SAFE_MAX)
+    }
 }
+
+/// The longest client word echoed in a numeric: longer than any valid nick or room name.
+pub const SAFE_MAX: usize = ROOM_MAX + 8;
 
 #[cfg(test)]
 mod tests {

@@ -13,26 +13,31 @@ use crate::session::Reason;
 /// and clients join all their channels in one line when they reconnect.)
 pub(super) fn join(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     let p = c.p;
+    let before = c.core.rooms_of(c.id);
     if p[0] == "0" {
-        c.charge(c.core.rooms_of(c.id).saturating_sub(1));
         c.run(Command::PartAll);
     } else {
         for room in c.targets(p[0], usize::MAX, false) {
             c.run(Command::Join(room.to_string()));
         }
     }
+    // Charged by the rooms actually joined or left (a refused join costs no fan-out).
+    let changed = c.core.rooms_of(c.id).abs_diff(before);
+    c.charge(changed.saturating_sub(1));
     None
 }
 
 pub(super) fn part(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     let p = c.p;
     let reason = p.get(1).filter(|r| !r.is_empty()).map(|r| r.to_string());
+    let before = c.core.rooms_of(c.id);
     for room in c.targets(p[0], usize::MAX, false) {
         c.run(Command::Part {
             room: Some(room.to_string()),
             reason: reason.clone(),
         });
     }
+    c.charge(before.abs_diff(c.core.rooms_of(c.id)).saturating_sub(1));
     None
 }
 

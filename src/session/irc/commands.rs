@@ -12,6 +12,10 @@ use crate::protocol::irc::numeric::*;
 use crate::protocol::irc::{self, Out};
 use crate::session::Reason;
 
+/// The most flood tokens one line may cost beyond its own (a `JOIN` of 32 rooms, a `LIST` of
+/// thousands): about six seconds of throttle at the default rate.
+pub(super) const MAX_EXTRA_COST: u32 = 32;
+
 /// When a command may be sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Allowed {
@@ -47,16 +51,18 @@ impl Call<'_, '_> {
         self.core.handle(self.id, command, self.now, self.out);
     }
 
-    /// The work of `n` more lines, charged to this line's flood cost.
+    /// The work of `n` more lines, charged to this line's flood cost, up to
+    /// [`MAX_EXTRA_COST`] for one line: a throttle of minutes would leave a client that hangs
+    /// up meanwhile unnoticed for as long.
     pub fn charge(&mut self, n: usize) {
         let n = u32::try_from(n).unwrap_or(u32::MAX);
-        self.extra_cost = self.extra_cost.saturating_add(n);
+        self.extra_cost = self.extra_cost.saturating_add(n).min(MAX_EXTRA_COST);
     }
 
     /// The distinct targets of a comma-separated `list` (compared case-insensitively, as nicks
-    /// and rooms are), at most `max` of them, each after the first charged as one more line.
-    /// The first target past `max` is answered 407 (unless `quiet`: NOTICE is never answered
-    /// with an error) and the rest are ignored.
+    /// and rooms are), at most `max` of them. The first target past `max` is answered 407
+    /// (unless `quiet`: NOTICE is never answered with an error) and the rest are ignored. The
+    /// caller charges the work they cause.
     pub fn targets<'t>(&mut self, list: &'t str, max: usize, quiet: bool) -> Vec<&'t str> {
         let mut kept: Vec<&'t str> = Vec::new();
         for target in list.split(',').filter(|t| !t.is_empty()) {
@@ -71,7 +77,6 @@ impl Call<'_, '_> {
             }
             kept.push(target);
         }
-        self.charge(kept.len().saturating_sub(1));
         kept
     }
 }

@@ -36,7 +36,10 @@ fn message(s: &mut IrcSession, c: &mut Call<'_, '_>, notice: bool) -> Option<Rea
     let kind = if notice { MsgKind::Notice } else { kind };
     let echo = s.caps.echo;
     let mark = c.out.mark();
-    for target in c.targets(targets, irc::MESSAGE_TARGETS, notice) {
+    let targets = c.targets(targets, irc::MESSAGE_TARGETS, notice);
+    // Each target after the first is one more fan-out.
+    c.charge(targets.len().saturating_sub(1));
+    for target in targets {
         let text = text.to_string();
         c.run(if target.starts_with('#') {
             Command::Say {

@@ -209,6 +209,7 @@ impl IrcSession {
                 .iter()
                 .take_while(|&&b| b != b' ')
                 .filter(|b| b.is_ascii_alphanumeric())
+                .take(32)
                 .map(|&b| b.to_ascii_uppercase() as char)
                 .collect();
             if word.is_empty() {
