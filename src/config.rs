@@ -105,10 +105,11 @@ pub struct Config {
     pub line_complete_after: Option<Duration>,
     /// How long a shutdown waits for queued output to drain before closing what is left.
     pub shutdown_grace: Duration,
-    /// `--io threads-direct` only, which has no send queue: how long a write into a recipient's
-    /// socket may wait for the kernel to take a byte (SO_SNDTIMEO) before that recipient is
-    /// disconnected as a slow consumer ("send queue exceeded"). Every other client waits as long:
-    /// that model writes while holding the chat core's lock.
+    /// `--io threads-direct` only, which has no send queue: how long writing one message into a
+    /// recipient's socket may take in all (SO_SNDTIMEO, shortened after a partial write) before
+    /// that recipient is disconnected as a slow consumer ("send queue exceeded"). Every other
+    /// client waits as long: that model writes while holding the chat core's lock. In all, not
+    /// per `write`: a reader taking a little now and then would otherwise restart it forever.
     pub write_timeout: Duration,
 }
 

@@ -151,9 +151,9 @@ struct ServeArgs {
     /// at most 60000). Never applied to IRC
     #[arg(long, value_name = "MS", default_value_t = defaults().line_complete_after.map_or(0, |d| d.as_millis() as u64), value_parser = clap::value_parser!(u64).range(0..=60_000))]
     line_complete_after: u64,
-    /// --io threads-direct only (it has no send queue): seconds a write into a client's socket
-    /// may wait for the kernel to take a byte before that client is disconnected as a slow
-    /// consumer; every other client waits as long (0.001 to 3600)
+    /// --io threads-direct only (it has no send queue): seconds writing one message into a
+    /// client's socket may take in all before that client is disconnected as a slow consumer;
+    /// every other client waits as long (0.001 to 3600)
     #[arg(long, value_name = "SECS", default_value_t = defaults().write_timeout.as_secs_f64(), value_parser = write_timeout)]
     write_timeout: f64,
     /// Log level: error, warn, info, debug or trace
