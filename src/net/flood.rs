@@ -8,6 +8,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// The most tokens a connection can owe after [`TokenBucket::charge`]: about six seconds of
+/// throttle at the default rate of 5 lines a second.
+pub const MAX_DEBT: f64 = 32.0;
+
 /// Shortest pause of a throttled connection.
 pub const MIN_WAIT: Duration = Duration::from_millis(1);
 /// Longest pause (a rate so low that the next token is days away is treated as this).
@@ -47,10 +51,12 @@ impl TokenBucket {
     }
 
     /// Spends `n` more tokens for a line that caused more work than one (a message to several
-    /// targets, a JOIN of several rooms), as ngircd's penalties do: the bucket may go below
-    /// zero, and the connection's next line then waits until it has refilled.
+    /// targets, a JOIN of several rooms, telnet answers), as ngircd's penalties do: the bucket
+    /// may go below zero, and the connection's next line then waits until it has refilled. The
+    /// debt stops at [`MAX_DEBT`] whatever is charged: a throttle of minutes would leave a client
+    /// that hangs up meanwhile unnoticed for as long.
     pub fn charge(&mut self, n: u32) {
-        self.tokens -= f64::from(n);
+        self.tokens = (self.tokens - f64::from(n)).max(-MAX_DEBT);
     }
 
     /// Takes one token if there is one.
@@ -102,6 +108,19 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_charge_never_leaves_more_than_max_debt() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10, t0);
+        b.charge(3);
+        assert!(b.ready(t0, 10, 5.0), "7 tokens left");
+        b.charge(u32::MAX);
+        assert!(!b.ready(t0, 10, 5.0));
+        // From -32 at 5 a second, one token is back after 6.6 s, not after years.
+        let back = b.ready_at(5.0).saturating_duration_since(t0);
+        assert!(back <= Duration::from_millis(6_600), "{back:?}");
+    }
 
     #[test]
     fn burst_then_rate() {

@@ -10,10 +10,6 @@
 
 use crate::protocol::telnet;
 
-/// The most flood tokens the answers to one read cost (a few seconds of throttle at the default
-/// rate).
-pub const MAX_REPLY_COST: u32 = 16;
-
 /// A connection's inbound byte transform.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transform {
@@ -46,11 +42,9 @@ impl Transform {
     /// three bytes each), as a line costs one. Otherwise a client could make the server answer
     /// an endless stream of `IAC DO` without ever running out of tokens; charged, the answers
     /// stop with the reading, as lines do. The drivers charge it to the connection's bucket.
-    ///
-    /// At most [`MAX_REPLY_COST`] per read: one read bounds the answers anyway, and a throttle
-    /// of minutes would leave a client that hangs up meanwhile unnoticed for as long.
+    /// (The bucket bounds how long any charge can throttle: `TokenBucket::charge`.)
     pub fn reply_cost(replies: &[u8]) -> u32 {
-        u32::try_from(replies.len().div_ceil(3)).map_or(MAX_REPLY_COST, |n| n.min(MAX_REPLY_COST))
+        u32::try_from(replies.len().div_ceil(3)).unwrap_or(u32::MAX)
     }
 }
 

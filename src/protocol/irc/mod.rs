@@ -163,15 +163,17 @@ impl<'a> Out<'a> {
         self.buf.truncate(start);
         let mut current = String::new();
         for item in items {
-            let item = item.to_string();
-            if !current.is_empty() && head + current.len() + 1 + item.len() > MAX_LINE {
-                self.numeric_with(n, middle, &[&current]);
-                current.clear();
-            }
-            if !current.is_empty() {
+            // Written in place; moved to a new line if it made this one too long.
+            let mark = current.len();
+            if mark > 0 {
                 current.push(' ');
             }
-            current.push_str(&item);
+            let _ = write!(current, "{item}");
+            if mark > 0 && head + current.len() > MAX_LINE {
+                let item_start = mark + 1;
+                self.numeric_with(n, middle, &[&&current[..mark]]);
+                current.drain(..item_start);
+            }
         }
         self.numeric_with(n, middle, &[&current]);
     }

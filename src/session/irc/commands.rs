@@ -12,10 +12,6 @@ use crate::protocol::irc::numeric::*;
 use crate::protocol::irc::{self, Out};
 use crate::session::Reason;
 
-/// The most flood tokens one line may cost beyond its own (a `JOIN` of 32 rooms, a `LIST` of
-/// thousands): about six seconds of throttle at the default rate.
-pub(super) const MAX_EXTRA_COST: u32 = 32;
-
 /// When a command may be sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Allowed {
@@ -51,12 +47,11 @@ impl Call<'_, '_> {
         self.core.handle(self.id, command, self.now, self.out);
     }
 
-    /// The work of `n` more lines, charged to this line's flood cost, up to
-    /// [`MAX_EXTRA_COST`] for one line: a throttle of minutes would leave a client that hangs
-    /// up meanwhile unnoticed for as long.
+    /// The work of `n` more lines, charged to this line's flood cost (the bucket bounds how
+    /// long any charge can throttle: `TokenBucket::charge`).
     pub fn charge(&mut self, n: usize) {
         let n = u32::try_from(n).unwrap_or(u32::MAX);
-        self.extra_cost = self.extra_cost.saturating_add(n).min(MAX_EXTRA_COST);
+        self.extra_cost = self.extra_cost.saturating_add(n);
     }
 
     /// The distinct targets of a comma-separated `list` (compared case-insensitively, as nicks
@@ -147,18 +142,10 @@ pub(super) static COMMANDS: &[Entry] = &[
     entry("USERHOST", 1, Registered, 1, query::userhost),
 ];
 
-/// What a command with an unknown name costs: it still took a line.
-const UNKNOWN_COST: u32 = 1;
-
 fn find(command: &str) -> Option<&'static Entry> {
     COMMANDS
         .iter()
         .find(|e| e.name.eq_ignore_ascii_case(command))
-}
-
-/// The flood-control cost of a command (any case), from the table.
-pub fn cost(command: &str) -> u32 {
-    find(command).map_or(UNKNOWN_COST, |e| e.cost)
 }
 
 /// Runs one parsed command: refuses it here if the table says so, else calls its handler.

@@ -27,8 +27,6 @@ mod registration;
 #[cfg(test)]
 mod tests;
 
-pub use commands::cost;
-
 use std::net::SocketAddr;
 use std::time::Instant;
 
