@@ -648,3 +648,25 @@ fn a_room_name_with_a_direction_override_is_refused(io: IoModel) {
     assert_eq!(a.line(), ":alice!alice@127.0.0.1 TOPIC #lobby :cipot");
     assert_eq!(line.line(), "TOPIC #lobby alice cipot");
 }
+
+for_each_io!(refusals_of_long_bad_lines_fit_in_512_bytes);
+/// A 500-byte line with a bad byte at its end, or a 500-byte command: the refusal echoes part of
+/// it, and must still be one line of at most 512 bytes with its own text whole.
+fn refusals_of_long_bad_lines_fit_in_512_bytes(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut a = register(&server, "alice");
+    let mut bad = "A".repeat(490).into_bytes();
+    bad.extend_from_slice(b" \xff\r\n");
+    a.send_raw(&bad);
+    let fail = a.line();
+    assert!(
+        fail.starts_with("FAIL ") && fail.contains(" INVALID_UTF8 :"),
+        "{fail}"
+    );
+    assert!(fail.len() + 2 <= 512, "{} bytes", fail.len() + 2);
+    a.send(&"Q".repeat(500));
+    let unknown = a.line();
+    assert!(unknown.ends_with(" :Unknown command"), "{unknown}");
+    assert!(unknown.len() + 2 <= 512, "{} bytes", unknown.len() + 2);
+    assert_eq!(sync(&mut a), Vec::<String>::new());
+}
