@@ -10,6 +10,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+pub use super::page::{Cursor, Part};
+
 /// Identifies a client to the core. The driver chooses it (the event loop uses its slab key) and
 /// must not reuse it before calling `Core::disconnect`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -209,21 +211,30 @@ pub enum Event {
         room: Arc<str>,
         topic: Option<Topic>,
     },
-    /// Members of a room (or the one user a `Who` named), sorted by nick. On joining a big room
-    /// only some are listed: `total` says how many there are.
+    /// Members of a room (or the one user a `Who` named), sorted by nick: one page of the
+    /// answer (`part`). On joining a big room only some are listed: `total` says how many
+    /// there are.
     Names {
         room: Arc<str>,
         members: Vec<Member>,
         listing: Listing,
         total: usize,
+        part: Part,
     },
     /// Reply to `Lookup`: the nicks that are connected, in the order asked.
     Found {
         members: Vec<Member>,
         listing: Listing,
     },
-    /// Reply to `Rooms`, sorted by name.
-    RoomList(Vec<RoomSummary>),
+    /// Reply to `Rooms`, sorted by name: one page of it (`part`).
+    RoomList {
+        rooms: Vec<RoomSummary>,
+        part: Part,
+    },
+    /// A long answer (a listing, a history replay) follows: the driver asks
+    /// [`Core::page`](super::Core::page) for it a page at a time, as the client reads.
+    /// Never rendered itself.
+    Page(Cursor),
     Whois(WhoisInfo),
     /// Reply to `RoomInfo`.
     RoomInfo {

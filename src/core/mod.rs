@@ -10,6 +10,7 @@
 
 pub mod event;
 pub mod names;
+pub mod page;
 pub mod room;
 pub mod user;
 
@@ -19,8 +20,8 @@ use std::sync::Arc;
 use slab::Slab;
 
 pub use event::{
-    ClientId, Command, Error, Event, Listing, Member, Millis, MsgKind, Outbox, RoomSummary, Source,
-    WhoisInfo,
+    ClientId, Command, Cursor, Error, Event, Listing, Member, Millis, MsgKind, Outbox, Part,
+    RoomSummary, Source, WhoisInfo,
 };
 use names::{check_nick, check_room, check_text, fold, label};
 use room::{HistoryEntry, Membership, Room};
@@ -289,17 +290,7 @@ impl Core {
                 Ok(())
             }
             Command::Rooms => {
-                let mut list: Vec<RoomSummary> = self
-                    .rooms
-                    .iter()
-                    .map(|(_, r)| RoomSummary {
-                        name: r.name.clone(),
-                        members: r.members.len(),
-                        topic: r.topic.as_ref().map(|t| t.text.clone()),
-                    })
-                    .collect();
-                list.sort_by(|a, b| a.name.cmp(&b.name));
-                out.send(id, Event::RoomList(list));
+                out.send(id, Event::Page(Cursor::rooms()));
                 Ok(())
             }
             Command::Who {
@@ -315,13 +306,15 @@ impl Core {
                         members,
                         listing,
                         total: 1,
+                        part: Part::WHOLE,
                     },
                 );
                 Ok(())
             }
             Command::Who { target, listing } => {
                 let key = self.target_room(id, target.as_deref(), false)?;
-                out.send(id, self.names(key, listing, id));
+                let room = self.rooms[key].name.clone();
+                out.send(id, Event::Page(Cursor::members(room, listing)));
                 Ok(())
             }
             Command::Lookup { nicks, listing } => {
@@ -560,16 +553,17 @@ impl Core {
                 },
             );
         }
-        out.send(id, self.names(key, Listing::Join, id));
-        for h in self.rooms[key].history() {
-            let event = Event::History {
-                room: name.clone(),
-                from: h.from.clone(),
-                text: h.text.clone(),
-                kind: h.kind,
-                at: h.at,
-            };
-            out.send(id, event);
+        // A joiner of a big room is sent `big_room` names (itself and others): a page or so,
+        // not the whole room.
+        let shown = if room.members.len() > self.limits.big_room {
+            self.limits.big_room.saturating_sub(1)
+        } else {
+            usize::MAX
+        };
+        out.send(id, Event::Page(Cursor::joined(name.clone(), id, shown)));
+        if room.oldest().is_some() {
+            // Up to the last message said before the join: later ones arrive live.
+            out.send(id, Event::Page(Cursor::history(name, self.next_serial)));
         }
         Ok(())
     }
@@ -668,35 +662,6 @@ impl Core {
         Member {
             source: u.source.clone(),
             away: u.away.is_some(),
-        }
-    }
-
-    /// The members of a room as `asker` is shown them: all of them, or on joining a big room
-    /// the first `big_room - 1` others and the asker itself.
-    fn names(&self, key: usize, listing: Listing, asker: ClientId) -> Event {
-        let room = &self.rooms[key];
-        let mut members: Vec<Member> =
-            if listing == Listing::Join && room.members.len() > self.limits.big_room {
-                let others = room.members.iter().filter(|&&m| m != asker);
-                let shown = others
-                    .take(self.limits.big_room.saturating_sub(1))
-                    .chain([&asker]);
-                shown.map(|&m| self.member(m)).collect()
-            } else {
-                room.members.iter().map(|&m| self.member(m)).collect()
-            };
-        // Compared in place: no folded copy of every nick for every listing.
-        // (Nicks are unique case-insensitively, so there are no ties.)
-        members.sort_unstable_by(|a, b| {
-            let (a, b) = (a.source.nick.bytes(), b.source.nick.bytes());
-            a.map(|c| c.to_ascii_lowercase())
-                .cmp(b.map(|c| c.to_ascii_lowercase()))
-        });
-        Event::Names {
-            room: room.name.clone(),
-            members,
-            listing,
-            total: room.members.len(),
         }
     }
 

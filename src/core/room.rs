@@ -93,6 +93,13 @@ impl Room {
     pub fn history(&self) -> impl Iterator<Item = &HistoryEntry> {
         self.history.iter()
     }
+
+    /// The entries remembered after serial `after` (all of them for 0), oldest first: where a
+    /// paged replay resumes, found by binary search.
+    pub fn history_after(&self, after: u64) -> impl Iterator<Item = &HistoryEntry> {
+        let from = self.history.partition_point(|e| e.serial <= after);
+        self.history.range(from..)
+    }
 }
 
 /// A room's members in join order. Fan-out iterates them on every message; joining and leaving

@@ -36,6 +36,10 @@ use crate::config::Config;
 use crate::core::{ClientId, Core, CoreLimits, Millis, Outbox};
 use crate::session::{Protocol, Reason};
 
+/// A paged answer's next page is rendered once the asker's queue holds less than this (or
+/// half of `--max-sendq`, if smaller): enough to keep its socket busy, little to hold.
+pub(crate) const REFILL_BELOW: usize = 16 * 1024;
+
 /// How a server does its I/O (`pollchat serve --io …`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum IoModel {

@@ -24,6 +24,7 @@
 //! the loop itself: from the next turn's leftover list, or from a timer. The same holds for a
 //! listener that stops at its accept budget.
 
+use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -36,12 +37,13 @@ use slab::Slab;
 
 use super::listen::{ACCEPTS_PER_TURN, Accepted, Admission};
 use super::timer::{TimerKind, Timers, Trim};
-use super::{Front, IoModel, Running, depart, new_core, wall_ms};
+use super::{Front, IoModel, REFILL_BELOW, Running, depart, new_core, wall_ms};
 use crate::config::Config;
-use crate::core::{ClientId, Core, Outbox};
+use crate::core::{ClientId, Core, Cursor, Event, Outbox};
 use crate::framer::Frame;
 use crate::net::connection::{Connection, Flush, Phase};
 use crate::net::flood::TokenBucket;
+use crate::net::outq::{Later, Pending};
 use crate::net::transform::Transform;
 use crate::session::{self, Context, Now, Protocol, Reason, Rendered, Session, Step, Wake};
 
@@ -57,6 +59,9 @@ const READ_CHUNK: usize = 16 * 1024;
 const READS_PER_TURN: usize = 4;
 /// Lines handled per connection per turn before the loop moves on to other connections.
 const LINES_PER_TURN: usize = 128;
+/// Pages rendered per connection per turn, so that one client reading a long answer fast does
+/// not starve the others.
+const PAGES_PER_TURN: usize = 4;
 
 /// How reading a connection ended for this turn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +105,8 @@ pub struct EventLoop {
     to_flush: Vec<(usize, u64)>,
     /// Connections marked `Closing` this turn.
     to_close: Vec<usize>,
+    /// What waits behind a paged answer, for the connections that have one (`Connection::paged`).
+    later: HashMap<usize, Later>,
     timers: Timers,
     /// Set once shutdown starts: the time by which every connection is closed.
     shutdown_deadline: Option<Instant>,
@@ -133,6 +140,7 @@ impl EventLoop {
             to_read: Vec::new(),
             to_flush: Vec::new(),
             to_close: Vec::new(),
+            later: HashMap::new(),
             timers: Timers::default(),
             shutdown_deadline: None,
             next_serial: 0,
@@ -487,6 +495,12 @@ impl EventLoop {
         }
         let mut outbox = std::mem::take(&mut self.outbox);
         for (event, to) in outbox.iter() {
+            if let Event::Page(cursor) = event {
+                for id in to {
+                    self.start_page(id.0, cursor.clone());
+                }
+                continue;
+            }
             let mut rendered: Rendered<Rc<[u8]>> = Rendered::new();
             for id in to {
                 // Nothing is rendered for a recipient that is already closing.
@@ -522,9 +536,73 @@ impl EventLoop {
         if !conn.is_open() {
             return;
         }
-        match conn.queue(bytes, self.config.max_sendq) {
+        let later = if conn.paged {
+            self.later.get_mut(&key)
+        } else {
+            None
+        };
+        match conn.queue(bytes, later, self.config.max_sendq) {
             Ok(()) => self.mark_flush(key),
             Err(reason) => self.mark_close(key, reason),
+        }
+    }
+
+    /// A paged answer for connection `key`: it waits behind whatever is already waiting, and
+    /// its first page is rendered at once if the queue is low (so a short answer goes out in
+    /// the same turn, like any other reply).
+    fn start_page(&mut self, key: usize, cursor: Cursor) {
+        let Some(conn) = self.conns.get_mut(key).filter(|c| c.is_open()) else {
+            return;
+        };
+        conn.paged = true;
+        let later = self.later.entry(key).or_default();
+        later.push(Pending::Page(cursor));
+        self.refill(key);
+        self.mark_flush(key);
+    }
+
+    /// Moves what waits behind paged answers into connection `key`'s queue, rendering pages,
+    /// until the queue holds [`REFILL_BELOW`] bytes or nothing waits any more.
+    fn refill(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(later) = self.later.get_mut(&key) else {
+            conn.paged = false;
+            return;
+        };
+        let low = REFILL_BELOW.min(self.config.max_sendq / 2).max(1);
+        while conn.out.len() < low {
+            match later.pop() {
+                None => break,
+                Some(Pending::Bytes(bytes)) => conn.out.push(bytes),
+                Some(Pending::Page(mut cursor)) => {
+                    // A long answer is work: each page after the first (which the command
+                    // paid for) costs a flood token, so a client that asks for long listings
+                    // over and over is slowed down like any flooder.
+                    if cursor.started() {
+                        conn.bucket.charge(1);
+                    }
+                    let class = conn.session.render_class();
+                    let me = self.core.nick(ClientId(key)).map_or("*", |n| &**n);
+                    let (bytes, done) = session::render_page(
+                        class,
+                        &self.core,
+                        &mut cursor,
+                        &self.ctx,
+                        me,
+                        self.now.wall,
+                    );
+                    conn.out.push(bytes.into());
+                    if !done {
+                        later.resume(cursor);
+                    }
+                }
+            }
+        }
+        if later.is_empty() {
+            conn.paged = false;
+            self.later.remove(&key);
         }
     }
 
@@ -552,7 +630,20 @@ impl EventLoop {
                 continue;
             }
             let draining = conn.phase == Phase::Draining;
-            let want_write = match conn.flush() {
+            let mut pages = 0;
+            let mut flushed = conn.flush();
+            // The socket took everything: the next pages of a paged answer, while it takes them.
+            while flushed == (Flush::Done { waiting: false }) && self.conns[key].paged {
+                if pages == PAGES_PER_TURN {
+                    flushed = Flush::Again;
+                    break;
+                }
+                pages += 1;
+                self.refill(key);
+                flushed = self.conns[key].flush();
+            }
+            let conn = &mut self.conns[key];
+            let want_write = match flushed {
                 Flush::Done { waiting } => waiting,
                 Flush::Again => {
                     self.mark_flush(key);
@@ -567,7 +658,7 @@ impl EventLoop {
                     continue;
                 }
             };
-            if !want_write && draining {
+            if !want_write && draining && !conn.paged {
                 self.remove(key);
                 continue;
             }
@@ -624,9 +715,16 @@ impl EventLoop {
                 everyone,
             );
             self.deliver();
+            let conn = &mut self.conns[key];
             if reason.drains() {
-                let conn = &mut self.conns[key];
-                conn.out.push(conn.session.farewell(&text).into());
+                // The farewell comes last: after the rest of a paged answer too, which goes on
+                // being paged while the connection drains (a client that asked and half-closed
+                // gets its whole answer), within the drain deadline.
+                let farewell = conn.session.farewell(&text).into();
+                match self.later.get_mut(&key).filter(|_| conn.paged) {
+                    Some(later) => later.push(Pending::Bytes(farewell)),
+                    None => conn.out.push(farewell),
+                }
                 self.mark_flush(key);
                 let deadline = now + self.config.shutdown_grace;
                 self.timers
@@ -640,6 +738,7 @@ impl EventLoop {
     /// Forgets a connection for good; dropping the stream closes the socket.
     fn remove(&mut self, key: usize) {
         let mut conn = self.conns.remove(key);
+        self.later.remove(&key);
         let _ = self.front.poll.registry().deregister(&mut conn.stream);
         self.trim.arm(Instant::now(), &mut self.timers);
         self.admission.left(conn.peer().ip());

@@ -50,15 +50,17 @@ use log::{debug, warn};
 use mio::{Events, Token};
 
 use super::listen::{Accepted, Admission, refuse};
-use super::{Front, depart, new_core, wall_ms};
+use super::{Front, REFILL_BELOW, depart, new_core, wall_ms};
 use crate::config::Config;
-use crate::core::{ClientId, Core, Outbox};
+use crate::core::{ClientId, Core, Cursor, Event, Millis, Outbox};
 use crate::framer::{Frame, LineFramer};
 use crate::net::flood::TokenBucket;
 use crate::net::outq::OutQueue;
 use crate::net::sendq::{Chunk, SendChannel, Take};
 use crate::net::transform::Transform;
-use crate::session::{self, Context, Now, Protocol, Reason, Rendered, Session, Step, Wake};
+use crate::session::{
+    self, Context, Now, Protocol, Reason, RenderClass, Rendered, Session, Step, Wake,
+};
 
 /// Bytes per `read` into a reader thread's buffer (its own: threads share nothing to read into).
 const READ_CHUNK: usize = 8 * 1024;
@@ -145,6 +147,9 @@ struct Conn {
     stream: TcpStream,
     /// `--io threads`: the channel to the writer thread. `None` under threads-direct.
     out: Option<SendChannel>,
+    /// How to render for it once its session is gone (the rest of a paged answer while it
+    /// drains).
+    protocol: Protocol,
 }
 
 fn now() -> Now {
@@ -263,6 +268,7 @@ impl ThreadedServer {
             peer,
             stream,
             out: (!direct).then(|| SendChannel::new(config.max_sendq)),
+            protocol,
         });
         let session = Session::new(&shared.ctx, protocol, ClientId(id), peer, Instant::now());
         let transform = session.transform();
@@ -384,6 +390,12 @@ impl State {
         let mut outbox = std::mem::take(&mut self.outbox);
         let wall = wall_ms();
         for (event, to) in outbox.iter() {
+            if let Event::Page(cursor) = event {
+                for id in to {
+                    self.start_page(ctx, id.0, cursor, wall);
+                }
+                continue;
+            }
             let mut rendered: Rendered<Chunk> = Rendered::new();
             for id in to {
                 // Nothing is rendered for a recipient that is already closing.
@@ -403,6 +415,33 @@ impl State {
         }
         outbox.clear();
         self.outbox = outbox;
+    }
+
+    /// A paged answer. Its first page is rendered here, as the loop does when the queue is
+    /// low (a short answer is then complete at once, and says how things were when asked);
+    /// the writer renders the rest a page at a time as the socket takes it. Under
+    /// threads-direct every page is written here, with the lock held, like any other output.
+    fn start_page(&mut self, ctx: &Context, id: usize, cursor: &Cursor, wall: Millis) {
+        let Some(client) = self.clients.get(&id).filter(|c| c.closing.is_none()) else {
+            return;
+        };
+        let (class, mut cursor) = (client.session.render_class(), cursor.clone());
+        let me = self.core.nick(ClientId(id)).map_or("*", |n| &**n);
+        let low = REFILL_BELOW.min(self.max_sendq / 2);
+        loop {
+            if let Some(channel) = &client.conn.out
+                && channel.held() >= low
+            {
+                return channel.push_page(cursor);
+            }
+            let (bytes, done) = session::render_page(class, &self.core, &mut cursor, ctx, me, wall);
+            if let Some(reason) = self.push(&client.conn, &bytes.into()) {
+                return self.mark_close(id, reason);
+            }
+            if done {
+                return;
+            }
+        }
     }
 
     /// Queues bytes for one connection's writer, or (threads-direct) writes them into its
@@ -753,7 +792,26 @@ fn writer(shared: &Shared, conn: &Conn) {
         let _ = conn.stream.set_write_timeout(Some(grace));
     }
     let mut out: OutQueue<Chunk> = OutQueue::default();
-    'run: while channel.take(&mut out) == Take::Write {
+    'run: loop {
+        match channel.take(&mut out) {
+            Take::Write => {}
+            Take::Stop => break,
+            Take::Page(mut cursor) => {
+                let st = shared.lock();
+                // A connection that is closing has left the table but may still be draining.
+                let class = match st.clients.get(&conn.id) {
+                    Some(client) => client.session.render_class(),
+                    None if conn.protocol == Protocol::Irc => RenderClass::Irc,
+                    None => RenderClass::Line,
+                };
+                let me = st.core.nick(ClientId(conn.id)).map_or("*", |n| &**n);
+                let (bytes, done) =
+                    session::render_page(class, &st.core, &mut cursor, &shared.ctx, me, wall_ms());
+                drop(st);
+                channel.paged(bytes.into(), (!done).then_some(cursor));
+                continue;
+            }
+        }
         while !out.is_empty() {
             // Asked before every write, so that a close decided while this thread was blocked
             // on the peer is noticed after at most one write timeout.

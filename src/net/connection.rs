@@ -13,7 +13,7 @@ use log::{debug, warn};
 use mio::net::TcpStream;
 
 use super::flood::TokenBucket;
-use super::outq::{Flushed, OutQueue};
+use super::outq::{Flushed, Later, OutQueue, Pending};
 use super::transform::Transform;
 use crate::framer::LineFramer;
 use crate::session::{Reason, Session, Tick};
@@ -70,6 +70,9 @@ pub struct Connection {
     pub throttled: bool,
     /// Has been throttled before (see [`TokenBucket::throttle`]).
     pub flooded: bool,
+    /// A paged answer is under way: the loop keeps what waits behind it (a [`Later`]) in a
+    /// side table, so that the many connections without one pay a flag, not a field.
+    pub paged: bool,
 }
 
 impl Connection {
@@ -89,6 +92,7 @@ impl Connection {
             read_listed: false,
             throttled: false,
             flooded: false,
+            paged: false,
         }
     }
 
@@ -101,12 +105,22 @@ impl Connection {
         self.phase == Phase::Open
     }
 
-    /// Queues `bytes`, unless that makes this client a slow consumer: when what it has not
-    /// taken yet, plus this chunk, is over `max_sendq` (`Err(SendQueue)`), or its socket failed
-    /// (`Err(Lost)`). A chunk into an empty queue always goes in: one reply bigger than the limit
-    /// (a long /who or LIST) says nothing about how the client reads.
-    pub fn queue(&mut self, bytes: Rc<[u8]>, max_sendq: usize) -> Result<(), Reason> {
-        let over = |queued: usize| queued > 0 && queued + bytes.len() > max_sendq;
+    /// Queues `bytes` (behind a paged answer in `later`, when there is one), unless that makes
+    /// this client a slow consumer: when what it has not taken yet, plus this chunk, is over
+    /// `max_sendq` (`Err(SendQueue)`), or its socket failed (`Err(Lost)`). A chunk into an
+    /// empty queue always goes in: one line bigger than the limit says nothing about how the
+    /// client reads (long answers come a page at a time, see `core::page`).
+    pub fn queue(
+        &mut self,
+        bytes: Rc<[u8]>,
+        later: Option<&mut Later>,
+        max_sendq: usize,
+    ) -> Result<(), Reason> {
+        let behind = later.as_ref().map_or(0, |l| l.len());
+        let over = |queued: usize| {
+            let queued = queued + behind;
+            queued > 0 && queued + bytes.len() > max_sendq
+        };
         if over(self.out.len()) {
             // Over the limit only counts once the client has had its chance: write what its
             // socket takes now (a burst from many senders within one turn is no reason to
@@ -128,7 +142,10 @@ impl Connection {
                 return Err(Reason::SendQueue);
             }
         }
-        self.out.push(bytes);
+        match later {
+            Some(later) => later.push(Pending::Bytes(bytes)),
+            None => self.out.push(bytes),
+        }
         Ok(())
     }
 

@@ -13,6 +13,8 @@ use std::io::{self, IoSlice, Write};
 use std::ops::Deref;
 use std::rc::Rc;
 
+use crate::core::Cursor;
+
 /// Chunks passed to one `writev`; Linux's `IOV_MAX`.
 pub const IOV_MAX: usize = 1024;
 /// A small flush: up to this many chunks use a small slice array.
@@ -126,6 +128,91 @@ impl<C: Deref<Target = [u8]>> OutQueue<C> {
         }
         if self.chunks.is_empty() && self.chunks.capacity() > KEEP_CHUNKS {
             self.chunks = VecDeque::new();
+        }
+    }
+}
+
+/// What waits behind a paged answer ([`Cursor`]): the answer's remaining pages and everything
+/// queued for the connection after it, in order. While a connection has one, new output goes
+/// here, not into its [`OutQueue`], so that nothing overtakes the answer (a NAMES list is not
+/// interrupted by a message, a history replay comes before what is said after the join).
+#[derive(Debug)]
+pub struct Later<C = Rc<[u8]>> {
+    items: VecDeque<Pending<C>>,
+    /// Bytes of the `Bytes` items, counted against the send queue limit like queued ones.
+    bytes: usize,
+}
+
+/// One item of a [`Later`].
+#[derive(Debug)]
+pub enum Pending<C> {
+    Bytes(C),
+    /// The rest of a paged answer, rendered a page at a time.
+    Page(Cursor),
+}
+
+impl<C> Default for Later<C> {
+    fn default() -> Self {
+        Later {
+            items: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<C: Deref<Target = [u8]>> Later<C> {
+    pub fn push(&mut self, item: Pending<C>) {
+        if let Pending::Bytes(b) = &item {
+            self.bytes += b.len();
+        }
+        self.items.push_back(item);
+    }
+
+    /// The first item, taken out.
+    pub fn pop(&mut self) -> Option<Pending<C>> {
+        let item = self.items.pop_front()?;
+        if let Pending::Bytes(b) = &item {
+            self.bytes -= b.len();
+        }
+        Some(item)
+    }
+
+    /// Puts back an answer that has pages left, ahead of everything else.
+    pub fn resume(&mut self, cursor: Cursor) {
+        self.items.push_front(Pending::Page(cursor));
+    }
+
+    /// The first item, if it is bytes.
+    pub fn peek_bytes(&self) -> Option<&Pending<C>> {
+        self.items
+            .front()
+            .filter(|item| matches!(item, Pending::Bytes(_)))
+    }
+
+    /// The first item, if it is a page to render.
+    pub fn next_page(&self) -> Option<&Cursor> {
+        match self.items.front() {
+            Some(Pending::Page(cursor)) => Some(cursor),
+            _ => None,
+        }
+    }
+
+    /// Bytes waiting (pages not rendered yet count nothing: they hold no bytes).
+    pub fn len(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The connection is closing: the bytes go to `out` in order, answers not rendered yet are
+    /// given up (the farewell line comes next).
+    pub fn flatten_into(self, out: &mut OutQueue<C>) {
+        for item in self.items {
+            if let Pending::Bytes(b) = item {
+                out.push(b);
+            }
         }
     }
 }

@@ -15,7 +15,8 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use super::outq::OutQueue;
+use super::outq::{Later, OutQueue, Pending};
+use crate::core::Cursor;
 
 /// A chunk of output shared by every recipient of a broadcast.
 pub type Chunk = Arc<[u8]>;
@@ -29,6 +30,9 @@ pub struct Full;
 pub enum Take {
     /// Write what was moved into the queue (and ask [`SendChannel::deadline`] while doing so).
     Write,
+    /// Render the next page of this answer (under the core's lock) and hand it to
+    /// [`SendChannel::paged`].
+    Page(Cursor),
     /// Everything was written (after a finish) or the channel was aborted: stop.
     Stop,
 }
@@ -46,6 +50,8 @@ enum End {
 struct Inner {
     /// Chunks pushed and not yet taken by the writer.
     queue: OutQueue<Chunk>,
+    /// What waits behind a paged answer, in order (see `core::page`).
+    later: Later<Chunk>,
     /// Bytes pushed and not yet written, including those the writer has taken: the send queue
     /// as the limit sees it.
     unwritten: usize,
@@ -70,6 +76,7 @@ impl SendChannel {
         SendChannel {
             inner: Mutex::new(Inner {
                 queue: OutQueue::default(),
+                later: Later::default(),
                 unwritten: 0,
                 end: End::Open,
                 writer_waiting: false,
@@ -92,11 +99,16 @@ impl SendChannel {
         }
         // As in the loop, a chunk into an empty queue always goes in: one reply bigger than the
         // limit says nothing about how the client reads.
-        if inner.unwritten > 0 && inner.unwritten + chunk.len() > self.limit {
+        let held = inner.unwritten + inner.later.len();
+        if held > 0 && held + chunk.len() > self.limit {
             return Err(Full);
         }
-        inner.unwritten += chunk.len();
-        inner.queue.push(chunk.clone());
+        if inner.later.is_empty() {
+            inner.unwritten += chunk.len();
+            inner.queue.push(chunk.clone());
+        } else {
+            inner.later.push(Pending::Bytes(chunk.clone()));
+        }
         let wake = inner.writer_waiting;
         drop(inner);
         if wake {
@@ -105,15 +117,51 @@ impl SendChannel {
         Ok(())
     }
 
+    /// Queues a paged answer: the writer renders it a page at a time as the socket takes it,
+    /// and what is pushed meanwhile waits behind it.
+    pub fn push_page(&self, cursor: Cursor) {
+        let mut inner = self.lock();
+        if inner.end != End::Open {
+            return;
+        }
+        inner.later.push(Pending::Page(cursor));
+        let wake = inner.writer_waiting;
+        drop(inner);
+        if wake {
+            self.ready.notify_one();
+        }
+    }
+
+    /// For the writer: the page it was given by [`Take::Page`] is `bytes`; `rest`: the answer
+    /// goes on.
+    pub fn paged(&self, bytes: Chunk, rest: Option<Cursor>) {
+        let mut inner = self.lock();
+        if inner.later.next_page().is_none() {
+            // Closed meanwhile: the answer was given up.
+            return;
+        }
+        inner.later.pop();
+        inner.unwritten += bytes.len();
+        inner.queue.push(bytes);
+        if let Some(cursor) = rest {
+            inner.later.resume(cursor);
+        }
+    }
+
     /// Queues a last chunk, whatever the limit, and closes the channel: the writer delivers
-    /// everything queued, then stops. What is not written by `deadline` is given up.
+    /// everything queued (paged answers included), then stops. What is not written by `deadline` is given up.
     pub fn finish(&self, last: Chunk, deadline: Instant) {
         let mut inner = self.lock();
         if inner.end != End::Open {
             return;
         }
-        inner.unwritten += last.len();
-        inner.queue.push(last);
+        // After the rest of a paged answer too, which the writer goes on rendering.
+        if inner.later.is_empty() {
+            inner.unwritten += last.len();
+            inner.queue.push(last);
+        } else {
+            inner.later.push(Pending::Bytes(last));
+        }
         inner.end = End::Finishing(deadline);
         drop(inner);
         self.ready.notify_one();
@@ -124,6 +172,7 @@ impl SendChannel {
         let mut inner = self.lock();
         inner.end = End::Aborted;
         inner.queue = OutQueue::default();
+        inner.later = Later::default();
         drop(inner);
         self.ready.notify_one();
     }
@@ -140,6 +189,19 @@ impl SendChannel {
                     // channel back an empty ring with the writer's capacity.
                     std::mem::swap(&mut inner.queue, out);
                     return Take::Write;
+                }
+                _ if !inner.later.is_empty() => {
+                    // Everything before the paged answer is written: its next page is due.
+                    if let Some(cursor) = inner.later.next_page() {
+                        return Take::Page(cursor.clone());
+                    }
+                    while let Some(Pending::Bytes(_)) = inner.later.peek_bytes() {
+                        let Some(Pending::Bytes(bytes)) = inner.later.pop() else {
+                            break;
+                        };
+                        inner.unwritten += bytes.len();
+                        inner.queue.push(bytes);
+                    }
                 }
                 End::Finishing(_) => return Take::Stop,
                 End::Open => {
@@ -168,6 +230,12 @@ impl SendChannel {
     pub fn written(&self, n: usize) {
         let mut inner = self.lock();
         inner.unwritten = inner.unwritten.saturating_sub(n);
+    }
+
+    /// Bytes held for the connection: not yet written, and waiting behind a paged answer.
+    pub fn held(&self) -> usize {
+        let inner = self.lock();
+        inner.unwritten + inner.later.len()
     }
 
     /// Bytes pushed and not yet written.

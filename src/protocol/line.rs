@@ -286,6 +286,7 @@ pub fn render(event: &Event) -> Vec<u8> {
             room,
             members,
             total,
+            part,
             ..
         } => {
             let head = format!("NAMES {room}");
@@ -303,15 +304,18 @@ pub fn render(event: &Event) -> Vec<u8> {
                     current.push_str("(away)");
                 }
             }
-            line(&mut s, format_args!("{current}"));
-            if *total > members.len() {
+            // An empty page after the first adds no bare `NAMES #room` line.
+            if current.len() > head.len() || part.first {
+                line(&mut s, format_args!("{current}"));
+            }
+            if part.last && *total > part.before + members.len() {
                 line(
                     &mut s,
                     format_args!("NOTICE {room} has {total} members; /who {room} lists them all"),
                 );
             }
         }
-        Event::RoomList(rooms) => {
+        Event::RoomList { rooms, part } => {
             for r in rooms {
                 line(
                     &mut s,
@@ -323,11 +327,13 @@ pub fn render(event: &Event) -> Vec<u8> {
                     ),
                 );
             }
-            let n = rooms.len();
-            line(
-                &mut s,
-                format_args!("NOTICE {n} room{}", if n == 1 { "" } else { "s" }),
-            );
+            if part.last {
+                let n = part.before + rooms.len();
+                line(
+                    &mut s,
+                    format_args!("NOTICE {n} room{}", if n == 1 { "" } else { "s" }),
+                );
+            }
         }
         Event::Whois(w) => {
             let rooms: Vec<&str> = w.rooms.iter().map(|r| &**r).collect();
@@ -359,7 +365,7 @@ pub fn render(event: &Event) -> Vec<u8> {
             line(&mut s, format_args!("NOTICE {nick} is away: {message}"))
         }
         Event::Error(e) => line(&mut s, format_args!("ERROR {} {e}", e.code())),
-        Event::Found { .. } | Event::RoomInfo { .. } | Event::Stats { .. } => {}
+        Event::Found { .. } | Event::RoomInfo { .. } | Event::Stats { .. } | Event::Page(_) => {}
     }
     s.into_bytes()
 }
@@ -449,6 +455,7 @@ fn spaced(text: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::Part;
     use crate::core::{Error, Member};
 
     fn chat(line: &str) -> Command {
@@ -652,6 +659,7 @@ mod tests {
             members,
             listing: Listing::Names,
             total: 2,
+            part: Part::WHOLE,
         };
         assert_eq!(text(render(&names)), "NAMES #l a b(away)\r\n");
     }
@@ -669,6 +677,7 @@ mod tests {
             members,
             listing: Listing::Names,
             total: 200,
+            part: Part::WHOLE,
         }));
         let lines: Vec<&str> = out.split_terminator("\r\n").collect();
         assert!(lines.len() > 1);

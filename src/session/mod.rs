@@ -28,7 +28,7 @@ use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::core::{ClientId, Core, Event, Millis, Outbox};
+use crate::core::{ClientId, Core, Cursor, Event, Millis, Outbox};
 use crate::framer::Frame;
 use crate::net::transform::Transform;
 use crate::protocol;
@@ -267,6 +267,24 @@ pub fn render(class: RenderClass, event: &Event, ctx: &Context, me: &str, now: M
         RenderClass::Irc => protocol::irc::render(event, &ctx.server, me, false, now),
         RenderClass::IrcTimed => protocol::irc::render(event, &ctx.server, me, true, now),
     }
+}
+
+/// Renders the next page of a paged answer ([`Event::Page`]) in `class`; returns the bytes and
+/// whether the answer is complete. The driver calls it when the asker's output queue has
+/// drained, so an answer of any length holds about a page of memory at a time.
+pub fn render_page(
+    class: RenderClass,
+    core: &Core,
+    cursor: &mut Cursor,
+    ctx: &Context,
+    me: &str,
+    now: Millis,
+) -> (Vec<u8>, bool) {
+    let mut bytes = Vec::new();
+    let done = core.page(cursor, &mut |event| {
+        bytes.extend_from_slice(&render(class, &event, ctx, me, now))
+    });
+    (bytes, done)
 }
 
 /// One event's bytes per render class, rendered on first use: a driver's fan-out keeps one of

@@ -365,6 +365,7 @@ pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) ->
             room,
             members,
             listing: Listing::Who,
+            part,
             ..
         } => {
             let channel = if room.starts_with('#') { &**room } else { "*" };
@@ -377,9 +378,16 @@ pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) ->
                     &[&s.realname],
                 );
             }
-            o.numeric(RPL_ENDOFWHO, &[room]);
+            if part.last {
+                o.numeric(RPL_ENDOFWHO, &[room]);
+            }
         }
-        Event::Names { room, members, .. } => names(&mut o, room, members),
+        Event::Names {
+            room,
+            members,
+            part,
+            ..
+        } => names(&mut o, room, members, part.last),
         Event::Found {
             members,
             listing: Listing::Userhost,
@@ -399,14 +407,20 @@ pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) ->
         Event::Found { members, .. } => {
             o.numeric_list(RPL_ISON, &[], members.iter().map(|m| &*m.source.nick));
         }
-        Event::RoomList(rooms) => {
-            o.numeric(RPL_LISTSTART, &[]);
+        Event::RoomList { rooms, part } => {
+            if part.first {
+                o.numeric(RPL_LISTSTART, &[]);
+            }
             for r in rooms {
                 let topic = r.topic.as_deref().unwrap_or("");
                 o.numeric_with(RPL_LIST, &[&r.name, &r.members], &[&topic]);
             }
-            o.numeric(RPL_LISTEND, &[]);
+            if part.last {
+                o.numeric(RPL_LISTEND, &[]);
+            }
         }
+        // The driver pages it through `Core::page`; nothing of its own to say.
+        Event::Page(_) => {}
         Event::Whois(w) => whois(&mut o, w),
         Event::RoomInfo { room, created_at } => {
             o.numeric(RPL_CHANNELMODEIS, &[room]);
@@ -421,14 +435,16 @@ pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) ->
     o.into_bytes()
 }
 
-/// 353 lines kept under 512 bytes, then 366.
-fn names(o: &mut Out<'_>, room: &str, members: &[Member]) {
+/// 353 lines kept under 512 bytes, then (on the last page) 366.
+fn names(o: &mut Out<'_>, room: &str, members: &[Member], last: bool) {
     if !members.is_empty() {
         // `=`: a public channel, the only kind pollchat has.
         let nicks = members.iter().map(|m| &*m.source.nick);
         o.numeric_list(RPL_NAMREPLY, &[&'=', &room], nicks);
     }
-    o.numeric(RPL_ENDOFNAMES, &[&room]);
+    if last {
+        o.numeric(RPL_ENDOFNAMES, &[&room]);
+    }
 }
 
 /// `text` in pieces of at most `budget` bytes (at least one, even for an empty text), cut at
@@ -520,6 +536,7 @@ pub const SAFE_MAX: usize = ROOM_MAX + 8;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::Part;
 
     #[test]
     fn parses_commands_params_and_trailing() {
@@ -587,6 +604,7 @@ mod tests {
                 members,
                 listing: Listing::Names,
                 total: 300,
+                part: Part::WHOLE,
             },
             "srv",
             "me",

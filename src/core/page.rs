@@ -1,0 +1,306 @@
+//! Long answers, a page at a time.
+//!
+//! A room list, a member list or a history replay can be a megabyte of output: 10,000 rooms,
+//! a lobby of 10,000 members, a history of long lines. Rendered whole, one such answer sits in
+//! the asker's output queue until the asker reads it, and a few hundred sockets that ask and
+//! never read make the server hold gigabytes. So the core answers them with a [`Cursor`]
+//! ([`Event::Page`](super::Event::Page)) instead, and the driver asks [`Core::page`] for the next
+//! page only when the asker's queue has drained: a client holds at most a page or so of any
+//! answer, and one that reads still gets every entry.
+//!
+//! The list may change between pages (rooms created, members leaving). A cursor remembers the
+//! last entry it sent, in case-folded order, and the next page starts after it: no entry is
+//! sent twice, entries added behind the cursor are not sent, ones added ahead of it are, and the
+//! end (IRC's 366/315/323, the line protocol's count) always comes. A history replay stops at
+//! the last message said before the join: what was said later arrives live.
+//!
+//! Selecting a page is O(entries) (a scan and a partial sort, `select_nth_unstable`), so a whole
+//! listing of N entries costs O(N²/page): pages are sized so that a 10,000-member room is a few
+//! dozen pages, and the command that starts a listing is charged flood tokens by its pages.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use super::Core;
+use super::event::{ClientId, Event, Listing, Member, RoomSummary};
+use super::names::fold;
+
+/// Members listed by NAMES (or on joining) per page: about 20 bytes each rendered.
+const NAMES_PAGE: usize = 256;
+/// Members listed by WHO per page: about 100 bytes each rendered.
+const WHO_PAGE: usize = 64;
+/// Rooms per page: 30 to 350 bytes each rendered.
+const ROOMS_PAGE: usize = 64;
+/// History replayed per page, in [`HistoryEntry::cost`](super::room::HistoryEntry::cost) bytes
+/// (at least one entry, however long).
+const HISTORY_PAGE_BYTES: usize = 8 * 1024;
+
+/// Where a page sits in its answer, so that a protocol writes the answer's head (IRC's 321) on
+/// the first page only and its end (366, 315, 323, the line protocol's count) on the last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub first: bool,
+    pub last: bool,
+    /// Entries sent by earlier pages.
+    pub before: usize,
+}
+
+impl Part {
+    /// An answer that is all one page.
+    pub const WHOLE: Part = Part {
+        first: true,
+        last: true,
+        before: 0,
+    };
+}
+
+/// What a paged answer lists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Paged {
+    /// Every room (the line protocol's `/rooms`, IRC's `LIST`).
+    Rooms,
+    /// A room's members (`/who`, NAMES, WHO, and the names sent on joining).
+    Members { room: Arc<str>, listing: Listing },
+    /// A room's history, replayed on joining, up to the message with serial `until`.
+    History { room: Arc<str>, until: u64 },
+}
+
+/// The last entry a cursor sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum After {
+    Start,
+    /// A folded room name or nick.
+    Name(Box<str>),
+    /// A history serial.
+    Serial(u64),
+}
+
+/// A paged answer in progress. Small (a few words): a client that asks and never reads holds
+/// one of these, not the answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    of: Paged,
+    after: After,
+    /// Entries sent so far.
+    sent: usize,
+    /// Entries to send at most (a joiner of a big room is sent `big_room` names)…
+    limit: usize,
+    /// …and always itself, in its place, beyond the limit.
+    asker: Option<ClientId>,
+}
+
+impl Cursor {
+    pub fn rooms() -> Cursor {
+        Cursor::new(Paged::Rooms, usize::MAX)
+    }
+
+    pub fn members(room: Arc<str>, listing: Listing) -> Cursor {
+        Cursor::new(Paged::Members { room, listing }, usize::MAX)
+    }
+
+    /// The names sent to `asker` on joining `room`: at most `limit` others, and the joiner.
+    pub fn joined(room: Arc<str>, asker: ClientId, limit: usize) -> Cursor {
+        let listing = Listing::Join;
+        let mut cursor = Cursor::new(Paged::Members { room, listing }, limit);
+        cursor.asker = (limit != usize::MAX).then_some(asker);
+        cursor
+    }
+
+    pub fn history(room: Arc<str>, until: u64) -> Cursor {
+        Cursor::new(Paged::History { room, until }, usize::MAX)
+    }
+
+    fn new(of: Paged, limit: usize) -> Cursor {
+        Cursor {
+            of,
+            after: After::Start,
+            sent: 0,
+            limit,
+            asker: None,
+        }
+    }
+
+    pub fn of(&self) -> &Paged {
+        &self.of
+    }
+
+    /// Whether a page was sent already.
+    pub fn started(&self) -> bool {
+        self.after != After::Start
+    }
+
+    fn part(&self, last: bool) -> Part {
+        Part {
+            first: self.after == After::Start,
+            last,
+            before: self.sent,
+        }
+    }
+
+    fn after_name(&self) -> Option<&str> {
+        match &self.after {
+            After::Name(name) => Some(name),
+            _ => None,
+        }
+    }
+}
+
+/// Case-folded order (ASCII, as nicks and room names are compared), without folded copies.
+pub fn folded_cmp(a: &str, b: &str) -> Ordering {
+    let lower = |c: u8| c.to_ascii_lowercase();
+    a.bytes().map(lower).cmp(b.bytes().map(lower))
+}
+
+/// The first `k` of `items` (each with its name) after `after` in case-folded order of the
+/// names, sorted, and whether more are left. O(items).
+fn first_after<'a, T>(
+    items: impl Iterator<Item = (&'a str, T)>,
+    after: Option<&str>,
+    k: usize,
+) -> (Vec<(&'a str, T)>, bool) {
+    let mut page: Vec<(&str, T)> = items
+        .filter(|(name, _)| after.is_none_or(|a| folded_cmp(name, a) == Ordering::Greater))
+        .collect();
+    let more = page.len() > k;
+    if more {
+        page.select_nth_unstable_by(k, |a, b| folded_cmp(a.0, b.0));
+        page.truncate(k);
+    }
+    page.sort_unstable_by(|a, b| folded_cmp(a.0, b.0));
+    (page, more)
+}
+
+impl Core {
+    /// Emits the next page of `cursor`'s answer as events; returns whether the answer is
+    /// complete (the last page carries its end). A room that is gone ends its listing.
+    pub fn page(&self, cursor: &mut Cursor, emit: &mut dyn FnMut(Event)) -> bool {
+        match cursor.of.clone() {
+            Paged::Rooms => self.rooms_page(cursor, emit),
+            Paged::Members { room, listing } => self.members_page(cursor, room, listing, emit),
+            Paged::History { room, until } => self.history_page(cursor, &room, until, emit),
+        }
+    }
+
+    /// Every page of `cursor`'s answer at once (tests, and a driver that writes straight into
+    /// sockets).
+    pub fn all_pages(&self, mut cursor: Cursor) -> Vec<Event> {
+        let mut events = Vec::new();
+        while !self.page(&mut cursor, &mut |e| events.push(e)) {}
+        events
+    }
+
+    fn rooms_page(&self, cursor: &mut Cursor, emit: &mut dyn FnMut(Event)) -> bool {
+        let all = self.rooms.iter().map(|(_, r)| (&*r.name, r));
+        let (rooms, more) = first_after(all, cursor.after_name(), ROOMS_PAGE);
+        let part = cursor.part(!more);
+        if let Some((name, _)) = rooms.last() {
+            cursor.after = After::Name(fold(name).into());
+        }
+        cursor.sent += rooms.len();
+        let rooms = rooms
+            .into_iter()
+            .map(|(_, r)| RoomSummary {
+                name: r.name.clone(),
+                members: r.members.len(),
+                topic: r.topic.as_ref().map(|t| t.text.clone()),
+            })
+            .collect();
+        emit(Event::RoomList { rooms, part });
+        !more
+    }
+
+    fn members_page(
+        &self,
+        cursor: &mut Cursor,
+        room: Arc<str>,
+        listing: Listing,
+        emit: &mut dyn FnMut(Event),
+    ) -> bool {
+        let Some(&key) = self.room_keys.get(&fold(&room)) else {
+            let part = cursor.part(true);
+            let (members, total) = (Vec::new(), cursor.sent);
+            emit(Event::Names {
+                room,
+                members,
+                listing,
+                total,
+                part,
+            });
+            return true;
+        };
+        let r = &self.rooms[key];
+        let size = if listing == Listing::Who {
+            WHO_PAGE
+        } else {
+            NAMES_PAGE
+        };
+        let k = size.min(cursor.limit - cursor.sent);
+        let nick = |id: ClientId| &*self.users[&id].source.nick;
+        let others = r.members.iter().filter(|&&id| Some(id) != cursor.asker);
+        let (mut ids, more) = first_after(others.map(|&id| (nick(id), id)), cursor.after_name(), k);
+        let last = !more || cursor.sent + ids.len() >= cursor.limit;
+        let part = cursor.part(last);
+        cursor.sent += ids.len();
+        // The asker of a cut list is listed where it sorts: on this page if it sorts before
+        // the page's last name, else on the last page.
+        let asker = cursor
+            .asker
+            .filter(|a| self.users.get(a).is_some_and(|u| u.is_in(key)));
+        if let Some(asker) = asker {
+            let me = nick(asker);
+            let past = |bound: &str| folded_cmp(me, bound) == Ordering::Greater;
+            let due = last || ids.last().is_some_and(|(l, _)| !past(l));
+            if cursor.after_name().is_none_or(past) && due {
+                ids.push((me, asker));
+                ids.sort_unstable_by(|a, b| folded_cmp(a.0, b.0));
+                cursor.asker = None;
+            }
+        }
+        if let Some((nick, _)) = ids.last() {
+            cursor.after = After::Name(fold(nick).into());
+        }
+        let members: Vec<Member> = ids.into_iter().map(|(_, id)| self.member(id)).collect();
+        emit(Event::Names {
+            room: r.name.clone(),
+            members,
+            listing,
+            total: r.members.len(),
+            part,
+        });
+        last
+    }
+
+    fn history_page(
+        &self,
+        cursor: &mut Cursor,
+        room: &str,
+        until: u64,
+        emit: &mut dyn FnMut(Event),
+    ) -> bool {
+        let Some(r) = self.room_keys.get(&fold(room)).map(|&k| &self.rooms[k]) else {
+            return true;
+        };
+        let after = match cursor.after {
+            After::Serial(s) => s,
+            _ => 0,
+        };
+        let mut bytes = 0;
+        let mut entries = r.history_after(after).take_while(|h| h.serial <= until);
+        for h in entries.by_ref() {
+            emit(Event::History {
+                room: r.name.clone(),
+                from: h.from.clone(),
+                text: h.text.clone(),
+                kind: h.kind,
+                at: h.at,
+            });
+            cursor.after = After::Serial(h.serial);
+            cursor.sent += 1;
+            bytes += h.cost();
+            if bytes >= HISTORY_PAGE_BYTES {
+                break;
+            }
+        }
+        entries.next().is_none()
+    }
+}
