@@ -68,6 +68,20 @@ pub struct Config {
     /// Bytes of output queued for one client above which it is disconnected as a slow consumer
     /// ("send queue exceeded"). Bounds server memory whatever a client does.
     pub max_sendq: usize,
+    /// Bytes of output all clients' queues may hold together (0 = no limit; the event loop
+    /// only). Past it the clients holding the most are disconnected first ("server output
+    /// buffers full"), as Redis 7 does with `maxmemory-clients`. `--max-sendq` alone does not
+    /// bound the server: a thousand clients each just under it hold a gigabyte. 64 MiB is what
+    /// a Pi or a 512 MiB VPS can spare beside everything else; a busy broadcast costs its bytes
+    /// once whatever the number of recipients (plus 16 bytes a queued reference), so healthy
+    /// clients, who read, stay far below it.
+    pub max_output_total: usize,
+    /// The kernel's send buffer per client socket (SO_SNDBUF), or `None` for the kernel's
+    /// autotuning. Output the kernel holds is memory too, outside the process: Linux grows a
+    /// socket's buffer up to `tcp_wmem`'s maximum (4 MiB by default) for a client that reads
+    /// slowly, so a few hundred of them can hold gigabytes of kernel memory that no limit of
+    /// pollchat's sees. A small host can cap it; the default leaves the kernel in charge.
+    pub send_buffer: Option<usize>,
     /// Connections served at once; further ones get one line saying why and are closed.
     pub max_clients: usize,
     /// Connections allowed from one IP address (0 = unlimited).
@@ -142,6 +156,8 @@ impl Default for Config {
             flood_burst: 10,
             flood_rate: 5.0,
             max_sendq: 1 << 20,
+            max_output_total: 64 << 20,
+            send_buffer: None,
             // The command line replaces this with what RLIMIT_NOFILE allows.
             max_clients: 1024,
             max_per_ip: 0,

@@ -126,6 +126,16 @@ struct ServeArgs {
     /// --io threads-direct queues nothing: see --write-timeout)
     #[arg(long, default_value_t = defaults().max_sendq as u64, value_parser = clap::value_parser!(u64).range(4096..))]
     max_sendq: u64,
+    /// Bytes of output all clients' queues may hold together; past it the clients holding the
+    /// most are disconnected first (0 = no limit) [default: 67108864; --io poll only: the
+    /// threaded models refuse the flag]
+    #[arg(long, value_name = "BYTES")]
+    max_output_total: Option<u64>,
+    /// The kernel's send buffer per client socket (SO_SNDBUF; the kernel doubles it) [default:
+    /// the kernel's autotuning, up to tcp_wmem's maximum]. Kernel memory a slow reader holds
+    /// is outside every other limit: a small host may cap it
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1024..=(1 << 30)))]
+    send_buffer: Option<u64>,
     /// Clients served at once [default: what RLIMIT_NOFILE allows, after raising the soft
     /// limit to the hard one]
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
@@ -287,7 +297,26 @@ fn serve(args: ServeArgs) -> ExitCode {
         line_complete_after: (args.line_complete_after > 0)
             .then(|| Duration::from_millis(args.line_complete_after)),
         write_timeout,
+        send_buffer: args.send_buffer.map(|n| n as usize),
         ..Config::default()
+    };
+    let config = match (args.max_output_total, args.io) {
+        (None, IoModel::Poll) => config,
+        (None, _) => Config {
+            max_output_total: 0,
+            ..config
+        },
+        (Some(n), IoModel::Poll) => Config {
+            max_output_total: usize::try_from(n).unwrap_or(usize::MAX),
+            ..config
+        },
+        (Some(_), io) => {
+            error!(
+                "--max-output-total needs --io poll: --io {} keeps no count of all output held",
+                io.name()
+            );
+            return ExitCode::FAILURE;
+        }
     };
     let mut server = match Server::bind(args.io, config) {
         Ok(s) => s,

@@ -527,3 +527,169 @@ fn history_is_bounded_in_bytes_and_rooms_in_number(io: IoModel) {
         ":pollchat 437 ircer #third :Channel is temporarily unavailable: the server has all the rooms it keeps"
     );
 }
+
+/// Alice, in `rooms` rooms `#r000`.. each with a 300-byte topic: a room list of about
+/// `rooms` × 330 bytes, far more than loopback TCP holds for a client that does not read.
+fn alice_with_many_rooms(server: &TestServer, rooms: usize) -> common::Client {
+    let mut alice = server.join_as("alice", &mut []);
+    let topic = "t".repeat(300);
+    let mut script = String::new();
+    for i in 0..rooms {
+        script.push_str(&format!("/join #r{i:03}\n/topic {topic}\n"));
+    }
+    alice.send_raw(script.as_bytes());
+    alice.expect_prefix(&format!("TOPIC #r{:03} alice", rooms - 1));
+    alice.sync();
+    alice
+}
+
+/// The rooms of a line-protocol room list, read up to its closing count (which is checked;
+/// `before`: rooms of the list read already).
+fn read_room_list(c: &mut common::Client, before: usize) -> Vec<String> {
+    let mut rooms = Vec::new();
+    loop {
+        let l = c.line();
+        if let Some(count) = l.strip_prefix("NOTICE ") {
+            assert_eq!(count, format!("{} rooms", before + rooms.len()));
+            return rooms;
+        }
+        assert!(l.starts_with("ROOM #"), "{l}");
+        rooms.push(l.split(' ').nth(1).unwrap().to_string());
+    }
+}
+
+for_each_io!(a_long_listing_reaches_a_slow_reader_whole_and_in_order_while_rooms_change);
+/// A long answer is produced a page at a time as the client reads (so a client that does not
+/// read holds a page, not the answer): one that reads late still gets every room exactly once,
+/// in order, and the end; rooms created ahead of where it is are listed, rooms already listed
+/// are not listed twice.
+fn a_long_listing_reaches_a_slow_reader_whole_and_in_order_while_rooms_change(io: IoModel) {
+    let server = TestServer::with_io(io, |c| {
+        c.max_rooms = 1000;
+        c.flood_rate = 0.0;
+        c.max_sendq = 64 * 1024;
+    });
+    let mut alice = alice_with_many_rooms(&server, 600);
+    let (mut bob, _) = server.join();
+    alice.expect_prefix("JOIN #lobby");
+    bob.shrink_receive_buffer(4096);
+    bob.send("/rooms");
+    assert!(bob.line().starts_with("ROOM #lobby "));
+    // While bob reads nothing more, a listed room goes and an unlisted one comes.
+    alice.send("/part #r000");
+    alice.send("/join #zzz");
+    alice.expect_prefix("NAMES #zzz");
+    let mut rooms = vec!["#lobby".to_string()];
+    rooms.extend(read_room_list(&mut bob, 1));
+    let mut sorted = rooms.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(rooms, sorted, "in order, each room once");
+    assert_eq!(rooms[1], "#r000", "listed before it went");
+    if io == IoModel::ThreadsDirect {
+        // No pages there: the whole answer is written at once, holding the lock.
+        assert_eq!(rooms.len(), 1 + 600, "#lobby, #r000-#r599");
+    } else {
+        assert_eq!(rooms.len(), 1 + 600 + 1, "#lobby, #r000-#r599 and #zzz");
+        assert_eq!(rooms.last().unwrap(), "#zzz");
+    }
+    bob.sync();
+    // The same over IRC: one 321, every room, one 323.
+    let mut irc = common::Client::connect(server.irc_addr.unwrap());
+    irc.send("NICK ircer\r");
+    irc.send("USER ircer 0 * :I\r");
+    irc.expect_prefix(":pollchat 422 ");
+    irc.shrink_receive_buffer(4096);
+    irc.send("LIST\r");
+    assert_eq!(irc.line(), ":pollchat 321 ircer Channel :Users  Name");
+    let mut listed = 0;
+    loop {
+        let l = irc.line();
+        if l.starts_with(":pollchat 323 ") {
+            break;
+        }
+        assert!(l.starts_with(":pollchat 322 ircer #"), "{l}");
+        listed += 1;
+    }
+    assert_eq!(listed, 601, "#lobby, #r001-#r599 and #zzz");
+}
+
+#[test]
+/// `--max-output-total` is a budget for all clients' output together. Twenty clients that ask
+/// for a 330 KB room list and do not read (their kernels hold about 140 KB each, with an 8 KiB
+/// `--send-buffer`) would hold some 4 MB in the server if answers were queued whole; a page at
+/// a time, they hold a page each and fit in 2 MiB, and each still gets the whole list once it
+/// reads. (The event loop only: the threaded models refuse the flag.)
+fn never_reading_askers_of_a_long_listing_hold_a_page_each_not_the_answer() {
+    let server = TestServer::with(|c| {
+        c.max_rooms = 2000;
+        c.flood_rate = 0.0;
+        c.max_output_total = 2 << 20;
+        c.send_buffer = Some(8192);
+    });
+    let _alice = alice_with_many_rooms(&server, 1000);
+    let mut askers: Vec<common::Client> = (0..20).map(|_| server.join().0).collect();
+    for c in &mut askers {
+        c.send("/rooms");
+    }
+    // Every request is in: the server holds all twenty answers in progress now.
+    let (mut bystander, _) = server.join();
+    bystander.sync();
+    for c in &mut askers {
+        c.expect_prefix("ROOM #lobby ");
+        assert_eq!(read_room_list(c, 1).len(), 1000);
+    }
+}
+
+#[test]
+/// Past `--max-output-total`, the clients holding the most output are disconnected first, with
+/// their reason; a client that reads holds little and keeps everything.
+fn past_the_output_budget_the_biggest_holders_are_disconnected_first() {
+    let server = TestServer::with(|c| {
+        c.flood_rate = 0.0;
+        c.max_output_total = 256 * 1024;
+        c.send_buffer = Some(8192);
+    });
+    let mut reader = server.join_as("reader", &mut []);
+    let mut stuck: Vec<common::Client> = ["s1", "s2", "s3"]
+        .iter()
+        .map(|n| {
+            let c = server.join_as(n, &mut [&mut reader]);
+            c.shrink_receive_buffer(4096);
+            c
+        })
+        .collect();
+    let mut talker = server.join_as("talker", &mut [&mut reader]);
+    let text = "w".repeat(1000);
+    // The reader takes each message before the next is sent: it holds nothing, while the stuck
+    // clients hold more with every message, until all together hold more than the budget.
+    let mut quits = Vec::new();
+    for i in 0..2000 {
+        talker.send(&format!("{i} {text}"));
+        let mut l = reader.line();
+        while let Some(quit) = l.strip_prefix("QUIT ") {
+            quits.push(quit.to_string());
+            l = reader.line();
+        }
+        assert_eq!(l, format!("MSG #lobby <talker> {i} {text}"));
+        if quits.len() == 3 {
+            break;
+        }
+    }
+    quits.sort();
+    assert_eq!(
+        quits,
+        [
+            "s1 server output buffers full",
+            "s2 server output buffers full",
+            "s3 server output buffers full"
+        ]
+    );
+    for c in &mut stuck {
+        c.drain_to_end();
+    }
+    for _ in 0..3 {
+        talker.expect_prefix("QUIT s");
+    }
+    talker.sync();
+}

@@ -207,6 +207,8 @@ fn bad_flags_are_refused_with_usage() {
         "--motd",
         "--server-name",
         "--reserved-nick",
+        "--max-output-total",
+        "--send-buffer",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
@@ -234,6 +236,15 @@ fn bad_flags_are_refused_with_usage() {
         err.contains("--reserved-nick") && err.contains("invalid nick"),
         "{err}"
     );
+    // A bound only the loop keeps is refused by the threaded models, in one clear line.
+    let out = Command::new(BIN)
+        .args(["serve", "--io", "threads", "--max-output-total", "1000000"])
+        .args(["--listen", "127.0.0.1:0", "--no-irc"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--max-output-total needs --io poll"), "{err}");
 }
 
 for_each_io!(running_out_of_descriptors_refuses_newcomers_and_serves_the_rest);

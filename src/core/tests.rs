@@ -975,3 +975,191 @@ proptest::proptest! {
         }
     }
 }
+
+/// A core with `n` users `u0000`.. in #lobby (big rooms over `big`).
+fn crowd(n: usize, big: usize) -> Core {
+    let mut core = Core::new(CoreLimits::counts(10, 8, big), 0);
+    let mut out = Outbox::default();
+    for i in 0..n {
+        let id = ClientId(i + 1);
+        core.connect(id, "h", 0);
+        core.handle(id, Command::Nick(format!("u{i:04}")), 0, &mut out);
+        core.handle(id, Command::Join(LOBBY.into()), 0, &mut out);
+        out.clear();
+    }
+    core
+}
+
+/// The cursor a command answers with.
+fn cursor_of(core: &mut Core, id: ClientId, cmd: Command) -> Cursor {
+    let mut out = Outbox::default();
+    core.handle(id, cmd, 0, &mut out);
+    let found = out.iter().find_map(|(e, _)| match e {
+        Event::Page(c) => Some(c.clone()),
+        _ => None,
+    });
+    found.expect("a paged answer")
+}
+
+/// One page of `cursor`: the nicks listed, the part, and whether the answer is done.
+fn names_page(core: &Core, cursor: &mut Cursor) -> (Vec<String>, Part, bool) {
+    let mut page = None;
+    let done = core.page(cursor, &mut |e| match e {
+        Event::Names { members, part, .. } => {
+            let nicks = members.iter().map(|m| m.source.nick.to_string()).collect();
+            page = Some((nicks, part));
+        }
+        other => panic!("{other:?}"),
+    });
+    let (nicks, part) = page.expect("one Names event a page");
+    (nicks, part, done)
+}
+
+#[test]
+fn a_long_member_list_comes_in_pages_that_resume_after_the_last_name_sent() {
+    let mut core = crowd(700, 10_000);
+    let mut cursor = cursor_of(&mut core, ClientId(1), who(LOBBY));
+    let (first, part, done) = names_page(&core, &mut cursor);
+    assert!(!done && part.first && !part.last && part.before == 0);
+    assert_eq!(first.len(), 256, "a page of names");
+    assert_eq!(first[0], "u0000");
+    // The list changes under the cursor: one listed member leaves, one ahead of the cursor
+    // leaves, one joins behind it and one ahead of it.
+    let mut out = Outbox::default();
+    core.disconnect(ClientId(1), "gone", &mut out);
+    core.disconnect(ClientId(301), "gone", &mut out);
+    for (id, nick) in [(ClientId(5000), "a-behind"), (ClientId(5001), "zz-ahead")] {
+        core.connect(id, "h", 0);
+        core.handle(id, Command::Nick(nick.into()), 0, &mut out);
+        core.handle(id, Command::Join(LOBBY.into()), 0, &mut out);
+    }
+    let mut all = first;
+    loop {
+        let (nicks, part, done) = names_page(&core, &mut cursor);
+        assert!(!part.first);
+        assert_eq!(part.before, all.len());
+        all.extend(nicks);
+        assert_eq!(part.last, done);
+        if done {
+            break;
+        }
+    }
+    let mut sorted = all.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(all, sorted, "in order, each name once");
+    assert!(all.contains(&"u0000".to_string()), "sent before it left");
+    assert!(!all.contains(&"u0300".to_string()), "left before its page");
+    assert!(
+        !all.contains(&"a-behind".to_string()),
+        "joined behind the cursor"
+    );
+    assert_eq!(all.last().unwrap(), "zz-ahead", "joined ahead of it");
+    assert_eq!(all.len(), 700 - 1 + 1);
+}
+
+#[test]
+fn a_listing_of_a_room_that_disappears_still_ends() {
+    let mut core = crowd(3, 10);
+    let mut out = Outbox::default();
+    core.handle(ClientId(1), Command::Join("#short".into()), 0, &mut out);
+    let mut cursor = cursor_of(&mut core, ClientId(2), who("#short"));
+    let part = Command::Part {
+        room: Some("#short".into()),
+        reason: None,
+    };
+    core.handle(ClientId(1), part, 0, &mut out);
+    let (nicks, part, done) = names_page(&core, &mut cursor);
+    assert!(nicks.is_empty() && part.last && done);
+}
+
+#[test]
+fn a_joiner_of_a_big_room_is_sent_a_few_names_and_always_itself() {
+    // Over 300 members the room is big: a joiner is shown 300 names, itself included, where it
+    // sorts (here, after every name shown).
+    let mut core = crowd(700, 300);
+    let id = ClientId(9999);
+    core.connect(id, "h", 0);
+    core.handle(id, Command::Nick("zed".into()), 0, &mut Outbox::default());
+    let mut cursor = cursor_of(&mut core, id, Command::Join(LOBBY.into()));
+    let mut all = Vec::new();
+    let mut pages = 0;
+    loop {
+        let (nicks, _, done) = names_page(&core, &mut cursor);
+        all.extend(nicks);
+        pages += 1;
+        if done {
+            break;
+        }
+    }
+    assert_eq!(pages, 2, "256 names a page");
+    assert_eq!(all.len(), 300);
+    assert_eq!(all.last().unwrap(), "zed");
+    assert_eq!(all[0], "u0000");
+}
+
+#[test]
+fn rooms_are_listed_in_case_folded_order_across_pages() {
+    let mut core = Core::new(CoreLimits::counts(0, 200, 1000), 0);
+    let mut out = Outbox::default();
+    core.connect(A, "h", 0);
+    for i in 0..150 {
+        let name = if i % 2 == 0 {
+            format!("#Room{i:03}")
+        } else {
+            format!("#room{i:03}")
+        };
+        core.handle(A, Command::Join(name), 0, &mut out);
+    }
+    let cursor = cursor_of(&mut core, A, Command::Rooms);
+    let pages = core.all_pages(cursor);
+    assert_eq!(pages.len(), 3, "64 rooms a page");
+    let mut names = Vec::new();
+    for (i, page) in pages.iter().enumerate() {
+        let Event::RoomList { rooms, part } = page else {
+            panic!("{page:?}")
+        };
+        assert_eq!((part.first, part.last), (i == 0, i == 2));
+        names.extend(rooms.iter().map(|r| r.name.to_string()));
+    }
+    assert_eq!(names.len(), 151);
+    assert_eq!(names[0], LOBBY);
+    assert_eq!(names[1], "#Room000");
+    assert_eq!(names[2], "#room001");
+    assert_eq!(names[150], "#room149");
+}
+
+#[test]
+fn a_history_replay_stops_at_what_was_said_before_the_join() {
+    let mut core = budget_core(1 << 20, 1 << 20, 100);
+    core.handle(A, Command::Join("#h".into()), 0, &mut Outbox::default());
+    for i in 0..5 {
+        say_in(&mut core, A, "#h", &format!("{i}{}", "x".repeat(3000)), i);
+    }
+    let mut out = Outbox::default();
+    core.handle(B, Command::Join("#h".into()), 10, &mut out);
+    let mut cursor = out
+        .iter()
+        .filter_map(|(e, _)| match e {
+            Event::Page(c) if matches!(c.of(), page::Paged::History { .. }) => Some(c.clone()),
+            _ => None,
+        })
+        .next()
+        .expect("a history replay");
+    // Said after the join: arrives live, never in the replay.
+    say_in(&mut core, A, "#h", "late", 11);
+    let mut pages = Vec::new();
+    loop {
+        let mut texts = Vec::new();
+        let done = core.page(&mut cursor, &mut |e| match e {
+            Event::History { text, .. } => texts.push(text.chars().next().unwrap()),
+            other => panic!("{other:?}"),
+        });
+        pages.push(texts);
+        if done {
+            break;
+        }
+    }
+    // 8 KiB a page: three 3 KiB entries fill one.
+    assert_eq!(pages, [vec!['0', '1', '2'], vec!['3', '4']]);
+}

@@ -425,6 +425,25 @@ pub fn refuse(mut stream: impl Write, protocol: Protocol, why: &str) {
     let _ = stream.write(&protocol.refusal(why));
 }
 
+/// Sets a client socket's kernel send buffer (`--send-buffer`); the kernel doubles the value
+/// for its bookkeeping, as `socket(7)` says. A failure only means the kernel keeps its default.
+pub fn set_send_buffer(stream: &impl std::os::fd::AsRawFd, bytes: Option<usize>) {
+    let Some(bytes) = bytes else {
+        return;
+    };
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a socket option on a socket we own, with a correctly sized value.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            &value as *const libc::c_int as *const libc::c_void,
+            size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 fn is_fd_shortage(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }

@@ -27,7 +27,6 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
@@ -35,7 +34,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Token};
 use slab::Slab;
 
-use super::listen::{ACCEPTS_PER_TURN, Accepted, Admission};
+use super::listen::{ACCEPTS_PER_TURN, Accepted, Admission, set_send_buffer};
 use super::timer::{TimerKind, Timers, Trim};
 use super::{Front, IoModel, REFILL_BELOW, Running, depart, new_core, wall_ms};
 use crate::config::Config;
@@ -43,6 +42,7 @@ use crate::core::{ClientId, Core, Cursor, Event, Outbox};
 use crate::framer::Frame;
 use crate::net::connection::{Connection, Flush, Phase};
 use crate::net::flood::TokenBucket;
+use crate::net::meter::{self, Counted};
 use crate::net::outq::{Later, Pending};
 use crate::net::transform::Transform;
 use crate::session::{self, Context, Now, Protocol, Reason, Rendered, Session, Step, Wake};
@@ -106,7 +106,7 @@ pub struct EventLoop {
     /// Connections marked `Closing` this turn.
     to_close: Vec<usize>,
     /// What waits behind a paged answer, for the connections that have one (`Connection::paged`).
-    later: HashMap<usize, Later>,
+    later: HashMap<usize, Later<Counted>>,
     timers: Timers,
     /// Set once shutdown starts: the time by which every connection is closed.
     shutdown_deadline: Option<Instant>,
@@ -182,6 +182,7 @@ impl EventLoop {
             self.apply_closes(now);
             self.flush_marked();
             self.apply_closes(now);
+            self.shed_output(now);
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() {
                     break;
@@ -284,6 +285,7 @@ impl EventLoop {
         // Chat lines are small and latency matters: never wait for Nagle to coalesce them (the
         // loop already coalesces a turn's output into one write).
         let _ = stream.set_nodelay(true);
+        set_send_buffer(&stream, self.config.send_buffer);
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         if let Err(e) =
@@ -501,7 +503,7 @@ impl EventLoop {
                 }
                 continue;
             }
-            let mut rendered: Rendered<Rc<[u8]>> = Rendered::new();
+            let mut rendered: Rendered<Counted> = Rendered::new();
             for id in to {
                 // Nothing is rendered for a recipient that is already closing.
                 let Some(conn) = self.conns.get(id.0).filter(|c| c.is_open()) else {
@@ -529,7 +531,7 @@ impl EventLoop {
         self.enqueue(key, bytes.into());
     }
 
-    fn enqueue(&mut self, key: usize, bytes: Rc<[u8]>) {
+    fn enqueue(&mut self, key: usize, bytes: Counted) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -732,6 +734,42 @@ impl EventLoop {
             } else {
                 self.remove(key);
             }
+        }
+    }
+
+    /// `--max-output-total`: while all queues together hold more than the budget (see
+    /// [`meter`]), disconnect the clients holding the most, biggest first, as Redis does for
+    /// `maxmemory-clients`. Runs after the turn's writes, so a client is judged on what its
+    /// socket did not take. O(clients log clients), only when over the budget.
+    fn shed_output(&mut self, now: Instant) {
+        let max = self.config.max_output_total;
+        if max == 0 || meter::held() <= max {
+            return;
+        }
+        let later = &self.later;
+        let mut holders: Vec<(usize, usize)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.is_open())
+            .map(|(key, c)| {
+                let behind = later.get(&key).map_or(0, |l| l.len());
+                (c.out.len() + behind, key)
+            })
+            .filter(|&(held, _)| held > 0)
+            .collect();
+        holders.sort_unstable_by(|a, b| b.cmp(a));
+        for (held, key) in holders {
+            let total = meter::held();
+            if total <= max {
+                break;
+            }
+            warn!(
+                "{}: holds {held} bytes of output, the most of any client, while all clients \
+                 hold {total}, over --max-output-total {max}: disconnecting",
+                self.conns[key].peer()
+            );
+            self.mark_close(key, Reason::OutputTotal);
+            self.apply_closes(now);
         }
     }
 

@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 use log::{debug, warn};
 use mio::{Events, Token};
 
-use super::listen::{Accepted, Admission, refuse};
+use super::listen::{Accepted, Admission, refuse, set_send_buffer};
 use super::{Front, REFILL_BELOW, depart, new_core, wall_ms};
 use crate::config::Config;
 use crate::core::{ClientId, Core, Cursor, Event, Millis, Outbox};
@@ -250,6 +250,7 @@ impl ThreadedServer {
         }
         // As in the loop: chat lines are small and latency matters.
         let _ = stream.set_nodelay(true);
+        set_send_buffer(&stream, config.send_buffer);
         if direct && !config.write_timeout.is_zero() {
             let _ = stream.set_write_timeout(Some(config.write_timeout));
         }

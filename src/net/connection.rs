@@ -7,12 +7,12 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::rc::Rc;
 
 use log::{debug, warn};
 use mio::net::TcpStream;
 
 use super::flood::TokenBucket;
+use super::meter::Counted;
 use super::outq::{Flushed, Later, OutQueue, Pending};
 use super::transform::Transform;
 use crate::framer::LineFramer;
@@ -54,7 +54,7 @@ pub struct Connection {
     pub framer: LineFramer,
     /// The protocol it speaks and all of that protocol's state and deadlines.
     pub session: Session,
-    pub out: OutQueue,
+    pub out: OutQueue<Counted>,
     pub bucket: TokenBucket,
     /// The session deadline the loop's timer heap holds an entry for (the only live one), as a
     /// `Tick` (8 bytes, where an `Instant` takes 16).
@@ -112,8 +112,8 @@ impl Connection {
     /// client reads (long answers come a page at a time, see `core::page`).
     pub fn queue(
         &mut self,
-        bytes: Rc<[u8]>,
-        later: Option<&mut Later>,
+        bytes: Counted,
+        later: Option<&mut Later<Counted>>,
         max_sendq: usize,
     ) -> Result<(), Reason> {
         let behind = later.as_ref().map_or(0, |l| l.len());

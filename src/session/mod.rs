@@ -46,6 +46,8 @@ pub enum Reason {
     Lost,
     /// Its output queue passed `--max-sendq`: a slow consumer.
     SendQueue,
+    /// All clients' output together passed `--max-output-total`, and it held the most.
+    OutputTotal,
     /// Silent for longer than `--idle-timeout`.
     Idle,
     /// The server is stopping.
@@ -69,6 +71,7 @@ impl Reason {
             Reason::Closed => "connection closed".into(),
             Reason::Lost => "connection lost".into(),
             Reason::SendQueue => "send queue exceeded".into(),
+            Reason::OutputTotal => "server output buffers full".into(),
             Reason::Idle => "idle timeout".into(),
             Reason::Shutdown => "server shutting down".into(),
             Reason::PingTimeout => "ping timeout".into(),
@@ -80,7 +83,7 @@ impl Reason {
     /// Whether the connection first gets its queued output and a farewell line. Not for a slow
     /// consumer (that is the very queue it did not read) nor a broken socket.
     pub fn drains(&self) -> bool {
-        !matches!(self, Reason::SendQueue | Reason::Lost)
+        !matches!(self, Reason::SendQueue | Reason::OutputTotal | Reason::Lost)
     }
 }
 
