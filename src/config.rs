@@ -78,6 +78,13 @@ pub struct Config {
     /// network a host is normally given; a /48 or /56 site may be given smaller values. IPv4
     /// addresses are counted one by one.
     pub ipv6_prefix: u8,
+    /// The phrase the key of cloaked hosts is derived from (`None`: a random key at each start).
+    /// Others never see a user's address, only a keyed hash of it (`core::cloak`); with a
+    /// random key the cloaks change whenever the server restarts, so a regular's host (and any
+    /// note or ban about it) is forgotten with each restart. An operator who wants cloaks to
+    /// stay gives a phrase, kept as secret as a password: whoever knows it can turn an IPv4
+    /// cloak back into its address by trying all 2³² of them.
+    pub cloak_key: Option<String>,
     /// Wrong IRC passwords one address may give within `rate_window` before its further IRC
     /// connections are refused until that window ends (0 = no limit). Each wrong guess already
     /// costs a connection; this bounds how fast one host can guess at all: 5 a minute lets a
@@ -146,6 +153,7 @@ impl Default for Config {
             max_clients: 1024,
             max_per_ip: 0,
             ipv6_prefix: 64,
+            cloak_key: None,
             irc_password_tries: 5,
             max_connects_per_ip: 60,
             rate_window: Duration::from_secs(60),

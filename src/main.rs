@@ -142,6 +142,11 @@ struct ServeArgs {
     /// (16 to 128). IPv4 addresses count one by one
     #[arg(long, value_name = "BITS", default_value_t = defaults().ipv6_prefix, value_parser = clap::value_parser!(u8).range(16..=128))]
     ipv6_prefix: u8,
+    /// Secret phrase (at least 16 characters) the key of cloaked hosts is derived from, so that
+    /// users' cloaks stay the same across restarts [default: a random key at each start]. Others
+    /// never see a user's address, only its cloak; keep the phrase secret
+    #[arg(long, value_name = "KEY", value_parser = cloak_key)]
+    cloak_key: Option<String>,
     /// Disconnect line-protocol clients silent for this many seconds (0 = never; at most a
     /// year). IRC clients are pinged instead
     #[arg(long, value_name = "SECS", default_value_t = defaults().idle_timeout.map_or(0, |d| d.as_secs()), value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
@@ -282,6 +287,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         max_clients,
         max_per_ip: args.max_per_ip,
         ipv6_prefix: args.ipv6_prefix,
+        cloak_key: args.cloak_key,
         max_connects_per_ip: args.max_connects_per_ip,
         idle_timeout: (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout)),
         line_complete_after: (args.line_complete_after > 0)
@@ -362,4 +368,14 @@ fn init_logging(level: LevelFilter) {
         .with_level(level)
         .with_utc_timestamps()
         .init();
+}
+
+/// `--cloak-key`: at least 16 characters. Whoever knows the phrase can undo IPv4 cloaks by
+/// trying every address, so a short one (guessable by trying phrases) protects nothing.
+fn cloak_key(s: &str) -> Result<String, String> {
+    if s.chars().count() >= 16 {
+        Ok(s.to_string())
+    } else {
+        Err("must be at least 16 characters (a long random phrase, kept secret)".into())
+    }
 }

@@ -5,7 +5,7 @@ mod common;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{IoModel, TIMEOUT, TestServer, for_each_io};
+use common::{IoModel, LOCAL_CLOAK, TIMEOUT, TestServer, for_each_io};
 
 for_each_io!(welcome_names_the_guest_nick_and_lobby);
 fn welcome_names_the_guest_nick_and_lobby(io: IoModel) {
@@ -154,6 +154,16 @@ fn topic_away_whois_rooms_and_who(io: IoModel) {
     assert_eq!(bob.line(), "NOTICE alice is away: lunch");
     bob.send("/whois nobody");
     assert_eq!(bob.line(), "ERROR no-such-nick no user is called nobody");
+    // Only the user itself is told where it connects from (bob's answer above had no such line:
+    // the error came next), with the cloak others see instead.
+    alice.send("/whois alice");
+    alice.expect_prefix("NOTICE alice is away: lunch");
+    assert_eq!(
+        alice.line(),
+        format!(
+            "NOTICE alice connects from 127.0.0.1 (only you see this; others see {LOCAL_CLOAK})"
+        )
+    );
 
     bob.send("/join #quiet");
     bob.expect_prefix("NAMES #quiet");

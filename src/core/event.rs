@@ -8,6 +8,7 @@
 //! and a threaded driver can keep it behind a lock.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Identifies a client to the core. The driver chooses it (the event loop uses its slab key) and
@@ -19,8 +20,8 @@ pub struct ClientId(pub usize);
 /// pass the time in, so tests can use any time they like.
 pub type Millis = u64;
 
-/// Who a user is, as shown to others: nick, user name, host (the peer's IP address, never a
-/// reverse-DNS lookup) and real name. Shared by `Arc`: an event carries one pointer, and a nick
+/// Who a user is, as shown to others: nick, user name, host (the cloak of the peer's IP
+/// address, see `core::cloak`; never a reverse-DNS lookup) and real name. Shared by `Arc`: an event carries one pointer, and a nick
 /// change makes a new `Source` rather than editing one that queued events still hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Source {
@@ -146,6 +147,8 @@ pub struct WhoisInfo {
     /// Seconds since the user last sent a message.
     pub idle_secs: u64,
     pub connected_at: Millis,
+    /// The user's real address, only when the asker may see it: the user asking about itself.
+    pub address: Option<IpAddr>,
 }
 
 /// Something a client is told.

@@ -6,18 +6,22 @@
 //! event loop and the threaded models) and both protocols' sessions.
 //!
 //! Layout: [`event`] is the vocabulary (commands, events, errors, the outbox), [`names`] the
-//! validation rules, [`room`] and [`user`] the two tables' rows.
+//! validation rules, [`room`] and [`user`] the two tables' rows, [`cloak`] the hosts others
+//! see instead of an address.
 
+pub mod cloak;
 pub mod event;
 pub mod names;
 pub mod room;
 pub mod user;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use slab::Slab;
 
+pub use cloak::Cloak;
 pub use event::{
     ClientId, Command, Error, Event, Listing, Member, Millis, MsgKind, Outbox, RoomSummary, Source,
     WhoisInfo,
@@ -91,11 +95,14 @@ pub struct Core {
     oldest: BTreeSet<(u64, usize)>,
     /// Serial of the next remembered message.
     next_serial: u64,
+    /// Turns a peer's address into the host every other user sees.
+    cloak: Cloak,
 }
 
 impl Core {
     /// A core with only the (permanent, empty) lobby, created at `now`, refusing the
-    /// [`names::SERVICE_NICKS`] as nicks.
+    /// [`names::SERVICE_NICKS`] as nicks, cloaking hosts with a random key (see
+    /// [`Core::set_cloak`]).
     pub fn new(limits: CoreLimits, now: Millis) -> Core {
         let mut rooms = Slab::new();
         let lobby = rooms.insert(Room::new(
@@ -117,7 +124,14 @@ impl Core {
             history_bytes: 0,
             oldest: BTreeSet::new(),
             next_serial: 0,
+            cloak: Cloak::random(64),
         }
+    }
+
+    /// Cloaks the hosts of users who connect from now on with `cloak` (the drivers set the
+    /// server's before anyone connects).
+    pub fn set_cloak(&mut self, cloak: Cloak) {
+        self.cloak = cloak;
     }
 
     /// Refuses `nick` to every user from now on (compared case-insensitively), as it refuses
@@ -142,8 +156,8 @@ impl Core {
     }
 
     /// Registers a new client under the next free guest nick (`guest1`, `guest2`, …), in no
-    /// room yet, and returns the nick. `host` is the peer's address as shown to others.
-    pub fn connect(&mut self, id: ClientId, host: &str, now: Millis) -> Arc<str> {
+    /// room yet, and returns the nick. `ip` is the peer's address: others are shown its cloak.
+    pub fn connect(&mut self, id: ClientId, ip: IpAddr, now: Millis) -> Arc<str> {
         let nick = loop {
             let candidate = format!("guest{}", self.next_guest);
             self.next_guest += 1;
@@ -153,7 +167,7 @@ impl Core {
             }
         };
         let (user, realname) = (self.line_user.clone(), self.line_realname.clone());
-        self.insert_user(id, &nick, user, host, realname, now);
+        self.insert_user(id, &nick, user, ip, realname, now);
         nick.into()
     }
 
@@ -165,11 +179,11 @@ impl Core {
         nick: &str,
         user: &str,
         realname: &str,
-        host: &str,
+        ip: IpAddr,
         now: Millis,
     ) -> Result<(), Error> {
         self.check_new_nick(None, nick)?;
-        self.insert_user(id, nick, user.into(), host, label(realname).into(), now);
+        self.insert_user(id, nick, user.into(), ip, label(realname).into(), now);
         Ok(())
     }
 
@@ -178,7 +192,7 @@ impl Core {
         id: ClientId,
         nick: &str,
         user: Arc<str>,
-        host: &str,
+        ip: IpAddr,
         realname: Arc<str>,
         now: Millis,
     ) {
@@ -186,7 +200,7 @@ impl Core {
         let source = Arc::new(Source {
             nick: nick.into(),
             user,
-            host: host.into(),
+            host: self.cloak.host(ip).into(),
             realname,
         });
         let user = User {
@@ -196,6 +210,7 @@ impl Core {
             away: None,
             connected_at: now,
             last_active: now,
+            ip,
         };
         self.users.insert(id, user);
     }
@@ -229,6 +244,11 @@ impl Core {
 
     pub fn nick(&self, id: ClientId) -> Option<&Arc<str>> {
         self.users.get(&id).map(|u| &u.source.nick)
+    }
+
+    /// Who a user is as others see it (its cloaked host included).
+    pub fn source(&self, id: ClientId) -> Option<&Arc<Source>> {
+        self.users.get(&id).map(|u| &u.source)
     }
 
     /// Whether a room of that name (compared case-insensitively) exists.
@@ -353,6 +373,9 @@ impl Core {
                     away: user.away.clone(),
                     idle_secs: now.saturating_sub(user.last_active) / 1000,
                     connected_at: user.connected_at,
+                    // Only the user itself is shown where it connects from (operators will be
+                    // too, when there are any).
+                    address: (target == id).then_some(user.ip),
                 };
                 out.send(id, Event::Whois(info));
                 Ok(())

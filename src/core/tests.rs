@@ -1,10 +1,15 @@
 //! Unit tests of the chat core: commands in, events out, no sockets and no clock.
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use super::*;
 
 const A: ClientId = ClientId(1);
 const B: ClientId = ClientId(2);
 const C: ClientId = ClientId(3);
+/// Where the test users connect from.
+const IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const TEN: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
 
 /// A core with three users, `alice` and `bob` in #lobby, `carol` nowhere yet.
 struct World {
@@ -21,7 +26,7 @@ impl World {
             now: 1_000_000,
         };
         for (id, nick) in [(A, "alice"), (B, "bob"), (C, "carol")] {
-            w.core.connect(id, "127.0.0.1", w.now);
+            w.core.connect(id, IP, w.now);
             w.run(id, Command::Nick(nick.into()));
         }
         w.run(A, Command::Join(LOBBY.into()));
@@ -139,24 +144,21 @@ fn who(room: &str) -> Command {
 fn guests_get_distinct_nicks_skipping_taken_ones() {
     let mut core = Core::new(CoreLimits::counts(0, 3, 1000), 1_000_000);
     let mut out = Outbox::default();
-    assert_eq!(&*core.connect(A, "h", 0), "guest1");
+    assert_eq!(&*core.connect(A, IP, 0), "guest1");
     core.handle(A, Command::Nick("guest2".into()), 0, &mut out);
-    assert_eq!(&*core.connect(B, "h", 0), "guest3");
+    assert_eq!(&*core.connect(B, IP, 0), "guest3");
 }
 
 #[test]
 fn registering_with_a_chosen_nick_checks_it() {
     let mut core = Core::new(CoreLimits::counts(0, 3, 1000), 1_000_000);
+    assert_eq!(core.register(A, "alice", "al", "Alice L", TEN, 0), Ok(()));
     assert_eq!(
-        core.register(A, "alice", "al", "Alice L", "10.0.0.1", 0),
-        Ok(())
-    );
-    assert_eq!(
-        core.register(B, "ALICE", "x", "x", "h", 0),
+        core.register(B, "ALICE", "x", "x", IP, 0),
         Err(Error::NickInUse("ALICE".into()))
     );
     assert!(matches!(
-        core.register(B, "9", "x", "x", "h", 0),
+        core.register(B, "9", "x", "x", IP, 0),
         Err(Error::InvalidNick(_))
     ));
     assert_eq!(core.user_count(), 1);
@@ -165,13 +167,14 @@ fn registering_with_a_chosen_nick_checks_it() {
     let (Event::Whois(info), _) = out.iter().next().unwrap() else {
         panic!()
     };
+    // The host is the address's cloak (was the address itself before cloaking).
     assert_eq!(
         (
             &*info.source.user,
             &*info.source.host,
             &*info.source.realname
         ),
-        ("al", "10.0.0.1", "Alice L")
+        ("al", &*core.cloak.host(TEN), "Alice L")
     );
 }
 
@@ -264,7 +267,7 @@ fn nick_rules_and_case_insensitive_uniqueness() {
     };
     assert_eq!(
         (&*from.nick, &*from.user, &*from.host),
-        ("Alice", "line", "127.0.0.1")
+        ("Alice", "line", &*w.core.cloak.host(IP))
     );
     // The old nick is free again once changed.
     w.run(A, Command::Nick("ally".into()));
@@ -300,7 +303,7 @@ fn service_and_server_names_are_reserved_nicks_case_insensitively() {
         Err(Error::ReservedNick("ChanServ".into()))
     );
     assert_eq!(
-        w.core.register(ClientId(9), "chanserv", "u", "r", "h", 0),
+        w.core.register(ClientId(9), "chanserv", "u", "r", IP, 0),
         Err(Error::ReservedNick("chanserv".into()))
     );
     assert_eq!(w.core.user_count(), 3);
@@ -321,10 +324,10 @@ fn service_and_server_names_are_reserved_nicks_case_insensitively() {
 fn guest_nicks_are_unaffected_unless_reserved_themselves() {
     let mut core = Core::new(CoreLimits::counts(0, 3, 1000), 0);
     core.reserve_nick("pollchat");
-    assert_eq!(&*core.connect(A, "h", 0), "guest1");
+    assert_eq!(&*core.connect(A, IP, 0), "guest1");
     // An operator who reserves a guest nick never sees it handed out.
     core.reserve_nick("GUEST2");
-    assert_eq!(&*core.connect(B, "h", 0), "guest3");
+    assert_eq!(&*core.connect(B, IP, 0), "guest3");
 }
 
 #[test]
@@ -397,7 +400,7 @@ fn invisible_characters_are_stripped_from_every_label() {
             "dave",
             "d",
             &format!("Dave{rlo} \u{200f}L"),
-            "h",
+            IP,
             0,
         )
         .unwrap();
@@ -768,7 +771,7 @@ fn big_rooms_do_not_announce_presence_and_list_few_names_on_join() {
     let mut core = Core::new(CoreLimits::counts(0, 3, 2), 0);
     let mut out = Outbox::default();
     for i in 1..=4 {
-        core.connect(ClientId(i), "h", 0);
+        core.connect(ClientId(i), IP, 0);
     }
     for i in 1..=2 {
         core.handle(ClientId(i), Command::Join("#big".into()), 0, &mut out);
@@ -824,7 +827,7 @@ fn budget_core(room_bytes: usize, total_bytes: usize, max_total_rooms: usize) ->
         0,
     );
     for (id, nick) in [(A, "alice"), (B, "bob"), (C, "carol")] {
-        core.connect(id, "h", 0);
+        core.connect(id, IP, 0);
         core.handle(id, Command::Nick(nick.into()), 0, &mut Outbox::default());
     }
     core
@@ -919,7 +922,7 @@ proptest::proptest! {
         let mut out = Outbox::default();
         let mut model: HashMap<String, Vec<ClientId>> = HashMap::new();
         for id in 1..9 {
-            core.connect(ClientId(id), "h", 0);
+            core.connect(ClientId(id), IP, 0);
         }
         for (op, id, room) in ops {
             let (id, room) = (ClientId(id), format!("#r{room}"));
@@ -938,7 +941,7 @@ proptest::proptest! {
                 }
                 _ => {
                     core.disconnect(id, "gone", &mut out);
-                    core.connect(id, "h", 0);
+                    core.connect(id, IP, 0);
                     model.values_mut().for_each(|m| m.retain(|&x| x != id));
                 }
             }
@@ -957,4 +960,48 @@ proptest::proptest! {
             }
         }
     }
+}
+
+#[test]
+fn others_see_a_cloak_and_only_the_user_itself_its_address() {
+    let mut w = World::new(0);
+    let cloak = Cloak::new([9; 16], 64);
+    w.core.set_cloak(cloak);
+    w.core
+        .register(ClientId(9), "dave", "d", "D", TEN, w.now)
+        .unwrap();
+    w.core
+        .register(ClientId(10), "erin", "e", "E", TEN, w.now)
+        .unwrap();
+    let whois = |w: &mut World, asker, nick: &str| {
+        let Event::Whois(info) = w.run(asker, Command::Whois(nick.into())).remove(0).0 else {
+            panic!()
+        };
+        info
+    };
+    // Two connections from one address get one cloak, that of the server's key.
+    let (dave, erin) = (whois(&mut w, A, "dave"), whois(&mut w, A, "erin"));
+    assert_eq!(&*dave.source.host, cloak.host(TEN));
+    assert_eq!(dave.source.host, erin.source.host);
+    assert!(!dave.source.host.contains("10.0.0.1"));
+    // Nobody else is told the address; the user itself is.
+    assert_eq!(dave.address, None);
+    assert_eq!(whois(&mut w, ClientId(10), "dave").address, None);
+    assert_eq!(whois(&mut w, ClientId(9), "dave").address, Some(TEN));
+    // A message carries the cloak too.
+    w.run(ClientId(9), Command::Join("#x".into()));
+    w.run(ClientId(10), Command::Join("#x".into()));
+    let said = w.run(
+        ClientId(9),
+        Command::Say {
+            room: Some("#x".into()),
+            text: "hi".into(),
+            kind: MsgKind::Normal,
+            echo: false,
+        },
+    );
+    let Event::Message { from, .. } = &said[0].0 else {
+        panic!()
+    };
+    assert_eq!(*from.host, *cloak.host(TEN));
 }

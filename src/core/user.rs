@@ -1,5 +1,6 @@
 //! A connected user as the core sees it: who it is, its rooms and its presence.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::event::{Millis, Source};
@@ -17,6 +18,10 @@ pub struct User {
     pub connected_at: Millis,
     /// When the user last sent a message; whois shows the idle time from it.
     pub last_active: Millis,
+    /// Where the user connects from. Others only ever see its cloak (`source.host`); this is
+    /// kept for the user's own WHOIS (and later an operator's), as 17 bytes rather than a
+    /// string.
+    pub ip: IpAddr,
 }
 
 impl User {

@@ -33,7 +33,7 @@ use mio::{Poll, Token, Waker};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
-use crate::core::{ClientId, Core, CoreLimits, Millis, Outbox};
+use crate::core::{ClientId, Cloak, Core, CoreLimits, Millis, Outbox};
 use crate::session::{Protocol, Reason};
 
 /// How a server does its I/O (`pollchat serve --io …`).
@@ -271,7 +271,8 @@ pub fn spawn(io: IoModel, config: Config) -> io::Result<Running> {
 }
 
 /// A chat core with the limits of `config`, refusing as nicks the server's own name and the
-/// `--reserved-nick` names (besides the services' names every core refuses).
+/// `--reserved-nick` names (besides the services' names every core refuses), cloaking hosts
+/// with `--cloak-key` or a random key.
 pub(crate) fn new_core(config: &Config) -> Core {
     let limits = CoreLimits {
         history: config.history,
@@ -282,6 +283,10 @@ pub(crate) fn new_core(config: &Config) -> Core {
         max_total_rooms: config.max_total_rooms,
     };
     let mut core = Core::new(limits, wall_ms());
+    core.set_cloak(match &config.cloak_key {
+        Some(phrase) => Cloak::from_phrase(phrase, config.ipv6_prefix),
+        None => Cloak::random(config.ipv6_prefix),
+    });
     core.reserve_nick(&config.server_name);
     for nick in &config.reserved_nicks {
         core.reserve_nick(nick);

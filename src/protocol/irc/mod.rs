@@ -15,6 +15,7 @@ use std::fmt::{Display, Write as _};
 
 use self::numeric::*;
 use super::iso8601;
+use crate::core::cloak::real_host;
 use crate::core::{
     Error, Event, Listing, Member, Millis, MsgKind, Source, WhoisInfo, names, names::LABEL_MAX,
     names::NICK_MAX, names::ROOM_MAX,
@@ -468,6 +469,10 @@ fn whois(o: &mut Out<'_>, w: &WhoisInfo) {
     if let Some(away) = &w.away {
         o.numeric_with(RPL_AWAY, &[nick], &[away]);
     }
+    if let Some(ip) = w.address {
+        let real = real_host(ip);
+        o.numeric_with(RPL_WHOISHOST, &[nick], &[&real, &real]);
+    }
     o.numeric(
         RPL_WHOISIDLE,
         &[nick, &w.idle_secs, &(w.connected_at / 1000)],
@@ -689,10 +694,15 @@ mod tests {
             away: Some("a".repeat(300).into()),
             idle_secs: 1,
             connected_at: 0,
+            address: Some("1234:5678:9abc:def0:1234:5678:9abc:def0".parse().unwrap()),
         });
         let out = render(&whois, "irc.example.org", &"m".repeat(32), false, 0);
         assert_lines_fit(&out);
         let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(
+            " 378 mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn :is connecting \
+             from *@1234:5678:9abc:def0:1234:5678:9abc:def0 1234:5678:9abc:def0:1234:5678:9abc:def0\r\n"
+        ));
         let listed: usize = text
             .lines()
             .filter(|l| l.contains(" 319 "))

@@ -113,6 +113,9 @@ numerics! {
     /// Hole: the server's name.
     RPL_MOTDSTART = 375, ":- {} Message of the day -";
     RPL_ENDOFMOTD = 376, ":End of /MOTD command";
+    /// Middle: nick. Holes: its real host and address (both the IP: no reverse DNS). Sent only
+    /// to the user itself: everyone else sees only the cloaked host of 311.
+    RPL_WHOISHOST = 378, ":is connecting from *@{} {}";
     /// Middle: nick.
     ERR_NOSUCHNICK = 401, ":No such nick/channel";
     /// Middle: room.
