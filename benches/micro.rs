@@ -61,6 +61,7 @@ fn fan_out(c: &mut Criterion) {
                 room_history_bytes: usize::MAX,
                 history_bytes: usize::MAX,
                 max_total_rooms: usize::MAX,
+                nick_delay: 0,
             },
             0,
         );

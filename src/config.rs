@@ -43,6 +43,13 @@ pub struct Config {
     /// Rooms with more members than this do not announce joins, parts, quits and nick changes
     /// to every member, and list at most this many names to a joiner (see `CoreLimits`).
     pub big_room: usize,
+    /// How long the nick of a user who quit or changed nick while in a big room stays
+    /// unclaimable by anyone else (zero: off). Big rooms do not announce departures and nick
+    /// changes, so without it a stranger could take the nick at once and pass for its owner
+    /// there. 30 s, as charybdis/solanum's nick delay: longer than a quick swap, shorter than
+    /// the wait of someone reconnecting who wants the nick back. A user may take back a nick it
+    /// changed away from; the held nicks are at most `core::nick_delay::MAX_HELD`.
+    pub nick_delay: Duration,
     /// Rooms one user may be in at once: each room a client joins is state the server keeps
     /// (its history included), so one client must not be able to create rooms without end.
     pub max_rooms: usize,
@@ -146,6 +153,7 @@ impl Default for Config {
             max_total_rooms: 10_000,
             max_rooms: 32,
             big_room: 1000,
+            nick_delay: Duration::from_secs(30),
             flood_burst: 10,
             flood_rate: 5.0,
             max_sendq: 1 << 20,

@@ -103,6 +103,10 @@ struct ServeArgs {
     /// are not announced to every member, and a joiner is sent at most this many names
     #[arg(long, value_name = "N", default_value_t = defaults().big_room as u64, value_parser = clap::value_parser!(u64).range(1..))]
     big_room: u64,
+    /// Seconds the nick of a user who quit or changed nick while in a big room stays unclaimable
+    /// by anyone else, since those rooms were not told it left (0 = off; at most 3600)
+    #[arg(long, value_name = "SECS", default_value_t = defaults().nick_delay.as_secs(), value_parser = clap::value_parser!(u64).range(0..=3600))]
+    nick_delay: u64,
     /// Rooms one client may be in at once (IRC's CHANLIMIT)
     #[arg(long, value_name = "N", default_value_t = defaults().max_rooms as u16, value_parser = clap::value_parser!(u16).range(1..))]
     max_rooms: u16,
@@ -281,6 +285,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         irc_ping_timeout: Duration::from_secs(args.irc_ping_timeout),
         irc_register_timeout: Duration::from_secs(args.irc_register_timeout),
         big_room: usize::try_from(args.big_room).unwrap_or(usize::MAX),
+        nick_delay: Duration::from_secs(args.nick_delay),
         flood_burst: args.flood_burst,
         flood_rate: args.flood_rate,
         max_sendq: args.max_sendq as usize,

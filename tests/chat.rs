@@ -388,6 +388,48 @@ fn big_rooms_keep_presence_quiet() {
     assert_eq!(a.line(), "MSG #lobby <guest3> still heard");
 }
 
+for_each_io!(a_nick_that_left_a_big_room_is_held_for_the_nick_delay);
+/// Big rooms do not announce quits, so the nick of a member who quit is refused to others for
+/// `--nick-delay` (here one second), in both protocols, and given out after it.
+fn a_nick_that_left_a_big_room_is_held_for_the_nick_delay(io: IoModel) {
+    let server = TestServer::with_io(io, |c| {
+        c.big_room = 2;
+        c.nick_delay = Duration::from_secs(1);
+    });
+    let mut alice = server.join_as("alice", &mut []);
+    let (mut b, _) = server.join();
+    assert_eq!(alice.line(), "JOIN #lobby guest2");
+    let (mut c, guest) = server.join(); // #lobby is big now
+    c.expect_prefix("NOTICE #lobby has 3 members");
+    alice.send("/quit");
+    assert_eq!(alice.expect_closed(), ["BYE quit"]);
+    b.sync(); // nobody in the big room was told
+    c.send("/nick alice");
+    let refused = c.line();
+    assert!(
+        refused.starts_with("ERROR nick-unavailable the nick alice was left moments ago"),
+        "{refused}"
+    );
+    let mut irc = common::Client::connect(server.irc_addr.unwrap());
+    irc.send("NICK ALICE\r");
+    assert_eq!(
+        irc.line(),
+        ":pollchat 437 * ALICE :Nick is temporarily unavailable: its owner left it moments ago"
+    );
+    // After the delay it is anybody's: retry until then (paced, with a deadline).
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        c.send("/nick alice");
+        let answer = c.line();
+        if answer == format!("NICK {guest} alice") {
+            break;
+        }
+        assert!(answer.starts_with("ERROR nick-unavailable"), "{answer}");
+        assert!(std::time::Instant::now() < deadline, "still held");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 for_each_io!(the_sketch_client_is_heard_without_newlines);
 /// The Python sketch pollchat started from had a client that sends what its user typed with one
 /// `send()` and no newline, and prints whatever arrives. With the default settings its messages

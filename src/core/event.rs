@@ -258,6 +258,13 @@ pub enum Error {
     /// A well-formed nick nobody may take: a service's or the server's name, or one the
     /// operator reserved (`--reserved-nick`).
     ReservedNick(String),
+    /// A nick whose user left it moments ago while in a big room, held for `secs` more
+    /// seconds (`--nick-delay`) so nobody can pass for that user where its leaving went
+    /// unannounced.
+    NickDelayed {
+        nick: String,
+        secs: u64,
+    },
     InvalidRoom(String),
     NoSuchNick(String),
     NoSuchRoom(String),
@@ -288,6 +295,7 @@ impl Error {
             Error::NickInUse(_) => "nick-in-use",
             Error::InvalidNick(_) => "invalid-nick",
             Error::ReservedNick(_) => "reserved-nick",
+            Error::NickDelayed { .. } => "nick-unavailable",
             Error::InvalidRoom(_) => "invalid-room",
             Error::NoSuchNick(_) => "no-such-nick",
             Error::NoSuchRoom(_) => "no-such-room",
@@ -312,6 +320,10 @@ impl fmt::Display for Error {
             Error::ReservedNick(n) => write!(
                 f,
                 "the nick {n} is reserved: it names a service or this server"
+            ),
+            Error::NickDelayed { nick, secs } => write!(
+                f,
+                "the nick {nick} was left moments ago and is held for {secs} s more, so nobody can pass for its owner"
             ),
             Error::InvalidRoom(r) => write!(
                 f,

@@ -7,11 +7,12 @@
 //!
 //! Layout: [`event`] is the vocabulary (commands, events, errors, the outbox), [`names`] the
 //! validation rules, [`room`] and [`user`] the two tables' rows, [`cloak`] the hosts others
-//! see instead of an address.
+//! see instead of an address, [`nick_delay`] the nicks held after leaving a big room.
 
 pub mod cloak;
 pub mod event;
 pub mod names;
+pub mod nick_delay;
 pub mod room;
 pub mod user;
 
@@ -27,6 +28,7 @@ pub use event::{
     WhoisInfo,
 };
 use names::{check_nick, check_room, check_text, fold, label};
+use nick_delay::NickDelay;
 use room::{HistoryEntry, Membership, Room};
 use user::User;
 
@@ -52,6 +54,10 @@ pub struct CoreLimits {
     /// Announcing each arrival to N members costs O(N) per join, O(N²) for a room filling up
     /// (and a reconnecting bot could make a big room pay it over and over).
     pub big_room: usize,
+    /// How long the nick of a user who quit or changed nick while in a big room stays
+    /// unclaimable by anyone else (0 = not at all): those rooms were not told it left, so a
+    /// newcomer taking it at once would pass for its owner (see [`nick_delay`]).
+    pub nick_delay: Millis,
 }
 
 impl CoreLimits {
@@ -65,6 +71,7 @@ impl CoreLimits {
             room_history_bytes: usize::MAX,
             history_bytes: usize::MAX,
             max_total_rooms: usize::MAX,
+            nick_delay: 0,
         }
     }
 }
@@ -97,6 +104,11 @@ pub struct Core {
     next_serial: u64,
     /// Turns a peer's address into the host every other user sees.
     cloak: Cloak,
+    /// Nicks recently left in big rooms, unclaimable until their delay ends.
+    delayed: NickDelay,
+    /// `User::serial` of the next user: tells the owner of a held nick from a later user that
+    /// got the same (reused) `ClientId`.
+    next_user: u32,
 }
 
 impl Core {
@@ -125,6 +137,8 @@ impl Core {
             oldest: BTreeSet::new(),
             next_serial: 0,
             cloak: Cloak::random(64),
+            delayed: NickDelay::default(),
+            next_user: 0,
         }
     }
 
@@ -141,9 +155,15 @@ impl Core {
         self.reserved.insert(fold(nick));
     }
 
-    /// Whether `nick` may be taken by `id` (`None`: someone not yet registered): well formed,
-    /// not reserved, and free or already `id`'s.
-    pub fn check_new_nick(&self, id: Option<ClientId>, nick: &str) -> Result<(), Error> {
+    /// Whether `nick` may be taken by `id` (`None`: someone not yet registered) at `now`: well
+    /// formed, not reserved, free or already `id`'s, and not held for someone else by the nick
+    /// delay.
+    pub fn check_new_nick(
+        &self,
+        id: Option<ClientId>,
+        nick: &str,
+        now: Millis,
+    ) -> Result<(), Error> {
         check_nick(nick)?;
         let key = fold(nick);
         if self.reserved.contains(&key) {
@@ -151,7 +171,20 @@ impl Core {
         }
         match self.nicks.get(&key) {
             Some(&owner) if Some(owner) != id => Err(Error::NickInUse(nick.to_string())),
-            _ => Ok(()),
+            Some(_) => Ok(()),
+            None => match self.delayed.get(&key, now) {
+                Some(hold)
+                    if hold.owner.is_none()
+                        || hold.owner
+                            != id.and_then(|id| self.users.get(&id)).map(|u| u.serial) =>
+                {
+                    Err(Error::NickDelayed {
+                        nick: nick.to_string(),
+                        secs: (hold.until - now).div_ceil(1000),
+                    })
+                }
+                _ => Ok(()),
+            },
         }
     }
 
@@ -161,8 +194,12 @@ impl Core {
         let nick = loop {
             let candidate = format!("guest{}", self.next_guest);
             self.next_guest += 1;
-            // (A guest nick is reserved only if the operator asked for it.)
-            if !self.nicks.contains_key(&candidate) && !self.reserved.contains(&candidate) {
+            // (A guest nick is reserved only if the operator asked for it, and held only if
+            // someone took it by hand before it came up.)
+            if !self.nicks.contains_key(&candidate)
+                && !self.reserved.contains(&candidate)
+                && self.delayed.get(&candidate, now).is_none()
+            {
                 break candidate;
             }
         };
@@ -182,7 +219,7 @@ impl Core {
         ip: IpAddr,
         now: Millis,
     ) -> Result<(), Error> {
-        self.check_new_nick(None, nick)?;
+        self.check_new_nick(None, nick, now)?;
         self.insert_user(id, nick, user.into(), ip, label(realname).into(), now);
         Ok(())
     }
@@ -211,13 +248,17 @@ impl Core {
             connected_at: now,
             last_active: now,
             ip,
+            serial: self.next_user,
         };
+        self.next_user = self.next_user.wrapping_add(1);
         self.users.insert(id, user);
     }
 
-    /// Removes a client, telling everyone who shared a room with it why it left.
-    pub fn disconnect(&mut self, id: ClientId, reason: &str, out: &mut Outbox) {
+    /// Removes a client at `now`, telling everyone who shared a room with it why it left. If
+    /// it was in a big room, its nick is held for nobody for `nick_delay`.
+    pub fn disconnect(&mut self, id: ClientId, reason: &str, now: Millis, out: &mut Outbox) {
         let neighbours = self.neighbours(id);
+        self.delay_nick(id, None, now);
         let Some(user) = self.users.remove(&id) else {
             return;
         };
@@ -294,7 +335,7 @@ impl Core {
                 kind,
                 echo,
             } => self.private(id, &to, text, kind, echo, now, out),
-            Command::Nick(nick) => self.change_nick(id, &nick, out),
+            Command::Nick(nick) => self.change_nick(id, &nick, now, out),
             Command::Join(room) => self.join(id, &room, now, out),
             Command::Part { room, reason } => {
                 let key = self.target_room(id, room.as_deref(), true)?;
@@ -494,13 +535,23 @@ impl Core {
         Ok(())
     }
 
-    fn change_nick(&mut self, id: ClientId, nick: &str, out: &mut Outbox) -> Result<(), Error> {
-        self.check_new_nick(Some(id), nick)?;
+    fn change_nick(
+        &mut self,
+        id: ClientId,
+        nick: &str,
+        now: Millis,
+        out: &mut Outbox,
+    ) -> Result<(), Error> {
+        self.check_new_nick(Some(id), nick, now)?;
         let key = fold(nick);
         let old = self.users[&id].source.clone();
         if *old.nick == *nick {
             return Ok(());
         }
+        let serial = self.users[&id].serial;
+        self.delay_nick(id, Some(serial), now);
+        // Its own held nick taken back: nobody else is waiting for it.
+        self.delayed.release(&key);
         self.nicks.remove(&fold(&old.nick));
         self.nicks.insert(key, id);
         let new: Arc<str> = nick.into();
@@ -721,6 +772,24 @@ impl Core {
             listing,
             total: room.members.len(),
         }
+    }
+
+    /// Holds `id`'s current nick for `owner` (`None`: nobody) until `nick_delay` after `now`, if
+    /// it is in a big room: those rooms are not told it leaves the nick, so nobody else may
+    /// take it at once and pass for it there.
+    fn delay_nick(&mut self, id: ClientId, owner: Option<u32>, now: Millis) {
+        let Some(user) = self.users.get(&id) else {
+            return;
+        };
+        let big = self.limits.big_room;
+        if self.limits.nick_delay == 0
+            || !user.room_keys().any(|k| self.rooms[k].members.len() > big)
+        {
+            return;
+        }
+        let until = now.saturating_add(self.limits.nick_delay);
+        self.delayed
+            .hold(&fold(&user.source.nick), owner, until, now);
     }
 
     /// Everyone who shares at least one room with `id` (possibly `id` itself), each once; big

@@ -299,7 +299,7 @@ fn service_and_server_names_are_reserved_nicks_case_insensitively() {
     }
     // Registering (IRC) checks the same, and the check a session makes before it too.
     assert_eq!(
-        w.core.check_new_nick(None, "ChanServ"),
+        w.core.check_new_nick(None, "ChanServ", 0),
         Err(Error::ReservedNick("ChanServ".into()))
     );
     assert_eq!(
@@ -309,14 +309,14 @@ fn service_and_server_names_are_reserved_nicks_case_insensitively() {
     assert_eq!(w.core.user_count(), 3);
     // Malformed beats reserved, reserved beats taken; one's own nick is no conflict.
     assert!(matches!(
-        w.core.check_new_nick(None, "9x"),
+        w.core.check_new_nick(None, "9x", 0),
         Err(Error::InvalidNick(_))
     ));
     assert_eq!(
-        w.core.check_new_nick(None, "ALICE"),
+        w.core.check_new_nick(None, "ALICE", 0),
         Err(Error::NickInUse("ALICE".into()))
     );
-    assert_eq!(w.core.check_new_nick(Some(A), "ALICE"), Ok(()));
+    assert_eq!(w.core.check_new_nick(Some(A), "ALICE", 0), Ok(()));
     assert_eq!(Error::ReservedNick("x".into()).code(), "reserved-nick");
 }
 
@@ -386,7 +386,7 @@ fn invisible_characters_are_stripped_from_every_label() {
     );
     w.out.clear();
     w.core
-        .disconnect(B, &format!("quit: {rlo}tiuq\u{ad}"), &mut w.out);
+        .disconnect(B, &format!("quit: {rlo}tiuq\u{ad}"), w.now, &mut w.out);
     assert_eq!(
         w.collect()
             .iter()
@@ -613,7 +613,8 @@ fn disconnect_tells_each_neighbour_once_with_the_reason() {
     w.run(A, Command::Join("#rust".into()));
     w.run(B, Command::Join("#rust".into()));
     w.out.clear();
-    w.core.disconnect(A, "send queue exceeded", &mut w.out);
+    w.core
+        .disconnect(A, "send queue exceeded", w.now, &mut w.out);
     let events: Vec<(String, Vec<ClientId>)> = w
         .collect()
         .iter()
@@ -806,7 +807,7 @@ fn big_rooms_do_not_announce_presence_and_list_few_names_on_join() {
         vec![vec![ClientId(1)]]
     );
     out.clear();
-    core.disconnect(ClientId(1), "bye", &mut out);
+    core.disconnect(ClientId(1), "bye", 0, &mut out);
     assert!(out.is_empty());
     // Messages still reach everyone.
     core.handle(ClientId(2), say("hello"), 0, &mut out);
@@ -823,6 +824,7 @@ fn budget_core(room_bytes: usize, total_bytes: usize, max_total_rooms: usize) ->
             room_history_bytes: room_bytes,
             history_bytes: total_bytes,
             max_total_rooms,
+            nick_delay: 0,
         },
         0,
     );
@@ -940,7 +942,7 @@ proptest::proptest! {
                     model.entry(room).or_default().retain(|&m| m != id);
                 }
                 _ => {
-                    core.disconnect(id, "gone", &mut out);
+                    core.disconnect(id, "gone", 0, &mut out);
                     core.connect(id, IP, 0);
                     model.values_mut().for_each(|m| m.retain(|&x| x != id));
                 }
@@ -1004,4 +1006,119 @@ fn others_see_a_cloak_and_only_the_user_itself_its_address() {
         panic!()
     };
     assert_eq!(*from.host, *cloak.host(TEN));
+}
+
+/// A core whose rooms are big past 2 members, with a 30 s nick delay; users 1–3 (`u1`…`u3`)
+/// in `#big` (big), user 4 (`u4`) and 5 (`u5`) in `#small` only.
+fn delay_core() -> Core {
+    let limits = CoreLimits {
+        nick_delay: 30_000,
+        ..CoreLimits::counts(0, 3, 2)
+    };
+    let mut core = Core::new(limits, 0);
+    let mut out = Outbox::default();
+    for i in 1..=5 {
+        core.connect(ClientId(i), IP, 0);
+        core.handle(ClientId(i), Command::Nick(format!("u{i}")), 0, &mut out);
+        let room = if i <= 3 { "#big" } else { "#small" };
+        core.handle(ClientId(i), Command::Join(room.into()), 0, &mut out);
+    }
+    core
+}
+
+/// Whether `id` may take `nick` at `now`, as the core answers a NICK.
+fn take(core: &mut Core, id: ClientId, nick: &str, now: Millis) -> Result<(), Error> {
+    let mut out = Outbox::default();
+    core.handle(id, Command::Nick(nick.into()), now, &mut out);
+    match out.iter().next() {
+        Some((Event::Error(e), _)) => Err(e.clone()),
+        _ => Ok(()),
+    }
+}
+
+#[test]
+fn a_nick_that_quits_a_big_room_is_held_for_the_delay() {
+    let mut core = delay_core();
+    let mut out = Outbox::default();
+    core.disconnect(ClientId(1), "bye", 10_000, &mut out);
+    let held = Err(Error::NickDelayed {
+        nick: "U1".into(),
+        secs: 30,
+    });
+    // Case-insensitively, to a user changing nick and to one registering…
+    assert_eq!(take(&mut core, ClientId(4), "U1", 10_000), held);
+    assert_eq!(
+        core.register(ClientId(9), "u1", "u", "r", IP, 39_999),
+        Err(Error::NickDelayed {
+            nick: "u1".into(),
+            secs: 1,
+        })
+    );
+    // …and to a new user given the same ClientId (drivers reuse them).
+    core.connect(ClientId(1), IP, 20_000);
+    assert!(matches!(
+        take(&mut core, ClientId(1), "u1", 20_000),
+        Err(Error::NickDelayed { .. })
+    ));
+    // Once the delay is over, anyone may have it.
+    assert_eq!(take(&mut core, ClientId(4), "u1", 40_000), Ok(()));
+    // A quit from small rooms only was announced: nothing is held.
+    core.disconnect(ClientId(5), "bye", 40_000, &mut out);
+    assert_eq!(take(&mut core, ClientId(1), "u5", 40_000), Ok(()));
+}
+
+#[test]
+fn a_nick_left_by_a_change_in_a_big_room_is_held_for_its_owner_only() {
+    let mut core = delay_core();
+    assert_eq!(take(&mut core, ClientId(2), "away2", 1_000), Ok(()));
+    assert!(matches!(
+        take(&mut core, ClientId(4), "u2", 2_000),
+        Err(Error::NickDelayed { secs: 29, .. })
+    ));
+    // The same person takes it back; then it is an ordinary nick in use.
+    assert_eq!(take(&mut core, ClientId(2), "U2", 3_000), Ok(()));
+    assert_eq!(
+        take(&mut core, ClientId(4), "u2", 4_000),
+        Err(Error::NickInUse("u2".into()))
+    );
+    // Its owner gone, a held nick is nobody's, even under the owner's old ClientId.
+    assert_eq!(take(&mut core, ClientId(3), "other3", 5_000), Ok(()));
+    let mut out = Outbox::default();
+    core.disconnect(ClientId(3), "bye", 6_000, &mut out);
+    core.connect(ClientId(3), IP, 7_000);
+    for nick in ["u3", "other3"] {
+        assert!(
+            matches!(
+                take(&mut core, ClientId(3), nick, 7_000),
+                Err(Error::NickDelayed { .. })
+            ),
+            "{nick}"
+        );
+    }
+    // Changes in small rooms were announced: nothing is held.
+    assert_eq!(take(&mut core, ClientId(4), "four", 8_000), Ok(()));
+    assert_eq!(take(&mut core, ClientId(5), "u4", 8_000), Ok(()));
+}
+
+#[test]
+fn no_delay_when_it_is_off() {
+    let mut core = Core::new(CoreLimits::counts(0, 3, 2), 0);
+    let mut out = Outbox::default();
+    for i in 1..=4 {
+        core.connect(ClientId(i), IP, 0);
+        core.handle(ClientId(i), Command::Join("#big".into()), 0, &mut out);
+    }
+    core.disconnect(ClientId(1), "bye", 0, &mut out);
+    assert_eq!(take(&mut core, ClientId(2), "guest1", 0), Ok(()));
+}
+
+#[test]
+fn guest_nicks_skip_held_ones() {
+    let mut core = delay_core();
+    // u4 takes "guest6", the next guest nick, and leaves it in a big room.
+    let mut out = Outbox::default();
+    core.handle(ClientId(4), Command::Join("#big".into()), 0, &mut out);
+    assert_eq!(take(&mut core, ClientId(4), "guest6", 0), Ok(()));
+    core.disconnect(ClientId(4), "bye", 0, &mut out);
+    assert_eq!(&*core.connect(ClientId(9), IP, 1), "guest7");
 }

@@ -22,6 +22,10 @@ pub struct User {
     /// kept for the user's own WHOIS (and later an operator's), as 17 bytes rather than a
     /// string.
     pub ip: IpAddr,
+    /// Tells this user from a later one given the same `ClientId` (drivers reuse them): a nick
+    /// it left is held for it alone (`core::nick_delay`). Wraps after 2³² connections, far
+    /// apart in time from any one hold.
+    pub serial: u32,
 }
 
 impl User {

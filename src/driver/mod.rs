@@ -281,6 +281,7 @@ pub(crate) fn new_core(config: &Config) -> Core {
         room_history_bytes: config.room_history_bytes,
         history_bytes: config.history_bytes,
         max_total_rooms: config.max_total_rooms,
+        nick_delay: config.nick_delay.as_millis() as Millis,
     };
     let mut core = Core::new(limits, wall_ms());
     core.set_cloak(match &config.cloak_key {
@@ -308,7 +309,7 @@ pub(crate) fn depart(
     let text = reason.text();
     let nick = core.nick(id).cloned().unwrap_or_else(|| "?".into());
     info!("{peer} ({nick}) disconnected: {text}");
-    core.disconnect(id, &text, outbox);
+    core.disconnect(id, &text, wall_ms(), outbox);
     if everyone_leaves {
         outbox.clear();
     }

@@ -493,7 +493,12 @@ pub fn error(o: &mut Out<'_>, e: &Error) {
         Error::NotInRoom(r) => o.numeric(ERR_NOTONCHANNEL, &[r]),
         Error::CannotSend(r) => o.numeric(ERR_CANNOTSENDTOCHAN, &[r]),
         Error::TooManyRooms { room, .. } => o.numeric(ERR_TOOMANYCHANNELS, &[&safe(room)]),
-        Error::ServerRoomsFull { room, .. } => o.numeric(ERR_UNAVAILRESOURCE, &[&safe(room)]),
+        Error::ServerRoomsFull { room, .. } => {
+            o.numeric_with(ERR_UNAVAILRESOURCE, &[&safe(room)], &[&UNAVAIL_ROOM])
+        }
+        Error::NickDelayed { nick, .. } => {
+            o.numeric_with(ERR_UNAVAILRESOURCE, &[&safe(nick)], &[&UNAVAIL_NICK])
+        }
         // Only a message without a target gets this, and every IRC message names one.
         Error::NoCurrentRoom => o.numeric_with(ERR_NORECIPIENT, &[], &[&"PRIVMSG"]),
         Error::NoText => o.numeric(ERR_NOTEXTTOSEND, &[]),

@@ -64,7 +64,7 @@ pub(super) fn nick(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     };
     if s.registered {
         c.run(Command::Nick(nick.to_string()));
-    } else if let Err(e) = c.core.check_new_nick(None, nick) {
+    } else if let Err(e) = c.core.check_new_nick(None, nick, c.now) {
         // 432 for a malformed or reserved nick, 433 for a taken one.
         irc::error(c.o, &e);
     } else {
