@@ -61,12 +61,13 @@ fn fan_out(c: &mut Criterion) {
                 room_history_bytes: usize::MAX,
                 history_bytes: usize::MAX,
                 max_total_rooms: usize::MAX,
+                nick_delay: 0,
             },
             0,
         );
         let mut out = Outbox::default();
         for id in 0..members {
-            core.connect(ClientId(id), "127.0.0.1", 0);
+            core.connect(ClientId(id), std::net::Ipv4Addr::LOCALHOST.into(), 0);
             core.handle(ClientId(id), Command::Join("#bench".into()), 0, &mut out);
         }
         out.clear();

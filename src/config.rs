@@ -43,6 +43,13 @@ pub struct Config {
     /// Rooms with more members than this do not announce joins, parts, quits and nick changes
     /// to every member, and list at most this many names to a joiner (see `CoreLimits`).
     pub big_room: usize,
+    /// How long the nick of a user who quit or changed nick while in a big room stays
+    /// unclaimable by anyone else (zero: off). Big rooms do not announce departures and nick
+    /// changes, so without it a stranger could take the nick at once and pass for its owner
+    /// there. 30 s, as charybdis/solanum's nick delay: longer than a quick swap, shorter than
+    /// the wait of someone reconnecting who wants the nick back. A user may take back a nick it
+    /// changed away from; the held nicks are at most `core::nick_delay::MAX_HELD`.
+    pub nick_delay: Duration,
     /// Rooms one user may be in at once: each room a client joins is state the server keeps
     /// (its history included), so one client must not be able to create rooms without end.
     pub max_rooms: usize,
@@ -92,6 +99,13 @@ pub struct Config {
     /// network a host is normally given; a /48 or /56 site may be given smaller values. IPv4
     /// addresses are counted one by one.
     pub ipv6_prefix: u8,
+    /// The phrase the key of cloaked hosts is derived from (`None`: a random key at each start).
+    /// Others never see a user's address, only a keyed hash of it (`core::cloak`); with a
+    /// random key the cloaks change whenever the server restarts, so a regular's host (and any
+    /// note or ban about it) is forgotten with each restart. An operator who wants cloaks to
+    /// stay gives a phrase, kept as secret as a password: whoever knows it can turn an IPv4
+    /// cloak back into its address by trying all 2³² of them.
+    pub cloak_key: Option<String>,
     /// Wrong IRC passwords one address may give within `rate_window` before its further IRC
     /// connections are refused until that window ends (0 = no limit). Each wrong guess already
     /// costs a connection; this bounds how fast one host can guess at all: 5 a minute lets a
@@ -153,6 +167,7 @@ impl Default for Config {
             max_total_rooms: 10_000,
             max_rooms: 32,
             big_room: 1000,
+            nick_delay: Duration::from_secs(30),
             flood_burst: 10,
             flood_rate: 5.0,
             max_sendq: 1 << 20,
@@ -162,6 +177,7 @@ impl Default for Config {
             max_clients: 1024,
             max_per_ip: 0,
             ipv6_prefix: 64,
+            cloak_key: None,
             irc_password_tries: 5,
             max_connects_per_ip: 60,
             rate_window: Duration::from_secs(60),

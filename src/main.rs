@@ -103,6 +103,10 @@ struct ServeArgs {
     /// are not announced to every member, and a joiner is sent at most this many names
     #[arg(long, value_name = "N", default_value_t = defaults().big_room as u64, value_parser = clap::value_parser!(u64).range(1..))]
     big_room: u64,
+    /// Seconds the nick of a user who quit or changed nick while in a big room stays unclaimable
+    /// by anyone else, since those rooms were not told it left (0 = off; at most 3600)
+    #[arg(long, value_name = "SECS", default_value_t = defaults().nick_delay.as_secs(), value_parser = clap::value_parser!(u64).range(0..=3600))]
+    nick_delay: u64,
     /// Rooms one client may be in at once (IRC's CHANLIMIT)
     #[arg(long, value_name = "N", default_value_t = defaults().max_rooms as u16, value_parser = clap::value_parser!(u16).range(1..))]
     max_rooms: u16,
@@ -152,6 +156,11 @@ struct ServeArgs {
     /// (16 to 128). IPv4 addresses count one by one
     #[arg(long, value_name = "BITS", default_value_t = defaults().ipv6_prefix, value_parser = clap::value_parser!(u8).range(16..=128))]
     ipv6_prefix: u8,
+    /// Secret phrase (at least 16 characters) the key of cloaked hosts is derived from, so that
+    /// users' cloaks stay the same across restarts [default: a random key at each start]. Others
+    /// never see a user's address, only its cloak; keep the phrase secret
+    #[arg(long, value_name = "KEY", value_parser = cloak_key)]
+    cloak_key: Option<String>,
     /// Disconnect line-protocol clients silent for this many seconds (0 = never; at most a
     /// year). IRC clients are pinged instead
     #[arg(long, value_name = "SECS", default_value_t = defaults().idle_timeout.map_or(0, |d| d.as_secs()), value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
@@ -286,12 +295,14 @@ fn serve(args: ServeArgs) -> ExitCode {
         irc_ping_timeout: Duration::from_secs(args.irc_ping_timeout),
         irc_register_timeout: Duration::from_secs(args.irc_register_timeout),
         big_room: usize::try_from(args.big_room).unwrap_or(usize::MAX),
+        nick_delay: Duration::from_secs(args.nick_delay),
         flood_burst: args.flood_burst,
         flood_rate: args.flood_rate,
         max_sendq: args.max_sendq as usize,
         max_clients,
         max_per_ip: args.max_per_ip,
         ipv6_prefix: args.ipv6_prefix,
+        cloak_key: args.cloak_key,
         max_connects_per_ip: args.max_connects_per_ip,
         idle_timeout: (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout)),
         line_complete_after: (args.line_complete_after > 0)
@@ -391,4 +402,14 @@ fn init_logging(level: LevelFilter) {
         .with_level(level)
         .with_utc_timestamps()
         .init();
+}
+
+/// `--cloak-key`: at least 16 characters. Whoever knows the phrase can undo IPv4 cloaks by
+/// trying every address, so a short one (guessable by trying phrases) protects nothing.
+fn cloak_key(s: &str) -> Result<String, String> {
+    if s.chars().count() >= 16 {
+        Ok(s.to_string())
+    } else {
+        Err("must be at least 16 characters (a long random phrase, kept secret)".into())
+    }
 }

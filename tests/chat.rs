@@ -5,7 +5,7 @@ mod common;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{IoModel, TIMEOUT, TestServer, for_each_io};
+use common::{IoModel, LOCAL_CLOAK, TIMEOUT, TestServer, for_each_io};
 
 for_each_io!(welcome_names_the_guest_nick_and_lobby);
 fn welcome_names_the_guest_nick_and_lobby(io: IoModel) {
@@ -154,6 +154,16 @@ fn topic_away_whois_rooms_and_who(io: IoModel) {
     assert_eq!(bob.line(), "NOTICE alice is away: lunch");
     bob.send("/whois nobody");
     assert_eq!(bob.line(), "ERROR no-such-nick no user is called nobody");
+    // Only the user itself is told where it connects from (bob's answer above had no such line:
+    // the error came next), with the cloak others see instead.
+    alice.send("/whois alice");
+    alice.expect_prefix("NOTICE alice is away: lunch");
+    assert_eq!(
+        alice.line(),
+        format!(
+            "NOTICE alice connects from 127.0.0.1 (only you see this; others see {LOCAL_CLOAK})"
+        )
+    );
 
     bob.send("/join #quiet");
     bob.expect_prefix("NAMES #quiet");
@@ -376,6 +386,48 @@ fn big_rooms_keep_presence_quiet() {
     assert_eq!(c.line(), "NAMES #lobby guest1 guest2 guest3");
     c.send("still heard");
     assert_eq!(a.line(), "MSG #lobby <guest3> still heard");
+}
+
+for_each_io!(a_nick_that_left_a_big_room_is_held_for_the_nick_delay);
+/// Big rooms do not announce quits, so the nick of a member who quit is refused to others for
+/// `--nick-delay` (here one second), in both protocols, and given out after it.
+fn a_nick_that_left_a_big_room_is_held_for_the_nick_delay(io: IoModel) {
+    let server = TestServer::with_io(io, |c| {
+        c.big_room = 2;
+        c.nick_delay = Duration::from_secs(1);
+    });
+    let mut alice = server.join_as("alice", &mut []);
+    let (mut b, _) = server.join();
+    assert_eq!(alice.line(), "JOIN #lobby guest2");
+    let (mut c, guest) = server.join(); // #lobby is big now
+    c.expect_prefix("NOTICE #lobby has 3 members");
+    alice.send("/quit");
+    assert_eq!(alice.expect_closed(), ["BYE quit"]);
+    b.sync(); // nobody in the big room was told
+    c.send("/nick alice");
+    let refused = c.line();
+    assert!(
+        refused.starts_with("ERROR nick-unavailable the nick alice was left moments ago"),
+        "{refused}"
+    );
+    let mut irc = common::Client::connect(server.irc_addr.unwrap());
+    irc.send("NICK ALICE\r");
+    assert_eq!(
+        irc.line(),
+        ":pollchat 437 * ALICE :Nick is temporarily unavailable: its owner left it moments ago"
+    );
+    // After the delay it is anybody's: retry until then (paced, with a deadline).
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        c.send("/nick alice");
+        let answer = c.line();
+        if answer == format!("NICK {guest} alice") {
+            break;
+        }
+        assert!(answer.starts_with("ERROR nick-unavailable"), "{answer}");
+        assert!(std::time::Instant::now() < deadline, "still held");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 for_each_io!(the_sketch_client_is_heard_without_newlines);

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, IoModel, TestServer, for_each_io};
+use common::{Client, IoModel, LOCAL_CLOAK, TestServer, for_each_io};
 
 /// Connects to the IRC listener and registers as `nick`, reading the whole welcome burst.
 fn register(server: &TestServer, nick: &str) -> Client {
@@ -50,7 +50,7 @@ fn registration_burst_in_order(io: IoModel) {
     assert_eq!(numerics, expected, "{codes:#?}");
     assert_eq!(
         codes[0],
-        ":pollchat 001 alice :Welcome to the pollchat IRC network, alice!al@127.0.0.1"
+        ":pollchat 001 alice :Welcome to the pollchat IRC network, alice!al@f1c0136b.a16b454c.ip"
     );
     for token in [
         "CASEMAPPING=ascii",
@@ -185,7 +185,7 @@ fn join_answers_in_order_and_join_0_parts_all(io: IoModel) {
     let mut alice = register(&server, "alice");
     alice.send("JOIN #rust");
     alice.send("TOPIC #rust :all things Rust");
-    assert_eq!(alice.line(), ":alice!alice@127.0.0.1 JOIN #rust");
+    assert_eq!(alice.line(), ":alice!alice@f1c0136b.a16b454c.ip JOIN #rust");
     assert_eq!(alice.line(), ":pollchat 353 alice = #rust :alice");
     assert_eq!(
         alice.line(),
@@ -193,24 +193,24 @@ fn join_answers_in_order_and_join_0_parts_all(io: IoModel) {
     );
     assert_eq!(
         alice.line(),
-        ":alice!alice@127.0.0.1 TOPIC #rust :all things Rust"
+        ":alice!alice@f1c0136b.a16b454c.ip TOPIC #rust :all things Rust"
     );
     let mut bob = register(&server, "bob");
     bob.send("JOIN #rust,#lobby");
-    assert_eq!(bob.line(), ":bob!bob@127.0.0.1 JOIN #rust");
+    assert_eq!(bob.line(), ":bob!bob@f1c0136b.a16b454c.ip JOIN #rust");
     assert_eq!(bob.line(), ":pollchat 332 bob #rust :all things Rust");
     let l = bob.line();
     assert!(l.starts_with(":pollchat 333 bob #rust alice 1"), "{l}");
     assert_eq!(bob.line(), ":pollchat 353 bob = #rust :alice bob");
     assert_eq!(bob.line(), ":pollchat 366 bob #rust :End of /NAMES list");
-    assert_eq!(bob.line(), ":bob!bob@127.0.0.1 JOIN #lobby");
+    assert_eq!(bob.line(), ":bob!bob@f1c0136b.a16b454c.ip JOIN #lobby");
     assert_eq!(bob.line(), ":pollchat 353 bob = #lobby :bob");
     assert_eq!(bob.line(), ":pollchat 366 bob #lobby :End of /NAMES list");
-    assert_eq!(alice.line(), ":bob!bob@127.0.0.1 JOIN #rust");
+    assert_eq!(alice.line(), ":bob!bob@f1c0136b.a16b454c.ip JOIN #rust");
     bob.send("JOIN 0");
-    assert_eq!(bob.line(), ":bob!bob@127.0.0.1 PART #rust");
-    assert_eq!(bob.line(), ":bob!bob@127.0.0.1 PART #lobby");
-    assert_eq!(alice.line(), ":bob!bob@127.0.0.1 PART #rust");
+    assert_eq!(bob.line(), ":bob!bob@f1c0136b.a16b454c.ip PART #rust");
+    assert_eq!(bob.line(), ":bob!bob@f1c0136b.a16b454c.ip PART #lobby");
+    assert_eq!(alice.line(), ":bob!bob@f1c0136b.a16b454c.ip PART #rust");
     assert!(sync(&mut bob).is_empty());
 }
 
@@ -227,12 +227,12 @@ fn irc_and_line_users_share_rooms_nicks_and_quits(io: IoModel) {
     line.send("hello from the line");
     assert_eq!(
         irc.line(),
-        ":liner!line@127.0.0.1 PRIVMSG #lobby :hello from the line"
+        ":liner!line@f1c0136b.a16b454c.ip PRIVMSG #lobby :hello from the line"
     );
     line.send("/me waves");
     assert_eq!(
         irc.line(),
-        ":liner!line@127.0.0.1 PRIVMSG #lobby :\u{1}ACTION waves\u{1}"
+        ":liner!line@f1c0136b.a16b454c.ip PRIVMSG #lobby :\u{1}ACTION waves\u{1}"
     );
     irc.send("PRIVMSG #lobby :hello from IRC");
     assert_eq!(line.line(), "MSG #lobby <ircer> hello from IRC");
@@ -243,7 +243,10 @@ fn irc_and_line_users_share_rooms_nicks_and_quits(io: IoModel) {
 
     // Private messages both ways; nicks are one namespace.
     line.send("/msg IRCER psst");
-    assert_eq!(irc.line(), ":liner!line@127.0.0.1 PRIVMSG ircer :psst");
+    assert_eq!(
+        irc.line(),
+        ":liner!line@f1c0136b.a16b454c.ip PRIVMSG ircer :psst"
+    );
     irc.send("PRIVMSG liner :psst back");
     assert_eq!(line.line(), "PRIV <ircer> psst back");
     irc.send("NICK liner");
@@ -254,19 +257,25 @@ fn irc_and_line_users_share_rooms_nicks_and_quits(io: IoModel) {
 
     // Nick changes and quits are seen in both protocols, once.
     irc.send("NICK ircy");
-    assert_eq!(irc.line(), ":ircer!ircer@127.0.0.1 NICK :ircy");
+    assert_eq!(irc.line(), ":ircer!ircer@f1c0136b.a16b454c.ip NICK :ircy");
     assert_eq!(line.line(), "NICK ircer ircy");
     line.send("/nick lina");
-    assert_eq!(irc.line(), ":liner!line@127.0.0.1 NICK :lina");
+    assert_eq!(irc.line(), ":liner!line@f1c0136b.a16b454c.ip NICK :lina");
     line.send("/quit off now");
-    assert_eq!(irc.line(), ":lina!line@127.0.0.1 QUIT :quit: off now");
+    assert_eq!(
+        irc.line(),
+        ":lina!line@f1c0136b.a16b454c.ip QUIT :quit: off now"
+    );
     let mut line2 = server.join_as("watcher", &mut []);
     let joined = irc.line();
     assert!(
-        joined.starts_with(":guest") && joined.ends_with("!line@127.0.0.1 JOIN #lobby"),
+        joined.starts_with(":guest") && joined.ends_with("!line@f1c0136b.a16b454c.ip JOIN #lobby"),
         "{joined}"
     );
-    assert!(irc.line().ends_with("!line@127.0.0.1 NICK :watcher"));
+    assert!(
+        irc.line()
+            .ends_with("!line@f1c0136b.a16b454c.ip NICK :watcher")
+    );
     irc.send("QUIT :bye");
     assert_eq!(irc.expect_closed(), ["ERROR :Closing link: (quit: bye)"]);
     assert_eq!(line2.line(), "QUIT ircy quit: bye");
@@ -291,14 +300,17 @@ fn echo_message_and_server_time(io: IoModel) {
     let h = c.line();
     assert!(
         h.starts_with("@time=20")
-            && h.ends_with(" :liner!line@127.0.0.1 PRIVMSG #lobby :before anyone from IRC came"),
+            && h.ends_with(
+                " :liner!line@f1c0136b.a16b454c.ip PRIVMSG #lobby :before anyone from IRC came"
+            ),
         "{h}"
     );
     // Own messages come back (echo-message), tagged like everyone's.
     c.send("PRIVMSG #lobby :echo me");
     let e = c.line();
     assert!(
-        e.starts_with("@time=20") && e.ends_with(" :timed!timed@127.0.0.1 PRIVMSG #lobby :echo me"),
+        e.starts_with("@time=20")
+            && e.ends_with(" :timed!timed@f1c0136b.a16b454c.ip PRIVMSG #lobby :echo me"),
         "{e}"
     );
     assert_eq!(line.expect_prefix("MSG"), "MSG #lobby <timed> echo me");
@@ -328,10 +340,13 @@ fn queries_names_list_who_whois_away_ison_userhost(io: IoModel) {
     assert_eq!(a.line(), ":pollchat 301 alice bob :lunch");
     a.send("NOTICE bob :no auto-reply to notices");
     assert!(sync(&mut a).is_empty());
-    assert_eq!(b.line(), ":alice!alice@127.0.0.1 PRIVMSG bob :there?");
     assert_eq!(
         b.line(),
-        ":alice!alice@127.0.0.1 NOTICE bob :no auto-reply to notices"
+        ":alice!alice@f1c0136b.a16b454c.ip PRIVMSG bob :there?"
+    );
+    assert_eq!(
+        b.line(),
+        ":alice!alice@f1c0136b.a16b454c.ip NOTICE bob :no auto-reply to notices"
     );
 
     a.send("NAMES #x");
@@ -340,15 +355,18 @@ fn queries_names_list_who_whois_away_ison_userhost(io: IoModel) {
     a.send("WHO #x");
     assert_eq!(
         a.line(),
-        ":pollchat 352 alice #x alice 127.0.0.1 pollchat alice H :0 The alice"
+        ":pollchat 352 alice #x alice f1c0136b.a16b454c.ip pollchat alice H :0 The alice"
     );
     assert_eq!(
         a.line(),
-        ":pollchat 352 alice #x bob 127.0.0.1 pollchat bob G :0 The bob"
+        ":pollchat 352 alice #x bob f1c0136b.a16b454c.ip pollchat bob G :0 The bob"
     );
     assert_eq!(a.line(), ":pollchat 315 alice #x :End of /WHO list");
     a.send("WHOIS bob");
-    assert_eq!(a.line(), ":pollchat 311 alice bob bob 127.0.0.1 * :The bob");
+    assert_eq!(
+        a.line(),
+        ":pollchat 311 alice bob bob f1c0136b.a16b454c.ip * :The bob"
+    );
     assert_eq!(a.line(), ":pollchat 312 alice bob pollchat :pollchat");
     assert_eq!(a.line(), ":pollchat 319 alice bob :#x");
     assert_eq!(a.line(), ":pollchat 301 alice bob :lunch");
@@ -364,7 +382,7 @@ fn queries_names_list_who_whois_away_ison_userhost(io: IoModel) {
     a.send("USERHOST bob alice");
     assert_eq!(
         a.line(),
-        ":pollchat 302 alice :bob=-bob@127.0.0.1 alice=+alice@127.0.0.1"
+        ":pollchat 302 alice :bob=-bob@f1c0136b.a16b454c.ip alice=+alice@f1c0136b.a16b454c.ip"
     );
     b.send("AWAY");
     assert_eq!(
@@ -563,14 +581,23 @@ fn comma_lists_reach_each_target_once_and_are_capped(io: IoModel) {
     b.expect_prefix(":pollchat 366");
     a.send("JOIN #x");
     a.expect_prefix(":pollchat 366");
-    assert_eq!(b.line(), ":alice!alice@127.0.0.1 JOIN #x");
+    assert_eq!(b.line(), ":alice!alice@f1c0136b.a16b454c.ip JOIN #x");
     a.send("PRIVMSG #x,#X,bob,BOB,#x :once each");
-    assert_eq!(b.line(), ":alice!alice@127.0.0.1 PRIVMSG #x :once each");
-    assert_eq!(b.line(), ":alice!alice@127.0.0.1 PRIVMSG bob :once each");
+    assert_eq!(
+        b.line(),
+        ":alice!alice@f1c0136b.a16b454c.ip PRIVMSG #x :once each"
+    );
+    assert_eq!(
+        b.line(),
+        ":alice!alice@f1c0136b.a16b454c.ip PRIVMSG bob :once each"
+    );
     assert_eq!(sync(&mut b), Vec::<String>::new());
     assert_eq!(sync(&mut a), Vec::<String>::new());
     a.send("PRIVMSG bob,n1,n2,n3,n4,n5 :many");
-    assert_eq!(b.line(), ":alice!alice@127.0.0.1 PRIVMSG bob :many");
+    assert_eq!(
+        b.line(),
+        ":alice!alice@f1c0136b.a16b454c.ip PRIVMSG bob :many"
+    );
     assert_eq!(
         sync(&mut a),
         [
@@ -601,7 +628,7 @@ fn a_long_line_from_a_line_user_reaches_irc_users_in_lines_that_fit(io: IoModel)
     while !irc.line().ends_with(" NICK :liner") {}
     let text: String = (0..1500).map(|i| ["é", "a", " ", "€"][i % 4]).collect();
     liner.send(&text);
-    let head = ":liner!line@127.0.0.1 PRIVMSG #lobby :";
+    let head = ":liner!line@f1c0136b.a16b454c.ip PRIVMSG #lobby :";
     let mut whole = String::new();
     while whole.len() < text.len() {
         let line = irc.line();
@@ -645,7 +672,10 @@ fn a_room_name_with_a_direction_override_is_refused(io: IoModel) {
     assert_eq!(line.line(), "JOIN #lobby alice");
     // A topic keeps its text and loses the override.
     a.send("TOPIC #lobby :\u{202e}cipot\u{2066}");
-    assert_eq!(a.line(), ":alice!alice@127.0.0.1 TOPIC #lobby :cipot");
+    assert_eq!(
+        a.line(),
+        ":alice!alice@f1c0136b.a16b454c.ip TOPIC #lobby :cipot"
+    );
     assert_eq!(line.line(), "TOPIC #lobby alice cipot");
 }
 
@@ -669,4 +699,78 @@ fn refusals_of_long_bad_lines_fit_in_512_bytes(io: IoModel) {
     assert!(unknown.ends_with(" :Unknown command"), "{unknown}");
     assert!(unknown.len() + 2 <= 512, "{} bytes", unknown.len() + 2);
     assert_eq!(sync(&mut a), Vec::<String>::new());
+}
+
+for_each_io!(others_see_a_cloaked_host_and_only_the_user_itself_its_address);
+/// No line another user receives (JOIN, PRIVMSG, WHO, WHOIS, USERHOST) carries a client's IP
+/// address, only its cloak; two connections from one address share one cloak; the user's own
+/// WHOIS tells it where it connects from (378), and nobody else's does.
+fn others_see_a_cloaked_host_and_only_the_user_itself_its_address(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut a = register(&server, "alice");
+    let mut b = register(&server, "bob");
+    a.send("JOIN #x");
+    a.expect_prefix(":pollchat 366");
+    b.send("JOIN #x");
+    b.expect_prefix(":pollchat 366");
+    a.send("PRIVMSG #x :hello");
+    a.send("PRIVMSG bob :psst");
+    // alice sees bob's JOIN with his cloak.
+    let joined = sync(&mut a);
+    assert_eq!(joined, [format!(":bob!bob@{LOCAL_CLOAK} JOIN #x")]);
+    b.send("WHO #x");
+    b.send("WHOIS alice");
+    b.send("USERHOST alice");
+    let seen = sync(&mut b);
+    let cloaked = format!("alice!alice@{LOCAL_CLOAK}");
+    assert!(
+        seen.contains(&format!(":{cloaked} PRIVMSG #x :hello")),
+        "{seen:#?}"
+    );
+    assert!(seen.contains(&format!(":{cloaked} PRIVMSG bob :psst")));
+    assert!(seen.contains(&format!(
+        ":pollchat 352 bob #x alice {LOCAL_CLOAK} pollchat alice H :0 The alice"
+    )));
+    // Two connections from one address: one cloak.
+    assert!(seen.contains(&format!(
+        ":pollchat 352 bob #x bob {LOCAL_CLOAK} pollchat bob H :0 The bob"
+    )));
+    assert!(seen.contains(&format!(
+        ":pollchat 311 bob alice alice {LOCAL_CLOAK} * :The alice"
+    )));
+    assert!(seen.contains(&format!(":pollchat 302 bob :alice=+alice@{LOCAL_CLOAK}")));
+    assert!(!seen.iter().any(|l| l.contains(" 378 ")), "{seen:#?}");
+    assert!(!seen.iter().any(|l| l.contains("127.0.0.1")), "{seen:#?}");
+    a.send("WHOIS alice");
+    let own = sync(&mut a);
+    assert!(own.contains(&format!(
+        ":pollchat 311 alice alice alice {LOCAL_CLOAK} * :The alice"
+    )));
+    assert!(
+        own.contains(
+            &":pollchat 378 alice alice :is connecting from *@127.0.0.1 127.0.0.1".to_string()
+        ),
+        "{own:#?}"
+    );
+    assert_eq!(own.iter().filter(|l| l.contains("127.0.0.1")).count(), 1);
+}
+
+for_each_io!(a_server_without_a_cloak_key_cloaks_with_a_random_one);
+fn a_server_without_a_cloak_key_cloaks_with_a_random_one(io: IoModel) {
+    let server = TestServer::with_io(io, |c| c.cloak_key = None);
+    let mut a = register(&server, "alice");
+    let mut b = register(&server, "bob");
+    for nick in ["alice", "bob"] {
+        b.send(&format!("USERHOST {nick}"));
+    }
+    let seen = sync(&mut b);
+    let host = |l: &str| l.rsplit_once('@').map(|(_, h)| h.to_string()).unwrap();
+    let (alice, bob) = (host(&seen[0]), host(&seen[1]));
+    assert_eq!(alice, bob, "one address, one cloak");
+    assert_ne!(alice, LOCAL_CLOAK, "another key, another cloak");
+    assert!(
+        alice.ends_with(".ip") && !alice.contains("127.0.0.1"),
+        "{alice}"
+    );
+    sync(&mut a);
 }

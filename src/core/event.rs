@@ -8,6 +8,7 @@
 //! and a threaded driver can keep it behind a lock.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use super::page::{Cursor, Part};
@@ -21,8 +22,8 @@ pub struct ClientId(pub usize);
 /// pass the time in, so tests can use any time they like.
 pub type Millis = u64;
 
-/// Who a user is, as shown to others: nick, user name, host (the peer's IP address, never a
-/// reverse-DNS lookup) and real name. Shared by `Arc`: an event carries one pointer, and a nick
+/// Who a user is, as shown to others: nick, user name, host (the cloak of the peer's IP
+/// address, see `core::cloak`; never a reverse-DNS lookup) and real name. Shared by `Arc`: an event carries one pointer, and a nick
 /// change makes a new `Source` rather than editing one that queued events still hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Source {
@@ -148,6 +149,8 @@ pub struct WhoisInfo {
     /// Seconds since the user last sent a message.
     pub idle_secs: u64,
     pub connected_at: Millis,
+    /// The user's real address, only when the asker may see it: the user asking about itself.
+    pub address: Option<IpAddr>,
 }
 
 /// Something a client is told.
@@ -266,6 +269,13 @@ pub enum Error {
     /// A well-formed nick nobody may take: a service's or the server's name, or one the
     /// operator reserved (`--reserved-nick`).
     ReservedNick(String),
+    /// A nick whose user left it moments ago while in a big room, held for `secs` more
+    /// seconds (`--nick-delay`) so nobody can pass for that user where its leaving went
+    /// unannounced.
+    NickDelayed {
+        nick: String,
+        secs: u64,
+    },
     InvalidRoom(String),
     NoSuchNick(String),
     NoSuchRoom(String),
@@ -296,6 +306,7 @@ impl Error {
             Error::NickInUse(_) => "nick-in-use",
             Error::InvalidNick(_) => "invalid-nick",
             Error::ReservedNick(_) => "reserved-nick",
+            Error::NickDelayed { .. } => "nick-unavailable",
             Error::InvalidRoom(_) => "invalid-room",
             Error::NoSuchNick(_) => "no-such-nick",
             Error::NoSuchRoom(_) => "no-such-room",
@@ -320,6 +331,10 @@ impl fmt::Display for Error {
             Error::ReservedNick(n) => write!(
                 f,
                 "the nick {n} is reserved: it names a service or this server"
+            ),
+            Error::NickDelayed { nick, secs } => write!(
+                f,
+                "the nick {nick} was left moments ago and is held for {secs} s more, so nobody can pass for its owner"
             ),
             Error::InvalidRoom(r) => write!(
                 f,

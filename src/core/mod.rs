@@ -6,24 +6,30 @@
 //! event loop and the threaded models) and both protocols' sessions.
 //!
 //! Layout: [`event`] is the vocabulary (commands, events, errors, the outbox), [`names`] the
-//! validation rules, [`room`] and [`user`] the two tables' rows.
+//! validation rules, [`room`] and [`user`] the two tables' rows, [`cloak`] the hosts others
+//! see instead of an address, [`nick_delay`] the nicks held after leaving a big room.
 
+pub mod cloak;
 pub mod event;
 pub mod names;
+pub mod nick_delay;
 pub mod page;
 pub mod room;
 pub mod user;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use slab::Slab;
 
+pub use cloak::Cloak;
 pub use event::{
     ClientId, Command, Cursor, Error, Event, Listing, Member, Millis, MsgKind, Outbox, Part,
     RoomSummary, Source, WhoisInfo,
 };
 use names::{check_nick, check_room, check_text, fold, label};
+use nick_delay::NickDelay;
 use room::{HistoryEntry, Membership, Room};
 use user::User;
 
@@ -49,6 +55,10 @@ pub struct CoreLimits {
     /// Announcing each arrival to N members costs O(N) per join, O(N²) for a room filling up
     /// (and a reconnecting bot could make a big room pay it over and over).
     pub big_room: usize,
+    /// How long the nick of a user who quit or changed nick while in a big room stays
+    /// unclaimable by anyone else (0 = not at all): those rooms were not told it left, so a
+    /// newcomer taking it at once would pass for its owner (see [`nick_delay`]).
+    pub nick_delay: Millis,
 }
 
 impl CoreLimits {
@@ -62,6 +72,7 @@ impl CoreLimits {
             room_history_bytes: usize::MAX,
             history_bytes: usize::MAX,
             max_total_rooms: usize::MAX,
+            nick_delay: 0,
         }
     }
 }
@@ -92,11 +103,19 @@ pub struct Core {
     oldest: BTreeSet<(u64, usize)>,
     /// Serial of the next remembered message.
     next_serial: u64,
+    /// Turns a peer's address into the host every other user sees.
+    cloak: Cloak,
+    /// Nicks recently left in big rooms, unclaimable until their delay ends.
+    delayed: NickDelay,
+    /// `User::serial` of the next user: tells the owner of a held nick from a later user that
+    /// got the same (reused) `ClientId`.
+    next_user: u32,
 }
 
 impl Core {
     /// A core with only the (permanent, empty) lobby, created at `now`, refusing the
-    /// [`names::SERVICE_NICKS`] as nicks.
+    /// [`names::SERVICE_NICKS`] as nicks, cloaking hosts with a random key (see
+    /// [`Core::set_cloak`]).
     pub fn new(limits: CoreLimits, now: Millis) -> Core {
         let mut rooms = Slab::new();
         let lobby = rooms.insert(Room::new(
@@ -118,7 +137,16 @@ impl Core {
             history_bytes: 0,
             oldest: BTreeSet::new(),
             next_serial: 0,
+            cloak: Cloak::random(64),
+            delayed: NickDelay::default(),
+            next_user: 0,
         }
+    }
+
+    /// Cloaks the hosts of users who connect from now on with `cloak` (the drivers set the
+    /// server's before anyone connects).
+    pub fn set_cloak(&mut self, cloak: Cloak) {
+        self.cloak = cloak;
     }
 
     /// Refuses `nick` to every user from now on (compared case-insensitively), as it refuses
@@ -128,9 +156,15 @@ impl Core {
         self.reserved.insert(fold(nick));
     }
 
-    /// Whether `nick` may be taken by `id` (`None`: someone not yet registered): well formed,
-    /// not reserved, and free or already `id`'s.
-    pub fn check_new_nick(&self, id: Option<ClientId>, nick: &str) -> Result<(), Error> {
+    /// Whether `nick` may be taken by `id` (`None`: someone not yet registered) at `now`: well
+    /// formed, not reserved, free or already `id`'s, and not held for someone else by the nick
+    /// delay.
+    pub fn check_new_nick(
+        &self,
+        id: Option<ClientId>,
+        nick: &str,
+        now: Millis,
+    ) -> Result<(), Error> {
         check_nick(nick)?;
         let key = fold(nick);
         if self.reserved.contains(&key) {
@@ -138,23 +172,40 @@ impl Core {
         }
         match self.nicks.get(&key) {
             Some(&owner) if Some(owner) != id => Err(Error::NickInUse(nick.to_string())),
-            _ => Ok(()),
+            Some(_) => Ok(()),
+            None => match self.delayed.get(&key, now) {
+                Some(hold)
+                    if hold.owner.is_none()
+                        || hold.owner
+                            != id.and_then(|id| self.users.get(&id)).map(|u| u.serial) =>
+                {
+                    Err(Error::NickDelayed {
+                        nick: nick.to_string(),
+                        secs: (hold.until - now).div_ceil(1000),
+                    })
+                }
+                _ => Ok(()),
+            },
         }
     }
 
     /// Registers a new client under the next free guest nick (`guest1`, `guest2`, …), in no
-    /// room yet, and returns the nick. `host` is the peer's address as shown to others.
-    pub fn connect(&mut self, id: ClientId, host: &str, now: Millis) -> Arc<str> {
+    /// room yet, and returns the nick. `ip` is the peer's address: others are shown its cloak.
+    pub fn connect(&mut self, id: ClientId, ip: IpAddr, now: Millis) -> Arc<str> {
         let nick = loop {
             let candidate = format!("guest{}", self.next_guest);
             self.next_guest += 1;
-            // (A guest nick is reserved only if the operator asked for it.)
-            if !self.nicks.contains_key(&candidate) && !self.reserved.contains(&candidate) {
+            // (A guest nick is reserved only if the operator asked for it, and held only if
+            // someone took it by hand before it came up.)
+            if !self.nicks.contains_key(&candidate)
+                && !self.reserved.contains(&candidate)
+                && self.delayed.get(&candidate, now).is_none()
+            {
                 break candidate;
             }
         };
         let (user, realname) = (self.line_user.clone(), self.line_realname.clone());
-        self.insert_user(id, &nick, user, host, realname, now);
+        self.insert_user(id, &nick, user, ip, realname, now);
         nick.into()
     }
 
@@ -166,11 +217,11 @@ impl Core {
         nick: &str,
         user: &str,
         realname: &str,
-        host: &str,
+        ip: IpAddr,
         now: Millis,
     ) -> Result<(), Error> {
-        self.check_new_nick(None, nick)?;
-        self.insert_user(id, nick, user.into(), host, label(realname).into(), now);
+        self.check_new_nick(None, nick, now)?;
+        self.insert_user(id, nick, user.into(), ip, label(realname).into(), now);
         Ok(())
     }
 
@@ -179,7 +230,7 @@ impl Core {
         id: ClientId,
         nick: &str,
         user: Arc<str>,
-        host: &str,
+        ip: IpAddr,
         realname: Arc<str>,
         now: Millis,
     ) {
@@ -187,7 +238,7 @@ impl Core {
         let source = Arc::new(Source {
             nick: nick.into(),
             user,
-            host: host.into(),
+            host: self.cloak.host(ip).into(),
             realname,
         });
         let user = User {
@@ -197,13 +248,18 @@ impl Core {
             away: None,
             connected_at: now,
             last_active: now,
+            ip,
+            serial: self.next_user,
         };
+        self.next_user = self.next_user.wrapping_add(1);
         self.users.insert(id, user);
     }
 
-    /// Removes a client, telling everyone who shared a room with it why it left.
-    pub fn disconnect(&mut self, id: ClientId, reason: &str, out: &mut Outbox) {
+    /// Removes a client at `now`, telling everyone who shared a room with it why it left. If
+    /// it was in a big room, its nick is held for nobody for `nick_delay`.
+    pub fn disconnect(&mut self, id: ClientId, reason: &str, now: Millis, out: &mut Outbox) {
         let neighbours = self.neighbours(id);
+        self.delay_nick(id, None, now);
         let Some(user) = self.users.remove(&id) else {
             return;
         };
@@ -230,6 +286,11 @@ impl Core {
 
     pub fn nick(&self, id: ClientId) -> Option<&Arc<str>> {
         self.users.get(&id).map(|u| &u.source.nick)
+    }
+
+    /// Who a user is as others see it (its cloaked host included).
+    pub fn source(&self, id: ClientId) -> Option<&Arc<Source>> {
+        self.users.get(&id).map(|u| &u.source)
     }
 
     /// Whether a room of that name (compared case-insensitively) exists.
@@ -275,7 +336,7 @@ impl Core {
                 kind,
                 echo,
             } => self.private(id, &to, text, kind, echo, now, out),
-            Command::Nick(nick) => self.change_nick(id, &nick, out),
+            Command::Nick(nick) => self.change_nick(id, &nick, now, out),
             Command::Join(room) => self.join(id, &room, now, out),
             Command::Part { room, reason } => {
                 let key = self.target_room(id, room.as_deref(), true)?;
@@ -346,6 +407,9 @@ impl Core {
                     away: user.away.clone(),
                     idle_secs: now.saturating_sub(user.last_active) / 1000,
                     connected_at: user.connected_at,
+                    // Only the user itself is shown where it connects from (operators will be
+                    // too, when there are any).
+                    address: (target == id).then_some(user.ip),
                 };
                 out.send(id, Event::Whois(info));
                 Ok(())
@@ -464,13 +528,23 @@ impl Core {
         Ok(())
     }
 
-    fn change_nick(&mut self, id: ClientId, nick: &str, out: &mut Outbox) -> Result<(), Error> {
-        self.check_new_nick(Some(id), nick)?;
+    fn change_nick(
+        &mut self,
+        id: ClientId,
+        nick: &str,
+        now: Millis,
+        out: &mut Outbox,
+    ) -> Result<(), Error> {
+        self.check_new_nick(Some(id), nick, now)?;
         let key = fold(nick);
         let old = self.users[&id].source.clone();
         if *old.nick == *nick {
             return Ok(());
         }
+        let serial = self.users[&id].serial;
+        self.delay_nick(id, Some(serial), now);
+        // Its own held nick taken back: nobody else is waiting for it.
+        self.delayed.release(&key);
         self.nicks.remove(&fold(&old.nick));
         self.nicks.insert(key, id);
         let new: Arc<str> = nick.into();
@@ -663,6 +737,24 @@ impl Core {
             source: u.source.clone(),
             away: u.away.is_some(),
         }
+    }
+
+    /// Holds `id`'s current nick for `owner` (`None`: nobody) until `nick_delay` after `now`, if
+    /// it is in a big room: those rooms are not told it leaves the nick, so nobody else may
+    /// take it at once and pass for it there.
+    fn delay_nick(&mut self, id: ClientId, owner: Option<u32>, now: Millis) {
+        let Some(user) = self.users.get(&id) else {
+            return;
+        };
+        let big = self.limits.big_room;
+        if self.limits.nick_delay == 0
+            || !user.room_keys().any(|k| self.rooms[k].members.len() > big)
+        {
+            return;
+        }
+        let until = now.saturating_add(self.limits.nick_delay);
+        self.delayed
+            .hold(&fold(&user.source.nick), owner, until, now);
     }
 
     /// Everyone who shares at least one room with `id` (possibly `id` itself), each once; big

@@ -1,10 +1,15 @@
 //! Unit tests of the chat core: commands in, events out, no sockets and no clock.
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use super::*;
 
 const A: ClientId = ClientId(1);
 const B: ClientId = ClientId(2);
 const C: ClientId = ClientId(3);
+/// Where the test users connect from.
+const IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const TEN: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
 
 /// A core with three users, `alice` and `bob` in #lobby, `carol` nowhere yet.
 struct World {
@@ -21,7 +26,7 @@ impl World {
             now: 1_000_000,
         };
         for (id, nick) in [(A, "alice"), (B, "bob"), (C, "carol")] {
-            w.core.connect(id, "127.0.0.1", w.now);
+            w.core.connect(id, IP, w.now);
             w.run(id, Command::Nick(nick.into()));
         }
         w.run(A, Command::Join(LOBBY.into()));
@@ -153,24 +158,21 @@ fn who(room: &str) -> Command {
 fn guests_get_distinct_nicks_skipping_taken_ones() {
     let mut core = Core::new(CoreLimits::counts(0, 3, 1000), 1_000_000);
     let mut out = Outbox::default();
-    assert_eq!(&*core.connect(A, "h", 0), "guest1");
+    assert_eq!(&*core.connect(A, IP, 0), "guest1");
     core.handle(A, Command::Nick("guest2".into()), 0, &mut out);
-    assert_eq!(&*core.connect(B, "h", 0), "guest3");
+    assert_eq!(&*core.connect(B, IP, 0), "guest3");
 }
 
 #[test]
 fn registering_with_a_chosen_nick_checks_it() {
     let mut core = Core::new(CoreLimits::counts(0, 3, 1000), 1_000_000);
+    assert_eq!(core.register(A, "alice", "al", "Alice L", TEN, 0), Ok(()));
     assert_eq!(
-        core.register(A, "alice", "al", "Alice L", "10.0.0.1", 0),
-        Ok(())
-    );
-    assert_eq!(
-        core.register(B, "ALICE", "x", "x", "h", 0),
+        core.register(B, "ALICE", "x", "x", IP, 0),
         Err(Error::NickInUse("ALICE".into()))
     );
     assert!(matches!(
-        core.register(B, "9", "x", "x", "h", 0),
+        core.register(B, "9", "x", "x", IP, 0),
         Err(Error::InvalidNick(_))
     ));
     assert_eq!(core.user_count(), 1);
@@ -179,13 +181,14 @@ fn registering_with_a_chosen_nick_checks_it() {
     let (Event::Whois(info), _) = out.iter().next().unwrap() else {
         panic!()
     };
+    // The host is the address's cloak (was the address itself before cloaking).
     assert_eq!(
         (
             &*info.source.user,
             &*info.source.host,
             &*info.source.realname
         ),
-        ("al", "10.0.0.1", "Alice L")
+        ("al", &*core.cloak.host(TEN), "Alice L")
     );
 }
 
@@ -278,7 +281,7 @@ fn nick_rules_and_case_insensitive_uniqueness() {
     };
     assert_eq!(
         (&*from.nick, &*from.user, &*from.host),
-        ("Alice", "line", "127.0.0.1")
+        ("Alice", "line", &*w.core.cloak.host(IP))
     );
     // The old nick is free again once changed.
     w.run(A, Command::Nick("ally".into()));
@@ -310,24 +313,24 @@ fn service_and_server_names_are_reserved_nicks_case_insensitively() {
     }
     // Registering (IRC) checks the same, and the check a session makes before it too.
     assert_eq!(
-        w.core.check_new_nick(None, "ChanServ"),
+        w.core.check_new_nick(None, "ChanServ", 0),
         Err(Error::ReservedNick("ChanServ".into()))
     );
     assert_eq!(
-        w.core.register(ClientId(9), "chanserv", "u", "r", "h", 0),
+        w.core.register(ClientId(9), "chanserv", "u", "r", IP, 0),
         Err(Error::ReservedNick("chanserv".into()))
     );
     assert_eq!(w.core.user_count(), 3);
     // Malformed beats reserved, reserved beats taken; one's own nick is no conflict.
     assert!(matches!(
-        w.core.check_new_nick(None, "9x"),
+        w.core.check_new_nick(None, "9x", 0),
         Err(Error::InvalidNick(_))
     ));
     assert_eq!(
-        w.core.check_new_nick(None, "ALICE"),
+        w.core.check_new_nick(None, "ALICE", 0),
         Err(Error::NickInUse("ALICE".into()))
     );
-    assert_eq!(w.core.check_new_nick(Some(A), "ALICE"), Ok(()));
+    assert_eq!(w.core.check_new_nick(Some(A), "ALICE", 0), Ok(()));
     assert_eq!(Error::ReservedNick("x".into()).code(), "reserved-nick");
 }
 
@@ -335,10 +338,10 @@ fn service_and_server_names_are_reserved_nicks_case_insensitively() {
 fn guest_nicks_are_unaffected_unless_reserved_themselves() {
     let mut core = Core::new(CoreLimits::counts(0, 3, 1000), 0);
     core.reserve_nick("pollchat");
-    assert_eq!(&*core.connect(A, "h", 0), "guest1");
+    assert_eq!(&*core.connect(A, IP, 0), "guest1");
     // An operator who reserves a guest nick never sees it handed out.
     core.reserve_nick("GUEST2");
-    assert_eq!(&*core.connect(B, "h", 0), "guest3");
+    assert_eq!(&*core.connect(B, IP, 0), "guest3");
 }
 
 #[test]
@@ -397,7 +400,7 @@ fn invisible_characters_are_stripped_from_every_label() {
     );
     w.out.clear();
     w.core
-        .disconnect(B, &format!("quit: {rlo}tiuq\u{ad}"), &mut w.out);
+        .disconnect(B, &format!("quit: {rlo}tiuq\u{ad}"), w.now, &mut w.out);
     assert_eq!(
         w.collect()
             .iter()
@@ -411,7 +414,7 @@ fn invisible_characters_are_stripped_from_every_label() {
             "dave",
             "d",
             &format!("Dave{rlo} \u{200f}L"),
-            "h",
+            IP,
             0,
         )
         .unwrap();
@@ -624,7 +627,8 @@ fn disconnect_tells_each_neighbour_once_with_the_reason() {
     w.run(A, Command::Join("#rust".into()));
     w.run(B, Command::Join("#rust".into()));
     w.out.clear();
-    w.core.disconnect(A, "send queue exceeded", &mut w.out);
+    w.core
+        .disconnect(A, "send queue exceeded", w.now, &mut w.out);
     let events: Vec<(String, Vec<ClientId>)> = w
         .collect()
         .iter()
@@ -782,7 +786,7 @@ fn big_rooms_do_not_announce_presence_and_list_few_names_on_join() {
     let mut core = Core::new(CoreLimits::counts(0, 3, 2), 0);
     let mut out = Outbox::default();
     for i in 1..=4 {
-        core.connect(ClientId(i), "h", 0);
+        core.connect(ClientId(i), IP, 0);
     }
     for i in 1..=2 {
         core.handle(ClientId(i), Command::Join("#big".into()), 0, &mut out);
@@ -819,7 +823,7 @@ fn big_rooms_do_not_announce_presence_and_list_few_names_on_join() {
         vec![vec![ClientId(1)]]
     );
     out.clear();
-    core.disconnect(ClientId(1), "bye", &mut out);
+    core.disconnect(ClientId(1), "bye", 0, &mut out);
     assert!(out.is_empty());
     // Messages still reach everyone.
     core.handle(ClientId(2), say("hello"), 0, &mut out);
@@ -836,11 +840,12 @@ fn budget_core(room_bytes: usize, total_bytes: usize, max_total_rooms: usize) ->
             room_history_bytes: room_bytes,
             history_bytes: total_bytes,
             max_total_rooms,
+            nick_delay: 0,
         },
         0,
     );
     for (id, nick) in [(A, "alice"), (B, "bob"), (C, "carol")] {
-        core.connect(id, "h", 0);
+        core.connect(id, IP, 0);
         core.handle(id, Command::Nick(nick.into()), 0, &mut Outbox::default());
     }
     core
@@ -936,7 +941,7 @@ proptest::proptest! {
         let mut out = Outbox::default();
         let mut model: HashMap<String, Vec<ClientId>> = HashMap::new();
         for id in 1..9 {
-            core.connect(ClientId(id), "h", 0);
+            core.connect(ClientId(id), IP, 0);
         }
         for (op, id, room) in ops {
             let (id, room) = (ClientId(id), format!("#r{room}"));
@@ -954,8 +959,8 @@ proptest::proptest! {
                     model.entry(room).or_default().retain(|&m| m != id);
                 }
                 _ => {
-                    core.disconnect(id, "gone", &mut out);
-                    core.connect(id, "h", 0);
+                    core.disconnect(id, "gone", 0, &mut out);
+                    core.connect(id, IP, 0);
                     model.values_mut().for_each(|m| m.retain(|&x| x != id));
                 }
             }
@@ -976,13 +981,172 @@ proptest::proptest! {
     }
 }
 
+#[test]
+fn others_see_a_cloak_and_only_the_user_itself_its_address() {
+    let mut w = World::new(0);
+    let cloak = Cloak::new([9; 16], 64);
+    w.core.set_cloak(cloak);
+    w.core
+        .register(ClientId(9), "dave", "d", "D", TEN, w.now)
+        .unwrap();
+    w.core
+        .register(ClientId(10), "erin", "e", "E", TEN, w.now)
+        .unwrap();
+    let whois = |w: &mut World, asker, nick: &str| {
+        let Event::Whois(info) = w.run(asker, Command::Whois(nick.into())).remove(0).0 else {
+            panic!()
+        };
+        info
+    };
+    // Two connections from one address get one cloak, that of the server's key.
+    let (dave, erin) = (whois(&mut w, A, "dave"), whois(&mut w, A, "erin"));
+    assert_eq!(&*dave.source.host, cloak.host(TEN));
+    assert_eq!(dave.source.host, erin.source.host);
+    assert!(!dave.source.host.contains("10.0.0.1"));
+    // Nobody else is told the address; the user itself is.
+    assert_eq!(dave.address, None);
+    assert_eq!(whois(&mut w, ClientId(10), "dave").address, None);
+    assert_eq!(whois(&mut w, ClientId(9), "dave").address, Some(TEN));
+    // A message carries the cloak too.
+    w.run(ClientId(9), Command::Join("#x".into()));
+    w.run(ClientId(10), Command::Join("#x".into()));
+    let said = w.run(
+        ClientId(9),
+        Command::Say {
+            room: Some("#x".into()),
+            text: "hi".into(),
+            kind: MsgKind::Normal,
+            echo: false,
+        },
+    );
+    let Event::Message { from, .. } = &said[0].0 else {
+        panic!()
+    };
+    assert_eq!(*from.host, *cloak.host(TEN));
+}
+
+/// A core whose rooms are big past 2 members, with a 30 s nick delay; users 1–3 (`u1`…`u3`)
+/// in `#big` (big), user 4 (`u4`) and 5 (`u5`) in `#small` only.
+fn delay_core() -> Core {
+    let limits = CoreLimits {
+        nick_delay: 30_000,
+        ..CoreLimits::counts(0, 3, 2)
+    };
+    let mut core = Core::new(limits, 0);
+    let mut out = Outbox::default();
+    for i in 1..=5 {
+        core.connect(ClientId(i), IP, 0);
+        core.handle(ClientId(i), Command::Nick(format!("u{i}")), 0, &mut out);
+        let room = if i <= 3 { "#big" } else { "#small" };
+        core.handle(ClientId(i), Command::Join(room.into()), 0, &mut out);
+    }
+    core
+}
+
+/// Whether `id` may take `nick` at `now`, as the core answers a NICK.
+fn take(core: &mut Core, id: ClientId, nick: &str, now: Millis) -> Result<(), Error> {
+    let mut out = Outbox::default();
+    core.handle(id, Command::Nick(nick.into()), now, &mut out);
+    match out.iter().next() {
+        Some((Event::Error(e), _)) => Err(e.clone()),
+        _ => Ok(()),
+    }
+}
+
+#[test]
+fn a_nick_that_quits_a_big_room_is_held_for_the_delay() {
+    let mut core = delay_core();
+    let mut out = Outbox::default();
+    core.disconnect(ClientId(1), "bye", 10_000, &mut out);
+    let held = Err(Error::NickDelayed {
+        nick: "U1".into(),
+        secs: 30,
+    });
+    // Case-insensitively, to a user changing nick and to one registering…
+    assert_eq!(take(&mut core, ClientId(4), "U1", 10_000), held);
+    assert_eq!(
+        core.register(ClientId(9), "u1", "u", "r", IP, 39_999),
+        Err(Error::NickDelayed {
+            nick: "u1".into(),
+            secs: 1,
+        })
+    );
+    // …and to a new user given the same ClientId (drivers reuse them).
+    core.connect(ClientId(1), IP, 20_000);
+    assert!(matches!(
+        take(&mut core, ClientId(1), "u1", 20_000),
+        Err(Error::NickDelayed { .. })
+    ));
+    // Once the delay is over, anyone may have it.
+    assert_eq!(take(&mut core, ClientId(4), "u1", 40_000), Ok(()));
+    // A quit from small rooms only was announced: nothing is held.
+    core.disconnect(ClientId(5), "bye", 40_000, &mut out);
+    assert_eq!(take(&mut core, ClientId(1), "u5", 40_000), Ok(()));
+}
+
+#[test]
+fn a_nick_left_by_a_change_in_a_big_room_is_held_for_its_owner_only() {
+    let mut core = delay_core();
+    assert_eq!(take(&mut core, ClientId(2), "away2", 1_000), Ok(()));
+    assert!(matches!(
+        take(&mut core, ClientId(4), "u2", 2_000),
+        Err(Error::NickDelayed { secs: 29, .. })
+    ));
+    // The same person takes it back; then it is an ordinary nick in use.
+    assert_eq!(take(&mut core, ClientId(2), "U2", 3_000), Ok(()));
+    assert_eq!(
+        take(&mut core, ClientId(4), "u2", 4_000),
+        Err(Error::NickInUse("u2".into()))
+    );
+    // Its owner gone, a held nick is nobody's, even under the owner's old ClientId.
+    assert_eq!(take(&mut core, ClientId(3), "other3", 5_000), Ok(()));
+    let mut out = Outbox::default();
+    core.disconnect(ClientId(3), "bye", 6_000, &mut out);
+    core.connect(ClientId(3), IP, 7_000);
+    for nick in ["u3", "other3"] {
+        assert!(
+            matches!(
+                take(&mut core, ClientId(3), nick, 7_000),
+                Err(Error::NickDelayed { .. })
+            ),
+            "{nick}"
+        );
+    }
+    // Changes in small rooms were announced: nothing is held.
+    assert_eq!(take(&mut core, ClientId(4), "four", 8_000), Ok(()));
+    assert_eq!(take(&mut core, ClientId(5), "u4", 8_000), Ok(()));
+}
+
+#[test]
+fn no_delay_when_it_is_off() {
+    let mut core = Core::new(CoreLimits::counts(0, 3, 2), 0);
+    let mut out = Outbox::default();
+    for i in 1..=4 {
+        core.connect(ClientId(i), IP, 0);
+        core.handle(ClientId(i), Command::Join("#big".into()), 0, &mut out);
+    }
+    core.disconnect(ClientId(1), "bye", 0, &mut out);
+    assert_eq!(take(&mut core, ClientId(2), "guest1", 0), Ok(()));
+}
+
+#[test]
+fn guest_nicks_skip_held_ones() {
+    let mut core = delay_core();
+    // u4 takes "guest6", the next guest nick, and leaves it in a big room.
+    let mut out = Outbox::default();
+    core.handle(ClientId(4), Command::Join("#big".into()), 0, &mut out);
+    assert_eq!(take(&mut core, ClientId(4), "guest6", 0), Ok(()));
+    core.disconnect(ClientId(4), "bye", 0, &mut out);
+    assert_eq!(&*core.connect(ClientId(9), IP, 1), "guest7");
+}
+
 /// A core with `n` users `u0000`.. in #lobby (big rooms over `big`).
 fn crowd(n: usize, big: usize) -> Core {
     let mut core = Core::new(CoreLimits::counts(10, 8, big), 0);
     let mut out = Outbox::default();
     for i in 0..n {
         let id = ClientId(i + 1);
-        core.connect(id, "h", 0);
+        core.connect(id, IP, 0);
         core.handle(id, Command::Nick(format!("u{i:04}")), 0, &mut out);
         core.handle(id, Command::Join(LOBBY.into()), 0, &mut out);
         out.clear();
@@ -1026,10 +1190,10 @@ fn a_long_member_list_comes_in_pages_that_resume_after_the_last_name_sent() {
     // The list changes under the cursor: one listed member leaves, one ahead of the cursor
     // leaves, one joins behind it and one ahead of it.
     let mut out = Outbox::default();
-    core.disconnect(ClientId(1), "gone", &mut out);
-    core.disconnect(ClientId(301), "gone", &mut out);
+    core.disconnect(ClientId(1), "gone", 0, &mut out);
+    core.disconnect(ClientId(301), "gone", 0, &mut out);
     for (id, nick) in [(ClientId(5000), "a-behind"), (ClientId(5001), "zz-ahead")] {
-        core.connect(id, "h", 0);
+        core.connect(id, IP, 0);
         core.handle(id, Command::Nick(nick.into()), 0, &mut out);
         core.handle(id, Command::Join(LOBBY.into()), 0, &mut out);
     }
@@ -1079,7 +1243,7 @@ fn a_joiner_of_a_big_room_is_sent_a_few_names_and_always_itself() {
     // sorts (here, after every name shown).
     let mut core = crowd(700, 300);
     let id = ClientId(9999);
-    core.connect(id, "h", 0);
+    core.connect(id, IP, 0);
     core.handle(id, Command::Nick("zed".into()), 0, &mut Outbox::default());
     let mut cursor = cursor_of(&mut core, id, Command::Join(LOBBY.into()));
     let mut all = Vec::new();
@@ -1102,7 +1266,7 @@ fn a_joiner_of_a_big_room_is_sent_a_few_names_and_always_itself() {
 fn rooms_are_listed_in_case_folded_order_across_pages() {
     let mut core = Core::new(CoreLimits::counts(0, 200, 1000), 0);
     let mut out = Outbox::default();
-    core.connect(A, "h", 0);
+    core.connect(A, IP, 0);
     for i in 0..150 {
         let name = if i % 2 == 0 {
             format!("#Room{i:03}")

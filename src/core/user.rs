@@ -1,5 +1,6 @@
 //! A connected user as the core sees it: who it is, its rooms and its presence.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::event::{Millis, Source};
@@ -17,6 +18,14 @@ pub struct User {
     pub connected_at: Millis,
     /// When the user last sent a message; whois shows the idle time from it.
     pub last_active: Millis,
+    /// Where the user connects from. Others only ever see its cloak (`source.host`); this is
+    /// kept for the user's own WHOIS (and later an operator's), as 17 bytes rather than a
+    /// string.
+    pub ip: IpAddr,
+    /// Tells this user from a later one given the same `ClientId` (drivers reuse them): a nick
+    /// it left is held for it alone (`core::nick_delay`). Wraps after 2³² connections, far
+    /// apart in time from any one hold.
+    pub serial: u32,
 }
 
 impl User {

@@ -33,7 +33,7 @@ use mio::{Poll, Token, Waker};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
-use crate::core::{ClientId, Core, CoreLimits, Millis, Outbox};
+use crate::core::{ClientId, Cloak, Core, CoreLimits, Millis, Outbox};
 use crate::session::{Protocol, Reason};
 
 /// A paged answer's next page is rendered once the asker's queue holds less than this (or
@@ -275,7 +275,8 @@ pub fn spawn(io: IoModel, config: Config) -> io::Result<Running> {
 }
 
 /// A chat core with the limits of `config`, refusing as nicks the server's own name and the
-/// `--reserved-nick` names (besides the services' names every core refuses).
+/// `--reserved-nick` names (besides the services' names every core refuses), cloaking hosts
+/// with `--cloak-key` or a random key.
 pub(crate) fn new_core(config: &Config) -> Core {
     let limits = CoreLimits {
         history: config.history,
@@ -284,8 +285,13 @@ pub(crate) fn new_core(config: &Config) -> Core {
         room_history_bytes: config.room_history_bytes,
         history_bytes: config.history_bytes,
         max_total_rooms: config.max_total_rooms,
+        nick_delay: config.nick_delay.as_millis() as Millis,
     };
     let mut core = Core::new(limits, wall_ms());
+    core.set_cloak(match &config.cloak_key {
+        Some(phrase) => Cloak::from_phrase(phrase, config.ipv6_prefix),
+        None => Cloak::random(config.ipv6_prefix),
+    });
     core.reserve_nick(&config.server_name);
     for nick in &config.reserved_nicks {
         core.reserve_nick(nick);
@@ -307,7 +313,7 @@ pub(crate) fn depart(
     let text = reason.text();
     let nick = core.nick(id).cloned().unwrap_or_else(|| "?".into());
     info!("{peer} ({nick}) disconnected: {text}");
-    core.disconnect(id, &text, outbox);
+    core.disconnect(id, &text, wall_ms(), outbox);
     if everyone_leaves {
         outbox.clear();
     }

@@ -782,8 +782,12 @@ impl EventLoop {
         self.admission.left(conn.peer().ip());
         if conn.phase != Phase::Draining {
             // Only at the shutdown deadline: the core still has it.
-            self.core
-                .disconnect(ClientId(key), "server shutting down", &mut self.outbox);
+            self.core.disconnect(
+                ClientId(key),
+                "server shutting down",
+                wall_ms(),
+                &mut self.outbox,
+            );
             self.outbox.clear();
         }
         debug!("{}: closed", conn.peer());

@@ -25,6 +25,7 @@ use std::fmt::Write as _;
 
 use super::iso8601;
 use super::text::{self, TextError};
+use crate::core::cloak::real_host;
 use crate::core::{Command, Event, Listing, MsgKind, Source};
 
 /// What one client line asks for.
@@ -354,6 +355,16 @@ pub fn render(event: &Event) -> Vec<u8> {
             );
             if let Some(away) = &w.away {
                 line(&mut s, format_args!("NOTICE {nick} is away: {away}"));
+            }
+            if let Some(ip) = w.address {
+                line(
+                    &mut s,
+                    format_args!(
+                        "NOTICE {nick} connects from {} (only you see this; others see {})",
+                        real_host(ip),
+                        w.source.host
+                    ),
+                );
             }
         }
         Event::AwayIs { away: true } => line(&mut s, format_args!("NOTICE you are marked as away")),

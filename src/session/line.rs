@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use log::{info, trace};
 
-use super::{Context, Now, Reason, Step, Tick, Wake, host_of};
+use super::{Context, Now, Reason, Step, Tick, Wake};
 use crate::core::{ClientId, Command, Core, LOBBY, Outbox};
 use crate::framer::Frame;
 use crate::protocol::line::{self, LineError, Request};
@@ -19,7 +19,7 @@ use crate::protocol::line::{self, LineError, Request};
 #[derive(Debug)]
 pub struct LineSession {
     id: ClientId,
-    /// The peer's address and port, for the host others see and for log lines (kept apart: a
+    /// The peer's address and port, for the core (which shows others its cloak) and log lines (kept apart: a
     /// `SocketAddr` takes 32 bytes, these 20, and every connection keeps one).
     ip: IpAddr,
     port: u16,
@@ -48,7 +48,7 @@ impl LineSession {
     /// Registers the client with the core under a guest nick and joins it to the lobby (events
     /// into `out`); the greeting in the reply must be sent before those events.
     pub fn welcome(&mut self, core: &mut Core, now: Now, out: &mut Outbox) -> Step {
-        let nick = core.connect(self.id, &host_of(self.ip), now.wall);
+        let nick = core.connect(self.id, self.ip, now.wall);
         info!("{} connected as {nick}", self.peer());
         let greeting = line::render_welcome(&nick, LOBBY);
         core.handle(self.id, Command::Join(LOBBY.into()), now.wall, out);

@@ -23,7 +23,7 @@
 pub mod irc;
 pub mod line;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
@@ -315,18 +315,6 @@ impl<C: Clone + From<Vec<u8>>> Rendered<C> {
 impl<C: Clone + From<Vec<u8>>> Default for Rendered<C> {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// How a peer's address is shown to other users (never a reverse-DNS name: a lookup would block
-/// the loop). An IPv6 address starting with `:` gets a leading `0`, as IRC servers do, so that it
-/// cannot be mistaken for a trailing parameter.
-pub fn host_of(ip: IpAddr) -> String {
-    let s = ip.to_string();
-    if s.starts_with(':') {
-        format!("0{s}")
-    } else {
-        s
     }
 }
 

@@ -175,6 +175,8 @@ fn irc_registers_with_nick_and_user_in_either_order() {
         ["USER al 0 * :Alice", "NICK alice"],
     ] {
         let mut b = Bench::new(|_| {});
+        let cloak = crate::core::Cloak::new([1; 16], 64);
+        b.core.set_cloak(cloak);
         let mut s = b.session(Protocol::Irc, 1);
         let now = b.at(0);
         assert_eq!(s.welcome(&mut b.core, now, &mut b.out), Step::default());
@@ -189,9 +191,11 @@ fn irc_registers_with_nick_and_user_in_either_order() {
                 "001", "002", "003", "004", "005", "251", "252", "254", "255", "422"
             ]
         );
-        assert!(burst.starts_with(
-            ":pollchat 001 alice :Welcome to the pollchat IRC network, alice!al@10.0.0.7\r\n"
-        ));
+        // 001 shows the prefix others see: the cloak, not 10.0.0.7 (as it did before cloaking).
+        let host = cloak.host("10.0.0.7".parse().unwrap());
+        assert!(burst.starts_with(&format!(
+            ":pollchat 001 alice :Welcome to the pollchat IRC network, alice!al@{host}\r\n"
+        )));
         assert_eq!(b.core.nick(ClientId(1)).map(|n| &**n), Some("alice"));
     }
 }

@@ -21,6 +21,12 @@ use pollchat::driver::ShutdownHandle;
 /// How long any single expected line may take before the test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The `--cloak-key` of every test server.
+pub const CLOAK_KEY: &str = "pollchat test cloak key";
+/// The host other users see for a client from 127.0.0.1 under [`CLOAK_KEY`] (pinned by
+/// `core::cloak`'s known-answer test).
+pub const LOCAL_CLOAK: &str = "f1c0136b.a16b454c.ip";
+
 /// A server running its loop on a thread of the test process.
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -56,6 +62,8 @@ impl TestServer {
             // Every test client comes from 127.0.0.1, hundreds of them in some tests: only the
             // tests of this limit set it.
             max_connects_per_ip: 0,
+            // A fixed key, so that tests know the cloak every test client (127.0.0.1) gets.
+            cloak_key: Some(CLOAK_KEY.into()),
             ..Config::default()
         };
         tweak(&mut config);

@@ -15,6 +15,7 @@ use std::fmt::{Display, Write as _};
 
 use self::numeric::*;
 use super::iso8601;
+use crate::core::cloak::real_host;
 use crate::core::{
     Error, Event, Listing, Member, Millis, MsgKind, Source, WhoisInfo, names, names::LABEL_MAX,
     names::NICK_MAX, names::ROOM_MAX,
@@ -484,6 +485,10 @@ fn whois(o: &mut Out<'_>, w: &WhoisInfo) {
     if let Some(away) = &w.away {
         o.numeric_with(RPL_AWAY, &[nick], &[away]);
     }
+    if let Some(ip) = w.address {
+        let real = real_host(ip);
+        o.numeric_with(RPL_WHOISHOST, &[nick], &[&real, &real]);
+    }
     o.numeric(
         RPL_WHOISIDLE,
         &[nick, &w.idle_secs, &(w.connected_at / 1000)],
@@ -504,7 +509,12 @@ pub fn error(o: &mut Out<'_>, e: &Error) {
         Error::NotInRoom(r) => o.numeric(ERR_NOTONCHANNEL, &[r]),
         Error::CannotSend(r) => o.numeric(ERR_CANNOTSENDTOCHAN, &[r]),
         Error::TooManyRooms { room, .. } => o.numeric(ERR_TOOMANYCHANNELS, &[&safe(room)]),
-        Error::ServerRoomsFull { room, .. } => o.numeric(ERR_UNAVAILRESOURCE, &[&safe(room)]),
+        Error::ServerRoomsFull { room, .. } => {
+            o.numeric_with(ERR_UNAVAILRESOURCE, &[&safe(room)], &[&UNAVAIL_ROOM])
+        }
+        Error::NickDelayed { nick, .. } => {
+            o.numeric_with(ERR_UNAVAILRESOURCE, &[&safe(nick)], &[&UNAVAIL_NICK])
+        }
         // Only a message without a target gets this, and every IRC message names one.
         Error::NoCurrentRoom => o.numeric_with(ERR_NORECIPIENT, &[], &[&"PRIVMSG"]),
         Error::NoText => o.numeric(ERR_NOTEXTTOSEND, &[]),
@@ -707,10 +717,15 @@ mod tests {
             away: Some("a".repeat(300).into()),
             idle_secs: 1,
             connected_at: 0,
+            address: Some("1234:5678:9abc:def0:1234:5678:9abc:def0".parse().unwrap()),
         });
         let out = render(&whois, "irc.example.org", &"m".repeat(32), false, 0);
         assert_lines_fit(&out);
         let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(
+            " 378 mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn :is connecting \
+             from *@1234:5678:9abc:def0:1234:5678:9abc:def0 1234:5678:9abc:def0:1234:5678:9abc:def0\r\n"
+        ));
         let listed: usize = text
             .lines()
             .filter(|l| l.contains(" 319 "))

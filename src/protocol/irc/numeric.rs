@@ -113,6 +113,9 @@ numerics! {
     /// Hole: the server's name.
     RPL_MOTDSTART = 375, ":- {} Message of the day -";
     RPL_ENDOFMOTD = 376, ":End of /MOTD command";
+    /// Middle: nick. Holes: its real host and address (both the IP: no reverse DNS). Sent only
+    /// to the user itself: everyone else sees only the cloaked host of 311.
+    RPL_WHOISHOST = 378, ":is connecting from *@{} {}";
     /// Middle: nick.
     ERR_NOSUCHNICK = 401, ":No such nick/channel";
     /// Middle: room.
@@ -138,8 +141,9 @@ numerics! {
     ERR_ERRONEUSNICKNAME = 432, ":Erroneous nickname";
     /// Middle: the nick refused.
     ERR_NICKNAMEINUSE = 433, ":Nickname is already in use";
-    /// Middle: a room that cannot be created now (`--max-total-rooms`).
-    ERR_UNAVAILRESOURCE = 437, ":Channel is temporarily unavailable: the server has all the rooms it keeps";
+    /// Middle: a room that cannot be created now (`--max-total-rooms`) or a nick held by the
+    /// nick delay. Hole: [`UNAVAIL_ROOM`] or [`UNAVAIL_NICK`].
+    ERR_UNAVAILRESOURCE = 437, ":{}";
     /// Middle: room.
     ERR_NOTONCHANNEL = 442, ":You're not on that channel";
     ERR_NOTREGISTERED = 451, ":You have not registered";
@@ -151,6 +155,12 @@ numerics! {
     ERR_CHANOPRIVSNEEDED = 482, ":You're not channel operator";
     ERR_USERSDONTMATCH = 502, ":Can't change mode for other users";
 }
+
+/// The text of a 437 about a room.
+pub const UNAVAIL_ROOM: &str =
+    "Channel is temporarily unavailable: the server has all the rooms it keeps";
+/// The text of a 437 about a nick (held by `--nick-delay`).
+pub const UNAVAIL_NICK: &str = "Nick is temporarily unavailable: its owner left it moments ago";
 
 /// An IRCv3 standard reply, `FAIL <command> <code> :<description>`: a line refused before it
 /// was parsed.

@@ -31,7 +31,7 @@ pub(super) struct Call<'c, 'a> {
     pub o: &'c mut Out<'a>,
     pub core: &'c mut Core,
     pub id: ClientId,
-    /// The client's address, for its `nick!user@host`.
+    /// The client's address, given to the core at registration (others see its cloak).
     pub host: IpAddr,
     pub ctx: &'c Context,
     pub now: Millis,

@@ -88,7 +88,7 @@ impl Caps {
 pub struct IrcSession {
     /// The chat core's name for this client.
     id: ClientId,
-    /// The peer, for the host others see and for log lines.
+    /// The peer, for the core (which shows others its cloak) and for log lines.
     pub(in crate::session) peer: SocketAddr,
     /// The nick asked for before registration completed.
     nick: Option<String>,

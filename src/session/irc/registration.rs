@@ -64,7 +64,7 @@ pub(super) fn nick(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     };
     if s.registered {
         c.run(Command::Nick(nick.to_string()));
-    } else if let Err(e) = c.core.check_new_nick(None, nick) {
+    } else if let Err(e) = c.core.check_new_nick(None, nick, c.now) {
         // 432 for a malformed or reserved nick, 433 for a taken one.
         irc::error(c.o, &e);
     } else {
@@ -120,8 +120,7 @@ fn try_register(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
         c.o.numeric(ERR_PASSWDMISMATCH, &[]);
         return Some(Reason::BadPassword);
     }
-    let host = crate::session::host_of(c.host);
-    if let Err(e) = c.core.register(c.id, nick, user, realname, &host, c.now) {
+    if let Err(e) = c.core.register(c.id, nick, user, realname, c.host, c.now) {
         irc::error(c.o, &e);
         s.nick = None;
         return None;
@@ -129,7 +128,13 @@ fn try_register(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     s.registered = true;
     let mut w = Out::new(&ctx.server, nick);
     let version = concat!("pollchat-", env!("CARGO_PKG_VERSION"));
-    w.numeric_with(RPL_WELCOME, &[], &[&format_args!("{nick}!{user}@{host}")]);
+    // The prefix others see, cloaked host included (clients size their lines by it).
+    let me = c
+        .core
+        .source(c.id)
+        .map(|s| irc::prefix(s))
+        .unwrap_or_default();
+    w.numeric_with(RPL_WELCOME, &[], &[&me]);
     w.numeric_with(RPL_YOURHOST, &[], &[&ctx.server, &version]);
     w.numeric_with(RPL_CREATED, &[], &[&crate::protocol::iso8601(ctx.started)]);
     w.numeric(RPL_MYINFO, &[&ctx.server, &version]);
