@@ -46,7 +46,8 @@
 //! - [`limits`]: raising RLIMIT_NOFILE and deriving `--max-clients` from it.
 //! - [`bench`]: `pollchat bench`, the load generator (itself one mio loop on one thread): payloads
 //!   and line parsing, delivery and latency accounting, the step search, the server process and
-//!   `/proc`, the report and the SVG chart drawn by `cargo bench`.
+//!   `/proc`, hostile clients (`--attack`), churn and mass departures, the report and the SVG
+//!   chart drawn by `cargo bench`.
 
 pub mod bench;
 pub mod client;

@@ -85,6 +85,12 @@ pub struct Plan {
     pub slow: usize,
     /// Bytes of message text.
     pub payload: usize,
+    /// Room `i` is `#{room_prefix}{i}` (`r` for the measured clients; other prefixes keep the
+    /// helpers of a scenario, such as the bystanders of `--attack`, out of each other's rooms).
+    pub room_prefix: &'static str,
+    /// Line protocol: stay in `#lobby` as well as joining the room, as a user who never types
+    /// `/part` does (the lobby's size then weighs on memory and on every arrival).
+    pub stay_in_lobby: bool,
 }
 
 impl Plan {
@@ -353,7 +359,10 @@ impl Load {
             Wire::Chat => {
                 // The server puts every client in #lobby; leaving it at once keeps thousands of
                 // connecting clients from each being told of every other one's arrival.
-                let _ = write!(conn.out, "/part #lobby\n/join #r{room}\n");
+                if !self.plan.stay_in_lobby {
+                    conn.out.extend_from_slice(b"/part #lobby\n");
+                }
+                let _ = writeln!(conn.out, "/join #{}{room}", self.plan.room_prefix);
             }
             Wire::Irc => {
                 // JOIN follows 001; the process id keeps two generators' nicks apart on one
@@ -367,7 +376,10 @@ impl Load {
             Wire::Redis if redis_pub => {}
             Wire::Redis => wire::write_resp(
                 &mut conn.out,
-                &[b"SUBSCRIBE", format!("r{room}").as_bytes()],
+                &[
+                    b"SUBSCRIBE",
+                    format!("{}{room}", self.plan.room_prefix).as_bytes(),
+                ],
             ),
         }
         self.conns.push(conn);
@@ -478,8 +490,10 @@ impl Load {
             errors,
             joined,
             arrived,
+            plan,
             ..
         } = self;
+        let prefix = plan.room_prefix;
         let c = &mut conns[i];
         let mut partial = std::mem::take(&mut c.partial);
         let out_before = c.out.len();
@@ -498,7 +512,7 @@ impl Load {
                     nicks.insert(nick.to_string(), i);
                     c.nick = Some(nick.to_string());
                     if kind == Wire::Irc {
-                        let _ = write!(c.out, "JOIN #r{}\r\n", c.room);
+                        let _ = write!(c.out, "JOIN #{prefix}{}\r\n", c.room);
                     }
                 }
                 Line::Ping(token) => {
@@ -508,7 +522,8 @@ impl Load {
                     let mine = match kind {
                         Wire::Chat | Wire::Irc => {
                             c.nick.as_deref() == Some(nick)
-                                && room.strip_prefix("#r") == Some(&c.room.to_string())
+                                && room.strip_prefix('#').and_then(|r| r.strip_prefix(prefix))
+                                    == Some(&c.room.to_string())
                         }
                         Wire::Redis => true,
                     };
@@ -585,6 +600,7 @@ impl Load {
 
     fn queue_message(&mut self, i: usize, intended_ns: u64) {
         let (trial, size, kind) = (self.tally.trial, self.plan.payload, self.plan.wire);
+        let prefix = self.plan.room_prefix;
         let c = &mut self.conns[i];
         c.seq += 1;
         let p = Payload {
@@ -599,14 +615,14 @@ impl Load {
                 c.out.push(b'\n');
             }
             Wire::Irc => {
-                let _ = write!(c.out, "PRIVMSG #r{} :", c.room);
+                let _ = write!(c.out, "PRIVMSG #{prefix}{} :", c.room);
                 wire::write_payload(&mut c.out, p, size);
                 c.out.extend_from_slice(b"\r\n");
             }
             Wire::Redis => {
                 let mut text = Vec::with_capacity(size + 8);
                 wire::write_payload(&mut text, p, size);
-                let room = format!("r{}", c.room);
+                let room = format!("{prefix}{}", c.room);
                 wire::write_resp(&mut c.out, &[b"PUBLISH", room.as_bytes(), &text]);
             }
         }
@@ -859,6 +875,8 @@ mod tests {
             senders: clients,
             slow,
             payload: 64,
+            room_prefix: "r",
+            stay_in_lobby: false,
         }
     }
 

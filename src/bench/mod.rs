@@ -11,7 +11,9 @@
 //! search), [`load`] (the event loop), [`target`] (the server process, `/proc`, pinning),
 //! [`report`] (table and JSON), [`chart`] (the SVG chart `cargo bench` draws).
 
+pub mod attack;
 pub mod chart;
+pub mod churn;
 pub mod load;
 pub mod report;
 pub mod stats;
@@ -23,6 +25,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use attack::{Attack, AttackResult, Attacks};
+use churn::{ChurnResult, MassResult};
 use load::{Load, Plan, SlowOutcome, Trial, Wire};
 use stats::StepSearch;
 use target::{ProcStats, Spawned};
@@ -45,6 +49,10 @@ pub struct Opts {
     /// PID of the server at --addr, to read its CPU time and memory from /proc
     #[arg(long, requires = "addr")]
     pub server_pid: Option<u32>,
+    /// With --addr and --attack: the running server's IRC address, for the attacks over IRC
+    /// (without it they run over the line protocol only)
+    #[arg(long, requires = "addr")]
+    pub irc_addr: Option<SocketAddr>,
     /// Start `pollchat serve --listen 127.0.0.1:0 --flood-rate 0 --max-sendq 16777216
     /// --max-connects-per-ip 0 --no-irc ARGS`
     /// (the same binary; with --irc, `--irc-listen 127.0.0.1:0` instead of `--no-irc`) and load
@@ -96,6 +104,43 @@ pub struct Opts {
     /// and the connect time (--rooms spreads them; default rooms of 10)
     #[arg(long, value_name = "N", conflicts_with = "slow")]
     pub idle: Option<usize>,
+    /// --idle: clients stay in #lobby as well as joining their room, as users who never type
+    /// /part do (by default they leave it)
+    #[arg(long, requires = "idle")]
+    pub stay_in_lobby: bool,
+    /// Hostile clients, each attack for --duration seconds against a fresh server while two
+    /// bystanders measure their latency (--rate messages/s, default 50): never-read-listing,
+    /// never-read-joiners, comma-lists, slow-loris, reconnect-storm, a comma-separated list of
+    /// them, or `all`. Reports the server's VmRSS and VmHWM before, during and after, the
+    /// bystanders' latency and how many hostile sockets the server closed
+    #[arg(long, value_name = "KINDS", value_parser = Attack::parse_list,
+          conflicts_with_all = ["step", "idle", "slow", "redis", "irc"])]
+    pub attack: Option<Attacks>,
+    /// --attack: hostile sockets
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub hostile: usize,
+    /// --attack never-read-listing: clients that fill the server first, each in #lobby and in
+    /// a room of its own (so up to 9,990 rooms, under the default --max-total-rooms)
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub fillers: usize,
+    /// Churn soak: N clients in all connect, join a room, talk and leave, in waves of --wave,
+    /// for at most --churn-secs; reports server RSS before, at the peak and after the server
+    /// trimmed, and its descriptors before and after
+    #[arg(long, value_name = "N",
+          conflicts_with_all = ["step", "idle", "slow", "redis", "irc", "attack"])]
+    pub churn: Option<usize>,
+    /// --churn: clients per wave
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub wave: usize,
+    /// --churn: seconds the waves may take in all
+    #[arg(long, value_name = "SECS", default_value_t = 20.0)]
+    pub churn_secs: f64,
+    /// Mass disconnect: N clients in #lobby (and one of 100 rooms) close at once while two
+    /// bystanders measure their latency (--rate, default 100); then N clients again and
+    /// SIGTERM, timing the exit (a spawned server only)
+    #[arg(long, value_name = "N",
+          conflicts_with_all = ["step", "idle", "slow", "redis", "irc", "attack", "churn"])]
+    pub mass_disconnect: Option<usize>,
     /// Make the last N clients stop reading once the run starts, and report what happened to
     /// them and the others' latency
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -172,7 +217,7 @@ pub struct IdleMemory {
 /// Everything one run found.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
-    /// "load", "step", "idle" or "slow".
+    /// "load", "step", "idle", "slow", "attack", "churn" or "mass-disconnect".
     pub scenario: String,
     /// What was loaded: the spawn command, "redis-server", or the address.
     pub target: String,
@@ -193,6 +238,10 @@ pub struct Report {
     pub at_half: Option<Trial>,
     pub idle: Option<IdleMemory>,
     pub slow_outcome: Option<SlowOutcome>,
+    /// `--attack`: one result per attack.
+    pub attacks: Vec<AttackResult>,
+    pub churn: Option<ChurnResult>,
+    pub mass: Option<MassResult>,
     /// The server at the end of the run.
     pub server: Option<ProcStats>,
     /// Lines the server sent that were errors (should be none).
@@ -206,12 +255,108 @@ impl Report {
     }
 }
 
+/// The server a scenario runs against: spawned (and stopped when this is dropped) or given by
+/// `--addr`, and how it and the generator were pinned.
+pub struct Server {
+    /// Where line-protocol clients connect (`--addr` itself when given; Redis: its address).
+    pub line: SocketAddr,
+    /// Where IRC clients connect, if known.
+    pub irc: Option<SocketAddr>,
+    /// Its process, for `/proc`.
+    pub pid: Option<u32>,
+    /// How reports name it: the spawn command, "redis-server", or the address.
+    pub name: String,
+    pub pinning: String,
+    pub spawned: Option<Spawned>,
+}
+
+impl Server {
+    /// Spawns the server the options describe (pollchat with `--spawn`'s arguments after
+    /// `extra`, with an IRC listener if `irc`; or `redis-server`) or takes `--addr`, and pins
+    /// it and the generator to different cores when there are two or more.
+    pub fn start(opts: &Opts, irc: bool, extra: &str) -> io::Result<Server> {
+        // Each client is a descriptor (two for a Redis sender).
+        let _ = crate::limits::raise_nofile();
+        // Read once per process: after the first pinning the generator may run on one CPU only,
+        // and a second server (one per attack) must still get the other.
+        static CPUS: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+        let cpus = CPUS.get_or_init(target::allowed_cpus);
+        let (server_cpu, gen_cpu) = match cpus.as_slice() {
+            [first, .., last] if !opts.no_pin => (Some(*last), Some(*first)),
+            _ => (None, None),
+        };
+        let mut srv = if let Some(addr) = opts.addr {
+            Server {
+                line: addr,
+                irc: opts.irc_addr,
+                pid: opts.server_pid,
+                name: format!("pollchat at {addr}"),
+                pinning: String::new(),
+                spawned: None,
+            }
+        } else if opts.redis {
+            let s = target::spawn_redis(server_cpu)?;
+            Server {
+                line: s.addr,
+                irc: None,
+                pid: Some(s.pid()),
+                name: "redis-server".into(),
+                pinning: String::new(),
+                spawned: Some(s),
+            }
+        } else {
+            let exe = match &opts.exe {
+                Some(e) => e.clone(),
+                None => std::env::current_exe()?,
+            };
+            let args = format!("{extra} {}", opts.spawn.as_deref().unwrap_or_default());
+            let args = args.trim();
+            let s = target::spawn_pollchat(&exe, args, irc, server_cpu)?;
+            Server {
+                line: s.addr,
+                irc: s.irc_addr,
+                pid: Some(s.pid()),
+                name: format!("pollchat {}", target::serve_args(args, irc).join(" ")),
+                pinning: String::new(),
+                spawned: Some(s),
+            }
+        };
+        srv.pinning = match (server_cpu, gen_cpu, opts.addr) {
+            (Some(s), Some(g), None) if target::pin(0, g) => {
+                format!("server pinned to CPU {s}, generator to CPU {g}")
+            }
+            (Some(_), Some(g), Some(_)) if target::pin(0, g) => {
+                format!("generator pinned to CPU {g}; the server at --addr is not pinned by us")
+            }
+            _ => format!("not pinned ({} CPUs available)", cpus.len()),
+        };
+        Ok(srv)
+    }
+
+    /// Fails if a spawned server has exited.
+    pub fn check_alive(&mut self) -> io::Result<()> {
+        if self.spawned.as_mut().is_some_and(|s| !s.alive()) {
+            return Err(io::Error::other("the server exited during the run"));
+        }
+        Ok(())
+    }
+}
+
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s.max(0.0))
 }
 
 /// Runs the scenario the options describe.
 pub fn run(opts: &Opts) -> io::Result<Report> {
+    if let Some(kinds) = &opts.attack {
+        return attack::run(opts, &kinds.0);
+    }
+    if let Some(n) = opts.churn {
+        return churn::run_churn(opts, n);
+    }
+    if let Some(n) = opts.mass_disconnect {
+        return churn::run_mass(opts, n);
+    }
     if opts.clients == 0 || opts.rooms == 0 || opts.slow >= opts.clients.max(1) && opts.slow > 0 {
         return Err(io::Error::other(
             "need at least one client and one room, and fewer --slow than --clients",
@@ -226,53 +371,21 @@ pub fn run(opts: &Opts) -> io::Result<Report> {
             wire::IRC_MAX_LINE
         )));
     }
-    // Each client is a descriptor (two for a Redis sender).
-    let _ = crate::limits::raise_nofile();
-    let cpus = target::allowed_cpus();
-    let (server_cpu, gen_cpu) = match cpus.as_slice() {
-        [first, .., last] if !opts.no_pin => (Some(*last), Some(*first)),
-        _ => (None, None),
-    };
+    let srv = Server::start(opts, opts.irc, "")?;
+    let (pid, pinning) = (srv.pid, srv.pinning.clone());
     let progress = !opts.no_progress;
-    let mut spawned: Option<Spawned> = None;
-    let (addr, pid, target_name) = if let Some(addr) = opts.addr {
-        let what = match (opts.redis, opts.irc) {
-            (true, _) => "redis",
-            (_, true) => "pollchat IRC",
-            _ => "pollchat",
-        };
-        (addr, opts.server_pid, format!("{what} at {addr}"))
-    } else if opts.redis {
-        let s = target::spawn_redis(server_cpu)?;
-        let t = (s.addr, Some(s.pid()), "redis-server".to_string());
-        spawned = Some(s);
-        t
-    } else {
-        let exe = match &opts.exe {
-            Some(e) => e.clone(),
-            None => std::env::current_exe()?,
-        };
-        let extra = opts.spawn.clone().unwrap_or_default();
-        let s = target::spawn_pollchat(&exe, &extra, opts.irc, server_cpu)?;
-        let name = format!(
-            "pollchat {}",
-            target::serve_args(&extra, opts.irc).join(" ")
-        );
-        let addr = if opts.irc { s.irc_addr } else { Some(s.addr) };
-        let addr = addr.ok_or_else(|| io::Error::other("the server has no IRC listener"))?;
-        let t = (addr, Some(s.pid()), name);
-        spawned = Some(s);
-        t
+    let (addr, target_name) = match (opts.addr, opts.redis, opts.irc) {
+        // A given address is the one to speak to: with --irc, the IRC listener.
+        (Some(addr), true, _) => (addr, format!("redis at {addr}")),
+        (Some(addr), _, true) => (addr, format!("pollchat IRC at {addr}")),
+        (None, false, true) => (
+            srv.irc
+                .ok_or_else(|| io::Error::other("the server has no IRC listener"))?,
+            srv.name.clone(),
+        ),
+        _ => (srv.line, srv.name.clone()),
     };
-    let pinning = match (server_cpu, gen_cpu, opts.addr) {
-        (Some(s), Some(g), None) if target::pin(0, g) => {
-            format!("server pinned to CPU {s}, generator to CPU {g}")
-        }
-        (Some(_), Some(g), Some(_)) if target::pin(0, g) => {
-            format!("generator pinned to CPU {g}; the server at --addr is not pinned by us")
-        }
-        _ => format!("not pinned ({} CPUs available)", cpus.len()),
-    };
+    let mut spawned = srv.spawned;
     let idle = opts.idle;
     let clients = idle.unwrap_or(opts.clients);
     let rooms = match idle {
@@ -296,6 +409,8 @@ pub fn run(opts: &Opts) -> io::Result<Report> {
         senders,
         slow: opts.slow,
         payload: opts.payload as usize,
+        room_prefix: "r",
+        stay_in_lobby: opts.stay_in_lobby,
     };
     let mut report = Report {
         scenario: match (opts.step, idle, opts.slow) {

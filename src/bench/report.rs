@@ -32,6 +32,230 @@ fn pct(x: Option<f64>) -> String {
 /// The human-readable report.
 pub fn human(r: &Report) -> String {
     let mut s = String::new();
+    if !r.attacks.is_empty() {
+        attacks(&mut s, r);
+    } else if let Some(c) = &r.churn {
+        churn(&mut s, r, c);
+    } else if let Some(m) = &r.mass {
+        mass(&mut s, r, m);
+    } else {
+        load(&mut s, r);
+    }
+    for e in &r.errors {
+        let _ = writeln!(s, "server error line: {e}");
+    }
+    s
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// `--attack`: one row per attack, then why the hostile connections were closed.
+fn attacks(s: &mut String, r: &Report) {
+    let first = &r.attacks[0];
+    let _ = writeln!(
+        s,
+        "pollchat bench: attack — {} hostile sockets for {:.0} s each, a fresh server per attack",
+        first.hostile, first.secs
+    );
+    let _ = writeln!(s, "target: {}", first.target);
+    let _ = writeln!(s, "cores: {}", r.pinning);
+    let _ = writeln!(
+        s,
+        "\n{:<20} {:>7} {:>7} {:>22} {:>22} {:>22} {:>6}",
+        "attack",
+        "opened",
+        "closed",
+        "RSS MiB bef/dur/aft",
+        "HWM MiB bef/dur/aft",
+        "bystander ms p50/p99/max",
+        "lost"
+    );
+    for a in &r.attacks {
+        let b = &a.bystander;
+        let _ = writeln!(
+            s,
+            "{:<20} {:>7} {:>7} {:>22} {:>22} {:>22} {:>6}{}",
+            a.attack,
+            a.outcome.opened,
+            a.outcome.closed_by_server,
+            format!(
+                "{:.1} / {:.1} / {:.1}",
+                mib(a.rss_before_kib),
+                mib(a.rss_during_kib),
+                mib(a.rss_after_kib)
+            ),
+            format!(
+                "{:.1} / {:.1} / {:.1}",
+                mib(a.peak_before_kib),
+                mib(a.peak_during_kib),
+                mib(a.peak_after_kib)
+            ),
+            format!(
+                "{:.2} / {:.2} / {:.1}",
+                ms(b.p50_us),
+                ms(b.p99_us),
+                ms(b.max_us)
+            ),
+            b.lost,
+            if a.server_alive {
+                ""
+            } else {
+                "  (the server died)"
+            }
+        );
+    }
+    let _ = writeln!(s);
+    for a in &r.attacks {
+        let o = &a.outcome;
+        let _ = write!(
+            s,
+            "{}: hostile sockets read {:.1} MiB",
+            a.attack,
+            o.bytes_read as f64 / (1 << 20) as f64
+        );
+        if a.attack == "reconnect-storm" {
+            let _ = write!(s, "; {} of {} connects greeted", o.admitted, o.opened);
+        }
+        let reasons: Vec<String> = o.reasons.iter().map(|(k, n)| format!("{n}× {k}")).collect();
+        if !reasons.is_empty() {
+            let _ = write!(s, "; closed: {}", reasons.join(", "));
+        }
+        let _ = writeln!(s);
+    }
+    let reset = r.attacks.iter().all(|a| a.peak_reset);
+    let _ = writeln!(
+        s,
+        "(RSS during is the highest of samples every 100 ms; HWM during is {}; after is read once \
+         the server has been quiet 7 s, past its quiet-time trim; closed counts hostile \
+         connections that saw an end of stream, a reset, or a BYE/ERROR line)",
+        if reset {
+            "the attack's own peak (VmHWM reset before it)"
+        } else {
+            "the server's lifetime peak (VmHWM could not be reset)"
+        }
+    );
+}
+
+/// `--churn`.
+fn churn(s: &mut String, r: &Report, c: &super::ChurnResult) {
+    let _ = writeln!(
+        s,
+        "pollchat bench: churn — {} clients connected, joined, talked and left in {} waves over {:.1} s",
+        c.clients, c.waves, c.secs
+    );
+    let _ = writeln!(s, "target: {}", r.target);
+    let _ = writeln!(s, "cores: {}", r.pinning);
+    let _ = writeln!(
+        s,
+        "server RSS {:.1} MiB before, peak (VmHWM) {:.1} MiB, {:.1} MiB {:.1} s after the last left",
+        mib(c.rss_before_kib),
+        mib(c.peak_kib),
+        mib(c.rss_after_kib),
+        c.settle_secs
+    );
+    let _ = writeln!(
+        s,
+        "server descriptors {} before, {} after; {} messages sent, {} deliveries lost",
+        c.fds_before, c.fds_after, c.sent, c.lost
+    );
+    let _ = writeln!(
+        s,
+        "{}: RSS {} within 10% of the baseline, descriptors {} the baseline",
+        if c.passed { "PASS" } else { "FAIL" },
+        if c.rss_after_kib as f64 <= c.rss_before_kib as f64 * 1.1 {
+            "back"
+        } else {
+            "not back"
+        },
+        if c.fds_after == c.fds_before {
+            "back to"
+        } else {
+            "not back to"
+        }
+    );
+}
+
+/// `--mass-disconnect`.
+fn mass(s: &mut String, r: &Report, m: &super::MassResult) {
+    let _ = writeln!(
+        s,
+        "pollchat bench: mass disconnect — {} clients in #lobby and one of 100 rooms close at once",
+        m.clients
+    );
+    let _ = writeln!(s, "target: {}", r.target);
+    let _ = writeln!(s, "cores: {}", r.pinning);
+    let _ = writeln!(
+        s,
+        "connected and joined {} clients in {:.2} s",
+        m.clients, m.connect_secs
+    );
+    let b = &m.bystander;
+    let _ = writeln!(
+        s,
+        "bystanders over the close: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} of {} delivered",
+        ms(b.p50_us),
+        ms(b.p99_us),
+        ms(b.max_us),
+        b.delivered,
+        b.expected
+    );
+    match (m.lobby_empty_secs, m.close_cpu_secs) {
+        (Some(t), cpu) => {
+            let _ = writeln!(
+                s,
+                "#lobby back to one member {:.3} s after the close{}",
+                t,
+                cpu.map_or(String::new(), |c| format!(
+                    " (server CPU {c:.2} s meanwhile)"
+                ))
+            );
+        }
+        (None, _) => {
+            let _ = writeln!(s, "#lobby did not empty within 10 s");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "{}: the loop answered within a second during the mass close (max {:.0} ms)",
+        if b.max_us < 1_000_000 && b.lost == 0 {
+            "PASS"
+        } else {
+            "FAIL"
+        },
+        ms(b.max_us)
+    );
+    match m.exit_secs {
+        Some(t) => {
+            let _ = writeln!(
+                s,
+                "{}: SIGTERM with {} clients connected: exited in {:.3} s (drain limit {:.0} s)",
+                if t <= super::churn::DRAIN_LIMIT.as_secs_f64() {
+                    "PASS"
+                } else {
+                    "FAIL"
+                },
+                m.sigterm_clients,
+                t,
+                super::churn::DRAIN_LIMIT.as_secs_f64()
+            );
+        }
+        None if m.sigterm_clients > 0 => {
+            let _ = writeln!(
+                s,
+                "FAIL: SIGTERM with {} clients connected: still running after 10 s",
+                m.sigterm_clients
+            );
+        }
+        None => {
+            let _ = writeln!(s, "(SIGTERM not tried: the server was not spawned)");
+        }
+    }
+}
+
+/// The load, step, idle and slow scenarios.
+fn load(s: &mut String, r: &Report) {
     let _ = writeln!(
         s,
         "pollchat bench: {} over {} — {} clients in {} room(s), {} sending, {} slow, {}-byte payloads",
@@ -158,10 +382,6 @@ pub fn human(r: &Report) -> String {
         s,
         "(latency counts from each message's intended send time; lag p99 is how late the generator sent; gen CPU leaves out its spinning through sub-millisecond waits)"
     );
-    for e in &r.errors {
-        let _ = writeln!(s, "server error line: {e}");
-    }
-    s
 }
 
 fn json_str(s: &str) -> String {
@@ -254,8 +474,76 @@ pub fn json(r: &Report) -> String {
         )
     });
     let errors: Vec<String> = r.errors.iter().map(|e| json_str(e)).collect();
+    let attacks: Vec<String> = r
+        .attacks
+        .iter()
+        .map(|a| {
+            let reasons: Vec<String> = a
+                .outcome
+                .reasons
+                .iter()
+                .map(|(k, n)| format!("{}:{n}", json_str(k)))
+                .collect();
+            format!(
+                "{{\"attack\":{},\"hostile\":{},\"secs\":{},\"opened\":{},\"closed_by_server\":{},\
+                 \"reasons\":{{{}}},\"admitted\":{},\"bytes_read\":{},\"rss_before_kib\":{},\
+                 \"rss_during_kib\":{},\"rss_after_kib\":{},\"peak_before_kib\":{},\
+                 \"peak_during_kib\":{},\"peak_after_kib\":{},\"peak_reset\":{},\
+                 \"server_alive\":{},\"bystander\":{}}}",
+                json_str(a.attack),
+                a.hostile,
+                json_num(a.secs),
+                a.outcome.opened,
+                a.outcome.closed_by_server,
+                reasons.join(","),
+                a.outcome.admitted,
+                a.outcome.bytes_read,
+                a.rss_before_kib,
+                a.rss_during_kib,
+                a.rss_after_kib,
+                a.peak_before_kib,
+                a.peak_during_kib,
+                a.peak_after_kib,
+                a.peak_reset,
+                a.server_alive,
+                trial_json(&a.bystander)
+            )
+        })
+        .collect();
+    let churn = r.churn.as_ref().map_or("null".into(), |c| {
+        format!(
+            "{{\"clients\":{},\"waves\":{},\"secs\":{},\"rss_before_kib\":{},\"peak_kib\":{},\
+             \"rss_after_kib\":{},\"fds_before\":{},\"fds_after\":{},\"settle_secs\":{},\
+             \"sent\":{},\"lost\":{},\"passed\":{}}}",
+            c.clients,
+            c.waves,
+            json_num(c.secs),
+            c.rss_before_kib,
+            c.peak_kib,
+            c.rss_after_kib,
+            c.fds_before,
+            c.fds_after,
+            json_num(c.settle_secs),
+            c.sent,
+            c.lost,
+            c.passed
+        )
+    });
+    let mass = r.mass.as_ref().map_or("null".into(), |m| {
+        format!(
+            "{{\"clients\":{},\"connect_secs\":{},\"bystander\":{},\"lobby_empty_secs\":{},\
+             \"close_cpu_secs\":{},\"sigterm_clients\":{},\"exit_secs\":{}}}",
+            m.clients,
+            json_num(m.connect_secs),
+            trial_json(&m.bystander),
+            json_opt(m.lobby_empty_secs),
+            json_opt(m.close_cpu_secs),
+            m.sigterm_clients,
+            json_opt(m.exit_secs)
+        )
+    });
     format!(
-        "{{\"scenario\":{},\"wire\":{},\"target\":{},\"pinning\":{},\"clients\":{},\"rooms\":{},\"senders\":{},\"slow\":{},\"payload\":{},\"connect_secs\":{},\"trials\":[{}],\"best\":{},\"at_half\":{},\"idle\":{},\"slow_outcome\":{},\"server\":{},\"errors\":[{}]}}",
+        "{{\"scenario\":{},\"wire\":{},\"target\":{},\"pinning\":{},\"clients\":{},\"rooms\":{},\"senders\":{},\"slow\":{},\"payload\":{},\"connect_secs\":{},\"trials\":[{}],\"best\":{},\"at_half\":{},\"idle\":{},\"slow_outcome\":{},\"attacks\":[{}],\"churn\":{},\"mass_disconnect\":{},\"server\":{},\"errors\":[{}]}}",
         json_str(&r.scenario),
         json_str(&r.wire),
         json_str(&r.target),
@@ -271,6 +559,9 @@ pub fn json(r: &Report) -> String {
         opt_trial(&r.at_half),
         idle,
         slow,
+        attacks.join(","),
+        churn,
+        mass,
         server,
         errors.join(",")
     )

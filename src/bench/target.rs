@@ -60,6 +60,23 @@ impl Spawned {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Sends SIGTERM and waits up to `limit` for the process to exit; returns how long it took
+    /// (`None`: still running at `limit`, and killed when dropped).
+    pub fn terminate(&mut self, limit: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        // SAFETY: kill only sends a signal to our own child.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        while start.elapsed() < limit {
+            if !self.alive() {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        None
+    }
+
     /// Lines of the server's log containing `needle`.
     pub fn log_count(&self, needle: &str) -> usize {
         fs::read_to_string(&self.log)
@@ -92,12 +109,8 @@ impl Drop for Spawned {
 /// defaults not overridden by `extra` (with an IRC listener on an ephemeral port if `irc`), then
 /// `extra` itself (split on whitespace).
 pub fn serve_args(extra: &str, irc: bool) -> Vec<String> {
+    let set = |flag: &str| sets_flag(extra, flag);
     let extra: Vec<String> = extra.split_whitespace().map(String::from).collect();
-    let set = |flag: &str| {
-        extra
-            .iter()
-            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
-    };
     let mut args = vec!["serve".into(), "--listen".into(), "127.0.0.1:0".into()];
     let irc_default = if irc { IRC_EPHEMERAL } else { NO_IRC };
     let irc_set = set(NO_IRC.0) || set(IRC_EPHEMERAL.0);
@@ -114,6 +127,13 @@ pub fn serve_args(extra: &str, irc: bool) -> Vec<String> {
     }
     args.extend(extra);
     args
+}
+
+/// Whether the serve arguments `extra` set `flag` (as `--flag value` or `--flag=value`).
+pub fn sets_flag(extra: &str, flag: &str) -> bool {
+    extra
+        .split_whitespace()
+        .any(|a| a == flag || a.strip_prefix(flag).is_some_and(|v| v.starts_with('=')))
 }
 
 /// Starts `exe serve ...` pinned to `cpu` (if any) and waits for its "listening on" log line,
@@ -313,6 +333,18 @@ impl ProcStats {
         let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         Some(parse_proc(&stat, &status, clock_ticks()))
     }
+}
+
+/// How many file descriptors process `pid` holds (`/proc/PID/fd`), if it can be read.
+pub fn fd_count(pid: u32) -> Option<usize> {
+    Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// Resets process `pid`'s peak resident size (VmHWM) to its current one (`echo 5 >
+/// /proc/PID/clear_refs`, Linux 4.0 and later), so the next reading is the peak of what
+/// happens from now on. Returns whether it worked (it needs the right to write there).
+pub fn reset_peak(pid: u32) -> bool {
+    fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
 
 fn clock_ticks() -> u64 {
