@@ -17,7 +17,7 @@ pub mod page;
 pub mod room;
 pub mod user;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -30,7 +30,7 @@ pub use event::{
 };
 use names::{check_nick, check_room, check_text, fold, label};
 use nick_delay::NickDelay;
-use room::{HistoryEntry, Membership, Room};
+use room::{ByNick, HistoryEntry, Membership, Room};
 use user::User;
 
 /// The room every line-protocol client starts in; it exists even when empty.
@@ -88,8 +88,9 @@ pub struct Core {
     /// can pose as what the server is not or as the server itself.
     reserved: HashSet<String>,
     rooms: Slab<Room>,
-    /// Folded room name → key in `rooms`.
-    room_keys: HashMap<String, usize>,
+    /// Folded room name → key in `rooms`, in order: a paged room list resumes where it
+    /// stopped in O(log rooms).
+    room_keys: BTreeMap<String, usize>,
     /// Number for the next guest nick.
     next_guest: u64,
     /// User name and real name of every line-protocol user, shared rather than allocated for
@@ -130,7 +131,7 @@ impl Core {
             nicks: HashMap::new(),
             reserved: names::SERVICE_NICKS.iter().map(|n| fold(n)).collect(),
             rooms,
-            room_keys: HashMap::from([(LOBBY.to_string(), lobby)]),
+            room_keys: BTreeMap::from([(LOBBY.to_string(), lobby)]),
             next_guest: 1,
             line_user: "line".into(),
             line_realname: "line protocol user".into(),
@@ -265,7 +266,7 @@ impl Core {
         };
         self.nicks.remove(&fold(&user.source.nick));
         for &membership in &user.rooms {
-            self.leave(id, membership);
+            self.leave(id, &user.source.nick, membership);
         }
         let event = Event::Quit {
             who: user.source,
@@ -552,6 +553,11 @@ impl Core {
             nick: new.clone(),
             ..(*old).clone()
         });
+        for key in self.users[&id].room_keys() {
+            let index = &mut self.rooms[key].by_nick;
+            index.remove(&ByNick(old.nick.clone(), id));
+            index.insert(ByNick(new.clone(), id));
+        }
         let mut to = self.neighbours(id);
         if !to.contains(&id) {
             to.push(id);
@@ -600,6 +606,8 @@ impl Core {
             }
         };
         let slot = self.rooms[key].members.push(id);
+        let nick = self.users[&id].source.nick.clone();
+        self.rooms[key].by_nick.insert(ByNick(nick, id));
         let user = self
             .users
             .get_mut(&id)
@@ -659,7 +667,8 @@ impl Core {
             return;
         };
         let membership = user.rooms.remove(at);
-        self.leave(id, membership);
+        let nick = user.source.nick.clone();
+        self.leave(id, &nick, membership);
         let user = self.user_mut(id);
         if user.current == Some(key) {
             user.current = user.rooms.last().map(|m| m.key());
@@ -777,8 +786,9 @@ impl Core {
     /// Takes `id` out of a room's members (its user has already let go of `membership`, or is
     /// gone), moves the memberships of members whose slots changed, and drops the room if it
     /// is now empty.
-    fn leave(&mut self, id: ClientId, membership: Membership) {
+    fn leave(&mut self, id: ClientId, nick: &Arc<str>, membership: Membership) {
         let key = membership.key();
+        self.rooms[key].by_nick.remove(&ByNick(nick.clone(), id));
         for (moved, slot) in self.rooms[key].members.remove(id, membership.slot) {
             if let Some(m) = self
                 .users

@@ -1,7 +1,10 @@
 //! A room: its members, its topic and the ring of its recent messages.
 
-use std::collections::VecDeque;
+use std::cmp::Ordering;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
+
+use super::page::folded_cmp;
 
 use super::event::{ClientId, Millis, MsgKind, Source, Topic};
 
@@ -21,8 +24,11 @@ pub struct HistoryEntry {
 pub struct Room {
     /// The name as first written by its creator (`#Rust` stays `#Rust`; lookups fold case).
     pub name: Arc<str>,
-    /// Members in join order, with O(1) removal.
+    /// Members in join order, with O(1) removal: what a fan-out iterates.
     pub members: Members,
+    /// The same members in case-folded nick order: where a paged listing resumes, in
+    /// O(log members) instead of a scan of the room per page (see `core::page`).
+    pub by_nick: BTreeSet<ByNick>,
     pub topic: Option<Topic>,
     pub created_at: Millis,
     /// The last `capacity` messages, oldest first; allocated on the first message only.
@@ -47,6 +53,7 @@ impl Room {
         Room {
             name: name.into(),
             members: Members::default(),
+            by_nick: BTreeSet::new(),
             topic: None,
             created_at: now,
             history: VecDeque::new(),
@@ -101,6 +108,31 @@ impl Room {
         self.history.range(from..)
     }
 }
+
+/// A member in a room's nick index: its nick (shared with its `Source`, no copy) and id,
+/// ordered by case-folded nick (the id only breaks ties, which unique nicks never make).
+#[derive(Clone, Debug)]
+pub struct ByNick(pub Arc<str>, pub ClientId);
+
+impl Ord for ByNick {
+    fn cmp(&self, other: &Self) -> Ordering {
+        folded_cmp(&self.0, &other.0).then(self.1.cmp(&other.1))
+    }
+}
+
+impl PartialOrd for ByNick {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for ByNick {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for ByNick {}
 
 /// A room's members in join order. Fan-out iterates them on every message; joining and leaving
 /// are O(1) (amortised): each member's user remembers the member's slot ([`Membership`]), a

@@ -930,12 +930,13 @@ fn the_server_creates_at_most_max_total_rooms() {
 }
 
 proptest::proptest! {
-    /// Joins, parts and disconnects in any order: every room's members are exactly those of a
-    /// plain model, in join order, and every user's memberships point at its own slot (the
-    /// O(1) removal moves members around when it squeezes holes out).
+    /// Joins, parts, nick changes and disconnects in any order: every room's members are
+    /// exactly those of a plain model, in join order, and every user's memberships point at
+    /// its own slot (the O(1) removal moves members around when it squeezes holes out); each
+    /// room's nick index holds the same members under their current nicks.
     #[test]
     fn members_and_memberships_stay_consistent(
-        ops in proptest::collection::vec((0usize..3, 1usize..9, 0usize..4), 0..200),
+        ops in proptest::collection::vec((0usize..4, 1usize..9, 0usize..4), 0..200),
     ) {
         let mut core = Core::new(CoreLimits::counts(0, 8, 1000), 0);
         let mut out = Outbox::default();
@@ -958,13 +959,27 @@ proptest::proptest! {
                     core.handle(id, part, 0, &mut out);
                     model.entry(room).or_default().retain(|&m| m != id);
                 }
-                _ => {
+                2 => {
                     core.disconnect(id, "gone", 0, &mut out);
                     core.connect(id, IP, 0);
                     model.values_mut().for_each(|m| m.retain(|&x| x != id));
                 }
+                _ => {
+                    // Taken nicks are refused: the index must not change then either.
+                    core.handle(id, Command::Nick(format!("N{room}")), 0, &mut out);
+                }
             }
             out.clear();
+            for (_, r) in &core.rooms {
+                let mut members: Vec<ClientId> = r.members.iter().copied().collect();
+                members.sort();
+                let mut indexed: Vec<ClientId> = r.by_nick.iter().map(|m| m.1).collect();
+                indexed.sort();
+                proptest::prop_assert_eq!(members, indexed);
+                for m in &r.by_nick {
+                    proptest::prop_assert_eq!(&m.0, &core.users[&m.1].source.nick);
+                }
+            }
             for (name, expected) in &model {
                 let got: Vec<ClientId> = match core.room_keys.get(&fold(name)) {
                     Some(&key) => core.rooms[key].members.iter().copied().collect(),
