@@ -15,7 +15,8 @@
 //!   over-long lines are reported and skipped without being buffered.
 //! - [`core`]: the chat itself (users, rooms, private messages, presence, history, and
 //!   identity: cloaked hosts and the nick delay) with no I/O and no clock: commands in,
-//!   protocol-neutral events with their recipients out.
+//!   protocol-neutral events with their recipients out. Long answers (room and member lists,
+//!   history replay) come out as cursors that [`core::page`] turns into pages on demand.
 //! - [`protocol`]: front doors, parsing and rendering only. [`protocol::line`] parses what
 //!   `nc`/`telnet` users type and renders core events as lines whose first token says what they
 //!   are; [`protocol::irc`] does the same for IRC, with the code and text of every numeric in
@@ -30,7 +31,8 @@
 //!   PING state and runs each command through one command table (after ngircd's `parse.c`) to
 //!   handlers grouped by concern.
 //! - [`net`]: the per-connection record, the byte [`net::transform`] between socket and framer
-//!   (telnet stripping; TLS later), its output queue of shared chunks written with `writev`, its
+//!   (telnet stripping; TLS later), its output queue of shared chunks written with `writev` (and
+//!   what waits behind a paged answer), the loop's [`net::meter`] of all output held, its
 //!   flood-control token bucket, and the byte-bounded channel that feeds a writer thread in the
 //!   threaded driver.
 //! - [`driver`]: the I/O models, each driving the same sessions and core, and [`driver::spawn`]

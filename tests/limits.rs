@@ -568,6 +568,12 @@ fn a_long_listing_reaches_a_slow_reader_whole_and_in_order_while_rooms_change(io
         c.max_rooms = 1000;
         c.flood_rate = 0.0;
         c.max_sendq = 64 * 1024;
+        // The kernel holds a few KiB of the answer, not all of it: bob is far from its end
+        // when the rooms change. (Not under threads-direct, whose fan-out would wait on bob's
+        // socket holding the lock, alice with it, until --write-timeout cut bob off.)
+        if io != IoModel::ThreadsDirect {
+            c.send_buffer = Some(8192);
+        }
     });
     let mut alice = alice_with_many_rooms(&server, 600);
     let (mut bob, _) = server.join();

@@ -285,6 +285,17 @@ impl Core {
         }
     }
 
+    /// Gives back the memory of tables that were bigger than they are now (the loop calls it
+    /// when quiet: a crowd that came and went leaves them at their largest otherwise).
+    pub fn shrink_to_fit(&mut self) {
+        self.users.shrink_to_fit();
+        self.nicks.shrink_to_fit();
+        self.rooms.shrink_to_fit();
+        for (_, room) in &mut self.rooms {
+            room.members.shrink_to_fit();
+        }
+    }
+
     pub fn nick(&self, id: ClientId) -> Option<&Arc<str>> {
         self.users.get(&id).map(|u| &u.source.nick)
     }

@@ -151,6 +151,15 @@ pub struct Members {
 const HOLE: ClientId = ClientId(usize::MAX);
 
 impl Members {
+    /// Gives back the memory of a list that was longer than it is now (only what trails the
+    /// last member: slots are where users' memberships point).
+    pub fn shrink_to_fit(&mut self) {
+        while self.slots.last() == Some(&HOLE) {
+            self.slots.pop();
+        }
+        self.slots.shrink_to_fit();
+    }
+
     /// Adds a member at the end; returns its slot.
     pub fn push(&mut self, id: ClientId) -> u32 {
         self.slots.push(id);

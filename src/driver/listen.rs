@@ -206,6 +206,13 @@ impl Admission {
 
     /// Whether a new connection from `peer` may be served at `now` while `open` others are; a
     /// refused one is told why in one line of its protocol, logged, and closed (dropped by the
+    /// Gives back the memory of per-address tables that were bigger than they are now.
+    pub fn shrink_to_fit(&mut self) {
+        self.per_ip.shrink_to_fit();
+        self.bad_passwords.map.shrink_to_fit();
+        self.connects.map.shrink_to_fit();
+    }
+
     /// caller). An admitted one counts against its address until [`Admission::left`].
     pub fn admit(
         &mut self,

@@ -35,7 +35,7 @@ use mio::{Events, Interest, Token};
 use slab::Slab;
 
 use super::listen::{ACCEPTS_PER_TURN, Accepted, Admission, set_send_buffer};
-use super::timer::{TimerKind, Timers, Trim};
+use super::timer::{TimerKind, Timers, Trim, release_free_memory};
 use super::{Front, IoModel, REFILL_BELOW, Running, depart, new_core, wall_ms};
 use crate::config::Config;
 use crate::core::{ClientId, Core, Cursor, Event, Outbox};
@@ -43,7 +43,7 @@ use crate::framer::Frame;
 use crate::net::connection::{Connection, Flush, Phase};
 use crate::net::flood::TokenBucket;
 use crate::net::meter::{self, Counted};
-use crate::net::outq::{Later, Pending};
+use crate::net::outq::{Later, PAGE_COST, Pending};
 use crate::net::transform::Transform;
 use crate::session::{self, Context, Now, Protocol, Reason, Rendered, Session, Step, Wake};
 
@@ -59,6 +59,11 @@ const READ_CHUNK: usize = 16 * 1024;
 const READS_PER_TURN: usize = 4;
 /// Lines handled per connection per turn before the loop moves on to other connections.
 const LINES_PER_TURN: usize = 128;
+/// Answers in progress a client may have before the loop stops reading its commands until
+/// they are under way: a client that asks for long answers faster than it reads them is held
+/// back (TCP pushes back on it), rather than the server holding a growing list of answers or
+/// spending its turns on them.
+const MAX_ANSWERS: usize = 4;
 /// Pages rendered per connection per turn, so that one client reading a long answer fast does
 /// not starve the others.
 const PAGES_PER_TURN: usize = 4;
@@ -72,6 +77,8 @@ enum Flow {
     Budget,
     /// Out of flood tokens; the rest is stashed and a timer resumes it.
     Throttled,
+    /// Too many answers in progress; the rest is stashed and resumed as they are written.
+    Awaiting,
     /// The connection is closing: read nothing more.
     Stop,
 }
@@ -317,7 +324,7 @@ impl EventLoop {
     /// Reads a connection until `WouldBlock`, its budget, flood control or its end.
     fn read(&mut self, key: usize, now: Instant) {
         match self.conns.get(key) {
-            Some(c) if c.is_open() && !c.throttled => {}
+            Some(c) if c.is_open() && !c.throttled && !c.awaiting_pages => {}
             _ => return,
         }
         let mut scratch = std::mem::take(&mut self.scratch);
@@ -408,6 +415,16 @@ impl EventLoop {
                 conn.framer.stash(input);
                 self.pause(key, now);
                 return Flow::Throttled;
+            }
+            if conn.paged
+                && self
+                    .later
+                    .get(&key)
+                    .is_some_and(|l| l.pages() >= MAX_ANSWERS)
+            {
+                conn.framer.stash(input);
+                conn.awaiting_pages = true;
+                return Flow::Awaiting;
             }
             let max_line = conn.session.max_line(&self.ctx);
             let Some(frame) = conn.framer.next_frame(&mut input, max_line) else {
@@ -556,8 +573,17 @@ impl EventLoop {
         let Some(conn) = self.conns.get_mut(key).filter(|c| c.is_open()) else {
             return;
         };
-        conn.paged = true;
         let later = self.later.entry(key).or_default();
+        let held = conn.out.len() + later.len();
+        if later.pages() > 0 && held + PAGE_COST > self.config.max_sendq {
+            warn!(
+                "{}: send queue over --max-sendq {} bytes, disconnecting",
+                conn.peer(),
+                self.config.max_sendq
+            );
+            return self.mark_close(key, Reason::SendQueue);
+        }
+        conn.paged = true;
         later.push(Pending::Page(cursor));
         self.refill(key);
         self.mark_flush(key);
@@ -602,9 +628,18 @@ impl EventLoop {
                 }
             }
         }
+        let pages = later.pages();
         if later.is_empty() {
             conn.paged = false;
             self.later.remove(&key);
+        }
+        if conn.awaiting_pages && pages < MAX_ANSWERS {
+            // Its commands are read again, from where they were left.
+            conn.awaiting_pages = false;
+            if !conn.read_listed {
+                conn.read_listed = true;
+                self.to_read.push((key, conn.serial));
+            }
         }
     }
 
@@ -851,6 +886,21 @@ impl EventLoop {
         self.arm_session(key);
     }
 
+    /// The loop is quiet: tables that grew for a crowd that has left give their memory back, so
+    /// that a server returns to its size once clients have come and gone (a slab keeps its
+    /// largest size, a hash table its largest capacity). O(size of the tables), and only once
+    /// the loop has been quiet for a while.
+    fn shrink_tables(&mut self) {
+        self.conns.shrink_to_fit();
+        self.later.shrink_to_fit();
+        self.to_read.shrink_to_fit();
+        self.to_flush.shrink_to_fit();
+        self.to_close.shrink_to_fit();
+        self.timers.shrink_to_fit();
+        self.admission.shrink_to_fit();
+        self.core.shrink_to_fit();
+    }
+
     /// Drops timer entries nothing waits for any more (see [`Timers::compact`]).
     fn compact_timers(&mut self) {
         let (conns, ctx) = (&self.conns, &self.ctx);
@@ -867,7 +917,10 @@ impl EventLoop {
     fn fire_timers(&mut self, now: Instant) {
         while let Some((at, kind, key, serial)) = self.timers.pop_due(now) {
             if kind == TimerKind::Trim {
-                self.trim.fire(now, &mut self.timers);
+                if self.trim.fire(now, &mut self.timers) {
+                    self.shrink_tables();
+                    release_free_memory();
+                }
                 continue;
             }
             let Some(conn) = self.conns.get_mut(key) else {

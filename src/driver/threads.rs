@@ -433,7 +433,14 @@ impl State {
             if let Some(channel) = &client.conn.out
                 && channel.held() >= low
             {
-                return channel.push_page(cursor);
+                if channel.push_page(cursor).is_err() {
+                    warn!(
+                        "{}: send queue over --max-sendq {} bytes, disconnecting",
+                        client.conn.peer, self.max_sendq
+                    );
+                    self.mark_close(id, Reason::SendQueue);
+                }
+                return;
             }
             let (bytes, done) = session::render_page(class, &self.core, &mut cursor, ctx, me, wall);
             if let Some(reason) = self.push(&client.conn, &bytes.into()) {

@@ -80,6 +80,12 @@ impl Timers {
         }
     }
 
+    /// Gives back the memory of a heap that was bigger than it is now.
+    pub fn shrink_to_fit(&mut self) {
+        self.heap.shrink_to_fit();
+        self.compacted_len = self.len();
+    }
+
     /// Removes and returns one timer that is due at `now`.
     pub fn pop_due(&mut self, now: Instant) -> Option<Due> {
         match self.heap.peek() {
@@ -129,18 +135,22 @@ impl Trim {
         }
     }
 
-    /// The Trim timer is due: trim if the loop has been quiet long enough, or wait until then.
-    pub fn fire(&mut self, now: Instant, timers: &mut Timers) {
+    /// The Trim timer is due: whether the loop has been quiet long enough to trim now (the
+    /// caller shrinks its tables, then calls [`release_free_memory`]); if not, it waits until
+    /// then.
+    pub fn fire(&mut self, now: Instant, timers: &mut Timers) -> bool {
         if now.saturating_duration_since(self.last_busy) < TRIM_EVERY {
             timers.push(self.last_busy + TRIM_EVERY, TimerKind::Trim, 0, 0);
+            false
         } else {
             self.armed = false;
-            release_free_memory();
+            true
         }
     }
 }
 
-fn release_free_memory() {
+/// Hands the heap's free memory back to the kernel.
+pub fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free memory to the kernel; no pointer is involved.
     unsafe {

@@ -73,6 +73,8 @@ pub struct Connection {
     /// A paged answer is under way: the loop keeps what waits behind it (a [`Later`]) in a
     /// side table, so that the many connections without one pay a flag, not a field.
     pub paged: bool,
+    /// Not read while it has too many answers in progress (see the loop's `MAX_ANSWERS`).
+    pub awaiting_pages: bool,
 }
 
 impl Connection {
@@ -93,6 +95,7 @@ impl Connection {
             throttled: false,
             flooded: false,
             paged: false,
+            awaiting_pages: false,
         }
     }
 

@@ -141,7 +141,14 @@ pub struct Later<C = Rc<[u8]>> {
     items: VecDeque<Pending<C>>,
     /// Bytes of the `Bytes` items, counted against the send queue limit like queued ones.
     bytes: usize,
+    /// Answers in progress (`Page` items).
+    pages: usize,
 }
+
+/// What an answer in progress counts against the send queue limit: more than its cursor's own
+/// memory (about a hundred bytes), so that within its limit a client cannot make the server hold
+/// answers without end by asking and never reading.
+pub const PAGE_COST: usize = 1024;
 
 /// One item of a [`Later`].
 #[derive(Debug)]
@@ -156,14 +163,16 @@ impl<C> Default for Later<C> {
         Later {
             items: VecDeque::new(),
             bytes: 0,
+            pages: 0,
         }
     }
 }
 
 impl<C: Deref<Target = [u8]>> Later<C> {
     pub fn push(&mut self, item: Pending<C>) {
-        if let Pending::Bytes(b) = &item {
-            self.bytes += b.len();
+        match &item {
+            Pending::Bytes(b) => self.bytes += b.len(),
+            Pending::Page(_) => self.pages += 1,
         }
         self.items.push_back(item);
     }
@@ -171,15 +180,22 @@ impl<C: Deref<Target = [u8]>> Later<C> {
     /// The first item, taken out.
     pub fn pop(&mut self) -> Option<Pending<C>> {
         let item = self.items.pop_front()?;
-        if let Pending::Bytes(b) = &item {
-            self.bytes -= b.len();
+        match &item {
+            Pending::Bytes(b) => self.bytes -= b.len(),
+            Pending::Page(_) => self.pages -= 1,
         }
         Some(item)
     }
 
     /// Puts back an answer that has pages left, ahead of everything else.
     pub fn resume(&mut self, cursor: Cursor) {
+        self.pages += 1;
         self.items.push_front(Pending::Page(cursor));
+    }
+
+    /// Answers in progress.
+    pub fn pages(&self) -> usize {
+        self.pages
     }
 
     /// The first item, if it is bytes.
@@ -197,9 +213,11 @@ impl<C: Deref<Target = [u8]>> Later<C> {
         }
     }
 
-    /// Bytes waiting (pages not rendered yet count nothing: they hold no bytes).
+    /// What waits, as the send queue limit counts it: the bytes, and [`PAGE_COST`] for each
+    /// answer in progress after the first (which, like one reply into an empty queue, always
+    /// goes in).
     pub fn len(&self) -> usize {
-        self.bytes
+        self.bytes + self.pages.saturating_sub(1) * PAGE_COST
     }
 
     pub fn is_empty(&self) -> bool {

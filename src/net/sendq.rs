@@ -15,7 +15,7 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use super::outq::{Later, OutQueue, Pending};
+use super::outq::{Later, OutQueue, PAGE_COST, Pending};
 use crate::core::Cursor;
 
 /// A chunk of output shared by every recipient of a broadcast.
@@ -119,10 +119,16 @@ impl SendChannel {
 
     /// Queues a paged answer: the writer renders it a page at a time as the socket takes it,
     /// and what is pushed meanwhile waits behind it.
-    pub fn push_page(&self, cursor: Cursor) {
+    /// Refused like a push when it would take what the connection holds past the limit (an
+    /// answer in progress counts [`PAGE_COST`]).
+    pub fn push_page(&self, cursor: Cursor) -> Result<(), Full> {
         let mut inner = self.lock();
         if inner.end != End::Open {
-            return;
+            return Ok(());
+        }
+        let held = inner.unwritten + inner.later.len();
+        if inner.later.pages() > 0 && held + PAGE_COST > self.limit {
+            return Err(Full);
         }
         inner.later.push(Pending::Page(cursor));
         let wake = inner.writer_waiting;
@@ -130,6 +136,7 @@ impl SendChannel {
         if wake {
             self.ready.notify_one();
         }
+        Ok(())
     }
 
     /// For the writer: the page it was given by [`Take::Page`] is `bytes`; `rest`: the answer
