@@ -65,8 +65,12 @@ const LINES_PER_TURN: usize = 128;
 /// spending its turns on them.
 const MAX_ANSWERS: usize = 4;
 /// Pages rendered per connection per turn, so that one client reading a long answer fast does
-/// not starve the others.
+/// not starve the others…
 const PAGES_PER_TURN: usize = 4;
+/// …and for all connections together, so that two hundred clients reading long answers make
+/// many short turns, not one long one that every other client waits behind (a page is a few
+/// KiB to render: 64 of them are a few milliseconds).
+const PAGES_PER_TURN_TOTAL: usize = 64;
 
 /// How reading a connection ended for this turn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +100,9 @@ pub struct EventLoop {
     to_accept: Vec<usize>,
     /// Connections this turn may still accept, over all listeners ([`ACCEPTS_PER_TURN`]).
     accepts_left: usize,
+    /// Pages of long answers this turn may still render after a flush, over all connections
+    /// ([`PAGES_PER_TURN_TOTAL`]).
+    pages_left: usize,
     /// Every connection, keyed by slab key; the key is also its mio token and its `ClientId`.
     conns: Slab<Connection>,
     core: Core,
@@ -139,6 +146,7 @@ impl EventLoop {
             admission: Admission::new(&config),
             to_accept: Vec::new(),
             accepts_left: ACCEPTS_PER_TURN,
+            pages_left: PAGES_PER_TURN_TOTAL,
             conns: Slab::new(),
             core: new_core(&config),
             outbox: Outbox::default(),
@@ -181,6 +189,7 @@ impl EventLoop {
             };
             let now = self.now.at;
             self.accepts_left = ACCEPTS_PER_TURN;
+            self.pages_left = PAGES_PER_TURN_TOTAL;
             self.handle_events(now);
             self.resume_accepts(now);
             self.resume_reads(now);
@@ -671,11 +680,12 @@ impl EventLoop {
             let mut flushed = conn.flush();
             // The socket took everything: the next pages of a paged answer, while it takes them.
             while flushed == (Flush::Done { waiting: false }) && self.conns[key].paged {
-                if pages == PAGES_PER_TURN {
+                if pages == PAGES_PER_TURN || self.pages_left == 0 {
                     flushed = Flush::Again;
                     break;
                 }
                 pages += 1;
+                self.pages_left -= 1;
                 self.refill(key);
                 flushed = self.conns[key].flush();
             }
