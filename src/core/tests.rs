@@ -1342,3 +1342,32 @@ fn a_history_replay_stops_at_what_was_said_before_the_join() {
     // 8 KiB a page: three 3 KiB entries fill one.
     assert_eq!(pages, [vec!['0', '1', '2'], vec!['3', '4']]);
 }
+
+#[test]
+fn review_a_big_room_joiner_that_renames_between_pages_is_still_listed() {
+    // Same set-up as a_joiner_of_a_big_room_is_sent_a_few_names_and_always_itself, but the
+    // joiner (pipelining `JOIN` then `NICK`, or any client whose first page was rendered at
+    // once) changes its nick to one sorting before where the cursor stands.
+    let mut core = crowd(700, 300);
+    let id = ClientId(9999);
+    core.connect(id, IP, 0);
+    core.handle(id, Command::Nick("zed".into()), 0, &mut Outbox::default());
+    let mut cursor = cursor_of(&mut core, id, Command::Join(LOBBY.into()));
+    let mut all = Vec::new();
+    let (nicks, _, done) = names_page(&core, &mut cursor);
+    all.extend(nicks);
+    assert!(!done);
+    core.handle(id, Command::Nick("aaa".into()), 0, &mut Outbox::default());
+    loop {
+        let (nicks, _, done) = names_page(&core, &mut cursor);
+        all.extend(nicks);
+        if done {
+            break;
+        }
+    }
+    assert!(
+        all.iter().any(|n| n == "aaa" || n == "zed"),
+        "the joiner is missing from its own names list ({} names)",
+        all.len()
+    );
+}

@@ -953,3 +953,127 @@ impl EventLoop {
         }
     }
 }
+
+#[cfg(test)]
+mod review_tests {
+    use super::*;
+    use std::io::{ErrorKind, Read as _, Write as _};
+    use std::net::TcpStream as StdStream;
+
+    fn turn(ev: &mut EventLoop, shed: bool) {
+        let _ = ev
+            .front
+            .poll
+            .poll(&mut ev.events, Some(Duration::from_millis(10)));
+        ev.now = Now {
+            at: Instant::now(),
+            wall: wall_ms(),
+        };
+        let now = ev.now.at;
+        ev.accepts_left = ACCEPTS_PER_TURN;
+        ev.pages_left = PAGES_PER_TURN_TOTAL;
+        ev.handle_events(now);
+        ev.resume_accepts(now);
+        ev.resume_reads(now);
+        ev.fire_timers(now);
+        ev.compact_timers();
+        ev.apply_closes(now);
+        ev.flush_marked();
+        ev.apply_closes(now);
+        if shed {
+            ev.shed_output(now);
+        }
+    }
+
+    fn drain(s: &mut StdStream) {
+        let mut buf = [0u8; 65536];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    fn shrink_rcvbuf(s: &StdStream, bytes: i32) {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(s);
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                &bytes as *const i32 as *const libc::c_void,
+                size_of::<i32>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+    }
+
+    /// shed_output computes its list of holders first, then disconnects them one by one; a
+    /// disconnect's QUIT can push another listed holder over --max-sendq, and apply_closes
+    /// removes it from the slab; the next iteration then indexes `self.conns[key]` (in the
+    /// warn!) for a removed key and the loop thread panics.
+    #[test]
+    fn shed_output_survives_a_holder_removed_by_an_earlier_shed() {
+        log::set_max_level(log::LevelFilter::Warn);
+        let config = Config {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            irc_listen: vec![],
+            max_connects_per_ip: 0,
+            flood_rate: 0.0,
+            max_rooms: 1000,
+            max_sendq: 4096,
+            send_buffer: Some(4096),
+            max_output_total: 0,
+            ..Config::default()
+        };
+        let mut ev = EventLoop::bind(config).unwrap();
+        let addr = ev.front.listeners.addrs(Protocol::Line)[0];
+        let mut alice = StdStream::connect(addr).unwrap();
+        alice.set_nonblocking(true).unwrap();
+        for _ in 0..5 {
+            turn(&mut ev, false);
+            drain(&mut alice);
+        }
+        let topic = "t".repeat(300);
+        for i in 0..300 {
+            let script = format!("/join #r{i:03}\n/topic {topic}\n");
+            alice.write_all(script.as_bytes()).unwrap();
+            for _ in 0..2 {
+                turn(&mut ev, false);
+                drain(&mut alice);
+            }
+        }
+        let mut askers: Vec<StdStream> = (0..3)
+            .map(|_| {
+                let s = StdStream::connect(addr).unwrap();
+                shrink_rcvbuf(&s, 4096);
+                s
+            })
+            .collect();
+        for _ in 0..10 {
+            turn(&mut ev, false);
+            drain(&mut alice);
+        }
+        for s in &mut askers {
+            s.write_all(b"/rooms\n").unwrap();
+        }
+        for _ in 0..50 {
+            turn(&mut ev, false);
+            drain(&mut alice);
+        }
+        let held: Vec<(usize, usize, bool)> = ev
+            .conns
+            .iter()
+            .map(|(k, c)| (k, c.out.len(), c.paged))
+            .collect();
+        eprintln!("held per conn: {held:?}, meter {}", meter::held());
+        // Now the budget is passed: shed.
+        ev.config.max_output_total = 1;
+        let now = Instant::now();
+        ev.shed_output(now);
+        assert!(ev.conns.len() >= 1);
+    }
+}
