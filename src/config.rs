@@ -72,8 +72,13 @@ pub struct Config {
     /// server stops reading that socket until tokens refill, so TCP pushes back on the sender and
     /// nothing is dropped.
     pub flood_rate: f64,
-    /// Bytes of output queued for one client above which it is disconnected as a slow consumer
-    /// ("send queue exceeded"). Bounds server memory whatever a client does.
+    /// Bytes of output held for one client (queued, and waiting behind a long answer; each
+    /// answer in progress after the first counts 1 KiB) above which it is disconnected as a slow
+    /// consumer ("send queue exceeded"). 1 MiB lets a client that reads ride out a burst of a
+    /// few thousand lines (a busy room, a netsplit's worth of joins) without being cut off;
+    /// what it costs the server in the worst case is bounded by `max_output_total`, not by
+    /// clients × 1 MiB, and long answers no longer fill it (they are produced a page at a time
+    /// as the client reads, see `core::page`).
     pub max_sendq: usize,
     /// Bytes of output all clients' queues may hold together (0 = no limit; the event loop
     /// only). Past it the clients holding the most are disconnected first ("server output

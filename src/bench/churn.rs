@@ -19,8 +19,10 @@ use super::target::{self, ProcStats};
 use super::{Opts, Rate, Report, Server, secs};
 
 /// After the last client left, memory and descriptors are polled this long at most: past the
-/// server's 5 s quiet-time trim.
-const SETTLE: Duration = Duration::from_secs(10);
+/// server's 5 s quiet-time trim, and past the default 30 s `--nick-delay` (a wave bigger than
+/// `--big-room` makes the lobby big, and its leavers' nicks are held that long, up to 10,000 of
+/// them; the trim forgets them once expired). A pass ends the wait at once.
+const SETTLE: Duration = Duration::from_secs(40);
 /// How often they are polled meanwhile.
 const POLL_EVERY: Duration = Duration::from_millis(250);
 /// The churn passes if the settled RSS is at most this much over the baseline.

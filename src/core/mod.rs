@@ -102,7 +102,7 @@ pub struct Core {
     /// Each room's oldest remembered message as (serial, room key): the first is the oldest of
     /// the server, dropped when `history_bytes` passes its budget. O(log rooms) per message.
     oldest: BTreeSet<(u64, usize)>,
-    /// Serial of the next remembered message.
+    /// Serial of the last remembered message (0: none yet); the next gets one more.
     next_serial: u64,
     /// Turns a peer's address into the host every other user sees.
     cloak: Cloak,
@@ -286,14 +286,16 @@ impl Core {
     }
 
     /// Gives back the memory of tables that were bigger than they are now (the loop calls it
-    /// when quiet: a crowd that came and went leaves them at their largest otherwise).
-    pub fn shrink_to_fit(&mut self) {
+    /// when quiet: a crowd that came and went leaves them at their largest otherwise), and
+    /// forgets the nick holds expired at `now`; whether holds are left, to be forgotten later.
+    pub fn shrink_to_fit(&mut self, now: Millis) -> bool {
         self.users.shrink_to_fit();
         self.nicks.shrink_to_fit();
         self.rooms.shrink_to_fit();
         for (_, room) in &mut self.rooms {
             room.members.shrink_to_fit();
         }
+        self.delayed.shrink(now)
     }
 
     pub fn nick(&self, id: ClientId) -> Option<&Arc<str>> {

@@ -66,6 +66,15 @@ impl NickDelay {
         self.held.remove(folded);
     }
 
+    /// Drops the holds expired at `now` and gives back the memory of a table that was bigger;
+    /// whether holds are left (they expire later).
+    pub fn shrink(&mut self, now: Millis) -> bool {
+        self.prune(now);
+        self.held.shrink_to_fit();
+        self.order.shrink_to_fit();
+        !self.order.is_empty()
+    }
+
     /// Nicks held (expired holds not yet pruned included).
     #[cfg(test)]
     fn len(&self) -> usize {

@@ -8,10 +8,13 @@
 //! page only when the asker's queue has drained: a client holds at most a page or so of any
 //! answer, and one that reads still gets every entry.
 //!
-//! The list may change between pages (rooms created, members leaving). A cursor remembers the
-//! last entry it sent, in case-folded order, and the next page starts after it: no entry is
-//! sent twice, entries added behind the cursor are not sent, ones added ahead of it are, and the
-//! end (IRC's 366/315/323, the line protocol's count) always comes. A history replay stops at
+//! The list may change between pages (rooms created, members leaving or renamed). A cursor
+//! remembers the last entry it sent, in case-folded order, and the next page starts after it:
+//! no name is sent twice, entries added behind the cursor are not sent, ones added ahead of it
+//! are, and the end (IRC's 366/315/323, the line protocol's count) always comes. (A member
+//! renamed between pages is listed under the name it has when its page comes: under both, or
+//! neither, if the rename crossed the cursor; a list of that moment was never promised. The
+//! joiner of a big room is always in its own list.) A history replay stops at
 //! the last message said before the join: what was said later arrives live.
 //!
 //! A page starts where the last one stopped in O(log entries): rooms are kept in a map ordered
@@ -248,16 +251,18 @@ impl Core {
         let last = !more || cursor.sent + ids.len() >= cursor.limit;
         let part = cursor.part(last);
         cursor.sent += ids.len();
-        // The asker of a cut list is listed where it sorts: on this page if it sorts before
-        // the page's last name, else on the last page.
+        // The asker of a cut list is listed where it sorts: on this page if it sorts between
+        // the cursor and the page's last name; in any case on the last page (where it sorts
+        // there, even if a rename put it behind the cursor: it is always in its list).
         let asker = cursor
             .asker
             .filter(|a| self.users.get(a).is_some_and(|u| u.is_in(key)));
         if let Some(asker) = asker {
             let me = nick(asker);
             let past = |bound: &str| folded_cmp(me, bound) == Ordering::Greater;
-            let due = last || ids.last().is_some_and(|(l, _)| !past(l));
-            if cursor.after_name().is_none_or(past) && due {
+            let here =
+                cursor.after_name().is_none_or(past) && ids.last().is_some_and(|(l, _)| !past(l));
+            if here || last {
                 ids.push((me, asker));
                 ids.sort_unstable_by(|a, b| folded_cmp(a.0, b.0));
                 cursor.asker = None;

@@ -1344,7 +1344,7 @@ fn a_history_replay_stops_at_what_was_said_before_the_join() {
 }
 
 #[test]
-fn review_a_big_room_joiner_that_renames_between_pages_is_still_listed() {
+fn a_big_room_joiner_that_renames_between_pages_is_still_listed() {
     // Same set-up as a_joiner_of_a_big_room_is_sent_a_few_names_and_always_itself, but the
     // joiner (pipelining `JOIN` then `NICK`, or any client whose first page was rendered at
     // once) changes its nick to one sorting before where the cursor stands.

@@ -40,6 +40,12 @@ use crate::session::{Protocol, Reason};
 /// half of `--max-sendq`, if smaller): enough to keep its socket busy, little to hold.
 pub(crate) const REFILL_BELOW: usize = 16 * 1024;
 
+/// Answers in progress a client may have before its commands are no longer read until they are
+/// under way: a client that asks for long answers faster than it reads them is held back (TCP
+/// pushes back on it), rather than the server holding a growing list of answers or spending
+/// its time on them.
+pub(crate) const MAX_ANSWERS: usize = 4;
+
 /// How a server does its I/O (`pollchat serve --io …`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum IoModel {

@@ -36,7 +36,7 @@ use slab::Slab;
 
 use super::listen::{ACCEPTS_PER_TURN, Accepted, Admission, set_send_buffer};
 use super::timer::{TimerKind, Timers, Trim, release_free_memory};
-use super::{Front, IoModel, REFILL_BELOW, Running, depart, new_core, wall_ms};
+use super::{Front, IoModel, MAX_ANSWERS, REFILL_BELOW, Running, depart, new_core, wall_ms};
 use crate::config::Config;
 use crate::core::{ClientId, Core, Cursor, Event, Outbox};
 use crate::framer::Frame;
@@ -59,11 +59,6 @@ const READ_CHUNK: usize = 16 * 1024;
 const READS_PER_TURN: usize = 4;
 /// Lines handled per connection per turn before the loop moves on to other connections.
 const LINES_PER_TURN: usize = 128;
-/// Answers in progress a client may have before the loop stops reading its commands until
-/// they are under way: a client that asks for long answers faster than it reads them is held
-/// back (TCP pushes back on it), rather than the server holding a growing list of answers or
-/// spending its turns on them.
-const MAX_ANSWERS: usize = 4;
 /// Pages rendered per connection per turn, so that one client reading a long answer fast does
 /// not starve the others…
 const PAGES_PER_TURN: usize = 4;
@@ -792,26 +787,43 @@ impl EventLoop {
             return;
         }
         let later = &self.later;
-        let mut holders: Vec<(usize, usize)> = self
+        // Ranked by what closing each would give back: the bytes only it holds (a broadcast
+        // that others hold too stays), plus its references; then by all it holds.
+        let mut holders: Vec<(usize, usize, usize, u64)> = self
             .conns
             .iter()
             .filter(|(_, c)| c.is_open())
             .map(|(key, c)| {
-                let behind = later.get(&key).map_or(0, |l| l.len());
-                (c.out.len() + behind, key)
+                let behind = later.get(&key);
+                let chunks = c
+                    .out
+                    .chunks()
+                    .chain(behind.into_iter().flat_map(|l| l.chunks()));
+                let frees = chunks.map(Counted::frees).sum();
+                let held = c.out.len() + behind.map_or(0, |l| l.len());
+                (frees, held, key, c.serial)
             })
-            .filter(|&(held, _)| held > 0)
+            .filter(|&(_, held, ..)| held > 0)
             .collect();
         holders.sort_unstable_by(|a, b| b.cmp(a));
-        for (held, key) in holders {
+        for (_, held, key, serial) in holders {
             let total = meter::held();
             if total <= max {
                 break;
             }
+            // An earlier close in this loop may have closed this one too (its departure pushed
+            // a room-mate over --max-sendq, or a socket failed).
+            let Some(conn) = self
+                .conns
+                .get(key)
+                .filter(|c| c.serial == serial && c.is_open())
+            else {
+                continue;
+            };
             warn!(
                 "{}: holds {held} bytes of output, the most of any client, while all clients \
                  hold {total}, over --max-output-total {max}: disconnecting",
-                self.conns[key].peer()
+                conn.peer()
             );
             self.mark_close(key, Reason::OutputTotal);
             self.apply_closes(now);
@@ -899,8 +911,9 @@ impl EventLoop {
     /// The loop is quiet: tables that grew for a crowd that has left give their memory back, so
     /// that a server returns to its size once clients have come and gone (a slab keeps its
     /// largest size, a hash table its largest capacity). O(size of the tables), and only once
-    /// the loop has been quiet for a while.
-    fn shrink_tables(&mut self) {
+    /// the loop has been quiet for a while. Whether the core still holds state that expires
+    /// (held nicks).
+    fn shrink_tables(&mut self) -> bool {
         self.conns.shrink_to_fit();
         self.later.shrink_to_fit();
         self.to_read.shrink_to_fit();
@@ -908,7 +921,7 @@ impl EventLoop {
         self.to_close.shrink_to_fit();
         self.timers.shrink_to_fit();
         self.admission.shrink_to_fit();
-        self.core.shrink_to_fit();
+        self.core.shrink_to_fit(self.now.wall)
     }
 
     /// Drops timer entries nothing waits for any more (see [`Timers::compact`]).
@@ -928,8 +941,12 @@ impl EventLoop {
         while let Some((at, kind, key, serial)) = self.timers.pop_due(now) {
             if kind == TimerKind::Trim {
                 if self.trim.fire(now, &mut self.timers) {
-                    self.shrink_tables();
+                    let holding = self.shrink_tables();
                     release_free_memory();
+                    if holding {
+                        // Nick holds expire later: trim again then.
+                        self.trim.arm(now, &mut self.timers);
+                    }
                 }
                 continue;
             }
@@ -954,10 +971,11 @@ impl EventLoop {
     }
 }
 
+/// The loop driven a step at a time, for what no test over sockets alone can reach.
 #[cfg(test)]
-mod review_tests {
+mod tests {
     use super::*;
-    use std::io::{ErrorKind, Read as _, Write as _};
+    use std::io::{ErrorKind, Write as _};
     use std::net::TcpStream as StdStream;
 
     fn turn(ev: &mut EventLoop, shed: bool) {
@@ -1064,16 +1082,15 @@ mod review_tests {
             turn(&mut ev, false);
             drain(&mut alice);
         }
-        let held: Vec<(usize, usize, bool)> = ev
-            .conns
-            .iter()
-            .map(|(k, c)| (k, c.out.len(), c.paged))
-            .collect();
-        eprintln!("held per conn: {held:?}, meter {}", meter::held());
-        // Now the budget is passed: shed.
+        // Now the budget is passed: shed (this panicked on a holder closed by an earlier one).
         ev.config.max_output_total = 1;
         let now = Instant::now();
         ev.shed_output(now);
-        assert!(ev.conns.len() >= 1);
+        assert!(
+            ev.conns.get(0).is_some_and(|c| c.is_open()),
+            "alice, who read everything, is kept"
+        );
+        let open = ev.conns.iter().filter(|(_, c)| c.is_open()).count();
+        assert_eq!(open, 1, "the askers, holding pages, are gone");
     }
 }

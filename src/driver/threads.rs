@@ -50,7 +50,7 @@ use log::{debug, warn};
 use mio::{Events, Token};
 
 use super::listen::{Accepted, Admission, refuse, set_send_buffer};
-use super::{Front, REFILL_BELOW, depart, new_core, wall_ms};
+use super::{Front, MAX_ANSWERS, REFILL_BELOW, depart, new_core, wall_ms};
 use crate::config::Config;
 use crate::core::{ClientId, Core, Cursor, Event, Millis, Outbox};
 use crate::framer::{Frame, LineFramer};
@@ -709,6 +709,15 @@ impl Reader {
                 drop(guard.take());
                 let peer = self.conn.peer;
                 wait_for_token(&mut self.bucket, &mut self.flooded, peer, &shared.config);
+                continue;
+            }
+            // As the loop does: no more commands while too many answers are in progress, so
+            // a client that asks faster than it reads is held back by TCP.
+            if let Some(channel) = &self.conn.out
+                && channel.answers() >= MAX_ANSWERS
+            {
+                drop(guard.take());
+                channel.wait_for_answers(MAX_ANSWERS);
                 continue;
             }
             let st = &mut **guard.get_or_insert_with(|| shared.lock());

@@ -55,6 +55,19 @@ impl Clone for Counted {
     }
 }
 
+impl Counted {
+    /// What dropping this holder gives back: its reference, and the bytes if nobody else
+    /// holds them.
+    pub fn frees(&self) -> usize {
+        HOLDER
+            + if Rc::strong_count(&self.0) == 1 {
+                self.0.len()
+            } else {
+                0
+            }
+    }
+}
+
 impl Drop for Counted {
     fn drop(&mut self) {
         let last = Rc::strong_count(&self.0) == 1;

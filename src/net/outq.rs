@@ -71,6 +71,11 @@ impl<C: Deref<Target = [u8]>> OutQueue<C> {
         self.bytes
     }
 
+    /// The chunks queued.
+    pub fn chunks(&self) -> impl Iterator<Item = &C> {
+        self.chunks.iter()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.bytes == 0
     }
@@ -224,14 +229,12 @@ impl<C: Deref<Target = [u8]>> Later<C> {
         self.items.is_empty()
     }
 
-    /// The connection is closing: the bytes go to `out` in order, answers not rendered yet are
-    /// given up (the farewell line comes next).
-    pub fn flatten_into(self, out: &mut OutQueue<C>) {
-        for item in self.items {
-            if let Pending::Bytes(b) = item {
-                out.push(b);
-            }
-        }
+    /// The chunks waiting.
+    pub fn chunks(&self) -> impl Iterator<Item = &C> {
+        self.items.iter().filter_map(|item| match item {
+            Pending::Bytes(b) => Some(b),
+            Pending::Page(_) => None,
+        })
     }
 }
 

@@ -67,6 +67,9 @@ pub struct SendChannel {
     inner: Mutex<Inner>,
     /// Wakes the writer when there is something to do.
     ready: Condvar,
+    /// Wakes a reader waiting for answers in progress to get under way
+    /// ([`SendChannel::wait_for_answers`]).
+    answered: Condvar,
     /// `--max-sendq`.
     limit: usize,
 }
@@ -82,6 +85,7 @@ impl SendChannel {
                 writer_waiting: false,
             }),
             ready: Condvar::new(),
+            answered: Condvar::new(),
             limit,
         }
     }
@@ -153,6 +157,25 @@ impl SendChannel {
         if let Some(cursor) = rest {
             inner.later.resume(cursor);
         }
+        drop(inner);
+        self.answered.notify_all();
+    }
+
+    /// For the reader: waits while the connection has `max` or more answers in progress (as the
+    /// loop stops reading such a client), or until the channel ends.
+    pub fn wait_for_answers(&self, max: usize) {
+        let mut inner = self.lock();
+        while inner.end == End::Open && inner.later.pages() >= max {
+            inner = self
+                .answered
+                .wait(inner)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Answers in progress.
+    pub fn answers(&self) -> usize {
+        self.lock().later.pages()
     }
 
     /// Queues a last chunk, whatever the limit, and closes the channel: the writer delivers
@@ -172,6 +195,7 @@ impl SendChannel {
         inner.end = End::Finishing(deadline);
         drop(inner);
         self.ready.notify_one();
+        self.answered.notify_all();
     }
 
     /// Drops everything queued and tells the writer to stop.
@@ -182,6 +206,7 @@ impl SendChannel {
         inner.later = Later::default();
         drop(inner);
         self.ready.notify_one();
+        self.answered.notify_all();
     }
 
     /// For the writer, whose `out` is empty: waits until there is something to write (or to do)
