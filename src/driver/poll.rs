@@ -1017,6 +1017,7 @@ mod tests {
 
     fn shrink_rcvbuf(s: &StdStream, bytes: i32) {
         let fd = std::os::fd::AsRawFd::as_raw_fd(s);
+        // SAFETY: a socket option on a socket we own, with a correctly sized value.
         let rc = unsafe {
             libc::setsockopt(
                 fd,
