@@ -38,11 +38,11 @@ fn three_clients_chat_in_two_rooms_and_privately_with_history(io: IoModel) {
     // A second room: alice and bob.
     alice.send("/join #rust");
     assert_eq!(alice.line(), "JOIN #rust alice");
-    assert_eq!(alice.line(), "NAMES #rust alice");
+    assert_eq!(alice.line(), "NAMES #rust @alice");
     bob.send("/join #rust");
     assert_eq!(alice.line(), "JOIN #rust bob");
     assert_eq!(bob.line(), "JOIN #rust bob");
-    assert_eq!(bob.line(), "NAMES #rust alice bob");
+    assert_eq!(bob.line(), "NAMES #rust @alice bob");
     bob.send("borrowck says hi");
     bob.send("/me waves");
     assert_eq!(alice.line(), "MSG #rust <bob> borrowck says hi");
@@ -61,7 +61,7 @@ fn three_clients_chat_in_two_rooms_and_privately_with_history(io: IoModel) {
     // Carol joins #rust later and gets its history, marked as such, then live messages.
     carol.send("/join #rust");
     assert_eq!(carol.line(), "JOIN #rust carol");
-    assert_eq!(carol.line(), "NAMES #rust alice bob carol");
+    assert_eq!(carol.line(), "NAMES #rust @alice bob carol");
     for expected in [
         "<bob> borrowck says hi",
         "* bob waves",
@@ -172,7 +172,7 @@ fn topic_away_whois_rooms_and_who(io: IoModel) {
     assert_eq!(bob.line(), "ROOM #quiet 1");
     assert_eq!(bob.line(), "NOTICE 2 rooms");
     alice.send("/who #quiet");
-    assert_eq!(alice.line(), "NAMES #quiet bob");
+    assert_eq!(alice.line(), "NAMES #quiet @bob");
     alice.send("/who #nowhere");
     assert_eq!(alice.line(), "ERROR no-such-room there is no room #nowhere");
 }
@@ -213,7 +213,7 @@ fn help_and_unknown_commands(io: IoModel) {
         "NOTICE commands (a line without / talks in the current room):"
     );
     let mut lines = Vec::new();
-    for _ in 0..12 {
+    for _ in 0..18 {
         lines.push(a.line());
     }
     assert!(
@@ -494,4 +494,70 @@ fn invisible_characters_are_refused_in_rooms_and_stripped_from_topics(io: IoMode
     );
     alice.send("/topic \u{202e}dlrow\u{200b} olleh");
     assert_eq!(alice.line(), "TOPIC #lobby alice dlrow olleh");
+}
+
+for_each_io!(line_users_operate_their_rooms);
+/// The line protocol's moderation commands: the creator of a room is its operator and shown
+/// with `@`; `/mode`, `/op`, `/voice`, `/invite`, `/ban`, `/bans`, `/kick`, and `/join` with a
+/// key, each refused with an error code to a non-operator.
+fn line_users_operate_their_rooms(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut alice = server.join_as("alice", &mut []);
+    let mut bob = server.join_as("bob", &mut [&mut alice]);
+    alice.send("/join #den");
+    assert_eq!(alice.line(), "JOIN #den alice");
+    assert_eq!(alice.line(), "NAMES #den @alice");
+    alice.send("/mode #den");
+    assert_eq!(alice.line(), "NOTICE modes of #den: +nt");
+    alice.send("/mode +ik sesame");
+    assert_eq!(alice.line(), "MODE #den alice +ik sesame");
+    bob.send("/join #den sesame");
+    assert_eq!(
+        bob.line(),
+        "ERROR invite-only cannot join #den: it is invite-only (+i)"
+    );
+    alice.send("/invite bob");
+    assert_eq!(alice.line(), "NOTICE invited bob to #den");
+    assert_eq!(bob.line(), "INVITE #den alice");
+    bob.send("/join #den");
+    assert_eq!(
+        bob.line(),
+        "ERROR bad-key cannot join #den: it needs the right key (+k): /join #den KEY"
+    );
+    bob.send("/join #den sesame");
+    assert_eq!(bob.line(), "JOIN #den bob");
+    assert_eq!(bob.line(), "NAMES #den @alice bob");
+    assert_eq!(alice.line(), "JOIN #den bob");
+    bob.send("/mode -i");
+    assert_eq!(
+        bob.line(),
+        "ERROR not-operator you are not an operator of #den"
+    );
+    bob.send("/kick alice");
+    assert_eq!(
+        bob.line(),
+        "ERROR not-operator you are not an operator of #den"
+    );
+    alice.send("/op bob");
+    assert_eq!(alice.line(), "MODE #den alice +o bob");
+    assert_eq!(bob.line(), "MODE #den alice +o bob");
+    bob.send("/ban *!*@nowhere.example");
+    assert_eq!(bob.line(), "MODE #den bob +b *!*@nowhere.example");
+    assert_eq!(alice.line(), "MODE #den bob +b *!*@nowhere.example");
+    alice.send("/bans");
+    let ban = alice.line();
+    assert!(
+        ban.starts_with("BAN #den *!*@nowhere.example bob 20"),
+        "{ban}"
+    );
+    assert_eq!(alice.line(), "NOTICE 1 ban on #den");
+    bob.send("/kick #den alice bye now");
+    assert_eq!(bob.line(), "KICK #den alice bob bye now");
+    assert_eq!(alice.line(), "KICK #den alice bob bye now");
+    assert_eq!(alice.line(), "NOTICE now talking in #lobby");
+    bob.send("/mode #den +q");
+    assert_eq!(
+        bob.line(),
+        "ERROR unknown-mode unknown mode 'q': modes are b, i, k, l, m, n, o, s, t, v"
+    );
 }

@@ -186,7 +186,7 @@ fn join_answers_in_order_and_join_0_parts_all(io: IoModel) {
     alice.send("JOIN #rust");
     alice.send("TOPIC #rust :all things Rust");
     assert_eq!(alice.line(), ":alice!alice@f1c0136b.a16b454c.ip JOIN #rust");
-    assert_eq!(alice.line(), ":pollchat 353 alice = #rust :alice");
+    assert_eq!(alice.line(), ":pollchat 353 alice = #rust :@alice");
     assert_eq!(
         alice.line(),
         ":pollchat 366 alice #rust :End of /NAMES list"
@@ -201,7 +201,7 @@ fn join_answers_in_order_and_join_0_parts_all(io: IoModel) {
     assert_eq!(bob.line(), ":pollchat 332 bob #rust :all things Rust");
     let l = bob.line();
     assert!(l.starts_with(":pollchat 333 bob #rust alice 1"), "{l}");
-    assert_eq!(bob.line(), ":pollchat 353 bob = #rust :alice bob");
+    assert_eq!(bob.line(), ":pollchat 353 bob = #rust :@alice bob");
     assert_eq!(bob.line(), ":pollchat 366 bob #rust :End of /NAMES list");
     assert_eq!(bob.line(), ":bob!bob@f1c0136b.a16b454c.ip JOIN #lobby");
     assert_eq!(bob.line(), ":pollchat 353 bob = #lobby :bob");
@@ -350,12 +350,12 @@ fn queries_names_list_who_whois_away_ison_userhost(io: IoModel) {
     );
 
     a.send("NAMES #x");
-    assert_eq!(a.line(), ":pollchat 353 alice = #x :alice bob");
+    assert_eq!(a.line(), ":pollchat 353 alice = #x :@alice bob");
     assert_eq!(a.line(), ":pollchat 366 alice #x :End of /NAMES list");
     a.send("WHO #x");
     assert_eq!(
         a.line(),
-        ":pollchat 352 alice #x alice f1c0136b.a16b454c.ip pollchat alice H :0 The alice"
+        ":pollchat 352 alice #x alice f1c0136b.a16b454c.ip pollchat alice H@ :0 The alice"
     );
     assert_eq!(
         a.line(),
@@ -404,14 +404,29 @@ fn mode_queries_are_answered_and_changes_refused(io: IoModel) {
     a.send("JOIN #m");
     a.expect_prefix(":pollchat 366");
     a.send("MODE #m");
-    assert_eq!(a.line(), ":pollchat 324 alice #m +");
+    assert_eq!(a.line(), ":pollchat 324 alice #m +nt");
     assert!(a.line().starts_with(":pollchat 329 alice #m 1"));
     a.send("MODE #m b");
     assert_eq!(a.line(), ":pollchat 368 alice #m :End of channel ban list");
-    a.send("MODE #m +o alice");
+    // Bob is no operator of #m: changes are refused.
+    let mut b = register(&server, "bob");
+    b.send("JOIN #m");
+    b.expect_prefix(":pollchat 366");
+    a.expect_prefix(":bob!");
+    b.send("MODE #m +m");
+    assert_eq!(
+        b.line(),
+        ":pollchat 482 bob #m :You're not channel operator"
+    );
+    b.send("MODE #m +x");
+    assert_eq!(
+        b.line(),
+        ":pollchat 482 bob #m :You're not channel operator"
+    );
+    a.send("MODE #m +x");
     assert_eq!(
         a.line(),
-        ":pollchat 482 alice #m :You're not channel operator"
+        ":pollchat 472 alice x :is unknown mode char to me"
     );
     a.send("MODE alice +i");
     assert_eq!(a.line(), ":pollchat 221 alice +");
@@ -729,7 +744,7 @@ fn others_see_a_cloaked_host_and_only_the_user_itself_its_address(io: IoModel) {
     );
     assert!(seen.contains(&format!(":{cloaked} PRIVMSG bob :psst")));
     assert!(seen.contains(&format!(
-        ":pollchat 352 bob #x alice {LOCAL_CLOAK} pollchat alice H :0 The alice"
+        ":pollchat 352 bob #x alice {LOCAL_CLOAK} pollchat alice H@ :0 The alice"
     )));
     // Two connections from one address: one cloak.
     assert!(seen.contains(&format!(
@@ -773,4 +788,154 @@ fn a_server_without_a_cloak_key_cloaks_with_a_random_one(io: IoModel) {
         "{alice}"
     );
     sync(&mut a);
+}
+
+for_each_io!(operators_moderate_rooms_across_both_protocols);
+/// The creator of a room operates it; operators give voice and operator, moderate (+m), lock
+/// the topic (+t, on by default), kick and ban, and line and IRC users moderate each other.
+fn operators_moderate_rooms_across_both_protocols(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut alice = register(&server, "alice");
+    alice.send("JOIN #mod");
+    assert_eq!(
+        alice.expect_prefix(":pollchat 353"),
+        ":pollchat 353 alice = #mod :@alice"
+    );
+    alice.expect_prefix(":pollchat 366");
+    // Line user lena joins; alice sees her.
+    let mut lena = server.join_as("lena", &mut []);
+    lena.send("/join #mod");
+    assert_eq!(lena.line(), "JOIN #mod lena");
+    assert_eq!(lena.line(), "NAMES #mod @alice lena");
+    alice.expect_prefix(":lena!");
+    // +t: lena may not set the topic; alice may.
+    lena.send("/topic mine now");
+    assert_eq!(
+        lena.line(),
+        "ERROR not-operator you are not an operator of #mod"
+    );
+    // +m: only operators and voiced members speak.
+    alice.send("MODE #mod +m");
+    let mode = alice.line();
+    assert!(mode.ends_with(" MODE #mod +m"), "{mode}");
+    assert_eq!(lena.line(), "MODE #mod alice +m");
+    lena.send("hello?");
+    assert_eq!(
+        lena.line(),
+        "ERROR muted you may not speak in #mod: it is moderated (+m) or you are banned (+b)"
+    );
+    alice.send("MODE #mod +v lena");
+    assert!(alice.line().ends_with(" MODE #mod +v lena"));
+    assert_eq!(lena.line(), "MODE #mod alice +v lena");
+    lena.send("now I may speak");
+    assert!(alice.line().ends_with(" PRIVMSG #mod :now I may speak"));
+    // An operator of IRC makes the line user an operator, who then kicks someone from IRC.
+    alice.send("MODE #mod +o lena");
+    assert!(alice.line().ends_with(" MODE #mod +o lena"));
+    assert_eq!(lena.line(), "MODE #mod alice +o lena");
+    let mut bob = register(&server, "bob");
+    bob.send("JOIN #mod");
+    bob.expect_prefix(":pollchat 366");
+    assert!(alice.line().contains(" JOIN #mod"));
+    assert_eq!(lena.line(), "JOIN #mod bob");
+    lena.send("/kick bob spamming");
+    assert_eq!(lena.line(), "KICK #mod bob lena spamming");
+    assert!(alice.line().ends_with(" KICK #mod bob :spamming"));
+    let kicked = bob.line();
+    assert!(
+        kicked.starts_with(":lena!") && kicked.ends_with(" KICK #mod bob :spamming"),
+        "{kicked}"
+    );
+    // A ban keeps bob out; lifting it lets him back.
+    lena.send("/ban bob");
+    assert_eq!(lena.line(), "MODE #mod lena +b bob!*@*");
+    assert!(alice.line().ends_with(" MODE #mod +b bob!*@*"));
+    bob.send("JOIN #mod");
+    assert_eq!(
+        bob.line(),
+        ":pollchat 474 bob #mod :Cannot join channel (+b)"
+    );
+    alice.send("MODE #mod +b");
+    assert!(
+        alice
+            .line()
+            .starts_with(":pollchat 367 alice #mod bob!*@* lena ")
+    );
+    assert_eq!(
+        alice.line(),
+        ":pollchat 368 alice #mod :End of channel ban list"
+    );
+    alice.send("MODE #mod -b bob!*@*");
+    assert!(alice.line().ends_with(" MODE #mod -b bob!*@*"));
+    assert_eq!(lena.line(), "MODE #mod alice -b bob!*@*");
+    bob.send("JOIN #mod");
+    bob.expect_prefix(":pollchat 366");
+    // An IRC operator kicks the line user the other way round.
+    alice.send("KICK #mod lena :enough");
+    assert_eq!(lena.line(), "JOIN #mod bob");
+    assert_eq!(lena.line(), "KICK #mod lena alice enough");
+    // A non-operator cannot kick.
+    assert!(bob.line().ends_with(" KICK #mod lena :enough"));
+    bob.send("KICK #mod alice");
+    assert_eq!(
+        bob.line(),
+        ":pollchat 482 bob #mod :You're not channel operator"
+    );
+}
+
+for_each_io!(invite_only_keyed_limited_and_secret_rooms);
+/// +i needs an INVITE (341 to the inviter, an INVITE line to the invited); +k a key; +l caps
+/// the members; +s hides the room from LIST and WHOIS of outsiders.
+fn invite_only_keyed_limited_and_secret_rooms(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut alice = register(&server, "alice");
+    let mut bob = register(&server, "bob");
+    alice.send("JOIN #vip");
+    alice.expect_prefix(":pollchat 366");
+    alice.send("MODE #vip +isk sesame");
+    assert!(alice.line().ends_with(" MODE #vip +isk sesame"));
+    bob.send("JOIN #vip");
+    assert_eq!(
+        bob.line(),
+        ":pollchat 473 bob #vip :Cannot join channel (+i)"
+    );
+    alice.send("INVITE bob #vip");
+    assert_eq!(alice.line(), ":pollchat 341 alice bob #vip");
+    assert!(bob.line().ends_with(" INVITE bob #vip"));
+    bob.send("JOIN #vip");
+    assert_eq!(
+        bob.line(),
+        ":pollchat 475 bob #vip :Cannot join channel (+k)"
+    );
+    bob.send("JOIN #vip sesame");
+    assert!(bob.line().ends_with(" JOIN #vip"));
+    bob.expect_prefix(":pollchat 366");
+    assert!(alice.line().ends_with(" JOIN #vip"));
+    // The key is shown to members only.
+    bob.send("MODE #vip");
+    assert_eq!(bob.line(), ":pollchat 324 bob #vip +instk sesame");
+    bob.line();
+    let mut carol = register(&server, "carol");
+    carol.send("MODE #vip");
+    assert_eq!(carol.line(), ":pollchat 324 carol #vip +instk *");
+    carol.line();
+    // Secret: carol's LIST and WHOIS do not show it; bob's WHOIS of alice does.
+    carol.send("LIST");
+    let listed: Vec<String> = std::iter::from_fn(|| Some(carol.line()))
+        .take_while(|l| !l.starts_with(":pollchat 323"))
+        .collect();
+    assert!(listed.iter().all(|l| !l.contains("#vip")), "{listed:?}");
+    carol.send("WHOIS alice");
+    let whois: Vec<String> = std::iter::from_fn(|| Some(carol.line()))
+        .take_while(|l| !l.starts_with(":pollchat 318"))
+        .collect();
+    assert!(whois.iter().all(|l| !l.contains("#vip")), "{whois:?}");
+    // +l 2: full with alice and bob.
+    alice.send("MODE #vip -i+l 2");
+    assert!(alice.line().ends_with(" MODE #vip -i+l 2"));
+    carol.send("JOIN #vip sesame");
+    assert_eq!(
+        carol.line(),
+        ":pollchat 471 carol #vip :Cannot join channel (+l)"
+    );
 }

@@ -11,6 +11,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+pub use super::modes::{Applied, Ban, Mode, ModeChange, Status};
 pub use super::page::{Cursor, Part};
 
 /// Identifies a client to the core. The driver chooses it (the event loop uses its slab key) and
@@ -85,6 +86,30 @@ pub enum Command {
     Nick(String),
     /// Join a room (creating it if needed) and make it the current room.
     Join(String),
+    /// Join a room that may have a key (`+k`).
+    JoinWithKey {
+        room: String,
+        key: String,
+    },
+    /// An operator changes a room's modes (and its members' standing); `None`: the current
+    /// room.
+    Mode {
+        room: Option<String>,
+        changes: Vec<ModeChange>,
+    },
+    /// A room's ban list.
+    Bans(Option<String>),
+    /// An operator removes a member from a room.
+    Kick {
+        room: Option<String>,
+        nick: String,
+        reason: Option<String>,
+    },
+    /// Invite a user to a room (needed to join a `+i` room).
+    Invite {
+        nick: String,
+        room: Option<String>,
+    },
     Part {
         room: Option<String>,
         reason: Option<String>,
@@ -138,6 +163,8 @@ pub struct RoomSummary {
 pub struct Member {
     pub source: Arc<Source>,
     pub away: bool,
+    /// Its standing in the room listed (none outside room listings).
+    pub status: Status,
 }
 
 /// The answer to `Whois`.
@@ -239,10 +266,40 @@ pub enum Event {
     /// Never rendered itself.
     Page(Cursor),
     Whois(WhoisInfo),
-    /// Reply to `RoomInfo`.
+    /// Reply to `RoomInfo`: the modes as IRC letters and their arguments (`+ntk key`).
     RoomInfo {
         room: Arc<str>,
         created_at: Millis,
+        modes: Arc<str>,
+    },
+    /// An operator changed a room's modes; sent to every member.
+    ModeChanged {
+        room: Arc<str>,
+        by: Arc<Source>,
+        changes: Vec<Applied>,
+    },
+    /// `nick` was kicked out of `room` by `by`; sent to the members (the kicked one too).
+    Kicked {
+        room: Arc<str>,
+        by: Arc<Source>,
+        nick: Arc<str>,
+        reason: Arc<str>,
+    },
+    /// To the invited user.
+    Invited {
+        room: Arc<str>,
+        by: Arc<Source>,
+        nick: Arc<str>,
+    },
+    /// To the inviter: the invitation went out.
+    Inviting {
+        room: Arc<str>,
+        nick: Arc<str>,
+    },
+    /// Reply to `Bans`.
+    BanList {
+        room: Arc<str>,
+        bans: Vec<Ban>,
     },
     /// Reply to `Stats`.
     Stats {
@@ -297,6 +354,35 @@ pub enum Error {
     NoText,
     /// Text with CR, LF or NUL in it.
     BadText,
+    /// The command needs the room's operator.
+    NotOperator(String),
+    /// `nick` is not in `room`.
+    UserNotInRoom {
+        nick: String,
+        room: String,
+    },
+    /// `nick` is in `room` already (an invitation).
+    AlreadyInRoom {
+        nick: String,
+        room: String,
+    },
+    /// The room is invite-only (`+i`).
+    InviteOnly(String),
+    /// The room has a key (`+k`) and it was not given.
+    BadKey(String),
+    /// The room is full (`+l`).
+    RoomFull(String),
+    /// A ban (`+b`) matches the joiner.
+    Banned(String),
+    /// A member without voice in a moderated room (`+m`), or a banned one, may not speak.
+    Muted(String),
+    /// The room's ban list is full.
+    BanListFull(String),
+    UnknownMode(char),
+    /// A key that is empty, too long or has spaces or commas.
+    InvalidKey,
+    /// A member limit that is not a positive number.
+    InvalidLimit,
 }
 
 impl Error {
@@ -316,6 +402,18 @@ impl Error {
             Error::ServerRoomsFull { .. } => "server-rooms-full",
             Error::NoText => "no-text",
             Error::BadText => "bad-text",
+            Error::NotOperator(_) => "not-operator",
+            Error::UserNotInRoom { .. } => "user-not-in-room",
+            Error::AlreadyInRoom { .. } => "already-in-room",
+            Error::InviteOnly(_) => "invite-only",
+            Error::BadKey(_) => "bad-key",
+            Error::RoomFull(_) => "room-full",
+            Error::Banned(_) => "banned",
+            Error::Muted(_) => "muted",
+            Error::BanListFull(_) => "ban-list-full",
+            Error::UnknownMode(_) => "unknown-mode",
+            Error::InvalidKey => "invalid-key",
+            Error::InvalidLimit => "invalid-limit",
         }
     }
 }
@@ -356,6 +454,35 @@ impl fmt::Display for Error {
             ),
             Error::NoText => write!(f, "there is no text to send"),
             Error::BadText => write!(f, "text may not contain CR, LF or NUL"),
+            Error::NotOperator(r) => write!(f, "you are not an operator of {r}"),
+            Error::UserNotInRoom { nick, room } => write!(f, "{nick} is not in {room}"),
+            Error::AlreadyInRoom { nick, room } => write!(f, "{nick} is already in {room}"),
+            Error::InviteOnly(r) => write!(f, "cannot join {r}: it is invite-only (+i)"),
+            Error::BadKey(r) => write!(
+                f,
+                "cannot join {r}: it needs the right key (+k): /join {r} KEY"
+            ),
+            Error::RoomFull(r) => write!(f, "cannot join {r}: it is full (+l)"),
+            Error::Banned(r) => write!(f, "cannot join {r}: you are banned (+b)"),
+            Error::Muted(r) => write!(
+                f,
+                "you may not speak in {r}: it is moderated (+m) or you are banned (+b)"
+            ),
+            Error::BanListFull(r) => write!(
+                f,
+                "the ban list of {r} is full ({} masks)",
+                super::modes::MAX_BANS
+            ),
+            Error::UnknownMode(c) => write!(
+                f,
+                "unknown mode {c:?}: modes are b, i, k, l, m, n, o, s, t, v"
+            ),
+            Error::InvalidKey => write!(
+                f,
+                "a key is 1-{} printable characters without spaces or commas",
+                super::modes::KEY_MAX
+            ),
+            Error::InvalidLimit => write!(f, "a member limit is a positive number"),
         }
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod cloak;
 pub mod event;
+pub mod modes;
 pub mod names;
 pub mod nick_delay;
 pub mod page;
@@ -25,8 +26,8 @@ use slab::Slab;
 
 pub use cloak::Cloak;
 pub use event::{
-    ClientId, Command, Cursor, Error, Event, Listing, Member, Millis, MsgKind, Outbox, Part,
-    RoomSummary, Source, WhoisInfo,
+    Applied, Ban, ClientId, Command, Cursor, Error, Event, Listing, Member, Millis, Mode,
+    ModeChange, MsgKind, Outbox, Part, RoomSummary, Source, Status, WhoisInfo,
 };
 use names::{check_nick, check_room, check_text, fold, label};
 use nick_delay::NickDelay;
@@ -119,12 +120,10 @@ impl Core {
     /// [`Core::set_cloak`]).
     pub fn new(limits: CoreLimits, now: Millis) -> Core {
         let mut rooms = Slab::new();
-        let lobby = rooms.insert(Room::new(
-            LOBBY,
-            limits.history,
-            limits.room_history_bytes,
-            now,
-        ));
+        let mut lobby = Room::new(LOBBY, limits.history, limits.room_history_bytes, now);
+        // Nobody operates the lobby (see `modes`), so its topic stays open to everyone.
+        lobby.modes.topic_ops = false;
+        let lobby = rooms.insert(lobby);
         Core {
             limits,
             users: HashMap::new(),
@@ -351,7 +350,16 @@ impl Core {
                 echo,
             } => self.private(id, &to, text, kind, echo, now, out),
             Command::Nick(nick) => self.change_nick(id, &nick, now, out),
-            Command::Join(room) => self.join(id, &room, now, out),
+            Command::Join(room) => self.join(id, &room, None, now, out),
+            Command::JoinWithKey { room, key } => self.join(id, &room, Some(&key), now, out),
+            Command::Mode { room, changes } => {
+                self.change_modes(id, room.as_deref(), changes, now, out)
+            }
+            Command::Bans(room) => self.ban_list(id, room.as_deref(), out),
+            Command::Kick { room, nick, reason } => {
+                self.kick(id, room.as_deref(), &nick, reason, out)
+            }
+            Command::Invite { nick, room } => self.invite(id, &nick, room.as_deref(), out),
             Command::Part { room, reason } => {
                 let key = self.target_room(id, room.as_deref(), true)?;
                 self.part(id, key, reason, out);
@@ -365,7 +373,7 @@ impl Core {
                 Ok(())
             }
             Command::Rooms => {
-                out.send(id, Event::Page(Cursor::rooms()));
+                out.send(id, Event::Page(Cursor::rooms(id)));
                 Ok(())
             }
             Command::Who {
@@ -414,8 +422,10 @@ impl Core {
                 let user = &self.users[&target];
                 let info = WhoisInfo {
                     source: user.source.clone(),
+                    // A secret room (+s) is shown only to those in it.
                     rooms: user
                         .room_keys()
+                        .filter(|&k| !self.rooms[k].modes.secret || self.users[&id].is_in(k))
                         .map(|k| self.rooms[k].name.clone())
                         .collect(),
                     away: user.away.clone(),
@@ -431,11 +441,14 @@ impl Core {
             Command::RoomInfo(name) => {
                 let key = self.target_room(id, Some(&name), false)?;
                 let room = &self.rooms[key];
+                // The key is for members' eyes.
+                let member = self.users[&id].is_in(key);
                 out.send(
                     id,
                     Event::RoomInfo {
                         room: room.name.clone(),
                         created_at: room.created_at,
+                        modes: room.modes.describe(member).into(),
                     },
                 );
                 Ok(())
@@ -465,10 +478,8 @@ impl Core {
         out: &mut Outbox,
     ) -> Result<(), Error> {
         check_text(&text)?;
-        let key = match self.target_room(id, room.as_deref(), true) {
-            Err(Error::NotInRoom(r)) => return Err(Error::CannotSend(r)),
-            other => other?,
-        };
+        let key = self.target_room(id, room.as_deref(), false)?;
+        self.may_speak(id, key)?;
         let user = self.user_mut(id);
         user.last_active = now;
         let from = user.source.clone();
@@ -583,6 +594,7 @@ impl Core {
         &mut self,
         id: ClientId,
         name: &str,
+        given_key: Option<&str>,
         now: Millis,
         out: &mut Outbox,
     ) -> Result<(), Error> {
@@ -603,7 +615,10 @@ impl Core {
             });
         }
         let key = match self.room_keys.get(&folded) {
-            Some(&key) => key,
+            Some(&key) => {
+                self.may_join(id, key, given_key)?;
+                key
+            }
             None if self.rooms.len() >= self.limits.max_total_rooms => {
                 return Err(Error::ServerRoomsFull {
                     room: name.to_string(),
@@ -615,6 +630,7 @@ impl Core {
                 let room = Room::new(name, limits.history, limits.room_history_bytes, now);
                 let key = self.rooms.insert(room);
                 self.room_keys.insert(folded, key);
+                self.crown(key, id);
                 key
             }
         };
@@ -675,6 +691,12 @@ impl Core {
         } else {
             out.send_many(room.members.iter().copied(), event);
         }
+        self.remove_from(id, key, out);
+    }
+
+    /// Takes `id` out of the room `key` (a part or a kick, already announced) and moves its
+    /// current room if that was it.
+    fn remove_from(&mut self, id: ClientId, key: usize, out: &mut Outbox) {
         let user = self.user_mut(id);
         let Some(at) = user.rooms.iter().position(|m| m.key() == key) else {
             return;
@@ -709,6 +731,9 @@ impl Core {
             return Ok(());
         };
         let key = self.target_room(id, room.as_deref(), true)?;
+        if self.rooms[key].modes.topic_ops && !self.status_in(key, id).op {
+            return Err(Error::NotOperator(self.rooms[key].name.to_string()));
+        }
         let by = self.users[&id].source.clone();
         let room = &mut self.rooms[key];
         let text: Option<Arc<str>> = Some(label(&text).into()).filter(|t: &Arc<str>| !t.is_empty());
@@ -758,6 +783,7 @@ impl Core {
         Member {
             source: u.source.clone(),
             away: u.away.is_some(),
+            status: Status::default(),
         }
     }
 
@@ -802,6 +828,7 @@ impl Core {
     fn leave(&mut self, id: ClientId, nick: &Arc<str>, membership: Membership) {
         let key = membership.key();
         self.rooms[key].by_nick.remove(&ByNick(nick.clone(), id));
+        self.rooms[key].modes.forget(id);
         for (moved, slot) in self.rooms[key].members.remove(id, membership.slot) {
             if let Some(m) = self
                 .users

@@ -97,8 +97,11 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    pub fn rooms() -> Cursor {
-        Cursor::new(Paged::Rooms, usize::MAX)
+    /// Every room `asker` may see (secret rooms only if it is in them).
+    pub fn rooms(asker: ClientId) -> Cursor {
+        let mut cursor = Cursor::new(Paged::Rooms, usize::MAX);
+        cursor.asker = Some(asker);
+        cursor
     }
 
     pub fn members(room: Arc<str>, listing: Listing) -> Cursor {
@@ -182,7 +185,10 @@ impl Core {
             Some(a) => Bound::Excluded(a),
             None => Bound::Unbounded,
         };
-        let mut next = self.room_keys.range::<str, _>((after, Bound::Unbounded));
+        let next = self.room_keys.range::<str, _>((after, Bound::Unbounded));
+        let asker = cursor.asker.and_then(|a| self.users.get(&a));
+        let visible = |k: usize| !self.rooms[k].modes.secret || asker.is_some_and(|u| u.is_in(k));
+        let mut next = next.filter(|(_, k)| visible(**k));
         let rooms: Vec<(&str, &Room)> = next
             .by_ref()
             .take(ROOMS_PAGE)
@@ -271,7 +277,13 @@ impl Core {
         if let Some((nick, _)) = ids.last() {
             cursor.after = After::Name(fold(nick).into());
         }
-        let members: Vec<Member> = ids.into_iter().map(|(_, id)| self.member(id)).collect();
+        let members: Vec<Member> = ids
+            .into_iter()
+            .map(|(_, id)| Member {
+                status: r.modes.status(id),
+                ..self.member(id)
+            })
+            .collect();
         emit(Event::Names {
             room: r.name.clone(),
             members,

@@ -4,6 +4,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
+use super::modes::RoomModes;
 use super::page::folded_cmp;
 
 use super::event::{ClientId, Millis, MsgKind, Source, Topic};
@@ -31,6 +32,8 @@ pub struct Room {
     pub by_nick: BTreeSet<ByNick>,
     pub topic: Option<Topic>,
     pub created_at: Millis,
+    /// Its modes and operators (`core::modes`).
+    pub modes: RoomModes,
     /// The last `capacity` messages, oldest first; allocated on the first message only.
     history: VecDeque<HistoryEntry>,
     capacity: usize,
@@ -56,6 +59,7 @@ impl Room {
             by_nick: BTreeSet::new(),
             topic: None,
             created_at: now,
+            modes: RoomModes::new(),
             history: VecDeque::new(),
             capacity,
             history_bytes: 0,

@@ -711,7 +711,8 @@ fn room_info_and_stats() {
         w.run(A, Command::RoomInfo("#LOBBY".into()))[0].0,
         Event::RoomInfo {
             room: rc("#lobby"),
-            created_at: 1_000_000
+            created_at: 1_000_000,
+            modes: rc("+n"),
         }
     );
     assert_eq!(

@@ -26,7 +26,8 @@ use std::fmt::Write as _;
 use super::iso8601;
 use super::text::{self, TextError};
 use crate::core::cloak::real_host;
-use crate::core::{Command, Event, Listing, MsgKind, Source};
+use crate::core::modes::mode_string;
+use crate::core::{Command, Event, Listing, Mode, ModeChange, MsgKind, Source};
 
 /// What one client line asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -83,6 +84,30 @@ const COMMANDS: &[(&str, &str)] = &[
     (
         "whois",
         "/whois NICK              rooms, away, idle time of a user",
+    ),
+    (
+        "op",
+        "/op NICK [#room]         make a member an operator (/deop: no longer)",
+    ),
+    (
+        "voice",
+        "/voice NICK [#room]      let a member speak in a +m room (/devoice)",
+    ),
+    (
+        "kick",
+        "/kick [#room] NICK [why] put a member out of a room (operators)",
+    ),
+    (
+        "ban",
+        "/ban MASK [#room]        keep nick!user@host out (/unban, /bans lists)",
+    ),
+    (
+        "invite",
+        "/invite NICK [#room]     let a user into an invite-only (+i) room",
+    ),
+    (
+        "mode",
+        "/mode [#room] [+imnst-k] show or change a room's modes (operators)",
     ),
     ("quit", "/quit [reason]           leave the server"),
     (
@@ -144,6 +169,59 @@ pub fn parse(line: &[u8]) -> Result<Request, LineError> {
     let command = match (name.as_str(), words.len()) {
         ("nick", 1) => Command::Nick(args.to_string()),
         ("join", 1) => Command::Join(args.to_string()),
+        ("join", 2) => Command::JoinWithKey {
+            room: words[0].to_string(),
+            key: words[1].to_string(),
+        },
+        ("op" | "deop" | "voice" | "devoice", 1 | 2) => {
+            let nick = words[0].to_string();
+            let mode = if name.ends_with("op") {
+                Mode::Op(nick)
+            } else {
+                Mode::Voice(nick)
+            };
+            let set = !name.starts_with("de");
+            Command::Mode {
+                room: words.get(1).map(|r| r.to_string()),
+                changes: vec![ModeChange { set, mode }],
+            }
+        }
+        ("kick", n) if n >= 1 => match words[0].starts_with('#') {
+            true if n >= 2 => Command::Kick {
+                room: Some(words[0].to_string()),
+                nick: words[1].to_string(),
+                reason: opt(after(args, 2)),
+            },
+            true => return bad(),
+            false => Command::Kick {
+                room: None,
+                nick: words[0].to_string(),
+                reason: opt(after_first()),
+            },
+        },
+        ("ban" | "unban", 1 | 2) => Command::Mode {
+            room: words.get(1).map(|r| r.to_string()),
+            changes: vec![ModeChange {
+                set: name == "ban",
+                mode: Mode::Ban(words[0].to_string()),
+            }],
+        },
+        ("bans", 0 | 1) => Command::Bans(words.first().map(|r| r.to_string())),
+        ("invite", 1 | 2) => Command::Invite {
+            nick: words[0].to_string(),
+            room: words.get(1).map(|r| r.to_string()),
+        },
+        ("mode", 1) if words[0].starts_with('#') => Command::RoomInfo(words[0].to_string()),
+        ("mode", n) if n >= 1 => {
+            let (room, rest) = match words[0].starts_with('#') {
+                true => (Some(words[0].to_string()), &words[1..]),
+                false => (None, &words[..]),
+            };
+            Command::Mode {
+                room,
+                changes: super::irc::parse_modes(rest[0], &rest[1..]),
+            }
+        }
         ("part", _) => match words.first() {
             Some(w) if w.starts_with('#') => Command::Part {
                 room: Some(w.to_string()),
@@ -189,13 +267,24 @@ pub fn parse(line: &[u8]) -> Result<Request, LineError> {
         ("quit", _) => return Ok(Request::Quit(opt(args))),
         ("help", _) => return Ok(Request::Help),
         (known, _)
-            if COMMANDS.iter().any(|(n, _)| *n == known) || known == "list" || known == "names" =>
+            if COMMANDS.iter().any(|(n, _)| *n == known)
+                || ["list", "names", "deop", "devoice", "unban", "bans"].contains(&known) =>
         {
             return bad();
         }
         _ => return Err(LineError::UnknownCommand(name)),
     };
     Ok(Request::Chat(command))
+}
+
+/// The text after the first `n` words of `args`, as typed.
+fn after(args: &str, n: usize) -> &str {
+    let mut rest = args;
+    for _ in 0..n {
+        rest = rest.trim_start();
+        rest = rest.split_once([' ', '\t']).map_or("", |(_, r)| r);
+    }
+    rest.trim_start()
 }
 
 /// Longest `NAMES` line before the member list continues on another one.
@@ -294,12 +383,14 @@ pub fn render(event: &Event) -> Vec<u8> {
             let mut current = head.clone();
             for m in members {
                 let nick = &m.source.nick;
-                let entry_len = 1 + nick.len() + if m.away { 6 } else { 0 };
+                let prefix = m.status.prefixes();
+                let entry_len = 1 + prefix.len() + nick.len() + if m.away { 6 } else { 0 };
                 if current.len() + entry_len > NAMES_LINE_MAX {
                     line(&mut s, format_args!("{current}"));
                     current.clone_from(&head);
                 }
                 current.push(' ');
+                current.push_str(prefix);
                 current.push_str(nick);
                 if m.away {
                     current.push_str("(away)");
@@ -376,7 +467,40 @@ pub fn render(event: &Event) -> Vec<u8> {
             line(&mut s, format_args!("NOTICE {nick} is away: {message}"))
         }
         Event::Error(e) => line(&mut s, format_args!("ERROR {} {e}", e.code())),
-        Event::Found { .. } | Event::RoomInfo { .. } | Event::Stats { .. } | Event::Page(_) => {}
+        Event::RoomInfo { room, modes, .. } => {
+            line(&mut s, format_args!("NOTICE modes of {room}: {modes}"))
+        }
+        Event::ModeChanged { room, by, changes } => line(
+            &mut s,
+            format_args!("MODE {room} {} {}", by.nick, mode_string(changes)),
+        ),
+        Event::Kicked {
+            room,
+            by,
+            nick,
+            reason,
+        } => line(
+            &mut s,
+            format_args!("KICK {room} {nick} {} {reason}", by.nick),
+        ),
+        Event::Invited { room, by, .. } => line(&mut s, format_args!("INVITE {room} {}", by.nick)),
+        Event::Inviting { room, nick } => {
+            line(&mut s, format_args!("NOTICE invited {nick} to {room}"))
+        }
+        Event::BanList { room, bans } => {
+            for b in bans {
+                line(
+                    &mut s,
+                    format_args!("BAN {room} {} {} {}", b.mask, b.by, iso8601(b.at)),
+                );
+            }
+            let n = bans.len();
+            line(
+                &mut s,
+                format_args!("NOTICE {n} ban{} on {room}", if n == 1 { "" } else { "s" }),
+            );
+        }
+        Event::Found { .. } | Event::Stats { .. } | Event::Page(_) => {}
     }
     s.into_bytes()
 }
@@ -659,10 +783,12 @@ mod tests {
             Member {
                 source: src("a"),
                 away: false,
+                status: Default::default(),
             },
             Member {
                 source: src("b"),
                 away: true,
+                status: Default::default(),
             },
         ];
         let names = Event::Names {
@@ -681,6 +807,7 @@ mod tests {
             .map(|i| Member {
                 source: src(&format!("user{i}")),
                 away: false,
+                status: Default::default(),
             })
             .collect();
         let out = text(render(&Event::Names {

@@ -16,6 +16,7 @@ use std::fmt::{Display, Write as _};
 use self::numeric::*;
 use super::iso8601;
 use crate::core::cloak::real_host;
+use crate::core::modes::{MAX_BANS, Mode, ModeChange, mode_string};
 use crate::core::{
     Error, Event, Listing, Member, Millis, MsgKind, Source, WhoisInfo, names, names::LABEL_MAX,
     names::NICK_MAX, names::ROOM_MAX,
@@ -256,9 +257,10 @@ pub fn render_close(reason: &str) -> Vec<u8> {
 /// `max_rooms` is announced as CHANLIMIT.
 pub fn isupport(max_rooms: usize) -> String {
     format!(
-        "CASEMAPPING=ascii CHANTYPES=# PREFIX=() NICKLEN={NICK_MAX} CHANNELLEN={ROOM_MAX} \
+        "CASEMAPPING=ascii CHANTYPES=# PREFIX=(ov)@+ CHANMODES=b,k,l,imnst MODES={MODES} \
+         MAXLIST=b:{MAX_BANS} NICKLEN={NICK_MAX} CHANNELLEN={ROOM_MAX} \
          TOPICLEN={LABEL_MAX} AWAYLEN={LABEL_MAX} NETWORK=pollchat \
-         CHANMODES=,,, CHANLIMIT=#:{max_rooms} UTF8ONLY \
+         KICKLEN={LABEL_MAX} CHANLIMIT=#:{max_rooms} UTF8ONLY \
          TARGMAX=NAMES:{NAMES_TARGETS},NOTICE:{MESSAGE_TARGETS},PRIVMSG:{MESSAGE_TARGETS},WHOIS:{WHOIS_TARGETS} \
          MAXTARGETS={MESSAGE_TARGETS}"
     )
@@ -271,6 +273,8 @@ pub const MESSAGE_TARGETS: usize = 4;
 pub const NAMES_TARGETS: usize = 1;
 /// Nicks one WHOIS may ask about.
 pub const WHOIS_TARGETS: usize = 1;
+/// Mode changes with a parameter one MODE may make (MODES).
+pub const MODES: usize = 4;
 
 /// LUSERS replies.
 pub fn lusers(o: &mut Out<'_>, users: usize, rooms: usize) {
@@ -373,9 +377,10 @@ pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) ->
             for m in members {
                 let s = &m.source;
                 let here = if m.away { 'G' } else { 'H' };
+                let flags = format!("{here}{}", m.status.prefixes());
                 o.numeric_with(
                     RPL_WHOREPLY,
-                    &[&channel, &s.user, &s.host, &server, &s.nick, &here],
+                    &[&channel, &s.user, &s.host, &server, &s.nick, &flags],
                     &[&s.realname],
                 );
             }
@@ -423,9 +428,37 @@ pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) ->
         // The driver pages it through `Core::page`; nothing of its own to say.
         Event::Page(_) => {}
         Event::Whois(w) => whois(&mut o, w),
-        Event::RoomInfo { room, created_at } => {
-            o.numeric(RPL_CHANNELMODEIS, &[room]);
+        Event::RoomInfo {
+            room,
+            created_at,
+            modes,
+        } => {
+            let mut middle: Vec<&dyn std::fmt::Display> = vec![room];
+            let words: Vec<&str> = modes.split(' ').collect();
+            middle.extend(words.iter().map(|w| w as &dyn std::fmt::Display));
+            o.numeric(RPL_CHANNELMODEIS, &middle);
             o.numeric(RPL_CREATIONTIME, &[room, &(created_at / 1000)]);
+        }
+        Event::ModeChanged { room, by, changes } => o.raw(format_args!(
+            ":{} MODE {room} {}",
+            prefix(by),
+            mode_string(changes)
+        )),
+        Event::Kicked {
+            room,
+            by,
+            nick,
+            reason,
+        } => o.raw(format_args!(":{} KICK {room} {nick} :{reason}", prefix(by))),
+        Event::Invited { room, by, nick } => {
+            o.raw(format_args!(":{} INVITE {nick} {room}", prefix(by)))
+        }
+        Event::Inviting { room, nick } => o.numeric(RPL_INVITING, &[nick, room]),
+        Event::BanList { room, bans } => {
+            for b in bans {
+                o.numeric(RPL_BANLIST, &[room, &b.mask, &b.by, &(b.at / 1000)]);
+            }
+            o.numeric(RPL_ENDOFBANLIST, &[room]);
         }
         Event::Stats { users, rooms } => lusers(&mut o, *users, *rooms),
         Event::AwayIs { away: true } => o.numeric(RPL_NOWAWAY, &[]),
@@ -436,11 +469,75 @@ pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) ->
     o.into_bytes()
 }
 
+/// A MODE argument list (`+o-v+l alice bob 10`) as changes, in order. A letter that needs a
+/// parameter and has none left is skipped, as servers do; at most [`MODES`] changes take
+/// parameters (the rest are ignored). An unknown letter is kept for the core to refuse (472).
+pub fn parse_modes(modes: &str, args: &[&str]) -> Vec<ModeChange> {
+    let mut args = args.iter().take(MODES);
+    let mut set = true;
+    let mut changes = Vec::new();
+    for letter in modes.chars() {
+        let mode = match letter {
+            '+' => {
+                set = true;
+                continue;
+            }
+            '-' => {
+                set = false;
+                continue;
+            }
+            'o' | 'v' | 'b' => {
+                let Some(arg) = args.next() else { continue };
+                let arg = arg.to_string();
+                match letter {
+                    'o' => Mode::Op(arg),
+                    'v' => Mode::Voice(arg),
+                    _ => Mode::Ban(arg),
+                }
+            }
+            'k' if set => match args.next() {
+                Some(key) => Mode::Key(Some(key.to_string())),
+                None => continue,
+            },
+            'k' => {
+                // RFC 1459 gives the key to unset it too; a modern client may not.
+                args.next();
+                Mode::Key(None)
+            }
+            'l' if set => match args.next() {
+                Some(n) => Mode::Limit(Some(n.parse().unwrap_or(0))),
+                None => continue,
+            },
+            'l' => Mode::Limit(None),
+            other => Mode::Flag(other),
+        };
+        changes.push(ModeChange { set, mode });
+        if changes.len() >= 2 * MODES + 8 {
+            break;
+        }
+    }
+    changes
+}
+
+/// A member's nick after its highest prefix (`@alice`, `+bob`, `carol`).
+struct Prefixed<'m>(&'m Member);
+
+impl std::fmt::Display for Prefixed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let first = self.0.status.prefixes().chars().next();
+        match first {
+            Some(c) => write!(f, "{c}{}", self.0.source.nick),
+            None => write!(f, "{}", self.0.source.nick),
+        }
+    }
+}
+
 /// 353 lines kept under 512 bytes, then (on the last page) 366.
 fn names(o: &mut Out<'_>, room: &str, members: &[Member], last: bool) {
     if !members.is_empty() {
-        // `=`: a public channel, the only kind pollchat has.
-        let nicks = members.iter().map(|m| &*m.source.nick);
+        // `=`: a public channel, the only kind pollchat has. Each nick with its highest
+        // prefix (`@` operator, `+` voice), as without `multi-prefix`.
+        let nicks = members.iter().map(Prefixed);
         o.numeric_list(RPL_NAMREPLY, &[&'=', &room], nicks);
     }
     if last {
@@ -507,7 +604,7 @@ pub fn error(o: &mut Out<'_>, e: &Error) {
         Error::InvalidRoom(r) | Error::NoSuchRoom(r) => o.numeric(ERR_NOSUCHCHANNEL, &[&safe(r)]),
         Error::NoSuchNick(n) => o.numeric(ERR_NOSUCHNICK, &[&safe(n)]),
         Error::NotInRoom(r) => o.numeric(ERR_NOTONCHANNEL, &[r]),
-        Error::CannotSend(r) => o.numeric(ERR_CANNOTSENDTOCHAN, &[r]),
+        Error::CannotSend(r) | Error::Muted(r) => o.numeric(ERR_CANNOTSENDTOCHAN, &[r]),
         Error::TooManyRooms { room, .. } => o.numeric(ERR_TOOMANYCHANNELS, &[&safe(room)]),
         Error::ServerRoomsFull { room, .. } => {
             o.numeric_with(ERR_UNAVAILRESOURCE, &[&safe(room)], &[&UNAVAIL_ROOM])
@@ -519,6 +616,19 @@ pub fn error(o: &mut Out<'_>, e: &Error) {
         Error::NoCurrentRoom => o.numeric_with(ERR_NORECIPIENT, &[], &[&"PRIVMSG"]),
         Error::NoText => o.numeric(ERR_NOTEXTTOSEND, &[]),
         Error::BadText => o.fail(FAIL_TEXT, "*", &[e]),
+        Error::NotOperator(r) => o.numeric(ERR_CHANOPRIVSNEEDED, &[r]),
+        Error::UserNotInRoom { nick, room } => {
+            o.numeric(ERR_USERNOTINCHANNEL, &[&safe(nick), room])
+        }
+        Error::AlreadyInRoom { nick, room } => o.numeric(ERR_USERONCHANNEL, &[nick, room]),
+        Error::InviteOnly(r) => o.numeric(ERR_INVITEONLYCHAN, &[r]),
+        Error::BadKey(r) => o.numeric(ERR_BADCHANNELKEY, &[r]),
+        Error::RoomFull(r) => o.numeric(ERR_CHANNELISFULL, &[r]),
+        Error::Banned(r) => o.numeric(ERR_BANNEDFROMCHAN, &[r]),
+        Error::BanListFull(r) => o.numeric(ERR_BANLISTFULL, &[r, &'b']),
+        Error::UnknownMode(c) => o.numeric(ERR_UNKNOWNMODE, &[&safe(&c.to_string())]),
+        Error::InvalidKey => o.numeric_with(ERR_INVALIDMODEPARAM, &[&"*", &'k', &"*"], &[e]),
+        Error::InvalidLimit => o.numeric_with(ERR_INVALIDMODEPARAM, &[&"*", &'l', &"*"], &[e]),
     }
 }
 
@@ -606,6 +716,7 @@ mod tests {
             .map(|i| Member {
                 source: Source::new(&format!("nick{i:04}"), "u", "h", "r"),
                 away: false,
+                status: Default::default(),
             })
             .collect();
         let out = String::from_utf8(render(
@@ -674,7 +785,44 @@ mod tests {
         ]
     }
 
+    #[test]
+    fn mode_strings_become_changes_in_order() {
+        let changes = parse_modes("+o-v+lk-t+q", &["alice", "bob", "10", "key", "extra"]);
+        let got: Vec<(bool, Mode)> = changes.into_iter().map(|c| (c.set, c.mode)).collect();
+        assert_eq!(
+            got,
+            [
+                (true, Mode::Op("alice".into())),
+                (false, Mode::Voice("bob".into())),
+                (true, Mode::Limit(Some(10))),
+                (true, Mode::Key(Some("key".into()))),
+                (false, Mode::Flag('t')),
+                (true, Mode::Flag('q')),
+            ]
+        );
+        // A letter without its parameter is skipped; the list of changes is bounded.
+        assert_eq!(parse_modes("+o", &[]), []);
+        assert!(parse_modes(&"+m".repeat(500), &[]).len() <= 2 * MODES + 8);
+    }
+
     proptest::proptest! {
+        /// Any MODE arguments: no panic, a bounded list of changes, at most MODES of them with
+        /// a parameter taken from the arguments.
+        #[test]
+        fn any_mode_string_parses_to_a_bounded_list(
+            modes in ".{0,64}",
+            args in proptest::collection::vec("[a-z0-9*!@]{0,12}", 0..8),
+        ) {
+            let args: Vec<&str> = args.iter().map(|a| a.as_str()).collect();
+            let changes = parse_modes(&modes, &args);
+            proptest::prop_assert!(changes.len() <= 2 * MODES + 8);
+            let with_args = changes
+                .iter()
+                .filter(|c| matches!(c.mode, Mode::Op(_) | Mode::Voice(_) | Mode::Ban(_) | Mode::Key(Some(_)) | Mode::Limit(Some(_))))
+                .count();
+            proptest::prop_assert!(with_args <= MODES);
+        }
+
         #[test]
         fn parse_never_panics_and_keeps_its_promises(line in irc_like_line()) {
             if let Some(m) = parse(&line) {
@@ -736,6 +884,7 @@ mod tests {
             .map(|i| Member {
                 source: Source::new(&format!("{i:0>32}"), "u", "h", "r"),
                 away: false,
+                status: Default::default(),
             })
             .collect();
         let ison = Event::Found {

@@ -52,8 +52,9 @@ numerics! {
     RPL_YOURHOST = 2, ":Your host is {}, running version {}";
     /// Hole: when the server started (ISO 8601).
     RPL_CREATED = 3, ":This server was created {}";
-    /// Middle: server, version; then the (empty) user and channel mode letters we accept.
-    RPL_MYINFO = 4, "i n";
+    /// Middle: server, version; then the user mode letters (none) and the channel mode
+    /// letters, then those that take a parameter.
+    RPL_MYINFO = 4, "- biklmnostv bklov";
     /// Middle: the ISUPPORT tokens.
     RPL_ISUPPORT = 5, ":are supported by this server";
     /// No user modes exist: always `+`.
@@ -90,8 +91,8 @@ numerics! {
     /// Middle: room, member count. Hole: topic.
     RPL_LIST = 322, ":{}";
     RPL_LISTEND = 323, ":End of /LIST";
-    /// Middle: room. No channel modes exist: always `+`.
-    RPL_CHANNELMODEIS = 324, "+";
+    /// Middle: room, then its modes and their arguments (`+ntk key`).
+    RPL_CHANNELMODEIS = 324, "";
     /// Middle: room, creation time.
     RPL_CREATIONTIME = 329, "";
     /// Middle: room.
@@ -100,12 +101,17 @@ numerics! {
     RPL_TOPIC = 332, ":{}";
     /// Middle: room, who set the topic, when.
     RPL_TOPICWHOTIME = 333, "";
-    /// Middle: channel, user, host, server, nick, `H`/`G`. Hole: real name (after hop count 0).
+    /// Middle: nick invited, room.
+    RPL_INVITING = 341, "";
+    /// Middle: channel, user, host, server, nick, flags (`H`/`G`, then `@`/`+`). Hole: real
+    /// name (after hop count 0).
     RPL_WHOREPLY = 352, ":0 {}";
     /// Middle: `=` (a public channel), room. Hole: nicks.
     RPL_NAMREPLY = 353, ":{}";
     /// Middle: room.
     RPL_ENDOFNAMES = 366, ":End of /NAMES list";
+    /// Middle: room, mask, who set it, when (seconds).
+    RPL_BANLIST = 367, "";
     /// Middle: room.
     RPL_ENDOFBANLIST = 368, ":End of channel ban list";
     /// Hole: one line of the message of the day.
@@ -144,16 +150,34 @@ numerics! {
     /// Middle: a room that cannot be created now (`--max-total-rooms`) or a nick held by the
     /// nick delay. Hole: [`UNAVAIL_ROOM`] or [`UNAVAIL_NICK`].
     ERR_UNAVAILRESOURCE = 437, ":{}";
+    /// Middle: nick, room.
+    ERR_USERNOTINCHANNEL = 441, ":They aren't on that channel";
     /// Middle: room.
     ERR_NOTONCHANNEL = 442, ":You're not on that channel";
+    /// Middle: nick, room.
+    ERR_USERONCHANNEL = 443, ":is already on channel";
     ERR_NOTREGISTERED = 451, ":You have not registered";
     /// Middle: the command.
     ERR_NEEDMOREPARAMS = 461, ":Not enough parameters";
     ERR_ALREADYREGISTERED = 462, ":You may not reregister";
     ERR_PASSWDMISMATCH = 464, ":Password incorrect";
     /// Middle: room.
+    ERR_CHANNELISFULL = 471, ":Cannot join channel (+l)";
+    /// Middle: the mode letter.
+    ERR_UNKNOWNMODE = 472, ":is unknown mode char to me";
+    /// Middle: room.
+    ERR_INVITEONLYCHAN = 473, ":Cannot join channel (+i)";
+    /// Middle: room.
+    ERR_BANNEDFROMCHAN = 474, ":Cannot join channel (+b)";
+    /// Middle: room.
+    ERR_BADCHANNELKEY = 475, ":Cannot join channel (+k)";
+    /// Middle: room, `b`.
+    ERR_BANLISTFULL = 478, ":Channel ban list is full";
+    /// Middle: room.
     ERR_CHANOPRIVSNEEDED = 482, ":You're not channel operator";
     ERR_USERSDONTMATCH = 502, ":Can't change mode for other users";
+    /// Middle: target, mode letter, the parameter. Hole: why.
+    ERR_INVALIDMODEPARAM = 696, ":{}";
 }
 
 /// The text of a 437 about a room.

@@ -1,5 +1,6 @@
-//! Channel commands: JOIN, PART, TOPIC, NAMES, LIST, and MODE (channel queries, and the user
-//! mode query, since pollchat has no modes to change).
+//! Channel commands: JOIN (with keys), PART, TOPIC, NAMES, LIST, MODE (a room's modes and its
+//! members' standing; the user mode query, since users have no modes), KICK and INVITE. The
+//! rules are the core's (`core::modes`); here they are only parsed and answered.
 
 use super::IrcSession;
 use super::commands::Call;
@@ -17,8 +18,17 @@ pub(super) fn join(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     if p[0] == "0" {
         c.run(Command::PartAll);
     } else {
+        // Keys pair with the rooms in order: `JOIN #a,#b keyA,keyB`.
+        let mut keys = p.get(1).map(|k| k.split(',')).into_iter().flatten();
         for room in c.targets(p[0], usize::MAX, false) {
-            c.run(Command::Join(room.to_string()));
+            let room = room.to_string();
+            match keys.next().filter(|k| !k.is_empty()) {
+                Some(key) => c.run(Command::JoinWithKey {
+                    room,
+                    key: key.to_string(),
+                }),
+                None => c.run(Command::Join(room)),
+            }
         }
     }
     // Charged by the rooms actually joined or left (a refused join costs no fan-out).
@@ -76,18 +86,25 @@ pub(super) fn list(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     None
 }
 
-/// Channel modes are shown, never changed; a user may ask for its own (empty) modes.
+/// `MODE #room` shows its modes; `MODE #room +b` its ban list; `MODE #room +o-v alice bob`
+/// changes them (operators only). A user may ask for its own (empty) user modes.
 pub(super) fn mode(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     let p = c.p;
     let target = p[0];
     if target.starts_with('#') {
+        let room = Some(target.to_string());
         match p.get(1).copied() {
             None => c.run(Command::RoomInfo(target.to_string())),
-            // The ban list (and its cousins) is asked for while a client syncs a channel.
-            Some("b" | "+b" | "e" | "+e" | "I" | "+I") if p.len() == 2 => {
-                c.o.numeric(RPL_ENDOFBANLIST, &[&target])
+            Some("b" | "+b") if p.len() == 2 => c.run(Command::Bans(room)),
+            // Exception and invite-exception lists do not exist: they are empty.
+            Some("e" | "+e" | "I" | "+I") if p.len() == 2 => {
+                c.o.numeric(RPL_ENDOFBANLIST, &[&irc::safe(target)])
             }
-            Some(_) => c.o.numeric(ERR_CHANOPRIVSNEEDED, &[&target]),
+            Some(modes) => {
+                let changes = irc::parse_modes(modes, &p[2..]);
+                c.charge(changes.len().saturating_sub(1));
+                c.run(Command::Mode { room, changes });
+            }
         }
     } else if c
         .core
@@ -101,5 +118,37 @@ pub(super) fn mode(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     } else {
         c.o.numeric(ERR_NOSUCHNICK, &[&irc::safe(target)]);
     }
+    None
+}
+
+/// `KICK #room nick[,nick] [:reason]` (operators only), or `KICK #a,#b alice,bob` in pairs.
+pub(super) fn kick(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+    let p = c.p;
+    let reason = p.get(2).filter(|r| !r.is_empty()).map(|r| r.to_string());
+    let rooms: Vec<&str> = p[0].split(',').filter(|r| !r.is_empty()).collect();
+    let nicks = c.targets(p[1], irc::MESSAGE_TARGETS, false);
+    c.charge(nicks.len().saturating_sub(1));
+    for (i, nick) in nicks.iter().enumerate() {
+        let room = if rooms.len() == 1 {
+            rooms[0]
+        } else {
+            rooms.get(i)?
+        };
+        c.run(Command::Kick {
+            room: Some(room.to_string()),
+            nick: nick.to_string(),
+            reason: reason.clone(),
+        });
+    }
+    None
+}
+
+/// `INVITE nick #room`: 341 to the inviter, an INVITE line to the invited.
+pub(super) fn invite(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+    let p = c.p;
+    c.run(Command::Invite {
+        nick: p[0].to_string(),
+        room: Some(p[1].to_string()),
+    });
     None
 }

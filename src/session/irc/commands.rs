@@ -128,6 +128,8 @@ pub(super) static COMMANDS: &[Entry] = &[
     entry("NAMES", 0, Registered, 1, channel::names), // no channel: just 366
     entry("LIST", 0, Registered, 1, channel::list),
     entry("MODE", 1, Registered, 1, channel::mode),
+    entry("KICK", 2, Registered, 1, channel::kick),
+    entry("INVITE", 2, Registered, 1, channel::invite),
     // Messages (messages.rs).
     entry("PRIVMSG", 0, Registered, 1, messages::privmsg), // 411, 412
     entry("NOTICE", 0, Registered, 1, messages::notice),   // never answered with an error

@@ -1,0 +1,623 @@
+//! Channel authority: who operates a room, and the room's modes.
+//!
+//! The creator of a room is its first operator (`@`); operators give and take operator and
+//! voice (`+`), set the room's modes, kick members, and invite. Both protocols reach the same
+//! rules here (IRC's `MODE`/`KICK`/`INVITE`; the line protocol's `/op`, `/kick`, `/mode`...), so
+//! a line user and an IRC user moderate each other. The modes, as IRC letters:
+//!
+//! - `t`: only operators set the topic (on for new rooms, as on most servers);
+//! - `n`: no messages from outside the room (on for new rooms);
+//! - `m`: moderated: only operators and voiced members speak;
+//! - `i`: invite-only: joining needs an `INVITE` (from an operator);
+//! - `s`: secret: hidden from LIST and WHOIS of non-members;
+//! - `k KEY`: joining needs the key; `l N`: at most N members;
+//! - `b MASK`: nobody matching `nick!user@host` (`*`, `?`) joins or speaks, unless voiced or
+//!   an operator. At most [`MAX_BANS`] masks a room.
+//!
+//! `#lobby` has no operators: every line client is put there on connecting, so whoever came
+//! first would otherwise rule everyone who comes later. Its mode is `+n`, so its topic stays
+//! open to everyone as it always was; server operators (when they come) will operate it.
+//!
+//! Memory: a room keeps a small map of its privileged members only (most members have no
+//! status), and its modes in a few words; ban and invite lists are bounded.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::event::{ClientId, Error, Event, Millis, Source};
+use super::names::{clip, fold};
+use super::{Core, LOBBY};
+
+/// Ban masks a room keeps at most (ISUPPORT `MAXLIST=b:64`).
+pub const MAX_BANS: usize = 64;
+/// Longest ban mask kept, in bytes.
+pub const MASK_MAX: usize = 100;
+/// Invitations a room remembers at most (the oldest forgotten first).
+const MAX_INVITES: usize = 64;
+/// Longest key, in bytes (as most servers).
+pub const KEY_MAX: usize = 23;
+
+/// A member's standing in a room.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    pub op: bool,
+    pub voice: bool,
+}
+
+impl Status {
+    /// IRC's prefix letters for it, highest first (`@`, `+`).
+    pub fn prefixes(self) -> &'static str {
+        match (self.op, self.voice) {
+            (true, true) => "@+",
+            (true, false) => "@",
+            (false, true) => "+",
+            (false, false) => "",
+        }
+    }
+}
+
+/// One ban.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ban {
+    pub mask: Arc<str>,
+    pub by: Arc<str>,
+    pub at: Millis,
+}
+
+/// A room's modes and the standing of its privileged members.
+#[derive(Debug, Default)]
+pub struct RoomModes {
+    pub topic_ops: bool,
+    pub no_outside: bool,
+    pub moderated: bool,
+    pub invite_only: bool,
+    pub secret: bool,
+    pub key: Option<Arc<str>>,
+    pub limit: Option<u32>,
+    pub bans: Vec<Ban>,
+    /// Invited and not yet joined, oldest first.
+    invited: Vec<ClientId>,
+    /// Members with a status; the others have none.
+    privileged: HashMap<ClientId, Status>,
+}
+
+impl RoomModes {
+    /// A new room's modes: `+nt`.
+    pub fn new() -> RoomModes {
+        RoomModes {
+            topic_ops: true,
+            no_outside: true,
+            ..RoomModes::default()
+        }
+    }
+
+    pub fn status(&self, id: ClientId) -> Status {
+        self.privileged.get(&id).copied().unwrap_or_default()
+    }
+
+    pub fn is_op(&self, id: ClientId) -> bool {
+        self.status(id).op
+    }
+
+    fn set_status(&mut self, id: ClientId, status: Status) {
+        if status == Status::default() {
+            self.privileged.remove(&id);
+        } else {
+            self.privileged.insert(id, status);
+        }
+    }
+
+    /// A member left: it has no standing and no invitation any more.
+    pub fn forget(&mut self, id: ClientId) {
+        self.privileged.remove(&id);
+        self.invited.retain(|&i| i != id);
+    }
+
+    /// The mode string, as IRC's 324 shows it (`+ntk key` when `show_key`).
+    pub fn describe(&self, show_key: bool) -> String {
+        let mut letters = String::from("+");
+        let mut args = Vec::new();
+        for (on, c) in [
+            (self.invite_only, 'i'),
+            (self.moderated, 'm'),
+            (self.no_outside, 'n'),
+            (self.secret, 's'),
+            (self.topic_ops, 't'),
+        ] {
+            if on {
+                letters.push(c);
+            }
+        }
+        if let Some(key) = &self.key {
+            letters.push('k');
+            args.push(if show_key {
+                key.to_string()
+            } else {
+                "*".into()
+            });
+        }
+        if let Some(limit) = self.limit {
+            letters.push('l');
+            args.push(limit.to_string());
+        }
+        std::iter::once(letters)
+            .chain(args)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn banned(&self, who: &Source) -> bool {
+        if self.bans.is_empty() {
+            return false;
+        }
+        let full = format!("{}!{}@{}", who.nick, who.user, who.host);
+        self.bans.iter().any(|b| mask_matches(&b.mask, &full))
+    }
+}
+
+/// Whether `mask` (with `*` for any run of characters and `?` for one) matches `text`, case
+/// folded. Iterative with one backtrack point: O(len(mask) × len(text)) at worst, no recursion
+/// for a hostile mask to blow up.
+pub fn mask_matches(mask: &str, text: &str) -> bool {
+    let (m, t): (Vec<u8>, Vec<u8>) = (fold(mask).into_bytes(), fold(text).into_bytes());
+    let (mut i, mut j) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while j < t.len() {
+        if i < m.len() && (m[i] == b'?' || m[i] == t[j]) {
+            i += 1;
+            j += 1;
+        } else if i < m.len() && m[i] == b'*' {
+            star = Some((i, j));
+            i += 1;
+        } else if let Some((si, sj)) = star {
+            i = si + 1;
+            j = sj + 1;
+            star = Some((si, sj + 1));
+        } else {
+            return false;
+        }
+    }
+    m[i..].iter().all(|&c| c == b'*')
+}
+
+/// A ban mask as given, completed the way IRC servers do: `nick` → `nick!*@*`,
+/// `user@host` → `*!user@host`.
+pub fn normalize_mask(mask: &str) -> String {
+    let mask = clip(mask, MASK_MAX);
+    match (mask.contains('!'), mask.contains('@')) {
+        (true, true) => mask,
+        (true, false) => format!("{mask}@*"),
+        (false, true) => format!("*!{mask}"),
+        (false, false) => format!("{mask}!*@*"),
+    }
+}
+
+/// A mode to set (`set`) or unset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModeChange {
+    pub set: bool,
+    pub mode: Mode,
+}
+
+/// What a mode change is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Op(String),
+    Voice(String),
+    /// One of the flags `i`, `m`, `n`, `s`, `t`.
+    Flag(char),
+    /// `k`: the key to set (unsetting takes none).
+    Key(Option<String>),
+    /// `l`: the limit to set (unsetting takes none).
+    Limit(Option<u32>),
+    Ban(String),
+}
+
+/// A mode change as applied, for the event every member sees: `+o alice`, `-m`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub set: bool,
+    pub letter: char,
+    pub arg: Option<Arc<str>>,
+}
+
+/// Applied mode changes as one argument list, as IRC's MODE writes them: `+ov-m alice bob`.
+pub fn mode_string(changes: &[Applied]) -> String {
+    let mut letters = String::new();
+    let mut args = Vec::new();
+    let mut sign = None;
+    for c in changes {
+        if sign != Some(c.set) {
+            letters.push(if c.set { '+' } else { '-' });
+            sign = Some(c.set);
+        }
+        letters.push(c.letter);
+        if let Some(arg) = &c.arg {
+            args.push(&**arg);
+        }
+    }
+    std::iter::once(letters.as_str())
+        .chain(args)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Core {
+    /// The standing of `id` in the room `key`.
+    pub(super) fn status_in(&self, key: usize, id: ClientId) -> Status {
+        self.rooms[key].modes.status(id)
+    }
+
+    /// Checks a join of `id` to the room `key` against its modes (an invitation lets it past
+    /// `+i`, and is used up).
+    pub(super) fn may_join(
+        &mut self,
+        id: ClientId,
+        key: usize,
+        given: Option<&str>,
+    ) -> Result<(), Error> {
+        let room = &self.rooms[key];
+        let name = room.name.to_string();
+        let m = &room.modes;
+        let invited = m.invited.contains(&id);
+        if m.invite_only && !invited {
+            return Err(Error::InviteOnly(name));
+        }
+        if let Some(k) = &m.key
+            && given != Some(&**k)
+        {
+            return Err(Error::BadKey(name));
+        }
+        if let Some(limit) = m.limit
+            && room.members.len() >= limit as usize
+        {
+            return Err(Error::RoomFull(name));
+        }
+        if m.banned(&self.users[&id].source) {
+            return Err(Error::Banned(name));
+        }
+        self.rooms[key].modes.invited.retain(|&i| i != id);
+        Ok(())
+    }
+
+    /// Whether `id` may speak in the room `key` (a member, or anyone under `-n`).
+    pub(super) fn may_speak(&self, id: ClientId, key: usize) -> Result<(), Error> {
+        let room = &self.rooms[key];
+        let m = &room.modes;
+        let status = m.status(id);
+        let member = self.users[&id].is_in(key);
+        let cannot = || Error::CannotSend(room.name.to_string());
+        if !member && m.no_outside {
+            return Err(cannot());
+        }
+        if status.op || status.voice {
+            return Ok(());
+        }
+        if m.moderated || m.banned(&self.users[&id].source) {
+            return Err(Error::Muted(room.name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Makes the creator of a new room its operator (not the lobby's: see the module doc).
+    pub(super) fn crown(&mut self, key: usize, id: ClientId) {
+        let room = &mut self.rooms[key];
+        if !room.name.eq_ignore_ascii_case(LOBBY) {
+            room.modes.set_status(
+                id,
+                Status {
+                    op: true,
+                    voice: false,
+                },
+            );
+        }
+    }
+
+    /// The room `name` for an operator's command by `id`: it exists, and `id` operates it.
+    fn operated(&self, id: ClientId, name: Option<&str>) -> Result<usize, Error> {
+        let key = self.target_room(id, name, false)?;
+        if !self.rooms[key].modes.is_op(id) {
+            return Err(Error::NotOperator(self.rooms[key].name.to_string()));
+        }
+        Ok(key)
+    }
+
+    /// The member of room `key` called `nick`.
+    fn member_named(&self, key: usize, nick: &str) -> Result<ClientId, Error> {
+        let target = self.find_nick(nick)?;
+        if !self.users[&target].is_in(key) {
+            return Err(Error::UserNotInRoom {
+                nick: self.users[&target].source.nick.to_string(),
+                room: self.rooms[key].name.to_string(),
+            });
+        }
+        Ok(target)
+    }
+
+    /// `MODE #room changes...`: applies what the operator `id` may, in order; the first
+    /// change that fails stops there (what was applied before it stays and is announced).
+    pub(super) fn change_modes(
+        &mut self,
+        id: ClientId,
+        name: Option<&str>,
+        changes: Vec<ModeChange>,
+        now: Millis,
+        out: &mut super::Outbox,
+    ) -> Result<(), Error> {
+        let key = self.operated(id, name)?;
+        let mut applied = Vec::new();
+        let mut result = Ok(());
+        for change in changes {
+            match self.apply_mode(key, id, change, now) {
+                Ok(Some(a)) => applied.push(a),
+                Ok(None) => {}
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if !applied.is_empty() {
+            let room = &self.rooms[key];
+            let event = Event::ModeChanged {
+                room: room.name.clone(),
+                by: self.users[&id].source.clone(),
+                changes: applied,
+            };
+            out.send_many(room.members.iter().copied(), event);
+        }
+        result
+    }
+
+    /// One mode change; `None` when it changes nothing (setting what is set already).
+    fn apply_mode(
+        &mut self,
+        key: usize,
+        by: ClientId,
+        change: ModeChange,
+        now: Millis,
+    ) -> Result<Option<Applied>, Error> {
+        let set = change.set;
+        let applied = |letter, arg: Option<Arc<str>>| Ok(Some(Applied { set, letter, arg }));
+        match change.mode {
+            Mode::Op(nick) => {
+                let target = self.member_named(key, &nick)?;
+                let m = &mut self.rooms[key].modes;
+                let mut status = m.status(target);
+                if status.op == set {
+                    return Ok(None);
+                }
+                status.op = set;
+                m.set_status(target, status);
+                applied('o', Some(self.users[&target].source.nick.clone()))
+            }
+            Mode::Voice(nick) => {
+                let target = self.member_named(key, &nick)?;
+                let m = &mut self.rooms[key].modes;
+                let mut status = m.status(target);
+                if status.voice == set {
+                    return Ok(None);
+                }
+                status.voice = set;
+                m.set_status(target, status);
+                applied('v', Some(self.users[&target].source.nick.clone()))
+            }
+            Mode::Flag(c) => {
+                let m = &mut self.rooms[key].modes;
+                let flag = match c {
+                    'i' => &mut m.invite_only,
+                    'm' => &mut m.moderated,
+                    'n' => &mut m.no_outside,
+                    's' => &mut m.secret,
+                    't' => &mut m.topic_ops,
+                    other => return Err(Error::UnknownMode(other)),
+                };
+                if *flag == set {
+                    return Ok(None);
+                }
+                *flag = set;
+                if c == 'i' && !set {
+                    m.invited.clear();
+                }
+                applied(c, None)
+            }
+            Mode::Key(k) => {
+                let m = &mut self.rooms[key].modes;
+                if set {
+                    let k = k.filter(|k| valid_key(k)).ok_or(Error::InvalidKey)?;
+                    let k: Arc<str> = k.into();
+                    m.key = Some(k.clone());
+                    applied('k', Some(k))
+                } else if m.key.take().is_some() {
+                    applied('k', Some("*".into()))
+                } else {
+                    Ok(None)
+                }
+            }
+            Mode::Limit(n) => {
+                let m = &mut self.rooms[key].modes;
+                if set {
+                    let n = n.filter(|&n| n > 0).ok_or(Error::InvalidLimit)?;
+                    m.limit = Some(n);
+                    applied('l', Some(n.to_string().into()))
+                } else if m.limit.take().is_some() {
+                    applied('l', None)
+                } else {
+                    Ok(None)
+                }
+            }
+            Mode::Ban(mask) => {
+                let mask = normalize_mask(&mask);
+                let by_nick = self.users[&by].source.nick.clone();
+                let room = &mut self.rooms[key];
+                let m = &mut room.modes;
+                let at = m
+                    .bans
+                    .iter()
+                    .position(|b| b.mask.eq_ignore_ascii_case(&mask));
+                match (set, at) {
+                    (true, Some(_)) | (false, None) => Ok(None),
+                    (true, None) if m.bans.len() >= MAX_BANS => {
+                        Err(Error::BanListFull(room.name.to_string()))
+                    }
+                    (true, None) => {
+                        let mask: Arc<str> = mask.into();
+                        m.bans.push(Ban {
+                            mask: mask.clone(),
+                            by: by_nick,
+                            at: now,
+                        });
+                        applied('b', Some(mask))
+                    }
+                    (false, Some(i)) => {
+                        let ban = m.bans.remove(i);
+                        applied('b', Some(ban.mask))
+                    }
+                }
+            }
+        }
+    }
+
+    /// `KICK #room nick reason` by the operator `id`.
+    pub(super) fn kick(
+        &mut self,
+        id: ClientId,
+        name: Option<&str>,
+        nick: &str,
+        reason: Option<String>,
+        out: &mut super::Outbox,
+    ) -> Result<(), Error> {
+        let key = self.operated(id, name)?;
+        let target = self.member_named(key, nick)?;
+        let by = self.users[&id].source.clone();
+        let room = &self.rooms[key];
+        let event = Event::Kicked {
+            room: room.name.clone(),
+            by: by.clone(),
+            nick: self.users[&target].source.nick.clone(),
+            reason: super::names::label(reason.as_deref().unwrap_or(&by.nick)).into(),
+        };
+        if room.members.len() > self.limits.big_room {
+            let both = if target == id {
+                vec![id]
+            } else {
+                vec![id, target]
+            };
+            out.send_many(both, event);
+        } else {
+            out.send_many(room.members.iter().copied(), event);
+        }
+        self.remove_from(target, key, out);
+        Ok(())
+    }
+
+    /// `INVITE nick #room` by `id`, a member (an operator of a `+i` room).
+    pub(super) fn invite(
+        &mut self,
+        id: ClientId,
+        nick: &str,
+        name: Option<&str>,
+        out: &mut super::Outbox,
+    ) -> Result<(), Error> {
+        let target = self.find_nick(nick)?;
+        let key = self.target_room(id, name, true)?;
+        let room = &self.rooms[key];
+        if room.modes.invite_only && !room.modes.is_op(id) {
+            return Err(Error::NotOperator(room.name.to_string()));
+        }
+        if self.users[&target].is_in(key) {
+            return Err(Error::AlreadyInRoom {
+                nick: self.users[&target].source.nick.to_string(),
+                room: room.name.to_string(),
+            });
+        }
+        let (room_name, to) = (room.name.clone(), self.users[&target].source.nick.clone());
+        let m = &mut self.rooms[key].modes;
+        if !m.invited.contains(&target) {
+            if m.invited.len() >= MAX_INVITES {
+                m.invited.remove(0);
+            }
+            m.invited.push(target);
+        }
+        out.send(
+            target,
+            Event::Invited {
+                room: room_name.clone(),
+                by: self.users[&id].source.clone(),
+                nick: to.clone(),
+            },
+        );
+        out.send(
+            id,
+            Event::Inviting {
+                room: room_name,
+                nick: to,
+            },
+        );
+        Ok(())
+    }
+
+    /// The ban list of a room (anyone may see it).
+    pub(super) fn ban_list(
+        &self,
+        id: ClientId,
+        name: Option<&str>,
+        out: &mut super::Outbox,
+    ) -> Result<(), Error> {
+        let key = self.target_room(id, name, false)?;
+        let room = &self.rooms[key];
+        out.send(
+            id,
+            Event::BanList {
+                room: room.name.clone(),
+                bans: room.modes.bans.clone(),
+            },
+        );
+        Ok(())
+    }
+}
+
+/// A key: 1 to [`KEY_MAX`] printable ASCII bytes, no space, comma or colon at the start.
+fn valid_key(k: &str) -> bool {
+    !k.is_empty()
+        && k.len() <= KEY_MAX
+        && !k.starts_with(':')
+        && k.bytes().all(|b| b.is_ascii_graphic() && b != b',')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_match_with_stars_and_question_marks_case_folded() {
+        assert!(mask_matches("*!*@*", "a!b@c"));
+        assert!(mask_matches("Al*!*@*", "alice!line@h.ip"));
+        assert!(!mask_matches("bob!*@*", "alice!line@h.ip"));
+        assert!(mask_matches("a?ice!*@*.ip", "alice!line@x.y.ip"));
+        assert!(!mask_matches("a?ice!*@*.ip", "alice!line@x.y.ip6"));
+        assert!(mask_matches("**a**", "a"));
+        // A hostile mask does not explode.
+        let hostile = "*a".repeat(50) + "b";
+        assert!(!mask_matches(&hostile, &"a".repeat(400)));
+    }
+
+    #[test]
+    fn masks_are_completed_like_irc_servers_do() {
+        assert_eq!(normalize_mask("bob"), "bob!*@*");
+        assert_eq!(normalize_mask("*@h.ip"), "*!*@h.ip");
+        assert_eq!(normalize_mask("bob!u"), "bob!u@*");
+        assert_eq!(normalize_mask("b!u@h"), "b!u@h");
+    }
+
+    #[test]
+    fn modes_describe_themselves_hiding_the_key_from_outsiders() {
+        let mut m = RoomModes::new();
+        assert_eq!(m.describe(true), "+nt");
+        m.key = Some("sesame".into());
+        m.limit = Some(10);
+        m.moderated = true;
+        assert_eq!(m.describe(true), "+mntkl sesame 10");
+        assert_eq!(m.describe(false), "+mntkl * 10");
+    }
+}
