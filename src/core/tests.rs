@@ -1372,3 +1372,150 @@ fn a_big_room_joiner_that_renames_between_pages_is_still_listed() {
         all.len()
     );
 }
+
+/// A core for the authority tests: alice creates #r, bob joins it.
+fn authority() -> World {
+    let mut w = World::new(0);
+    w.run(A, Command::Join("#r".into()));
+    w.run(B, Command::Join("#r".into()));
+    w
+}
+
+fn mode(room: &str, set: bool, mode: Mode) -> Command {
+    Command::Mode {
+        room: Some(room.into()),
+        changes: vec![ModeChange { set, mode }],
+    }
+}
+
+fn errors(events: &[(Event, Vec<ClientId>)]) -> Vec<Error> {
+    events
+        .iter()
+        .filter_map(|(e, _)| match e {
+            Event::Error(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_creator_operates_a_room_and_nobody_operates_the_lobby() {
+    let mut w = authority();
+    assert!(w.core.status_in(w.core.room_keys["#r"], A).op);
+    assert!(!w.core.status_in(w.core.room_keys["#r"], B).op);
+    let lobby = w.core.room_keys[LOBBY];
+    assert!(!w.core.status_in(lobby, A).op);
+    // Nobody may change the lobby's modes; anyone may set its topic.
+    assert_eq!(
+        errors(&w.run(A, mode(LOBBY, true, Mode::Flag('m')))),
+        [Error::NotOperator(LOBBY.into())]
+    );
+    let topic = Command::Topic {
+        room: Some(LOBBY.into()),
+        text: Some("open".into()),
+    };
+    assert!(errors(&w.run(B, topic)).is_empty());
+    // A non-operator may not change #r's topic (+t) nor its modes.
+    let topic = Command::Topic {
+        room: Some("#r".into()),
+        text: Some("mine".into()),
+    };
+    assert_eq!(errors(&w.run(B, topic)), [Error::NotOperator("#r".into())]);
+}
+
+#[test]
+fn moderation_mutes_bans_invites_and_kicks() {
+    let mut w = authority();
+    let say_r = |text: &str| Command::Say {
+        room: Some("#r".into()),
+        text: text.into(),
+        kind: MsgKind::Normal,
+        echo: false,
+    };
+    // +m: bob is muted until voiced.
+    w.run(A, mode("#r", true, Mode::Flag('m')));
+    assert_eq!(errors(&w.run(B, say_r("hi"))), [Error::Muted("#r".into())]);
+    w.run(A, mode("#r", true, Mode::Voice("bob".into())));
+    assert!(errors(&w.run(B, say_r("hi"))).is_empty());
+    // -n lets outsiders speak; +n (the default) does not.
+    assert_eq!(
+        errors(&w.run(C, say_r("hey"))),
+        [Error::CannotSend("#r".into())]
+    );
+    w.run(A, mode("#r", false, Mode::Flag('m')));
+    w.run(A, mode("#r", false, Mode::Flag('n')));
+    assert!(errors(&w.run(C, say_r("hey"))).is_empty());
+    // A ban keeps carol out; an invitation lets her past +i only.
+    w.run(A, mode("#r", true, Mode::Ban("car*".into())));
+    assert_eq!(
+        errors(&w.run(C, Command::Join("#r".into()))),
+        [Error::Banned("#r".into())]
+    );
+    w.run(A, mode("#r", false, Mode::Ban("car*!*@*".into())));
+    w.run(A, mode("#r", true, Mode::Flag('i')));
+    assert_eq!(
+        errors(&w.run(C, Command::Join("#r".into()))),
+        [Error::InviteOnly("#r".into())]
+    );
+    let invite = Command::Invite {
+        nick: "carol".into(),
+        room: Some("#r".into()),
+    };
+    assert_eq!(
+        errors(&w.run(B, invite.clone())),
+        [Error::NotOperator("#r".into())],
+        "only operators invite to a +i room"
+    );
+    assert!(errors(&w.run(A, invite)).is_empty());
+    assert!(errors(&w.run(C, Command::Join("#r".into()))).is_empty());
+    // The invitation is used up: after a kick, carol cannot come back.
+    let kick = Command::Kick {
+        room: Some("#r".into()),
+        nick: "carol".into(),
+        reason: None,
+    };
+    let seen = w.see(A, kick);
+    assert!(
+        seen.iter()
+            .any(|(e, to)| e.starts_with("Kicked") && to.contains(&C)),
+        "{seen:?}"
+    );
+    assert_eq!(
+        errors(&w.run(C, Command::Join("#r".into()))),
+        [Error::InviteOnly("#r".into())]
+    );
+    // An operator who leaves keeps no standing.
+    let part = Command::Part {
+        room: Some("#r".into()),
+        reason: None,
+    };
+    w.run(A, part);
+    w.run(A, Command::Join("#r".into()));
+    let key = w.core.room_keys["#r"];
+    assert!(!w.core.status_in(key, A).op);
+}
+
+#[test]
+fn a_limit_and_a_key_gate_joining() {
+    let mut w = authority();
+    w.run(A, mode("#r", true, Mode::Limit(Some(2))));
+    assert_eq!(
+        errors(&w.run(C, Command::Join("#r".into()))),
+        [Error::RoomFull("#r".into())]
+    );
+    w.run(A, mode("#r", false, Mode::Limit(None)));
+    w.run(A, mode("#r", true, Mode::Key(Some("k1".into()))));
+    assert_eq!(
+        errors(&w.run(C, Command::Join("#r".into()))),
+        [Error::BadKey("#r".into())]
+    );
+    let join = Command::JoinWithKey {
+        room: "#r".into(),
+        key: "k1".into(),
+    };
+    assert!(errors(&w.run(C, join)).is_empty());
+    assert_eq!(
+        errors(&w.run(A, mode("#r", true, Mode::Key(Some("has space".into()))))),
+        [Error::InvalidKey]
+    );
+}
