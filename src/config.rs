@@ -25,6 +25,9 @@ pub struct Config {
     /// theirs, or that users of a community would take for an official voice. Empty by
     /// default: the fixed list already covers what IRC users expect to be official.
     pub reserved_nicks: Vec<String>,
+    /// Server operators (`--oper NAME:HASH`, `--oper-file`): names and Argon2id hashes of their
+    /// passwords, never the passwords (see `session::oper`).
+    pub opers: Vec<crate::session::oper::Oper>,
     /// Password IRC clients must send with PASS (`None`: PASS is accepted and ignored).
     pub irc_password: Option<String>,
     /// Message of the day for IRC clients, one entry per line (`None`: 422 "MOTD File is
@@ -160,6 +163,7 @@ impl Default for Config {
             irc_listen: vec![SocketAddr::from(([127, 0, 0, 1], Self::DEFAULT_IRC_PORT))],
             server_name: "pollchat".into(),
             reserved_nicks: Vec::new(),
+            opers: Vec::new(),
             irc_password: None,
             motd: None,
             irc_ping_after: Duration::from_secs(120),

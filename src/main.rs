@@ -14,6 +14,7 @@ use log::{LevelFilter, error, info, warn};
 
 use pollchat::config::Config;
 use pollchat::driver::{IoModel, Server};
+use pollchat::session::oper::Oper;
 use pollchat::{bench, client, limits};
 
 #[derive(Parser)]
@@ -40,6 +41,9 @@ enum Cmd {
     /// Load generator: start (or target) a server, load it over loopback, report deliveries/s,
     /// latency percentiles, loss, and both sides' CPU and memory
     Bench(Box<bench::Opts>),
+    /// Read a server operator's password on standard input and print its hash, for --oper
+    /// NAME:HASH or a line `NAME HASH` of --oper-file
+    HashPassword,
 }
 
 #[derive(Args)]
@@ -82,6 +86,13 @@ struct ServeArgs {
     /// several
     #[arg(long = "reserved-nick", value_name = "NICK", default_values_t = defaults().reserved_nicks, value_parser = reserved_nick)]
     reserved_nick: Vec<String>,
+    /// A server operator: NAME:HASH, the hash from `pollchat hash-password` (repeatable; the
+    /// password itself never goes on a command line)
+    #[arg(long = "oper", value_name = "NAME:HASH", value_parser = oper_entry)]
+    oper: Vec<Oper>,
+    /// A file of server operators, one `NAME HASH` a line (# comments); read at start
+    #[arg(long, value_name = "FILE")]
+    oper_file: Option<std::path::PathBuf>,
     /// Longest line in bytes (16 to 1048576); longer ones get an error and are discarded
     #[arg(long, default_value_t = defaults().max_line as u32, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     max_line: u32,
@@ -201,6 +212,20 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Bench(opts) => run_bench(&opts),
+        Cmd::HashPassword => {
+            let mut password = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut password) {
+                eprintln!("pollchat: cannot read the password: {e}");
+                return ExitCode::FAILURE;
+            }
+            let password = password.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                eprintln!("pollchat: give the password on standard input");
+                return ExitCode::FAILURE;
+            }
+            println!("{}", pollchat::session::oper::hash_password(password));
+            ExitCode::SUCCESS
+        }
     }
 }
 
@@ -248,6 +273,19 @@ fn serve(args: ServeArgs) -> ExitCode {
         Some(n) => n as usize,
         None => fit,
     };
+    let mut opers = args.oper.clone();
+    if let Some(path) = &args.oper_file {
+        match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| Oper::parse_file(&text).map_err(|e| e.to_string()))
+        {
+            Ok(more) => opers.extend(more),
+            Err(e) => {
+                error!("--oper-file {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let motd = match &args.motd {
         None => None,
         Some(path) => match std::fs::read_to_string(path) {
@@ -285,6 +323,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         motd,
         server_name: args.server_name,
         reserved_nicks: args.reserved_nick,
+        opers,
         max_line: args.max_line as usize,
         history: usize::from(args.history),
         room_history_bytes: usize::try_from(args.room_history_bytes).unwrap_or(usize::MAX),
@@ -372,6 +411,10 @@ fn address(s: &str) -> Result<SocketAddr, String> {
 
 /// `--reserved-nick`: a valid nick, since one nobody could take needs no reserving (a typo
 /// would otherwise protect nothing, silently).
+fn oper_entry(s: &str) -> Result<Oper, String> {
+    Oper::parse(s).map_err(|e| e.to_string())
+}
+
 fn reserved_nick(s: &str) -> Result<String, String> {
     pollchat::core::names::check_nick(s)
         .map(|()| s.to_string())

@@ -939,3 +939,63 @@ fn invite_only_keyed_limited_and_secret_rooms(io: IoModel) {
         ":pollchat 471 carol #vip :Cannot join channel (+l)"
     );
 }
+
+for_each_io!(server_operators_oper_kill_and_operate_every_room);
+/// `--oper NAME:HASH` (irctest's convention: operuser/operpassword): OPER gives exactly 381 and
+/// a MODE +o; a wrong name or password 464, never 381. A server operator operates every room
+/// (#lobby too), sees secret rooms, is flagged in WHO and WHOIS, and KILLs (481 for others);
+/// a line user can be one too (/oper, /kill).
+fn server_operators_oper_kill_and_operate_every_room(io: IoModel) {
+    let hash = pollchat::session::oper::hash_password("operpassword");
+    let server = TestServer::with_io(io, |c| {
+        c.opers = vec![pollchat::session::oper::Oper::parse(&format!("operuser:{hash}")).unwrap()];
+    });
+    let mut a = register(&server, "alice");
+    let mut b = register(&server, "bob");
+    a.send("OPER operuser wrong");
+    assert_eq!(a.line(), ":pollchat 464 alice :Password incorrect");
+    a.send("OPER nobody operpassword");
+    assert_eq!(a.line(), ":pollchat 464 alice :Password incorrect");
+    b.send("KILL alice :no");
+    assert_eq!(
+        b.line(),
+        ":pollchat 481 bob :Permission Denied- You're not an IRC operator"
+    );
+    a.send("OPER operuser operpassword");
+    assert_eq!(a.line(), ":pollchat 381 alice :You are now an IRC operator");
+    assert_eq!(a.line(), ":alice MODE alice :+o");
+    // An operator of every room: bob's secret room too.
+    b.send("JOIN #hidden");
+    b.expect_prefix(":pollchat 366");
+    b.send("MODE #hidden +s");
+    b.line();
+    a.send("LIST");
+    let listed: Vec<String> = std::iter::from_fn(|| Some(a.line()))
+        .take_while(|l| !l.starts_with(":pollchat 323"))
+        .collect();
+    assert!(listed.iter().any(|l| l.contains("#hidden")), "{listed:?}");
+    a.send("MODE #hidden +m");
+    assert!(a.line().ends_with(" MODE #hidden +m"));
+    assert!(b.line().ends_with(" MODE #hidden +m"));
+    b.send("WHOIS alice");
+    let whois: Vec<String> = std::iter::from_fn(|| Some(b.line()))
+        .take_while(|l| !l.starts_with(":pollchat 318"))
+        .collect();
+    assert!(
+        whois.contains(&":pollchat 313 bob alice :is an IRC operator".to_string()),
+        "{whois:?}"
+    );
+    // A line user is killed by the IRC operator; the rooms hear why.
+    let mut lena = server.join_as("lena", &mut []);
+    lena.send("/oper operuser wrong");
+    assert_eq!(
+        lena.line(),
+        "ERROR bad-oper-login wrong operator name or password"
+    );
+    a.send("KILL lena :flooding");
+    let bye = lena.expect_closed();
+    assert_eq!(bye.last().unwrap(), "BYE killed by alice: flooding");
+    a.send("KILL bob");
+    let gone = b.expect_closed();
+    assert!(gone.last().unwrap().contains("killed by alice"), "{gone:?}");
+}

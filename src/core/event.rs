@@ -110,6 +110,13 @@ pub enum Command {
         nick: String,
         room: Option<String>,
     },
+    /// The session checked the client's operator credentials: it is a server operator now.
+    MakeOper,
+    /// A server operator disconnects a user.
+    Kill {
+        nick: String,
+        reason: Option<String>,
+    },
     Part {
         room: Option<String>,
         reason: Option<String>,
@@ -165,6 +172,8 @@ pub struct Member {
     pub away: bool,
     /// Its standing in the room listed (none outside room listings).
     pub status: Status,
+    /// A server operator.
+    pub oper: bool,
 }
 
 /// The answer to `Whois`.
@@ -176,8 +185,11 @@ pub struct WhoisInfo {
     /// Seconds since the user last sent a message.
     pub idle_secs: u64,
     pub connected_at: Millis,
-    /// The user's real address, only when the asker may see it: the user asking about itself.
+    /// The user's real address, only when the asker may see it: the user asking about itself,
+    /// or a server operator.
     pub address: Option<IpAddr>,
+    /// A server operator.
+    pub oper: bool,
 }
 
 /// Something a client is told.
@@ -301,6 +313,16 @@ pub enum Event {
         room: Arc<str>,
         bans: Vec<Ban>,
     },
+    /// You are a server operator now.
+    YouAreOper {
+        nick: Arc<str>,
+    },
+    /// A server operator disconnected you: the driver closes the connection with this reason.
+    /// Never rendered itself.
+    Killed {
+        by: Arc<Source>,
+        reason: Arc<str>,
+    },
     /// Reply to `Stats`.
     Stats {
         users: usize,
@@ -383,6 +405,10 @@ pub enum Error {
     InvalidKey,
     /// A member limit that is not a positive number.
     InvalidLimit,
+    /// The command needs a server operator.
+    NotServerOperator,
+    /// Wrong operator name or password.
+    BadOperLogin,
 }
 
 impl Error {
@@ -414,6 +440,8 @@ impl Error {
             Error::UnknownMode(_) => "unknown-mode",
             Error::InvalidKey => "invalid-key",
             Error::InvalidLimit => "invalid-limit",
+            Error::NotServerOperator => "not-server-operator",
+            Error::BadOperLogin => "bad-oper-login",
         }
     }
 }
@@ -483,6 +511,8 @@ impl fmt::Display for Error {
                 super::modes::KEY_MAX
             ),
             Error::InvalidLimit => write!(f, "a member limit is a positive number"),
+            Error::NotServerOperator => write!(f, "only a server operator may do that"),
+            Error::BadOperLogin => write!(f, "wrong operator name or password"),
         }
     }
 }

@@ -250,6 +250,7 @@ impl Core {
             last_active: now,
             ip,
             serial: self.next_user,
+            oper: false,
         };
         self.next_user = self.next_user.wrapping_add(1);
         self.users.insert(id, user);
@@ -360,6 +361,29 @@ impl Core {
                 self.kick(id, room.as_deref(), &nick, reason, out)
             }
             Command::Invite { nick, room } => self.invite(id, &nick, room.as_deref(), out),
+            Command::MakeOper => {
+                let user = self.user_mut(id);
+                user.oper = true;
+                let nick = user.source.nick.clone();
+                out.send(id, Event::YouAreOper { nick });
+                Ok(())
+            }
+            Command::Kill { nick, reason } => {
+                if !self.users[&id].oper {
+                    return Err(Error::NotServerOperator);
+                }
+                let target = self.find_nick(&nick)?;
+                let by = self.users[&id].source.clone();
+                let reason = label(reason.as_deref().unwrap_or("no reason given"));
+                out.send(
+                    target,
+                    Event::Killed {
+                        by,
+                        reason: reason.into(),
+                    },
+                );
+                Ok(())
+            }
             Command::Part { room, reason } => {
                 let key = self.target_room(id, room.as_deref(), true)?;
                 self.part(id, key, reason, out);
@@ -433,7 +457,8 @@ impl Core {
                     connected_at: user.connected_at,
                     // Only the user itself is shown where it connects from (operators will be
                     // too, when there are any).
-                    address: (target == id).then_some(user.ip),
+                    address: (target == id || self.users[&id].oper).then_some(user.ip),
+                    oper: user.oper,
                 };
                 out.send(id, Event::Whois(info));
                 Ok(())
@@ -784,6 +809,7 @@ impl Core {
             source: u.source.clone(),
             away: u.away.is_some(),
             status: Status::default(),
+            oper: u.oper,
         }
     }
 

@@ -316,7 +316,8 @@ impl Core {
     /// The room `name` for an operator's command by `id`: it exists, and `id` operates it.
     fn operated(&self, id: ClientId, name: Option<&str>) -> Result<usize, Error> {
         let key = self.target_room(id, name, false)?;
-        if !self.rooms[key].modes.is_op(id) {
+        // A server operator operates every room, #lobby included.
+        if !self.rooms[key].modes.is_op(id) && !self.users[&id].oper {
             return Err(Error::NotOperator(self.rooms[key].name.to_string()));
         }
         Ok(key)
@@ -364,7 +365,9 @@ impl Core {
                 by: self.users[&id].source.clone(),
                 changes: applied,
             };
-            out.send_many(room.members.iter().copied(), event);
+            // A server operator outside the room is told too.
+            let outside = (!self.users[&id].is_in(key)).then_some(id);
+            out.send_many(room.members.iter().copied().chain(outside), event);
         }
         result
     }
@@ -505,7 +508,8 @@ impl Core {
             };
             out.send_many(both, event);
         } else {
-            out.send_many(room.members.iter().copied(), event);
+            let outside = (!self.users[&id].is_in(key)).then_some(id);
+            out.send_many(room.members.iter().copied().chain(outside), event);
         }
         self.remove_from(target, key, out);
         Ok(())
@@ -522,7 +526,7 @@ impl Core {
         let target = self.find_nick(nick)?;
         let key = self.target_room(id, name, true)?;
         let room = &self.rooms[key];
-        if room.modes.invite_only && !room.modes.is_op(id) {
+        if room.modes.invite_only && !room.modes.is_op(id) && !self.users[&id].oper {
             return Err(Error::NotOperator(room.name.to_string()));
         }
         if self.users[&target].is_in(key) {

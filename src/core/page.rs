@@ -187,7 +187,8 @@ impl Core {
         };
         let next = self.room_keys.range::<str, _>((after, Bound::Unbounded));
         let asker = cursor.asker.and_then(|a| self.users.get(&a));
-        let visible = |k: usize| !self.rooms[k].modes.secret || asker.is_some_and(|u| u.is_in(k));
+        let visible =
+            |k: usize| !self.rooms[k].modes.secret || asker.is_some_and(|u| u.oper || u.is_in(k));
         let mut next = next.filter(|(_, k)| visible(**k));
         let rooms: Vec<(&str, &Room)> = next
             .by_ref()

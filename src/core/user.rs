@@ -26,6 +26,9 @@ pub struct User {
     /// it left is held for it alone (`core::nick_delay`). Wraps after 2³² connections, far
     /// apart in time from any one hold.
     pub serial: u32,
+    /// A server operator (`OPER`): may operate every room, see secret ones and addresses, and
+    /// KILL.
+    pub oper: bool,
 }
 
 impl User {

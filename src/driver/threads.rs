@@ -391,6 +391,14 @@ impl State {
         let mut outbox = std::mem::take(&mut self.outbox);
         let wall = wall_ms();
         for (event, to) in outbox.iter() {
+            // A server operator's KILL: the connection is closed (after the pass).
+            if let Event::Killed { by, reason } = event {
+                for id in to {
+                    let reason = Reason::Killed(format!("killed by {}: {reason}", by.nick).into());
+                    self.mark_close(id.0, reason);
+                }
+                continue;
+            }
             if let Event::Page(cursor) = event {
                 for id in to {
                     self.start_page(ctx, id.0, cursor, wall);

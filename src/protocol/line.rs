@@ -38,6 +38,8 @@ pub enum Request {
     Quit(Option<String>),
     /// `/help`.
     Help,
+    /// `/oper NAME PASSWORD`: checked by the session, never by the core.
+    Oper { name: String, password: String },
     /// An empty line: nothing to do.
     Nothing,
 }
@@ -108,6 +110,10 @@ const COMMANDS: &[(&str, &str)] = &[
     (
         "mode",
         "/mode [#room] [+imnst-k] show or change a room's modes (operators)",
+    ),
+    (
+        "oper",
+        "/oper NAME PASSWORD      become a server operator (/kill NICK [why])",
     ),
     ("quit", "/quit [reason]           leave the server"),
     (
@@ -264,11 +270,22 @@ pub fn parse(line: &[u8]) -> Result<Request, LineError> {
         },
         ("away", _) => Command::Away(opt(args)),
         ("whois", 1) => Command::Whois(args.to_string()),
+        ("oper", 2) => {
+            return Ok(Request::Oper {
+                name: words[0].to_string(),
+                password: words[1].to_string(),
+            });
+        }
+        ("kill", n) if n >= 1 => Command::Kill {
+            nick: words[0].to_string(),
+            reason: opt(after_first()),
+        },
         ("quit", _) => return Ok(Request::Quit(opt(args))),
         ("help", _) => return Ok(Request::Help),
         (known, _)
             if COMMANDS.iter().any(|(n, _)| *n == known)
-                || ["list", "names", "deop", "devoice", "unban", "bans"].contains(&known) =>
+                || ["list", "names", "deop", "devoice", "unban", "bans", "kill"]
+                    .contains(&known) =>
         {
             return bad();
         }
@@ -447,6 +464,9 @@ pub fn render(event: &Event) -> Vec<u8> {
             if let Some(away) = &w.away {
                 line(&mut s, format_args!("NOTICE {nick} is away: {away}"));
             }
+            if w.oper {
+                line(&mut s, format_args!("NOTICE {nick} is a server operator"));
+            }
             if let Some(ip) = w.address {
                 line(
                     &mut s,
@@ -500,7 +520,13 @@ pub fn render(event: &Event) -> Vec<u8> {
                 format_args!("NOTICE {n} ban{} on {room}", if n == 1 { "" } else { "s" }),
             );
         }
-        Event::Found { .. } | Event::Stats { .. } | Event::Page(_) => {}
+        Event::YouAreOper { .. } => line(
+            &mut s,
+            format_args!(
+                "NOTICE you are now a server operator: you operate every room and may /kill"
+            ),
+        ),
+        Event::Found { .. } | Event::Stats { .. } | Event::Page(_) | Event::Killed { .. } => {}
     }
     s.into_bytes()
 }
@@ -784,11 +810,13 @@ mod tests {
                 source: src("a"),
                 away: false,
                 status: Default::default(),
+                oper: false,
             },
             Member {
                 source: src("b"),
                 away: true,
                 status: Default::default(),
+                oper: false,
             },
         ];
         let names = Event::Names {
@@ -808,6 +836,7 @@ mod tests {
                 source: src(&format!("user{i}")),
                 away: false,
                 status: Default::default(),
+                oper: false,
             })
             .collect();
         let out = text(render(&Event::Names {

@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use log::{info, trace};
 
-use super::{Context, Now, Reason, Step, Tick, Wake};
-use crate::core::{ClientId, Command, Core, LOBBY, Outbox};
+use super::{Context, Now, Reason, Step, Tick, Wake, oper};
+use crate::core::{ClientId, Command, Core, Error, Event, LOBBY, Outbox};
 use crate::framer::Frame;
 use crate::protocol::line::{self, LineError, Request};
 
@@ -83,6 +83,24 @@ impl LineSession {
             }
             Ok(Request::Quit(reason)) => Step::leave(Reason::Quit(reason)),
             Ok(Request::Help) => Step::reply(line::render_help()),
+            Ok(Request::Oper { name, password }) => {
+                // Checking a password hash is meant to be slow: ten lines' worth of tokens.
+                let extra_cost = 9;
+                if oper::check(&ctx.opers, &name, &password) {
+                    core.handle(self.id, Command::MakeOper, now.wall, out);
+                    return Step {
+                        extra_cost,
+                        ..Step::default()
+                    };
+                }
+                log::warn!("{}: wrong /oper name or password", self.peer());
+                let refusal = Event::Error(Error::BadOperLogin);
+                Step {
+                    reply: line::render(&refusal),
+                    extra_cost,
+                    ..Step::default()
+                }
+            }
             Ok(Request::Nothing) => Step::default(),
             Err(error) => Step::reply(line::render_error(&error)),
         }

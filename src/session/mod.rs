@@ -22,6 +22,7 @@
 
 pub mod irc;
 pub mod line;
+pub mod oper;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU64;
@@ -58,6 +59,9 @@ pub enum Reason {
     RegistrationTimeout,
     /// An IRC client gave no or the wrong server password.
     BadPassword,
+    /// A server operator removed it (`KILL`): who, and why. (Boxed: `Reason` sits in every
+    /// connection's record, which must stay small.)
+    Killed(Box<str>),
 }
 
 impl Reason {
@@ -77,6 +81,7 @@ impl Reason {
             Reason::PingTimeout => "ping timeout".into(),
             Reason::RegistrationTimeout => "registration timeout".into(),
             Reason::BadPassword => "bad password".into(),
+            Reason::Killed(how) => how.to_string(),
         }
     }
 
@@ -162,6 +167,8 @@ pub struct Context {
     pub ping_timeout: Duration,
     /// IRC: close a client not registered by then.
     pub register_timeout: Duration,
+    /// Server operators' names and password hashes.
+    pub opers: Vec<oper::Oper>,
 }
 
 impl Context {
@@ -179,6 +186,7 @@ impl Context {
             ping_after: config.irc_ping_after,
             ping_timeout: config.irc_ping_timeout,
             register_timeout: config.irc_register_timeout,
+            opers: config.opers.clone(),
         }
     }
 }

@@ -377,7 +377,8 @@ pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) ->
             for m in members {
                 let s = &m.source;
                 let here = if m.away { 'G' } else { 'H' };
-                let flags = format!("{here}{}", m.status.prefixes());
+                let oper = if m.oper { "*" } else { "" };
+                let flags = format!("{here}{oper}{}", m.status.prefixes());
                 o.numeric_with(
                     RPL_WHOREPLY,
                     &[&channel, &s.user, &s.host, &server, &s.nick, &flags],
@@ -454,6 +455,12 @@ pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) ->
             o.raw(format_args!(":{} INVITE {nick} {room}", prefix(by)))
         }
         Event::Inviting { room, nick } => o.numeric(RPL_INVITING, &[nick, room]),
+        Event::YouAreOper { nick } => {
+            o.numeric(RPL_YOUREOPER, &[]);
+            o.raw(format_args!(":{nick} MODE {nick} :+o"));
+        }
+        // The driver closes the connection instead (see `Event::Killed`).
+        Event::Killed { .. } => {}
         Event::BanList { room, bans } => {
             for b in bans {
                 o.numeric(RPL_BANLIST, &[room, &b.mask, &b.by, &(b.at / 1000)]);
@@ -582,6 +589,9 @@ fn whois(o: &mut Out<'_>, w: &WhoisInfo) {
     if let Some(away) = &w.away {
         o.numeric_with(RPL_AWAY, &[nick], &[away]);
     }
+    if w.oper {
+        o.numeric(RPL_WHOISOPERATOR, &[nick]);
+    }
     if let Some(ip) = w.address {
         let real = real_host(ip);
         o.numeric_with(RPL_WHOISHOST, &[nick], &[&real, &real]);
@@ -629,6 +639,8 @@ pub fn error(o: &mut Out<'_>, e: &Error) {
         Error::UnknownMode(c) => o.numeric(ERR_UNKNOWNMODE, &[&safe(&c.to_string())]),
         Error::InvalidKey => o.numeric_with(ERR_INVALIDMODEPARAM, &[&"*", &'k', &"*"], &[e]),
         Error::InvalidLimit => o.numeric_with(ERR_INVALIDMODEPARAM, &[&"*", &'l', &"*"], &[e]),
+        Error::NotServerOperator => o.numeric(ERR_NOPRIVILEGES, &[]),
+        Error::BadOperLogin => o.numeric(ERR_PASSWDMISMATCH, &[]),
     }
 }
 
@@ -717,6 +729,7 @@ mod tests {
                 source: Source::new(&format!("nick{i:04}"), "u", "h", "r"),
                 away: false,
                 status: Default::default(),
+                oper: false,
             })
             .collect();
         let out = String::from_utf8(render(
@@ -866,6 +879,7 @@ mod tests {
             idle_secs: 1,
             connected_at: 0,
             address: Some("1234:5678:9abc:def0:1234:5678:9abc:def0".parse().unwrap()),
+            oper: true,
         });
         let out = render(&whois, "irc.example.org", &"m".repeat(32), false, 0);
         assert_lines_fit(&out);
@@ -885,6 +899,7 @@ mod tests {
                 source: Source::new(&format!("{i:0>32}"), "u", "h", "r"),
                 away: false,
                 status: Default::default(),
+                oper: false,
             })
             .collect();
         let ison = Event::Found {

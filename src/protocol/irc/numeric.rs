@@ -79,6 +79,8 @@ numerics! {
     RPL_WHOISUSER = 311, "* :{}";
     /// Middle: nick, server; then the server's description.
     RPL_WHOISSERVER = 312, ":pollchat";
+    /// Middle: nick.
+    RPL_WHOISOPERATOR = 313, ":is an IRC operator";
     /// Middle: the mask asked about.
     RPL_ENDOFWHO = 315, ":End of /WHO list";
     /// Middle: nick, idle seconds, signon time.
@@ -122,6 +124,7 @@ numerics! {
     /// Middle: nick. Holes: its real host and address (both the IP: no reverse DNS). Sent only
     /// to the user itself: everyone else sees only the cloaked host of 311.
     RPL_WHOISHOST = 378, ":is connecting from *@{} {}";
+    RPL_YOUREOPER = 381, ":You are now an IRC operator";
     /// Middle: nick.
     ERR_NOSUCHNICK = 401, ":No such nick/channel";
     /// Middle: room.
@@ -173,6 +176,7 @@ numerics! {
     ERR_BADCHANNELKEY = 475, ":Cannot join channel (+k)";
     /// Middle: room, `b`.
     ERR_BANLISTFULL = 478, ":Channel ban list is full";
+    ERR_NOPRIVILEGES = 481, ":Permission Denied- You're not an IRC operator";
     /// Middle: room.
     ERR_CHANOPRIVSNEEDED = 482, ":You're not channel operator";
     ERR_USERSDONTMATCH = 502, ":Can't change mode for other users";

@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use super::{Context, IrcSession, channel, messages, query, registration};
+use super::{Context, IrcSession, channel, messages, operator, query, registration};
 use crate::core::{ClientId, Command, Core, Millis, Outbox};
 use crate::protocol::irc::numeric::*;
 use crate::protocol::irc::{self, Out};
@@ -142,6 +142,9 @@ pub(super) static COMMANDS: &[Entry] = &[
     entry("LUSERS", 0, Registered, 1, query::lusers),
     entry("ISON", 1, Registered, 1, query::ison),
     entry("USERHOST", 1, Registered, 1, query::userhost),
+    // Server operators (operator.rs). OPER checks a password hash: ten lines' worth of tokens.
+    entry("OPER", 2, Registered, 10, operator::oper),
+    entry("KILL", 1, Registered, 1, operator::kill),
 ];
 
 fn find(command: &str) -> Option<&'static Entry> {

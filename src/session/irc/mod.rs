@@ -22,6 +22,7 @@
 mod channel;
 mod commands;
 mod messages;
+mod operator;
 mod query;
 mod registration;
 #[cfg(test)]

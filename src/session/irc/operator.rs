@@ -1,0 +1,36 @@
+//! Server operators' commands: OPER and KILL (see `session::oper` for the credentials).
+
+use log::warn;
+
+use super::IrcSession;
+use super::commands::Call;
+use crate::core::{Command, Error};
+use crate::protocol::irc;
+use crate::session::{Reason, oper};
+
+/// `OPER name password`: 381 and a `MODE nick +o`, or 464 (a wrong name is answered as a wrong
+/// password, in the same time) and a warning in the log. The command costs many flood tokens
+/// (its table entry): checking a password hash is meant to be slow.
+pub(super) fn oper(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+    let (name, password) = (c.p[0], c.p[1]);
+    if oper::check(&c.ctx.opers, name, password) {
+        c.run(Command::MakeOper);
+    } else {
+        warn!(
+            "{}: wrong OPER name or password (for {:?})",
+            s.peer,
+            irc::safe(name)
+        );
+        irc::error(c.o, &Error::BadOperLogin);
+    }
+    None
+}
+
+/// `KILL nick [:reason]`: a server operator disconnects a user (481 for anyone else).
+pub(super) fn kill(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+    c.run(Command::Kill {
+        nick: c.p[0].to_string(),
+        reason: c.p.get(1).filter(|r| !r.is_empty()).map(|r| r.to_string()),
+    });
+    None
+}
