@@ -140,6 +140,11 @@ pub(super) static COMMANDS: &[Entry] = &[
     entry("LUSERS", 0, Registered, 1, query::lusers),
     entry("ISON", 1, Registered, 1, query::ison),
     entry("USERHOST", 1, Registered, 1, query::userhost),
+    // About the server (query.rs).
+    entry("TIME", 0, Registered, 1, query::time),
+    entry("VERSION", 0, Registered, 1, query::version),
+    entry("ADMIN", 0, Registered, 1, query::admin),
+    entry("INFO", 0, Registered, 1, query::info),
 ];
 
 fn find(command: &str) -> Option<&'static Entry> {
