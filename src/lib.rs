@@ -14,8 +14,8 @@
 //! - [`framer`]: cuts a byte stream into lines, holding at most one unfinished line per client;
 //!   over-long lines are reported and skipped without being buffered.
 //! - [`core`]: the chat itself (users, rooms, private messages, presence, history, and
-//!   identity: cloaked hosts and the nick delay) with no I/O and no clock: commands in,
-//!   protocol-neutral events with their recipients out. Long answers (room and member lists,
+//!   identity: cloaked hosts and the nick delay; users found by a mask) with no I/O and no
+//!   clock: commands in, protocol-neutral events with their recipients out. Long answers (room and member lists,
 //!   history replay) come out as cursors that [`core::page`] turns into pages on demand.
 //! - [`protocol`]: front doors, parsing and rendering only. [`protocol::line`] parses what
 //!   `nc`/`telnet` users type and renders core events as lines whose first token says what they
