@@ -14,11 +14,11 @@
 //! - [`framer`]: cuts a byte stream into lines, holding at most one unfinished line per client;
 //!   over-long lines are reported and skipped without being buffered.
 //! - [`core`]: the chat itself (users, rooms, private messages, presence, history, and
-//!   identity: cloaked hosts and the nick delay) with no I/O and no clock: commands in,
-//!   protocol-neutral events with their recipients out. Long answers (room and member lists,
-//!   history replay) come out as cursors that [`core::page`] turns into pages on demand;
-//!   [`core::modes`] is channel authority (operators, modes, kick, invite, bans) for both
-//!   doors.
+//!   identity: cloaked hosts and the nick delay; users found by a mask) with no I/O and no
+//!   clock: commands in, protocol-neutral events with their recipients out. Long answers (room
+//!   and member lists, history replay) come out as cursors that [`core::page`] turns into pages
+//!   on demand; [`core::modes`] is channel authority (operators, modes, kick, invite, bans) for
+//!   both doors.
 //! - [`protocol`]: front doors, parsing and rendering only. [`protocol::line`] parses what
 //!   `nc`/`telnet` users type and renders core events as lines whose first token says what they
 //!   are; [`protocol::irc`] does the same for IRC, with the code and text of every numeric in

@@ -42,10 +42,11 @@ fn registration_burst_in_order(io: IoModel) {
     let mut c = Client::connect(server.irc_addr.unwrap());
     c.send("NICK alice");
     c.send("USER al 0 * :Alice Liddell");
-    let codes: Vec<String> = (0..13).map(|_| c.line()).collect();
+    let codes: Vec<String> = (0..15).map(|_| c.line()).collect();
     let numerics: Vec<&str> = codes.iter().map(|l| l.split(' ').nth(1).unwrap()).collect();
     let expected = [
-        "001", "002", "003", "004", "005", "251", "252", "254", "255", "375", "372", "372", "376",
+        "001", "002", "003", "004", "005", "251", "252", "254", "255", "265", "266", "375", "372",
+        "372", "376",
     ];
     assert_eq!(numerics, expected, "{codes:#?}");
     assert_eq!(
@@ -69,8 +70,8 @@ fn registration_burst_in_order(io: IoModel) {
     ] {
         assert!(codes[4].contains(token), "005 lacks {token}: {}", codes[4]);
     }
-    assert_eq!(codes[10], ":pollchat 372 alice :- be nice");
-    assert_eq!(codes[12], ":pollchat 376 alice :End of /MOTD command");
+    assert_eq!(codes[12], ":pollchat 372 alice :- be nice");
+    assert_eq!(codes[14], ":pollchat 376 alice :End of /MOTD command");
     assert!(sync(&mut c).is_empty());
 }
 
@@ -374,7 +375,7 @@ fn queries_names_list_who_whois_away_ison_userhost(io: IoModel) {
     assert_eq!(a.line(), ":pollchat 318 alice bob :End of /WHOIS list");
     a.send("LIST");
     assert_eq!(a.line(), ":pollchat 321 alice Channel :Users  Name");
-    assert_eq!(a.line(), ":pollchat 322 alice #lobby 0 :");
+    // The empty lobby is not listed to IRC clients.
     assert_eq!(a.line(), ":pollchat 322 alice #x 2 :");
     assert_eq!(a.line(), ":pollchat 323 alice :End of /LIST");
     a.send("ISON bob nobody ALICE");
@@ -494,19 +495,19 @@ fn bad_lines_are_refused_and_the_connection_stays(io: IoModel) {
     a.send_raw(b"PRIVMSG #lobby :caf\xe9\r\n");
     assert_eq!(
         a.line(),
-        "FAIL PRIVMSG INVALID_UTF8 :Message rejected: this server only accepts UTF-8"
+        ":pollchat FAIL PRIVMSG INVALID_UTF8 :Message rejected: this server only accepts UTF-8"
     );
     a.send_raw(b"PRIVMSG #lobby :nul\0byte\r\n");
     assert_eq!(
         a.line(),
-        "FAIL PRIVMSG INVALID_TEXT :Message rejected: it contains a NUL byte"
+        ":pollchat FAIL PRIVMSG INVALID_TEXT :Message rejected: it contains a NUL byte"
     );
     a.send_raw(b"\r\n\n");
     // A bare CR inside a message is refused: it could split the line for someone else.
     a.send_raw(b"PRIVMSG #lobby :one\rMSG #lobby <liner> forged\r\n");
     assert_eq!(
         a.line(),
-        "FAIL * INVALID_TEXT :text may not contain CR, LF or NUL"
+        ":pollchat FAIL * INVALID_TEXT :text may not contain CR, LF or NUL"
     );
     // Formatting codes are fine for IRC, and reach line users without control characters.
     a.send("PRIVMSG #lobby :\u{2}bold\u{2} move");
@@ -705,7 +706,7 @@ fn refusals_of_long_bad_lines_fit_in_512_bytes(io: IoModel) {
     a.send_raw(&bad);
     let fail = a.line();
     assert!(
-        fail.starts_with("FAIL ") && fail.contains(" INVALID_UTF8 :"),
+        fail.starts_with(":pollchat FAIL ") && fail.contains(" INVALID_UTF8 :"),
         "{fail}"
     );
     assert!(fail.len() + 2 <= 512, "{} bytes", fail.len() + 2);
@@ -998,4 +999,176 @@ fn server_operators_oper_kill_and_operate_every_room(io: IoModel) {
     a.send("KILL bob");
     let gone = b.expect_closed();
     assert!(gone.last().unwrap().contains("killed by alice"), "{gone:?}");
+}
+
+for_each_io!(lusers_gives_local_and_global_users_and_their_peak);
+fn lusers_gives_local_and_global_users_and_their_peak(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut a = register(&server, "alice");
+    let mut b = register(&server, "bob");
+    b.send("QUIT");
+    b.expect_closed();
+    // Bob's departure is in the core before alice's next command is read under every model
+    // (the loop handles it in the turn it sees the close; a thread under the core's lock).
+    sync(&mut a);
+    a.send("LUSERS");
+    let lines = sync(&mut a);
+    assert_eq!(
+        lines,
+        [
+            ":pollchat 251 alice :There are 1 users and 0 invisible on 1 servers",
+            ":pollchat 252 alice 0 :IRC Operators online",
+            ":pollchat 254 alice 1 :channels formed",
+            ":pollchat 255 alice :I have 1 clients and 0 servers",
+            ":pollchat 265 alice 1 2 :Current local users 1, max 2",
+            ":pollchat 266 alice 1 2 :Current global users 1, max 2",
+        ]
+    );
+}
+
+for_each_io!(too_many_tags_get_417_and_nothing_is_relayed);
+fn too_many_tags_get_417_and_nothing_is_relayed(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut a = register(&server, "alice");
+    let mut b = register(&server, "bob");
+    for c in [&mut a, &mut b] {
+        c.send("JOIN #t");
+        c.expect_prefix(":pollchat 366");
+    }
+    a.line(); // bob's join
+    a.send("CAP REQ :message-tags");
+    assert_eq!(a.line(), ":pollchat CAP alice ACK :message-tags");
+    // Short enough for the framer (512 + 4096), but 4,100 bytes of tags: over their budget.
+    let tags = format!("@+example={}", "a".repeat(4100));
+    a.send(&format!("{tags} PRIVMSG #t :hi"));
+    assert_eq!(a.line(), ":pollchat 417 alice :Input line was too long");
+    // Tags within their budget are fine.
+    a.send("@+example=short PRIVMSG #t :hi");
+    assert!(sync(&mut a).is_empty());
+    assert!(
+        b.line().ends_with(" PRIVMSG #t :hi"),
+        "only the second message arrives"
+    );
+    assert!(sync(&mut b).is_empty());
+}
+
+for_each_io!(user_needs_a_real_name_and_may_send_latin1);
+fn user_needs_a_real_name_and_may_send_latin1(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut c = Client::connect(server.irc_addr.unwrap());
+    c.send("NICK foo");
+    c.send("USER username * * :");
+    assert_eq!(c.line(), ":pollchat 461 * USER :Not enough parameters");
+    c.send("USER  * * :Foo");
+    assert_eq!(c.line(), ":pollchat 461 * USER :Not enough parameters");
+    // A client set to Latin-1 (iè rcé): registered, the bad bytes replaced, not left waiting.
+    c.send_raw(b"USER username * * :i\xe8rc\xe9\r\n");
+    assert!(c.line().starts_with(":pollchat 001 foo "));
+    c.expect_prefix(":pollchat 422 foo");
+    c.send("WHOIS foo");
+    assert_eq!(
+        c.line(),
+        format!(":pollchat 311 foo foo username {LOCAL_CLOAK} * :i\u{fffd}rc\u{fffd}")
+    );
+    // After registration, non-UTF-8 is refused, by the server (its name as the source).
+    c.expect_prefix(":pollchat 318 ");
+    c.send_raw(b"PRIVMSG foo :\xe9\r\n");
+    assert_eq!(
+        c.line(),
+        ":pollchat FAIL PRIVMSG INVALID_UTF8 :Message rejected: this server only accepts UTF-8"
+    );
+}
+
+for_each_io!(time_version_admin_and_info_answer_about_this_server);
+fn time_version_admin_and_info_answer_about_this_server(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut a = register(&server, "alice");
+    a.send("TIME");
+    let time = a.line();
+    assert!(
+        time.starts_with(":pollchat 391 alice pollchat :20"),
+        "{time}"
+    );
+    assert!(time.ends_with('Z'), "{time}");
+    a.send("VERSION");
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        a.line(),
+        format!(
+            ":pollchat 351 alice pollchat-{version} pollchat :{}",
+            env!("CARGO_PKG_DESCRIPTION")
+        )
+    );
+    assert!(
+        a.line()
+            .starts_with(":pollchat 005 alice CASEMAPPING=ascii ")
+    );
+    a.send("ADMIN");
+    assert_eq!(
+        a.line(),
+        ":pollchat 423 alice pollchat :No administrative info available"
+    );
+    a.send("INFO");
+    let info = sync(&mut a);
+    assert!(info.len() >= 2, "{info:#?}");
+    assert!(info[0].starts_with(&format!(":pollchat 371 alice :pollchat {version}: ")));
+    assert!(
+        info[..info.len() - 1]
+            .iter()
+            .all(|l| l.starts_with(":pollchat 371 alice :"))
+    );
+    assert_eq!(
+        info.last().unwrap(),
+        ":pollchat 374 alice :End of INFO list"
+    );
+    // This server by name, by mask or by one of its users; any other is 402.
+    for target in ["pollchat", "POLL*", "alice"] {
+        a.send(&format!("ADMIN {target}"));
+        a.expect_prefix(":pollchat 423 alice pollchat ");
+    }
+    for command in ["TIME", "VERSION", "ADMIN", "INFO"] {
+        a.send(&format!("{command} other.example"));
+        assert_eq!(
+            a.line(),
+            ":pollchat 402 alice other.example :No such server"
+        );
+    }
+    assert!(sync(&mut a).is_empty());
+}
+
+for_each_io!(who_with_a_mask_lists_the_matching_users);
+fn who_with_a_mask_lists_the_matching_users(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut a = register(&server, "alice");
+    let _al = register(&server, "Alan");
+    let _b = register(&server, "bob");
+    let _line = server.join_as("linus", &mut []);
+    let who = |nick: &str, user: &str, realname: &str| {
+        format!(":pollchat 352 alice * {user} {LOCAL_CLOAK} pollchat {nick} H :0 {realname}")
+    };
+    a.send("WHO AL*");
+    assert_eq!(
+        sync(&mut a),
+        [
+            who("Alan", "Alan", "The Alan"),
+            who("alice", "alice", "The alice"),
+            ":pollchat 315 alice AL* :End of /WHO list".to_string(),
+        ]
+    );
+    a.send("WHO *");
+    let all = sync(&mut a);
+    assert_eq!(all.len(), 5, "{all:#?}");
+    assert!(
+        all[3].contains(" linus H :0 line protocol user"),
+        "{all:#?}"
+    );
+    assert_eq!(all[4], ":pollchat 315 alice * :End of /WHO list");
+    a.send("WHO b?b");
+    assert_eq!(sync(&mut a)[0], who("bob", "bob", "The bob"));
+    a.send("WHO *!line@*");
+    let lines = sync(&mut a);
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(lines[0].contains(" linus "), "{lines:#?}");
+    a.send("WHO zz*");
+    assert_eq!(sync(&mut a), [":pollchat 315 alice zz* :End of /WHO list"]);
 }

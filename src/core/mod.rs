@@ -11,6 +11,7 @@
 
 pub mod cloak;
 pub mod event;
+pub mod mask;
 pub mod modes;
 pub mod names;
 pub mod nick_delay;
@@ -112,6 +113,8 @@ pub struct Core {
     /// `User::serial` of the next user: tells the owner of a held nick from a later user that
     /// got the same (reused) `ClientId`.
     next_user: u32,
+    /// The most users there have been at once (IRC's LUSERS 265/266 "max").
+    peak_users: usize,
 }
 
 impl Core {
@@ -140,6 +143,7 @@ impl Core {
             cloak: Cloak::random(64),
             delayed: NickDelay::default(),
             next_user: 0,
+            peak_users: 0,
         }
     }
 
@@ -254,6 +258,7 @@ impl Core {
         };
         self.next_user = self.next_user.wrapping_add(1);
         self.users.insert(id, user);
+        self.peak_users = self.peak_users.max(self.users.len());
     }
 
     /// Removes a client at `now`, telling everyone who shared a room with it why it left. If
@@ -324,6 +329,11 @@ impl Core {
 
     pub fn user_count(&self) -> usize {
         self.users.len()
+    }
+
+    /// The most users there have been at once since the server started.
+    pub fn peak_users(&self) -> usize {
+        self.peak_users
     }
 
     pub fn room_count(&self) -> usize {

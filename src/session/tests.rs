@@ -188,7 +188,7 @@ fn irc_registers_with_nick_and_user_in_either_order() {
         assert_eq!(
             codes(&burst),
             [
-                "001", "002", "003", "004", "005", "251", "252", "254", "255", "422"
+                "001", "002", "003", "004", "005", "251", "252", "254", "255", "265", "266", "422"
             ]
         );
         // 001 shows the prefix others see: the cloak, not 10.0.0.7 (as it did before cloaking).
@@ -344,13 +344,14 @@ proptest::proptest! {
                 proptest::sample::select(vec![
                     "NICK", "USER", "PASS", "CAP", "JOIN", "PART", "PRIVMSG", "NOTICE", "TOPIC",
                     "NAMES", "LIST", "WHO", "WHOIS", "MODE", "AWAY", "ISON", "USERHOST", "PING",
-                    "PONG", "MOTD", "LUSERS", "TAGMSG", "FROB",
+                    "PONG", "MOTD", "LUSERS", "TAGMSG", "FROB", "TIME", "VERSION", "ADMIN",
+                    "INFO",
                 ]),
                 proptest::collection::vec(
                     proptest::sample::select(vec![
                         "#a", "#a,#b,#a", "alice", "me", "0", ":", ":hello there", "LS", "REQ",
                         ":server-time", "END", "+o", "*", "", "x".repeat(400).leak(),
-                        "é€😀", "#\u{202e}evil",
+                        "é€😀", "#\u{202e}evil", "al*", "*!*@*", "?",
                     ]),
                     0..5,
                 ),

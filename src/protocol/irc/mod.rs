@@ -201,7 +201,7 @@ impl<'a> Out<'a> {
     /// `FAIL <command> <code> :<text>`, a standard reply, with the text's holes filled by `fill`.
     pub fn fail(&mut self, f: Fail, command: &str, fill: &[&dyn Display]) {
         let start = self.buf.len();
-        let _ = write!(self.buf, "FAIL {command} {} :", f.code);
+        let _ = write!(self.buf, ":{} FAIL {command} {} :", self.server, f.code);
         let mut pieces = f.text.split("{}");
         self.buf.push_str(pieces.next().unwrap_or(""));
         for (piece, data) in pieces.zip(fill) {
@@ -276,12 +276,17 @@ pub const WHOIS_TARGETS: usize = 1;
 /// Mode changes with a parameter one MODE may make (MODES).
 pub const MODES: usize = 4;
 
-/// LUSERS replies.
-pub fn lusers(o: &mut Out<'_>, users: usize, rooms: usize) {
+/// LUSERS replies; with the most users there have been (`peak`), also 265 and 266 (one
+/// server: local and global are the same figures).
+pub fn lusers(o: &mut Out<'_>, users: usize, rooms: usize, peak: Option<usize>) {
     o.numeric_with(RPL_LUSERCLIENT, &[], &[&users]);
     o.numeric(RPL_LUSEROP, &[]);
     o.numeric(RPL_LUSERCHANNELS, &[&rooms]);
     o.numeric_with(RPL_LUSERME, &[], &[&users]);
+    if let Some(peak) = peak {
+        o.numeric_with(RPL_LOCALUSERS, &[&users, &peak], &[&users, &peak]);
+        o.numeric_with(RPL_GLOBALUSERS, &[&users, &peak], &[&users, &peak]);
+    }
 }
 
 fn verb(kind: MsgKind) -> &'static str {
@@ -418,7 +423,9 @@ pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) ->
             if part.first {
                 o.numeric(RPL_LISTSTART, &[]);
             }
-            for r in rooms {
+            // A room with no members (the permanent lobby, when nobody is in it) is not
+            // listed: to IRC a channel exists while someone is in it.
+            for r in rooms.iter().filter(|r| r.members > 0) {
                 let topic = r.topic.as_deref().unwrap_or("");
                 o.numeric_with(RPL_LIST, &[&r.name, &r.members], &[&topic]);
             }
@@ -467,7 +474,8 @@ pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) ->
             }
             o.numeric(RPL_ENDOFBANLIST, &[room]);
         }
-        Event::Stats { users, rooms } => lusers(&mut o, *users, *rooms),
+        // The core's `Stats` carries no peak: the session's LUSERS asks the core for it.
+        Event::Stats { users, rooms } => lusers(&mut o, *users, *rooms, None),
         Event::AwayIs { away: true } => o.numeric(RPL_NOWAWAY, &[]),
         Event::AwayIs { away: false } => o.numeric(RPL_UNAWAY, &[]),
         Event::TargetAway { nick, message } => o.numeric_with(RPL_AWAY, &[nick], &[message]),
@@ -777,7 +785,7 @@ mod tests {
              :srv 252 me 0 :IRC Operators online\r\n\
              :srv 002 me :Your host is srv, running version v1\r\n\
              :srv 332 me #a :a: topic\r\n\
-             FAIL PRIVMSG INVALID_UTF8 :Message rejected: this server only accepts UTF-8\r\n"
+             :srv FAIL PRIVMSG INVALID_UTF8 :Message rejected: this server only accepts UTF-8\r\n"
         );
     }
 

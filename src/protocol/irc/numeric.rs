@@ -67,6 +67,11 @@ numerics! {
     RPL_LUSERCHANNELS = 254, ":channels formed";
     /// Hole: the user count.
     RPL_LUSERME = 255, ":I have {} clients and 0 servers";
+    /// Middle: the user count, the most there have been. Holes: the same two.
+    RPL_LOCALUSERS = 265, ":Current local users {}, max {}";
+    /// Middle: the user count, the most there have been (one server: the local figures).
+    /// Holes: the same two.
+    RPL_GLOBALUSERS = 266, ":Current global users {}, max {}";
     /// Middle: nick. Hole: its away message.
     RPL_AWAY = 301, ":{}";
     /// Hole: `nick=+user@host` entries.
@@ -105,6 +110,8 @@ numerics! {
     RPL_TOPICWHOTIME = 333, "";
     /// Middle: nick invited, room.
     RPL_INVITING = 341, "";
+    /// Middle: version, server. Hole: a description.
+    RPL_VERSION = 351, ":{}";
     /// Middle: channel, user, host, server, nick, flags (`H`/`G`, then `@`/`+`). Hole: real
     /// name (after hop count 0).
     RPL_WHOREPLY = 352, ":0 {}";
@@ -116,8 +123,11 @@ numerics! {
     RPL_BANLIST = 367, "";
     /// Middle: room.
     RPL_ENDOFBANLIST = 368, ":End of channel ban list";
+    /// Hole: one line of INFO.
+    RPL_INFO = 371, ":{}";
     /// Hole: one line of the message of the day.
     RPL_MOTD = 372, ":- {}";
+    RPL_ENDOFINFO = 374, ":End of INFO list";
     /// Hole: the server's name.
     RPL_MOTDSTART = 375, ":- {} Message of the day -";
     RPL_ENDOFMOTD = 376, ":End of /MOTD command";
@@ -125,8 +135,12 @@ numerics! {
     /// to the user itself: everyone else sees only the cloaked host of 311.
     RPL_WHOISHOST = 378, ":is connecting from *@{} {}";
     RPL_YOUREOPER = 381, ":You are now an IRC operator";
+    /// Middle: server. Hole: the time, readable.
+    RPL_TIME = 391, ":{}";
     /// Middle: nick.
     ERR_NOSUCHNICK = 401, ":No such nick/channel";
+    /// Middle: the server asked for (there is only this one).
+    ERR_NOSUCHSERVER = 402, ":No such server";
     /// Middle: room.
     ERR_NOSUCHCHANNEL = 403, ":No such channel";
     /// Middle: room.
@@ -145,6 +159,8 @@ numerics! {
     /// Middle: the command.
     ERR_UNKNOWNCOMMAND = 421, ":Unknown command";
     ERR_NOMOTD = 422, ":MOTD File is missing";
+    /// Middle: server. pollchat has no administrator to name.
+    ERR_NOADMININFO = 423, ":No administrative info available";
     ERR_NONICKNAMEGIVEN = 431, ":No nickname given";
     /// Middle: the nick refused.
     ERR_ERRONEUSNICKNAME = 432, ":Erroneous nickname";

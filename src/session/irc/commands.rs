@@ -145,6 +145,11 @@ pub(super) static COMMANDS: &[Entry] = &[
     // Server operators (operator.rs). OPER checks a password hash: ten lines' worth of tokens.
     entry("OPER", 2, Registered, 10, operator::oper),
     entry("KILL", 1, Registered, 1, operator::kill),
+    // About the server (query.rs).
+    entry("TIME", 0, Registered, 1, query::time),
+    entry("VERSION", 0, Registered, 1, query::version),
+    entry("ADMIN", 0, Registered, 1, query::admin),
+    entry("INFO", 0, Registered, 1, query::info),
 ];
 
 fn find(command: &str) -> Option<&'static Entry> {

@@ -17,7 +17,7 @@
 //! - `registration`: CAP, PASS, NICK, USER, PING, PONG, QUIT and the welcome burst.
 //! - `channel`: JOIN, PART, TOPIC, NAMES, LIST, MODE.
 //! - `messages`: PRIVMSG, NOTICE, TAGMSG, AWAY.
-//! - `query`: WHO, WHOIS, MOTD, LUSERS, ISON, USERHOST.
+//! - `query`: WHO, WHOIS, MOTD, LUSERS, ISON, USERHOST, TIME, VERSION, ADMIN, INFO.
 
 mod channel;
 mod commands;
@@ -217,8 +217,22 @@ impl IrcSession {
                 word
             }
         };
-        // Tags have their own budget (the framer's): MAX_LINE is for the rest.
-        match text::check(bytes, irc::tags_len(bytes) + MAX_LINE) {
+        // Tags have their own budget, MAX_TAGS (the framer's limit is the sum of both, so a
+        // line may be short enough for it with too many tags): MAX_LINE is for the rest.
+        let tags = irc::tags_len(bytes);
+        // USER before registration is taken with its invalid bytes replaced (by U+FFFD): a
+        // client set to Latin-1 sends its real name so, and refusing it would leave that
+        // client waiting for a welcome that never comes. Everything else must be UTF-8.
+        let lossy;
+        let checked = match text::check(bytes, tags + MAX_LINE) {
+            Err(TextError::BadUtf8) if !self.registered && command_word() == "USER" => {
+                lossy = String::from_utf8_lossy(bytes);
+                text::check(lossy.as_bytes(), tags + MAX_LINE)
+            }
+            checked => checked,
+        };
+        match checked {
+            _ if tags > MAX_TAGS => o.numeric(ERR_INPUTTOOLONG, &[]),
             Err(TextError::Nul) => o.fail(FAIL_NUL, &command_word(), &[]),
             Err(TextError::TooLong(_)) => o.numeric(ERR_INPUTTOOLONG, &[]),
             Err(TextError::BadUtf8) => o.fail(FAIL_UTF8, &command_word(), &[]),

@@ -1,5 +1,6 @@
-//! Queries: WHO, WHOIS, MOTD, LUSERS, ISON, USERHOST. Each ends its list even when what was
-//! asked about does not exist, so clients waiting for the end are never left hanging.
+//! Queries: WHO, WHOIS, MOTD, LUSERS, ISON, USERHOST, and about the server itself TIME,
+//! VERSION, ADMIN, INFO. Each ends its list even when what was asked about does not exist, so
+//! clients waiting for the end are never left hanging.
 
 use super::commands::Call;
 use super::{Context, IrcSession};
@@ -8,10 +9,21 @@ use crate::protocol::irc::numeric::*;
 use crate::protocol::irc::{self, Out};
 use crate::session::Reason;
 
-/// Without a mask (or with `*`/`0`), or for a mask that matches nothing: just the end of the list.
+/// Users a `WHO` mask (`*`, `nick*`, `*!*@host`) lists at most, in nick order: a bounded answer
+/// instead of a paged one (a room's members are paged: `WHO #room`).
+pub const WHO_MASK_MAX: usize = 200;
+
+/// `WHO #room`, `WHO nick`, or a mask (`0` is `*`: everyone) answered by `Core::who_mask`; a
+/// mask's scan of all users costs one more line per thousand. Without a mask, or for a room or
+/// nick that does not exist: just the end of the list.
 pub(super) fn who(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
-    match c.p.first().filter(|m| !matches!(**m, "" | "*" | "0")) {
+    match c.p.first().filter(|m| !m.is_empty()) {
         None => c.o.numeric(RPL_ENDOFWHO, &[&"*"]),
+        Some(mask) if *mask == "0" || (!mask.starts_with('#') && mask.contains(['*', '?'])) => {
+            let mask = if *mask == "0" { "*" } else { mask };
+            let scanned = c.core.who_mask(c.id, &irc::safe(mask), WHO_MASK_MAX, c.out);
+            c.charge(scanned / 1000);
+        }
         Some(mask) if !c.core.room_exists(mask) && !c.core.nick_in_use(mask) => {
             c.o.numeric(RPL_ENDOFWHO, &[&irc::safe(mask)])
         }
@@ -47,7 +59,13 @@ pub(super) fn motd(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
 }
 
 pub(super) fn lusers(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
-    irc::lusers(c.o, c.core.user_count(), c.core.room_count());
+    let core = &c.core;
+    irc::lusers(
+        c.o,
+        core.user_count(),
+        core.room_count(),
+        Some(core.peak_users()),
+    );
     None
 }
 
@@ -68,6 +86,81 @@ pub(super) fn userhost(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reaso
         nicks,
         listing: Listing::Userhost,
     });
+    None
+}
+
+/// The version 002, 004 and 351 give.
+pub(super) const VERSION: &str = concat!("pollchat-", env!("CARGO_PKG_VERSION"));
+
+/// What INFO says (371 each).
+const INFO: &[&str] = &[
+    concat!(
+        "pollchat ",
+        env!("CARGO_PKG_VERSION"),
+        ": ",
+        env!("CARGO_PKG_DESCRIPTION")
+    ),
+    "Line-protocol users (nc, telnet) and IRC users share its rooms and nicks.",
+    concat!("License: ", env!("CARGO_PKG_LICENSE")),
+];
+
+/// TIME, VERSION, ADMIN and INFO may name a server (or a nick, meaning that user's server):
+/// whether `p`'s first parameter, if any, names this one. Answers 402 if not.
+fn about_this_server(c: &mut Call<'_, '_>) -> bool {
+    match c.p.first().filter(|t| !t.is_empty()) {
+        None => true,
+        Some(target)
+            if target.eq_ignore_ascii_case(&c.ctx.server)
+                || crate::core::mask::glob(
+                    target.to_ascii_lowercase().as_bytes(),
+                    c.ctx.server.to_ascii_lowercase().as_bytes(),
+                )
+                || c.core.nick_in_use(target) =>
+        {
+            true
+        }
+        Some(target) => {
+            c.o.numeric(ERR_NOSUCHSERVER, &[&irc::safe(target)]);
+            false
+        }
+    }
+}
+
+/// `TIME [server]`: the server's clock (391), in UTC.
+pub(super) fn time(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+    if about_this_server(c) {
+        let now = crate::protocol::iso8601(c.now);
+        c.o.numeric_with(RPL_TIME, &[&c.ctx.server], &[&now]);
+    }
+    None
+}
+
+/// `VERSION [server]`: 351, then the ISUPPORT tokens again (005), as modern.ircdocs.horse asks.
+pub(super) fn version(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+    if about_this_server(c) {
+        let about = env!("CARGO_PKG_DESCRIPTION");
+        c.o.numeric_with(RPL_VERSION, &[&VERSION, &c.ctx.server], &[&about]);
+        c.o.numeric(RPL_ISUPPORT, &[&irc::isupport(c.ctx.max_rooms)]);
+    }
+    None
+}
+
+/// `ADMIN [server]`: pollchat is configured with no administrator to name (423).
+pub(super) fn admin(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+    if about_this_server(c) {
+        c.o.numeric(ERR_NOADMININFO, &[&c.ctx.server]);
+    }
+    None
+}
+
+/// `INFO [server]`: a few lines about the software (371…, 374).
+pub(super) fn info(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+    if about_this_server(c) {
+        for line in INFO {
+            c.o.numeric_with(RPL_INFO, &[], &[line]);
+        }
+        c.o.numeric(RPL_ENDOFINFO, &[]);
+    }
     None
 }
 

@@ -74,7 +74,13 @@ pub(super) fn nick(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     None
 }
 
+/// `USER name mode unused :real name`; an empty user name or real name is 461
+/// (modern.ircdocs.horse: "even an empty parameter").
 pub(super) fn user(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+    if c.p[0].is_empty() || c.p[3].is_empty() {
+        c.o.numeric(ERR_NEEDMOREPARAMS, &[&"USER"]);
+        return None;
+    }
     s.user = Some((user_name(c.p[0]), c.p[3].to_string()));
     try_register(s, c)
 }
@@ -127,7 +133,7 @@ fn try_register(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     }
     s.registered = true;
     let mut w = Out::new(&ctx.server, nick);
-    let version = concat!("pollchat-", env!("CARGO_PKG_VERSION"));
+    let version = query::VERSION;
     // The prefix others see, cloaked host included (clients size their lines by it).
     let me = c
         .core
@@ -139,7 +145,13 @@ fn try_register(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     w.numeric_with(RPL_CREATED, &[], &[&crate::protocol::iso8601(ctx.started)]);
     w.numeric(RPL_MYINFO, &[&ctx.server, &version]);
     w.numeric(RPL_ISUPPORT, &[&irc::isupport(ctx.max_rooms)]);
-    irc::lusers(&mut w, c.core.user_count(), c.core.room_count());
+    let core = &c.core;
+    irc::lusers(
+        &mut w,
+        core.user_count(),
+        core.room_count(),
+        Some(core.peak_users()),
+    );
     query::send_motd(&mut w, ctx);
     c.o.buf.push_str(&w.buf);
     None
