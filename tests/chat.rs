@@ -507,8 +507,10 @@ fn line_users_operate_their_rooms(io: IoModel) {
     alice.send("/join #den");
     assert_eq!(alice.line(), "JOIN #den alice");
     assert_eq!(alice.line(), "NAMES #den @alice");
-    alice.send("/mode #den");
+    alice.send("/mode");
     assert_eq!(alice.line(), "NOTICE modes of #den: +nt");
+    alice.send("/mode +k");
+    assert!(alice.line().starts_with("ERROR usage /mode [#room]"));
     alice.send("/mode +ik sesame");
     assert_eq!(alice.line(), "MODE #den alice +ik sesame");
     bob.send("/join #den sesame");

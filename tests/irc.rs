@@ -931,6 +931,27 @@ fn invite_only_keyed_limited_and_secret_rooms(io: IoModel) {
         .take_while(|l| !l.starts_with(":pollchat 318"))
         .collect();
     assert!(whois.iter().all(|l| !l.contains("#vip")), "{whois:?}");
+    // Nor what is inside: its members, topic and bans.
+    carol.send("NAMES #vip");
+    assert_eq!(carol.line(), ":pollchat 366 carol #vip :End of /NAMES list");
+    carol.send("WHO #vip");
+    assert_eq!(carol.line(), ":pollchat 315 carol #vip :End of /WHO list");
+    carol.send("TOPIC #vip");
+    assert_eq!(
+        carol.line(),
+        ":pollchat 442 carol #vip :You're not on that channel"
+    );
+    carol.send("MODE #vip +b");
+    assert_eq!(
+        carol.line(),
+        ":pollchat 442 carol #vip :You're not on that channel"
+    );
+    // An outsider's change is refused as not being in the room (442), not 482.
+    carol.send("MODE #vip -s");
+    assert_eq!(
+        carol.line(),
+        ":pollchat 442 carol #vip :You're not on that channel"
+    );
     // +l 2: full with alice and bob.
     alice.send("MODE #vip -i+l 2");
     assert!(alice.line().ends_with(" MODE #vip -i+l 2"));
@@ -1171,4 +1192,28 @@ fn who_with_a_mask_lists_the_matching_users(io: IoModel) {
     assert!(lines[0].contains(" linus "), "{lines:#?}");
     a.send("WHO zz*");
     assert_eq!(sync(&mut a), [":pollchat 315 alice zz* :End of /WHO list"]);
+}
+
+for_each_io!(multi_prefix_clients_see_every_prefix);
+/// Without `multi-prefix` NAMES shows a member's highest prefix; with it, all of them (so a
+/// client that sees `-o` still knows the member is voiced).
+fn multi_prefix_clients_see_every_prefix(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut a = register(&server, "alice");
+    a.send("JOIN #p");
+    a.expect_prefix(":pollchat 366");
+    a.send("MODE #p +v alice");
+    a.line();
+    a.send("NAMES #p");
+    assert_eq!(a.line(), ":pollchat 353 alice = #p :@alice");
+    a.line();
+    let mut b = Client::connect(server.irc_addr.unwrap());
+    b.send("CAP LS 302\r");
+    b.send("NICK bob\r");
+    b.send("USER bob 0 * :The bob\r");
+    b.send("CAP REQ :multi-prefix\r");
+    b.send("CAP END\r");
+    b.expect_prefix(":pollchat 422 ");
+    b.send("NAMES #p");
+    assert_eq!(b.line(), ":pollchat 353 bob = #p :@+alice");
 }

@@ -143,8 +143,8 @@ pub enum Command {
     /// Set an away message, or come back with `None`.
     Away(Option<String>),
     Whois(String),
-    /// A room's settings (IRC's MODE query).
-    RoomInfo(String),
+    /// A room's settings (IRC's MODE query); `None`: the current room.
+    RoomInfo(Option<String>),
     /// User and room counts.
     Stats,
 }
@@ -401,10 +401,10 @@ pub enum Error {
     /// The room's ban list is full.
     BanListFull(String),
     UnknownMode(char),
-    /// A key that is empty, too long or has spaces or commas.
-    InvalidKey,
-    /// A member limit that is not a positive number.
-    InvalidLimit,
+    /// A key for the room that is empty, too long or has spaces or commas.
+    InvalidKey(String),
+    /// A member limit for the room that is not a positive number.
+    InvalidLimit(String),
     /// The command needs a server operator.
     NotServerOperator,
     /// Wrong operator name or password.
@@ -438,8 +438,8 @@ impl Error {
             Error::Muted(_) => "muted",
             Error::BanListFull(_) => "ban-list-full",
             Error::UnknownMode(_) => "unknown-mode",
-            Error::InvalidKey => "invalid-key",
-            Error::InvalidLimit => "invalid-limit",
+            Error::InvalidKey(_) => "invalid-key",
+            Error::InvalidLimit(_) => "invalid-limit",
             Error::NotServerOperator => "not-server-operator",
             Error::BadOperLogin => "bad-oper-login",
         }
@@ -505,12 +505,12 @@ impl fmt::Display for Error {
                 f,
                 "unknown mode {c:?}: modes are b, i, k, l, m, n, o, s, t, v"
             ),
-            Error::InvalidKey => write!(
+            Error::InvalidKey(_) => write!(
                 f,
                 "a key is 1-{} printable characters without spaces or commas",
                 super::modes::KEY_MAX
             ),
-            Error::InvalidLimit => write!(f, "a member limit is a positive number"),
+            Error::InvalidLimit(_) => write!(f, "a member limit is a positive number"),
             Error::NotServerOperator => write!(f, "only a server operator may do that"),
             Error::BadOperLogin => write!(f, "wrong operator name or password"),
         }

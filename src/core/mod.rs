@@ -431,6 +431,19 @@ impl Core {
             Command::Who { target, listing } => {
                 let key = self.target_room(id, target.as_deref(), false)?;
                 let room = self.rooms[key].name.clone();
+                if self.hidden_from(id, key) {
+                    // A secret room's members are its own business: an empty list.
+                    let (members, total, part) = (Vec::new(), 0, Part::WHOLE);
+                    let names = Event::Names {
+                        room,
+                        members,
+                        listing,
+                        total,
+                        part,
+                    };
+                    out.send(id, names);
+                    return Ok(());
+                }
                 out.send(id, Event::Page(Cursor::members(room, listing)));
                 Ok(())
             }
@@ -474,7 +487,7 @@ impl Core {
                 Ok(())
             }
             Command::RoomInfo(name) => {
-                let key = self.target_room(id, Some(&name), false)?;
+                let key = self.target_room(id, name.as_deref(), false)?;
                 let room = &self.rooms[key];
                 // The key is for members' eyes.
                 let member = self.users[&id].is_in(key);
@@ -757,6 +770,9 @@ impl Core {
     ) -> Result<(), Error> {
         let Some(text) = text else {
             let key = self.target_room(id, room.as_deref(), false)?;
+            if self.hidden_from(id, key) {
+                return Err(Error::NotInRoom(self.rooms[key].name.to_string()));
+            }
             let room = &self.rooms[key];
             let event = Event::TopicIs {
                 room: room.name.clone(),

@@ -9,7 +9,8 @@
 //! - `n`: no messages from outside the room (on for new rooms);
 //! - `m`: moderated: only operators and voiced members speak;
 //! - `i`: invite-only: joining needs an `INVITE` (from an operator);
-//! - `s`: secret: hidden from LIST and WHOIS of non-members;
+//! - `s`: secret: hidden from LIST and WHOIS of non-members, and its members, topic and bans
+//!   are not told to them;
 //! - `k KEY`: joining needs the key; `l N`: at most N members;
 //! - `b MASK`: nobody matching `nick!user@host` (`*`, `?`) joins or speaks, unless voiced or
 //!   an operator. At most [`MAX_BANS`] masks a room.
@@ -316,11 +317,26 @@ impl Core {
     /// The room `name` for an operator's command by `id`: it exists, and `id` operates it.
     fn operated(&self, id: ClientId, name: Option<&str>) -> Result<usize, Error> {
         let key = self.target_room(id, name, false)?;
+        let user = &self.users[&id];
         // A server operator operates every room, #lobby included.
-        if !self.rooms[key].modes.is_op(id) && !self.users[&id].oper {
-            return Err(Error::NotOperator(self.rooms[key].name.to_string()));
+        if user.oper {
+            return Ok(key);
+        }
+        let room = self.rooms[key].name.to_string();
+        if !user.is_in(key) {
+            return Err(Error::NotInRoom(room));
+        }
+        if !self.rooms[key].modes.is_op(id) {
+            return Err(Error::NotOperator(room));
         }
         Ok(key)
+    }
+
+    /// Whether the room `key` is secret (`+s`) to `id`: not a member, not a server operator.
+    /// What is in a secret room (its members, topic, bans) is not told to those outside it.
+    pub(super) fn hidden_from(&self, id: ClientId, key: usize) -> bool {
+        let user = &self.users[&id];
+        self.rooms[key].modes.secret && !user.oper && !user.is_in(key)
     }
 
     /// The member of room `key` called `nick`.
@@ -425,9 +441,11 @@ impl Core {
                 applied(c, None)
             }
             Mode::Key(k) => {
-                let m = &mut self.rooms[key].modes;
+                let room = &mut self.rooms[key];
+                let m = &mut room.modes;
                 if set {
-                    let k = k.filter(|k| valid_key(k)).ok_or(Error::InvalidKey)?;
+                    let invalid = || Error::InvalidKey(room.name.to_string());
+                    let k = k.filter(|k| valid_key(k)).ok_or_else(invalid)?;
                     let k: Arc<str> = k.into();
                     m.key = Some(k.clone());
                     applied('k', Some(k))
@@ -438,9 +456,11 @@ impl Core {
                 }
             }
             Mode::Limit(n) => {
-                let m = &mut self.rooms[key].modes;
+                let room = &mut self.rooms[key];
+                let m = &mut room.modes;
                 if set {
-                    let n = n.filter(|&n| n > 0).ok_or(Error::InvalidLimit)?;
+                    let invalid = || Error::InvalidLimit(room.name.to_string());
+                    let n = n.filter(|&n| n > 0).ok_or_else(invalid)?;
                     m.limit = Some(n);
                     applied('l', Some(n.to_string().into()))
                 } else if m.limit.take().is_some() {
@@ -569,6 +589,9 @@ impl Core {
         out: &mut super::Outbox,
     ) -> Result<(), Error> {
         let key = self.target_room(id, name, false)?;
+        if self.hidden_from(id, key) {
+            return Err(Error::NotInRoom(self.rooms[key].name.to_string()));
+        }
         let room = &self.rooms[key];
         out.send(
             id,

@@ -708,7 +708,7 @@ fn who_lists_a_room_or_one_user_and_lookup_finds_online_nicks() {
 fn room_info_and_stats() {
     let mut w = World::new(0);
     assert_eq!(
-        w.run(A, Command::RoomInfo("#LOBBY".into()))[0].0,
+        w.run(A, Command::RoomInfo(Some("#LOBBY".into())))[0].0,
         Event::RoomInfo {
             room: rc("#lobby"),
             created_at: 1_000_000,
@@ -716,7 +716,7 @@ fn room_info_and_stats() {
         }
     );
     assert_eq!(
-        w.run(A, Command::RoomInfo("#none".into()))[0].0,
+        w.run(A, Command::RoomInfo(Some("#none".into())))[0].0,
         Event::Error(Error::NoSuchRoom("#none".into()))
     );
     assert_eq!(
@@ -1516,6 +1516,6 @@ fn a_limit_and_a_key_gate_joining() {
     assert!(errors(&w.run(C, join)).is_empty());
     assert_eq!(
         errors(&w.run(A, mode("#r", true, Mode::Key(Some("has space".into()))))),
-        [Error::InvalidKey]
+        [Error::InvalidKey("#r".into())]
     );
 }

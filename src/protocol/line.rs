@@ -97,7 +97,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ),
     (
         "kick",
-        "/kick [#room] NICK [why] put a member out of a room (operators)",
+        "/kick [#room] NICK [why]  put a member out of a room (operators)",
     ),
     (
         "ban",
@@ -109,7 +109,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ),
     (
         "mode",
-        "/mode [#room] [+imnst-k] show or change a room's modes (operators)",
+        "/mode [#room] [+imnst, +k KEY, +l N, +b MASK, +o/+v NICK]  show or change modes",
     ),
     (
         "oper",
@@ -217,15 +217,25 @@ pub fn parse(line: &[u8]) -> Result<Request, LineError> {
             nick: words[0].to_string(),
             room: words.get(1).map(|r| r.to_string()),
         },
-        ("mode", 1) if words[0].starts_with('#') => Command::RoomInfo(words[0].to_string()),
-        ("mode", n) if n >= 1 => {
-            let (room, rest) = match words[0].starts_with('#') {
-                true => (Some(words[0].to_string()), &words[1..]),
-                false => (None, &words[..]),
+        // `/mode`, `/mode #room`: the modes; `/mode [#room] +b`: the ban list; else changes.
+        ("mode", _) => {
+            let (room, rest) = match words.first() {
+                Some(w) if w.starts_with('#') => (Some(w.to_string()), &words[1..]),
+                _ => (None, &words[..]),
             };
-            Command::Mode {
-                room,
-                changes: super::irc::parse_modes(rest[0], &rest[1..]),
+            match rest {
+                [] => Command::RoomInfo(room),
+                ["+b" | "b"] => Command::Bans(room),
+                [modes, args @ ..] => {
+                    let changes = super::irc::parse_modes(modes, args);
+                    // Every letter needs what it changes: `+k` without a key is a mistake to
+                    // point out, not a line to drop in silence.
+                    let wanted = modes.chars().filter(|c| !matches!(c, '+' | '-')).count();
+                    if changes.is_empty() || changes.len() < wanted {
+                        return bad();
+                    }
+                    Command::Mode { room, changes }
+                }
             }
         }
         ("part", _) => match words.first() {

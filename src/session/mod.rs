@@ -264,10 +264,14 @@ pub enum RenderClass {
     Irc = 1,
     /// IRC with the `server-time` capability: live messages carry `@time=`.
     IrcTimed = 2,
+    /// IRC with `multi-prefix`: NAMES shows every prefix of a member.
+    IrcMulti = 3,
+    /// IRC with both.
+    IrcTimedMulti = 4,
 }
 
 impl RenderClass {
-    pub const COUNT: usize = 3;
+    pub const COUNT: usize = 5;
 }
 
 /// Renders one core event in `class`. `me` is the recipient's nick; only single-recipient events
@@ -277,6 +281,12 @@ pub fn render(class: RenderClass, event: &Event, ctx: &Context, me: &str, now: M
         RenderClass::Line => protocol::line::render(event),
         RenderClass::Irc => protocol::irc::render(event, &ctx.server, me, false, now),
         RenderClass::IrcTimed => protocol::irc::render(event, &ctx.server, me, true, now),
+        RenderClass::IrcMulti => {
+            protocol::irc::render_with(event, &ctx.server, me, false, true, now)
+        }
+        RenderClass::IrcTimedMulti => {
+            protocol::irc::render_with(event, &ctx.server, me, true, true, now)
+        }
     }
 }
 
@@ -308,7 +318,7 @@ pub struct Rendered<C> {
 impl<C: Clone + From<Vec<u8>>> Rendered<C> {
     pub fn new() -> Self {
         Rendered {
-            bytes: [None, None, None],
+            bytes: [None, None, None, None, None],
         }
     }
 
@@ -424,8 +434,12 @@ impl Session {
     pub fn render_class(&self) -> RenderClass {
         match self {
             Session::Line(_) => RenderClass::Line,
-            Session::Irc(s) if s.caps.server_time => RenderClass::IrcTimed,
-            Session::Irc(_) => RenderClass::Irc,
+            Session::Irc(s) => match (s.caps.server_time, s.caps.multi_prefix) {
+                (false, false) => RenderClass::Irc,
+                (true, false) => RenderClass::IrcTimed,
+                (false, true) => RenderClass::IrcMulti,
+                (true, true) => RenderClass::IrcTimedMulti,
+            },
         }
     }
 

@@ -316,6 +316,19 @@ fn time_tag(at: Millis) -> String {
 /// recipient never depend on `me`, so their bytes are shared by every IRC recipient with the
 /// same `time` setting.
 pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) -> Vec<u8> {
+    render_with(event, server, me, time, false, now)
+}
+
+/// [`render`] for a client that negotiated `multi-prefix` (`multi`): NAMES shows every prefix
+/// of a member (`@+alice`), not only the highest.
+pub fn render_with(
+    event: &Event,
+    server: &str,
+    me: &str,
+    time: bool,
+    multi: bool,
+    now: Millis,
+) -> Vec<u8> {
     let mut o = Out::new(server, me);
     match event {
         Event::Message {
@@ -399,7 +412,7 @@ pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) ->
             members,
             part,
             ..
-        } => names(&mut o, room, members, part.last),
+        } => names(&mut o, room, members, part.last, multi),
         Event::Found {
             members,
             listing: Listing::Userhost,
@@ -535,24 +548,26 @@ pub fn parse_modes(modes: &str, args: &[&str]) -> Vec<ModeChange> {
 }
 
 /// A member's nick after its highest prefix (`@alice`, `+bob`, `carol`).
-struct Prefixed<'m>(&'m Member);
+struct Prefixed<'m>(&'m Member, bool);
 
 impl std::fmt::Display for Prefixed<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let first = self.0.status.prefixes().chars().next();
-        match first {
-            Some(c) => write!(f, "{c}{}", self.0.source.nick),
-            None => write!(f, "{}", self.0.source.nick),
-        }
+        let all = self.0.status.prefixes();
+        let shown = if self.1 {
+            all
+        } else {
+            all.get(..1).unwrap_or("")
+        };
+        write!(f, "{shown}{}", self.0.source.nick)
     }
 }
 
 /// 353 lines kept under 512 bytes, then (on the last page) 366.
-fn names(o: &mut Out<'_>, room: &str, members: &[Member], last: bool) {
+fn names(o: &mut Out<'_>, room: &str, members: &[Member], last: bool, multi: bool) {
     if !members.is_empty() {
-        // `=`: a public channel, the only kind pollchat has. Each nick with its highest
-        // prefix (`@` operator, `+` voice), as without `multi-prefix`.
-        let nicks = members.iter().map(Prefixed);
+        // `=`: a public channel (a secret one is listed only to its members). Each nick with
+        // its highest prefix (`@` operator, `+` voice), or all of them for `multi-prefix`.
+        let nicks = members.iter().map(|m| Prefixed(m, multi));
         o.numeric_list(RPL_NAMREPLY, &[&'=', &room], nicks);
     }
     if last {
@@ -645,8 +660,8 @@ pub fn error(o: &mut Out<'_>, e: &Error) {
         Error::Banned(r) => o.numeric(ERR_BANNEDFROMCHAN, &[r]),
         Error::BanListFull(r) => o.numeric(ERR_BANLISTFULL, &[r, &'b']),
         Error::UnknownMode(c) => o.numeric(ERR_UNKNOWNMODE, &[&safe(&c.to_string())]),
-        Error::InvalidKey => o.numeric_with(ERR_INVALIDMODEPARAM, &[&"*", &'k', &"*"], &[e]),
-        Error::InvalidLimit => o.numeric_with(ERR_INVALIDMODEPARAM, &[&"*", &'l', &"*"], &[e]),
+        Error::InvalidKey(r) => o.numeric_with(ERR_INVALIDMODEPARAM, &[r, &'k', &"*"], &[e]),
+        Error::InvalidLimit(r) => o.numeric_with(ERR_INVALIDMODEPARAM, &[r, &'l', &"*"], &[e]),
         Error::NotServerOperator => o.numeric(ERR_NOPRIVILEGES, &[]),
         Error::BadOperLogin => o.numeric(ERR_PASSWDMISMATCH, &[]),
     }

@@ -94,7 +94,7 @@ pub(super) fn mode(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     if target.starts_with('#') {
         let room = Some(target.to_string());
         match p.get(1).copied() {
-            None => c.run(Command::RoomInfo(target.to_string())),
+            None => c.run(Command::RoomInfo(room)),
             Some("b" | "+b") if p.len() == 2 => c.run(Command::Bans(room)),
             // Exception and invite-exception lists do not exist: they are empty.
             Some("e" | "+e" | "I" | "+I") if p.len() == 2 => {
