@@ -262,6 +262,8 @@ pub enum Event {
         listing: Listing,
         total: usize,
         part: Part,
+        /// A secret room (`+s`): IRC's 353 marks it `@`.
+        secret: bool,
     },
     /// Reply to `Lookup`: the nicks that are connected, in the order asked.
     Found {

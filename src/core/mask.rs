@@ -39,6 +39,7 @@ impl Core {
                 members,
                 listing: Listing::Who,
                 part: Part::WHOLE,
+                secret: false,
             },
         );
         self.users.len()

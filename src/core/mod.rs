@@ -424,6 +424,7 @@ impl Core {
                         listing,
                         total: 1,
                         part: Part::WHOLE,
+                        secret: false,
                     },
                 );
                 Ok(())
@@ -440,6 +441,7 @@ impl Core {
                         listing,
                         total,
                         part,
+                        secret: true,
                     };
                     out.send(id, names);
                     return Ok(());

@@ -157,28 +157,9 @@ impl RoomModes {
 }
 
 /// Whether `mask` (with `*` for any run of characters and `?` for one) matches `text`, case
-/// folded. Iterative with one backtrack point: O(len(mask) × len(text)) at worst, no recursion
-/// for a hostile mask to blow up.
+/// folded (the same glob as `WHO` masks, [`super::mask::glob`]).
 pub fn mask_matches(mask: &str, text: &str) -> bool {
-    let (m, t): (Vec<u8>, Vec<u8>) = (fold(mask).into_bytes(), fold(text).into_bytes());
-    let (mut i, mut j) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while j < t.len() {
-        if i < m.len() && (m[i] == b'?' || m[i] == t[j]) {
-            i += 1;
-            j += 1;
-        } else if i < m.len() && m[i] == b'*' {
-            star = Some((i, j));
-            i += 1;
-        } else if let Some((si, sj)) = star {
-            i = si + 1;
-            j = sj + 1;
-            star = Some((si, sj + 1));
-        } else {
-            return false;
-        }
-    }
-    m[i..].iter().all(|&c| c == b'*')
+    super::mask::glob(fold(mask).as_bytes(), fold(text).as_bytes())
 }
 
 /// A ban mask as given, completed the way IRC servers do: `nick` → `nick!*@*`,

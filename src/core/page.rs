@@ -229,6 +229,7 @@ impl Core {
                 listing,
                 total,
                 part,
+                secret: false,
             });
             return true;
         };
@@ -291,6 +292,7 @@ impl Core {
             listing,
             total: r.members.len(),
             part,
+            secret: r.modes.secret,
         });
         last
     }

@@ -835,6 +835,7 @@ mod tests {
             listing: Listing::Names,
             total: 2,
             part: Part::WHOLE,
+            secret: false,
         };
         assert_eq!(text(render(&names)), "NAMES #l a b(away)\r\n");
     }
@@ -855,6 +856,7 @@ mod tests {
             listing: Listing::Names,
             total: 200,
             part: Part::WHOLE,
+            secret: false,
         }));
         let lines: Vec<&str> = out.split_terminator("\r\n").collect();
         assert!(lines.len() > 1);

@@ -9,8 +9,10 @@ controller maps what a test asks for onto flags. The binary is `$POLLCHAT_BIN`, 
 on the PATH.
 """
 
+import functools
 import os
 import shutil
+import subprocess
 from typing import Optional, Set, Type
 
 from irctest.basecontrollers import BaseServerController, DirectoryBasedController
@@ -90,9 +92,22 @@ class PollchatController(BaseServerController, DirectoryBasedController):
         ]
         if password is not None:
             args += ["--irc-password", password]
-        # TODO: irctest's operator is `operuser`/`operpassword`; pass it as
-        # `--oper operuser:operpassword` once pollchat has OPER.
+        # irctest's server operator is `operuser` with the password `operpassword`; pollchat
+        # takes only its hash, made once per run with `pollchat hash-password`.
+        args += ["--oper", f"operuser:{oper_hash(binary)}"]
         self.proc = self.execute(args)
+
+
+@functools.lru_cache(maxsize=None)
+def oper_hash(binary: str) -> str:
+    """The hash of irctest's operator password, as `pollchat hash-password` prints it."""
+    out = subprocess.run(
+        [binary, "hash-password"],
+        input=b"operpassword\n",
+        capture_output=True,
+        check=True,
+    )
+    return out.stdout.decode().strip()
 
 
 def get_irctest_controller_class() -> Type[PollchatController]:

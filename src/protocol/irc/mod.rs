@@ -411,8 +411,9 @@ pub fn render_with(
             room,
             members,
             part,
+            secret,
             ..
-        } => names(&mut o, room, members, part.last, multi),
+        } => names(&mut o, room, members, part.last, multi, *secret),
         Event::Found {
             members,
             listing: Listing::Userhost,
@@ -563,12 +564,13 @@ impl std::fmt::Display for Prefixed<'_> {
 }
 
 /// 353 lines kept under 512 bytes, then (on the last page) 366.
-fn names(o: &mut Out<'_>, room: &str, members: &[Member], last: bool, multi: bool) {
+fn names(o: &mut Out<'_>, room: &str, members: &[Member], last: bool, multi: bool, secret: bool) {
     if !members.is_empty() {
-        // `=`: a public channel (a secret one is listed only to its members). Each nick with
-        // its highest prefix (`@` operator, `+` voice), or all of them for `multi-prefix`.
+        // `=`: a public channel, `@` a secret one (listed only to its members). Each nick
+        // with its highest prefix (`@` operator, `+` voice), or all of them for `multi-prefix`.
         let nicks = members.iter().map(|m| Prefixed(m, multi));
-        o.numeric_list(RPL_NAMREPLY, &[&'=', &room], nicks);
+        let kind = if secret { '@' } else { '=' };
+        o.numeric_list(RPL_NAMREPLY, &[&kind, &room], nicks);
     }
     if last {
         o.numeric(RPL_ENDOFNAMES, &[&room]);
@@ -762,6 +764,7 @@ mod tests {
                 listing: Listing::Names,
                 total: 300,
                 part: Part::WHOLE,
+                secret: false,
             },
             "srv",
             "me",
