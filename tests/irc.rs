@@ -1217,3 +1217,47 @@ fn multi_prefix_clients_see_every_prefix(io: IoModel) {
     b.send("NAMES #p");
     assert_eq!(b.line(), ":pollchat 353 bob = #p :@+alice");
 }
+
+for_each_io!(whowas_tells_who_left_lately);
+/// WHOWAS: who had a nick (or a nick matching a mask) lately, newest first, at most `count`;
+/// 406 when nobody; 369 always ends the answer. A nick change leaves the old name behind too.
+fn whowas_tells_who_left_lately(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut a = register(&server, "alice");
+    for ident in ["first", "second"] {
+        let mut b = Client::connect(server.irc_addr.unwrap());
+        b.send("NICK gone\r");
+        b.send(&format!("USER {ident} 0 * :Gone Soon\r"));
+        b.expect_prefix(":pollchat 422 ");
+        b.send("QUIT :bye");
+        b.expect_closed();
+    }
+    a.send("WHOWAS gone");
+    let cloak = common::LOCAL_CLOAK;
+    assert_eq!(
+        a.line(),
+        format!(":pollchat 314 alice gone second {cloak} * :Gone Soon")
+    );
+    assert_eq!(a.line(), ":pollchat 312 alice gone pollchat :pollchat");
+    assert!(a.line().starts_with(":pollchat 314 alice gone first "));
+    a.line();
+    assert_eq!(a.line(), ":pollchat 369 alice gone :End of WHOWAS");
+    a.send("WHOWAS *ne 1");
+    assert!(a.line().starts_with(":pollchat 314 alice gone second "));
+    a.line();
+    assert_eq!(a.line(), ":pollchat 369 alice gone :End of WHOWAS");
+    a.send("WHOWAS nobody");
+    assert_eq!(
+        a.line(),
+        ":pollchat 406 alice nobody :There was no such nickname"
+    );
+    assert_eq!(a.line(), ":pollchat 369 alice nobody :End of WHOWAS");
+    // The line protocol's /whowas, after a nick change.
+    let mut lena = server.join_as("lena", &mut []);
+    lena.send("/whowas guest1");
+    let l = lena.line();
+    assert!(
+        l.starts_with("NOTICE guest1 was line@") && l.contains(" until 20"),
+        "{l}"
+    );
+}

@@ -110,6 +110,11 @@ pub enum Command {
         nick: String,
         room: Option<String>,
     },
+    /// Who had a nick matching `nick` lately, at most `count` (0: the most an answer lists).
+    Whowas {
+        nick: String,
+        count: usize,
+    },
     /// The session checked the client's operator credentials: it is a server operator now.
     MakeOper,
     /// A server operator disconnects a user.
@@ -314,6 +319,11 @@ pub enum Event {
     BanList {
         room: Arc<str>,
         bans: Vec<Ban>,
+    },
+    /// Reply to `Whowas`: who had a matching nick, newest first, and when they left it.
+    WasHere {
+        mask: Arc<str>,
+        found: Vec<(Arc<Source>, Millis)>,
     },
     /// You are a server operator now.
     YouAreOper {

@@ -18,6 +18,7 @@ pub mod nick_delay;
 pub mod page;
 pub mod room;
 pub mod user;
+pub mod whowas;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
@@ -104,6 +105,8 @@ pub struct Core {
     /// Each room's oldest remembered message as (serial, room key): the first is the oldest of
     /// the server, dropped when `history_bytes` passes its budget. O(log rooms) per message.
     oldest: BTreeSet<(u64, usize)>,
+    /// Who left lately (`WHOWAS`).
+    gone: whowas::Gone,
     /// Serial of the last remembered message (0: none yet); the next gets one more.
     next_serial: u64,
     /// Turns a peer's address into the host every other user sees.
@@ -140,6 +143,7 @@ impl Core {
             history_bytes: 0,
             oldest: BTreeSet::new(),
             next_serial: 0,
+            gone: whowas::Gone::default(),
             cloak: Cloak::random(64),
             delayed: NickDelay::default(),
             next_user: 0,
@@ -270,6 +274,7 @@ impl Core {
             return;
         };
         self.nicks.remove(&fold(&user.source.nick));
+        self.gone.push(user.source.clone(), now);
         for &membership in &user.rooms {
             self.leave(id, &user.source.nick, membership);
         }
@@ -300,6 +305,7 @@ impl Core {
         for (_, room) in &mut self.rooms {
             room.members.shrink_to_fit();
         }
+        self.gone.shrink_to_fit();
         self.delayed.shrink(now)
     }
 
@@ -371,6 +377,10 @@ impl Core {
                 self.kick(id, room.as_deref(), &nick, reason, out)
             }
             Command::Invite { nick, room } => self.invite(id, &nick, room.as_deref(), out),
+            Command::Whowas { nick, count } => {
+                self.whowas(id, &nick, count, out);
+                Ok(())
+            }
             Command::MakeOper => {
                 let user = self.user_mut(id);
                 user.oper = true;
@@ -623,6 +633,7 @@ impl Core {
         self.nicks.remove(&fold(&old.nick));
         self.nicks.insert(key, id);
         let new: Arc<str> = nick.into();
+        self.gone.push(old.clone(), now);
         self.user_mut(id).source = Arc::new(Source {
             nick: new.clone(),
             ..(*old).clone()

@@ -85,7 +85,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ),
     (
         "whois",
-        "/whois NICK              rooms, away, idle time of a user",
+        "/whois NICK              rooms, away, idle time of a user (/whowas: who left lately)",
     ),
     (
         "op",
@@ -280,6 +280,10 @@ pub fn parse(line: &[u8]) -> Result<Request, LineError> {
         },
         ("away", _) => Command::Away(opt(args)),
         ("whois", 1) => Command::Whois(args.to_string()),
+        ("whowas", 1) => Command::Whowas {
+            nick: args.to_string(),
+            count: 0,
+        },
         ("oper", 2) => {
             return Ok(Request::Oper {
                 name: words[0].to_string(),
@@ -294,8 +298,10 @@ pub fn parse(line: &[u8]) -> Result<Request, LineError> {
         ("help", _) => return Ok(Request::Help),
         (known, _)
             if COMMANDS.iter().any(|(n, _)| *n == known)
-                || ["list", "names", "deop", "devoice", "unban", "bans", "kill"]
-                    .contains(&known) =>
+                || [
+                    "list", "names", "deop", "devoice", "unban", "bans", "kill", "whowas",
+                ]
+                .contains(&known) =>
         {
             return bad();
         }
@@ -529,6 +535,27 @@ pub fn render(event: &Event) -> Vec<u8> {
                 &mut s,
                 format_args!("NOTICE {n} ban{} on {room}", if n == 1 { "" } else { "s" }),
             );
+        }
+        Event::WasHere { mask, found } => {
+            for (who, at) in found {
+                line(
+                    &mut s,
+                    format_args!(
+                        "NOTICE {} was {}@{} ({}) until {}",
+                        who.nick,
+                        who.user,
+                        who.host,
+                        who.realname,
+                        iso8601(*at)
+                    ),
+                );
+            }
+            if found.is_empty() {
+                line(
+                    &mut s,
+                    format_args!("NOTICE nobody called {mask} was here lately"),
+                );
+            }
         }
         Event::YouAreOper { .. } => line(
             &mut s,

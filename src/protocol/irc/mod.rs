@@ -476,6 +476,25 @@ pub fn render_with(
             o.raw(format_args!(":{} INVITE {nick} {room}", prefix(by)))
         }
         Event::Inviting { room, nick } => o.numeric(RPL_INVITING, &[nick, room]),
+        Event::WasHere { mask, found } => {
+            if found.is_empty() {
+                o.numeric(ERR_WASNOSUCHNICK, &[&safe(mask)]);
+            }
+            let server = o.server;
+            for (s, _) in found {
+                o.numeric_with(
+                    RPL_WHOWASUSER,
+                    &[&s.nick, &s.user, &s.host, &'*'],
+                    &[&s.realname],
+                );
+                o.numeric(RPL_WHOISSERVER, &[&s.nick, &server]);
+            }
+            // The end names who was found (a mask's match), else what was asked.
+            match found.first() {
+                Some((s, _)) => o.numeric(RPL_ENDOFWHOWAS, &[&s.nick]),
+                None => o.numeric(RPL_ENDOFWHOWAS, &[&safe(mask)]),
+            }
+        }
         Event::YouAreOper { nick } => {
             o.numeric(RPL_YOUREOPER, &[]);
             o.raw(format_args!(":{nick} MODE {nick} :+o"));

@@ -86,6 +86,8 @@ numerics! {
     RPL_WHOISSERVER = 312, ":pollchat";
     /// Middle: nick.
     RPL_WHOISOPERATOR = 313, ":is an IRC operator";
+    /// Middle: nick, user, host, `*`. Hole: real name.
+    RPL_WHOWASUSER = 314, ":{}";
     /// Middle: the mask asked about.
     RPL_ENDOFWHO = 315, ":End of /WHO list";
     /// Middle: nick, idle seconds, signon time.
@@ -123,6 +125,8 @@ numerics! {
     RPL_BANLIST = 367, "";
     /// Middle: room.
     RPL_ENDOFBANLIST = 368, ":End of channel ban list";
+    /// Middle: the nick asked about.
+    RPL_ENDOFWHOWAS = 369, ":End of WHOWAS";
     /// Hole: one line of INFO.
     RPL_INFO = 371, ":{}";
     /// Hole: one line of the message of the day.
@@ -147,6 +151,8 @@ numerics! {
     ERR_CANNOTSENDTOCHAN = 404, ":Cannot send to channel";
     /// Middle: room.
     ERR_TOOMANYCHANNELS = 405, ":You have joined too many channels";
+    /// Middle: the nick asked about.
+    ERR_WASNOSUCHNICK = 406, ":There was no such nickname";
     /// Middle: the first target over the command's TARGMAX.
     ERR_TOOMANYTARGETS = 407, ":Too many targets. The rest were ignored";
     ERR_NOORIGIN = 409, ":No origin specified";

@@ -138,6 +138,7 @@ pub(super) static COMMANDS: &[Entry] = &[
     // Queries (query.rs).
     entry("WHO", 0, Registered, 1, query::who), // no mask: just 315
     entry("WHOIS", 0, Registered, 1, query::whois), // no nick: 431
+    entry("WHOWAS", 0, Registered, 1, query::whowas), // no nick: 431, 369
     entry("MOTD", 0, Registered, 1, query::motd),
     entry("LUSERS", 0, Registered, 1, query::lusers),
     entry("ISON", 1, Registered, 1, query::ison),

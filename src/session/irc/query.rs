@@ -185,3 +185,24 @@ pub(super) fn send_motd(o: &mut Out<'_>, ctx: &Context) {
         None => o.numeric(ERR_NOMOTD, &[]),
     }
 }
+
+/// `WHOWAS nick [count]` (wildcards allowed): the users who had a matching nick lately, newest
+/// first; 406 if none; always ending with 369. Without a nick: 431, then 369.
+pub(super) fn whowas(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+    let Some(nick) = c.p.first().filter(|n| !n.is_empty()) else {
+        c.o.numeric(ERR_NONICKNAMEGIVEN, &[]);
+        c.o.numeric(RPL_ENDOFWHOWAS, &[&"*"]);
+        return None;
+    };
+    // A count that is not a positive number means "all" (RFC 1459).
+    let count =
+        c.p.get(1)
+            .and_then(|n| n.parse::<i64>().ok())
+            .filter(|&n| n > 0)
+            .map_or(0, |n| n as usize);
+    c.run(Command::Whowas {
+        nick: nick.to_string(),
+        count,
+    });
+    None
+}
