@@ -485,7 +485,14 @@ impl Core {
                     rooms: user
                         .room_keys()
                         .filter(|&k| !self.rooms[k].modes.secret || self.users[&id].is_in(k))
-                        .map(|k| self.rooms[k].name.clone())
+                        // With the user's standing there, as IRC's 319 shows it (`@#den`).
+                        .map(|k| {
+                            let room = &self.rooms[k];
+                            match room.modes.status(target).prefixes().get(..1) {
+                                Some(p) if !p.is_empty() => format!("{p}{}", room.name).into(),
+                                _ => room.name.clone(),
+                            }
+                        })
                         .collect(),
                     away: user.away.clone(),
                     idle_secs: now.saturating_sub(user.last_active) / 1000,

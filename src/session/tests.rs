@@ -188,7 +188,8 @@ fn irc_registers_with_nick_and_user_in_either_order() {
         assert_eq!(
             codes(&burst),
             [
-                "001", "002", "003", "004", "005", "251", "252", "254", "255", "265", "266", "422"
+                "001", "002", "003", "004", "005", "005", "251", "252", "254", "255", "265", "266",
+                "422"
             ]
         );
         // 001 shows the prefix others see: the cloak, not 10.0.0.7 (as it did before cloaking).

@@ -255,6 +255,8 @@ pub fn render_close(reason: &str) -> Vec<u8> {
 
 /// ISUPPORT tokens (005).
 /// `max_rooms` is announced as CHANLIMIT.
+///
+/// A 005 line holds at most 13 tokens (15 parameters in all): [`isupport_lines`] splits them.
 pub fn isupport(max_rooms: usize) -> String {
     format!(
         "CASEMAPPING=ascii CHANTYPES=# PREFIX=(ov)@+ CHANMODES=b,k,l,imnst MODES={MODES} \
@@ -264,6 +266,13 @@ pub fn isupport(max_rooms: usize) -> String {
          TARGMAX=NAMES:{NAMES_TARGETS},NOTICE:{MESSAGE_TARGETS},PRIVMSG:{MESSAGE_TARGETS},WHOIS:{WHOIS_TARGETS} \
          MAXTARGETS={MESSAGE_TARGETS}"
     )
+}
+
+/// The ISUPPORT tokens in groups of at most 13, one 005 line each.
+pub fn isupport_lines(max_rooms: usize) -> Vec<String> {
+    let all = isupport(max_rooms);
+    let tokens: Vec<&str> = all.split(' ').collect();
+    tokens.chunks(13).map(|c| c.join(" ")).collect()
 }
 
 /// Targets one PRIVMSG or NOTICE may name (TARGMAX, MAXTARGETS): each is a fan-out, so a

@@ -140,7 +140,9 @@ pub(super) fn version(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason
     if about_this_server(c) {
         let about = env!("CARGO_PKG_DESCRIPTION");
         c.o.numeric_with(RPL_VERSION, &[&VERSION, &c.ctx.server], &[&about]);
-        c.o.numeric(RPL_ISUPPORT, &[&irc::isupport(c.ctx.max_rooms)]);
+        for tokens in irc::isupport_lines(c.ctx.max_rooms) {
+            c.o.numeric(RPL_ISUPPORT, &[&tokens]);
+        }
     }
     None
 }

@@ -144,7 +144,9 @@ fn try_register(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     w.numeric_with(RPL_YOURHOST, &[], &[&ctx.server, &version]);
     w.numeric_with(RPL_CREATED, &[], &[&crate::protocol::iso8601(ctx.started)]);
     w.numeric(RPL_MYINFO, &[&ctx.server, &version]);
-    w.numeric(RPL_ISUPPORT, &[&irc::isupport(ctx.max_rooms)]);
+    for tokens in irc::isupport_lines(ctx.max_rooms) {
+        w.numeric(RPL_ISUPPORT, &[&tokens]);
+    }
     let core = &c.core;
     irc::lusers(
         &mut w,
