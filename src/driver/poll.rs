@@ -38,14 +38,16 @@ use super::listen::{ACCEPTS_PER_TURN, Accepted, Admission, set_send_buffer};
 use super::timer::{TimerKind, Timers, Trim, release_free_memory};
 use super::{Front, IoModel, MAX_ANSWERS, REFILL_BELOW, Running, depart, new_core, wall_ms};
 use crate::config::Config;
-use crate::core::{ClientId, Core, Cursor, Event, Outbox};
+use crate::core::{ClientId, Core, Cursor, Outbox};
 use crate::framer::Frame;
 use crate::net::connection::{Connection, Flush, Phase};
 use crate::net::flood::TokenBucket;
 use crate::net::meter::{self, Counted};
 use crate::net::outq::{Later, PAGE_COST, Pending};
 use crate::net::transform::Transform;
-use crate::session::{self, Context, Now, Protocol, Reason, Rendered, Session, Step, Wake};
+use crate::session::{
+    self, Context, Directive, Now, Protocol, Reason, Rendered, Session, Step, Wake,
+};
 
 /// Tokens at and above this are listeners (`LISTENER_BASE + index`), up to the shutdown
 /// waker's and the signals' near `usize::MAX` ([`Front`]); below are slab keys.
@@ -518,19 +520,20 @@ impl EventLoop {
         }
         let mut outbox = std::mem::take(&mut self.outbox);
         for (event, to) in outbox.iter() {
-            // A server operator's KILL: the connection is closed (after the pass).
-            if let Event::Killed { by, reason } = event {
-                for id in to {
-                    let reason = Reason::Killed(format!("killed by {}: {reason}", by.nick).into());
-                    self.mark_close(id.0, reason);
+            match session::directive(event) {
+                Directive::Render => {}
+                // Closed after the pass, as every close.
+                Directive::Close(reason) => {
+                    to.iter()
+                        .for_each(|id| self.mark_close(id.0, reason.clone()));
+                    continue;
                 }
-                continue;
-            }
-            if let Event::Page(cursor) = event {
-                for id in to {
-                    self.start_page(id.0, cursor.clone());
+                Directive::Page(cursor) => {
+                    for id in to {
+                        self.start_page(id.0, cursor.clone());
+                    }
+                    continue;
                 }
-                continue;
             }
             let mut rendered: Rendered<Counted> = Rendered::new();
             for id in to {

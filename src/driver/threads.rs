@@ -52,14 +52,14 @@ use mio::{Events, Token};
 use super::listen::{Accepted, Admission, refuse, set_send_buffer};
 use super::{Front, MAX_ANSWERS, REFILL_BELOW, depart, new_core, wall_ms};
 use crate::config::Config;
-use crate::core::{ClientId, Core, Cursor, Event, Millis, Outbox};
+use crate::core::{ClientId, Core, Cursor, Millis, Outbox};
 use crate::framer::{Frame, LineFramer};
 use crate::net::flood::TokenBucket;
 use crate::net::outq::OutQueue;
 use crate::net::sendq::{Chunk, SendChannel, Take};
 use crate::net::transform::Transform;
 use crate::session::{
-    self, Context, Now, Protocol, Reason, RenderClass, Rendered, Session, Step, Wake,
+    self, Context, Directive, Now, Protocol, Reason, RenderClass, Rendered, Session, Step, Wake,
 };
 
 /// Bytes per `read` into a reader thread's buffer (its own: threads share nothing to read into).
@@ -391,19 +391,20 @@ impl State {
         let mut outbox = std::mem::take(&mut self.outbox);
         let wall = wall_ms();
         for (event, to) in outbox.iter() {
-            // A server operator's KILL: the connection is closed (after the pass).
-            if let Event::Killed { by, reason } = event {
-                for id in to {
-                    let reason = Reason::Killed(format!("killed by {}: {reason}", by.nick).into());
-                    self.mark_close(id.0, reason);
+            match session::directive(event) {
+                Directive::Render => {}
+                // Closed after the pass, as every close.
+                Directive::Close(reason) => {
+                    to.iter()
+                        .for_each(|id| self.mark_close(id.0, reason.clone()));
+                    continue;
                 }
-                continue;
-            }
-            if let Event::Page(cursor) = event {
-                for id in to {
-                    self.start_page(ctx, id.0, cursor, wall);
+                Directive::Page(cursor) => {
+                    for id in to {
+                        self.start_page(ctx, id.0, cursor, wall);
+                    }
+                    continue;
                 }
-                continue;
             }
             let mut rendered: Rendered<Chunk> = Rendered::new();
             for id in to {

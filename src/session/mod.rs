@@ -290,6 +290,29 @@ pub fn render(class: RenderClass, event: &Event, ctx: &Context, me: &str, now: M
     }
 }
 
+/// What a driver does with a core event for its recipients. Most events are rendered and
+/// queued; two ask the driver to act instead, and the decision is made here, once for every
+/// driver.
+pub enum Directive<'e> {
+    /// Render it in each recipient's class and queue the bytes.
+    Render,
+    /// Close each recipient's connection for this reason (a server operator's KILL).
+    Close(Reason),
+    /// A long answer: page it to each recipient as its queue drains ([`render_page`]).
+    Page(&'e Cursor),
+}
+
+/// The [`Directive`] for `event`.
+pub fn directive(event: &Event) -> Directive<'_> {
+    match event {
+        Event::Killed { by, reason } => Directive::Close(Reason::Killed(
+            format!("killed by {}: {reason}", by.nick).into(),
+        )),
+        Event::Page(cursor) => Directive::Page(cursor),
+        _ => Directive::Render,
+    }
+}
+
 /// Renders the next page of a paged answer ([`Event::Page`]) in `class`; returns the bytes and
 /// whether the answer is complete. The driver calls it when the asker's output queue has
 /// drained, so an answer of any length holds about a page of memory at a time.
