@@ -89,7 +89,7 @@ fn cap_negotiation_pauses_registration_until_cap_end(io: IoModel) {
     c.send("CAP LS 302");
     assert_eq!(
         c.line(),
-        ":pollchat CAP * LS :echo-message message-tags multi-prefix server-time"
+        ":pollchat CAP * LS :echo-message message-tags multi-prefix server-time userhost-in-names"
     );
     c.send("NICK bob");
     c.send("USER bob 0 * :Bob");
@@ -1204,7 +1204,8 @@ fn who_with_a_mask_lists_the_matching_users(io: IoModel) {
 
 for_each_io!(multi_prefix_clients_see_every_prefix);
 /// Without `multi-prefix` NAMES shows a member's highest prefix; with it, all of them (so a
-/// client that sees `-o` still knows the member is voiced).
+/// client that sees `-o` still knows the member is voiced); `userhost-in-names` adds
+/// `!user@host`.
 fn multi_prefix_clients_see_every_prefix(io: IoModel) {
     let server = TestServer::start_io(io);
     let mut a = register(&server, "alice");
@@ -1224,6 +1225,15 @@ fn multi_prefix_clients_see_every_prefix(io: IoModel) {
     b.expect_prefix(":pollchat 422 ");
     b.send("NAMES #p");
     assert_eq!(b.line(), ":pollchat 353 bob = #p :@+alice");
+    b.line();
+    // userhost-in-names: every member as nick!user@host.
+    b.send("CAP REQ :userhost-in-names");
+    assert_eq!(b.line(), ":pollchat CAP bob ACK :userhost-in-names");
+    b.send("NAMES #p");
+    assert_eq!(
+        b.line(),
+        format!(":pollchat 353 bob = #p :@+alice!alice@{}", common::LOCAL_CLOAK)
+    );
 }
 
 for_each_io!(whowas_tells_who_left_lately);

@@ -827,8 +827,8 @@ fn writer(shared: &Shared, conn: &Conn) {
                 // A connection that is closing has left the table but may still be draining.
                 let class = match st.clients.get(&conn.id) {
                     Some(client) => client.session.render_class(),
-                    None if conn.protocol == Protocol::Irc => RenderClass::Irc,
-                    None => RenderClass::Line,
+                    None if conn.protocol == Protocol::Irc => RenderClass::IRC,
+                    None => RenderClass::LINE,
                 };
                 let me = st.core.nick(ClientId(conn.id)).map_or("*", |n| &**n);
                 let (bytes, done) =

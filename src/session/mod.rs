@@ -257,37 +257,55 @@ pub enum Wake {
 }
 
 /// How a recipient wants core events rendered. Events are rendered once per class present among
-/// their recipients, and the same bytes are shared by all recipients of that class.
+/// their recipients, and the same bytes are shared by all recipients of that class. A class is
+/// the line protocol, or IRC with a set of the capabilities that change how lines look.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RenderClass {
-    Line = 0,
-    Irc = 1,
-    /// IRC with the `server-time` capability: live messages carry `@time=`.
-    IrcTimed = 2,
-    /// IRC with `multi-prefix`: NAMES shows every prefix of a member.
-    IrcMulti = 3,
-    /// IRC with both.
-    IrcTimedMulti = 4,
-}
+pub struct RenderClass(u8);
 
 impl RenderClass {
-    pub const COUNT: usize = 5;
+    /// The line protocol.
+    pub const LINE: RenderClass = RenderClass(0);
+    /// IRC without capabilities that change rendering.
+    pub const IRC: RenderClass = RenderClass(Self::IRC_BIT);
+    /// IRC with `server-time`: live messages carry `@time=`.
+    pub const IRC_TIMED: RenderClass = RenderClass(Self::IRC_BIT | Self::TIME);
+    /// How many classes there are (the size of [`Rendered`]'s table).
+    pub const COUNT: usize = 16;
+    const IRC_BIT: u8 = 1;
+    const TIME: u8 = 2;
+    /// `multi-prefix`: NAMES shows every prefix of a member.
+    const MULTI: u8 = 4;
+    /// `userhost-in-names`: NAMES shows `nick!user@host`.
+    const UHNAMES: u8 = 8;
+
+    /// IRC with these capabilities.
+    pub fn irc(time: bool, multi: bool, uhnames: bool) -> RenderClass {
+        let bit = |on: bool, b: u8| if on { b } else { 0 };
+        RenderClass(
+            Self::IRC_BIT
+                | bit(time, Self::TIME)
+                | bit(multi, Self::MULTI)
+                | bit(uhnames, Self::UHNAMES),
+        )
+    }
+
+    fn has(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
 }
 
 /// Renders one core event in `class`. `me` is the recipient's nick; only single-recipient events
 /// depend on it, so the bytes of a broadcast are the same for every recipient of a class.
 pub fn render(class: RenderClass, event: &Event, ctx: &Context, me: &str, now: Millis) -> Vec<u8> {
-    match class {
-        RenderClass::Line => protocol::line::render(event),
-        RenderClass::Irc => protocol::irc::render(event, &ctx.server, me, false, now),
-        RenderClass::IrcTimed => protocol::irc::render(event, &ctx.server, me, true, now),
-        RenderClass::IrcMulti => {
-            protocol::irc::render_with(event, &ctx.server, me, false, true, now)
-        }
-        RenderClass::IrcTimedMulti => {
-            protocol::irc::render_with(event, &ctx.server, me, true, true, now)
-        }
+    if class == RenderClass::LINE {
+        return protocol::line::render(event);
     }
+    let names = protocol::irc::NamesStyle {
+        multi: class.has(RenderClass::MULTI),
+        userhost: class.has(RenderClass::UHNAMES),
+    };
+    let time = class.has(RenderClass::TIME);
+    protocol::irc::render_with(event, &ctx.server, me, time, names, now)
 }
 
 /// What a driver does with a core event for its recipients. Most events are rendered and
@@ -341,13 +359,13 @@ pub struct Rendered<C> {
 impl<C: Clone + From<Vec<u8>>> Rendered<C> {
     pub fn new() -> Self {
         Rendered {
-            bytes: [None, None, None, None, None],
+            bytes: std::array::from_fn(|_| None),
         }
     }
 
     /// The event's bytes for `class`; `render` is called only the first time.
     pub fn get(&mut self, class: RenderClass, render: impl FnOnce() -> Vec<u8>) -> C {
-        self.bytes[class as usize]
+        self.bytes[class.0 as usize]
             .get_or_insert_with(|| render().into())
             .clone()
     }
@@ -456,13 +474,11 @@ impl Session {
 
     pub fn render_class(&self) -> RenderClass {
         match self {
-            Session::Line(_) => RenderClass::Line,
-            Session::Irc(s) => match (s.caps.server_time, s.caps.multi_prefix) {
-                (false, false) => RenderClass::Irc,
-                (true, false) => RenderClass::IrcTimed,
-                (false, true) => RenderClass::IrcMulti,
-                (true, true) => RenderClass::IrcTimedMulti,
-            },
+            Session::Line(_) => RenderClass::LINE,
+            Session::Irc(s) => {
+                let c = s.caps;
+                RenderClass::irc(c.server_time, c.multi_prefix, c.userhost_in_names)
+            }
         }
     }
 

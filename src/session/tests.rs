@@ -79,7 +79,7 @@ fn a_line_session_is_greeted_and_joins_the_lobby() {
     assert_eq!(b.core.nick(ClientId(1)).map(|n| &**n), Some("guest1"));
     assert_eq!(b.events()[0], "JOIN #lobby guest1\r\n");
     assert!(b.core.room_exists(LOBBY));
-    assert_eq!(s.render_class(), RenderClass::Line);
+    assert_eq!(s.render_class(), RenderClass::LINE);
     assert_eq!(s.farewell("bye now"), b"BYE bye now\r\n");
 }
 
@@ -231,7 +231,7 @@ fn cap_negotiation_pauses_registration_until_cap_end() {
     let (ls, _) = b.line(&mut s, 0, "CAP LS 302");
     assert_eq!(
         ls,
-        ":pollchat CAP * LS :echo-message message-tags multi-prefix server-time\r\n"
+        ":pollchat CAP * LS :echo-message message-tags multi-prefix server-time userhost-in-names\r\n"
     );
     b.line(&mut s, 1, "NICK alice");
     let (reply, _) = b.line(&mut s, 2, "USER al 0 * :Alice");
@@ -240,7 +240,7 @@ fn cap_negotiation_pauses_registration_until_cap_end() {
     assert_eq!(reply, ":pollchat CAP * ACK :server-time message-tags\r\n");
     let (reply, _) = b.line(&mut s, 4, "CAP REQ :no-such-cap");
     assert_eq!(reply, ":pollchat CAP * NAK :no-such-cap\r\n");
-    assert_eq!(s.render_class(), RenderClass::IrcTimed);
+    assert_eq!(s.render_class(), RenderClass::IRC_TIMED);
     assert_eq!(
         s.max_line(&b.ctx),
         protocol::irc::MAX_LINE + protocol::irc::MAX_TAGS
@@ -254,7 +254,7 @@ fn cap_negotiation_pauses_registration_until_cap_end() {
     );
     // Turning server-time off changes how events are rendered for this client.
     b.line(&mut s, 7, "CAP REQ -server-time");
-    assert_eq!(s.render_class(), RenderClass::Irc);
+    assert_eq!(s.render_class(), RenderClass::IRC);
 }
 
 #[test]
@@ -316,17 +316,17 @@ fn events_render_once_per_class() {
     let mut rendered: Rendered<std::rc::Rc<[u8]>> = Rendered::new();
     let mut calls = 0;
     for class in [
-        RenderClass::Line,
-        RenderClass::Irc,
-        RenderClass::Line,
-        RenderClass::Irc,
+        RenderClass::LINE,
+        RenderClass::IRC,
+        RenderClass::LINE,
+        RenderClass::IRC,
     ] {
         let bytes = rendered.get(class, || {
             calls += 1;
             render(class, &event, &b.ctx, "bob", 0)
         });
         let expected: &[u8] = match class {
-            RenderClass::Line => b"JOIN #a alice\r\n",
+            RenderClass::LINE => b"JOIN #a alice\r\n",
             _ => b":alice!al@h JOIN #a\r\n",
         };
         assert_eq!(&*bytes, expected);

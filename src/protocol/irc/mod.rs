@@ -325,17 +325,25 @@ fn time_tag(at: Millis) -> String {
 /// recipient never depend on `me`, so their bytes are shared by every IRC recipient with the
 /// same `time` setting.
 pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) -> Vec<u8> {
-    render_with(event, server, me, time, false, now)
+    render_with(event, server, me, time, NamesStyle::default(), now)
 }
 
-/// [`render`] for a client that negotiated `multi-prefix` (`multi`): NAMES shows every prefix
-/// of a member (`@+alice`), not only the highest.
+/// How NAMES shows a member, by the client's capabilities.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NamesStyle {
+    /// `multi-prefix`: every prefix (`@+alice`), not only the highest.
+    pub multi: bool,
+    /// `userhost-in-names`: `alice!al@host`, not only the nick.
+    pub userhost: bool,
+}
+
+/// [`render`] for a client whose capabilities change how NAMES looks.
 pub fn render_with(
     event: &Event,
     server: &str,
     me: &str,
     time: bool,
-    multi: bool,
+    names_style: NamesStyle,
     now: Millis,
 ) -> Vec<u8> {
     let mut o = Out::new(server, me);
@@ -422,7 +430,7 @@ pub fn render_with(
             part,
             secret,
             ..
-        } => names(&mut o, room, members, part.last, multi, *secret),
+        } => names(&mut o, room, members, part.last, names_style, *secret),
         Event::Found {
             members,
             listing: Listing::Userhost,
@@ -576,27 +584,40 @@ pub fn parse_modes(modes: &str, args: &[&str]) -> Vec<ModeChange> {
     changes
 }
 
-/// A member's nick after its highest prefix (`@alice`, `+bob`, `carol`).
-struct Prefixed<'m>(&'m Member, bool);
+/// A member as NAMES shows it: its highest prefix (or all of them, `multi-prefix`) and its nick
+/// (or `nick!user@host`, `userhost-in-names`): `@alice`, `+bob`, `@+carol!c@host`.
+struct Prefixed<'m>(&'m Member, NamesStyle);
 
 impl std::fmt::Display for Prefixed<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let all = self.0.status.prefixes();
-        let shown = if self.1 {
+        let shown = if self.1.multi {
             all
         } else {
             all.get(..1).unwrap_or("")
         };
-        write!(f, "{shown}{}", self.0.source.nick)
+        let s = &self.0.source;
+        if self.1.userhost {
+            write!(f, "{shown}{}!{}@{}", s.nick, s.user, s.host)
+        } else {
+            write!(f, "{shown}{}", s.nick)
+        }
     }
 }
 
 /// 353 lines kept under 512 bytes, then (on the last page) 366.
-fn names(o: &mut Out<'_>, room: &str, members: &[Member], last: bool, multi: bool, secret: bool) {
+fn names(
+    o: &mut Out<'_>,
+    room: &str,
+    members: &[Member],
+    last: bool,
+    style: NamesStyle,
+    secret: bool,
+) {
     if !members.is_empty() {
         // `=`: a public channel, `@` a secret one (listed only to its members). Each nick
         // with its highest prefix (`@` operator, `+` voice), or all of them for `multi-prefix`.
-        let nicks = members.iter().map(|m| Prefixed(m, multi));
+        let nicks = members.iter().map(|m| Prefixed(m, style));
         let kind = if secret { '@' } else { '=' };
         o.numeric_list(RPL_NAMREPLY, &[&kind, &room], nicks);
     }

@@ -41,7 +41,7 @@ use crate::protocol::irc::{self, MAX_LINE, MAX_TAGS, Out};
 use crate::protocol::text::{self, TextError};
 
 /// Capabilities this server offers (CAP LS).
-pub const CAPS: &str = "echo-message message-tags multi-prefix server-time";
+pub const CAPS: &str = "echo-message message-tags multi-prefix server-time userhost-in-names";
 
 /// Capabilities a client enabled.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -52,8 +52,10 @@ pub struct Caps {
     pub echo: bool,
     /// Lines may carry up to 4096 bytes of tags.
     pub tags: bool,
-    /// Accepted for clients that ask; pollchat has no channel prefixes to show.
+    /// NAMES shows every prefix of a member (`@+alice`).
     pub multi_prefix: bool,
+    /// NAMES shows `nick!user@host`.
+    pub userhost_in_names: bool,
 }
 
 impl Caps {
@@ -63,6 +65,7 @@ impl Caps {
             "echo-message" => &mut self.echo,
             "message-tags" => &mut self.tags,
             "multi-prefix" => &mut self.multi_prefix,
+            "userhost-in-names" => &mut self.userhost_in_names,
             _ => return false,
         };
         *flag = on;
@@ -75,6 +78,7 @@ impl Caps {
             (self.tags, "message-tags"),
             (self.multi_prefix, "multi-prefix"),
             (self.server_time, "server-time"),
+            (self.userhost_in_names, "userhost-in-names"),
         ];
         on.iter()
             .filter(|(o, _)| *o)
