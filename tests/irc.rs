@@ -1232,7 +1232,10 @@ fn multi_prefix_clients_see_every_prefix(io: IoModel) {
     b.send("NAMES #p");
     assert_eq!(
         b.line(),
-        format!(":pollchat 353 bob = #p :@+alice!alice@{}", common::LOCAL_CLOAK)
+        format!(
+            ":pollchat 353 bob = #p :@+alice!alice@{}",
+            common::LOCAL_CLOAK
+        )
     );
 }
 

@@ -623,7 +623,8 @@ impl EventLoop {
                     // A long answer is work: each page after the first (which the command
                     // paid for) costs a flood token, so a client that asks for long listings
                     // over and over is slowed down like any flooder.
-                    if cursor.started() {
+                    let cursor_started = cursor.started();
+                    if cursor_started {
                         conn.bucket.charge(1);
                     }
                     let class = conn.session.render_class();
@@ -639,6 +640,9 @@ impl EventLoop {
                     conn.out.push(bytes.into());
                     if !done {
                         later.resume(cursor);
+                    }
+                    if cursor_started {
+                        conn.session.note_alive(self.now.at);
                     }
                 }
             }

@@ -451,6 +451,15 @@ impl Session {
         }
     }
 
+    /// The client took a page of a long answer: proof of life for IRC's ping timeout, which
+    /// could otherwise fire while the driver holds the client's own lines (its PONG too)
+    /// unread until its answers are under way.
+    pub fn note_alive(&mut self, now: Instant) {
+        if let Session::Irc(s) = self {
+            s.note_alive(now);
+        }
+    }
+
     /// When the driver must call [`Session::on_deadline`] next (`None`: never).
     pub fn next_deadline(&self, ctx: &Context) -> Option<Instant> {
         match self {

@@ -274,6 +274,23 @@ fn an_unregistered_irc_client_is_closed_at_the_registration_deadline() {
 }
 
 #[test]
+fn taking_pages_of_a_long_answer_keeps_an_irc_client_alive() {
+    let mut b = Bench::new(|c| {
+        c.irc_ping_after = Duration::from_secs(120);
+        c.irc_ping_timeout = Duration::from_secs(240);
+    });
+    let mut s = b.session(Protocol::Irc, 1);
+    b.line(&mut s, 0, "NICK alice");
+    b.line(&mut s, 0, "USER al 0 * :Alice");
+    let t = |secs: u64| b.t0 + Duration::from_secs(secs);
+    assert!(matches!(s.on_deadline(&b.ctx, t(120)), Wake::Send(_)));
+    // Its PONG waits unread behind its answers, but it takes a page at 200 s.
+    s.note_alive(t(200));
+    assert_eq!(s.on_deadline(&b.ctx, t(240)), Wake::Rearm, "not closed");
+    assert_eq!(s.next_deadline(&b.ctx), Some(t(320)));
+}
+
+#[test]
 fn a_silent_irc_client_is_pinged_once_then_closed() {
     let mut b = Bench::new(|c| {
         c.irc_ping_after = Duration::from_secs(120);

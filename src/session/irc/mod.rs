@@ -139,6 +139,13 @@ impl IrcSession {
 
     /// The earliest of: the registration deadline (until registered), the next PING, the ping
     /// timeout.
+    /// The client took a page of a long answer: it is alive, though its own lines (a PONG
+    /// among them) wait unread while it has answers in progress (the drivers' read pause).
+    pub fn note_alive(&mut self, now: Instant) {
+        self.last_heard = now;
+        self.pinged = false;
+    }
+
     pub fn next_deadline(&self, ctx: &Context) -> Instant {
         let silence = if self.pinged {
             self.last_heard + ctx.ping_timeout
