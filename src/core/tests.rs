@@ -1519,3 +1519,121 @@ fn a_limit_and_a_key_gate_joining() {
         [Error::InvalidKey("#r".into())]
     );
 }
+
+// --- review2: findings ---
+
+/// An invitation is keyed by `ClientId`, and a `ClientId` is a slab key the drivers reuse for
+/// the next connection. An invited user that quits without joining leaves its invitation
+/// behind, and whoever connects next under the same id walks into the +i room.
+#[test]
+fn review2_an_invitation_does_not_outlive_the_invited_connection() {
+    let mut w = authority();
+    w.run(A, mode("#r", true, Mode::Flag('i')));
+    let invite = Command::Invite {
+        nick: "carol".into(),
+        room: Some("#r".into()),
+    };
+    assert!(errors(&w.run(A, invite)).is_empty());
+    // carol quits without joining; a stranger gets her (reused) ClientId.
+    let now = w.now;
+    w.core.disconnect(C, "bye", now, &mut w.out);
+    w.core.connect(C, TEN, now);
+    w.run(C, Command::Nick("mallory".into()));
+    assert_eq!(
+        errors(&w.run(C, Command::Join("#r".into()))),
+        [Error::InviteOnly("#r".into())],
+        "mallory inherited carol's invitation to the invite-only #r"
+    );
+}
+
+/// A ban mask reaches the MODE line every member gets (and 367, and the line protocol's
+/// MODE/BAN lines) as given: with a space it splits into two parameters, with a leading ':'
+/// it turns into a trailing one, and control characters (ESC) reach line users' terminals.
+#[test]
+fn review2_a_ban_mask_cannot_break_the_mode_line() {
+    let mut broken = Vec::new();
+    for bad in ["a b", ":x", "\u{1b}[2Jx"] {
+        let mut w = authority();
+        let events = w.run(A, mode("#r", true, Mode::Ban(bad.into())));
+        for (e, _) in &events {
+            if let Event::ModeChanged { changes, .. } = e {
+                for c in changes {
+                    let arg = c.arg.as_deref().unwrap_or("");
+                    if arg.contains(' ')
+                        || arg.starts_with(':')
+                        || arg.chars().any(char::is_control)
+                    {
+                        broken.push(format!(
+                            "mask {bad:?} kept as {arg:?}: {:?}",
+                            String::from_utf8_lossy(&crate::protocol::irc::render(
+                                e, "srv", "me", false, 0
+                            ))
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{broken:#?}");
+}
+
+/// README: a server operator "sees secret rooms and users' real addresses in /whois".
+#[test]
+fn review2_a_server_operator_sees_secret_rooms_in_whois() {
+    let mut w = authority();
+    w.run(A, mode("#r", true, Mode::Flag('s')));
+    w.run(C, Command::MakeOper);
+    let whois = w.run(C, Command::Whois("alice".into()));
+    let rooms: Vec<String> = whois
+        .iter()
+        .filter_map(|(e, _)| match e {
+            Event::Whois(i) => Some(i.rooms.iter().map(|r| r.to_string()).collect::<Vec<_>>()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(
+        rooms.iter().any(|r| r.ends_with("#r")),
+        "the server operator's WHOIS of alice leaves out the secret #r: {rooms:?}"
+    );
+}
+
+/// README: a server operator "operates every room"; TOPIC on a +t room checks only the
+/// channel status.
+#[test]
+fn review2_a_server_operator_sets_a_topic_on_a_plus_t_room() {
+    let mut w = authority();
+    w.run(C, Command::MakeOper);
+    // Joined but not a channel operator: a server operator still "operates every room".
+    w.run(C, Command::Join("#r".into()));
+    let topic = Command::Topic {
+        room: Some("#r".into()),
+        text: Some("set by the server operator".into()),
+    };
+    assert_eq!(
+        errors(&w.run(C, topic)),
+        [],
+        "a server operator cannot set a +t topic"
+    );
+}
+
+/// An invitation from a plain member (allowed while the room is not +i) is remembered, and
+/// setting +i afterwards does not forget it: the non-operator's guest walks into the now
+/// invite-only room. README: "joining needs an /invite from an operator".
+#[test]
+fn review2_a_plain_members_invitation_made_before_plus_i_opens_it() {
+    let mut w = authority();
+    let invite = Command::Invite {
+        nick: "carol".into(),
+        room: Some("#r".into()),
+    };
+    // bob is no operator of #r; the room is not +i yet, so this is allowed.
+    assert!(errors(&w.run(B, invite)).is_empty());
+    // alice locks the room.
+    w.run(A, mode("#r", true, Mode::Flag('i')));
+    assert_eq!(
+        errors(&w.run(C, Command::Join("#r".into()))),
+        [Error::InviteOnly("#r".into())],
+        "bob's invitation from before +i let carol into the invite-only #r"
+    );
+}

@@ -238,3 +238,21 @@ fn comma_lists_are_deduplicated_capped_and_charged_by_their_targets() {
     assert_eq!(extra_cost(&mut c, "JOIN 0"), 2);
     assert_eq!(extra_cost(&mut c, "JOIN 0"), 0);
 }
+
+/// review2: a ban mask given as a trailing parameter (`:a b`) reaches the MODE line all
+/// members get, and the 367 ban list, as two parameters.
+#[test]
+fn review2_a_trailing_ban_mask_with_a_space_breaks_mode_and_367() {
+    let mut c = Client::registered();
+    c.send("JOIN #r");
+    let mode = c.send("MODE #r +b :evil +o");
+    let bans = c.send("MODE #r +b");
+    let all: Vec<&String> = mode.iter().chain(&bans).collect();
+    for line in &all {
+        let params = irc::parse(line).map(|m| m.params.len());
+        assert!(
+            !line.contains("evil +o"),
+            "a mask with a space reached the wire: {line:?} ({params:?} params)"
+        );
+    }
+}
