@@ -417,6 +417,8 @@ pub enum Error {
     InvalidKey(String),
     /// A member limit for the room that is not a positive number.
     InvalidLimit(String),
+    /// A ban mask for the room with spaces, commas, control or invisible characters.
+    InvalidMask(String),
     /// The command needs a server operator.
     NotServerOperator,
     /// Wrong operator name or password.
@@ -452,6 +454,7 @@ impl Error {
             Error::UnknownMode(_) => "unknown-mode",
             Error::InvalidKey(_) => "invalid-key",
             Error::InvalidLimit(_) => "invalid-limit",
+            Error::InvalidMask(_) => "invalid-mask",
             Error::NotServerOperator => "not-server-operator",
             Error::BadOperLogin => "bad-oper-login",
         }
@@ -523,6 +526,10 @@ impl fmt::Display for Error {
                 super::modes::KEY_MAX
             ),
             Error::InvalidLimit(_) => write!(f, "a member limit is a positive number"),
+            Error::InvalidMask(_) => write!(
+                f,
+                "a ban mask is one word like nick!user@host, with * and ?, without commas"
+            ),
             Error::NotServerOperator => write!(f, "only a server operator may do that"),
             Error::BadOperLogin => write!(f, "wrong operator name or password"),
         }

@@ -481,10 +481,10 @@ impl Core {
                 let user = &self.users[&target];
                 let info = WhoisInfo {
                     source: user.source.clone(),
-                    // A secret room (+s) is shown only to those in it.
+                    // A secret room (+s) is shown only to those in it (and server operators).
                     rooms: user
                         .room_keys()
-                        .filter(|&k| !self.rooms[k].modes.secret || self.users[&id].is_in(k))
+                        .filter(|&k| !self.hidden_from(id, k))
                         // With the user's standing there, as IRC's 319 shows it (`@#den`).
                         .map(|k| {
                             let room = &self.rooms[k];
@@ -497,8 +497,8 @@ impl Core {
                     away: user.away.clone(),
                     idle_secs: now.saturating_sub(user.last_active) / 1000,
                     connected_at: user.connected_at,
-                    // Only the user itself is shown where it connects from (operators will be
-                    // too, when there are any).
+                    // Only the user itself and server operators are shown where it connects
+                    // from.
                     address: (target == id || self.users[&id].oper).then_some(user.ip),
                     oper: user.oper,
                 };
@@ -802,7 +802,8 @@ impl Core {
             return Ok(());
         };
         let key = self.target_room(id, room.as_deref(), true)?;
-        if self.rooms[key].modes.topic_ops && !self.status_in(key, id).op {
+        let oper = self.users[&id].oper;
+        if self.rooms[key].modes.topic_ops && !self.status_in(key, id).op && !oper {
             return Err(Error::NotOperator(self.rooms[key].name.to_string()));
         }
         let by = self.users[&id].source.clone();

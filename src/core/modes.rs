@@ -17,7 +17,7 @@
 //!
 //! `#lobby` has no operators: every line client is put there on connecting, so whoever came
 //! first would otherwise rule everyone who comes later. Its mode is `+n`, so its topic stays
-//! open to everyone as it always was; server operators (when they come) will operate it.
+//! open to everyone as it always was; server operators operate it (and every other room).
 //!
 //! Memory: a room keeps a small map of its privileged members only (most members have no
 //! status), and its modes in a few words; ban and invite lists are bounded.
@@ -76,8 +76,9 @@ pub struct RoomModes {
     pub key: Option<Arc<str>>,
     pub limit: Option<u32>,
     pub bans: Vec<Ban>,
-    /// Invited and not yet joined, oldest first.
-    invited: Vec<ClientId>,
+    /// Invited and not yet joined, oldest first, with the user's serial: a later connection
+    /// given the same id is not invited.
+    invited: Vec<(ClientId, u32)>,
     /// Members with a status; the others have none.
     privileged: HashMap<ClientId, Status>,
 }
@@ -111,7 +112,7 @@ impl RoomModes {
     /// A member left: it has no standing and no invitation any more.
     pub fn forget(&mut self, id: ClientId) {
         self.privileged.remove(&id);
-        self.invited.retain(|&i| i != id);
+        self.invited.retain(|&(i, _)| i != id);
     }
 
     /// The mode string, as IRC's 324 shows it (`+ntk key` when `show_key`).
@@ -241,7 +242,8 @@ impl Core {
         let room = &self.rooms[key];
         let name = room.name.to_string();
         let m = &room.modes;
-        let invited = m.invited.contains(&id);
+        let serial = self.users[&id].serial;
+        let invited = m.invited.contains(&(id, serial));
         if m.invite_only && !invited {
             return Err(Error::InviteOnly(name));
         }
@@ -258,7 +260,7 @@ impl Core {
         if m.banned(&self.users[&id].source) {
             return Err(Error::Banned(name));
         }
-        self.rooms[key].modes.invited.retain(|&i| i != id);
+        self.rooms[key].modes.invited.retain(|&(i, _)| i != id);
         Ok(())
     }
 
@@ -451,6 +453,9 @@ impl Core {
                 }
             }
             Mode::Ban(mask) => {
+                if !valid_mask(&mask) {
+                    return Err(Error::InvalidMask(self.rooms[key].name.to_string()));
+                }
                 let mask = normalize_mask(&mask);
                 let by_nick = self.users[&by].source.nick.clone();
                 let room = &mut self.rooms[key];
@@ -525,9 +530,11 @@ impl Core {
         out: &mut super::Outbox,
     ) -> Result<(), Error> {
         let target = self.find_nick(nick)?;
-        let key = self.target_room(id, name, true)?;
+        let oper = self.users[&id].oper;
+        // A server operator invites into any room, from outside it too.
+        let key = self.target_room(id, name, !oper)?;
         let room = &self.rooms[key];
-        if room.modes.invite_only && !room.modes.is_op(id) && !self.users[&id].oper {
+        if room.modes.invite_only && !room.modes.is_op(id) && !oper {
             return Err(Error::NotOperator(room.name.to_string()));
         }
         if self.users[&target].is_in(key) {
@@ -537,12 +544,15 @@ impl Core {
             });
         }
         let (room_name, to) = (room.name.clone(), self.users[&target].source.nick.clone());
+        let entry = (target, self.users[&target].serial);
         let m = &mut self.rooms[key].modes;
-        if !m.invited.contains(&target) {
+        // Only an invite-only room keeps invitations (and only its operators give them): one
+        // given before `+i` by any member must not open the room later.
+        if m.invite_only && !m.invited.contains(&entry) {
             if m.invited.len() >= MAX_INVITES {
                 m.invited.remove(0);
             }
-            m.invited.push(target);
+            m.invited.push(entry);
         }
         out.send(
             target,
@@ -583,6 +593,17 @@ impl Core {
         );
         Ok(())
     }
+}
+
+/// A ban mask as given: one word that reads as what it is, so that it cannot change the shape
+/// of the MODE and 367 lines it goes into, nor reach a terminal as an escape: no whitespace,
+/// control or invisible characters, no comma, no colon at the start.
+fn valid_mask(mask: &str) -> bool {
+    !mask.is_empty()
+        && !mask.starts_with(':')
+        && !mask.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || c == ',' || super::names::is_invisible(c)
+        })
 }
 
 /// A key: 1 to [`KEY_MAX`] printable ASCII bytes, no space, comma or colon at the start.

@@ -1526,7 +1526,7 @@ fn a_limit_and_a_key_gate_joining() {
 /// the next connection. An invited user that quits without joining leaves its invitation
 /// behind, and whoever connects next under the same id walks into the +i room.
 #[test]
-fn review2_an_invitation_does_not_outlive_the_invited_connection() {
+fn an_invitation_does_not_outlive_the_invited_connection() {
     let mut w = authority();
     w.run(A, mode("#r", true, Mode::Flag('i')));
     let invite = Command::Invite {
@@ -1550,7 +1550,7 @@ fn review2_an_invitation_does_not_outlive_the_invited_connection() {
 /// MODE/BAN lines) as given: with a space it splits into two parameters, with a leading ':'
 /// it turns into a trailing one, and control characters (ESC) reach line users' terminals.
 #[test]
-fn review2_a_ban_mask_cannot_break_the_mode_line() {
+fn a_ban_mask_cannot_break_the_mode_line() {
     let mut broken = Vec::new();
     for bad in ["a b", ":x", "\u{1b}[2Jx"] {
         let mut w = authority();
@@ -1579,7 +1579,7 @@ fn review2_a_ban_mask_cannot_break_the_mode_line() {
 
 /// README: a server operator "sees secret rooms and users' real addresses in /whois".
 #[test]
-fn review2_a_server_operator_sees_secret_rooms_in_whois() {
+fn a_server_operator_sees_secret_rooms_in_whois() {
     let mut w = authority();
     w.run(A, mode("#r", true, Mode::Flag('s')));
     w.run(C, Command::MakeOper);
@@ -1601,7 +1601,7 @@ fn review2_a_server_operator_sees_secret_rooms_in_whois() {
 /// README: a server operator "operates every room"; TOPIC on a +t room checks only the
 /// channel status.
 #[test]
-fn review2_a_server_operator_sets_a_topic_on_a_plus_t_room() {
+fn a_server_operator_sets_a_topic_on_a_plus_t_room() {
     let mut w = authority();
     w.run(C, Command::MakeOper);
     // Joined but not a channel operator: a server operator still "operates every room".
@@ -1621,7 +1621,7 @@ fn review2_a_server_operator_sets_a_topic_on_a_plus_t_room() {
 /// setting +i afterwards does not forget it: the non-operator's guest walks into the now
 /// invite-only room. README: "joining needs an /invite from an operator".
 #[test]
-fn review2_a_plain_members_invitation_made_before_plus_i_opens_it() {
+fn a_plain_members_invitation_made_before_plus_i_opens_it() {
     let mut w = authority();
     let invite = Command::Invite {
         nick: "carol".into(),

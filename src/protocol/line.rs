@@ -30,7 +30,7 @@ use crate::core::modes::mode_string;
 use crate::core::{Command, Event, Listing, Mode, ModeChange, MsgKind, Source};
 
 /// What one client line asks for.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub enum Request {
     /// Something for the chat core.
     Chat(Command),
@@ -42,6 +42,21 @@ pub enum Request {
     Oper { name: String, password: String },
     /// An empty line: nothing to do.
     Nothing,
+}
+
+/// Written for the trace log: never with an operator's password.
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Chat(c) => f.debug_tuple("Chat").field(c).finish(),
+            Request::Quit(r) => f.debug_tuple("Quit").field(r).finish(),
+            Request::Help => f.write_str("Help"),
+            Request::Oper { name, .. } => {
+                write!(f, "Oper {{ name: {name:?}, password: <hidden> }}")
+            }
+            Request::Nothing => f.write_str("Nothing"),
+        }
+    }
 }
 
 /// Why a line was refused before reaching the core. The line is dropped; the connection stays.

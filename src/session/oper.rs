@@ -86,8 +86,14 @@ impl Oper {
 /// Whether `name` and `password` are an operator's. Every configured operator's hash is not
 /// tried: the name picks one (compared in constant time), then its hash is verified (Argon2's
 /// comparison is constant-time too). An unknown name costs a verification all the same, so a
-/// guesser cannot tell a wrong name from a wrong password by the time the answer takes.
+/// guesser cannot tell a wrong name from a wrong password by the time the answer takes (unless
+/// an operator's hash was made with costlier parameters than [`hash_password`]'s). With no
+/// operators configured it answers at once.
 pub fn check(opers: &[Oper], name: &str, password: &str) -> bool {
+    // With no operators there is no name to hide, and no reason to make the loop hash.
+    if opers.is_empty() {
+        return false;
+    }
     let found = opers
         .iter()
         .find(|o| constant_time_eq(o.name.as_bytes(), name.as_bytes()));
@@ -130,25 +136,5 @@ mod tests {
         let opers = Oper::parse_file(&file).unwrap();
         assert_eq!(opers.len(), 2);
         assert_eq!(opers[1].name, "bob");
-    }
-}
-
-#[cfg(test)]
-mod review2 {
-    /// With no operator configured at all, an OPER still costs the loop a full Argon2
-    /// verification (the decoy): measured here.
-    #[test]
-    fn review2_oper_cost_with_no_operators_configured() {
-        super::check(&[], "x", "y"); // the decoy's one-time hash
-        let t = std::time::Instant::now();
-        for _ in 0..20 {
-            assert!(!super::check(&[], "x", "y"));
-        }
-        let each = t.elapsed() / 20;
-        // Nothing to hide when nobody can become an operator: this should cost nothing.
-        assert!(
-            each < std::time::Duration::from_millis(1),
-            "OPER with no operators configured costs the loop {each:?} of Argon2 each"
-        );
     }
 }

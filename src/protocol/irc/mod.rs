@@ -713,6 +713,7 @@ pub fn error(o: &mut Out<'_>, e: &Error) {
         Error::UnknownMode(c) => o.numeric(ERR_UNKNOWNMODE, &[&safe(&c.to_string())]),
         Error::InvalidKey(r) => o.numeric_with(ERR_INVALIDMODEPARAM, &[r, &'k', &"*"], &[e]),
         Error::InvalidLimit(r) => o.numeric_with(ERR_INVALIDMODEPARAM, &[r, &'l', &"*"], &[e]),
+        Error::InvalidMask(r) => o.numeric_with(ERR_INVALIDMODEPARAM, &[r, &'b', &"*"], &[e]),
         Error::NotServerOperator => o.numeric(ERR_NOPRIVILEGES, &[]),
         Error::BadOperLogin => o.numeric(ERR_PASSWDMISMATCH, &[]),
     }

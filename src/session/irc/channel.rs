@@ -18,11 +18,18 @@ pub(super) fn join(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     if p[0] == "0" {
         c.run(Command::PartAll);
     } else {
-        // Keys pair with the rooms in order: `JOIN #a,#b keyA,keyB`.
-        let mut keys = p.get(1).map(|k| k.split(',')).into_iter().flatten();
-        for room in c.targets(p[0], usize::MAX, false) {
+        // Keys pair with the rooms as written: `JOIN #a,#b keyA,keyB` (a room named twice is
+        // joined once, and its second key is skipped with it).
+        let keys: Vec<&str> = p.get(1).map(|k| k.split(',').collect()).unwrap_or_default();
+        let mut seen: Vec<&str> = Vec::new();
+        let rooms = p[0].split(',').enumerate().filter(|(_, r)| !r.is_empty());
+        for (i, room) in rooms {
+            if seen.iter().any(|s| s.eq_ignore_ascii_case(room)) {
+                continue;
+            }
+            seen.push(room);
             let room = room.to_string();
-            match keys.next().filter(|k| !k.is_empty()) {
+            match keys.get(i).filter(|k| !k.is_empty()) {
                 Some(key) => c.run(Command::JoinWithKey {
                     room,
                     key: key.to_string(),

@@ -242,7 +242,7 @@ fn comma_lists_are_deduplicated_capped_and_charged_by_their_targets() {
 /// review2: a ban mask given as a trailing parameter (`:a b`) reaches the MODE line all
 /// members get, and the 367 ban list, as two parameters.
 #[test]
-fn review2_a_trailing_ban_mask_with_a_space_breaks_mode_and_367() {
+fn a_trailing_ban_mask_with_a_space_breaks_mode_and_367() {
     let mut c = Client::registered();
     c.send("JOIN #r");
     let mode = c.send("MODE #r +b :evil +o");
