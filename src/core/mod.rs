@@ -36,6 +36,9 @@ use nick_delay::NickDelay;
 use room::{ByNick, HistoryEntry, Membership, Room};
 use user::User;
 
+/// Operator password checks the whole server makes per second at most (about 10 ms each).
+pub const PASSWORD_CHECKS_PER_SECOND: u32 = 5;
+
 /// The room every line-protocol client starts in; it exists even when empty.
 pub const LOBBY: &str = "#lobby";
 
@@ -118,6 +121,9 @@ pub struct Core {
     next_user: u32,
     /// The most users there have been at once (IRC's LUSERS 265/266 "max").
     peak_users: usize,
+    /// Operator password checks in the current second, and which second (see
+    /// [`Core::may_check_password`]).
+    password_checks: (u32, Millis),
 }
 
 impl Core {
@@ -148,6 +154,7 @@ impl Core {
             delayed: NickDelay::default(),
             next_user: 0,
             peak_users: 0,
+            password_checks: (0, 0),
         }
     }
 
@@ -307,6 +314,23 @@ impl Core {
         }
         self.gone.shrink_to_fit();
         self.delayed.shrink(now)
+    }
+
+    /// Whether an operator password may be checked at `now`: at most
+    /// [`PASSWORD_CHECKS_PER_SECOND`] a second for the whole server. A check costs milliseconds
+    /// of the loop's time on purpose, so without a server-wide cap a few hundred clients taking
+    /// turns at OPER would keep a core busy; past it, OPER is refused at once (a hostile client
+    /// can then make a real operator wait a second, not stall everyone).
+    pub fn may_check_password(&mut self, now: Millis) -> bool {
+        let second = now / 1000;
+        if self.password_checks.1 != second {
+            self.password_checks = (0, second);
+        }
+        if self.password_checks.0 >= PASSWORD_CHECKS_PER_SECOND {
+            return false;
+        }
+        self.password_checks.0 += 1;
+        true
     }
 
     pub fn nick(&self, id: ClientId) -> Option<&Arc<str>> {

@@ -1637,3 +1637,12 @@ fn a_plain_members_invitation_made_before_plus_i_opens_it() {
         "bob's invitation from before +i let carol into the invite-only #r"
     );
 }
+
+#[test]
+fn operator_passwords_are_checked_a_few_times_a_second_server_wide() {
+    let mut core = Core::new(CoreLimits::counts(0, 3, 1000), 0);
+    let granted = (0..20).filter(|_| core.may_check_password(5_500)).count();
+    assert_eq!(granted, PASSWORD_CHECKS_PER_SECOND as usize);
+    assert!(!core.may_check_password(5_999), "the same second");
+    assert!(core.may_check_password(6_000), "the next second");
+}

@@ -86,7 +86,7 @@ impl LineSession {
             Ok(Request::Oper { name, password }) => {
                 // Checking a password hash is meant to be slow: ten lines' worth of tokens.
                 let extra_cost = 9;
-                if oper::check(&ctx.opers, &name, &password) {
+                if core.may_check_password(now.wall) && oper::check(&ctx.opers, &name, &password) {
                     core.handle(self.id, Command::MakeOper, now.wall, out);
                     return Step {
                         extra_cost,

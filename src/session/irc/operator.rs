@@ -10,10 +10,11 @@ use crate::session::{Reason, oper};
 
 /// `OPER name password`: 381 and a `MODE nick +o`, or 464 (a wrong name is answered as a wrong
 /// password, in the same time) and a warning in the log. The command costs many flood tokens
-/// (its table entry): checking a password hash is meant to be slow.
+/// (its table entry), and the server checks a few passwords a second at most
+/// (`Core::may_check_password`): checking a password hash is meant to be slow.
 pub(super) fn oper(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     let (name, password) = (c.p[0], c.p[1]);
-    if oper::check(&c.ctx.opers, name, password) {
+    if c.core.may_check_password(c.now) && oper::check(&c.ctx.opers, name, password) {
         c.run(Command::MakeOper);
     } else {
         warn!(
