@@ -925,8 +925,10 @@ fn invite_only_keyed_limited_and_secret_rooms(io: IoModel) {
     bob.line();
     let mut carol = register(&server, "carol");
     carol.send("MODE #vip");
-    assert_eq!(carol.line(), ":pollchat 324 carol #vip +instk *");
-    carol.line();
+    assert_eq!(
+        carol.line(),
+        ":pollchat 442 carol #vip :You're not on that channel"
+    );
     // Secret: carol's LIST and WHOIS do not show it; bob's WHOIS of alice does.
     carol.send("LIST");
     let listed: Vec<String> = std::iter::from_fn(|| Some(carol.line()))

@@ -531,6 +531,9 @@ impl Core {
             }
             Command::RoomInfo(name) => {
                 let key = self.target_room(id, name.as_deref(), false)?;
+                if self.hidden_from(id, key) {
+                    return Err(Error::NotInRoom(self.rooms[key].name.to_string()));
+                }
                 let room = &self.rooms[key];
                 // The key is for members' eyes.
                 let member = self.users[&id].is_in(key);
