@@ -238,21 +238,7 @@ fn one(opts: &Opts, attack: Attack, srv: &mut Server, progress: bool) -> io::Res
         }
         _ => None,
     };
-    let mut bystanders = Load::new(
-        Plan {
-            wire: Wire::Chat,
-            addr: srv.line,
-            clients: 2,
-            rooms: 1,
-            senders: 1,
-            slow: 0,
-            payload: 64,
-            room_prefix: "by",
-            stay_in_lobby: false,
-        },
-        srv.pid,
-        false,
-    )?;
+    let mut bystanders = Load::new(Plan::bystanders(srv.line), srv.pid, false)?;
     bystanders.connect(connect_timeout)?;
     let before = srv.pid.and_then(ProcStats::read).unwrap_or_default();
     let peak_reset = srv.pid.is_some_and(target::reset_peak);

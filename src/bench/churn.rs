@@ -197,21 +197,7 @@ pub fn run_mass(opts: &Opts, n: usize) -> io::Result<Report> {
     let mut members = Load::new(lobby_members(srv.line), None, progress)?;
     let connect_secs = members.connect(secs(opts.connect_timeout))?.as_secs_f64();
     let mut watcher = Watcher::join(srv.line)?;
-    let mut bystanders = Load::new(
-        Plan {
-            wire: Wire::Chat,
-            addr: srv.line,
-            clients: 2,
-            rooms: 1,
-            senders: 1,
-            slow: 0,
-            payload: 64,
-            room_prefix: "by",
-            stay_in_lobby: false,
-        },
-        srv.pid,
-        false,
-    )?;
+    let mut bystanders = Load::new(Plan::bystanders(srv.line), srv.pid, false)?;
     bystanders.connect(secs(opts.connect_timeout))?;
     // The close happens on another thread while this one runs the bystanders' trial.
     let warmup = Duration::from_millis(200);

@@ -94,6 +94,24 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Two bystanders in a room of their own, one sending: what the hostile-client and mass
+    /// departure scenarios measure everyone else's latency with.
+    pub fn bystanders(addr: SocketAddr) -> Plan {
+        Plan {
+            wire: Wire::Chat,
+            addr,
+            clients: 2,
+            rooms: 1,
+            senders: 1,
+            slow: 0,
+            payload: 64,
+            room_prefix: "by",
+            stay_in_lobby: false,
+        }
+    }
+}
+
+impl Plan {
     /// Deliveries one message from a sender in `room` should cause: the other members that
     /// read (Redis also delivers to the sender's own subscription).
     pub fn recipients(&self, room: usize) -> u64 {
