@@ -180,22 +180,7 @@ impl EventLoop {
                 }
                 return Err(e);
             }
-            self.now = Now {
-                at: Instant::now(),
-                wall: wall_ms(),
-            };
-            let now = self.now.at;
-            self.accepts_left = ACCEPTS_PER_TURN;
-            self.pages_left = PAGES_PER_TURN_TOTAL;
-            self.handle_events(now);
-            self.resume_accepts(now);
-            self.resume_reads(now);
-            self.fire_timers(now);
-            self.compact_timers();
-            self.apply_closes(now);
-            self.flush_marked();
-            self.apply_closes(now);
-            self.shed_output(now);
+            let now = self.turn();
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() {
                     break;
@@ -209,6 +194,28 @@ impl EventLoop {
         }
         log::info!("server stopped");
         Ok(())
+    }
+
+    /// One turn's work after `poll` returned (steps 2 to 5 of the module doc); returns the
+    /// turn's time.
+    fn turn(&mut self) -> Instant {
+        self.now = Now {
+            at: Instant::now(),
+            wall: wall_ms(),
+        };
+        let now = self.now.at;
+        self.accepts_left = ACCEPTS_PER_TURN;
+        self.pages_left = PAGES_PER_TURN_TOTAL;
+        self.handle_events(now);
+        self.resume_accepts(now);
+        self.resume_reads(now);
+        self.fire_timers(now);
+        self.compact_timers();
+        self.apply_closes(now);
+        self.flush_marked();
+        self.apply_closes(now);
+        self.shed_output(now);
+        now
     }
 
     /// Zero when work is left over; otherwise until the nearest timer or accept pause, or
@@ -993,29 +1000,13 @@ mod tests {
     use std::io::{ErrorKind, Write as _};
     use std::net::TcpStream as StdStream;
 
-    fn turn(ev: &mut EventLoop, shed: bool) {
+    /// One turn of the loop, waiting at most 10 ms for events.
+    fn turn(ev: &mut EventLoop) {
         let _ = ev
             .front
             .poll
             .poll(&mut ev.events, Some(Duration::from_millis(10)));
-        ev.now = Now {
-            at: Instant::now(),
-            wall: wall_ms(),
-        };
-        let now = ev.now.at;
-        ev.accepts_left = ACCEPTS_PER_TURN;
-        ev.pages_left = PAGES_PER_TURN_TOTAL;
-        ev.handle_events(now);
-        ev.resume_accepts(now);
-        ev.resume_reads(now);
-        ev.fire_timers(now);
-        ev.compact_timers();
-        ev.apply_closes(now);
-        ev.flush_marked();
-        ev.apply_closes(now);
-        if shed {
-            ev.shed_output(now);
-        }
+        ev.turn();
     }
 
     fn drain(s: &mut StdStream) {
@@ -1068,7 +1059,7 @@ mod tests {
         let mut alice = StdStream::connect(addr).unwrap();
         alice.set_nonblocking(true).unwrap();
         for _ in 0..5 {
-            turn(&mut ev, false);
+            turn(&mut ev);
             drain(&mut alice);
         }
         let topic = "t".repeat(300);
@@ -1076,7 +1067,7 @@ mod tests {
             let script = format!("/join #r{i:03}\n/topic {topic}\n");
             alice.write_all(script.as_bytes()).unwrap();
             for _ in 0..2 {
-                turn(&mut ev, false);
+                turn(&mut ev);
                 drain(&mut alice);
             }
         }
@@ -1088,14 +1079,14 @@ mod tests {
             })
             .collect();
         for _ in 0..10 {
-            turn(&mut ev, false);
+            turn(&mut ev);
             drain(&mut alice);
         }
         for s in &mut askers {
             s.write_all(b"/rooms\n").unwrap();
         }
         for _ in 0..50 {
-            turn(&mut ev, false);
+            turn(&mut ev);
             drain(&mut alice);
         }
         // Now the budget is passed: shed (this panicked on a holder closed by an earlier one).
