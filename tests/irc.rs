@@ -1284,3 +1284,46 @@ fn whowas_tells_who_left_lately(io: IoModel) {
         "{l}"
     );
 }
+
+for_each_io!(ban_masks_that_would_break_a_line_are_refused);
+// (Keys and limits that are not what they should be are refused with 696 as well.)
+/// A ban mask is one word: one with a space (IRC's trailing parameter), a comma, a leading
+/// colon or a control character would change the shape of the MODE and 367 lines it goes into
+/// (or reach a terminal as an escape), so it is refused, in both protocols.
+fn ban_masks_that_would_break_a_line_are_refused(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut a = register(&server, "alice");
+    a.send("JOIN #r");
+    a.expect_prefix(":pollchat 366");
+    a.send("MODE #r +b :evil +o");
+    assert_eq!(
+        a.line(),
+        ":pollchat 696 alice #r b * :a ban mask is one word like nick!user@host, with * and ?, without commas"
+    );
+    a.send("MODE #r +b");
+    assert_eq!(a.line(), ":pollchat 368 alice #r :End of channel ban list");
+    // Keys and limits too: a key is one printable word, a limit a positive number.
+    a.send("MODE #r +k :a b");
+    assert!(
+        a.line()
+            .starts_with(":pollchat 696 alice #r k * :a key is 1-")
+    );
+    a.send("MODE #r +l abc");
+    assert_eq!(
+        a.line(),
+        ":pollchat 696 alice #r l * :a member limit is a positive number"
+    );
+    a.send("MODE #r");
+    assert_eq!(a.line(), ":pollchat 324 alice #r +nt");
+    a.line();
+    let mut lena = server.join_as("lena", &mut []);
+    lena.send("/join #l");
+    lena.expect_prefix("NAMES #l");
+    lena.send("/ban a,b");
+    assert_eq!(
+        lena.line(),
+        "ERROR invalid-mask a ban mask is one word like nick!user@host, with * and ?, without commas"
+    );
+    lena.send("/bans");
+    assert_eq!(lena.line(), "NOTICE 0 bans on #l");
+}
