@@ -7,6 +7,7 @@
 //! limit protects against without hunting for where it is enforced.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Settings of one server instance.
@@ -17,6 +18,22 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// Addresses to accept IRC clients on (empty: no IRC).
     pub irc_listen: Vec<SocketAddr>,
+    /// The certificate chain and private key of the TLS doors (`--tls-cert`, `--tls-key`), read
+    /// when the server binds and again on SIGHUP (`None`: no TLS, and the TLS addresses below
+    /// are not opened). A password or an operator's credential should never cross a network in
+    /// clear; with these set, they are refused in clear from other hosts (`session::secure`).
+    pub tls: Option<TlsFiles>,
+    /// Addresses to accept line-protocol clients over TLS on (only with `tls`). Loopback by
+    /// default, as the plain doors.
+    pub tls_listen: Vec<SocketAddr>,
+    /// Addresses to accept IRC clients over TLS on (only with `tls`); 6697 is where IRC clients
+    /// look for it.
+    pub irc_tls_listen: Vec<SocketAddr>,
+    /// A TLS connection whose handshake is not complete by then is closed: until it is, the
+    /// connection holds a slot (and counts against `max_per_ip`) without being anybody, and a
+    /// peer that opens connections and never finishes their handshakes must not keep them.
+    /// 10 s is ample for a handshake over the slowest link a person chats over.
+    pub tls_handshake_timeout: Duration,
     /// The name the server gives itself in IRC (the source of numerics). No user may take it
     /// as a nick: a private message from it would look like one from the server.
     pub server_name: String,
@@ -149,11 +166,24 @@ pub struct Config {
     pub write_timeout: Duration,
 }
 
+/// Where the TLS doors' certificate chain and private key are (PEM files).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate, followed by its chain (intermediates), in PEM.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1), in PEM.
+    pub key: PathBuf,
+}
+
 impl Config {
     /// Default port of the line protocol, the port of the sketch pollchat started from.
     pub const DEFAULT_PORT: u16 = 9223;
     /// IRC's usual port.
     pub const DEFAULT_IRC_PORT: u16 = 6667;
+    /// The line protocol over TLS: the plain port plus one.
+    pub const DEFAULT_TLS_PORT: u16 = 9224;
+    /// IRC over TLS's usual port.
+    pub const DEFAULT_IRC_TLS_PORT: u16 = 6697;
 }
 
 impl Default for Config {
@@ -161,6 +191,13 @@ impl Default for Config {
         Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], Self::DEFAULT_PORT))],
             irc_listen: vec![SocketAddr::from(([127, 0, 0, 1], Self::DEFAULT_IRC_PORT))],
+            tls: None,
+            tls_listen: vec![SocketAddr::from(([127, 0, 0, 1], Self::DEFAULT_TLS_PORT))],
+            irc_tls_listen: vec![SocketAddr::from((
+                [127, 0, 0, 1],
+                Self::DEFAULT_IRC_TLS_PORT,
+            ))],
+            tls_handshake_timeout: Duration::from_secs(10),
             server_name: "pollchat".into(),
             reserved_nicks: Vec::new(),
             opers: Vec::new(),
