@@ -5,6 +5,7 @@
 //! library (see `src/lib.rs` for the map).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 use log::{LevelFilter, error, info, warn};
 
-use pollchat::config::Config;
+use pollchat::config::{Config, TlsFiles};
 use pollchat::driver::{IoModel, Server};
 use pollchat::session::oper::Oper;
 use pollchat::{bench, client, limits};
@@ -65,9 +66,29 @@ struct ServeArgs {
     /// Address to accept IRC clients on; repeat for several (IPv4 or IPv6)
     #[arg(long = "irc-listen", value_name = "ADDR", default_values_t = defaults().irc_listen, value_parser = address)]
     irc_listen: Vec<SocketAddr>,
-    /// Do not accept IRC clients at all
+    /// Do not accept IRC clients at all (neither in clear nor over TLS)
     #[arg(long)]
     no_irc: bool,
+    /// PEM file of the TLS certificate, followed by its chain; with --tls-key it opens the TLS
+    /// listeners (--tls-listen, --irc-tls-listen). Read again on SIGHUP. `pollchat cert` makes
+    /// a self-signed pair for trying it out
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM file of the TLS private key (PKCS#8, PKCS#1 or SEC1). Read again on SIGHUP
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Address to accept line-protocol clients over TLS on (with --tls-cert); repeat for several
+    #[arg(long = "tls-listen", value_name = "ADDR", default_values_t = defaults().tls_listen, value_parser = address)]
+    tls_listen: Vec<SocketAddr>,
+    /// Address to accept IRC clients over TLS on (with --tls-cert); repeat for several
+    #[arg(long = "irc-tls-listen", value_name = "ADDR", default_values_t = defaults().irc_tls_listen, value_parser = address)]
+    irc_tls_listen: Vec<SocketAddr>,
+    /// Accept clients over TLS only: no --listen nor --irc-listen (needs --tls-cert)
+    #[arg(long, requires = "tls_cert")]
+    no_plain: bool,
+    /// Seconds a TLS client has to complete its handshake before it is closed (0.1 to 300)
+    #[arg(long, value_name = "SECS", default_value_t = defaults().tls_handshake_timeout.as_secs_f64(), value_parser = handshake_timeout)]
+    tls_handshake_timeout: f64,
     /// Password IRC clients must give with PASS (default: none; PASS is ignored)
     #[arg(long, value_name = "PASSWORD")]
     irc_password: Option<String>,
@@ -311,13 +332,29 @@ fn serve(args: ServeArgs) -> ExitCode {
         error!("--server-name must be one word of at most 63 bytes, without ':'");
         return ExitCode::FAILURE;
     }
+    let tls = args
+        .tls_cert
+        .zip(args.tls_key)
+        .map(|(cert, key)| TlsFiles { cert, key });
     let config = Config {
-        listen: args.listen,
-        irc_listen: if args.no_irc {
+        listen: if args.no_plain {
+            Vec::new()
+        } else {
+            args.listen
+        },
+        irc_listen: if args.no_irc || args.no_plain {
             Vec::new()
         } else {
             args.irc_listen
         },
+        tls,
+        tls_listen: args.tls_listen,
+        irc_tls_listen: if args.no_irc {
+            Vec::new()
+        } else {
+            args.irc_tls_listen
+        },
+        tls_handshake_timeout: Duration::from_secs_f64(args.tls_handshake_timeout),
         irc_password: args.irc_password,
         irc_password_tries: args.irc_password_tries,
         motd,
@@ -428,6 +465,15 @@ fn write_timeout(s: &str) -> Result<f64, String> {
         Ok(secs)
     } else {
         Err("must be between 0.001 and 3600 seconds".into())
+    }
+}
+
+fn handshake_timeout(s: &str) -> Result<f64, String> {
+    let secs: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.1..=300.0).contains(&secs) {
+        Ok(secs)
+    } else {
+        Err("must be between 0.1 and 300 seconds".into())
     }
 }
 

@@ -169,6 +169,71 @@ fn a_busy_port_is_one_clear_error_and_a_failing_exit() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// Runs `pollchat serve ARGS` (plain doors on ephemeral ports) expecting it to refuse to start
+/// with one ERROR line; returns that line.
+fn one_error_line(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--irc-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--irc-tls-listen",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    errors[0].to_string()
+}
+
+#[test]
+fn a_missing_bad_or_mismatched_certificate_is_one_clear_error() {
+    let cert = common::tls::Cert::new();
+    let other = common::tls::Cert::new();
+    let (c, k) = (
+        cert.files.cert.to_str().unwrap(),
+        cert.files.key.to_str().unwrap(),
+    );
+    let missing = format!("{c}.gone");
+    let e = one_error_line(&["--tls-cert", &missing, "--tls-key", k]);
+    assert!(
+        e.contains(&format!("--tls-cert {missing}: No such file")),
+        "{e}"
+    );
+    // The key where the certificate should be, and the other way round.
+    let e = one_error_line(&["--tls-cert", k, "--tls-key", k]);
+    assert!(e.contains("no certificate in it"), "{e}");
+    let e = one_error_line(&["--tls-cert", c, "--tls-key", c]);
+    assert!(
+        e.contains(&format!("--tls-key {c}: no PEM private key")),
+        "{e}"
+    );
+    // A key that is not the certificate's.
+    let wrong = other.files.key.to_str().unwrap();
+    let e = one_error_line(&["--tls-cert", c, "--tls-key", wrong]);
+    assert!(
+        e.contains(&format!("--tls-cert {c} with --tls-key {wrong}")),
+        "{e}"
+    );
+    // The threaded models do not speak TLS.
+    let e = one_error_line(&["--tls-cert", c, "--tls-key", k, "--io", "threads"]);
+    assert!(
+        e.contains("TLS (--tls-cert, --tls-key) needs --io poll"),
+        "{e}"
+    );
+}
+
 #[test]
 fn bad_flags_are_refused_with_usage() {
     let out = Command::new(BIN)

@@ -33,18 +33,45 @@ const LISTEN_BACKLOG: i32 = 4096;
 /// Pause before accepting again when no file descriptor can be had even for the reserve.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// What a listener's clients speak: a protocol, in clear or over TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Door {
+    pub protocol: Protocol,
+    /// Clients start with a TLS handshake (`net::tls`).
+    pub tls: bool,
+}
+
+impl Door {
+    pub const LINE: Door = Door {
+        protocol: Protocol::Line,
+        tls: false,
+    };
+    pub const IRC: Door = Door {
+        protocol: Protocol::Irc,
+        tls: false,
+    };
+    pub const LINE_TLS: Door = Door {
+        protocol: Protocol::Line,
+        tls: true,
+    };
+    pub const IRC_TLS: Door = Door {
+        protocol: Protocol::Irc,
+        tls: true,
+    };
+}
+
 /// What [`Listeners::next`] found.
 pub enum Accepted {
-    /// A new connection, with the protocol of the listener it came through.
-    Conn(TcpStream, SocketAddr, Protocol),
+    /// A new connection, with the door (protocol, TLS or not) of the listener it came through.
+    Conn(TcpStream, SocketAddr, Door),
     /// Nobody is waiting (or accepting is paused): wait for the next readiness event, or for
     /// [`Listeners::paused_until`].
     Done,
 }
 
-/// Every listening socket of a server, each with the protocol its clients speak.
+/// Every listening socket of a server, each with the door its clients come through.
 pub struct Listeners {
-    list: Vec<(TcpListener, Protocol)>,
+    list: Vec<(TcpListener, Door)>,
     /// A descriptor held in reserve: on EMFILE it is released for just long enough to accept the
     /// waiting client and tell it the server is full (the libev/Redis trick), instead of leaving
     /// it in the backlog where it would wake the loop again and again.
@@ -54,22 +81,32 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds every `--listen` (line) and `--irc-listen` address of `config` and registers
-    /// listener `i` with `registry` under `token(i)`. Errors name the address that failed.
+    /// Binds every `--listen` (line) and `--irc-listen` address of `config`, and with TLS
+    /// configured every `--tls-listen` and `--irc-tls-listen` one, and registers listener `i`
+    /// with `registry` under `token(i)`. Errors name the address that failed.
     pub fn bind(
         config: &Config,
         registry: &Registry,
         token: impl Fn(usize) -> Token,
     ) -> io::Result<Listeners> {
-        let line = config.listen.iter().map(|a| (*a, Protocol::Line));
-        let irc = config.irc_listen.iter().map(|a| (*a, Protocol::Irc));
+        let tls = config.tls.is_some();
+        let doors = [
+            (&config.listen, Door::LINE),
+            (&config.irc_listen, Door::IRC),
+            (&config.tls_listen, Door::LINE_TLS),
+            (&config.irc_tls_listen, Door::IRC_TLS),
+        ];
+        let addrs = doors
+            .into_iter()
+            .filter(|(_, door)| tls || !door.tls)
+            .flat_map(|(addrs, door)| addrs.iter().map(move |a| (*a, door)));
         let mut list = Vec::new();
-        for (i, (addr, protocol)) in line.chain(irc).enumerate() {
+        for (i, (addr, door)) in addrs.enumerate() {
             let mut listener = TcpListener::bind(addr)
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             deepen_backlog(&listener);
             registry.register(&mut listener, token(i), Interest::READABLE)?;
-            list.push((listener, protocol));
+            list.push((listener, door));
         }
         Ok(Listeners {
             list,
@@ -78,11 +115,11 @@ impl Listeners {
         })
     }
 
-    /// The addresses actually bound for `protocol` (useful with port 0), in flag order.
-    pub fn addrs(&self, protocol: Protocol) -> Vec<SocketAddr> {
+    /// The addresses actually bound for `door` (useful with port 0), in flag order.
+    pub fn addrs(&self, door: Door) -> Vec<SocketAddr> {
         self.list
             .iter()
-            .filter(|(_, p)| *p == protocol)
+            .filter(|(_, d)| *d == door)
             .filter_map(|(l, _)| l.local_addr().ok())
             .collect()
     }
@@ -116,12 +153,12 @@ impl Listeners {
             if self.paused_until.is_some() {
                 return Accepted::Done;
             }
-            let Some((listener, protocol)) = self.list.get(index) else {
+            let Some((listener, door)) = self.list.get(index) else {
                 return Accepted::Done;
             };
-            let protocol = *protocol;
+            let door = *door;
             match listener.accept() {
-                Ok((stream, peer)) => return Accepted::Conn(stream, peer, protocol),
+                Ok((stream, peer)) => return Accepted::Conn(stream, peer, door),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Accepted::Done,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
@@ -144,11 +181,14 @@ impl Listeners {
     fn on_fd_shortage(&mut self, index: usize, now: Instant) -> bool {
         let mut more = false;
         if self.reserve_fd.take().is_some() {
-            let (listener, protocol) = &self.list[index];
+            let (listener, door) = &self.list[index];
             // Err: nobody is waiting (WouldBlock), or the client already left.
             if let Ok((stream, peer)) = listener.accept() {
                 warn!("{peer} refused: out of file descriptors");
-                refuse(stream, *protocol, "server full");
+                // (A TLS client would read a line in clear as garbage: it is only closed.)
+                if !door.tls {
+                    refuse(stream, door.protocol, "server full");
+                }
                 more = true;
             }
             self.reserve_fd = File::open("/dev/null").ok();

@@ -34,7 +34,8 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
 use crate::core::{ClientId, Cloak, Core, CoreLimits, Millis, Outbox};
-use crate::session::{Protocol, Reason};
+use crate::session::Reason;
+use listen::Door;
 
 /// A paged answer's next page is rendered once the asker's queue holds less than this (or
 /// half of `--max-sendq`, if smaller): enough to keep its socket busy, little to hold.
@@ -106,7 +107,7 @@ impl ShutdownHandle {
 
 /// The shutdown waker's token in every driver's poll.
 const WAKER: Token = Token(usize::MAX - 1);
-/// The token of SIGINT/SIGTERM in every driver's poll.
+/// The token of SIGINT/SIGTERM/SIGHUP in every driver's poll.
 const SIGNALS: Token = Token(usize::MAX - 2);
 
 /// What every driver's `mio::Poll` watches besides its clients: the listeners, the waker of its
@@ -116,6 +117,8 @@ pub struct Front {
     pub poll: Poll,
     pub listeners: listen::Listeners,
     signals: Option<Signals>,
+    /// A SIGHUP came: the driver reloads what it can (the TLS certificate and key).
+    reload: bool,
     waker: Arc<Waker>,
     shutdown_requested: Arc<AtomicBool>,
 }
@@ -131,6 +134,7 @@ impl Front {
             poll,
             listeners,
             signals: None,
+            reload: false,
             waker,
             shutdown_requested: Arc::new(AtomicBool::new(false)),
         })
@@ -144,9 +148,9 @@ impl Front {
     }
 
     /// SIGINT and SIGTERM become events of this poll: the server shuts down gracefully (no
-    /// signal thread, no self-pipe written by hand).
+    /// signal thread, no self-pipe written by hand). SIGHUP too: a reload ([`Front::take_reload`]).
     pub fn handle_signals(&mut self) -> io::Result<()> {
-        let mut signals = Signals::new([libc::SIGINT, libc::SIGTERM])?;
+        let mut signals = Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGHUP])?;
         self.poll
             .registry()
             .register(&mut signals, SIGNALS, mio::Interest::READABLE)?;
@@ -168,19 +172,34 @@ impl Front {
             SIGNALS => {
                 let signals = self.signals.as_mut()?;
                 let received: Vec<i32> = signals.pending().collect();
-                received.first().map(|signal| format!("signal {signal}"))
+                self.reload |= received.contains(&libc::SIGHUP);
+                received
+                    .iter()
+                    .find(|&&s| s != libc::SIGHUP)
+                    .map(|signal| format!("signal {signal}"))
             }
             _ => None,
         }
     }
 
+    /// Whether a SIGHUP came since the last call.
+    pub fn take_reload(&mut self) -> bool {
+        std::mem::take(&mut self.reload)
+    }
+
     /// Logs every address the server listens on.
     pub fn log_listening(&self) {
-        for addr in self.listeners.addrs(Protocol::Line) {
+        for addr in self.listeners.addrs(Door::LINE) {
             info!("listening on {addr}");
         }
-        for addr in self.listeners.addrs(Protocol::Irc) {
+        for addr in self.listeners.addrs(Door::IRC) {
             info!("listening for IRC on {addr}");
+        }
+        for addr in self.listeners.addrs(Door::LINE_TLS) {
+            info!("listening over TLS on {addr}");
+        }
+        for addr in self.listeners.addrs(Door::IRC_TLS) {
+            info!("listening for IRC over TLS on {addr}");
         }
     }
 }
@@ -191,6 +210,10 @@ pub struct Running {
     pub addrs: Vec<SocketAddr>,
     /// The IRC addresses, in `--irc-listen` order.
     pub irc_addrs: Vec<SocketAddr>,
+    /// The line protocol's TLS addresses, in `--tls-listen` order (none without TLS).
+    pub tls_addrs: Vec<SocketAddr>,
+    /// IRC's TLS addresses, in `--irc-tls-listen` order.
+    pub irc_tls_addrs: Vec<SocketAddr>,
     pub handle: ShutdownHandle,
     /// Ends once the server has stopped, with what its `run` returned.
     pub thread: std::thread::JoinHandle<io::Result<()>>,
@@ -204,8 +227,16 @@ pub enum Server {
 }
 
 impl Server {
-    /// Binds every listen address of `config`. Errors name the address that failed.
+    /// Binds every listen address of `config`. Errors name the address that failed, or the
+    /// TLS certificate or key that cannot be used; the threaded models refuse TLS (they are
+    /// baselines for the loop, and a rustls connection per thread would measure something
+    /// else).
     pub fn bind(io: IoModel, config: Config) -> io::Result<Server> {
+        if config.tls.is_some() && io != IoModel::Poll {
+            return Err(io::Error::other(format!(
+                "TLS (--tls-cert, --tls-key) needs --io poll: --io {io} speaks plain TCP only"
+            )));
+        }
         Ok(match io {
             IoModel::Poll => Server::Poll(Box::new(poll::EventLoop::bind(config)?)),
             IoModel::Threads => Server::Threads(threads::ThreadedServer::bind(config, false)?),
@@ -220,9 +251,9 @@ impl Server {
         }
     }
 
-    /// The addresses actually bound for `protocol` (useful with port 0), in flag order.
-    pub fn addrs(&mut self, protocol: Protocol) -> Vec<SocketAddr> {
-        self.front().listeners.addrs(protocol)
+    /// The addresses actually bound for `door` (useful with port 0), in flag order.
+    pub fn addrs(&mut self, door: Door) -> Vec<SocketAddr> {
+        self.front().listeners.addrs(door)
     }
 
     pub fn shutdown_handle(&mut self) -> ShutdownHandle {
@@ -262,19 +293,20 @@ pub fn spawn(io: IoModel, config: Config) -> io::Result<Running> {
                 }
             };
             let bound = (
-                server.addrs(Protocol::Line),
-                server.addrs(Protocol::Irc),
+                [Door::LINE, Door::IRC, Door::LINE_TLS, Door::IRC_TLS].map(|d| server.addrs(d)),
                 server.shutdown_handle(),
             );
             let _ = tx.send(Ok(bound));
             server.run()
         })?;
-    let (addrs, irc_addrs, handle) = rx
+    let ([addrs, irc_addrs, tls_addrs, irc_tls_addrs], handle) = rx
         .recv()
         .map_err(|_| io::Error::other("server thread died"))??;
     Ok(Running {
         addrs,
         irc_addrs,
+        tls_addrs,
+        irc_tls_addrs,
         handle,
         thread,
     })

@@ -7,7 +7,9 @@
 //! 1. `poll` sleeps until a socket is ready or the nearest timer is due (zero when work is left
 //!    over from the last turn).
 //! 2. Readiness is handled: listeners accept until `WouldBlock` or the accept budget; readable
-//!    connections are read into one shared scratch buffer, passed through their byte
+//!    connections are read into one shared scratch buffer (decrypted first if they came
+//!    through a TLS door, [`Tls`]; at most `HANDSHAKES_PER_TURN` handshakes advance per
+//!    turn, and one not done by `--tls-handshake-timeout` is closed), passed through their byte
 //!    [`Transform`](crate::net::transform::Transform), framed into lines and handed to their session, which drives the chat core.
 //!    What the core emits is rendered once per render class and the same `Rc` bytes are queued
 //!    for every recipient, which is only *marked* for flushing (Redis's deferred writes).
@@ -15,8 +17,11 @@
 //!    deadlines, drain deadline).
 //! 4. Closes decided during the turn are applied: never in the middle of a fan-out, so no slab
 //!    key is freed (and reused) while events or recipient lists may still name it.
-//! 5. Each marked connection is flushed with one `writev`; WRITABLE interest is registered only
-//!    when the kernel's buffer is full, and dropped once the queue is empty.
+//! 5. Each marked connection is flushed with one `writev` (a TLS one encrypts its queue in one
+//!    pass first, and `writev`s the records); WRITABLE interest is registered only when the
+//!    kernel's buffer is full, and dropped once the queue (and any ciphertext) is empty.
+//!
+//! SIGHUP reloads the TLS certificate and key (`EventLoop::reload_tls`).
 //!
 //! Mio's readiness is edge-triggered ("Draining readiness" in mio's `Poll` docs): after an event
 //! a socket must be read until `WouldBlock`, or no new event will come. A connection that stops
@@ -25,7 +30,7 @@
 //! listener that stops at its accept budget.
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -34,7 +39,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Token};
 use slab::Slab;
 
-use super::listen::{ACCEPTS_PER_TURN, Accepted, Admission, set_send_buffer};
+use super::listen::{ACCEPTS_PER_TURN, Accepted, Admission, Door, set_send_buffer};
 use super::timer::{TimerKind, Timers, Trim, release_free_memory};
 use super::{Front, IoModel, MAX_ANSWERS, REFILL_BELOW, Running, depart, new_core, wall_ms};
 use crate::config::Config;
@@ -44,10 +49,9 @@ use crate::net::connection::{Connection, Flush, Phase};
 use crate::net::flood::TokenBucket;
 use crate::net::meter::{self, Counted};
 use crate::net::outq::{Later, PAGE_COST, Pending};
+use crate::net::tls::{self, Input, Tls};
 use crate::net::transform::Transform;
-use crate::session::{
-    self, Context, Directive, Now, Protocol, Reason, Rendered, Session, Step, Wake,
-};
+use crate::session::{self, Context, Directive, Now, Reason, Rendered, Session, Step, Wake};
 
 /// Tokens at and above this are listeners (`LISTENER_BASE + index`), up to the shutdown
 /// waker's and the signals' near `usize::MAX` ([`Front`]); below are slab keys.
@@ -68,6 +72,11 @@ const PAGES_PER_TURN: usize = 4;
 /// many short turns, not one long one that every other client waits behind (a page is a few
 /// KiB to render: 64 of them are a few milliseconds).
 const PAGES_PER_TURN_TOTAL: usize = 64;
+/// Connections whose TLS handshake this turn may advance, over all connections: the server's
+/// side of a handshake is a signature and a key exchange (a fraction of a millisecond with an
+/// ECDSA key, a millisecond or two with RSA-2048), so a burst of a thousand handshakes becomes
+/// many short turns between which established clients are served, not one long one.
+const HANDSHAKES_PER_TURN: usize = 32;
 
 /// How reading a connection ended for this turn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +109,11 @@ pub struct EventLoop {
     /// Pages of long answers this turn may still render after a flush, over all connections
     /// ([`PAGES_PER_TURN_TOTAL`]).
     pages_left: usize,
+    /// TLS handshakes this turn may still advance ([`HANDSHAKES_PER_TURN`]).
+    handshakes_left: usize,
+    /// What new TLS connections are served with (certificate and key), replaced on SIGHUP;
+    /// connections keep the one they started with. `None`: no TLS doors.
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// Every connection, keyed by slab key; the key is also its mio token and its `ClientId`.
     conns: Slab<Connection>,
     core: Core,
@@ -131,6 +145,10 @@ pub struct EventLoop {
 impl EventLoop {
     /// Binds every listen address of `config`. Errors name the address that failed.
     pub fn bind(config: Config) -> io::Result<EventLoop> {
+        let tls = match &config.tls {
+            Some(files) => Some(tls::load(files).map_err(io::Error::other)?),
+            None => None,
+        };
         let front = Front::bind(&config, |i| Token(LISTENER_BASE + i))?;
         let now = Now {
             at: Instant::now(),
@@ -144,6 +162,8 @@ impl EventLoop {
             to_accept: Vec::new(),
             accepts_left: ACCEPTS_PER_TURN,
             pages_left: PAGES_PER_TURN_TOTAL,
+            handshakes_left: HANDSHAKES_PER_TURN,
+            tls,
             conns: Slab::new(),
             core: new_core(&config),
             outbox: Outbox::default(),
@@ -206,6 +226,7 @@ impl EventLoop {
         let now = self.now.at;
         self.accepts_left = ACCEPTS_PER_TURN;
         self.pages_left = PAGES_PER_TURN_TOTAL;
+        self.handshakes_left = HANDSHAKES_PER_TURN;
         self.handle_events(now);
         self.resume_accepts(now);
         self.resume_reads(now);
@@ -246,6 +267,9 @@ impl EventLoop {
                     if let Some(why) = self.front.stop_requested(token) {
                         self.begin_shutdown(now, &why);
                     }
+                    if self.front.take_reload() {
+                        self.reload_tls();
+                    }
                 }
                 Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE, now),
                 Token(key) => {
@@ -269,9 +293,9 @@ impl EventLoop {
     fn accept(&mut self, index: usize, now: Instant) {
         while self.accepts_left > 0 {
             match self.front.listeners.next(index, now) {
-                Accepted::Conn(stream, peer, protocol) => {
+                Accepted::Conn(stream, peer, door) => {
                     self.accepts_left -= 1;
-                    self.admit(stream, peer, protocol, now);
+                    self.admit(stream, peer, door, now);
                 }
                 Accepted::Done => return,
             }
@@ -294,14 +318,35 @@ impl EventLoop {
         }
     }
 
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, protocol: Protocol, now: Instant) {
+    /// Admits a new connection (sockets still in their TLS handshake count against the limits
+    /// like any other) and greets it, or, through a TLS door, starts its handshake: its session
+    /// begins once that is done ([`EventLoop::established`]), or the connection is closed at
+    /// `--tls-handshake-timeout`.
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, door: Door, now: Instant) {
         let (open, closing) = (self.conns.len(), self.shutdown_deadline.is_some());
-        if !self
-            .admission
-            .admit(&mut stream, peer, protocol, open, closing, now)
-        {
+        let protocol = door.protocol;
+        // A TLS client would take a refusal in clear for garbage: it is only closed.
+        let admitted = if door.tls {
+            self.admission
+                .admit(&mut io::sink(), peer, protocol, open, closing, now)
+        } else {
+            self.admission
+                .admit(&mut stream, peer, protocol, open, closing, now)
+        };
+        if !admitted {
             return;
         }
+        let tls = match (&self.tls, door.tls) {
+            (Some(config), true) => match Tls::new(config.clone()) {
+                Ok(tls) => Some(tls),
+                Err(e) => {
+                    warn!("{peer}: cannot start TLS: {e}");
+                    self.admission.left(peer.ip());
+                    return;
+                }
+            },
+            _ => None,
+        };
         // Chat lines are small and latency matters: never wait for Nagle to coalesce them (the
         // loop already coalesces a turn's output into one write).
         let _ = stream.set_nodelay(true);
@@ -322,23 +367,78 @@ impl EventLoop {
         let serial = self.next_serial;
         let bucket = TokenBucket::new(self.config.flood_burst, now);
         let session = Session::new(&self.ctx, protocol, ClientId(key), peer, now);
-        entry.insert(Connection::new(stream, serial, bucket, session));
+        let handshaking = tls.is_some();
+        entry.insert(Connection::new(stream, tls, serial, bucket, session));
         self.trim.arm(now, &mut self.timers);
+        if handshaking {
+            let deadline = now + self.config.tls_handshake_timeout;
+            self.timers
+                .push(deadline, TimerKind::Handshake, key, serial);
+        } else {
+            self.welcome(key);
+        }
+        self.arm_session(key);
+    }
+
+    /// Starts connection `key`'s session.
+    fn welcome(&mut self, key: usize) {
         let conn = &mut self.conns[key];
         let step = conn
             .session
             .welcome(&mut self.core, self.now, &mut self.outbox);
         self.apply(key, step);
-        self.arm_session(key);
+    }
+
+    /// Connection `key` finished its TLS handshake: its session learns it is secure, and
+    /// begins.
+    fn established(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if let Some(tls) = &conn.tls {
+            debug!("{}: TLS established ({})", conn.peer(), tls.describe());
+        }
+        conn.session.secured();
+        self.welcome(key);
+    }
+
+    /// SIGHUP: reads the certificate and key again. New handshakes use the new pair; open
+    /// connections keep theirs. A pair that cannot be used is refused and the old one kept.
+    fn reload_tls(&mut self) {
+        let Some(files) = &self.config.tls else {
+            log::info!("SIGHUP: nothing to reload (no TLS configured)");
+            return;
+        };
+        match tls::load(files) {
+            Ok(config) => {
+                self.tls = Some(config);
+                log::info!(
+                    "SIGHUP: TLS certificate {} and key {} reloaded; new connections use them",
+                    files.cert.display(),
+                    files.key.display()
+                );
+            }
+            Err(e) => warn!("SIGHUP: {e}; keeping the certificate and key in use"),
+        }
     }
 
     // ---- reading ---------------------------------------------------------------------------
 
     /// Reads a connection until `WouldBlock`, its budget, flood control or its end.
     fn read(&mut self, key: usize, now: Instant) {
-        match self.conns.get(key) {
-            Some(c) if c.is_open() && !c.throttled && !c.awaiting_pages => {}
+        let handshaking = match self.conns.get_mut(key) {
+            Some(c) if c.is_open() && !c.throttled && !c.awaiting_pages => c.is_handshaking(),
             _ => return,
+        };
+        if handshaking {
+            if self.handshakes_left == 0 {
+                // Handshakes have had their share of this turn: on the next one.
+                let conn = &mut self.conns[key];
+                if !conn.read_listed {
+                    conn.read_listed = true;
+                    self.to_read.push((key, conn.serial));
+                }
+                return;
+            }
+            self.handshakes_left -= 1;
         }
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut filtered = std::mem::take(&mut self.filtered);
@@ -352,12 +452,21 @@ impl EventLoop {
                 break;
             }
             let conn = &mut self.conns[key];
-            match conn.stream.read(&mut scratch) {
-                Ok(0) => {
+            let input = conn.read_input(&mut scratch);
+            if conn.tls.as_mut().is_some_and(|t| t.newly_established()) {
+                self.established(key);
+                if !self.conns[key].is_open() {
+                    break;
+                }
+            }
+            let conn = &mut self.conns[key];
+            match input {
+                Ok(Input::End) => {
                     self.end_of_stream(key);
                     break;
                 }
-                Ok(n) => {
+                Ok(Input::Nothing) => reads += 1,
+                Ok(Input::Bytes(n)) => {
                     reads += 1;
                     let mut replies = Vec::new();
                     let data = conn
@@ -379,6 +488,11 @@ impl EventLoop {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if tls::is_protocol_error(&e) => {
+                    log::info!("{}: TLS failed: {e}", conn.peer());
+                    self.mark_close(key, Reason::Tls(e.to_string().into()));
+                    break;
+                }
                 Err(e) => {
                     debug!("{}: read failed: {e}", conn.peer());
                     self.mark_close(key, Reason::Lost);
@@ -391,6 +505,11 @@ impl EventLoop {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        // Handshake messages (or a TLS alert, a key update) to send back.
+        if conn.is_open() && conn.tls.as_ref().is_some_and(|t| t.wants_write()) {
+            self.mark_flush(key);
+        }
+        let conn = &mut self.conns[key];
         if flow == Flow::Budget && !conn.read_listed {
             conn.read_listed = true;
             self.to_read.push((key, conn.serial));
@@ -822,7 +941,7 @@ impl EventLoop {
                     .chunks()
                     .chain(behind.into_iter().flat_map(|l| l.chunks()));
                 let frees = chunks.map(Counted::frees).sum();
-                let held = c.out.len() + behind.map_or(0, |l| l.len());
+                let held = c.held() + behind.map_or(0, |l| l.len());
                 (frees, held, key, c.serial)
             })
             .filter(|&(_, held, ..)| held > 0)
@@ -987,6 +1106,14 @@ impl EventLoop {
                     self.on_session_deadline(key, now)
                 }
                 TimerKind::DrainDeadline if conn.phase == Phase::Draining => self.remove(key),
+                TimerKind::Handshake if conn.is_open() && conn.is_handshaking() => {
+                    log::info!(
+                        "{}: no TLS handshake within --tls-handshake-timeout {:?}",
+                        conn.peer(),
+                        self.config.tls_handshake_timeout
+                    );
+                    self.mark_close(key, Reason::HandshakeTimeout);
+                }
                 _ => {}
             }
         }
@@ -997,7 +1124,7 @@ impl EventLoop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{ErrorKind, Write as _};
+    use std::io::{ErrorKind, Read as _, Write as _};
     use std::net::TcpStream as StdStream;
 
     /// One turn of the loop, waiting at most 10 ms for events.
@@ -1055,7 +1182,7 @@ mod tests {
             ..Config::default()
         };
         let mut ev = EventLoop::bind(config).unwrap();
-        let addr = ev.front.listeners.addrs(Protocol::Line)[0];
+        let addr = ev.front.listeners.addrs(Door::LINE)[0];
         let mut alice = StdStream::connect(addr).unwrap();
         alice.set_nonblocking(true).unwrap();
         for _ in 0..5 {

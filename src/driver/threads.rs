@@ -46,7 +46,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use log::{debug, warn};
+use log::{debug, info, warn};
 use mio::{Events, Token};
 
 use super::listen::{Accepted, Admission, refuse, set_send_buffer};
@@ -220,6 +220,9 @@ impl ThreadedServer {
                         if let Some(why) = self.front.stop_requested(token) {
                             break 'run why;
                         }
+                        if self.front.take_reload() {
+                            info!("SIGHUP: nothing to reload (no TLS under the threaded models)");
+                        }
                     }
                     Token(index) => self.accept(index, Instant::now()),
                 }
@@ -234,7 +237,9 @@ impl ThreadedServer {
 
     /// Accepts until nobody waits: this thread has nothing else to do, so no budget.
     fn accept(&mut self, index: usize, now: Instant) {
-        while let Accepted::Conn(stream, peer, protocol) = self.front.listeners.next(index, now) {
+        while let Accepted::Conn(stream, peer, door) = self.front.listeners.next(index, now) {
+            // Never a TLS door: `Server::bind` refuses TLS for the threaded models.
+            let protocol = door.protocol;
             self.admit(stream.into(), peer, protocol);
         }
     }

@@ -23,6 +23,8 @@ pub enum TimerKind {
     Session,
     /// A draining connection's grace time is over: close it even if output is left.
     DrainDeadline,
+    /// A TLS connection's `--tls-handshake-timeout`: close it if it is still handshaking.
+    Handshake,
     /// Hand free heap memory back to the kernel (not tied to a connection).
     Trim,
 }

@@ -62,8 +62,12 @@ pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
         .with_no_client_auth()
         .with_single_cert(chain, private)
         .map_err(|e| {
+            let why = match e {
+                rustls::Error::InconsistentKeys(_) => "the key is not the certificate's".into(),
+                e => e.to_string(),
+            };
             format!(
-                "--tls-cert {} with --tls-key {}: {e}",
+                "--tls-cert {} with --tls-key {}: {why}",
                 cert.display(),
                 key.display()
             )
@@ -90,6 +94,8 @@ pub struct Tls {
     pending: usize,
     /// A `close_notify` has been queued: the connection says goodbye only once.
     closing: bool,
+    /// The handshake's end has been reported ([`Tls::newly_established`]).
+    established: bool,
 }
 
 impl std::fmt::Debug for Tls {
@@ -118,11 +124,22 @@ impl Tls {
             conn,
             pending: 0,
             closing: false,
+            established: false,
         }))
     }
 
     pub fn is_handshaking(&self) -> bool {
         self.conn.is_handshaking()
+    }
+
+    /// True once, the first time it is asked after the handshake completed: the moment the
+    /// connection's session may begin.
+    pub fn newly_established(&mut self) -> bool {
+        if self.established || self.conn.is_handshaking() {
+            return false;
+        }
+        self.established = true;
+        true
     }
 
     /// The protocol version and cipher suite agreed, for the log.
@@ -179,13 +196,16 @@ impl Tls {
         self.pending
     }
 
-    /// Queues a `close_notify` (once), written by the next flush: the peer can tell the end of
-    /// the stream from a cut connection.
-    pub fn close_notify(&mut self) {
-        if !self.closing && !self.conn.is_handshaking() {
-            self.closing = true;
-            self.conn.send_close_notify();
+    /// Queues a `close_notify`, written by the next flush, so that the peer can tell the end
+    /// of the stream from a cut connection; true the first time (said once, and never during
+    /// the handshake).
+    pub fn close_notify(&mut self) -> bool {
+        if self.closing || self.conn.is_handshaking() {
+            return false;
         }
+        self.closing = true;
+        self.conn.send_close_notify();
+        true
     }
 
     /// Encrypts what `out` holds (within [`CIPHER_BUDGET`]) and writes the ciphertext to

@@ -28,6 +28,8 @@ pub struct LineSession {
     /// Since when the framer has held an unfinished line with no byte added, for
     /// `--line-complete-after`.
     partial_since: Option<Tick>,
+    /// The connection is encrypted (TLS): see `Session::secured`.
+    pub(super) secure: bool,
 }
 
 impl LineSession {
@@ -38,6 +40,7 @@ impl LineSession {
             port: peer.port(),
             last_heard: ctx.tick(now),
             partial_since: None,
+            secure: false,
         }
     }
 

@@ -62,6 +62,11 @@ pub enum Reason {
     /// A server operator removed it (`KILL`): who, and why. (Boxed: `Reason` sits in every
     /// connection's record, which must stay small.)
     Killed(Box<str>),
+    /// TLS failed (garbage instead of a handshake, a bad record): rustls's reason. An alert
+    /// has told the peer; nothing more can be said to it.
+    Tls(Box<str>),
+    /// A TLS connection did not finish its handshake within `--tls-handshake-timeout`.
+    HandshakeTimeout,
 }
 
 impl Reason {
@@ -82,13 +87,23 @@ impl Reason {
             Reason::RegistrationTimeout => "registration timeout".into(),
             Reason::BadPassword => "bad password".into(),
             Reason::Killed(how) => how.to_string(),
+            Reason::Tls(why) => format!("TLS error: {why}"),
+            Reason::HandshakeTimeout => "TLS handshake timeout".into(),
         }
     }
 
     /// Whether the connection first gets its queued output and a farewell line. Not for a slow
-    /// consumer (that is the very queue it did not read) nor a broken socket.
+    /// consumer (that is the very queue it did not read), a broken socket, nor a TLS
+    /// connection that has no session to speak in (failed, or never finished its handshake).
     pub fn drains(&self) -> bool {
-        !matches!(self, Reason::SendQueue | Reason::OutputTotal | Reason::Lost)
+        !matches!(
+            self,
+            Reason::SendQueue
+                | Reason::OutputTotal
+                | Reason::Lost
+                | Reason::Tls(_)
+                | Reason::HandshakeTimeout
+        )
     }
 }
 
@@ -399,6 +414,24 @@ impl Session {
         match protocol {
             Protocol::Line => Session::Line(line::LineSession::new(ctx, id, peer, now)),
             Protocol::Irc => Session::Irc(Box::new(irc::IrcSession::new(id, peer, now))),
+        }
+    }
+
+    /// The connection's TLS handshake is complete: it is secure. Called by the driver before
+    /// [`Session::welcome`], which a TLS connection gets only then. This is all a session
+    /// learns about TLS.
+    pub fn secured(&mut self) {
+        match self {
+            Session::Line(s) => s.secure = true,
+            Session::Irc(s) => s.secure = true,
+        }
+    }
+
+    /// Whether the connection is encrypted (it came through a TLS door).
+    pub fn is_secure(&self) -> bool {
+        match self {
+            Session::Line(s) => s.secure,
+            Session::Irc(s) => s.secure,
         }
     }
 

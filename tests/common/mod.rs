@@ -9,6 +9,8 @@
 
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::thread::JoinHandle;
@@ -34,6 +36,10 @@ pub struct TestServer {
     pub addrs: Vec<SocketAddr>,
     /// The IRC listener's address, if any.
     pub irc_addr: Option<SocketAddr>,
+    /// The line protocol's TLS listener, with TLS configured ([`TestServer::with_tls`]).
+    pub tls_addr: Option<SocketAddr>,
+    /// IRC's TLS listener, with TLS configured.
+    pub irc_tls_addr: Option<SocketAddr>,
     handle: ShutdownHandle,
     thread: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -71,10 +77,23 @@ impl TestServer {
         TestServer {
             addr: running.addrs[0],
             irc_addr: running.irc_addrs.first().copied(),
+            tls_addr: running.tls_addrs.first().copied(),
+            irc_tls_addr: running.irc_tls_addrs.first().copied(),
             addrs: running.addrs,
             handle: running.handle,
             thread: Some(running.thread),
         }
+    }
+
+    /// The event loop with TLS doors for both protocols (on 127.0.0.1:0) serving `cert`, and
+    /// the defaults changed by `tweak`.
+    pub fn with_tls(cert: &tls::Cert, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        Self::with(|c| {
+            c.tls = Some(cert.files.clone());
+            c.tls_listen = vec!["127.0.0.1:0".parse().unwrap()];
+            c.irc_tls_listen = vec!["127.0.0.1:0".parse().unwrap()];
+            tweak(c);
+        })
     }
 
     pub fn connect(&self) -> Client {

@@ -112,6 +112,8 @@ pub struct IrcSession {
     last_heard: Instant,
     /// A PING went out and nothing has come back since.
     pinged: bool,
+    /// The connection is encrypted (TLS): see `Session::secured`.
+    pub(in crate::session) secure: bool,
 }
 
 impl IrcSession {
@@ -128,6 +130,7 @@ impl IrcSession {
             admitted: now,
             last_heard: now,
             pinged: false,
+            secure: false,
         }
     }
 
