@@ -510,3 +510,70 @@ fn clients_that_come_and_go_leave_no_descriptor_behind(io: IoModel) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// SIGHUP reads the certificate and key again: connections made before keep theirs and go on
+/// chatting, a new one is shown the new certificate; a bad new pair is refused with a log line
+/// and the one in use kept.
+#[test]
+fn sighup_reloads_the_certificate_without_dropping_anyone() {
+    use common::tls::{Cert, TlsClient};
+    let mut cert = Cert::new();
+    let (c, k) = (
+        cert.files.cert.to_str().unwrap().to_string(),
+        cert.files.key.to_str().unwrap().to_string(),
+    );
+    let mut server = ServeProcess::start(
+        &[
+            "--tls-cert",
+            &c,
+            "--tls-key",
+            &k,
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--irc-tls-listen",
+            "127.0.0.1:0",
+        ],
+        None,
+    );
+    let line = server.wait_log("listening over TLS on ");
+    let tls_addr: SocketAddr = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let old = cert.der.clone();
+    let mut before = TlsClient::connect(tls_addr, &old);
+    before.expect_prefix("NAMES #lobby");
+    assert_eq!(before.server_certificate(), old);
+    let mut plain = join(server.addr);
+    before.expect_prefix("JOIN #lobby");
+
+    let new = cert.renew();
+    server.signal(libc::SIGHUP);
+    server.wait_log("SIGHUP: TLS certificate");
+    let mut after = TlsClient::connect(tls_addr, &new);
+    assert_eq!(after.server_certificate(), new);
+    after.expect_prefix("NAMES #lobby");
+    // The connection from before the reload is still there, and still talks.
+    before.send("made before the reload");
+    assert!(
+        plain
+            .expect_prefix("MSG #lobby")
+            .ends_with("made before the reload")
+    );
+    assert!(
+        after
+            .expect_prefix("MSG #lobby")
+            .ends_with("made before the reload")
+    );
+
+    // A broken pair is refused, and the one in use kept.
+    std::fs::write(&cert.files.key, "not a key").unwrap();
+    server.signal(libc::SIGHUP);
+    let refused = server.wait_log("SIGHUP: --tls-key");
+    assert!(
+        refused.contains("keeping the certificate and key in use"),
+        "{refused}"
+    );
+    let mut again = TlsClient::connect(tls_addr, &new);
+    assert_eq!(again.server_certificate(), new);
+    again.expect_prefix("NAMES #lobby");
+    server.signal(libc::SIGTERM);
+    assert!(server.wait());
+}
