@@ -103,6 +103,30 @@ fn irc_over_tls_shares_rooms_with_plain_irc_and_line_users() {
         tls.expect_prefix(":liner!")
             .ends_with("PRIVMSG #lobby :back in clear")
     );
+
+    // Who is on TLS is told: WHOIS's 671, the user mode +z, the line protocol's /whois.
+    irc.send("WHOIS sec\r");
+    let whois: Vec<String> = std::iter::from_fn(|| Some(irc.line()))
+        .take_while(|l| !l.starts_with(":pollchat 318 "))
+        .collect();
+    assert!(
+        whois.contains(&":pollchat 671 clear sec :is using a secure connection".to_string()),
+        "{whois:?}"
+    );
+    tls.send("WHOIS clear\r");
+    let whois: Vec<String> = std::iter::from_fn(|| Some(tls.line()))
+        .take_while(|l| !l.starts_with(":pollchat 318 "))
+        .collect();
+    assert!(!whois.iter().any(|l| l.contains(" 671 ")), "{whois:?}");
+    tls.send("MODE sec\r");
+    assert_eq!(tls.line(), ":pollchat 221 sec +z");
+    irc.send("MODE clear\r");
+    assert_eq!(irc.line(), ":pollchat 221 clear +");
+    line.send("/whois sec");
+    assert_eq!(
+        line.expect_prefix("NOTICE sec is using"),
+        "NOTICE sec is using a secure connection"
+    );
 }
 
 #[test]

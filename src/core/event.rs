@@ -195,6 +195,8 @@ pub struct WhoisInfo {
     pub address: Option<IpAddr>,
     /// A server operator.
     pub oper: bool,
+    /// Connected over TLS.
+    pub secure: bool,
 }
 
 /// Something a client is told.

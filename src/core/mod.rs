@@ -266,10 +266,19 @@ impl Core {
             ip,
             serial: self.next_user,
             oper: false,
+            secure: false,
         };
         self.next_user = self.next_user.wrapping_add(1);
         self.users.insert(id, user);
         self.peak_users = self.peak_users.max(self.users.len());
+    }
+
+    /// Marks a registered client as connected over TLS: WHOIS tells others so. The session
+    /// calls it right after registering, when its connection is secure.
+    pub fn set_secure(&mut self, id: ClientId) {
+        if let Some(user) = self.users.get_mut(&id) {
+            user.secure = true;
+        }
     }
 
     /// Removes a client at `now`, telling everyone who shared a room with it why it left. If
@@ -525,6 +534,7 @@ impl Core {
                     // from.
                     address: (target == id || self.users[&id].oper).then_some(user.ip),
                     oper: user.oper,
+                    secure: user.secure,
                 };
                 out.send(id, Event::Whois(info));
                 Ok(())

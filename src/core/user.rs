@@ -29,6 +29,8 @@ pub struct User {
     /// A server operator (`OPER`): may operate every room, see secret ones and addresses, and
     /// KILL.
     pub oper: bool,
+    /// Connected over TLS (WHOIS says so: IRC's 671).
+    pub secure: bool,
 }
 
 impl User {

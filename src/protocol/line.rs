@@ -498,6 +498,12 @@ pub fn render(event: &Event) -> Vec<u8> {
             if w.oper {
                 line(&mut s, format_args!("NOTICE {nick} is a server operator"));
             }
+            if w.secure {
+                line(
+                    &mut s,
+                    format_args!("NOTICE {nick} is using a secure connection"),
+                );
+            }
             if let Some(ip) = w.address {
                 line(
                     &mut s,

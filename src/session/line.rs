@@ -52,6 +52,9 @@ impl LineSession {
     /// into `out`); the greeting in the reply must be sent before those events.
     pub fn welcome(&mut self, core: &mut Core, now: Now, out: &mut Outbox) -> Step {
         let nick = core.connect(self.id, self.ip, now.wall);
+        if self.secure {
+            core.set_secure(self.id);
+        }
         info!("{} connected as {nick}", self.peer());
         let greeting = line::render_welcome(&nick, LOBBY);
         core.handle(self.id, Command::Join(LOBBY.into()), now.wall, out);

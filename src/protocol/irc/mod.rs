@@ -666,6 +666,9 @@ fn whois(o: &mut Out<'_>, w: &WhoisInfo) {
     if w.oper {
         o.numeric(RPL_WHOISOPERATOR, &[nick]);
     }
+    if w.secure {
+        o.numeric(RPL_WHOISSECURE, &[nick]);
+    }
     if let Some(ip) = w.address {
         let real = real_host(ip);
         o.numeric_with(RPL_WHOISHOST, &[nick], &[&real, &real]);
@@ -956,6 +959,7 @@ mod tests {
             connected_at: 0,
             address: Some("1234:5678:9abc:def0:1234:5678:9abc:def0".parse().unwrap()),
             oper: true,
+            secure: true,
         });
         let out = render(&whois, "irc.example.org", &"m".repeat(32), false, 0);
         assert_lines_fit(&out);

@@ -94,8 +94,8 @@ pub(super) fn list(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
 }
 
 /// `MODE #room` shows its modes; `MODE #room +b` its ban list; `MODE #room +o-v alice bob`
-/// changes them (operators only). A user may ask for its own (empty) user modes.
-pub(super) fn mode(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+/// changes them (operators only). A user may ask for its own user modes (`+z` over TLS).
+pub(super) fn mode(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     let p = c.p;
     let target = p[0];
     if target.starts_with('#') {
@@ -118,8 +118,10 @@ pub(super) fn mode(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
         .nick(c.id)
         .is_some_and(|me| me.eq_ignore_ascii_case(target))
     {
-        // No user modes exist; a client setting +i is told its (empty) modes.
-        c.o.numeric(RPL_UMODEIS, &[]);
+        // The one user mode is +z, a TLS connection's, which nobody sets: a client setting +i
+        // is told its modes.
+        let modes = if s.secure { "+z" } else { "+" };
+        c.o.numeric(RPL_UMODEIS, &[&modes]);
     } else if c.core.nick_in_use(target) {
         c.o.numeric(ERR_USERSDONTMATCH, &[]);
     } else {

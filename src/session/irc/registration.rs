@@ -132,6 +132,9 @@ fn try_register(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
         return None;
     }
     s.registered = true;
+    if s.secure {
+        c.core.set_secure(c.id);
+    }
     let mut w = Out::new(&ctx.server, nick);
     let version = query::VERSION;
     // The prefix others see, cloaked host included (clients size their lines by it).
