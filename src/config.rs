@@ -21,7 +21,8 @@ pub struct Config {
     /// The certificate chain and private key of the TLS doors (`--tls-cert`, `--tls-key`), read
     /// when the server binds and again on SIGHUP (`None`: no TLS, and the TLS addresses below
     /// are not opened). A password or an operator's credential should never cross a network in
-    /// clear; with these set, they are refused in clear from other hosts (`session::secure`).
+    /// clear; with these set, they are refused in clear from other hosts
+    /// (`session::credentials_refused`).
     pub tls: Option<TlsFiles>,
     /// Addresses to accept line-protocol clients over TLS on (only with `tls`). Loopback by
     /// default, as the plain doors.

@@ -45,6 +45,17 @@ enum Cmd {
     /// Read a server operator's password on standard input and print its hash, for --oper
     /// NAME:HASH or a line `NAME HASH` of --oper-file
     HashPassword,
+    /// Write a self-signed TLS certificate and key (DIR/cert.pem, DIR/key.pem) for trying the
+    /// TLS doors locally: for testing only, no client trusts it unless told to
+    Cert {
+        /// Directory to write cert.pem and key.pem into (created if missing; existing files are
+        /// not overwritten)
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// A host name or IP address the certificate is for; repeat for several
+        #[arg(long = "name", value_name = "HOST", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()])]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -233,6 +244,13 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Bench(opts) => run_bench(&opts),
+        Cmd::Cert { out, names } => match write_cert(&out, &names) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pollchat cert: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::HashPassword => {
             let mut password = String::new();
             if let Err(e) = std::io::stdin().read_line(&mut password) {
@@ -248,6 +266,38 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// `pollchat cert`: a self-signed pair into `dir`, the key readable by its owner only.
+fn write_cert(dir: &std::path::Path, names: &[String]) -> Result<(), String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let (cert, key) = pollchat::net::tls::self_signed(names)?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // Neither is written if either exists: never half a new pair beside half an old one.
+    for name in ["cert.pem", "key.pem"] {
+        let path = dir.join(name);
+        if path.exists() {
+            return Err(format!("{} exists: not overwritten", path.display()));
+        }
+    }
+    for (name, pem, mode) in [("cert.pem", &cert, 0o644), ("key.pem", &key, 0o600)] {
+        let path = dir.join(name);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .and_then(|mut f| f.write_all(pem.as_bytes()))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    println!(
+        "wrote {0}/cert.pem and {0}/key.pem (self-signed for {1}; for testing only)\n\
+         serve with: pollchat serve --tls-cert {0}/cert.pem --tls-key {0}/key.pem",
+        dir.display(),
+        names.join(", ")
+    );
+    Ok(())
 }
 
 fn run_bench(opts: &bench::Opts) -> ExitCode {

@@ -154,10 +154,17 @@ impl EventLoop {
             at: Instant::now(),
             wall: wall_ms(),
         };
+        let mut ctx = Context::new(&config, now.wall);
+        if let Some(ports) = &mut ctx.tls {
+            // The ports bound (with port 0 the kernel picked them).
+            let port = |door| front.listeners.addrs(door).first().map(|a| a.port());
+            ports.line = port(Door::LINE_TLS);
+            ports.irc = port(Door::IRC_TLS);
+        }
         Ok(EventLoop {
             front,
             events: Events::with_capacity(1024),
-            ctx: Context::new(&config, now.wall),
+            ctx,
             admission: Admission::new(&config),
             to_accept: Vec::new(),
             accepts_left: ACCEPTS_PER_TURN,
@@ -489,7 +496,7 @@ impl EventLoop {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if tls::is_protocol_error(&e) => {
-                    log::info!("{}: TLS failed: {e}", conn.peer());
+                    debug!("{}: TLS failed: {e}", conn.peer());
                     self.mark_close(key, Reason::Tls(e.to_string().into()));
                     break;
                 }
@@ -1107,7 +1114,7 @@ impl EventLoop {
                 }
                 TimerKind::DrainDeadline if conn.phase == Phase::Draining => self.remove(key),
                 TimerKind::Handshake if conn.is_open() && conn.is_handshaking() => {
-                    log::info!(
+                    debug!(
                         "{}: no TLS handshake within --tls-handshake-timeout {:?}",
                         conn.peer(),
                         self.config.tls_handshake_timeout

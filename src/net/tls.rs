@@ -75,6 +75,14 @@ pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
     Ok(Arc::new(config))
 }
 
+/// A self-signed certificate for `names` (host names or IP addresses) and its new ECDSA P-256
+/// key, as PEM: `pollchat cert`, for trying TLS locally. No client trusts it unless told to
+/// (`pollchat connect --tls --ca`, `openssl s_client -CAfile`): for testing only.
+pub fn self_signed(names: &[String]) -> Result<(String, String), String> {
+    let pair = rcgen::generate_simple_self_signed(names.to_vec()).map_err(|e| e.to_string())?;
+    Ok((pair.cert.pem(), pair.signing_key.serialize_pem()))
+}
+
 /// What one [`Tls::read`] (or a plain socket's read) gave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Input {

@@ -631,6 +631,13 @@ pub fn render_welcome(nick: &str, room: &str) -> Vec<u8> {
 }
 
 /// The last line a connection gets before the server closes it.
+/// A password refused because it came in clear (`session::credentials_refused`).
+pub fn render_tls_required(hint: &str) -> Vec<u8> {
+    let mut s = String::new();
+    line(&mut s, format_args!("ERROR tls-required {hint}"));
+    s.into_bytes()
+}
+
 pub fn render_bye(reason: &str) -> Vec<u8> {
     let mut s = String::new();
     line(&mut s, format_args!("BYE {reason}"));

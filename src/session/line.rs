@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use log::{info, trace};
 
-use super::{Context, Now, Reason, Step, Tick, Wake, oper};
+use super::{Context, Now, Protocol, Reason, Step, Tick, Wake, credentials_refused, oper};
 use crate::core::{ClientId, Command, Core, Error, Event, LOBBY, Outbox};
 use crate::framer::Frame;
 use crate::protocol::line::{self, LineError, Request};
@@ -90,6 +90,11 @@ impl LineSession {
             Ok(Request::Quit(reason)) => Step::leave(Reason::Quit(reason)),
             Ok(Request::Help) => Step::reply(line::render_help()),
             Ok(Request::Oper { name, password }) => {
+                let peer = self.ip;
+                if let Some(hint) = credentials_refused(ctx, self.secure, peer, Protocol::Line) {
+                    log::warn!("{}: /oper sent in clear, refused", self.peer());
+                    return Step::reply(line::render_tls_required(&hint));
+                }
                 // Checking a password hash is meant to be slow: ten lines' worth of tokens.
                 let extra_cost = 9;
                 if core.may_check_password(now.wall) && oper::check(&ctx.opers, &name, &password) {

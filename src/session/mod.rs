@@ -184,6 +184,41 @@ pub struct Context {
     pub register_timeout: Duration,
     /// Server operators' names and password hashes.
     pub opers: Vec<oper::Oper>,
+    /// With TLS configured, its doors' ports: credentials sent in clear from another host are
+    /// refused, pointing at them ([`credentials_refused`]). `None`: no TLS.
+    pub tls: Option<TlsPorts>,
+}
+
+/// The TLS doors' ports, for the line protocol and IRC (`None`: no such door).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsPorts {
+    pub line: Option<u16>,
+    pub irc: Option<u16>,
+}
+
+/// Whether a password (IRC's `PASS`, an operator's `OPER` or `/oper`) sent on a connection must
+/// be refused, and if so the hint for the client: TLS is configured, the connection is not on
+/// it, and the peer is another host. (From loopback the password crosses no network: a local
+/// client, or a TLS proxy on the same host, may still send it.) Once a password has been sent
+/// in clear it is no longer secret; refusing it teaches the client to use the TLS door.
+pub fn credentials_refused(
+    ctx: &Context,
+    secure: bool,
+    peer: std::net::IpAddr,
+    protocol: Protocol,
+) -> Option<String> {
+    let ports = ctx.tls?;
+    if secure || peer.to_canonical().is_loopback() {
+        return None;
+    }
+    let port = match protocol {
+        Protocol::Line => ports.line,
+        Protocol::Irc => ports.irc,
+    };
+    Some(match port {
+        Some(port) => format!("passwords are not accepted in clear: use TLS, port {port}"),
+        None => "passwords are not accepted in clear: use TLS".into(),
+    })
 }
 
 impl Context {
@@ -202,6 +237,10 @@ impl Context {
             ping_timeout: config.irc_ping_timeout,
             register_timeout: config.irc_register_timeout,
             opers: config.opers.clone(),
+            tls: config.tls.as_ref().map(|_| TlsPorts {
+                line: config.tls_listen.first().map(|a| a.port()),
+                irc: config.irc_tls_listen.first().map(|a| a.port()),
+            }),
         }
     }
 }

@@ -419,3 +419,29 @@ fn replies_that_echo_a_long_word_still_fit_in_512_bytes() {
         b.events();
     }
 }
+
+/// With TLS configured, `/oper` in clear from another host is refused with the TLS port, before
+/// any password is checked; over TLS it is checked as usual.
+#[test]
+fn line_oper_in_clear_from_another_host_is_refused_once_tls_is_configured() {
+    let mut b = Bench::new(|c| {
+        c.tls = Some(crate::config::TlsFiles {
+            cert: "cert.pem".into(),
+            key: "key.pem".into(),
+        })
+    });
+    let mut clear = b.session(Protocol::Line, 1);
+    let t = b.at(0);
+    clear.welcome(&mut b.core, t, &mut b.out);
+    let (reply, _) = b.line(&mut clear, 1, "/oper boss secret");
+    assert_eq!(
+        reply,
+        "ERROR tls-required passwords are not accepted in clear: use TLS, port 9224\r\n"
+    );
+    let mut secure = b.session(Protocol::Line, 2);
+    secure.secured();
+    assert!(secure.is_secure());
+    secure.welcome(&mut b.core, t, &mut b.out);
+    let (reply, _) = b.line(&mut secure, 1, "/oper boss secret");
+    assert!(reply.starts_with("ERROR bad-oper-login"), "{reply}");
+}

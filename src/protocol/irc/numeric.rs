@@ -216,7 +216,7 @@ pub const UNAVAIL_ROOM: &str =
 pub const UNAVAIL_NICK: &str = "Nick is temporarily unavailable: its owner left it moments ago";
 
 /// An IRCv3 standard reply, `FAIL <command> <code> :<description>`: a line refused before it
-/// was parsed.
+/// was parsed, or a credential refused for how it came.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fail {
     pub code: &'static str,
@@ -233,6 +233,11 @@ pub const FAIL_NUL: Fail = Fail {
 pub const FAIL_UTF8: Fail = Fail {
     code: "INVALID_UTF8",
     text: "Message rejected: this server only accepts UTF-8",
+};
+/// A password sent in clear, refused (`session::credentials_refused`). Hole: the hint.
+pub const FAIL_TLS_REQUIRED: Fail = Fail {
+    code: "TLS_REQUIRED",
+    text: "{}",
 };
 /// The core refused a text. Hole: its reason.
 pub const FAIL_TEXT: Fail = Fail {

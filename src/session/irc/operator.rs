@@ -6,7 +6,8 @@ use super::IrcSession;
 use super::commands::Call;
 use crate::core::{Command, Error};
 use crate::protocol::irc;
-use crate::session::{Reason, oper};
+use crate::protocol::irc::numeric::FAIL_TLS_REQUIRED;
+use crate::session::{Protocol, Reason, credentials_refused, oper};
 
 /// `OPER name password`: 381 and a `MODE nick +o`, or 464 (a wrong name is answered as a wrong
 /// password, in the same time) and a warning in the log. The command costs many flood tokens
@@ -14,6 +15,11 @@ use crate::session::{Reason, oper};
 /// (`Core::may_check_password`): checking a password hash is meant to be slow.
 pub(super) fn oper(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     let (name, password) = (c.p[0], c.p[1]);
+    if let Some(hint) = credentials_refused(c.ctx, s.secure, s.peer.ip(), Protocol::Irc) {
+        warn!("{}: OPER sent in clear, refused", s.peer);
+        c.o.fail(FAIL_TLS_REQUIRED, "OPER", &[&hint]);
+        return None;
+    }
     if c.core.may_check_password(c.now) && oper::check(&c.ctx.opers, name, password) {
         c.run(Command::MakeOper);
     } else {

@@ -7,7 +7,8 @@ use super::{CAPS, IrcSession, query};
 use crate::core::Command;
 use crate::protocol::irc::numeric::*;
 use crate::protocol::irc::{self, Out};
-use crate::session::Reason;
+use crate::session::{Protocol, Reason, credentials_refused};
+use log::warn;
 
 /// CAP LS, LIST, REQ, END; END may complete registration.
 pub(super) fn cap(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
@@ -52,6 +53,11 @@ pub(super) fn cap(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
 }
 
 pub(super) fn pass(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+    if let Some(hint) = credentials_refused(c.ctx, s.secure, s.peer.ip(), Protocol::Irc) {
+        warn!("{}: PASS sent in clear, refused", s.peer);
+        c.o.fail(FAIL_TLS_REQUIRED, "PASS", &[&hint]);
+        return None;
+    }
     s.pass = Some(c.p[0].to_string());
     None
 }

@@ -256,3 +256,63 @@ fn a_trailing_ban_mask_with_a_space_breaks_mode_and_367() {
         );
     }
 }
+
+/// With TLS configured, PASS and OPER in clear from another host are refused with a pointer to
+/// the TLS port (the password is never kept or checked); on TLS, or from loopback, they are not.
+#[test]
+fn credentials_in_clear_from_another_host_are_refused_once_tls_is_configured() {
+    let config = Config {
+        server_name: "srv".into(),
+        irc_password: Some("sesame".into()),
+        ..Config::default()
+    };
+    let mut ctx = Context::new(&config, 0);
+    let run = |ctx: &Context, peer: &str, secure: bool, lines: &[&str]| {
+        let mut core = Core::new(CoreLimits::counts(0, 8, 1000), NOW);
+        let mut session = IrcSession::new(ID, peer.parse().unwrap(), Instant::now());
+        session.secure = secure;
+        let mut got = String::new();
+        for line in lines {
+            let now = Now {
+                at: Instant::now(),
+                wall: NOW,
+            };
+            let mut out = Outbox::default();
+            let frame = Frame::Line(line.as_bytes());
+            let step = session.on_frame(ctx, &mut core, frame, now, &mut out);
+            got.push_str(&String::from_utf8(step.reply).unwrap());
+        }
+        got
+    };
+    let login = ["PASS sesame", "NICK me", "USER me 0 * :Me", "OPER boss pw"];
+    // Without TLS configured, nothing changes.
+    let plain = run(&ctx, "192.0.2.7:4000", false, &login);
+    assert!(plain.contains(" 001 me "), "{plain}");
+    ctx.tls = Some(crate::session::TlsPorts {
+        line: Some(9224),
+        irc: Some(6697),
+    });
+    let refused = run(&ctx, "192.0.2.7:4000", false, &login);
+    assert!(
+        refused.starts_with(
+            ":srv FAIL PASS TLS_REQUIRED :passwords are not accepted in clear: use TLS, port 6697\r\n"
+        ),
+        "{refused}"
+    );
+    // The password was not taken: registration fails as without one.
+    assert!(refused.contains(" 464 "), "{refused}");
+    for (peer, secure) in [("192.0.2.7:4000", true), ("127.0.0.1:4000", false)] {
+        let fine = run(&ctx, peer, secure, &login);
+        assert!(fine.contains(" 001 me "), "{peer} {secure}: {fine}");
+        assert!(!fine.contains("TLS_REQUIRED"), "{fine}");
+    }
+    // OPER alone (no server password), in clear from elsewhere.
+    ctx.password = None;
+    let oper = run(&ctx, "[2001:db8::1]:4000", false, &login[1..]);
+    assert!(
+        oper.ends_with(
+            ":srv FAIL OPER TLS_REQUIRED :passwords are not accepted in clear: use TLS, port 6697\r\n"
+        ),
+        "{oper}"
+    );
+}
