@@ -35,9 +35,23 @@ enum Cmd {
     Serve(Box<ServeArgs>),
     /// Chat from this terminal: print what the server sends, send what is typed
     Connect {
-        /// Server address
-        #[arg(default_value_t = defaults().listen[0].to_string())]
-        addr: String,
+        /// Server address [default: 127.0.0.1:9223, with --tls 127.0.0.1:9224]
+        addr: Option<String>,
+        /// Connect over TLS (trusting --ca, or with --insecure anything)
+        #[arg(long)]
+        tls: bool,
+        /// PEM file of the certificates to trust: the server's own (a self-signed one from
+        /// `pollchat cert`) or its CA's
+        #[arg(
+            long,
+            value_name = "FILE",
+            requires = "tls",
+            conflicts_with = "insecure"
+        )]
+        ca: Option<PathBuf>,
+        /// Accept any certificate: encrypted, but the server is not authenticated
+        #[arg(long, requires = "tls")]
+        insecure: bool,
     },
     /// Load generator: start (or target) a server, load it over loopback, report deliveries/s,
     /// latency percentiles, loss, and both sides' CPU and memory
@@ -233,9 +247,32 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Serve(args) => serve(*args),
-        Cmd::Connect { addr } => {
+        Cmd::Connect {
+            addr,
+            tls,
+            ca,
+            insecure,
+        } => {
             init_logging(LevelFilter::Warn);
-            match client::run(&addr) {
+            let trust = match (tls, ca, insecure) {
+                (false, ..) => None,
+                (true, Some(ca), _) => Some(client::Trust::Ca(ca)),
+                (true, None, true) => Some(client::Trust::Insecure),
+                (true, None, false) => {
+                    eprintln!(
+                        "pollchat: --tls needs --ca FILE (the server's certificate or its CA's) \
+                         or --insecure"
+                    );
+                    return ExitCode::FAILURE;
+                }
+            };
+            let default = if tls {
+                defaults().tls_listen[0]
+            } else {
+                defaults().listen[0]
+            };
+            let addr = addr.unwrap_or_else(|| default.to_string());
+            match client::run(&addr, trust) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("pollchat: {e}");

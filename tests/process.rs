@@ -423,6 +423,48 @@ fn the_client_sends_what_is_typed_and_prints_what_arrives() {
     assert!(!out.contains('\r'), "the client prints plain lines");
 }
 
+/// `pollchat connect --tls --ca FILE`: the same conversation over TLS, trusting the server's
+/// self-signed certificate; without --ca or --insecure it refuses to guess whom to trust.
+#[test]
+fn the_client_speaks_tls_trusting_the_certificate_given() {
+    let cert = common::tls::Cert::new();
+    let server = TestServer::with_tls(&cert, |_| {});
+    let mut watcher = server.join_as("watcher", &mut []);
+    let tls_addr = server.tls_addr.unwrap().to_string();
+    let ca = cert.files.cert.to_str().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["connect", "--tls", "--ca", ca, &tls_addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"/nick typist\nhello over TLS\n/quit done\n")
+        .unwrap();
+    drop(stdin);
+    assert_eq!(watcher.line(), "JOIN #lobby guest2");
+    assert_eq!(watcher.line(), "NICK guest2 typist");
+    assert_eq!(watcher.line(), "MSG #lobby <typist> hello over TLS");
+    assert_eq!(watcher.line(), "QUIT typist quit: done");
+    let (ok, out) = finish(child);
+    assert!(ok);
+    assert!(out.starts_with("WELCOME guest2 #lobby"), "{out}");
+    assert!(out.ends_with("BYE quit: done\n"), "{out}");
+
+    let out = Command::new(BIN)
+        .args(["connect", "--tls", &tls_addr])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--tls needs --ca FILE"),
+        "{out:?}"
+    );
+}
+
 #[test]
 fn the_client_exits_on_end_of_input_after_the_answers() {
     let server = TestServer::start();

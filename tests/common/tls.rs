@@ -14,7 +14,7 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 use super::TIMEOUT;
 
-/// A self-signed certificate for `localhost` and its key, as PEM files in a directory of their
+/// A self-signed certificate for `localhost` and 127.0.0.1, and its key, as PEM files in a directory of their
 /// own (removed on drop).
 pub struct Cert {
     pub files: TlsFiles,
@@ -42,7 +42,8 @@ impl Cert {
 
     /// Writes a new pair over `files`; returns its certificate.
     pub fn write(files: &TlsFiles) -> CertificateDer<'static> {
-        let pair = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let pair = rcgen::generate_simple_self_signed(names).unwrap();
         std::fs::write(&files.cert, pair.cert.pem()).unwrap();
         std::fs::write(&files.key, pair.signing_key.serialize_pem()).unwrap();
         pair.cert.der().clone()
