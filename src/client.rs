@@ -119,6 +119,12 @@ pub fn run(addr: &str, tls: Option<Trust>) -> io::Result<()> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Our last words (a TLS close_notify) can reach a server that has just closed
+                // after its own: its kernel answers with a reset. The conversation was over.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset && write_closed => {
+                    eprintln!("connection closed by the server");
+                    return Ok(());
+                }
                 Err(e) => return Err(io::Error::new(e.kind(), format!("connection lost: {e}"))),
             }
         }
@@ -155,7 +161,7 @@ pub fn run(addr: &str, tls: Option<Trust>) -> io::Result<()> {
         // End of input: once everything typed is sent, half-close so the server answers the
         // last lines and says goodbye; the loop ends when it closes.
         if input_done && pending.is_empty() && !socket.handshaking() && !write_closed {
-            socket.close_write()?;
+            socket.close_write();
             write_closed = true;
         }
     }
@@ -224,20 +230,17 @@ impl Link {
         self.tls.as_ref().is_some_and(|t| t.is_handshaking())
     }
 
-    /// Says the client is done sending: a `close_notify` under TLS, then a half-close.
-    fn close_write(&mut self) -> io::Result<()> {
+    /// Says the client is done sending: a `close_notify` under TLS, then a half-close. Best
+    /// effort: the server may have closed already (after a `/quit`), which the reading side
+    /// reports.
+    fn close_write(&mut self) {
         if let Some(tls) = &mut self.tls {
             tls.send_close_notify();
-            while tls.wants_write() {
-                match tls.write_tls(&mut self.sock) {
-                    Ok(_) => {}
-                    // The server reads on: the half-close below still ends what it hears.
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(e),
-                }
-            }
+            // One try: if the socket is full, the half-close below still ends what the server
+            // hears.
+            let _ = tls.write_tls(&mut self.sock);
         }
-        self.sock.shutdown(std::net::Shutdown::Write)
+        let _ = self.sock.shutdown(std::net::Shutdown::Write);
     }
 }
 

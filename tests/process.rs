@@ -448,8 +448,15 @@ fn the_client_speaks_tls_trusting_the_certificate_given() {
     assert_eq!(watcher.line(), "NICK guest2 typist");
     assert_eq!(watcher.line(), "MSG #lobby <typist> hello over TLS");
     assert_eq!(watcher.line(), "QUIT typist quit: done");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     let (ok, out) = finish(child);
-    assert!(ok);
+    assert!(ok, "{err}");
     assert!(out.starts_with("WELCOME guest2 #lobby"), "{out}");
     assert!(out.ends_with("BYE quit: done\n"), "{out}");
 
