@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //!
-//! Data flows one way: socket → byte transform → framer → session (protocol parse) → core →
+//! Data flows one way: socket → (TLS) → byte transform → framer → session (protocol parse) → core →
 //! events → render (once per render class) → shared buffers → output queues → one vectored
 //! write per connection per turn. Drivers move bytes and time; every protocol decision is a
 //! session's.
@@ -33,7 +33,9 @@
 //!   PING state and runs each command through one command table (after ngircd's `parse.c`) to
 //!   handlers grouped by concern.
 //! - [`net`]: the per-connection record, the byte [`net::transform`] between socket and framer
-//!   (telnet stripping; TLS later), its output queue of shared chunks written with `writev` (and
+//!   (telnet stripping), [`net::tls`] below it for connections through a TLS door (a rustls
+//!   connection that decrypts into the same path and encrypts a turn's output in one pass), its
+//!   output queue of shared chunks written with `writev` (and
 //!   what waits behind a paged answer), the loop's [`net::meter`] of all output held, its
 //!   flood-control token bucket, and the byte-bounded channel that feeds a writer thread in the
 //!   threaded driver.
@@ -46,7 +48,7 @@
 //!   connection writing into its recipients' sockets under that lock (`--io threads-direct`,
 //!   which exists to show head-of-line blocking). Both serve the line protocol and IRC.
 //! - [`client`]: `pollchat connect`, a terminal client that is itself one mio loop over stdin
-//!   and the socket.
+//!   and the socket (over TLS with `--tls`).
 //! - [`limits`]: raising RLIMIT_NOFILE and deriving `--max-clients` from it.
 //! - [`bench`]: `pollchat bench`, the load generator (itself one mio loop on one thread): payloads
 //!   and line parsing, delivery and latency accounting, the step search, the server process and
