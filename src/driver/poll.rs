@@ -18,7 +18,7 @@
 //! 4. Closes decided during the turn are applied: never in the middle of a fan-out, so no slab
 //!    key is freed (and reused) while events or recipient lists may still name it.
 //! 5. Each marked connection is flushed with one `writev` (a TLS one encrypts its queue in one
-//!    pass first, and `writev`s the records); WRITABLE interest is registered only when the
+//!    pass first, and writes the records with one `write`); WRITABLE interest is registered only when the
 //!    kernel's buffer is full, and dropped once the queue (and any ciphertext) is empty.
 //!
 //! SIGHUP reloads the TLS certificate and key (`EventLoop::reload_tls`).

@@ -1,16 +1,23 @@
 //! TLS as a byte layer between a socket and everything above it (rustls, no thread, no runtime).
 //!
-//! A connection that came through a TLS door keeps a [`Tls`]: a rustls `ServerConnection` after
-//! rustls's `tlsserver-mio` example. On input, [`Tls::read`] feeds what the socket has to rustls
-//! (`read_tls`, `process_new_packets`) and hands back plaintext (`reader`), which then goes
-//! through the connection's [`Transform`](super::transform::Transform) and framer exactly like
-//! a plain socket's bytes: nothing above this layer knows about TLS but the session, which is
-//! told whether its connection is secure. On output, [`Tls::flush`] takes the connection's
-//! queue of shared plaintext chunks, encrypts as many as the ciphertext budget
-//! ([`CIPHER_BUDGET`]) allows in one pass (rustls packs many chunks into one record), and
-//! writes the records with one vectored `write_tls`: one `writev` per flush, as for a plain
-//! connection. What is neither encrypted nor written stays in the queue, where `--max-sendq`
-//! sees it; the ciphertext pending is counted too ([`Tls::pending`]).
+//! A connection that came through a TLS door keeps a [`Tls`], driven by the loop as rustls's
+//! `tlsserver-mio` example drives its connections, with one difference: it uses rustls's
+//! *unbuffered* connection, so that the buffers are ours and exist only while they hold bytes.
+//! rustls's buffered `ServerConnection` keeps a 4 KiB receive buffer per connection for its
+//! whole life (and its output queues): half of an idle TLS client's memory (measured: 7.5 KiB
+//! of heap per connection with it, 3.4 KiB without; BENCHMARKS.md).
+//!
+//! On input, [`Tls::read`] reads the socket into the loop's shared buffer and lets rustls
+//! decrypt the records there (`process_tls_records`); only an incomplete record is copied aside
+//! until the rest comes. The plaintext then goes through the connection's
+//! [`Transform`](super::transform::Transform) and framer exactly like a plain socket's bytes:
+//! nothing above this layer knows about TLS but the session, which is told whether its
+//! connection is secure. On output, [`Tls::flush`] takes the connection's queue of shared
+//! plaintext chunks in one pass, as much as the ciphertext budget ([`CIPHER_BUDGET`]) allows,
+//! encrypts it together (a turn's lines share records) and writes the records with one `write`:
+//! one system call per flush, as for a plain connection. What is neither encrypted nor written
+//! stays in the queue, where `--max-sendq` sees it; the ciphertext pending is counted too
+//! ([`Tls::pending`], to the byte).
 //!
 //! [`load`] reads the PEM certificate chain and key into a rustls `ServerConfig` (at bind and
 //! on SIGHUP).
@@ -20,9 +27,14 @@ use std::io::{self, IoSlice, Read, Write};
 use std::ops::Deref;
 use std::sync::Arc;
 
+use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ServerConfig, ServerConnection};
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
+    WriteTraffic,
+};
 
 use super::outq::{Flushed, OutQueue};
 use crate::config::TlsFiles;
@@ -30,11 +42,11 @@ use crate::config::TlsFiles;
 /// Ciphertext one connection may have encrypted and not yet written. Encrypting stops there, so
 /// a client that stops reading holds its backlog as shared plaintext chunks in its queue (a
 /// broadcast costs its bytes once, whatever the number of recipients), not as a private copy in
-/// ciphertext. Four full records: a turn's output for a busy client in one `writev`.
+/// ciphertext. Four full records: a turn's output for a busy client in one `write`.
 pub const CIPHER_BUDGET: usize = 4 * 16 * 1024;
 
-/// `write_tls` calls per flush at most (each one `writev`); more output waits for the next
-/// turn, as a plain connection's flush stops at `IOV_MAX` chunks.
+/// Writes per flush at most; more output waits for the next turn, as a plain connection's
+/// flush stops at `IOV_MAX` chunks.
 const WRITES_PER_FLUSH: usize = 4;
 
 /// Reads the certificate chain and private key `files` name into a server configuration
@@ -95,11 +107,21 @@ pub enum Input {
     End,
 }
 
-/// One connection's TLS state.
+/// One connection's TLS state: rustls's unbuffered connection and the few bytes only this
+/// connection can hold. Between messages it owns no buffer: an idle TLS client costs rustls's
+/// state (keys, the handshake's outcome) and nothing more.
 pub struct Tls {
-    conn: ServerConnection,
-    /// Ciphertext encrypted and not yet taken by the socket, as the last `write_tls` left it.
-    pending: usize,
+    conn: UnbufferedServerConnection,
+    /// Received bytes rustls has not been able to use yet (an incomplete record, a handshake
+    /// message spanning records); empty, with no allocation, between records.
+    incoming: Vec<u8>,
+    /// Decrypted bytes not yet handed to the caller (more than its buffer took).
+    plain: Vec<u8>,
+    /// Ciphertext made and not yet written: `outgoing[sent..]`; freed once written.
+    outgoing: Vec<u8>,
+    sent: usize,
+    /// The peer said `close_notify`.
+    peer_closed: bool,
     /// A `close_notify` has been queued: the connection says goodbye only once.
     closing: bool,
     /// The handshake's end has been reported ([`Tls::newly_established`]).
@@ -110,7 +132,7 @@ impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tls")
             .field("handshaking", &self.conn.is_handshaking())
-            .field("pending", &self.pending)
+            .field("pending", &self.pending())
             .finish()
     }
 }
@@ -121,16 +143,39 @@ pub fn is_protocol_error(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::InvalidData
 }
 
+/// What [`Tls::process`] stopped at.
+enum Stop {
+    /// Everything complete was used; more bytes are needed.
+    NeedInput,
+    /// The peer closed (`close_notify`).
+    Closed,
+}
+
+/// Bytes a TLS record adds to its payload at most (header, TLS 1.2's explicit nonce or 1.3's
+/// content type, the AEAD tag), with room to spare.
+const RECORD_OVERHEAD: usize = 64;
+/// A TLS record's payload at most.
+const RECORD_PAYLOAD: usize = 16 * 1024;
+/// What one connection may hold of received bytes rustls cannot use yet: the largest handshake
+/// message rustls accepts (64 KiB) and a record's worth. More is an attack, not a handshake.
+const MAX_INCOMING: usize = 64 * 1024 + RECORD_PAYLOAD + RECORD_OVERHEAD;
+
+fn tls_error(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
 impl Tls {
-    /// The TLS state of a new connection under `config` (boxed: it is a few hundred bytes, and
-    /// plain connections pay only a pointer).
+    /// The TLS state of a new connection under `config` (boxed: rustls's state is a kilobyte,
+    /// and plain connections pay only a pointer).
     pub fn new(config: Arc<ServerConfig>) -> io::Result<Box<Tls>> {
-        let mut conn = ServerConnection::new(config).map_err(io::Error::other)?;
-        // rustls's limit applies to ciphertext once the handshake is done: see CIPHER_BUDGET.
-        conn.set_buffer_limit(Some(CIPHER_BUDGET));
+        let conn = UnbufferedServerConnection::new(config).map_err(io::Error::other)?;
         Ok(Box::new(Tls {
             conn,
-            pending: 0,
+            incoming: Vec::new(),
+            plain: Vec::new(),
+            outgoing: Vec::new(),
+            sent: 0,
+            peer_closed: false,
             closing: false,
             established: false,
         }))
@@ -161,47 +206,174 @@ impl Tls {
         }
     }
 
-    /// Reads plaintext into `buf`: what rustls already decrypted first, else one `read_tls` from
-    /// `sock` and the records in it. `WouldBlock` when the socket has nothing more. A TLS
-    /// protocol error (garbage, a failed handshake) writes rustls's alert to `sock` (best
-    /// effort) and comes back as an `InvalidData` error ([`is_protocol_error`]) carrying
-    /// rustls's reason.
+    /// Reads plaintext into `buf`: what was decrypted before and not yet taken, else one read
+    /// from `sock` into `buf` and the records in it (an incomplete one is kept). `WouldBlock`
+    /// when the socket has nothing more. A TLS protocol error (garbage, a failed handshake)
+    /// writes rustls's alert to `sock` (best effort) and comes back as an `InvalidData` error
+    /// ([`is_protocol_error`]) carrying rustls's reason.
     pub fn read<S: Read + Write>(&mut self, sock: &mut S, buf: &mut [u8]) -> io::Result<Input> {
-        if let Some(input) = self.plaintext(buf)? {
-            return Ok(input);
+        if !self.plain.is_empty() {
+            return Ok(self.take_plain(buf));
         }
-        if self.conn.read_tls(sock)? == 0 {
+        if self.peer_closed {
             return Ok(Input::End);
         }
-        if let Err(e) = self.conn.process_new_packets() {
-            // The last gasp: the alert rustls queued for the peer says why.
-            let _ = self.write(sock);
-            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        let n = sock.read(buf)?;
+        if n == 0 {
+            return Ok(Input::End);
         }
-        Ok(self.plaintext(buf)?.unwrap_or(Input::Nothing))
+        // The records are processed where they are: in `buf` if nothing was left over, else
+        // after what was.
+        let result = if self.incoming.is_empty() {
+            let result = self.process(&mut buf[..n]);
+            if let Ok((used, _)) = &result {
+                self.incoming.extend_from_slice(&buf[*used..n]);
+            }
+            result
+        } else {
+            self.incoming.extend_from_slice(&buf[..n]);
+            let mut incoming = std::mem::take(&mut self.incoming);
+            let result = self.process(&mut incoming);
+            if let Ok((used, _)) = &result {
+                incoming.drain(..*used);
+                self.incoming = incoming;
+            }
+            result
+        };
+        match result {
+            Ok((_, stop)) => {
+                if self.incoming.len() > MAX_INCOMING {
+                    return Err(tls_error("more than a handshake message's worth of bytes"));
+                }
+                if self.incoming.is_empty() {
+                    self.incoming = Vec::new();
+                }
+                if let Stop::Closed = stop {
+                    self.peer_closed = true;
+                }
+                if !self.plain.is_empty() {
+                    return Ok(self.take_plain(buf));
+                }
+                Ok(if self.peer_closed {
+                    Input::End
+                } else {
+                    Input::Nothing
+                })
+            }
+            Err(e) => {
+                self.incoming = Vec::new();
+                // The last gasp: the alert rustls queued says why.
+                self.drain_alerts();
+                let _ = self.write(sock);
+                Err(tls_error(e))
+            }
+        }
     }
 
-    /// Plaintext rustls holds, if any.
-    fn plaintext(&mut self, buf: &mut [u8]) -> io::Result<Option<Input>> {
-        match self.conn.reader().read(buf) {
-            Ok(0) => Ok(Some(Input::End)),
-            Ok(n) => Ok(Some(Input::Bytes(n))),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            // The TCP stream ended without a close_notify: an end all the same.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(Some(Input::End)),
-            Err(e) => Err(e),
+    /// Hands decrypted bytes to the caller.
+    fn take_plain(&mut self, buf: &mut [u8]) -> Input {
+        let n = self.plain.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.plain[..n]);
+        self.plain.drain(..n);
+        if self.plain.is_empty() {
+            self.plain = Vec::new();
         }
+        Input::Bytes(n)
+    }
+
+    /// Runs rustls over `data` until it needs more: handshake messages it answers go to
+    /// `outgoing`, decrypted bytes to `plain`. Returns how many bytes of `data` were used up.
+    fn process(&mut self, data: &mut [u8]) -> Result<(usize, Stop), rustls::Error> {
+        let mut used = 0;
+        loop {
+            let UnbufferedStatus { discard, state } =
+                self.conn.process_tls_records(&mut data[used..]);
+            used += discard;
+            match state? {
+                ConnectionState::ReadTraffic(mut traffic) => {
+                    while let Some(record) = traffic.next_record() {
+                        self.plain.extend_from_slice(record?.payload);
+                    }
+                }
+                ConnectionState::ReadEarlyData(mut early) => {
+                    while let Some(record) = early.next_record() {
+                        self.plain.extend_from_slice(record?.payload);
+                    }
+                }
+                ConnectionState::EncodeTlsData(mut encode) => {
+                    encode_into(&mut self.outgoing, |out| encode.encode(out))?
+                }
+                // Written by the next flush, in order: rustls may go on.
+                ConnectionState::TransmitTlsData(transmit) => transmit.done(),
+                ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_) => {
+                    return Ok((used, Stop::NeedInput));
+                }
+                ConnectionState::PeerClosed | ConnectionState::Closed => {
+                    return Ok((used, Stop::Closed));
+                }
+                _ => return Ok((used, Stop::NeedInput)),
+            }
+        }
+    }
+
+    /// After an error: the alert rustls queued (one message), into `outgoing`. Asked once
+    /// only: a second call would make rustls look at input again, which is gone.
+    fn drain_alerts(&mut self) {
+        let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
+        if let Ok(ConnectionState::EncodeTlsData(mut encode)) = state {
+            let _ = encode_into(&mut self.outgoing, |out| encode.encode(out));
+        }
+    }
+
+    /// Runs rustls over the bytes held (no new ones) until it can encrypt, and calls `f` with
+    /// it and `outgoing`. What rustls has to send or hand over meanwhile is dealt with as
+    /// [`Tls::process`] does. rustls is always shown the bytes it has not used yet, never an
+    /// empty buffer in their place: it may hold positions into them.
+    fn write_traffic<R>(
+        &mut self,
+        f: impl FnOnce(&mut WriteTraffic<'_, ServerConnectionData>, &mut Vec<u8>) -> R,
+    ) -> Option<R> {
+        let mut incoming = std::mem::take(&mut self.incoming);
+        let mut used = 0;
+        let mut result = None;
+        for _ in 0..8 {
+            let UnbufferedStatus { discard, state } =
+                self.conn.process_tls_records(&mut incoming[used..]);
+            used += discard;
+            match state {
+                Ok(ConnectionState::WriteTraffic(mut traffic)) => {
+                    result = Some(f(&mut traffic, &mut self.outgoing));
+                    break;
+                }
+                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                    if encode_into(&mut self.outgoing, |out| encode.encode(out)).is_err() {
+                        break;
+                    }
+                }
+                Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
+                Ok(ConnectionState::ReadTraffic(mut traffic)) => {
+                    while let Some(Ok(record)) = traffic.next_record() {
+                        self.plain.extend_from_slice(record.payload);
+                    }
+                }
+                _ => break,
+            }
+        }
+        incoming.drain(..used);
+        if !incoming.is_empty() {
+            self.incoming = incoming;
+        }
+        result
     }
 
     /// Whether ciphertext (handshake messages, records, an alert) waits to be written.
     pub fn wants_write(&self) -> bool {
-        self.conn.wants_write()
+        self.sent < self.outgoing.len()
     }
 
-    /// Ciphertext encrypted and not yet written, as far as the last write could tell (exact
-    /// while it fits one `writev`, which [`CIPHER_BUDGET`] makes the rule).
+    /// Ciphertext made and not yet taken by the socket, to the byte.
     pub fn pending(&self) -> usize {
-        self.pending
+        self.outgoing.len() - self.sent
     }
 
     /// Queues a `close_notify`, written by the next flush, so that the peer can tell the end
@@ -212,27 +384,28 @@ impl Tls {
             return false;
         }
         self.closing = true;
-        self.conn.send_close_notify();
+        self.write_traffic(|traffic, outgoing| {
+            encode_into(outgoing, |out| {
+                traffic.queue_close_notify(out).map_err(encode_error)
+            })
+        });
         true
     }
 
-    /// Encrypts what `out` holds (within [`CIPHER_BUDGET`]) and writes the ciphertext to
-    /// `sock` with one vectored write, a few times at most. `Short` (or `WouldBlock`): the
-    /// socket is full, wait for WRITABLE; `More`: flush again next turn. During the handshake
-    /// only handshake messages go out; `out` waits.
+    /// Encrypts what `out` holds (within [`CIPHER_BUDGET`], many chunks to a record) and
+    /// writes the ciphertext to `sock`, one `write` a few times at most. `Short` (or
+    /// `WouldBlock`): the socket is full, wait for WRITABLE; `More`: flush again next turn.
+    /// During the handshake only handshake messages go out; `out` waits.
     pub fn flush<C, S>(&mut self, out: &mut OutQueue<C>, sock: &mut S) -> io::Result<Flushed>
     where
         C: Deref<Target = [u8]>,
         S: Write,
     {
         for _ in 0..WRITES_PER_FLUSH {
-            if !self.conn.is_handshaking() && !out.is_empty() {
-                // Into rustls's buffer, which takes what the budget leaves room for (rustls
-                // returns fewer bytes than offered, never an error, when it is full).
-                out.flush_to(&mut self.conn.writer())?;
+            if !self.conn.is_handshaking() && !out.is_empty() && self.pending() < CIPHER_BUDGET {
+                self.encrypt(out)?;
             }
-            if !self.conn.wants_write() {
-                self.pending = 0;
+            if !self.wants_write() {
                 return Ok(if out.is_empty() || self.conn.is_handshaking() {
                     Flushed::All
                 } else {
@@ -246,48 +419,110 @@ impl Tls {
         Ok(Flushed::More)
     }
 
-    /// One vectored `write_tls`; true if the socket took less than it was offered.
-    fn write<S: Write>(&mut self, sock: &mut S) -> io::Result<bool> {
-        let mut tap = Vectored {
-            sink: sock,
-            offered: 0,
+    /// Moves plaintext from `out` into records in `outgoing`, up to the budget: the queued
+    /// chunks are gathered (one pass, as a `writev` would) and encrypted together, so a turn's
+    /// lines share records instead of paying a record each.
+    fn encrypt<C: Deref<Target = [u8]>>(&mut self, out: &mut OutQueue<C>) -> io::Result<()> {
+        let room = CIPHER_BUDGET - self.pending();
+        let mut gathered = Gather {
+            buf: Vec::with_capacity(out.len().min(room)),
+            room,
         };
-        let result = self.conn.write_tls(&mut tap);
-        let offered = tap.offered;
-        match result {
+        out.flush_to(&mut gathered)?;
+        let plaintext = gathered.buf;
+        if plaintext.is_empty() {
+            return Ok(());
+        }
+        let encrypted = self.write_traffic(|traffic, outgoing| {
+            encode_into(outgoing, |out| {
+                traffic.encrypt(&plaintext, out).map_err(encode_error)
+            })
+        });
+        match encrypted {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(tls_error(e)),
+            None => Err(tls_error(
+                "cannot encrypt: the connection is not established",
+            )),
+        }
+    }
+
+    /// One write of the pending ciphertext; true if the socket took less than it was offered.
+    fn write<S: Write>(&mut self, sock: &mut S) -> io::Result<bool> {
+        let offered = self.pending();
+        let n = sock.write(&self.outgoing[self.sent..])?;
+        self.sent += n;
+        if self.sent == self.outgoing.len() {
+            // Written: the buffer goes back, an idle connection holds none.
+            self.outgoing = Vec::new();
+            self.sent = 0;
+        }
+        Ok(n < offered)
+    }
+}
+
+/// An encryption error as an encoding one: too small a buffer is asked again, bigger.
+fn encode_error(e: EncryptError) -> EncodeError {
+    match e {
+        EncryptError::InsufficientSize(e) => EncodeError::InsufficientSize(e),
+        _ => EncodeError::AlreadyEncoded,
+    }
+}
+
+/// Appends what `encode` writes to `out`, growing it to the size rustls asks for.
+fn encode_into(
+    out: &mut Vec<u8>,
+    mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
+) -> Result<(), rustls::Error> {
+    let start = out.len();
+    let mut size = RECORD_PAYLOAD + RECORD_OVERHEAD;
+    loop {
+        out.resize(start + size, 0);
+        match encode(&mut out[start..]) {
             Ok(n) => {
-                self.pending = offered - n;
-                Ok(n < offered)
+                out.truncate(start + n);
+                return Ok(());
             }
-            Err(e) => {
-                self.pending = offered;
-                Err(e)
+            Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size }))
+                if required_size > size =>
+            {
+                size = required_size;
+            }
+            Err(_) => {
+                out.truncate(start);
+                return Err(rustls::Error::General("cannot encode a TLS message".into()));
             }
         }
     }
 }
 
-/// The socket as `write_tls` sees it: every write is the socket's `writev` (rustls hands over
-/// all its pending records at once), and what was offered is noted, so that what the socket
-/// did not take is known to the byte ([`Tls::pending`]).
-struct Vectored<'a, S> {
-    sink: &'a mut S,
-    offered: usize,
+/// The plaintext of a flush, gathered from the queue's chunks up to `room` bytes (the queue
+/// sees a `writev` that takes what fits).
+struct Gather {
+    buf: Vec<u8>,
+    room: usize,
 }
 
-impl<S: Write> Write for Vectored<'_, S> {
+impl Write for Gather {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.offered = buf.len();
-        self.sink.write(buf)
+        self.write_vectored(&[IoSlice::new(buf)])
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.offered = bufs.iter().map(|b| b.len()).sum();
-        self.sink.write_vectored(bufs)
+        let mut n = 0;
+        for b in bufs {
+            let take = b.len().min(self.room - n);
+            self.buf.extend_from_slice(&b[..take]);
+            n += take;
+            if n == self.room {
+                break;
+            }
+        }
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.sink.flush()
+        Ok(())
     }
 }
 
@@ -309,6 +544,8 @@ mod tests {
         room: usize,
         /// Vectored writes the server made.
         writes: usize,
+        /// Bytes one read gives at most (0: no limit), to split records across reads.
+        read_limit: usize,
     }
 
     /// The server's end of a [`Pipe`].
@@ -319,7 +556,10 @@ mod tests {
             if self.0.to_server.is_empty() {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
-            let n = buf.len().min(self.0.to_server.len());
+            let mut n = buf.len().min(self.0.to_server.len());
+            if self.0.read_limit > 0 {
+                n = n.min(self.0.read_limit);
+            }
             for (b, byte) in buf.iter_mut().zip(self.0.to_server.drain(..n)) {
                 *b = byte;
             }
@@ -444,7 +684,7 @@ mod tests {
         }
         assert_eq!(got, b"hello\nworld\n");
 
-        // Fifty shared chunks, as a turn of broadcasts leaves them: one writev.
+        // Fifty shared chunks, as a turn of broadcasts leaves them: one write.
         let mut out: OutQueue<Rc<[u8]>> = OutQueue::default();
         let line: Rc<[u8]> = Rc::from(&b"MSG #lobby <alice> hi\r\n"[..]);
         for _ in 0..50 {
@@ -493,6 +733,40 @@ mod tests {
             got.extend(client_reads(&mut client, &mut pipe));
         }
         assert_eq!(got.len(), 200_000);
+    }
+
+    /// The peer's records arrive a few bytes at a time (as a slow link or a hostile client
+    /// may send them): the handshake and the data still come through whole, and nothing is
+    /// held once the records are complete.
+    #[test]
+    fn records_split_across_reads_are_joined() {
+        let (mut server, mut client) = pair();
+        let mut pipe = Pipe {
+            room: usize::MAX,
+            read_limit: 7,
+            ..Pipe::default()
+        };
+        handshake(&mut server, &mut client, &mut pipe);
+        let text = b"a line split into many small reads\n".repeat(100);
+        client.writer().write_all(&text).unwrap();
+        let mut to = Vec::new();
+        client.write_tls(&mut to).unwrap();
+        pipe.to_server.extend(to);
+        pipe.read_limit = 3;
+        let mut buf = [0u8; 4096];
+        let mut got = Vec::new();
+        loop {
+            match server.read(&mut ServerEnd(&mut pipe), &mut buf) {
+                Ok(Input::Bytes(n)) => got.extend_from_slice(&buf[..n]),
+                Ok(Input::Nothing) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got, text);
+        assert_eq!(server.incoming.capacity(), 0, "no buffer is kept");
+        assert_eq!(server.plain.capacity(), 0);
+        assert_eq!(server.outgoing.capacity(), 0);
     }
 
     #[test]
