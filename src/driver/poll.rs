@@ -1235,3 +1235,144 @@ mod tests {
         assert_eq!(open, 1, "the askers, holding pages, are gone");
     }
 }
+
+/// The TLS handshake budget, a turn at a time.
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+    use std::io::Write as _;
+    use std::net::TcpStream as StdStream;
+    use std::sync::Arc;
+
+    /// Forty ClientHellos wait at once: one turn advances `HANDSHAKES_PER_TURN` of them, the
+    /// rest are listed for the next turn (no readiness edge would come for them again), which
+    /// advances them.
+    #[test]
+    fn a_burst_of_handshakes_is_spread_over_turns() {
+        log::set_max_level(log::LevelFilter::Warn);
+        let dir = std::env::temp_dir().join(format!("pollchat-hs-budget-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let names = vec!["localhost".to_string()];
+        let (cert, key) = crate::net::tls::self_signed(&names).unwrap();
+        let files = crate::config::TlsFiles {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        };
+        std::fs::write(&files.cert, cert).unwrap();
+        std::fs::write(&files.key, key).unwrap();
+        let config = Config {
+            listen: vec![],
+            irc_listen: vec![],
+            tls: Some(files),
+            tls_listen: vec!["127.0.0.1:0".parse().unwrap()],
+            irc_tls_listen: vec![],
+            max_connects_per_ip: 0,
+            ..Config::default()
+        };
+        let mut ev = EventLoop::bind(config).unwrap();
+        let addr = ev.front.listeners.addrs(Door::LINE_TLS)[0];
+        let client_config = Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify))
+            .with_no_client_auth(),
+        );
+        let n = HANDSHAKES_PER_TURN + 8;
+        let clients: Vec<StdStream> = (0..n)
+            .map(|_| {
+                let mut s = StdStream::connect(addr).unwrap();
+                let name = "localhost".try_into().unwrap();
+                let mut c = rustls::ClientConnection::new(client_config.clone(), name).unwrap();
+                let mut hello = Vec::new();
+                c.write_tls(&mut hello).unwrap();
+                s.write_all(&hello).unwrap();
+                s.set_nonblocking(true).unwrap();
+                s
+            })
+            .collect();
+        // A client whose ClientHello the server has handled has its answer (ServerHello…).
+        let answered = || {
+            let mut byte = [0u8; 1];
+            clients
+                .iter()
+                .filter(|s| s.peek(&mut byte).is_ok_and(|n| n > 0))
+                .count()
+        };
+        let (mut turns, mut before, mut spent) = (0, 0, false);
+        while answered() < n {
+            turn(&mut ev);
+            turns += 1;
+            assert!(
+                turns < 100,
+                "only {} of {n} handshakes advanced",
+                answered()
+            );
+            let now = answered();
+            assert!(
+                now - before <= HANDSHAKES_PER_TURN,
+                "{} handshakes advanced in one turn",
+                now - before
+            );
+            if ev.handshakes_left == 0 {
+                // The budget is spent: the rest wait, listed for the next turn.
+                spent = true;
+                assert!(
+                    !ev.to_read.is_empty(),
+                    "a spent budget leaves connections listed"
+                );
+            }
+            before = now;
+        }
+        assert!(spent, "forty ClientHellos at once spend a turn's budget");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn turn(ev: &mut EventLoop) {
+        let _ = ev
+            .front
+            .poll
+            .poll(&mut ev.events, Some(Duration::from_millis(10)));
+        ev.turn();
+    }
+
+    #[derive(Debug)]
+    struct NoVerify;
+
+    impl rustls::client::danger::ServerCertVerifier for NoVerify {
+        fn verify_server_cert(
+            &self,
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &[rustls::pki_types::CertificateDer<'_>],
+            _: &rustls::pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            rustls::crypto::ring::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+}
