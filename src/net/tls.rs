@@ -263,7 +263,6 @@ impl Tls {
             Err(e) => {
                 self.incoming = Vec::new();
                 // The last gasp: the alert rustls queued says why.
-                self.drain_alerts();
                 let _ = self.write(sock);
                 Err(tls_error(e))
             }
@@ -283,12 +282,21 @@ impl Tls {
 
     /// Runs rustls over `data` until it needs more: handshake messages it answers go to
     /// `outgoing`, decrypted bytes to `plain`. Returns how many bytes of `data` were used up.
+    /// On an error, the alert rustls queued is put in `outgoing` too.
     fn process(&mut self, data: &mut [u8]) -> Result<(usize, Stop), rustls::Error> {
         let mut used = 0;
+        let result = self.process_from(data, &mut used);
+        if result.is_err() {
+            self.drain_alert(&mut data[used..]);
+        }
+        result.map(|stop| (used, stop))
+    }
+
+    fn process_from(&mut self, data: &mut [u8], used: &mut usize) -> Result<Stop, rustls::Error> {
         loop {
             let UnbufferedStatus { discard, state } =
-                self.conn.process_tls_records(&mut data[used..]);
-            used += discard;
+                self.conn.process_tls_records(&mut data[*used..]);
+            *used += discard;
             match state? {
                 ConnectionState::ReadTraffic(mut traffic) => {
                     while let Some(record) = traffic.next_record() {
@@ -306,20 +314,20 @@ impl Tls {
                 // Written by the next flush, in order: rustls may go on.
                 ConnectionState::TransmitTlsData(transmit) => transmit.done(),
                 ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_) => {
-                    return Ok((used, Stop::NeedInput));
+                    return Ok(Stop::NeedInput);
                 }
-                ConnectionState::PeerClosed | ConnectionState::Closed => {
-                    return Ok((used, Stop::Closed));
-                }
-                _ => return Ok((used, Stop::NeedInput)),
+                ConnectionState::PeerClosed | ConnectionState::Closed => return Ok(Stop::Closed),
+                _ => return Ok(Stop::NeedInput),
             }
         }
     }
 
-    /// After an error: the alert rustls queued (one message), into `outgoing`. Asked once
-    /// only: a second call would make rustls look at input again, which is gone.
-    fn drain_alerts(&mut self) {
-        let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
+    /// After an error: the alert rustls queued (one message), into `outgoing`. rustls is shown
+    /// the bytes it has not used (`data`), never an empty buffer in their place: it may hold
+    /// positions into them (an empty one made it index out of bounds, found by the property
+    /// test below).
+    fn drain_alert(&mut self, data: &mut [u8]) {
+        let UnbufferedStatus { state, .. } = self.conn.process_tls_records(data);
         if let Ok(ConnectionState::EncodeTlsData(mut encode)) = state {
             let _ = encode_into(&mut self.outgoing, |out| encode.encode(out));
         }
@@ -591,6 +599,14 @@ mod tests {
     }
 
     fn pair() -> (Box<Tls>, ClientConnection) {
+        let (config, client) = configs();
+        let server = Tls::new(config).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        (server, ClientConnection::new(client, name).unwrap())
+    }
+
+    /// A server configuration with a new self-signed pair, and a client's trusting it.
+    fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
         let dir = std::env::temp_dir().join(format!(
             "pollchat-tls-unit-{}-{:?}",
@@ -604,7 +620,7 @@ mod tests {
         };
         fs::write(&files.cert, cert.cert.pem()).unwrap();
         fs::write(&files.key, cert.signing_key.serialize_pem()).unwrap();
-        let server = Tls::new(load(&files).unwrap()).unwrap();
+        let server = load(&files).unwrap();
         let mut roots = RootCertStore::empty();
         roots.add(cert.cert.der().clone()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -613,9 +629,7 @@ mod tests {
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let name = ServerName::try_from("localhost").unwrap();
-        let client = ClientConnection::new(Arc::new(config), name).unwrap();
-        (server, client)
+        (server, Arc::new(config))
     }
 
     /// Runs the handshake over `pipe`, the server reading and flushing as the loop would.
@@ -767,6 +781,88 @@ mod tests {
         assert_eq!(server.incoming.capacity(), 0, "no buffer is kept");
         assert_eq!(server.plain.capacity(), 0);
         assert_eq!(server.outgoing.capacity(), 0);
+    }
+
+    /// A server configuration and a real ClientHello for it, made once for the property test.
+    fn fixture() -> &'static (Arc<ServerConfig>, Vec<u8>) {
+        static FIXTURE: std::sync::OnceLock<(Arc<ServerConfig>, Vec<u8>)> =
+            std::sync::OnceLock::new();
+        FIXTURE.get_or_init(|| {
+            let (config, client) = configs();
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut client = ClientConnection::new(client, name).unwrap();
+            let mut hello = Vec::new();
+            client.write_tls(&mut hello).unwrap();
+            (config, hello)
+        })
+    }
+
+    /// Feeds `input` to a new server connection, `limit` bytes a read, until it stops.
+    fn feed(input: &[u8], limit: usize) -> io::Result<Input> {
+        let (config, _) = fixture();
+        let mut server = Tls::new(config.clone()).unwrap();
+        let mut pipe = Pipe {
+            room: usize::MAX,
+            read_limit: limit,
+            ..Pipe::default()
+        };
+        pipe.to_server.extend(input);
+        let mut buf = [0u8; 4096];
+        loop {
+            let read = server.read(&mut ServerEnd(&mut pipe), &mut buf);
+            assert!(server.incoming.len() <= MAX_INCOMING);
+            match read {
+                Ok(Input::Nothing | Input::Bytes(_)) => {}
+                other => return other,
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(200))]
+        /// Whatever a peer sends (garbage, a ClientHello cut short or followed by garbage, a
+        /// record header announcing more than comes), in reads of any size: the server never
+        /// panics, holds at most `MAX_INCOMING`, and ends in an error or waiting for more.
+        #[test]
+        fn no_input_makes_the_server_panic_or_hold_more_than_its_bound(
+            prefix in 0usize..3,
+            cut in 0usize..400,
+            tail in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+            limit in 1usize..300,
+        ) {
+            let (_, hello) = fixture();
+            let mut input = match prefix {
+                0 => Vec::new(),
+                1 => hello[..cut.min(hello.len())].to_vec(),
+                _ => vec![0x16, 0x03, 0x01, 0x40, 0x00],
+            };
+            input.extend(&tail);
+            match feed(&input, limit) {
+                Err(e) => proptest::prop_assert!(
+                    e.kind() == io::ErrorKind::WouldBlock || is_protocol_error(&e), "{e}"
+                ),
+                Ok(input) => proptest::prop_assert_eq!(input, Input::End),
+            }
+        }
+    }
+
+    /// A handshake message announced as 16 MiB, sent in full records: refused (by rustls or
+    /// by the bound) long before it is held whole.
+    #[test]
+    fn a_huge_handshake_message_is_refused() {
+        let mut input = Vec::new();
+        let mut first = true;
+        for _ in 0..20 {
+            input.extend([0x16, 0x03, 0x03, 0x40, 0x00]);
+            let mut payload = vec![0u8; 0x4000];
+            if first {
+                payload[..4].copy_from_slice(&[0x01, 0xff, 0xff, 0xff]);
+                first = false;
+            }
+            input.extend(payload);
+        }
+        let err = feed(&input, 0).unwrap_err();
+        assert!(is_protocol_error(&err), "{err}");
     }
 
     #[test]
