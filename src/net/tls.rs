@@ -784,22 +784,22 @@ mod tests {
     }
 
     /// A server configuration and a real ClientHello for it, made once for the property test.
-    fn fixture() -> &'static (Arc<ServerConfig>, Vec<u8>) {
-        static FIXTURE: std::sync::OnceLock<(Arc<ServerConfig>, Vec<u8>)> =
+    fn fixture() -> &'static (Arc<ServerConfig>, Vec<u8>, Arc<ClientConfig>) {
+        static FIXTURE: std::sync::OnceLock<(Arc<ServerConfig>, Vec<u8>, Arc<ClientConfig>)> =
             std::sync::OnceLock::new();
         FIXTURE.get_or_init(|| {
-            let (config, client) = configs();
+            let (config, client_config) = configs();
             let name = ServerName::try_from("localhost").unwrap();
-            let mut client = ClientConnection::new(client, name).unwrap();
+            let mut client = ClientConnection::new(client_config.clone(), name).unwrap();
             let mut hello = Vec::new();
             client.write_tls(&mut hello).unwrap();
-            (config, hello)
+            (config, hello, client_config)
         })
     }
 
     /// Feeds `input` to a new server connection, `limit` bytes a read, until it stops.
     fn feed(input: &[u8], limit: usize) -> io::Result<Input> {
-        let (config, _) = fixture();
+        let (config, ..) = fixture();
         let mut server = Tls::new(config.clone()).unwrap();
         let mut pipe = Pipe {
             room: usize::MAX,
@@ -830,7 +830,7 @@ mod tests {
             tail in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
             limit in 1usize..300,
         ) {
-            let (_, hello) = fixture();
+            let (_, hello, _) = fixture();
             let mut input = match prefix {
                 0 => Vec::new(),
                 1 => hello[..cut.min(hello.len())].to_vec(),
@@ -843,6 +843,52 @@ mod tests {
                 ),
                 Ok(input) => proptest::prop_assert_eq!(input, Input::End),
             }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(64))]
+        /// After a complete handshake, the peer's records cut short, altered or followed by
+        /// garbage: the server never panics, ends in an error or waits, and can still flush.
+        #[test]
+        fn no_input_after_the_handshake_makes_the_server_panic(
+            flip in 0usize..200,
+            cut in 0usize..200,
+            tail in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            limit in 1usize..100,
+        ) {
+            let (config, _, client_config) = fixture();
+            let mut server = Tls::new(config.clone()).unwrap();
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut client = ClientConnection::new(client_config.clone(), name).unwrap();
+            let mut pipe = Pipe { room: usize::MAX, ..Pipe::default() };
+            handshake(&mut server, &mut client, &mut pipe);
+            client.writer().write_all(b"a line\nand another\n").unwrap();
+            let mut records = Vec::new();
+            client.write_tls(&mut records).unwrap();
+            let flip = flip % records.len();
+            records[flip] ^= 0x5a;
+            records.truncate(records.len() - cut.min(records.len()));
+            records.extend(&tail);
+            pipe.to_server.extend(records);
+            pipe.read_limit = limit;
+            let mut buf = [0u8; 4096];
+            loop {
+                match server.read(&mut ServerEnd(&mut pipe), &mut buf) {
+                    Ok(Input::Nothing | Input::Bytes(_)) => {}
+                    Ok(Input::End) => break,
+                    Err(e) => {
+                        proptest::prop_assert!(
+                            e.kind() == io::ErrorKind::WouldBlock || is_protocol_error(&e), "{e}"
+                        );
+                        break;
+                    }
+                }
+            }
+            let mut out: OutQueue<Rc<[u8]>> = OutQueue::default();
+            out.push(Rc::from(&b"MSG x\r\n"[..]));
+            let _ = server.flush(&mut out, &mut ServerEnd(&mut pipe));
+            let _ = server.close_notify();
         }
     }
 
