@@ -35,6 +35,13 @@ pub struct Config {
     /// peer that opens connections and never finishes their handshakes must not keep them.
     /// 10 s is ample for a handshake over the slowest link a person chats over.
     pub tls_handshake_timeout: Duration,
+    /// IRCv3 strict transport security (`--sts-duration`): with TLS, IRC clients that ask for
+    /// capability values (`CAP LS 302`) are told in clear where the TLS port is
+    /// (`sts=port=6697`; they reconnect there), and over TLS for how long to keep using it
+    /// (`sts=duration=…`), after which they never connect in clear again until it expires.
+    /// `None`: not advertised. Opt-in, because it binds clients: a server that drops TLS
+    /// within the duration is unreachable for them.
+    pub sts_duration: Option<Duration>,
     /// The name the server gives itself in IRC (the source of numerics). No user may take it
     /// as a nick: a private message from it would look like one from the server.
     pub server_name: String,
@@ -199,6 +206,7 @@ impl Default for Config {
                 Self::DEFAULT_IRC_TLS_PORT,
             ))],
             tls_handshake_timeout: Duration::from_secs(10),
+            sts_duration: None,
             server_name: "pollchat".into(),
             reserved_nicks: Vec::new(),
             opers: Vec::new(),

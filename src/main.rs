@@ -111,6 +111,12 @@ struct ServeArgs {
     /// Accept clients over TLS only: no --listen nor --irc-listen (needs --tls-cert)
     #[arg(long, requires = "tls_cert")]
     no_plain: bool,
+    /// Advertise IRCv3 strict transport security: IRC clients (CAP 302) are told in clear to
+    /// reconnect to the TLS port, and over TLS to keep using TLS for this many seconds (at
+    /// most a year). Clients that honour it will not connect in clear again for that long:
+    /// only with a TLS setup meant to stay (needs --tls-cert)
+    #[arg(long, value_name = "SECS", requires = "tls_cert", value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
+    sts_duration: Option<u64>,
     /// Seconds a TLS client has to complete its handshake before it is closed (0.1 to 300)
     #[arg(long, value_name = "SECS", default_value_t = defaults().tls_handshake_timeout.as_secs_f64(), value_parser = handshake_timeout)]
     tls_handshake_timeout: f64,
@@ -442,6 +448,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             args.irc_tls_listen
         },
         tls_handshake_timeout: Duration::from_secs_f64(args.tls_handshake_timeout),
+        sts_duration: args.sts_duration.map(Duration::from_secs),
         irc_password: args.irc_password,
         irc_password_tries: args.irc_password_tries,
         motd,

@@ -231,3 +231,38 @@ fn the_threaded_models_refuse_tls_in_one_line() {
         );
     }
 }
+
+/// `--sts-duration`: IRC clients that speak CAP 302 are told in clear where the TLS port is,
+/// and over TLS for how long to keep using it; older CAP clients, and servers without the
+/// flag, say nothing of it.
+#[test]
+fn sts_sends_clear_clients_to_the_tls_port_and_tells_tls_clients_how_long() {
+    let cert = Cert::new();
+    let server = TestServer::with_tls(&cert, |c| {
+        c.sts_duration = Some(Duration::from_secs(86_400))
+    });
+    let tls_port = server.irc_tls_addr.unwrap().port();
+    let caps = "echo-message message-tags multi-prefix server-time userhost-in-names";
+    let mut clear = Client::connect(server.irc_addr.unwrap());
+    clear.send("CAP LS 302\r");
+    assert_eq!(
+        clear.line(),
+        format!(":pollchat CAP * LS :{caps} sts=port={tls_port}")
+    );
+    clear.send("CAP LS\r");
+    assert_eq!(clear.line(), format!(":pollchat CAP * LS :{caps}"));
+    // It is information, not something to ask for.
+    clear.send("CAP REQ :sts\r");
+    assert_eq!(clear.line(), ":pollchat CAP * NAK :sts");
+    let mut secure = TlsClient::connect(server.irc_tls_addr.unwrap(), &cert.der);
+    secure.send("CAP LS 302\r");
+    assert_eq!(
+        secure.line(),
+        format!(":pollchat CAP * LS :{caps} sts=duration=86400")
+    );
+
+    let without = TestServer::with_tls(&cert, |_| {});
+    let mut clear = Client::connect(without.irc_addr.unwrap());
+    clear.send("CAP LS 302\r");
+    assert_eq!(clear.line(), format!(":pollchat CAP * LS :{caps}"));
+}

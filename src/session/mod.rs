@@ -187,6 +187,8 @@ pub struct Context {
     /// With TLS configured, its doors' ports: credentials sent in clear from another host are
     /// refused, pointing at them ([`credentials_refused`]). `None`: no TLS.
     pub tls: Option<TlsPorts>,
+    /// IRCv3 `sts` policy duration in seconds, advertised with TLS (`--sts-duration`).
+    pub sts_duration: Option<u64>,
 }
 
 /// The TLS doors' ports, for the line protocol and IRC (`None`: no such door).
@@ -241,6 +243,7 @@ impl Context {
                 line: config.tls_listen.first().map(|a| a.port()),
                 irc: config.irc_tls_listen.first().map(|a| a.port()),
             }),
+            sts_duration: config.sts_duration.map(|d| d.as_secs()),
         }
     }
 }

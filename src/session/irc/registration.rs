@@ -22,7 +22,12 @@ pub(super) fn cap(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     match sub.as_str() {
         "LS" => {
             s.cap_pause |= !s.registered;
-            o.raw(format_args!(":{server} CAP {me} LS :{CAPS}"));
+            // Capability values (here sts's) only for clients that speak CAP 302.
+            let version = p.get(1).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
+            match sts(c.ctx, s.secure).filter(|_| version >= 302) {
+                Some(sts) => o.raw(format_args!(":{server} CAP {me} LS :{CAPS} {sts}")),
+                None => o.raw(format_args!(":{server} CAP {me} LS :{CAPS}")),
+            }
         }
         "LIST" => o.raw(format_args!(":{server} CAP {me} LIST :{}", s.caps.list())),
         "REQ" => {
@@ -50,6 +55,18 @@ pub(super) fn cap(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
         _ => o.numeric(ERR_INVALIDCAPCMD, &[&irc::safe(&sub)]),
     }
     None
+}
+
+/// IRCv3 `sts` as this connection is told it (`--sts-duration`, with an IRC TLS door): in
+/// clear, where to go (`sts=port=6697`); over TLS, for how long to keep coming that way.
+fn sts(ctx: &crate::session::Context, secure: bool) -> Option<String> {
+    let duration = ctx.sts_duration?;
+    let port = ctx.tls?.irc?;
+    Some(if secure {
+        format!("sts=duration={duration}")
+    } else {
+        format!("sts=port={port}")
+    })
 }
 
 pub(super) fn pass(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
