@@ -292,6 +292,19 @@ fn connection(addr: &str, trust: &Trust) -> io::Result<ClientConnection> {
     ClientConnection::new(Arc::new(config), name).map_err(io::Error::other)
 }
 
+/// A client configuration that accepts any certificate (`--insecure`; `pollchat bench --tls`,
+/// which measures a server on loopback, not who it is).
+pub fn insecure_config() -> Arc<ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
 /// `--insecure`: accepts any certificate, but still checks that the server holds its key (the
 /// handshake's signature), so the connection is encrypted, only not authenticated.
 #[derive(Debug)]

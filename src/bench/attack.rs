@@ -225,6 +225,7 @@ fn one(opts: &Opts, attack: Attack, srv: &mut Server, progress: bool) -> io::Res
                     payload: 64,
                     room_prefix: "f",
                     stay_in_lobby: true,
+                    tls: None,
                 },
                 None,
                 progress,

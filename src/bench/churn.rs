@@ -100,6 +100,7 @@ pub fn run_churn(opts: &Opts, total: usize) -> io::Result<Report> {
                 payload: 64,
                 room_prefix: "ch",
                 stay_in_lobby: false,
+                tls: None,
             },
             None,
             false,
@@ -193,6 +194,7 @@ pub fn run_mass(opts: &Opts, n: usize) -> io::Result<Report> {
         payload: 64,
         room_prefix: "r",
         stay_in_lobby: true,
+        tls: None,
     };
     let mut members = Load::new(lobby_members(srv.line), None, progress)?;
     let connect_secs = members.connect(secs(opts.connect_timeout))?.as_secs_f64();

@@ -91,6 +91,8 @@ pub struct Plan {
     /// Line protocol: stay in `#lobby` as well as joining the room, as a user who never types
     /// `/part` does (the lobby's size then weighs on memory and on every arrival).
     pub stay_in_lobby: bool,
+    /// Over TLS, with this client configuration (`--tls`; line protocol only).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Plan {
@@ -107,6 +109,7 @@ impl Plan {
             payload: 64,
             room_prefix: "by",
             stay_in_lobby: false,
+            tls: None,
         }
     }
 }
@@ -127,6 +130,8 @@ impl Plan {
 /// One connection.
 struct Conn {
     stream: TcpStream,
+    /// Its TLS client state (`--tls`), between the socket and the lines.
+    tls: Option<Box<rustls::ClientConnection>>,
     room: usize,
     /// Index in its room: identifies the sender in payloads.
     slot: u32,
@@ -355,8 +360,18 @@ impl Load {
         )?;
         let room = client % self.plan.rooms;
         let redis_pub = self.plan.wire == Wire::Redis && sends;
+        let tls = match &self.plan.tls {
+            Some(config) => {
+                let name = "localhost".try_into().expect("a valid name");
+                let conn = rustls::ClientConnection::new(config.clone(), name)
+                    .map_err(io::Error::other)?;
+                Some(Box::new(conn))
+            }
+            None => None,
+        };
         let mut conn = Conn {
             stream,
+            tls,
             room,
             slot: (client / self.plan.rooms) as u32,
             sends,
@@ -460,6 +475,28 @@ impl Load {
         Ok(self.events.iter().count())
     }
 
+    /// Plaintext from a TLS connection: what rustls has decrypted, else one read of records from
+    /// the socket. `Ok(0)` at the end, `WouldBlock` when the socket has nothing more.
+    fn tls_read(
+        tls: &mut rustls::ClientConnection,
+        stream: &mut TcpStream,
+        buf: &mut [u8],
+    ) -> io::Result<usize> {
+        loop {
+            match tls.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            if tls.read_tls(stream)? == 0 {
+                return Ok(0);
+            }
+            tls.process_new_packets()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        }
+    }
+
     /// Reads a connection until `WouldBlock` (mio is edge-triggered) and accounts every line.
     fn read(&mut self, i: usize) {
         let now = now_ns(self.base);
@@ -474,14 +511,25 @@ impl Load {
                 self.unread.push(i);
                 break;
             }
-            match c.stream.read(&mut scratch) {
+            let read = match &mut c.tls {
+                Some(tls) => Self::tls_read(tls, &mut c.stream, &mut scratch),
+                None => c.stream.read(&mut scratch),
+            };
+            if c.tls.as_ref().is_some_and(|t| t.wants_write()) {
+                // Handshake messages (or a key update) to answer.
+                self.mark_dirty(i);
+            }
+            let c = &mut self.conns[i];
+            match read {
                 Ok(0) => {
                     self.close(i, "closed by the server".into());
                     break;
                 }
                 Ok(n) => {
+                    let tls = c.tls.is_some();
                     self.lines(i, &scratch[..n], kind, now);
-                    if n < scratch.len() {
+                    // (TLS: a record's worth may come out of a socket read that took more.)
+                    if n < scratch.len() && !tls {
                         // A short read emptied the socket's queue; new data brings a new edge.
                         // (Tokio skips the extra `WouldBlock` read the same way: one system
                         // call per wake-up instead of two.)
@@ -659,7 +707,41 @@ impl Load {
             if c.closed.is_some() {
                 continue;
             }
-            while c.out_pos < c.out.len() {
+            if let Some(tls) = &mut c.tls {
+                // Into rustls (it holds what comes before the handshake ends), then its records
+                // to the socket, one write per turn as in clear.
+                if c.out_pos < c.out.len() {
+                    match tls.writer().write(&c.out[c.out_pos..]) {
+                        Ok(n) => c.out_pos += n,
+                        Err(e) => {
+                            self.close(i, format!("TLS write failed: {e}"));
+                            continue;
+                        }
+                    }
+                }
+                let c = &mut self.conns[i];
+                let tls = c.tls.as_mut().expect("a TLS connection");
+                if tls.wants_write() {
+                    match tls.write_tls(&mut c.stream) {
+                        Ok(_) => {}
+                        Err(e)
+                            if e.kind() == io::ErrorKind::WouldBlock
+                                || e.kind() == io::ErrorKind::NotConnected
+                                || e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            self.close(i, format!("write failed: {e}"));
+                            continue;
+                        }
+                    }
+                }
+                let c = &mut self.conns[i];
+                if c.tls.as_ref().is_some_and(|t| t.wants_write()) || c.out_pos < c.out.len() {
+                    // Left for the next turn (a WRITABLE edge, or the handshake's progress).
+                    self.mark_dirty(i);
+                }
+            }
+            let c = &mut self.conns[i];
+            while c.tls.is_none() && c.out_pos < c.out.len() {
                 match c.stream.write(&c.out[c.out_pos..]) {
                     Ok(n) => c.out_pos += n,
                     Err(e)
@@ -895,6 +977,7 @@ mod tests {
             payload: 64,
             room_prefix: "r",
             stay_in_lobby: false,
+            tls: None,
         }
     }
 
@@ -946,6 +1029,57 @@ mod tests {
             server.handle.shutdown();
             server.thread.join().unwrap().unwrap();
         }
+    }
+
+    /// The same over TLS (`--tls`, the event loop only): the handshake, then every delivery.
+    #[test]
+    fn every_delivery_arrives_over_tls() {
+        use crate::config::{Config, TlsFiles};
+        let dir = std::env::temp_dir().join(format!("pollchat-load-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = crate::net::tls::self_signed(&["localhost".into()]).unwrap();
+        let files = TlsFiles {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        };
+        std::fs::write(&files.cert, cert).unwrap();
+        std::fs::write(&files.key, key).unwrap();
+        let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let config = Config {
+            listen: vec![loopback],
+            irc_listen: vec![],
+            tls: Some(files),
+            tls_listen: vec![loopback],
+            flood_rate: 0.0,
+            max_connects_per_ip: 0,
+            ..Config::default()
+        };
+        let server = crate::driver::spawn(crate::driver::IoModel::Poll, config).unwrap();
+        let mut p = plan(Wire::Chat, 5, 2, 0);
+        p.addr = server.tls_addrs[0];
+        p.tls = Some(crate::client::insecure_config());
+        let mut load = Load::new(p, None, false).unwrap();
+        load.connect(Duration::from_secs(10)).unwrap();
+        let t = load
+            .trial(
+                1,
+                false,
+                Some(100.0),
+                Duration::from_millis(50),
+                Duration::from_millis(200),
+                Duration::from_secs(10),
+            )
+            .unwrap();
+        assert!(t.sent >= 5, "{t:?}");
+        assert_eq!(
+            (t.delivered, t.lost, t.duplicates),
+            (t.expected, 0, 0),
+            "{t:?}"
+        );
+        assert!(load.errors.is_empty(), "{:?}", load.errors);
+        server.handle.shutdown();
+        server.thread.join().unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod stats;
 pub mod target;
 pub mod wire;
 
+use std::fs;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -141,6 +142,11 @@ pub struct Opts {
     #[arg(long, value_name = "N",
           conflicts_with_all = ["step", "idle", "slow", "redis", "irc", "attack", "churn"])]
     pub mass_disconnect: Option<usize>,
+    /// The line protocol over TLS: a spawned server gets a self-signed pair made for the run
+    /// and a TLS listener (with --addr, give the TLS address); the generator trusts any
+    /// certificate. Load, step and idle scenarios
+    #[arg(long, conflicts_with_all = ["redis", "irc", "slow", "attack", "churn", "mass_disconnect"])]
+    pub tls: bool,
     /// Make the last N clients stop reading once the run starts, and report what happened to
     /// them and the others' latency
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -262,6 +268,8 @@ pub struct Server {
     pub line: SocketAddr,
     /// Where IRC clients connect, if known.
     pub irc: Option<SocketAddr>,
+    /// Where line-protocol clients connect over TLS (`--tls`).
+    pub tls: Option<SocketAddr>,
     /// Its process, for `/proc`.
     pub pid: Option<u32>,
     /// How reports name it: the spawn command, "redis-server", or the address.
@@ -289,6 +297,7 @@ impl Server {
             Server {
                 line: addr,
                 irc: opts.irc_addr,
+                tls: opts.tls.then_some(addr),
                 pid: opts.server_pid,
                 name: format!("pollchat at {addr}"),
                 pinning: String::new(),
@@ -299,6 +308,7 @@ impl Server {
             Server {
                 line: s.addr,
                 irc: None,
+                tls: None,
                 pid: Some(s.pid()),
                 name: "redis-server".into(),
                 pinning: String::new(),
@@ -309,12 +319,39 @@ impl Server {
                 Some(e) => e.clone(),
                 None => std::env::current_exe()?,
             };
-            let args = format!("{extra} {}", opts.spawn.as_deref().unwrap_or_default());
+            // --tls: a pair made for this run, read by the server as it starts.
+            let cert_dir =
+                std::env::temp_dir().join(format!("pollchat-bench-tls-{}", std::process::id()));
+            let tls_args = if opts.tls {
+                let (cert, key) = crate::net::tls::self_signed(&["localhost".into()])
+                    .map_err(io::Error::other)?;
+                fs::create_dir_all(&cert_dir)?;
+                fs::write(cert_dir.join("cert.pem"), cert)?;
+                fs::write(cert_dir.join("key.pem"), key)?;
+                format!(
+                    "--tls-cert {0}/cert.pem --tls-key {0}/key.pem --tls-listen 127.0.0.1:0",
+                    cert_dir.display()
+                )
+            } else {
+                String::new()
+            };
+            let args = format!(
+                "{extra} {tls_args} {}",
+                opts.spawn.as_deref().unwrap_or_default()
+            );
             let args = args.trim();
             let s = target::spawn_pollchat(&exe, args, irc, server_cpu)?;
+            let tls = if opts.tls {
+                let addr = target::wait_tls_addr(&s)?;
+                let _ = fs::remove_dir_all(&cert_dir);
+                Some(addr)
+            } else {
+                None
+            };
             Server {
                 line: s.addr,
                 irc: s.irc_addr,
+                tls,
                 pid: Some(s.pid()),
                 name: format!("pollchat {}", target::serve_args(args, irc).join(" ")),
                 pinning: String::new(),
@@ -383,6 +420,11 @@ pub fn run(opts: &Opts) -> io::Result<Report> {
                 .ok_or_else(|| io::Error::other("the server has no IRC listener"))?,
             srv.name.clone(),
         ),
+        _ if opts.tls => (
+            srv.tls
+                .ok_or_else(|| io::Error::other("the server has no TLS listener"))?,
+            format!("{} (over TLS)", srv.name),
+        ),
         _ => (srv.line, srv.name.clone()),
     };
     let mut spawned = srv.spawned;
@@ -411,6 +453,7 @@ pub fn run(opts: &Opts) -> io::Result<Report> {
         payload: opts.payload as usize,
         room_prefix: "r",
         stay_in_lobby: opts.stay_in_lobby,
+        tls: opts.tls.then(crate::client::insecure_config),
     };
     let mut report = Report {
         scenario: match (opts.step, idle, opts.slow) {

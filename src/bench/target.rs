@@ -269,6 +269,29 @@ pub fn listening_addr(log: &str) -> Option<SocketAddr> {
     logged_addr(log, "listening on ")
 }
 
+/// The address in a "listening over TLS on ADDR" log line (the line protocol's TLS door).
+pub fn tls_listening_addr(log: &str) -> Option<SocketAddr> {
+    logged_addr(log, "listening over TLS on ")
+}
+
+/// Waits for a spawned server's "listening over TLS on ADDR" line (logged right after its
+/// plain listeners).
+pub fn wait_tls_addr(spawned: &Spawned) -> io::Result<SocketAddr> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let text = fs::read_to_string(&spawned.log).unwrap_or_default();
+        if let Some(addr) = tls_listening_addr(&text) {
+            return Ok(addr);
+        }
+        if Instant::now() > deadline {
+            return Err(io::Error::other(
+                "the server has no TLS listener (no \"listening over TLS on\" in its log)",
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The address in a "listening for IRC on ADDR" log line.
 pub fn irc_listening_addr(log: &str) -> Option<SocketAddr> {
     logged_addr(log, "listening for IRC on ")
