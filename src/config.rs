@@ -20,6 +20,8 @@ pub struct Config {
     /// The name the server gives itself in IRC (the source of numerics). No user may take it
     /// as a nick: a private message from it would look like one from the server.
     pub server_name: String,
+    /// What IRC's LINKS says the server is (one line of text).
+    pub server_description: String,
     /// Nicks no user may take, besides the server's name and the services' names every server
     /// refuses (`core::names::SERVICE_NICKS`): names an operator wants kept for a bot of
     /// theirs, or that users of a community would take for an official voice. Empty by
@@ -162,6 +164,7 @@ impl Default for Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], Self::DEFAULT_PORT))],
             irc_listen: vec![SocketAddr::from(([127, 0, 0, 1], Self::DEFAULT_IRC_PORT))],
             server_name: "pollchat".into(),
+            server_description: "a pollchat chat server".into(),
             reserved_nicks: Vec::new(),
             opers: Vec::new(),
             irc_password: None,

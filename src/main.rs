@@ -81,6 +81,9 @@ struct ServeArgs {
     /// The name the server gives itself to IRC clients (no user may take it as a nick)
     #[arg(long, default_value_t = defaults().server_name)]
     server_name: String,
+    /// What IRC's LINKS says this server is
+    #[arg(long, default_value_t = defaults().server_description)]
+    server_description: String,
     /// A nick no user may take, as NickServ, ChanServ, OperServ, MemoServ, HostServ, BotServ,
     /// Global and the server's name are refused (compared case-insensitively); repeat for
     /// several
@@ -322,6 +325,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         irc_password_tries: args.irc_password_tries,
         motd,
         server_name: args.server_name,
+        server_description: pollchat::core::names::label(&args.server_description),
         reserved_nicks: args.reserved_nick,
         opers,
         max_line: args.max_line as usize,

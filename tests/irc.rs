@@ -436,8 +436,9 @@ fn mode_queries_are_answered_and_changes_refused(io: IoModel) {
         a.line(),
         ":pollchat 472 alice x :is unknown mode char to me"
     );
+    // User modes exist now (+i, +w): setting one is echoed as a MODE.
     a.send("MODE alice +i");
-    assert_eq!(a.line(), ":pollchat 221 alice +");
+    assert_eq!(a.line(), ":alice MODE alice :+i");
     a.send("MODE #nowhere");
     assert_eq!(a.line(), ":pollchat 403 alice #nowhere :No such channel");
 }
@@ -1326,4 +1327,188 @@ fn ban_masks_that_would_break_a_line_are_refused(io: IoModel) {
     );
     lena.send("/bans");
     assert_eq!(lena.line(), "NOTICE 0 bans on #l");
+}
+
+for_each_io!(user_modes_hide_invisible_users_and_carry_wallops);
+/// `MODE nick +i` hides a user from the WHO masks of users who share no room with it (a WHO of
+/// its exact nick still finds it), and LUSERS counts it as invisible; `+w` users, IRC and line
+/// alike (`/umode +w`), receive a server operator's WALLOPS, others do not; an unknown letter
+/// is 501; WALLOPS from anyone else is 481.
+fn user_modes_hide_invisible_users_and_carry_wallops(io: IoModel) {
+    let hash = pollchat::session::oper::hash_password("operpassword");
+    let server = TestServer::with_io(io, |c| {
+        c.opers = vec![pollchat::session::oper::Oper::parse(&format!("operuser:{hash}")).unwrap()];
+    });
+    let mut evan = register(&server, "evan");
+    let mut sam = register(&server, "sam");
+    evan.send("MODE evan +i");
+    assert_eq!(evan.line(), ":evan MODE evan :+i");
+    evan.send("MODE evan +i");
+    assert_eq!(evan.line(), ":pollchat 221 evan +i");
+    evan.send("MODE evan +x");
+    assert_eq!(evan.line(), ":pollchat 221 evan +i");
+    assert_eq!(evan.line(), ":pollchat 501 evan :Unknown MODE flag");
+    sam.send("WHO eva*");
+    assert_eq!(sync(&mut sam), [":pollchat 315 sam eva* :End of /WHO list"]);
+    sam.send("WHO evan");
+    assert_eq!(sync(&mut sam).len(), 2);
+    sam.send("LUSERS");
+    assert_eq!(
+        sync(&mut sam)[..2],
+        [
+            ":pollchat 251 sam :There are 1 users and 1 invisible on 1 servers",
+            ":pollchat 252 sam 0 :IRC Operators online",
+        ]
+    );
+    // Sharing a room, sam finds evan by a mask too.
+    evan.send("JOIN #r");
+    sync(&mut evan);
+    sam.send("JOIN #r");
+    sync(&mut sam);
+    sam.send("WHO eva*");
+    assert_eq!(sync(&mut sam).len(), 2);
+    assert_eq!(sync(&mut evan).len(), 1, "sam's JOIN");
+
+    sam.send("WALLOPS :hello");
+    assert_eq!(
+        sam.line(),
+        ":pollchat 481 sam :Permission Denied- You're not an IRC operator"
+    );
+    sam.send("MODE sam +w");
+    assert_eq!(sam.line(), ":sam MODE sam :+w");
+    let mut lena = server.join_as("lena", &mut []);
+    lena.send("/umode +w");
+    assert_eq!(lena.line(), "MODE lena +w");
+    evan.send("OPER operuser operpassword");
+    assert_eq!(
+        evan.line(),
+        ":pollchat 381 evan :You are now an IRC operator"
+    );
+    assert_eq!(evan.line(), ":evan MODE evan :+o");
+    evan.send("MODE evan");
+    assert_eq!(evan.line(), ":pollchat 221 evan +io");
+    evan.send("WALLOPS :server restarts at noon");
+    let wallops = format!(":evan!evan@{LOCAL_CLOAK} WALLOPS :server restarts at noon");
+    assert_eq!(evan.line(), wallops);
+    assert_eq!(sam.line(), wallops);
+    assert_eq!(lena.line(), "WALLOPS evan server restarts at noon");
+    // A user without +w got nothing; -w stops them.
+    let mut carl = register(&server, "carl");
+    evan.send("WALLOPS :second");
+    evan.line();
+    sam.line();
+    lena.line();
+    assert!(sync(&mut carl).is_empty());
+    lena.send("/umode -w");
+    assert_eq!(lena.line(), "MODE lena -w");
+    evan.send("WALLOPS :third");
+    evan.line();
+    sam.line();
+    lena.send("/umode");
+    assert_eq!(lena.line(), "NOTICE your user modes: +");
+}
+
+for_each_io!(silence_and_ignore_drop_private_messages_from_the_ignored);
+/// `SILENCE +mask` (IRC) and `/ignore NICK` (line) drop private messages, notices and
+/// invitations from matching senders without telling them; others still get through; the
+/// list shows (271/272, NOTICE) and shrinks (`SILENCE -mask`, `/unignore`).
+fn silence_and_ignore_drop_private_messages_from_the_ignored(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut alice = register(&server, "alice");
+    let mut bob = register(&server, "bob");
+    let mut carol = register(&server, "carol");
+    alice.send("SILENCE +Bob");
+    assert_eq!(alice.line(), ":alice SILENCE +bob!*@*");
+    alice.send("SILENCE");
+    assert_eq!(
+        sync(&mut alice),
+        [
+            ":pollchat 271 alice alice bob!*@*",
+            ":pollchat 272 alice alice :End of Silence List",
+        ]
+    );
+    bob.send("PRIVMSG alice :psst");
+    bob.send("NOTICE alice :psst");
+    bob.send("JOIN #club");
+    sync(&mut bob);
+    bob.send("INVITE alice #club");
+    assert_eq!(bob.line(), ":pollchat 341 bob alice #club");
+    carol.send("PRIVMSG alice :hello");
+    assert_eq!(
+        alice.line(),
+        format!(":carol!carol@{LOCAL_CLOAK} PRIVMSG alice :hello")
+    );
+    assert!(sync(&mut alice).is_empty());
+    alice.send("SILENCE -bob!*@*");
+    assert_eq!(alice.line(), ":alice SILENCE -bob!*@*");
+    bob.send("PRIVMSG alice :now?");
+    assert_eq!(
+        alice.line(),
+        format!(":bob!bob@{LOCAL_CLOAK} PRIVMSG alice :now?")
+    );
+    alice.send("SILENCE +bad,mask");
+    assert_eq!(
+        alice.line(),
+        ":pollchat FAIL SILENCE INVALID_MASK :an ignore mask is a nick or one word like nick!user@host, with * and ?"
+    );
+
+    // A line user ignores an IRC user, and the reverse.
+    let mut lena = server.join_as("lena", &mut []);
+    lena.send("/ignore alice");
+    assert_eq!(
+        lena.line(),
+        "NOTICE ignoring alice!*@*: their private messages and invitations"
+    );
+    alice.send("PRIVMSG lena :hi lena");
+    carol.send("PRIVMSG lena :hi from carol");
+    assert_eq!(lena.line(), "PRIV <carol> hi from carol");
+    lena.send("/ignore");
+    assert_eq!(lena.line(), "NOTICE you ignore: alice!*@*");
+    lena.send("/unignore alice");
+    assert_eq!(lena.line(), "NOTICE no longer ignoring alice!*@*");
+    lena.send("/ignore");
+    assert_eq!(lena.line(), "NOTICE you ignore nobody");
+    carol.send("SILENCE +*!line@*");
+    carol.line();
+    lena.send("/msg carol are you there?");
+    assert!(sync(&mut carol).is_empty());
+}
+
+for_each_io!(links_and_help_answer_from_the_server_and_the_command_table);
+/// LINKS lists this one server with its description (`--server-description`); HELP lists the
+/// commands, HELP PRIVMSG gives its usage (704…706), an unknown subject 524.
+fn links_and_help_answer_from_the_server_and_the_command_table(io: IoModel) {
+    let server = TestServer::with_io(io, |c| c.server_description = "test server".into());
+    let mut a = register(&server, "alice");
+    a.send("LINKS");
+    assert_eq!(
+        sync(&mut a),
+        [
+            ":pollchat 364 alice pollchat pollchat :0 test server",
+            ":pollchat 365 alice * :End of LINKS list",
+        ]
+    );
+    a.send("HELP privmsg");
+    assert_eq!(
+        sync(&mut a),
+        [
+            ":pollchat 704 alice PRIVMSG :PRIVMSG target[,target] :text: talk to rooms and nicks",
+            ":pollchat 706 alice PRIVMSG :End of /HELP",
+        ]
+    );
+    a.send("HELP");
+    let all = sync(&mut a);
+    assert!(all[0].starts_with(":pollchat 704 alice * :"), "{all:?}");
+    assert!(
+        all[1..all.len() - 1]
+            .iter()
+            .all(|l| l.starts_with(":pollchat 705 alice * :"))
+    );
+    assert!(all.iter().any(|l| l.contains(" WALLOPS ")), "{all:?}");
+    assert_eq!(all.last().unwrap(), ":pollchat 706 alice * :End of /HELP");
+    a.send("HELP DANCE");
+    assert_eq!(
+        a.line(),
+        ":pollchat 524 alice DANCE :No help available on this topic"
+    );
 }

@@ -152,6 +152,17 @@ pub enum Command {
     RoomInfo(Option<String>),
     /// User and room counts.
     Stats,
+    /// Show (no changes) or change the asker's own user modes: `i` invisible (left out of the
+    /// mask searches of users who share no room with it), `w` wallops (receives operators'
+    /// WALLOPS); `-o` stops being a server operator (`+o` only comes with OPER).
+    UserMode(Vec<(bool, char)>),
+    /// A server operator's message to every user with `+w`.
+    Wallops(String),
+    /// The asker's ignore list (IRC's SILENCE, the line protocol's /ignore): `None` shows it;
+    /// `Some((true, mask))` adds a `nick!user@host` mask (a bare nick means `nick!*@*`),
+    /// `Some((false, mask))` removes it. Private messages, notices and invitations from a
+    /// matching sender are dropped without telling the sender.
+    Silence(Option<(bool, String)>),
 }
 
 /// A room's topic and who set it when.
@@ -168,6 +179,19 @@ pub struct RoomSummary {
     pub name: Arc<str>,
     pub members: usize,
     pub topic: Option<Arc<str>>,
+}
+
+/// The server's figures (IRC's LUSERS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stats {
+    pub users: usize,
+    /// Users with `+i`.
+    pub invisible: usize,
+    /// Server operators.
+    pub opers: usize,
+    pub rooms: usize,
+    /// The most users there have been at once since the server started.
+    pub peak: usize,
 }
 
 /// A user as a listing shows it.
@@ -335,11 +359,29 @@ pub enum Event {
         by: Arc<Source>,
         reason: Arc<str>,
     },
-    /// Reply to `Stats`.
-    Stats {
-        users: usize,
-        rooms: usize,
+    /// Reply to `UserMode`: the user's modes now (`+iw`…), and what changed if anything did.
+    UserModes {
+        nick: Arc<str>,
+        changed: Option<Box<str>>,
+        modes: Box<str>,
     },
+    /// A server operator's message to the users with `+w`.
+    Wallops {
+        from: Arc<Source>,
+        text: Arc<str>,
+    },
+    /// Reply to `Silence(None)`: the asker's ignore masks.
+    SilenceList {
+        masks: Vec<Box<str>>,
+    },
+    /// Reply to a change of the ignore list.
+    Silenced {
+        nick: Arc<str>,
+        set: bool,
+        mask: Box<str>,
+    },
+    /// Reply to `Stats`.
+    Stats(Stats),
     /// Reply to `Away`: whether the asker is now marked away.
     AwayIs {
         away: bool,
@@ -423,6 +465,12 @@ pub enum Error {
     NotServerOperator,
     /// Wrong operator name or password.
     BadOperLogin,
+    /// A user mode letter that does not exist.
+    UnknownUserMode(char),
+    /// The ignore list already holds the most masks it may.
+    SilenceFull,
+    /// An ignore mask with a space, a comma or a control character.
+    InvalidIgnoreMask,
 }
 
 impl Error {
@@ -457,6 +505,9 @@ impl Error {
             Error::InvalidMask(_) => "invalid-mask",
             Error::NotServerOperator => "not-server-operator",
             Error::BadOperLogin => "bad-oper-login",
+            Error::UnknownUserMode(_) => "unknown-user-mode",
+            Error::SilenceFull => "ignore-list-full",
+            Error::InvalidIgnoreMask => "invalid-mask",
         }
     }
 }
@@ -532,6 +583,19 @@ impl fmt::Display for Error {
             ),
             Error::NotServerOperator => write!(f, "only a server operator may do that"),
             Error::BadOperLogin => write!(f, "wrong operator name or password"),
+            Error::UnknownUserMode(c) => write!(
+                f,
+                "unknown user mode {c:?}: user modes are i (invisible), w (wallops), o (operator)"
+            ),
+            Error::InvalidIgnoreMask => write!(
+                f,
+                "an ignore mask is a nick or one word like nick!user@host, with * and ?"
+            ),
+            Error::SilenceFull => write!(
+                f,
+                "your ignore list is full ({} masks): remove one first",
+                super::user::SILENCE_MAX
+            ),
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod nick_delay;
 pub mod page;
 pub mod room;
 pub mod user;
+mod usermode;
 pub mod whowas;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -29,7 +30,7 @@ use slab::Slab;
 pub use cloak::Cloak;
 pub use event::{
     Applied, Ban, ClientId, Command, Cursor, Error, Event, Listing, Member, Millis, Mode,
-    ModeChange, MsgKind, Outbox, Part, RoomSummary, Source, Status, WhoisInfo,
+    ModeChange, MsgKind, Outbox, Part, RoomSummary, Source, Stats, Status, WhoisInfo,
 };
 use names::{check_nick, check_room, check_text, fold, label};
 use nick_delay::NickDelay;
@@ -124,6 +125,9 @@ pub struct Core {
     /// Operator password checks in the current second, and which second (see
     /// [`Core::may_check_password`]).
     password_checks: (u32, Millis),
+    /// How many users are invisible (`+i`) and how many are server operators (LUSERS).
+    invisible: usize,
+    opers: usize,
 }
 
 impl Core {
@@ -155,6 +159,8 @@ impl Core {
             next_user: 0,
             peak_users: 0,
             password_checks: (0, 0),
+            invisible: 0,
+            opers: 0,
         }
     }
 
@@ -266,6 +272,9 @@ impl Core {
             ip,
             serial: self.next_user,
             oper: false,
+            invisible: false,
+            wallops: false,
+            silence: None,
         };
         self.next_user = self.next_user.wrapping_add(1);
         self.users.insert(id, user);
@@ -281,6 +290,8 @@ impl Core {
             return;
         };
         self.nicks.remove(&fold(&user.source.nick));
+        self.invisible -= usize::from(user.invisible);
+        self.opers -= usize::from(user.oper);
         self.gone.push(user.source.clone(), now);
         for &membership in &user.rooms {
             self.leave(id, &user.source.nick, membership);
@@ -406,7 +417,10 @@ impl Core {
                 Ok(())
             }
             Command::MakeOper => {
-                let user = self.user_mut(id);
+                let user = self.users.get_mut(&id).expect("asker is a user");
+                if !user.oper {
+                    self.opers += 1;
+                }
                 user.oper = true;
                 let nick = user.source.nick.clone();
                 out.send(id, Event::YouAreOper { nick });
@@ -428,6 +442,25 @@ impl Core {
                 );
                 Ok(())
             }
+            Command::UserMode(changes) => self.user_mode(id, changes, out),
+            Command::Wallops(text) => {
+                let from = self.users[&id].source.clone();
+                if !self.users[&id].oper {
+                    return Err(Error::NotServerOperator);
+                }
+                check_text(&text)?;
+                // Operators only, and rare: one fan-out to the users who asked for them.
+                let to: Vec<ClientId> = self
+                    .users
+                    .iter()
+                    .filter(|&(&c, u)| u.wallops || c == id)
+                    .map(|(&c, _)| c)
+                    .collect();
+                let text = label(&text).into();
+                out.send_many(to, Event::Wallops { from, text });
+                Ok(())
+            }
+            Command::Silence(change) => self.silence(id, change, out),
             Command::Part { room, reason } => {
                 let key = self.target_room(id, room.as_deref(), true)?;
                 self.part(id, key, reason, out);
@@ -548,13 +581,7 @@ impl Core {
                 Ok(())
             }
             Command::Stats => {
-                out.send(
-                    id,
-                    Event::Stats {
-                        users: self.users.len(),
-                        rooms: self.rooms.len(),
-                    },
-                );
+                out.send(id, Event::Stats(self.stats()));
                 Ok(())
             }
         }
@@ -636,14 +663,17 @@ impl Core {
                 },
             );
         }
+        let ignored = target_user.ignores(&from);
         let event = Event::Private {
             from,
             to: target_user.source.nick.clone(),
             text: text.into(),
             kind,
         };
+        // An ignored sender is not told: its message seems delivered (echo included).
+        let to = (!ignored).then_some(target);
         let also_sender = (echo && target != id).then_some(id);
-        out.send_many(std::iter::once(target).chain(also_sender), event);
+        out.send_many(to.into_iter().chain(also_sender), event);
         Ok(())
     }
 

@@ -721,7 +721,13 @@ fn room_info_and_stats() {
     );
     assert_eq!(
         w.run(A, Command::Stats)[0].0,
-        Event::Stats { users: 3, rooms: 1 }
+        Event::Stats(Stats {
+            users: 3,
+            invisible: 0,
+            opers: 0,
+            rooms: 1,
+            peak: 3
+        })
     );
 }
 

@@ -127,8 +127,16 @@ const COMMANDS: &[(&str, &str)] = &[
         "/mode [#room] [+imnst, +k KEY, +l N, +b MASK, +o/+v NICK]  show or change modes",
     ),
     (
+        "ignore",
+        "/ignore [NICK|MASK]      drop someone's private messages (/unignore; alone: the list)",
+    ),
+    (
+        "umode",
+        "/umode [+i|-i|+w|-w]     your modes: i hidden from searches, w operators' notices",
+    ),
+    (
         "oper",
-        "/oper NAME PASSWORD      become a server operator (/kill NICK [why])",
+        "/oper NAME PASSWORD      become a server operator (/kill NICK [why], /wallops text)",
     ),
     ("quit", "/quit [reason]           leave the server"),
     (
@@ -309,12 +317,18 @@ pub fn parse(line: &[u8]) -> Result<Request, LineError> {
             nick: words[0].to_string(),
             reason: opt(after_first()),
         },
+        ("ignore", 0) => Command::Silence(None),
+        ("ignore" | "unignore", 1) => Command::Silence(Some((name == "ignore", args.to_string()))),
+        ("umode", 0) => Command::UserMode(Vec::new()),
+        ("umode", 1) => Command::UserMode(super::irc::parse_user_modes(args)),
+        ("wallops", n) if n >= 1 => Command::Wallops(args.to_string()),
         ("quit", _) => return Ok(Request::Quit(opt(args))),
         ("help", _) => return Ok(Request::Help),
         (known, _)
             if COMMANDS.iter().any(|(n, _)| *n == known)
                 || [
                     "list", "names", "deop", "devoice", "unban", "bans", "kill", "whowas",
+                    "unignore", "wallops",
                 ]
                 .contains(&known) =>
         {
@@ -572,13 +586,40 @@ pub fn render(event: &Event) -> Vec<u8> {
                 );
             }
         }
+        Event::UserModes {
+            nick,
+            changed: Some(changed),
+            ..
+        } => line(&mut s, format_args!("MODE {nick} {changed}")),
+        Event::UserModes {
+            changed: None,
+            modes,
+            ..
+        } => line(&mut s, format_args!("NOTICE your user modes: {modes}")),
+        Event::Wallops { from, text } => line(&mut s, format_args!("WALLOPS {} {text}", from.nick)),
+        Event::SilenceList { masks } if masks.is_empty() => {
+            line(&mut s, format_args!("NOTICE you ignore nobody"))
+        }
+        Event::SilenceList { masks } => line(
+            &mut s,
+            format_args!("NOTICE you ignore: {}", masks.join(" ")),
+        ),
+        Event::Silenced {
+            set: true, mask, ..
+        } => line(
+            &mut s,
+            format_args!("NOTICE ignoring {mask}: their private messages and invitations"),
+        ),
+        Event::Silenced {
+            set: false, mask, ..
+        } => line(&mut s, format_args!("NOTICE no longer ignoring {mask}")),
         Event::YouAreOper { .. } => line(
             &mut s,
             format_args!(
                 "NOTICE you are now a server operator: you operate every room and may /kill"
             ),
         ),
-        Event::Found { .. } | Event::Stats { .. } | Event::Page(_) | Event::Killed { .. } => {}
+        Event::Found { .. } | Event::Stats(_) | Event::Page(_) | Event::Killed { .. } => {}
     }
     s.into_bytes()
 }

@@ -147,6 +147,8 @@ pub struct Context {
     pub epoch: Instant,
     /// The server's name, the source of IRC numerics.
     pub server: String,
+    /// What LINKS says the server is.
+    pub description: String,
     /// Required IRC `PASS`, if any.
     pub password: Option<String>,
     /// IRC message of the day, one entry per line.
@@ -176,6 +178,7 @@ impl Context {
         Context {
             epoch: Instant::now(),
             server: config.server_name.clone(),
+            description: config.server_description.clone(),
             password: config.irc_password.clone(),
             motd: config.motd.clone(),
             started,

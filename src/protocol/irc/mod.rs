@@ -18,8 +18,8 @@ use super::iso8601;
 use crate::core::cloak::real_host;
 use crate::core::modes::{MAX_BANS, Mode, ModeChange, mode_string};
 use crate::core::{
-    Error, Event, Listing, Member, Millis, MsgKind, Source, WhoisInfo, names, names::LABEL_MAX,
-    names::NICK_MAX, names::ROOM_MAX,
+    Error, Event, Listing, Member, Millis, MsgKind, Source, Stats, WhoisInfo, names,
+    names::LABEL_MAX, names::NICK_MAX, names::ROOM_MAX, user::SILENCE_MAX,
 };
 
 /// A line's budget without its tags, as RFC 1459 sets it: 512 bytes including CRLF.
@@ -264,7 +264,7 @@ pub fn isupport(max_rooms: usize) -> String {
          TOPICLEN={LABEL_MAX} AWAYLEN={LABEL_MAX} NETWORK=pollchat \
          KICKLEN={LABEL_MAX} CHANLIMIT=#:{max_rooms} UTF8ONLY \
          TARGMAX=NAMES:{NAMES_TARGETS},NOTICE:{MESSAGE_TARGETS},PRIVMSG:{MESSAGE_TARGETS},WHOIS:{WHOIS_TARGETS} \
-         MAXTARGETS={MESSAGE_TARGETS}"
+         MAXTARGETS={MESSAGE_TARGETS} SILENCE={SILENCE_MAX}"
     )
 }
 
@@ -287,12 +287,19 @@ pub const MODES: usize = 4;
 
 /// LUSERS replies; with the most users there have been (`peak`), also 265 and 266 (one
 /// server: local and global are the same figures).
-pub fn lusers(o: &mut Out<'_>, users: usize, rooms: usize, peak: Option<usize>) {
-    o.numeric_with(RPL_LUSERCLIENT, &[], &[&users]);
-    o.numeric(RPL_LUSEROP, &[]);
+pub fn lusers(o: &mut Out<'_>, stats: &Stats, with_peak: bool) {
+    let Stats {
+        users,
+        invisible,
+        opers,
+        rooms,
+        peak,
+    } = *stats;
+    o.numeric_with(RPL_LUSERCLIENT, &[], &[&(users - invisible), &invisible]);
+    o.numeric(RPL_LUSEROP, &[&opers]);
     o.numeric(RPL_LUSERCHANNELS, &[&rooms]);
     o.numeric_with(RPL_LUSERME, &[], &[&users]);
-    if let Some(peak) = peak {
+    if with_peak {
         o.numeric_with(RPL_LOCALUSERS, &[&users, &peak], &[&users, &peak]);
         o.numeric_with(RPL_GLOBALUSERS, &[&users, &peak], &[&users, &peak]);
     }
@@ -525,7 +532,28 @@ pub fn render_with(
             o.numeric(RPL_ENDOFBANLIST, &[room]);
         }
         // The core's `Stats` carries no peak: the session's LUSERS asks the core for it.
-        Event::Stats { users, rooms } => lusers(&mut o, *users, *rooms, None),
+        Event::Stats(stats) => lusers(&mut o, stats, false),
+        Event::UserModes {
+            nick,
+            changed: Some(changed),
+            ..
+        } => o.raw(format_args!(":{nick} MODE {nick} :{changed}")),
+        Event::UserModes {
+            changed: None,
+            modes,
+            ..
+        } => o.numeric(RPL_UMODEIS, &[modes]),
+        Event::Wallops { from, text } => o.raw(format_args!(":{} WALLOPS :{text}", prefix(from))),
+        Event::SilenceList { masks } => {
+            for mask in masks {
+                o.numeric(RPL_SILELIST, &[&me, mask]);
+            }
+            o.numeric(RPL_ENDOFSILELIST, &[&me]);
+        }
+        Event::Silenced { nick, set, mask } => {
+            let sign = if *set { '+' } else { '-' };
+            o.raw(format_args!(":{nick} SILENCE {sign}{mask}"))
+        }
         Event::AwayIs { away: true } => o.numeric(RPL_NOWAWAY, &[]),
         Event::AwayIs { away: false } => o.numeric(RPL_UNAWAY, &[]),
         Event::TargetAway { nick, message } => o.numeric_with(RPL_AWAY, &[nick], &[message]),
@@ -677,6 +705,21 @@ fn whois(o: &mut Out<'_>, w: &WhoisInfo) {
     o.numeric(RPL_ENDOFWHOIS, &[nick]);
 }
 
+/// A user mode string (`+iw-o`) as (set, letter) pairs in order; a string without a sign
+/// sets.
+pub fn parse_user_modes(modes: &str) -> Vec<(bool, char)> {
+    let mut set = true;
+    let mut changes = Vec::new();
+    for c in modes.chars().take(16) {
+        match c {
+            '+' => set = true,
+            '-' => set = false,
+            c => changes.push((set, c)),
+        }
+    }
+    changes
+}
+
 /// Core errors as numerics.
 pub fn error(o: &mut Out<'_>, e: &Error) {
     match e {
@@ -716,6 +759,9 @@ pub fn error(o: &mut Out<'_>, e: &Error) {
         Error::InvalidMask(r) => o.numeric_with(ERR_INVALIDMODEPARAM, &[r, &'b', &"*"], &[e]),
         Error::NotServerOperator => o.numeric(ERR_NOPRIVILEGES, &[]),
         Error::BadOperLogin => o.numeric(ERR_PASSWDMISMATCH, &[]),
+        Error::UnknownUserMode(_) => o.numeric(ERR_UMODEUNKNOWNFLAG, &[]),
+        Error::SilenceFull => o.numeric(ERR_SILELISTFULL, &[&"*"]),
+        Error::InvalidIgnoreMask => o.fail(FAIL_MASK, "SILENCE", &[e]),
     }
 }
 
@@ -842,7 +888,7 @@ mod tests {
         let mut o = Out::new("srv", "me");
         o.numeric(ERR_NOSUCHNICK, &[&"bob"]);
         o.numeric(RPL_TOPICWHOTIME, &[&"#a", &"bob", &42]);
-        o.numeric(RPL_LUSEROP, &[]);
+        o.numeric(RPL_LUSEROP, &[&0]);
         o.numeric_with(RPL_YOURHOST, &[], &[&"srv", &"v1"]);
         o.numeric_with(RPL_TOPIC, &[&"#a"], &[&"a: topic"]);
         o.fail(FAIL_UTF8, "PRIVMSG", &[]);

@@ -94,7 +94,7 @@ pub(super) fn list(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
 }
 
 /// `MODE #room` shows its modes; `MODE #room +b` its ban list; `MODE #room +o-v alice bob`
-/// changes them (operators only). A user may ask for its own (empty) user modes.
+/// changes them (operators only). `MODE mynick [+iw-o]` shows or changes one's own user modes.
 pub(super) fn mode(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     let p = c.p;
     let target = p[0];
@@ -118,8 +118,8 @@ pub(super) fn mode(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
         .nick(c.id)
         .is_some_and(|me| me.eq_ignore_ascii_case(target))
     {
-        // No user modes exist; a client setting +i is told its (empty) modes.
-        c.o.numeric(RPL_UMODEIS, &[]);
+        let changes = p.get(1).map_or_else(Vec::new, |m| irc::parse_user_modes(m));
+        c.run(Command::UserMode(changes));
     } else if c.core.nick_in_use(target) {
         c.o.numeric(ERR_USERSDONTMATCH, &[]);
     } else {

@@ -1,4 +1,4 @@
-//! Server operators' commands: OPER and KILL (see `session::oper` for the credentials).
+//! Server operators' commands: OPER, KILL and WALLOPS (see `session::oper` for the credentials).
 
 use log::warn;
 
@@ -33,5 +33,11 @@ pub(super) fn kill(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
         nick: c.p[0].to_string(),
         reason: c.p.get(1).filter(|r| !r.is_empty()).map(|r| r.to_string()),
     });
+    None
+}
+
+/// `WALLOPS :text`: a server operator's message to every user with `+w` (481 for anyone else).
+pub(super) fn wallops(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+    c.run(Command::Wallops(c.p[0].to_string()));
     None
 }

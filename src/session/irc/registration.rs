@@ -148,12 +148,7 @@ fn try_register(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
         w.numeric(RPL_ISUPPORT, &[&tokens]);
     }
     let core = &c.core;
-    irc::lusers(
-        &mut w,
-        core.user_count(),
-        core.room_count(),
-        Some(core.peak_users()),
-    );
+    irc::lusers(&mut w, &core.stats(), true);
     query::send_motd(&mut w, ctx);
     c.o.buf.push_str(&w.buf);
     None
