@@ -30,6 +30,10 @@ pub struct Config {
     /// Server operators (`--oper NAME:HASH`, `--oper-file`): names and Argon2id hashes of their
     /// passwords, never the passwords (see `session::oper`).
     pub opers: Vec<crate::session::oper::Oper>,
+    /// Where server bans are kept (`--kline-file`): rewritten whenever they change.
+    pub kline_file: Option<std::path::PathBuf>,
+    /// The server bans in force at start (read from `kline_file`).
+    pub server_bans: Vec<crate::core::kline::ServerBan>,
     /// Password IRC clients must send with PASS (`None`: PASS is accepted and ignored).
     pub irc_password: Option<String>,
     /// Message of the day for IRC clients, one entry per line (`None`: 422 "MOTD File is
@@ -165,6 +169,8 @@ impl Default for Config {
             irc_listen: vec![SocketAddr::from(([127, 0, 0, 1], Self::DEFAULT_IRC_PORT))],
             server_name: "pollchat".into(),
             server_description: "a pollchat chat server".into(),
+            kline_file: None,
+            server_bans: Vec::new(),
             reserved_nicks: Vec::new(),
             opers: Vec::new(),
             irc_password: None,

@@ -96,6 +96,10 @@ struct ServeArgs {
     /// A file of server operators, one `NAME HASH` a line (# comments); read at start
     #[arg(long, value_name = "FILE")]
     oper_file: Option<std::path::PathBuf>,
+    /// File of server bans (KLINE/UNKLINE): read at start (created if missing), rewritten at
+    /// each change, so bans survive a restart. Without it, bans last until the server stops
+    #[arg(long, value_name = "FILE")]
+    kline_file: Option<std::path::PathBuf>,
     /// Longest line in bytes (16 to 1048576); longer ones get an error and are discarded
     #[arg(long, default_value_t = defaults().max_line as u32, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     max_line: u32,
@@ -289,6 +293,16 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         }
     }
+    let server_bans = match &args.kline_file {
+        None => Vec::new(),
+        Some(path) => match server_bans(path) {
+            Ok(bans) => bans,
+            Err(e) => {
+                error!("--kline-file {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let motd = match &args.motd {
         None => None,
         Some(path) => match std::fs::read_to_string(path) {
@@ -328,6 +342,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         server_description: pollchat::core::names::label(&args.server_description),
         reserved_nicks: args.reserved_nick,
         opers,
+        kline_file: args.kline_file,
+        server_bans,
         max_line: args.max_line as usize,
         history: usize::from(args.history),
         room_history_bytes: usize::try_from(args.room_history_bytes).unwrap_or(usize::MAX),
@@ -458,5 +474,20 @@ fn cloak_key(s: &str) -> Result<String, String> {
         Ok(s.to_string())
     } else {
         Err("must be at least 16 characters (a long random phrase, kept secret)".into())
+    }
+}
+
+/// The server bans in `path`; a missing file is created (empty), so a path the server cannot
+/// write is found now rather than at the first KLINE.
+fn server_bans(path: &std::path::Path) -> Result<Vec<pollchat::core::kline::ServerBan>, String> {
+    use pollchat::core::kline;
+    match std::fs::read_to_string(path) {
+        Ok(text) => kline::parse(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(path, kline::ServerBans::default().render())
+                .map_err(|e| format!("cannot create it: {e}"))?;
+            Ok(Vec::new())
+        }
+        Err(e) => Err(e.to_string()),
     }
 }

@@ -1512,3 +1512,140 @@ fn links_and_help_answer_from_the_server_and_the_command_table(io: IoModel) {
         ":pollchat 524 alice DANCE :No help available on this topic"
     );
 }
+
+for_each_io!(server_bans_keep_matching_users_off_and_survive_a_restart);
+/// KLINE (IRC) and /kline (line) ban a `user@host` mask from the server: matching users are
+/// disconnected, matching newcomers refused (465 and ERROR for IRC, BYE for the line
+/// protocol); the mask may name the real address or the cloaked host; masks that would ban
+/// everyone are refused; STATS k and /klines list the bans, UNKLINE lifts one; only server
+/// operators may (481). The bans are written to --kline-file, from which a restarted server
+/// reads them back.
+fn server_bans_keep_matching_users_off_and_survive_a_restart(io: IoModel) {
+    let dir = std::env::temp_dir().join(format!(
+        "pollchat-kline-{}-{}",
+        std::process::id(),
+        io.name()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("klines");
+    let _ = std::fs::remove_file(&file);
+    let hash = pollchat::session::oper::hash_password("operpassword");
+    let opers = vec![pollchat::session::oper::Oper::parse(&format!("operuser:{hash}")).unwrap()];
+    let server = TestServer::with_io(io, |c| {
+        c.opers = opers.clone();
+        c.kline_file = Some(file.clone());
+    });
+    let mut alice = register(&server, "alice");
+    let mut bob = register(&server, "bob");
+    bob.send("KLINE *@10.0.0.1 :nope");
+    assert_eq!(
+        bob.line(),
+        ":pollchat 481 bob :Permission Denied- You're not an IRC operator"
+    );
+    alice.send("OPER operuser operpassword");
+    alice.line();
+    alice.line();
+    alice.send("KLINE line@*");
+    assert_eq!(
+        alice.line(),
+        ":pollchat FAIL KLINE INVALID_MASK :\"line@*\" is not a server ban mask: user@host (or a host), with * and ?, naming some host"
+    );
+    // Every line user comes from 127.0.0.1 here: ban them by user name and real address.
+    let mut lena = server.join_as("lena", &mut []);
+    alice.send("KLINE line@127.0.0.1 :no line users today");
+    assert_eq!(
+        alice.line(),
+        ":pollchat NOTICE alice :K-line added for line@127.0.0.1 for good: no line users today (1 disconnected)"
+    );
+    assert_eq!(
+        lena.expect_closed().last().unwrap(),
+        "BYE killed by alice: banned from this server: no line users today"
+    );
+    let mut late = server.connect();
+    assert_eq!(
+        late.expect_closed(),
+        ["BYE banned from this server: no line users today"]
+    );
+    // IRC users are still welcome; bob is banned by his cloaked host for an hour.
+    alice.send(&format!("KLINE 60 bob@{LOCAL_CLOAK} :flooding"));
+    let notice = alice.line();
+    assert!(
+        notice.starts_with(&format!(
+            ":pollchat NOTICE alice :K-line added for bob@{LOCAL_CLOAK} until "
+        )) && notice.ends_with(": flooding (1 disconnected)"),
+        "{notice}"
+    );
+    bob.expect_closed();
+    let mut again = Client::connect(server.irc_addr.unwrap());
+    again.send("NICK bob\r");
+    again.send("USER bob 0 * :Bob\r");
+    assert_eq!(
+        again.expect_closed(),
+        [
+            ":pollchat 465 * :You are banned from this server",
+            "ERROR :Closing link: (banned from this server: flooding)",
+        ]
+    );
+    alice.send("STATS k");
+    let listed = sync(&mut alice);
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert_eq!(
+        listed[0],
+        ":pollchat 216 alice K 127.0.0.1 0 line :no line users today (by alice)"
+    );
+    assert_eq!(listed[2], ":pollchat 219 alice k :End of /STATS report");
+    let saved = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        saved.contains("\nline@127.0.0.1 0 alice no line users today\n"),
+        "{saved}"
+    );
+    alice.send("UNKLINE line@127.0.0.1");
+    assert_eq!(
+        alice.line(),
+        ":pollchat NOTICE alice :K-line for line@127.0.0.1 removed"
+    );
+    alice.send("UNKLINE line@127.0.0.1");
+    assert_eq!(
+        alice.line(),
+        ":pollchat FAIL UNKLINE NO_SUCH_BAN :no server ban has the mask line@127.0.0.1"
+    );
+    let mut op = server.join_as("op", &mut []);
+    op.send("/kline 5 *@192.0.2.*");
+    assert_eq!(
+        op.line(),
+        "ERROR not-server-operator only a server operator may do that"
+    );
+    drop(server);
+
+    // A restarted server reads the file back: bob's ban holds, line users are welcome again.
+    let saved = std::fs::read_to_string(&file).unwrap();
+    let bans = pollchat::core::kline::parse(&saved).unwrap();
+    assert_eq!(bans.len(), 1, "{saved}");
+    let server = TestServer::with_io(io, |c| {
+        c.opers = opers.clone();
+        c.kline_file = Some(file.clone());
+        c.server_bans = bans;
+    });
+    let mut bob = Client::connect(server.irc_addr.unwrap());
+    bob.send("NICK bob\r");
+    bob.send("USER bob 0 * :Bob\r");
+    assert_eq!(
+        bob.line(),
+        ":pollchat 465 * :You are banned from this server"
+    );
+    let mut lena = server.join_as("lena", &mut []);
+    lena.send("/oper operuser operpassword");
+    lena.line();
+    lena.send("/klines");
+    assert!(
+        lena.line()
+            .starts_with(&format!("SERVERBAN bob@{LOCAL_CLOAK} 20"))
+    );
+    assert_eq!(lena.line(), "NOTICE 1 server bans");
+    lena.send(&format!("/unkline bob@{LOCAL_CLOAK}"));
+    assert_eq!(
+        lena.line(),
+        format!("NOTICE bob@{LOCAL_CLOAK} is no longer banned")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

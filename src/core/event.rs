@@ -163,6 +163,17 @@ pub enum Command {
     /// `Some((false, mask))` removes it. Private messages, notices and invitations from a
     /// matching sender are dropped without telling the sender.
     Silence(Option<(bool, String)>),
+    /// A server operator bans a `user@host` mask from the whole server for `minutes` (0: for
+    /// good): users it matches are disconnected, and nobody it matches may register.
+    ServerBan {
+        mask: String,
+        minutes: u64,
+        reason: Option<String>,
+    },
+    /// A server operator lifts a server ban.
+    ServerUnban(String),
+    /// A server operator lists the server bans.
+    ServerBans,
 }
 
 /// A room's topic and who set it when.
@@ -380,6 +391,21 @@ pub enum Event {
         set: bool,
         mask: Box<str>,
     },
+    /// Reply to `ServerBan`: the ban in force, and how many users it disconnected.
+    ServerBanSet {
+        mask: Box<str>,
+        until: Option<Millis>,
+        reason: Box<str>,
+        disconnected: usize,
+    },
+    /// Reply to `ServerUnban`.
+    ServerBanLifted {
+        mask: Box<str>,
+    },
+    /// Reply to `ServerBans`.
+    ServerBanList {
+        bans: Vec<super::kline::ServerBan>,
+    },
     /// Reply to `Stats`.
     Stats(Stats),
     /// Reply to `Away`: whether the asker is now marked away.
@@ -471,6 +497,12 @@ pub enum Error {
     SilenceFull,
     /// An ignore mask with a space, a comma or a control character.
     InvalidIgnoreMask,
+    /// A server ban mask that is not `user@host`, or would ban everyone.
+    InvalidServerMask(String),
+    /// No server ban has that mask.
+    NoSuchServerBan(String),
+    /// The server keeps the most server bans it may.
+    ServerBansFull,
 }
 
 impl Error {
@@ -508,6 +540,9 @@ impl Error {
             Error::UnknownUserMode(_) => "unknown-user-mode",
             Error::SilenceFull => "ignore-list-full",
             Error::InvalidIgnoreMask => "invalid-mask",
+            Error::InvalidServerMask(_) => "invalid-server-mask",
+            Error::NoSuchServerBan(_) => "no-such-server-ban",
+            Error::ServerBansFull => "server-bans-full",
         }
     }
 }
@@ -590,6 +625,16 @@ impl fmt::Display for Error {
             Error::InvalidIgnoreMask => write!(
                 f,
                 "an ignore mask is a nick or one word like nick!user@host, with * and ?"
+            ),
+            Error::InvalidServerMask(m) => write!(
+                f,
+                "{m:?} is not a server ban mask: user@host (or a host), with * and ?, naming some host"
+            ),
+            Error::NoSuchServerBan(m) => write!(f, "no server ban has the mask {m}"),
+            Error::ServerBansFull => write!(
+                f,
+                "the server already keeps {} bans, the most it may",
+                super::kline::MAX_SERVER_BANS
             ),
             Error::SilenceFull => write!(
                 f,

@@ -11,6 +11,7 @@
 
 pub mod cloak;
 pub mod event;
+pub mod kline;
 pub mod mask;
 pub mod modes;
 pub mod names;
@@ -84,6 +85,9 @@ impl CoreLimits {
     }
 }
 
+/// The user name of every line-protocol user (what server bans match them by).
+pub const LINE_USER: &str = "line";
+
 /// All chat state of one server.
 #[derive(Debug)]
 pub struct Core {
@@ -125,6 +129,8 @@ pub struct Core {
     /// Operator password checks in the current second, and which second (see
     /// [`Core::may_check_password`]).
     password_checks: (u32, Millis),
+    /// Server bans (K-lines).
+    server_bans: kline::ServerBans,
     /// How many users are invisible (`+i`) and how many are server operators (LUSERS).
     invisible: usize,
     opers: usize,
@@ -148,7 +154,7 @@ impl Core {
             rooms,
             room_keys: BTreeMap::from([(LOBBY.to_string(), lobby)]),
             next_guest: 1,
-            line_user: "line".into(),
+            line_user: LINE_USER.into(),
             line_realname: "line protocol user".into(),
             history_bytes: 0,
             oldest: BTreeSet::new(),
@@ -159,6 +165,7 @@ impl Core {
             next_user: 0,
             peak_users: 0,
             password_checks: (0, 0),
+            server_bans: kline::ServerBans::default(),
             invisible: 0,
             opers: 0,
         }
@@ -461,6 +468,31 @@ impl Core {
                 Ok(())
             }
             Command::Silence(change) => self.silence(id, change, out),
+            Command::ServerBan {
+                mask,
+                minutes,
+                reason,
+            } => self.server_ban(id, &mask, minutes, reason, now, out),
+            Command::ServerUnban(mask) => {
+                self.need_oper(id)?;
+                let folded = kline::server_mask(&mask).unwrap_or_else(|| fold(&mask));
+                if !self.server_bans.remove(&folded, now) {
+                    return Err(Error::NoSuchServerBan(label(&mask)));
+                }
+                out.send(
+                    id,
+                    Event::ServerBanLifted {
+                        mask: folded.into(),
+                    },
+                );
+                Ok(())
+            }
+            Command::ServerBans => {
+                self.need_oper(id)?;
+                let bans = self.server_bans.list(now).to_vec();
+                out.send(id, Event::ServerBanList { bans });
+                Ok(())
+            }
             Command::Part { room, reason } => {
                 let key = self.target_room(id, room.as_deref(), true)?;
                 self.part(id, key, reason, out);

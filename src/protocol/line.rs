@@ -138,6 +138,10 @@ const COMMANDS: &[(&str, &str)] = &[
         "oper",
         "/oper NAME PASSWORD      become a server operator (/kill NICK [why], /wallops text)",
     ),
+    (
+        "kline",
+        "/kline [MIN] USER@HOST [why]  ban from the server (/unkline, /klines; operators)",
+    ),
     ("quit", "/quit [reason]           leave the server"),
     (
         "help",
@@ -322,13 +326,26 @@ pub fn parse(line: &[u8]) -> Result<Request, LineError> {
         ("umode", 0) => Command::UserMode(Vec::new()),
         ("umode", 1) => Command::UserMode(super::irc::parse_user_modes(args)),
         ("wallops", n) if n >= 1 => Command::Wallops(args.to_string()),
+        ("kline", n) if n >= 1 => {
+            let (minutes, rest) = match words[0].parse::<u64>() {
+                Ok(m) if n >= 2 => (m, 1),
+                _ => (0, 0),
+            };
+            Command::ServerBan {
+                mask: words[rest].to_string(),
+                minutes,
+                reason: opt(after(args, rest + 1)),
+            }
+        }
+        ("unkline", 1) => Command::ServerUnban(args.to_string()),
+        ("klines", 0) => Command::ServerBans,
         ("quit", _) => return Ok(Request::Quit(opt(args))),
         ("help", _) => return Ok(Request::Help),
         (known, _)
             if COMMANDS.iter().any(|(n, _)| *n == known)
                 || [
                     "list", "names", "deop", "devoice", "unban", "bans", "kill", "whowas",
-                    "unignore", "wallops",
+                    "unignore", "wallops", "unkline", "klines",
                 ]
                 .contains(&known) =>
         {
@@ -613,6 +630,36 @@ pub fn render(event: &Event) -> Vec<u8> {
         Event::Silenced {
             set: false, mask, ..
         } => line(&mut s, format_args!("NOTICE no longer ignoring {mask}")),
+        Event::ServerBanSet {
+            mask,
+            until,
+            reason,
+            disconnected,
+        } => {
+            let how_long = match until {
+                Some(at) => format!("until {}", iso8601(*at)),
+                None => "for good".into(),
+            };
+            line(
+                &mut s,
+                format_args!(
+                    "NOTICE {mask} is banned from the server {how_long}: {reason} ({disconnected} disconnected)"
+                ),
+            )
+        }
+        Event::ServerBanLifted { mask } => {
+            line(&mut s, format_args!("NOTICE {mask} is no longer banned"))
+        }
+        Event::ServerBanList { bans } => {
+            for b in bans {
+                let until = b.until.map_or("never".into(), iso8601);
+                line(
+                    &mut s,
+                    format_args!("SERVERBAN {} {until} {} {}", b.mask, b.by, b.reason),
+                );
+            }
+            line(&mut s, format_args!("NOTICE {} server bans", bans.len()));
+        }
         Event::YouAreOper { .. } => line(
             &mut s,
             format_args!(

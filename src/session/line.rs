@@ -48,6 +48,10 @@ impl LineSession {
     /// Registers the client with the core under a guest nick and joins it to the lobby (events
     /// into `out`); the greeting in the reply must be sent before those events.
     pub fn welcome(&mut self, core: &mut Core, now: Now, out: &mut Outbox) -> Step {
+        if let Some(why) = core.server_banned(crate::core::LINE_USER, self.ip, now.wall) {
+            info!("{} refused: server ban ({why})", self.peer());
+            return Step::leave(Reason::Banned(why));
+        }
         let nick = core.connect(self.id, self.ip, now.wall);
         info!("{} connected as {nick}", self.peer());
         let greeting = line::render_welcome(&nick, LOBBY);

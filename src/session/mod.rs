@@ -59,6 +59,8 @@ pub enum Reason {
     RegistrationTimeout,
     /// An IRC client gave no or the wrong server password.
     BadPassword,
+    /// A server ban (K-line) matches the client, with its reason.
+    Banned(Box<str>),
     /// A server operator removed it (`KILL`): who, and why. (Boxed: `Reason` sits in every
     /// connection's record, which must stay small.)
     Killed(Box<str>),
@@ -81,6 +83,7 @@ impl Reason {
             Reason::PingTimeout => "ping timeout".into(),
             Reason::RegistrationTimeout => "registration timeout".into(),
             Reason::BadPassword => "bad password".into(),
+            Reason::Banned(why) => format!("banned from this server: {why}"),
             Reason::Killed(how) => how.to_string(),
         }
     }

@@ -550,6 +550,39 @@ pub fn render_with(
             }
             o.numeric(RPL_ENDOFSILELIST, &[&me]);
         }
+        Event::ServerBanSet {
+            mask,
+            until,
+            reason,
+            disconnected,
+        } => {
+            let (server, me) = (o.server, o.me);
+            let how_long = match until {
+                Some(at) => format!("until {}", crate::protocol::iso8601(*at)),
+                None => "for good".into(),
+            };
+            o.raw(format_args!(
+                ":{server} NOTICE {me} :K-line added for {mask} {how_long}: {reason} ({disconnected} disconnected)"
+            ))
+        }
+        Event::ServerBanLifted { mask } => {
+            let (server, me) = (o.server, o.me);
+            o.raw(format_args!(
+                ":{server} NOTICE {me} :K-line for {mask} removed"
+            ))
+        }
+        Event::ServerBanList { bans } => {
+            for b in bans {
+                let (user, host) = b.mask.split_once('@').unwrap_or(("*", &b.mask));
+                let until = b.until.map_or(0, |u| u / 1000);
+                o.numeric_with(
+                    RPL_STATSKLINE,
+                    &[&'K', &host, &until, &user],
+                    &[&format_args!("{} (by {})", b.reason, b.by)],
+                );
+            }
+            o.numeric(RPL_ENDOFSTATS, &[&'k']);
+        }
         Event::Silenced { nick, set, mask } => {
             let sign = if *set { '+' } else { '-' };
             o.raw(format_args!(":{nick} SILENCE {sign}{mask}"))
@@ -762,6 +795,9 @@ pub fn error(o: &mut Out<'_>, e: &Error) {
         Error::UnknownUserMode(_) => o.numeric(ERR_UMODEUNKNOWNFLAG, &[]),
         Error::SilenceFull => o.numeric(ERR_SILELISTFULL, &[&"*"]),
         Error::InvalidIgnoreMask => o.fail(FAIL_MASK, "SILENCE", &[e]),
+        Error::InvalidServerMask(_) => o.fail(FAIL_MASK, "KLINE", &[e]),
+        Error::NoSuchServerBan(_) => o.fail(FAIL_NO_SUCH_BAN, "UNKLINE", &[e]),
+        Error::ServerBansFull => o.fail(FAIL_LIST_FULL, "KLINE", &[e]),
     }
 }
 

@@ -57,6 +57,11 @@ numerics! {
     RPL_MYINFO = 4, "iow biklmnostv bklov";
     /// Middle: the ISUPPORT tokens.
     RPL_ISUPPORT = 5, ":are supported by this server";
+    /// Middle: `K`, the banned host, when the ban ends (Unix seconds, 0: never), the user.
+    /// Hole: the reason and who set it.
+    RPL_STATSKLINE = 216, ":{}";
+    /// Middle: the STATS letter.
+    RPL_ENDOFSTATS = 219, ":End of /STATS report";
     /// Middle: the user modes (`+iw`).
     RPL_UMODEIS = 221, "";
     /// Holes: the visible user count, the invisible one.
@@ -194,6 +199,7 @@ numerics! {
     ERR_NEEDMOREPARAMS = 461, ":Not enough parameters";
     ERR_ALREADYREGISTERED = 462, ":You may not reregister";
     ERR_PASSWDMISMATCH = 464, ":Password incorrect";
+    ERR_YOUREBANNEDCREEP = 465, ":You are banned from this server";
     /// Middle: room.
     ERR_CHANNELISFULL = 471, ":Cannot join channel (+l)";
     /// Middle: the mode letter.
@@ -243,6 +249,18 @@ pub struct Fail {
 /// A SILENCE mask that is not one word.
 pub const FAIL_MASK: Fail = Fail {
     code: "INVALID_MASK",
+    text: "{}",
+};
+
+/// UNKLINE of a mask no K-line has.
+pub const FAIL_NO_SUCH_BAN: Fail = Fail {
+    code: "NO_SUCH_BAN",
+    text: "{}",
+};
+
+/// KLINE when the server keeps all the bans it may.
+pub const FAIL_LIST_FULL: Fail = Fail {
+    code: "LIST_FULL",
     text: "{}",
 };
 

@@ -189,6 +189,12 @@ pub(super) static COMMANDS: &[Entry] = &[
           "KILL nick [:reason]: disconnect a user (server operators)"),
     entry("WALLOPS", 1, Registered, 1, operator::wallops,
           "WALLOPS :text: to every user with +w (server operators)"),
+    entry("KLINE", 1, Registered, 1, operator::kline,
+          "KLINE [minutes] user@host [:reason]: ban from the server (server operators)"),
+    entry("UNKLINE", 1, Registered, 1, operator::unkline,
+          "UNKLINE user@host: lift a server ban (server operators)"),
+    entry("STATS", 1, Registered, 1, operator::stats,
+          "STATS k: the server bans (server operators)"),
     // About the server (query.rs).
     entry("TIME", 0, Registered, 1, query::time,
           "TIME: the time on the server"),

@@ -126,6 +126,10 @@ fn try_register(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
         c.o.numeric(ERR_PASSWDMISMATCH, &[]);
         return Some(Reason::BadPassword);
     }
+    if let Some(why) = c.core.server_banned(user, c.host, c.now) {
+        c.o.numeric(ERR_YOUREBANNEDCREEP, &[]);
+        return Some(Reason::Banned(why));
+    }
     if let Err(e) = c.core.register(c.id, nick, user, realname, c.host, c.now) {
         irc::error(c.o, &e);
         s.nick = None;
