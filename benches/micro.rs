@@ -67,7 +67,12 @@ fn fan_out(c: &mut Criterion) {
         );
         let mut out = Outbox::default();
         for id in 0..members {
-            core.connect(ClientId(id), std::net::Ipv4Addr::LOCALHOST.into(), 0);
+            core.connect(
+                ClientId(id),
+                std::net::Ipv4Addr::LOCALHOST.into(),
+                0,
+                &mut Outbox::default(),
+            );
             core.handle(ClientId(id), Command::Join("#bench".into()), 0, &mut out);
         }
         out.clear();

@@ -1649,3 +1649,89 @@ fn server_bans_keep_matching_users_off_and_survive_a_restart(io: IoModel) {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+for_each_io!(monitor_and_watch_tell_when_nicks_come_and_go);
+/// Presence across both doors: `MONITOR + nicks` (IRC) and `/watch NICK` (line) answer at once
+/// who is online (730 / `ONLINE`) and offline (731 / `OFFLINE`), then tell of each arrival,
+/// departure and nick change (not of a change of case); `MONITOR L`/`S`/`-`/`C` and `/unwatch`
+/// manage the list; a full list is 734.
+fn monitor_and_watch_tell_when_nicks_come_and_go(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut alice = register(&server, "alice");
+    let mut lena = server.join_as("lena", &mut []);
+    alice.send("MONITOR + lena,bob");
+    assert_eq!(
+        sync(&mut alice),
+        [
+            format!(":pollchat 730 alice :lena!line@{LOCAL_CLOAK}"),
+            ":pollchat 731 alice :bob".to_string(),
+        ]
+    );
+    lena.send("/watch bob alice");
+    assert_eq!(lena.line(), "ONLINE alice");
+    assert_eq!(lena.line(), "OFFLINE bob");
+    let mut bob = register(&server, "bob");
+    assert_eq!(
+        alice.line(),
+        format!(":pollchat 730 alice :bob!bob@{LOCAL_CLOAK}")
+    );
+    assert_eq!(lena.line(), "ONLINE bob");
+    bob.send("NICK BOB");
+    sync(&mut bob);
+    bob.send("NICK robert");
+    sync(&mut bob);
+    assert_eq!(alice.line(), ":pollchat 731 alice :BOB");
+    assert_eq!(lena.line(), "OFFLINE BOB");
+    bob.send("NICK bob");
+    sync(&mut bob);
+    assert_eq!(
+        alice.line(),
+        format!(":pollchat 730 alice :bob!bob@{LOCAL_CLOAK}")
+    );
+    assert_eq!(lena.line(), "ONLINE bob");
+    lena.send("/quit");
+    lena.expect_closed();
+    assert_eq!(alice.line(), ":pollchat 731 alice :lena");
+    alice.send("MONITOR L");
+    assert_eq!(
+        sync(&mut alice),
+        [
+            ":pollchat 732 alice :lena,bob",
+            ":pollchat 733 alice :End of MONITOR list",
+        ]
+    );
+    alice.send("MONITOR S");
+    assert_eq!(
+        sync(&mut alice),
+        [
+            format!(":pollchat 730 alice :bob!bob@{LOCAL_CLOAK}"),
+            ":pollchat 731 alice :lena".to_string(),
+        ]
+    );
+    alice.send("MONITOR - bob");
+    bob.send("QUIT");
+    bob.expect_closed();
+    alice.send("MONITOR C");
+    alice.send("MONITOR L");
+    assert_eq!(
+        sync(&mut alice),
+        [":pollchat 733 alice :End of MONITOR list"]
+    );
+    // At most 100 nicks: the 101st is refused with 734.
+    let many: Vec<String> = (0..101).map(|i| format!("n{i}")).collect();
+    alice.send(&format!("MONITOR + {}", many.join(",")));
+    let lines = sync(&mut alice);
+    assert_eq!(
+        lines.last().unwrap(),
+        ":pollchat 734 alice 100 n100 :Monitor list is full"
+    );
+    assert!(lines.iter().all(|l| l.len() <= 510), "{lines:?}");
+    let mut late = server.join_as("late", &mut []);
+    late.send("/watch");
+    assert_eq!(late.line(), "NOTICE you watch nobody");
+    late.send("/watch alice");
+    assert_eq!(late.line(), "ONLINE alice");
+    late.send("/unwatch alice");
+    late.send("/watch");
+    assert_eq!(late.line(), "NOTICE you watch nobody");
+}

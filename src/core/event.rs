@@ -174,6 +174,8 @@ pub enum Command {
     ServerUnban(String),
     /// A server operator lists the server bans.
     ServerBans,
+    /// Presence: watch nicks, stop, list them (IRC's MONITOR, the line protocol's /watch).
+    Watch(super::watch::Watch),
 }
 
 /// A room's topic and who set it when.
@@ -406,6 +408,19 @@ pub enum Event {
     ServerBanList {
         bans: Vec<super::kline::ServerBan>,
     },
+    /// Watched users are online (told to their watchers when they arrive or take the nick,
+    /// and in reply to `Watch`).
+    Online {
+        who: Vec<Arc<Source>>,
+    },
+    /// Watched nicks are offline.
+    Offline {
+        nicks: Vec<Box<str>>,
+    },
+    /// Reply to `Watch(List)`.
+    WatchList {
+        nicks: Vec<Box<str>>,
+    },
     /// Reply to `Stats`.
     Stats(Stats),
     /// Reply to `Away`: whether the asker is now marked away.
@@ -503,6 +518,8 @@ pub enum Error {
     NoSuchServerBan(String),
     /// The server keeps the most server bans it may.
     ServerBansFull,
+    /// The watch list is full: this nick and the rest were not added.
+    WatchListFull(String),
 }
 
 impl Error {
@@ -543,6 +560,7 @@ impl Error {
             Error::InvalidServerMask(_) => "invalid-server-mask",
             Error::NoSuchServerBan(_) => "no-such-server-ban",
             Error::ServerBansFull => "server-bans-full",
+            Error::WatchListFull(_) => "watch-list-full",
         }
     }
 }
@@ -635,6 +653,11 @@ impl fmt::Display for Error {
                 f,
                 "the server already keeps {} bans, the most it may",
                 super::kline::MAX_SERVER_BANS
+            ),
+            Error::WatchListFull(n) => write!(
+                f,
+                "you already watch {} nicks, the most allowed: {n} and the rest were not added",
+                super::watch::WATCH_MAX
             ),
             Error::SilenceFull => write!(
                 f,

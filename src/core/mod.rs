@@ -20,6 +20,7 @@ pub mod page;
 pub mod room;
 pub mod user;
 mod usermode;
+pub mod watch;
 pub mod whowas;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -129,6 +130,8 @@ pub struct Core {
     /// Operator password checks in the current second, and which second (see
     /// [`Core::may_check_password`]).
     password_checks: (u32, Millis),
+    /// Folded nick → the users watching it (`core::watch`).
+    watchers: HashMap<String, Vec<ClientId>>,
     /// Server bans (K-lines).
     server_bans: kline::ServerBans,
     /// How many users are invisible (`+i`) and how many are server operators (LUSERS).
@@ -166,6 +169,7 @@ impl Core {
             peak_users: 0,
             password_checks: (0, 0),
             server_bans: kline::ServerBans::default(),
+            watchers: HashMap::new(),
             invisible: 0,
             opers: 0,
         }
@@ -219,7 +223,7 @@ impl Core {
 
     /// Registers a new client under the next free guest nick (`guest1`, `guest2`, …), in no
     /// room yet, and returns the nick. `ip` is the peer's address: others are shown its cloak.
-    pub fn connect(&mut self, id: ClientId, ip: IpAddr, now: Millis) -> Arc<str> {
+    pub fn connect(&mut self, id: ClientId, ip: IpAddr, now: Millis, out: &mut Outbox) -> Arc<str> {
         let nick = loop {
             let candidate = format!("guest{}", self.next_guest);
             self.next_guest += 1;
@@ -233,12 +237,13 @@ impl Core {
             }
         };
         let (user, realname) = (self.line_user.clone(), self.line_realname.clone());
-        self.insert_user(id, &nick, user, ip, realname, now);
+        self.insert_user(id, &nick, user, ip, realname, now, out);
         nick.into()
     }
 
     /// Registers a client that chose its own nick (IRC's NICK + USER). Fails, changing nothing,
     /// if the nick is invalid, reserved or taken.
+    #[allow(clippy::too_many_arguments)]
     pub fn register(
         &mut self,
         id: ClientId,
@@ -247,12 +252,14 @@ impl Core {
         realname: &str,
         ip: IpAddr,
         now: Millis,
+        out: &mut Outbox,
     ) -> Result<(), Error> {
         self.check_new_nick(None, nick, now)?;
-        self.insert_user(id, nick, user.into(), ip, label(realname).into(), now);
+        self.insert_user(id, nick, user.into(), ip, label(realname).into(), now, out);
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn insert_user(
         &mut self,
         id: ClientId,
@@ -261,6 +268,7 @@ impl Core {
         ip: IpAddr,
         realname: Arc<str>,
         now: Millis,
+        out: &mut Outbox,
     ) {
         self.nicks.insert(fold(nick), id);
         let source = Arc::new(Source {
@@ -282,8 +290,10 @@ impl Core {
             invisible: false,
             wallops: false,
             silence: None,
+            watching: None,
         };
         self.next_user = self.next_user.wrapping_add(1);
+        self.announce_online(&user.source, out);
         self.users.insert(id, user);
         self.peak_users = self.peak_users.max(self.users.len());
     }
@@ -299,6 +309,8 @@ impl Core {
         self.nicks.remove(&fold(&user.source.nick));
         self.invisible -= usize::from(user.invisible);
         self.opers -= usize::from(user.oper);
+        self.announce_offline(&user.source.nick, out);
+        self.forget_watches(id, user.watching.map(|w| *w));
         self.gone.push(user.source.clone(), now);
         for &membership in &user.rooms {
             self.leave(id, &user.source.nick, membership);
@@ -487,6 +499,7 @@ impl Core {
                 );
                 Ok(())
             }
+            Command::Watch(watch) => self.watch(id, watch, out),
             Command::ServerBans => {
                 self.need_oper(id)?;
                 let bans = self.server_bans.list(now).to_vec();
@@ -742,6 +755,12 @@ impl Core {
         let mut to = self.neighbours(id);
         if !to.contains(&id) {
             to.push(id);
+        }
+        // A change of case is the same nick to its watchers.
+        if fold(&old.nick) != fold(nick) {
+            self.announce_offline(&old.nick, out);
+            let source = self.users[&id].source.clone();
+            self.announce_online(&source, out);
         }
         out.send_many(to, Event::NickChanged { old, new });
         Ok(())

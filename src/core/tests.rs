@@ -26,7 +26,7 @@ impl World {
             now: 1_000_000,
         };
         for (id, nick) in [(A, "alice"), (B, "bob"), (C, "carol")] {
-            w.core.connect(id, IP, w.now);
+            w.core.connect(id, IP, w.now, &mut Outbox::default());
             w.run(id, Command::Nick(nick.into()));
         }
         w.run(A, Command::Join(LOBBY.into()));
@@ -158,21 +158,24 @@ fn who(room: &str) -> Command {
 fn guests_get_distinct_nicks_skipping_taken_ones() {
     let mut core = Core::new(CoreLimits::counts(0, 3, 1000), 1_000_000);
     let mut out = Outbox::default();
-    assert_eq!(&*core.connect(A, IP, 0), "guest1");
+    assert_eq!(&*core.connect(A, IP, 0, &mut Outbox::default()), "guest1");
     core.handle(A, Command::Nick("guest2".into()), 0, &mut out);
-    assert_eq!(&*core.connect(B, IP, 0), "guest3");
+    assert_eq!(&*core.connect(B, IP, 0, &mut Outbox::default()), "guest3");
 }
 
 #[test]
 fn registering_with_a_chosen_nick_checks_it() {
     let mut core = Core::new(CoreLimits::counts(0, 3, 1000), 1_000_000);
-    assert_eq!(core.register(A, "alice", "al", "Alice L", TEN, 0), Ok(()));
     assert_eq!(
-        core.register(B, "ALICE", "x", "x", IP, 0),
+        core.register(A, "alice", "al", "Alice L", TEN, 0, &mut Outbox::default()),
+        Ok(())
+    );
+    assert_eq!(
+        core.register(B, "ALICE", "x", "x", IP, 0, &mut Outbox::default()),
         Err(Error::NickInUse("ALICE".into()))
     );
     assert!(matches!(
-        core.register(B, "9", "x", "x", IP, 0),
+        core.register(B, "9", "x", "x", IP, 0, &mut Outbox::default()),
         Err(Error::InvalidNick(_))
     ));
     assert_eq!(core.user_count(), 1);
@@ -317,7 +320,15 @@ fn service_and_server_names_are_reserved_nicks_case_insensitively() {
         Err(Error::ReservedNick("ChanServ".into()))
     );
     assert_eq!(
-        w.core.register(ClientId(9), "chanserv", "u", "r", IP, 0),
+        w.core.register(
+            ClientId(9),
+            "chanserv",
+            "u",
+            "r",
+            IP,
+            0,
+            &mut Outbox::default()
+        ),
         Err(Error::ReservedNick("chanserv".into()))
     );
     assert_eq!(w.core.user_count(), 3);
@@ -338,10 +349,10 @@ fn service_and_server_names_are_reserved_nicks_case_insensitively() {
 fn guest_nicks_are_unaffected_unless_reserved_themselves() {
     let mut core = Core::new(CoreLimits::counts(0, 3, 1000), 0);
     core.reserve_nick("pollchat");
-    assert_eq!(&*core.connect(A, IP, 0), "guest1");
+    assert_eq!(&*core.connect(A, IP, 0, &mut Outbox::default()), "guest1");
     // An operator who reserves a guest nick never sees it handed out.
     core.reserve_nick("GUEST2");
-    assert_eq!(&*core.connect(B, IP, 0), "guest3");
+    assert_eq!(&*core.connect(B, IP, 0, &mut Outbox::default()), "guest3");
 }
 
 #[test]
@@ -416,6 +427,7 @@ fn invisible_characters_are_stripped_from_every_label() {
             &format!("Dave{rlo} \u{200f}L"),
             IP,
             0,
+            &mut Outbox::default(),
         )
         .unwrap();
     let Event::Whois(info) = &w.run(A, Command::Whois("dave".into()))[0].0 else {
@@ -793,7 +805,7 @@ fn big_rooms_do_not_announce_presence_and_list_few_names_on_join() {
     let mut core = Core::new(CoreLimits::counts(0, 3, 2), 0);
     let mut out = Outbox::default();
     for i in 1..=4 {
-        core.connect(ClientId(i), IP, 0);
+        core.connect(ClientId(i), IP, 0, &mut Outbox::default());
     }
     for i in 1..=2 {
         core.handle(ClientId(i), Command::Join("#big".into()), 0, &mut out);
@@ -852,7 +864,7 @@ fn budget_core(room_bytes: usize, total_bytes: usize, max_total_rooms: usize) ->
         0,
     );
     for (id, nick) in [(A, "alice"), (B, "bob"), (C, "carol")] {
-        core.connect(id, IP, 0);
+        core.connect(id, IP, 0, &mut Outbox::default());
         core.handle(id, Command::Nick(nick.into()), 0, &mut Outbox::default());
     }
     core
@@ -949,7 +961,7 @@ proptest::proptest! {
         let mut out = Outbox::default();
         let mut model: HashMap<String, Vec<ClientId>> = HashMap::new();
         for id in 1..9 {
-            core.connect(ClientId(id), IP, 0);
+            core.connect(ClientId(id), IP, 0, &mut Outbox::default());
         }
         for (op, id, room) in ops {
             let (id, room) = (ClientId(id), format!("#r{room}"));
@@ -968,7 +980,7 @@ proptest::proptest! {
                 }
                 2 => {
                     core.disconnect(id, "gone", 0, &mut out);
-                    core.connect(id, IP, 0);
+                    core.connect(id, IP, 0, &mut Outbox::default());
                     model.values_mut().for_each(|m| m.retain(|&x| x != id));
                 }
                 _ => {
@@ -1009,10 +1021,26 @@ fn others_see_a_cloak_and_only_the_user_itself_its_address() {
     let cloak = Cloak::new([9; 16], 64);
     w.core.set_cloak(cloak);
     w.core
-        .register(ClientId(9), "dave", "d", "D", TEN, w.now)
+        .register(
+            ClientId(9),
+            "dave",
+            "d",
+            "D",
+            TEN,
+            w.now,
+            &mut Outbox::default(),
+        )
         .unwrap();
     w.core
-        .register(ClientId(10), "erin", "e", "E", TEN, w.now)
+        .register(
+            ClientId(10),
+            "erin",
+            "e",
+            "E",
+            TEN,
+            w.now,
+            &mut Outbox::default(),
+        )
         .unwrap();
     let whois = |w: &mut World, asker, nick: &str| {
         let Event::Whois(info) = w.run(asker, Command::Whois(nick.into())).remove(0).0 else {
@@ -1057,7 +1085,7 @@ fn delay_core() -> Core {
     let mut core = Core::new(limits, 0);
     let mut out = Outbox::default();
     for i in 1..=5 {
-        core.connect(ClientId(i), IP, 0);
+        core.connect(ClientId(i), IP, 0, &mut Outbox::default());
         core.handle(ClientId(i), Command::Nick(format!("u{i}")), 0, &mut out);
         let room = if i <= 3 { "#big" } else { "#small" };
         core.handle(ClientId(i), Command::Join(room.into()), 0, &mut out);
@@ -1087,14 +1115,22 @@ fn a_nick_that_quits_a_big_room_is_held_for_the_delay() {
     // Case-insensitively, to a user changing nick and to one registering…
     assert_eq!(take(&mut core, ClientId(4), "U1", 10_000), held);
     assert_eq!(
-        core.register(ClientId(9), "u1", "u", "r", IP, 39_999),
+        core.register(
+            ClientId(9),
+            "u1",
+            "u",
+            "r",
+            IP,
+            39_999,
+            &mut Outbox::default()
+        ),
         Err(Error::NickDelayed {
             nick: "u1".into(),
             secs: 1,
         })
     );
     // …and to a new user given the same ClientId (drivers reuse them).
-    core.connect(ClientId(1), IP, 20_000);
+    core.connect(ClientId(1), IP, 20_000, &mut Outbox::default());
     assert!(matches!(
         take(&mut core, ClientId(1), "u1", 20_000),
         Err(Error::NickDelayed { .. })
@@ -1124,7 +1160,7 @@ fn a_nick_left_by_a_change_in_a_big_room_is_held_for_its_owner_only() {
     assert_eq!(take(&mut core, ClientId(3), "other3", 5_000), Ok(()));
     let mut out = Outbox::default();
     core.disconnect(ClientId(3), "bye", 6_000, &mut out);
-    core.connect(ClientId(3), IP, 7_000);
+    core.connect(ClientId(3), IP, 7_000, &mut Outbox::default());
     for nick in ["u3", "other3"] {
         assert!(
             matches!(
@@ -1144,7 +1180,7 @@ fn no_delay_when_it_is_off() {
     let mut core = Core::new(CoreLimits::counts(0, 3, 2), 0);
     let mut out = Outbox::default();
     for i in 1..=4 {
-        core.connect(ClientId(i), IP, 0);
+        core.connect(ClientId(i), IP, 0, &mut Outbox::default());
         core.handle(ClientId(i), Command::Join("#big".into()), 0, &mut out);
     }
     core.disconnect(ClientId(1), "bye", 0, &mut out);
@@ -1159,7 +1195,10 @@ fn guest_nicks_skip_held_ones() {
     core.handle(ClientId(4), Command::Join("#big".into()), 0, &mut out);
     assert_eq!(take(&mut core, ClientId(4), "guest6", 0), Ok(()));
     core.disconnect(ClientId(4), "bye", 0, &mut out);
-    assert_eq!(&*core.connect(ClientId(9), IP, 1), "guest7");
+    assert_eq!(
+        &*core.connect(ClientId(9), IP, 1, &mut Outbox::default()),
+        "guest7"
+    );
 }
 
 /// A core with `n` users `u0000`.. in #lobby (big rooms over `big`).
@@ -1168,7 +1207,7 @@ fn crowd(n: usize, big: usize) -> Core {
     let mut out = Outbox::default();
     for i in 0..n {
         let id = ClientId(i + 1);
-        core.connect(id, IP, 0);
+        core.connect(id, IP, 0, &mut Outbox::default());
         core.handle(id, Command::Nick(format!("u{i:04}")), 0, &mut out);
         core.handle(id, Command::Join(LOBBY.into()), 0, &mut out);
         out.clear();
@@ -1215,7 +1254,7 @@ fn a_long_member_list_comes_in_pages_that_resume_after_the_last_name_sent() {
     core.disconnect(ClientId(1), "gone", 0, &mut out);
     core.disconnect(ClientId(301), "gone", 0, &mut out);
     for (id, nick) in [(ClientId(5000), "a-behind"), (ClientId(5001), "zz-ahead")] {
-        core.connect(id, IP, 0);
+        core.connect(id, IP, 0, &mut Outbox::default());
         core.handle(id, Command::Nick(nick.into()), 0, &mut out);
         core.handle(id, Command::Join(LOBBY.into()), 0, &mut out);
     }
@@ -1265,7 +1304,7 @@ fn a_joiner_of_a_big_room_is_sent_a_few_names_and_always_itself() {
     // sorts (here, after every name shown).
     let mut core = crowd(700, 300);
     let id = ClientId(9999);
-    core.connect(id, IP, 0);
+    core.connect(id, IP, 0, &mut Outbox::default());
     core.handle(id, Command::Nick("zed".into()), 0, &mut Outbox::default());
     let mut cursor = cursor_of(&mut core, id, Command::Join(LOBBY.into()));
     let mut all = Vec::new();
@@ -1288,7 +1327,7 @@ fn a_joiner_of_a_big_room_is_sent_a_few_names_and_always_itself() {
 fn rooms_are_listed_in_case_folded_order_across_pages() {
     let mut core = Core::new(CoreLimits::counts(0, 200, 1000), 0);
     let mut out = Outbox::default();
-    core.connect(A, IP, 0);
+    core.connect(A, IP, 0, &mut Outbox::default());
     for i in 0..150 {
         let name = if i % 2 == 0 {
             format!("#Room{i:03}")
@@ -1357,7 +1396,7 @@ fn a_big_room_joiner_that_renames_between_pages_is_still_listed() {
     // once) changes its nick to one sorting before where the cursor stands.
     let mut core = crowd(700, 300);
     let id = ClientId(9999);
-    core.connect(id, IP, 0);
+    core.connect(id, IP, 0, &mut Outbox::default());
     core.handle(id, Command::Nick("zed".into()), 0, &mut Outbox::default());
     let mut cursor = cursor_of(&mut core, id, Command::Join(LOBBY.into()));
     let mut all = Vec::new();
@@ -1543,7 +1582,7 @@ fn an_invitation_does_not_outlive_the_invited_connection() {
     // carol quits without joining; a stranger gets her (reused) ClientId.
     let now = w.now;
     w.core.disconnect(C, "bye", now, &mut w.out);
-    w.core.connect(C, TEN, now);
+    w.core.connect(C, TEN, now, &mut Outbox::default());
     w.run(C, Command::Nick("mallory".into()));
     assert_eq!(
         errors(&w.run(C, Command::Join("#r".into()))),

@@ -36,6 +36,8 @@ pub struct User {
     /// Whom this user ignores (IRC's SILENCE): folded `nick!user@host` masks, at most
     /// [`SILENCE_MAX`]; boxed, as most users never ignore anyone (8 bytes when empty).
     pub silence: Option<Box<Vec<Box<str>>>>,
+    /// The nicks this user watches (IRC's MONITOR), as given; boxed for the same reason.
+    pub watching: Option<Box<Vec<Box<str>>>>,
 }
 
 /// The most masks one user's ignore list holds (ISUPPORT `SILENCE`).

@@ -27,6 +27,7 @@ use super::iso8601;
 use super::text::{self, TextError};
 use crate::core::cloak::real_host;
 use crate::core::modes::mode_string;
+use crate::core::watch::Watch;
 use crate::core::{Command, Event, Listing, Mode, ModeChange, MsgKind, Source};
 
 /// What one client line asks for.
@@ -129,6 +130,10 @@ const COMMANDS: &[(&str, &str)] = &[
     (
         "ignore",
         "/ignore [NICK|MASK]      drop someone's private messages (/unignore; alone: the list)",
+    ),
+    (
+        "watch",
+        "/watch [NICK...]         be told when they come and go (ONLINE/OFFLINE; /unwatch)",
     ),
     (
         "umode",
@@ -323,6 +328,11 @@ pub fn parse(line: &[u8]) -> Result<Request, LineError> {
         },
         ("ignore", 0) => Command::Silence(None),
         ("ignore" | "unignore", 1) => Command::Silence(Some((name == "ignore", args.to_string()))),
+        ("watch", 0) => Command::Watch(Watch::List),
+        ("watch", _) => Command::Watch(Watch::Add(words.iter().map(|w| w.to_string()).collect())),
+        ("unwatch", n) if n >= 1 => {
+            Command::Watch(Watch::Remove(words.iter().map(|w| w.to_string()).collect()))
+        }
         ("umode", 0) => Command::UserMode(Vec::new()),
         ("umode", 1) => Command::UserMode(super::irc::parse_user_modes(args)),
         ("wallops", n) if n >= 1 => Command::Wallops(args.to_string()),
@@ -345,7 +355,7 @@ pub fn parse(line: &[u8]) -> Result<Request, LineError> {
             if COMMANDS.iter().any(|(n, _)| *n == known)
                 || [
                     "list", "names", "deop", "devoice", "unban", "bans", "kill", "whowas",
-                    "unignore", "wallops", "unkline", "klines",
+                    "unignore", "wallops", "unkline", "klines", "unwatch",
                 ]
                 .contains(&known) =>
         {
@@ -630,6 +640,24 @@ pub fn render(event: &Event) -> Vec<u8> {
         Event::Silenced {
             set: false, mask, ..
         } => line(&mut s, format_args!("NOTICE no longer ignoring {mask}")),
+        Event::Online { who } => {
+            let nicks: Vec<&str> = who.iter().map(|s| &*s.nick).collect();
+            for chunk in nicks.chunks(20) {
+                line(&mut s, format_args!("ONLINE {}", chunk.join(" ")));
+            }
+        }
+        Event::Offline { nicks } => {
+            for chunk in nicks.chunks(20) {
+                line(&mut s, format_args!("OFFLINE {}", chunk.join(" ")));
+            }
+        }
+        Event::WatchList { nicks } if nicks.is_empty() => {
+            line(&mut s, format_args!("NOTICE you watch nobody"))
+        }
+        Event::WatchList { nicks } => line(
+            &mut s,
+            format_args!("NOTICE you watch: {}", nicks.join(" ")),
+        ),
         Event::ServerBanSet {
             mask,
             until,

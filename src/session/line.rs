@@ -52,7 +52,7 @@ impl LineSession {
             info!("{} refused: server ban ({why})", self.peer());
             return Step::leave(Reason::Banned(why));
         }
-        let nick = core.connect(self.id, self.ip, now.wall);
+        let nick = core.connect(self.id, self.ip, now.wall, out);
         info!("{} connected as {nick}", self.peer());
         let greeting = line::render_welcome(&nick, LOBBY);
         core.handle(self.id, Command::Join(LOBBY.into()), now.wall, out);

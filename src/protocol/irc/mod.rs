@@ -19,7 +19,7 @@ use crate::core::cloak::real_host;
 use crate::core::modes::{MAX_BANS, Mode, ModeChange, mode_string};
 use crate::core::{
     Error, Event, Listing, Member, Millis, MsgKind, Source, Stats, WhoisInfo, names,
-    names::LABEL_MAX, names::NICK_MAX, names::ROOM_MAX, user::SILENCE_MAX,
+    names::LABEL_MAX, names::NICK_MAX, names::ROOM_MAX, user::SILENCE_MAX, watch::WATCH_MAX,
 };
 
 /// A line's budget without its tags, as RFC 1459 sets it: 512 bytes including CRLF.
@@ -264,7 +264,7 @@ pub fn isupport(max_rooms: usize) -> String {
          TOPICLEN={LABEL_MAX} AWAYLEN={LABEL_MAX} NETWORK=pollchat \
          KICKLEN={LABEL_MAX} CHANLIMIT=#:{max_rooms} UTF8ONLY \
          TARGMAX=NAMES:{NAMES_TARGETS},NOTICE:{MESSAGE_TARGETS},PRIVMSG:{MESSAGE_TARGETS},WHOIS:{WHOIS_TARGETS} \
-         MAXTARGETS={MESSAGE_TARGETS} SILENCE={SILENCE_MAX}"
+         MAXTARGETS={MESSAGE_TARGETS} SILENCE={SILENCE_MAX} MONITOR={WATCH_MAX}"
     )
 }
 
@@ -550,6 +550,23 @@ pub fn render_with(
             }
             o.numeric(RPL_ENDOFSILELIST, &[&me]);
         }
+        Event::Online { who } => {
+            let entries: Vec<String> = who.iter().map(|s| prefix(s)).collect();
+            for chunk in comma_chunks(&entries) {
+                o.numeric_with(RPL_MONONLINE, &[], &[&chunk]);
+            }
+        }
+        Event::Offline { nicks } => {
+            for chunk in comma_chunks(nicks) {
+                o.numeric_with(RPL_MONOFFLINE, &[], &[&chunk]);
+            }
+        }
+        Event::WatchList { nicks } => {
+            for chunk in comma_chunks(nicks) {
+                o.numeric_with(RPL_MONLIST, &[], &[&chunk]);
+            }
+            o.numeric(RPL_ENDOFMONLIST, &[]);
+        }
         Event::ServerBanSet {
             mask,
             until,
@@ -738,6 +755,25 @@ fn whois(o: &mut Out<'_>, w: &WhoisInfo) {
     o.numeric(RPL_ENDOFWHOIS, &[nick]);
 }
 
+/// Comma-joined lists of `items`, each short enough for one line (MONITOR's numerics).
+fn comma_chunks<T: AsRef<str>>(items: &[T]) -> Vec<String> {
+    let mut chunks: Vec<String> = Vec::new();
+    for item in items {
+        match chunks.last_mut() {
+            Some(last) if last.len() + 1 + item.as_ref().len() <= LIST_LINE_MAX => {
+                last.push(',');
+                last.push_str(item.as_ref());
+            }
+            _ => chunks.push(item.as_ref().to_string()),
+        }
+    }
+    chunks
+}
+
+/// The longest list a numeric carries in one line, leaving room for the server's name, the
+/// code and the recipient within 512 bytes.
+const LIST_LINE_MAX: usize = 400;
+
 /// A user mode string (`+iw-o`) as (set, letter) pairs in order; a string without a sign
 /// sets.
 pub fn parse_user_modes(modes: &str) -> Vec<(bool, char)> {
@@ -798,6 +834,7 @@ pub fn error(o: &mut Out<'_>, e: &Error) {
         Error::InvalidServerMask(_) => o.fail(FAIL_MASK, "KLINE", &[e]),
         Error::NoSuchServerBan(_) => o.fail(FAIL_NO_SUCH_BAN, "UNKLINE", &[e]),
         Error::ServerBansFull => o.fail(FAIL_LIST_FULL, "KLINE", &[e]),
+        Error::WatchListFull(n) => o.numeric(ERR_MONLISTFULL, &[&WATCH_MAX, &safe(n)]),
     }
 }
 

@@ -229,6 +229,15 @@ numerics! {
     RPL_HELPTXT = 705, ":{}";
     /// Middle: the subject.
     RPL_ENDOFHELP = 706, ":End of /HELP";
+    /// Hole: `nick!user@host` entries, comma-separated.
+    RPL_MONONLINE = 730, ":{}";
+    /// Hole: nicks, comma-separated.
+    RPL_MONOFFLINE = 731, ":{}";
+    /// Hole: nicks, comma-separated.
+    RPL_MONLIST = 732, ":{}";
+    RPL_ENDOFMONLIST = 733, ":End of MONITOR list";
+    /// Middle: the limit, the nick that did not fit.
+    ERR_MONLISTFULL = 734, ":Monitor list is full";
 }
 
 /// The text of a 437 about a room.

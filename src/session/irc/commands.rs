@@ -172,6 +172,8 @@ pub(super) static COMMANDS: &[Entry] = &[
           "LUSERS: how many users, operators and rooms"),
     entry("ISON", 1, Registered, 1, query::ison,
           "ISON nick...: which of these nicks are online"),
+    entry("MONITOR", 1, Registered, 1, query::monitor,
+          "MONITOR +|- nick[,nick] | C | L | S: be told when nicks come and go"),
     entry("SILENCE", 0, Registered, 1, query::silence,
           "SILENCE [+mask|-mask]: show or change your ignore list"),
     entry("LINKS", 0, Registered, 1, query::links,

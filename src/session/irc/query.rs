@@ -4,6 +4,7 @@
 
 use super::commands::Call;
 use super::{Context, IrcSession};
+use crate::core::watch::Watch;
 use crate::core::{Command, Listing};
 use crate::protocol::irc::numeric::*;
 use crate::protocol::irc::{self, Out};
@@ -250,5 +251,35 @@ pub(super) fn help(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
             None => c.o.numeric(ERR_HELPNOTFOUND, &[&irc::safe(subject)]),
         },
     }
+    None
+}
+
+/// `MONITOR + nicks`, `- nicks`, `C` (clear), `L` (list: 732…, 733), `S` (status: 730/731).
+/// Adding answers at once which nicks are online (730) and offline (731); later arrivals,
+/// departures and nick changes are told as they happen. A full list is 734.
+pub(super) fn monitor(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+    let nicks = || -> Vec<String> {
+        c.p.get(1)
+            .map(|l| {
+                l.split(',')
+                    .filter(|n| !n.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let watch = match c.p[0] {
+        "+" => Watch::Add(nicks()),
+        "-" => Watch::Remove(nicks()),
+        "c" | "C" => Watch::Clear,
+        "l" | "L" => Watch::List,
+        "s" | "S" => Watch::Status,
+        _ => return None,
+    };
+    if let Watch::Add(n) | Watch::Remove(n) = &watch {
+        // A look-up per nick: one more line's tokens per ten.
+        c.charge(n.len() / 10);
+    }
+    c.run(Command::Watch(watch));
     None
 }

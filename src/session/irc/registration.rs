@@ -130,7 +130,10 @@ fn try_register(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
         c.o.numeric(ERR_YOUREBANNEDCREEP, &[]);
         return Some(Reason::Banned(why));
     }
-    if let Err(e) = c.core.register(c.id, nick, user, realname, c.host, c.now) {
+    if let Err(e) = c
+        .core
+        .register(c.id, nick, user, realname, c.host, c.now, c.out)
+    {
         irc::error(c.o, &e);
         s.nick = None;
         return None;
