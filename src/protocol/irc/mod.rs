@@ -10,6 +10,7 @@
 //! The code and text of every numeric are in [`numeric`]; [`Out`] writes them.
 
 pub mod numeric;
+pub mod tags;
 
 use std::fmt::{Display, Write as _};
 
@@ -27,9 +28,12 @@ pub const MAX_LINE: usize = 510;
 /// Extra bytes allowed for tags once `message-tags` is negotiated.
 pub const MAX_TAGS: usize = 4096;
 
-/// One parsed client message. Tags are accepted and ignored: no client tag is relayed.
+/// One parsed client message.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Message<'a> {
+    /// The tag section as sent, without its `@` and the space after it (empty if none):
+    /// [`tags::client_tags`] reads what of it is relayed.
+    pub tags: &'a str,
     /// Upper-cased command or numeric.
     pub command: String,
     pub params: Vec<&'a str>,
@@ -39,11 +43,11 @@ pub struct Message<'a> {
 /// A source prefix sent by a client is ignored, as servers do.
 pub fn parse(line: &str) -> Option<Message<'_>> {
     let mut rest = line.trim_start_matches(' ');
+    let mut tags = "";
     if let Some(tagged) = rest.strip_prefix('@') {
-        rest = tagged
-            .split_once(' ')
-            .map_or("", |(_, r)| r)
-            .trim_start_matches(' ');
+        let (t, r) = tagged.split_once(' ').unwrap_or((tagged, ""));
+        tags = t;
+        rest = r.trim_start_matches(' ');
     }
     if let Some(prefixed) = rest.strip_prefix(':') {
         rest = prefixed
@@ -75,6 +79,7 @@ pub fn parse(line: &str) -> Option<Message<'_>> {
         rest = next;
     }
     Some(Message {
+        tags,
         command: command.to_ascii_uppercase(),
         params,
     })
@@ -870,7 +875,9 @@ mod tests {
         assert_eq!(m.command, "PRIVMSG");
         assert_eq!(m.params, ["#a", "hello  world"]);
         let m = parse("@time=x;+typing=1 :nick!u@h JOIN #a,#b").unwrap();
+        assert_eq!(m.tags, "time=x;+typing=1");
         assert_eq!((m.command.as_str(), m.params), ("JOIN", vec!["#a,#b"]));
+        assert_eq!(parse("JOIN #a").unwrap().tags, "");
         assert_eq!(
             parse("USER u 0 * :Real Name").unwrap().params,
             ["u", "0", "*", "Real Name"]
