@@ -87,6 +87,7 @@ fn fan_out(c: &mut Criterion) {
                     text: text.clone(),
                     kind: MsgKind::Normal,
                     echo: false,
+                    tags: None,
                 };
                 core.handle(ClientId(0), say, 1, &mut out);
                 for (event, to) in out.iter() {

@@ -66,7 +66,7 @@ fn registration_burst_in_order(io: IoModel) {
         "CHANLIMIT=#:32",
         "AWAYLEN=300",
         "UTF8ONLY",
-        "TARGMAX=NAMES:1,NOTICE:4,PRIVMSG:4,WHOIS:1",
+        "TARGMAX=NAMES:1,NOTICE:4,PRIVMSG:4,TAGMSG:4,WHOIS:1",
         "MAXTARGETS=4",
     ] {
         let both = format!("{} {}", codes[4], codes[5]);

@@ -45,6 +45,25 @@ impl Source {
     }
 }
 
+/// Tags a client attached to a message for the other clients (IRC's client-only `+` tags),
+/// already in their wire form (`+typing=active;+draft/reply=x`). Opaque to the core, which only
+/// carries them from the command to its events: shared by `Arc` among every target and
+/// recipient, and never kept in a room's history (a replay has no tags), so they cost nothing
+/// once the message is delivered.
+pub type ClientTags = Option<Arc<str>>;
+
+/// A message's number, unique for the server's lifetime: one per message (each target of a
+/// comma list is one), the same in every recipient's copy and the sender's echo. IRC shows it
+/// as the `msgid` tag.
+pub type MsgId = u64;
+
+/// Where a [`Command::TagMsg`] goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Room(String),
+    Nick(String),
+}
+
 /// How a message is meant: said, acted (`/me`), or a notice (never answered automatically).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MsgKind {
@@ -69,18 +88,27 @@ pub enum Listing {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     /// A message to a room: `None` means the client's current room. `echo`: the sender gets a
-    /// copy too (IRC's echo-message).
+    /// copy too (IRC's echo-message). `tags`: see [`ClientTags`].
     Say {
         room: Option<String>,
         text: String,
         kind: MsgKind,
         echo: bool,
+        tags: ClientTags,
     },
     /// A private message to one user.
     Private {
         to: String,
         text: String,
         kind: MsgKind,
+        echo: bool,
+        tags: ClientTags,
+    },
+    /// A message of tags only (IRC's TAGMSG: typing notifications, reactions…) to a room or a
+    /// user. Delivered like a message (membership, `+m`, bans, echo), never remembered.
+    TagMsg {
+        to: Target,
+        tags: ClientTags,
         echo: bool,
     },
     Nick(String),
@@ -243,6 +271,8 @@ pub enum Event {
         from: Arc<Source>,
         text: Arc<str>,
         kind: MsgKind,
+        tags: ClientTags,
+        id: MsgId,
     },
     /// A message replayed from a room's history on join, with the time it was first sent.
     History {
@@ -258,6 +288,16 @@ pub enum Event {
         to: Arc<str>,
         text: Arc<str>,
         kind: MsgKind,
+        tags: ClientTags,
+        id: MsgId,
+    },
+    /// A message of tags only to `to`, a room or a nick ([`Command::TagMsg`]). A protocol that
+    /// cannot show tags shows nothing of it.
+    TagMsg {
+        from: Arc<Source>,
+        to: Arc<str>,
+        tags: ClientTags,
+        id: MsgId,
     },
     /// `who` joined `room` (sent to the joiner too, as confirmation).
     Joined {

@@ -31,8 +31,9 @@ use slab::Slab;
 
 pub use cloak::Cloak;
 pub use event::{
-    Applied, Ban, ClientId, Command, Cursor, Error, Event, Listing, Member, Millis, Mode,
-    ModeChange, MsgKind, Outbox, Part, RoomSummary, Source, Stats, Status, WhoisInfo,
+    Applied, Ban, ClientId, ClientTags, Command, Cursor, Error, Event, Listing, Member, Millis,
+    Mode, ModeChange, MsgId, MsgKind, Outbox, Part, RoomSummary, Source, Stats, Status, Target,
+    WhoisInfo,
 };
 use names::{check_nick, check_room, check_text, fold, label};
 use nick_delay::NickDelay;
@@ -118,6 +119,8 @@ pub struct Core {
     gone: whowas::Gone,
     /// Serial of the last remembered message (0: none yet); the next gets one more.
     next_serial: u64,
+    /// [`MsgId`] of the last message, private and tag-only ones included (0: none yet).
+    last_msgid: MsgId,
     /// Turns a peer's address into the host every other user sees.
     cloak: Cloak,
     /// Nicks recently left in big rooms, unclaimable until their delay ends.
@@ -162,6 +165,7 @@ impl Core {
             history_bytes: 0,
             oldest: BTreeSet::new(),
             next_serial: 0,
+            last_msgid: 0,
             gone: whowas::Gone::default(),
             cloak: Cloak::random(64),
             delayed: NickDelay::default(),
@@ -413,13 +417,16 @@ impl Core {
                 text,
                 kind,
                 echo,
-            } => self.say(id, room, text, kind, echo, now, out),
+                tags,
+            } => self.say(id, room, text, kind, (echo, tags), now, out),
             Command::Private {
                 to,
                 text,
                 kind,
                 echo,
-            } => self.private(id, &to, text, kind, echo, now, out),
+                tags,
+            } => self.private(id, &to, text, kind, (echo, tags), now, out),
+            Command::TagMsg { to, tags, echo } => self.tag_msg(id, to, tags, echo, out),
             Command::Nick(nick) => self.change_nick(id, &nick, now, out),
             Command::Join(room) => self.join(id, &room, None, now, out),
             Command::JoinWithKey { room, key } => self.join(id, &room, Some(&key), now, out),
@@ -632,6 +639,13 @@ impl Core {
         }
     }
 
+    /// The next [`MsgId`].
+    fn next_msgid(&mut self) -> MsgId {
+        self.last_msgid += 1;
+        self.last_msgid
+    }
+
+    /// A room message. `(echo, tags)`: whether the sender gets a copy, and its client tags.
     #[allow(clippy::too_many_arguments)]
     fn say(
         &mut self,
@@ -639,7 +653,7 @@ impl Core {
         room: Option<String>,
         text: String,
         kind: MsgKind,
-        echo: bool,
+        (echo, tags): (bool, ClientTags),
         now: Millis,
         out: &mut Outbox,
     ) -> Result<(), Error> {
@@ -650,6 +664,8 @@ impl Core {
         user.last_active = now;
         let from = user.source.clone();
         let text: Arc<str> = text.into();
+        // The history keeps the text, never the tags: up to 4 KiB of them per message would
+        // multiply what a room holds and replays, and a replay is not the live message.
         if kind != MsgKind::Notice {
             self.next_serial += 1;
             let entry = HistoryEntry {
@@ -662,12 +678,15 @@ impl Core {
             self.with_history(key, |room| room.remember(entry));
             self.trim_history();
         }
+        let msgid = self.next_msgid();
         let room = &self.rooms[key];
         let event = Event::Message {
             room: room.name.clone(),
             from,
             text,
             kind,
+            tags,
+            id: msgid,
         };
         out.send_many(
             room.members.iter().copied().filter(|&m| echo || m != id),
@@ -676,6 +695,7 @@ impl Core {
         Ok(())
     }
 
+    /// A private message; `(echo, tags)` as for [`Core::say`].
     #[allow(clippy::too_many_arguments)]
     fn private(
         &mut self,
@@ -683,7 +703,7 @@ impl Core {
         to: &str,
         text: String,
         kind: MsgKind,
-        echo: bool,
+        (echo, tags): (bool, ClientTags),
         now: Millis,
         out: &mut Outbox,
     ) -> Result<(), Error> {
@@ -714,11 +734,59 @@ impl Core {
             to: target_user.source.nick.clone(),
             text: text.into(),
             kind,
+            tags,
+            id: self.next_msgid(),
         };
         // An ignored sender is not told: its message seems delivered (echo included).
         let to = (!ignored).then_some(target);
         let also_sender = (echo && target != id).then_some(id);
         out.send_many(to.into_iter().chain(also_sender), event);
+        Ok(())
+    }
+
+    /// A message of tags only, to whom a message to `to` would go, under the same rules (a
+    /// room's `+n`, `+m` and bans, a target's ignore list). Not remembered, not an activity (WHOIS idle time: a typing
+    /// notification is not a message), and no "is away" reply (that answers messages).
+    fn tag_msg(
+        &mut self,
+        id: ClientId,
+        to: Target,
+        tags: ClientTags,
+        echo: bool,
+        out: &mut Outbox,
+    ) -> Result<(), Error> {
+        let from = self.users[&id].source.clone();
+        match to {
+            Target::Room(room) => {
+                let key = self.target_room(id, Some(&room), false)?;
+                self.may_speak(id, key)?;
+                let msgid = self.next_msgid();
+                let room = &self.rooms[key];
+                let event = Event::TagMsg {
+                    from,
+                    to: room.name.clone(),
+                    tags,
+                    id: msgid,
+                };
+                let members = room.members.iter().copied();
+                out.send_many(members.filter(|&m| echo || m != id), event);
+            }
+            Target::Nick(nick) => {
+                let target = self.find_nick(&nick)?;
+                let ignored = self.users[&target].ignores(&from);
+                let event = Event::TagMsg {
+                    from,
+                    to: self.users[&target].source.nick.clone(),
+                    tags,
+                    id: self.next_msgid(),
+                };
+                // As for a private message: an ignoring target gets nothing, unbeknown to the
+                // sender.
+                let to = (!ignored).then_some(target);
+                let also_sender = (echo && target != id).then_some(id);
+                out.send_many(to.into_iter().chain(also_sender), event);
+            }
+        }
         Ok(())
     }
 

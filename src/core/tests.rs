@@ -55,6 +55,7 @@ impl World {
                 text: text.into(),
                 kind: MsgKind::Normal,
                 echo: false,
+                tags: None,
             },
         )
     }
@@ -88,6 +89,7 @@ fn describe(e: &Event) -> String {
             from,
             text,
             kind,
+            ..
         } => format!("msg {room} {} {kind:?} {text}", from.nick),
         Event::History {
             room,
@@ -101,6 +103,7 @@ fn describe(e: &Event) -> String {
             to,
             text,
             kind,
+            ..
         } => format!("private {}>{to} {kind:?} {text}", from.nick),
         Event::Joined { room, who } => format!("joined {room} {}", who.nick),
         Event::Parted { room, who, reason } => format!("parted {room} {} {reason:?}", who.nick),
@@ -135,6 +138,7 @@ fn say(text: &str) -> Command {
         text: text.into(),
         kind: MsgKind::Normal,
         echo: false,
+        tags: None,
     }
 }
 
@@ -144,6 +148,7 @@ fn msg(to: &str, text: &str) -> Command {
         text: text.into(),
         kind: MsgKind::Normal,
         echo: false,
+        tags: None,
     }
 }
 
@@ -212,6 +217,7 @@ fn echo_includes_the_sender_in_the_same_event() {
         text: "hi".into(),
         kind: MsgKind::Normal,
         echo: true,
+        tags: None,
     };
     assert_eq!(
         w.see(A, echoed),
@@ -222,6 +228,7 @@ fn echo_includes_the_sender_in_the_same_event() {
         text: "psst".into(),
         kind: MsgKind::Normal,
         echo: true,
+        tags: None,
     };
     assert_eq!(
         w.see(A, private),
@@ -244,6 +251,7 @@ fn joining_tells_members_and_replays_history_marked_as_such() {
             text: "n".into(),
             kind: MsgKind::Notice,
             echo: false,
+            tags: None,
         },
     );
     let seen = w.see(C, Command::Join("#LOBBY".into()));
@@ -465,6 +473,7 @@ fn private_messages_and_away() {
         text: "n".into(),
         kind: MsgKind::Notice,
         echo: false,
+        tags: None,
     };
     assert_eq!(
         w.see(A, notice),
@@ -614,6 +623,7 @@ fn room_limit_and_membership_checks() {
         text: "x".into(),
         kind: MsgKind::Normal,
         echo: false,
+        tags: None,
     };
     assert_eq!(
         w.run(B, to_other)[0].0,
@@ -876,6 +886,7 @@ fn say_in(core: &mut Core, id: ClientId, room: &str, text: &str, now: Millis) {
         text: text.into(),
         kind: MsgKind::Normal,
         echo: false,
+        tags: None,
     };
     core.handle(id, say, now, &mut Outbox::default());
 }
@@ -1067,6 +1078,7 @@ fn others_see_a_cloak_and_only_the_user_itself_its_address() {
             text: "hi".into(),
             kind: MsgKind::Normal,
             echo: false,
+            tags: None,
         },
     );
     let Event::Message { from, .. } = &said[0].0 else {
@@ -1476,6 +1488,7 @@ fn moderation_mutes_bans_invites_and_kicks() {
         text: text.into(),
         kind: MsgKind::Normal,
         echo: false,
+        tags: None,
     };
     // +m: bob is muted until voiced.
     w.run(A, mode("#r", true, Mode::Flag('m')));
@@ -1690,4 +1703,89 @@ fn operator_passwords_are_checked_a_few_times_a_second_server_wide() {
     assert_eq!(granted, PASSWORD_CHECKS_PER_SECOND as usize);
     assert!(!core.may_check_password(5_999), "the same second");
     assert!(core.may_check_password(6_000), "the next second");
+}
+
+/// Client tags ride along with a message to every recipient, each message has its own number
+/// (the same for all its recipients), and neither tags nor tag-only messages reach the history.
+#[test]
+fn tags_travel_with_messages_and_tag_only_messages_are_not_remembered() {
+    let mut w = World::new(5);
+    let tags: ClientTags = Some("+typing=done".into());
+    let said = w.run(
+        A,
+        Command::Say {
+            room: None,
+            text: "hi".into(),
+            kind: MsgKind::Normal,
+            echo: true,
+            tags: tags.clone(),
+        },
+    );
+    let Event::Message { tags: t, id, .. } = &said[0].0 else {
+        panic!("{said:?}")
+    };
+    assert_eq!((t, said[0].1.as_slice()), (&tags, [A, B].as_slice()));
+    let first = *id;
+    let private = w.run(
+        A,
+        Command::Private {
+            to: "bob".into(),
+            text: "psst".into(),
+            kind: MsgKind::Normal,
+            echo: false,
+            tags: tags.clone(),
+        },
+    );
+    let Event::Private { tags: t, id, .. } = &private[0].0 else {
+        panic!("{private:?}")
+    };
+    assert_eq!((t, *id), (&tags, first + 1));
+    // A tag-only message goes where a message would, echo included, and is numbered too.
+    let typing = |to| Command::TagMsg {
+        to,
+        tags: Some("+typing=active".into()),
+        echo: false,
+    };
+    let to_room = w.run(A, typing(Target::Room("#LOBBY".into())));
+    assert_eq!(
+        to_room,
+        [(
+            Event::TagMsg {
+                from: w.core.source(A).unwrap().clone(),
+                to: "#lobby".into(),
+                tags: Some("+typing=active".into()),
+                id: first + 2,
+            },
+            vec![B]
+        )]
+    );
+    let to_nick = w.run(A, typing(Target::Nick("CAROL".into())));
+    assert!(
+        matches!(&to_nick[..], [(Event::TagMsg { to, .. }, r)] if &**to == "carol" && r == &[C]),
+        "{to_nick:?}"
+    );
+    // The rules of messages hold: not to a nick nobody has, nor to a room one may not speak in.
+    let nobody = w.run(A, typing(Target::Nick("nobody".into())));
+    assert!(matches!(nobody[0].0, Event::Error(Error::NoSuchNick(_))));
+    w.run(C, Command::Join("#quiet".into()));
+    w.run(
+        C,
+        Command::Mode {
+            room: Some("#quiet".into()),
+            changes: vec![ModeChange {
+                set: true,
+                mode: Mode::Flag('n'),
+            }],
+        },
+    );
+    let outside = w.run(A, typing(Target::Room("#quiet".into())));
+    assert!(matches!(outside[0].0, Event::Error(Error::CannotSend(_))));
+    // Only the message is replayed to a joiner: no tags (a replay has none), no TAGMSG.
+    let seen = w.see(C, Command::Join(LOBBY.into()));
+    let replayed: Vec<&String> = seen
+        .iter()
+        .map(|(s, _)| s)
+        .filter(|s| s.starts_with("history"))
+        .collect();
+    assert_eq!(replayed, ["history #lobby alice 1000000 hi"]);
 }

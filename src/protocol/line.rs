@@ -182,6 +182,7 @@ pub fn parse(line: &[u8]) -> Result<Request, LineError> {
             text: text.to_string(),
             kind: MsgKind::Normal,
             echo: false,
+            tags: None,
         })
     };
     let Some(rest) = line.strip_prefix('/') else {
@@ -294,12 +295,14 @@ pub fn parse(line: &[u8]) -> Result<Request, LineError> {
             text: after_first().to_string(),
             kind: MsgKind::Normal,
             echo: false,
+            tags: None,
         },
         ("me", n) if n >= 1 => Command::Say {
             room: None,
             text: args.to_string(),
             kind: MsgKind::Action,
             echo: false,
+            tags: None,
         },
         // `/topic -` clears the topic (an empty text, for the core).
         ("topic", 1) if args == "-" => Command::Topic {
@@ -407,6 +410,7 @@ pub fn render(event: &Event) -> Vec<u8> {
             from,
             text,
             kind,
+            ..
         } => line(
             &mut s,
             format_args!("MSG {room} {} {text}", speaker(from, *kind)),
@@ -694,7 +698,12 @@ pub fn render(event: &Event) -> Vec<u8> {
                 "NOTICE you are now a server operator: you operate every room and may /kill"
             ),
         ),
-        Event::Found { .. } | Event::Stats(_) | Event::Page(_) | Event::Killed { .. } => {}
+        // A line user sees messages, not their tags: a message of tags only is nothing to it.
+        Event::Found { .. }
+        | Event::Stats(_)
+        | Event::Page(_)
+        | Event::Killed { .. }
+        | Event::TagMsg { .. } => {}
     }
     s.into_bytes()
 }
@@ -806,7 +815,8 @@ mod tests {
                 room: None,
                 text: "hello  there".into(),
                 kind: MsgKind::Normal,
-                echo: false
+                echo: false,
+                tags: None
             }
         );
         assert_eq!(
@@ -815,7 +825,8 @@ mod tests {
                 room: None,
                 text: "/etc/passwd".into(),
                 kind: MsgKind::Normal,
-                echo: false
+                echo: false,
+                tags: None
             }
         );
         assert_eq!(parse(b""), Ok(Request::Nothing));
@@ -853,7 +864,8 @@ mod tests {
                 to: "bob".into(),
                 text: "hi  there".into(),
                 kind: MsgKind::Normal,
-                echo: false
+                echo: false,
+                tags: None
             }
         );
         assert_eq!(
@@ -862,7 +874,8 @@ mod tests {
                 room: None,
                 text: "waves".into(),
                 kind: MsgKind::Action,
-                echo: false
+                echo: false,
+                tags: None
             }
         );
         assert_eq!(
@@ -933,6 +946,8 @@ mod tests {
             from: src("a"),
             text: "hi".into(),
             kind: MsgKind::Normal,
+            tags: None,
+            id: 1,
         };
         assert_eq!(text(render(&m)), "MSG #l <a> hi\r\n");
         let n = Event::Message {
@@ -940,6 +955,8 @@ mod tests {
             from: src("a"),
             text: "hi".into(),
             kind: MsgKind::Notice,
+            tags: None,
+            id: 1,
         };
         assert_eq!(text(render(&n)), "MSG #l -a- hi\r\n");
         let h = Event::History {
@@ -958,6 +975,8 @@ mod tests {
             to: "b".into(),
             text: "psst".into(),
             kind: MsgKind::Normal,
+            tags: None,
+            id: 1,
         };
         assert_eq!(text(render(&p)), "PRIV <a> psst\r\n");
         // Control characters from IRC users never reach a line user's terminal.
@@ -966,6 +985,8 @@ mod tests {
             to: "b".into(),
             text: "\u{1}VERSION\u{1}\x1b[2J\rx".into(),
             kind: MsgKind::Normal,
+            tags: None,
+            id: 1,
         };
         assert_eq!(text(render(&ctcp)), "PRIV <a> VERSION[2Jx\r\n");
         let e = Event::Error(Error::NoSuchNick("zed".into()));
@@ -1037,7 +1058,7 @@ mod tests {
         ) {
             if let Ok(Request::Chat(Command::Say { text, kind, .. })) = parse(&bytes) {
                 let from = Source::new("alice", "line", "127.0.0.1", "r");
-                let event = Event::Message { room: "#a".into(), from, text: text.into(), kind };
+                let event = Event::Message { room: "#a".into(), from, text: text.into(), kind, tags: None, id: 1 };
                 let out = String::from_utf8(render(&event)).unwrap();
                 let body = out.strip_suffix("\r\n").unwrap();
                 proptest::prop_assert!(

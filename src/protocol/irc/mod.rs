@@ -19,8 +19,8 @@ use super::iso8601;
 use crate::core::cloak::real_host;
 use crate::core::modes::{MAX_BANS, Mode, ModeChange, mode_string};
 use crate::core::{
-    Error, Event, Listing, Member, Millis, MsgKind, Source, Stats, WhoisInfo, names,
-    names::LABEL_MAX, names::NICK_MAX, names::ROOM_MAX, user::SILENCE_MAX, watch::WATCH_MAX,
+    ClientTags, Error, Event, Listing, Member, Millis, MsgId, MsgKind, Source, Stats, WhoisInfo,
+    names, names::LABEL_MAX, names::NICK_MAX, names::ROOM_MAX, user::SILENCE_MAX, watch::WATCH_MAX,
 };
 
 /// A line's budget without its tags, as RFC 1459 sets it: 512 bytes including CRLF.
@@ -224,10 +224,10 @@ impl<'a> Out<'a> {
 
     /// A PRIVMSG or NOTICE of `text` from `from` to `target`, split into as many lines as it
     /// takes to keep each within [`MAX_LINE`] (a line user may send up to `--max-line` bytes),
-    /// each with `tag` (server-time) if any.
+    /// each with the `tags` the recipient gets.
     fn message(
         &mut self,
-        tag: Option<&str>,
+        tags: &LineTags<'_>,
         from: &Source,
         target: &str,
         text: &str,
@@ -240,11 +240,11 @@ impl<'a> Out<'a> {
             0
         };
         let budget = MAX_LINE.saturating_sub(head.len() + wrap);
-        for piece in split_text(text, budget) {
-            if let Some(tag) = tag {
-                self.buf.push_str(tag);
-            }
-            self.raw(format_args!("{head}{}", body(piece, kind)));
+        for (n, piece) in split_text(text, budget).into_iter().enumerate() {
+            let start = self.buf.len();
+            tags.write(n, &mut self.buf);
+            let _ = write!(self.buf, "{head}{}", body(piece, kind));
+            self.end_line(start);
         }
     }
 
@@ -268,7 +268,7 @@ pub fn isupport(max_rooms: usize) -> String {
          MAXLIST=b:{MAX_BANS} NICKLEN={NICK_MAX} CHANNELLEN={ROOM_MAX} \
          TOPICLEN={LABEL_MAX} AWAYLEN={LABEL_MAX} NETWORK=pollchat \
          KICKLEN={LABEL_MAX} CHANLIMIT=#:{max_rooms} UTF8ONLY \
-         TARGMAX=NAMES:{NAMES_TARGETS},NOTICE:{MESSAGE_TARGETS},PRIVMSG:{MESSAGE_TARGETS},WHOIS:{WHOIS_TARGETS} \
+         TARGMAX=NAMES:{NAMES_TARGETS},NOTICE:{MESSAGE_TARGETS},PRIVMSG:{MESSAGE_TARGETS},TAGMSG:{MESSAGE_TARGETS},WHOIS:{WHOIS_TARGETS} \
          MAXTARGETS={MESSAGE_TARGETS} SILENCE={SILENCE_MAX} MONITOR={WATCH_MAX}"
     )
 }
@@ -280,7 +280,7 @@ pub fn isupport_lines(max_rooms: usize) -> Vec<String> {
     tokens.chunks(13).map(|c| c.join(" ")).collect()
 }
 
-/// Targets one PRIVMSG or NOTICE may name (TARGMAX, MAXTARGETS): each is a fan-out, so a
+/// Targets one PRIVMSG, NOTICE or TAGMSG may name (TARGMAX, MAXTARGETS): each is a fan-out, so a
 /// comma list must not turn one line into dozens of them.
 pub const MESSAGE_TARGETS: usize = 4;
 /// Rooms one NAMES may list (each a reply of up to `--big-room` names).
@@ -326,10 +326,81 @@ fn body(text: &str, kind: MsgKind) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// `@time=…` for clients that negotiated server-time.
-fn time_tag(at: Millis) -> String {
-    let secs = iso8601(at);
-    format!("@time={}.{:03}Z ", &secs[..secs.len() - 1], at % 1000)
+/// The tags of a message line, as one class of recipients gets them.
+#[derive(Default)]
+struct LineTags<'t> {
+    /// `server-time`: when it was said.
+    time: Option<Millis>,
+    /// `message-tags`: the server's msgid prefix ([`msgid_prefix`]) and the message's number.
+    msgid: Option<(&'t str, MsgId)>,
+    /// `message-tags`: the sender's client tags, in wire form.
+    client: Option<&'t str>,
+}
+
+impl<'t> LineTags<'t> {
+    /// The tags of a live message for a recipient with server-time (`time`) and message-tags
+    /// (`msgids`: the server's msgid prefix) or without them.
+    fn live(
+        time: bool,
+        now: Millis,
+        msgids: Option<&'t str>,
+        id: MsgId,
+        client: &'t ClientTags,
+    ) -> LineTags<'t> {
+        LineTags {
+            time: time.then_some(now),
+            msgid: msgids.map(|p| (p, id)),
+            client: msgids.and(client.as_deref()),
+        }
+    }
+
+    /// `@time=…;msgid=…;+client… ` (what there is of it) for the `piece`th line of a message
+    /// (0 for the first; a message split in several lines gives each its own msgid).
+    fn write(&self, piece: usize, buf: &mut String) {
+        let mut sep = '@';
+        if let Some(at) = self.time {
+            let secs = iso8601(at);
+            let _ = write!(
+                buf,
+                "{sep}time={}.{:03}Z",
+                &secs[..secs.len() - 1],
+                at % 1000
+            );
+            sep = ';';
+        }
+        if let Some((prefix, id)) = self.msgid {
+            let _ = write!(buf, "{sep}msgid={prefix}{id:x}");
+            if piece > 0 {
+                let _ = write!(buf, "-{piece}");
+            }
+            sep = ';';
+        }
+        if let Some(client) = self.client {
+            let _ = write!(buf, "{sep}{client}");
+            sep = ';';
+        }
+        if sep == ';' {
+            buf.push(' ');
+        }
+    }
+}
+
+/// The start of every msgid this server gives out: eight characters drawn at random when it
+/// starts, so that the number after them (which starts again at 1) makes ids that are unique
+/// across restarts too. Random enough for that without a syscall: std's `RandomState` keys are
+/// seeded by the OS once per process.
+pub fn msgid_prefix(started: Millis) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(started);
+    let mut bits = h.finish();
+    (0..8)
+        .map(|_| {
+            let c = b"0123456789abcdefghijklmnopqrstuv"[(bits & 31) as usize];
+            bits >>= 5;
+            c as char
+        })
+        .collect()
 }
 
 /// Renders a core event as IRC lines for one recipient. `me` is its nick; `time`: it negotiated
@@ -337,7 +408,7 @@ fn time_tag(at: Millis) -> String {
 /// recipient never depend on `me`, so their bytes are shared by every IRC recipient with the
 /// same `time` setting.
 pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) -> Vec<u8> {
-    render_with(event, server, me, time, NamesStyle::default(), now)
+    render_with(event, server, me, time, NamesStyle::default(), None, now)
 }
 
 /// How NAMES shows a member, by the client's capabilities.
@@ -349,13 +420,16 @@ pub struct NamesStyle {
     pub userhost: bool,
 }
 
-/// [`render`] for a client whose capabilities change how NAMES looks.
+/// [`render`] for a client whose capabilities change how NAMES looks, and that may have
+/// negotiated `message-tags`: `msgids` is then the server's [`msgid_prefix`], and its messages
+/// carry a `msgid` and their sender's client tags (and it gets TAGMSG, which others never see).
 pub fn render_with(
     event: &Event,
     server: &str,
     me: &str,
     time: bool,
     names_style: NamesStyle,
+    msgids: Option<&str>,
     now: Millis,
 ) -> Vec<u8> {
     let mut o = Out::new(server, me);
@@ -365,27 +439,46 @@ pub fn render_with(
             from,
             text,
             kind,
+            tags,
+            id,
         } => {
-            let tag = time.then(|| time_tag(now));
-            o.message(tag.as_deref(), from, room, text, *kind);
+            let tags = LineTags::live(time, now, msgids, *id, tags);
+            o.message(&tags, from, room, text, *kind);
         }
-        // History is replayed only to clients that can show when it was said.
+        // History is replayed only to clients that can show when it was said (with no tags
+        // but the time: the history keeps none).
         Event::History {
             room,
             from,
             text,
             kind,
             at,
-        } if time => o.message(Some(&time_tag(*at)), from, room, text, *kind),
+        } if time => {
+            let tags = LineTags {
+                time: Some(*at),
+                ..LineTags::default()
+            };
+            o.message(&tags, from, room, text, *kind)
+        }
         Event::History { .. } | Event::CurrentRoom { .. } => {}
         Event::Private {
             from,
             to,
             text,
             kind,
+            tags,
+            id,
         } => {
-            let tag = time.then(|| time_tag(now));
-            o.message(tag.as_deref(), from, to, text, *kind);
+            let tags = LineTags::live(time, now, msgids, *id, tags);
+            o.message(&tags, from, to, text, *kind);
+        }
+        Event::TagMsg { from, to, tags, id } => {
+            if msgids.is_some() {
+                let start = o.buf.len();
+                LineTags::live(time, now, msgids, *id, tags).write(0, &mut o.buf);
+                let _ = write!(o.buf, ":{} TAGMSG {to}", prefix(from));
+                o.end_line(start);
+            }
         }
         Event::Joined { room, who } => o.raw(format_args!(":{} JOIN {room}", prefix(who))),
         Event::Parted {
@@ -910,6 +1003,8 @@ mod tests {
             from,
             text: "hi there".into(),
             kind: MsgKind::Action,
+            tags: None,
+            id: 1,
         };
         let plain = String::from_utf8(render(&m, "srv", "bob", false, 0)).unwrap();
         assert_eq!(
@@ -1141,8 +1236,8 @@ mod tests {
             let kind = if action { MsgKind::Action } else { MsgKind::Normal };
             let room = format!("#{}", "r".repeat(room_len));
             for event in [
-                Event::Message { room: room.as_str().into(), from: from.clone(), text: text.as_str().into(), kind },
-                Event::Private { from: from.clone(), to: "n".repeat(32).into(), text: text.as_str().into(), kind },
+                Event::Message { room: room.as_str().into(), from: from.clone(), text: text.as_str().into(), kind, tags: None, id: 1 },
+                Event::Private { from: from.clone(), to: "n".repeat(32).into(), text: text.as_str().into(), kind, tags: None, id: 1 },
             ] {
                 let out = render(&event, "irc.example.org", "me", time, 1_500);
                 assert_lines_fit(&out);

@@ -27,6 +27,8 @@ pub(super) enum Allowed {
 pub(super) struct Call<'c, 'a> {
     /// The message's parameters, at least the command's `min_params` of them.
     pub p: &'c [&'c str],
+    /// The message's tag section as sent (without `@`; empty if none).
+    pub tags: &'c str,
     /// Replies to this client only.
     pub o: &'c mut Out<'a>,
     pub core: &'c mut Core,
@@ -155,8 +157,8 @@ pub(super) static COMMANDS: &[Entry] = &[
           "PRIVMSG target[,target] :text: talk to rooms and nicks"), // 411, 412
     entry("NOTICE", 0, Registered, 1, messages::notice,
           "NOTICE target :text: like PRIVMSG, never answered automatically"), // never answered with an error
-    entry("TAGMSG", 0, Registered, 1, messages::tagmsg,
-          "TAGMSG target: a message of tags only (message-tags)"),
+    entry("TAGMSG", 1, Registered, 1, messages::tagmsg,
+          "TAGMSG target: a message of tags only (message-tags)"), // charged as PRIVMSG
     entry("AWAY", 0, Registered, 1, messages::away,
           "AWAY [:message]: mark yourself away, or back"),
     // Queries (query.rs).

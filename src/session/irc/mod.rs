@@ -251,6 +251,7 @@ impl IrcSession {
                 if let Some(msg) = irc::parse(line) {
                     let mut call = commands::Call {
                         p: &msg.params,
+                        tags: msg.tags,
                         o: &mut o,
                         core,
                         id,
