@@ -157,8 +157,8 @@ pub(super) static COMMANDS: &[Entry] = &[
           "PRIVMSG target[,target] :text: talk to rooms and nicks"), // 411, 412
     entry("NOTICE", 0, Registered, 1, messages::notice,
           "NOTICE target :text: like PRIVMSG, never answered automatically"), // never answered with an error
-    entry("TAGMSG", 1, Registered, 1, messages::tagmsg,
-          "TAGMSG target: a message of tags only (message-tags)"), // charged as PRIVMSG
+    entry("TAGMSG", 0, Registered, 1, messages::tagmsg,
+          "TAGMSG target: a message of tags only (message-tags)"), // as NOTICE: no error replies
     entry("AWAY", 0, Registered, 1, messages::away,
           "AWAY [:message]: mark yourself away, or back"),
     // Queries (query.rs).

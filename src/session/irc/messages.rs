@@ -109,17 +109,17 @@ fn relayed_len(c: &Call<'_, '_>, target: &str, text: &str, kind: MsgKind) -> usi
 }
 
 /// Tag-only messages (typing notifications, reactions…) to each of a comma-separated list of
-/// channels and nicks: delivered like PRIVMSG (same rules, same errors, same flood cost per
-/// target), but only to recipients that negotiated `message-tags`.
+/// channels and nicks: delivered like PRIVMSG (same rules, same flood cost per target), but only
+/// to recipients that negotiated `message-tags`. Like a NOTICE, never answered with an error:
+/// clients send them unprompted (a typing notification to someone who just left), and an
+/// error for each would be noise, or a loop between two automatic senders.
 pub(super) fn tagmsg(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+    let targets = c.p.first().copied().unwrap_or("");
     let echo = s.caps.echo;
     let tags = client_tags(s, c);
-    let targets = c.targets(c.p[0], irc::MESSAGE_TARGETS, false);
-    if targets.is_empty() {
-        c.o.numeric_with(ERR_NORECIPIENT, &[], &[&"TAGMSG"]);
-        return None;
-    }
-    c.charge(targets.len() - 1);
+    let mark = c.out.mark();
+    let targets = c.targets(targets, irc::MESSAGE_TARGETS, true);
+    c.charge(targets.len().saturating_sub(1));
     for target in targets {
         let to = if target.starts_with('#') {
             Target::Room(target.to_string())
@@ -132,6 +132,7 @@ pub(super) fn tagmsg(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason>
             echo,
         });
     }
+    c.out.drop_errors_since(mark);
     None
 }
 

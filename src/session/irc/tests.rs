@@ -171,11 +171,16 @@ fn commands_with_their_own_answer_to_a_missing_parameter() {
         [":srv 411 me :No recipient given (PRIVMSG)"]
     );
     assert_eq!(c.send("PRIVMSG me"), [":srv 412 me :No text to send"]);
-    assert_eq!(
-        c.send("TAGMSG :"),
-        [":srv 411 me :No recipient given (TAGMSG)"]
-    );
-    for notice in ["NOTICE", "NOTICE me", "NOTICE nobody :x", "NOTICE #none :x"] {
+    // Nor is TAGMSG.
+    for notice in [
+        "NOTICE",
+        "NOTICE me",
+        "NOTICE nobody :x",
+        "NOTICE #none :x",
+        "TAGMSG",
+        "TAGMSG :",
+        "@+typing=active TAGMSG nobody,#none,#a,#b,#c,#d",
+    ] {
         assert_eq!(c.send(notice), Vec::<String>::new(), "{notice}");
     }
 }
