@@ -1735,3 +1735,137 @@ fn monitor_and_watch_tell_when_nicks_come_and_go(io: IoModel) {
     late.send("/watch");
     assert_eq!(late.line(), "NOTICE you watch nobody");
 }
+
+/// Registers as `nick` after asking for `caps` (space-separated), reading the welcome burst.
+fn register_with(server: &TestServer, nick: &str, caps: &str) -> Client {
+    let mut c = Client::connect(server.irc_addr.expect("IRC listener"));
+    c.send(&format!("CAP REQ :{caps}"));
+    assert_eq!(c.line(), format!(":pollchat CAP * ACK :{caps}"));
+    c.send(&format!("NICK {nick}"));
+    c.send(&format!("USER {nick} 0 * :The {nick}"));
+    c.send("CAP END");
+    c.expect_prefix(&format!(":pollchat 422 {nick}"));
+    c
+}
+
+/// The value of tag `key` in a line (`Some("")` for a tag without a value).
+fn tag<'l>(line: &'l str, key: &str) -> Option<&'l str> {
+    let tags = line.strip_prefix('@')?.split(' ').next()?;
+    tags.split(';').find_map(|t| match t.split_once('=') {
+        Some((k, v)) if k == key => Some(v),
+        None if t == key => Some(""),
+        _ => None,
+    })
+}
+
+for_each_io!(message_tags_clients_get_client_tags_and_msgid_others_the_plain_message);
+fn message_tags_clients_get_client_tags_and_msgid_others_the_plain_message(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut alice = register_with(&server, "alice", "message-tags");
+    let mut bob = register_with(&server, "bob", "echo-message message-tags");
+    let mut carol = register(&server, "carol");
+    for c in [&mut alice, &mut bob, &mut carol] {
+        c.send("JOIN #lobby");
+        c.expect_prefix(":pollchat 366");
+    }
+    let mut line = server.join_as("liner", &mut []);
+    for c in [&mut alice, &mut bob, &mut carol] {
+        sync(c);
+    }
+
+    alice.send(r"@+baz=bat\sand\:more;fizz=buzz;msgid=forged PRIVMSG #lobby :hi");
+    let to_bob = bob.line();
+    assert!(
+        to_bob.ends_with(&format!(" :alice!alice@{LOCAL_CLOAK} PRIVMSG #lobby :hi")),
+        "{to_bob}"
+    );
+    assert_eq!(tag(&to_bob, "+baz"), Some(r"bat\sand\:more"), "{to_bob}");
+    assert_eq!(tag(&to_bob, "fizz"), None, "not a client tag: {to_bob}");
+    let msgid = tag(&to_bob, "msgid").unwrap().to_string();
+    assert!(!msgid.is_empty() && msgid != "forged", "{to_bob}");
+    assert_eq!(
+        carol.line(),
+        format!(":alice!alice@{LOCAL_CLOAK} PRIVMSG #lobby :hi"),
+        "no tags for a client without message-tags"
+    );
+    assert_eq!(line.expect_prefix("MSG"), "MSG #lobby <alice> hi");
+    assert!(sync(&mut alice).is_empty(), "alice has no echo-message");
+
+    // bob's own message comes back exactly as alice gets it: same tags, same msgid.
+    bob.send("@+draft/reply=x PRIVMSG #lobby :hi yourself");
+    let echo = bob.line();
+    let to_alice = alice.line();
+    assert_eq!(echo, to_alice);
+    assert_eq!(tag(&echo, "+draft/reply"), Some("x"));
+    assert_ne!(
+        tag(&echo, "msgid"),
+        Some(msgid.as_str()),
+        "one msgid per message"
+    );
+    assert!(!carol.line().starts_with('@'));
+    line.expect_prefix("MSG #lobby <bob>");
+
+    // Private messages too, and NOTICE.
+    bob.send("@+react=ok PRIVMSG alice :psst");
+    bob.send("@+react=ok NOTICE alice :note");
+    for verb in ["PRIVMSG alice :psst", "NOTICE alice :note"] {
+        let (echo, relay) = (bob.line(), alice.line());
+        assert_eq!(echo, relay);
+        assert!(echo.ends_with(verb), "{echo}");
+        assert_eq!(tag(&echo, "+react"), Some("ok"));
+        assert!(tag(&echo, "msgid").is_some());
+    }
+
+    // TAGMSG reaches message-tags clients only: never carol, never a line user.
+    bob.send("@+typing=active TAGMSG #lobby");
+    let echo = bob.line();
+    assert_eq!(echo, alice.line());
+    assert!(
+        echo.ends_with(&format!(" :bob!bob@{LOCAL_CLOAK} TAGMSG #lobby")) && echo.starts_with('@'),
+        "{echo}"
+    );
+    assert_eq!(tag(&echo, "+typing"), Some("active"));
+    assert!(sync(&mut carol).is_empty(), "carol gets no TAGMSG");
+    line.sync();
+}
+
+for_each_io!(tag_data_is_limited_to_4094_bytes_and_a_tagged_message_to_one_line);
+fn tag_data_is_limited_to_4094_bytes_and_a_tagged_message_to_one_line(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut alice = register_with(&server, "alice", "echo-message message-tags");
+    let mut bob = register_with(&server, "bob", "message-tags");
+    for c in [&mut alice, &mut bob] {
+        c.send("JOIN #test");
+        c.expect_prefix(":pollchat 366");
+    }
+    sync(&mut alice);
+    // irctest's testLengthLimits, over each I/O model. Right at the limit: 4094 bytes of tag data, 4096 with `@` and the space.
+    let at_limit = format!("@foo=bar;+baz={} TAGMSG #test", "a".repeat(4081));
+    assert_eq!(at_limit.find("TAGMSG"), Some(4096));
+    alice.send(&at_limit);
+    let (echo, relay) = (alice.line(), bob.line());
+    assert_eq!(echo, relay);
+    assert_eq!(tag(&echo, "+baz"), Some("a".repeat(4081).as_str()));
+    assert_eq!(tag(&echo, "foo"), None);
+    // One byte more: 417, and nothing relayed.
+    alice.send(&format!("@foo=bar;+baz={} TAGMSG #test", "a".repeat(4082)));
+    assert_eq!(alice.line(), ":pollchat 417 alice :Input line was too long");
+    // The longest line there is (4096 bytes of tags, 510 of message) passes the framer; its
+    // message is too long to relay in one line with alice's source, so it is refused whole
+    // rather than split or cut (tags belong to one message).
+    let longest = format!(
+        "@foo=bar;+baz={} PRIVMSG #test {}",
+        "a".repeat(4081),
+        "b".repeat(496)
+    );
+    assert_eq!(longest.len(), 4096 + 510);
+    alice.send(&longest);
+    assert_eq!(alice.line(), ":pollchat 417 alice :Input line was too long");
+    // A tagged message that fits one line is relayed.
+    alice.send(&format!("@+baz=x PRIVMSG #test :{}", "b".repeat(400)));
+    let (echo, relay) = (alice.line(), bob.line());
+    assert_eq!(echo, relay);
+    assert!(echo.ends_with(&"b".repeat(400)));
+    assert!(sync(&mut alice).is_empty());
+    assert!(sync(&mut bob).is_empty(), "nothing of the refused lines");
+}
