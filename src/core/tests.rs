@@ -1767,6 +1767,22 @@ fn tags_travel_with_messages_and_tag_only_messages_are_not_remembered() {
     // The rules of messages hold: not to a nick nobody has, nor to a room one may not speak in.
     let nobody = w.run(A, typing(Target::Nick("nobody".into())));
     assert!(matches!(nobody[0].0, Event::Error(Error::NoSuchNick(_))));
+    // One who ignores the sender gets none, as with a private message, and the sender is not
+    // told (its echo still comes).
+    w.run(C, Command::Silence(Some((true, "alice".into()))));
+    let ignored = w.run(
+        A,
+        Command::TagMsg {
+            to: Target::Nick("carol".into()),
+            tags: None,
+            echo: true,
+        },
+    );
+    assert!(
+        matches!(&ignored[..], [(Event::TagMsg { .. }, r)] if r == &[A]),
+        "{ignored:?}"
+    );
+    w.run(C, Command::Silence(Some((false, "alice".into()))));
     w.run(C, Command::Join("#quiet".into()));
     w.run(
         C,
