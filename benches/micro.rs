@@ -67,7 +67,12 @@ fn fan_out(c: &mut Criterion) {
         );
         let mut out = Outbox::default();
         for id in 0..members {
-            core.connect(ClientId(id), std::net::Ipv4Addr::LOCALHOST.into(), 0);
+            core.connect(
+                ClientId(id),
+                std::net::Ipv4Addr::LOCALHOST.into(),
+                0,
+                &mut Outbox::default(),
+            );
             core.handle(ClientId(id), Command::Join("#bench".into()), 0, &mut out);
         }
         out.clear();
@@ -82,6 +87,7 @@ fn fan_out(c: &mut Criterion) {
                     text: text.clone(),
                     kind: MsgKind::Normal,
                     echo: false,
+                    tags: None,
                 };
                 core.handle(ClientId(0), say, 1, &mut out);
                 for (event, to) in out.iter() {

@@ -45,6 +45,8 @@ pub struct Config {
     /// The name the server gives itself in IRC (the source of numerics). No user may take it
     /// as a nick: a private message from it would look like one from the server.
     pub server_name: String,
+    /// What IRC's LINKS says the server is (one line of text).
+    pub server_description: String,
     /// Nicks no user may take, besides the server's name and the services' names every server
     /// refuses (`core::names::SERVICE_NICKS`): names an operator wants kept for a bot of
     /// theirs, or that users of a community would take for an official voice. Empty by
@@ -53,6 +55,10 @@ pub struct Config {
     /// Server operators (`--oper NAME:HASH`, `--oper-file`): names and Argon2id hashes of their
     /// passwords, never the passwords (see `session::oper`).
     pub opers: Vec<crate::session::oper::Oper>,
+    /// Where server bans are kept (`--kline-file`): rewritten whenever they change.
+    pub kline_file: Option<std::path::PathBuf>,
+    /// The server bans in force at start (read from `kline_file`).
+    pub server_bans: Vec<crate::core::kline::ServerBan>,
     /// Password IRC clients must send with PASS (`None`: PASS is accepted and ignored).
     pub irc_password: Option<String>,
     /// Message of the day for IRC clients, one entry per line (`None`: 422 "MOTD File is
@@ -208,6 +214,9 @@ impl Default for Config {
             tls_handshake_timeout: Duration::from_secs(10),
             sts_duration: None,
             server_name: "pollchat".into(),
+            server_description: "a pollchat chat server".into(),
+            kline_file: None,
+            server_bans: Vec::new(),
             reserved_nicks: Vec::new(),
             opers: Vec::new(),
             irc_password: None,

@@ -22,7 +22,8 @@
 //! - [`protocol`]: front doors, parsing and rendering only. [`protocol::line`] parses what
 //!   `nc`/`telnet` users type and renders core events as lines whose first token says what they
 //!   are; [`protocol::irc`] does the same for IRC, with the code and text of every numeric in
-//!   [`protocol::irc::numeric`]; [`protocol::text`] is the NUL/length/UTF-8 check both make on
+//!   [`protocol::irc::numeric`] and the client tags a line relays (`message-tags`) read in
+//!   [`protocol::irc::tags`]; [`protocol::text`] is the NUL/length/UTF-8 check both make on
 //!   a line; [`protocol::telnet`] strips and refuses telnet option negotiation.
 //! - [`session`]: one sans-IO [`session::Session`] per connection (after quinn-proto's
 //!   `Connection`), owning all of that connection's protocol state and deadlines: the driver

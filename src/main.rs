@@ -133,6 +133,9 @@ struct ServeArgs {
     /// The name the server gives itself to IRC clients (no user may take it as a nick)
     #[arg(long, default_value_t = defaults().server_name)]
     server_name: String,
+    /// What IRC's LINKS says this server is
+    #[arg(long, default_value_t = defaults().server_description)]
+    server_description: String,
     /// A nick no user may take, as NickServ, ChanServ, OperServ, MemoServ, HostServ, BotServ,
     /// Global and the server's name are refused (compared case-insensitively); repeat for
     /// several
@@ -145,6 +148,10 @@ struct ServeArgs {
     /// A file of server operators, one `NAME HASH` a line (# comments); read at start
     #[arg(long, value_name = "FILE")]
     oper_file: Option<std::path::PathBuf>,
+    /// File of server bans (KLINE/UNKLINE): read at start (created if missing), rewritten at
+    /// each change, so bans survive a restart. Without it, bans last until the server stops
+    #[arg(long, value_name = "FILE")]
+    kline_file: Option<std::path::PathBuf>,
     /// Longest line in bytes (16 to 1048576); longer ones get an error and are discarded
     #[arg(long, default_value_t = defaults().max_line as u32, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     max_line: u32,
@@ -400,6 +407,16 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         }
     }
+    let server_bans = match &args.kline_file {
+        None => Vec::new(),
+        Some(path) => match server_bans(path) {
+            Ok(bans) => bans,
+            Err(e) => {
+                error!("--kline-file {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let motd = match &args.motd {
         None => None,
         Some(path) => match std::fs::read_to_string(path) {
@@ -453,8 +470,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         irc_password_tries: args.irc_password_tries,
         motd,
         server_name: args.server_name,
+        server_description: pollchat::core::names::label(&args.server_description),
         reserved_nicks: args.reserved_nick,
         opers,
+        kline_file: args.kline_file,
+        server_bans,
         max_line: args.max_line as usize,
         history: usize::from(args.history),
         room_history_bytes: usize::try_from(args.room_history_bytes).unwrap_or(usize::MAX),
@@ -594,5 +614,20 @@ fn cloak_key(s: &str) -> Result<String, String> {
         Ok(s.to_string())
     } else {
         Err("must be at least 16 characters (a long random phrase, kept secret)".into())
+    }
+}
+
+/// The server bans in `path`; a missing file is created (empty), so a path the server cannot
+/// write is found now rather than at the first KLINE.
+fn server_bans(path: &std::path::Path) -> Result<Vec<pollchat::core::kline::ServerBan>, String> {
+    use pollchat::core::kline;
+    match std::fs::read_to_string(path) {
+        Ok(text) => kline::parse(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(path, kline::ServerBans::default().render())
+                .map_err(|e| format!("cannot create it: {e}"))?;
+            Ok(Vec::new())
+        }
+        Err(e) => Err(e.to_string()),
     }
 }

@@ -213,7 +213,7 @@ fn help_and_unknown_commands(io: IoModel) {
         "NOTICE commands (a line without / talks in the current room):"
     );
     let mut lines = Vec::new();
-    for _ in 0..19 {
+    for _ in 0..common::HELP_LINES {
         lines.push(a.line());
     }
     assert!(

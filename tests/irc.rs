@@ -66,7 +66,7 @@ fn registration_burst_in_order(io: IoModel) {
         "CHANLIMIT=#:32",
         "AWAYLEN=300",
         "UTF8ONLY",
-        "TARGMAX=NAMES:1,NOTICE:4,PRIVMSG:4,WHOIS:1",
+        "TARGMAX=NAMES:1,NOTICE:4,PRIVMSG:4,TAGMSG:4,WHOIS:1",
         "MAXTARGETS=4",
     ] {
         let both = format!("{} {}", codes[4], codes[5]);
@@ -436,8 +436,9 @@ fn mode_queries_are_answered_and_changes_refused(io: IoModel) {
         a.line(),
         ":pollchat 472 alice x :is unknown mode char to me"
     );
+    // User modes exist now (+i, +w): setting one is echoed as a MODE.
     a.send("MODE alice +i");
-    assert_eq!(a.line(), ":pollchat 221 alice +");
+    assert_eq!(a.line(), ":alice MODE alice :+i");
     a.send("MODE #nowhere");
     assert_eq!(a.line(), ":pollchat 403 alice #nowhere :No such channel");
 }
@@ -1326,4 +1327,545 @@ fn ban_masks_that_would_break_a_line_are_refused(io: IoModel) {
     );
     lena.send("/bans");
     assert_eq!(lena.line(), "NOTICE 0 bans on #l");
+}
+
+for_each_io!(user_modes_hide_invisible_users_and_carry_wallops);
+/// `MODE nick +i` hides a user from the WHO masks of users who share no room with it (a WHO of
+/// its exact nick still finds it), and LUSERS counts it as invisible; `+w` users, IRC and line
+/// alike (`/umode +w`), receive a server operator's WALLOPS, others do not; an unknown letter
+/// is 501; WALLOPS from anyone else is 481.
+fn user_modes_hide_invisible_users_and_carry_wallops(io: IoModel) {
+    let hash = pollchat::session::oper::hash_password("operpassword");
+    let server = TestServer::with_io(io, |c| {
+        c.opers = vec![pollchat::session::oper::Oper::parse(&format!("operuser:{hash}")).unwrap()];
+    });
+    let mut evan = register(&server, "evan");
+    let mut sam = register(&server, "sam");
+    evan.send("MODE evan +i");
+    assert_eq!(evan.line(), ":evan MODE evan :+i");
+    evan.send("MODE evan +i");
+    assert_eq!(evan.line(), ":pollchat 221 evan +i");
+    evan.send("MODE evan +x");
+    assert_eq!(evan.line(), ":pollchat 221 evan +i");
+    assert_eq!(evan.line(), ":pollchat 501 evan :Unknown MODE flag");
+    sam.send("WHO eva*");
+    assert_eq!(sync(&mut sam), [":pollchat 315 sam eva* :End of /WHO list"]);
+    sam.send("WHO evan");
+    assert_eq!(sync(&mut sam).len(), 2);
+    sam.send("LUSERS");
+    assert_eq!(
+        sync(&mut sam)[..2],
+        [
+            ":pollchat 251 sam :There are 1 users and 1 invisible on 1 servers",
+            ":pollchat 252 sam 0 :IRC Operators online",
+        ]
+    );
+    // Sharing a room, sam finds evan by a mask too.
+    evan.send("JOIN #r");
+    sync(&mut evan);
+    sam.send("JOIN #r");
+    sync(&mut sam);
+    sam.send("WHO eva*");
+    assert_eq!(sync(&mut sam).len(), 2);
+    assert_eq!(sync(&mut evan).len(), 1, "sam's JOIN");
+
+    sam.send("WALLOPS :hello");
+    assert_eq!(
+        sam.line(),
+        ":pollchat 481 sam :Permission Denied- You're not an IRC operator"
+    );
+    sam.send("MODE sam +w");
+    assert_eq!(sam.line(), ":sam MODE sam :+w");
+    let mut lena = server.join_as("lena", &mut []);
+    lena.send("/umode +w");
+    assert_eq!(lena.line(), "MODE lena +w");
+    evan.send("OPER operuser operpassword");
+    assert_eq!(
+        evan.line(),
+        ":pollchat 381 evan :You are now an IRC operator"
+    );
+    assert_eq!(evan.line(), ":evan MODE evan :+o");
+    evan.send("MODE evan");
+    assert_eq!(evan.line(), ":pollchat 221 evan +io");
+    evan.send("WALLOPS :server restarts at noon");
+    let wallops = format!(":evan!evan@{LOCAL_CLOAK} WALLOPS :server restarts at noon");
+    assert_eq!(evan.line(), wallops);
+    assert_eq!(sam.line(), wallops);
+    assert_eq!(lena.line(), "WALLOPS evan server restarts at noon");
+    // A user without +w got nothing; -w stops them.
+    let mut carl = register(&server, "carl");
+    evan.send("WALLOPS :second");
+    evan.line();
+    sam.line();
+    lena.line();
+    assert!(sync(&mut carl).is_empty());
+    lena.send("/umode -w");
+    assert_eq!(lena.line(), "MODE lena -w");
+    evan.send("WALLOPS :third");
+    evan.line();
+    sam.line();
+    lena.send("/umode");
+    assert_eq!(lena.line(), "NOTICE your user modes: +");
+}
+
+for_each_io!(silence_and_ignore_drop_private_messages_from_the_ignored);
+/// `SILENCE +mask` (IRC) and `/ignore NICK` (line) drop private messages, notices and
+/// invitations from matching senders without telling them; others still get through; the
+/// list shows (271/272, NOTICE) and shrinks (`SILENCE -mask`, `/unignore`).
+fn silence_and_ignore_drop_private_messages_from_the_ignored(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut alice = register(&server, "alice");
+    let mut bob = register(&server, "bob");
+    let mut carol = register(&server, "carol");
+    alice.send("SILENCE +Bob");
+    assert_eq!(alice.line(), ":alice SILENCE +bob!*@*");
+    alice.send("SILENCE");
+    assert_eq!(
+        sync(&mut alice),
+        [
+            ":pollchat 271 alice alice bob!*@*",
+            ":pollchat 272 alice alice :End of Silence List",
+        ]
+    );
+    bob.send("PRIVMSG alice :psst");
+    bob.send("NOTICE alice :psst");
+    bob.send("JOIN #club");
+    sync(&mut bob);
+    bob.send("INVITE alice #club");
+    assert_eq!(bob.line(), ":pollchat 341 bob alice #club");
+    carol.send("PRIVMSG alice :hello");
+    assert_eq!(
+        alice.line(),
+        format!(":carol!carol@{LOCAL_CLOAK} PRIVMSG alice :hello")
+    );
+    assert!(sync(&mut alice).is_empty());
+    alice.send("SILENCE -bob!*@*");
+    assert_eq!(alice.line(), ":alice SILENCE -bob!*@*");
+    bob.send("PRIVMSG alice :now?");
+    assert_eq!(
+        alice.line(),
+        format!(":bob!bob@{LOCAL_CLOAK} PRIVMSG alice :now?")
+    );
+    alice.send("SILENCE +bad,mask");
+    assert_eq!(
+        alice.line(),
+        ":pollchat FAIL SILENCE INVALID_MASK :an ignore mask is a nick or one word like nick!user@host, with * and ?"
+    );
+
+    // A line user ignores an IRC user, and the reverse.
+    let mut lena = server.join_as("lena", &mut []);
+    lena.send("/ignore alice");
+    assert_eq!(
+        lena.line(),
+        "NOTICE ignoring alice!*@*: their private messages and invitations"
+    );
+    alice.send("PRIVMSG lena :hi lena");
+    carol.send("PRIVMSG lena :hi from carol");
+    assert_eq!(lena.line(), "PRIV <carol> hi from carol");
+    lena.send("/ignore");
+    assert_eq!(lena.line(), "NOTICE you ignore: alice!*@*");
+    lena.send("/unignore alice");
+    assert_eq!(lena.line(), "NOTICE no longer ignoring alice!*@*");
+    lena.send("/ignore");
+    assert_eq!(lena.line(), "NOTICE you ignore nobody");
+    carol.send("SILENCE +*!line@*");
+    carol.line();
+    lena.send("/msg carol are you there?");
+    assert!(sync(&mut carol).is_empty());
+}
+
+for_each_io!(links_and_help_answer_from_the_server_and_the_command_table);
+/// LINKS lists this one server with its description (`--server-description`); HELP lists the
+/// commands, HELP PRIVMSG gives its usage (704…706), an unknown subject 524.
+fn links_and_help_answer_from_the_server_and_the_command_table(io: IoModel) {
+    let server = TestServer::with_io(io, |c| c.server_description = "test server".into());
+    let mut a = register(&server, "alice");
+    a.send("LINKS");
+    assert_eq!(
+        sync(&mut a),
+        [
+            ":pollchat 364 alice pollchat pollchat :0 test server",
+            ":pollchat 365 alice * :End of LINKS list",
+        ]
+    );
+    a.send("HELP privmsg");
+    assert_eq!(
+        sync(&mut a),
+        [
+            ":pollchat 704 alice PRIVMSG :PRIVMSG target[,target] :text: talk to rooms and nicks",
+            ":pollchat 706 alice PRIVMSG :End of /HELP",
+        ]
+    );
+    a.send("HELP");
+    let all = sync(&mut a);
+    assert!(all[0].starts_with(":pollchat 704 alice * :"), "{all:?}");
+    assert!(
+        all[1..all.len() - 1]
+            .iter()
+            .all(|l| l.starts_with(":pollchat 705 alice * :"))
+    );
+    assert!(all.iter().any(|l| l.contains(" WALLOPS ")), "{all:?}");
+    assert_eq!(all.last().unwrap(), ":pollchat 706 alice * :End of /HELP");
+    a.send("HELP DANCE");
+    assert_eq!(
+        a.line(),
+        ":pollchat 524 alice DANCE :No help available on this topic"
+    );
+}
+
+for_each_io!(server_bans_keep_matching_users_off_and_survive_a_restart);
+/// KLINE (IRC) and /kline (line) ban a `user@host` mask from the server: matching users are
+/// disconnected, matching newcomers refused (465 and ERROR for IRC, BYE for the line
+/// protocol); the mask may name the real address or the cloaked host; masks that would ban
+/// everyone are refused; STATS k and /klines list the bans, UNKLINE lifts one; only server
+/// operators may (481). The bans are written to --kline-file, from which a restarted server
+/// reads them back.
+fn server_bans_keep_matching_users_off_and_survive_a_restart(io: IoModel) {
+    let dir = std::env::temp_dir().join(format!(
+        "pollchat-kline-{}-{}",
+        std::process::id(),
+        io.name()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("klines");
+    let _ = std::fs::remove_file(&file);
+    let hash = pollchat::session::oper::hash_password("operpassword");
+    let opers = vec![pollchat::session::oper::Oper::parse(&format!("operuser:{hash}")).unwrap()];
+    let server = TestServer::with_io(io, |c| {
+        c.opers = opers.clone();
+        c.kline_file = Some(file.clone());
+    });
+    let mut alice = register(&server, "alice");
+    let mut bob = register(&server, "bob");
+    bob.send("KLINE *@10.0.0.1 :nope");
+    assert_eq!(
+        bob.line(),
+        ":pollchat 481 bob :Permission Denied- You're not an IRC operator"
+    );
+    alice.send("OPER operuser operpassword");
+    alice.line();
+    alice.line();
+    alice.send("KLINE line@*");
+    assert_eq!(
+        alice.line(),
+        ":pollchat FAIL KLINE INVALID_MASK :\"line@*\" is not a server ban mask: user@host (or a host), with * and ?, naming some host"
+    );
+    // Every line user comes from 127.0.0.1 here: ban them by user name and real address.
+    let mut lena = server.join_as("lena", &mut []);
+    alice.send("KLINE line@127.0.0.1 :no line users today");
+    assert_eq!(
+        alice.line(),
+        ":pollchat NOTICE alice :K-line added for line@127.0.0.1 for good: no line users today (1 disconnected)"
+    );
+    assert_eq!(
+        lena.expect_closed().last().unwrap(),
+        "BYE killed by alice: banned from this server: no line users today"
+    );
+    let mut late = server.connect();
+    assert_eq!(
+        late.expect_closed(),
+        ["BYE banned from this server: no line users today"]
+    );
+    // IRC users are still welcome; bob is banned by his cloaked host for an hour.
+    alice.send(&format!("KLINE 60 bob@{LOCAL_CLOAK} :flooding"));
+    let notice = alice.line();
+    assert!(
+        notice.starts_with(&format!(
+            ":pollchat NOTICE alice :K-line added for bob@{LOCAL_CLOAK} until "
+        )) && notice.ends_with(": flooding (1 disconnected)"),
+        "{notice}"
+    );
+    bob.expect_closed();
+    let mut again = Client::connect(server.irc_addr.unwrap());
+    again.send("NICK bob\r");
+    again.send("USER bob 0 * :Bob\r");
+    assert_eq!(
+        again.expect_closed(),
+        [
+            ":pollchat 465 * :You are banned from this server",
+            "ERROR :Closing link: (banned from this server: flooding)",
+        ]
+    );
+    alice.send("STATS k");
+    let listed = sync(&mut alice);
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert_eq!(
+        listed[0],
+        ":pollchat 216 alice K 127.0.0.1 0 line :no line users today (by alice)"
+    );
+    assert_eq!(listed[2], ":pollchat 219 alice k :End of /STATS report");
+    let saved = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        saved.contains("\nline@127.0.0.1 0 alice no line users today\n"),
+        "{saved}"
+    );
+    alice.send("UNKLINE line@127.0.0.1");
+    assert_eq!(
+        alice.line(),
+        ":pollchat NOTICE alice :K-line for line@127.0.0.1 removed"
+    );
+    alice.send("UNKLINE line@127.0.0.1");
+    assert_eq!(
+        alice.line(),
+        ":pollchat FAIL UNKLINE NO_SUCH_BAN :no server ban has the mask line@127.0.0.1"
+    );
+    let mut op = server.join_as("op", &mut []);
+    op.send("/kline 5 *@192.0.2.*");
+    assert_eq!(
+        op.line(),
+        "ERROR not-server-operator only a server operator may do that"
+    );
+    drop(server);
+
+    // A restarted server reads the file back: bob's ban holds, line users are welcome again.
+    let saved = std::fs::read_to_string(&file).unwrap();
+    let bans = pollchat::core::kline::parse(&saved).unwrap();
+    assert_eq!(bans.len(), 1, "{saved}");
+    let server = TestServer::with_io(io, |c| {
+        c.opers = opers.clone();
+        c.kline_file = Some(file.clone());
+        c.server_bans = bans;
+    });
+    let mut bob = Client::connect(server.irc_addr.unwrap());
+    bob.send("NICK bob\r");
+    bob.send("USER bob 0 * :Bob\r");
+    assert_eq!(
+        bob.line(),
+        ":pollchat 465 * :You are banned from this server"
+    );
+    let mut lena = server.join_as("lena", &mut []);
+    lena.send("/oper operuser operpassword");
+    lena.line();
+    lena.send("/klines");
+    assert!(
+        lena.line()
+            .starts_with(&format!("SERVERBAN bob@{LOCAL_CLOAK} 20"))
+    );
+    assert_eq!(lena.line(), "NOTICE 1 server bans");
+    lena.send(&format!("/unkline bob@{LOCAL_CLOAK}"));
+    assert_eq!(
+        lena.line(),
+        format!("NOTICE bob@{LOCAL_CLOAK} is no longer banned")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+for_each_io!(monitor_and_watch_tell_when_nicks_come_and_go);
+/// Presence across both doors: `MONITOR + nicks` (IRC) and `/watch NICK` (line) answer at once
+/// who is online (730 / `ONLINE`) and offline (731 / `OFFLINE`), then tell of each arrival,
+/// departure and nick change (not of a change of case); `MONITOR L`/`S`/`-`/`C` and `/unwatch`
+/// manage the list; a full list is 734.
+fn monitor_and_watch_tell_when_nicks_come_and_go(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut alice = register(&server, "alice");
+    let mut lena = server.join_as("lena", &mut []);
+    alice.send("MONITOR + lena,bob");
+    assert_eq!(
+        sync(&mut alice),
+        [
+            format!(":pollchat 730 alice :lena!line@{LOCAL_CLOAK}"),
+            ":pollchat 731 alice :bob".to_string(),
+        ]
+    );
+    lena.send("/watch bob alice");
+    assert_eq!(lena.line(), "ONLINE alice");
+    assert_eq!(lena.line(), "OFFLINE bob");
+    let mut bob = register(&server, "bob");
+    assert_eq!(
+        alice.line(),
+        format!(":pollchat 730 alice :bob!bob@{LOCAL_CLOAK}")
+    );
+    assert_eq!(lena.line(), "ONLINE bob");
+    bob.send("NICK BOB");
+    sync(&mut bob);
+    bob.send("NICK robert");
+    sync(&mut bob);
+    assert_eq!(alice.line(), ":pollchat 731 alice :BOB");
+    assert_eq!(lena.line(), "OFFLINE BOB");
+    bob.send("NICK bob");
+    sync(&mut bob);
+    assert_eq!(
+        alice.line(),
+        format!(":pollchat 730 alice :bob!bob@{LOCAL_CLOAK}")
+    );
+    assert_eq!(lena.line(), "ONLINE bob");
+    lena.send("/quit");
+    lena.expect_closed();
+    assert_eq!(alice.line(), ":pollchat 731 alice :lena");
+    alice.send("MONITOR L");
+    assert_eq!(
+        sync(&mut alice),
+        [
+            ":pollchat 732 alice :lena,bob",
+            ":pollchat 733 alice :End of MONITOR list",
+        ]
+    );
+    alice.send("MONITOR S");
+    assert_eq!(
+        sync(&mut alice),
+        [
+            format!(":pollchat 730 alice :bob!bob@{LOCAL_CLOAK}"),
+            ":pollchat 731 alice :lena".to_string(),
+        ]
+    );
+    alice.send("MONITOR - bob");
+    bob.send("QUIT");
+    bob.expect_closed();
+    alice.send("MONITOR C");
+    alice.send("MONITOR L");
+    assert_eq!(
+        sync(&mut alice),
+        [":pollchat 733 alice :End of MONITOR list"]
+    );
+    // At most 100 nicks: the 101st is refused with 734.
+    let many: Vec<String> = (0..101).map(|i| format!("n{i}")).collect();
+    alice.send(&format!("MONITOR + {}", many.join(",")));
+    let lines = sync(&mut alice);
+    assert_eq!(
+        lines.last().unwrap(),
+        ":pollchat 734 alice 100 n100 :Monitor list is full"
+    );
+    assert!(lines.iter().all(|l| l.len() <= 510), "{lines:?}");
+    let mut late = server.join_as("late", &mut []);
+    late.send("/watch");
+    assert_eq!(late.line(), "NOTICE you watch nobody");
+    late.send("/watch alice");
+    assert_eq!(late.line(), "ONLINE alice");
+    late.send("/unwatch alice");
+    late.send("/watch");
+    assert_eq!(late.line(), "NOTICE you watch nobody");
+}
+
+/// Registers as `nick` after asking for `caps` (space-separated), reading the welcome burst.
+fn register_with(server: &TestServer, nick: &str, caps: &str) -> Client {
+    let mut c = Client::connect(server.irc_addr.expect("IRC listener"));
+    c.send(&format!("CAP REQ :{caps}"));
+    assert_eq!(c.line(), format!(":pollchat CAP * ACK :{caps}"));
+    c.send(&format!("NICK {nick}"));
+    c.send(&format!("USER {nick} 0 * :The {nick}"));
+    c.send("CAP END");
+    c.expect_prefix(&format!(":pollchat 422 {nick}"));
+    c
+}
+
+/// The value of tag `key` in a line (`Some("")` for a tag without a value).
+fn tag<'l>(line: &'l str, key: &str) -> Option<&'l str> {
+    let tags = line.strip_prefix('@')?.split(' ').next()?;
+    tags.split(';').find_map(|t| match t.split_once('=') {
+        Some((k, v)) if k == key => Some(v),
+        None if t == key => Some(""),
+        _ => None,
+    })
+}
+
+for_each_io!(message_tags_clients_get_client_tags_and_msgid_others_the_plain_message);
+fn message_tags_clients_get_client_tags_and_msgid_others_the_plain_message(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut alice = register_with(&server, "alice", "message-tags");
+    let mut bob = register_with(&server, "bob", "echo-message message-tags");
+    let mut carol = register(&server, "carol");
+    for c in [&mut alice, &mut bob, &mut carol] {
+        c.send("JOIN #lobby");
+        c.expect_prefix(":pollchat 366");
+    }
+    let mut line = server.join_as("liner", &mut []);
+    for c in [&mut alice, &mut bob, &mut carol] {
+        sync(c);
+    }
+
+    alice.send(r"@+baz=bat\sand\:more;fizz=buzz;msgid=forged PRIVMSG #lobby :hi");
+    let to_bob = bob.line();
+    assert!(
+        to_bob.ends_with(&format!(" :alice!alice@{LOCAL_CLOAK} PRIVMSG #lobby :hi")),
+        "{to_bob}"
+    );
+    assert_eq!(tag(&to_bob, "+baz"), Some(r"bat\sand\:more"), "{to_bob}");
+    assert_eq!(tag(&to_bob, "fizz"), None, "not a client tag: {to_bob}");
+    let msgid = tag(&to_bob, "msgid").unwrap().to_string();
+    assert!(!msgid.is_empty() && msgid != "forged", "{to_bob}");
+    assert_eq!(
+        carol.line(),
+        format!(":alice!alice@{LOCAL_CLOAK} PRIVMSG #lobby :hi"),
+        "no tags for a client without message-tags"
+    );
+    assert_eq!(line.expect_prefix("MSG"), "MSG #lobby <alice> hi");
+    assert!(sync(&mut alice).is_empty(), "alice has no echo-message");
+
+    // bob's own message comes back exactly as alice gets it: same tags, same msgid.
+    bob.send("@+draft/reply=x PRIVMSG #lobby :hi yourself");
+    let echo = bob.line();
+    let to_alice = alice.line();
+    assert_eq!(echo, to_alice);
+    assert_eq!(tag(&echo, "+draft/reply"), Some("x"));
+    assert_ne!(
+        tag(&echo, "msgid"),
+        Some(msgid.as_str()),
+        "one msgid per message"
+    );
+    assert!(!carol.line().starts_with('@'));
+    line.expect_prefix("MSG #lobby <bob>");
+
+    // Private messages too, and NOTICE.
+    bob.send("@+react=ok PRIVMSG alice :psst");
+    bob.send("@+react=ok NOTICE alice :note");
+    for verb in ["PRIVMSG alice :psst", "NOTICE alice :note"] {
+        let (echo, relay) = (bob.line(), alice.line());
+        assert_eq!(echo, relay);
+        assert!(echo.ends_with(verb), "{echo}");
+        assert_eq!(tag(&echo, "+react"), Some("ok"));
+        assert!(tag(&echo, "msgid").is_some());
+    }
+
+    // TAGMSG reaches message-tags clients only: never carol, never a line user.
+    bob.send("@+typing=active TAGMSG #lobby");
+    let echo = bob.line();
+    assert_eq!(echo, alice.line());
+    assert!(
+        echo.ends_with(&format!(" :bob!bob@{LOCAL_CLOAK} TAGMSG #lobby")) && echo.starts_with('@'),
+        "{echo}"
+    );
+    assert_eq!(tag(&echo, "+typing"), Some("active"));
+    assert!(sync(&mut carol).is_empty(), "carol gets no TAGMSG");
+    line.sync();
+}
+
+for_each_io!(tag_data_is_limited_to_4094_bytes_and_a_tagged_message_to_one_line);
+fn tag_data_is_limited_to_4094_bytes_and_a_tagged_message_to_one_line(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut alice = register_with(&server, "alice", "echo-message message-tags");
+    let mut bob = register_with(&server, "bob", "message-tags");
+    for c in [&mut alice, &mut bob] {
+        c.send("JOIN #test");
+        c.expect_prefix(":pollchat 366");
+    }
+    sync(&mut alice);
+    // irctest's testLengthLimits, over each I/O model. Right at the limit: 4094 bytes of tag data, 4096 with `@` and the space.
+    let at_limit = format!("@foo=bar;+baz={} TAGMSG #test", "a".repeat(4081));
+    assert_eq!(at_limit.find("TAGMSG"), Some(4096));
+    alice.send(&at_limit);
+    let (echo, relay) = (alice.line(), bob.line());
+    assert_eq!(echo, relay);
+    assert_eq!(tag(&echo, "+baz"), Some("a".repeat(4081).as_str()));
+    assert_eq!(tag(&echo, "foo"), None);
+    // One byte more: 417, and nothing relayed.
+    alice.send(&format!("@foo=bar;+baz={} TAGMSG #test", "a".repeat(4082)));
+    assert_eq!(alice.line(), ":pollchat 417 alice :Input line was too long");
+    // The longest line there is (4096 bytes of tags, 510 of message) passes the framer; its
+    // message is too long to relay in one line with alice's source, so it is refused whole
+    // rather than split or cut (tags belong to one message).
+    let longest = format!(
+        "@foo=bar;+baz={} PRIVMSG #test {}",
+        "a".repeat(4081),
+        "b".repeat(496)
+    );
+    assert_eq!(longest.len(), 4096 + 510);
+    alice.send(&longest);
+    assert_eq!(alice.line(), ":pollchat 417 alice :Input line was too long");
+    // A tagged message that fits one line is relayed.
+    alice.send(&format!("@+baz=x PRIVMSG #test :{}", "b".repeat(400)));
+    let (echo, relay) = (alice.line(), bob.line());
+    assert_eq!(echo, relay);
+    assert!(echo.ends_with(&"b".repeat(400)));
+    assert!(sync(&mut alice).is_empty());
+    assert!(sync(&mut bob).is_empty(), "nothing of the refused lines");
 }

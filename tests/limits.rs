@@ -456,7 +456,7 @@ fn a_reply_bigger_than_the_send_queue_still_reaches_a_reading_client(io: IoModel
         a.line(),
         "NOTICE commands (a line without / talks in the current room):"
     );
-    for _ in 0..19 {
+    for _ in 0..common::HELP_LINES {
         assert!(a.line().starts_with("NOTICE   /"));
     }
     a.sync();

@@ -274,6 +274,8 @@ fn bad_flags_are_refused_with_usage() {
         "--reserved-nick",
         "--max-output-total",
         "--send-buffer",
+        "--kline-file",
+        "--server-description",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
@@ -310,6 +312,29 @@ fn bad_flags_are_refused_with_usage() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--max-output-total needs --io poll"), "{err}");
+    // A server ban file that does not read is one error line naming the file and the line.
+    let file = std::env::temp_dir().join(format!("pollchat-bad-klines-{}", std::process::id()));
+    std::fs::write(&file, "# bans\n*@* 0 root everyone\n").unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-irc",
+            "--kline-file",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = err.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(
+        errors[0].contains("--kline-file") && errors[0].ends_with("line 2: not a user@host mask"),
+        "{err}"
+    );
 }
 
 for_each_io!(running_out_of_descriptors_refuses_newcomers_and_serves_the_rest);

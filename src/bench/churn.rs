@@ -49,7 +49,10 @@ pub struct ChurnResult {
     pub clients: usize,
     pub waves: usize,
     pub secs: f64,
-    /// Server VmRSS before any client, its peak (VmHWM), and once settled, KiB.
+    /// Server VmRSS before any client (cold), KiB.
+    pub rss_cold_kib: u64,
+    /// Server VmRSS after a first, uncounted wave and the same settling (the baseline the
+    /// verdict uses), its peak (VmHWM), and once settled after the counted waves, KiB.
     pub rss_before_kib: u64,
     pub peak_kib: u64,
     pub rss_after_kib: u64,
@@ -78,48 +81,34 @@ pub fn run_churn(opts: &Opts, total: usize) -> io::Result<Report> {
             srv.name, srv.pinning
         );
     }
+    // The first clients a server ever serves grow what it keeps for any number of them: the
+    // code pages their handling touches, the buffers a turn reuses, the allocator's arena. A
+    // first wave that is not counted, and the same settling, give the baseline, so the soak
+    // measures what churn adds, not what serving anyone at all costs; the cold figure is
+    // reported beside it.
+    let cold = ProcStats::read(pid).unwrap_or_default();
+    let wave = opts.wave.clamp(1, total.max(1));
+    let mut warm_up = ChurnResult::default();
+    churn_wave(opts, &mut srv, wave, &mut warm_up)?;
+    if progress {
+        eprintln!(
+            "  warm-up wave of {wave}: settling for {} s",
+            SETTLE.as_secs()
+        );
+    }
+    std::thread::sleep(SETTLE);
     let before = ProcStats::read(pid).unwrap_or_default();
     let fds_before = target::fd_count(pid).unwrap_or(0);
-    let wave = opts.wave.clamp(1, total.max(1));
     let start = Instant::now();
     let mut r = ChurnResult {
+        rss_cold_kib: cold.rss_kib,
         rss_before_kib: before.rss_kib,
         fds_before,
         ..ChurnResult::default()
     };
     while r.clients < total && start.elapsed() < secs(opts.churn_secs) {
         let n = wave.min(total - r.clients);
-        let mut load = Load::new(
-            Plan {
-                wire: Wire::Chat,
-                addr: srv.line,
-                clients: n,
-                rooms: n.div_ceil(10),
-                senders: n,
-                slow: 0,
-                payload: 64,
-                room_prefix: "ch",
-                stay_in_lobby: false,
-                tls: None,
-            },
-            None,
-            false,
-        )?;
-        load.connect(secs(opts.connect_timeout))?;
-        let t = load.trial(
-            r.waves as u32 + 1,
-            false,
-            Some(WAVE_RATE),
-            Duration::ZERO,
-            WAVE_TALK,
-            Duration::from_secs(1),
-        )?;
-        (r.sent, r.lost) = (r.sent + t.sent, r.lost + t.lost);
-        // Dropping the generator closes every socket of the wave at once.
-        drop(load);
-        r.clients += n;
-        r.waves += 1;
-        srv.check_alive()?;
+        churn_wave(opts, &mut srv, n, &mut r)?;
         if progress {
             eprintln!(
                 "  wave {}: {} clients in all, server RSS {:.1} MiB, {} descriptors",
@@ -155,6 +144,42 @@ pub fn run_churn(opts: &Opts, total: usize) -> io::Result<Report> {
         server: ProcStats::read(pid),
         ..Report::default()
     })
+}
+
+/// One wave: `n` clients connect, join, talk for [`WAVE_TALK`] and all leave at once; counted
+/// into `r`.
+fn churn_wave(opts: &Opts, srv: &mut Server, n: usize, r: &mut ChurnResult) -> io::Result<()> {
+    let mut load = Load::new(
+        Plan {
+            wire: Wire::Chat,
+            addr: srv.line,
+            clients: n,
+            rooms: n.div_ceil(10),
+            senders: n,
+            slow: 0,
+            payload: 64,
+            room_prefix: "ch",
+            stay_in_lobby: false,
+            tls: None,
+        },
+        None,
+        false,
+    )?;
+    load.connect(secs(opts.connect_timeout))?;
+    let t = load.trial(
+        r.waves as u32 + 1,
+        false,
+        Some(WAVE_RATE),
+        Duration::ZERO,
+        WAVE_TALK,
+        Duration::from_secs(1),
+    )?;
+    (r.sent, r.lost) = (r.sent + t.sent, r.lost + t.lost);
+    // Dropping the generator closes every socket of the wave at once.
+    drop(load);
+    r.clients += n;
+    r.waves += 1;
+    srv.check_alive()
 }
 
 /// What the mass disconnect found.

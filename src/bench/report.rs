@@ -149,7 +149,8 @@ fn churn(s: &mut String, r: &Report, c: &super::ChurnResult) {
     let _ = writeln!(s, "cores: {}", r.pinning);
     let _ = writeln!(
         s,
-        "server RSS {:.1} MiB before, peak (VmHWM) {:.1} MiB, {:.1} MiB {:.1} s after the last left",
+        "server RSS {:.1} MiB cold, {:.1} MiB after a first wave settled (the baseline), peak (VmHWM) {:.1} MiB, {:.1} MiB {:.1} s after the last left",
+        mib(c.rss_cold_kib),
         mib(c.rss_before_kib),
         mib(c.peak_kib),
         mib(c.rss_after_kib),
@@ -512,12 +513,13 @@ pub fn json(r: &Report) -> String {
         .collect();
     let churn = r.churn.as_ref().map_or("null".into(), |c| {
         format!(
-            "{{\"clients\":{},\"waves\":{},\"secs\":{},\"rss_before_kib\":{},\"peak_kib\":{},\
+            "{{\"clients\":{},\"waves\":{},\"secs\":{},\"rss_cold_kib\":{},\"rss_before_kib\":{},\"peak_kib\":{},\
              \"rss_after_kib\":{},\"fds_before\":{},\"fds_after\":{},\"settle_secs\":{},\
              \"sent\":{},\"lost\":{},\"passed\":{}}}",
             c.clients,
             c.waves,
             json_num(c.secs),
+            c.rss_cold_kib,
             c.rss_before_kib,
             c.peak_kib,
             c.rss_after_kib,

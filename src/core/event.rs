@@ -45,6 +45,25 @@ impl Source {
     }
 }
 
+/// Tags a client attached to a message for the other clients (IRC's client-only `+` tags),
+/// already in their wire form (`+typing=active;+draft/reply=x`). Opaque to the core, which only
+/// carries them from the command to its events: shared by `Arc` among every target and
+/// recipient, and never kept in a room's history (a replay has no tags), so they cost nothing
+/// once the message is delivered.
+pub type ClientTags = Option<Arc<str>>;
+
+/// A message's number, unique for the server's lifetime: one per message (each target of a
+/// comma list is one), the same in every recipient's copy and the sender's echo. IRC shows it
+/// as the `msgid` tag.
+pub type MsgId = u64;
+
+/// Where a [`Command::TagMsg`] goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Room(String),
+    Nick(String),
+}
+
 /// How a message is meant: said, acted (`/me`), or a notice (never answered automatically).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MsgKind {
@@ -69,18 +88,27 @@ pub enum Listing {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     /// A message to a room: `None` means the client's current room. `echo`: the sender gets a
-    /// copy too (IRC's echo-message).
+    /// copy too (IRC's echo-message). `tags`: see [`ClientTags`].
     Say {
         room: Option<String>,
         text: String,
         kind: MsgKind,
         echo: bool,
+        tags: ClientTags,
     },
     /// A private message to one user.
     Private {
         to: String,
         text: String,
         kind: MsgKind,
+        echo: bool,
+        tags: ClientTags,
+    },
+    /// A message of tags only (IRC's TAGMSG: typing notifications, reactions…) to a room or a
+    /// user. Delivered like a message (membership, `+m`, bans, echo), never remembered.
+    TagMsg {
+        to: Target,
+        tags: ClientTags,
         echo: bool,
     },
     Nick(String),
@@ -152,6 +180,30 @@ pub enum Command {
     RoomInfo(Option<String>),
     /// User and room counts.
     Stats,
+    /// Show (no changes) or change the asker's own user modes: `i` invisible (left out of the
+    /// mask searches of users who share no room with it), `w` wallops (receives operators'
+    /// WALLOPS); `-o` stops being a server operator (`+o` only comes with OPER).
+    UserMode(Vec<(bool, char)>),
+    /// A server operator's message to every user with `+w`.
+    Wallops(String),
+    /// The asker's ignore list (IRC's SILENCE, the line protocol's /ignore): `None` shows it;
+    /// `Some((true, mask))` adds a `nick!user@host` mask (a bare nick means `nick!*@*`),
+    /// `Some((false, mask))` removes it. Private messages, notices and invitations from a
+    /// matching sender are dropped without telling the sender.
+    Silence(Option<(bool, String)>),
+    /// A server operator bans a `user@host` mask from the whole server for `minutes` (0: for
+    /// good): users it matches are disconnected, and nobody it matches may register.
+    ServerBan {
+        mask: String,
+        minutes: u64,
+        reason: Option<String>,
+    },
+    /// A server operator lifts a server ban.
+    ServerUnban(String),
+    /// A server operator lists the server bans.
+    ServerBans,
+    /// Presence: watch nicks, stop, list them (IRC's MONITOR, the line protocol's /watch).
+    Watch(super::watch::Watch),
 }
 
 /// A room's topic and who set it when.
@@ -168,6 +220,19 @@ pub struct RoomSummary {
     pub name: Arc<str>,
     pub members: usize,
     pub topic: Option<Arc<str>>,
+}
+
+/// The server's figures (IRC's LUSERS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stats {
+    pub users: usize,
+    /// Users with `+i`.
+    pub invisible: usize,
+    /// Server operators.
+    pub opers: usize,
+    pub rooms: usize,
+    /// The most users there have been at once since the server started.
+    pub peak: usize,
 }
 
 /// A user as a listing shows it.
@@ -208,6 +273,8 @@ pub enum Event {
         from: Arc<Source>,
         text: Arc<str>,
         kind: MsgKind,
+        tags: ClientTags,
+        id: MsgId,
     },
     /// A message replayed from a room's history on join, with the time it was first sent.
     History {
@@ -223,6 +290,16 @@ pub enum Event {
         to: Arc<str>,
         text: Arc<str>,
         kind: MsgKind,
+        tags: ClientTags,
+        id: MsgId,
+    },
+    /// A message of tags only to `to`, a room or a nick ([`Command::TagMsg`]). A protocol that
+    /// cannot show tags shows nothing of it.
+    TagMsg {
+        from: Arc<Source>,
+        to: Arc<str>,
+        tags: ClientTags,
+        id: MsgId,
     },
     /// `who` joined `room` (sent to the joiner too, as confirmation).
     Joined {
@@ -337,11 +414,57 @@ pub enum Event {
         by: Arc<Source>,
         reason: Arc<str>,
     },
-    /// Reply to `Stats`.
-    Stats {
-        users: usize,
-        rooms: usize,
+    /// Reply to `UserMode`: the user's modes now (`+iw`…), and what changed if anything did.
+    UserModes {
+        nick: Arc<str>,
+        changed: Option<Box<str>>,
+        modes: Box<str>,
     },
+    /// A server operator's message to the users with `+w`.
+    Wallops {
+        from: Arc<Source>,
+        text: Arc<str>,
+    },
+    /// Reply to `Silence(None)`: the asker's ignore masks.
+    SilenceList {
+        masks: Vec<Box<str>>,
+    },
+    /// Reply to a change of the ignore list.
+    Silenced {
+        nick: Arc<str>,
+        set: bool,
+        mask: Box<str>,
+    },
+    /// Reply to `ServerBan`: the ban in force, and how many users it disconnected.
+    ServerBanSet {
+        mask: Box<str>,
+        until: Option<Millis>,
+        reason: Box<str>,
+        disconnected: usize,
+    },
+    /// Reply to `ServerUnban`.
+    ServerBanLifted {
+        mask: Box<str>,
+    },
+    /// Reply to `ServerBans`.
+    ServerBanList {
+        bans: Vec<super::kline::ServerBan>,
+    },
+    /// Watched users are online (told to their watchers when they arrive or take the nick,
+    /// and in reply to `Watch`).
+    Online {
+        who: Vec<Arc<Source>>,
+    },
+    /// Watched nicks are offline.
+    Offline {
+        nicks: Vec<Box<str>>,
+    },
+    /// Reply to `Watch(List)`.
+    WatchList {
+        nicks: Vec<Box<str>>,
+    },
+    /// Reply to `Stats`.
+    Stats(Stats),
     /// Reply to `Away`: whether the asker is now marked away.
     AwayIs {
         away: bool,
@@ -425,6 +548,20 @@ pub enum Error {
     NotServerOperator,
     /// Wrong operator name or password.
     BadOperLogin,
+    /// A user mode letter that does not exist.
+    UnknownUserMode(char),
+    /// The ignore list already holds the most masks it may.
+    SilenceFull,
+    /// An ignore mask with a space, a comma or a control character.
+    InvalidIgnoreMask,
+    /// A server ban mask that is not `user@host`, or would ban everyone.
+    InvalidServerMask(String),
+    /// No server ban has that mask.
+    NoSuchServerBan(String),
+    /// The server keeps the most server bans it may.
+    ServerBansFull,
+    /// The watch list is full: this nick and the rest were not added.
+    WatchListFull(String),
 }
 
 impl Error {
@@ -459,6 +596,13 @@ impl Error {
             Error::InvalidMask(_) => "invalid-mask",
             Error::NotServerOperator => "not-server-operator",
             Error::BadOperLogin => "bad-oper-login",
+            Error::UnknownUserMode(_) => "unknown-user-mode",
+            Error::SilenceFull => "ignore-list-full",
+            Error::InvalidIgnoreMask => "invalid-mask",
+            Error::InvalidServerMask(_) => "invalid-server-mask",
+            Error::NoSuchServerBan(_) => "no-such-server-ban",
+            Error::ServerBansFull => "server-bans-full",
+            Error::WatchListFull(_) => "watch-list-full",
         }
     }
 }
@@ -534,6 +678,34 @@ impl fmt::Display for Error {
             ),
             Error::NotServerOperator => write!(f, "only a server operator may do that"),
             Error::BadOperLogin => write!(f, "wrong operator name or password"),
+            Error::UnknownUserMode(c) => write!(
+                f,
+                "unknown user mode {c:?}: user modes are i (invisible), w (wallops), o (operator)"
+            ),
+            Error::InvalidIgnoreMask => write!(
+                f,
+                "an ignore mask is a nick or one word like nick!user@host, with * and ?"
+            ),
+            Error::InvalidServerMask(m) => write!(
+                f,
+                "{m:?} is not a server ban mask: user@host (or a host), with * and ?, naming some host"
+            ),
+            Error::NoSuchServerBan(m) => write!(f, "no server ban has the mask {m}"),
+            Error::ServerBansFull => write!(
+                f,
+                "the server already keeps {} bans, the most it may",
+                super::kline::MAX_SERVER_BANS
+            ),
+            Error::WatchListFull(n) => write!(
+                f,
+                "you already watch {} nicks, the most allowed: {n} and the rest were not added",
+                super::watch::WATCH_MAX
+            ),
+            Error::SilenceFull => write!(
+                f,
+                "your ignore list is full ({} masks): remove one first",
+                super::user::SILENCE_MAX
+            ),
         }
     }
 }

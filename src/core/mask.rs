@@ -12,9 +12,13 @@ impl Core {
     pub fn who_mask(&self, id: ClientId, mask: &str, max: usize, out: &mut Outbox) -> usize {
         let pattern = fold(mask);
         let whole = mask.contains(['!', '@']);
+        let asker_oper = self.users.get(&id).is_some_and(|u| u.oper);
         let mut found: Vec<(String, ClientId)> = self
             .users
             .iter()
+            // An invisible user (`+i`) is found by a mask only by itself, by operators and
+            // by users it shares a room with.
+            .filter(|&(&c, u)| !u.invisible || c == id || asker_oper || self.share_room(id, u))
             .filter(|(_, u)| {
                 let s = &u.source;
                 if whole {
@@ -43,6 +47,15 @@ impl Core {
             },
         );
         self.users.len()
+    }
+}
+
+impl Core {
+    /// Whether `id` is in one of `user`'s rooms (O(rooms of each), a few dozen at most).
+    fn share_room(&self, id: ClientId, user: &super::User) -> bool {
+        self.users
+            .get(&id)
+            .is_some_and(|me| me.room_keys().any(|k| user.is_in(k)))
     }
 }
 

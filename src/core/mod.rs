@@ -11,6 +11,7 @@
 
 pub mod cloak;
 pub mod event;
+pub mod kline;
 pub mod mask;
 pub mod modes;
 pub mod names;
@@ -18,6 +19,8 @@ pub mod nick_delay;
 pub mod page;
 pub mod room;
 pub mod user;
+mod usermode;
+pub mod watch;
 pub mod whowas;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -28,8 +31,9 @@ use slab::Slab;
 
 pub use cloak::Cloak;
 pub use event::{
-    Applied, Ban, ClientId, Command, Cursor, Error, Event, Listing, Member, Millis, Mode,
-    ModeChange, MsgKind, Outbox, Part, RoomSummary, Source, Status, WhoisInfo,
+    Applied, Ban, ClientId, ClientTags, Command, Cursor, Error, Event, Listing, Member, Millis,
+    Mode, ModeChange, MsgId, MsgKind, Outbox, Part, RoomSummary, Source, Stats, Status, Target,
+    WhoisInfo,
 };
 use names::{check_nick, check_room, check_text, fold, label};
 use nick_delay::NickDelay;
@@ -83,6 +87,9 @@ impl CoreLimits {
     }
 }
 
+/// The user name of every line-protocol user (what server bans match them by).
+pub const LINE_USER: &str = "line";
+
 /// All chat state of one server.
 #[derive(Debug)]
 pub struct Core {
@@ -112,6 +119,8 @@ pub struct Core {
     gone: whowas::Gone,
     /// Serial of the last remembered message (0: none yet); the next gets one more.
     next_serial: u64,
+    /// [`MsgId`] of the last message, private and tag-only ones included (0: none yet).
+    last_msgid: MsgId,
     /// Turns a peer's address into the host every other user sees.
     cloak: Cloak,
     /// Nicks recently left in big rooms, unclaimable until their delay ends.
@@ -124,6 +133,13 @@ pub struct Core {
     /// Operator password checks in the current second, and which second (see
     /// [`Core::may_check_password`]).
     password_checks: (u32, Millis),
+    /// Folded nick → the users watching it (`core::watch`).
+    watchers: HashMap<String, Vec<ClientId>>,
+    /// Server bans (K-lines).
+    server_bans: kline::ServerBans,
+    /// How many users are invisible (`+i`) and how many are server operators (LUSERS).
+    invisible: usize,
+    opers: usize,
 }
 
 impl Core {
@@ -144,17 +160,22 @@ impl Core {
             rooms,
             room_keys: BTreeMap::from([(LOBBY.to_string(), lobby)]),
             next_guest: 1,
-            line_user: "line".into(),
+            line_user: LINE_USER.into(),
             line_realname: "line protocol user".into(),
             history_bytes: 0,
             oldest: BTreeSet::new(),
             next_serial: 0,
+            last_msgid: 0,
             gone: whowas::Gone::default(),
             cloak: Cloak::random(64),
             delayed: NickDelay::default(),
             next_user: 0,
             peak_users: 0,
             password_checks: (0, 0),
+            server_bans: kline::ServerBans::default(),
+            watchers: HashMap::new(),
+            invisible: 0,
+            opers: 0,
         }
     }
 
@@ -206,7 +227,7 @@ impl Core {
 
     /// Registers a new client under the next free guest nick (`guest1`, `guest2`, …), in no
     /// room yet, and returns the nick. `ip` is the peer's address: others are shown its cloak.
-    pub fn connect(&mut self, id: ClientId, ip: IpAddr, now: Millis) -> Arc<str> {
+    pub fn connect(&mut self, id: ClientId, ip: IpAddr, now: Millis, out: &mut Outbox) -> Arc<str> {
         let nick = loop {
             let candidate = format!("guest{}", self.next_guest);
             self.next_guest += 1;
@@ -220,12 +241,13 @@ impl Core {
             }
         };
         let (user, realname) = (self.line_user.clone(), self.line_realname.clone());
-        self.insert_user(id, &nick, user, ip, realname, now);
+        self.insert_user(id, &nick, user, ip, realname, now, out);
         nick.into()
     }
 
     /// Registers a client that chose its own nick (IRC's NICK + USER). Fails, changing nothing,
     /// if the nick is invalid, reserved or taken.
+    #[allow(clippy::too_many_arguments)]
     pub fn register(
         &mut self,
         id: ClientId,
@@ -234,12 +256,14 @@ impl Core {
         realname: &str,
         ip: IpAddr,
         now: Millis,
+        out: &mut Outbox,
     ) -> Result<(), Error> {
         self.check_new_nick(None, nick, now)?;
-        self.insert_user(id, nick, user.into(), ip, label(realname).into(), now);
+        self.insert_user(id, nick, user.into(), ip, label(realname).into(), now, out);
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn insert_user(
         &mut self,
         id: ClientId,
@@ -248,6 +272,7 @@ impl Core {
         ip: IpAddr,
         realname: Arc<str>,
         now: Millis,
+        out: &mut Outbox,
     ) {
         self.nicks.insert(fold(nick), id);
         let source = Arc::new(Source {
@@ -267,8 +292,13 @@ impl Core {
             serial: self.next_user,
             oper: false,
             secure: false,
+            invisible: false,
+            wallops: false,
+            silence: None,
+            watching: None,
         };
         self.next_user = self.next_user.wrapping_add(1);
+        self.announce_online(&user.source, out);
         self.users.insert(id, user);
         self.peak_users = self.peak_users.max(self.users.len());
     }
@@ -290,6 +320,10 @@ impl Core {
             return;
         };
         self.nicks.remove(&fold(&user.source.nick));
+        self.invisible -= usize::from(user.invisible);
+        self.opers -= usize::from(user.oper);
+        self.announce_offline(&user.source.nick, out);
+        self.forget_watches(id, user.watching.map(|w| *w));
         self.gone.push(user.source.clone(), now);
         for &membership in &user.rooms {
             self.leave(id, &user.source.nick, membership);
@@ -392,13 +426,16 @@ impl Core {
                 text,
                 kind,
                 echo,
-            } => self.say(id, room, text, kind, echo, now, out),
+                tags,
+            } => self.say(id, room, text, kind, (echo, tags), now, out),
             Command::Private {
                 to,
                 text,
                 kind,
                 echo,
-            } => self.private(id, &to, text, kind, echo, now, out),
+                tags,
+            } => self.private(id, &to, text, kind, (echo, tags), now, out),
+            Command::TagMsg { to, tags, echo } => self.tag_msg(id, to, tags, echo, out),
             Command::Nick(nick) => self.change_nick(id, &nick, now, out),
             Command::Join(room) => self.join(id, &room, None, now, out),
             Command::JoinWithKey { room, key } => self.join(id, &room, Some(&key), now, out),
@@ -415,7 +452,10 @@ impl Core {
                 Ok(())
             }
             Command::MakeOper => {
-                let user = self.user_mut(id);
+                let user = self.users.get_mut(&id).expect("asker is a user");
+                if !user.oper {
+                    self.opers += 1;
+                }
                 user.oper = true;
                 let nick = user.source.nick.clone();
                 out.send(id, Event::YouAreOper { nick });
@@ -435,6 +475,51 @@ impl Core {
                         reason: reason.into(),
                     },
                 );
+                Ok(())
+            }
+            Command::UserMode(changes) => self.user_mode(id, changes, out),
+            Command::Wallops(text) => {
+                let from = self.users[&id].source.clone();
+                if !self.users[&id].oper {
+                    return Err(Error::NotServerOperator);
+                }
+                check_text(&text)?;
+                // Operators only, and rare: one fan-out to the users who asked for them.
+                let to: Vec<ClientId> = self
+                    .users
+                    .iter()
+                    .filter(|&(&c, u)| u.wallops || c == id)
+                    .map(|(&c, _)| c)
+                    .collect();
+                let text = label(&text).into();
+                out.send_many(to, Event::Wallops { from, text });
+                Ok(())
+            }
+            Command::Silence(change) => self.silence(id, change, out),
+            Command::ServerBan {
+                mask,
+                minutes,
+                reason,
+            } => self.server_ban(id, &mask, minutes, reason, now, out),
+            Command::ServerUnban(mask) => {
+                self.need_oper(id)?;
+                let folded = kline::server_mask(&mask).unwrap_or_else(|| fold(&mask));
+                if !self.server_bans.remove(&folded, now) {
+                    return Err(Error::NoSuchServerBan(label(&mask)));
+                }
+                out.send(
+                    id,
+                    Event::ServerBanLifted {
+                        mask: folded.into(),
+                    },
+                );
+                Ok(())
+            }
+            Command::Watch(watch) => self.watch(id, watch, out),
+            Command::ServerBans => {
+                self.need_oper(id)?;
+                let bans = self.server_bans.list(now).to_vec();
+                out.send(id, Event::ServerBanList { bans });
                 Ok(())
             }
             Command::Part { room, reason } => {
@@ -558,18 +643,19 @@ impl Core {
                 Ok(())
             }
             Command::Stats => {
-                out.send(
-                    id,
-                    Event::Stats {
-                        users: self.users.len(),
-                        rooms: self.rooms.len(),
-                    },
-                );
+                out.send(id, Event::Stats(self.stats()));
                 Ok(())
             }
         }
     }
 
+    /// The next [`MsgId`].
+    fn next_msgid(&mut self) -> MsgId {
+        self.last_msgid += 1;
+        self.last_msgid
+    }
+
+    /// A room message. `(echo, tags)`: whether the sender gets a copy, and its client tags.
     #[allow(clippy::too_many_arguments)]
     fn say(
         &mut self,
@@ -577,7 +663,7 @@ impl Core {
         room: Option<String>,
         text: String,
         kind: MsgKind,
-        echo: bool,
+        (echo, tags): (bool, ClientTags),
         now: Millis,
         out: &mut Outbox,
     ) -> Result<(), Error> {
@@ -588,6 +674,8 @@ impl Core {
         user.last_active = now;
         let from = user.source.clone();
         let text: Arc<str> = text.into();
+        // The history keeps the text, never the tags: up to 4 KiB of them per message would
+        // multiply what a room holds and replays, and a replay is not the live message.
         if kind != MsgKind::Notice {
             self.next_serial += 1;
             let entry = HistoryEntry {
@@ -600,12 +688,15 @@ impl Core {
             self.with_history(key, |room| room.remember(entry));
             self.trim_history();
         }
+        let msgid = self.next_msgid();
         let room = &self.rooms[key];
         let event = Event::Message {
             room: room.name.clone(),
             from,
             text,
             kind,
+            tags,
+            id: msgid,
         };
         out.send_many(
             room.members.iter().copied().filter(|&m| echo || m != id),
@@ -614,6 +705,7 @@ impl Core {
         Ok(())
     }
 
+    /// A private message; `(echo, tags)` as for [`Core::say`].
     #[allow(clippy::too_many_arguments)]
     fn private(
         &mut self,
@@ -621,7 +713,7 @@ impl Core {
         to: &str,
         text: String,
         kind: MsgKind,
-        echo: bool,
+        (echo, tags): (bool, ClientTags),
         now: Millis,
         out: &mut Outbox,
     ) -> Result<(), Error> {
@@ -646,14 +738,65 @@ impl Core {
                 },
             );
         }
+        let ignored = target_user.ignores(&from);
         let event = Event::Private {
             from,
             to: target_user.source.nick.clone(),
             text: text.into(),
             kind,
+            tags,
+            id: self.next_msgid(),
         };
+        // An ignored sender is not told: its message seems delivered (echo included).
+        let to = (!ignored).then_some(target);
         let also_sender = (echo && target != id).then_some(id);
-        out.send_many(std::iter::once(target).chain(also_sender), event);
+        out.send_many(to.into_iter().chain(also_sender), event);
+        Ok(())
+    }
+
+    /// A message of tags only, to whom a message to `to` would go, under the same rules (a
+    /// room's `+n`, `+m` and bans, a target's ignore list). Not remembered, not an activity (WHOIS idle time: a typing
+    /// notification is not a message), and no "is away" reply (that answers messages).
+    fn tag_msg(
+        &mut self,
+        id: ClientId,
+        to: Target,
+        tags: ClientTags,
+        echo: bool,
+        out: &mut Outbox,
+    ) -> Result<(), Error> {
+        let from = self.users[&id].source.clone();
+        match to {
+            Target::Room(room) => {
+                let key = self.target_room(id, Some(&room), false)?;
+                self.may_speak(id, key)?;
+                let msgid = self.next_msgid();
+                let room = &self.rooms[key];
+                let event = Event::TagMsg {
+                    from,
+                    to: room.name.clone(),
+                    tags,
+                    id: msgid,
+                };
+                let members = room.members.iter().copied();
+                out.send_many(members.filter(|&m| echo || m != id), event);
+            }
+            Target::Nick(nick) => {
+                let target = self.find_nick(&nick)?;
+                let ignored = self.users[&target].ignores(&from);
+                let event = Event::TagMsg {
+                    from,
+                    to: self.users[&target].source.nick.clone(),
+                    tags,
+                    id: self.next_msgid(),
+                };
+                // As for a private message: an ignoring target gets nothing, unbeknown to the
+                // sender.
+                let to = (!ignored).then_some(target);
+                let also_sender = (echo && target != id).then_some(id);
+                out.send_many(to.into_iter().chain(also_sender), event);
+            }
+        }
         Ok(())
     }
 
@@ -690,6 +833,12 @@ impl Core {
         let mut to = self.neighbours(id);
         if !to.contains(&id) {
             to.push(id);
+        }
+        // A change of case is the same nick to its watchers.
+        if fold(&old.nick) != fold(nick) {
+            self.announce_offline(&old.nick, out);
+            let source = self.users[&id].source.clone();
+            self.announce_online(&source, out);
         }
         out.send_many(to, Event::NickChanged { old, new });
         Ok(())

@@ -554,14 +554,18 @@ impl Core {
             }
             m.invited.push(entry);
         }
-        out.send(
-            target,
-            Event::Invited {
-                room: room_name.clone(),
-                by: self.users[&id].source.clone(),
-                nick: to.clone(),
-            },
-        );
+        // An ignored inviter is not told: the invitation stands, unannounced.
+        let by = self.users[&id].source.clone();
+        if !self.users[&target].ignores(&by) {
+            out.send(
+                target,
+                Event::Invited {
+                    room: room_name.clone(),
+                    by,
+                    nick: to.clone(),
+                },
+            );
+        }
         out.send(
             id,
             Event::Inviting {
@@ -598,7 +602,7 @@ impl Core {
 /// A ban mask as given: one word that reads as what it is, so that it cannot change the shape
 /// of the MODE and 367 lines it goes into, nor reach a terminal as an escape: no whitespace,
 /// control or invisible characters, no comma, no colon at the start.
-fn valid_mask(mask: &str) -> bool {
+pub(super) fn valid_mask(mask: &str) -> bool {
     !mask.is_empty()
         && !mask.starts_with(':')
         && !mask.chars().any(|c| {

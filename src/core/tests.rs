@@ -26,7 +26,7 @@ impl World {
             now: 1_000_000,
         };
         for (id, nick) in [(A, "alice"), (B, "bob"), (C, "carol")] {
-            w.core.connect(id, IP, w.now);
+            w.core.connect(id, IP, w.now, &mut Outbox::default());
             w.run(id, Command::Nick(nick.into()));
         }
         w.run(A, Command::Join(LOBBY.into()));
@@ -55,6 +55,7 @@ impl World {
                 text: text.into(),
                 kind: MsgKind::Normal,
                 echo: false,
+                tags: None,
             },
         )
     }
@@ -88,6 +89,7 @@ fn describe(e: &Event) -> String {
             from,
             text,
             kind,
+            ..
         } => format!("msg {room} {} {kind:?} {text}", from.nick),
         Event::History {
             room,
@@ -101,6 +103,7 @@ fn describe(e: &Event) -> String {
             to,
             text,
             kind,
+            ..
         } => format!("private {}>{to} {kind:?} {text}", from.nick),
         Event::Joined { room, who } => format!("joined {room} {}", who.nick),
         Event::Parted { room, who, reason } => format!("parted {room} {} {reason:?}", who.nick),
@@ -135,6 +138,7 @@ fn say(text: &str) -> Command {
         text: text.into(),
         kind: MsgKind::Normal,
         echo: false,
+        tags: None,
     }
 }
 
@@ -144,6 +148,7 @@ fn msg(to: &str, text: &str) -> Command {
         text: text.into(),
         kind: MsgKind::Normal,
         echo: false,
+        tags: None,
     }
 }
 
@@ -158,21 +163,24 @@ fn who(room: &str) -> Command {
 fn guests_get_distinct_nicks_skipping_taken_ones() {
     let mut core = Core::new(CoreLimits::counts(0, 3, 1000), 1_000_000);
     let mut out = Outbox::default();
-    assert_eq!(&*core.connect(A, IP, 0), "guest1");
+    assert_eq!(&*core.connect(A, IP, 0, &mut Outbox::default()), "guest1");
     core.handle(A, Command::Nick("guest2".into()), 0, &mut out);
-    assert_eq!(&*core.connect(B, IP, 0), "guest3");
+    assert_eq!(&*core.connect(B, IP, 0, &mut Outbox::default()), "guest3");
 }
 
 #[test]
 fn registering_with_a_chosen_nick_checks_it() {
     let mut core = Core::new(CoreLimits::counts(0, 3, 1000), 1_000_000);
-    assert_eq!(core.register(A, "alice", "al", "Alice L", TEN, 0), Ok(()));
     assert_eq!(
-        core.register(B, "ALICE", "x", "x", IP, 0),
+        core.register(A, "alice", "al", "Alice L", TEN, 0, &mut Outbox::default()),
+        Ok(())
+    );
+    assert_eq!(
+        core.register(B, "ALICE", "x", "x", IP, 0, &mut Outbox::default()),
         Err(Error::NickInUse("ALICE".into()))
     );
     assert!(matches!(
-        core.register(B, "9", "x", "x", IP, 0),
+        core.register(B, "9", "x", "x", IP, 0, &mut Outbox::default()),
         Err(Error::InvalidNick(_))
     ));
     assert_eq!(core.user_count(), 1);
@@ -209,6 +217,7 @@ fn echo_includes_the_sender_in_the_same_event() {
         text: "hi".into(),
         kind: MsgKind::Normal,
         echo: true,
+        tags: None,
     };
     assert_eq!(
         w.see(A, echoed),
@@ -219,6 +228,7 @@ fn echo_includes_the_sender_in_the_same_event() {
         text: "psst".into(),
         kind: MsgKind::Normal,
         echo: true,
+        tags: None,
     };
     assert_eq!(
         w.see(A, private),
@@ -241,6 +251,7 @@ fn joining_tells_members_and_replays_history_marked_as_such() {
             text: "n".into(),
             kind: MsgKind::Notice,
             echo: false,
+            tags: None,
         },
     );
     let seen = w.see(C, Command::Join("#LOBBY".into()));
@@ -317,7 +328,15 @@ fn service_and_server_names_are_reserved_nicks_case_insensitively() {
         Err(Error::ReservedNick("ChanServ".into()))
     );
     assert_eq!(
-        w.core.register(ClientId(9), "chanserv", "u", "r", IP, 0),
+        w.core.register(
+            ClientId(9),
+            "chanserv",
+            "u",
+            "r",
+            IP,
+            0,
+            &mut Outbox::default()
+        ),
         Err(Error::ReservedNick("chanserv".into()))
     );
     assert_eq!(w.core.user_count(), 3);
@@ -338,10 +357,10 @@ fn service_and_server_names_are_reserved_nicks_case_insensitively() {
 fn guest_nicks_are_unaffected_unless_reserved_themselves() {
     let mut core = Core::new(CoreLimits::counts(0, 3, 1000), 0);
     core.reserve_nick("pollchat");
-    assert_eq!(&*core.connect(A, IP, 0), "guest1");
+    assert_eq!(&*core.connect(A, IP, 0, &mut Outbox::default()), "guest1");
     // An operator who reserves a guest nick never sees it handed out.
     core.reserve_nick("GUEST2");
-    assert_eq!(&*core.connect(B, IP, 0), "guest3");
+    assert_eq!(&*core.connect(B, IP, 0, &mut Outbox::default()), "guest3");
 }
 
 #[test]
@@ -416,6 +435,7 @@ fn invisible_characters_are_stripped_from_every_label() {
             &format!("Dave{rlo} \u{200f}L"),
             IP,
             0,
+            &mut Outbox::default(),
         )
         .unwrap();
     let Event::Whois(info) = &w.run(A, Command::Whois("dave".into()))[0].0 else {
@@ -453,6 +473,7 @@ fn private_messages_and_away() {
         text: "n".into(),
         kind: MsgKind::Notice,
         echo: false,
+        tags: None,
     };
     assert_eq!(
         w.see(A, notice),
@@ -602,6 +623,7 @@ fn room_limit_and_membership_checks() {
         text: "x".into(),
         kind: MsgKind::Normal,
         echo: false,
+        tags: None,
     };
     assert_eq!(
         w.run(B, to_other)[0].0,
@@ -721,7 +743,13 @@ fn room_info_and_stats() {
     );
     assert_eq!(
         w.run(A, Command::Stats)[0].0,
-        Event::Stats { users: 3, rooms: 1 }
+        Event::Stats(Stats {
+            users: 3,
+            invisible: 0,
+            opers: 0,
+            rooms: 1,
+            peak: 3
+        })
     );
 }
 
@@ -787,7 +815,7 @@ fn big_rooms_do_not_announce_presence_and_list_few_names_on_join() {
     let mut core = Core::new(CoreLimits::counts(0, 3, 2), 0);
     let mut out = Outbox::default();
     for i in 1..=4 {
-        core.connect(ClientId(i), IP, 0);
+        core.connect(ClientId(i), IP, 0, &mut Outbox::default());
     }
     for i in 1..=2 {
         core.handle(ClientId(i), Command::Join("#big".into()), 0, &mut out);
@@ -846,7 +874,7 @@ fn budget_core(room_bytes: usize, total_bytes: usize, max_total_rooms: usize) ->
         0,
     );
     for (id, nick) in [(A, "alice"), (B, "bob"), (C, "carol")] {
-        core.connect(id, IP, 0);
+        core.connect(id, IP, 0, &mut Outbox::default());
         core.handle(id, Command::Nick(nick.into()), 0, &mut Outbox::default());
     }
     core
@@ -858,6 +886,7 @@ fn say_in(core: &mut Core, id: ClientId, room: &str, text: &str, now: Millis) {
         text: text.into(),
         kind: MsgKind::Normal,
         echo: false,
+        tags: None,
     };
     core.handle(id, say, now, &mut Outbox::default());
 }
@@ -943,7 +972,7 @@ proptest::proptest! {
         let mut out = Outbox::default();
         let mut model: HashMap<String, Vec<ClientId>> = HashMap::new();
         for id in 1..9 {
-            core.connect(ClientId(id), IP, 0);
+            core.connect(ClientId(id), IP, 0, &mut Outbox::default());
         }
         for (op, id, room) in ops {
             let (id, room) = (ClientId(id), format!("#r{room}"));
@@ -962,7 +991,7 @@ proptest::proptest! {
                 }
                 2 => {
                     core.disconnect(id, "gone", 0, &mut out);
-                    core.connect(id, IP, 0);
+                    core.connect(id, IP, 0, &mut Outbox::default());
                     model.values_mut().for_each(|m| m.retain(|&x| x != id));
                 }
                 _ => {
@@ -1003,10 +1032,26 @@ fn others_see_a_cloak_and_only_the_user_itself_its_address() {
     let cloak = Cloak::new([9; 16], 64);
     w.core.set_cloak(cloak);
     w.core
-        .register(ClientId(9), "dave", "d", "D", TEN, w.now)
+        .register(
+            ClientId(9),
+            "dave",
+            "d",
+            "D",
+            TEN,
+            w.now,
+            &mut Outbox::default(),
+        )
         .unwrap();
     w.core
-        .register(ClientId(10), "erin", "e", "E", TEN, w.now)
+        .register(
+            ClientId(10),
+            "erin",
+            "e",
+            "E",
+            TEN,
+            w.now,
+            &mut Outbox::default(),
+        )
         .unwrap();
     let whois = |w: &mut World, asker, nick: &str| {
         let Event::Whois(info) = w.run(asker, Command::Whois(nick.into())).remove(0).0 else {
@@ -1033,6 +1078,7 @@ fn others_see_a_cloak_and_only_the_user_itself_its_address() {
             text: "hi".into(),
             kind: MsgKind::Normal,
             echo: false,
+            tags: None,
         },
     );
     let Event::Message { from, .. } = &said[0].0 else {
@@ -1051,7 +1097,7 @@ fn delay_core() -> Core {
     let mut core = Core::new(limits, 0);
     let mut out = Outbox::default();
     for i in 1..=5 {
-        core.connect(ClientId(i), IP, 0);
+        core.connect(ClientId(i), IP, 0, &mut Outbox::default());
         core.handle(ClientId(i), Command::Nick(format!("u{i}")), 0, &mut out);
         let room = if i <= 3 { "#big" } else { "#small" };
         core.handle(ClientId(i), Command::Join(room.into()), 0, &mut out);
@@ -1081,14 +1127,22 @@ fn a_nick_that_quits_a_big_room_is_held_for_the_delay() {
     // Case-insensitively, to a user changing nick and to one registering…
     assert_eq!(take(&mut core, ClientId(4), "U1", 10_000), held);
     assert_eq!(
-        core.register(ClientId(9), "u1", "u", "r", IP, 39_999),
+        core.register(
+            ClientId(9),
+            "u1",
+            "u",
+            "r",
+            IP,
+            39_999,
+            &mut Outbox::default()
+        ),
         Err(Error::NickDelayed {
             nick: "u1".into(),
             secs: 1,
         })
     );
     // …and to a new user given the same ClientId (drivers reuse them).
-    core.connect(ClientId(1), IP, 20_000);
+    core.connect(ClientId(1), IP, 20_000, &mut Outbox::default());
     assert!(matches!(
         take(&mut core, ClientId(1), "u1", 20_000),
         Err(Error::NickDelayed { .. })
@@ -1118,7 +1172,7 @@ fn a_nick_left_by_a_change_in_a_big_room_is_held_for_its_owner_only() {
     assert_eq!(take(&mut core, ClientId(3), "other3", 5_000), Ok(()));
     let mut out = Outbox::default();
     core.disconnect(ClientId(3), "bye", 6_000, &mut out);
-    core.connect(ClientId(3), IP, 7_000);
+    core.connect(ClientId(3), IP, 7_000, &mut Outbox::default());
     for nick in ["u3", "other3"] {
         assert!(
             matches!(
@@ -1138,7 +1192,7 @@ fn no_delay_when_it_is_off() {
     let mut core = Core::new(CoreLimits::counts(0, 3, 2), 0);
     let mut out = Outbox::default();
     for i in 1..=4 {
-        core.connect(ClientId(i), IP, 0);
+        core.connect(ClientId(i), IP, 0, &mut Outbox::default());
         core.handle(ClientId(i), Command::Join("#big".into()), 0, &mut out);
     }
     core.disconnect(ClientId(1), "bye", 0, &mut out);
@@ -1153,7 +1207,10 @@ fn guest_nicks_skip_held_ones() {
     core.handle(ClientId(4), Command::Join("#big".into()), 0, &mut out);
     assert_eq!(take(&mut core, ClientId(4), "guest6", 0), Ok(()));
     core.disconnect(ClientId(4), "bye", 0, &mut out);
-    assert_eq!(&*core.connect(ClientId(9), IP, 1), "guest7");
+    assert_eq!(
+        &*core.connect(ClientId(9), IP, 1, &mut Outbox::default()),
+        "guest7"
+    );
 }
 
 /// A core with `n` users `u0000`.. in #lobby (big rooms over `big`).
@@ -1162,7 +1219,7 @@ fn crowd(n: usize, big: usize) -> Core {
     let mut out = Outbox::default();
     for i in 0..n {
         let id = ClientId(i + 1);
-        core.connect(id, IP, 0);
+        core.connect(id, IP, 0, &mut Outbox::default());
         core.handle(id, Command::Nick(format!("u{i:04}")), 0, &mut out);
         core.handle(id, Command::Join(LOBBY.into()), 0, &mut out);
         out.clear();
@@ -1209,7 +1266,7 @@ fn a_long_member_list_comes_in_pages_that_resume_after_the_last_name_sent() {
     core.disconnect(ClientId(1), "gone", 0, &mut out);
     core.disconnect(ClientId(301), "gone", 0, &mut out);
     for (id, nick) in [(ClientId(5000), "a-behind"), (ClientId(5001), "zz-ahead")] {
-        core.connect(id, IP, 0);
+        core.connect(id, IP, 0, &mut Outbox::default());
         core.handle(id, Command::Nick(nick.into()), 0, &mut out);
         core.handle(id, Command::Join(LOBBY.into()), 0, &mut out);
     }
@@ -1259,7 +1316,7 @@ fn a_joiner_of_a_big_room_is_sent_a_few_names_and_always_itself() {
     // sorts (here, after every name shown).
     let mut core = crowd(700, 300);
     let id = ClientId(9999);
-    core.connect(id, IP, 0);
+    core.connect(id, IP, 0, &mut Outbox::default());
     core.handle(id, Command::Nick("zed".into()), 0, &mut Outbox::default());
     let mut cursor = cursor_of(&mut core, id, Command::Join(LOBBY.into()));
     let mut all = Vec::new();
@@ -1282,7 +1339,7 @@ fn a_joiner_of_a_big_room_is_sent_a_few_names_and_always_itself() {
 fn rooms_are_listed_in_case_folded_order_across_pages() {
     let mut core = Core::new(CoreLimits::counts(0, 200, 1000), 0);
     let mut out = Outbox::default();
-    core.connect(A, IP, 0);
+    core.connect(A, IP, 0, &mut Outbox::default());
     for i in 0..150 {
         let name = if i % 2 == 0 {
             format!("#Room{i:03}")
@@ -1351,7 +1408,7 @@ fn a_big_room_joiner_that_renames_between_pages_is_still_listed() {
     // once) changes its nick to one sorting before where the cursor stands.
     let mut core = crowd(700, 300);
     let id = ClientId(9999);
-    core.connect(id, IP, 0);
+    core.connect(id, IP, 0, &mut Outbox::default());
     core.handle(id, Command::Nick("zed".into()), 0, &mut Outbox::default());
     let mut cursor = cursor_of(&mut core, id, Command::Join(LOBBY.into()));
     let mut all = Vec::new();
@@ -1431,6 +1488,7 @@ fn moderation_mutes_bans_invites_and_kicks() {
         text: text.into(),
         kind: MsgKind::Normal,
         echo: false,
+        tags: None,
     };
     // +m: bob is muted until voiced.
     w.run(A, mode("#r", true, Mode::Flag('m')));
@@ -1537,7 +1595,7 @@ fn an_invitation_does_not_outlive_the_invited_connection() {
     // carol quits without joining; a stranger gets her (reused) ClientId.
     let now = w.now;
     w.core.disconnect(C, "bye", now, &mut w.out);
-    w.core.connect(C, TEN, now);
+    w.core.connect(C, TEN, now, &mut Outbox::default());
     w.run(C, Command::Nick("mallory".into()));
     assert_eq!(
         errors(&w.run(C, Command::Join("#r".into()))),
@@ -1645,4 +1703,105 @@ fn operator_passwords_are_checked_a_few_times_a_second_server_wide() {
     assert_eq!(granted, PASSWORD_CHECKS_PER_SECOND as usize);
     assert!(!core.may_check_password(5_999), "the same second");
     assert!(core.may_check_password(6_000), "the next second");
+}
+
+/// Client tags ride along with a message to every recipient, each message has its own number
+/// (the same for all its recipients), and neither tags nor tag-only messages reach the history.
+#[test]
+fn tags_travel_with_messages_and_tag_only_messages_are_not_remembered() {
+    let mut w = World::new(5);
+    let tags: ClientTags = Some("+typing=done".into());
+    let said = w.run(
+        A,
+        Command::Say {
+            room: None,
+            text: "hi".into(),
+            kind: MsgKind::Normal,
+            echo: true,
+            tags: tags.clone(),
+        },
+    );
+    let Event::Message { tags: t, id, .. } = &said[0].0 else {
+        panic!("{said:?}")
+    };
+    assert_eq!((t, said[0].1.as_slice()), (&tags, [A, B].as_slice()));
+    let first = *id;
+    let private = w.run(
+        A,
+        Command::Private {
+            to: "bob".into(),
+            text: "psst".into(),
+            kind: MsgKind::Normal,
+            echo: false,
+            tags: tags.clone(),
+        },
+    );
+    let Event::Private { tags: t, id, .. } = &private[0].0 else {
+        panic!("{private:?}")
+    };
+    assert_eq!((t, *id), (&tags, first + 1));
+    // A tag-only message goes where a message would, echo included, and is numbered too.
+    let typing = |to| Command::TagMsg {
+        to,
+        tags: Some("+typing=active".into()),
+        echo: false,
+    };
+    let to_room = w.run(A, typing(Target::Room("#LOBBY".into())));
+    assert_eq!(
+        to_room,
+        [(
+            Event::TagMsg {
+                from: w.core.source(A).unwrap().clone(),
+                to: "#lobby".into(),
+                tags: Some("+typing=active".into()),
+                id: first + 2,
+            },
+            vec![B]
+        )]
+    );
+    let to_nick = w.run(A, typing(Target::Nick("CAROL".into())));
+    assert!(
+        matches!(&to_nick[..], [(Event::TagMsg { to, .. }, r)] if &**to == "carol" && r == &[C]),
+        "{to_nick:?}"
+    );
+    // The rules of messages hold: not to a nick nobody has, nor to a room one may not speak in.
+    let nobody = w.run(A, typing(Target::Nick("nobody".into())));
+    assert!(matches!(nobody[0].0, Event::Error(Error::NoSuchNick(_))));
+    // One who ignores the sender gets none, as with a private message, and the sender is not
+    // told (its echo still comes).
+    w.run(C, Command::Silence(Some((true, "alice".into()))));
+    let ignored = w.run(
+        A,
+        Command::TagMsg {
+            to: Target::Nick("carol".into()),
+            tags: None,
+            echo: true,
+        },
+    );
+    assert!(
+        matches!(&ignored[..], [(Event::TagMsg { .. }, r)] if r == &[A]),
+        "{ignored:?}"
+    );
+    w.run(C, Command::Silence(Some((false, "alice".into()))));
+    w.run(C, Command::Join("#quiet".into()));
+    w.run(
+        C,
+        Command::Mode {
+            room: Some("#quiet".into()),
+            changes: vec![ModeChange {
+                set: true,
+                mode: Mode::Flag('n'),
+            }],
+        },
+    );
+    let outside = w.run(A, typing(Target::Room("#quiet".into())));
+    assert!(matches!(outside[0].0, Event::Error(Error::CannotSend(_))));
+    // Only the message is replayed to a joiner: no tags (a replay has none), no TAGMSG.
+    let seen = w.see(C, Command::Join(LOBBY.into()));
+    let replayed: Vec<&String> = seen
+        .iter()
+        .map(|(s, _)| s)
+        .filter(|s| s.starts_with("history"))
+        .collect();
+    assert_eq!(replayed, ["history #lobby alice 1000000 hi"]);
 }

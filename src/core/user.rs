@@ -31,7 +31,19 @@ pub struct User {
     pub oper: bool,
     /// Connected over TLS (WHOIS says so: IRC's 671).
     pub secure: bool,
+    /// User mode `+i`: left out of the WHO mask searches of users who share no room with it.
+    pub invisible: bool,
+    /// User mode `+w`: receives operators' WALLOPS.
+    pub wallops: bool,
+    /// Whom this user ignores (IRC's SILENCE): folded `nick!user@host` masks, at most
+    /// [`SILENCE_MAX`]; boxed, as most users never ignore anyone (8 bytes when empty).
+    pub silence: Option<Box<Vec<Box<str>>>>,
+    /// The nicks this user watches (IRC's MONITOR), as given; boxed for the same reason.
+    pub watching: Option<Box<Vec<Box<str>>>>,
 }
+
+/// The most masks one user's ignore list holds (ISUPPORT `SILENCE`).
+pub const SILENCE_MAX: usize = 32;
 
 impl User {
     /// The keys of the rooms this user is in, in join order.
@@ -41,5 +53,33 @@ impl User {
 
     pub fn is_in(&self, key: usize) -> bool {
         self.rooms.iter().any(|m| m.key() == key)
+    }
+
+    /// The user's modes as IRC writes them: `+` and the letters set (`+iwo`).
+    pub fn modes(&self) -> Box<str> {
+        let mut s = String::from("+");
+        let letters = [
+            (self.invisible, 'i'),
+            (self.wallops, 'w'),
+            (self.oper, 'o'),
+            (self.secure, 'z'),
+        ];
+        for (on, letter) in letters {
+            if on {
+                s.push(letter);
+            }
+        }
+        s.into()
+    }
+
+    /// Whether this user ignores `from` (its ignore list has a mask matching `from`).
+    pub fn ignores(&self, from: &Source) -> bool {
+        let Some(masks) = &self.silence else {
+            return false;
+        };
+        let whole = super::fold(&format!("{}!{}@{}", from.nick, from.user, from.host));
+        masks
+            .iter()
+            .any(|m| super::mask::glob(m.as_bytes(), whole.as_bytes()))
     }
 }

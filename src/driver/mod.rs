@@ -330,6 +330,7 @@ pub(crate) fn new_core(config: &Config) -> Core {
         Some(phrase) => Cloak::from_phrase(phrase, config.ipv6_prefix),
         None => Cloak::random(config.ipv6_prefix),
     });
+    core.set_server_bans(config.server_bans.clone());
     core.reserve_nick(&config.server_name);
     for nick in &config.reserved_nicks {
         core.reserve_nick(nick);
@@ -356,6 +357,24 @@ pub(crate) fn depart(
         outbox.clear();
     }
     text
+}
+
+/// Writes the server bans to `--kline-file` if they changed: to a temporary file renamed over
+/// the old one, so a crash never leaves half a file. A few hundred bytes per operator command
+/// at most, so the loop may do it in place. A failure is logged; the bans stay in force.
+pub(crate) fn save_server_bans(core: &mut Core, config: &Config) {
+    let Some(text) = core.take_server_ban_changes() else {
+        return;
+    };
+    let Some(path) = &config.kline_file else {
+        return;
+    };
+    let tmp = path.with_extension("tmp");
+    let saved = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
+    match saved {
+        Ok(()) => info!("server bans saved to {}", path.display()),
+        Err(e) => log::error!("cannot save server bans to {}: {e}", path.display()),
+    }
 }
 
 /// Wall-clock time for the core, which reads no clock itself.

@@ -243,6 +243,7 @@ impl EventLoop {
         self.flush_marked();
         self.apply_closes(now);
         self.shed_output(now);
+        super::save_server_bans(&mut self.core, &self.config);
         now
     }
 

@@ -751,6 +751,7 @@ impl Reader {
             self.bucket.charge(step.extra_cost);
             st.apply(&shared.ctx, id, step);
             st.apply_closes(&shared.ctx);
+            super::save_server_bans(&mut st.core, &shared.config);
         }
         let st = &mut **guard.get_or_insert_with(|| shared.lock());
         let client = st.clients.get_mut(&id).filter(|c| c.closing.is_none())?;

@@ -102,9 +102,15 @@ impl SendChannel {
             return Ok(());
         }
         // As in the loop, a chunk into an empty queue always goes in: one reply bigger than the
-        // limit says nothing about how the client reads.
+        // limit says nothing about how the client reads. Empty means nothing waits for the
+        // writer: bytes it has taken and is writing are the loop's "what the socket took" (the
+        // writer may not have counted them as written yet when the client, having read them,
+        // sends its next command: judging by them would cut a client that reads). They still
+        // count as soon as anything else is queued, so a client that stops reading holds at
+        // most one chunk past the limit.
         let held = inner.unwritten + inner.later.len();
-        if held > 0 && held + chunk.len() > self.limit {
+        let waiting = !inner.queue.is_empty() || !inner.later.is_empty();
+        if waiting && held + chunk.len() > self.limit {
             return Err(Full);
         }
         if inner.later.is_empty() {
@@ -298,6 +304,20 @@ mod tests {
         ch.written(5);
         ch.push(&chunk("12")).unwrap();
         assert_eq!(ch.unwritten(), 6);
+    }
+
+    #[test]
+    fn bytes_in_flight_alone_do_not_refuse_the_next_chunk() {
+        // The writer took 8 bytes and the client, having read them, asks again before the
+        // writer counted them written: its reply goes in, as into an empty queue…
+        let ch = SendChannel::new(10);
+        ch.push(&chunk("12345678")).unwrap();
+        let mut out = OutQueue::default();
+        assert_eq!(ch.take(&mut out), Take::Write);
+        ch.push(&chunk("abcde")).unwrap();
+        // …but once something waits for the writer, everything held counts.
+        assert_eq!(ch.push(&chunk("x")), Err(Full));
+        assert_eq!(ch.unwritten(), 13);
     }
 
     #[test]

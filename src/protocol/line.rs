@@ -27,6 +27,7 @@ use super::iso8601;
 use super::text::{self, TextError};
 use crate::core::cloak::real_host;
 use crate::core::modes::mode_string;
+use crate::core::watch::Watch;
 use crate::core::{Command, Event, Listing, Mode, ModeChange, MsgKind, Source};
 
 /// What one client line asks for.
@@ -127,8 +128,24 @@ const COMMANDS: &[(&str, &str)] = &[
         "/mode [#room] [+imnst, +k KEY, +l N, +b MASK, +o/+v NICK]  show or change modes",
     ),
     (
+        "ignore",
+        "/ignore [NICK|MASK]      drop someone's private messages (/unignore; alone: the list)",
+    ),
+    (
+        "watch",
+        "/watch [NICK...]         be told when they come and go (ONLINE/OFFLINE; /unwatch)",
+    ),
+    (
+        "umode",
+        "/umode [+i|-i|+w|-w]     your modes: i hidden from searches, w operators' notices",
+    ),
+    (
         "oper",
-        "/oper NAME PASSWORD      become a server operator (/kill NICK [why])",
+        "/oper NAME PASSWORD      become a server operator (/kill NICK [why], /wallops text)",
+    ),
+    (
+        "kline",
+        "/kline [MIN] USER@HOST [why]  ban from the server (/unkline, /klines; operators)",
     ),
     ("quit", "/quit [reason]           leave the server"),
     (
@@ -165,6 +182,7 @@ pub fn parse(line: &[u8]) -> Result<Request, LineError> {
             text: text.to_string(),
             kind: MsgKind::Normal,
             echo: false,
+            tags: None,
         })
     };
     let Some(rest) = line.strip_prefix('/') else {
@@ -277,12 +295,14 @@ pub fn parse(line: &[u8]) -> Result<Request, LineError> {
             text: after_first().to_string(),
             kind: MsgKind::Normal,
             echo: false,
+            tags: None,
         },
         ("me", n) if n >= 1 => Command::Say {
             room: None,
             text: args.to_string(),
             kind: MsgKind::Action,
             echo: false,
+            tags: None,
         },
         // `/topic -` clears the topic (an empty text, for the core).
         ("topic", 1) if args == "-" => Command::Topic {
@@ -309,12 +329,36 @@ pub fn parse(line: &[u8]) -> Result<Request, LineError> {
             nick: words[0].to_string(),
             reason: opt(after_first()),
         },
+        ("ignore", 0) => Command::Silence(None),
+        ("ignore" | "unignore", 1) => Command::Silence(Some((name == "ignore", args.to_string()))),
+        ("watch", 0) => Command::Watch(Watch::List),
+        ("watch", _) => Command::Watch(Watch::Add(words.iter().map(|w| w.to_string()).collect())),
+        ("unwatch", n) if n >= 1 => {
+            Command::Watch(Watch::Remove(words.iter().map(|w| w.to_string()).collect()))
+        }
+        ("umode", 0) => Command::UserMode(Vec::new()),
+        ("umode", 1) => Command::UserMode(super::irc::parse_user_modes(args)),
+        ("wallops", n) if n >= 1 => Command::Wallops(args.to_string()),
+        ("kline", n) if n >= 1 => {
+            let (minutes, rest) = match words[0].parse::<u64>() {
+                Ok(m) if n >= 2 => (m, 1),
+                _ => (0, 0),
+            };
+            Command::ServerBan {
+                mask: words[rest].to_string(),
+                minutes,
+                reason: opt(after(args, rest + 1)),
+            }
+        }
+        ("unkline", 1) => Command::ServerUnban(args.to_string()),
+        ("klines", 0) => Command::ServerBans,
         ("quit", _) => return Ok(Request::Quit(opt(args))),
         ("help", _) => return Ok(Request::Help),
         (known, _)
             if COMMANDS.iter().any(|(n, _)| *n == known)
                 || [
                     "list", "names", "deop", "devoice", "unban", "bans", "kill", "whowas",
+                    "unignore", "wallops", "unkline", "klines", "unwatch",
                 ]
                 .contains(&known) =>
         {
@@ -366,6 +410,7 @@ pub fn render(event: &Event) -> Vec<u8> {
             from,
             text,
             kind,
+            ..
         } => line(
             &mut s,
             format_args!("MSG {room} {} {text}", speaker(from, *kind)),
@@ -578,13 +623,93 @@ pub fn render(event: &Event) -> Vec<u8> {
                 );
             }
         }
+        Event::UserModes {
+            nick,
+            changed: Some(changed),
+            ..
+        } => line(&mut s, format_args!("MODE {nick} {changed}")),
+        Event::UserModes {
+            changed: None,
+            modes,
+            ..
+        } => line(&mut s, format_args!("NOTICE your user modes: {modes}")),
+        Event::Wallops { from, text } => line(&mut s, format_args!("WALLOPS {} {text}", from.nick)),
+        Event::SilenceList { masks } if masks.is_empty() => {
+            line(&mut s, format_args!("NOTICE you ignore nobody"))
+        }
+        Event::SilenceList { masks } => line(
+            &mut s,
+            format_args!("NOTICE you ignore: {}", masks.join(" ")),
+        ),
+        Event::Silenced {
+            set: true, mask, ..
+        } => line(
+            &mut s,
+            format_args!("NOTICE ignoring {mask}: their private messages and invitations"),
+        ),
+        Event::Silenced {
+            set: false, mask, ..
+        } => line(&mut s, format_args!("NOTICE no longer ignoring {mask}")),
+        Event::Online { who } => {
+            let nicks: Vec<&str> = who.iter().map(|s| &*s.nick).collect();
+            for chunk in nicks.chunks(20) {
+                line(&mut s, format_args!("ONLINE {}", chunk.join(" ")));
+            }
+        }
+        Event::Offline { nicks } => {
+            for chunk in nicks.chunks(20) {
+                line(&mut s, format_args!("OFFLINE {}", chunk.join(" ")));
+            }
+        }
+        Event::WatchList { nicks } if nicks.is_empty() => {
+            line(&mut s, format_args!("NOTICE you watch nobody"))
+        }
+        Event::WatchList { nicks } => line(
+            &mut s,
+            format_args!("NOTICE you watch: {}", nicks.join(" ")),
+        ),
+        Event::ServerBanSet {
+            mask,
+            until,
+            reason,
+            disconnected,
+        } => {
+            let how_long = match until {
+                Some(at) => format!("until {}", iso8601(*at)),
+                None => "for good".into(),
+            };
+            line(
+                &mut s,
+                format_args!(
+                    "NOTICE {mask} is banned from the server {how_long}: {reason} ({disconnected} disconnected)"
+                ),
+            )
+        }
+        Event::ServerBanLifted { mask } => {
+            line(&mut s, format_args!("NOTICE {mask} is no longer banned"))
+        }
+        Event::ServerBanList { bans } => {
+            for b in bans {
+                let until = b.until.map_or("never".into(), iso8601);
+                line(
+                    &mut s,
+                    format_args!("SERVERBAN {} {until} {} {}", b.mask, b.by, b.reason),
+                );
+            }
+            line(&mut s, format_args!("NOTICE {} server bans", bans.len()));
+        }
         Event::YouAreOper { .. } => line(
             &mut s,
             format_args!(
                 "NOTICE you are now a server operator: you operate every room and may /kill"
             ),
         ),
-        Event::Found { .. } | Event::Stats { .. } | Event::Page(_) | Event::Killed { .. } => {}
+        // A line user sees messages, not their tags: a message of tags only is nothing to it.
+        Event::Found { .. }
+        | Event::Stats(_)
+        | Event::Page(_)
+        | Event::Killed { .. }
+        | Event::TagMsg { .. } => {}
     }
     s.into_bytes()
 }
@@ -703,7 +828,8 @@ mod tests {
                 room: None,
                 text: "hello  there".into(),
                 kind: MsgKind::Normal,
-                echo: false
+                echo: false,
+                tags: None
             }
         );
         assert_eq!(
@@ -712,7 +838,8 @@ mod tests {
                 room: None,
                 text: "/etc/passwd".into(),
                 kind: MsgKind::Normal,
-                echo: false
+                echo: false,
+                tags: None
             }
         );
         assert_eq!(parse(b""), Ok(Request::Nothing));
@@ -750,7 +877,8 @@ mod tests {
                 to: "bob".into(),
                 text: "hi  there".into(),
                 kind: MsgKind::Normal,
-                echo: false
+                echo: false,
+                tags: None
             }
         );
         assert_eq!(
@@ -759,7 +887,8 @@ mod tests {
                 room: None,
                 text: "waves".into(),
                 kind: MsgKind::Action,
-                echo: false
+                echo: false,
+                tags: None
             }
         );
         assert_eq!(
@@ -830,6 +959,8 @@ mod tests {
             from: src("a"),
             text: "hi".into(),
             kind: MsgKind::Normal,
+            tags: None,
+            id: 1,
         };
         assert_eq!(text(render(&m)), "MSG #l <a> hi\r\n");
         let n = Event::Message {
@@ -837,6 +968,8 @@ mod tests {
             from: src("a"),
             text: "hi".into(),
             kind: MsgKind::Notice,
+            tags: None,
+            id: 1,
         };
         assert_eq!(text(render(&n)), "MSG #l -a- hi\r\n");
         let h = Event::History {
@@ -855,6 +988,8 @@ mod tests {
             to: "b".into(),
             text: "psst".into(),
             kind: MsgKind::Normal,
+            tags: None,
+            id: 1,
         };
         assert_eq!(text(render(&p)), "PRIV <a> psst\r\n");
         // Control characters from IRC users never reach a line user's terminal.
@@ -863,6 +998,8 @@ mod tests {
             to: "b".into(),
             text: "\u{1}VERSION\u{1}\x1b[2J\rx".into(),
             kind: MsgKind::Normal,
+            tags: None,
+            id: 1,
         };
         assert_eq!(text(render(&ctcp)), "PRIV <a> VERSION[2Jx\r\n");
         let e = Event::Error(Error::NoSuchNick("zed".into()));
@@ -934,7 +1071,7 @@ mod tests {
         ) {
             if let Ok(Request::Chat(Command::Say { text, kind, .. })) = parse(&bytes) {
                 let from = Source::new("alice", "line", "127.0.0.1", "r");
-                let event = Event::Message { room: "#a".into(), from, text: text.into(), kind };
+                let event = Event::Message { room: "#a".into(), from, text: text.into(), kind, tags: None, id: 1 };
                 let out = String::from_utf8(render(&event)).unwrap();
                 let body = out.strip_suffix("\r\n").unwrap();
                 proptest::prop_assert!(

@@ -51,7 +51,11 @@ impl LineSession {
     /// Registers the client with the core under a guest nick and joins it to the lobby (events
     /// into `out`); the greeting in the reply must be sent before those events.
     pub fn welcome(&mut self, core: &mut Core, now: Now, out: &mut Outbox) -> Step {
-        let nick = core.connect(self.id, self.ip, now.wall);
+        if let Some(why) = core.server_banned(crate::core::LINE_USER, self.ip, now.wall) {
+            info!("{} refused: server ban ({why})", self.peer());
+            return Step::leave(Reason::Banned(why));
+        }
+        let nick = core.connect(self.id, self.ip, now.wall, out);
         if self.secure {
             core.set_secure(self.id);
         }

@@ -59,6 +59,8 @@ pub enum Reason {
     RegistrationTimeout,
     /// An IRC client gave no or the wrong server password.
     BadPassword,
+    /// A server ban (K-line) matches the client, with its reason.
+    Banned(Box<str>),
     /// A server operator removed it (`KILL`): who, and why. (Boxed: `Reason` sits in every
     /// connection's record, which must stay small.)
     Killed(Box<str>),
@@ -86,6 +88,7 @@ impl Reason {
             Reason::PingTimeout => "ping timeout".into(),
             Reason::RegistrationTimeout => "registration timeout".into(),
             Reason::BadPassword => "bad password".into(),
+            Reason::Banned(why) => format!("banned from this server: {why}"),
             Reason::Killed(how) => how.to_string(),
             Reason::Tls(why) => format!("TLS error: {why}"),
             Reason::HandshakeTimeout => "TLS handshake timeout".into(),
@@ -162,6 +165,8 @@ pub struct Context {
     pub epoch: Instant,
     /// The server's name, the source of IRC numerics.
     pub server: String,
+    /// What LINKS says the server is.
+    pub description: String,
     /// Required IRC `PASS`, if any.
     pub password: Option<String>,
     /// IRC message of the day, one entry per line.
@@ -184,6 +189,8 @@ pub struct Context {
     pub register_timeout: Duration,
     /// Server operators' names and password hashes.
     pub opers: Vec<oper::Oper>,
+    /// IRC: the start of every `msgid` ([`protocol::irc::msgid_prefix`]).
+    pub msgid_prefix: String,
     /// With TLS configured, its doors' ports: credentials sent in clear from another host are
     /// refused, pointing at them ([`credentials_refused`]). `None`: no TLS.
     pub tls: Option<TlsPorts>,
@@ -228,6 +235,7 @@ impl Context {
         Context {
             epoch: Instant::now(),
             server: config.server_name.clone(),
+            description: config.server_description.clone(),
             password: config.irc_password.clone(),
             motd: config.motd.clone(),
             started,
@@ -239,6 +247,7 @@ impl Context {
             ping_timeout: config.irc_ping_timeout,
             register_timeout: config.irc_register_timeout,
             opers: config.opers.clone(),
+            msgid_prefix: protocol::irc::msgid_prefix(started),
             tls: config.tls.as_ref().map(|_| TlsPorts {
                 line: config.tls_listen.first().map(|a| a.port()),
                 irc: config.irc_tls_listen.first().map(|a| a.port()),
@@ -326,23 +335,28 @@ impl RenderClass {
     pub const IRC: RenderClass = RenderClass(Self::IRC_BIT);
     /// IRC with `server-time`: live messages carry `@time=`.
     pub const IRC_TIMED: RenderClass = RenderClass(Self::IRC_BIT | Self::TIME);
+    /// IRC with `message-tags`: messages carry `msgid` and their sender's client tags.
+    pub const IRC_TAGS: RenderClass = RenderClass(Self::IRC_BIT | Self::TAGS);
     /// How many classes there are (the size of [`Rendered`]'s table).
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 32;
     const IRC_BIT: u8 = 1;
     const TIME: u8 = 2;
     /// `multi-prefix`: NAMES shows every prefix of a member.
     const MULTI: u8 = 4;
     /// `userhost-in-names`: NAMES shows `nick!user@host`.
     const UHNAMES: u8 = 8;
+    /// `message-tags`: messages carry `msgid` and client tags, and TAGMSG is shown.
+    const TAGS: u8 = 16;
 
     /// IRC with these capabilities.
-    pub fn irc(time: bool, multi: bool, uhnames: bool) -> RenderClass {
+    pub fn irc(caps: irc::Caps) -> RenderClass {
         let bit = |on: bool, b: u8| if on { b } else { 0 };
         RenderClass(
             Self::IRC_BIT
-                | bit(time, Self::TIME)
-                | bit(multi, Self::MULTI)
-                | bit(uhnames, Self::UHNAMES),
+                | bit(caps.server_time, Self::TIME)
+                | bit(caps.multi_prefix, Self::MULTI)
+                | bit(caps.userhost_in_names, Self::UHNAMES)
+                | bit(caps.tags, Self::TAGS),
         )
     }
 
@@ -362,7 +376,10 @@ pub fn render(class: RenderClass, event: &Event, ctx: &Context, me: &str, now: M
         userhost: class.has(RenderClass::UHNAMES),
     };
     let time = class.has(RenderClass::TIME);
-    protocol::irc::render_with(event, &ctx.server, me, time, names, now)
+    let msgids = class
+        .has(RenderClass::TAGS)
+        .then_some(ctx.msgid_prefix.as_str());
+    protocol::irc::render_with(event, &ctx.server, me, time, names, msgids, now)
 }
 
 /// What a driver does with a core event for its recipients. Most events are rendered and
@@ -559,10 +576,7 @@ impl Session {
     pub fn render_class(&self) -> RenderClass {
         match self {
             Session::Line(_) => RenderClass::LINE,
-            Session::Irc(s) => {
-                let c = s.caps;
-                RenderClass::irc(c.server_time, c.multi_prefix, c.userhost_in_names)
-            }
+            Session::Irc(s) => RenderClass::irc(s.caps),
         }
     }
 

@@ -240,7 +240,10 @@ fn cap_negotiation_pauses_registration_until_cap_end() {
     assert_eq!(reply, ":pollchat CAP * ACK :server-time message-tags\r\n");
     let (reply, _) = b.line(&mut s, 4, "CAP REQ :no-such-cap");
     assert_eq!(reply, ":pollchat CAP * NAK :no-such-cap\r\n");
-    assert_eq!(s.render_class(), RenderClass::IRC_TIMED);
+    assert_eq!(
+        s.render_class(),
+        RenderClass(RenderClass::IRC_BIT | RenderClass::TIME | RenderClass::TAGS)
+    );
     assert_eq!(
         s.max_line(&b.ctx),
         protocol::irc::MAX_LINE + protocol::irc::MAX_TAGS
@@ -254,7 +257,10 @@ fn cap_negotiation_pauses_registration_until_cap_end() {
     );
     // Turning server-time off changes how events are rendered for this client.
     b.line(&mut s, 7, "CAP REQ -server-time");
+    assert_eq!(s.render_class(), RenderClass::IRC_TAGS);
+    b.line(&mut s, 8, "CAP REQ -message-tags");
     assert_eq!(s.render_class(), RenderClass::IRC);
+    assert_eq!(s.max_line(&b.ctx), protocol::irc::MAX_LINE);
 }
 
 #[test]
@@ -444,4 +450,186 @@ fn line_oper_in_clear_from_another_host_is_refused_once_tls_is_configured() {
     secure.welcome(&mut b.core, t, &mut b.out);
     let (reply, _) = b.line(&mut secure, 1, "/oper boss secret");
     assert!(reply.starts_with("ERROR bad-oper-login"), "{reply}");
+}
+
+// ---- message-tags ----------------------------------------------------------------------------
+
+/// An IRC client registered as `nick` with the capabilities `caps` (space-separated, may be
+/// empty), joined to #a.
+fn irc_client(b: &mut Bench, id: usize, nick: &str, caps: &str) -> Session {
+    let mut s = b.session(Protocol::Irc, id);
+    if !caps.is_empty() {
+        b.line(&mut s, 0, &format!("CAP REQ :{caps}"));
+    }
+    b.line(&mut s, 0, &format!("NICK {nick}"));
+    b.line(&mut s, 0, "USER u 0 * :R");
+    b.line(&mut s, 0, "CAP END");
+    b.line(&mut s, 0, "JOIN #a");
+    b.out.clear();
+    s
+}
+
+/// What each of `clients` got from the events queued since the last call, rendered in its own
+/// class as a driver renders them (once per class: the bytes are checked to be the same for
+/// clients of the same class).
+fn delivered(b: &mut Bench, clients: &[(usize, &Session)]) -> Vec<String> {
+    let mut got = vec![String::new(); clients.len()];
+    for (event, to) in b.out.iter() {
+        let mut rendered: Rendered<std::rc::Rc<[u8]>> = Rendered::new();
+        for (i, (id, s)) in clients.iter().enumerate() {
+            if to.contains(&ClientId(*id)) {
+                let class = s.render_class();
+                let bytes = rendered.get(class, || render(class, event, &b.ctx, "x", 1_500));
+                got[i].push_str(std::str::from_utf8(&bytes).unwrap());
+            }
+        }
+    }
+    b.out.clear();
+    got
+}
+
+/// The value of tag `key` in an IRC line, if it has it.
+fn tag<'l>(line: &'l str, key: &str) -> Option<&'l str> {
+    let tags = line.strip_prefix('@')?.split(' ').next()?;
+    tags.split(';').find_map(|t| match t.split_once('=') {
+        Some((k, v)) if k == key => Some(v),
+        None if t == key => Some(""),
+        _ => None,
+    })
+}
+
+/// A line-protocol user as client 5, joined to #a.
+fn line_client(b: &mut Bench) -> Session {
+    let now = b.at(0);
+    let mut s = b.session(Protocol::Line, 5);
+    s.welcome(&mut b.core, now, &mut b.out);
+    let join = crate::core::Command::Join("#a".into());
+    b.core.handle(ClientId(5), join, 1_000_000, &mut b.out);
+    b.out.clear();
+    s
+}
+
+#[test]
+fn client_tags_and_msgid_reach_only_message_tags_clients() {
+    let mut b = Bench::new(|_| {});
+    let mut alice = irc_client(&mut b, 1, "alice", "message-tags");
+    let mut bob = irc_client(&mut b, 2, "bob", "message-tags echo-message");
+    let carol = irc_client(&mut b, 3, "carol", "");
+    let dave = irc_client(&mut b, 4, "dave", "server-time");
+    let line = line_client(&mut b);
+    let (reply, _) = b.line(&mut alice, 1, "@+baz=bat;fizz=buzz PRIVMSG #a :hi");
+    assert_eq!(reply, "");
+    let got = delivered(
+        &mut b,
+        &[(1, &alice), (2, &bob), (3, &carol), (4, &dave), (5, &line)],
+    );
+    assert_eq!(got[0], "", "alice has no echo-message");
+    let to_bob = got[1].as_str();
+    assert_eq!(tag(to_bob, "+baz"), Some("bat"), "{to_bob}");
+    assert_eq!(tag(to_bob, "fizz"), None, "not a client tag: {to_bob}");
+    assert_eq!(
+        tag(to_bob, "time"),
+        None,
+        "bob has no server-time: {to_bob}"
+    );
+    let msgid = tag(to_bob, "msgid").expect("a msgid").to_string();
+    assert!(msgid.starts_with(&b.ctx.msgid_prefix), "{msgid}");
+    assert!(to_bob.ends_with(" PRIVMSG #a :hi\r\n"), "{to_bob}");
+    assert!(
+        got[2].starts_with(":alice!u@"),
+        "no tags at all: {}",
+        got[2]
+    );
+    assert!(got[2].ends_with(" PRIVMSG #a :hi\r\n"), "{}", got[2]);
+    assert!(
+        got[3].starts_with("@time=1970-01-01T00:00:01.500Z :alice!"),
+        "server-time only: {}",
+        got[3]
+    );
+    assert_eq!(got[4], "MSG #a <alice> hi\r\n");
+
+    // bob, with echo-message, gets his own message as alice gets it: the same bytes.
+    b.line(&mut bob, 2, "@+bat=baz;+fizz=buzz PRIVMSG #a :hi yourself");
+    let got = delivered(&mut b, &[(1, &alice), (2, &bob), (3, &carol)]);
+    assert_eq!(got[0], got[1]);
+    assert_eq!(tag(&got[0], "+bat"), Some("baz"));
+    assert_eq!(tag(&got[0], "+fizz"), Some("buzz"));
+    assert_ne!(tag(&got[0], "msgid"), Some(msgid.as_str()), "a new msgid");
+    assert!(got[2].starts_with(':'), "{}", got[2]);
+
+    // A client without message-tags cannot send tags: they are dropped, the message goes.
+    let mut carol = carol;
+    b.line(&mut carol, 3, "@+x=y PRIVMSG #a :plain");
+    let got = delivered(&mut b, &[(2, &bob)]);
+    assert_eq!(tag(&got[0], "+x"), None, "{}", got[0]);
+    assert!(tag(&got[0], "msgid").is_some(), "{}", got[0]);
+}
+
+#[test]
+fn tagmsg_goes_only_to_message_tags_clients() {
+    let mut b = Bench::new(|_| {});
+    let mut alice = irc_client(&mut b, 1, "alice", "message-tags echo-message");
+    let bob = irc_client(&mut b, 2, "bob", "message-tags server-time");
+    let carol = irc_client(&mut b, 3, "carol", "server-time");
+    let line = line_client(&mut b);
+    let (reply, _) = b.line(&mut alice, 1, r"@+typing=active;+r=a\:b;cat=dog TAGMSG #a");
+    assert_eq!(reply, "");
+    let got = delivered(&mut b, &[(1, &alice), (2, &bob), (3, &carol), (5, &line)]);
+    let echo = got[0].as_str();
+    assert!(echo.contains(" :alice!u@"), "{echo}");
+    assert!(echo.ends_with(" TAGMSG #a\r\n"), "{echo}");
+    assert_eq!(tag(echo, "+typing"), Some("active"));
+    assert_eq!(tag(echo, "+r"), Some(r"a\:b"), "escaped as it came");
+    assert_eq!(tag(echo, "cat"), None);
+    assert_eq!(tag(&got[1], "msgid"), tag(echo, "msgid"));
+    assert!(tag(&got[1], "time").is_some(), "{}", got[1]);
+    assert_eq!(
+        got[2], "",
+        "no TAGMSG without message-tags, server-time or not"
+    );
+    assert_eq!(got[3], "", "nor to a line user");
+
+    // To a nick, and to a comma list: one message (one msgid) per target.
+    let (reply, _) = b.line(&mut alice, 2, "@+typing=done TAGMSG bob,#a");
+    assert_eq!(reply, "");
+    let got = delivered(&mut b, &[(2, &bob)]);
+    let lines: Vec<&str> = got[0].lines().collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].ends_with(" TAGMSG bob"), "{}", lines[0]);
+    assert!(lines[1].ends_with(" TAGMSG #a"), "{}", lines[1]);
+    assert_ne!(tag(lines[0], "msgid"), tag(lines[1], "msgid"));
+    // Unlike PRIVMSG, and like NOTICE, never answered with an error.
+    let (reply, _) = b.line(&mut alice, 3, "@+typing=done TAGMSG nobody,#nowhere");
+    assert_eq!(reply, "");
+    assert!(b.out.is_empty());
+}
+
+#[test]
+fn tag_limits_answer_417_and_relay_nothing() {
+    let mut b = Bench::new(|_| {});
+    let mut alice = irc_client(&mut b, 1, "alice", "message-tags echo-message");
+    let at_limit = format!("@foo=bar;+baz={} TAGMSG #a", "a".repeat(4081));
+    assert_eq!(at_limit.find("TAGMSG"), Some(protocol::irc::MAX_TAGS));
+    let (reply, _) = b.line(&mut alice, 1, &at_limit);
+    assert_eq!(reply, "");
+    let got = delivered(&mut b, &[(1, &alice)]);
+    assert_eq!(tag(&got[0], "+baz").map(str::len), Some(4081));
+    let over = format!("@foo=bar;+baz={} TAGMSG #a", "a".repeat(4082));
+    let (reply, _) = b.line(&mut alice, 2, &over);
+    assert_eq!(reply, ":pollchat 417 alice :Input line was too long\r\n");
+    assert!(b.out.is_empty());
+    // Tags within their budget, and a message within its 510 bytes, but too long to relay
+    // in one line once the sender's `nick!user@host` is its source: refused, not split.
+    let long = format!("@+baz=x PRIVMSG #a {}", "b".repeat(496));
+    let (reply, _) = b.line(&mut alice, 3, &long);
+    assert_eq!(reply, ":pollchat 417 alice :Input line was too long\r\n");
+    assert!(b.out.is_empty());
+    // Without client tags, the same message is split as ever.
+    let (reply, _) = b.line(&mut alice, 4, &long[8..]);
+    assert_eq!(reply, "");
+    let got = delivered(&mut b, &[(1, &alice)]);
+    let lines: Vec<&str> = got[0].lines().collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let first = tag(lines[0], "msgid").unwrap();
+    assert_eq!(tag(lines[1], "msgid"), Some(format!("{first}-1").as_str()));
 }

@@ -27,6 +27,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 pub const CLOAK_KEY: &str = "pollchat test cloak key";
 /// The host other users see for a client from 127.0.0.1 under [`CLOAK_KEY`] (pinned by
 /// `core::cloak`'s known-answer test).
+/// Lines of `/help` after its first.
+pub const HELP_LINES: usize = 23;
+
 pub const LOCAL_CLOAK: &str = "f1c0136b.a16b454c.ip";
 
 /// A server running its loop on a thread of the test process.

@@ -79,6 +79,9 @@ class PollchatController(BaseServerController, DirectoryBasedController):
             # The name irctest's tests expect as the source of numerics.
             "--server-name",
             "My.Little.Server",
+            # …and the description of it that LINKS tests look for.
+            "--server-description",
+            "test server",
             # irctest connects many clients from 127.0.0.1 and sends commands back to back:
             # turn off the per-address connect rate, flood control and the wrong-password limit
             # so that no test is throttled or refused by a limit it is not about.

@@ -10,6 +10,7 @@
 //! The code and text of every numeric are in [`numeric`]; [`Out`] writes them.
 
 pub mod numeric;
+pub mod tags;
 
 use std::fmt::{Display, Write as _};
 
@@ -18,8 +19,8 @@ use super::iso8601;
 use crate::core::cloak::real_host;
 use crate::core::modes::{MAX_BANS, Mode, ModeChange, mode_string};
 use crate::core::{
-    Error, Event, Listing, Member, Millis, MsgKind, Source, WhoisInfo, names, names::LABEL_MAX,
-    names::NICK_MAX, names::ROOM_MAX,
+    ClientTags, Error, Event, Listing, Member, Millis, MsgId, MsgKind, Source, Stats, WhoisInfo,
+    names, names::LABEL_MAX, names::NICK_MAX, names::ROOM_MAX, user::SILENCE_MAX, watch::WATCH_MAX,
 };
 
 /// A line's budget without its tags, as RFC 1459 sets it: 512 bytes including CRLF.
@@ -27,9 +28,12 @@ pub const MAX_LINE: usize = 510;
 /// Extra bytes allowed for tags once `message-tags` is negotiated.
 pub const MAX_TAGS: usize = 4096;
 
-/// One parsed client message. Tags are accepted and ignored: no client tag is relayed.
+/// One parsed client message.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Message<'a> {
+    /// The tag section as sent, without its `@` and the space after it (empty if none):
+    /// [`tags::client_tags`] reads what of it is relayed.
+    pub tags: &'a str,
     /// Upper-cased command or numeric.
     pub command: String,
     pub params: Vec<&'a str>,
@@ -39,11 +43,11 @@ pub struct Message<'a> {
 /// A source prefix sent by a client is ignored, as servers do.
 pub fn parse(line: &str) -> Option<Message<'_>> {
     let mut rest = line.trim_start_matches(' ');
+    let mut tags = "";
     if let Some(tagged) = rest.strip_prefix('@') {
-        rest = tagged
-            .split_once(' ')
-            .map_or("", |(_, r)| r)
-            .trim_start_matches(' ');
+        let (t, r) = tagged.split_once(' ').unwrap_or((tagged, ""));
+        tags = t;
+        rest = r.trim_start_matches(' ');
     }
     if let Some(prefixed) = rest.strip_prefix(':') {
         rest = prefixed
@@ -75,6 +79,7 @@ pub fn parse(line: &str) -> Option<Message<'_>> {
         rest = next;
     }
     Some(Message {
+        tags,
         command: command.to_ascii_uppercase(),
         params,
     })
@@ -219,10 +224,10 @@ impl<'a> Out<'a> {
 
     /// A PRIVMSG or NOTICE of `text` from `from` to `target`, split into as many lines as it
     /// takes to keep each within [`MAX_LINE`] (a line user may send up to `--max-line` bytes),
-    /// each with `tag` (server-time) if any.
+    /// each with the `tags` the recipient gets.
     fn message(
         &mut self,
-        tag: Option<&str>,
+        tags: &LineTags<'_>,
         from: &Source,
         target: &str,
         text: &str,
@@ -235,11 +240,11 @@ impl<'a> Out<'a> {
             0
         };
         let budget = MAX_LINE.saturating_sub(head.len() + wrap);
-        for piece in split_text(text, budget) {
-            if let Some(tag) = tag {
-                self.buf.push_str(tag);
-            }
-            self.raw(format_args!("{head}{}", body(piece, kind)));
+        for (n, piece) in split_text(text, budget).into_iter().enumerate() {
+            let start = self.buf.len();
+            tags.write(n, &mut self.buf);
+            let _ = write!(self.buf, "{head}{}", body(piece, kind));
+            self.end_line(start);
         }
     }
 
@@ -263,8 +268,8 @@ pub fn isupport(max_rooms: usize) -> String {
          MAXLIST=b:{MAX_BANS} NICKLEN={NICK_MAX} CHANNELLEN={ROOM_MAX} \
          TOPICLEN={LABEL_MAX} AWAYLEN={LABEL_MAX} NETWORK=pollchat \
          KICKLEN={LABEL_MAX} CHANLIMIT=#:{max_rooms} UTF8ONLY \
-         TARGMAX=NAMES:{NAMES_TARGETS},NOTICE:{MESSAGE_TARGETS},PRIVMSG:{MESSAGE_TARGETS},WHOIS:{WHOIS_TARGETS} \
-         MAXTARGETS={MESSAGE_TARGETS}"
+         TARGMAX=NAMES:{NAMES_TARGETS},NOTICE:{MESSAGE_TARGETS},PRIVMSG:{MESSAGE_TARGETS},TAGMSG:{MESSAGE_TARGETS},WHOIS:{WHOIS_TARGETS} \
+         MAXTARGETS={MESSAGE_TARGETS} SILENCE={SILENCE_MAX} MONITOR={WATCH_MAX}"
     )
 }
 
@@ -275,7 +280,7 @@ pub fn isupport_lines(max_rooms: usize) -> Vec<String> {
     tokens.chunks(13).map(|c| c.join(" ")).collect()
 }
 
-/// Targets one PRIVMSG or NOTICE may name (TARGMAX, MAXTARGETS): each is a fan-out, so a
+/// Targets one PRIVMSG, NOTICE or TAGMSG may name (TARGMAX, MAXTARGETS): each is a fan-out, so a
 /// comma list must not turn one line into dozens of them.
 pub const MESSAGE_TARGETS: usize = 4;
 /// Rooms one NAMES may list (each a reply of up to `--big-room` names).
@@ -287,12 +292,19 @@ pub const MODES: usize = 4;
 
 /// LUSERS replies; with the most users there have been (`peak`), also 265 and 266 (one
 /// server: local and global are the same figures).
-pub fn lusers(o: &mut Out<'_>, users: usize, rooms: usize, peak: Option<usize>) {
-    o.numeric_with(RPL_LUSERCLIENT, &[], &[&users]);
-    o.numeric(RPL_LUSEROP, &[]);
+pub fn lusers(o: &mut Out<'_>, stats: &Stats, with_peak: bool) {
+    let Stats {
+        users,
+        invisible,
+        opers,
+        rooms,
+        peak,
+    } = *stats;
+    o.numeric_with(RPL_LUSERCLIENT, &[], &[&(users - invisible), &invisible]);
+    o.numeric(RPL_LUSEROP, &[&opers]);
     o.numeric(RPL_LUSERCHANNELS, &[&rooms]);
     o.numeric_with(RPL_LUSERME, &[], &[&users]);
-    if let Some(peak) = peak {
+    if with_peak {
         o.numeric_with(RPL_LOCALUSERS, &[&users, &peak], &[&users, &peak]);
         o.numeric_with(RPL_GLOBALUSERS, &[&users, &peak], &[&users, &peak]);
     }
@@ -314,10 +326,81 @@ fn body(text: &str, kind: MsgKind) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// `@time=…` for clients that negotiated server-time.
-fn time_tag(at: Millis) -> String {
-    let secs = iso8601(at);
-    format!("@time={}.{:03}Z ", &secs[..secs.len() - 1], at % 1000)
+/// The tags of a message line, as one class of recipients gets them.
+#[derive(Default)]
+struct LineTags<'t> {
+    /// `server-time`: when it was said.
+    time: Option<Millis>,
+    /// `message-tags`: the server's msgid prefix ([`msgid_prefix`]) and the message's number.
+    msgid: Option<(&'t str, MsgId)>,
+    /// `message-tags`: the sender's client tags, in wire form.
+    client: Option<&'t str>,
+}
+
+impl<'t> LineTags<'t> {
+    /// The tags of a live message for a recipient with server-time (`time`) and message-tags
+    /// (`msgids`: the server's msgid prefix) or without them.
+    fn live(
+        time: bool,
+        now: Millis,
+        msgids: Option<&'t str>,
+        id: MsgId,
+        client: &'t ClientTags,
+    ) -> LineTags<'t> {
+        LineTags {
+            time: time.then_some(now),
+            msgid: msgids.map(|p| (p, id)),
+            client: msgids.and(client.as_deref()),
+        }
+    }
+
+    /// `@time=…;msgid=…;+client… ` (what there is of it) for the `piece`th line of a message
+    /// (0 for the first; a message split in several lines gives each its own msgid).
+    fn write(&self, piece: usize, buf: &mut String) {
+        let mut sep = '@';
+        if let Some(at) = self.time {
+            let secs = iso8601(at);
+            let _ = write!(
+                buf,
+                "{sep}time={}.{:03}Z",
+                &secs[..secs.len() - 1],
+                at % 1000
+            );
+            sep = ';';
+        }
+        if let Some((prefix, id)) = self.msgid {
+            let _ = write!(buf, "{sep}msgid={prefix}{id:x}");
+            if piece > 0 {
+                let _ = write!(buf, "-{piece}");
+            }
+            sep = ';';
+        }
+        if let Some(client) = self.client {
+            let _ = write!(buf, "{sep}{client}");
+            sep = ';';
+        }
+        if sep == ';' {
+            buf.push(' ');
+        }
+    }
+}
+
+/// The start of every msgid this server gives out: eight characters drawn at random when it
+/// starts, so that the number after them (which starts again at 1) makes ids that are unique
+/// across restarts too. Random enough for that without a syscall: std's `RandomState` keys are
+/// seeded by the OS once per process.
+pub fn msgid_prefix(started: Millis) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(started);
+    let mut bits = h.finish();
+    (0..8)
+        .map(|_| {
+            let c = b"0123456789abcdefghijklmnopqrstuv"[(bits & 31) as usize];
+            bits >>= 5;
+            c as char
+        })
+        .collect()
 }
 
 /// Renders a core event as IRC lines for one recipient. `me` is its nick; `time`: it negotiated
@@ -325,7 +408,7 @@ fn time_tag(at: Millis) -> String {
 /// recipient never depend on `me`, so their bytes are shared by every IRC recipient with the
 /// same `time` setting.
 pub fn render(event: &Event, server: &str, me: &str, time: bool, now: Millis) -> Vec<u8> {
-    render_with(event, server, me, time, NamesStyle::default(), now)
+    render_with(event, server, me, time, NamesStyle::default(), None, now)
 }
 
 /// How NAMES shows a member, by the client's capabilities.
@@ -337,13 +420,16 @@ pub struct NamesStyle {
     pub userhost: bool,
 }
 
-/// [`render`] for a client whose capabilities change how NAMES looks.
+/// [`render`] for a client whose capabilities change how NAMES looks, and that may have
+/// negotiated `message-tags`: `msgids` is then the server's [`msgid_prefix`], and its messages
+/// carry a `msgid` and their sender's client tags (and it gets TAGMSG, which others never see).
 pub fn render_with(
     event: &Event,
     server: &str,
     me: &str,
     time: bool,
     names_style: NamesStyle,
+    msgids: Option<&str>,
     now: Millis,
 ) -> Vec<u8> {
     let mut o = Out::new(server, me);
@@ -353,27 +439,46 @@ pub fn render_with(
             from,
             text,
             kind,
+            tags,
+            id,
         } => {
-            let tag = time.then(|| time_tag(now));
-            o.message(tag.as_deref(), from, room, text, *kind);
+            let tags = LineTags::live(time, now, msgids, *id, tags);
+            o.message(&tags, from, room, text, *kind);
         }
-        // History is replayed only to clients that can show when it was said.
+        // History is replayed only to clients that can show when it was said (with no tags
+        // but the time: the history keeps none).
         Event::History {
             room,
             from,
             text,
             kind,
             at,
-        } if time => o.message(Some(&time_tag(*at)), from, room, text, *kind),
+        } if time => {
+            let tags = LineTags {
+                time: Some(*at),
+                ..LineTags::default()
+            };
+            o.message(&tags, from, room, text, *kind)
+        }
         Event::History { .. } | Event::CurrentRoom { .. } => {}
         Event::Private {
             from,
             to,
             text,
             kind,
+            tags,
+            id,
         } => {
-            let tag = time.then(|| time_tag(now));
-            o.message(tag.as_deref(), from, to, text, *kind);
+            let tags = LineTags::live(time, now, msgids, *id, tags);
+            o.message(&tags, from, to, text, *kind);
+        }
+        Event::TagMsg { from, to, tags, id } => {
+            if msgids.is_some() {
+                let start = o.buf.len();
+                LineTags::live(time, now, msgids, *id, tags).write(0, &mut o.buf);
+                let _ = write!(o.buf, ":{} TAGMSG {to}", prefix(from));
+                o.end_line(start);
+            }
         }
         Event::Joined { room, who } => o.raw(format_args!(":{} JOIN {room}", prefix(who))),
         Event::Parted {
@@ -525,7 +630,78 @@ pub fn render_with(
             o.numeric(RPL_ENDOFBANLIST, &[room]);
         }
         // The core's `Stats` carries no peak: the session's LUSERS asks the core for it.
-        Event::Stats { users, rooms } => lusers(&mut o, *users, *rooms, None),
+        Event::Stats(stats) => lusers(&mut o, stats, false),
+        Event::UserModes {
+            nick,
+            changed: Some(changed),
+            ..
+        } => o.raw(format_args!(":{nick} MODE {nick} :{changed}")),
+        Event::UserModes {
+            changed: None,
+            modes,
+            ..
+        } => o.numeric(RPL_UMODEIS, &[modes]),
+        Event::Wallops { from, text } => o.raw(format_args!(":{} WALLOPS :{text}", prefix(from))),
+        Event::SilenceList { masks } => {
+            for mask in masks {
+                o.numeric(RPL_SILELIST, &[&me, mask]);
+            }
+            o.numeric(RPL_ENDOFSILELIST, &[&me]);
+        }
+        Event::Online { who } => {
+            let entries: Vec<String> = who.iter().map(|s| prefix(s)).collect();
+            for chunk in comma_chunks(&entries) {
+                o.numeric_with(RPL_MONONLINE, &[], &[&chunk]);
+            }
+        }
+        Event::Offline { nicks } => {
+            for chunk in comma_chunks(nicks) {
+                o.numeric_with(RPL_MONOFFLINE, &[], &[&chunk]);
+            }
+        }
+        Event::WatchList { nicks } => {
+            for chunk in comma_chunks(nicks) {
+                o.numeric_with(RPL_MONLIST, &[], &[&chunk]);
+            }
+            o.numeric(RPL_ENDOFMONLIST, &[]);
+        }
+        Event::ServerBanSet {
+            mask,
+            until,
+            reason,
+            disconnected,
+        } => {
+            let (server, me) = (o.server, o.me);
+            let how_long = match until {
+                Some(at) => format!("until {}", crate::protocol::iso8601(*at)),
+                None => "for good".into(),
+            };
+            o.raw(format_args!(
+                ":{server} NOTICE {me} :K-line added for {mask} {how_long}: {reason} ({disconnected} disconnected)"
+            ))
+        }
+        Event::ServerBanLifted { mask } => {
+            let (server, me) = (o.server, o.me);
+            o.raw(format_args!(
+                ":{server} NOTICE {me} :K-line for {mask} removed"
+            ))
+        }
+        Event::ServerBanList { bans } => {
+            for b in bans {
+                let (user, host) = b.mask.split_once('@').unwrap_or(("*", &b.mask));
+                let until = b.until.map_or(0, |u| u / 1000);
+                o.numeric_with(
+                    RPL_STATSKLINE,
+                    &[&'K', &host, &until, &user],
+                    &[&format_args!("{} (by {})", b.reason, b.by)],
+                );
+            }
+            o.numeric(RPL_ENDOFSTATS, &[&'k']);
+        }
+        Event::Silenced { nick, set, mask } => {
+            let sign = if *set { '+' } else { '-' };
+            o.raw(format_args!(":{nick} SILENCE {sign}{mask}"))
+        }
         Event::AwayIs { away: true } => o.numeric(RPL_NOWAWAY, &[]),
         Event::AwayIs { away: false } => o.numeric(RPL_UNAWAY, &[]),
         Event::TargetAway { nick, message } => o.numeric_with(RPL_AWAY, &[nick], &[message]),
@@ -680,6 +856,40 @@ fn whois(o: &mut Out<'_>, w: &WhoisInfo) {
     o.numeric(RPL_ENDOFWHOIS, &[nick]);
 }
 
+/// Comma-joined lists of `items`, each short enough for one line (MONITOR's numerics).
+fn comma_chunks<T: AsRef<str>>(items: &[T]) -> Vec<String> {
+    let mut chunks: Vec<String> = Vec::new();
+    for item in items {
+        match chunks.last_mut() {
+            Some(last) if last.len() + 1 + item.as_ref().len() <= LIST_LINE_MAX => {
+                last.push(',');
+                last.push_str(item.as_ref());
+            }
+            _ => chunks.push(item.as_ref().to_string()),
+        }
+    }
+    chunks
+}
+
+/// The longest list a numeric carries in one line, leaving room for the server's name, the
+/// code and the recipient within 512 bytes.
+const LIST_LINE_MAX: usize = 400;
+
+/// A user mode string (`+iw-o`) as (set, letter) pairs in order; a string without a sign
+/// sets.
+pub fn parse_user_modes(modes: &str) -> Vec<(bool, char)> {
+    let mut set = true;
+    let mut changes = Vec::new();
+    for c in modes.chars().take(16) {
+        match c {
+            '+' => set = true,
+            '-' => set = false,
+            c => changes.push((set, c)),
+        }
+    }
+    changes
+}
+
 /// Core errors as numerics.
 pub fn error(o: &mut Out<'_>, e: &Error) {
     match e {
@@ -719,6 +929,13 @@ pub fn error(o: &mut Out<'_>, e: &Error) {
         Error::InvalidMask(r) => o.numeric_with(ERR_INVALIDMODEPARAM, &[r, &'b', &"*"], &[e]),
         Error::NotServerOperator => o.numeric(ERR_NOPRIVILEGES, &[]),
         Error::BadOperLogin => o.numeric(ERR_PASSWDMISMATCH, &[]),
+        Error::UnknownUserMode(_) => o.numeric(ERR_UMODEUNKNOWNFLAG, &[]),
+        Error::SilenceFull => o.numeric(ERR_SILELISTFULL, &[&"*"]),
+        Error::InvalidIgnoreMask => o.fail(FAIL_MASK, "SILENCE", &[e]),
+        Error::InvalidServerMask(_) => o.fail(FAIL_MASK, "KLINE", &[e]),
+        Error::NoSuchServerBan(_) => o.fail(FAIL_NO_SUCH_BAN, "UNKLINE", &[e]),
+        Error::ServerBansFull => o.fail(FAIL_LIST_FULL, "KLINE", &[e]),
+        Error::WatchListFull(n) => o.numeric(ERR_MONLISTFULL, &[&WATCH_MAX, &safe(n)]),
     }
 }
 
@@ -754,7 +971,9 @@ mod tests {
         assert_eq!(m.command, "PRIVMSG");
         assert_eq!(m.params, ["#a", "hello  world"]);
         let m = parse("@time=x;+typing=1 :nick!u@h JOIN #a,#b").unwrap();
+        assert_eq!(m.tags, "time=x;+typing=1");
         assert_eq!((m.command.as_str(), m.params), ("JOIN", vec!["#a,#b"]));
+        assert_eq!(parse("JOIN #a").unwrap().tags, "");
         assert_eq!(
             parse("USER u 0 * :Real Name").unwrap().params,
             ["u", "0", "*", "Real Name"]
@@ -787,6 +1006,8 @@ mod tests {
             from,
             text: "hi there".into(),
             kind: MsgKind::Action,
+            tags: None,
+            id: 1,
         };
         let plain = String::from_utf8(render(&m, "srv", "bob", false, 0)).unwrap();
         assert_eq!(
@@ -845,7 +1066,7 @@ mod tests {
         let mut o = Out::new("srv", "me");
         o.numeric(ERR_NOSUCHNICK, &[&"bob"]);
         o.numeric(RPL_TOPICWHOTIME, &[&"#a", &"bob", &42]);
-        o.numeric(RPL_LUSEROP, &[]);
+        o.numeric(RPL_LUSEROP, &[&0]);
         o.numeric_with(RPL_YOURHOST, &[], &[&"srv", &"v1"]);
         o.numeric_with(RPL_TOPIC, &[&"#a"], &[&"a: topic"]);
         o.fail(FAIL_UTF8, "PRIVMSG", &[]);
@@ -1019,8 +1240,8 @@ mod tests {
             let kind = if action { MsgKind::Action } else { MsgKind::Normal };
             let room = format!("#{}", "r".repeat(room_len));
             for event in [
-                Event::Message { room: room.as_str().into(), from: from.clone(), text: text.as_str().into(), kind },
-                Event::Private { from: from.clone(), to: "n".repeat(32).into(), text: text.as_str().into(), kind },
+                Event::Message { room: room.as_str().into(), from: from.clone(), text: text.as_str().into(), kind, tags: None, id: 1 },
+                Event::Private { from: from.clone(), to: "n".repeat(32).into(), text: text.as_str().into(), kind, tags: None, id: 1 },
             ] {
                 let out = render(&event, "irc.example.org", "me", time, 1_500);
                 assert_lines_fit(&out);

@@ -52,18 +52,22 @@ numerics! {
     RPL_YOURHOST = 2, ":Your host is {}, running version {}";
     /// Hole: when the server started (ISO 8601).
     RPL_CREATED = 3, ":This server was created {}";
-    /// Middle: server, version; then the user mode letters (none) and the channel mode
-    /// letters, then those that take a parameter.
-    RPL_MYINFO = 4, "z biklmnostv bklov";
+    /// Middle: server, version; then the user mode letters and the channel mode letters,
+    /// then those that take a parameter.
+    RPL_MYINFO = 4, "iowz biklmnostv bklov";
     /// Middle: the ISUPPORT tokens.
     RPL_ISUPPORT = 5, ":are supported by this server";
-    /// No user modes exist: always `+`.
-    /// Middle: the user's modes (`+`, or `+z` over TLS).
+    /// Middle: `K`, the banned host, when the ban ends (Unix seconds, 0: never), the user.
+    /// Hole: the reason and who set it.
+    RPL_STATSKLINE = 216, ":{}";
+    /// Middle: the STATS letter.
+    RPL_ENDOFSTATS = 219, ":End of /STATS report";
+    /// Middle: the user modes (`+iw`; `z` over TLS).
     RPL_UMODEIS = 221, "";
-    /// Hole: the user count.
-    RPL_LUSERCLIENT = 251, ":There are {} users and 0 invisible on 1 servers";
-    /// pollchat has no operators.
-    RPL_LUSEROP = 252, "0 :IRC Operators online";
+    /// Holes: the visible user count, the invisible one.
+    RPL_LUSERCLIENT = 251, ":There are {} users and {} invisible on 1 servers";
+    /// Middle: how many server operators are online.
+    RPL_LUSEROP = 252, ":IRC Operators online";
     /// Middle: the room count.
     RPL_LUSERCHANNELS = 254, ":channels formed";
     /// Hole: the user count.
@@ -73,6 +77,10 @@ numerics! {
     /// Middle: the user count, the most there have been (one server: the local figures).
     /// Holes: the same two.
     RPL_GLOBALUSERS = 266, ":Current global users {}, max {}";
+    /// Middle: nick, an ignore mask.
+    RPL_SILELIST = 271, "";
+    /// Middle: nick.
+    RPL_ENDOFSILELIST = 272, ":End of Silence List";
     /// Middle: nick. Hole: its away message.
     RPL_AWAY = 301, ":{}";
     /// Hole: `nick=+user@host` entries.
@@ -120,6 +128,10 @@ numerics! {
     RPL_WHOREPLY = 352, ":0 {}";
     /// Middle: `=` (a public channel), room. Hole: nicks.
     RPL_NAMREPLY = 353, ":{}";
+    /// Middle: the server (as the mask and as the server). Hole: its description.
+    RPL_LINKS = 364, ":0 {}";
+    /// Middle: the mask asked for.
+    RPL_ENDOFLINKS = 365, ":End of LINKS list";
     /// Middle: room.
     RPL_ENDOFNAMES = 366, ":End of /NAMES list";
     /// Middle: room, mask, who set it, when (seconds).
@@ -187,6 +199,7 @@ numerics! {
     ERR_NEEDMOREPARAMS = 461, ":Not enough parameters";
     ERR_ALREADYREGISTERED = 462, ":You may not reregister";
     ERR_PASSWDMISMATCH = 464, ":Password incorrect";
+    ERR_YOUREBANNEDCREEP = 465, ":You are banned from this server";
     /// Middle: room.
     ERR_CHANNELISFULL = 471, ":Cannot join channel (+l)";
     /// Middle: the mode letter.
@@ -202,11 +215,31 @@ numerics! {
     ERR_NOPRIVILEGES = 481, ":Permission Denied- You're not an IRC operator";
     /// Middle: room.
     ERR_CHANOPRIVSNEEDED = 482, ":You're not channel operator";
+    ERR_UMODEUNKNOWNFLAG = 501, ":Unknown MODE flag";
     ERR_USERSDONTMATCH = 502, ":Can't change mode for other users";
+    /// Middle: the mask that did not fit.
+    ERR_SILELISTFULL = 511, ":Your silence list is full";
+    /// Middle: the subject.
+    ERR_HELPNOTFOUND = 524, ":No help available on this topic";
     /// Middle: nick. The user is connected over TLS.
     RPL_WHOISSECURE = 671, ":is using a secure connection";
     /// Middle: target, mode letter, the parameter. Hole: why.
     ERR_INVALIDMODEPARAM = 696, ":{}";
+    /// Middle: the subject. Hole: the first line of its help.
+    RPL_HELPSTART = 704, ":{}";
+    /// Middle: the subject. Hole: one more line.
+    RPL_HELPTXT = 705, ":{}";
+    /// Middle: the subject.
+    RPL_ENDOFHELP = 706, ":End of /HELP";
+    /// Hole: `nick!user@host` entries, comma-separated.
+    RPL_MONONLINE = 730, ":{}";
+    /// Hole: nicks, comma-separated.
+    RPL_MONOFFLINE = 731, ":{}";
+    /// Hole: nicks, comma-separated.
+    RPL_MONLIST = 732, ":{}";
+    RPL_ENDOFMONLIST = 733, ":End of MONITOR list";
+    /// Middle: the limit, the nick that did not fit.
+    ERR_MONLISTFULL = 734, ":Monitor list is full";
 }
 
 /// The text of a 437 about a room.
@@ -223,6 +256,24 @@ pub struct Fail {
     /// The description; `{}` marks a hole for data.
     pub text: &'static str,
 }
+
+/// A SILENCE mask that is not one word.
+pub const FAIL_MASK: Fail = Fail {
+    code: "INVALID_MASK",
+    text: "{}",
+};
+
+/// UNKLINE of a mask no K-line has.
+pub const FAIL_NO_SUCH_BAN: Fail = Fail {
+    code: "NO_SUCH_BAN",
+    text: "{}",
+};
+
+/// KLINE when the server keeps all the bans it may.
+pub const FAIL_LIST_FULL: Fail = Fail {
+    code: "LIST_FULL",
+    text: "{}",
+};
 
 /// The line held a NUL byte.
 pub const FAIL_NUL: Fail = Fail {
@@ -262,8 +313,7 @@ mod tests {
         for n in ALL {
             assert!((1..1000).contains(&n.code), "{}", n.name);
             assert!(n.name.starts_with("RPL_") || n.name.starts_with("ERR_"));
-            // Replies (1xx–3xx) are RPL_, errors (4xx–5xx) ERR_; later additions (6xx–9xx)
-            // are either (671 RPL_WHOISSECURE, 696 ERR_INVALIDMODEPARAM).
+            // Replies (1xx–3xx) are RPL_, errors (4xx–5xx) ERR_; the later ranges mix both.
             if n.code < 600 {
                 assert_eq!(n.name.starts_with("ERR_"), n.code >= 400, "{}", n.name);
             }

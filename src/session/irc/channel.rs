@@ -94,8 +94,8 @@ pub(super) fn list(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
 }
 
 /// `MODE #room` shows its modes; `MODE #room +b` its ban list; `MODE #room +o-v alice bob`
-/// changes them (operators only). A user may ask for its own user modes (`+z` over TLS).
-pub(super) fn mode(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+/// changes them (operators only). `MODE mynick [+iw-o]` shows or changes one's own user modes.
+pub(super) fn mode(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     let p = c.p;
     let target = p[0];
     if target.starts_with('#') {
@@ -118,10 +118,8 @@ pub(super) fn mode(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
         .nick(c.id)
         .is_some_and(|me| me.eq_ignore_ascii_case(target))
     {
-        // The one user mode is +z, a TLS connection's, which nobody sets: a client setting +i
-        // is told its modes.
-        let modes = if s.secure { "+z" } else { "+" };
-        c.o.numeric(RPL_UMODEIS, &[&modes]);
+        let changes = p.get(1).map_or_else(Vec::new, |m| irc::parse_user_modes(m));
+        c.run(Command::UserMode(changes));
     } else if c.core.nick_in_use(target) {
         c.o.numeric(ERR_USERSDONTMATCH, &[]);
     } else {

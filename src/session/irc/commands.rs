@@ -27,6 +27,8 @@ pub(super) enum Allowed {
 pub(super) struct Call<'c, 'a> {
     /// The message's parameters, at least the command's `min_params` of them.
     pub p: &'c [&'c str],
+    /// The message's tag section as sent (without `@`; empty if none).
+    pub tags: &'c str,
     /// Replies to this client only.
     pub o: &'c mut Out<'a>,
     pub core: &'c mut Core,
@@ -91,6 +93,8 @@ pub(super) struct Entry {
     /// as ngircd's penalties do.
     pub cost: u32,
     pub handler: Handler,
+    /// One line of usage for HELP.
+    pub help: &'static str,
 }
 
 const fn entry(
@@ -99,6 +103,7 @@ const fn entry(
     allowed: Allowed,
     cost: u32,
     handler: Handler,
+    help: &'static str,
 ) -> Entry {
     Entry {
         name,
@@ -106,54 +111,106 @@ const fn entry(
         allowed,
         cost,
         handler,
+        help,
     }
 }
 
 use Allowed::{Always, Registered, Unregistered};
 
-/// Every IRC command pollchat knows.
+/// Every IRC command pollchat knows, with one line of usage for HELP.
+#[rustfmt::skip]
 pub(super) static COMMANDS: &[Entry] = &[
     // Registration and the connection (registration.rs).
-    entry("CAP", 0, Always, 1, registration::cap), // no subcommand: 410
-    entry("PASS", 1, Unregistered, 1, registration::pass),
-    entry("NICK", 0, Always, 1, registration::nick), // no nick: 431
-    entry("USER", 4, Unregistered, 1, registration::user),
-    entry("PING", 0, Always, 1, registration::ping), // no token: 409
-    entry("PONG", 0, Always, 1, registration::pong),
-    entry("QUIT", 0, Always, 1, registration::quit),
+    entry("CAP", 0, Always, 1, registration::cap,
+          "CAP LS|REQ|LIST|END: negotiate capabilities"), // no subcommand: 410
+    entry("PASS", 1, Unregistered, 1, registration::pass,
+          "PASS password: the server password, before NICK and USER"),
+    entry("NICK", 0, Always, 1, registration::nick,
+          "NICK nick: choose or change your nick"), // no nick: 431
+    entry("USER", 4, Unregistered, 1, registration::user,
+          "USER user 0 * :real name: register"),
+    entry("PING", 0, Always, 1, registration::ping,
+          "PING token: the server answers PONG token"), // no token: 409
+    entry("PONG", 0, Always, 1, registration::pong,
+          "PONG token: answer a PING"),
+    entry("QUIT", 0, Always, 1, registration::quit,
+          "QUIT [:reason]: leave the server"),
     // Channels (channel.rs).
-    entry("JOIN", 1, Registered, 1, channel::join),
-    entry("PART", 1, Registered, 1, channel::part),
-    entry("TOPIC", 1, Registered, 1, channel::topic),
-    entry("NAMES", 0, Registered, 1, channel::names), // no channel: just 366
-    entry("LIST", 0, Registered, 1, channel::list),
-    entry("MODE", 1, Registered, 1, channel::mode),
-    entry("KICK", 2, Registered, 1, channel::kick),
-    entry("INVITE", 2, Registered, 1, channel::invite),
+    entry("JOIN", 1, Registered, 1, channel::join,
+          "JOIN #room[,#room] [key[,key]]: join rooms; JOIN 0 leaves them all"),
+    entry("PART", 1, Registered, 1, channel::part,
+          "PART #room[,#room] [:reason]: leave rooms"),
+    entry("TOPIC", 1, Registered, 1, channel::topic,
+          "TOPIC #room [:text]: show or set a topic (operators, under +t)"),
+    entry("NAMES", 0, Registered, 1, channel::names,
+          "NAMES #room: who is in a room"), // no channel: just 366
+    entry("LIST", 0, Registered, 1, channel::list,
+          "LIST: the rooms, their sizes and topics"),
+    entry("MODE", 1, Registered, 1, channel::mode,
+          "MODE #room [+imnst|+k key|+l n|+b mask|+o/+v nick]; MODE nick [+iw-o]"),
+    entry("KICK", 2, Registered, 1, channel::kick,
+          "KICK #room nick [:reason]: remove a member (operators)"),
+    entry("INVITE", 2, Registered, 1, channel::invite,
+          "INVITE nick #room: let a user into an invite-only room"),
     // Messages (messages.rs).
-    entry("PRIVMSG", 0, Registered, 1, messages::privmsg), // 411, 412
-    entry("NOTICE", 0, Registered, 1, messages::notice),   // never answered with an error
-    entry("TAGMSG", 0, Registered, 1, messages::tagmsg),
-    entry("AWAY", 0, Registered, 1, messages::away),
+    entry("PRIVMSG", 0, Registered, 1, messages::privmsg,
+          "PRIVMSG target[,target] :text: talk to rooms and nicks"), // 411, 412
+    entry("NOTICE", 0, Registered, 1, messages::notice,
+          "NOTICE target :text: like PRIVMSG, never answered automatically"), // never answered with an error
+    entry("TAGMSG", 0, Registered, 1, messages::tagmsg,
+          "TAGMSG target: a message of tags only (message-tags)"), // as NOTICE: no error replies
+    entry("AWAY", 0, Registered, 1, messages::away,
+          "AWAY [:message]: mark yourself away, or back"),
     // Queries (query.rs).
-    entry("WHO", 0, Registered, 1, query::who), // no mask: just 315
-    entry("WHOIS", 0, Registered, 1, query::whois), // no nick: 431
-    entry("WHOWAS", 0, Registered, 1, query::whowas), // no nick: 431, 369
-    entry("MOTD", 0, Registered, 1, query::motd),
-    entry("LUSERS", 0, Registered, 1, query::lusers),
-    entry("ISON", 1, Registered, 1, query::ison),
-    entry("USERHOST", 1, Registered, 1, query::userhost),
+    entry("WHO", 0, Registered, 1, query::who,
+          "WHO #room|mask: members and users with their flags"), // no mask: just 315
+    entry("WHOIS", 0, Registered, 1, query::whois,
+          "WHOIS nick: who a user is"), // no nick: 431
+    entry("WHOWAS", 0, Registered, 1, query::whowas,
+          "WHOWAS nick [count]: who had a nick lately"), // no nick: 431, 369
+    entry("MOTD", 0, Registered, 1, query::motd,
+          "MOTD: the message of the day"),
+    entry("LUSERS", 0, Registered, 1, query::lusers,
+          "LUSERS: how many users, operators and rooms"),
+    entry("ISON", 1, Registered, 1, query::ison,
+          "ISON nick...: which of these nicks are online"),
+    entry("MONITOR", 1, Registered, 1, query::monitor,
+          "MONITOR +|- nick[,nick] | C | L | S: be told when nicks come and go"),
+    entry("SILENCE", 0, Registered, 1, query::silence,
+          "SILENCE [+mask|-mask]: show or change your ignore list"),
+    entry("LINKS", 0, Registered, 1, query::links,
+          "LINKS: the servers of this network (this one)"),
+    entry("HELP", 0, Registered, 1, query::help,
+          "HELP [command]: this list, or one command"),
+    entry("HELPOP", 0, Registered, 1, query::help,
+          "HELPOP [command]: the same as HELP"),
+    entry("USERHOST", 1, Registered, 1, query::userhost,
+          "USERHOST nick...: nicks with their hosts"),
     // Server operators (operator.rs). OPER checks a password hash: ten lines' worth of tokens.
-    entry("OPER", 2, Registered, 10, operator::oper),
-    entry("KILL", 1, Registered, 1, operator::kill),
+    entry("OPER", 2, Registered, 10, operator::oper,
+          "OPER name password: become a server operator"),
+    entry("KILL", 1, Registered, 1, operator::kill,
+          "KILL nick [:reason]: disconnect a user (server operators)"),
+    entry("WALLOPS", 1, Registered, 1, operator::wallops,
+          "WALLOPS :text: to every user with +w (server operators)"),
+    entry("KLINE", 1, Registered, 1, operator::kline,
+          "KLINE [minutes] user@host [:reason]: ban from the server (server operators)"),
+    entry("UNKLINE", 1, Registered, 1, operator::unkline,
+          "UNKLINE user@host: lift a server ban (server operators)"),
+    entry("STATS", 1, Registered, 1, operator::stats,
+          "STATS k: the server bans (server operators)"),
     // About the server (query.rs).
-    entry("TIME", 0, Registered, 1, query::time),
-    entry("VERSION", 0, Registered, 1, query::version),
-    entry("ADMIN", 0, Registered, 1, query::admin),
-    entry("INFO", 0, Registered, 1, query::info),
+    entry("TIME", 0, Registered, 1, query::time,
+          "TIME: the time on the server"),
+    entry("VERSION", 0, Registered, 1, query::version,
+          "VERSION: the version of the server, and its features"),
+    entry("ADMIN", 0, Registered, 1, query::admin,
+          "ADMIN: who runs the server"),
+    entry("INFO", 0, Registered, 1, query::info,
+          "INFO: about the software"),
 ];
 
-fn find(command: &str) -> Option<&'static Entry> {
+pub(super) fn find(command: &str) -> Option<&'static Entry> {
     COMMANDS
         .iter()
         .find(|e| e.name.eq_ignore_ascii_case(command))

@@ -50,7 +50,8 @@ pub struct Caps {
     pub server_time: bool,
     /// The sender of a message gets it back, as sent.
     pub echo: bool,
-    /// Lines may carry up to 4096 bytes of tags.
+    /// `message-tags`: lines may carry up to 4096 bytes of tags, whose client-only ones are
+    /// relayed; messages come with `msgid` and their senders' client tags, and TAGMSG arrives.
     pub tags: bool,
     /// NAMES shows every prefix of a member (`@+alice`).
     pub multi_prefix: bool,
@@ -254,6 +255,7 @@ impl IrcSession {
                 if let Some(msg) = irc::parse(line) {
                     let mut call = commands::Call {
                         p: &msg.params,
+                        tags: msg.tags,
                         o: &mut o,
                         core,
                         id,

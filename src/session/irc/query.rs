@@ -4,6 +4,7 @@
 
 use super::commands::Call;
 use super::{Context, IrcSession};
+use crate::core::watch::Watch;
 use crate::core::{Command, Listing};
 use crate::protocol::irc::numeric::*;
 use crate::protocol::irc::{self, Out};
@@ -60,12 +61,7 @@ pub(super) fn motd(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
 
 pub(super) fn lusers(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     let core = &c.core;
-    irc::lusers(
-        c.o,
-        core.user_count(),
-        core.room_count(),
-        Some(core.peak_users()),
-    );
+    irc::lusers(c.o, &core.stats(), true);
     None
 }
 
@@ -206,5 +202,84 @@ pub(super) fn whowas(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason>
         nick: nick.to_string(),
         count,
     });
+    None
+}
+
+/// `SILENCE`: the ignore list (271…, 272); `SILENCE +mask` / `-mask` (or a bare mask, which
+/// adds) changes it.
+pub(super) fn silence(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+    let change = c.p.first().filter(|m| !m.is_empty()).map(|m| {
+        match (m.strip_prefix('-'), m.strip_prefix('+')) {
+            (Some(mask), _) => (false, mask.to_string()),
+            (_, Some(mask)) => (true, mask.to_string()),
+            _ => (true, m.to_string()),
+        }
+    });
+    c.run(Command::Silence(change));
+    None
+}
+
+/// `LINKS`: the one server of this network (364 with hop count 0 and its description), 365.
+pub(super) fn links(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+    let server = &c.ctx.server;
+    c.o.numeric_with(RPL_LINKS, &[&server, &server], &[&c.ctx.description]);
+    c.o.numeric(RPL_ENDOFLINKS, &[&"*"]);
+    None
+}
+
+/// `HELP [command]` (and `HELPOP`): the commands, or one command's usage, from the command
+/// table (704, 705…, 706); 524 for a subject that is no command.
+pub(super) fn help(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+    match c.p.first().filter(|t| !t.is_empty()) {
+        None => {
+            c.o.numeric_with(
+                RPL_HELPSTART,
+                &[&"*"],
+                &[&"pollchat IRC commands (HELP command for one):"],
+            );
+            let names: Vec<&str> = super::commands::COMMANDS.iter().map(|e| e.name).collect();
+            for chunk in names.chunks(10) {
+                c.o.numeric_with(RPL_HELPTXT, &[&"*"], &[&chunk.join(" ")]);
+            }
+            c.o.numeric(RPL_ENDOFHELP, &[&"*"]);
+        }
+        Some(subject) => match super::commands::find(subject) {
+            Some(entry) => {
+                c.o.numeric_with(RPL_HELPSTART, &[&entry.name], &[&entry.help]);
+                c.o.numeric(RPL_ENDOFHELP, &[&entry.name]);
+            }
+            None => c.o.numeric(ERR_HELPNOTFOUND, &[&irc::safe(subject)]),
+        },
+    }
+    None
+}
+
+/// `MONITOR + nicks`, `- nicks`, `C` (clear), `L` (list: 732…, 733), `S` (status: 730/731).
+/// Adding answers at once which nicks are online (730) and offline (731); later arrivals,
+/// departures and nick changes are told as they happen. A full list is 734.
+pub(super) fn monitor(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
+    let nicks = || -> Vec<String> {
+        c.p.get(1)
+            .map(|l| {
+                l.split(',')
+                    .filter(|n| !n.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let watch = match c.p[0] {
+        "+" => Watch::Add(nicks()),
+        "-" => Watch::Remove(nicks()),
+        "c" | "C" => Watch::Clear,
+        "l" | "L" => Watch::List,
+        "s" | "S" => Watch::Status,
+        _ => return None,
+    };
+    if let Watch::Add(n) | Watch::Remove(n) = &watch {
+        // A look-up per nick: one more line's tokens per ten.
+        c.charge(n.len() / 10);
+    }
+    c.run(Command::Watch(watch));
     None
 }

@@ -149,7 +149,14 @@ fn try_register(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
         c.o.numeric(ERR_PASSWDMISMATCH, &[]);
         return Some(Reason::BadPassword);
     }
-    if let Err(e) = c.core.register(c.id, nick, user, realname, c.host, c.now) {
+    if let Some(why) = c.core.server_banned(user, c.host, c.now) {
+        c.o.numeric(ERR_YOUREBANNEDCREEP, &[]);
+        return Some(Reason::Banned(why));
+    }
+    if let Err(e) = c
+        .core
+        .register(c.id, nick, user, realname, c.host, c.now, c.out)
+    {
         irc::error(c.o, &e);
         s.nick = None;
         return None;
@@ -174,12 +181,7 @@ fn try_register(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
         w.numeric(RPL_ISUPPORT, &[&tokens]);
     }
     let core = &c.core;
-    irc::lusers(
-        &mut w,
-        core.user_count(),
-        core.room_count(),
-        Some(core.peak_users()),
-    );
+    irc::lusers(&mut w, &core.stats(), true);
     query::send_motd(&mut w, ctx);
     c.o.buf.push_str(&w.buf);
     None

@@ -171,7 +171,16 @@ fn commands_with_their_own_answer_to_a_missing_parameter() {
         [":srv 411 me :No recipient given (PRIVMSG)"]
     );
     assert_eq!(c.send("PRIVMSG me"), [":srv 412 me :No text to send"]);
-    for notice in ["NOTICE", "NOTICE me", "NOTICE nobody :x", "NOTICE #none :x"] {
+    // Nor is TAGMSG.
+    for notice in [
+        "NOTICE",
+        "NOTICE me",
+        "NOTICE nobody :x",
+        "NOTICE #none :x",
+        "TAGMSG",
+        "TAGMSG :",
+        "@+typing=active TAGMSG nobody,#none,#a,#b,#c,#d",
+    ] {
         assert_eq!(c.send(notice), Vec::<String>::new(), "{notice}");
     }
 }
@@ -214,6 +223,9 @@ fn comma_lists_are_deduplicated_capped_and_charged_by_their_targets() {
     );
     assert_eq!(extra_cost(&mut c, "PRIVMSG #a,#A,#a :hi"), 0, "one target");
     assert_eq!(extra_cost(&mut c, "PRIVMSG #a,#b,#c :hi"), 2);
+    // TAGMSG is charged as PRIVMSG: a fan-out per target.
+    assert_eq!(extra_cost(&mut c, "@+typing=active TAGMSG #a,#b,#c"), 2);
+    assert_eq!(extra_cost(&mut c, "TAGMSG #a,#A"), 0);
     assert_eq!(
         extra_cost(&mut c, "PRIVMSG #a,#b,#c,x1,x2,x3 :hi"),
         3,
