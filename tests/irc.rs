@@ -1709,6 +1709,8 @@ fn monitor_and_watch_tell_when_nicks_come_and_go(io: IoModel) {
         ]
     );
     alice.send("MONITOR - bob");
+    // (Taken in before bob leaves: under the threaded models two clients' lines race.)
+    assert!(sync(&mut alice).is_empty());
     bob.send("QUIT");
     bob.expect_closed();
     alice.send("MONITOR C");
