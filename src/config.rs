@@ -55,6 +55,8 @@ pub struct Config {
     /// Server operators (`--oper NAME:HASH`, `--oper-file`): names and Argon2id hashes of their
     /// passwords, never the passwords (see `session::oper`).
     pub opers: Vec<crate::session::oper::Oper>,
+    /// A file of more server operators (`--oper-file`), read at start and again on SIGHUP.
+    pub oper_file: Option<std::path::PathBuf>,
     /// Where server bans are kept (`--kline-file`): rewritten whenever they change.
     pub kline_file: Option<std::path::PathBuf>,
     /// The server bans in force at start (read from `kline_file`).
@@ -216,6 +218,7 @@ impl Default for Config {
             server_name: "pollchat".into(),
             server_description: "a pollchat chat server".into(),
             kline_file: None,
+            oper_file: None,
             server_bans: Vec::new(),
             reserved_nicks: Vec::new(),
             opers: Vec::new(),

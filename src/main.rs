@@ -394,19 +394,15 @@ fn serve(args: ServeArgs) -> ExitCode {
         Some(n) => n as usize,
         None => fit,
     };
-    let mut opers = args.oper.clone();
-    if let Some(path) = &args.oper_file {
-        match std::fs::read_to_string(path)
-            .map_err(|e| e.to_string())
-            .and_then(|text| Oper::parse_file(&text).map_err(|e| e.to_string()))
-        {
-            Ok(more) => opers.extend(more),
-            Err(e) => {
-                error!("--oper-file {}: {e}", path.display());
-                return ExitCode::FAILURE;
-            }
-        }
+    // The file is read again by the server at start and on SIGHUP; a file that does not read
+    // stops the start here, with one line.
+    if let Some(path) = &args.oper_file
+        && let Err(e) = pollchat::session::oper::read_file(path)
+    {
+        error!("--oper-file {}: {e}", path.display());
+        return ExitCode::FAILURE;
     }
+    let opers = args.oper.clone();
     let server_bans = match &args.kline_file {
         None => Vec::new(),
         Some(path) => match server_bans(path) {
@@ -473,6 +469,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         server_description: pollchat::core::names::label(&args.server_description),
         reserved_nicks: args.reserved_nick,
         opers,
+        oper_file: args.oper_file.clone(),
         kline_file: args.kline_file,
         server_bans,
         max_line: args.max_line as usize,

@@ -651,3 +651,45 @@ fn sighup_reloads_the_certificate_without_dropping_anyone() {
     server.signal(libc::SIGTERM);
     assert!(server.wait());
 }
+
+for_each_io!(sighup_reads_the_operator_file_again);
+/// SIGHUP reads `--oper-file` again under every I/O model: an operator added to the file can
+/// OPER at once, one removed no longer can (those already operators stay so); a file that no
+/// longer reads is logged and the operators in force kept.
+fn sighup_reads_the_operator_file_again(io: IoModel) {
+    let file = std::env::temp_dir().join(format!(
+        "pollchat-opers-{}-{}",
+        std::process::id(),
+        io.name()
+    ));
+    let hash = |p: &str| pollchat::session::oper::hash_password(p);
+    std::fs::write(&file, format!("# operators\nann {}\n", hash("first-pass"))).unwrap();
+    let path = file.to_str().unwrap().to_string();
+    let mut server = ServeProcess::start(&["--io", io.name(), "--oper-file", &path], None);
+    let mut c = join(server.addr);
+    c.send("/oper ann first-pass");
+    c.expect_prefix("NOTICE you are now a server operator");
+
+    std::fs::write(&file, format!("bob {}\n", hash("second-pass"))).unwrap();
+    server.signal(libc::SIGHUP);
+    server.wait_log("SIGHUP: 1 server operators");
+    let mut d = join(server.addr);
+    d.send("/oper ann first-pass");
+    assert_eq!(
+        d.line(),
+        "ERROR bad-oper-login wrong operator name or password"
+    );
+    d.send("/oper bob second-pass");
+    d.expect_prefix("NOTICE you are now a server operator");
+
+    std::fs::write(&file, "bob not-a-hash\n").unwrap();
+    server.signal(libc::SIGHUP);
+    let kept = server.wait_log("SIGHUP: --oper-file");
+    assert!(kept.contains("keeping the operators in force"), "{kept}");
+    let mut e = join(server.addr);
+    e.send("/oper bob second-pass");
+    e.expect_prefix("NOTICE you are now a server operator");
+    server.signal(libc::SIGTERM);
+    assert!(server.wait());
+    let _ = std::fs::remove_file(&file);
+}

@@ -16,6 +16,7 @@ pub mod mask;
 pub mod modes;
 pub mod names;
 pub mod nick_delay;
+pub mod oper;
 pub mod page;
 pub mod room;
 pub mod user;
@@ -133,6 +134,8 @@ pub struct Core {
     /// Operator password checks in the current second, and which second (see
     /// [`Core::may_check_password`]).
     password_checks: (u32, Millis),
+    /// Server operators' names and password hashes (replaced on SIGHUP).
+    operators: Vec<oper::Oper>,
     /// Folded nick → the users watching it (`core::watch`).
     watchers: HashMap<String, Vec<ClientId>>,
     /// Server bans (K-lines).
@@ -174,6 +177,7 @@ impl Core {
             password_checks: (0, 0),
             server_bans: kline::ServerBans::default(),
             watchers: HashMap::new(),
+            operators: Vec::new(),
             invisible: 0,
             opers: 0,
         }
@@ -357,6 +361,18 @@ impl Core {
         }
         self.gone.shrink_to_fit();
         self.delayed.shrink(now)
+    }
+
+    /// Replaces the server operators (at start, and when SIGHUP re-reads `--oper-file`).
+    /// Those already operators stay so.
+    pub fn set_opers(&mut self, opers: Vec<oper::Oper>) {
+        self.operators = opers;
+    }
+
+    /// Whether `name` and `password` are a server operator's, if the server-wide rate of
+    /// password checks allows one now (see [`Core::may_check_password`]); `false` otherwise.
+    pub fn check_oper(&mut self, name: &str, password: &str, now: Millis) -> bool {
+        self.may_check_password(now) && oper::check(&self.operators, name, password)
     }
 
     /// Whether an operator password may be checked at `now`: at most

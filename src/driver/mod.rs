@@ -331,6 +331,13 @@ pub(crate) fn new_core(config: &Config) -> Core {
         None => Cloak::random(config.ipv6_prefix),
     });
     core.set_server_bans(config.server_bans.clone());
+    match load_opers(config) {
+        Ok(opers) => core.set_opers(opers),
+        Err(e) => {
+            log::error!("{e}; only the --oper operators are known");
+            core.set_opers(config.opers.clone());
+        }
+    }
     core.reserve_nick(&config.server_name);
     for nick in &config.reserved_nicks {
         core.reserve_nick(nick);
@@ -357,6 +364,35 @@ pub(crate) fn depart(
         outbox.clear();
     }
     text
+}
+
+/// Every server operator: those of `--oper` flags, then those of `--oper-file` (read now).
+pub(crate) fn load_opers(config: &Config) -> Result<Vec<crate::core::oper::Oper>, String> {
+    let mut opers = config.opers.clone();
+    if let Some(path) = &config.oper_file {
+        let more = crate::core::oper::read_file(path)
+            .map_err(|e| format!("--oper-file {}: {e}", path.display()))?;
+        opers.extend(more);
+    }
+    Ok(opers)
+}
+
+/// SIGHUP: reads `--oper-file` again; a file that no longer reads is logged and the operators
+/// in force are kept.
+pub(crate) fn reload_opers(core: &mut Core, config: &Config) {
+    if config.oper_file.is_none() {
+        return;
+    }
+    match load_opers(config) {
+        Ok(opers) => {
+            info!(
+                "SIGHUP: {} server operators from --oper and --oper-file",
+                opers.len()
+            );
+            core.set_opers(opers);
+        }
+        Err(e) => log::warn!("SIGHUP: {e}; keeping the operators in force"),
+    }
 }
 
 /// Writes the server bans to `--kline-file` if they changed: to a temporary file renamed over

@@ -277,6 +277,7 @@ impl EventLoop {
                     }
                     if self.front.take_reload() {
                         self.reload_tls();
+                        super::reload_opers(&mut self.core, &self.config);
                     }
                 }
                 Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE, now),
@@ -412,7 +413,6 @@ impl EventLoop {
     /// connections keep theirs. A pair that cannot be used is refused and the old one kept.
     fn reload_tls(&mut self) {
         let Some(files) = &self.config.tls else {
-            log::info!("SIGHUP: nothing to reload (no TLS configured)");
             return;
         };
         match tls::load(files) {

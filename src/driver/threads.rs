@@ -46,7 +46,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, warn};
 use mio::{Events, Token};
 
 use super::listen::{Accepted, Admission, refuse, set_send_buffer};
@@ -221,7 +221,8 @@ impl ThreadedServer {
                             break 'run why;
                         }
                         if self.front.take_reload() {
-                            info!("SIGHUP: nothing to reload (no TLS under the threaded models)");
+                            let shared = &*self.shared;
+                            super::reload_opers(&mut shared.lock().core, &shared.config);
                         }
                     }
                     Token(index) => self.accept(index, Instant::now()),

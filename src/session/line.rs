@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use log::{info, trace};
 
-use super::{Context, Now, Protocol, Reason, Step, Tick, Wake, credentials_refused, oper};
+use super::{Context, Now, Protocol, Reason, Step, Tick, Wake, credentials_refused};
 use crate::core::{ClientId, Command, Core, Error, Event, LOBBY, Outbox};
 use crate::framer::Frame;
 use crate::protocol::line::{self, LineError, Request};
@@ -101,7 +101,7 @@ impl LineSession {
                 }
                 // Checking a password hash is meant to be slow: ten lines' worth of tokens.
                 let extra_cost = 9;
-                if core.may_check_password(now.wall) && oper::check(&ctx.opers, &name, &password) {
+                if core.check_oper(&name, &password, now.wall) {
                     core.handle(self.id, Command::MakeOper, now.wall, out);
                     return Step {
                         extra_cost,

@@ -22,7 +22,8 @@
 
 pub mod irc;
 pub mod line;
-pub mod oper;
+/// Server operators' credentials live with the chat authority, in the core.
+pub use crate::core::oper;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU64;
@@ -187,8 +188,6 @@ pub struct Context {
     pub ping_timeout: Duration,
     /// IRC: close a client not registered by then.
     pub register_timeout: Duration,
-    /// Server operators' names and password hashes.
-    pub opers: Vec<oper::Oper>,
     /// IRC: the start of every `msgid` ([`protocol::irc::msgid_prefix`]).
     pub msgid_prefix: String,
     /// With TLS configured, its doors' ports: credentials sent in clear from another host are
@@ -246,7 +245,6 @@ impl Context {
             ping_after: config.irc_ping_after,
             ping_timeout: config.irc_ping_timeout,
             register_timeout: config.irc_register_timeout,
-            opers: config.opers.clone(),
             msgid_prefix: protocol::irc::msgid_prefix(started),
             tls: config.tls.as_ref().map(|_| TlsPorts {
                 line: config.tls_listen.first().map(|a| a.port()),

@@ -7,7 +7,7 @@ use super::commands::Call;
 use crate::core::{Command, Error};
 use crate::protocol::irc;
 use crate::protocol::irc::numeric::{FAIL_TLS_REQUIRED, RPL_ENDOFSTATS};
-use crate::session::{Protocol, Reason, credentials_refused, oper};
+use crate::session::{Protocol, Reason, credentials_refused};
 
 /// `OPER name password`: 381 and a `MODE nick +o`, or 464 (a wrong name is answered as a wrong
 /// password, in the same time) and a warning in the log. The command costs many flood tokens
@@ -20,7 +20,7 @@ pub(super) fn oper(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
         c.o.fail(FAIL_TLS_REQUIRED, "OPER", &[&hint]);
         return None;
     }
-    if c.core.may_check_password(c.now) && oper::check(&c.ctx.opers, name, password) {
+    if c.core.check_oper(name, password, c.now) {
         c.run(Command::MakeOper);
     } else {
         warn!(

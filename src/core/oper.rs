@@ -89,6 +89,12 @@ impl Oper {
 /// guesser cannot tell a wrong name from a wrong password by the time the answer takes (unless
 /// an operator's hash was made with costlier parameters than [`hash_password`]'s). With no
 /// operators configured it answers at once.
+/// The operators of an `--oper-file`: its text read and parsed, or why not.
+pub fn read_file(path: &std::path::Path) -> Result<Vec<Oper>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    Oper::parse_file(&text).map_err(|e| e.to_string())
+}
+
 pub fn check(opers: &[Oper], name: &str, password: &str) -> bool {
     // With no operators there is no name to hide, and no reason to make the loop hash.
     if opers.is_empty() {
