@@ -1871,3 +1871,69 @@ fn tag_data_is_limited_to_4094_bytes_and_a_tagged_message_to_one_line(io: IoMode
     assert!(sync(&mut alice).is_empty());
     assert!(sync(&mut bob).is_empty(), "nothing of the refused lines");
 }
+
+for_each_io!(mistakes_in_the_new_commands_get_clear_answers);
+/// What a new user got wrong trying this session's commands (found by trying them as one):
+/// each mistake is answered, and nothing half-done is left unsaid.
+fn mistakes_in_the_new_commands_get_clear_answers(io: IoModel) {
+    let hash = pollchat::session::oper::hash_password("correct horse");
+    let server = TestServer::with_io(io, |c| {
+        c.opers = vec![pollchat::session::oper::Oper::parse(&format!("root:{hash}")).unwrap()];
+    });
+    // A password with a space, from the line side: the rest of the line is the password.
+    let mut lena = server.join_as("lena", &mut []);
+    lena.send("/oper root correct horse");
+    lena.expect_prefix("NOTICE you are now a server operator");
+    // Commands /help mentions only in passing have their own usage.
+    lena.send("/kill");
+    assert_eq!(lena.line(), "ERROR usage /kill NICK [why]");
+    lena.send("/unwatch");
+    assert_eq!(lena.line(), "ERROR usage /unwatch NICK...");
+    // Server bans that would hit everyone behind a cloak, or a nick typed as a host.
+    for mask in ["*@*.ip", "rawo", "line@*.IP"] {
+        lena.send(&format!("/kline 1 {mask}"));
+        assert!(
+            lena.line().starts_with("ERROR invalid-server-mask "),
+            "{mask}"
+        );
+    }
+    // A watch list with a bad nick in it: the others are still watched.
+    lena.send("/watch ok1 bad*x ok2");
+    assert_eq!(
+        lena.line(),
+        "ERROR invalid-nick invalid nick \"bad*x\": 1-32 letters, digits or _-[]\\^{}|, not starting with a digit or -"
+    );
+    assert_eq!(lena.line(), "OFFLINE ok1 ok2");
+    // An unknown user mode letter does not stop the ones after it.
+    lena.send("/umode +x+w");
+    assert_eq!(lena.line(), "MODE lena +w");
+    assert!(
+        lena.line()
+            .starts_with("ERROR unknown-user-mode unknown user mode 'x'")
+    );
+    lena.send("/unignore nobody");
+    assert_eq!(lena.line(), "NOTICE you were not ignoring nobody!*@*");
+    lena.send("/join #den");
+    lena.expect_prefix("NAMES #den");
+    lena.send("/ban bob!");
+    assert_eq!(lena.line(), "MODE #den lena +b bob!*@*");
+
+    let mut a = register(&server, "alice");
+    a.send("JOIN #raw");
+    sync(&mut a);
+    a.send("MODE #raw +l");
+    assert_eq!(a.line(), ":pollchat 461 alice MODE :Not enough parameters");
+    a.send("MODE #raw +k");
+    assert_eq!(a.line(), ":pollchat 461 alice MODE :Not enough parameters");
+    a.send("LINKS other.server");
+    assert_eq!(
+        sync(&mut a),
+        [":pollchat 365 alice other.server :End of LINKS list"]
+    );
+    let many: Vec<String> = (0..103).map(|i| format!("m{i}")).collect();
+    a.send(&format!("MONITOR + {}", many.join(",")));
+    assert_eq!(
+        sync(&mut a).last().unwrap(),
+        ":pollchat 734 alice 100 m100,m101,m102 :Monitor list is full"
+    );
+}

@@ -429,11 +429,13 @@ pub enum Event {
     SilenceList {
         masks: Vec<Box<str>>,
     },
-    /// Reply to a change of the ignore list.
+    /// Reply to a change of the ignore list; `changed` is false when the mask was already
+    /// there (or, to remove, was not).
     Silenced {
         nick: Arc<str>,
         set: bool,
         mask: Box<str>,
+        changed: bool,
     },
     /// Reply to `ServerBan`: the ban in force, and how many users it disconnected.
     ServerBanSet {
@@ -550,8 +552,8 @@ pub enum Error {
     BadOperLogin,
     /// A user mode letter that does not exist.
     UnknownUserMode(char),
-    /// The ignore list already holds the most masks it may.
-    SilenceFull,
+    /// The ignore list already holds the most masks it may: this one was not added.
+    SilenceFull(String),
     /// An ignore mask with a space, a comma or a control character.
     InvalidIgnoreMask,
     /// A server ban mask that is not `user@host`, or would ban everyone.
@@ -560,7 +562,7 @@ pub enum Error {
     NoSuchServerBan(String),
     /// The server keeps the most server bans it may.
     ServerBansFull,
-    /// The watch list is full: this nick and the rest were not added.
+    /// The watch list is full: these nicks (comma-separated) were not added.
     WatchListFull(String),
 }
 
@@ -597,7 +599,7 @@ impl Error {
             Error::NotServerOperator => "not-server-operator",
             Error::BadOperLogin => "bad-oper-login",
             Error::UnknownUserMode(_) => "unknown-user-mode",
-            Error::SilenceFull => "ignore-list-full",
+            Error::SilenceFull(_) => "ignore-list-full",
             Error::InvalidIgnoreMask => "invalid-mask",
             Error::InvalidServerMask(_) => "invalid-server-mask",
             Error::NoSuchServerBan(_) => "no-such-server-ban",
@@ -680,7 +682,7 @@ impl fmt::Display for Error {
             Error::BadOperLogin => write!(f, "wrong operator name or password"),
             Error::UnknownUserMode(c) => write!(
                 f,
-                "unknown user mode {c:?}: user modes are i (invisible), w (wallops), o (operator)"
+                "unknown user mode {c:?}: user modes are i (invisible) and w (wallops); -o gives up operator status"
             ),
             Error::InvalidIgnoreMask => write!(
                 f,
@@ -698,10 +700,11 @@ impl fmt::Display for Error {
             ),
             Error::WatchListFull(n) => write!(
                 f,
-                "you already watch {} nicks, the most allowed: {n} and the rest were not added",
-                super::watch::WATCH_MAX
+                "you already watch {} nicks, the most allowed: {} not added",
+                super::watch::WATCH_MAX,
+                n.replace(',', " ")
             ),
-            Error::SilenceFull => write!(
+            Error::SilenceFull(_) => write!(
                 f,
                 "your ignore list is full ({} masks): remove one first",
                 super::user::SILENCE_MAX

@@ -18,6 +18,11 @@ use super::{ClientId, Error, Event, Millis, Outbox, names::clip};
 
 /// The most server bans a server keeps: checking them is a scan per registration.
 pub const MAX_SERVER_BANS: usize = 1000;
+/// How cloaked hosts end (`core::cloak`, IPv6 then IPv4): a host of wildcards before one of
+/// them names nobody.
+const CLOAK_SUFFIXES: [&str; 2] = [".ip6", ".ip"];
+/// The longest server ban: a year, in minutes.
+pub const MAX_BAN_MINUTES: u64 = 365 * 24 * 60;
 /// The longest mask, in bytes.
 pub const SERVER_MASK_MAX: usize = 100;
 
@@ -40,9 +45,11 @@ pub struct ServerBans {
     changed: bool,
 }
 
-/// A mask as an operator typed it, completed and checked: `host` becomes `*@host`; a mask
-/// whose host is only wildcards (`*@*`, `x@*.*`) would ban everyone and is refused, as are
-/// spaces, commas and control characters. `None` when refused.
+/// A mask as an operator typed it, completed and checked: `host` becomes `*@host` (a host
+/// alone must look like one, with a `.` or a `:`: a nick typed by mistake is refused); a mask
+/// whose host is only wildcards, or wildcards and the cloaks' `.ip` ending (`*@*`, `x@*.*`,
+/// `*@*.ip`), would ban everyone and is refused, as are spaces, commas and control characters.
+/// `None` when refused.
 pub fn server_mask(mask: &str) -> Option<String> {
     if mask.is_empty()
         || mask.len() > SERVER_MASK_MAX
@@ -56,12 +63,21 @@ pub fn server_mask(mask: &str) -> Option<String> {
     }
     let mask = if mask.contains('@') {
         mask.to_string()
-    } else {
+    } else if mask.contains(['.', ':']) {
         format!("*@{mask}")
+    } else {
+        return None;
     };
     let (user, host) = mask.split_once('@')?;
     let wild = |c: char| matches!(c, '*' | '?' | '.' | ':');
-    if user.is_empty() || host.is_empty() || host.contains('@') || host.chars().all(wild) {
+    let lower = host.to_ascii_lowercase();
+    let named = CLOAK_SUFFIXES
+        .iter()
+        .find_map(|s| lower.strip_suffix(s))
+        .unwrap_or(&lower)
+        .chars()
+        .any(|c| !wild(c));
+    if user.is_empty() || host.is_empty() || host.contains('@') || !named {
         return None;
     }
     Some(fold(&mask))
@@ -205,7 +221,8 @@ impl super::Core {
         let mask = server_mask(mask).ok_or_else(|| Error::InvalidServerMask(label(mask)))?;
         let by = self.users[&id].source.clone();
         let reason: Box<str> = label(reason.as_deref().unwrap_or("no reason given")).into();
-        let until = (minutes > 0).then(|| now.saturating_add(minutes.saturating_mul(60_000)));
+        let minutes = minutes.min(MAX_BAN_MINUTES);
+        let until = (minutes > 0).then(|| now.saturating_add(minutes * 60_000));
         let ban = ServerBan {
             mask: mask.clone().into(),
             until,
@@ -228,6 +245,14 @@ impl super::Core {
             .map(|(&c, _)| c)
             .collect();
         let disconnected = hit.len();
+        log::info!(
+            "{} banned {mask} from the server {}: {reason} ({disconnected} disconnected)",
+            by.nick,
+            match minutes {
+                0 => "for good".to_string(),
+                m => format!("for {m} min"),
+            }
+        );
         let why: Arc<str> = format!("banned from this server: {reason}").into();
         for c in hit {
             out.send(
@@ -266,9 +291,25 @@ mod tests {
     #[test]
     fn masks_are_completed_and_everyone_masks_refused() {
         assert_eq!(server_mask("1.2.3.4").as_deref(), Some("*@1.2.3.4"));
-        assert_eq!(server_mask("Line@*.IP").as_deref(), Some("line@*.ip"));
+        assert_eq!(server_mask("Line@AB*.IP").as_deref(), Some("line@ab*.ip"));
+        assert_eq!(server_mask("u@localhost").as_deref(), Some("u@localhost"));
+        assert_eq!(server_mask("*@ab*.ip").as_deref(), Some("*@ab*.ip"));
         for bad in [
-            "*@*", "*", "x@*.*", "a b@c", "a,b@c", "n!u@h", "", "@h", "u@",
+            "*@*",
+            "*",
+            "x@*.*",
+            "a b@c",
+            "a,b@c",
+            "n!u@h",
+            "",
+            "@h",
+            "u@",
+            "*@*.ip",
+            "*@?.IP6",
+            "alice",
+            "2",
+            "-1",
+            "line@*.ip",
         ] {
             assert_eq!(server_mask(bad), None, "{bad}");
         }

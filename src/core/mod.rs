@@ -474,6 +474,9 @@ impl Core {
                 }
                 user.oper = true;
                 let nick = user.source.nick.clone();
+                // Who holds authority, and what they do with it, is the operator's audit trail
+                // (the log facade only: the core does no I/O of its own).
+                log::info!("{nick} ({}) is now a server operator", user.ip);
                 out.send(id, Event::YouAreOper { nick });
                 Ok(())
             }
@@ -484,6 +487,11 @@ impl Core {
                 let target = self.find_nick(&nick)?;
                 let by = self.users[&id].source.clone();
                 let reason = label(reason.as_deref().unwrap_or("no reason given"));
+                log::info!(
+                    "{} killed {}: {reason}",
+                    by.nick,
+                    self.users[&target].source.nick
+                );
                 out.send(
                     target,
                     Event::Killed {
@@ -523,6 +531,10 @@ impl Core {
                 if !self.server_bans.remove(&folded, now) {
                     return Err(Error::NoSuchServerBan(label(&mask)));
                 }
+                log::info!(
+                    "{} lifted the server ban on {folded}",
+                    self.users[&id].source.nick
+                );
                 out.send(
                     id,
                     Event::ServerBanLifted {

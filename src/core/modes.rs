@@ -167,12 +167,24 @@ pub fn mask_matches(mask: &str, text: &str) -> bool {
 /// `user@host` → `*!user@host`.
 pub fn normalize_mask(mask: &str) -> String {
     let mask = clip(mask, MASK_MAX);
-    match (mask.contains('!'), mask.contains('@')) {
-        (true, true) => mask,
-        (true, false) => format!("{mask}@*"),
-        (false, true) => format!("*!{mask}"),
-        (false, false) => format!("{mask}!*@*"),
-    }
+    let (nick, rest) = match mask.split_once('!') {
+        Some((n, r)) => (n, Some(r)),
+        None if mask.contains('@') => ("*", Some(mask.as_str())),
+        None => (mask.as_str(), None),
+    };
+    let (user, host) = match rest.map(|r| r.split_once('@').unwrap_or((r, ""))) {
+        Some((u, h)) => (u, h),
+        None => ("", ""),
+    };
+    // An empty part matches anything, as servers complete `nick!` to `nick!*@*`.
+    let or_any = |p: &str| {
+        if p.is_empty() {
+            "*".to_string()
+        } else {
+            p.to_string()
+        }
+    };
+    format!("{}!{}@{}", or_any(nick), or_any(user), or_any(host))
 }
 
 /// A mode to set (`set`) or unset.
@@ -641,6 +653,9 @@ mod tests {
         assert_eq!(normalize_mask("*@h.ip"), "*!*@h.ip");
         assert_eq!(normalize_mask("bob!u"), "bob!u@*");
         assert_eq!(normalize_mask("b!u@h"), "b!u@h");
+        assert_eq!(normalize_mask("bob!"), "bob!*@*");
+        assert_eq!(normalize_mask("!u@"), "*!u@*");
+        assert_eq!(normalize_mask("u@h"), "*!u@h");
     }
 
     #[test]

@@ -26,9 +26,10 @@ impl Core {
                 'w' => &mut user.wallops,
                 'o' if !set => &mut user.oper,
                 'o' | 'z' => continue,
+                // Refused at the end; the letters after it still apply.
                 other => {
-                    unknown = Some(other);
-                    break;
+                    unknown.get_or_insert(other);
+                    continue;
                 }
             };
             if *slot == set {
@@ -38,7 +39,10 @@ impl Core {
             match (letter, set) {
                 ('i', true) => self.invisible += 1,
                 ('i', false) => self.invisible -= 1,
-                ('o', false) => self.opers -= 1,
+                ('o', false) => {
+                    self.opers -= 1;
+                    log::info!("{} is no longer a server operator", user.source.nick);
+                }
                 _ => {}
             }
             if sign != Some(set) {
@@ -80,20 +84,36 @@ impl Core {
         let mask: Box<str> = fold(&normalize_mask(&mask)).into();
         let list = user.silence.get_or_insert_default();
         let at = list.iter().position(|m| *m == mask);
-        match (set, at) {
-            // Nothing to change: said as if it had changed, as servers do.
-            (true, Some(_)) | (false, None) => {}
-            (true, None) if list.len() >= SILENCE_MAX => return Err(Error::SilenceFull),
-            (true, None) => list.push(mask.clone()),
+        let changed = match (set, at) {
+            (true, Some(_)) | (false, None) => false,
+            (true, None) if list.len() >= SILENCE_MAX => {
+                if list.is_empty() {
+                    user.silence = None;
+                }
+                return Err(Error::SilenceFull(mask.into()));
+            }
+            (true, None) => {
+                list.push(mask.clone());
+                true
+            }
             (false, Some(i)) => {
                 list.remove(i);
+                true
             }
-        }
+        };
         if list.is_empty() {
             user.silence = None;
         }
         let nick = user.source.nick.clone();
-        out.send(id, Event::Silenced { nick, set, mask });
+        out.send(
+            id,
+            Event::Silenced {
+                nick,
+                set,
+                mask,
+                changed,
+            },
+        );
         Ok(())
     }
 

@@ -37,10 +37,12 @@ impl Core {
             Watch::Add(nicks) => {
                 let mut online = Vec::new();
                 let mut offline = Vec::new();
-                for nick in nicks {
+                for (i, nick) in nicks.iter().enumerate() {
+                    let nick = nick.clone();
+                    // A malformed nick is refused on its own; the rest of the list goes on.
                     if check_nick(&nick).is_err() {
-                        self.tell_status(id, online, offline, out);
-                        return Err(Error::InvalidNick(nick));
+                        out.send(id, Event::Error(Error::InvalidNick(nick)));
+                        continue;
                     }
                     let key = fold(&nick);
                     let list = self
@@ -52,7 +54,12 @@ impl Core {
                     if !list.iter().any(|n| fold(n) == key) {
                         if list.len() >= WATCH_MAX {
                             self.tell_status(id, online, offline, out);
-                            return Err(Error::WatchListFull(nick));
+                            let rest: Vec<&str> = nicks[i..]
+                                .iter()
+                                .filter(|n| check_nick(n).is_ok())
+                                .map(String::as_str)
+                                .collect();
+                            return Err(Error::WatchListFull(rest.join(",")));
                         }
                         list.push(nick.as_str().into());
                         self.watchers.entry(key.clone()).or_default().push(id);

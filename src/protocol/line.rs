@@ -75,53 +75,62 @@ pub enum LineError {
 
 /// Commands with their usage, as `/help` shows them.
 const COMMANDS: &[(&str, &str)] = &[
-    ("nick", "/nick NAME               change your nick"),
+    ("nick", "/nick NAME                    change your nick"),
     (
         "join",
-        "/join #room              join (or create) a room and talk there",
+        "/join #room                   join (or create) a room and talk there",
     ),
     (
         "part",
-        "/part [#room] [reason]   leave a room (default: the current one)",
+        "/part [#room] [reason]        leave a room (default: the current one)",
     ),
     (
         "rooms",
-        "/rooms                   list rooms with member counts and topics",
+        "/rooms                        list rooms with member counts and topics",
     ),
-    ("who", "/who [#room]             list the members of a room"),
-    ("msg", "/msg NICK text           send a private message"),
-    ("me", "/me action               act in the current room"),
+    (
+        "who",
+        "/who [#room]                  list the members of a room",
+    ),
+    (
+        "msg",
+        "/msg NICK text                send a private message",
+    ),
+    (
+        "me",
+        "/me action                    act in the current room",
+    ),
     (
         "topic",
-        "/topic [text | -]        show, set or (with -) clear the room's topic",
+        "/topic [text | -]             show, set or (with -) clear the room's topic",
     ),
     (
         "away",
-        "/away [message]          mark yourself away; no message: back",
+        "/away [message]               mark yourself away; no message: back",
     ),
     (
         "whois",
-        "/whois NICK              rooms, away, idle time of a user (/whowas: who left lately)",
+        "/whois NICK                   rooms, away, idle time of a user (/whowas: who left lately)",
     ),
     (
         "op",
-        "/op NICK [#room]         make a member an operator (/deop: no longer)",
+        "/op NICK [#room]              make a member an operator (/deop: no longer)",
     ),
     (
         "voice",
-        "/voice NICK [#room]      let a member speak in a +m room (/devoice)",
+        "/voice NICK [#room]           let a member speak in a +m room (/devoice)",
     ),
     (
         "kick",
-        "/kick [#room] NICK [why]  put a member out of a room (operators)",
+        "/kick [#room] NICK [why]      put a member out of a room (operators)",
     ),
     (
         "ban",
-        "/ban MASK [#room]        keep nick!user@host out (/unban, /bans lists)",
+        "/ban MASK [#room]             keep nick!user@host out (/unban, /bans lists)",
     ),
     (
         "invite",
-        "/invite NICK [#room]     let a user into an invite-only (+i) room",
+        "/invite NICK [#room]          let a user into an invite-only (+i) room",
     ),
     (
         "mode",
@@ -129,29 +138,46 @@ const COMMANDS: &[(&str, &str)] = &[
     ),
     (
         "ignore",
-        "/ignore [NICK|MASK]      drop someone's private messages (/unignore; alone: the list)",
+        "/ignore [NICK|MASK]           drop someone's private messages (/unignore; alone: the list)",
     ),
     (
         "watch",
-        "/watch [NICK...]         be told when they come and go (ONLINE/OFFLINE; /unwatch)",
+        "/watch [NICK...]              be told when they come and go (ONLINE/OFFLINE; /unwatch)",
     ),
     (
         "umode",
-        "/umode [+i|-i|+w|-w]     your modes: i hidden from searches, w operators' notices",
+        "/umode [+i|-i|+w|-w]          your modes: i hidden from searches, w operators' notices",
     ),
     (
         "oper",
-        "/oper NAME PASSWORD      become a server operator (/kill NICK [why], /wallops text)",
+        "/oper NAME PASSWORD           become a server operator (/kill NICK [why], /wallops text)",
     ),
     (
         "kline",
         "/kline [MIN] USER@HOST [why]  ban from the server (/unkline, /klines; operators)",
     ),
-    ("quit", "/quit [reason]           leave the server"),
+    ("quit", "/quit [reason]                leave the server"),
     (
         "help",
-        "/help                    this list; //text sends /text literally",
+        "/help                         this list; //text sends /text literally",
     ),
+];
+
+/// The usage of commands `/help` mentions inside another command's line (or not at all).
+const MORE_USAGE: &[(&str, &str)] = &[
+    ("deop", "/deop NICK [#room]"),
+    ("devoice", "/devoice NICK [#room]"),
+    ("unban", "/unban MASK [#room]"),
+    ("bans", "/bans [#room]"),
+    ("kill", "/kill NICK [why]"),
+    ("wallops", "/wallops text"),
+    ("unkline", "/unkline USER@HOST"),
+    ("klines", "/klines"),
+    ("unwatch", "/unwatch NICK..."),
+    ("unignore", "/unignore NICK|MASK"),
+    ("whowas", "/whowas NICK"),
+    ("names", "/names [#room]"),
+    ("list", "/list"),
 ];
 
 fn usage(name: &str) -> &'static str {
@@ -159,6 +185,7 @@ fn usage(name: &str) -> &'static str {
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(_, u)| u.split("  ").next().unwrap_or(u))
+        .or_else(|| MORE_USAGE.iter().find(|(n, _)| *n == name).map(|(_, u)| *u))
         .unwrap_or("/help")
 }
 
@@ -319,10 +346,11 @@ pub fn parse(line: &[u8]) -> Result<Request, LineError> {
             nick: args.to_string(),
             count: 0,
         },
-        ("oper", 2) => {
+        // The password is the rest of the line: it may hold spaces.
+        ("oper", n) if n >= 2 => {
             return Ok(Request::Oper {
                 name: words[0].to_string(),
-                password: words[1].to_string(),
+                password: after_first().to_string(),
             });
         }
         ("kill", n) if n >= 1 => Command::Kill {
@@ -356,11 +384,7 @@ pub fn parse(line: &[u8]) -> Result<Request, LineError> {
         ("help", _) => return Ok(Request::Help),
         (known, _)
             if COMMANDS.iter().any(|(n, _)| *n == known)
-                || [
-                    "list", "names", "deop", "devoice", "unban", "bans", "kill", "whowas",
-                    "unignore", "wallops", "unkline", "klines", "unwatch",
-                ]
-                .contains(&known) =>
+                || MORE_USAGE.iter().any(|(n, _)| *n == known) =>
         {
             return bad();
         }
@@ -642,14 +666,26 @@ pub fn render(event: &Event) -> Vec<u8> {
             format_args!("NOTICE you ignore: {}", masks.join(" ")),
         ),
         Event::Silenced {
-            set: true, mask, ..
+            set: true,
+            mask,
+            changed: true,
+            ..
         } => line(
             &mut s,
             format_args!("NOTICE ignoring {mask}: their private messages and invitations"),
         ),
         Event::Silenced {
-            set: false, mask, ..
+            set: true, mask, ..
+        } => line(&mut s, format_args!("NOTICE already ignoring {mask}")),
+        Event::Silenced {
+            set: false,
+            mask,
+            changed: true,
+            ..
         } => line(&mut s, format_args!("NOTICE no longer ignoring {mask}")),
+        Event::Silenced {
+            set: false, mask, ..
+        } => line(&mut s, format_args!("NOTICE you were not ignoring {mask}")),
         Event::Online { who } => {
             let nicks: Vec<&str> = who.iter().map(|s| &*s.nick).collect();
             for chunk in nicks.chunks(20) {
@@ -701,7 +737,7 @@ pub fn render(event: &Event) -> Vec<u8> {
         Event::YouAreOper { .. } => line(
             &mut s,
             format_args!(
-                "NOTICE you are now a server operator: you operate every room and may /kill"
+                "NOTICE you are now a server operator: you operate every room, and may /kill, /wallops and /kline"
             ),
         ),
         // A line user sees messages, not their tags: a message of tags only is nothing to it.

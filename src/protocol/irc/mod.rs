@@ -689,7 +689,7 @@ pub fn render_with(
         Event::ServerBanList { bans } => {
             for b in bans {
                 let (user, host) = b.mask.split_once('@').unwrap_or(("*", &b.mask));
-                let until = b.until.map_or(0, |u| u / 1000);
+                let until = b.until.map_or(0, |u| u.div_ceil(1000));
                 o.numeric_with(
                     RPL_STATSKLINE,
                     &[&'K', &host, &until, &user],
@@ -698,16 +698,43 @@ pub fn render_with(
             }
             o.numeric(RPL_ENDOFSTATS, &[&'k']);
         }
-        Event::Silenced { nick, set, mask } => {
+        // Only a change is confirmed, as servers do.
+        Event::Silenced {
+            nick,
+            set,
+            mask,
+            changed: true,
+        } => {
             let sign = if *set { '+' } else { '-' };
             o.raw(format_args!(":{nick} SILENCE {sign}{mask}"))
         }
+        Event::Silenced { changed: false, .. } => {}
         Event::AwayIs { away: true } => o.numeric(RPL_NOWAWAY, &[]),
         Event::AwayIs { away: false } => o.numeric(RPL_UNAWAY, &[]),
         Event::TargetAway { nick, message } => o.numeric_with(RPL_AWAY, &[nick], &[message]),
         Event::Error(e) => error(&mut o, e),
     }
     o.into_bytes()
+}
+
+/// Whether a `+k` or `+l` in `modes` found no parameter (so [`parse_modes`] left it out of
+/// `changes`).
+pub fn lacks_parameter(modes: &str, changes: &[ModeChange]) -> bool {
+    let mut set = true;
+    let mut wanted = 0;
+    for letter in modes.chars() {
+        match letter {
+            '+' => set = true,
+            '-' => set = false,
+            'k' | 'l' if set => wanted += 1,
+            _ => {}
+        }
+    }
+    let given = changes
+        .iter()
+        .filter(|c| matches!(c.mode, Mode::Key(Some(_)) | Mode::Limit(Some(_))))
+        .count();
+    given < wanted
 }
 
 /// A MODE argument list (`+o-v+l alice bob 10`) as changes, in order. A letter that needs a
@@ -930,12 +957,19 @@ pub fn error(o: &mut Out<'_>, e: &Error) {
         Error::NotServerOperator => o.numeric(ERR_NOPRIVILEGES, &[]),
         Error::BadOperLogin => o.numeric(ERR_PASSWDMISMATCH, &[]),
         Error::UnknownUserMode(_) => o.numeric(ERR_UMODEUNKNOWNFLAG, &[]),
-        Error::SilenceFull => o.numeric(ERR_SILELISTFULL, &[&"*"]),
+        Error::SilenceFull(mask) => o.numeric(ERR_SILELISTFULL, &[&safe(mask)]),
         Error::InvalidIgnoreMask => o.fail(FAIL_MASK, "SILENCE", &[e]),
         Error::InvalidServerMask(_) => o.fail(FAIL_MASK, "KLINE", &[e]),
         Error::NoSuchServerBan(_) => o.fail(FAIL_NO_SUCH_BAN, "UNKLINE", &[e]),
         Error::ServerBansFull => o.fail(FAIL_LIST_FULL, "KLINE", &[e]),
-        Error::WatchListFull(n) => o.numeric(ERR_MONLISTFULL, &[&WATCH_MAX, &safe(n)]),
+        Error::WatchListFull(nicks) => {
+            // The nicks not added, as many as one line holds (nicks have no spaces).
+            let mut list = nicks.as_str();
+            while list.len() > LIST_LINE_MAX {
+                list = list.rsplit_once(',').map_or("", |(head, _)| head);
+            }
+            o.numeric(ERR_MONLISTFULL, &[&WATCH_MAX, &list])
+        }
     }
 }
 

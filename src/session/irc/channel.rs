@@ -109,6 +109,11 @@ pub(super) fn mode(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
             }
             Some(modes) => {
                 let changes = irc::parse_modes(modes, &p[2..]);
+                if irc::lacks_parameter(modes, &changes) {
+                    // `+k` or `+l` without its parameter: said, not dropped in silence.
+                    c.o.numeric(ERR_NEEDMOREPARAMS, &[&"MODE"]);
+                    return None;
+                }
                 c.charge(changes.len().saturating_sub(1));
                 c.run(Command::Mode { room, changes });
             }

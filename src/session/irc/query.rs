@@ -219,11 +219,18 @@ pub(super) fn silence(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason
     None
 }
 
-/// `LINKS`: the one server of this network (364 with hop count 0 and its description), 365.
+/// `LINKS [[server] mask]`: the one server of this network if it matches the mask (364 with
+/// hop count 0 and its description), then 365 naming the mask.
 pub(super) fn links(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     let server = &c.ctx.server;
-    c.o.numeric_with(RPL_LINKS, &[&server, &server], &[&c.ctx.description]);
-    c.o.numeric(RPL_ENDOFLINKS, &[&"*"]);
+    let mask = c.p.last().filter(|m| !m.is_empty()).copied().unwrap_or("*");
+    if crate::core::mask::glob(
+        mask.to_ascii_lowercase().as_bytes(),
+        server.to_ascii_lowercase().as_bytes(),
+    ) {
+        c.o.numeric_with(RPL_LINKS, &[&server, &server], &[&c.ctx.description]);
+    }
+    c.o.numeric(RPL_ENDOFLINKS, &[&irc::safe(mask)]);
     None
 }
 
