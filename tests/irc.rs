@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Client, IoModel, LOCAL_CLOAK, TestServer, for_each_io};
+use pollchat::config::Config;
 
 /// Connects to the IRC listener and registers as `nick`, reading the whole welcome burst.
 fn register(server: &TestServer, nick: &str) -> Client {
@@ -18,6 +19,21 @@ fn register(server: &TestServer, nick: &str) -> Client {
     );
     c.expect_prefix(":pollchat 422 ");
     c
+}
+
+/// A server whose one operator is `name` with `password` (irctest's is operuser/operpassword).
+fn oper_server(
+    io: IoModel,
+    name: &str,
+    password: &str,
+    tweak: impl FnOnce(&mut Config),
+) -> TestServer {
+    let hash = pollchat::session::oper::hash_password(password);
+    let oper = pollchat::session::oper::Oper::parse(&format!("{name}:{hash}")).unwrap();
+    TestServer::with_io(io, |c| {
+        c.opers = vec![oper];
+        tweak(c);
+    })
 }
 
 /// Sends a PING and reads up to its PONG: every line before it is returned, so a test can
@@ -978,10 +994,7 @@ for_each_io!(server_operators_oper_kill_and_operate_every_room);
 /// (#lobby too), sees secret rooms, is flagged in WHO and WHOIS, and KILLs (481 for others);
 /// a line user can be one too (/oper, /kill).
 fn server_operators_oper_kill_and_operate_every_room(io: IoModel) {
-    let hash = pollchat::session::oper::hash_password("operpassword");
-    let server = TestServer::with_io(io, |c| {
-        c.opers = vec![pollchat::session::oper::Oper::parse(&format!("operuser:{hash}")).unwrap()];
-    });
+    let server = oper_server(io, "operuser", "operpassword", |_| {});
     let mut a = register(&server, "alice");
     let mut b = register(&server, "bob");
     a.send("OPER operuser wrong");
@@ -1335,10 +1348,7 @@ for_each_io!(user_modes_hide_invisible_users_and_carry_wallops);
 /// alike (`/umode +w`), receive a server operator's WALLOPS, others do not; an unknown letter
 /// is 501; WALLOPS from anyone else is 481.
 fn user_modes_hide_invisible_users_and_carry_wallops(io: IoModel) {
-    let hash = pollchat::session::oper::hash_password("operpassword");
-    let server = TestServer::with_io(io, |c| {
-        c.opers = vec![pollchat::session::oper::Oper::parse(&format!("operuser:{hash}")).unwrap()];
-    });
+    let server = oper_server(io, "operuser", "operpassword", |_| {});
     let mut evan = register(&server, "evan");
     let mut sam = register(&server, "sam");
     evan.send("MODE evan +i");
@@ -1876,10 +1886,7 @@ for_each_io!(mistakes_in_the_new_commands_get_clear_answers);
 /// What a new user got wrong trying this session's commands (found by trying them as one):
 /// each mistake is answered, and nothing half-done is left unsaid.
 fn mistakes_in_the_new_commands_get_clear_answers(io: IoModel) {
-    let hash = pollchat::session::oper::hash_password("correct horse");
-    let server = TestServer::with_io(io, |c| {
-        c.opers = vec![pollchat::session::oper::Oper::parse(&format!("root:{hash}")).unwrap()];
-    });
+    let server = oper_server(io, "root", "correct horse", |_| {});
     // A password with a space, from the line side: the rest of the line is the password.
     let mut lena = server.join_as("lena", &mut []);
     lena.send("/oper root correct horse");

@@ -710,10 +710,7 @@ pub fn render(event: &Event) -> Vec<u8> {
             reason,
             disconnected,
         } => {
-            let how_long = match until {
-                Some(at) => format!("until {}", iso8601(*at)),
-                None => "for good".into(),
-            };
+            let how_long = super::ban_end(*until);
             line(
                 &mut s,
                 format_args!(

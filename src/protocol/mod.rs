@@ -13,6 +13,14 @@ pub mod text;
 use crate::core::Millis;
 
 /// `2026-11-27T18:56:52Z` for a time in milliseconds since the UNIX epoch (UTC, second precision).
+/// How long a server ban lasts, as both protocols say it: `until <time>` or `for good`.
+pub fn ban_end(until: Option<Millis>) -> String {
+    match until {
+        Some(at) => format!("until {}", iso8601(at)),
+        None => "for good".into(),
+    }
+}
+
 pub fn iso8601(ms: Millis) -> String {
     let secs = ms / 1000;
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);

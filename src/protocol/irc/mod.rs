@@ -672,10 +672,7 @@ pub fn render_with(
             disconnected,
         } => {
             let (server, me) = (o.server, o.me);
-            let how_long = match until {
-                Some(at) => format!("until {}", crate::protocol::iso8601(*at)),
-                None => "for good".into(),
-            };
+            let how_long = crate::protocol::ban_end(*until);
             o.raw(format_args!(
                 ":{server} NOTICE {me} :K-line added for {mask} {how_long}: {reason} ({disconnected} disconnected)"
             ))
