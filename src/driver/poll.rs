@@ -723,7 +723,8 @@ impl EventLoop {
             return;
         };
         let later = self.later.entry(key).or_default();
-        let held = conn.out.len() + later.len();
+        // As `Connection::queue` counts it: under TLS, the ciphertext pending too.
+        let held = conn.held() + later.len();
         if later.pages() > 0 && held + PAGE_COST > self.config.max_sendq {
             warn!(
                 "{}: send queue over --max-sendq {} bytes, disconnecting",
@@ -1329,6 +1330,145 @@ mod tls_tests {
             before = now;
         }
         assert!(spent, "forty ClientHellos at once spend a turn's budget");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `--max-sendq` counts the plaintext queued *and* the ciphertext pending (README, TLS
+    /// limits). A second paged answer asked for by a TLS client that has stopped reading is
+    /// judged the same way: `start_page` looked at the plaintext queue only, so a client whose
+    /// held output was over the limit in ciphertext was given another answer.
+    #[test]
+    fn a_paged_answer_counts_the_ciphertext_pending_against_max_sendq() {
+        use std::io::{ErrorKind, Read as _};
+        log::set_max_level(log::LevelFilter::Warn);
+        let dir = std::env::temp_dir().join(format!("pollchat-page-sendq-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = crate::net::tls::self_signed(&["localhost".to_string()]).unwrap();
+        let files = crate::config::TlsFiles {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        };
+        std::fs::write(&files.cert, cert).unwrap();
+        std::fs::write(&files.key, key).unwrap();
+        let config = Config {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            irc_listen: vec![],
+            tls: Some(files),
+            tls_listen: vec!["127.0.0.1:0".parse().unwrap()],
+            irc_tls_listen: vec![],
+            max_connects_per_ip: 0,
+            flood_rate: 0.0,
+            max_rooms: 1000,
+            send_buffer: Some(4096),
+            max_output_total: 0,
+            ..Config::default()
+        };
+        let mut ev = EventLoop::bind(config).unwrap();
+        let drain = |s: &mut StdStream| {
+            let mut buf = [0u8; 65536];
+            while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+        };
+        // Rooms enough for a `/rooms` answer of many pages.
+        let mut alice = StdStream::connect(ev.front.listeners.addrs(Door::LINE)[0]).unwrap();
+        alice.set_nonblocking(true).unwrap();
+        let topic = "t".repeat(300);
+        for i in 0..300 {
+            let script = format!("/join #r{i:03}\n/topic {topic}\n");
+            alice.write_all(script.as_bytes()).unwrap();
+            if i % 20 == 19 {
+                for _ in 0..3 {
+                    turn(&mut ev);
+                    drain(&mut alice);
+                }
+            }
+        }
+        for _ in 0..5 {
+            turn(&mut ev);
+            drain(&mut alice);
+        }
+        // A TLS client, its handshake driven by hand, with a small receive buffer.
+        let mut sock = StdStream::connect(ev.front.listeners.addrs(Door::LINE_TLS)[0]).unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+        let bytes: i32 = 4096;
+        // SAFETY: a socket option on a socket we own, with a correctly sized value.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                &bytes as *const i32 as *const libc::c_void,
+                size_of::<i32>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        sock.set_nonblocking(true).unwrap();
+        let client_config = Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify))
+            .with_no_client_auth(),
+        );
+        let mut c =
+            rustls::ClientConnection::new(client_config, "localhost".try_into().unwrap()).unwrap();
+        let pump = |c: &mut rustls::ClientConnection, sock: &mut StdStream| {
+            while c.wants_write() {
+                c.write_tls(sock).unwrap();
+            }
+            match c.read_tls(sock) {
+                Ok(_) => {
+                    c.process_new_packets().unwrap();
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        };
+        for _ in 0..50 {
+            pump(&mut c, &mut sock);
+            turn(&mut ev);
+            if !c.is_handshaking() {
+                break;
+            }
+        }
+        assert!(!c.is_handshaking());
+        for _ in 0..5 {
+            pump(&mut c, &mut sock);
+            turn(&mut ev);
+        }
+        let key = ev
+            .conns
+            .iter()
+            .find(|(_, conn)| conn.tls.is_some())
+            .map(|(key, _)| key)
+            .unwrap();
+        // It asks for the room list, then never reads again: paging stops at a full socket,
+        // with ciphertext pending.
+        c.writer().write_all(b"/rooms\n").unwrap();
+        while c.wants_write() {
+            c.write_tls(&mut sock).unwrap();
+        }
+        for _ in 0..20 {
+            turn(&mut ev);
+        }
+        let conn = &ev.conns[key];
+        let pending = conn.tls.as_ref().unwrap().pending();
+        let later = &ev.later[&key];
+        assert!(conn.paged && later.pages() > 0, "the answer is still paged");
+        assert!(pending > 2, "ciphertext is pending: {pending}");
+        // What it holds is over the limit only with the ciphertext counted.
+        let plaintext = conn.out.len() + later.len();
+        ev.config.max_sendq = plaintext + PAGE_COST + pending / 2;
+        ev.start_page(key, Cursor::rooms(ClientId(key)));
+        assert_eq!(
+            ev.conns[key].phase,
+            Phase::Closing(Reason::SendQueue),
+            "plaintext {plaintext} and ciphertext {pending} held, --max-sendq {}",
+            ev.config.max_sendq
+        );
+        drop(c);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
