@@ -234,9 +234,12 @@ impl EventLoop {
         self.accepts_left = ACCEPTS_PER_TURN;
         self.pages_left = PAGES_PER_TURN_TOTAL;
         self.handshakes_left = HANDSHAKES_PER_TURN;
+        // Work left over from the last turn first (reads cut by a budget, handshakes deferred
+        // by theirs), then what is new: under a flood of handshakes, a deferred one is not
+        // overtaken turn after turn by newer ones until its deadline.
+        self.resume_reads(now);
         self.handle_events(now);
         self.resume_accepts(now);
-        self.resume_reads(now);
         self.fire_timers(now);
         self.compact_timers();
         self.apply_closes(now);
@@ -1246,13 +1249,18 @@ mod tls_tests {
     use std::net::TcpStream as StdStream;
     use std::sync::Arc;
 
-    /// Forty ClientHellos wait at once: one turn advances `HANDSHAKES_PER_TURN` of them, the
-    /// rest are listed for the next turn (no readiness edge would come for them again), which
-    /// advances them.
-    #[test]
-    fn a_burst_of_handshakes_is_spread_over_turns() {
+    /// A loop with one line-protocol TLS door, its address, a client configuration that trusts
+    /// anything, and the directory of its certificate (for the caller to remove).
+    fn tls_loop(
+        tag: &str,
+    ) -> (
+        EventLoop,
+        SocketAddr,
+        Arc<rustls::ClientConfig>,
+        std::path::PathBuf,
+    ) {
         log::set_max_level(log::LevelFilter::Warn);
-        let dir = std::env::temp_dir().join(format!("pollchat-hs-budget-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("pollchat-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let names = vec!["localhost".to_string()];
         let (cert, key) = crate::net::tls::self_signed(&names).unwrap();
@@ -1271,7 +1279,7 @@ mod tls_tests {
             max_connects_per_ip: 0,
             ..Config::default()
         };
-        let mut ev = EventLoop::bind(config).unwrap();
+        let ev = EventLoop::bind(config).unwrap();
         let addr = ev.front.listeners.addrs(Door::LINE_TLS)[0];
         let client_config = Arc::new(
             rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -1283,37 +1291,48 @@ mod tls_tests {
             .with_custom_certificate_verifier(Arc::new(NoVerify))
             .with_no_client_auth(),
         );
+        (ev, addr, client_config, dir)
+    }
+
+    /// A socket that has sent its ClientHello and waits.
+    fn hello(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> StdStream {
+        let mut s = StdStream::connect(addr).unwrap();
+        let name = "localhost".try_into().unwrap();
+        let mut c = rustls::ClientConnection::new(config.clone(), name).unwrap();
+        let mut bytes = Vec::new();
+        c.write_tls(&mut bytes).unwrap();
+        s.write_all(&bytes).unwrap();
+        s.set_nonblocking(true).unwrap();
+        s
+    }
+
+    /// How many of `clients` have the server's answer to their ClientHello.
+    fn answered(clients: &[StdStream]) -> usize {
+        let mut byte = [0u8; 1];
+        clients
+            .iter()
+            .filter(|s| s.peek(&mut byte).is_ok_and(|n| n > 0))
+            .count()
+    }
+
+    /// Forty ClientHellos wait at once: one turn advances `HANDSHAKES_PER_TURN` of them, the
+    /// rest are listed for the next turn (no readiness edge would come for them again), which
+    /// advances them.
+    #[test]
+    fn a_burst_of_handshakes_is_spread_over_turns() {
+        let (mut ev, addr, client_config, dir) = tls_loop("hs-budget");
         let n = HANDSHAKES_PER_TURN + 8;
-        let clients: Vec<StdStream> = (0..n)
-            .map(|_| {
-                let mut s = StdStream::connect(addr).unwrap();
-                let name = "localhost".try_into().unwrap();
-                let mut c = rustls::ClientConnection::new(client_config.clone(), name).unwrap();
-                let mut hello = Vec::new();
-                c.write_tls(&mut hello).unwrap();
-                s.write_all(&hello).unwrap();
-                s.set_nonblocking(true).unwrap();
-                s
-            })
-            .collect();
-        // A client whose ClientHello the server has handled has its answer (ServerHello…).
-        let answered = || {
-            let mut byte = [0u8; 1];
-            clients
-                .iter()
-                .filter(|s| s.peek(&mut byte).is_ok_and(|n| n > 0))
-                .count()
-        };
+        let clients: Vec<StdStream> = (0..n).map(|_| hello(addr, &client_config)).collect();
         let (mut turns, mut before, mut spent) = (0, 0, false);
-        while answered() < n {
+        while answered(&clients) < n {
             turn(&mut ev);
             turns += 1;
             assert!(
                 turns < 100,
                 "only {} of {n} handshakes advanced",
-                answered()
+                answered(&clients)
             );
-            let now = answered();
+            let now = answered(&clients);
             assert!(
                 now - before <= HANDSHAKES_PER_TURN,
                 "{} handshakes advanced in one turn",
@@ -1330,6 +1349,42 @@ mod tls_tests {
             before = now;
         }
         assert!(spent, "forty ClientHellos at once spend a turn's budget");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Handshakes deferred by a spent budget go first on the next turn: a steady flood of new
+    /// ClientHellos does not push them back turn after turn until their deadline.
+    #[test]
+    fn deferred_handshakes_are_not_overtaken_by_newer_ones() {
+        let (mut ev, addr, client_config, dir) = tls_loop("hs-fair");
+        let first: Vec<StdStream> = (0..HANDSHAKES_PER_TURN + 8)
+            .map(|_| hello(addr, &client_config))
+            .collect();
+        let mut turns = 0;
+        while ev.conns.len() < first.len() {
+            turn(&mut ev);
+            turns += 1;
+            assert!(turns < 100, "the first burst was never accepted");
+        }
+        // A second burst, a whole budget of it, arrives while the first is being served.
+        let second: Vec<StdStream> = (0..HANDSHAKES_PER_TURN)
+            .map(|_| hello(addr, &client_config))
+            .collect();
+        // Until the first burst has spent a budget with some of it still waiting, and the
+        // second is accepted: its ClientHellos are now as ready as the deferred ones.
+        while ev.handshakes_left > 0 || ev.conns.len() < first.len() + second.len() {
+            turn(&mut ev);
+            turns += 1;
+            assert!(turns < 100, "the budget was never spent");
+        }
+        let waiting = first.len() - answered(&first);
+        assert!(waiting > 0, "the first burst was served in one turn");
+        turn(&mut ev);
+        assert_eq!(
+            answered(&first),
+            first.len(),
+            "the {waiting} deferred handshakes go before the new ones"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
