@@ -10,6 +10,7 @@
 //! see instead of an address, [`nick_delay`] the nicks held after leaving a big room.
 
 pub mod cloak;
+pub mod cluster;
 pub mod event;
 pub mod kline;
 pub mod mask;
@@ -143,6 +144,8 @@ pub struct Core {
     /// How many users are invisible (`+i`) and how many are server operators (LUSERS).
     invisible: usize,
     opers: usize,
+    /// Part of a cluster: tell the backplane about rooms and messages ([`cluster::Note`]).
+    cluster: bool,
 }
 
 impl Core {
@@ -180,7 +183,49 @@ impl Core {
             operators: Vec::new(),
             invisible: 0,
             opers: 0,
+            cluster: false,
         }
+    }
+
+    /// Makes this core a node of a cluster: from now on it adds [`cluster::Note`]s to the
+    /// outbox (the drivers set it before anyone connects).
+    pub fn set_cluster(&mut self, on: bool) {
+        self.cluster = on;
+    }
+
+    /// A room message said on another node: its local members get it like a local one (and
+    /// it is remembered in the room's history, as a local one is). Nothing happens if no local
+    /// user is in that room (the node unsubscribed; the message crossed that on its way).
+    pub fn remote_message(&mut self, msg: cluster::RoomMessage, now: Millis, out: &mut Outbox) {
+        let Some(&key) = self.room_keys.get(&fold(&msg.room)) else {
+            return;
+        };
+        if self.rooms[key].members.is_empty() {
+            return;
+        }
+        if msg.kind != MsgKind::Notice {
+            self.next_serial += 1;
+            let entry = HistoryEntry {
+                serial: self.next_serial,
+                at: now,
+                from: msg.from.clone(),
+                text: msg.text.clone(),
+                kind: msg.kind,
+            };
+            self.with_history(key, |room| room.remember(entry));
+            self.trim_history();
+        }
+        let id = self.next_msgid();
+        let room = &self.rooms[key];
+        let event = Event::Message {
+            room: room.name.clone(),
+            from: msg.from,
+            text: msg.text,
+            kind: msg.kind,
+            tags: msg.tags,
+            id,
+        };
+        out.send_many(room.members.iter().copied(), event);
     }
 
     /// Cloaks the hosts of users who connect from now on with `cloak` (the drivers set the
@@ -330,7 +375,7 @@ impl Core {
         self.forget_watches(id, user.watching.map(|w| *w));
         self.gone.push(user.source.clone(), now);
         for &membership in &user.rooms {
-            self.leave(id, &user.source.nick, membership);
+            self.leave(id, &user.source.nick, membership, out);
         }
         let event = Event::Quit {
             who: user.source,
@@ -718,6 +763,15 @@ impl Core {
         }
         let msgid = self.next_msgid();
         let room = &self.rooms[key];
+        if self.cluster {
+            out.note(cluster::Note::Publish(cluster::RoomMessage {
+                room: room.name.clone(),
+                from: from.clone(),
+                text: text.clone(),
+                kind,
+                tags: tags.clone(),
+            }));
+        }
         let event = Event::Message {
             room: room.name.clone(),
             from,
@@ -917,6 +971,9 @@ impl Core {
             }
         };
         let slot = self.rooms[key].members.push(id);
+        if self.cluster && self.rooms[key].members.len() == 1 {
+            out.note(cluster::Note::Subscribe(fold(&self.rooms[key].name).into()));
+        }
         let nick = self.users[&id].source.nick.clone();
         self.rooms[key].by_nick.insert(ByNick(nick, id));
         let user = self
@@ -985,7 +1042,7 @@ impl Core {
         };
         let membership = user.rooms.remove(at);
         let nick = user.source.nick.clone();
-        self.leave(id, &nick, membership);
+        self.leave(id, &nick, membership, out);
         let user = self.user_mut(id);
         if user.current == Some(key) {
             user.current = user.rooms.last().map(|m| m.key());
@@ -1112,7 +1169,7 @@ impl Core {
     /// Takes `id` out of a room's members (its user has already let go of `membership`, or is
     /// gone), moves the memberships of members whose slots changed, and drops the room if it
     /// is now empty.
-    fn leave(&mut self, id: ClientId, nick: &Arc<str>, membership: Membership) {
+    fn leave(&mut self, id: ClientId, nick: &Arc<str>, membership: Membership, out: &mut Outbox) {
         let key = membership.key();
         self.rooms[key].by_nick.remove(&ByNick(nick.clone(), id));
         self.rooms[key].modes.forget(id);
@@ -1124,6 +1181,11 @@ impl Core {
             {
                 m.slot = slot;
             }
+        }
+        if self.cluster && self.rooms[key].members.is_empty() {
+            out.note(cluster::Note::Unsubscribe(
+                fold(&self.rooms[key].name).into(),
+            ));
         }
         self.drop_if_empty(key);
     }

@@ -1805,3 +1805,102 @@ fn tags_travel_with_messages_and_tag_only_messages_are_not_remembered() {
         .collect();
     assert_eq!(replayed, ["history #lobby alice 1000000 hi"]);
 }
+
+// ---- cluster notes -------------------------------------------------------------------------
+
+/// The notes a command left for the backplane.
+fn notes(out: &mut Outbox) -> Vec<cluster::Note> {
+    out.drain_notes().collect()
+}
+
+#[test]
+fn a_cluster_core_subscribes_while_a_room_has_local_members_and_publishes_once() {
+    let mut core = Core::new(CoreLimits::counts(10, 5, 1000), 0);
+    core.set_cluster(true);
+    let mut out = Outbox::default();
+    core.connect(A, IP, 0, &mut out);
+    core.connect(B, IP, 0, &mut out);
+    core.handle(A, Command::Join("#Chat".into()), 0, &mut out);
+    assert_eq!(notes(&mut out), [cluster::Note::Subscribe(rc("#chat"))]);
+    core.handle(B, Command::Join("#chat".into()), 0, &mut out);
+    assert_eq!(notes(&mut out), [], "the second member changes nothing");
+    let say = Command::Say {
+        room: Some("#chat".into()),
+        text: "hi".into(),
+        kind: MsgKind::Action,
+        echo: true,
+        tags: Some(rc("+typing=done")),
+    };
+    core.handle(A, say, 0, &mut out);
+    let source = core.source(A).unwrap().clone();
+    assert_eq!(
+        notes(&mut out),
+        [cluster::Note::Publish(cluster::RoomMessage {
+            room: rc("#Chat"),
+            from: source,
+            text: rc("hi"),
+            kind: MsgKind::Action,
+            tags: Some(rc("+typing=done")),
+        })],
+        "one publish for two local recipients"
+    );
+    core.handle(
+        A,
+        Command::Part {
+            room: None,
+            reason: None,
+        },
+        0,
+        &mut out,
+    );
+    assert_eq!(notes(&mut out), []);
+    core.disconnect(B, "bye", 0, &mut out);
+    assert_eq!(notes(&mut out), [cluster::Note::Unsubscribe(rc("#chat"))]);
+}
+
+#[test]
+fn a_core_outside_a_cluster_leaves_no_notes() {
+    let mut w = World::new(5);
+    w.say(A, "hello");
+    w.run(C, Command::Join("#new".into()));
+    assert!(!w.out.has_notes());
+}
+
+#[test]
+fn a_remote_message_reaches_local_members_only_and_is_remembered() {
+    let mut w = World::new(5);
+    let from = Source::new("zed", "line", "elsewhere", "Zed");
+    let msg = |room: &str| cluster::RoomMessage {
+        room: rc(room),
+        from: from.clone(),
+        text: rc("from afar"),
+        kind: MsgKind::Normal,
+        tags: None,
+    };
+    w.out.clear();
+    w.core.remote_message(msg("#LOBBY"), w.now, &mut w.out);
+    let events = w.collect();
+    assert_eq!(events.len(), 1);
+    let (event, to) = &events[0];
+    assert_eq!(to, &[A, B]);
+    assert!(
+        matches!(event, Event::Message { room, from: f, text, .. }
+            if &**room == "#lobby" && f.nick.as_ref() == "zed" && &**text == "from afar"),
+        "{event:?}"
+    );
+    w.out.clear();
+    w.core.remote_message(msg("#nowhere"), w.now, &mut w.out);
+    assert!(
+        w.collect().is_empty(),
+        "a room with no local member is not made"
+    );
+    assert!(!w.core.room_exists("#nowhere"));
+    // A joiner sees it in the history, like a local message.
+    let events = w.run(C, Command::Join(LOBBY.into()));
+    assert!(
+        events
+            .iter()
+            .any(|(e, _)| matches!(e, Event::History { text, .. } if &**text == "from afar")),
+        "{events:?}"
+    );
+}
