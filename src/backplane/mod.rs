@@ -1,0 +1,438 @@
+//! The cluster backplane: pollchat nodes joined through Redis pub/sub (first part: room
+//! messages cross nodes).
+//!
+//! ```text
+//!   clients ──► node A (one mio loop)                      node B (one mio loop) ◄── clients
+//!               core ──notes──► Backplane                  Backplane ──RoomMessage──► core
+//!                               │ commands conn ─PUBLISH─►  Redis  ─message─► subscriptions conn
+//!                               │ subscriptions conn ◄─── (pub/sub) ◄─PUBLISH── commands conn
+//! ```
+//!
+//! After centrifuge's Redis broker: a node SUBSCRIBEs to a room's channel
+//! (`{prefix}room:{folded name}`, one channel per room, no pattern) only while the room has
+//! local members, so it receives nothing for rooms it does not host; each room message a local
+//! member says is PUBLISHed once, whatever the number of recipients, in an envelope naming its
+//! node ([`envelope`]); a node hands what other nodes said to its core
+//! ([`Core::remote_message`](crate::core::Core::remote_message)), which delivers it to the local
+//! members (rendered once per render class, as a local message), and ignores its own.
+//!
+//! Two connections ([`redis::RedisConn`]) in the loop's own `mio::Poll`, because a connection
+//! that has SUBSCRIBEd accepts no other command: one for commands (PUBLISH), one for
+//! subscriptions. Both are non-blocking, pipelined, written once per loop turn and read within a
+//! budget; no thread, no runtime. The core stays sans-IO: it only leaves
+//! [`Note`](crate::core::cluster::Note)s in the outbox.
+//!
+//! Bounds and what happens past them:
+//! - The queue towards Redis on the commands connection holds at most `--backplane-max-queue`
+//!   bytes. Past it, a message is **not published** (its local members still get it): pub/sub
+//!   is at-most-once anyway, and dropping is better than a node whose memory grows while Redis
+//!   is slow. The drop is logged when it starts and when it ends, with the count.
+//! - SUBSCRIBE and UNSUBSCRIBE are never dropped: at most two per room with local members, so
+//!   their queue is bounded by `--max-total-rooms`.
+//! - Input is read at most [`redis::READS_PER_TURN`] chunks per turn, and one reply may be at
+//!   most [`redis::MAX_REPLY`] bytes.
+//!
+//! Not yet (see README, "Cluster (first part)"): nick uniqueness, presence, joins, parts and
+//! quits across nodes, shared history, node failure detection, and surviving a Redis outage:
+//! a node that loses Redis logs it once and goes on serving its local users alone.
+
+pub mod envelope;
+pub mod redis;
+
+use std::collections::HashSet;
+use std::io;
+use std::sync::Arc;
+
+use log::{debug, error, info, warn};
+use mio::{Registry, Token};
+use redis_protocol::resp2::types::OwnedFrame;
+
+use crate::core::cluster::{Note, RoomMessage};
+use redis::{ReadEnd, RedisConn};
+
+/// The token of the commands connection in the loop's poll (clear of the listeners' range and
+/// of the front's two tokens).
+pub const COMMANDS: Token = Token(usize::MAX - 3);
+/// The token of the subscriptions connection.
+pub const SUBSCRIPTIONS: Token = Token(usize::MAX - 4);
+
+/// Where the cluster meets and who this node is in it (`--backplane`, `--node`,
+/// `--backplane-prefix`, `--backplane-max-queue`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackplaneConfig {
+    /// Redis's `host:port`, from a `redis://HOST[:PORT]` URL ([`parse_url`]).
+    pub addr: String,
+    /// This node's name: envelopes carry it, so a node knows its own messages when Redis sends
+    /// them back. Unique per process ([`default_node`]) unless given.
+    pub node: String,
+    /// Starts every channel (and, later, key), so several clusters can share one Redis (pub/sub
+    /// ignores database numbers, so a database cannot separate them).
+    pub prefix: String,
+    /// Bytes the queue towards Redis holds at most (see the module doc).
+    pub max_queue: usize,
+}
+
+impl BackplaneConfig {
+    /// The default prefix.
+    pub const PREFIX: &str = "pollchat:";
+    /// The default `max_queue`: 8 MiB is thousands of messages, seconds of a busy node's
+    /// traffic, so only a Redis that stopped reading fills it.
+    pub const MAX_QUEUE: usize = 8 << 20;
+}
+
+/// `redis://HOST[:PORT]` (port 6379 by default; `[::1]` for IPv6) → `HOST:PORT`. Credentials,
+/// a database number, TLS (`rediss://`) and other schemes are refused with a line that says
+/// why.
+pub fn parse_url(url: &str) -> Result<String, String> {
+    let rest = match url.split_once("://") {
+        Some(("redis", rest)) => rest,
+        Some(("rediss", _)) => return Err("TLS to Redis (rediss://) is not supported yet".into()),
+        _ => return Err(format!("{url:?} is not a redis://HOST:PORT URL")),
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if !path.is_empty() {
+        return Err(format!(
+            "{url:?}: no database number or path: pub/sub ignores databases (use --backplane-prefix to separate clusters)"
+        ));
+    }
+    if authority.contains('@') {
+        return Err(format!(
+            "{url:?}: credentials in the URL are not supported yet"
+        ));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("{url:?}: unclosed [ in the host"))?;
+        (format!("[{host}]"), after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (authority.to_string(), None),
+        }
+    };
+    if host.is_empty() || host == "[]" || host.contains(|c: char| c.is_whitespace()) {
+        return Err(format!("{url:?}: no host"));
+    }
+    let port: u16 = match port {
+        None => 6379,
+        Some(p) => p
+            .parse()
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| format!("{url:?}: {p:?} is not a port"))?,
+    };
+    Ok(format!("{host}:{port}"))
+}
+
+/// A name unique per process: the host's name and the process id (`HOST-PID`).
+pub fn default_node() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into a buffer we own.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let host = if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "node".into()
+    };
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .take(48)
+        .collect();
+    format!("{host}-{}", std::process::id())
+}
+
+/// A node name or a prefix: 1 to 64 printable bytes without spaces (`what` names the flag in
+/// the error).
+pub fn check_word(what: &str, s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 64 || s.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{what} must be 1-64 bytes without spaces or control characters"
+        ));
+    }
+    Ok(())
+}
+
+/// The loop's side of the cluster: the two Redis connections and what is subscribed.
+pub struct Backplane {
+    config: BackplaneConfig,
+    commands: RedisConn,
+    subscriptions: RedisConn,
+    /// Folded names of the rooms subscribed to (those with local members), so that a
+    /// reconnect can subscribe again (later) and the count can be shown.
+    subscribed: HashSet<Arc<str>>,
+    /// Which connections (commands, subscriptions) stopped at their read budget: read them
+    /// again next turn (no new readiness edge would come for what they left unread).
+    read_again: [bool; 2],
+    /// Messages not published since the queue went over `max_queue` (0: not dropping).
+    dropped: u64,
+    /// Error replies Redis gave (logged at powers of two, so a flood of them is not).
+    errors: u64,
+    /// Redis was lost: the node serves its local users only from then on.
+    down: bool,
+}
+
+impl Backplane {
+    /// Connects both connections (blocking, within [`redis::CONNECT_TIMEOUT`]: at start only).
+    /// The error says which Redis could not be reached and why.
+    pub fn connect(config: BackplaneConfig, registry: &Registry) -> io::Result<Backplane> {
+        let open = |role, token| {
+            let name = format!("pollchat-{}-{role}", config.node);
+            RedisConn::open(&config.addr, &name, role, registry, token).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("--backplane: cannot use Redis at {}: {e}", config.addr),
+                )
+            })
+        };
+        let commands = open("commands", COMMANDS)?;
+        let subscriptions = open("subscriptions", SUBSCRIPTIONS)?;
+        info!(
+            "backplane: node {} joined the cluster through Redis at {} (prefix {:?})",
+            config.node, config.addr, config.prefix
+        );
+        Ok(Backplane {
+            config,
+            commands,
+            subscriptions,
+            subscribed: HashSet::new(),
+            read_again: [false; 2],
+            dropped: 0,
+            errors: 0,
+            down: false,
+        })
+    }
+
+    /// Whether `token` is one of the backplane's.
+    pub fn owns(token: Token) -> bool {
+        token == COMMANDS || token == SUBSCRIPTIONS
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.config.node
+    }
+
+    /// Rooms subscribed to.
+    pub fn subscribed(&self) -> usize {
+        self.subscribed.len()
+    }
+
+    /// Queues what the core asked for (written at the end of the turn).
+    pub fn note(&mut self, note: Note) {
+        if self.down {
+            return;
+        }
+        match note {
+            Note::Subscribe(room) => {
+                let channel = envelope::room_channel(&self.config.prefix, &room);
+                self.subscriptions.push(&[b"SUBSCRIBE", &channel]);
+                self.subscribed.insert(room);
+            }
+            Note::Unsubscribe(room) => {
+                let channel = envelope::room_channel(&self.config.prefix, &room);
+                self.subscriptions.push(&[b"UNSUBSCRIBE", &channel]);
+                self.subscribed.remove(&room);
+            }
+            Note::Publish(msg) => self.publish(&msg),
+        }
+    }
+
+    fn publish(&mut self, msg: &RoomMessage) {
+        let channel = envelope::channel_of(&self.config.prefix, msg);
+        let body = envelope::encode_message(&self.config.node, msg);
+        // A command's framing is a few dozen bytes on top of its arguments.
+        let cost = channel.len() + body.len() + 64;
+        if self.commands.queued() + cost > self.config.max_queue {
+            if self.dropped == 0 {
+                warn!(
+                    "backplane: the queue towards Redis is over --backplane-max-queue {} bytes: \
+                     room messages are not sent to other nodes until it drains (local members \
+                     still get them)",
+                    self.config.max_queue
+                );
+            }
+            self.dropped += 1;
+            return;
+        }
+        if self.dropped > 0 {
+            warn!(
+                "backplane: the queue towards Redis drained; {} room messages were not sent to \
+                 other nodes",
+                self.dropped
+            );
+            self.dropped = 0;
+        }
+        self.commands.push(&[b"PUBLISH", &channel, &body]);
+    }
+
+    /// Readiness of one of the backplane's connections: what other nodes said is appended to
+    /// `received`, for the core.
+    pub fn ready(
+        &mut self,
+        token: Token,
+        readable: bool,
+        registry: &Registry,
+        received: &mut Vec<RoomMessage>,
+    ) {
+        if self.down || !readable {
+            // (Writable: the end-of-turn flush writes.)
+            return;
+        }
+        if token == SUBSCRIPTIONS {
+            self.read_subscriptions(registry, received);
+        } else {
+            self.read_commands(registry);
+        }
+    }
+
+    /// Whether reading stopped at the budget and must go on next turn.
+    pub fn read_again(&self) -> bool {
+        self.read_again.contains(&true) && !self.down
+    }
+
+    /// Goes on reading where the budget stopped an earlier turn.
+    pub fn resume(&mut self, registry: &Registry, received: &mut Vec<RoomMessage>) {
+        if self.read_again[0] {
+            self.read_commands(registry);
+        }
+        if self.read_again[1] && !self.down {
+            self.read_subscriptions(registry, received);
+        }
+    }
+
+    fn read_subscriptions(&mut self, registry: &Registry, received: &mut Vec<RoomMessage>) {
+        let (node, prefix) = (&self.config.node, &self.config.prefix);
+        let mut errors = Vec::new();
+        let result = self.subscriptions.read(|frame| match frame {
+            OwnedFrame::Array(mut parts) if parts.len() == 3 => {
+                let payload = parts.pop();
+                let channel = parts.pop();
+                let is_message = matches!(&parts[0], OwnedFrame::BulkString(k) if k == b"message");
+                let (Some(OwnedFrame::BulkString(channel)), Some(OwnedFrame::BulkString(payload))) =
+                    (channel, payload)
+                else {
+                    return;
+                };
+                if !is_message {
+                    return; // a (un)subscribe confirmation
+                }
+                match envelope::decode_message(&payload) {
+                    Some(got) if got.origin == *node => {}
+                    Some(got) if envelope::channel_of(prefix, &got.message) == channel => {
+                        received.push(got.message)
+                    }
+                    _ => debug!(
+                        "backplane: dropped what is not a pollchat message on {}",
+                        String::from_utf8_lossy(&channel)
+                    ),
+                }
+            }
+            OwnedFrame::Error(e) => errors.push(e),
+            _ => {}
+        });
+        for e in errors {
+            self.redis_error("subscriptions", &e);
+        }
+        match result {
+            Ok(end) => self.read_again[1] = end == ReadEnd::Budget,
+            Err(e) => self.fail(registry, "subscriptions", &e),
+        }
+    }
+
+    fn read_commands(&mut self, registry: &Registry) {
+        let mut errors = Vec::new();
+        let result = self.commands.read(|frame| {
+            // PUBLISH answers how many nodes received it: nothing to do with that.
+            if let OwnedFrame::Error(e) = frame {
+                errors.push(e);
+            }
+        });
+        for e in errors {
+            self.redis_error("commands", &e);
+        }
+        match result {
+            Ok(end) => self.read_again[0] = end == ReadEnd::Budget,
+            Err(e) => self.fail(registry, "commands", &e),
+        }
+    }
+
+    fn redis_error(&mut self, role: &str, e: &str) {
+        self.errors += 1;
+        if self.errors.is_power_of_two() {
+            warn!(
+                "backplane: Redis answered an error on the {role} connection ({} so far): {e}",
+                self.errors
+            );
+        }
+    }
+
+    /// Writes what this turn queued, one `write` per connection.
+    pub fn flush(&mut self, registry: &Registry) {
+        if self.down {
+            return;
+        }
+        if let Err(e) = self.subscriptions.flush(registry) {
+            return self.fail(registry, "subscriptions", &e);
+        }
+        if let Err(e) = self.commands.flush(registry) {
+            self.fail(registry, "commands", &e);
+        }
+    }
+
+    /// Redis is lost: said once, and the node goes on alone (reconnecting is not done yet).
+    fn fail(&mut self, registry: &Registry, role: &str, e: &io::Error) {
+        if self.down {
+            return;
+        }
+        self.down = true;
+        self.commands.deregister(registry);
+        self.subscriptions.deregister(registry);
+        error!(
+            "backplane: lost Redis at {} ({} connection: {e}); this node now serves its local \
+             users only: messages no longer cross nodes, and it does not reconnect",
+            self.config.addr, role
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backplane_urls() {
+        assert_eq!(
+            parse_url("redis://127.0.0.1:6380").unwrap(),
+            "127.0.0.1:6380"
+        );
+        assert_eq!(parse_url("redis://cache").unwrap(), "cache:6379");
+        assert_eq!(parse_url("redis://[::1]:7000").unwrap(), "[::1]:7000");
+        assert_eq!(parse_url("redis://[::1]").unwrap(), "[::1]:6379");
+        for bad in [
+            "http://h:1",
+            "h:6379",
+            "redis://",
+            "redis://h:0",
+            "redis://h:99999",
+            "redis://h:x",
+            "redis://h:1/2",
+            "redis://u:p@h:1",
+            "rediss://h:1",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn node_names() {
+        let n = default_node();
+        assert!(check_word("--node", &n).is_ok(), "{n}");
+        assert!(n.ends_with(&format!("-{}", std::process::id())));
+        assert!(check_word("--node", "").is_err());
+        assert!(check_word("--node", "a b").is_err());
+        assert!(check_word("--node", &"x".repeat(65)).is_err());
+    }
+}
