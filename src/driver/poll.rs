@@ -13,6 +13,9 @@
 //!    [`Transform`](crate::net::transform::Transform), framed into lines and handed to their session, which drives the chat core.
 //!    What the core emits is rendered once per render class and the same `Rc` bytes are queued
 //!    for every recipient, which is only *marked* for flushing (Redis's deferred writes).
+//!    With `--backplane`, the two Redis connections are read too (within their own budget):
+//!    what other nodes said goes to the core ([`Core::remote_message`]) and out the same way,
+//!    and the core's cluster notes (subscribe, unsubscribe, publish) are queued on them.
 //! 3. Work left over from a budget is resumed, and due timers fire (flood resume, session
 //!    deadlines, drain deadline).
 //! 4. Closes decided during the turn are applied: never in the middle of a fan-out, so no slab
@@ -20,6 +23,7 @@
 //! 5. Each marked connection is flushed with one `writev` (a TLS one encrypts its queue in one
 //!    pass first, and writes the records with one `write`); WRITABLE interest is registered only when the
 //!    kernel's buffer is full, and dropped once the queue (and any ciphertext) is empty.
+//!    Then the backplane writes the turn's pipelined Redis commands, one `write` per connection.
 //!
 //! SIGHUP reloads the TLS certificate and key (`EventLoop::reload_tls`).
 //!
@@ -42,7 +46,9 @@ use slab::Slab;
 use super::listen::{ACCEPTS_PER_TURN, Accepted, Admission, Door, set_send_buffer};
 use super::timer::{TimerKind, Timers, Trim, release_free_memory};
 use super::{Front, IoModel, MAX_ANSWERS, REFILL_BELOW, Running, depart, new_core, wall_ms};
+use crate::backplane::Backplane;
 use crate::config::Config;
+use crate::core::cluster::RoomMessage;
 use crate::core::{ClientId, Core, Cursor, Outbox};
 use crate::framer::Frame;
 use crate::net::connection::{Connection, Flush, Phase};
@@ -140,6 +146,10 @@ pub struct EventLoop {
     now: Now,
     /// Hands free heap memory back to the kernel once the loop is quiet.
     trim: Trim,
+    /// The cluster backplane, with `--backplane` (its two Redis connections are in `front.poll`).
+    backplane: Option<Backplane>,
+    /// What other nodes said, read this turn and not yet handed to the core (reused).
+    received: Vec<RoomMessage>,
 }
 
 impl EventLoop {
@@ -153,6 +163,14 @@ impl EventLoop {
         let now = Now {
             at: Instant::now(),
             wall: wall_ms(),
+        };
+        let mut core = new_core(&config);
+        let backplane = match &config.backplane {
+            Some(bp) => {
+                core.set_cluster(true);
+                Some(Backplane::connect(bp.clone(), front.poll.registry())?)
+            }
+            None => None,
         };
         let mut ctx = Context::new(&config, now.wall);
         if let Some(ports) = &mut ctx.tls {
@@ -172,7 +190,7 @@ impl EventLoop {
             handshakes_left: HANDSHAKES_PER_TURN,
             tls,
             conns: Slab::new(),
-            core: new_core(&config),
+            core,
             outbox: Outbox::default(),
             scratch: vec![0; READ_CHUNK],
             filtered: Vec::new(),
@@ -185,6 +203,8 @@ impl EventLoop {
             next_serial: 0,
             now,
             trim: Trim::new(now.at),
+            backplane,
+            received: Vec::new(),
             config,
         })
     }
@@ -237,11 +257,15 @@ impl EventLoop {
         self.handle_events(now);
         self.resume_accepts(now);
         self.resume_reads(now);
+        self.resume_backplane();
         self.fire_timers(now);
         self.compact_timers();
         self.apply_closes(now);
         self.flush_marked();
         self.apply_closes(now);
+        if let Some(bp) = &mut self.backplane {
+            bp.flush(self.front.poll.registry());
+        }
         self.shed_output(now);
         super::save_server_bans(&mut self.core, &self.config);
         now
@@ -254,6 +278,7 @@ impl EventLoop {
             || !self.to_flush.is_empty()
             || !self.to_close.is_empty()
             || !self.to_accept.is_empty()
+            || self.backplane.as_ref().is_some_and(|b| b.read_again())
         {
             return Some(Duration::ZERO);
         }
@@ -279,6 +304,13 @@ impl EventLoop {
                         self.reload_tls();
                         super::reload_opers(&mut self.core, &self.config);
                     }
+                }
+                token if Backplane::owns(token) => {
+                    if let Some(bp) = &mut self.backplane {
+                        let registry = self.front.poll.registry();
+                        bp.ready(token, event.is_readable(), registry, &mut self.received);
+                    }
+                    self.deliver_remote();
                 }
                 Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE, now),
                 Token(key) => {
@@ -644,11 +676,38 @@ impl EventLoop {
         }
     }
 
+    // ---- the cluster -----------------------------------------------------------------------
+
+    /// Reads what the backplane left unread at its budget on an earlier turn.
+    fn resume_backplane(&mut self) {
+        if let Some(bp) = &mut self.backplane {
+            bp.resume(self.front.poll.registry(), &mut self.received);
+        }
+        self.deliver_remote();
+    }
+
+    /// Hands what other nodes said to the core, which delivers it to the local members.
+    fn deliver_remote(&mut self) {
+        let mut received = std::mem::take(&mut self.received);
+        for msg in received.drain(..) {
+            self.core
+                .remote_message(msg, self.now.wall, &mut self.outbox);
+            self.deliver();
+        }
+        self.received = received;
+    }
+
     // ---- output ----------------------------------------------------------------------------
 
     /// Renders each event in the outbox once per render class among its recipients and queues
     /// the same bytes for all recipients of that class.
     fn deliver(&mut self) {
+        if self.outbox.has_notes() {
+            match &mut self.backplane {
+                Some(bp) => self.outbox.drain_notes().for_each(|n| bp.note(n)),
+                None => drop(self.outbox.drain_notes()),
+            }
+        }
         if self.outbox.is_empty() {
             return;
         }

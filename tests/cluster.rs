@@ -1,0 +1,345 @@
+//! Nodes joined through Redis (`--backplane`): a real `redis-server` on a free port and two
+//! pollchat nodes in this process, users of both protocols on different nodes.
+//!
+//! `redis-server` is looked for on PATH; without it the tests that need it print a notice and
+//! return (`.ci/run` installs Debian's `redis-server`, so CI always runs them). Every wait has a
+//! deadline and waits for a condition: for a SUBSCRIBE to take effect, Redis itself is asked
+//! (`PUBSUB NUMSUB`) over a plain connection.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Client, IoModel, LOCAL_CLOAK, TIMEOUT, TestServer};
+use pollchat::backplane::BackplaneConfig;
+use redis_protocol::resp2::decode::decode;
+use redis_protocol::resp2::types::OwnedFrame;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pollchat");
+
+/// A port nobody listens on now (the kernel's pick, released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `redis-server` of our own on a free loopback port, without persistence; killed on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    /// `None` (with a notice) when `redis-server` is not on PATH.
+    fn start() -> Option<Redis> {
+        let found = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            eprintln!("SKIPPED: redis-server is not on PATH (.ci/run installs it)");
+            return None;
+        }
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        let redis = Redis { child, port };
+        redis.wait_for(|r| r.command(&["PING"]) == OwnedFrame::SimpleString(b"PONG".to_vec()));
+        Some(redis)
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// One command over a new plain connection, and its reply (a refused connection is an
+    /// error reply, for [`Redis::wait_for`]).
+    fn command(&self, args: &[&str]) -> OwnedFrame {
+        let Ok(mut s) = TcpStream::connect(self.addr()) else {
+            return OwnedFrame::Error("connection refused".into());
+        };
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut cmd = format!("*{}\r\n", args.len());
+        for a in args {
+            cmd += &format!("${}\r\n{a}\r\n", a.len());
+        }
+        s.write_all(cmd.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        loop {
+            if let Some((frame, _)) = decode(&buf).unwrap() {
+                return frame;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = s.read(&mut chunk).expect("a reply from redis");
+            assert!(n > 0, "redis closed the connection");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// How many connections are subscribed to `channel`.
+    fn subscribers(&self, channel: &str) -> i64 {
+        match self.command(&["PUBSUB", "NUMSUB", channel]) {
+            OwnedFrame::Array(parts) => match parts.get(1) {
+                Some(OwnedFrame::Integer(n)) => *n,
+                other => panic!("NUMSUB answered {other:?}"),
+            },
+            other => panic!("NUMSUB answered {other:?}"),
+        }
+    }
+
+    /// Waits until `condition` holds, failing the test after [`TIMEOUT`].
+    fn wait_for(&self, condition: impl Fn(&Redis) -> bool) {
+        let deadline = Instant::now() + TIMEOUT;
+        while !condition(self) {
+            assert!(
+                Instant::now() < deadline,
+                "condition not met within {TIMEOUT:?}"
+            );
+            // Polling a condition, not synchronising on time: Redis has no way to tell us.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// A node of the cluster whose channels start with `prefix`.
+    fn node(&self, name: &str, prefix: &str) -> TestServer {
+        let bp = BackplaneConfig {
+            addr: self.addr(),
+            node: name.into(),
+            prefix: prefix.into(),
+            max_queue: BackplaneConfig::MAX_QUEUE,
+        };
+        TestServer::with(|c| c.backplane = Some(bp))
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Connects to the IRC listener and registers as `nick`, reading the whole welcome burst.
+fn register(server: &TestServer, nick: &str) -> Client {
+    let mut c = Client::connect(server.irc_addr.expect("IRC listener"));
+    c.send(&format!("NICK {nick}\r"));
+    c.send(&format!("USER {nick} 0 * :The {nick}\r"));
+    c.expect_prefix(":pollchat 422 ");
+    c
+}
+
+#[test]
+fn a_line_user_and_an_irc_user_on_two_nodes_chat_both_ways_without_doubles() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let prefix = "t1:";
+    let (a, b) = (redis.node("a", prefix), redis.node("b", prefix));
+    let mut liner = a.join_as("liner", &mut []);
+    liner.send("/join #Chat");
+    liner.expect_prefix("NAMES #Chat");
+    let mut other = a.join_as("other", &mut [&mut liner]);
+    other.send("/join #chat");
+    assert_eq!(liner.line(), "JOIN #Chat other");
+    other.expect_prefix("NAMES #Chat");
+    let mut ircer = register(&b, "ircer");
+    ircer.send("JOIN #chat");
+    ircer.expect_prefix(":pollchat 366 ircer #chat");
+    // Each node subscribes once however many local members the room has.
+    redis.wait_for(|r| r.subscribers("t1:room:#chat") == 2);
+
+    // Line to IRC: the IRC user sees it as a local message, in its node's spelling of the room.
+    liner.send("hello from a");
+    assert_eq!(
+        ircer.line(),
+        format!(":liner!line@{LOCAL_CLOAK} PRIVMSG #chat :hello from a")
+    );
+    assert_eq!(other.line(), "MSG #Chat <liner> hello from a");
+    liner.send("/me waves");
+    assert_eq!(
+        ircer.line(),
+        format!(":liner!line@{LOCAL_CLOAK} PRIVMSG #chat :\u{1}ACTION waves\u{1}")
+    );
+    assert_eq!(other.line(), "MSG #Chat * liner waves");
+
+    // IRC to line, to both members on the other node.
+    ircer.send("PRIVMSG #chat :hello from b");
+    assert_eq!(liner.line(), "MSG #Chat <ircer> hello from b");
+    assert_eq!(other.line(), "MSG #Chat <ircer> hello from b");
+    ircer.send("NOTICE #chat :a notice");
+    assert_eq!(liner.line(), "MSG #Chat -ircer- a notice");
+    assert_eq!(other.line(), "MSG #Chat -ircer- a notice");
+
+    // Redis sends node a its own messages back: they are ignored, not delivered again. Node
+    // a's subscription gets them in publish order, so if "mine" came back doubled it would
+    // come before "yours".
+    other.send("mine");
+    assert_eq!(liner.line(), "MSG #Chat <other> mine");
+    assert_eq!(
+        ircer.line(),
+        format!(":other!line@{LOCAL_CLOAK} PRIVMSG #chat :mine")
+    );
+    ircer.send("PRIVMSG #chat :yours");
+    assert_eq!(liner.line(), "MSG #Chat <ircer> yours");
+    assert_eq!(other.line(), "MSG #Chat <ircer> yours");
+    liner.sync();
+    other.sync();
+
+    // A remote message is remembered like a local one: a later joiner on node a replays it.
+    let mut late = a.join_as("late", &mut [&mut liner, &mut other]);
+    late.send("/join #chat");
+    late.expect_prefix("NAMES #Chat");
+    loop {
+        let replay = late.line();
+        assert!(replay.starts_with("HISTORY #Chat "), "{replay}");
+        if replay.ends_with(" <ircer> hello from b") {
+            break;
+        }
+    }
+
+    // The last local member leaves: the node unsubscribes.
+    for c in [&mut liner, &mut other, &mut late] {
+        c.send("/part #chat");
+    }
+    redis.wait_for(|r| r.subscribers("t1:room:#chat") == 1);
+}
+
+#[test]
+fn clusters_with_different_prefixes_do_not_hear_each_other() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "one:"), redis.node("b", "two:"));
+    let mut x = a.join_as("x", &mut []);
+    let mut y = b.join_as("y", &mut []);
+    redis.wait_for(|r| {
+        r.subscribers("one:room:#lobby") == 1 && r.subscribers("two:room:#lobby") == 1
+    });
+    x.send("only for cluster one");
+    y.send("only for cluster two");
+    // Each node's lobby has its one user: neither hears the other cluster (nothing before the
+    // sync's answer).
+    x.sync();
+    y.sync();
+}
+
+#[test]
+fn the_threaded_models_refuse_a_backplane() {
+    for io in [IoModel::Threads, IoModel::ThreadsDirect] {
+        let config = pollchat::config::Config {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            irc_listen: vec![],
+            backplane: Some(BackplaneConfig {
+                addr: "127.0.0.1:1".into(),
+                node: "n".into(),
+                prefix: "p:".into(),
+                max_queue: BackplaneConfig::MAX_QUEUE,
+            }),
+            ..Default::default()
+        };
+        let e = match pollchat::driver::spawn(io, config) {
+            Ok(_) => panic!("--io {io} accepted --backplane"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains("--backplane needs --io poll"), "{e}");
+    }
+}
+
+/// Runs `pollchat serve` with `args` and expects it to stop at start: its status and the lines
+/// it logged.
+fn failed_start(args: &[&str]) -> (ExitStatus, Vec<String>) {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--irc-listen",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pollchat");
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("pollchat serve {args:?} did not stop");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    (status, log.lines().map(String::from).collect())
+}
+
+/// One error line naming the problem, and a failure status.
+fn assert_one_error(args: &[&str], expected: &str) {
+    let (status, lines) = failed_start(args);
+    assert!(!status.success(), "{args:?} started");
+    let errors: Vec<&String> = lines.iter().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{lines:?}");
+    assert!(errors[0].contains(expected), "{lines:?}");
+    assert!(
+        !lines.iter().any(|l| l.contains("listening on")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_bad_backplane_url_or_an_unreachable_redis_stops_the_start_with_one_line() {
+    assert_one_error(
+        &["--backplane", "http://127.0.0.1:6379"],
+        "is not a redis://HOST:PORT URL",
+    );
+    assert_one_error(&["--backplane", "redis://127.0.0.1:99999"], "is not a port");
+    let port = free_port().to_string();
+    let url = format!("redis://127.0.0.1:{port}");
+    assert_one_error(
+        &["--backplane", &url],
+        &format!("cannot use Redis at 127.0.0.1:{port}"),
+    );
+    assert_one_error(
+        &["--io", "threads", "--backplane", &url],
+        "--backplane needs --io poll",
+    );
+    assert_one_error(&["--backplane", &url, "--node", "two words"], "--node");
+}
+
+#[test]
+fn reuse_port_lets_two_servers_share_one_address() {
+    let first = TestServer::with(|c| c.reuse_port = true);
+    let addr = first.addr;
+    let second = TestServer::with(|c| {
+        c.reuse_port = true;
+        c.listen = vec![addr];
+    });
+    assert_eq!(second.addr, addr);
+    // Whichever server the kernel picks, a client is welcomed.
+    for _ in 0..4 {
+        first.join();
+    }
+}
