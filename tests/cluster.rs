@@ -155,10 +155,14 @@ fn a_line_user_and_an_irc_user_on_two_nodes_chat_both_ways_without_doubles() {
     other.send("/join #chat");
     assert_eq!(liner.line(), "JOIN #Chat other");
     other.expect_prefix("NAMES #Chat");
+    // Each node subscribes once however many local members the room has.
+    redis.wait_for(|r| r.subscribers("t1:room:#chat") == 1);
     let mut ircer = register(&b, "ircer");
     ircer.send("JOIN #chat");
     ircer.expect_prefix(":pollchat 366 ircer #chat");
-    // Each node subscribes once however many local members the room has.
+    // Node a is subscribed: it hears of the join.
+    assert_eq!(liner.line(), "JOIN #Chat ircer");
+    assert_eq!(other.line(), "JOIN #Chat ircer");
     redis.wait_for(|r| r.subscribers("t1:room:#chat") == 2);
 
     // Line to IRC: the IRC user sees it as a local message, in its node's spelling of the room.
@@ -202,6 +206,7 @@ fn a_line_user_and_an_irc_user_on_two_nodes_chat_both_ways_without_doubles() {
     let mut late = a.join_as("late", &mut [&mut liner, &mut other]);
     late.send("/join #chat");
     late.expect_prefix("NAMES #Chat");
+    assert_eq!(ircer.line(), format!(":late!line@{LOCAL_CLOAK} JOIN #chat"));
     loop {
         let replay = late.line();
         assert!(replay.starts_with("HISTORY #Chat "), "{replay}");
@@ -215,6 +220,69 @@ fn a_line_user_and_an_irc_user_on_two_nodes_chat_both_ways_without_doubles() {
         c.send("/part #chat");
     }
     redis.wait_for(|r| r.subscribers("t1:room:#chat") == 1);
+}
+
+#[test]
+fn joins_parts_kicks_and_quits_cross_nodes_and_a_quit_is_told_once() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "t2:"), redis.node("b", "t2:"));
+    let mut liner = a.join_as("liner", &mut []);
+    let mut dual = a.join_as("dual", &mut [&mut liner]);
+    for room in ["#p", "#q"] {
+        liner.send(&format!("/join {room}"));
+        liner.expect_prefix(&format!("NAMES {room}"));
+        dual.send(&format!("/join {room}"));
+        assert_eq!(liner.line(), format!("JOIN {room} dual"));
+        dual.expect_prefix(&format!("NAMES {room}"));
+    }
+    redis.wait_for(|r| r.subscribers("t2:room:#p") == 1 && r.subscribers("t2:room:#q") == 1);
+    let mut ircer = register(&b, "ircer");
+    ircer.send("JOIN #p,#q");
+    for room in ["#p", "#q"] {
+        assert_eq!(liner.line(), format!("JOIN {room} ircer"));
+        assert_eq!(dual.line(), format!("JOIN {room} ircer"));
+    }
+    ircer.expect_prefix(":pollchat 366 ircer #q");
+    redis.wait_for(|r| r.subscribers("t2:room:#p") == 2 && r.subscribers("t2:room:#q") == 2);
+
+    // A part, with its reason, in IRC's terms on node b.
+    liner.send("/part #q see you");
+    assert_eq!(
+        ircer.line(),
+        format!(":liner!line@{LOCAL_CLOAK} PART #q :see you")
+    );
+    assert_eq!(dual.line(), "PART #q liner see you");
+    // A kick (liner created #p, so operates it) is a part for the other node.
+    liner.send("/kick #p dual enough");
+    assert_eq!(liner.expect_prefix("KICK #p"), "KICK #p dual liner enough");
+    assert_eq!(
+        ircer.line(),
+        format!(":dual!line@{LOCAL_CLOAK} PART #p :kicked by liner: enough")
+    );
+    dual.send("/join #p");
+    assert_eq!(ircer.line(), format!(":dual!line@{LOCAL_CLOAK} JOIN #p"));
+
+    // dual shares #p and #q with ircer: its quit is published on both channels, and node b
+    // tells ircer once. Node a publishes in order, so a second QUIT would come before "after".
+    dual.send("/quit off now");
+    assert_eq!(
+        ircer.line(),
+        format!(":dual!line@{LOCAL_CLOAK} QUIT :quit: off now")
+    );
+    liner.expect_prefix("QUIT dual");
+    liner.send("after");
+    assert_eq!(
+        ircer.line(),
+        format!(":liner!line@{LOCAL_CLOAK} PRIVMSG #p :after")
+    );
+
+    // And the other way: an IRC user's quit reaches the line user on node a.
+    ircer.send("QUIT :bye");
+    assert_eq!(ircer.expect_closed(), ["ERROR :Closing link: (quit: bye)"]);
+    assert_eq!(liner.line(), "QUIT ircer quit: bye");
+    liner.sync();
 }
 
 #[test]

@@ -1,18 +1,24 @@
-//! What one node tells the others, as bytes: the names of Redis channels, and the envelope of a
-//! room message. Pure functions, tested without Redis.
+//! What one node tells the others, as bytes: the names of Redis channels, and the envelope of
+//! what crosses nodes ([`Shared`]). Pure functions, tested without Redis.
 //!
 //! An envelope is itself a RESP2 array of bulk strings (the codec we already use for Redis), so
 //! it is binary-safe and needs no parser of our own:
 //!
 //! ```text
-//! [ "pollchat/1", origin node, "msg", room, kind, nick, user, host, realname, tags, text ]
+//! [ "pollchat/1", origin node, id, "msg",  room, kind, nick, user, host, realname, tags, text ]
+//! [ "pollchat/1", origin node, id, "join", room, nick, user, host, realname ]
+//! [ "pollchat/1", origin node, id, "part", room, nick, user, host, realname, reason ]
+//! [ "pollchat/1", origin node, id, "quit", nick, user, host, realname, reason, room, room… ]
 //! ```
 //!
-//! `kind` is `normal`, `action` or `notice`; `tags` is empty when there are none. The first
-//! element names the format, so a node ignores what a newer format (or anything else published
-//! on our channels) says instead of misreading it. What comes from Redis is checked as a client
-//! line would be: a field with CR, LF or NUL, or a nick or room that is not one, is dropped, so
-//! nothing another Redis client publishes can split an IRC line or pass for something else.
+//! `id` numbers what a node publishes (decimal); a quit is published on the channel of each of
+//! its rooms with the same id, and a node that receives it several times hands it to its core
+//! once. `kind` is `normal`, `action` or `notice`; empty `tags` or `reason` mean none. The
+//! first element names the format, so a node ignores what a newer format (or anything else
+//! published on our channels) says instead of misreading it. What comes from Redis is checked
+//! as a client line would be: a field with CR, LF or NUL, or a nick or room that is not one, is
+//! dropped, so nothing another Redis client publishes can split an IRC line or pass for
+//! something else.
 
 use std::sync::Arc;
 
@@ -20,7 +26,7 @@ use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::encode::encode_borrowed;
 use redis_protocol::resp2::types::{BorrowedFrame, OwnedFrame};
 
-use crate::core::cluster::RoomMessage;
+use crate::core::cluster::{RoomMessage, Shared};
 use crate::core::names::{check_nick, check_room, fold};
 use crate::core::{MsgKind, Source};
 
@@ -33,9 +39,17 @@ pub fn room_channel(prefix: &str, folded: &str) -> Vec<u8> {
     format!("{prefix}room:{folded}").into_bytes()
 }
 
-/// The channel of the room a message was said in.
-pub fn channel_of(prefix: &str, msg: &RoomMessage) -> Vec<u8> {
-    room_channel(prefix, &fold(&msg.room))
+/// The channels `shared` is published on: its room's, or each of a quitter's rooms'.
+pub fn channels(prefix: &str, shared: &Shared) -> Vec<Vec<u8>> {
+    let one = |room: &str| vec![room_channel(prefix, &fold(room))];
+    match shared {
+        Shared::Message(msg) => one(&msg.room),
+        Shared::Joined { room, .. } | Shared::Parted { room, .. } => one(room),
+        Shared::Quit { rooms, .. } => rooms
+            .iter()
+            .map(|r| room_channel(prefix, &fold(r)))
+            .collect(),
+    }
 }
 
 /// Appends `parts` as one RESP2 array of bulk strings (a Redis command, or an envelope) to
@@ -58,40 +72,53 @@ fn kind_name(kind: MsgKind) -> &'static str {
     }
 }
 
-/// The envelope of a room message said on node `origin`.
-pub fn encode_message(origin: &str, msg: &RoomMessage) -> Vec<u8> {
-    let from = &msg.from;
-    let tags = msg.tags.as_deref().unwrap_or("");
-    let mut out = Vec::with_capacity(128 + msg.text.len() + tags.len());
-    encode_array(
-        &mut out,
-        &[
-            FORMAT.as_bytes(),
-            origin.as_bytes(),
-            b"msg",
-            msg.room.as_bytes(),
-            kind_name(msg.kind).as_bytes(),
-            from.nick.as_bytes(),
-            from.user.as_bytes(),
-            from.host.as_bytes(),
-            from.realname.as_bytes(),
-            tags.as_bytes(),
-            msg.text.as_bytes(),
-        ],
-    );
+/// The envelope of `shared`, the `id`th thing node `origin` published.
+pub fn encode(origin: &str, id: u64, shared: &Shared) -> Vec<u8> {
+    let id = id.to_string();
+    let mut parts: Vec<&[u8]> = vec![FORMAT.as_bytes(), origin.as_bytes(), id.as_bytes()];
+    fn source<'a>(parts: &mut Vec<&'a [u8]>, who: &'a Source) {
+        parts.extend([&*who.nick, &*who.user, &*who.host, &*who.realname].map(str::as_bytes));
+    }
+    match shared {
+        Shared::Message(msg) => {
+            parts.extend([b"msg".as_slice(), msg.room.as_bytes()]);
+            parts.push(kind_name(msg.kind).as_bytes());
+            source(&mut parts, &msg.from);
+            parts.push(msg.tags.as_deref().unwrap_or("").as_bytes());
+            parts.push(msg.text.as_bytes());
+        }
+        Shared::Joined { room, who } => {
+            parts.extend([b"join".as_slice(), room.as_bytes()]);
+            source(&mut parts, who);
+        }
+        Shared::Parted { room, who, reason } => {
+            parts.extend([b"part".as_slice(), room.as_bytes()]);
+            source(&mut parts, who);
+            parts.push(reason.as_deref().unwrap_or("").as_bytes());
+        }
+        Shared::Quit { rooms, who, reason } => {
+            parts.push(b"quit");
+            source(&mut parts, who);
+            parts.push(reason.as_bytes());
+            parts.extend(rooms.iter().map(|r| r.as_bytes()));
+        }
+    }
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 16).sum());
+    encode_array(&mut out, &parts);
     out
 }
 
-/// An envelope read back: which node said it, and the message.
+/// An envelope read back: which node published it, its number there, and what it says.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Received {
     pub origin: String,
-    pub message: RoomMessage,
+    pub id: u64,
+    pub shared: Shared,
 }
 
 /// Reads an envelope; `None` for anything that is not a well-formed envelope of our format
 /// (see the module doc).
-pub fn decode_message(bytes: &[u8]) -> Option<Received> {
+pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
     let (frame, used) = decode(bytes).ok()??;
     if used != bytes.len() {
         return None;
@@ -110,54 +137,97 @@ pub fn decode_message(bytes: &[u8]) -> Option<Received> {
         }
         fields.push(s);
     }
-    let [
-        format,
-        origin,
-        what,
-        room,
-        kind,
-        nick,
-        user,
-        host,
-        realname,
-        tags,
-        text,
-    ] = <[String; 11]>::try_from(fields).ok()?;
-    if format != FORMAT || what != "msg" || text.is_empty() {
+    let mut fields = fields.into_iter();
+    let mut next = || fields.next();
+    if next()? != FORMAT {
         return None;
     }
-    check_nick(&nick).ok()?;
-    check_room(&room).ok()?;
+    let origin = next()?;
+    let id: u64 = next()?.parse().ok()?;
+    if origin.is_empty() {
+        return None;
+    }
+    let room = |s: String| check_room(&s).ok().map(|()| Arc::<str>::from(s));
     let word = |s: &str| !s.is_empty() && !s.contains(' ');
-    if !word(&user) || !word(&host) || tags.contains(' ') || origin.is_empty() {
-        return None;
-    }
-    let kind = match kind.as_str() {
-        "normal" => MsgKind::Normal,
-        "action" => MsgKind::Action,
-        "notice" => MsgKind::Notice,
+    let source = |next: &mut dyn FnMut() -> Option<String>| {
+        let (nick, user, host, realname) = (next()?, next()?, next()?, next()?);
+        check_nick(&nick).ok()?;
+        (word(&user) && word(&host)).then(|| Source::new(&nick, &user, &host, &realname))
+    };
+    let shared = match next()?.as_str() {
+        "msg" => {
+            let room = room(next()?)?;
+            let kind = match next()?.as_str() {
+                "normal" => MsgKind::Normal,
+                "action" => MsgKind::Action,
+                "notice" => MsgKind::Notice,
+                _ => return None,
+            };
+            let from = source(&mut next)?;
+            let tags = next()?;
+            let text = next()?;
+            if tags.contains(' ') || text.is_empty() {
+                return None;
+            }
+            Shared::Message(RoomMessage {
+                room,
+                from,
+                text: text.into(),
+                kind,
+                tags: (!tags.is_empty()).then(|| Arc::from(tags)),
+            })
+        }
+        "join" => Shared::Joined {
+            room: room(next()?)?,
+            who: source(&mut next)?,
+        },
+        "part" => {
+            let room = room(next()?)?;
+            let who = source(&mut next)?;
+            let reason = next()?;
+            Shared::Parted {
+                room,
+                who,
+                reason: (!reason.is_empty()).then(|| Arc::from(reason)),
+            }
+        }
+        "quit" => {
+            let who = source(&mut next)?;
+            let reason = next()?.into();
+            let mut rooms = Vec::new();
+            while let Some(r) = next() {
+                rooms.push(room(r)?);
+            }
+            if rooms.is_empty() {
+                return None;
+            }
+            return Some(Received {
+                origin,
+                id,
+                shared: Shared::Quit { rooms, who, reason },
+            });
+        }
         _ => return None,
     };
-    Some(Received {
-        origin,
-        message: RoomMessage {
-            room: room.into(),
-            from: Source::new(&nick, &user, &host, &realname),
-            text: text.into(),
-            kind,
-            tags: (!tags.is_empty()).then(|| Arc::from(tags)),
-        },
-    })
+    // Nothing may follow the last field (a quit's rooms run to the end).
+    if next().is_some() {
+        return None;
+    }
+    Some(Received { origin, id, shared })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn alice() -> Arc<Source> {
+        Source::new("alice", "line", "f1c0136b.a16b454c.ip", "Alice A.")
+    }
+
     fn message() -> RoomMessage {
         RoomMessage {
             room: "#Chat".into(),
-            from: Source::new("alice", "line", "f1c0136b.a16b454c.ip", "Alice A."),
+            from: alice(),
             text: "hello, world: *".into(),
             kind: MsgKind::Action,
             tags: Some("+typing=active;+draft/reply=x".into()),
@@ -165,22 +235,45 @@ mod tests {
     }
 
     #[test]
-    fn an_envelope_reads_back_as_it_was_written() {
-        let bytes = encode_message("node-1", &message());
-        let got = decode_message(&bytes).expect("decodes");
-        assert_eq!(got.origin, "node-1");
-        assert_eq!(got.message, message());
-        let plain = RoomMessage {
-            tags: None,
-            kind: MsgKind::Notice,
-            ..message()
-        };
-        assert_eq!(
-            decode_message(&encode_message("n", &plain))
-                .unwrap()
-                .message,
-            plain
-        );
+    fn envelopes_read_back_as_they_were_written() {
+        let all = [
+            Shared::Message(message()),
+            Shared::Message(RoomMessage {
+                tags: None,
+                kind: MsgKind::Notice,
+                ..message()
+            }),
+            Shared::Joined {
+                room: "#a".into(),
+                who: alice(),
+            },
+            Shared::Parted {
+                room: "#a".into(),
+                who: alice(),
+                reason: Some("see you".into()),
+            },
+            Shared::Parted {
+                room: "#a".into(),
+                who: alice(),
+                reason: None,
+            },
+            Shared::Quit {
+                rooms: vec!["#a".into(), "#B".into()],
+                who: alice(),
+                reason: "quit: bye".into(),
+            },
+        ];
+        for (id, shared) in all.into_iter().enumerate() {
+            let got = decode_envelope(&encode("node-1", id as u64, &shared)).expect("decodes");
+            assert_eq!(
+                got,
+                Received {
+                    origin: "node-1".into(),
+                    id: id as u64,
+                    shared
+                }
+            );
+        }
     }
 
     #[test]
@@ -192,14 +285,26 @@ mod tests {
             b"*3\r\n$7\r\nPUBLISH\r\n$9\r\np:room:#a\r\n$3\r\nx y\r\n".to_vec()
         );
         assert_eq!(room_channel("pollchat:", "#chat"), b"pollchat:room:#chat");
-        assert_eq!(channel_of("p:", &message()), b"p:room:#chat");
+        assert_eq!(
+            channels("p:", &Shared::Message(message())),
+            [b"p:room:#chat".to_vec()]
+        );
+        let quit = Shared::Quit {
+            rooms: vec!["#A".into(), "#b".into()],
+            who: alice(),
+            reason: "x".into(),
+        };
+        assert_eq!(
+            channels("p:", &quit),
+            [b"p:room:#a".to_vec(), b"p:room:#b".to_vec()]
+        );
     }
 
     #[test]
     fn what_is_not_a_well_formed_envelope_is_dropped() {
         let fields = |f: &dyn Fn(&mut Vec<Vec<u8>>)| {
             let mut parts: Vec<Vec<u8>> = [
-                FORMAT, "n", "msg", "#a", "normal", "bob", "u", "h", "Bob", "", "hi",
+                FORMAT, "n", "7", "msg", "#a", "normal", "bob", "u", "h", "Bob", "", "hi",
             ]
             .iter()
             .map(|s| s.as_bytes().to_vec())
@@ -208,25 +313,39 @@ mod tests {
             let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
             let mut out = Vec::new();
             encode_array(&mut out, &refs);
-            decode_message(&out)
+            decode_envelope(&out)
         };
         assert!(fields(&|_| {}).is_some());
         assert!(
             fields(&|p| p[0] = b"pollchat/2".to_vec()).is_none(),
             "format"
         );
+        assert!(fields(&|p| p[2] = b"x".to_vec()).is_none(), "id");
+        assert!(fields(&|p| p[3] = b"shout".to_vec()).is_none(), "what");
         assert!(
-            fields(&|p| p[10] = b"hi\r\nQUIT".to_vec()).is_none(),
+            fields(&|p| p[11] = b"hi\r\nQUIT".to_vec()).is_none(),
             "CRLF"
         );
-        assert!(fields(&|p| p[10] = b"a\0b".to_vec()).is_none(), "NUL");
-        assert!(fields(&|p| p[5] = b"two words".to_vec()).is_none(), "nick");
-        assert!(fields(&|p| p[3] = b"nohash".to_vec()).is_none(), "room");
-        assert!(fields(&|p| p[6] = b"a b".to_vec()).is_none(), "user");
-        assert!(fields(&|p| p[4] = b"shout".to_vec()).is_none(), "kind");
-        assert!(fields(&|p| p[10] = vec![0xff]).is_none(), "UTF-8");
-        assert!(fields(&|p| p.truncate(10)).is_none(), "count");
-        assert!(decode_message(b"hello").is_none());
-        assert!(decode_message(b"*1\r\n$1\r\n").is_none(), "incomplete");
+        assert!(fields(&|p| p[11] = b"a\0b".to_vec()).is_none(), "NUL");
+        assert!(fields(&|p| p[6] = b"two words".to_vec()).is_none(), "nick");
+        assert!(fields(&|p| p[4] = b"nohash".to_vec()).is_none(), "room");
+        assert!(fields(&|p| p[7] = b"a b".to_vec()).is_none(), "user");
+        assert!(fields(&|p| p[5] = b"shout".to_vec()).is_none(), "kind");
+        assert!(fields(&|p| p[11] = vec![0xff]).is_none(), "UTF-8");
+        assert!(fields(&|p| p.truncate(11)).is_none(), "too few");
+        assert!(fields(&|p| p.push(b"x".to_vec())).is_none(), "too many");
+        let quit = |rooms: &[&str]| {
+            let mut parts = vec![FORMAT, "n", "1", "quit", "bob", "u", "h", "Bob", "bye"];
+            parts.extend(rooms);
+            let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+            let mut out = Vec::new();
+            encode_array(&mut out, &refs);
+            decode_envelope(&out)
+        };
+        assert!(quit(&["#a"]).is_some());
+        assert!(quit(&[]).is_none(), "a quit names its rooms");
+        assert!(quit(&["#a", "b"]).is_none(), "each a room");
+        assert!(decode_envelope(b"hello").is_none());
+        assert!(decode_envelope(b"*1\r\n$1\r\n").is_none(), "incomplete");
     }
 }

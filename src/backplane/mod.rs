@@ -1,9 +1,9 @@
 //! The cluster backplane: pollchat nodes joined through Redis pub/sub (first part: room
-//! messages cross nodes).
+//! messages, joins, parts and quits cross nodes).
 //!
 //! ```text
 //!   clients ──► node A (one mio loop)                      node B (one mio loop) ◄── clients
-//!               core ──notes──► Backplane                  Backplane ──RoomMessage──► core
+//!               core ──notes──► Backplane                  Backplane ───Shared───► core
 //!                               │ commands conn ─PUBLISH─►  Redis  ─message─► subscriptions conn
 //!                               │ subscriptions conn ◄─── (pub/sub) ◄─PUBLISH── commands conn
 //! ```
@@ -13,8 +13,11 @@
 //! local members, so it receives nothing for rooms it does not host; each room message a local
 //! member says is PUBLISHed once, whatever the number of recipients, in an envelope naming its
 //! node ([`envelope`]); a node hands what other nodes said to its core
-//! ([`Core::remote_message`](crate::core::Core::remote_message)), which delivers it to the local
-//! members (rendered once per render class, as a local message), and ignores its own.
+//! ([`Core::remote`](crate::core::Core::remote)), which delivers it to the local members
+//! (rendered once per render class, as a local message), and ignores its own.
+//! Joins, parts (a kick is a part for other nodes) and quits travel the same way; a quit is
+//! published on each of its rooms' channels, and a node that hosts several of them hands it to
+//! its core once (by its origin and number), which tells each local user once.
 //!
 //! Two connections ([`redis::RedisConn`]) in the loop's own `mio::Poll`, because a connection
 //! that has SUBSCRIBEd accepts no other command: one for commands (PUBLISH), one for
@@ -32,14 +35,15 @@
 //! - Input is read at most [`redis::READS_PER_TURN`] chunks per turn, and one reply may be at
 //!   most [`redis::MAX_REPLY`] bytes.
 //!
-//! Not yet (see README, "Cluster (first part)"): nick uniqueness, presence, joins, parts and
-//! quits across nodes, shared history, node failure detection, and surviving a Redis outage:
-//! a node that loses Redis logs it once and goes on serving its local users alone.
+//! Not yet (see README, "Cluster (first part)"): nick uniqueness, a shared member list (NAMES,
+//! WHO), nick changes, topics and modes across nodes, shared history, node failure detection,
+//! and surviving a Redis outage: a node that loses Redis logs it once and goes on serving its
+//! local users alone.
 
 pub mod envelope;
 pub mod redis;
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::sync::Arc;
 
@@ -47,7 +51,7 @@ use log::{debug, error, info, warn};
 use mio::{Registry, Token};
 use redis_protocol::resp2::types::OwnedFrame;
 
-use crate::core::cluster::{Note, RoomMessage};
+use crate::core::cluster::{Note, Shared};
 use redis::{ReadEnd, RedisConn};
 
 /// The token of the commands connection in the loop's poll (clear of the listeners' range and
@@ -55,6 +59,11 @@ use redis::{ReadEnd, RedisConn};
 pub const COMMANDS: Token = Token(usize::MAX - 3);
 /// The token of the subscriptions connection.
 pub const SUBSCRIPTIONS: Token = Token(usize::MAX - 4);
+
+/// Quits (origin, number) remembered to hand each to the core once. A quit's copies are
+/// published back to back in one pipeline, so they arrive within a few messages of each other:
+/// thousands is far more than enough, and bounds the memory.
+const SEEN_QUITS: usize = 4096;
 
 /// Where the cluster meets and who this node is in it (`--backplane`, `--node`,
 /// `--backplane-prefix`, `--backplane-max-queue`).
@@ -172,6 +181,11 @@ pub struct Backplane {
     errors: u64,
     /// Redis was lost: the node serves its local users only from then on.
     down: bool,
+    /// The number of the next envelope this node publishes.
+    next_id: u64,
+    /// Quits already handed to the core, and the order to forget them in ([`SEEN_QUITS`]).
+    seen: HashSet<(String, u64)>,
+    seen_order: VecDeque<(String, u64)>,
 }
 
 impl Backplane {
@@ -202,6 +216,9 @@ impl Backplane {
             dropped: 0,
             errors: 0,
             down: false,
+            next_id: 0,
+            seen: HashSet::new(),
+            seen_order: VecDeque::new(),
         })
     }
 
@@ -236,21 +253,22 @@ impl Backplane {
                 self.subscriptions.push(&[b"UNSUBSCRIBE", &channel]);
                 self.subscribed.remove(&room);
             }
-            Note::Publish(msg) => self.publish(&msg),
+            Note::Publish(shared) => self.publish(&shared),
         }
     }
 
-    fn publish(&mut self, msg: &RoomMessage) {
-        let channel = envelope::channel_of(&self.config.prefix, msg);
-        let body = envelope::encode_message(&self.config.node, msg);
+    fn publish(&mut self, shared: &Shared) {
+        let channels = envelope::channels(&self.config.prefix, shared);
+        let body = envelope::encode(&self.config.node, self.next_id, shared);
+        self.next_id += 1;
         // A command's framing is a few dozen bytes on top of its arguments.
-        let cost = channel.len() + body.len() + 64;
+        let cost: usize = channels.iter().map(|c| c.len() + body.len() + 64).sum();
         if self.commands.queued() + cost > self.config.max_queue {
             if self.dropped == 0 {
                 warn!(
                     "backplane: the queue towards Redis is over --backplane-max-queue {} bytes: \
-                     room messages are not sent to other nodes until it drains (local members \
-                     still get them)",
+                     room messages, joins, parts and quits are not sent to other nodes until it \
+                     drains (local members still get them)",
                     self.config.max_queue
                 );
             }
@@ -259,13 +277,15 @@ impl Backplane {
         }
         if self.dropped > 0 {
             warn!(
-                "backplane: the queue towards Redis drained; {} room messages were not sent to \
-                 other nodes",
+                "backplane: the queue towards Redis drained; {} messages, joins, parts or quits \
+                 were not sent to other nodes",
                 self.dropped
             );
             self.dropped = 0;
         }
-        self.commands.push(&[b"PUBLISH", &channel, &body]);
+        for channel in channels {
+            self.commands.push(&[b"PUBLISH", &channel, &body]);
+        }
     }
 
     /// Readiness of one of the backplane's connections: what other nodes said is appended to
@@ -275,7 +295,7 @@ impl Backplane {
         token: Token,
         readable: bool,
         registry: &Registry,
-        received: &mut Vec<RoomMessage>,
+        received: &mut Vec<Shared>,
     ) {
         if self.down || !readable {
             // (Writable: the end-of-turn flush writes.)
@@ -294,7 +314,7 @@ impl Backplane {
     }
 
     /// Goes on reading where the budget stopped an earlier turn.
-    pub fn resume(&mut self, registry: &Registry, received: &mut Vec<RoomMessage>) {
+    pub fn resume(&mut self, registry: &Registry, received: &mut Vec<Shared>) {
         if self.read_again[0] {
             self.read_commands(registry);
         }
@@ -303,8 +323,9 @@ impl Backplane {
         }
     }
 
-    fn read_subscriptions(&mut self, registry: &Registry, received: &mut Vec<RoomMessage>) {
+    fn read_subscriptions(&mut self, registry: &Registry, received: &mut Vec<Shared>) {
         let (node, prefix) = (&self.config.node, &self.config.prefix);
+        let (seen, seen_order) = (&mut self.seen, &mut self.seen_order);
         let mut errors = Vec::new();
         let result = self.subscriptions.read(|frame| match frame {
             OwnedFrame::Array(mut parts) if parts.len() == 3 => {
@@ -319,10 +340,22 @@ impl Backplane {
                 if !is_message {
                     return; // a (un)subscribe confirmation
                 }
-                match envelope::decode_message(&payload) {
+                match envelope::decode_envelope(&payload) {
                     Some(got) if got.origin == *node => {}
-                    Some(got) if envelope::channel_of(prefix, &got.message) == channel => {
-                        received.push(got.message)
+                    Some(got) if envelope::channels(prefix, &got.shared).contains(&channel) => {
+                        if let Shared::Quit { .. } = got.shared {
+                            let key = (got.origin, got.id);
+                            if !seen.insert(key.clone()) {
+                                return; // a copy from another of its rooms
+                            }
+                            seen_order.push_back(key);
+                            if seen_order.len() > SEEN_QUITS
+                                && let Some(old) = seen_order.pop_front()
+                            {
+                                seen.remove(&old);
+                            }
+                        }
+                        received.push(got.shared)
                     }
                     _ => debug!(
                         "backplane: dropped what is not a pollchat message on {}",
@@ -367,6 +400,12 @@ impl Backplane {
                 self.errors
             );
         }
+    }
+
+    /// Whether commands are queued that no `write` was tried for yet (the loop must turn again
+    /// at once rather than sleep on them).
+    pub fn unwritten(&self) -> bool {
+        !self.down && (self.commands.unwritten() || self.subscriptions.unwritten())
     }
 
     /// Writes what this turn queued, one `write` per connection.

@@ -137,6 +137,11 @@ impl RedisConn {
         self.out.len()
     }
 
+    /// Whether bytes are queued and the socket is not known to be full (no WRITABLE awaited).
+    pub fn unwritten(&self) -> bool {
+        !self.out.is_empty() && !self.wants_write
+    }
+
     /// Writes what is queued with one `write`; what the kernel did not take waits for the
     /// socket to be writable (WRITABLE interest is registered only then).
     pub fn flush(&mut self, registry: &Registry) -> io::Result<()> {

@@ -2,11 +2,12 @@
 //!
 //! With [`Core::set_cluster`](super::Core::set_cluster) on, the core adds [`Note`]s to the
 //! [`Outbox`](super::Outbox) beside its events: a room gained its first local member
-//! (subscribe to it), lost its last (unsubscribe), a local member said something in it
-//! (publish it, once, whatever the number of recipients on any node). The driver hands them to
-//! its backplane (`crate::backplane`). What other nodes said comes back as a [`RoomMessage`]
-//! given to [`Core::remote_message`](super::Core::remote_message), which delivers it to the
-//! local members like a local message. The core never waits for the cluster.
+//! (subscribe to it), lost its last (unsubscribe), and what other nodes must be told
+//! ([`Shared`]: a local member said something in a room, joined it, left it, or left the
+//! server), published once whatever the number of recipients on any node. The driver hands
+//! the notes to its backplane (`crate::backplane`). What other nodes published comes back as a
+//! [`Shared`] given to [`Core::remote`](super::Core::remote), which tells the local members as
+//! it tells them what happens locally. The core never waits for the cluster.
 
 use std::sync::Arc;
 
@@ -23,6 +24,29 @@ pub struct RoomMessage {
     pub tags: ClientTags,
 }
 
+/// What crosses nodes: the same vocabulary out ([`Note::Publish`]) and in
+/// ([`Core::remote`](super::Core::remote)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Shared {
+    /// A room message.
+    Message(RoomMessage),
+    /// `who` joined `room` (its node's spelling).
+    Joined { room: Arc<str>, who: Arc<Source> },
+    /// `who` left `room` (parted, or was kicked: then the reason says by whom).
+    Parted {
+        room: Arc<str>,
+        who: Arc<Source>,
+        reason: Option<Arc<str>>,
+    },
+    /// `who` left the server while in `rooms`. Published on each of those rooms' channels, so
+    /// a node may receive it several times: the backplane hands it to the core once.
+    Quit {
+        rooms: Vec<Arc<str>>,
+        who: Arc<Source>,
+        reason: Arc<str>,
+    },
+}
+
 /// Something the backplane must do for the core.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Note {
@@ -30,6 +54,6 @@ pub enum Note {
     Subscribe(Arc<str>),
     /// A room (its folded name) has no local member any more: stop receiving it.
     Unsubscribe(Arc<str>),
-    /// A local member said this: tell the other nodes.
-    Publish(RoomMessage),
+    /// Something happened here that the other nodes' members must be told.
+    Publish(Shared),
 }

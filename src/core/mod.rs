@@ -193,6 +193,49 @@ impl Core {
         self.cluster = on;
     }
 
+    /// What another node published: its local members are told as they are of what happens
+    /// here. Joins, parts and quits are not told in big rooms (more than `big_room` local
+    /// members), as local ones are not. A quit is told once to each local user sharing one of
+    /// its rooms.
+    pub fn remote(&mut self, shared: cluster::Shared, now: Millis, out: &mut Outbox) {
+        use cluster::Shared;
+        match shared {
+            Shared::Message(msg) => self.remote_message(msg, now, out),
+            Shared::Joined { room, who } => {
+                if let Some(key) = self.announced_room(&room) {
+                    let room = self.rooms[key].name.clone();
+                    let members = self.rooms[key].members.iter().copied();
+                    out.send_many(members, Event::Joined { room, who });
+                }
+            }
+            Shared::Parted { room, who, reason } => {
+                if let Some(key) = self.announced_room(&room) {
+                    let room = self.rooms[key].name.clone();
+                    let members = self.rooms[key].members.iter().copied();
+                    out.send_many(members, Event::Parted { room, who, reason });
+                }
+            }
+            Shared::Quit { rooms, who, reason } => {
+                let mut to: Vec<ClientId> = rooms
+                    .iter()
+                    .filter_map(|r| self.announced_room(r))
+                    .flat_map(|key| self.rooms[key].members.iter().copied())
+                    .collect();
+                to.sort_unstable();
+                to.dedup();
+                out.send_many(to, Event::Quit { who, reason });
+            }
+        }
+    }
+
+    /// The key of local room `name` if it has local members and is not big (presence is told
+    /// in it).
+    fn announced_room(&self, name: &str) -> Option<usize> {
+        let &key = self.room_keys.get(&fold(name))?;
+        let members = self.rooms[key].members.len();
+        (members > 0 && members <= self.limits.big_room).then_some(key)
+    }
+
     /// A room message said on another node: its local members get it like a local one (and
     /// it is remembered in the room's history, as a local one is). Nothing happens if no local
     /// user is in that room (the node unsubscribed; the message crossed that on its way).
@@ -372,6 +415,14 @@ impl Core {
         self.invisible -= usize::from(user.invisible);
         self.opers -= usize::from(user.oper);
         self.announce_offline(&user.source.nick, out);
+        if self.cluster && !user.rooms.is_empty() {
+            let rooms = user.room_keys().map(|k| self.rooms[k].name.clone());
+            out.note(cluster::Note::Publish(cluster::Shared::Quit {
+                rooms: rooms.collect(),
+                who: user.source.clone(),
+                reason: label(reason).into(),
+            }));
+        }
         self.forget_watches(id, user.watching.map(|w| *w));
         self.gone.push(user.source.clone(), now);
         for &membership in &user.rooms {
@@ -764,13 +815,15 @@ impl Core {
         let msgid = self.next_msgid();
         let room = &self.rooms[key];
         if self.cluster {
-            out.note(cluster::Note::Publish(cluster::RoomMessage {
-                room: room.name.clone(),
-                from: from.clone(),
-                text: text.clone(),
-                kind,
-                tags: tags.clone(),
-            }));
+            out.note(cluster::Note::Publish(cluster::Shared::Message(
+                cluster::RoomMessage {
+                    room: room.name.clone(),
+                    from: from.clone(),
+                    text: text.clone(),
+                    kind,
+                    tags: tags.clone(),
+                },
+            )));
         }
         let event = Event::Message {
             room: room.name.clone(),
@@ -989,6 +1042,13 @@ impl Core {
             room: name.clone(),
             who,
         };
+        if self.cluster {
+            let (room, who) = (name.clone(), self.users[&id].source.clone());
+            out.note(cluster::Note::Publish(cluster::Shared::Joined {
+                room,
+                who,
+            }));
+        }
         if room.members.len() > self.limits.big_room {
             out.send(id, joined);
         } else {
@@ -1025,6 +1085,15 @@ impl Core {
             who: self.users[&id].source.clone(),
             reason: reason.map(|r| label(&r).into()),
         };
+        if self.cluster
+            && let Event::Parted { room, who, reason } = &event
+        {
+            out.note(cluster::Note::Publish(cluster::Shared::Parted {
+                room: room.clone(),
+                who: who.clone(),
+                reason: reason.clone(),
+            }));
+        }
         if room.members.len() > self.limits.big_room {
             out.send(id, event);
         } else {

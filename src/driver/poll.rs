@@ -14,7 +14,7 @@
 //!    What the core emits is rendered once per render class and the same `Rc` bytes are queued
 //!    for every recipient, which is only *marked* for flushing (Redis's deferred writes).
 //!    With `--backplane`, the two Redis connections are read too (within their own budget):
-//!    what other nodes said goes to the core ([`Core::remote_message`]) and out the same way,
+//!    what other nodes published goes to the core ([`Core::remote`]) and out the same way,
 //!    and the core's cluster notes (subscribe, unsubscribe, publish) are queued on them.
 //! 3. Work left over from a budget is resumed, and due timers fire (flood resume, session
 //!    deadlines, drain deadline).
@@ -23,7 +23,9 @@
 //! 5. Each marked connection is flushed with one `writev` (a TLS one encrypts its queue in one
 //!    pass first, and writes the records with one `write`); WRITABLE interest is registered only when the
 //!    kernel's buffer is full, and dropped once the queue (and any ciphertext) is empty.
-//!    Then the backplane writes the turn's pipelined Redis commands, one `write` per connection.
+//!    Before them, the backplane writes the turn's pipelined Redis commands, one `write` per
+//!    connection, so that the cluster is told of anything before a local client sees it (what
+//!    the closes after the clients' writes add is written next turn, at once).
 //!
 //! SIGHUP reloads the TLS certificate and key (`EventLoop::reload_tls`).
 //!
@@ -48,7 +50,7 @@ use super::timer::{TimerKind, Timers, Trim, release_free_memory};
 use super::{Front, IoModel, MAX_ANSWERS, REFILL_BELOW, Running, depart, new_core, wall_ms};
 use crate::backplane::Backplane;
 use crate::config::Config;
-use crate::core::cluster::RoomMessage;
+use crate::core::cluster::Shared;
 use crate::core::{ClientId, Core, Cursor, Outbox};
 use crate::framer::Frame;
 use crate::net::connection::{Connection, Flush, Phase};
@@ -149,7 +151,7 @@ pub struct EventLoop {
     /// The cluster backplane, with `--backplane` (its two Redis connections are in `front.poll`).
     backplane: Option<Backplane>,
     /// What other nodes said, read this turn and not yet handed to the core (reused).
-    received: Vec<RoomMessage>,
+    received: Vec<Shared>,
 }
 
 impl EventLoop {
@@ -261,11 +263,14 @@ impl EventLoop {
         self.fire_timers(now);
         self.compact_timers();
         self.apply_closes(now);
-        self.flush_marked();
-        self.apply_closes(now);
+        // The cluster is told before the clients are: whatever a local client has seen has
+        // already left for Redis, so a client that reacts to it (a test, or a person asking a
+        // friend on another node to join) cannot overtake it there.
         if let Some(bp) = &mut self.backplane {
             bp.flush(self.front.poll.registry());
         }
+        self.flush_marked();
+        self.apply_closes(now);
         self.shed_output(now);
         super::save_server_bans(&mut self.core, &self.config);
         now
@@ -278,7 +283,10 @@ impl EventLoop {
             || !self.to_flush.is_empty()
             || !self.to_close.is_empty()
             || !self.to_accept.is_empty()
-            || self.backplane.as_ref().is_some_and(|b| b.read_again())
+            || self
+                .backplane
+                .as_ref()
+                .is_some_and(|b| b.read_again() || b.unwritten())
         {
             return Some(Duration::ZERO);
         }
@@ -686,12 +694,11 @@ impl EventLoop {
         self.deliver_remote();
     }
 
-    /// Hands what other nodes said to the core, which delivers it to the local members.
+    /// Hands what other nodes published to the core, which tells the local members.
     fn deliver_remote(&mut self) {
         let mut received = std::mem::take(&mut self.received);
-        for msg in received.drain(..) {
-            self.core
-                .remote_message(msg, self.now.wall, &mut self.outbox);
+        for shared in received.drain(..) {
+            self.core.remote(shared, self.now.wall, &mut self.outbox);
             self.deliver();
         }
         self.received = received;
