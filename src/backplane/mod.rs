@@ -475,3 +475,73 @@ mod tests {
         assert!(check_word("--node", &"x".repeat(65)).is_err());
     }
 }
+
+/// The queue limit, against a "Redis" that answers the start and then never reads again.
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+    use crate::core::cluster::RoomMessage;
+    use crate::core::{MsgKind, Source};
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    /// A listener that accepts two connections, answers each one's CLIENT SETNAME and PING,
+    /// then holds them open without reading until the returned sender is dropped; returns its
+    /// address.
+    fn stalled_redis() -> (String, std::sync::mpsc::Sender<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (hold, until) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for _ in 0..2 {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut buf = [0u8; 1024];
+                let mut got = Vec::new();
+                // The hello is two commands, the second of which is PING.
+                while !got.ends_with(b"PING\r\n") {
+                    let n = s.read(&mut buf).unwrap();
+                    got.extend_from_slice(&buf[..n]);
+                }
+                s.write_all(b"+OK\r\n+PONG\r\n").unwrap();
+                held.push(s);
+            }
+            let _ = until.recv();
+            drop(held);
+        });
+        (addr, hold)
+    }
+
+    #[test]
+    fn past_the_queue_limit_messages_are_not_published_and_the_queue_stays_bounded() {
+        let (addr, _redis) = stalled_redis();
+        let poll = mio::Poll::new().unwrap();
+        let max_queue = 64 * 1024;
+        let config = BackplaneConfig {
+            addr,
+            node: "n".into(),
+            prefix: "p:".into(),
+            max_queue,
+        };
+        let mut bp = Backplane::connect(config, poll.registry()).unwrap();
+        let msg = Shared::Message(RoomMessage {
+            room: "#r".into(),
+            from: Source::new("a", "u", "h", "r"),
+            text: "x".repeat(4000).into(),
+            kind: MsgKind::Normal,
+            tags: None,
+        });
+        // Far more than the kernel's buffers on both sides and the queue can hold.
+        for _ in 0..10_000 {
+            bp.note(Note::Publish(msg.clone()));
+            bp.flush(poll.registry());
+            assert!(bp.commands.queued() <= max_queue);
+        }
+        assert!(bp.dropped > 0, "the stalled Redis made the queue fill");
+        assert!(!bp.down, "a full queue is not a lost Redis");
+        // Subscriptions are never dropped.
+        bp.note(Note::Subscribe("#r".into()));
+        assert_eq!(bp.subscribed(), 1);
+        assert!(bp.subscriptions.queued() > 0);
+    }
+}
