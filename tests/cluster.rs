@@ -48,7 +48,11 @@ impl Redis {
             eprintln!("SKIPPED: redis-server is not on PATH (.ci/run installs it)");
             return None;
         }
-        let port = free_port();
+        Some(Redis::on(free_port()))
+    }
+
+    /// A `redis-server` on `port`, answering.
+    fn on(port: u16) -> Redis {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
@@ -58,7 +62,16 @@ impl Redis {
             .expect("spawn redis-server");
         let redis = Redis { child, port };
         redis.wait_for(|r| r.command(&["PING"]) == OwnedFrame::SimpleString(b"PONG".to_vec()));
-        Some(redis)
+        redis
+    }
+
+    /// SIGKILL, `meanwhile`, and a new empty `redis-server` on the same port.
+    fn restart_after(&mut self, meanwhile: impl FnOnce()) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        meanwhile();
+        // The old one is gone for good before the new one binds (no orphaned server).
+        *self = Redis::on(self.port);
     }
 
     fn addr(&self) -> String {
@@ -283,6 +296,38 @@ fn joins_parts_kicks_and_quits_cross_nodes_and_a_quit_is_told_once() {
     assert_eq!(ircer.expect_closed(), ["ERROR :Closing link: (quit: bye)"]);
     assert_eq!(liner.line(), "QUIT ircer quit: bye");
     liner.sync();
+}
+
+#[test]
+fn nodes_keep_serving_their_users_while_redis_is_down_and_chat_across_again_after() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "t3:"), redis.node("b", "t3:"));
+    let mut x = a.join_as("x", &mut []);
+    let mut x2 = a.join_as("x2", &mut [&mut x]);
+    redis.wait_for(|r| r.subscribers("t3:room:#lobby") == 1);
+    let mut y = b.join_as("y", &mut []);
+    // (Its join crosses under its guest nick; nick changes do not cross yet.)
+    assert_eq!(x.line(), "JOIN #lobby guest1");
+    assert_eq!(x2.line(), "JOIN #lobby guest1");
+    redis.wait_for(|r| r.subscribers("t3:room:#lobby") == 2);
+    x.send("before");
+    assert_eq!(y.line(), "MSG #lobby <x> before");
+    assert_eq!(x2.line(), "MSG #lobby <x> before");
+
+    // Redis dies (SIGKILL): each node goes on serving its own users.
+    redis.restart_after(|| {
+        x.send("local only");
+        assert_eq!(x2.line(), "MSG #lobby <x> local only");
+    });
+    // The new Redis is empty: the nodes reconnect (within their backoff) and subscribe again.
+    redis.wait_for(|r| r.subscribers("t3:room:#lobby") == 2);
+    y.send("after");
+    assert_eq!(x.line(), "MSG #lobby <y> after");
+    assert_eq!(x2.line(), "MSG #lobby <y> after");
+    x.send("and back");
+    assert_eq!(y.line(), "MSG #lobby <x> and back");
 }
 
 #[test]

@@ -35,17 +35,24 @@
 //! - Input is read at most [`redis::READS_PER_TURN`] chunks per turn, and one reply may be at
 //!   most [`redis::MAX_REPLY`] bytes.
 //!
+//! Redis lost: the node logs it once and goes on serving its local users alone (what they say
+//! reaches local members only, and is not sent later), and reconnects without blocking after
+//! [`RETRY_FIRST`], doubling the wait up to [`RETRY_MAX`]; once back, it subscribes again to
+//! every room with local members (an empty, restarted Redis is the same case) and logs what
+//! was not sent meanwhile.
+//!
 //! Not yet (see README, "Cluster (first part)"): nick uniqueness, a shared member list (NAMES,
-//! WHO), nick changes, topics and modes across nodes, shared history, node failure detection,
-//! and surviving a Redis outage: a node that loses Redis logs it once and goes on serving its
-//! local users alone.
+//! WHO), nick changes, topics and modes across nodes, shared history (so no replay of what a
+//! node missed), node failure detection, telling users that the cluster link is down.
 
 pub mod envelope;
 pub mod redis;
 
 use std::collections::{HashSet, VecDeque};
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
 use mio::{Registry, Token};
@@ -64,6 +71,16 @@ pub const SUBSCRIPTIONS: Token = Token(usize::MAX - 4);
 /// published back to back in one pipeline, so they arrive within a few messages of each other:
 /// thousands is far more than enough, and bounds the memory.
 const SEEN_QUITS: usize = 4096;
+
+/// After Redis is lost, the first reconnect is tried this soon (a Redis restarted by its
+/// supervisor is back within a second or so)…
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+/// …and each failed try doubles the wait, up to this: a node never hammers a Redis that is
+/// down, and notices its return within seconds.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Channels per SUBSCRIBE when subscribing again after a reconnect (one command for ten
+/// thousand rooms would be a reply Redis builds in one piece; centrifuge batches by 512 too).
+const SUBSCRIBE_BATCH: usize = 512;
 
 /// Where the cluster meets and who this node is in it (`--backplane`, `--node`,
 /// `--backplane-prefix`, `--backplane-max-queue`).
@@ -170,7 +187,7 @@ pub struct Backplane {
     commands: RedisConn,
     subscriptions: RedisConn,
     /// Folded names of the rooms subscribed to (those with local members), so that a
-    /// reconnect can subscribe again (later) and the count can be shown.
+    /// reconnect subscribes again to them (kept up to date while Redis is lost, too).
     subscribed: HashSet<Arc<str>>,
     /// Which connections (commands, subscriptions) stopped at their read budget: read them
     /// again next turn (no new readiness edge would come for what they left unread).
@@ -179,8 +196,19 @@ pub struct Backplane {
     dropped: u64,
     /// Error replies Redis gave (logged at powers of two, so a flood of them is not).
     errors: u64,
-    /// Redis was lost: the node serves its local users only from then on.
+    /// Redis was lost: the node serves its local users only until a reconnect.
     down: bool,
+    /// Where Redis was found at start: reconnects go there (no name is resolved in the loop).
+    redis_addr: SocketAddr,
+    /// While down: when to try to reconnect.
+    retry_at: Option<Instant>,
+    /// The wait before the next try after this one fails ([`RETRY_FIRST`] to [`RETRY_MAX`]).
+    backoff: Duration,
+    /// The connections in use have answered since they were opened (a reconnect that gets no
+    /// answer is not a link that was up).
+    answered: bool,
+    /// Messages, joins, parts and quits not published while Redis was lost.
+    lost: u64,
     /// The number of the next envelope this node publishes.
     next_id: u64,
     /// Quits already handed to the core, and the order to forget them in ([`SEEN_QUITS`]).
@@ -203,6 +231,7 @@ impl Backplane {
         };
         let commands = open("commands", COMMANDS)?;
         let subscriptions = open("subscriptions", SUBSCRIPTIONS)?;
+        let redis_addr = commands.peer()?;
         info!(
             "backplane: node {} joined the cluster through Redis at {} (prefix {:?})",
             config.node, config.addr, config.prefix
@@ -216,6 +245,11 @@ impl Backplane {
             dropped: 0,
             errors: 0,
             down: false,
+            redis_addr,
+            retry_at: None,
+            backoff: RETRY_FIRST,
+            answered: true,
+            lost: 0,
             next_id: 0,
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
@@ -240,6 +274,13 @@ impl Backplane {
     /// Queues what the core asked for (written at the end of the turn).
     pub fn note(&mut self, note: Note) {
         if self.down {
+            // Kept for the reconnect: what to subscribe to then. What happens meanwhile
+            // reaches local members only.
+            match note {
+                Note::Subscribe(room) => drop(self.subscribed.insert(room)),
+                Note::Unsubscribe(room) => drop(self.subscribed.remove(&room)),
+                Note::Publish(_) => self.lost += 1,
+            }
             return;
         }
         match note {
@@ -377,12 +418,25 @@ impl Backplane {
 
     fn read_commands(&mut self, registry: &Registry) {
         let mut errors = Vec::new();
+        let mut answered = false;
         let result = self.commands.read(|frame| {
+            answered = true;
             // PUBLISH answers how many nodes received it: nothing to do with that.
             if let OwnedFrame::Error(e) = frame {
                 errors.push(e);
             }
         });
+        if answered && !self.answered {
+            self.answered = true;
+            self.backoff = RETRY_FIRST;
+            info!(
+                "backplane: reconnected to Redis at {}: {} rooms subscribed again; {} messages, \
+                 joins, parts or quits of this node were not sent to other nodes meanwhile",
+                self.redis_addr,
+                self.subscribed.len(),
+                std::mem::take(&mut self.lost)
+            );
+        }
         for e in errors {
             self.redis_error("commands", &e);
         }
@@ -421,7 +475,13 @@ impl Backplane {
         }
     }
 
-    /// Redis is lost: said once, and the node goes on alone (reconnecting is not done yet).
+    /// When to wake up to reconnect, while Redis is lost.
+    pub fn retry_at(&self) -> Option<Instant> {
+        self.retry_at
+    }
+
+    /// Redis is lost (or a reconnect failed): said once per outage; the node goes on alone and
+    /// tries again after the backoff.
     fn fail(&mut self, registry: &Registry, role: &str, e: &io::Error) {
         if self.down {
             return;
@@ -429,11 +489,59 @@ impl Backplane {
         self.down = true;
         self.commands.deregister(registry);
         self.subscriptions.deregister(registry);
-        error!(
-            "backplane: lost Redis at {} ({} connection: {e}); this node now serves its local \
-             users only: messages no longer cross nodes, and it does not reconnect",
-            self.config.addr, role
-        );
+        self.read_again = [false; 2];
+        let wait = self.backoff;
+        self.retry_at = Some(Instant::now() + wait);
+        self.backoff = (wait * 2).min(RETRY_MAX);
+        if self.answered {
+            error!(
+                "backplane: lost Redis at {} ({role} connection: {e}); this node serves its \
+                 local users only until it reconnects (tried after {wait:?}, then at most every \
+                 {RETRY_MAX:?}): messages do not cross nodes meanwhile, and are not sent later",
+                self.redis_addr
+            );
+        } else {
+            debug!("backplane: reconnect failed ({role} connection: {e}); next try in {wait:?}");
+        }
+        self.answered = false;
+    }
+
+    /// While Redis is lost, once the backoff is over: opens both connections again (without
+    /// blocking) and subscribes again to every room with local members.
+    pub fn tick(&mut self, now: Instant, registry: &Registry) {
+        if !self.down || self.retry_at.is_some_and(|at| now < at) {
+            return;
+        }
+        self.retry_at = None;
+        let node = &self.config.node;
+        let open = |role, token| {
+            let name = format!("pollchat-{node}-{role}");
+            RedisConn::reconnect(self.redis_addr, &name, role, registry, token)
+        };
+        let (commands, subscriptions) = match (
+            open("commands", COMMANDS),
+            open("subscriptions", SUBSCRIPTIONS),
+        ) {
+            (Ok(c), Ok(s)) => (c, s),
+            (Err(e), _) | (_, Err(e)) => {
+                // (A connection that did open is dropped, which deregisters and closes it.)
+                self.down = false;
+                return self.fail(registry, "new", &e);
+            }
+        };
+        self.commands = commands;
+        self.subscriptions = subscriptions;
+        self.down = false;
+        let channels: Vec<Vec<u8>> = self
+            .subscribed
+            .iter()
+            .map(|room| envelope::room_channel(&self.config.prefix, room))
+            .collect();
+        for batch in channels.chunks(SUBSCRIBE_BATCH) {
+            let mut parts: Vec<&[u8]> = vec![b"SUBSCRIBE"];
+            parts.extend(batch.iter().map(|c| c.as_slice()));
+            self.subscriptions.push(&parts);
+        }
     }
 }
 

@@ -2,10 +2,11 @@
 //! pipelined commands written with one `write` per loop turn, and a bounded input buffer that
 //! RESP2 replies are decoded from (with `redis-protocol`) as they arrive.
 //!
-//! Opening it is the one blocking step, done once when the server starts (like binding the
-//! listeners): connect with a timeout and check that Redis answers `PING`, so that a wrong
-//! address or a Redis that is down stops the start with one clear line instead of a node that
-//! silently chats alone.
+//! Opening it at start is the one blocking step, done once when the server starts (like
+//! binding the listeners): connect with a timeout and check that Redis answers `PING`, so that
+//! a wrong address or a Redis that is down stops the start with one clear line instead of a
+//! node that silently chats alone. Reconnecting later ([`RedisConn::reconnect`]) blocks on
+//! nothing: a non-blocking connect to the address found at start, with the hello queued.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream as StdStream, ToSocketAddrs};
@@ -53,8 +54,15 @@ pub struct RedisConn {
     out: Vec<u8>,
     /// Bytes read that do not make a whole reply yet.
     input: Vec<u8>,
-    /// WRITABLE interest is registered (the kernel's buffer was full).
+    /// WRITABLE interest is registered (the kernel's buffer was full, or the connect is under
+    /// way).
     wants_write: bool,
+}
+
+/// The hello of every connection: its name for Redis's `CLIENT LIST`, and a PING.
+fn hello(out: &mut Vec<u8>, name: &str) {
+    encode_array(out, &[b"CLIENT", b"SETNAME", name.as_bytes()]);
+    encode_array(out, &[b"PING"]);
 }
 
 /// Resolves `addr` (`host:port`) and connects within [`CONNECT_TIMEOUT`], trying each address
@@ -85,10 +93,9 @@ impl RedisConn {
         let mut stream = connect(addr)?;
         stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
         stream.set_nodelay(true)?;
-        let mut hello = Vec::new();
-        encode_array(&mut hello, &[b"CLIENT", b"SETNAME", name.as_bytes()]);
-        encode_array(&mut hello, &[b"PING"]);
-        stream.write_all(&hello)?;
+        let mut greeting = Vec::new();
+        hello(&mut greeting, name);
+        stream.write_all(&greeting)?;
         let deadline = Instant::now() + CONNECT_TIMEOUT;
         let mut input = Vec::new();
         let mut answers = 0;
@@ -127,6 +134,36 @@ impl RedisConn {
         })
     }
 
+    /// A new connection to `addr` (the address the start connected to: no name is resolved in
+    /// the loop), started without blocking, its hello queued to go out once it is connected.
+    /// A refused or failed connect shows later, as an error of a read or a write.
+    pub fn reconnect(
+        addr: SocketAddr,
+        name: &str,
+        role: &'static str,
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<RedisConn> {
+        let mut stream = TcpStream::connect(addr)?;
+        let _ = stream.set_nodelay(true);
+        registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+        let mut out = Vec::new();
+        hello(&mut out, name);
+        Ok(RedisConn {
+            stream,
+            token,
+            role,
+            out,
+            input: Vec::new(),
+            wants_write: true,
+        })
+    }
+
+    /// The address of the Redis this connection reached.
+    pub fn peer(&self) -> io::Result<SocketAddr> {
+        self.stream.peer_addr()
+    }
+
     /// Queues one command (pipelined: written with everything else this turn).
     pub fn push(&mut self, parts: &[&[u8]]) {
         encode_array(&mut self.out, parts);
@@ -151,9 +188,11 @@ impl RedisConn {
                 Ok(n) => {
                     self.out.drain(..n);
                 }
+                // (NotConnected: a reconnect still under way; WRITABLE says when it is done.)
                 Err(e)
                     if e.kind() == io::ErrorKind::WouldBlock
-                        || e.kind() == io::ErrorKind::Interrupted => {}
+                        || e.kind() == io::ErrorKind::Interrupted
+                        || e.kind() == io::ErrorKind::NotConnected => {}
                 Err(e) => return Err(e),
             }
         }
@@ -187,7 +226,12 @@ impl RedisConn {
                     ));
                 }
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadEnd::Drained),
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::NotConnected =>
+                {
+                    return Ok(ReadEnd::Drained);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }

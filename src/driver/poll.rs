@@ -290,10 +290,15 @@ impl EventLoop {
         {
             return Some(Duration::ZERO);
         }
-        let next = match (self.timers.next(), self.front.listeners.paused_until()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let retry = self.backplane.as_ref().and_then(|b| b.retry_at());
+        let next = [
+            self.timers.next(),
+            self.front.listeners.paused_until(),
+            retry,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         next.map(|at| at.saturating_duration_since(now))
     }
 
@@ -316,7 +321,10 @@ impl EventLoop {
                 token if Backplane::owns(token) => {
                     if let Some(bp) = &mut self.backplane {
                         let registry = self.front.poll.registry();
-                        bp.ready(token, event.is_readable(), registry, &mut self.received);
+                        // A refused reconnect shows as an error: reading reports it.
+                        let readable =
+                            event.is_readable() || event.is_read_closed() || event.is_error();
+                        bp.ready(token, readable, registry, &mut self.received);
                     }
                     self.deliver_remote();
                 }
@@ -686,10 +694,13 @@ impl EventLoop {
 
     // ---- the cluster -----------------------------------------------------------------------
 
-    /// Reads what the backplane left unread at its budget on an earlier turn.
+    /// Reads what the backplane left unread at its budget on an earlier turn, and reconnects to
+    /// Redis when it is time.
     fn resume_backplane(&mut self) {
         if let Some(bp) = &mut self.backplane {
-            bp.resume(self.front.poll.registry(), &mut self.received);
+            let registry = self.front.poll.registry();
+            bp.resume(registry, &mut self.received);
+            bp.tick(self.now.at, registry);
         }
         self.deliver_remote();
     }
