@@ -236,7 +236,7 @@ fn a_line_user_and_an_irc_user_on_two_nodes_chat_both_ways_without_doubles() {
 }
 
 #[test]
-fn joins_parts_kicks_and_quits_cross_nodes_and_a_quit_is_told_once() {
+fn joins_parts_kicks_quits_and_nick_changes_cross_nodes_each_told_once() {
     let Some(redis) = Redis::start() else {
         return;
     };
@@ -291,10 +291,27 @@ fn joins_parts_kicks_and_quits_cross_nodes_and_a_quit_is_told_once() {
         format!(":liner!line@{LOCAL_CLOAK} PRIVMSG #p :after")
     );
 
+    // A nick change in two shared rooms (#p, #r) is told once, too.
+    liner.send("/join #r");
+    liner.expect_prefix("NAMES #r");
+    redis.wait_for(|r| r.subscribers("t2:room:#r") == 1);
+    ircer.send("JOIN #r");
+    ircer.expect_prefix(":pollchat 366 ircer #r");
+    assert_eq!(liner.line(), "JOIN #r ircer");
+    redis.wait_for(|r| r.subscribers("t2:room:#r") == 2);
+    ircer.send("NICK irc2");
+    assert_eq!(
+        ircer.line(),
+        format!(":ircer!ircer@{LOCAL_CLOAK} NICK :irc2")
+    );
+    assert_eq!(liner.line(), "NICK ircer irc2");
+    ircer.send("PRIVMSG #p :renamed");
+    assert_eq!(liner.line(), "MSG #p <irc2> renamed");
+
     // And the other way: an IRC user's quit reaches the line user on node a.
     ircer.send("QUIT :bye");
     assert_eq!(ircer.expect_closed(), ["ERROR :Closing link: (quit: bye)"]);
-    assert_eq!(liner.line(), "QUIT ircer quit: bye");
+    assert_eq!(liner.line(), "QUIT irc2 quit: bye");
     liner.sync();
 }
 
@@ -308,9 +325,11 @@ fn nodes_keep_serving_their_users_while_redis_is_down_and_chat_across_again_afte
     let mut x2 = a.join_as("x2", &mut [&mut x]);
     redis.wait_for(|r| r.subscribers("t3:room:#lobby") == 1);
     let mut y = b.join_as("y", &mut []);
-    // (Its join crosses under its guest nick; nick changes do not cross yet.)
-    assert_eq!(x.line(), "JOIN #lobby guest1");
-    assert_eq!(x2.line(), "JOIN #lobby guest1");
+    // Its join and its nick change cross.
+    for c in [&mut x, &mut x2] {
+        assert_eq!(c.line(), "JOIN #lobby guest1");
+        assert_eq!(c.line(), "NICK guest1 y");
+    }
     redis.wait_for(|r| r.subscribers("t3:room:#lobby") == 2);
     x.send("before");
     assert_eq!(y.line(), "MSG #lobby <x> before");

@@ -9,11 +9,12 @@
 //! [ "pollchat/1", origin node, id, "join", room, nick, user, host, realname ]
 //! [ "pollchat/1", origin node, id, "part", room, nick, user, host, realname, reason ]
 //! [ "pollchat/1", origin node, id, "quit", nick, user, host, realname, reason, room, room… ]
+//! [ "pollchat/1", origin node, id, "nick", nick, user, host, realname, new nick, room, room… ]
 //! ```
 //!
-//! `id` numbers what a node publishes (decimal); a quit is published on the channel of each of
-//! its rooms with the same id, and a node that receives it several times hands it to its core
-//! once. `kind` is `normal`, `action` or `notice`; empty `tags` or `reason` mean none. The
+//! `id` numbers what a node publishes (decimal); a quit or a nick change is published on the
+//! channel of each of its rooms with the same id, and a node that receives it several times
+//! hands it to its core once. `kind` is `normal`, `action` or `notice`; empty `tags` or `reason` mean none. The
 //! first element names the format, so a node ignores what a newer format (or anything else
 //! published on our channels) says instead of misreading it. What comes from Redis is checked
 //! as a client line would be: a field with CR, LF or NUL, or a nick or room that is not one, is
@@ -45,7 +46,7 @@ pub fn channels(prefix: &str, shared: &Shared) -> Vec<Vec<u8>> {
     match shared {
         Shared::Message(msg) => one(&msg.room),
         Shared::Joined { room, .. } | Shared::Parted { room, .. } => one(room),
-        Shared::Quit { rooms, .. } => rooms
+        Shared::Quit { rooms, .. } | Shared::NickChanged { rooms, .. } => rooms
             .iter()
             .map(|r| room_channel(prefix, &fold(r)))
             .collect(),
@@ -100,6 +101,12 @@ pub fn encode(origin: &str, id: u64, shared: &Shared) -> Vec<u8> {
             parts.push(b"quit");
             source(&mut parts, who);
             parts.push(reason.as_bytes());
+            parts.extend(rooms.iter().map(|r| r.as_bytes()));
+        }
+        Shared::NickChanged { rooms, old, new } => {
+            parts.push(b"nick");
+            source(&mut parts, old);
+            parts.push(new.as_bytes());
             parts.extend(rooms.iter().map(|r| r.as_bytes()));
         }
     }
@@ -191,9 +198,9 @@ pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
                 reason: (!reason.is_empty()).then(|| Arc::from(reason)),
             }
         }
-        "quit" => {
+        what @ ("quit" | "nick") => {
             let who = source(&mut next)?;
-            let reason = next()?.into();
+            let text = next()?;
             let mut rooms = Vec::new();
             while let Some(r) = next() {
                 rooms.push(room(r)?);
@@ -201,11 +208,21 @@ pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
             if rooms.is_empty() {
                 return None;
             }
-            return Some(Received {
-                origin,
-                id,
-                shared: Shared::Quit { rooms, who, reason },
-            });
+            let shared = if what == "quit" {
+                Shared::Quit {
+                    rooms,
+                    who,
+                    reason: text.into(),
+                }
+            } else {
+                check_nick(&text).ok()?;
+                Shared::NickChanged {
+                    rooms,
+                    old: who,
+                    new: text.into(),
+                }
+            };
+            return Some(Received { origin, id, shared });
         }
         _ => return None,
     };
@@ -261,6 +278,11 @@ mod tests {
                 rooms: vec!["#a".into(), "#B".into()],
                 who: alice(),
                 reason: "quit: bye".into(),
+            },
+            Shared::NickChanged {
+                rooms: vec!["#a".into()],
+                old: alice(),
+                new: "alicia".into(),
             },
         ];
         for (id, shared) in all.into_iter().enumerate() {
@@ -345,6 +367,15 @@ mod tests {
         assert!(quit(&["#a"]).is_some());
         assert!(quit(&[]).is_none(), "a quit names its rooms");
         assert!(quit(&["#a", "b"]).is_none(), "each a room");
+        let nick = |new: &str| {
+            let parts = [FORMAT, "n", "1", "nick", "bob", "u", "h", "Bob", new, "#a"];
+            let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+            let mut out = Vec::new();
+            encode_array(&mut out, &refs);
+            decode_envelope(&out)
+        };
+        assert!(nick("robert").is_some());
+        assert!(nick("not a nick").is_none(), "the new nick is checked");
         assert!(decode_envelope(b"hello").is_none());
         assert!(decode_envelope(b"*1\r\n$1\r\n").is_none(), "incomplete");
     }

@@ -1,5 +1,5 @@
 //! The cluster backplane: pollchat nodes joined through Redis pub/sub (first part: room
-//! messages, joins, parts and quits cross nodes).
+//! messages, joins, parts, quits and nick changes cross nodes).
 //!
 //! ```text
 //!   clients ──► node A (one mio loop)                      node B (one mio loop) ◄── clients
@@ -15,9 +15,10 @@
 //! node ([`envelope`]); a node hands what other nodes said to its core
 //! ([`Core::remote`](crate::core::Core::remote)), which delivers it to the local members
 //! (rendered once per render class, as a local message), and ignores its own.
-//! Joins, parts (a kick is a part for other nodes) and quits travel the same way; a quit is
-//! published on each of its rooms' channels, and a node that hosts several of them hands it to
-//! its core once (by its origin and number), which tells each local user once.
+//! Joins, parts (a kick is a part for other nodes), quits and nick changes travel the same way;
+//! a quit or a nick change is published on each of its rooms' channels, and a node that hosts
+//! several of them hands it to its core once (by its origin and number), which tells each local
+//! user once.
 //!
 //! Two connections ([`redis::RedisConn`]) in the loop's own `mio::Poll`, because a connection
 //! that has SUBSCRIBEd accepts no other command: one for commands (PUBLISH), one for
@@ -42,7 +43,7 @@
 //! was not sent meanwhile.
 //!
 //! Not yet (see README, "Cluster (first part)"): nick uniqueness, a shared member list (NAMES,
-//! WHO), nick changes, topics and modes across nodes, shared history (so no replay of what a
+//! WHO), topics and modes across nodes, shared history (so no replay of what a
 //! node missed), node failure detection, telling users that the cluster link is down.
 
 pub mod envelope;
@@ -67,7 +68,8 @@ pub const COMMANDS: Token = Token(usize::MAX - 3);
 /// The token of the subscriptions connection.
 pub const SUBSCRIPTIONS: Token = Token(usize::MAX - 4);
 
-/// Quits (origin, number) remembered to hand each to the core once. A quit's copies are
+/// Quits and nick changes (origin, number) remembered to hand each to the core once. Their
+/// copies are
 /// published back to back in one pipeline, so they arrive within a few messages of each other:
 /// thousands is far more than enough, and bounds the memory.
 const SEEN_QUITS: usize = 4096;
@@ -384,7 +386,7 @@ impl Backplane {
                 match envelope::decode_envelope(&payload) {
                     Some(got) if got.origin == *node => {}
                     Some(got) if envelope::channels(prefix, &got.shared).contains(&channel) => {
-                        if let Shared::Quit { .. } = got.shared {
+                        if let Shared::Quit { .. } | Shared::NickChanged { .. } = got.shared {
                             let key = (got.origin, got.id);
                             if !seen.insert(key.clone()) {
                                 return; // a copy from another of its rooms

@@ -3,8 +3,8 @@
 //! With [`Core::set_cluster`](super::Core::set_cluster) on, the core adds [`Note`]s to the
 //! [`Outbox`](super::Outbox) beside its events: a room gained its first local member
 //! (subscribe to it), lost its last (unsubscribe), and what other nodes must be told
-//! ([`Shared`]: a local member said something in a room, joined it, left it, or left the
-//! server), published once whatever the number of recipients on any node. The driver hands
+//! ([`Shared`]: a local member said something in a room, joined it, left it, changed its nick
+//! or left the server), published once whatever the number of recipients on any node. The driver hands
 //! the notes to its backplane (`crate::backplane`). What other nodes published comes back as a
 //! [`Shared`] given to [`Core::remote`](super::Core::remote), which tells the local members as
 //! it tells them what happens locally. The core never waits for the cluster.
@@ -37,6 +37,12 @@ pub enum Shared {
         room: Arc<str>,
         who: Arc<Source>,
         reason: Option<Arc<str>>,
+    },
+    /// `old` is now called `new`; it is in `rooms`. Published and delivered like a quit.
+    NickChanged {
+        rooms: Vec<Arc<str>>,
+        old: Arc<Source>,
+        new: Arc<str>,
     },
     /// `who` left the server while in `rooms`. Published on each of those rooms' channels, so
     /// a node may receive it several times: the backplane hands it to the core once.

@@ -194,9 +194,9 @@ impl Core {
     }
 
     /// What another node published: its local members are told as they are of what happens
-    /// here. Joins, parts and quits are not told in big rooms (more than `big_room` local
-    /// members), as local ones are not. A quit is told once to each local user sharing one of
-    /// its rooms.
+    /// here. Joins, parts, quits and nick changes are not told in big rooms (more than
+    /// `big_room` local members), as local ones are not. A quit or a nick change is told once to
+    /// each local user sharing one of its rooms.
     pub fn remote(&mut self, shared: cluster::Shared, now: Millis, out: &mut Outbox) {
         use cluster::Shared;
         match shared {
@@ -216,16 +216,26 @@ impl Core {
                 }
             }
             Shared::Quit { rooms, who, reason } => {
-                let mut to: Vec<ClientId> = rooms
-                    .iter()
-                    .filter_map(|r| self.announced_room(r))
-                    .flat_map(|key| self.rooms[key].members.iter().copied())
-                    .collect();
-                to.sort_unstable();
-                to.dedup();
+                let to = self.announced_members(&rooms);
                 out.send_many(to, Event::Quit { who, reason });
             }
+            Shared::NickChanged { rooms, old, new } => {
+                let to = self.announced_members(&rooms);
+                out.send_many(to, Event::NickChanged { old, new });
+            }
         }
+    }
+
+    /// The local members of the rooms named who are told presence in them, each once.
+    fn announced_members(&self, rooms: &[Arc<str>]) -> Vec<ClientId> {
+        let mut to: Vec<ClientId> = rooms
+            .iter()
+            .filter_map(|r| self.announced_room(r))
+            .flat_map(|key| self.rooms[key].members.iter().copied())
+            .collect();
+        to.sort_unstable();
+        to.dedup();
+        to
     }
 
     /// The key of local room `name` if it has local members and is not big (presence is told
@@ -974,6 +984,16 @@ impl Core {
             self.announce_offline(&old.nick, out);
             let source = self.users[&id].source.clone();
             self.announce_online(&source, out);
+        }
+        if self.cluster && !self.users[&id].rooms.is_empty() {
+            let rooms = self.users[&id]
+                .room_keys()
+                .map(|k| self.rooms[k].name.clone());
+            out.note(cluster::Note::Publish(cluster::Shared::NickChanged {
+                rooms: rooms.collect(),
+                old: old.clone(),
+                new: new.clone(),
+            }));
         }
         out.send_many(to, Event::NickChanged { old, new });
         Ok(())

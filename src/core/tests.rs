@@ -1883,6 +1883,17 @@ fn a_cluster_core_subscribes_while_a_room_has_local_members_and_publishes_once()
     );
     core.handle(B, Command::Join("#other".into()), 0, &mut out);
     out.drain_notes();
+    core.handle(B, Command::Nick("bee".into()), 0, &mut out);
+    let bee = core.source(B).unwrap().clone();
+    assert_eq!(
+        notes(&mut out),
+        [publish(Shared::NickChanged {
+            rooms: vec![rc("#Chat"), rc("#other")],
+            old: b,
+            new: rc("bee"),
+        })]
+    );
+    let b = bee;
     core.disconnect(B, "bye", 0, &mut out);
     assert_eq!(
         notes(&mut out),
@@ -2040,6 +2051,24 @@ fn remote_joins_parts_and_quits_are_told_to_local_members_once() {
             vec![A, B, C]
         )],
         "once to each local user sharing a room with the quitter"
+    );
+    let renamed = tell(
+        &mut w,
+        Shared::NickChanged {
+            rooms: vec![rc("#two"), rc("#lobby")],
+            old: zed.clone(),
+            new: rc("zedd"),
+        },
+    );
+    assert_eq!(
+        renamed,
+        [(
+            Event::NickChanged {
+                old: zed.clone(),
+                new: rc("zedd")
+            },
+            vec![A, B, C]
+        )]
     );
     // Big rooms (over big_room local members) are told no presence, as for local users.
     let mut w = World::new(5);
