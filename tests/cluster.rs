@@ -335,12 +335,37 @@ fn nodes_keep_serving_their_users_while_redis_is_down_and_chat_across_again_afte
     assert_eq!(y.line(), "MSG #lobby <x> before");
     assert_eq!(x2.line(), "MSG #lobby <x> before");
 
-    // Redis dies (SIGKILL): each node goes on serving its own users.
+    // Redis dies (SIGKILL): every user is told, and each node goes on serving its own.
+    let down = "NOTICE the link to the other servers of the cluster is down: messages reach \
+                this server's users only until it is back";
+    let back = "NOTICE the link to the other servers of the cluster is back: messages reach \
+                them again (what was said meanwhile did not)";
+    let mut w = register(&b, "w");
+    let irc = |what: &str| {
+        format!(":pollchat NOTICE w :*** The link to the other servers of the cluster {what}")
+    };
     redis.restart_after(|| {
+        for c in [&mut x, &mut x2, &mut y] {
+            assert_eq!(c.line(), down);
+        }
+        assert_eq!(
+            w.line(),
+            irc("is down: messages reach this server's users only until it is back")
+        );
         x.send("local only");
         assert_eq!(x2.line(), "MSG #lobby <x> local only");
+        y.send("alone too");
+        y.sync();
     });
-    // The new Redis is empty: the nodes reconnect (within their backoff) and subscribe again.
+    // The new Redis is empty: the nodes reconnect (within their backoff), say so, and
+    // subscribe again.
+    for c in [&mut x, &mut x2, &mut y] {
+        assert_eq!(c.line(), back);
+    }
+    assert_eq!(
+        w.line(),
+        irc("is back: messages reach them again (what was said meanwhile did not)")
+    );
     redis.wait_for(|r| r.subscribers("t3:room:#lobby") == 2);
     y.send("after");
     assert_eq!(x.line(), "MSG #lobby <y> after");

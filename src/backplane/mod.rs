@@ -40,11 +40,12 @@
 //! reaches local members only, and is not sent later), and reconnects without blocking after
 //! [`RETRY_FIRST`], doubling the wait up to [`RETRY_MAX`]; once back, it subscribes again to
 //! every room with local members (an empty, restarted Redis is the same case) and logs what
-//! was not sent meanwhile.
+//! was not sent meanwhile. Every local user is told when the link goes down and when it is
+//! back (a server NOTICE).
 //!
 //! Not yet (see README, "Cluster (first part)"): nick uniqueness, a shared member list (NAMES,
 //! WHO), topics and modes across nodes, shared history (so no replay of what a
-//! node missed), node failure detection, telling users that the cluster link is down.
+//! node missed), node failure detection.
 
 pub mod envelope;
 pub mod redis;
@@ -211,6 +212,8 @@ pub struct Backplane {
     answered: bool,
     /// Messages, joins, parts and quits not published while Redis was lost.
     lost: u64,
+    /// The link went down (`false`) or came back (`true`) and the users have not been told.
+    link_change: Option<bool>,
     /// The number of the next envelope this node publishes.
     next_id: u64,
     /// Quits already handed to the core, and the order to forget them in ([`SEEN_QUITS`]).
@@ -252,6 +255,7 @@ impl Backplane {
             backoff: RETRY_FIRST,
             answered: true,
             lost: 0,
+            link_change: None,
             next_id: 0,
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
@@ -430,6 +434,7 @@ impl Backplane {
         });
         if answered && !self.answered {
             self.answered = true;
+            self.link_change = Some(true);
             self.backoff = RETRY_FIRST;
             info!(
                 "backplane: reconnected to Redis at {}: {} rooms subscribed again; {} messages, \
@@ -477,6 +482,12 @@ impl Backplane {
         }
     }
 
+    /// Whether the link went down (`Some(false)`) or came back (`Some(true)`) since the last
+    /// call: the loop tells the users.
+    pub fn take_link_change(&mut self) -> Option<bool> {
+        self.link_change.take()
+    }
+
     /// When to wake up to reconnect, while Redis is lost.
     pub fn retry_at(&self) -> Option<Instant> {
         self.retry_at
@@ -496,6 +507,7 @@ impl Backplane {
         self.retry_at = Some(Instant::now() + wait);
         self.backoff = (wait * 2).min(RETRY_MAX);
         if self.answered {
+            self.link_change = Some(false);
             error!(
                 "backplane: lost Redis at {} ({role} connection: {e}); this node serves its \
                  local users only until it reconnects (tried after {wait:?}, then at most every \

@@ -471,6 +471,11 @@ pub enum Event {
     AwayIs {
         away: bool,
     },
+    /// The server's link to the other nodes of its cluster went down (`up: false`: messages
+    /// reach this server's users only) or came back. Told to every user.
+    ClusterLink {
+        up: bool,
+    },
     /// The target of a private message is away.
     TargetAway {
         nick: Arc<str>,

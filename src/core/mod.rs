@@ -238,6 +238,11 @@ impl Core {
         to
     }
 
+    /// Tells every user that the link to the other nodes went down (`up: false`) or came back.
+    pub fn tell_cluster_link(&self, up: bool, out: &mut Outbox) {
+        out.send_many(self.users.keys().copied(), Event::ClusterLink { up });
+    }
+
     /// The key of local room `name` if it has local members and is not big (presence is told
     /// in it).
     fn announced_room(&self, name: &str) -> Option<usize> {

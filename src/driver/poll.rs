@@ -268,6 +268,8 @@ impl EventLoop {
         // friend on another node to join) cannot overtake it there.
         if let Some(bp) = &mut self.backplane {
             bp.flush(self.front.poll.registry());
+            // (A write that found Redis gone: the users are told in this turn's output.)
+            self.deliver_remote();
         }
         self.flush_marked();
         self.apply_closes(now);
@@ -705,8 +707,13 @@ impl EventLoop {
         self.deliver_remote();
     }
 
-    /// Hands what other nodes published to the core, which tells the local members.
+    /// Hands what other nodes published to the core, which tells the local members; tells
+    /// every user when the link to them went down or came back.
     fn deliver_remote(&mut self) {
+        if let Some(up) = self.backplane.as_mut().and_then(|b| b.take_link_change()) {
+            self.core.tell_cluster_link(up, &mut self.outbox);
+            self.deliver();
+        }
         let mut received = std::mem::take(&mut self.received);
         for shared in received.drain(..) {
             self.core.remote(shared, self.now.wall, &mut self.outbox);
