@@ -500,3 +500,84 @@ fn reuse_port_lets_two_servers_share_one_address() {
         first.join();
     }
 }
+
+/// A `pollchat serve` process; killed on drop.
+struct Node(Child);
+
+impl Node {
+    /// `pollchat serve --reuse-port` on `port`, a node of `redis`'s cluster; returns once it
+    /// listens. Its log is drained on a thread (a full pipe would stall it).
+    fn spawn(redis: &Redis, port: u16, name: &str) -> Node {
+        use std::io::BufRead;
+        let listen = format!("127.0.0.1:{port}");
+        let url = format!("redis://{}", redis.addr());
+        let mut child = Command::new(BIN)
+            .args(["serve", "--reuse-port", "--listen", &listen])
+            .args(["--irc-listen", "127.0.0.1:0", "--max-connects-per-ip", "0"])
+            .args(["--backplane", &url, "--node", name])
+            .args(["--cloak-key", common::CLOAK_KEY])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pollchat");
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        // Killed and reaped by its drop from here on, even if the start fails the test.
+        let node = Node(child);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        loop {
+            let line = rx.recv_timeout(TIMEOUT).expect("pollchat serve started");
+            if line.contains("listening on ") {
+                return node;
+            }
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The README's recipe: two processes with --reuse-port on one port and one Redis are one
+/// chat, whichever process the kernel gives each client to.
+#[test]
+fn two_processes_sharing_one_port_are_one_chat() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let port = free_port();
+    let _nodes = [
+        Node::spawn(&redis, port, "one"),
+        Node::spawn(&redis, port, "two"),
+    ];
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Clients until both processes have some (each subscribes to the lobby then): the kernel
+    // spreads connections by a hash, so a handful is enough; 64 bounds the loop.
+    let mut clients = Vec::new();
+    while redis.subscribers("pollchat:room:#lobby") < 2 {
+        assert!(clients.len() < 64, "every client went to one process");
+        let mut c = Client::connect(addr);
+        c.expect_prefix("NAMES #lobby");
+        // (A node writes its SUBSCRIBE before its greeting, so Redis counts it by now, or
+        // at worst one client later.)
+        clients.push(c);
+    }
+    let (first, rest) = clients.split_first_mut().unwrap();
+    first.send("hi all");
+    for c in rest {
+        loop {
+            let l = c.line();
+            if l.ends_with("> hi all") {
+                break;
+            }
+        }
+    }
+}
