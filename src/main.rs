@@ -108,6 +108,10 @@ struct ServeArgs {
     /// per process]
     #[arg(long, value_name = "NAME", requires = "backplane")]
     node: Option<String>,
+    /// File whose first line is Redis's password (AUTH on every connection to it; kept out of
+    /// the command line, which other users of the host can read)
+    #[arg(long, value_name = "FILE", requires = "backplane")]
+    backplane_password_file: Option<PathBuf>,
     /// Starts every Redis channel (and key) of the cluster, so several clusters can share one
     /// Redis (pub/sub ignores database numbers)
     #[arg(long, value_name = "P", default_value = pollchat::backplane::BackplaneConfig::PREFIX, requires = "backplane")]
@@ -581,11 +585,16 @@ fn backplane(args: &ServeArgs) -> Result<Option<pollchat::backplane::BackplaneCo
     let node = args.node.clone().unwrap_or_else(default_node);
     check_word("--node", &node)?;
     check_word("--backplane-prefix", &args.backplane_prefix)?;
+    let password = match &args.backplane_password_file {
+        Some(path) => Some(pollchat::backplane::read_password_file(path)?),
+        None => None,
+    };
     Ok(Some(BackplaneConfig {
         addr,
         node,
         prefix: args.backplane_prefix.clone(),
         max_queue: usize::try_from(args.backplane_max_queue).unwrap_or(usize::MAX),
+        password,
     }))
 }
 

@@ -53,15 +53,26 @@ impl Redis {
 
     /// A `redis-server` on `port`, answering.
     fn on(port: u16) -> Redis {
+        Redis::spawn(port, &[])
+    }
+
+    /// A `redis-server` on `port` with more `args`, answering (if only that a password is
+    /// needed).
+    fn spawn(port: u16, args: &[&str]) -> Redis {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server");
         let redis = Redis { child, port };
-        redis.wait_for(|r| r.command(&["PING"]) == OwnedFrame::SimpleString(b"PONG".to_vec()));
+        redis.wait_for(|r| match r.command(&["PING"]) {
+            OwnedFrame::SimpleString(pong) => pong == b"PONG",
+            OwnedFrame::Error(e) => e.starts_with("NOAUTH"),
+            _ => false,
+        });
         redis
     }
 
@@ -133,6 +144,7 @@ impl Redis {
             node: name.into(),
             prefix: prefix.into(),
             max_queue: BackplaneConfig::MAX_QUEUE,
+            password: None,
         };
         TestServer::with(|c| c.backplane = Some(bp))
     }
@@ -404,6 +416,7 @@ fn the_threaded_models_refuse_a_backplane() {
                 node: "n".into(),
                 prefix: "p:".into(),
                 max_queue: BackplaneConfig::MAX_QUEUE,
+                password: None,
             }),
             ..Default::default()
         };
@@ -580,4 +593,47 @@ fn two_processes_sharing_one_port_are_one_chat() {
             }
         }
     }
+}
+
+#[test]
+fn a_password_protected_redis_takes_the_password_file_and_refuses_a_wrong_one() {
+    if Redis::start().is_none() {
+        return;
+    }
+    let redis = Redis::spawn(free_port(), &["--requirepass", "s3cret pass"]);
+    let dir = std::env::temp_dir().join(format!("pollchat-bp-pass-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (good, bad, empty) = (dir.join("good"), dir.join("bad"), dir.join("empty"));
+    std::fs::write(&good, "s3cret pass\n").unwrap();
+    std::fs::write(&bad, "guess\n").unwrap();
+    std::fs::write(&empty, "").unwrap();
+    let url = format!("redis://{}", redis.addr());
+
+    // The right password: the node starts (in-process, as the tests' nodes do; a start
+    // whose AUTH fails is an error, below).
+    let password = pollchat::backplane::read_password_file(&good).unwrap();
+    let bp = BackplaneConfig {
+        addr: redis.addr(),
+        node: "n".into(),
+        prefix: "pw:".into(),
+        max_queue: BackplaneConfig::MAX_QUEUE,
+        password: Some(password),
+    };
+    assert!(!format!("{bp:?}").contains("s3cret"), "{{:?}} hides it");
+    let node = TestServer::with(|c| c.backplane = Some(bp));
+    let _user = node.join();
+
+    // A wrong, missing or empty file stops the start with one line.
+    let arg = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    for (file, expected) in [
+        (arg(&bad), "cannot use Redis at"),
+        (arg(&dir.join("missing")), "--backplane-password-file"),
+        (arg(&empty), "the first line is empty"),
+    ] {
+        assert_one_error(
+            &["--backplane", &url, "--backplane-password-file", &file],
+            expected,
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

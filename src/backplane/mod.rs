@@ -99,6 +99,34 @@ pub struct BackplaneConfig {
     pub prefix: String,
     /// Bytes the queue towards Redis holds at most (see the module doc).
     pub max_queue: usize,
+    /// Redis's password (`--backplane-password-file`), sent with AUTH first on every
+    /// connection; `None`: no AUTH.
+    pub password: Option<Secret>,
+}
+
+/// A password that `{:?}` does not print (a `Config` may be logged whole).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// Reads a password file: its first line, without the line end. An empty password is refused
+/// (a file left empty by mistake should not look like a configured password).
+pub fn read_password_file(path: &std::path::Path) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--backplane-password-file {}: {e}", path.display()))?;
+    let first = text.lines().next().unwrap_or("");
+    if first.is_empty() {
+        return Err(format!(
+            "--backplane-password-file {}: the first line is empty",
+            path.display()
+        ));
+    }
+    Ok(Secret(first.to_string()))
 }
 
 impl BackplaneConfig {
@@ -227,7 +255,8 @@ impl Backplane {
     pub fn connect(config: BackplaneConfig, registry: &Registry) -> io::Result<Backplane> {
         let open = |role, token| {
             let name = format!("pollchat-{}-{role}", config.node);
-            RedisConn::open(&config.addr, &name, role, registry, token).map_err(|e| {
+            let password = config.password.as_ref().map(|p| p.0.as_str());
+            RedisConn::open(&config.addr, &name, password, role, registry, token).map_err(|e| {
                 io::Error::new(
                     e.kind(),
                     format!("--backplane: cannot use Redis at {}: {e}", config.addr),
@@ -530,7 +559,8 @@ impl Backplane {
         let node = &self.config.node;
         let open = |role, token| {
             let name = format!("pollchat-{node}-{role}");
-            RedisConn::reconnect(self.redis_addr, &name, role, registry, token)
+            let password = self.config.password.as_ref().map(|p| p.0.as_str());
+            RedisConn::reconnect(self.redis_addr, &name, password, role, registry, token)
         };
         let (commands, subscriptions) = match (
             open("commands", COMMANDS),
@@ -644,6 +674,7 @@ mod queue_tests {
             node: "n".into(),
             prefix: "p:".into(),
             max_queue,
+            password: None,
         };
         let mut bp = Backplane::connect(config, poll.registry()).unwrap();
         let msg = Shared::Message(RoomMessage {

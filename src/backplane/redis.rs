@@ -59,10 +59,15 @@ pub struct RedisConn {
     wants_write: bool,
 }
 
-/// The hello of every connection: its name for Redis's `CLIENT LIST`, and a PING.
-fn hello(out: &mut Vec<u8>, name: &str) {
+/// The hello of every connection: AUTH with the password if there is one, its name for
+/// Redis's `CLIENT LIST`, and a PING; returns how many replies it asks for.
+fn hello(out: &mut Vec<u8>, name: &str, password: Option<&str>) -> usize {
+    if let Some(p) = password {
+        encode_array(out, &[b"AUTH", p.as_bytes()]);
+    }
     encode_array(out, &[b"CLIENT", b"SETNAME", name.as_bytes()]);
     encode_array(out, &[b"PING"]);
+    2 + usize::from(password.is_some())
 }
 
 /// Resolves `addr` (`host:port`) and connects within [`CONNECT_TIMEOUT`], trying each address
@@ -80,12 +85,14 @@ fn connect(addr: &str) -> io::Result<StdStream> {
 }
 
 impl RedisConn {
-    /// Connects to Redis at `addr`, names the connection (`CLIENT SETNAME`, shown by Redis's
-    /// `CLIENT LIST`) and checks it answers, then registers it with `registry` under `token`.
+    /// Connects to Redis at `addr`, authenticates with `password` if given, names the
+    /// connection (`CLIENT SETNAME`, shown by Redis's `CLIENT LIST`) and checks it answers (an
+    /// error reply, such as a wrong password, is the error), then registers it with `registry` under `token`.
     /// Blocking, within [`CONNECT_TIMEOUT`]: for the server's start only.
     pub fn open(
         addr: &str,
         name: &str,
+        password: Option<&str>,
         role: &'static str,
         registry: &Registry,
         token: Token,
@@ -94,12 +101,12 @@ impl RedisConn {
         stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
         stream.set_nodelay(true)?;
         let mut greeting = Vec::new();
-        hello(&mut greeting, name);
+        let replies = hello(&mut greeting, name, password);
         stream.write_all(&greeting)?;
         let deadline = Instant::now() + CONNECT_TIMEOUT;
         let mut input = Vec::new();
         let mut answers = 0;
-        while answers < 2 {
+        while answers < replies {
             if Instant::now() >= deadline {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer to PING"));
             }
@@ -140,6 +147,7 @@ impl RedisConn {
     pub fn reconnect(
         addr: SocketAddr,
         name: &str,
+        password: Option<&str>,
         role: &'static str,
         registry: &Registry,
         token: Token,
@@ -148,7 +156,7 @@ impl RedisConn {
         let _ = stream.set_nodelay(true);
         registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
         let mut out = Vec::new();
-        hello(&mut out, name);
+        hello(&mut out, name, password);
         Ok(RedisConn {
             stream,
             token,
