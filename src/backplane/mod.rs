@@ -306,7 +306,7 @@ impl Backplane {
         self.subscribed.len()
     }
 
-    /// Queues what the core asked for (written at the end of the turn).
+    /// Queues what the core asked for (written before the turn's client output).
     pub fn note(&mut self, note: Note) {
         if self.down {
             // Kept for the reconnect: what to subscribe to then. What happens meanwhile
