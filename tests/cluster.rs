@@ -387,6 +387,21 @@ fn nodes_keep_serving_their_users_while_redis_is_down_and_chat_across_again_afte
 }
 
 #[test]
+fn a_node_that_stops_gracefully_tells_the_others_its_users_quit() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "t4:"), redis.node("b", "t4:"));
+    let _x = a.join_as("x", &mut []);
+    redis.wait_for(|r| r.subscribers("t4:room:#lobby") == 1);
+    let mut y = b.join_as("y", &mut []);
+    redis.wait_for(|r| r.subscribers("t4:room:#lobby") == 2);
+    a.stop().unwrap();
+    assert_eq!(y.line(), "QUIT x server shutting down");
+    y.sync();
+}
+
+#[test]
 fn clusters_with_different_prefixes_do_not_hear_each_other() {
     let Some(redis) = Redis::start() else {
         return;
