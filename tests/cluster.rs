@@ -401,6 +401,58 @@ fn a_node_that_stops_gracefully_tells_the_others_its_users_quit() {
     y.sync();
 }
 
+/// Registers on the IRC listener with capabilities `caps`.
+fn register_with(server: &TestServer, nick: &str, caps: &str) -> Client {
+    let mut c = Client::connect(server.irc_addr.expect("IRC listener"));
+    c.send(&format!("CAP REQ :{caps}"));
+    assert_eq!(c.line(), format!(":pollchat CAP * ACK :{caps}"));
+    c.send(&format!("NICK {nick}"));
+    c.send(&format!("USER {nick} 0 * :The {nick}"));
+    c.send("CAP END");
+    c.expect_prefix(&format!(":pollchat 422 {nick}"));
+    c
+}
+
+#[test]
+fn a_tagmsg_to_a_room_reaches_message_tags_clients_on_the_other_node_only() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "t5:"), redis.node("b", "t5:"));
+    let mut typist = register_with(&a, "typist", "message-tags");
+    typist.send("JOIN #t");
+    typist.expect_prefix(":pollchat 366 typist #t");
+    redis.wait_for(|r| r.subscribers("t5:room:#t") == 1);
+    let mut tagged = register_with(&b, "tagged", "message-tags");
+    let mut plain = register(&b, "plain");
+    for c in [&mut tagged, &mut plain] {
+        c.send("JOIN #t");
+    }
+    tagged.expect_prefix(":pollchat 366 tagged #t");
+    plain.expect_prefix(":pollchat 366 plain #t");
+    for who in ["tagged", "plain"] {
+        assert!(typist.line().ends_with(" JOIN #t"), "{who}");
+    }
+    redis.wait_for(|r| r.subscribers("t5:room:#t") == 2);
+    typist.send("@+typing=active TAGMSG #t");
+    typist.send("PRIVMSG #t :done typing");
+    // Each line is a whole message; the remote node gives it a msgid of its own.
+    let got = tagged.expect_prefix("@");
+    let tags = got.split(' ').next().unwrap();
+    assert!(tags.starts_with("@msgid="), "{got}");
+    assert!(tags.ends_with(";+typing=active"), "{got}");
+    assert!(
+        got.ends_with(&format!(" :typist!typist@{LOCAL_CLOAK} TAGMSG #t")),
+        "{got}"
+    );
+    assert!(tagged.line().ends_with(" PRIVMSG #t :done typing"));
+    // A client without message-tags gets the message and nothing of the TAGMSG.
+    assert_eq!(
+        plain.line(),
+        format!(":typist!typist@{LOCAL_CLOAK} PRIVMSG #t :done typing")
+    );
+}
+
 #[test]
 fn clusters_with_different_prefixes_do_not_hear_each_other() {
     let Some(redis) = Redis::start() else {

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! [ "pollchat/1", origin node, id, "msg",  room, kind, nick, user, host, realname, tags, text ]
+//! [ "pollchat/1", origin node, id, "tagmsg", room, nick, user, host, realname, tags ]
 //! [ "pollchat/1", origin node, id, "join", room, nick, user, host, realname ]
 //! [ "pollchat/1", origin node, id, "part", room, nick, user, host, realname, reason ]
 //! [ "pollchat/1", origin node, id, "quit", nick, user, host, realname, reason, room, room… ]
@@ -45,7 +46,9 @@ pub fn channels(prefix: &str, shared: &Shared) -> Vec<Vec<u8>> {
     let one = |room: &str| vec![room_channel(prefix, &fold(room))];
     match shared {
         Shared::Message(msg) => one(&msg.room),
-        Shared::Joined { room, .. } | Shared::Parted { room, .. } => one(room),
+        Shared::TagMsg { room, .. } | Shared::Joined { room, .. } | Shared::Parted { room, .. } => {
+            one(room)
+        }
         Shared::Quit { rooms, .. } | Shared::NickChanged { rooms, .. } => rooms
             .iter()
             .map(|r| room_channel(prefix, &fold(r)))
@@ -87,6 +90,11 @@ pub fn encode(origin: &str, id: u64, shared: &Shared) -> Vec<u8> {
             source(&mut parts, &msg.from);
             parts.push(msg.tags.as_deref().unwrap_or("").as_bytes());
             parts.push(msg.text.as_bytes());
+        }
+        Shared::TagMsg { room, from, tags } => {
+            parts.extend([b"tagmsg".as_slice(), room.as_bytes()]);
+            source(&mut parts, from);
+            parts.push(tags.as_deref().unwrap_or("").as_bytes());
         }
         Shared::Joined { room, who } => {
             parts.extend([b"join".as_slice(), room.as_bytes()]);
@@ -184,6 +192,19 @@ pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
                 tags: (!tags.is_empty()).then(|| Arc::from(tags)),
             })
         }
+        "tagmsg" => {
+            let room = room(next()?)?;
+            let from = source(&mut next)?;
+            let tags = next()?;
+            if tags.is_empty() || tags.contains(' ') {
+                return None;
+            }
+            Shared::TagMsg {
+                room,
+                from,
+                tags: Some(tags.into()),
+            }
+        }
         "join" => Shared::Joined {
             room: room(next()?)?,
             who: source(&mut next)?,
@@ -260,6 +281,11 @@ mod tests {
                 kind: MsgKind::Notice,
                 ..message()
             }),
+            Shared::TagMsg {
+                room: "#a".into(),
+                from: alice(),
+                tags: Some("+typing=active".into()),
+            },
             Shared::Joined {
                 room: "#a".into(),
                 who: alice(),

@@ -3,7 +3,7 @@
 //! With [`Core::set_cluster`](super::Core::set_cluster) on, the core adds [`Note`]s to the
 //! [`Outbox`](super::Outbox) beside its events: a room gained its first local member
 //! (subscribe to it), lost its last (unsubscribe), and what other nodes must be told
-//! ([`Shared`]: a local member said something in a room, joined it, left it, changed its nick
+//! ([`Shared`]: a local member said something in a room (or sent it tags only), joined it, left it, changed its nick
 //! or left the server), published once whatever the number of recipients on any node. The driver hands
 //! the notes to its backplane (`crate::backplane`). What other nodes published comes back as a
 //! [`Shared`] given to [`Core::remote`](super::Core::remote), which tells the local members as
@@ -30,6 +30,13 @@ pub struct RoomMessage {
 pub enum Shared {
     /// A room message.
     Message(RoomMessage),
+    /// A message of client tags only (IRC's TAGMSG: typing notifications, reactions) to a
+    /// room; never remembered, as a local one.
+    TagMsg {
+        room: Arc<str>,
+        from: Arc<Source>,
+        tags: ClientTags,
+    },
     /// `who` joined `room` (its node's spelling).
     Joined { room: Arc<str>, who: Arc<Source> },
     /// `who` left `room` (parted, or was kicked: then the reason says by whom).

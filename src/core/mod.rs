@@ -201,6 +201,20 @@ impl Core {
         use cluster::Shared;
         match shared {
             Shared::Message(msg) => self.remote_message(msg, now, out),
+            Shared::TagMsg { room, from, tags } => {
+                let Some(&key) = self.room_keys.get(&fold(&room)) else {
+                    return;
+                };
+                let id = self.next_msgid();
+                let room = &self.rooms[key];
+                let event = Event::TagMsg {
+                    from,
+                    to: room.name.clone(),
+                    tags,
+                    id,
+                };
+                out.send_many(room.members.iter().copied(), event);
+            }
             Shared::Joined { room, who } => {
                 if let Some(key) = self.announced_room(&room) {
                     let room = self.rooms[key].name.clone();
@@ -922,6 +936,13 @@ impl Core {
                 self.may_speak(id, key)?;
                 let msgid = self.next_msgid();
                 let room = &self.rooms[key];
+                if self.cluster {
+                    out.note(cluster::Note::Publish(cluster::Shared::TagMsg {
+                        room: room.name.clone(),
+                        from: from.clone(),
+                        tags: tags.clone(),
+                    }));
+                }
                 let event = Event::TagMsg {
                     from,
                     to: room.name.clone(),

@@ -2082,3 +2082,38 @@ fn remote_joins_parts_and_quits_are_told_to_local_members_once() {
     );
     assert!(quiet.is_empty());
 }
+
+#[test]
+fn a_room_tagmsg_is_published_once_and_a_remote_one_reaches_every_local_member() {
+    let mut core = Core::new(CoreLimits::counts(10, 5, 1000), 0);
+    core.set_cluster(true);
+    let mut out = Outbox::default();
+    core.connect(A, IP, 0, &mut out);
+    core.connect(B, IP, 0, &mut out);
+    core.handle(A, Command::Join("#t".into()), 0, &mut out);
+    core.handle(B, Command::Join("#t".into()), 0, &mut out);
+    out.drain_notes();
+    let a = core.source(A).unwrap().clone();
+    let tagmsg = Command::TagMsg {
+        to: Target::Room("#T".into()),
+        tags: Some(rc("+typing=active")),
+        echo: false,
+    };
+    core.handle(A, tagmsg, 0, &mut out);
+    let shared = cluster::Shared::TagMsg {
+        room: rc("#t"),
+        from: a,
+        tags: Some(rc("+typing=active")),
+    };
+    assert_eq!(notes(&mut out), [publish(shared.clone())]);
+    out.clear();
+    core.remote(shared, 0, &mut out);
+    let got: Vec<_> = out.iter().map(|(e, to)| (e.clone(), to.to_vec())).collect();
+    assert_eq!(got.len(), 1);
+    assert!(matches!(&got[0].0, Event::TagMsg { to, .. } if &**to == "#t"));
+    assert_eq!(
+        got[0].1,
+        [A, B],
+        "the sender's node is not told again: it ignores its own"
+    );
+}
