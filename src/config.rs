@@ -18,6 +18,15 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// Addresses to accept IRC clients on (empty: no IRC).
     pub irc_listen: Vec<SocketAddr>,
+    /// Bind every listener with SO_REUSEPORT (`--reuse-port`), so several processes on one host
+    /// share the same addresses and the kernel spreads new connections among them: one loop per
+    /// core, joined by a backplane. Off by default: a second server started by mistake on the
+    /// same port should fail to bind, not silently take half the clients.
+    pub reuse_port: bool,
+    /// The cluster backplane (`--backplane redis://…`, `--node`, `--backplane-prefix`): with it,
+    /// room messages cross to the other nodes through Redis pub/sub (`crate::backplane`).
+    /// `None`: one process, no Redis needed. The event loop only.
+    pub backplane: Option<crate::backplane::BackplaneConfig>,
     /// The certificate chain and private key of the TLS doors (`--tls-cert`, `--tls-key`), read
     /// when the server binds and again on SIGHUP (`None`: no TLS, and the TLS addresses below
     /// are not opened). A password or an operator's credential should never cross a network in
@@ -207,6 +216,8 @@ impl Default for Config {
         Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], Self::DEFAULT_PORT))],
             irc_listen: vec![SocketAddr::from(([127, 0, 0, 1], Self::DEFAULT_IRC_PORT))],
+            reuse_port: false,
+            backplane: None,
             tls: None,
             tls_listen: vec![SocketAddr::from(([127, 0, 0, 1], Self::DEFAULT_TLS_PORT))],
             irc_tls_listen: vec![SocketAddr::from((

@@ -48,6 +48,10 @@
 //!   thread per connection with the core behind a `Mutex` (`--io threads`), or one thread per
 //!   connection writing into its recipients' sockets under that lock (`--io threads-direct`,
 //!   which exists to show head-of-line blocking). Both serve the line protocol and IRC.
+//! - [`backplane`]: pollchat nodes joined through Redis pub/sub: two non-blocking Redis
+//!   connections in the event loop's poll (RESP2 through `redis-protocol`), subscribing to the
+//!   rooms with local members, publishing each local room message once, handing what other
+//!   nodes said to the core ([`core::cluster`] is the core's sans-IO side of it).
 //! - [`client`]: `pollchat connect`, a terminal client that is itself one mio loop over stdin
 //!   and the socket (over TLS with `--tls`).
 //! - [`limits`]: raising RLIMIT_NOFILE and deriving `--max-clients` from it.
@@ -56,6 +60,7 @@
 //!   `/proc`, hostile clients (`--attack`), churn and mass departures, the report and the SVG
 //!   chart drawn by `cargo bench`.
 
+pub mod backplane;
 pub mod bench;
 pub mod client;
 pub mod config;

@@ -94,6 +94,32 @@ struct ServeArgs {
     /// Do not accept IRC clients at all (neither in clear nor over TLS)
     #[arg(long)]
     no_irc: bool,
+    /// Bind the listeners with SO_REUSEPORT, so several pollchat processes on this host share
+    /// the same addresses (the kernel spreads new connections among them); with --backplane
+    /// they act as one chat
+    #[arg(long)]
+    reuse_port: bool,
+    /// Join a cluster of pollchat nodes through Redis pub/sub at redis://HOST[:PORT]: room
+    /// messages cross nodes (first part: see the README's "Cluster" section). Redis must be
+    /// reachable at start. --io poll only
+    #[arg(long, value_name = "URL")]
+    backplane: Option<String>,
+    /// This node's name in the cluster, 1-64 bytes without spaces [default: HOST-PID, unique
+    /// per process]
+    #[arg(long, value_name = "NAME", requires = "backplane")]
+    node: Option<String>,
+    /// File whose first line is Redis's password (AUTH on every connection to it; kept out of
+    /// the command line, which other users of the host can read)
+    #[arg(long, value_name = "FILE", requires = "backplane")]
+    backplane_password_file: Option<PathBuf>,
+    /// Starts every Redis channel (and key) of the cluster, so several clusters can share one
+    /// Redis (pub/sub ignores database numbers)
+    #[arg(long, value_name = "P", default_value = pollchat::backplane::BackplaneConfig::PREFIX, requires = "backplane")]
+    backplane_prefix: String,
+    /// Bytes the queue towards Redis may hold; past it, room messages are not sent to other
+    /// nodes (local members still get them) until it drains, and the drop is logged
+    #[arg(long, value_name = "BYTES", default_value_t = pollchat::backplane::BackplaneConfig::MAX_QUEUE as u64, requires = "backplane", value_parser = clap::value_parser!(u64).range(65_536..=(1 << 32)))]
+    backplane_max_queue: u64,
     /// PEM file of the TLS certificate, followed by its chain; with --tls-key it opens the TLS
     /// listeners (--tls-listen, --irc-tls-listen). Read again on SIGHUP. `pollchat cert` makes
     /// a self-signed pair for trying it out
@@ -438,6 +464,13 @@ fn serve(args: ServeArgs) -> ExitCode {
         error!("--server-name must be one word of at most 63 bytes, without ':'");
         return ExitCode::FAILURE;
     }
+    let backplane = match backplane(&args) {
+        Ok(b) => b,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let tls = args
         .tls_cert
         .zip(args.tls_key)
@@ -453,6 +486,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         } else {
             args.irc_listen
         },
+        reuse_port: args.reuse_port,
+        backplane,
         tls,
         tls_listen: args.tls_listen,
         irc_tls_listen: if args.no_irc {
@@ -538,6 +573,29 @@ fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The cluster flags, checked: `None` without `--backplane`; an error names the flag.
+fn backplane(args: &ServeArgs) -> Result<Option<pollchat::backplane::BackplaneConfig>, String> {
+    use pollchat::backplane::{BackplaneConfig, check_word, default_node, parse_url};
+    let Some(url) = &args.backplane else {
+        return Ok(None);
+    };
+    let addr = parse_url(url).map_err(|e| format!("--backplane {e}"))?;
+    let node = args.node.clone().unwrap_or_else(default_node);
+    check_word("--node", &node)?;
+    check_word("--backplane-prefix", &args.backplane_prefix)?;
+    let password = match &args.backplane_password_file {
+        Some(path) => Some(pollchat::backplane::read_password_file(path)?),
+        None => None,
+    };
+    Ok(Some(BackplaneConfig {
+        addr,
+        node,
+        prefix: args.backplane_prefix.clone(),
+        max_queue: usize::try_from(args.backplane_max_queue).unwrap_or(usize::MAX),
+        password,
+    }))
 }
 
 /// Every default of the command line comes from here, so each is written once (in `Config`).

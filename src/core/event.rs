@@ -471,6 +471,11 @@ pub enum Event {
     AwayIs {
         away: bool,
     },
+    /// The server's link to the other nodes of its cluster went down (`up: false`: messages
+    /// reach this server's users only) or came back. Told to every user.
+    ClusterLink {
+        up: bool,
+    },
     /// The target of a private message is away.
     TargetAway {
         nick: Arc<str>,
@@ -724,6 +729,8 @@ pub struct Outbox {
     events: Vec<(Event, usize, usize)>,
     /// The recipients of all events, back to back.
     to: Vec<ClientId>,
+    /// What the cluster backplane must do (only with `Core::set_cluster`), in order.
+    cluster: Vec<super::cluster::Note>,
 }
 
 impl Outbox {
@@ -744,8 +751,24 @@ impl Outbox {
         self.events.iter().map(|(e, s, t)| (e, &self.to[*s..*t]))
     }
 
+    /// Whether no event waits (cluster notes are not events: see [`Outbox::has_notes`]).
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
+    }
+
+    /// A note for the cluster backplane.
+    pub fn note(&mut self, note: super::cluster::Note) {
+        self.cluster.push(note);
+    }
+
+    /// Whether notes for the cluster backplane wait.
+    pub fn has_notes(&self) -> bool {
+        !self.cluster.is_empty()
+    }
+
+    /// Takes the notes for the cluster backplane, in the order they were made.
+    pub fn drain_notes(&mut self) -> std::vec::Drain<'_, super::cluster::Note> {
+        self.cluster.drain(..)
     }
 
     /// How many events are queued: a mark for [`Outbox::drop_errors_since`].
@@ -766,6 +789,8 @@ impl Outbox {
         }
     }
 
+    /// Forgets the events (the cluster notes stay: a subscription must still be dropped
+    /// when nobody is told who left, at shutdown).
     pub fn clear(&mut self) {
         self.events.clear();
         self.to.clear();

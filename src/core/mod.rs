@@ -10,6 +10,7 @@
 //! see instead of an address, [`nick_delay`] the nicks held after leaving a big room.
 
 pub mod cloak;
+pub mod cluster;
 pub mod event;
 pub mod kline;
 pub mod mask;
@@ -143,6 +144,8 @@ pub struct Core {
     /// How many users are invisible (`+i`) and how many are server operators (LUSERS).
     invisible: usize,
     opers: usize,
+    /// Part of a cluster: tell the backplane about rooms and messages ([`cluster::Note`]).
+    cluster: bool,
 }
 
 impl Core {
@@ -180,7 +183,121 @@ impl Core {
             operators: Vec::new(),
             invisible: 0,
             opers: 0,
+            cluster: false,
         }
+    }
+
+    /// Makes this core a node of a cluster: from now on it adds [`cluster::Note`]s to the
+    /// outbox (the drivers set it before anyone connects).
+    pub fn set_cluster(&mut self, on: bool) {
+        self.cluster = on;
+    }
+
+    /// What another node published: its local members are told as they are of what happens
+    /// here. Joins, parts, quits and nick changes are not told in big rooms (more than
+    /// `big_room` local members), as local ones are not. A quit or a nick change is told once to
+    /// each local user sharing one of its rooms.
+    pub fn remote(&mut self, shared: cluster::Shared, now: Millis, out: &mut Outbox) {
+        use cluster::Shared;
+        match shared {
+            Shared::Message(msg) => self.remote_message(msg, now, out),
+            Shared::TagMsg { room, from, tags } => {
+                let Some(&key) = self.room_keys.get(&fold(&room)) else {
+                    return;
+                };
+                let id = self.next_msgid();
+                let room = &self.rooms[key];
+                let event = Event::TagMsg {
+                    from,
+                    to: room.name.clone(),
+                    tags,
+                    id,
+                };
+                out.send_many(room.members.iter().copied(), event);
+            }
+            Shared::Joined { room, who } => {
+                if let Some(key) = self.announced_room(&room) {
+                    let room = self.rooms[key].name.clone();
+                    let members = self.rooms[key].members.iter().copied();
+                    out.send_many(members, Event::Joined { room, who });
+                }
+            }
+            Shared::Parted { room, who, reason } => {
+                if let Some(key) = self.announced_room(&room) {
+                    let room = self.rooms[key].name.clone();
+                    let members = self.rooms[key].members.iter().copied();
+                    out.send_many(members, Event::Parted { room, who, reason });
+                }
+            }
+            Shared::Quit { rooms, who, reason } => {
+                let to = self.announced_members(&rooms);
+                out.send_many(to, Event::Quit { who, reason });
+            }
+            Shared::NickChanged { rooms, old, new } => {
+                let to = self.announced_members(&rooms);
+                out.send_many(to, Event::NickChanged { old, new });
+            }
+        }
+    }
+
+    /// The local members of the rooms named who are told presence in them, each once.
+    fn announced_members(&self, rooms: &[Arc<str>]) -> Vec<ClientId> {
+        let mut to: Vec<ClientId> = rooms
+            .iter()
+            .filter_map(|r| self.announced_room(r))
+            .flat_map(|key| self.rooms[key].members.iter().copied())
+            .collect();
+        to.sort_unstable();
+        to.dedup();
+        to
+    }
+
+    /// Tells every user that the link to the other nodes went down (`up: false`) or came back.
+    pub fn tell_cluster_link(&self, up: bool, out: &mut Outbox) {
+        out.send_many(self.users.keys().copied(), Event::ClusterLink { up });
+    }
+
+    /// The key of local room `name` if it has local members and is not big (presence is told
+    /// in it).
+    fn announced_room(&self, name: &str) -> Option<usize> {
+        let &key = self.room_keys.get(&fold(name))?;
+        let members = self.rooms[key].members.len();
+        (members > 0 && members <= self.limits.big_room).then_some(key)
+    }
+
+    /// A room message said on another node: its local members get it like a local one (and
+    /// it is remembered in the room's history, as a local one is). Nothing happens if no local
+    /// user is in that room (the node unsubscribed; the message crossed that on its way).
+    pub fn remote_message(&mut self, msg: cluster::RoomMessage, now: Millis, out: &mut Outbox) {
+        let Some(&key) = self.room_keys.get(&fold(&msg.room)) else {
+            return;
+        };
+        if self.rooms[key].members.is_empty() {
+            return;
+        }
+        if msg.kind != MsgKind::Notice {
+            self.next_serial += 1;
+            let entry = HistoryEntry {
+                serial: self.next_serial,
+                at: now,
+                from: msg.from.clone(),
+                text: msg.text.clone(),
+                kind: msg.kind,
+            };
+            self.with_history(key, |room| room.remember(entry));
+            self.trim_history();
+        }
+        let id = self.next_msgid();
+        let room = &self.rooms[key];
+        let event = Event::Message {
+            room: room.name.clone(),
+            from: msg.from,
+            text: msg.text,
+            kind: msg.kind,
+            tags: msg.tags,
+            id,
+        };
+        out.send_many(room.members.iter().copied(), event);
     }
 
     /// Cloaks the hosts of users who connect from now on with `cloak` (the drivers set the
@@ -327,10 +444,18 @@ impl Core {
         self.invisible -= usize::from(user.invisible);
         self.opers -= usize::from(user.oper);
         self.announce_offline(&user.source.nick, out);
+        if self.cluster && !user.rooms.is_empty() {
+            let rooms = user.room_keys().map(|k| self.rooms[k].name.clone());
+            out.note(cluster::Note::Publish(cluster::Shared::Quit {
+                rooms: rooms.collect(),
+                who: user.source.clone(),
+                reason: label(reason).into(),
+            }));
+        }
         self.forget_watches(id, user.watching.map(|w| *w));
         self.gone.push(user.source.clone(), now);
         for &membership in &user.rooms {
-            self.leave(id, &user.source.nick, membership);
+            self.leave(id, &user.source.nick, membership, out);
         }
         let event = Event::Quit {
             who: user.source,
@@ -718,6 +843,17 @@ impl Core {
         }
         let msgid = self.next_msgid();
         let room = &self.rooms[key];
+        if self.cluster {
+            out.note(cluster::Note::Publish(cluster::Shared::Message(
+                cluster::RoomMessage {
+                    room: room.name.clone(),
+                    from: from.clone(),
+                    text: text.clone(),
+                    kind,
+                    tags: tags.clone(),
+                },
+            )));
+        }
         let event = Event::Message {
             room: room.name.clone(),
             from,
@@ -800,6 +936,13 @@ impl Core {
                 self.may_speak(id, key)?;
                 let msgid = self.next_msgid();
                 let room = &self.rooms[key];
+                if self.cluster {
+                    out.note(cluster::Note::Publish(cluster::Shared::TagMsg {
+                        room: room.name.clone(),
+                        from: from.clone(),
+                        tags: tags.clone(),
+                    }));
+                }
                 let event = Event::TagMsg {
                     from,
                     to: room.name.clone(),
@@ -868,6 +1011,16 @@ impl Core {
             let source = self.users[&id].source.clone();
             self.announce_online(&source, out);
         }
+        if self.cluster && !self.users[&id].rooms.is_empty() {
+            let rooms = self.users[&id]
+                .room_keys()
+                .map(|k| self.rooms[k].name.clone());
+            out.note(cluster::Note::Publish(cluster::Shared::NickChanged {
+                rooms: rooms.collect(),
+                old: old.clone(),
+                new: new.clone(),
+            }));
+        }
         out.send_many(to, Event::NickChanged { old, new });
         Ok(())
     }
@@ -917,6 +1070,9 @@ impl Core {
             }
         };
         let slot = self.rooms[key].members.push(id);
+        if self.cluster && self.rooms[key].members.len() == 1 {
+            out.note(cluster::Note::Subscribe(fold(&self.rooms[key].name).into()));
+        }
         let nick = self.users[&id].source.nick.clone();
         self.rooms[key].by_nick.insert(ByNick(nick, id));
         let user = self
@@ -932,6 +1088,13 @@ impl Core {
             room: name.clone(),
             who,
         };
+        if self.cluster {
+            let (room, who) = (name.clone(), self.users[&id].source.clone());
+            out.note(cluster::Note::Publish(cluster::Shared::Joined {
+                room,
+                who,
+            }));
+        }
         if room.members.len() > self.limits.big_room {
             out.send(id, joined);
         } else {
@@ -968,6 +1131,15 @@ impl Core {
             who: self.users[&id].source.clone(),
             reason: reason.map(|r| label(&r).into()),
         };
+        if self.cluster
+            && let Event::Parted { room, who, reason } = &event
+        {
+            out.note(cluster::Note::Publish(cluster::Shared::Parted {
+                room: room.clone(),
+                who: who.clone(),
+                reason: reason.clone(),
+            }));
+        }
         if room.members.len() > self.limits.big_room {
             out.send(id, event);
         } else {
@@ -985,7 +1157,7 @@ impl Core {
         };
         let membership = user.rooms.remove(at);
         let nick = user.source.nick.clone();
-        self.leave(id, &nick, membership);
+        self.leave(id, &nick, membership, out);
         let user = self.user_mut(id);
         if user.current == Some(key) {
             user.current = user.rooms.last().map(|m| m.key());
@@ -1112,7 +1284,7 @@ impl Core {
     /// Takes `id` out of a room's members (its user has already let go of `membership`, or is
     /// gone), moves the memberships of members whose slots changed, and drops the room if it
     /// is now empty.
-    fn leave(&mut self, id: ClientId, nick: &Arc<str>, membership: Membership) {
+    fn leave(&mut self, id: ClientId, nick: &Arc<str>, membership: Membership, out: &mut Outbox) {
         let key = membership.key();
         self.rooms[key].by_nick.remove(&ByNick(nick.clone(), id));
         self.rooms[key].modes.forget(id);
@@ -1124,6 +1296,11 @@ impl Core {
             {
                 m.slot = slot;
             }
+        }
+        if self.cluster && self.rooms[key].members.is_empty() {
+            out.note(cluster::Note::Unsubscribe(
+                fold(&self.rooms[key].name).into(),
+            ));
         }
         self.drop_if_empty(key);
     }

@@ -518,6 +518,21 @@ impl Core {
             nick: self.users[&target].source.nick.clone(),
             reason: super::names::label(reason.as_deref().unwrap_or(&by.nick)).into(),
         };
+        if self.cluster
+            && let Event::Kicked {
+                room, by, reason, ..
+            } = &event
+        {
+            // Other nodes know no kicks yet: their members see the kicked user part.
+            let why = format!("kicked by {}: {reason}", by.nick);
+            out.note(super::cluster::Note::Publish(
+                super::cluster::Shared::Parted {
+                    room: room.clone(),
+                    who: self.users[&target].source.clone(),
+                    reason: Some(why.into()),
+                },
+            ));
+        }
         if room.members.len() > self.limits.big_room {
             let both = if target == id {
                 vec![id]

@@ -1805,3 +1805,315 @@ fn tags_travel_with_messages_and_tag_only_messages_are_not_remembered() {
         .collect();
     assert_eq!(replayed, ["history #lobby alice 1000000 hi"]);
 }
+
+// ---- cluster notes -------------------------------------------------------------------------
+
+/// The notes a command left for the backplane.
+fn notes(out: &mut Outbox) -> Vec<cluster::Note> {
+    out.drain_notes().collect()
+}
+
+fn publish(shared: cluster::Shared) -> cluster::Note {
+    cluster::Note::Publish(shared)
+}
+
+#[test]
+fn a_cluster_core_subscribes_while_a_room_has_local_members_and_publishes_once() {
+    use cluster::{Note, Shared};
+    let mut core = Core::new(CoreLimits::counts(10, 5, 1000), 0);
+    core.set_cluster(true);
+    let mut out = Outbox::default();
+    core.connect(A, IP, 0, &mut out);
+    core.connect(B, IP, 0, &mut out);
+    let (a, b) = (
+        core.source(A).unwrap().clone(),
+        core.source(B).unwrap().clone(),
+    );
+    core.handle(A, Command::Join("#Chat".into()), 0, &mut out);
+    assert_eq!(
+        notes(&mut out),
+        [
+            Note::Subscribe(rc("#chat")),
+            publish(Shared::Joined {
+                room: rc("#Chat"),
+                who: a.clone()
+            })
+        ]
+    );
+    core.handle(B, Command::Join("#chat".into()), 0, &mut out);
+    assert_eq!(
+        notes(&mut out),
+        [publish(Shared::Joined {
+            room: rc("#Chat"),
+            who: b.clone()
+        })],
+        "the second member subscribes nothing more"
+    );
+    let say = Command::Say {
+        room: Some("#chat".into()),
+        text: "hi".into(),
+        kind: MsgKind::Action,
+        echo: true,
+        tags: Some(rc("+typing=done")),
+    };
+    core.handle(A, say, 0, &mut out);
+    assert_eq!(
+        notes(&mut out),
+        [publish(Shared::Message(cluster::RoomMessage {
+            room: rc("#Chat"),
+            from: a.clone(),
+            text: rc("hi"),
+            kind: MsgKind::Action,
+            tags: Some(rc("+typing=done")),
+        }))],
+        "one publish for two local recipients"
+    );
+    let part = Command::Part {
+        room: None,
+        reason: Some("later".into()),
+    };
+    core.handle(A, part, 0, &mut out);
+    assert_eq!(
+        notes(&mut out),
+        [publish(Shared::Parted {
+            room: rc("#Chat"),
+            who: a,
+            reason: Some(rc("later"))
+        })]
+    );
+    core.handle(B, Command::Join("#other".into()), 0, &mut out);
+    out.drain_notes();
+    core.handle(B, Command::Nick("bee".into()), 0, &mut out);
+    let bee = core.source(B).unwrap().clone();
+    assert_eq!(
+        notes(&mut out),
+        [publish(Shared::NickChanged {
+            rooms: vec![rc("#Chat"), rc("#other")],
+            old: b,
+            new: rc("bee"),
+        })]
+    );
+    let b = bee;
+    core.disconnect(B, "bye", 0, &mut out);
+    assert_eq!(
+        notes(&mut out),
+        [
+            publish(Shared::Quit {
+                rooms: vec![rc("#Chat"), rc("#other")],
+                who: b,
+                reason: rc("bye")
+            }),
+            Note::Unsubscribe(rc("#chat")),
+            Note::Unsubscribe(rc("#other")),
+        ]
+    );
+}
+
+#[test]
+fn a_kick_is_a_part_for_other_nodes() {
+    let mut core = Core::new(CoreLimits::counts(10, 5, 1000), 0);
+    core.set_cluster(true);
+    let mut out = Outbox::default();
+    core.connect(A, IP, 0, &mut out);
+    core.connect(B, IP, 0, &mut out);
+    core.handle(A, Command::Join("#k".into()), 0, &mut out);
+    core.handle(B, Command::Join("#k".into()), 0, &mut out);
+    out.drain_notes();
+    let (a, b) = (
+        core.nick(A).unwrap().clone(),
+        core.source(B).unwrap().clone(),
+    );
+    let kick = Command::Kick {
+        room: None,
+        nick: b.nick.to_string(),
+        reason: Some("spam".into()),
+    };
+    core.handle(A, kick, 0, &mut out);
+    assert_eq!(
+        notes(&mut out),
+        [publish(cluster::Shared::Parted {
+            room: rc("#k"),
+            who: b,
+            reason: Some(format!("kicked by {a}: spam").into()),
+        })]
+    );
+}
+
+#[test]
+fn a_core_outside_a_cluster_leaves_no_notes() {
+    let mut w = World::new(5);
+    w.say(A, "hello");
+    w.run(C, Command::Join("#new".into()));
+    w.run(
+        C,
+        Command::Part {
+            room: None,
+            reason: None,
+        },
+    );
+    w.core.disconnect(B, "bye", w.now, &mut w.out);
+    assert!(!w.out.has_notes());
+}
+
+#[test]
+fn a_remote_message_reaches_local_members_only_and_is_remembered() {
+    let mut w = World::new(5);
+    let from = Source::new("zed", "line", "elsewhere", "Zed");
+    let msg = |room: &str| cluster::RoomMessage {
+        room: rc(room),
+        from: from.clone(),
+        text: rc("from afar"),
+        kind: MsgKind::Normal,
+        tags: None,
+    };
+    w.out.clear();
+    w.core
+        .remote(cluster::Shared::Message(msg("#LOBBY")), w.now, &mut w.out);
+    let events = w.collect();
+    assert_eq!(events.len(), 1);
+    let (event, to) = &events[0];
+    assert_eq!(to, &[A, B]);
+    assert!(
+        matches!(event, Event::Message { room, from: f, text, .. }
+            if &**room == "#lobby" && f.nick.as_ref() == "zed" && &**text == "from afar"),
+        "{event:?}"
+    );
+    w.out.clear();
+    w.core.remote_message(msg("#nowhere"), w.now, &mut w.out);
+    assert!(
+        w.collect().is_empty(),
+        "a room with no local member is not made"
+    );
+    assert!(!w.core.room_exists("#nowhere"));
+    // A joiner sees it in the history, like a local message.
+    let events = w.run(C, Command::Join(LOBBY.into()));
+    assert!(
+        events
+            .iter()
+            .any(|(e, _)| matches!(e, Event::History { text, .. } if &**text == "from afar")),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn remote_joins_parts_and_quits_are_told_to_local_members_once() {
+    use cluster::Shared;
+    let mut w = World::new(5);
+    w.run(A, Command::Join("#two".into()));
+    w.run(C, Command::Join("#two".into()));
+    let zed = Source::new("zed", "line", "elsewhere", "Zed");
+    let tell = |w: &mut World, shared| {
+        w.out.clear();
+        w.core.remote(shared, w.now, &mut w.out);
+        w.collect()
+    };
+    let joined = tell(
+        &mut w,
+        Shared::Joined {
+            room: rc("#TWO"),
+            who: zed.clone(),
+        },
+    );
+    assert_eq!(
+        joined,
+        [(
+            Event::Joined {
+                room: rc("#two"),
+                who: zed.clone()
+            },
+            vec![A, C]
+        )]
+    );
+    let parted = tell(
+        &mut w,
+        Shared::Parted {
+            room: rc("#lobby"),
+            who: zed.clone(),
+            reason: None,
+        },
+    );
+    assert_eq!(parted[0].1, [A, B]);
+    let quit = tell(
+        &mut w,
+        Shared::Quit {
+            rooms: vec![rc("#lobby"), rc("#two"), rc("#absent")],
+            who: zed.clone(),
+            reason: rc("gone"),
+        },
+    );
+    assert_eq!(
+        quit,
+        [(
+            Event::Quit {
+                who: zed.clone(),
+                reason: rc("gone")
+            },
+            vec![A, B, C]
+        )],
+        "once to each local user sharing a room with the quitter"
+    );
+    let renamed = tell(
+        &mut w,
+        Shared::NickChanged {
+            rooms: vec![rc("#two"), rc("#lobby")],
+            old: zed.clone(),
+            new: rc("zedd"),
+        },
+    );
+    assert_eq!(
+        renamed,
+        [(
+            Event::NickChanged {
+                old: zed.clone(),
+                new: rc("zedd")
+            },
+            vec![A, B, C]
+        )]
+    );
+    // Big rooms (over big_room local members) are told no presence, as for local users.
+    let mut w = World::new(5);
+    w.core.limits.big_room = 1;
+    let quiet = tell(
+        &mut w,
+        Shared::Joined {
+            room: rc("#lobby"),
+            who: zed,
+        },
+    );
+    assert!(quiet.is_empty());
+}
+
+#[test]
+fn a_room_tagmsg_is_published_once_and_a_remote_one_reaches_every_local_member() {
+    let mut core = Core::new(CoreLimits::counts(10, 5, 1000), 0);
+    core.set_cluster(true);
+    let mut out = Outbox::default();
+    core.connect(A, IP, 0, &mut out);
+    core.connect(B, IP, 0, &mut out);
+    core.handle(A, Command::Join("#t".into()), 0, &mut out);
+    core.handle(B, Command::Join("#t".into()), 0, &mut out);
+    out.drain_notes();
+    let a = core.source(A).unwrap().clone();
+    let tagmsg = Command::TagMsg {
+        to: Target::Room("#T".into()),
+        tags: Some(rc("+typing=active")),
+        echo: false,
+    };
+    core.handle(A, tagmsg, 0, &mut out);
+    let shared = cluster::Shared::TagMsg {
+        room: rc("#t"),
+        from: a,
+        tags: Some(rc("+typing=active")),
+    };
+    assert_eq!(notes(&mut out), [publish(shared.clone())]);
+    out.clear();
+    core.remote(shared, 0, &mut out);
+    let got: Vec<_> = out.iter().map(|(e, to)| (e.clone(), to.to_vec())).collect();
+    assert_eq!(got.len(), 1);
+    assert!(matches!(&got[0].0, Event::TagMsg { to, .. } if &**to == "#t"));
+    assert_eq!(
+        got[0].1,
+        [A, B],
+        "the sender's node is not told again: it ignores its own"
+    );
+}

@@ -102,7 +102,12 @@ impl Listeners {
             .flat_map(|(addrs, door)| addrs.iter().map(move |a| (*a, door)));
         let mut list = Vec::new();
         for (i, (addr, door)) in addrs.enumerate() {
-            let mut listener = TcpListener::bind(addr)
+            let bound = if config.reuse_port {
+                bind_reusing_port(addr)
+            } else {
+                TcpListener::bind(addr)
+            };
+            let mut listener = bound
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             deepen_backlog(&listener);
             registry.register(&mut listener, token(i), Interest::READABLE)?;
@@ -491,6 +496,19 @@ pub fn set_send_buffer(stream: &impl std::os::fd::AsRawFd, bytes: Option<usize>)
     }
 }
 
+/// A listener on `addr` with SO_REUSEPORT (and SO_REUSEADDR, as mio sets): other processes
+/// that bind the same address with it share its connections, the kernel spreading them.
+fn bind_reusing_port(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
 fn is_fd_shortage(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
@@ -510,6 +528,18 @@ fn deepen_backlog(listener: &TcpListener) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reuse_port_lets_two_listeners_share_an_address() {
+        let first = bind_reusing_port("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = first.local_addr().unwrap();
+        let second = bind_reusing_port(addr).expect("a second SO_REUSEPORT listener binds");
+        assert_eq!(second.local_addr().unwrap(), addr);
+        assert!(
+            TcpListener::bind(addr).is_err(),
+            "without SO_REUSEPORT the address stays taken"
+        );
+    }
 
     fn admission(tweak: impl FnOnce(&mut Config)) -> Admission {
         let mut config = Config::default();

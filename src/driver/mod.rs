@@ -232,6 +232,11 @@ impl Server {
     /// baselines for the loop, and a rustls connection per thread would measure something
     /// else).
     pub fn bind(io: IoModel, config: Config) -> io::Result<Server> {
+        if config.backplane.is_some() && io != IoModel::Poll {
+            return Err(io::Error::other(format!(
+                "--backplane needs --io poll: --io {io} is a single-process baseline and cannot join a cluster"
+            )));
+        }
         if config.tls.is_some() && io != IoModel::Poll {
             return Err(io::Error::other(format!(
                 "TLS (--tls-cert, --tls-key) needs --io poll: --io {io} speaks plain TCP only"

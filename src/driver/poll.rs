@@ -13,6 +13,9 @@
 //!    [`Transform`](crate::net::transform::Transform), framed into lines and handed to their session, which drives the chat core.
 //!    What the core emits is rendered once per render class and the same `Rc` bytes are queued
 //!    for every recipient, which is only *marked* for flushing (Redis's deferred writes).
+//!    With `--backplane`, the two Redis connections are read too (within their own budget):
+//!    what other nodes published goes to the core ([`Core::remote`]) and out the same way,
+//!    and the core's cluster notes (subscribe, unsubscribe, publish) are queued on them.
 //! 3. Work left over from a budget is resumed, and due timers fire (flood resume, session
 //!    deadlines, drain deadline).
 //! 4. Closes decided during the turn are applied: never in the middle of a fan-out, so no slab
@@ -20,6 +23,9 @@
 //! 5. Each marked connection is flushed with one `writev` (a TLS one encrypts its queue in one
 //!    pass first, and writes the records with one `write`); WRITABLE interest is registered only when the
 //!    kernel's buffer is full, and dropped once the queue (and any ciphertext) is empty.
+//!    Before them, the backplane writes the turn's pipelined Redis commands, one `write` per
+//!    connection, so that the cluster is told of anything before a local client sees it (what
+//!    the closes after the clients' writes add is written next turn, at once).
 //!
 //! SIGHUP reloads the TLS certificate and key (`EventLoop::reload_tls`).
 //!
@@ -42,7 +48,9 @@ use slab::Slab;
 use super::listen::{ACCEPTS_PER_TURN, Accepted, Admission, Door, set_send_buffer};
 use super::timer::{TimerKind, Timers, Trim, release_free_memory};
 use super::{Front, IoModel, MAX_ANSWERS, REFILL_BELOW, Running, depart, new_core, wall_ms};
+use crate::backplane::Backplane;
 use crate::config::Config;
+use crate::core::cluster::Shared;
 use crate::core::{ClientId, Core, Cursor, Outbox};
 use crate::framer::Frame;
 use crate::net::connection::{Connection, Flush, Phase};
@@ -140,6 +148,10 @@ pub struct EventLoop {
     now: Now,
     /// Hands free heap memory back to the kernel once the loop is quiet.
     trim: Trim,
+    /// The cluster backplane, with `--backplane` (its two Redis connections are in `front.poll`).
+    backplane: Option<Backplane>,
+    /// What other nodes said, read this turn and not yet handed to the core (reused).
+    received: Vec<Shared>,
 }
 
 impl EventLoop {
@@ -153,6 +165,14 @@ impl EventLoop {
         let now = Now {
             at: Instant::now(),
             wall: wall_ms(),
+        };
+        let mut core = new_core(&config);
+        let backplane = match &config.backplane {
+            Some(bp) => {
+                core.set_cluster(true);
+                Some(Backplane::connect(bp.clone(), front.poll.registry())?)
+            }
+            None => None,
         };
         let mut ctx = Context::new(&config, now.wall);
         if let Some(ports) = &mut ctx.tls {
@@ -172,7 +192,7 @@ impl EventLoop {
             handshakes_left: HANDSHAKES_PER_TURN,
             tls,
             conns: Slab::new(),
-            core: new_core(&config),
+            core,
             outbox: Outbox::default(),
             scratch: vec![0; READ_CHUNK],
             filtered: Vec::new(),
@@ -185,6 +205,8 @@ impl EventLoop {
             next_serial: 0,
             now,
             trim: Trim::new(now.at),
+            backplane,
+            received: Vec::new(),
             config,
         })
     }
@@ -240,9 +262,18 @@ impl EventLoop {
         self.resume_reads(now);
         self.handle_events(now);
         self.resume_accepts(now);
+        self.resume_backplane();
         self.fire_timers(now);
         self.compact_timers();
         self.apply_closes(now);
+        // The cluster is told before the clients are: whatever a local client has seen has
+        // already left for Redis, so a client that reacts to it (a test, or a person asking a
+        // friend on another node to join) cannot overtake it there.
+        if let Some(bp) = &mut self.backplane {
+            bp.flush(self.front.poll.registry());
+            // (A write that found Redis gone: the users are told in this turn's output.)
+            self.deliver_remote();
+        }
         self.flush_marked();
         self.apply_closes(now);
         self.shed_output(now);
@@ -257,13 +288,22 @@ impl EventLoop {
             || !self.to_flush.is_empty()
             || !self.to_close.is_empty()
             || !self.to_accept.is_empty()
+            || self
+                .backplane
+                .as_ref()
+                .is_some_and(|b| b.read_again() || b.unwritten())
         {
             return Some(Duration::ZERO);
         }
-        let next = match (self.timers.next(), self.front.listeners.paused_until()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let retry = self.backplane.as_ref().and_then(|b| b.retry_at());
+        let next = [
+            self.timers.next(),
+            self.front.listeners.paused_until(),
+            retry,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         next.map(|at| at.saturating_duration_since(now))
     }
 
@@ -282,6 +322,16 @@ impl EventLoop {
                         self.reload_tls();
                         super::reload_opers(&mut self.core, &self.config);
                     }
+                }
+                token if Backplane::owns(token) => {
+                    if let Some(bp) = &mut self.backplane {
+                        let registry = self.front.poll.registry();
+                        // A refused reconnect shows as an error: reading reports it.
+                        let readable =
+                            event.is_readable() || event.is_read_closed() || event.is_error();
+                        bp.ready(token, readable, registry, &mut self.received);
+                    }
+                    self.deliver_remote();
                 }
                 Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE, now),
                 Token(key) => {
@@ -647,11 +697,45 @@ impl EventLoop {
         }
     }
 
+    // ---- the cluster -----------------------------------------------------------------------
+
+    /// Reads what the backplane left unread at its budget on an earlier turn, and reconnects to
+    /// Redis when it is time.
+    fn resume_backplane(&mut self) {
+        if let Some(bp) = &mut self.backplane {
+            let registry = self.front.poll.registry();
+            bp.resume(registry, &mut self.received);
+            bp.tick(self.now.at, registry);
+        }
+        self.deliver_remote();
+    }
+
+    /// Hands what other nodes published to the core, which tells the local members; tells
+    /// every user when the link to them went down or came back.
+    fn deliver_remote(&mut self) {
+        if let Some(up) = self.backplane.as_mut().and_then(|b| b.take_link_change()) {
+            self.core.tell_cluster_link(up, &mut self.outbox);
+            self.deliver();
+        }
+        let mut received = std::mem::take(&mut self.received);
+        for shared in received.drain(..) {
+            self.core.remote(shared, self.now.wall, &mut self.outbox);
+            self.deliver();
+        }
+        self.received = received;
+    }
+
     // ---- output ----------------------------------------------------------------------------
 
     /// Renders each event in the outbox once per render class among its recipients and queues
     /// the same bytes for all recipients of that class.
     fn deliver(&mut self) {
+        if self.outbox.has_notes() {
+            match &mut self.backplane {
+                Some(bp) => self.outbox.drain_notes().for_each(|n| bp.note(n)),
+                None => drop(self.outbox.drain_notes()),
+            }
+        }
         if self.outbox.is_empty() {
             return;
         }

@@ -584,6 +584,18 @@ pub fn render(event: &Event) -> Vec<u8> {
                 );
             }
         }
+        Event::ClusterLink { up: false } => line(
+            &mut s,
+            format_args!(
+                "NOTICE the link to the other servers of the cluster is down: messages reach this server's users only until it is back"
+            ),
+        ),
+        Event::ClusterLink { up: true } => line(
+            &mut s,
+            format_args!(
+                "NOTICE the link to the other servers of the cluster is back: messages reach them again (what was said meanwhile did not)"
+            ),
+        ),
         Event::AwayIs { away: true } => line(&mut s, format_args!("NOTICE you are marked as away")),
         Event::AwayIs { away: false } => line(
             &mut s,

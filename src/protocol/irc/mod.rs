@@ -706,6 +706,17 @@ pub fn render_with(
             o.raw(format_args!(":{nick} SILENCE {sign}{mask}"))
         }
         Event::Silenced { changed: false, .. } => {}
+        Event::ClusterLink { up } => {
+            let (server, me) = (o.server, o.me);
+            let text = if *up {
+                "is back: messages reach them again (what was said meanwhile did not)"
+            } else {
+                "is down: messages reach this server's users only until it is back"
+            };
+            o.raw(format_args!(
+                ":{server} NOTICE {me} :*** The link to the other servers of the cluster {text}"
+            ))
+        }
         Event::AwayIs { away: true } => o.numeric(RPL_NOWAWAY, &[]),
         Event::AwayIs { away: false } => o.numeric(RPL_UNAWAY, &[]),
         Event::TargetAway { nick, message } => o.numeric_with(RPL_AWAY, &[nick], &[message]),

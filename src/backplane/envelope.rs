@@ -1,0 +1,408 @@
+//! What one node tells the others, as bytes: the names of Redis channels, and the envelope of
+//! what crosses nodes ([`Shared`]). Pure functions, tested without Redis.
+//!
+//! An envelope is itself a RESP2 array of bulk strings (the codec we already use for Redis), so
+//! it is binary-safe and needs no parser of our own:
+//!
+//! ```text
+//! [ "pollchat/1", origin node, id, "msg",  room, kind, nick, user, host, realname, tags, text ]
+//! [ "pollchat/1", origin node, id, "tagmsg", room, nick, user, host, realname, tags ]
+//! [ "pollchat/1", origin node, id, "join", room, nick, user, host, realname ]
+//! [ "pollchat/1", origin node, id, "part", room, nick, user, host, realname, reason ]
+//! [ "pollchat/1", origin node, id, "quit", nick, user, host, realname, reason, room, room… ]
+//! [ "pollchat/1", origin node, id, "nick", nick, user, host, realname, new nick, room, room… ]
+//! ```
+//!
+//! `id` numbers what a node publishes (decimal); a quit or a nick change is published on the
+//! channel of each of its rooms with the same id, and a node that receives it several times
+//! hands it to its core once. `kind` is `normal`, `action` or `notice`; empty `tags` or `reason` mean none. The
+//! first element names the format, so a node ignores what a newer format (or anything else
+//! published on our channels) says instead of misreading it. What comes from Redis is checked
+//! as a client line would be: a field with CR, LF or NUL, or a nick or room that is not one, is
+//! dropped, so nothing another Redis client publishes can split an IRC line or pass for
+//! something else.
+
+use std::sync::Arc;
+
+use redis_protocol::resp2::decode::decode;
+use redis_protocol::resp2::encode::encode_borrowed;
+use redis_protocol::resp2::types::{BorrowedFrame, OwnedFrame};
+
+use crate::core::cluster::{RoomMessage, Shared};
+use crate::core::names::{check_nick, check_room, fold};
+use crate::core::{MsgKind, Source};
+
+/// The first element of every envelope: the format's name and version.
+pub const FORMAT: &str = "pollchat/1";
+
+/// The Redis channel of a room: `{prefix}room:{folded name}`. `folded` must be folded already
+/// (every node folds the same way, so all meet on one channel).
+pub fn room_channel(prefix: &str, folded: &str) -> Vec<u8> {
+    format!("{prefix}room:{folded}").into_bytes()
+}
+
+/// The channels `shared` is published on: its room's, or each of a quitter's rooms'.
+pub fn channels(prefix: &str, shared: &Shared) -> Vec<Vec<u8>> {
+    let one = |room: &str| vec![room_channel(prefix, &fold(room))];
+    match shared {
+        Shared::Message(msg) => one(&msg.room),
+        Shared::TagMsg { room, .. } | Shared::Joined { room, .. } | Shared::Parted { room, .. } => {
+            one(room)
+        }
+        Shared::Quit { rooms, .. } | Shared::NickChanged { rooms, .. } => rooms
+            .iter()
+            .map(|r| room_channel(prefix, &fold(r)))
+            .collect(),
+    }
+}
+
+/// Appends `parts` as one RESP2 array of bulk strings (a Redis command, or an envelope) to
+/// `out`.
+pub fn encode_array(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    let frames: Vec<BorrowedFrame> = parts.iter().map(|p| BorrowedFrame::BulkString(p)).collect();
+    let frame = BorrowedFrame::Array(&frames);
+    let start = out.len();
+    out.resize(start + frame.encode_len(false), 0);
+    let n = encode_borrowed(&mut out[start..], &frame, false)
+        .expect("the buffer was sized by encode_len");
+    out.truncate(start + n);
+}
+
+fn kind_name(kind: MsgKind) -> &'static str {
+    match kind {
+        MsgKind::Normal => "normal",
+        MsgKind::Action => "action",
+        MsgKind::Notice => "notice",
+    }
+}
+
+/// The envelope of `shared`, the `id`th thing node `origin` published.
+pub fn encode(origin: &str, id: u64, shared: &Shared) -> Vec<u8> {
+    let id = id.to_string();
+    let mut parts: Vec<&[u8]> = vec![FORMAT.as_bytes(), origin.as_bytes(), id.as_bytes()];
+    fn source<'a>(parts: &mut Vec<&'a [u8]>, who: &'a Source) {
+        parts.extend([&*who.nick, &*who.user, &*who.host, &*who.realname].map(str::as_bytes));
+    }
+    match shared {
+        Shared::Message(msg) => {
+            parts.extend([b"msg".as_slice(), msg.room.as_bytes()]);
+            parts.push(kind_name(msg.kind).as_bytes());
+            source(&mut parts, &msg.from);
+            parts.push(msg.tags.as_deref().unwrap_or("").as_bytes());
+            parts.push(msg.text.as_bytes());
+        }
+        Shared::TagMsg { room, from, tags } => {
+            parts.extend([b"tagmsg".as_slice(), room.as_bytes()]);
+            source(&mut parts, from);
+            parts.push(tags.as_deref().unwrap_or("").as_bytes());
+        }
+        Shared::Joined { room, who } => {
+            parts.extend([b"join".as_slice(), room.as_bytes()]);
+            source(&mut parts, who);
+        }
+        Shared::Parted { room, who, reason } => {
+            parts.extend([b"part".as_slice(), room.as_bytes()]);
+            source(&mut parts, who);
+            parts.push(reason.as_deref().unwrap_or("").as_bytes());
+        }
+        Shared::Quit { rooms, who, reason } => {
+            parts.push(b"quit");
+            source(&mut parts, who);
+            parts.push(reason.as_bytes());
+            parts.extend(rooms.iter().map(|r| r.as_bytes()));
+        }
+        Shared::NickChanged { rooms, old, new } => {
+            parts.push(b"nick");
+            source(&mut parts, old);
+            parts.push(new.as_bytes());
+            parts.extend(rooms.iter().map(|r| r.as_bytes()));
+        }
+    }
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 16).sum());
+    encode_array(&mut out, &parts);
+    out
+}
+
+/// An envelope read back: which node published it, its number there, and what it says.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Received {
+    pub origin: String,
+    pub id: u64,
+    pub shared: Shared,
+}
+
+/// Reads an envelope; `None` for anything that is not a well-formed envelope of our format
+/// (see the module doc).
+pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
+    let (frame, used) = decode(bytes).ok()??;
+    if used != bytes.len() {
+        return None;
+    }
+    let OwnedFrame::Array(parts) = frame else {
+        return None;
+    };
+    let mut fields = Vec::with_capacity(parts.len());
+    for part in parts {
+        let OwnedFrame::BulkString(b) = part else {
+            return None;
+        };
+        let s = String::from_utf8(b).ok()?;
+        if s.contains(['\r', '\n', '\0']) {
+            return None;
+        }
+        fields.push(s);
+    }
+    let mut fields = fields.into_iter();
+    let mut next = || fields.next();
+    if next()? != FORMAT {
+        return None;
+    }
+    let origin = next()?;
+    let id: u64 = next()?.parse().ok()?;
+    if origin.is_empty() {
+        return None;
+    }
+    let room = |s: String| check_room(&s).ok().map(|()| Arc::<str>::from(s));
+    let word = |s: &str| !s.is_empty() && !s.contains(' ');
+    let source = |next: &mut dyn FnMut() -> Option<String>| {
+        let (nick, user, host, realname) = (next()?, next()?, next()?, next()?);
+        check_nick(&nick).ok()?;
+        (word(&user) && word(&host)).then(|| Source::new(&nick, &user, &host, &realname))
+    };
+    let shared = match next()?.as_str() {
+        "msg" => {
+            let room = room(next()?)?;
+            let kind = match next()?.as_str() {
+                "normal" => MsgKind::Normal,
+                "action" => MsgKind::Action,
+                "notice" => MsgKind::Notice,
+                _ => return None,
+            };
+            let from = source(&mut next)?;
+            let tags = next()?;
+            let text = next()?;
+            if tags.contains(' ') || text.is_empty() {
+                return None;
+            }
+            Shared::Message(RoomMessage {
+                room,
+                from,
+                text: text.into(),
+                kind,
+                tags: (!tags.is_empty()).then(|| Arc::from(tags)),
+            })
+        }
+        "tagmsg" => {
+            let room = room(next()?)?;
+            let from = source(&mut next)?;
+            let tags = next()?;
+            if tags.is_empty() || tags.contains(' ') {
+                return None;
+            }
+            Shared::TagMsg {
+                room,
+                from,
+                tags: Some(tags.into()),
+            }
+        }
+        "join" => Shared::Joined {
+            room: room(next()?)?,
+            who: source(&mut next)?,
+        },
+        "part" => {
+            let room = room(next()?)?;
+            let who = source(&mut next)?;
+            let reason = next()?;
+            Shared::Parted {
+                room,
+                who,
+                reason: (!reason.is_empty()).then(|| Arc::from(reason)),
+            }
+        }
+        what @ ("quit" | "nick") => {
+            let who = source(&mut next)?;
+            let text = next()?;
+            let mut rooms = Vec::new();
+            while let Some(r) = next() {
+                rooms.push(room(r)?);
+            }
+            if rooms.is_empty() {
+                return None;
+            }
+            let shared = if what == "quit" {
+                Shared::Quit {
+                    rooms,
+                    who,
+                    reason: text.into(),
+                }
+            } else {
+                check_nick(&text).ok()?;
+                Shared::NickChanged {
+                    rooms,
+                    old: who,
+                    new: text.into(),
+                }
+            };
+            return Some(Received { origin, id, shared });
+        }
+        _ => return None,
+    };
+    // Nothing may follow the last field (a quit's rooms run to the end).
+    if next().is_some() {
+        return None;
+    }
+    Some(Received { origin, id, shared })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> Arc<Source> {
+        Source::new("alice", "line", "f1c0136b.a16b454c.ip", "Alice A.")
+    }
+
+    fn message() -> RoomMessage {
+        RoomMessage {
+            room: "#Chat".into(),
+            from: alice(),
+            text: "hello, world: *".into(),
+            kind: MsgKind::Action,
+            tags: Some("+typing=active;+draft/reply=x".into()),
+        }
+    }
+
+    #[test]
+    fn envelopes_read_back_as_they_were_written() {
+        let all = [
+            Shared::Message(message()),
+            Shared::Message(RoomMessage {
+                tags: None,
+                kind: MsgKind::Notice,
+                ..message()
+            }),
+            Shared::TagMsg {
+                room: "#a".into(),
+                from: alice(),
+                tags: Some("+typing=active".into()),
+            },
+            Shared::Joined {
+                room: "#a".into(),
+                who: alice(),
+            },
+            Shared::Parted {
+                room: "#a".into(),
+                who: alice(),
+                reason: Some("see you".into()),
+            },
+            Shared::Parted {
+                room: "#a".into(),
+                who: alice(),
+                reason: None,
+            },
+            Shared::Quit {
+                rooms: vec!["#a".into(), "#B".into()],
+                who: alice(),
+                reason: "quit: bye".into(),
+            },
+            Shared::NickChanged {
+                rooms: vec!["#a".into()],
+                old: alice(),
+                new: "alicia".into(),
+            },
+        ];
+        for (id, shared) in all.into_iter().enumerate() {
+            let got = decode_envelope(&encode("node-1", id as u64, &shared)).expect("decodes");
+            assert_eq!(
+                got,
+                Received {
+                    origin: "node-1".into(),
+                    id: id as u64,
+                    shared
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_command_is_a_resp_array_of_bulk_strings() {
+        let mut out = Vec::new();
+        encode_array(&mut out, &[b"PUBLISH", b"p:room:#a", b"x y"]);
+        assert_eq!(
+            out,
+            b"*3\r\n$7\r\nPUBLISH\r\n$9\r\np:room:#a\r\n$3\r\nx y\r\n".to_vec()
+        );
+        assert_eq!(room_channel("pollchat:", "#chat"), b"pollchat:room:#chat");
+        assert_eq!(
+            channels("p:", &Shared::Message(message())),
+            [b"p:room:#chat".to_vec()]
+        );
+        let quit = Shared::Quit {
+            rooms: vec!["#A".into(), "#b".into()],
+            who: alice(),
+            reason: "x".into(),
+        };
+        assert_eq!(
+            channels("p:", &quit),
+            [b"p:room:#a".to_vec(), b"p:room:#b".to_vec()]
+        );
+    }
+
+    #[test]
+    fn what_is_not_a_well_formed_envelope_is_dropped() {
+        let fields = |f: &dyn Fn(&mut Vec<Vec<u8>>)| {
+            let mut parts: Vec<Vec<u8>> = [
+                FORMAT, "n", "7", "msg", "#a", "normal", "bob", "u", "h", "Bob", "", "hi",
+            ]
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+            f(&mut parts);
+            let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
+            let mut out = Vec::new();
+            encode_array(&mut out, &refs);
+            decode_envelope(&out)
+        };
+        assert!(fields(&|_| {}).is_some());
+        assert!(
+            fields(&|p| p[0] = b"pollchat/2".to_vec()).is_none(),
+            "format"
+        );
+        assert!(fields(&|p| p[2] = b"x".to_vec()).is_none(), "id");
+        assert!(fields(&|p| p[3] = b"shout".to_vec()).is_none(), "what");
+        assert!(
+            fields(&|p| p[11] = b"hi\r\nQUIT".to_vec()).is_none(),
+            "CRLF"
+        );
+        assert!(fields(&|p| p[11] = b"a\0b".to_vec()).is_none(), "NUL");
+        assert!(fields(&|p| p[6] = b"two words".to_vec()).is_none(), "nick");
+        assert!(fields(&|p| p[4] = b"nohash".to_vec()).is_none(), "room");
+        assert!(fields(&|p| p[7] = b"a b".to_vec()).is_none(), "user");
+        assert!(fields(&|p| p[5] = b"shout".to_vec()).is_none(), "kind");
+        assert!(fields(&|p| p[11] = vec![0xff]).is_none(), "UTF-8");
+        assert!(fields(&|p| p.truncate(11)).is_none(), "too few");
+        assert!(fields(&|p| p.push(b"x".to_vec())).is_none(), "too many");
+        let quit = |rooms: &[&str]| {
+            let mut parts = vec![FORMAT, "n", "1", "quit", "bob", "u", "h", "Bob", "bye"];
+            parts.extend(rooms);
+            let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+            let mut out = Vec::new();
+            encode_array(&mut out, &refs);
+            decode_envelope(&out)
+        };
+        assert!(quit(&["#a"]).is_some());
+        assert!(quit(&[]).is_none(), "a quit names its rooms");
+        assert!(quit(&["#a", "b"]).is_none(), "each a room");
+        let nick = |new: &str| {
+            let parts = [FORMAT, "n", "1", "nick", "bob", "u", "h", "Bob", new, "#a"];
+            let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+            let mut out = Vec::new();
+            encode_array(&mut out, &refs);
+            decode_envelope(&out)
+        };
+        assert!(nick("robert").is_some());
+        assert!(nick("not a nick").is_none(), "the new nick is checked");
+        assert!(decode_envelope(b"hello").is_none());
+        assert!(decode_envelope(b"*1\r\n$1\r\n").is_none(), "incomplete");
+    }
+}

@@ -1,0 +1,700 @@
+//! The cluster backplane: pollchat nodes joined through Redis pub/sub (first part: room
+//! messages, joins, parts, quits and nick changes cross nodes).
+//!
+//! ```text
+//!   clients ──► node A (one mio loop)                      node B (one mio loop) ◄── clients
+//!               core ──notes──► Backplane                  Backplane ───Shared───► core
+//!                               │ commands conn ─PUBLISH─►  Redis  ─message─► subscriptions conn
+//!                               │ subscriptions conn ◄─── (pub/sub) ◄─PUBLISH── commands conn
+//! ```
+//!
+//! After centrifuge's Redis broker: a node SUBSCRIBEs to a room's channel
+//! (`{prefix}room:{folded name}`, one channel per room, no pattern) only while the room has
+//! local members, so it receives nothing for rooms it does not host; each room message a local
+//! member says is PUBLISHed once, whatever the number of recipients, in an envelope naming its
+//! node ([`envelope`]); a node hands what other nodes said to its core
+//! ([`Core::remote`](crate::core::Core::remote)), which delivers it to the local members
+//! (rendered once per render class, as a local message), and ignores its own.
+//! Joins, parts (a kick is a part for other nodes), quits and nick changes travel the same way;
+//! a quit or a nick change is published on each of its rooms' channels, and a node that hosts
+//! several of them hands it to its core once (by its origin and number), which tells each local
+//! user once.
+//!
+//! Two connections ([`redis::RedisConn`]) in the loop's own `mio::Poll`, because a connection
+//! that has SUBSCRIBEd accepts no other command: one for commands (PUBLISH), one for
+//! subscriptions. Both are non-blocking, pipelined, written once per loop turn and read within a
+//! budget; no thread, no runtime. The core stays sans-IO: it only leaves
+//! [`Note`](crate::core::cluster::Note)s in the outbox.
+//!
+//! Bounds and what happens past them:
+//! - The queue towards Redis on the commands connection holds at most `--backplane-max-queue`
+//!   bytes. Past it, a message is **not published** (its local members still get it): pub/sub
+//!   is at-most-once anyway, and dropping is better than a node whose memory grows while Redis
+//!   is slow. The drop is logged when it starts and when it ends, with the count.
+//! - SUBSCRIBE and UNSUBSCRIBE are never dropped: at most two per room with local members, so
+//!   their queue is bounded by `--max-total-rooms`.
+//! - Input is read at most [`redis::READS_PER_TURN`] chunks per turn, and one reply may be at
+//!   most [`redis::MAX_REPLY`] bytes.
+//!
+//! Redis lost: the node logs it once and goes on serving its local users alone (what they say
+//! reaches local members only, and is not sent later), and reconnects without blocking after
+//! [`RETRY_FIRST`], doubling the wait up to [`RETRY_MAX`]; once back, it subscribes again to
+//! every room with local members (an empty, restarted Redis is the same case) and logs what
+//! was not sent meanwhile. Every local user is told when the link goes down and when it is
+//! back (a server NOTICE).
+//!
+//! Not yet (see README, "Cluster (first part)"): nick uniqueness, a shared member list (NAMES,
+//! WHO), topics and modes across nodes, shared history (so no replay of what a
+//! node missed), node failure detection.
+
+pub mod envelope;
+pub mod redis;
+
+use std::collections::{HashSet, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use mio::{Registry, Token};
+use redis_protocol::resp2::types::OwnedFrame;
+
+use crate::core::cluster::{Note, Shared};
+use redis::{ReadEnd, RedisConn};
+
+/// The token of the commands connection in the loop's poll (clear of the listeners' range and
+/// of the front's two tokens).
+pub const COMMANDS: Token = Token(usize::MAX - 3);
+/// The token of the subscriptions connection.
+pub const SUBSCRIPTIONS: Token = Token(usize::MAX - 4);
+
+/// Quits and nick changes (origin, number) remembered to hand each to the core once. Their
+/// copies are
+/// published back to back in one pipeline, so they arrive within a few messages of each other:
+/// thousands is far more than enough, and bounds the memory.
+const SEEN_QUITS: usize = 4096;
+
+/// After Redis is lost, the first reconnect is tried this soon (a Redis restarted by its
+/// supervisor is back within a second or so)…
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+/// …and each failed try doubles the wait, up to this: a node never hammers a Redis that is
+/// down, and notices its return within seconds.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Channels per SUBSCRIBE when subscribing again after a reconnect (one command for ten
+/// thousand rooms would be a reply Redis builds in one piece; centrifuge batches by 512 too).
+const SUBSCRIBE_BATCH: usize = 512;
+
+/// Where the cluster meets and who this node is in it (`--backplane`, `--node`,
+/// `--backplane-prefix`, `--backplane-max-queue`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackplaneConfig {
+    /// Redis's `host:port`, from a `redis://HOST[:PORT]` URL ([`parse_url`]).
+    pub addr: String,
+    /// This node's name: envelopes carry it, so a node knows its own messages when Redis sends
+    /// them back. Unique per process ([`default_node`]) unless given.
+    pub node: String,
+    /// Starts every channel (and, later, key), so several clusters can share one Redis (pub/sub
+    /// ignores database numbers, so a database cannot separate them).
+    pub prefix: String,
+    /// Bytes the queue towards Redis holds at most (see the module doc).
+    pub max_queue: usize,
+    /// Redis's password (`--backplane-password-file`), sent with AUTH first on every
+    /// connection; `None`: no AUTH.
+    pub password: Option<Secret>,
+}
+
+/// A password that `{:?}` does not print (a `Config` may be logged whole).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// Reads a password file: its first line, without the line end. An empty password is refused
+/// (a file left empty by mistake should not look like a configured password).
+pub fn read_password_file(path: &std::path::Path) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--backplane-password-file {}: {e}", path.display()))?;
+    let first = text.lines().next().unwrap_or("");
+    if first.is_empty() {
+        return Err(format!(
+            "--backplane-password-file {}: the first line is empty",
+            path.display()
+        ));
+    }
+    Ok(Secret(first.to_string()))
+}
+
+impl BackplaneConfig {
+    /// The default prefix.
+    pub const PREFIX: &str = "pollchat:";
+    /// The default `max_queue`: 8 MiB is thousands of messages, seconds of a busy node's
+    /// traffic, so only a Redis that stopped reading fills it.
+    pub const MAX_QUEUE: usize = 8 << 20;
+}
+
+/// `redis://HOST[:PORT]` (port 6379 by default; `[::1]` for IPv6) → `HOST:PORT`. Credentials,
+/// a database number, TLS (`rediss://`) and other schemes are refused with a line that says
+/// why.
+pub fn parse_url(url: &str) -> Result<String, String> {
+    let rest = match url.split_once("://") {
+        Some(("redis", rest)) => rest,
+        Some(("rediss", _)) => return Err("TLS to Redis (rediss://) is not supported yet".into()),
+        _ => return Err(format!("{url:?} is not a redis://HOST:PORT URL")),
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if !path.is_empty() {
+        return Err(format!(
+            "{url:?}: no database number or path: pub/sub ignores databases (use --backplane-prefix to separate clusters)"
+        ));
+    }
+    if authority.contains('@') {
+        return Err(format!(
+            "{url:?}: credentials in the URL are not supported yet"
+        ));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("{url:?}: unclosed [ in the host"))?;
+        (format!("[{host}]"), after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (authority.to_string(), None),
+        }
+    };
+    if host.is_empty() || host == "[]" || host.contains(|c: char| c.is_whitespace()) {
+        return Err(format!("{url:?}: no host"));
+    }
+    let port: u16 = match port {
+        None => 6379,
+        Some(p) => p
+            .parse()
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| format!("{url:?}: {p:?} is not a port"))?,
+    };
+    Ok(format!("{host}:{port}"))
+}
+
+/// A name unique per process: the host's name and the process id (`HOST-PID`).
+pub fn default_node() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into a buffer we own.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let host = if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "node".into()
+    };
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .take(48)
+        .collect();
+    format!("{host}-{}", std::process::id())
+}
+
+/// A node name or a prefix: 1 to 64 printable bytes without spaces (`what` names the flag in
+/// the error).
+pub fn check_word(what: &str, s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 64 || s.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{what} must be 1-64 bytes without spaces or control characters"
+        ));
+    }
+    Ok(())
+}
+
+/// The loop's side of the cluster: the two Redis connections and what is subscribed.
+pub struct Backplane {
+    config: BackplaneConfig,
+    commands: RedisConn,
+    subscriptions: RedisConn,
+    /// Folded names of the rooms subscribed to (those with local members), so that a
+    /// reconnect subscribes again to them (kept up to date while Redis is lost, too).
+    subscribed: HashSet<Arc<str>>,
+    /// Which connections (commands, subscriptions) stopped at their read budget: read them
+    /// again next turn (no new readiness edge would come for what they left unread).
+    read_again: [bool; 2],
+    /// Messages not published since the queue went over `max_queue` (0: not dropping).
+    dropped: u64,
+    /// Error replies Redis gave (logged at powers of two, so a flood of them is not).
+    errors: u64,
+    /// Redis was lost: the node serves its local users only until a reconnect.
+    down: bool,
+    /// Where Redis was found at start: reconnects go there (no name is resolved in the loop).
+    redis_addr: SocketAddr,
+    /// While down: when to try to reconnect.
+    retry_at: Option<Instant>,
+    /// The wait before the next try after this one fails ([`RETRY_FIRST`] to [`RETRY_MAX`]).
+    backoff: Duration,
+    /// The connections in use have answered since they were opened (a reconnect that gets no
+    /// answer is not a link that was up).
+    answered: bool,
+    /// Messages, joins, parts and quits not published while Redis was lost.
+    lost: u64,
+    /// The link went down (`false`) or came back (`true`) and the users have not been told.
+    link_change: Option<bool>,
+    /// The number of the next envelope this node publishes.
+    next_id: u64,
+    /// Quits already handed to the core, and the order to forget them in ([`SEEN_QUITS`]).
+    seen: HashSet<(String, u64)>,
+    seen_order: VecDeque<(String, u64)>,
+}
+
+impl Backplane {
+    /// Connects both connections (blocking, within [`redis::CONNECT_TIMEOUT`]: at start only).
+    /// The error says which Redis could not be reached and why.
+    pub fn connect(config: BackplaneConfig, registry: &Registry) -> io::Result<Backplane> {
+        let open = |role, token| {
+            let name = format!("pollchat-{}-{role}", config.node);
+            let password = config.password.as_ref().map(|p| p.0.as_str());
+            RedisConn::open(&config.addr, &name, password, role, registry, token).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("--backplane: cannot use Redis at {}: {e}", config.addr),
+                )
+            })
+        };
+        let commands = open("commands", COMMANDS)?;
+        let subscriptions = open("subscriptions", SUBSCRIPTIONS)?;
+        let redis_addr = commands.peer()?;
+        info!(
+            "backplane: node {} joined the cluster through Redis at {} (prefix {:?})",
+            config.node, config.addr, config.prefix
+        );
+        Ok(Backplane {
+            config,
+            commands,
+            subscriptions,
+            subscribed: HashSet::new(),
+            read_again: [false; 2],
+            dropped: 0,
+            errors: 0,
+            down: false,
+            redis_addr,
+            retry_at: None,
+            backoff: RETRY_FIRST,
+            answered: true,
+            lost: 0,
+            link_change: None,
+            next_id: 0,
+            seen: HashSet::new(),
+            seen_order: VecDeque::new(),
+        })
+    }
+
+    /// Whether `token` is one of the backplane's.
+    pub fn owns(token: Token) -> bool {
+        token == COMMANDS || token == SUBSCRIPTIONS
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.config.node
+    }
+
+    /// Rooms subscribed to.
+    pub fn subscribed(&self) -> usize {
+        self.subscribed.len()
+    }
+
+    /// Queues what the core asked for (written before the turn's client output).
+    pub fn note(&mut self, note: Note) {
+        if self.down {
+            // Kept for the reconnect: what to subscribe to then. What happens meanwhile
+            // reaches local members only.
+            match note {
+                Note::Subscribe(room) => drop(self.subscribed.insert(room)),
+                Note::Unsubscribe(room) => drop(self.subscribed.remove(&room)),
+                Note::Publish(_) => self.lost += 1,
+            }
+            return;
+        }
+        match note {
+            Note::Subscribe(room) => {
+                let channel = envelope::room_channel(&self.config.prefix, &room);
+                self.subscriptions.push(&[b"SUBSCRIBE", &channel]);
+                self.subscribed.insert(room);
+            }
+            Note::Unsubscribe(room) => {
+                let channel = envelope::room_channel(&self.config.prefix, &room);
+                self.subscriptions.push(&[b"UNSUBSCRIBE", &channel]);
+                self.subscribed.remove(&room);
+            }
+            Note::Publish(shared) => self.publish(&shared),
+        }
+    }
+
+    fn publish(&mut self, shared: &Shared) {
+        let channels = envelope::channels(&self.config.prefix, shared);
+        let body = envelope::encode(&self.config.node, self.next_id, shared);
+        self.next_id += 1;
+        // A command's framing is a few dozen bytes on top of its arguments.
+        let cost: usize = channels.iter().map(|c| c.len() + body.len() + 64).sum();
+        if self.commands.queued() + cost > self.config.max_queue {
+            if self.dropped == 0 {
+                warn!(
+                    "backplane: the queue towards Redis is over --backplane-max-queue {} bytes: \
+                     room messages, joins, parts and quits are not sent to other nodes until it \
+                     drains (local members still get them)",
+                    self.config.max_queue
+                );
+            }
+            self.dropped += 1;
+            return;
+        }
+        if self.dropped > 0 {
+            warn!(
+                "backplane: the queue towards Redis drained; {} messages, joins, parts or quits \
+                 were not sent to other nodes",
+                self.dropped
+            );
+            self.dropped = 0;
+        }
+        for channel in channels {
+            self.commands.push(&[b"PUBLISH", &channel, &body]);
+        }
+    }
+
+    /// Readiness of one of the backplane's connections: what other nodes said is appended to
+    /// `received`, for the core.
+    pub fn ready(
+        &mut self,
+        token: Token,
+        readable: bool,
+        registry: &Registry,
+        received: &mut Vec<Shared>,
+    ) {
+        if self.down || !readable {
+            // (Writable: the end-of-turn flush writes.)
+            return;
+        }
+        if token == SUBSCRIPTIONS {
+            self.read_subscriptions(registry, received);
+        } else {
+            self.read_commands(registry);
+        }
+    }
+
+    /// Whether reading stopped at the budget and must go on next turn.
+    pub fn read_again(&self) -> bool {
+        self.read_again.contains(&true) && !self.down
+    }
+
+    /// Goes on reading where the budget stopped an earlier turn.
+    pub fn resume(&mut self, registry: &Registry, received: &mut Vec<Shared>) {
+        if self.read_again[0] {
+            self.read_commands(registry);
+        }
+        if self.read_again[1] && !self.down {
+            self.read_subscriptions(registry, received);
+        }
+    }
+
+    fn read_subscriptions(&mut self, registry: &Registry, received: &mut Vec<Shared>) {
+        let (node, prefix) = (&self.config.node, &self.config.prefix);
+        let (seen, seen_order) = (&mut self.seen, &mut self.seen_order);
+        let mut errors = Vec::new();
+        let result = self.subscriptions.read(|frame| match frame {
+            OwnedFrame::Array(mut parts) if parts.len() == 3 => {
+                let payload = parts.pop();
+                let channel = parts.pop();
+                let is_message = matches!(&parts[0], OwnedFrame::BulkString(k) if k == b"message");
+                let (Some(OwnedFrame::BulkString(channel)), Some(OwnedFrame::BulkString(payload))) =
+                    (channel, payload)
+                else {
+                    return;
+                };
+                if !is_message {
+                    return; // a (un)subscribe confirmation
+                }
+                match envelope::decode_envelope(&payload) {
+                    Some(got) if got.origin == *node => {}
+                    Some(got) if envelope::channels(prefix, &got.shared).contains(&channel) => {
+                        if let Shared::Quit { .. } | Shared::NickChanged { .. } = got.shared {
+                            let key = (got.origin, got.id);
+                            if !seen.insert(key.clone()) {
+                                return; // a copy from another of its rooms
+                            }
+                            seen_order.push_back(key);
+                            if seen_order.len() > SEEN_QUITS
+                                && let Some(old) = seen_order.pop_front()
+                            {
+                                seen.remove(&old);
+                            }
+                        }
+                        received.push(got.shared)
+                    }
+                    _ => debug!(
+                        "backplane: dropped what is not a pollchat message on {}",
+                        String::from_utf8_lossy(&channel)
+                    ),
+                }
+            }
+            OwnedFrame::Error(e) => errors.push(e),
+            _ => {}
+        });
+        for e in errors {
+            self.redis_error("subscriptions", &e);
+        }
+        match result {
+            Ok(end) => self.read_again[1] = end == ReadEnd::Budget,
+            Err(e) => self.fail(registry, "subscriptions", &e),
+        }
+    }
+
+    fn read_commands(&mut self, registry: &Registry) {
+        let mut errors = Vec::new();
+        let mut answered = false;
+        let result = self.commands.read(|frame| {
+            answered = true;
+            // PUBLISH answers how many nodes received it: nothing to do with that.
+            if let OwnedFrame::Error(e) = frame {
+                errors.push(e);
+            }
+        });
+        if answered && !self.answered {
+            self.answered = true;
+            self.link_change = Some(true);
+            self.backoff = RETRY_FIRST;
+            info!(
+                "backplane: reconnected to Redis at {}: {} rooms subscribed again; {} messages, \
+                 joins, parts or quits of this node were not sent to other nodes meanwhile",
+                self.redis_addr,
+                self.subscribed.len(),
+                std::mem::take(&mut self.lost)
+            );
+        }
+        for e in errors {
+            self.redis_error("commands", &e);
+        }
+        match result {
+            Ok(end) => self.read_again[0] = end == ReadEnd::Budget,
+            Err(e) => self.fail(registry, "commands", &e),
+        }
+    }
+
+    fn redis_error(&mut self, role: &str, e: &str) {
+        self.errors += 1;
+        if self.errors.is_power_of_two() {
+            warn!(
+                "backplane: Redis answered an error on the {role} connection ({} so far): {e}",
+                self.errors
+            );
+        }
+    }
+
+    /// Whether commands are queued that no `write` was tried for yet (the loop must turn again
+    /// at once rather than sleep on them).
+    pub fn unwritten(&self) -> bool {
+        !self.down && (self.commands.unwritten() || self.subscriptions.unwritten())
+    }
+
+    /// Writes what this turn queued, one `write` per connection.
+    pub fn flush(&mut self, registry: &Registry) {
+        if self.down {
+            return;
+        }
+        if let Err(e) = self.subscriptions.flush(registry) {
+            return self.fail(registry, "subscriptions", &e);
+        }
+        if let Err(e) = self.commands.flush(registry) {
+            self.fail(registry, "commands", &e);
+        }
+    }
+
+    /// Whether the link went down (`Some(false)`) or came back (`Some(true)`) since the last
+    /// call: the loop tells the users.
+    pub fn take_link_change(&mut self) -> Option<bool> {
+        self.link_change.take()
+    }
+
+    /// When to wake up to reconnect, while Redis is lost.
+    pub fn retry_at(&self) -> Option<Instant> {
+        self.retry_at
+    }
+
+    /// Redis is lost (or a reconnect failed): said once per outage; the node goes on alone and
+    /// tries again after the backoff.
+    fn fail(&mut self, registry: &Registry, role: &str, e: &io::Error) {
+        if self.down {
+            return;
+        }
+        self.down = true;
+        self.commands.deregister(registry);
+        self.subscriptions.deregister(registry);
+        self.read_again = [false; 2];
+        let wait = self.backoff;
+        self.retry_at = Some(Instant::now() + wait);
+        self.backoff = (wait * 2).min(RETRY_MAX);
+        if self.answered {
+            self.link_change = Some(false);
+            error!(
+                "backplane: lost Redis at {} ({role} connection: {e}); this node serves its \
+                 local users only until it reconnects (tried after {wait:?}, then at most every \
+                 {RETRY_MAX:?}): messages do not cross nodes meanwhile, and are not sent later",
+                self.redis_addr
+            );
+        } else {
+            debug!("backplane: reconnect failed ({role} connection: {e}); next try in {wait:?}");
+        }
+        self.answered = false;
+    }
+
+    /// While Redis is lost, once the backoff is over: opens both connections again (without
+    /// blocking) and subscribes again to every room with local members.
+    pub fn tick(&mut self, now: Instant, registry: &Registry) {
+        if !self.down || self.retry_at.is_some_and(|at| now < at) {
+            return;
+        }
+        self.retry_at = None;
+        let node = &self.config.node;
+        let open = |role, token| {
+            let name = format!("pollchat-{node}-{role}");
+            let password = self.config.password.as_ref().map(|p| p.0.as_str());
+            RedisConn::reconnect(self.redis_addr, &name, password, role, registry, token)
+        };
+        let (commands, subscriptions) = match (
+            open("commands", COMMANDS),
+            open("subscriptions", SUBSCRIPTIONS),
+        ) {
+            (Ok(c), Ok(s)) => (c, s),
+            (Err(e), _) | (_, Err(e)) => {
+                // (A connection that did open is dropped, which deregisters and closes it.)
+                self.down = false;
+                return self.fail(registry, "new", &e);
+            }
+        };
+        self.commands = commands;
+        self.subscriptions = subscriptions;
+        self.down = false;
+        let channels: Vec<Vec<u8>> = self
+            .subscribed
+            .iter()
+            .map(|room| envelope::room_channel(&self.config.prefix, room))
+            .collect();
+        for batch in channels.chunks(SUBSCRIBE_BATCH) {
+            let mut parts: Vec<&[u8]> = vec![b"SUBSCRIBE"];
+            parts.extend(batch.iter().map(|c| c.as_slice()));
+            self.subscriptions.push(&parts);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backplane_urls() {
+        assert_eq!(
+            parse_url("redis://127.0.0.1:6380").unwrap(),
+            "127.0.0.1:6380"
+        );
+        assert_eq!(parse_url("redis://cache").unwrap(), "cache:6379");
+        assert_eq!(parse_url("redis://[::1]:7000").unwrap(), "[::1]:7000");
+        assert_eq!(parse_url("redis://[::1]").unwrap(), "[::1]:6379");
+        for bad in [
+            "http://h:1",
+            "h:6379",
+            "redis://",
+            "redis://h:0",
+            "redis://h:99999",
+            "redis://h:x",
+            "redis://h:1/2",
+            "redis://u:p@h:1",
+            "rediss://h:1",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn node_names() {
+        let n = default_node();
+        assert!(check_word("--node", &n).is_ok(), "{n}");
+        assert!(n.ends_with(&format!("-{}", std::process::id())));
+        assert!(check_word("--node", "").is_err());
+        assert!(check_word("--node", "a b").is_err());
+        assert!(check_word("--node", &"x".repeat(65)).is_err());
+    }
+}
+
+/// The queue limit, against a "Redis" that answers the start and then never reads again.
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+    use crate::core::cluster::RoomMessage;
+    use crate::core::{MsgKind, Source};
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    /// A listener that accepts two connections, answers each one's CLIENT SETNAME and PING,
+    /// then holds them open without reading until the returned sender is dropped; returns its
+    /// address.
+    fn stalled_redis() -> (String, std::sync::mpsc::Sender<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (hold, until) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for _ in 0..2 {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut buf = [0u8; 1024];
+                let mut got = Vec::new();
+                // The hello is two commands, the second of which is PING.
+                while !got.ends_with(b"PING\r\n") {
+                    let n = s.read(&mut buf).unwrap();
+                    got.extend_from_slice(&buf[..n]);
+                }
+                s.write_all(b"+OK\r\n+PONG\r\n").unwrap();
+                held.push(s);
+            }
+            let _ = until.recv();
+            drop(held);
+        });
+        (addr, hold)
+    }
+
+    #[test]
+    fn past_the_queue_limit_messages_are_not_published_and_the_queue_stays_bounded() {
+        let (addr, _redis) = stalled_redis();
+        let poll = mio::Poll::new().unwrap();
+        let max_queue = 64 * 1024;
+        let config = BackplaneConfig {
+            addr,
+            node: "n".into(),
+            prefix: "p:".into(),
+            max_queue,
+            password: None,
+        };
+        let mut bp = Backplane::connect(config, poll.registry()).unwrap();
+        let msg = Shared::Message(RoomMessage {
+            room: "#r".into(),
+            from: Source::new("a", "u", "h", "r"),
+            text: "x".repeat(4000).into(),
+            kind: MsgKind::Normal,
+            tags: None,
+        });
+        // Far more than the kernel's buffers on both sides and the queue can hold.
+        for _ in 0..10_000 {
+            bp.note(Note::Publish(msg.clone()));
+            bp.flush(poll.registry());
+            assert!(bp.commands.queued() <= max_queue);
+        }
+        assert!(bp.dropped > 0, "the stalled Redis made the queue fill");
+        assert!(!bp.down, "a full queue is not a lost Redis");
+        // Subscriptions are never dropped.
+        bp.note(Note::Subscribe("#r".into()));
+        assert_eq!(bp.subscribed(), 1);
+        assert!(bp.subscriptions.queued() > 0);
+    }
+}

@@ -1,0 +1,72 @@
+//! What the core tells a cluster backplane, and what it takes from one: still no I/O.
+//!
+//! With [`Core::set_cluster`](super::Core::set_cluster) on, the core adds [`Note`]s to the
+//! [`Outbox`](super::Outbox) beside its events: a room gained its first local member
+//! (subscribe to it), lost its last (unsubscribe), and what other nodes must be told
+//! ([`Shared`]: a local member said something in a room (or sent it tags only), joined it, left it, changed its nick
+//! or left the server), published once whatever the number of recipients on any node. The driver hands
+//! the notes to its backplane (`crate::backplane`). What other nodes published comes back as a
+//! [`Shared`] given to [`Core::remote`](super::Core::remote), which tells the local members as
+//! it tells them what happens locally. The core never waits for the cluster.
+
+use std::sync::Arc;
+
+use super::event::{ClientTags, MsgKind, Source};
+
+/// A room message as it crosses nodes: who said what where, with its client tags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomMessage {
+    /// The room's name as the sender's node spells it (every node shows its own spelling).
+    pub room: Arc<str>,
+    pub from: Arc<Source>,
+    pub text: Arc<str>,
+    pub kind: MsgKind,
+    pub tags: ClientTags,
+}
+
+/// What crosses nodes: the same vocabulary out ([`Note::Publish`]) and in
+/// ([`Core::remote`](super::Core::remote)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Shared {
+    /// A room message.
+    Message(RoomMessage),
+    /// A message of client tags only (IRC's TAGMSG: typing notifications, reactions) to a
+    /// room; never remembered, as a local one.
+    TagMsg {
+        room: Arc<str>,
+        from: Arc<Source>,
+        tags: ClientTags,
+    },
+    /// `who` joined `room` (its node's spelling).
+    Joined { room: Arc<str>, who: Arc<Source> },
+    /// `who` left `room` (parted, or was kicked: then the reason says by whom).
+    Parted {
+        room: Arc<str>,
+        who: Arc<Source>,
+        reason: Option<Arc<str>>,
+    },
+    /// `old` is now called `new`; it is in `rooms`. Published and delivered like a quit.
+    NickChanged {
+        rooms: Vec<Arc<str>>,
+        old: Arc<Source>,
+        new: Arc<str>,
+    },
+    /// `who` left the server while in `rooms`. Published on each of those rooms' channels, so
+    /// a node may receive it several times: the backplane hands it to the core once.
+    Quit {
+        rooms: Vec<Arc<str>>,
+        who: Arc<Source>,
+        reason: Arc<str>,
+    },
+}
+
+/// Something the backplane must do for the core.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Note {
+    /// A room (its folded name) has local members now: receive what other nodes say in it.
+    Subscribe(Arc<str>),
+    /// A room (its folded name) has no local member any more: stop receiving it.
+    Unsubscribe(Arc<str>),
+    /// Something happened here that the other nodes' members must be told.
+    Publish(Shared),
+}

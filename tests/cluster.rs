@@ -1,0 +1,706 @@
+//! Nodes joined through Redis (`--backplane`): a real `redis-server` on a free port and two
+//! pollchat nodes in this process, users of both protocols on different nodes.
+//!
+//! `redis-server` is looked for on PATH; without it the tests that need it print a notice and
+//! return (`.ci/run` installs Debian's `redis-server`, so CI always runs them). Every wait has a
+//! deadline and waits for a condition: for a SUBSCRIBE to take effect, Redis itself is asked
+//! (`PUBSUB NUMSUB`) over a plain connection.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Client, IoModel, LOCAL_CLOAK, TIMEOUT, TestServer};
+use pollchat::backplane::BackplaneConfig;
+use redis_protocol::resp2::decode::decode;
+use redis_protocol::resp2::types::OwnedFrame;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pollchat");
+
+/// A port nobody listens on now (the kernel's pick, released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `redis-server` of our own on a free loopback port, without persistence; killed on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    /// `None` (with a notice) when `redis-server` is not on PATH.
+    fn start() -> Option<Redis> {
+        let found = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            eprintln!("SKIPPED: redis-server is not on PATH (.ci/run installs it)");
+            return None;
+        }
+        Some(Redis::on(free_port()))
+    }
+
+    /// A `redis-server` on `port`, answering.
+    fn on(port: u16) -> Redis {
+        Redis::spawn(port, &[])
+    }
+
+    /// A `redis-server` on `port` with more `args`, answering (if only that a password is
+    /// needed).
+    fn spawn(port: u16, args: &[&str]) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        let redis = Redis { child, port };
+        redis.wait_for(|r| match r.command(&["PING"]) {
+            OwnedFrame::SimpleString(pong) => pong == b"PONG",
+            OwnedFrame::Error(e) => e.starts_with("NOAUTH"),
+            _ => false,
+        });
+        redis
+    }
+
+    /// SIGKILL, `meanwhile`, and a new empty `redis-server` on the same port.
+    fn restart_after(&mut self, meanwhile: impl FnOnce()) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        meanwhile();
+        // The old one is gone for good before the new one binds (no orphaned server).
+        *self = Redis::on(self.port);
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// One command over a new plain connection, and its reply (a refused connection is an
+    /// error reply, for [`Redis::wait_for`]).
+    fn command(&self, args: &[&str]) -> OwnedFrame {
+        let Ok(mut s) = TcpStream::connect(self.addr()) else {
+            return OwnedFrame::Error("connection refused".into());
+        };
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut cmd = format!("*{}\r\n", args.len());
+        for a in args {
+            cmd += &format!("${}\r\n{a}\r\n", a.len());
+        }
+        s.write_all(cmd.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        loop {
+            if let Some((frame, _)) = decode(&buf).unwrap() {
+                return frame;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = s.read(&mut chunk).expect("a reply from redis");
+            assert!(n > 0, "redis closed the connection");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// How many connections are subscribed to `channel`.
+    fn subscribers(&self, channel: &str) -> i64 {
+        match self.command(&["PUBSUB", "NUMSUB", channel]) {
+            OwnedFrame::Array(parts) => match parts.get(1) {
+                Some(OwnedFrame::Integer(n)) => *n,
+                other => panic!("NUMSUB answered {other:?}"),
+            },
+            other => panic!("NUMSUB answered {other:?}"),
+        }
+    }
+
+    /// Waits until `condition` holds, failing the test after [`TIMEOUT`].
+    fn wait_for(&self, condition: impl Fn(&Redis) -> bool) {
+        let deadline = Instant::now() + TIMEOUT;
+        while !condition(self) {
+            assert!(
+                Instant::now() < deadline,
+                "condition not met within {TIMEOUT:?}"
+            );
+            // Polling a condition, not synchronising on time: Redis has no way to tell us.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// A node of the cluster whose channels start with `prefix`.
+    fn node(&self, name: &str, prefix: &str) -> TestServer {
+        let bp = BackplaneConfig {
+            addr: self.addr(),
+            node: name.into(),
+            prefix: prefix.into(),
+            max_queue: BackplaneConfig::MAX_QUEUE,
+            password: None,
+        };
+        TestServer::with(|c| c.backplane = Some(bp))
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Connects to the IRC listener and registers as `nick`, reading the whole welcome burst.
+fn register(server: &TestServer, nick: &str) -> Client {
+    let mut c = Client::connect(server.irc_addr.expect("IRC listener"));
+    c.send(&format!("NICK {nick}\r"));
+    c.send(&format!("USER {nick} 0 * :The {nick}\r"));
+    c.expect_prefix(":pollchat 422 ");
+    c
+}
+
+#[test]
+fn a_line_user_and_an_irc_user_on_two_nodes_chat_both_ways_without_doubles() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let prefix = "t1:";
+    let (a, b) = (redis.node("a", prefix), redis.node("b", prefix));
+    let mut liner = a.join_as("liner", &mut []);
+    liner.send("/join #Chat");
+    liner.expect_prefix("NAMES #Chat");
+    let mut other = a.join_as("other", &mut [&mut liner]);
+    other.send("/join #chat");
+    assert_eq!(liner.line(), "JOIN #Chat other");
+    other.expect_prefix("NAMES #Chat");
+    // Each node subscribes once however many local members the room has.
+    redis.wait_for(|r| r.subscribers("t1:room:#chat") == 1);
+    let mut ircer = register(&b, "ircer");
+    ircer.send("JOIN #chat");
+    ircer.expect_prefix(":pollchat 366 ircer #chat");
+    // Node a is subscribed: it hears of the join.
+    assert_eq!(liner.line(), "JOIN #Chat ircer");
+    assert_eq!(other.line(), "JOIN #Chat ircer");
+    redis.wait_for(|r| r.subscribers("t1:room:#chat") == 2);
+
+    // Line to IRC: the IRC user sees it as a local message, in its node's spelling of the room.
+    liner.send("hello from a");
+    assert_eq!(
+        ircer.line(),
+        format!(":liner!line@{LOCAL_CLOAK} PRIVMSG #chat :hello from a")
+    );
+    assert_eq!(other.line(), "MSG #Chat <liner> hello from a");
+    liner.send("/me waves");
+    assert_eq!(
+        ircer.line(),
+        format!(":liner!line@{LOCAL_CLOAK} PRIVMSG #chat :\u{1}ACTION waves\u{1}")
+    );
+    assert_eq!(other.line(), "MSG #Chat * liner waves");
+
+    // IRC to line, to both members on the other node.
+    ircer.send("PRIVMSG #chat :hello from b");
+    assert_eq!(liner.line(), "MSG #Chat <ircer> hello from b");
+    assert_eq!(other.line(), "MSG #Chat <ircer> hello from b");
+    ircer.send("NOTICE #chat :a notice");
+    assert_eq!(liner.line(), "MSG #Chat -ircer- a notice");
+    assert_eq!(other.line(), "MSG #Chat -ircer- a notice");
+
+    // Redis sends node a its own messages back: they are ignored, not delivered again. Node
+    // a's subscription gets them in publish order, so if "mine" came back doubled it would
+    // come before "yours".
+    other.send("mine");
+    assert_eq!(liner.line(), "MSG #Chat <other> mine");
+    assert_eq!(
+        ircer.line(),
+        format!(":other!line@{LOCAL_CLOAK} PRIVMSG #chat :mine")
+    );
+    ircer.send("PRIVMSG #chat :yours");
+    assert_eq!(liner.line(), "MSG #Chat <ircer> yours");
+    assert_eq!(other.line(), "MSG #Chat <ircer> yours");
+    liner.sync();
+    other.sync();
+
+    // A remote message is remembered like a local one: a later joiner on node a replays it.
+    let mut late = a.join_as("late", &mut [&mut liner, &mut other]);
+    late.send("/join #chat");
+    late.expect_prefix("NAMES #Chat");
+    assert_eq!(ircer.line(), format!(":late!line@{LOCAL_CLOAK} JOIN #chat"));
+    loop {
+        let replay = late.line();
+        assert!(replay.starts_with("HISTORY #Chat "), "{replay}");
+        if replay.ends_with(" <ircer> hello from b") {
+            break;
+        }
+    }
+
+    // The last local member leaves: the node unsubscribes.
+    for c in [&mut liner, &mut other, &mut late] {
+        c.send("/part #chat");
+    }
+    redis.wait_for(|r| r.subscribers("t1:room:#chat") == 1);
+}
+
+#[test]
+fn joins_parts_kicks_quits_and_nick_changes_cross_nodes_each_told_once() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "t2:"), redis.node("b", "t2:"));
+    let mut liner = a.join_as("liner", &mut []);
+    let mut dual = a.join_as("dual", &mut [&mut liner]);
+    for room in ["#p", "#q"] {
+        liner.send(&format!("/join {room}"));
+        liner.expect_prefix(&format!("NAMES {room}"));
+        dual.send(&format!("/join {room}"));
+        assert_eq!(liner.line(), format!("JOIN {room} dual"));
+        dual.expect_prefix(&format!("NAMES {room}"));
+    }
+    redis.wait_for(|r| r.subscribers("t2:room:#p") == 1 && r.subscribers("t2:room:#q") == 1);
+    let mut ircer = register(&b, "ircer");
+    ircer.send("JOIN #p,#q");
+    for room in ["#p", "#q"] {
+        assert_eq!(liner.line(), format!("JOIN {room} ircer"));
+        assert_eq!(dual.line(), format!("JOIN {room} ircer"));
+    }
+    ircer.expect_prefix(":pollchat 366 ircer #q");
+    redis.wait_for(|r| r.subscribers("t2:room:#p") == 2 && r.subscribers("t2:room:#q") == 2);
+
+    // A part, with its reason, in IRC's terms on node b.
+    liner.send("/part #q see you");
+    assert_eq!(
+        ircer.line(),
+        format!(":liner!line@{LOCAL_CLOAK} PART #q :see you")
+    );
+    assert_eq!(dual.line(), "PART #q liner see you");
+    // A kick (liner created #p, so operates it) is a part for the other node.
+    liner.send("/kick #p dual enough");
+    assert_eq!(liner.expect_prefix("KICK #p"), "KICK #p dual liner enough");
+    assert_eq!(
+        ircer.line(),
+        format!(":dual!line@{LOCAL_CLOAK} PART #p :kicked by liner: enough")
+    );
+    dual.send("/join #p");
+    assert_eq!(ircer.line(), format!(":dual!line@{LOCAL_CLOAK} JOIN #p"));
+
+    // dual shares #p and #q with ircer: its quit is published on both channels, and node b
+    // tells ircer once. Node a publishes in order, so a second QUIT would come before "after".
+    dual.send("/quit off now");
+    assert_eq!(
+        ircer.line(),
+        format!(":dual!line@{LOCAL_CLOAK} QUIT :quit: off now")
+    );
+    liner.expect_prefix("QUIT dual");
+    liner.send("after");
+    assert_eq!(
+        ircer.line(),
+        format!(":liner!line@{LOCAL_CLOAK} PRIVMSG #p :after")
+    );
+
+    // A nick change in two shared rooms (#p, #r) is told once, too.
+    liner.send("/join #r");
+    liner.expect_prefix("NAMES #r");
+    redis.wait_for(|r| r.subscribers("t2:room:#r") == 1);
+    ircer.send("JOIN #r");
+    ircer.expect_prefix(":pollchat 366 ircer #r");
+    assert_eq!(liner.line(), "JOIN #r ircer");
+    redis.wait_for(|r| r.subscribers("t2:room:#r") == 2);
+    ircer.send("NICK irc2");
+    assert_eq!(
+        ircer.line(),
+        format!(":ircer!ircer@{LOCAL_CLOAK} NICK :irc2")
+    );
+    assert_eq!(liner.line(), "NICK ircer irc2");
+    ircer.send("PRIVMSG #p :renamed");
+    assert_eq!(liner.line(), "MSG #p <irc2> renamed");
+
+    // And the other way: an IRC user's quit reaches the line user on node a.
+    ircer.send("QUIT :bye");
+    assert_eq!(ircer.expect_closed(), ["ERROR :Closing link: (quit: bye)"]);
+    assert_eq!(liner.line(), "QUIT irc2 quit: bye");
+    liner.sync();
+}
+
+#[test]
+fn nodes_keep_serving_their_users_while_redis_is_down_and_chat_across_again_after() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "t3:"), redis.node("b", "t3:"));
+    let mut x = a.join_as("x", &mut []);
+    let mut x2 = a.join_as("x2", &mut [&mut x]);
+    redis.wait_for(|r| r.subscribers("t3:room:#lobby") == 1);
+    let mut y = b.join_as("y", &mut []);
+    // Its join and its nick change cross.
+    for c in [&mut x, &mut x2] {
+        assert_eq!(c.line(), "JOIN #lobby guest1");
+        assert_eq!(c.line(), "NICK guest1 y");
+    }
+    redis.wait_for(|r| r.subscribers("t3:room:#lobby") == 2);
+    x.send("before");
+    assert_eq!(y.line(), "MSG #lobby <x> before");
+    assert_eq!(x2.line(), "MSG #lobby <x> before");
+
+    // Redis dies (SIGKILL): every user is told, and each node goes on serving its own.
+    let down = "NOTICE the link to the other servers of the cluster is down: messages reach \
+                this server's users only until it is back";
+    let back = "NOTICE the link to the other servers of the cluster is back: messages reach \
+                them again (what was said meanwhile did not)";
+    let mut w = register(&b, "w");
+    let irc = |what: &str| {
+        format!(":pollchat NOTICE w :*** The link to the other servers of the cluster {what}")
+    };
+    redis.restart_after(|| {
+        for c in [&mut x, &mut x2, &mut y] {
+            assert_eq!(c.line(), down);
+        }
+        assert_eq!(
+            w.line(),
+            irc("is down: messages reach this server's users only until it is back")
+        );
+        x.send("local only");
+        assert_eq!(x2.line(), "MSG #lobby <x> local only");
+        y.send("alone too");
+        y.sync();
+    });
+    // The new Redis is empty: the nodes reconnect (within their backoff), say so, and
+    // subscribe again.
+    for c in [&mut x, &mut x2, &mut y] {
+        assert_eq!(c.line(), back);
+    }
+    assert_eq!(
+        w.line(),
+        irc("is back: messages reach them again (what was said meanwhile did not)")
+    );
+    redis.wait_for(|r| r.subscribers("t3:room:#lobby") == 2);
+    y.send("after");
+    assert_eq!(x.line(), "MSG #lobby <y> after");
+    assert_eq!(x2.line(), "MSG #lobby <y> after");
+    x.send("and back");
+    assert_eq!(y.line(), "MSG #lobby <x> and back");
+}
+
+#[test]
+fn a_node_that_stops_gracefully_tells_the_others_its_users_quit() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "t4:"), redis.node("b", "t4:"));
+    let _x = a.join_as("x", &mut []);
+    redis.wait_for(|r| r.subscribers("t4:room:#lobby") == 1);
+    let mut y = b.join_as("y", &mut []);
+    redis.wait_for(|r| r.subscribers("t4:room:#lobby") == 2);
+    a.stop().unwrap();
+    assert_eq!(y.line(), "QUIT x server shutting down");
+    y.sync();
+}
+
+/// Registers on the IRC listener with capabilities `caps`.
+fn register_with(server: &TestServer, nick: &str, caps: &str) -> Client {
+    let mut c = Client::connect(server.irc_addr.expect("IRC listener"));
+    c.send(&format!("CAP REQ :{caps}"));
+    assert_eq!(c.line(), format!(":pollchat CAP * ACK :{caps}"));
+    c.send(&format!("NICK {nick}"));
+    c.send(&format!("USER {nick} 0 * :The {nick}"));
+    c.send("CAP END");
+    c.expect_prefix(&format!(":pollchat 422 {nick}"));
+    c
+}
+
+#[test]
+fn a_tagmsg_to_a_room_reaches_message_tags_clients_on_the_other_node_only() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "t5:"), redis.node("b", "t5:"));
+    let mut typist = register_with(&a, "typist", "message-tags");
+    typist.send("JOIN #t");
+    typist.expect_prefix(":pollchat 366 typist #t");
+    redis.wait_for(|r| r.subscribers("t5:room:#t") == 1);
+    let mut tagged = register_with(&b, "tagged", "message-tags");
+    let mut plain = register(&b, "plain");
+    for c in [&mut tagged, &mut plain] {
+        c.send("JOIN #t");
+    }
+    tagged.expect_prefix(":pollchat 366 tagged #t");
+    plain.expect_prefix(":pollchat 366 plain #t");
+    for who in ["tagged", "plain"] {
+        assert!(typist.line().ends_with(" JOIN #t"), "{who}");
+    }
+    redis.wait_for(|r| r.subscribers("t5:room:#t") == 2);
+    typist.send("@+typing=active TAGMSG #t");
+    typist.send("PRIVMSG #t :done typing");
+    // Each line is a whole message; the remote node gives it a msgid of its own.
+    let got = tagged.expect_prefix("@");
+    let tags = got.split(' ').next().unwrap();
+    assert!(tags.starts_with("@msgid="), "{got}");
+    assert!(tags.ends_with(";+typing=active"), "{got}");
+    assert!(
+        got.ends_with(&format!(" :typist!typist@{LOCAL_CLOAK} TAGMSG #t")),
+        "{got}"
+    );
+    assert!(tagged.line().ends_with(" PRIVMSG #t :done typing"));
+    // A client without message-tags gets the message and nothing of the TAGMSG.
+    assert_eq!(
+        plain.line(),
+        format!(":typist!typist@{LOCAL_CLOAK} PRIVMSG #t :done typing")
+    );
+}
+
+#[test]
+fn clusters_with_different_prefixes_do_not_hear_each_other() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "one:"), redis.node("b", "two:"));
+    let mut x = a.join_as("x", &mut []);
+    let mut y = b.join_as("y", &mut []);
+    redis.wait_for(|r| {
+        r.subscribers("one:room:#lobby") == 1 && r.subscribers("two:room:#lobby") == 1
+    });
+    x.send("only for cluster one");
+    y.send("only for cluster two");
+    // Each node's lobby has its one user: neither hears the other cluster (nothing before the
+    // sync's answer).
+    x.sync();
+    y.sync();
+}
+
+#[test]
+fn the_threaded_models_refuse_a_backplane() {
+    for io in [IoModel::Threads, IoModel::ThreadsDirect] {
+        let config = pollchat::config::Config {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            irc_listen: vec![],
+            backplane: Some(BackplaneConfig {
+                addr: "127.0.0.1:1".into(),
+                node: "n".into(),
+                prefix: "p:".into(),
+                max_queue: BackplaneConfig::MAX_QUEUE,
+                password: None,
+            }),
+            ..Default::default()
+        };
+        let e = match pollchat::driver::spawn(io, config) {
+            Ok(_) => panic!("--io {io} accepted --backplane"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains("--backplane needs --io poll"), "{e}");
+    }
+}
+
+/// Runs `pollchat serve` with `args` and expects it to stop at start: its status and the lines
+/// it logged.
+fn failed_start(args: &[&str]) -> (ExitStatus, Vec<String>) {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--irc-listen",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pollchat");
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("pollchat serve {args:?} did not stop");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    (status, log.lines().map(String::from).collect())
+}
+
+/// One error line naming the problem, and a failure status.
+fn assert_one_error(args: &[&str], expected: &str) {
+    let (status, lines) = failed_start(args);
+    assert!(!status.success(), "{args:?} started");
+    let errors: Vec<&String> = lines.iter().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{lines:?}");
+    assert!(errors[0].contains(expected), "{lines:?}");
+    assert!(
+        !lines.iter().any(|l| l.contains("listening on")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_bad_backplane_url_or_an_unreachable_redis_stops_the_start_with_one_line() {
+    assert_one_error(
+        &["--backplane", "http://127.0.0.1:6379"],
+        "is not a redis://HOST:PORT URL",
+    );
+    assert_one_error(&["--backplane", "redis://127.0.0.1:99999"], "is not a port");
+    let port = free_port().to_string();
+    let url = format!("redis://127.0.0.1:{port}");
+    assert_one_error(
+        &["--backplane", &url],
+        &format!("cannot use Redis at 127.0.0.1:{port}"),
+    );
+    assert_one_error(
+        &["--io", "threads", "--backplane", &url],
+        "--backplane needs --io poll",
+    );
+    assert_one_error(&["--backplane", &url, "--node", "two words"], "--node");
+}
+
+#[test]
+fn reuse_port_lets_two_servers_share_one_address() {
+    let first = TestServer::with(|c| c.reuse_port = true);
+    let addr = first.addr;
+    let second = TestServer::with(|c| {
+        c.reuse_port = true;
+        c.listen = vec![addr];
+    });
+    assert_eq!(second.addr, addr);
+    // Whichever server the kernel picks, a client is welcomed.
+    for _ in 0..4 {
+        first.join();
+    }
+}
+
+/// A `pollchat serve` process; killed on drop.
+struct Node(Child);
+
+impl Node {
+    /// `pollchat serve --reuse-port` on `port`, a node of `redis`'s cluster; returns once it
+    /// listens. Its log is drained on a thread (a full pipe would stall it).
+    fn spawn(redis: &Redis, port: u16, name: &str) -> Node {
+        use std::io::BufRead;
+        let listen = format!("127.0.0.1:{port}");
+        let url = format!("redis://{}", redis.addr());
+        let mut child = Command::new(BIN)
+            .args(["serve", "--reuse-port", "--listen", &listen])
+            .args(["--irc-listen", "127.0.0.1:0", "--max-connects-per-ip", "0"])
+            .args(["--backplane", &url, "--node", name])
+            .args(["--cloak-key", common::CLOAK_KEY])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pollchat");
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        // Killed and reaped by its drop from here on, even if the start fails the test.
+        let node = Node(child);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        loop {
+            let line = rx.recv_timeout(TIMEOUT).expect("pollchat serve started");
+            if line.contains("listening on ") {
+                return node;
+            }
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The README's recipe: two processes with --reuse-port on one port and one Redis are one
+/// chat, whichever process the kernel gives each client to.
+#[test]
+fn two_processes_sharing_one_port_are_one_chat() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let port = free_port();
+    let _nodes = [
+        Node::spawn(&redis, port, "one"),
+        Node::spawn(&redis, port, "two"),
+    ];
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Clients until both processes have some (each subscribes to the lobby then): the kernel
+    // spreads connections by a hash, so a handful is enough; 64 bounds the loop.
+    let mut clients = Vec::new();
+    while redis.subscribers("pollchat:room:#lobby") < 2 {
+        assert!(clients.len() < 64, "every client went to one process");
+        let mut c = Client::connect(addr);
+        c.expect_prefix("NAMES #lobby");
+        // (A node writes its SUBSCRIBE before its greeting, so Redis counts it by now, or
+        // at worst one client later.)
+        clients.push(c);
+    }
+    let (first, rest) = clients.split_first_mut().unwrap();
+    first.send("hi all");
+    for c in rest {
+        loop {
+            let l = c.line();
+            if l.ends_with("> hi all") {
+                break;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_password_protected_redis_takes_the_password_file_and_refuses_a_wrong_one() {
+    if Redis::start().is_none() {
+        return;
+    }
+    let redis = Redis::spawn(free_port(), &["--requirepass", "s3cret pass"]);
+    let dir = std::env::temp_dir().join(format!("pollchat-bp-pass-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (good, bad, empty) = (dir.join("good"), dir.join("bad"), dir.join("empty"));
+    std::fs::write(&good, "s3cret pass\n").unwrap();
+    std::fs::write(&bad, "guess\n").unwrap();
+    std::fs::write(&empty, "").unwrap();
+    let url = format!("redis://{}", redis.addr());
+
+    // The right password: the node starts (in-process, as the tests' nodes do; a start
+    // whose AUTH fails is an error, below).
+    let password = pollchat::backplane::read_password_file(&good).unwrap();
+    let bp = BackplaneConfig {
+        addr: redis.addr(),
+        node: "n".into(),
+        prefix: "pw:".into(),
+        max_queue: BackplaneConfig::MAX_QUEUE,
+        password: Some(password),
+    };
+    assert!(!format!("{bp:?}").contains("s3cret"), "{{:?}} hides it");
+    let node = TestServer::with(|c| c.backplane = Some(bp));
+    let _user = node.join();
+
+    // A wrong, missing or empty file stops the start with one line.
+    let arg = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    for (file, expected) in [
+        (arg(&bad), "cannot use Redis at"),
+        (arg(&dir.join("missing")), "--backplane-password-file"),
+        (arg(&empty), "the first line is empty"),
+    ] {
+        assert_one_error(
+            &["--backplane", &url, "--backplane-password-file", &file],
+            expected,
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
