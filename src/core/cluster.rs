@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use super::ClientId;
 use super::event::{ClientTags, MsgKind, Source};
 
 /// A room message as it crosses nodes: who said what where, with its client tags.
@@ -69,4 +70,51 @@ pub enum Note {
     Unsubscribe(Arc<str>),
     /// Something happened here that the other nodes' members must be told.
     Publish(Shared),
+    /// Claim `claim.nick` for its user, atomically for the whole cluster; the answer comes
+    /// back as a [`ClaimAnswer`] given to [`Core::claimed`](super::Core::claimed). Never
+    /// dropped (at most one is under way per user).
+    Claim(NickClaim),
+    /// Let go of `claim.nick`, if (and only if) the cluster still holds it for this user
+    /// (compare-and-delete: a claim another node made since is left alone).
+    Release(NickClaim),
+}
+
+/// A nick as claimed by one local user: who (its client and the serial that tells it from a
+/// later user of the same client id) and which nick (as typed; the backplane folds it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NickClaim {
+    pub client: ClientId,
+    pub serial: u32,
+    pub nick: Arc<str>,
+}
+
+/// How a claim was decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The nick is this user's across the cluster now.
+    Won,
+    /// Someone (on this node or another) holds it.
+    Taken,
+    /// Redis could not decide (the link is down, or it answered an error): the claim may or
+    /// may not have been made; the backplane releases it once Redis is back.
+    Failed,
+}
+
+/// The answer to a [`Note::Claim`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimAnswer {
+    pub claim: NickClaim,
+    pub outcome: Outcome,
+}
+
+/// Whether `folded` is a guest nick of a clustered node (`guest{node number}-{n}`): those are
+/// handed out by nodes from their own number space, never claimed in Redis, so nobody may take
+/// one by hand.
+pub fn is_cluster_guest(folded: &str) -> bool {
+    let Some(rest) = folded.strip_prefix("guest") else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    rest.split_once('-')
+        .is_some_and(|(node, n)| digits(node) && digits(n))
 }

@@ -146,6 +146,14 @@ pub struct Core {
     opers: usize,
     /// Part of a cluster: tell the backplane about rooms and messages ([`cluster::Note`]).
     cluster: bool,
+    /// In a cluster: this node's number (unique in the cluster, from Redis at start), which
+    /// makes its guest nicks (`guest{number}-{n}`) its own without asking Redis for each.
+    node_number: Option<u64>,
+    /// In a cluster: the nick each local user asked for and the cluster has not answered yet
+    /// (with the user's serial); at most one per user.
+    claims: HashMap<ClientId, (u32, Arc<str>)>,
+    /// In a cluster: whether Redis is reachable (nick changes are refused while it is not).
+    link_up: bool,
 }
 
 impl Core {
@@ -184,6 +192,9 @@ impl Core {
             invisible: 0,
             opers: 0,
             cluster: false,
+            node_number: None,
+            claims: HashMap::new(),
+            link_up: true,
         }
     }
 
@@ -191,6 +202,55 @@ impl Core {
     /// outbox (the drivers set it before anyone connects).
     pub fn set_cluster(&mut self, on: bool) {
         self.cluster = on;
+    }
+
+    /// Gives this node its cluster-wide number: from now on guests are named
+    /// `guest{number}-{n}`, which no other node hands out and nobody may take by hand, so guest
+    /// nicks need no claim in Redis.
+    pub fn set_node_number(&mut self, number: u64) {
+        self.node_number = Some(number);
+    }
+
+    /// The cluster's answer to a nick claim ([`cluster::Note::Claim`]): the change is made and
+    /// told (and the old nick released), or refused with the error a local refusal gives.
+    /// An answer for a user who left or asked for something else since is not told; a won
+    /// claim nobody wants any more is released.
+    pub fn claimed(&mut self, answer: cluster::ClaimAnswer, now: Millis, out: &mut Outbox) {
+        use cluster::{Note, Outcome};
+        let claim = answer.claim;
+        let current = self
+            .claims
+            .get(&claim.client)
+            .is_some_and(|(serial, nick)| *serial == claim.serial && *nick == claim.nick);
+        if !current {
+            if answer.outcome == Outcome::Won {
+                out.note(Note::Release(claim));
+            }
+            return;
+        }
+        self.claims.remove(&claim.client);
+        let id = claim.client;
+        let result = match answer.outcome {
+            Outcome::Won => self
+                .check_new_nick(Some(id), &claim.nick, now)
+                .map(|()| self.rename(id, &claim.nick, now, out))
+                .inspect_err(|_| out.note(Note::Release(claim.clone()))),
+            Outcome::Taken => Err(Error::NickInUse(claim.nick.to_string())),
+            Outcome::Failed => Err(Error::ClusterDown(claim.nick.to_string())),
+        };
+        if let Err(e) = result {
+            out.send(id, Event::Error(e));
+        }
+    }
+
+    /// The claim of `id`'s current nick, to release (`None` for a guest nick: never claimed).
+    fn own_claim(&self, id: ClientId) -> Option<cluster::NickClaim> {
+        let user = self.users.get(&id)?;
+        (!cluster::is_cluster_guest(&fold(&user.source.nick))).then(|| cluster::NickClaim {
+            client: id,
+            serial: user.serial,
+            nick: user.source.nick.clone(),
+        })
     }
 
     /// What another node published: its local members are told as they are of what happens
@@ -253,7 +313,8 @@ impl Core {
     }
 
     /// Tells every user that the link to the other nodes went down (`up: false`) or came back.
-    pub fn tell_cluster_link(&self, up: bool, out: &mut Outbox) {
+    pub fn tell_cluster_link(&mut self, up: bool, out: &mut Outbox) {
+        self.link_up = up;
         out.send_many(self.users.keys().copied(), Event::ClusterLink { up });
     }
 
@@ -324,7 +385,7 @@ impl Core {
     ) -> Result<(), Error> {
         check_nick(nick)?;
         let key = fold(nick);
-        if self.reserved.contains(&key) {
+        if self.reserved.contains(&key) || (self.cluster && cluster::is_cluster_guest(&key)) {
             return Err(Error::ReservedNick(nick.to_string()));
         }
         match self.nicks.get(&key) {
@@ -350,7 +411,10 @@ impl Core {
     /// room yet, and returns the nick. `ip` is the peer's address: others are shown its cloak.
     pub fn connect(&mut self, id: ClientId, ip: IpAddr, now: Millis, out: &mut Outbox) -> Arc<str> {
         let nick = loop {
-            let candidate = format!("guest{}", self.next_guest);
+            let candidate = match self.node_number {
+                Some(node) => format!("guest{node}-{}", self.next_guest),
+                None => format!("guest{}", self.next_guest),
+            };
             self.next_guest += 1;
             // (A guest nick is reserved only if the operator asked for it, and held only if
             // someone took it by hand before it came up.)
@@ -437,6 +501,20 @@ impl Core {
     pub fn disconnect(&mut self, id: ClientId, reason: &str, now: Millis, out: &mut Outbox) {
         let neighbours = self.neighbours(id);
         self.delay_nick(id, None, now);
+        if self.cluster {
+            let claims = self.own_claim(id).into_iter();
+            let pending = self
+                .claims
+                .remove(&id)
+                .map(|(serial, nick)| cluster::NickClaim {
+                    client: id,
+                    serial,
+                    nick,
+                });
+            claims
+                .chain(pending)
+                .for_each(|c| out.note(cluster::Note::Release(c)));
+        }
         let Some(user) = self.users.remove(&id) else {
             return;
         };
@@ -979,10 +1057,42 @@ impl Core {
         out: &mut Outbox,
     ) -> Result<(), Error> {
         self.check_new_nick(Some(id), nick, now)?;
-        let key = fold(nick);
         let old = self.users[&id].source.clone();
         if *old.nick == *nick {
             return Ok(());
+        }
+        // In a cluster, a new nick (not a change of case) is the cluster's to give: asked for
+        // here, made in `claimed` once Redis has answered.
+        if self.cluster && fold(&old.nick) != fold(nick) {
+            if !self.link_up {
+                return Err(Error::ClusterDown(nick.to_string()));
+            }
+            if self.claims.contains_key(&id) {
+                return Err(Error::NickPending(nick.to_string()));
+            }
+            let serial = self.users[&id].serial;
+            self.claims.insert(id, (serial, nick.into()));
+            out.note(cluster::Note::Claim(cluster::NickClaim {
+                client: id,
+                serial,
+                nick: nick.into(),
+            }));
+            return Ok(());
+        }
+        self.rename(id, nick, now, out);
+        Ok(())
+    }
+
+    /// Makes `nick` (checked, and in a cluster claimed) `id`'s and tells who must know; in a
+    /// cluster, releases the old nick.
+    fn rename(&mut self, id: ClientId, nick: &str, now: Millis, out: &mut Outbox) {
+        let key = fold(nick);
+        let old = self.users[&id].source.clone();
+        if self.cluster
+            && fold(&old.nick) != key
+            && let Some(claim) = self.own_claim(id)
+        {
+            out.note(cluster::Note::Release(claim));
         }
         let serial = self.users[&id].serial;
         self.delay_nick(id, Some(serial), now);
@@ -1022,7 +1132,6 @@ impl Core {
             }));
         }
         out.send_many(to, Event::NickChanged { old, new });
-        Ok(())
     }
 
     fn join(

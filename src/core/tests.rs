@@ -1817,11 +1817,218 @@ fn publish(shared: cluster::Shared) -> cluster::Note {
     cluster::Note::Publish(shared)
 }
 
+fn won(claim: cluster::NickClaim) -> cluster::ClaimAnswer {
+    cluster::ClaimAnswer {
+        claim,
+        outcome: cluster::Outcome::Won,
+    }
+}
+
+/// A clustered core (node number 7) with guests A and B, and the notes drained.
+fn cluster_core() -> (Core, Outbox) {
+    let mut core = Core::new(CoreLimits::counts(10, 5, 1000), 0);
+    core.set_cluster(true);
+    core.set_node_number(7);
+    let mut out = Outbox::default();
+    core.connect(A, IP, 0, &mut out);
+    core.connect(B, IP, 0, &mut out);
+    out.clear();
+    out.drain_notes();
+    (core, out)
+}
+
+/// Asks for `nick` for `id`, and returns the claim the core made.
+fn claim(core: &mut Core, out: &mut Outbox, id: ClientId, nick: &str) -> cluster::NickClaim {
+    core.handle(id, Command::Nick(nick.into()), 0, out);
+    assert!(out.is_empty(), "nothing is told before the cluster answers");
+    match &notes(out)[..] {
+        [cluster::Note::Claim(c)] => c.clone(),
+        other => panic!("expected one claim, got {other:?}"),
+    }
+}
+
+fn cluster_errors(out: &Outbox) -> Vec<(Error, Vec<ClientId>)> {
+    out.iter()
+        .filter_map(|(e, to)| match e {
+            Event::Error(e) => Some((e.clone(), to.to_vec())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_clustered_node_names_its_guests_in_its_own_space_and_nobody_takes_such_a_nick() {
+    let (mut core, mut out) = cluster_core();
+    assert_eq!(&**core.nick(A).unwrap(), "guest7-1");
+    assert_eq!(&**core.nick(B).unwrap(), "guest7-2");
+    for nick in ["guest7-9", "Guest3-1", "guest12-40"] {
+        core.handle(A, Command::Nick(nick.into()), 0, &mut out);
+        assert!(
+            matches!(&cluster_errors(&out)[..], [(Error::ReservedNick(_), _)]),
+            "{nick}"
+        );
+        assert!(!out.has_notes(), "not even asked");
+        out.clear();
+    }
+    // Not a guest nick of a node: an ordinary nick, claimed.
+    for nick in ["guest5", "guest-1", "guestx-1"] {
+        let c = claim(&mut core, &mut out, A, nick);
+        core.claimed(
+            cluster::ClaimAnswer {
+                claim: c,
+                outcome: cluster::Outcome::Taken,
+            },
+            0,
+            &mut out,
+        );
+        out.clear();
+    }
+    let single = Core::new(CoreLimits::counts(10, 5, 1000), 0);
+    assert!(
+        single.check_new_nick(None, "guest7-1", 0).is_ok(),
+        "one node: as before"
+    );
+}
+
+#[test]
+fn a_clustered_nick_change_is_made_when_the_cluster_answers_and_releases_the_old_claim() {
+    use cluster::{ClaimAnswer, Note, Outcome};
+    let (mut core, mut out) = cluster_core();
+    let first = claim(&mut core, &mut out, A, "alice");
+    assert_eq!(first.nick.as_ref(), "alice");
+    assert_eq!(first.client, A);
+    // A second change while the first is under way is refused, not queued.
+    core.handle(A, Command::Nick("alicia".into()), 0, &mut out);
+    assert_eq!(
+        cluster_errors(&out),
+        [(Error::NickPending("alicia".into()), vec![A])]
+    );
+    assert!(!out.has_notes());
+    out.clear();
+    assert_eq!(
+        &**core.nick(A).unwrap(),
+        "guest7-1",
+        "unchanged until the answer"
+    );
+    core.claimed(won(first.clone()), 0, &mut out);
+    assert_eq!(&**core.nick(A).unwrap(), "alice");
+    assert!(out.iter().any(
+        |(e, to)| matches!(e, Event::NickChanged { new, .. } if &**new == "alice")
+            && to.contains(&A)
+    ));
+    assert!(
+        !out.has_notes(),
+        "a guest nick is not released: never claimed"
+    );
+    out.clear();
+    // A change of case needs no claim.
+    core.handle(A, Command::Nick("Alice".into()), 0, &mut out);
+    assert!(!out.has_notes());
+    assert_eq!(&**core.nick(A).unwrap(), "Alice");
+    out.clear();
+    // Taken elsewhere: the usual error, nothing changes.
+    let second = claim(&mut core, &mut out, A, "bob");
+    core.claimed(
+        ClaimAnswer {
+            claim: second,
+            outcome: Outcome::Taken,
+        },
+        0,
+        &mut out,
+    );
+    assert_eq!(
+        cluster_errors(&out),
+        [(Error::NickInUse("bob".into()), vec![A])]
+    );
+    assert!(!out.has_notes());
+    out.clear();
+    // Redis could not decide: cluster link down.
+    let third = claim(&mut core, &mut out, A, "ally");
+    core.claimed(
+        ClaimAnswer {
+            claim: third,
+            outcome: Outcome::Failed,
+        },
+        0,
+        &mut out,
+    );
+    assert_eq!(
+        cluster_errors(&out),
+        [(Error::ClusterDown("ally".into()), vec![A])]
+    );
+    out.clear();
+    // Won: the old nick's claim (case as it is now) is released.
+    let fourth = claim(&mut core, &mut out, A, "ally");
+    core.claimed(won(fourth.clone()), 0, &mut out);
+    assert_eq!(
+        notes(&mut out),
+        [Note::Release(cluster::NickClaim {
+            nick: rc("Alice"),
+            ..first
+        })]
+    );
+    out.clear();
+    // Leaving releases the nick held.
+    core.disconnect(A, "bye", 0, &mut out);
+    assert_eq!(notes(&mut out), [Note::Release(fourth)]);
+}
+
+#[test]
+fn a_late_answer_for_a_user_who_left_is_not_told_and_a_won_claim_is_released() {
+    use cluster::{ClaimAnswer, Note, Outcome};
+    let (mut core, mut out) = cluster_core();
+    let c = claim(&mut core, &mut out, A, "alice");
+    core.disconnect(A, "bye", 0, &mut out);
+    assert_eq!(
+        notes(&mut out),
+        [Note::Release(c.clone())],
+        "the claim under way is released (after it, in Redis's order)"
+    );
+    out.clear();
+    // A new user with the same client id.
+    core.connect(A, IP, 0, &mut out);
+    out.clear();
+    core.claimed(won(c.clone()), 0, &mut out);
+    assert!(out.is_empty(), "nobody told");
+    assert_eq!(notes(&mut out), [Note::Release(c.clone())]);
+    assert!(core.nick(A).unwrap().starts_with("guest7-"));
+    core.claimed(
+        ClaimAnswer {
+            claim: c,
+            outcome: Outcome::Taken,
+        },
+        0,
+        &mut out,
+    );
+    assert!(out.is_empty() && !out.has_notes());
+}
+
+#[test]
+fn while_the_cluster_link_is_down_nick_changes_are_refused_at_once() {
+    let (mut core, mut out) = cluster_core();
+    core.tell_cluster_link(false, &mut out);
+    out.clear();
+    core.handle(A, Command::Nick("alice".into()), 0, &mut out);
+    assert_eq!(
+        cluster_errors(&out),
+        [(Error::ClusterDown("alice".into()), vec![A])]
+    );
+    assert!(!out.has_notes());
+    // Guests still arrive (their nicks need no claim).
+    core.connect(C, IP, 0, &mut out);
+    assert_eq!(&**core.nick(C).unwrap(), "guest7-3");
+    out.clear();
+    core.tell_cluster_link(true, &mut out);
+    out.clear();
+    claim(&mut core, &mut out, A, "alice");
+}
+
 #[test]
 fn a_cluster_core_subscribes_while_a_room_has_local_members_and_publishes_once() {
     use cluster::{Note, Shared};
     let mut core = Core::new(CoreLimits::counts(10, 5, 1000), 0);
     core.set_cluster(true);
+    core.set_node_number(1);
     let mut out = Outbox::default();
     core.connect(A, IP, 0, &mut out);
     core.connect(B, IP, 0, &mut out);
@@ -1884,6 +2091,10 @@ fn a_cluster_core_subscribes_while_a_room_has_local_members_and_publishes_once()
     core.handle(B, Command::Join("#other".into()), 0, &mut out);
     out.drain_notes();
     core.handle(B, Command::Nick("bee".into()), 0, &mut out);
+    let [Note::Claim(claim)] = &notes(&mut out)[..] else {
+        panic!("a nick change is a claim first")
+    };
+    core.claimed(won(claim.clone()), 0, &mut out);
     let bee = core.source(B).unwrap().clone();
     assert_eq!(
         notes(&mut out),
@@ -1891,13 +2102,15 @@ fn a_cluster_core_subscribes_while_a_room_has_local_members_and_publishes_once()
             rooms: vec![rc("#Chat"), rc("#other")],
             old: b,
             new: rc("bee"),
-        })]
+        })],
+        "a guest nick was never claimed: nothing to release"
     );
     let b = bee;
     core.disconnect(B, "bye", 0, &mut out);
     assert_eq!(
         notes(&mut out),
         [
+            Note::Release(claim.clone()),
             publish(Shared::Quit {
                 rooms: vec![rc("#Chat"), rc("#other")],
                 who: b,

@@ -170,7 +170,9 @@ impl EventLoop {
         let backplane = match &config.backplane {
             Some(bp) => {
                 core.set_cluster(true);
-                Some(Backplane::connect(bp.clone(), front.poll.registry())?)
+                let bp = Backplane::connect(bp.clone(), front.poll.registry())?;
+                core.set_node_number(bp.incarnation());
+                Some(bp)
             }
             None => None,
         };
@@ -723,6 +725,11 @@ impl EventLoop {
             self.deliver();
         }
         self.received = received;
+        let answers = self.backplane.as_mut().map(|b| b.take_answers());
+        for answer in answers.into_iter().flatten() {
+            self.core.claimed(answer, self.now.wall, &mut self.outbox);
+            self.deliver();
+        }
     }
 
     // ---- output ----------------------------------------------------------------------------
