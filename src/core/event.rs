@@ -408,6 +408,10 @@ pub enum Event {
     YouAreOper {
         nick: Arc<str>,
     },
+    /// In a cluster: how the claim of a registering IRC client's nick ended (`None`: won, the
+    /// client is registered). The driver hands it to the client's session, which sends the
+    /// welcome or the error. Never rendered itself.
+    Registration(Option<Error>),
     /// A server operator disconnected you: the driver closes the connection with this reason.
     /// Never rendered itself.
     Killed {

@@ -154,6 +154,28 @@ pub struct Core {
     claims: HashMap<ClientId, (u32, Arc<str>)>,
     /// In a cluster: whether Redis is reachable (nick changes are refused while it is not).
     link_up: bool,
+    /// In a cluster: IRC clients whose registration waits for the claim of their nick.
+    registering: HashMap<ClientId, Registering>,
+}
+
+/// An IRC registration waiting for the cluster's answer to the claim of its nick: what
+/// registering takes once it is won.
+#[derive(Debug)]
+struct Registering {
+    claim: cluster::NickClaim,
+    user: Arc<str>,
+    realname: Arc<str>,
+    ip: IpAddr,
+}
+
+/// What [`Core::register`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Registration {
+    /// The client is registered.
+    Done,
+    /// In a cluster: the nick is being claimed; an [`Event::Registration`] tells the client
+    /// how it ended.
+    Pending,
 }
 
 impl Core {
@@ -195,6 +217,7 @@ impl Core {
             node_number: None,
             claims: HashMap::new(),
             link_up: true,
+            registering: HashMap::new(),
         }
     }
 
@@ -218,6 +241,13 @@ impl Core {
     pub fn claimed(&mut self, answer: cluster::ClaimAnswer, now: Millis, out: &mut Outbox) {
         use cluster::{Note, Outcome};
         let claim = answer.claim;
+        if self
+            .registering
+            .get(&claim.client)
+            .is_some_and(|r| r.claim == claim)
+        {
+            return self.registration_claimed(claim.client, answer.outcome, now, out);
+        }
         let current = self
             .claims
             .get(&claim.client)
@@ -241,6 +271,35 @@ impl Core {
         if let Err(e) = result {
             out.send(id, Event::Error(e));
         }
+    }
+
+    /// The answer to a registration's claim (see [`Core::claimed`]).
+    fn registration_claimed(
+        &mut self,
+        id: ClientId,
+        outcome: cluster::Outcome,
+        now: Millis,
+        out: &mut Outbox,
+    ) {
+        use cluster::{Note, Outcome};
+        let Some(r) = self.registering.remove(&id) else {
+            return;
+        };
+        let nick = &r.claim.nick;
+        let result = match outcome {
+            // (Checked again: the nick may have been reserved, or held by the nick delay,
+            // meanwhile.)
+            Outcome::Won => self.check_new_nick(None, nick, now).map(|()| {
+                let serial = r.claim.serial;
+                self.insert_user(id, nick, r.user, r.ip, r.realname, serial, now, out);
+            }),
+            Outcome::Taken => Err(Error::NickInUse(nick.to_string())),
+            Outcome::Failed => Err(Error::ClusterDown(nick.to_string())),
+        };
+        if result.is_err() && outcome == Outcome::Won {
+            out.note(Note::Release(r.claim));
+        }
+        out.send(id, Event::Registration(result.err()));
     }
 
     /// The claim of `id`'s current nick, to release (`None` for a guest nick: never claimed).
@@ -426,12 +485,15 @@ impl Core {
             }
         };
         let (user, realname) = (self.line_user.clone(), self.line_realname.clone());
-        self.insert_user(id, &nick, user, ip, realname, now, out);
+        let serial = self.take_serial();
+        self.insert_user(id, &nick, user, ip, realname, serial, now, out);
         nick.into()
     }
 
     /// Registers a client that chose its own nick (IRC's NICK + USER). Fails, changing nothing,
-    /// if the nick is invalid, reserved or taken.
+    /// if the nick is invalid, reserved or taken. In a cluster, a nick that passes here is
+    /// claimed first ([`Registration::Pending`]): the client is told the outcome later by an
+    /// [`Event::Registration`] (and is registered then if the claim was won).
     #[allow(clippy::too_many_arguments)]
     pub fn register(
         &mut self,
@@ -442,10 +504,41 @@ impl Core {
         ip: IpAddr,
         now: Millis,
         out: &mut Outbox,
-    ) -> Result<(), Error> {
+    ) -> Result<Registration, Error> {
         self.check_new_nick(None, nick, now)?;
-        self.insert_user(id, nick, user.into(), ip, label(realname).into(), now, out);
-        Ok(())
+        let (user, realname): (Arc<str>, Arc<str>) = (user.into(), label(realname).into());
+        if self.cluster {
+            if self.registering.contains_key(&id) {
+                return Err(Error::NickPending(nick.to_string()));
+            }
+            if !self.link_up {
+                return Err(Error::ClusterDown(nick.to_string()));
+            }
+            let claim = cluster::NickClaim {
+                client: id,
+                serial: self.take_serial(),
+                nick: nick.into(),
+            };
+            let asked = Registering {
+                claim: claim.clone(),
+                user,
+                realname,
+                ip,
+            };
+            self.registering.insert(id, asked);
+            out.note(cluster::Note::Claim(claim));
+            return Ok(Registration::Pending);
+        }
+        let serial = self.take_serial();
+        self.insert_user(id, nick, user, ip, realname, serial, now, out);
+        Ok(Registration::Done)
+    }
+
+    /// The `User::serial` of the next user.
+    fn take_serial(&mut self) -> u32 {
+        let serial = self.next_user;
+        self.next_user = self.next_user.wrapping_add(1);
+        serial
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -456,6 +549,7 @@ impl Core {
         user: Arc<str>,
         ip: IpAddr,
         realname: Arc<str>,
+        serial: u32,
         now: Millis,
         out: &mut Outbox,
     ) {
@@ -474,7 +568,7 @@ impl Core {
             connected_at: now,
             last_active: now,
             ip,
-            serial: self.next_user,
+            serial,
             oper: false,
             secure: false,
             invisible: false,
@@ -482,7 +576,6 @@ impl Core {
             silence: None,
             watching: None,
         };
-        self.next_user = self.next_user.wrapping_add(1);
         self.announce_online(&user.source, out);
         self.users.insert(id, user);
         self.peak_users = self.peak_users.max(self.users.len());
@@ -511,8 +604,10 @@ impl Core {
                     serial,
                     nick,
                 });
+            let registering = self.registering.remove(&id).map(|r| r.claim);
             claims
                 .chain(pending)
+                .chain(registering)
                 .for_each(|c| out.note(cluster::Note::Release(c)));
         }
         let Some(user) = self.users.remove(&id) else {

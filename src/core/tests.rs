@@ -173,7 +173,7 @@ fn registering_with_a_chosen_nick_checks_it() {
     let mut core = Core::new(CoreLimits::counts(0, 3, 1000), 1_000_000);
     assert_eq!(
         core.register(A, "alice", "al", "Alice L", TEN, 0, &mut Outbox::default()),
-        Ok(())
+        Ok(Registration::Done)
     );
     assert_eq!(
         core.register(B, "ALICE", "x", "x", IP, 0, &mut Outbox::default()),
@@ -2328,5 +2328,70 @@ fn a_room_tagmsg_is_published_once_and_a_remote_one_reaches_every_local_member()
         got[0].1,
         [A, B],
         "the sender's node is not told again: it ignores its own"
+    );
+}
+
+#[test]
+fn a_clustered_irc_registration_waits_for_its_claim_and_is_told_how_it_ended() {
+    use cluster::{ClaimAnswer, Note, Outcome};
+    let (mut core, mut out) = cluster_core();
+    let register = |core: &mut Core, out: &mut Outbox, id, nick: &str| {
+        let r = core.register(id, nick, "u", "U", IP, 0, out);
+        let claim = match &notes(out)[..] {
+            [Note::Claim(c)] => c.clone(),
+            other => panic!("expected a claim, got {other:?}"),
+        };
+        (r, claim)
+    };
+    let (r, claim) = register(&mut core, &mut out, C, "carol");
+    assert_eq!(r, Ok(Registration::Pending));
+    assert!(core.nick(C).is_none(), "not registered before the answer");
+    assert_eq!(
+        core.register(C, "carol", "u", "U", IP, 0, &mut out),
+        Err(Error::NickPending("carol".into()))
+    );
+    core.claimed(
+        ClaimAnswer {
+            claim,
+            outcome: Outcome::Taken,
+        },
+        0,
+        &mut out,
+    );
+    assert!(core.nick(C).is_none());
+    let told: Vec<_> = out.iter().map(|(e, to)| (e.clone(), to.to_vec())).collect();
+    assert_eq!(
+        told,
+        [(
+            Event::Registration(Some(Error::NickInUse("carol".into()))),
+            vec![C]
+        )]
+    );
+    out.clear();
+    let (_, claim) = register(&mut core, &mut out, C, "carla");
+    core.claimed(won(claim.clone()), 0, &mut out);
+    assert_eq!(&**core.nick(C).unwrap(), "carla");
+    assert!(
+        out.iter()
+            .any(|(e, to)| *e == Event::Registration(None) && to == [C])
+    );
+    out.clear();
+    core.disconnect(C, "bye", 0, &mut out);
+    assert_eq!(notes(&mut out), [Note::Release(claim)]);
+    // A client that leaves while its claim is under way: released; the late answer is not
+    // told to anyone.
+    let (_, claim) = register(&mut core, &mut out, C, "dora");
+    core.disconnect(C, "bye", 0, &mut out);
+    assert_eq!(notes(&mut out), [Note::Release(claim.clone())]);
+    out.clear();
+    core.claimed(won(claim.clone()), 0, &mut out);
+    assert!(out.is_empty());
+    assert_eq!(notes(&mut out), [Note::Release(claim)]);
+    // While the link is down: refused at once.
+    core.tell_cluster_link(false, &mut out);
+    out.clear();
+    assert_eq!(
+        core.register(C, "erin", "u", "U", IP, 0, &mut out),
+        Err(Error::ClusterDown("erin".into()))
     );
 }

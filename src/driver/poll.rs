@@ -747,9 +747,16 @@ impl EventLoop {
             return;
         }
         let mut outbox = std::mem::take(&mut self.outbox);
+        let mut decided = Vec::new();
         for (event, to) in outbox.iter() {
             match session::directive(event) {
                 Directive::Render => {}
+                // Handed to the session after the pass (its welcome goes out after what this
+                // pass queued, such as its own arrival told to watchers).
+                Directive::Registration(refused) => {
+                    decided.extend(to.iter().map(|id| (id.0, refused.cloned())));
+                    continue;
+                }
                 // Closed after the pass, as every close.
                 Directive::Close(reason) => {
                     to.iter()
@@ -784,6 +791,15 @@ impl EventLoop {
         }
         outbox.clear();
         self.outbox = outbox;
+        for (key, refused) in decided {
+            let Some(conn) = self.conns.get_mut(key).filter(|c| c.is_open()) else {
+                continue;
+            };
+            let step = conn
+                .session
+                .registration(&self.ctx, &mut self.core, refused.as_ref());
+            self.apply(key, step);
+        }
     }
 
     /// Queues bytes meant for one connection only.

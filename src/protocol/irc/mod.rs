@@ -623,6 +623,8 @@ pub fn render_with(
         }
         // The driver closes the connection instead (see `Event::Killed`).
         Event::Killed { .. } => {}
+        // The driver hands it to the session (see `Event::Registration`).
+        Event::Registration(_) => {}
         Event::BanList { room, bans } => {
             for b in bans {
                 o.numeric(RPL_BANLIST, &[room, &b.mask, &b.by, &(b.at / 1000)]);
