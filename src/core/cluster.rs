@@ -8,6 +8,12 @@
 //! the notes to its backplane (`crate::backplane`). What other nodes published comes back as a
 //! [`Shared`] given to [`Core::remote`](super::Core::remote), which tells the local members as
 //! it tells them what happens locally. The core never waits for the cluster.
+//!
+//! Nicks are the cluster's to give: a nick change (or an IRC registration) of a clustered core
+//! is a [`Note::Claim`], made only when the [`ClaimAnswer`] comes back through
+//! [`Core::claimed`](super::Core::claimed); the old nick (or that of a user who leaves) is a
+//! [`Note::Release`]. Guests need no claim: their nicks are in their node's own space
+//! ([`is_cluster_guest`]).
 
 use std::sync::Arc;
 
