@@ -518,6 +518,44 @@ fn an_irc_registration_with_a_nick_held_on_the_other_node_gets_433() {
 }
 
 #[test]
+fn private_messages_go_to_the_node_holding_the_nick() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "n3:"), redis.node("b", "n3:"));
+    let mut x = a.join_as("x", &mut []);
+    redis.wait_for(|r| r.subscribers("n3:room:#lobby") == 1);
+    // (x hears of y's arrival and nick change in #lobby.)
+    let mut y = b.join_as("y", &mut [&mut x]);
+    let mut ircer = register(&b, "ircer");
+    // Each node subscribes to its users' nicks (the guest nicks were let go).
+    redis.wait_for(|r| {
+        ["n3:user:x", "n3:user:y", "n3:user:ircer"]
+            .iter()
+            .all(|c| r.subscribers(c) == 1)
+            && r.subscribers("n3:user:guest1-1") == 0
+    });
+    x.send("/msg Y psst");
+    assert_eq!(y.line(), "PRIV <x> psst");
+    x.send("/msg ircer hello irc");
+    assert_eq!(
+        ircer.line(),
+        format!(":x!line@{LOCAL_CLOAK} PRIVMSG ircer :hello irc")
+    );
+    ircer.send("PRIVMSG x :back at you");
+    assert_eq!(x.line(), "PRIV <ircer> back at you");
+    // Nobody holds it on any node: told as on one node.
+    x.send("/msg nobody hi");
+    assert_eq!(x.line(), "ERROR no-such-nick no user is called nobody");
+    // A nick changed on node b: its new channel is b's.
+    y.send("/nick yy");
+    y.expect_prefix("NICK y yy");
+    redis.wait_for(|r| r.subscribers("n3:user:yy") == 1 && r.subscribers("n3:user:y") == 0);
+    x.send("/msg yy again");
+    assert_eq!(y.line(), "PRIV <x> again");
+}
+
+#[test]
 fn a_node_that_stops_gracefully_tells_the_others_its_users_quit() {
     let Some(redis) = Redis::start() else {
         return;

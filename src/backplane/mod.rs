@@ -31,8 +31,16 @@
 //!   bytes. Past it, a message is **not published** (its local members still get it): pub/sub
 //!   is at-most-once anyway, and dropping is better than a node whose memory grows while Redis
 //!   is slow. The drop is logged when it starts and when it ends, with the count.
-//! - SUBSCRIBE and UNSUBSCRIBE are never dropped: at most two per room with local members, so
-//!   their queue is bounded by `--max-total-rooms`.
+//! - SUBSCRIBE and UNSUBSCRIBE are never dropped: at most two per room with local members and
+//!   two per local user's nick, so their queue is bounded by `--max-total-rooms` and
+//!   `--max-clients`. Nick claims and releases are never dropped either (at most one claim
+//!   under way and two releases per local user). A private message past the limit is not
+//!   published, as a room message.
+//!
+//! Private messages to a nick no local user holds are published on that nick's channel
+//! (`{prefix}user:{folded nick}`), which only the node of its holder subscribes to (each node
+//! subscribes to its users' nicks, guests included); PUBLISH answers how many received it, and
+//! 0 tells the sender there is no such nick.
 //! - Input is read at most [`redis::READS_PER_TURN`] chunks per turn, and one reply may be at
 //!   most [`redis::MAX_REPLY`] bytes.
 //!
@@ -74,7 +82,8 @@ use log::{debug, error, info, warn};
 use mio::{Registry, Token};
 use redis_protocol::resp2::types::OwnedFrame;
 
-use crate::core::cluster::{ClaimAnswer, NickClaim, Note, Outcome, Shared};
+use crate::core::ClientId;
+use crate::core::cluster::{Answer, ClaimAnswer, NickClaim, Note, Outcome, Shared};
 use crate::core::names::fold;
 use redis::{ReadEnd, RedisConn};
 
@@ -115,6 +124,9 @@ enum Expect {
     /// A nick release (compare-and-delete): sent again after a reconnect if the link is lost
     /// before it is answered.
     Release(NickClaim),
+    /// A private message to another node's user (PUBLISH on its channel): if no node
+    /// received it (0), the sender is told nobody holds the nick.
+    Tell { by: (ClientId, u32), to: Arc<str> },
 }
 
 /// Where the cluster meets and who this node is in it (`--backplane`, `--node`,
@@ -284,8 +296,11 @@ pub struct Backplane {
     incarnation: u64,
     /// What each reply on the commands connection answers, oldest first.
     expect: VecDeque<Expect>,
-    /// Claims decided since the driver last took them.
-    answers: Vec<ClaimAnswer>,
+    /// Claims decided, and private messages nobody received, since the driver last took them.
+    answers: Vec<Answer>,
+    /// Folded nicks of the local users, whose channels are subscribed to (for private
+    /// messages), kept up to date while Redis is lost too, for the reconnect.
+    users: HashSet<Arc<str>>,
     /// Releases to send once Redis is back: asked for while it was lost, or sent (or claims
     /// made) without an answer before it was lost. At most one or two per local user.
     to_release: Vec<NickClaim>,
@@ -345,6 +360,7 @@ impl Backplane {
             incarnation,
             expect: VecDeque::new(),
             answers: Vec::new(),
+            users: HashSet::new(),
             to_release: Vec::new(),
         })
     }
@@ -354,10 +370,11 @@ impl Backplane {
         self.incarnation
     }
 
-    /// The claims decided since the last call, for the core ([`Core::claimed`]).
+    /// The claims decided and the private messages nobody received since the last call, for
+    /// the core ([`Core::answer`]).
     ///
-    /// [`Core::claimed`]: crate::core::Core::claimed
-    pub fn take_answers(&mut self) -> Vec<ClaimAnswer> {
+    /// [`Core::answer`]: crate::core::Core::answer
+    pub fn take_answers(&mut self) -> Vec<Answer> {
         std::mem::take(&mut self.answers)
     }
 
@@ -407,12 +424,14 @@ impl Backplane {
             match note {
                 Note::Subscribe(room) => drop(self.subscribed.insert(room)),
                 Note::Unsubscribe(room) => drop(self.subscribed.remove(&room)),
-                Note::Publish(_) => self.lost += 1,
-                Note::Claim(claim) => self.answers.push(ClaimAnswer {
+                Note::Publish(_) | Note::Tell { .. } => self.lost += 1,
+                Note::Claim(claim) => self.answers.push(Answer::Claim(ClaimAnswer {
                     claim,
                     outcome: Outcome::Failed,
-                }),
+                })),
                 Note::Release(claim) => self.to_release.push(claim),
+                Note::SubscribeUser(nick) => drop(self.users.insert(nick)),
+                Note::UnsubscribeUser(nick) => drop(self.users.remove(&nick)),
             }
             return;
         }
@@ -427,7 +446,21 @@ impl Backplane {
                 self.subscriptions.push(&[b"UNSUBSCRIBE", &channel]);
                 self.subscribed.remove(&room);
             }
-            Note::Publish(shared) => self.publish(&shared),
+            Note::Publish(shared) => self.publish(&shared, None),
+            Note::Tell { by, msg } => {
+                let to = msg.to.clone();
+                self.publish(&Shared::Private(msg), Some((by, to)));
+            }
+            Note::SubscribeUser(nick) => {
+                let channel = envelope::user_channel(&self.config.prefix, &nick);
+                self.subscriptions.push(&[b"SUBSCRIBE", &channel]);
+                self.users.insert(nick);
+            }
+            Note::UnsubscribeUser(nick) => {
+                let channel = envelope::user_channel(&self.config.prefix, &nick);
+                self.subscriptions.push(&[b"UNSUBSCRIBE", &channel]);
+                self.users.remove(&nick);
+            }
             // Claims and releases are never dropped (at most a few per local user).
             Note::Claim(claim) => {
                 let (key, value) = (self.nick_key(&claim.nick), self.nick_value(&claim));
@@ -438,7 +471,9 @@ impl Backplane {
         }
     }
 
-    fn publish(&mut self, shared: &Shared) {
+    /// Publishes `shared` on its channels; `tell`: a private message from a local user, whose
+    /// PUBLISH's answer says whether anyone received it.
+    fn publish(&mut self, shared: &Shared, tell: Option<((ClientId, u32), Arc<str>)>) {
         let channels = envelope::channels(&self.config.prefix, shared);
         let body = envelope::encode(&self.config.node, self.next_id, shared);
         self.next_id += 1;
@@ -466,7 +501,13 @@ impl Backplane {
         }
         for channel in channels {
             self.commands.push(&[b"PUBLISH", &channel, &body]);
-            self.expect.push_back(Expect::Other);
+            self.expect.push_back(match &tell {
+                Some((by, to)) => Expect::Tell {
+                    by: *by,
+                    to: to.clone(),
+                },
+                None => Expect::Other,
+            });
         }
     }
 
@@ -569,10 +610,15 @@ impl Backplane {
                 _ => Outcome::Failed,
             };
             match expect.pop_front() {
-                Some(Expect::Claim(claim)) => answers.push(ClaimAnswer { claim, outcome }),
+                Some(Expect::Claim(claim)) => {
+                    answers.push(Answer::Claim(ClaimAnswer { claim, outcome }))
+                }
+                Some(Expect::Tell { by, to }) if frame == OwnedFrame::Integer(0) => {
+                    answers.push(Answer::Undelivered { by, to })
+                }
                 // PUBLISH answers how many nodes received it, a release whether it deleted:
                 // nothing to do with that.
-                Some(Expect::Other | Expect::Release(_)) | None => {}
+                Some(Expect::Other | Expect::Release(_) | Expect::Tell { .. }) | None => {}
             }
             if let OwnedFrame::Error(e) = frame {
                 errors.push(e);
@@ -650,12 +696,12 @@ impl Backplane {
         // as failed and released once Redis is back, a release is sent again.
         for expect in std::mem::take(&mut self.expect) {
             match expect {
-                Expect::Other => {}
+                Expect::Other | Expect::Tell { .. } => {}
                 Expect::Claim(claim) => {
-                    self.answers.push(ClaimAnswer {
+                    self.answers.push(Answer::Claim(ClaimAnswer {
                         claim: claim.clone(),
                         outcome: Outcome::Failed,
-                    });
+                    }));
                     self.to_release.push(claim);
                 }
                 Expect::Release(claim) => self.to_release.push(claim),
@@ -713,11 +759,16 @@ impl Backplane {
         for claim in std::mem::take(&mut self.to_release) {
             self.push_release(claim);
         }
-        let channels: Vec<Vec<u8>> = self
+        let prefix = &self.config.prefix;
+        let rooms = self
             .subscribed
             .iter()
-            .map(|room| envelope::room_channel(&self.config.prefix, room))
-            .collect();
+            .map(|room| envelope::room_channel(prefix, room));
+        let users = self
+            .users
+            .iter()
+            .map(|nick| envelope::user_channel(prefix, nick));
+        let channels: Vec<Vec<u8>> = rooms.chain(users).collect();
         for batch in channels.chunks(SUBSCRIBE_BATCH) {
             let mut parts: Vec<&[u8]> = vec![b"SUBSCRIBE"];
             parts.extend(batch.iter().map(|c| c.as_slice()));

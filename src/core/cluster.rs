@@ -31,6 +31,17 @@ pub struct RoomMessage {
     pub tags: ClientTags,
 }
 
+/// A private message as it crosses nodes: to a nick held on another node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrivateMessage {
+    /// The nick as the sender typed it (its owner's node finds it case-insensitively).
+    pub to: Arc<str>,
+    pub from: Arc<Source>,
+    pub text: Arc<str>,
+    pub kind: MsgKind,
+    pub tags: ClientTags,
+}
+
 /// What crosses nodes: the same vocabulary out ([`Note::Publish`]) and in
 /// ([`Core::remote`](super::Core::remote)).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +76,9 @@ pub enum Shared {
         who: Arc<Source>,
         reason: Arc<str>,
     },
+    /// A private message, published on its target's channel (`{prefix}user:{folded nick}`),
+    /// which only the node of the user holding that nick subscribes to.
+    Private(PrivateMessage),
 }
 
 /// Something the backplane must do for the core.
@@ -83,6 +97,27 @@ pub enum Note {
     /// Let go of `claim.nick`, if (and only if) the cluster still holds it for this user
     /// (compare-and-delete: a claim another node made since is left alone).
     Release(NickClaim),
+    /// A local user holds this nick (folded) now: receive private messages to it.
+    SubscribeUser(Arc<str>),
+    /// No local user holds this nick (folded) any more.
+    UnsubscribeUser(Arc<str>),
+    /// A private message to a nick no local user holds, from local user `by` (its client and
+    /// serial): published to the nick's channel; if no node receives it, the sender is told
+    /// there is no such nick ([`Answer::Undelivered`]).
+    Tell {
+        by: (ClientId, u32),
+        msg: PrivateMessage,
+    },
+}
+
+/// What the backplane answers the core, later.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// A nick claim was decided ([`Core::claimed`](super::Core::claimed)).
+    Claim(ClaimAnswer),
+    /// A [`Note::Tell`] reached no node: nobody holds that nick
+    /// ([`Core::undelivered`](super::Core::undelivered)).
+    Undelivered { by: (ClientId, u32), to: Arc<str> },
 }
 
 /// A nick as claimed by one local user: who (its client and the serial that tells it from a

@@ -234,6 +234,24 @@ impl Core {
         self.node_number = Some(number);
     }
 
+    /// What the backplane answers, later: a claim decided, or a private message nobody
+    /// received.
+    pub fn answer(&mut self, answer: cluster::Answer, now: Millis, out: &mut Outbox) {
+        match answer {
+            cluster::Answer::Claim(claim) => self.claimed(claim, now, out),
+            cluster::Answer::Undelivered { by, to } => self.undelivered(by, &to, out),
+        }
+    }
+
+    /// A private message of local user `by` (client, serial) to `to`, a nick no local user
+    /// holds, reached no node: nobody holds it. Told as a local message to nobody is.
+    pub fn undelivered(&mut self, by: (ClientId, u32), to: &str, out: &mut Outbox) {
+        if self.users.get(&by.0).is_some_and(|u| u.serial == by.1) {
+            let e = Error::NoSuchNick(names::clip(to, names::NICK_MAX + 8));
+            out.send(by.0, Event::Error(e));
+        }
+    }
+
     /// The cluster's answer to a nick claim ([`cluster::Note::Claim`]): the change is made and
     /// told (and the old nick released), or refused with the error a local refusal gives.
     /// An answer for a user who left or asked for something else since is not told; a won
@@ -355,6 +373,25 @@ impl Core {
             Shared::NickChanged { rooms, old, new } => {
                 let to = self.announced_members(&rooms);
                 out.send_many(to, Event::NickChanged { old, new });
+            }
+            Shared::Private(msg) => {
+                // (No "is away" answer goes back across nodes yet.)
+                let Some(&target) = self.nicks.get(&fold(&msg.to)) else {
+                    return;
+                };
+                let user = &self.users[&target];
+                if user.ignores(&msg.from) {
+                    return;
+                }
+                let event = Event::Private {
+                    to: user.source.nick.clone(),
+                    from: msg.from,
+                    text: msg.text,
+                    kind: msg.kind,
+                    tags: msg.tags,
+                    id: self.next_msgid(),
+                };
+                out.send(target, event);
             }
         }
     }
@@ -577,6 +614,9 @@ impl Core {
             watching: None,
         };
         self.announce_online(&user.source, out);
+        if self.cluster {
+            out.note(cluster::Note::SubscribeUser(fold(nick).into()));
+        }
         self.users.insert(id, user);
         self.peak_users = self.peak_users.max(self.users.len());
     }
@@ -617,6 +657,10 @@ impl Core {
         self.invisible -= usize::from(user.invisible);
         self.opers -= usize::from(user.oper);
         self.announce_offline(&user.source.nick, out);
+        if self.cluster {
+            let folded = fold(&user.source.nick).into();
+            out.note(cluster::Note::UnsubscribeUser(folded));
+        }
         if self.cluster && !user.rooms.is_empty() {
             let rooms = user.room_keys().map(|k| self.rooms[k].name.clone());
             out.note(cluster::Note::Publish(cluster::Shared::Quit {
@@ -1055,7 +1099,15 @@ impl Core {
         out: &mut Outbox,
     ) -> Result<(), Error> {
         check_text(&text)?;
-        let target = self.find_nick(to)?;
+        let target = match self.find_nick(to) {
+            // In a cluster, a nick held on no local user may be another node's: published to
+            // its channel (if no node receives it, the sender is told later).
+            Err(Error::NoSuchNick(_)) if self.cluster && self.link_up && check_nick(to).is_ok() => {
+                self.tell(id, to, text, kind, (echo, tags), now, out);
+                return Ok(());
+            }
+            found => found?,
+        };
         let user = self.user_mut(id);
         user.last_active = now;
         let from = user.source.clone();
@@ -1089,6 +1141,46 @@ impl Core {
         let also_sender = (echo && target != id).then_some(id);
         out.send_many(to.into_iter().chain(also_sender), event);
         Ok(())
+    }
+
+    /// A private message to a nick no local user holds, in a cluster: echoed to the sender if
+    /// it asked, and left for the backplane to publish to that nick's channel.
+    #[allow(clippy::too_many_arguments)]
+    fn tell(
+        &mut self,
+        id: ClientId,
+        to: &str,
+        text: String,
+        kind: MsgKind,
+        (echo, tags): (bool, ClientTags),
+        now: Millis,
+        out: &mut Outbox,
+    ) {
+        let user = self.user_mut(id);
+        user.last_active = now;
+        let (from, serial) = (user.source.clone(), user.serial);
+        let msg = cluster::PrivateMessage {
+            to: to.into(),
+            from: from.clone(),
+            text: text.into(),
+            kind,
+            tags: tags.clone(),
+        };
+        if echo {
+            let event = Event::Private {
+                from,
+                to: msg.to.clone(),
+                text: msg.text.clone(),
+                kind,
+                tags,
+                id: self.next_msgid(),
+            };
+            out.send(id, event);
+        }
+        out.note(cluster::Note::Tell {
+            by: (id, serial),
+            msg,
+        });
     }
 
     /// A message of tags only, to whom a message to `to` would go, under the same rules (a
@@ -1194,6 +1286,10 @@ impl Core {
         // Its own held nick taken back: nobody else is waiting for it.
         self.delayed.release(&key);
         self.nicks.remove(&fold(&old.nick));
+        if self.cluster && fold(&old.nick) != key {
+            out.note(cluster::Note::UnsubscribeUser(fold(&old.nick).into()));
+            out.note(cluster::Note::SubscribeUser(key.as_str().into()));
+        }
         self.nicks.insert(key, id);
         let new: Arc<str> = nick.into();
         self.gone.push(old.clone(), now);

@@ -1808,8 +1808,17 @@ fn tags_travel_with_messages_and_tag_only_messages_are_not_remembered() {
 
 // ---- cluster notes -------------------------------------------------------------------------
 
-/// The notes a command left for the backplane.
+/// The notes a command left for the backplane, but the subscriptions to users' channels
+/// (see [`all_notes`]).
 fn notes(out: &mut Outbox) -> Vec<cluster::Note> {
+    use cluster::Note;
+    all_notes(out)
+        .into_iter()
+        .filter(|n| !matches!(n, Note::SubscribeUser(_) | Note::UnsubscribeUser(_)))
+        .collect()
+}
+
+fn all_notes(out: &mut Outbox) -> Vec<cluster::Note> {
     out.drain_notes().collect()
 }
 
@@ -1917,7 +1926,7 @@ fn a_clustered_nick_change_is_made_when_the_cluster_answers_and_releases_the_old
             && to.contains(&A)
     ));
     assert!(
-        !out.has_notes(),
+        notes(&mut out).is_empty(),
         "a guest nick is not released: never claimed"
     );
     out.clear();
@@ -2394,4 +2403,97 @@ fn a_clustered_irc_registration_waits_for_its_claim_and_is_told_how_it_ended() {
         core.register(C, "erin", "u", "U", IP, 0, &mut out),
         Err(Error::ClusterDown("erin".into()))
     );
+}
+
+#[test]
+fn a_clustered_node_subscribes_to_its_users_nicks_and_sends_a_message_to_another_nick_out() {
+    use cluster::{Answer, Note, PrivateMessage, Shared};
+    let (mut core, mut out) = cluster_core();
+    core.connect(C, IP, 0, &mut out);
+    assert_eq!(all_notes(&mut out), [Note::SubscribeUser(rc("guest7-3"))]);
+    let c = claim(&mut core, &mut out, C, "Carol");
+    core.claimed(won(c), 0, &mut out);
+    assert_eq!(
+        all_notes(&mut out),
+        [
+            Note::UnsubscribeUser(rc("guest7-3")),
+            Note::SubscribeUser(rc("carol"))
+        ]
+    );
+    out.clear();
+    // To a nick nobody holds here: echoed if asked, and told out with who sent it.
+    let say = |to: &str, echo| Command::Private {
+        to: to.into(),
+        text: "psst".into(),
+        kind: MsgKind::Normal,
+        echo,
+        tags: None,
+    };
+    core.handle(C, say("Dave", true), 0, &mut out);
+    let carol = core.source(C).unwrap().clone();
+    let serial = core.users[&C].serial;
+    let msg = PrivateMessage {
+        to: rc("Dave"),
+        from: carol.clone(),
+        text: rc("psst"),
+        kind: MsgKind::Normal,
+        tags: None,
+    };
+    assert_eq!(
+        all_notes(&mut out),
+        [Note::Tell {
+            by: (C, serial),
+            msg: msg.clone()
+        }]
+    );
+    assert!(
+        out.iter()
+            .any(|(e, to)| matches!(e, Event::Private { .. }) && to == [C]),
+        "the echo"
+    );
+    out.clear();
+    // Nobody received it: the sender is told, as for a local nick nobody holds.
+    core.answer(
+        Answer::Undelivered {
+            by: (C, serial),
+            to: rc("Dave"),
+        },
+        0,
+        &mut out,
+    );
+    assert_eq!(
+        cluster_errors(&out),
+        [(Error::NoSuchNick("Dave".into()), vec![C])]
+    );
+    out.clear();
+    // From another node to a local user: delivered to it only, found case-insensitively.
+    core.remote(
+        Shared::Private(PrivateMessage {
+            to: rc("CAROL"),
+            from: Source::new("dave", "u", "h", "D"),
+            ..msg.clone()
+        }),
+        0,
+        &mut out,
+    );
+    let got: Vec<_> = out.iter().map(|(e, to)| (e.clone(), to.to_vec())).collect();
+    assert!(
+        matches!(&got[..], [(Event::Private { to, from, .. }, who)]
+            if &**to == "Carol" && &*from.nick == "dave" && who == &[C]),
+        "{got:?}"
+    );
+    out.clear();
+    core.disconnect(C, "bye", 0, &mut out);
+    assert!(all_notes(&mut out).contains(&Note::UnsubscribeUser(rc("carol"))));
+    // A local target stays local; and while the link is down, nothing goes out.
+    core.handle(A, say("guest7-2", false), 0, &mut out);
+    assert!(all_notes(&mut out).is_empty());
+    core.tell_cluster_link(false, &mut out);
+    out.clear();
+    core.handle(A, say("Dave", false), 0, &mut out);
+    assert!(all_notes(&mut out).is_empty());
+    assert!(matches!(
+        &cluster_errors(&out)[..],
+        [(Error::NoSuchNick(_), _)]
+    ));
 }

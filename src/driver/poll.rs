@@ -727,7 +727,7 @@ impl EventLoop {
         self.received = received;
         let answers = self.backplane.as_mut().map(|b| b.take_answers());
         for answer in answers.into_iter().flatten() {
-            self.core.claimed(answer, self.now.wall, &mut self.outbox);
+            self.core.answer(answer, self.now.wall, &mut self.outbox);
             self.deliver();
         }
     }
