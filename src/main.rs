@@ -99,9 +99,9 @@ struct ServeArgs {
     /// they act as one chat
     #[arg(long)]
     reuse_port: bool,
-    /// Join a cluster of pollchat nodes through Redis pub/sub at redis://HOST[:PORT]: room
-    /// messages cross nodes (first part: see the README's "Cluster" section). Redis must be
-    /// reachable at start. --io poll only
+    /// Join a cluster of pollchat nodes through Redis at redis://HOST[:PORT]: room messages
+    /// cross nodes, nicks are unique cluster-wide (see the README's "Cluster" section). Redis
+    /// must be reachable at start, with maxmemory-policy noeviction. --io poll only
     #[arg(long, value_name = "URL")]
     backplane: Option<String>,
     /// This node's name in the cluster, 1-64 bytes without spaces [default: HOST-PID, unique

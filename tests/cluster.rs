@@ -339,8 +339,9 @@ fn nodes_keep_serving_their_users_while_redis_is_down_and_chat_across_again_afte
     let mut y = b.join_as("y", &mut []);
     // Its join and its nick change cross.
     for c in [&mut x, &mut x2] {
-        assert_eq!(c.line(), "JOIN #lobby guest1");
-        assert_eq!(c.line(), "NICK guest1 y");
+        // (Node b is the second node of this cluster to start: its guests are guest2-N.)
+        assert_eq!(c.line(), "JOIN #lobby guest2-1");
+        assert_eq!(c.line(), "NICK guest2-1 y");
     }
     redis.wait_for(|r| r.subscribers("t3:room:#lobby") == 2);
     x.send("before");
@@ -366,6 +367,18 @@ fn nodes_keep_serving_their_users_while_redis_is_down_and_chat_across_again_afte
         );
         x.send("local only");
         assert_eq!(x2.line(), "MSG #lobby <x> local only");
+        // A new nick needs the cluster: refused at once, saying why.
+        x.send("/nick zed");
+        assert_eq!(
+            x.line(),
+            "ERROR cluster-down cluster link down: the nick zed cannot be claimed now, try \
+             again later"
+        );
+        w.send("NICK zed");
+        assert_eq!(
+            w.line(),
+            ":pollchat 437 w zed :Nick is temporarily unavailable: cluster link down"
+        );
         y.send("alone too");
         y.sync();
     });
@@ -384,6 +397,162 @@ fn nodes_keep_serving_their_users_while_redis_is_down_and_chat_across_again_afte
     assert_eq!(x2.line(), "MSG #lobby <y> after");
     x.send("and back");
     assert_eq!(y.line(), "MSG #lobby <x> and back");
+}
+
+/// The value of `key` in Redis (`None`: no such key).
+fn get(redis: &Redis, key: &str) -> Option<String> {
+    match redis.command(&["GET", key]) {
+        OwnedFrame::BulkString(v) => Some(String::from_utf8(v).unwrap()),
+        OwnedFrame::Null => None,
+        other => panic!("GET answered {other:?}"),
+    }
+}
+
+/// Reads `c`'s lines until its own claim of `nick` (it was `guest`) is decided; returns whether
+/// it won. The other claimant's nick change may come first (it is skipped).
+fn claim_outcome(c: &mut Client, guest: &str, nick: &str) -> bool {
+    loop {
+        let l = c.line();
+        if l == format!("NICK {guest} {nick}") {
+            return true;
+        }
+        if l.starts_with("ERROR nick-in-use") {
+            assert_eq!(
+                l,
+                format!("ERROR nick-in-use the nick {nick} is already taken")
+            );
+            return false;
+        }
+        assert!(l.starts_with("NICK guest"), "unexpected: {l}");
+    }
+}
+
+#[test]
+fn nicks_are_unique_across_nodes_and_guests_never_collide() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "n1:"), redis.node("b", "n1:"));
+    // Guests: each node hands out its own (node a started first: incarnation 1).
+    let (mut x, gx) = a.join();
+    redis.wait_for(|r| r.subscribers("n1:room:#lobby") == 1);
+    let (mut y, gy) = b.join();
+    assert_eq!((gx.as_str(), gy.as_str()), ("guest1-1", "guest2-1"));
+    assert_eq!(x.line(), format!("JOIN #lobby {gy}"));
+    redis.wait_for(|r| r.subscribers("n1:room:#lobby") == 2);
+    // Nobody takes a node's guest nick by hand, even one not handed out yet.
+    x.send("/nick guest2-7");
+    x.expect_prefix("ERROR reserved-nick");
+
+    // Both ask for the same nick at once: exactly one wins, the other gets the usual error.
+    x.send("/nick same");
+    y.send("/nick same");
+    let (x_won, y_won) = (
+        claim_outcome(&mut x, &gx, "same"),
+        claim_outcome(&mut y, &gy, "same"),
+    );
+    assert!(x_won != y_won, "exactly one wins (x: {x_won}, y: {y_won})");
+    let ((mut winner, node), (mut loser, gl)) = if x_won {
+        ((x, "a"), (y, gy))
+    } else {
+        ((y, "b"), (x, gx))
+    };
+    // (The loser's lobby hears of the winner's change, before or after its error: the
+    // expect_prefix calls below skip it.)
+    let value = get(&redis, "n1:nick:same").expect("the claim is in Redis");
+    assert!(value.starts_with(&format!("{node}:")), "{value}");
+
+    // Freed by a nick change on the winner's node: claimable on the other.
+    winner.send("/nick other");
+    winner.expect_prefix("NICK same other");
+    redis.wait_for(|r| get(r, "n1:nick:same").is_none());
+    loser.send("/nick same");
+    loser.expect_prefix(&format!("NICK {gl} same"));
+    // Freed by a quit: claimable too.
+    winner.send("/quit");
+    redis.wait_for(|r| get(r, "n1:nick:other").is_none());
+    loser.send("/nick other");
+    loser.expect_prefix("NICK same other");
+    // Case-insensitive across nodes too.
+    let mut z = if node == "a" { a.join().0 } else { b.join().0 };
+    z.send("/nick OTHER");
+    z.expect_prefix("ERROR nick-in-use");
+}
+
+#[test]
+fn an_irc_registration_with_a_nick_held_on_the_other_node_gets_433() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "n2:"), redis.node("b", "n2:"));
+    let _held = a.join_as("held", &mut []);
+    let _ircer = register(&a, "ircer");
+    let mut c = Client::connect(b.irc_addr.expect("IRC listener"));
+    c.send("NICK Held\r");
+    c.send("USER u 0 * :U\r");
+    assert_eq!(c.line(), ":pollchat 433 * Held :Nickname is already in use");
+    c.send("NICK ircer\r");
+    assert_eq!(
+        c.line(),
+        ":pollchat 433 * ircer :Nickname is already in use"
+    );
+    c.send("NICK free\r");
+    assert!(c.line().starts_with(":pollchat 001 free "));
+    c.expect_prefix(":pollchat 422 ");
+    assert_eq!(
+        get(&redis, "n2:nick:free").unwrap().split(':').next(),
+        Some("b")
+    );
+    // After registration, NICK is claimed too.
+    c.send("NICK held\r");
+    assert_eq!(
+        c.line(),
+        ":pollchat 433 free held :Nickname is already in use"
+    );
+    c.send("NICK freer\r");
+    assert_eq!(c.line(), format!(":free!u@{LOCAL_CLOAK} NICK :freer"));
+    redis.wait_for(|r| get(r, "n2:nick:free").is_none());
+    c.send("QUIT\r");
+    c.expect_closed();
+    redis.wait_for(|r| get(r, "n2:nick:freer").is_none());
+}
+
+#[test]
+fn private_messages_go_to_the_node_holding_the_nick() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "n3:"), redis.node("b", "n3:"));
+    let mut x = a.join_as("x", &mut []);
+    redis.wait_for(|r| r.subscribers("n3:room:#lobby") == 1);
+    // (x hears of y's arrival and nick change in #lobby.)
+    let mut y = b.join_as("y", &mut [&mut x]);
+    let mut ircer = register(&b, "ircer");
+    // Each node subscribes to its users' nicks (the guest nicks were let go).
+    redis.wait_for(|r| {
+        ["n3:user:x", "n3:user:y", "n3:user:ircer"]
+            .iter()
+            .all(|c| r.subscribers(c) == 1)
+            && r.subscribers("n3:user:guest1-1") == 0
+    });
+    x.send("/msg Y psst");
+    assert_eq!(y.line(), "PRIV <x> psst");
+    x.send("/msg ircer hello irc");
+    assert_eq!(
+        ircer.line(),
+        format!(":x!line@{LOCAL_CLOAK} PRIVMSG ircer :hello irc")
+    );
+    ircer.send("PRIVMSG x :back at you");
+    assert_eq!(x.line(), "PRIV <ircer> back at you");
+    // Nobody holds it on any node: told as on one node.
+    x.send("/msg nobody hi");
+    assert_eq!(x.line(), "ERROR no-such-nick no user is called nobody");
+    // A nick changed on node b: its new channel is b's.
+    y.send("/nick yy");
+    y.expect_prefix("NICK y yy");
+    redis.wait_for(|r| r.subscribers("n3:user:yy") == 1 && r.subscribers("n3:user:y") == 0);
+    x.send("/msg yy again");
+    assert_eq!(y.line(), "PRIV <x> again");
 }
 
 #[test]

@@ -11,6 +11,7 @@
 //! [ "pollchat/1", origin node, id, "part", room, nick, user, host, realname, reason ]
 //! [ "pollchat/1", origin node, id, "quit", nick, user, host, realname, reason, room, room… ]
 //! [ "pollchat/1", origin node, id, "nick", nick, user, host, realname, new nick, room, room… ]
+//! [ "pollchat/1", origin node, id, "priv", to nick, kind, nick, user, host, realname, tags, text ]
 //! ```
 //!
 //! `id` numbers what a node publishes (decimal); a quit or a nick change is published on the
@@ -28,7 +29,7 @@ use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::encode::encode_borrowed;
 use redis_protocol::resp2::types::{BorrowedFrame, OwnedFrame};
 
-use crate::core::cluster::{RoomMessage, Shared};
+use crate::core::cluster::{PrivateMessage, RoomMessage, Shared};
 use crate::core::names::{check_nick, check_room, fold};
 use crate::core::{MsgKind, Source};
 
@@ -41,7 +42,14 @@ pub fn room_channel(prefix: &str, folded: &str) -> Vec<u8> {
     format!("{prefix}room:{folded}").into_bytes()
 }
 
-/// The channels `shared` is published on: its room's, or each of a quitter's rooms'.
+/// The channel of the user holding a nick: `{prefix}user:{folded nick}` (subscribed to by its
+/// node only). `folded` must be folded already.
+pub fn user_channel(prefix: &str, folded: &str) -> Vec<u8> {
+    format!("{prefix}user:{folded}").into_bytes()
+}
+
+/// The channels `shared` is published on: its room's, each of a quitter's rooms', or a private
+/// message's target's.
 pub fn channels(prefix: &str, shared: &Shared) -> Vec<Vec<u8>> {
     let one = |room: &str| vec![room_channel(prefix, &fold(room))];
     match shared {
@@ -53,6 +61,7 @@ pub fn channels(prefix: &str, shared: &Shared) -> Vec<Vec<u8>> {
             .iter()
             .map(|r| room_channel(prefix, &fold(r)))
             .collect(),
+        Shared::Private(msg) => vec![user_channel(prefix, &fold(&msg.to))],
     }
 }
 
@@ -117,6 +126,13 @@ pub fn encode(origin: &str, id: u64, shared: &Shared) -> Vec<u8> {
             parts.push(new.as_bytes());
             parts.extend(rooms.iter().map(|r| r.as_bytes()));
         }
+        Shared::Private(msg) => {
+            parts.extend([b"priv".as_slice(), msg.to.as_bytes()]);
+            parts.push(kind_name(msg.kind).as_bytes());
+            source(&mut parts, &msg.from);
+            parts.push(msg.tags.as_deref().unwrap_or("").as_bytes());
+            parts.push(msg.text.as_bytes());
+        }
     }
     let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 16).sum());
     encode_array(&mut out, &parts);
@@ -170,8 +186,8 @@ pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
         (word(&user) && word(&host)).then(|| Source::new(&nick, &user, &host, &realname))
     };
     let shared = match next()?.as_str() {
-        "msg" => {
-            let room = room(next()?)?;
+        what @ ("msg" | "priv") => {
+            let to = next()?;
             let kind = match next()?.as_str() {
                 "normal" => MsgKind::Normal,
                 "action" => MsgKind::Action,
@@ -184,13 +200,25 @@ pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
             if tags.contains(' ') || text.is_empty() {
                 return None;
             }
-            Shared::Message(RoomMessage {
-                room,
-                from,
-                text: text.into(),
-                kind,
-                tags: (!tags.is_empty()).then(|| Arc::from(tags)),
-            })
+            let tags = (!tags.is_empty()).then(|| Arc::from(tags));
+            if what == "priv" {
+                check_nick(&to).ok()?;
+                Shared::Private(PrivateMessage {
+                    to: to.into(),
+                    from,
+                    text: text.into(),
+                    kind,
+                    tags,
+                })
+            } else {
+                Shared::Message(RoomMessage {
+                    room: room(to)?,
+                    from,
+                    text: text.into(),
+                    kind,
+                    tags,
+                })
+            }
         }
         "tagmsg" => {
             let room = room(next()?)?;
@@ -310,6 +338,13 @@ mod tests {
                 old: alice(),
                 new: "alicia".into(),
             },
+            Shared::Private(PrivateMessage {
+                to: "Bob".into(),
+                from: alice(),
+                text: "psst".into(),
+                kind: MsgKind::Normal,
+                tags: Some("+typing=done".into()),
+            }),
         ];
         for (id, shared) in all.into_iter().enumerate() {
             let got = decode_envelope(&encode("node-1", id as u64, &shared)).expect("decodes");

@@ -31,8 +31,16 @@
 //!   bytes. Past it, a message is **not published** (its local members still get it): pub/sub
 //!   is at-most-once anyway, and dropping is better than a node whose memory grows while Redis
 //!   is slow. The drop is logged when it starts and when it ends, with the count.
-//! - SUBSCRIBE and UNSUBSCRIBE are never dropped: at most two per room with local members, so
-//!   their queue is bounded by `--max-total-rooms`.
+//! - SUBSCRIBE and UNSUBSCRIBE are never dropped: at most two per room with local members and
+//!   two per local user's nick, so their queue is bounded by `--max-total-rooms` and
+//!   `--max-clients`. Nick claims and releases are never dropped either (at most one claim
+//!   under way and two releases per local user). A private message past the limit is not
+//!   published, as a room message.
+//!
+//! Private messages to a nick no local user holds are published on that nick's channel
+//! (`{prefix}user:{folded nick}`), which only the node of its holder subscribes to (each node
+//! subscribes to its users' nicks, guests included); PUBLISH answers how many received it, and
+//! 0 tells the sender there is no such nick.
 //! - Input is read at most [`redis::READS_PER_TURN`] chunks per turn, and one reply may be at
 //!   most [`redis::MAX_REPLY`] bytes.
 //!
@@ -43,9 +51,23 @@
 //! was not sent meanwhile. Every local user is told when the link goes down and when it is
 //! back (a server NOTICE).
 //!
-//! Not yet (see README, "Cluster (first part)"): nick uniqueness, a shared member list (NAMES,
-//! WHO), topics and modes across nodes, shared history (so no replay of what a
-//! node missed), node failure detection.
+//! Nicks are unique cluster-wide: the core asks ([`Note::Claim`]) and this module sets
+//! `{prefix}nick:{folded nick}` to `{node}:{incarnation}:{client}:{serial}` with `SET … NX` on
+//! the commands connection (atomic in Redis: of two claims at once, exactly one wins), and
+//! hands the answer back ([`Backplane::take_answers`]); a release ([`Note::Release`]) is a
+//! compare-and-delete ([`RELEASE_SCRIPT`]), so a node never deletes a claim another made. The
+//! incarnation is `INCR {prefix}incarnation` at start, unique in the cluster: it is also the
+//! number of this node's guest nicks (`guest{incarnation}-{n}`), which no other node hands out
+//! and nobody may take by hand, so a guest needs no claim (and no round trip to connect).
+//! Replies on the commands connection are matched to what they answer in order
+//! ([`Expect`]). When Redis is lost, claims not yet answered are answered failed (the user is
+//! told "cluster link down") and released once it is back, as are releases not yet answered:
+//! such a claim may or may not have been made, and releasing it by its value is harmless.
+//!
+//! Not yet (see README, "Cluster"): a shared member list (NAMES, WHO), topics and modes across
+//! nodes, shared history (so no replay of what a node missed), node failure detection (the
+//! nick keys of a node that dies stay until it restarts and cleans up: not yet either), nick
+//! claims made again after a Redis restarted empty.
 
 pub mod envelope;
 pub mod redis;
@@ -60,7 +82,9 @@ use log::{debug, error, info, warn};
 use mio::{Registry, Token};
 use redis_protocol::resp2::types::OwnedFrame;
 
-use crate::core::cluster::{Note, Shared};
+use crate::core::ClientId;
+use crate::core::cluster::{Answer, ClaimAnswer, NickClaim, Note, Outcome, Shared};
+use crate::core::names::fold;
 use redis::{ReadEnd, RedisConn};
 
 /// The token of the commands connection in the loop's poll (clear of the listeners' range and
@@ -84,6 +108,26 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Channels per SUBSCRIBE when subscribing again after a reconnect (one command for ten
 /// thousand rooms would be a reply Redis builds in one piece; centrifuge batches by 512 too).
 const SUBSCRIBE_BATCH: usize = 512;
+
+/// Deletes a nick key only if it still holds the value given: a node releases only its own
+/// claims, never one another node made since (compare-and-delete, atomic in Redis).
+const RELEASE_SCRIPT: &[u8] = b"if redis.call('GET', KEYS[1]) == ARGV[1] then \
+    return redis.call('DEL', KEYS[1]) else return 0 end";
+
+/// What a reply on the commands connection answers, in the order the commands were sent.
+#[derive(Debug)]
+enum Expect {
+    /// Nothing to do with it (the hello, a PUBLISH): an error is logged.
+    Other,
+    /// A nick claim (`SET … NX`): its answer goes to the core.
+    Claim(NickClaim),
+    /// A nick release (compare-and-delete): sent again after a reconnect if the link is lost
+    /// before it is answered.
+    Release(NickClaim),
+    /// A private message to another node's user (PUBLISH on its channel): if no node
+    /// received it (0), the sender is told nobody holds the nick.
+    Tell { by: (ClientId, u32), to: Arc<str> },
+}
 
 /// Where the cluster meets and who this node is in it (`--backplane`, `--node`,
 /// `--backplane-prefix`, `--backplane-max-queue`).
@@ -247,27 +291,52 @@ pub struct Backplane {
     /// Quits already handed to the core, and the order to forget them in ([`SEEN_QUITS`]).
     seen: HashSet<(String, u64)>,
     seen_order: VecDeque<(String, u64)>,
+    /// This node's incarnation: a number unique in the cluster (`INCR {prefix}incarnation` at
+    /// start), in the value of every nick key it sets, and the number of its guest nicks.
+    incarnation: u64,
+    /// What each reply on the commands connection answers, oldest first.
+    expect: VecDeque<Expect>,
+    /// Claims decided, and private messages nobody received, since the driver last took them.
+    answers: Vec<Answer>,
+    /// Folded nicks of the local users, whose channels are subscribed to (for private
+    /// messages), kept up to date while Redis is lost too, for the reconnect.
+    users: HashSet<Arc<str>>,
+    /// Releases to send once Redis is back: asked for while it was lost, or sent (or claims
+    /// made) without an answer before it was lost. At most one or two per local user.
+    to_release: Vec<NickClaim>,
 }
 
 impl Backplane {
     /// Connects both connections (blocking, within [`redis::CONNECT_TIMEOUT`]: at start only).
     /// The error says which Redis could not be reached and why.
     pub fn connect(config: BackplaneConfig, registry: &Registry) -> io::Result<Backplane> {
-        let open = |role, token| {
+        let open = |role, token, first| {
             let name = format!("pollchat-{}-{role}", config.node);
             let password = config.password.as_ref().map(|p| p.0.as_str());
-            RedisConn::open(&config.addr, &name, password, role, registry, token).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("--backplane: cannot use Redis at {}: {e}", config.addr),
-                )
-            })
+            RedisConn::open(&config.addr, &name, password, role, registry, token, first).map_err(
+                |e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("--backplane: cannot use Redis at {}: {e}", config.addr),
+                    )
+                },
+            )
         };
-        let commands = open("commands", COMMANDS)?;
-        let subscriptions = open("subscriptions", SUBSCRIPTIONS)?;
+        let counter = format!("{}incarnation", config.prefix);
+        let incr: &[&[u8]] = &[b"INCR", counter.as_bytes()];
+        let (commands, number) = open("commands", COMMANDS, Some(incr))?;
+        let Some(OwnedFrame::Integer(incarnation @ 1..)) = number else {
+            return Err(io::Error::other(format!(
+                "--backplane: Redis at {} did not answer INCR {counter} with a number",
+                config.addr
+            )));
+        };
+        let incarnation = incarnation as u64;
+        let (subscriptions, _) = open("subscriptions", SUBSCRIPTIONS, None)?;
         let redis_addr = commands.peer()?;
         info!(
-            "backplane: node {} joined the cluster through Redis at {} (prefix {:?})",
+            "backplane: node {} (incarnation {incarnation}) joined the cluster through Redis at {} \
+             (prefix {:?})",
             config.node, config.addr, config.prefix
         );
         Ok(Backplane {
@@ -288,7 +357,48 @@ impl Backplane {
             next_id: 0,
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
+            incarnation,
+            expect: VecDeque::new(),
+            answers: Vec::new(),
+            users: HashSet::new(),
+            to_release: Vec::new(),
         })
+    }
+
+    /// This node's incarnation (see the field).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// The claims decided and the private messages nobody received since the last call, for
+    /// the core ([`Core::answer`]).
+    ///
+    /// [`Core::answer`]: crate::core::Core::answer
+    pub fn take_answers(&mut self) -> Vec<Answer> {
+        std::mem::take(&mut self.answers)
+    }
+
+    /// The key of a nick: `{prefix}nick:{folded nick}`.
+    fn nick_key(&self, nick: &str) -> Vec<u8> {
+        format!("{}nick:{}", self.config.prefix, fold(nick)).into_bytes()
+    }
+
+    /// The value of a user's nick key: `{node}:{incarnation}:{client}:{serial}`, so a release
+    /// deletes only this user's claim, and a restarted node can tell its old keys (another
+    /// incarnation).
+    fn nick_value(&self, claim: &NickClaim) -> Vec<u8> {
+        format!(
+            "{}:{}:{}:{}",
+            self.config.node, self.incarnation, claim.client.0, claim.serial
+        )
+        .into_bytes()
+    }
+
+    fn push_release(&mut self, claim: NickClaim) {
+        let (key, value) = (self.nick_key(&claim.nick), self.nick_value(&claim));
+        self.commands
+            .push(&[b"EVAL", RELEASE_SCRIPT, b"1", &key, &value]);
+        self.expect.push_back(Expect::Release(claim));
     }
 
     /// Whether `token` is one of the backplane's.
@@ -314,7 +424,14 @@ impl Backplane {
             match note {
                 Note::Subscribe(room) => drop(self.subscribed.insert(room)),
                 Note::Unsubscribe(room) => drop(self.subscribed.remove(&room)),
-                Note::Publish(_) => self.lost += 1,
+                Note::Publish(_) | Note::Tell { .. } => self.lost += 1,
+                Note::Claim(claim) => self.answers.push(Answer::Claim(ClaimAnswer {
+                    claim,
+                    outcome: Outcome::Failed,
+                })),
+                Note::Release(claim) => self.to_release.push(claim),
+                Note::SubscribeUser(nick) => drop(self.users.insert(nick)),
+                Note::UnsubscribeUser(nick) => drop(self.users.remove(&nick)),
             }
             return;
         }
@@ -329,11 +446,34 @@ impl Backplane {
                 self.subscriptions.push(&[b"UNSUBSCRIBE", &channel]);
                 self.subscribed.remove(&room);
             }
-            Note::Publish(shared) => self.publish(&shared),
+            Note::Publish(shared) => self.publish(&shared, None),
+            Note::Tell { by, msg } => {
+                let to = msg.to.clone();
+                self.publish(&Shared::Private(msg), Some((by, to)));
+            }
+            Note::SubscribeUser(nick) => {
+                let channel = envelope::user_channel(&self.config.prefix, &nick);
+                self.subscriptions.push(&[b"SUBSCRIBE", &channel]);
+                self.users.insert(nick);
+            }
+            Note::UnsubscribeUser(nick) => {
+                let channel = envelope::user_channel(&self.config.prefix, &nick);
+                self.subscriptions.push(&[b"UNSUBSCRIBE", &channel]);
+                self.users.remove(&nick);
+            }
+            // Claims and releases are never dropped (at most a few per local user).
+            Note::Claim(claim) => {
+                let (key, value) = (self.nick_key(&claim.nick), self.nick_value(&claim));
+                self.commands.push(&[b"SET", &key, &value, b"NX"]);
+                self.expect.push_back(Expect::Claim(claim));
+            }
+            Note::Release(claim) => self.push_release(claim),
         }
     }
 
-    fn publish(&mut self, shared: &Shared) {
+    /// Publishes `shared` on its channels; `tell`: a private message from a local user, whose
+    /// PUBLISH's answer says whether anyone received it.
+    fn publish(&mut self, shared: &Shared, tell: Option<((ClientId, u32), Arc<str>)>) {
         let channels = envelope::channels(&self.config.prefix, shared);
         let body = envelope::encode(&self.config.node, self.next_id, shared);
         self.next_id += 1;
@@ -361,6 +501,13 @@ impl Backplane {
         }
         for channel in channels {
             self.commands.push(&[b"PUBLISH", &channel, &body]);
+            self.expect.push_back(match &tell {
+                Some((by, to)) => Expect::Tell {
+                    by: *by,
+                    to: to.clone(),
+                },
+                None => Expect::Other,
+            });
         }
     }
 
@@ -386,7 +533,7 @@ impl Backplane {
 
     /// Whether reading stopped at the budget and must go on next turn.
     pub fn read_again(&self) -> bool {
-        self.read_again.contains(&true) && !self.down
+        (self.read_again.contains(&true) && !self.down) || !self.answers.is_empty()
     }
 
     /// Goes on reading where the budget stopped an earlier turn.
@@ -454,9 +601,25 @@ impl Backplane {
     fn read_commands(&mut self, registry: &Registry) {
         let mut errors = Vec::new();
         let mut answered = false;
+        let (expect, answers) = (&mut self.expect, &mut self.answers);
         let result = self.commands.read(|frame| {
             answered = true;
-            // PUBLISH answers how many nodes received it: nothing to do with that.
+            let outcome = match &frame {
+                OwnedFrame::SimpleString(ok) if ok == b"OK" => Outcome::Won,
+                OwnedFrame::Null => Outcome::Taken,
+                _ => Outcome::Failed,
+            };
+            match expect.pop_front() {
+                Some(Expect::Claim(claim)) => {
+                    answers.push(Answer::Claim(ClaimAnswer { claim, outcome }))
+                }
+                Some(Expect::Tell { by, to }) if frame == OwnedFrame::Integer(0) => {
+                    answers.push(Answer::Undelivered { by, to })
+                }
+                // PUBLISH answers how many nodes received it, a release whether it deleted:
+                // nothing to do with that.
+                Some(Expect::Other | Expect::Release(_) | Expect::Tell { .. }) | None => {}
+            }
             if let OwnedFrame::Error(e) = frame {
                 errors.push(e);
             }
@@ -529,6 +692,21 @@ impl Backplane {
             return;
         }
         self.down = true;
+        // What was sent and not answered may or may not have been done: a claim is answered
+        // as failed and released once Redis is back, a release is sent again.
+        for expect in std::mem::take(&mut self.expect) {
+            match expect {
+                Expect::Other | Expect::Tell { .. } => {}
+                Expect::Claim(claim) => {
+                    self.answers.push(Answer::Claim(ClaimAnswer {
+                        claim: claim.clone(),
+                        outcome: Outcome::Failed,
+                    }));
+                    self.to_release.push(claim);
+                }
+                Expect::Release(claim) => self.to_release.push(claim),
+            }
+        }
         self.commands.deregister(registry);
         self.subscriptions.deregister(registry);
         self.read_again = [false; 2];
@@ -576,11 +754,21 @@ impl Backplane {
         self.commands = commands;
         self.subscriptions = subscriptions;
         self.down = false;
-        let channels: Vec<Vec<u8>> = self
+        let hello = 2 + usize::from(self.config.password.is_some());
+        self.expect.extend((0..hello).map(|_| Expect::Other));
+        for claim in std::mem::take(&mut self.to_release) {
+            self.push_release(claim);
+        }
+        let prefix = &self.config.prefix;
+        let rooms = self
             .subscribed
             .iter()
-            .map(|room| envelope::room_channel(&self.config.prefix, room))
-            .collect();
+            .map(|room| envelope::room_channel(prefix, room));
+        let users = self
+            .users
+            .iter()
+            .map(|nick| envelope::user_channel(prefix, nick));
+        let channels: Vec<Vec<u8>> = rooms.chain(users).collect();
         for batch in channels.chunks(SUBSCRIBE_BATCH) {
             let mut parts: Vec<&[u8]> = vec![b"SUBSCRIBE"];
             parts.extend(batch.iter().map(|c| c.as_slice()));
@@ -637,8 +825,8 @@ mod queue_tests {
     use std::io::{Read, Write};
     use std::net::TcpListener;
 
-    /// A listener that accepts two connections, answers each one's CLIENT SETNAME and PING,
-    /// then holds them open without reading until the returned sender is dropped; returns its
+    /// A listener that accepts two connections, answers each one's CLIENT SETNAME and PING
+    /// (and the first one's INCR of the incarnation), then holds them open without reading until the returned sender is dropped; returns its
     /// address.
     fn stalled_redis() -> (String, std::sync::mpsc::Sender<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -646,16 +834,19 @@ mod queue_tests {
         let (hold, until) = std::sync::mpsc::channel::<()>();
         std::thread::spawn(move || {
             let mut held = Vec::new();
-            for _ in 0..2 {
+            for (end, answer) in [
+                (&b"incarnation\r\n"[..], &b"+OK\r\n+PONG\r\n:1\r\n"[..]),
+                (b"PING\r\n", b"+OK\r\n+PONG\r\n"),
+            ] {
                 let (mut s, _) = listener.accept().unwrap();
                 let mut buf = [0u8; 1024];
                 let mut got = Vec::new();
-                // The hello is two commands, the second of which is PING.
-                while !got.ends_with(b"PING\r\n") {
+                // The hello is two commands, the second of which is PING (then the INCR).
+                while !got.ends_with(end) {
                     let n = s.read(&mut buf).unwrap();
                     got.extend_from_slice(&buf[..n]);
                 }
-                s.write_all(b"+OK\r\n+PONG\r\n").unwrap();
+                s.write_all(answer).unwrap();
                 held.push(s);
             }
             let _ = until.recv();

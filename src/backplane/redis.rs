@@ -88,7 +88,10 @@ impl RedisConn {
     /// Connects to Redis at `addr`, authenticates with `password` if given, names the
     /// connection (`CLIENT SETNAME`, shown by Redis's `CLIENT LIST`) and checks it answers (an
     /// error reply, such as a wrong password, is the error), then registers it with `registry` under `token`.
-    /// Blocking, within [`CONNECT_TIMEOUT`]: for the server's start only.
+    /// Blocking, within [`CONNECT_TIMEOUT`]: for the server's start only. `first`, if given,
+    /// is one more command sent after the hello, whose reply is returned (an error reply is
+    /// the error).
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         addr: &str,
         name: &str,
@@ -96,12 +99,18 @@ impl RedisConn {
         role: &'static str,
         registry: &Registry,
         token: Token,
-    ) -> io::Result<RedisConn> {
+        first: Option<&[&[u8]]>,
+    ) -> io::Result<(RedisConn, Option<OwnedFrame>)> {
         let mut stream = connect(addr)?;
         stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
         stream.set_nodelay(true)?;
         let mut greeting = Vec::new();
-        let replies = hello(&mut greeting, name, password);
+        let mut replies = hello(&mut greeting, name, password);
+        if let Some(command) = first {
+            encode_array(&mut greeting, command);
+            replies += 1;
+        }
+        let mut last = None;
         stream.write_all(&greeting)?;
         let deadline = Instant::now() + CONNECT_TIMEOUT;
         let mut input = Vec::new();
@@ -125,20 +134,22 @@ impl RedisConn {
                     return Err(io::Error::other(format!("Redis answered: {e}")));
                 }
                 answers += 1;
+                last = Some(frame);
             }
         }
         stream.set_read_timeout(None)?;
         stream.set_nonblocking(true)?;
         let mut stream = TcpStream::from_std(stream);
         registry.register(&mut stream, token, Interest::READABLE)?;
-        Ok(RedisConn {
+        let conn = RedisConn {
             stream,
             token,
             role,
             out: Vec::new(),
             input,
             wants_write: false,
-        })
+        };
+        Ok((conn, last.filter(|_| first.is_some())))
     }
 
     /// A new connection to `addr` (the address the start connected to: no name is resolved in

@@ -8,9 +8,16 @@
 //! the notes to its backplane (`crate::backplane`). What other nodes published comes back as a
 //! [`Shared`] given to [`Core::remote`](super::Core::remote), which tells the local members as
 //! it tells them what happens locally. The core never waits for the cluster.
+//!
+//! Nicks are the cluster's to give: a nick change (or an IRC registration) of a clustered core
+//! is a [`Note::Claim`], made only when the [`ClaimAnswer`] comes back through
+//! [`Core::claimed`](super::Core::claimed); the old nick (or that of a user who leaves) is a
+//! [`Note::Release`]. Guests need no claim: their nicks are in their node's own space
+//! ([`is_cluster_guest`]).
 
 use std::sync::Arc;
 
+use super::ClientId;
 use super::event::{ClientTags, MsgKind, Source};
 
 /// A room message as it crosses nodes: who said what where, with its client tags.
@@ -18,6 +25,17 @@ use super::event::{ClientTags, MsgKind, Source};
 pub struct RoomMessage {
     /// The room's name as the sender's node spells it (every node shows its own spelling).
     pub room: Arc<str>,
+    pub from: Arc<Source>,
+    pub text: Arc<str>,
+    pub kind: MsgKind,
+    pub tags: ClientTags,
+}
+
+/// A private message as it crosses nodes: to a nick held on another node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrivateMessage {
+    /// The nick as the sender typed it (its owner's node finds it case-insensitively).
+    pub to: Arc<str>,
     pub from: Arc<Source>,
     pub text: Arc<str>,
     pub kind: MsgKind,
@@ -58,6 +76,9 @@ pub enum Shared {
         who: Arc<Source>,
         reason: Arc<str>,
     },
+    /// A private message, published on its target's channel (`{prefix}user:{folded nick}`),
+    /// which only the node of the user holding that nick subscribes to.
+    Private(PrivateMessage),
 }
 
 /// Something the backplane must do for the core.
@@ -69,4 +90,72 @@ pub enum Note {
     Unsubscribe(Arc<str>),
     /// Something happened here that the other nodes' members must be told.
     Publish(Shared),
+    /// Claim `claim.nick` for its user, atomically for the whole cluster; the answer comes
+    /// back as a [`ClaimAnswer`] given to [`Core::claimed`](super::Core::claimed). Never
+    /// dropped (at most one is under way per user).
+    Claim(NickClaim),
+    /// Let go of `claim.nick`, if (and only if) the cluster still holds it for this user
+    /// (compare-and-delete: a claim another node made since is left alone).
+    Release(NickClaim),
+    /// A local user holds this nick (folded) now: receive private messages to it.
+    SubscribeUser(Arc<str>),
+    /// No local user holds this nick (folded) any more.
+    UnsubscribeUser(Arc<str>),
+    /// A private message to a nick no local user holds, from local user `by` (its client and
+    /// serial): published to the nick's channel; if no node receives it, the sender is told
+    /// there is no such nick ([`Answer::Undelivered`]).
+    Tell {
+        by: (ClientId, u32),
+        msg: PrivateMessage,
+    },
+}
+
+/// What the backplane answers the core, later.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// A nick claim was decided ([`Core::claimed`](super::Core::claimed)).
+    Claim(ClaimAnswer),
+    /// A [`Note::Tell`] reached no node: nobody holds that nick
+    /// ([`Core::undelivered`](super::Core::undelivered)).
+    Undelivered { by: (ClientId, u32), to: Arc<str> },
+}
+
+/// A nick as claimed by one local user: who (its client and the serial that tells it from a
+/// later user of the same client id) and which nick (as typed; the backplane folds it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NickClaim {
+    pub client: ClientId,
+    pub serial: u32,
+    pub nick: Arc<str>,
+}
+
+/// How a claim was decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The nick is this user's across the cluster now.
+    Won,
+    /// Someone (on this node or another) holds it.
+    Taken,
+    /// Redis could not decide (the link is down, or it answered an error): the claim may or
+    /// may not have been made; the backplane releases it once Redis is back.
+    Failed,
+}
+
+/// The answer to a [`Note::Claim`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimAnswer {
+    pub claim: NickClaim,
+    pub outcome: Outcome,
+}
+
+/// Whether `folded` is a guest nick of a clustered node (`guest{node number}-{n}`): those are
+/// handed out by nodes from their own number space, never claimed in Redis, so nobody may take
+/// one by hand.
+pub fn is_cluster_guest(folded: &str) -> bool {
+    let Some(rest) = folded.strip_prefix("guest") else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    rest.split_once('-')
+        .is_some_and(|(node, n)| digits(node) && digits(n))
 }

@@ -408,6 +408,10 @@ pub enum Event {
     YouAreOper {
         nick: Arc<str>,
     },
+    /// In a cluster: how the claim of a registering IRC client's nick ended (`None`: won, the
+    /// client is registered). The driver hands it to the client's session, which sends the
+    /// welcome or the error. Never rendered itself.
+    Registration(Option<Error>),
     /// A server operator disconnected you: the driver closes the connection with this reason.
     /// Never rendered itself.
     Killed {
@@ -569,6 +573,10 @@ pub enum Error {
     ServerBansFull,
     /// The watch list is full: these nicks (comma-separated) were not added.
     WatchListFull(String),
+    /// A clustered node cannot reach Redis, so it cannot claim this nick for the cluster.
+    ClusterDown(String),
+    /// A nick change of this user is already waiting for the cluster's answer.
+    NickPending(String),
 }
 
 impl Error {
@@ -610,6 +618,8 @@ impl Error {
             Error::NoSuchServerBan(_) => "no-such-server-ban",
             Error::ServerBansFull => "server-bans-full",
             Error::WatchListFull(_) => "watch-list-full",
+            Error::ClusterDown(_) => "cluster-down",
+            Error::NickPending(_) => "nick-pending",
         }
     }
 }
@@ -702,6 +712,14 @@ impl fmt::Display for Error {
                 f,
                 "the server already keeps {} bans, the most it may",
                 super::kline::MAX_SERVER_BANS
+            ),
+            Error::ClusterDown(n) => write!(
+                f,
+                "cluster link down: the nick {n} cannot be claimed now, try again later"
+            ),
+            Error::NickPending(n) => write!(
+                f,
+                "a nick change is already under way: wait for its answer before asking for {n}"
             ),
             Error::WatchListFull(n) => write!(
                 f,

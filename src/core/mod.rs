@@ -146,6 +146,36 @@ pub struct Core {
     opers: usize,
     /// Part of a cluster: tell the backplane about rooms and messages ([`cluster::Note`]).
     cluster: bool,
+    /// In a cluster: this node's number (unique in the cluster, from Redis at start), which
+    /// makes its guest nicks (`guest{number}-{n}`) its own without asking Redis for each.
+    node_number: Option<u64>,
+    /// In a cluster: the nick each local user asked for and the cluster has not answered yet
+    /// (with the user's serial); at most one per user.
+    claims: HashMap<ClientId, (u32, Arc<str>)>,
+    /// In a cluster: whether Redis is reachable (nick changes are refused while it is not).
+    link_up: bool,
+    /// In a cluster: IRC clients whose registration waits for the claim of their nick.
+    registering: HashMap<ClientId, Registering>,
+}
+
+/// An IRC registration waiting for the cluster's answer to the claim of its nick: what
+/// registering takes once it is won.
+#[derive(Debug)]
+struct Registering {
+    claim: cluster::NickClaim,
+    user: Arc<str>,
+    realname: Arc<str>,
+    ip: IpAddr,
+}
+
+/// What [`Core::register`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Registration {
+    /// The client is registered.
+    Done,
+    /// In a cluster: the nick is being claimed; an [`Event::Registration`] tells the client
+    /// how it ended.
+    Pending,
 }
 
 impl Core {
@@ -184,6 +214,10 @@ impl Core {
             invisible: 0,
             opers: 0,
             cluster: false,
+            node_number: None,
+            claims: HashMap::new(),
+            link_up: true,
+            registering: HashMap::new(),
         }
     }
 
@@ -191,6 +225,109 @@ impl Core {
     /// outbox (the drivers set it before anyone connects).
     pub fn set_cluster(&mut self, on: bool) {
         self.cluster = on;
+    }
+
+    /// Gives this node its cluster-wide number: from now on guests are named
+    /// `guest{number}-{n}`, which no other node hands out and nobody may take by hand, so guest
+    /// nicks need no claim in Redis.
+    pub fn set_node_number(&mut self, number: u64) {
+        self.node_number = Some(number);
+    }
+
+    /// What the backplane answers, later: a claim decided, or a private message nobody
+    /// received.
+    pub fn answer(&mut self, answer: cluster::Answer, now: Millis, out: &mut Outbox) {
+        match answer {
+            cluster::Answer::Claim(claim) => self.claimed(claim, now, out),
+            cluster::Answer::Undelivered { by, to } => self.undelivered(by, &to, out),
+        }
+    }
+
+    /// A private message of local user `by` (client, serial) to `to`, a nick no local user
+    /// holds, reached no node: nobody holds it. Told as a local message to nobody is.
+    pub fn undelivered(&mut self, by: (ClientId, u32), to: &str, out: &mut Outbox) {
+        if self.users.get(&by.0).is_some_and(|u| u.serial == by.1) {
+            let e = Error::NoSuchNick(names::clip(to, names::NICK_MAX + 8));
+            out.send(by.0, Event::Error(e));
+        }
+    }
+
+    /// The cluster's answer to a nick claim ([`cluster::Note::Claim`]): the change is made and
+    /// told (and the old nick released), or refused with the error a local refusal gives.
+    /// An answer for a user who left or asked for something else since is not told; a won
+    /// claim nobody wants any more is released.
+    pub fn claimed(&mut self, answer: cluster::ClaimAnswer, now: Millis, out: &mut Outbox) {
+        use cluster::{Note, Outcome};
+        let claim = answer.claim;
+        if self
+            .registering
+            .get(&claim.client)
+            .is_some_and(|r| r.claim == claim)
+        {
+            return self.registration_claimed(claim.client, answer.outcome, now, out);
+        }
+        let current = self
+            .claims
+            .get(&claim.client)
+            .is_some_and(|(serial, nick)| *serial == claim.serial && *nick == claim.nick);
+        if !current {
+            if answer.outcome == Outcome::Won {
+                out.note(Note::Release(claim));
+            }
+            return;
+        }
+        self.claims.remove(&claim.client);
+        let id = claim.client;
+        let result = match answer.outcome {
+            Outcome::Won => self
+                .check_new_nick(Some(id), &claim.nick, now)
+                .map(|()| self.rename(id, &claim.nick, now, out))
+                .inspect_err(|_| out.note(Note::Release(claim.clone()))),
+            Outcome::Taken => Err(Error::NickInUse(claim.nick.to_string())),
+            Outcome::Failed => Err(Error::ClusterDown(claim.nick.to_string())),
+        };
+        if let Err(e) = result {
+            out.send(id, Event::Error(e));
+        }
+    }
+
+    /// The answer to a registration's claim (see [`Core::claimed`]).
+    fn registration_claimed(
+        &mut self,
+        id: ClientId,
+        outcome: cluster::Outcome,
+        now: Millis,
+        out: &mut Outbox,
+    ) {
+        use cluster::{Note, Outcome};
+        let Some(r) = self.registering.remove(&id) else {
+            return;
+        };
+        let nick = &r.claim.nick;
+        let result = match outcome {
+            // (Checked again: the nick may have been reserved, or held by the nick delay,
+            // meanwhile.)
+            Outcome::Won => self.check_new_nick(None, nick, now).map(|()| {
+                let serial = r.claim.serial;
+                self.insert_user(id, nick, r.user, r.ip, r.realname, serial, now, out);
+            }),
+            Outcome::Taken => Err(Error::NickInUse(nick.to_string())),
+            Outcome::Failed => Err(Error::ClusterDown(nick.to_string())),
+        };
+        if result.is_err() && outcome == Outcome::Won {
+            out.note(Note::Release(r.claim));
+        }
+        out.send(id, Event::Registration(result.err()));
+    }
+
+    /// The claim of `id`'s current nick, to release (`None` for a guest nick: never claimed).
+    fn own_claim(&self, id: ClientId) -> Option<cluster::NickClaim> {
+        let user = self.users.get(&id)?;
+        (!cluster::is_cluster_guest(&fold(&user.source.nick))).then(|| cluster::NickClaim {
+            client: id,
+            serial: user.serial,
+            nick: user.source.nick.clone(),
+        })
     }
 
     /// What another node published: its local members are told as they are of what happens
@@ -237,6 +374,25 @@ impl Core {
                 let to = self.announced_members(&rooms);
                 out.send_many(to, Event::NickChanged { old, new });
             }
+            Shared::Private(msg) => {
+                // (No "is away" answer goes back across nodes yet.)
+                let Some(&target) = self.nicks.get(&fold(&msg.to)) else {
+                    return;
+                };
+                let user = &self.users[&target];
+                if user.ignores(&msg.from) {
+                    return;
+                }
+                let event = Event::Private {
+                    to: user.source.nick.clone(),
+                    from: msg.from,
+                    text: msg.text,
+                    kind: msg.kind,
+                    tags: msg.tags,
+                    id: self.next_msgid(),
+                };
+                out.send(target, event);
+            }
         }
     }
 
@@ -253,7 +409,8 @@ impl Core {
     }
 
     /// Tells every user that the link to the other nodes went down (`up: false`) or came back.
-    pub fn tell_cluster_link(&self, up: bool, out: &mut Outbox) {
+    pub fn tell_cluster_link(&mut self, up: bool, out: &mut Outbox) {
+        self.link_up = up;
         out.send_many(self.users.keys().copied(), Event::ClusterLink { up });
     }
 
@@ -324,7 +481,7 @@ impl Core {
     ) -> Result<(), Error> {
         check_nick(nick)?;
         let key = fold(nick);
-        if self.reserved.contains(&key) {
+        if self.reserved.contains(&key) || (self.cluster && cluster::is_cluster_guest(&key)) {
             return Err(Error::ReservedNick(nick.to_string()));
         }
         match self.nicks.get(&key) {
@@ -350,7 +507,10 @@ impl Core {
     /// room yet, and returns the nick. `ip` is the peer's address: others are shown its cloak.
     pub fn connect(&mut self, id: ClientId, ip: IpAddr, now: Millis, out: &mut Outbox) -> Arc<str> {
         let nick = loop {
-            let candidate = format!("guest{}", self.next_guest);
+            let candidate = match self.node_number {
+                Some(node) => format!("guest{node}-{}", self.next_guest),
+                None => format!("guest{}", self.next_guest),
+            };
             self.next_guest += 1;
             // (A guest nick is reserved only if the operator asked for it, and held only if
             // someone took it by hand before it came up.)
@@ -362,12 +522,15 @@ impl Core {
             }
         };
         let (user, realname) = (self.line_user.clone(), self.line_realname.clone());
-        self.insert_user(id, &nick, user, ip, realname, now, out);
+        let serial = self.take_serial();
+        self.insert_user(id, &nick, user, ip, realname, serial, now, out);
         nick.into()
     }
 
     /// Registers a client that chose its own nick (IRC's NICK + USER). Fails, changing nothing,
-    /// if the nick is invalid, reserved or taken.
+    /// if the nick is invalid, reserved or taken. In a cluster, a nick that passes here is
+    /// claimed first ([`Registration::Pending`]): the client is told the outcome later by an
+    /// [`Event::Registration`] (and is registered then if the claim was won).
     #[allow(clippy::too_many_arguments)]
     pub fn register(
         &mut self,
@@ -378,10 +541,41 @@ impl Core {
         ip: IpAddr,
         now: Millis,
         out: &mut Outbox,
-    ) -> Result<(), Error> {
+    ) -> Result<Registration, Error> {
         self.check_new_nick(None, nick, now)?;
-        self.insert_user(id, nick, user.into(), ip, label(realname).into(), now, out);
-        Ok(())
+        let (user, realname): (Arc<str>, Arc<str>) = (user.into(), label(realname).into());
+        if self.cluster {
+            if self.registering.contains_key(&id) {
+                return Err(Error::NickPending(nick.to_string()));
+            }
+            if !self.link_up {
+                return Err(Error::ClusterDown(nick.to_string()));
+            }
+            let claim = cluster::NickClaim {
+                client: id,
+                serial: self.take_serial(),
+                nick: nick.into(),
+            };
+            let asked = Registering {
+                claim: claim.clone(),
+                user,
+                realname,
+                ip,
+            };
+            self.registering.insert(id, asked);
+            out.note(cluster::Note::Claim(claim));
+            return Ok(Registration::Pending);
+        }
+        let serial = self.take_serial();
+        self.insert_user(id, nick, user, ip, realname, serial, now, out);
+        Ok(Registration::Done)
+    }
+
+    /// The `User::serial` of the next user.
+    fn take_serial(&mut self) -> u32 {
+        let serial = self.next_user;
+        self.next_user = self.next_user.wrapping_add(1);
+        serial
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -392,6 +586,7 @@ impl Core {
         user: Arc<str>,
         ip: IpAddr,
         realname: Arc<str>,
+        serial: u32,
         now: Millis,
         out: &mut Outbox,
     ) {
@@ -410,7 +605,7 @@ impl Core {
             connected_at: now,
             last_active: now,
             ip,
-            serial: self.next_user,
+            serial,
             oper: false,
             secure: false,
             invisible: false,
@@ -418,8 +613,10 @@ impl Core {
             silence: None,
             watching: None,
         };
-        self.next_user = self.next_user.wrapping_add(1);
         self.announce_online(&user.source, out);
+        if self.cluster {
+            out.note(cluster::Note::SubscribeUser(fold(nick).into()));
+        }
         self.users.insert(id, user);
         self.peak_users = self.peak_users.max(self.users.len());
     }
@@ -437,6 +634,22 @@ impl Core {
     pub fn disconnect(&mut self, id: ClientId, reason: &str, now: Millis, out: &mut Outbox) {
         let neighbours = self.neighbours(id);
         self.delay_nick(id, None, now);
+        if self.cluster {
+            let claims = self.own_claim(id).into_iter();
+            let pending = self
+                .claims
+                .remove(&id)
+                .map(|(serial, nick)| cluster::NickClaim {
+                    client: id,
+                    serial,
+                    nick,
+                });
+            let registering = self.registering.remove(&id).map(|r| r.claim);
+            claims
+                .chain(pending)
+                .chain(registering)
+                .for_each(|c| out.note(cluster::Note::Release(c)));
+        }
         let Some(user) = self.users.remove(&id) else {
             return;
         };
@@ -444,6 +657,10 @@ impl Core {
         self.invisible -= usize::from(user.invisible);
         self.opers -= usize::from(user.oper);
         self.announce_offline(&user.source.nick, out);
+        if self.cluster {
+            let folded = fold(&user.source.nick).into();
+            out.note(cluster::Note::UnsubscribeUser(folded));
+        }
         if self.cluster && !user.rooms.is_empty() {
             let rooms = user.room_keys().map(|k| self.rooms[k].name.clone());
             out.note(cluster::Note::Publish(cluster::Shared::Quit {
@@ -882,7 +1099,15 @@ impl Core {
         out: &mut Outbox,
     ) -> Result<(), Error> {
         check_text(&text)?;
-        let target = self.find_nick(to)?;
+        let target = match self.find_nick(to) {
+            // In a cluster, a nick held on no local user may be another node's: published to
+            // its channel (if no node receives it, the sender is told later).
+            Err(Error::NoSuchNick(_)) if self.cluster && self.link_up && check_nick(to).is_ok() => {
+                self.tell(id, to, text, kind, (echo, tags), now, out);
+                return Ok(());
+            }
+            found => found?,
+        };
         let user = self.user_mut(id);
         user.last_active = now;
         let from = user.source.clone();
@@ -916,6 +1141,46 @@ impl Core {
         let also_sender = (echo && target != id).then_some(id);
         out.send_many(to.into_iter().chain(also_sender), event);
         Ok(())
+    }
+
+    /// A private message to a nick no local user holds, in a cluster: echoed to the sender if
+    /// it asked, and left for the backplane to publish to that nick's channel.
+    #[allow(clippy::too_many_arguments)]
+    fn tell(
+        &mut self,
+        id: ClientId,
+        to: &str,
+        text: String,
+        kind: MsgKind,
+        (echo, tags): (bool, ClientTags),
+        now: Millis,
+        out: &mut Outbox,
+    ) {
+        let user = self.user_mut(id);
+        user.last_active = now;
+        let (from, serial) = (user.source.clone(), user.serial);
+        let msg = cluster::PrivateMessage {
+            to: to.into(),
+            from: from.clone(),
+            text: text.into(),
+            kind,
+            tags: tags.clone(),
+        };
+        if echo {
+            let event = Event::Private {
+                from,
+                to: msg.to.clone(),
+                text: msg.text.clone(),
+                kind,
+                tags,
+                id: self.next_msgid(),
+            };
+            out.send(id, event);
+        }
+        out.note(cluster::Note::Tell {
+            by: (id, serial),
+            msg,
+        });
     }
 
     /// A message of tags only, to whom a message to `to` would go, under the same rules (a
@@ -979,16 +1244,52 @@ impl Core {
         out: &mut Outbox,
     ) -> Result<(), Error> {
         self.check_new_nick(Some(id), nick, now)?;
-        let key = fold(nick);
         let old = self.users[&id].source.clone();
         if *old.nick == *nick {
             return Ok(());
+        }
+        // In a cluster, a new nick (not a change of case) is the cluster's to give: asked for
+        // here, made in `claimed` once Redis has answered.
+        if self.cluster && fold(&old.nick) != fold(nick) {
+            if !self.link_up {
+                return Err(Error::ClusterDown(nick.to_string()));
+            }
+            if self.claims.contains_key(&id) {
+                return Err(Error::NickPending(nick.to_string()));
+            }
+            let serial = self.users[&id].serial;
+            self.claims.insert(id, (serial, nick.into()));
+            out.note(cluster::Note::Claim(cluster::NickClaim {
+                client: id,
+                serial,
+                nick: nick.into(),
+            }));
+            return Ok(());
+        }
+        self.rename(id, nick, now, out);
+        Ok(())
+    }
+
+    /// Makes `nick` (checked, and in a cluster claimed) `id`'s and tells who must know; in a
+    /// cluster, releases the old nick.
+    fn rename(&mut self, id: ClientId, nick: &str, now: Millis, out: &mut Outbox) {
+        let key = fold(nick);
+        let old = self.users[&id].source.clone();
+        if self.cluster
+            && fold(&old.nick) != key
+            && let Some(claim) = self.own_claim(id)
+        {
+            out.note(cluster::Note::Release(claim));
         }
         let serial = self.users[&id].serial;
         self.delay_nick(id, Some(serial), now);
         // Its own held nick taken back: nobody else is waiting for it.
         self.delayed.release(&key);
         self.nicks.remove(&fold(&old.nick));
+        if self.cluster && fold(&old.nick) != key {
+            out.note(cluster::Note::UnsubscribeUser(fold(&old.nick).into()));
+            out.note(cluster::Note::SubscribeUser(key.as_str().into()));
+        }
         self.nicks.insert(key, id);
         let new: Arc<str> = nick.into();
         self.gone.push(old.clone(), now);
@@ -1022,7 +1323,6 @@ impl Core {
             }));
         }
         out.send_many(to, Event::NickChanged { old, new });
-        Ok(())
     }
 
     fn join(

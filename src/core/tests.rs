@@ -173,7 +173,7 @@ fn registering_with_a_chosen_nick_checks_it() {
     let mut core = Core::new(CoreLimits::counts(0, 3, 1000), 1_000_000);
     assert_eq!(
         core.register(A, "alice", "al", "Alice L", TEN, 0, &mut Outbox::default()),
-        Ok(())
+        Ok(Registration::Done)
     );
     assert_eq!(
         core.register(B, "ALICE", "x", "x", IP, 0, &mut Outbox::default()),
@@ -1808,8 +1808,17 @@ fn tags_travel_with_messages_and_tag_only_messages_are_not_remembered() {
 
 // ---- cluster notes -------------------------------------------------------------------------
 
-/// The notes a command left for the backplane.
+/// The notes a command left for the backplane, but the subscriptions to users' channels
+/// (see [`all_notes`]).
 fn notes(out: &mut Outbox) -> Vec<cluster::Note> {
+    use cluster::Note;
+    all_notes(out)
+        .into_iter()
+        .filter(|n| !matches!(n, Note::SubscribeUser(_) | Note::UnsubscribeUser(_)))
+        .collect()
+}
+
+fn all_notes(out: &mut Outbox) -> Vec<cluster::Note> {
     out.drain_notes().collect()
 }
 
@@ -1817,11 +1826,218 @@ fn publish(shared: cluster::Shared) -> cluster::Note {
     cluster::Note::Publish(shared)
 }
 
+fn won(claim: cluster::NickClaim) -> cluster::ClaimAnswer {
+    cluster::ClaimAnswer {
+        claim,
+        outcome: cluster::Outcome::Won,
+    }
+}
+
+/// A clustered core (node number 7) with guests A and B, and the notes drained.
+fn cluster_core() -> (Core, Outbox) {
+    let mut core = Core::new(CoreLimits::counts(10, 5, 1000), 0);
+    core.set_cluster(true);
+    core.set_node_number(7);
+    let mut out = Outbox::default();
+    core.connect(A, IP, 0, &mut out);
+    core.connect(B, IP, 0, &mut out);
+    out.clear();
+    out.drain_notes();
+    (core, out)
+}
+
+/// Asks for `nick` for `id`, and returns the claim the core made.
+fn claim(core: &mut Core, out: &mut Outbox, id: ClientId, nick: &str) -> cluster::NickClaim {
+    core.handle(id, Command::Nick(nick.into()), 0, out);
+    assert!(out.is_empty(), "nothing is told before the cluster answers");
+    match &notes(out)[..] {
+        [cluster::Note::Claim(c)] => c.clone(),
+        other => panic!("expected one claim, got {other:?}"),
+    }
+}
+
+fn cluster_errors(out: &Outbox) -> Vec<(Error, Vec<ClientId>)> {
+    out.iter()
+        .filter_map(|(e, to)| match e {
+            Event::Error(e) => Some((e.clone(), to.to_vec())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_clustered_node_names_its_guests_in_its_own_space_and_nobody_takes_such_a_nick() {
+    let (mut core, mut out) = cluster_core();
+    assert_eq!(&**core.nick(A).unwrap(), "guest7-1");
+    assert_eq!(&**core.nick(B).unwrap(), "guest7-2");
+    for nick in ["guest7-9", "Guest3-1", "guest12-40"] {
+        core.handle(A, Command::Nick(nick.into()), 0, &mut out);
+        assert!(
+            matches!(&cluster_errors(&out)[..], [(Error::ReservedNick(_), _)]),
+            "{nick}"
+        );
+        assert!(!out.has_notes(), "not even asked");
+        out.clear();
+    }
+    // Not a guest nick of a node: an ordinary nick, claimed.
+    for nick in ["guest5", "guest-1", "guestx-1"] {
+        let c = claim(&mut core, &mut out, A, nick);
+        core.claimed(
+            cluster::ClaimAnswer {
+                claim: c,
+                outcome: cluster::Outcome::Taken,
+            },
+            0,
+            &mut out,
+        );
+        out.clear();
+    }
+    let single = Core::new(CoreLimits::counts(10, 5, 1000), 0);
+    assert!(
+        single.check_new_nick(None, "guest7-1", 0).is_ok(),
+        "one node: as before"
+    );
+}
+
+#[test]
+fn a_clustered_nick_change_is_made_when_the_cluster_answers_and_releases_the_old_claim() {
+    use cluster::{ClaimAnswer, Note, Outcome};
+    let (mut core, mut out) = cluster_core();
+    let first = claim(&mut core, &mut out, A, "alice");
+    assert_eq!(first.nick.as_ref(), "alice");
+    assert_eq!(first.client, A);
+    // A second change while the first is under way is refused, not queued.
+    core.handle(A, Command::Nick("alicia".into()), 0, &mut out);
+    assert_eq!(
+        cluster_errors(&out),
+        [(Error::NickPending("alicia".into()), vec![A])]
+    );
+    assert!(!out.has_notes());
+    out.clear();
+    assert_eq!(
+        &**core.nick(A).unwrap(),
+        "guest7-1",
+        "unchanged until the answer"
+    );
+    core.claimed(won(first.clone()), 0, &mut out);
+    assert_eq!(&**core.nick(A).unwrap(), "alice");
+    assert!(out.iter().any(
+        |(e, to)| matches!(e, Event::NickChanged { new, .. } if &**new == "alice")
+            && to.contains(&A)
+    ));
+    assert!(
+        notes(&mut out).is_empty(),
+        "a guest nick is not released: never claimed"
+    );
+    out.clear();
+    // A change of case needs no claim.
+    core.handle(A, Command::Nick("Alice".into()), 0, &mut out);
+    assert!(!out.has_notes());
+    assert_eq!(&**core.nick(A).unwrap(), "Alice");
+    out.clear();
+    // Taken elsewhere: the usual error, nothing changes.
+    let second = claim(&mut core, &mut out, A, "bob");
+    core.claimed(
+        ClaimAnswer {
+            claim: second,
+            outcome: Outcome::Taken,
+        },
+        0,
+        &mut out,
+    );
+    assert_eq!(
+        cluster_errors(&out),
+        [(Error::NickInUse("bob".into()), vec![A])]
+    );
+    assert!(!out.has_notes());
+    out.clear();
+    // Redis could not decide: cluster link down.
+    let third = claim(&mut core, &mut out, A, "ally");
+    core.claimed(
+        ClaimAnswer {
+            claim: third,
+            outcome: Outcome::Failed,
+        },
+        0,
+        &mut out,
+    );
+    assert_eq!(
+        cluster_errors(&out),
+        [(Error::ClusterDown("ally".into()), vec![A])]
+    );
+    out.clear();
+    // Won: the old nick's claim (case as it is now) is released.
+    let fourth = claim(&mut core, &mut out, A, "ally");
+    core.claimed(won(fourth.clone()), 0, &mut out);
+    assert_eq!(
+        notes(&mut out),
+        [Note::Release(cluster::NickClaim {
+            nick: rc("Alice"),
+            ..first
+        })]
+    );
+    out.clear();
+    // Leaving releases the nick held.
+    core.disconnect(A, "bye", 0, &mut out);
+    assert_eq!(notes(&mut out), [Note::Release(fourth)]);
+}
+
+#[test]
+fn a_late_answer_for_a_user_who_left_is_not_told_and_a_won_claim_is_released() {
+    use cluster::{ClaimAnswer, Note, Outcome};
+    let (mut core, mut out) = cluster_core();
+    let c = claim(&mut core, &mut out, A, "alice");
+    core.disconnect(A, "bye", 0, &mut out);
+    assert_eq!(
+        notes(&mut out),
+        [Note::Release(c.clone())],
+        "the claim under way is released (after it, in Redis's order)"
+    );
+    out.clear();
+    // A new user with the same client id.
+    core.connect(A, IP, 0, &mut out);
+    out.clear();
+    core.claimed(won(c.clone()), 0, &mut out);
+    assert!(out.is_empty(), "nobody told");
+    assert_eq!(notes(&mut out), [Note::Release(c.clone())]);
+    assert!(core.nick(A).unwrap().starts_with("guest7-"));
+    core.claimed(
+        ClaimAnswer {
+            claim: c,
+            outcome: Outcome::Taken,
+        },
+        0,
+        &mut out,
+    );
+    assert!(out.is_empty() && !out.has_notes());
+}
+
+#[test]
+fn while_the_cluster_link_is_down_nick_changes_are_refused_at_once() {
+    let (mut core, mut out) = cluster_core();
+    core.tell_cluster_link(false, &mut out);
+    out.clear();
+    core.handle(A, Command::Nick("alice".into()), 0, &mut out);
+    assert_eq!(
+        cluster_errors(&out),
+        [(Error::ClusterDown("alice".into()), vec![A])]
+    );
+    assert!(!out.has_notes());
+    // Guests still arrive (their nicks need no claim).
+    core.connect(C, IP, 0, &mut out);
+    assert_eq!(&**core.nick(C).unwrap(), "guest7-3");
+    out.clear();
+    core.tell_cluster_link(true, &mut out);
+    out.clear();
+    claim(&mut core, &mut out, A, "alice");
+}
+
 #[test]
 fn a_cluster_core_subscribes_while_a_room_has_local_members_and_publishes_once() {
     use cluster::{Note, Shared};
     let mut core = Core::new(CoreLimits::counts(10, 5, 1000), 0);
     core.set_cluster(true);
+    core.set_node_number(1);
     let mut out = Outbox::default();
     core.connect(A, IP, 0, &mut out);
     core.connect(B, IP, 0, &mut out);
@@ -1884,6 +2100,10 @@ fn a_cluster_core_subscribes_while_a_room_has_local_members_and_publishes_once()
     core.handle(B, Command::Join("#other".into()), 0, &mut out);
     out.drain_notes();
     core.handle(B, Command::Nick("bee".into()), 0, &mut out);
+    let [Note::Claim(claim)] = &notes(&mut out)[..] else {
+        panic!("a nick change is a claim first")
+    };
+    core.claimed(won(claim.clone()), 0, &mut out);
     let bee = core.source(B).unwrap().clone();
     assert_eq!(
         notes(&mut out),
@@ -1891,13 +2111,15 @@ fn a_cluster_core_subscribes_while_a_room_has_local_members_and_publishes_once()
             rooms: vec![rc("#Chat"), rc("#other")],
             old: b,
             new: rc("bee"),
-        })]
+        })],
+        "a guest nick was never claimed: nothing to release"
     );
     let b = bee;
     core.disconnect(B, "bye", 0, &mut out);
     assert_eq!(
         notes(&mut out),
         [
+            Note::Release(claim.clone()),
             publish(Shared::Quit {
                 rooms: vec![rc("#Chat"), rc("#other")],
                 who: b,
@@ -2116,4 +2338,162 @@ fn a_room_tagmsg_is_published_once_and_a_remote_one_reaches_every_local_member()
         [A, B],
         "the sender's node is not told again: it ignores its own"
     );
+}
+
+#[test]
+fn a_clustered_irc_registration_waits_for_its_claim_and_is_told_how_it_ended() {
+    use cluster::{ClaimAnswer, Note, Outcome};
+    let (mut core, mut out) = cluster_core();
+    let register = |core: &mut Core, out: &mut Outbox, id, nick: &str| {
+        let r = core.register(id, nick, "u", "U", IP, 0, out);
+        let claim = match &notes(out)[..] {
+            [Note::Claim(c)] => c.clone(),
+            other => panic!("expected a claim, got {other:?}"),
+        };
+        (r, claim)
+    };
+    let (r, claim) = register(&mut core, &mut out, C, "carol");
+    assert_eq!(r, Ok(Registration::Pending));
+    assert!(core.nick(C).is_none(), "not registered before the answer");
+    assert_eq!(
+        core.register(C, "carol", "u", "U", IP, 0, &mut out),
+        Err(Error::NickPending("carol".into()))
+    );
+    core.claimed(
+        ClaimAnswer {
+            claim,
+            outcome: Outcome::Taken,
+        },
+        0,
+        &mut out,
+    );
+    assert!(core.nick(C).is_none());
+    let told: Vec<_> = out.iter().map(|(e, to)| (e.clone(), to.to_vec())).collect();
+    assert_eq!(
+        told,
+        [(
+            Event::Registration(Some(Error::NickInUse("carol".into()))),
+            vec![C]
+        )]
+    );
+    out.clear();
+    let (_, claim) = register(&mut core, &mut out, C, "carla");
+    core.claimed(won(claim.clone()), 0, &mut out);
+    assert_eq!(&**core.nick(C).unwrap(), "carla");
+    assert!(
+        out.iter()
+            .any(|(e, to)| *e == Event::Registration(None) && to == [C])
+    );
+    out.clear();
+    core.disconnect(C, "bye", 0, &mut out);
+    assert_eq!(notes(&mut out), [Note::Release(claim)]);
+    // A client that leaves while its claim is under way: released; the late answer is not
+    // told to anyone.
+    let (_, claim) = register(&mut core, &mut out, C, "dora");
+    core.disconnect(C, "bye", 0, &mut out);
+    assert_eq!(notes(&mut out), [Note::Release(claim.clone())]);
+    out.clear();
+    core.claimed(won(claim.clone()), 0, &mut out);
+    assert!(out.is_empty());
+    assert_eq!(notes(&mut out), [Note::Release(claim)]);
+    // While the link is down: refused at once.
+    core.tell_cluster_link(false, &mut out);
+    out.clear();
+    assert_eq!(
+        core.register(C, "erin", "u", "U", IP, 0, &mut out),
+        Err(Error::ClusterDown("erin".into()))
+    );
+}
+
+#[test]
+fn a_clustered_node_subscribes_to_its_users_nicks_and_sends_a_message_to_another_nick_out() {
+    use cluster::{Answer, Note, PrivateMessage, Shared};
+    let (mut core, mut out) = cluster_core();
+    core.connect(C, IP, 0, &mut out);
+    assert_eq!(all_notes(&mut out), [Note::SubscribeUser(rc("guest7-3"))]);
+    let c = claim(&mut core, &mut out, C, "Carol");
+    core.claimed(won(c), 0, &mut out);
+    assert_eq!(
+        all_notes(&mut out),
+        [
+            Note::UnsubscribeUser(rc("guest7-3")),
+            Note::SubscribeUser(rc("carol"))
+        ]
+    );
+    out.clear();
+    // To a nick nobody holds here: echoed if asked, and told out with who sent it.
+    let say = |to: &str, echo| Command::Private {
+        to: to.into(),
+        text: "psst".into(),
+        kind: MsgKind::Normal,
+        echo,
+        tags: None,
+    };
+    core.handle(C, say("Dave", true), 0, &mut out);
+    let carol = core.source(C).unwrap().clone();
+    let serial = core.users[&C].serial;
+    let msg = PrivateMessage {
+        to: rc("Dave"),
+        from: carol.clone(),
+        text: rc("psst"),
+        kind: MsgKind::Normal,
+        tags: None,
+    };
+    assert_eq!(
+        all_notes(&mut out),
+        [Note::Tell {
+            by: (C, serial),
+            msg: msg.clone()
+        }]
+    );
+    assert!(
+        out.iter()
+            .any(|(e, to)| matches!(e, Event::Private { .. }) && to == [C]),
+        "the echo"
+    );
+    out.clear();
+    // Nobody received it: the sender is told, as for a local nick nobody holds.
+    core.answer(
+        Answer::Undelivered {
+            by: (C, serial),
+            to: rc("Dave"),
+        },
+        0,
+        &mut out,
+    );
+    assert_eq!(
+        cluster_errors(&out),
+        [(Error::NoSuchNick("Dave".into()), vec![C])]
+    );
+    out.clear();
+    // From another node to a local user: delivered to it only, found case-insensitively.
+    core.remote(
+        Shared::Private(PrivateMessage {
+            to: rc("CAROL"),
+            from: Source::new("dave", "u", "h", "D"),
+            ..msg.clone()
+        }),
+        0,
+        &mut out,
+    );
+    let got: Vec<_> = out.iter().map(|(e, to)| (e.clone(), to.to_vec())).collect();
+    assert!(
+        matches!(&got[..], [(Event::Private { to, from, .. }, who)]
+            if &**to == "Carol" && &*from.nick == "dave" && who == &[C]),
+        "{got:?}"
+    );
+    out.clear();
+    core.disconnect(C, "bye", 0, &mut out);
+    assert!(all_notes(&mut out).contains(&Note::UnsubscribeUser(rc("carol"))));
+    // A local target stays local; and while the link is down, nothing goes out.
+    core.handle(A, say("guest7-2", false), 0, &mut out);
+    assert!(all_notes(&mut out).is_empty());
+    core.tell_cluster_link(false, &mut out);
+    out.clear();
+    core.handle(A, say("Dave", false), 0, &mut out);
+    assert!(all_notes(&mut out).is_empty());
+    assert!(matches!(
+        &cluster_errors(&out)[..],
+        [(Error::NoSuchNick(_), _)]
+    ));
 }

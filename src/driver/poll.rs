@@ -170,7 +170,9 @@ impl EventLoop {
         let backplane = match &config.backplane {
             Some(bp) => {
                 core.set_cluster(true);
-                Some(Backplane::connect(bp.clone(), front.poll.registry())?)
+                let bp = Backplane::connect(bp.clone(), front.poll.registry())?;
+                core.set_node_number(bp.incarnation());
+                Some(bp)
             }
             None => None,
         };
@@ -723,6 +725,11 @@ impl EventLoop {
             self.deliver();
         }
         self.received = received;
+        let answers = self.backplane.as_mut().map(|b| b.take_answers());
+        for answer in answers.into_iter().flatten() {
+            self.core.answer(answer, self.now.wall, &mut self.outbox);
+            self.deliver();
+        }
     }
 
     // ---- output ----------------------------------------------------------------------------
@@ -740,9 +747,16 @@ impl EventLoop {
             return;
         }
         let mut outbox = std::mem::take(&mut self.outbox);
+        let mut decided = Vec::new();
         for (event, to) in outbox.iter() {
             match session::directive(event) {
                 Directive::Render => {}
+                // Handed to the session after the pass (its welcome goes out after what this
+                // pass queued, such as its own arrival told to watchers).
+                Directive::Registration(refused) => {
+                    decided.extend(to.iter().map(|id| (id.0, refused.cloned())));
+                    continue;
+                }
                 // Closed after the pass, as every close.
                 Directive::Close(reason) => {
                     to.iter()
@@ -777,6 +791,15 @@ impl EventLoop {
         }
         outbox.clear();
         self.outbox = outbox;
+        for (key, refused) in decided {
+            let Some(conn) = self.conns.get_mut(key).filter(|c| c.is_open()) else {
+                continue;
+            };
+            let step = conn
+                .session
+                .registration(&self.ctx, &mut self.core, refused.as_ref());
+            self.apply(key, step);
+        }
     }
 
     /// Queues bytes meant for one connection only.

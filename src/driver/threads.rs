@@ -411,6 +411,8 @@ impl State {
                     }
                     continue;
                 }
+                // Only a clustered core makes these, and the threaded models refuse a backplane.
+                Directive::Registration(_) => continue,
             }
             let mut rendered: Rendered<Chunk> = Rendered::new();
             for id in to {

@@ -754,6 +754,7 @@ pub fn render(event: &Event) -> Vec<u8> {
         | Event::Stats(_)
         | Event::Page(_)
         | Event::Killed { .. }
+        | Event::Registration(_)
         | Event::TagMsg { .. } => {}
     }
     s.into_bytes()

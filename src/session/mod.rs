@@ -390,6 +390,9 @@ pub enum Directive<'e> {
     Close(Reason),
     /// A long answer: page it to each recipient as its queue drains ([`render_page`]).
     Page(&'e Cursor),
+    /// In a cluster: a registration's nick claim was decided; hand it to the recipient's
+    /// session ([`Session::registration`]), `None` meaning won.
+    Registration(Option<&'e crate::core::Error>),
 }
 
 /// The [`Directive`] for `event`.
@@ -399,6 +402,7 @@ pub fn directive(event: &Event) -> Directive<'_> {
             format!("killed by {}: {reason}", by.nick).into(),
         )),
         Event::Page(cursor) => Directive::Page(cursor),
+        Event::Registration(result) => Directive::Registration(result.as_ref()),
         _ => Directive::Render,
     }
 }
@@ -517,6 +521,21 @@ impl Session {
     }
 
     /// Handles one framed line.
+    /// In a cluster: the claim of the nick this client registers with was decided (`None`:
+    /// won, the core registered it): the welcome, or the error. (Only IRC clients choose
+    /// their nick at registration.)
+    pub fn registration(
+        &mut self,
+        ctx: &Context,
+        core: &mut Core,
+        refused: Option<&crate::core::Error>,
+    ) -> Step {
+        match self {
+            Session::Line(_) => Step::default(),
+            Session::Irc(s) => s.registration(ctx, core, refused),
+        }
+    }
+
     pub fn on_frame(
         &mut self,
         ctx: &Context,

@@ -623,6 +623,8 @@ pub fn render_with(
         }
         // The driver closes the connection instead (see `Event::Killed`).
         Event::Killed { .. } => {}
+        // The driver hands it to the session (see `Event::Registration`).
+        Event::Registration(_) => {}
         Event::BanList { room, bans } => {
             for b in bans {
                 o.numeric(RPL_BANLIST, &[room, &b.mask, &b.by, &(b.at / 1000)]);
@@ -970,6 +972,12 @@ pub fn error(o: &mut Out<'_>, e: &Error) {
         Error::InvalidServerMask(_) => o.fail(FAIL_MASK, "KLINE", &[e]),
         Error::NoSuchServerBan(_) => o.fail(FAIL_NO_SUCH_BAN, "UNKLINE", &[e]),
         Error::ServerBansFull => o.fail(FAIL_LIST_FULL, "KLINE", &[e]),
+        Error::ClusterDown(nick) => {
+            o.numeric_with(ERR_UNAVAILRESOURCE, &[&safe(nick)], &[&UNAVAIL_CLUSTER])
+        }
+        Error::NickPending(nick) => {
+            o.numeric_with(ERR_UNAVAILRESOURCE, &[&safe(nick)], &[&UNAVAIL_PENDING])
+        }
         Error::WatchListFull(nicks) => {
             // The nicks not added, as many as one line holds (nicks have no spaces).
             let mut list = nicks.as_str();

@@ -247,6 +247,10 @@ pub const UNAVAIL_ROOM: &str =
     "Channel is temporarily unavailable: the server has all the rooms it keeps";
 /// The text of a 437 about a nick (held by `--nick-delay`).
 pub const UNAVAIL_NICK: &str = "Nick is temporarily unavailable: its owner left it moments ago";
+/// The text of a 437 about a nick a clustered node cannot claim (Redis unreachable).
+pub const UNAVAIL_CLUSTER: &str = "Nick is temporarily unavailable: cluster link down";
+/// The text of a 437 about a nick asked for while another claim is under way.
+pub const UNAVAIL_PENDING: &str = "Nick change already under way: wait for its answer";
 
 /// An IRCv3 standard reply, `FAIL <command> <code> :<description>`: a line refused before it
 /// was parsed, or a credential refused for how it came.

@@ -103,6 +103,8 @@ pub struct IrcSession {
     pass: Option<String>,
     /// CAP negotiation in progress: registration waits for CAP END.
     cap_pause: bool,
+    /// In a cluster: registration waits for the claim of `nick` (see `registration`).
+    claiming: bool,
     pub registered: bool,
     pub caps: Caps,
     /// When the connection was admitted: registration must be complete by
@@ -126,12 +128,37 @@ impl IrcSession {
             user: None,
             pass: None,
             cap_pause: false,
+            claiming: false,
             registered: false,
             caps: Caps::default(),
             admitted: now,
             last_heard: now,
             pinged: false,
             secure: false,
+        }
+    }
+
+    /// In a cluster: the claim of the nick asked for at registration was decided (`None`: won,
+    /// and the core registered the client): the welcome burst, or the error (433 for a nick
+    /// held on another node) and the client may send another NICK.
+    pub fn registration(
+        &mut self,
+        ctx: &Context,
+        core: &mut Core,
+        refused: Option<&crate::core::Error>,
+    ) -> Step {
+        if !self.claiming {
+            return Step::default();
+        }
+        self.claiming = false;
+        match refused {
+            None => Step::reply(registration::welcome(self, ctx, core).into_bytes()),
+            Some(e) => {
+                let mut o = Out::new(&ctx.server, "*");
+                irc::error(&mut o, e);
+                self.nick = None;
+                Step::reply(o.into_bytes())
+            }
         }
     }
 

@@ -4,9 +4,10 @@
 
 use super::commands::Call;
 use super::{CAPS, IrcSession, query};
-use crate::core::Command;
+use crate::core::{Command, Core, Registration};
 use crate::protocol::irc::numeric::*;
 use crate::protocol::irc::{self, Out};
+use crate::session::Context;
 use crate::session::{Protocol, Reason, credentials_refused};
 use log::warn;
 
@@ -87,6 +88,9 @@ pub(super) fn nick(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     };
     if s.registered {
         c.run(Command::Nick(nick.to_string()));
+    } else if s.claiming {
+        // The nick asked for first is being claimed in the cluster: one claim at a time.
+        irc::error(c.o, &crate::core::Error::NickPending(nick.to_string()));
     } else if let Err(e) = c.core.check_new_nick(None, nick, c.now) {
         // 432 for a malformed or reserved nick, 433 for a taken one.
         irc::error(c.o, &e);
@@ -136,7 +140,7 @@ fn try_register(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     let (Some(nick), Some((user, realname))) = (&s.nick, &s.user) else {
         return None;
     };
-    if s.registered || s.cap_pause {
+    if s.registered || s.cap_pause || s.claiming {
         return None;
     }
     let ctx = c.ctx;
@@ -153,26 +157,32 @@ fn try_register(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
         c.o.numeric(ERR_YOUREBANNEDCREEP, &[]);
         return Some(Reason::Banned(why));
     }
-    if let Err(e) = c
+    match c
         .core
         .register(c.id, nick, user, realname, c.host, c.now, c.out)
     {
-        irc::error(c.o, &e);
-        s.nick = None;
-        return None;
+        Err(e) => {
+            irc::error(c.o, &e);
+            s.nick = None;
+        }
+        Ok(Registration::Done) => c.o.buf.push_str(&welcome(s, ctx, c.core)),
+        // In a cluster: the welcome (or 433) once the claim is decided (`Session::registration`).
+        Ok(Registration::Pending) => s.claiming = true,
     }
+    None
+}
+
+/// Marks the session registered and renders the welcome burst (001–005, LUSERS, MOTD).
+pub(super) fn welcome(s: &mut IrcSession, ctx: &Context, core: &mut Core) -> String {
     s.registered = true;
+    let (id, nick) = (s.id, s.nick.as_deref().unwrap_or("*"));
     if s.secure {
-        c.core.set_secure(c.id);
+        core.set_secure(id);
     }
     let mut w = Out::new(&ctx.server, nick);
     let version = query::VERSION;
     // The prefix others see, cloaked host included (clients size their lines by it).
-    let me = c
-        .core
-        .source(c.id)
-        .map(|s| irc::prefix(s))
-        .unwrap_or_default();
+    let me = core.source(id).map(|s| irc::prefix(s)).unwrap_or_default();
     w.numeric_with(RPL_WELCOME, &[], &[&me]);
     w.numeric_with(RPL_YOURHOST, &[], &[&ctx.server, &version]);
     w.numeric_with(RPL_CREATED, &[], &[&crate::protocol::iso8601(ctx.started)]);
@@ -180,11 +190,9 @@ fn try_register(s: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     for tokens in irc::isupport_lines(ctx.max_rooms) {
         w.numeric(RPL_ISUPPORT, &[&tokens]);
     }
-    let core = &c.core;
     irc::lusers(&mut w, &core.stats(), true);
     query::send_motd(&mut w, ctx);
-    c.o.buf.push_str(&w.buf);
-    None
+    w.buf
 }
 
 /// USER's user name as shown in `nick!user@host`: letters, digits, `-_.`, at most 10.

@@ -328,3 +328,63 @@ fn credentials_in_clear_from_another_host_are_refused_once_tls_is_configured() {
         "{oper}"
     );
 }
+
+/// In a cluster, NICK + USER ask the core to claim the nick; nothing is sent until the answer,
+/// a second NICK meanwhile is refused, and the answer brings the welcome or 433.
+#[test]
+fn a_clustered_registration_waits_for_the_claim_then_welcomes_or_says_433() {
+    use crate::core::cluster::{ClaimAnswer, Note, Outcome};
+    let mut c = Client::new();
+    c.core.set_cluster(true);
+    c.core.set_node_number(1);
+    let config = Config {
+        server_name: "srv".into(),
+        ..Config::default()
+    };
+    let ctx = Context::new(&config, 0);
+    let mut out = Outbox::default();
+    // (After a refusal, the USER given is kept: a new NICK alone asks again.)
+    let mut claim = |c: &mut Client, nick: &str| {
+        let mut lines = vec![format!("NICK {nick}")];
+        if c.session.user.is_none() {
+            lines.push("USER me 0 * :Me".into());
+        }
+        for line in lines {
+            let step = c.step(&line, &mut out);
+            assert!(step.reply.is_empty(), "nothing before the answer");
+        }
+        assert!(!c.session.registered);
+        match &out.drain_notes().collect::<Vec<_>>()[..] {
+            [Note::Claim(claim)] => claim.clone(),
+            other => panic!("expected a claim, got {other:?}"),
+        }
+    };
+    let taken = claim(&mut c, "held");
+    assert_eq!(
+        c.send("NICK other"),
+        [":srv 437 * other :Nick change already under way: wait for its answer"]
+    );
+    let answer = |c: &mut Client, claim, outcome| {
+        let mut out = Outbox::default();
+        c.core
+            .claimed(ClaimAnswer { claim, outcome }, NOW, &mut out);
+        let refused = out.iter().find_map(|(e, _)| match e {
+            crate::core::Event::Registration(r) => Some(r.clone()),
+            _ => None,
+        });
+        let step = c
+            .session
+            .registration(&ctx, &mut c.core, refused.expect("told").as_ref());
+        String::from_utf8(step.reply).unwrap()
+    };
+    assert_eq!(
+        answer(&mut c, taken, Outcome::Taken),
+        ":srv 433 * held :Nickname is already in use\r\n"
+    );
+    assert!(!c.session.registered);
+    let won = claim(&mut c, "free");
+    let welcome = answer(&mut c, won, Outcome::Won);
+    assert!(welcome.starts_with(":srv 001 free :"), "{welcome}");
+    assert!(c.session.registered);
+    assert_eq!(c.core.nick(ID).map(|n| &**n), Some("free"));
+}
