@@ -610,8 +610,7 @@ impl Core {
             secure: false,
             invisible: false,
             wallops: false,
-            silence: None,
-            watching: None,
+            lists: None,
         };
         self.announce_online(&user.source, out);
         if self.cluster {
@@ -669,7 +668,7 @@ impl Core {
                 reason: label(reason).into(),
             }));
         }
-        self.forget_watches(id, user.watching.map(|w| *w));
+        self.forget_watches(id, user.lists.map(|l| l.watching));
         self.gone.push(user.source.clone(), now);
         for &membership in &user.rooms {
             self.leave(id, &user.source.nick, membership, out);
@@ -1338,7 +1337,7 @@ impl Core {
         if let Some(&key) = self.room_keys.get(&folded)
             && self.users[&id].is_in(key)
         {
-            self.user_mut(id).current = Some(key);
+            self.user_mut(id).current = Some(key as u32);
             let room = Some(self.rooms[key].name.clone());
             out.send(id, Event::CurrentRoom { room });
             return Ok(());
@@ -1380,7 +1379,7 @@ impl Core {
             .get_mut(&id)
             .expect("caller checked the user exists");
         user.rooms.push(Membership::new(key, slot));
-        user.current = Some(key);
+        user.current = Some(key as u32);
         let who = user.source.clone();
         let room = &mut self.rooms[key];
         let name = room.name.clone();
@@ -1459,9 +1458,9 @@ impl Core {
         let nick = user.source.nick.clone();
         self.leave(id, &nick, membership, out);
         let user = self.user_mut(id);
-        if user.current == Some(key) {
-            user.current = user.rooms.last().map(|m| m.key());
-            let room = user.current.map(|k| self.rooms[k].name.clone());
+        if user.current == Some(key as u32) {
+            user.current = user.rooms.last().map(|m| m.key() as u32);
+            let room = user.current.map(|k| self.rooms[k as usize].name.clone());
             out.send(id, Event::CurrentRoom { room });
         }
     }
@@ -1514,7 +1513,7 @@ impl Core {
     fn target_room(&self, id: ClientId, name: Option<&str>, member: bool) -> Result<usize, Error> {
         let user = &self.users[&id];
         let key = match name {
-            None => user.current.ok_or(Error::NoCurrentRoom)?,
+            None => user.current.ok_or(Error::NoCurrentRoom)? as usize,
             Some(name) => {
                 check_room(name)?;
                 *self

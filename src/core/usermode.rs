@@ -74,7 +74,11 @@ impl Core {
     ) -> Result<(), Error> {
         let user = self.users.get_mut(&id).expect("asker is a user");
         let Some((set, mask)) = change else {
-            let masks = user.silence.as_deref().cloned().unwrap_or_default();
+            let masks = user
+                .lists
+                .as_ref()
+                .map(|l| l.silence.clone())
+                .unwrap_or_default();
             out.send(id, Event::SilenceList { masks });
             return Ok(());
         };
@@ -82,14 +86,11 @@ impl Core {
             return Err(Error::InvalidIgnoreMask);
         }
         let mask: Box<str> = fold(&normalize_mask(&mask)).into();
-        let list = user.silence.get_or_insert_default();
+        let list = &mut user.lists.get_or_insert_default().silence;
         let at = list.iter().position(|m| *m == mask);
         let changed = match (set, at) {
             (true, Some(_)) | (false, None) => false,
             (true, None) if list.len() >= SILENCE_MAX => {
-                if list.is_empty() {
-                    user.silence = None;
-                }
                 return Err(Error::SilenceFull(mask.into()));
             }
             (true, None) => {
@@ -101,9 +102,7 @@ impl Core {
                 true
             }
         };
-        if list.is_empty() {
-            user.silence = None;
-        }
+        user.drop_empty_lists();
         let nick = user.source.nick.clone();
         out.send(
             id,

@@ -49,8 +49,9 @@ impl Core {
                         .users
                         .get_mut(&id)
                         .expect("asker")
-                        .watching
+                        .lists
                         .get_or_insert_default();
+                    let list = &mut list.watching;
                     if !list.iter().any(|n| fold(n) == key) {
                         if list.len() >= WATCH_MAX {
                             self.tell_status(id, online, offline, out);
@@ -77,20 +78,22 @@ impl Core {
                 }
             }
             Watch::Clear => {
-                let all = self.users.get_mut(&id).expect("asker").watching.take();
-                self.forget_watches(id, all.map(|w| *w));
+                let user = self.users.get_mut(&id).expect("asker");
+                let all = user.lists.as_mut().map(|l| std::mem::take(&mut l.watching));
+                user.drop_empty_lists();
+                self.forget_watches(id, all);
             }
             Watch::List => {
                 let nicks = self.users[&id]
-                    .watching
-                    .as_deref()
-                    .cloned()
+                    .lists
+                    .as_ref()
+                    .map(|l| l.watching.clone())
                     .unwrap_or_default();
                 out.send(id, Event::WatchList { nicks });
             }
             Watch::Status => {
                 let (mut online, mut offline) = (Vec::new(), Vec::new());
-                for nick in self.users[&id].watching.iter().flat_map(|w| w.iter()) {
+                for nick in self.users[&id].lists.iter().flat_map(|l| l.watching.iter()) {
                     match self.nicks.get(&fold(nick)) {
                         Some(owner) => online.push(self.users[owner].source.clone()),
                         None => offline.push(nick.clone()),
@@ -122,12 +125,10 @@ impl Core {
         let Some(user) = self.users.get_mut(&id) else {
             return;
         };
-        if let Some(list) = &mut user.watching {
-            list.retain(|n| fold(n) != key);
-            if list.is_empty() {
-                user.watching = None;
-            }
+        if let Some(lists) = &mut user.lists {
+            lists.watching.retain(|n| fold(n) != key);
         }
+        user.drop_empty_lists();
         self.forget_watcher(id, key);
     }
 
@@ -209,7 +210,10 @@ mod tests {
         // Too many: the rest are refused, the list stays bounded.
         let many: Vec<String> = (0..WATCH_MAX + 5).map(|i| format!("n{i}")).collect();
         core.handle(a, Command::Watch(Watch::Add(many)), 0, &mut out);
-        assert_eq!(core.users[&a].watching.as_ref().unwrap().len(), WATCH_MAX);
+        assert_eq!(
+            core.users[&a].lists.as_ref().unwrap().watching.len(),
+            WATCH_MAX
+        );
         out.clear();
         core.disconnect(a, "bye", 0, &mut out);
         assert!(core.watchers.is_empty(), "{:?}", core.watchers.len());
