@@ -1388,7 +1388,13 @@ mod tls_tests {
         };
         let ev = EventLoop::bind(config).unwrap();
         let addr = ev.front.listeners.addrs(Door::LINE_TLS)[0];
-        let client_config = Arc::new(
+        let client_config = trust_anything();
+        (ev, addr, client_config, dir)
+    }
+
+    /// A client configuration that trusts any certificate (the tests' own).
+    fn trust_anything() -> Arc<rustls::ClientConfig> {
+        Arc::new(
             rustls::ClientConfig::builder_with_provider(Arc::new(
                 rustls::crypto::ring::default_provider(),
             ))
@@ -1397,8 +1403,7 @@ mod tls_tests {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerify))
             .with_no_client_auth(),
-        );
-        (ev, addr, client_config, dir)
+        )
     }
 
     /// A socket that has sent its ClientHello and waits.
@@ -1564,16 +1569,7 @@ mod tls_tests {
         };
         assert_eq!(rc, 0);
         sock.set_nonblocking(true).unwrap();
-        let client_config = Arc::new(
-            rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify))
-            .with_no_client_auth(),
-        );
+        let client_config = trust_anything();
         let mut c =
             rustls::ClientConnection::new(client_config, "localhost".try_into().unwrap()).unwrap();
         let pump = |c: &mut rustls::ClientConnection, sock: &mut StdStream| {
