@@ -25,9 +25,8 @@
 
 use std::sync::Arc;
 
-use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::encode::encode_borrowed;
-use redis_protocol::resp2::types::{BorrowedFrame, OwnedFrame};
+use redis_protocol::resp2::types::BorrowedFrame;
 
 use crate::core::cluster::{PrivateMessage, RoomMessage, Shared};
 use crate::core::names::{check_nick, check_room, fold};
@@ -147,22 +146,46 @@ pub struct Received {
     pub shared: Shared,
 }
 
+/// The bulk strings of `bytes` if it is exactly one flat RESP2 array of bulk strings (what
+/// [`encode_array`] writes), read without recursion: a generic RESP decoder recurses into
+/// nested arrays, and an envelope of a million nested `*1` (a few MB anyone with access to
+/// Redis may PUBLISH) would overflow the loop's stack.
+fn flat_array(bytes: &[u8]) -> Option<Vec<&[u8]>> {
+    fn header(bytes: &[u8], at: &mut usize, kind: u8) -> Option<usize> {
+        let rest = bytes.get(*at..)?;
+        let end = rest.windows(2).position(|w| w == b"\r\n")?;
+        let (&first, digits) = rest[..end].split_first()?;
+        if first != kind || digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        *at += end + 2;
+        std::str::from_utf8(digits).ok()?.parse().ok()
+    }
+    let mut at = 0;
+    let count = header(bytes, &mut at, b'*')?;
+    // Each element takes at least 6 bytes (`$0\r\n\r\n`): a count past that is a lie.
+    if count > bytes.len() / 6 {
+        return None;
+    }
+    let mut parts = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = header(bytes, &mut at, b'$')?;
+        let end = at.checked_add(len)?;
+        if bytes.get(end..end.checked_add(2)?)? != b"\r\n" {
+            return None;
+        }
+        parts.push(&bytes[at..end]);
+        at = end + 2;
+    }
+    (at == bytes.len()).then_some(parts)
+}
+
 /// Reads an envelope; `None` for anything that is not a well-formed envelope of our format
 /// (see the module doc).
 pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
-    let (frame, used) = decode(bytes).ok()??;
-    if used != bytes.len() {
-        return None;
-    }
-    let OwnedFrame::Array(parts) = frame else {
-        return None;
-    };
-    let mut fields = Vec::with_capacity(parts.len());
-    for part in parts {
-        let OwnedFrame::BulkString(b) = part else {
-            return None;
-        };
-        let s = String::from_utf8(b).ok()?;
+    let mut fields = Vec::new();
+    for b in flat_array(bytes)? {
+        let s = String::from_utf8(b.to_vec()).ok()?;
         if s.contains(['\r', '\n', '\0']) {
             return None;
         }
@@ -381,6 +404,20 @@ mod tests {
             channels("p:", &quit),
             [b"p:room:#a".to_vec(), b"p:room:#b".to_vec()]
         );
+    }
+
+    #[test]
+    fn nested_arrays_are_dropped_without_recursing() {
+        // Anyone who may PUBLISH on a room's channel could send this: a recursive decoder
+        // overflowed the loop's stack (the server aborted).
+        assert!(decode_envelope(&b"*1\r\n".repeat(400_000)).is_none());
+        let mut nested = b"*2\r\n".to_vec();
+        encode_array(&mut nested, &[FORMAT.as_bytes()]);
+        nested.extend_from_slice(b"$1\r\nx\r\n");
+        assert!(decode_envelope(&nested).is_none());
+        assert!(decode_envelope(b"*99999999999\r\n$1\r\nx\r\n").is_none());
+        assert!(decode_envelope(b"*1\r\n$99999999999999999999\r\nx\r\n").is_none());
+        assert!(decode_envelope(b"*1\r\n$-1\r\n").is_none());
     }
 
     #[test]
