@@ -180,6 +180,16 @@ fn flat_array(bytes: &[u8]) -> Option<Vec<&[u8]>> {
     (at == bytes.len()).then_some(parts)
 }
 
+/// Whether `tags` are client tags as a node relays them: what
+/// [`client_tags`](crate::protocol::irc::tags::client_tags) makes of a client's line (client-only
+/// keys, canonical escaping) and within a line's tag budget. Anything else (a server tag such as
+/// `msgid` or `account`, a 20 KB section) would reach this node's clients as if the server said
+/// it.
+fn client_tags_ok(tags: &str) -> bool {
+    tags.len() <= crate::protocol::irc::MAX_TAGS - 2
+        && crate::protocol::irc::tags::client_tags(tags).as_deref() == Some(tags)
+}
+
 /// Reads an envelope; `None` for anything that is not a well-formed envelope of our format
 /// (see the module doc).
 pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
@@ -220,7 +230,7 @@ pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
             let from = source(&mut next)?;
             let tags = next()?;
             let text = next()?;
-            if tags.contains(' ') || text.is_empty() {
+            if !(tags.is_empty() || client_tags_ok(&tags)) || text.is_empty() {
                 return None;
             }
             let tags = (!tags.is_empty()).then(|| Arc::from(tags));
@@ -247,7 +257,7 @@ pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
             let room = room(next()?)?;
             let from = source(&mut next)?;
             let tags = next()?;
-            if tags.is_empty() || tags.contains(' ') {
+            if !client_tags_ok(&tags) {
                 return None;
             }
             Shared::TagMsg {
@@ -451,6 +461,28 @@ mod tests {
         assert!(fields(&|p| p[4] = b"nohash".to_vec()).is_none(), "room");
         assert!(fields(&|p| p[7] = b"a b".to_vec()).is_none(), "user");
         assert!(fields(&|p| p[5] = b"shout".to_vec()).is_none(), "kind");
+        assert!(
+            fields(&|p| p[10] = b"+typing=active".to_vec()).is_some(),
+            "client tags"
+        );
+        for tags in [
+            "msgid=forged",
+            "account=root;+a",
+            "+a b",
+            "+a=\\",
+            "+ok;+ok",
+        ] {
+            assert!(
+                fields(&|p| p[10] = tags.as_bytes().to_vec()).is_none(),
+                "{tags}"
+            );
+        }
+        let long = format!("+x={}", "A".repeat(20_000));
+        assert!(
+            fields(&|p| p[10] = long.as_bytes().to_vec()).is_none(),
+            "over the tag budget"
+        );
+
         assert!(fields(&|p| p[11] = vec![0xff]).is_none(), "UTF-8");
         assert!(fields(&|p| p.truncate(11)).is_none(), "too few");
         assert!(fields(&|p| p.push(b"x".to_vec())).is_none(), "too many");
