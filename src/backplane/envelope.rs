@@ -29,7 +29,7 @@ use redis_protocol::resp2::encode::encode_borrowed;
 use redis_protocol::resp2::types::BorrowedFrame;
 
 use crate::core::cluster::{PrivateMessage, RoomMessage, Shared};
-use crate::core::names::{check_nick, check_room, fold};
+use crate::core::names::{check_nick, check_room, fold, label};
 use crate::core::{MsgKind, Source};
 
 /// The first element of every envelope: the format's name and version.
@@ -216,7 +216,7 @@ pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
     let source = |next: &mut dyn FnMut() -> Option<String>| {
         let (nick, user, host, realname) = (next()?, next()?, next()?, next()?);
         check_nick(&nick).ok()?;
-        (word(&user) && word(&host)).then(|| Source::new(&nick, &user, &host, &realname))
+        (word(&user) && word(&host)).then(|| Source::new(&nick, &user, &host, &label(&realname)))
     };
     let shared = match next()?.as_str() {
         what @ ("msg" | "priv") => {
@@ -277,7 +277,7 @@ pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
             Shared::Parted {
                 room,
                 who,
-                reason: (!reason.is_empty()).then(|| Arc::from(reason)),
+                reason: (!reason.is_empty()).then(|| Arc::from(label(&reason))),
             }
         }
         what @ ("quit" | "nick") => {
@@ -294,7 +294,7 @@ pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
                 Shared::Quit {
                     rooms,
                     who,
-                    reason: text.into(),
+                    reason: label(&text).into(),
                 }
             } else {
                 check_nick(&text).ok()?;
@@ -505,6 +505,34 @@ mod tests {
             decode_envelope(&out)
         };
         assert!(nick("robert").is_some());
+        // Reasons and real names are labels, as a local user's: no escape sequence reaches a
+        // terminal, nothing longer than a label.
+        let got = quit(&["#a"]).unwrap();
+        assert!(matches!(got.shared, Shared::Quit { ref reason, .. } if &**reason == "bye"));
+        let mut out = Vec::new();
+        let long = "x".repeat(5000);
+        let parts = [
+            FORMAT,
+            "n",
+            "1",
+            "quit",
+            "bob",
+            "u",
+            "h",
+            "\u{1b}[2JBob",
+            &long,
+            "#a",
+        ];
+        encode_array(&mut out, &parts.map(str::as_bytes));
+        let Some(Received {
+            shared: Shared::Quit { who, reason, .. },
+            ..
+        }) = decode_envelope(&out)
+        else {
+            panic!("decodes");
+        };
+        assert_eq!(&*who.realname, "[2JBob");
+        assert!(reason.len() <= crate::core::names::LABEL_MAX);
         assert!(nick("not a nick").is_none(), "the new nick is checked");
         assert!(decode_envelope(b"hello").is_none());
         assert!(decode_envelope(b"*1\r\n$1\r\n").is_none(), "incomplete");
