@@ -891,3 +891,41 @@ fn lines_pipelined_after_registration_are_not_lost_to_the_nick_claim() {
     c.expect_prefix(":pollchat 422 ");
     assert_eq!(c.line(), format!(":piper!u@{LOCAL_CLOAK} JOIN #pipe"));
 }
+
+/// What Redis delivers is checked like a client's line: a message longer than any line this
+/// node accepts (published by something else than a node) is not relayed; one within is.
+#[test]
+fn a_remote_message_longer_than_a_line_is_not_relayed() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let a = redis.node("a", "n10:");
+    let mut x = a.join_as("x", &mut []);
+    redis.wait_for(|r| r.subscribers("n10:room:#lobby") == 1);
+    let envelope = |text: &str| {
+        let parts = [
+            "pollchat/1",
+            "evil",
+            "1",
+            "msg",
+            "#lobby",
+            "normal",
+            "bob",
+            "u",
+            "h",
+            "B",
+            "",
+            text,
+        ];
+        let mut out = Vec::new();
+        pollchat::backplane::envelope::encode_array(&mut out, &parts.map(str::as_bytes));
+        String::from_utf8(out).unwrap()
+    };
+    redis.command(&[
+        "PUBLISH",
+        "n10:room:#lobby",
+        &envelope(&"T".repeat(100_000)),
+    ]);
+    redis.command(&["PUBLISH", "n10:room:#lobby", &envelope("short")]);
+    assert_eq!(x.line(), "MSG #lobby <bob> short");
+}
