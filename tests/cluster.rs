@@ -873,3 +873,59 @@ fn a_password_protected_redis_takes_the_password_file_and_refuses_a_wrong_one() 
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Known bug, not fixed yet (ignored so CI stays green): in a cluster the IRC registration
+/// waits for the nick's claim, and lines a client pipelines after NICK/USER (JOIN, PRIVMSG:
+/// what bots commonly do) get 451 and are lost meanwhile; a single node registers at once and
+/// runs them. The fix is to stop reading the client's input while its claim is under way.
+#[test]
+#[ignore = "known bug: lines pipelined after NICK/USER get 451 while the nick is claimed"]
+fn lines_pipelined_after_registration_are_not_lost_to_the_nick_claim() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let a = redis.node("a", "n9:");
+    let mut c = Client::connect(a.irc_addr.expect("IRC listener"));
+    c.send_raw(b"NICK piper\r\nUSER u 0 * :U\r\nJOIN #pipe\r\n");
+    assert!(c.line().starts_with(":pollchat 001 piper "), "no 451 first");
+    c.expect_prefix(":pollchat 422 ");
+    assert_eq!(c.line(), format!(":piper!u@{LOCAL_CLOAK} JOIN #pipe"));
+}
+
+/// What Redis delivers is checked like a client's line: a message longer than any line this
+/// node accepts (published by something else than a node) is not relayed; one within is.
+#[test]
+fn a_remote_message_longer_than_a_line_is_not_relayed() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let a = redis.node("a", "n10:");
+    let mut x = a.join_as("x", &mut []);
+    redis.wait_for(|r| r.subscribers("n10:room:#lobby") == 1);
+    let envelope = |text: &str| {
+        let parts = [
+            "pollchat/1",
+            "evil",
+            "1",
+            "msg",
+            "#lobby",
+            "normal",
+            "bob",
+            "u",
+            "h",
+            "B",
+            "",
+            text,
+        ];
+        let mut out = Vec::new();
+        pollchat::backplane::envelope::encode_array(&mut out, &parts.map(str::as_bytes));
+        String::from_utf8(out).unwrap()
+    };
+    redis.command(&[
+        "PUBLISH",
+        "n10:room:#lobby",
+        &envelope(&"T".repeat(100_000)),
+    ]);
+    redis.command(&["PUBLISH", "n10:room:#lobby", &envelope("short")]);
+    assert_eq!(x.line(), "MSG #lobby <bob> short");
+}

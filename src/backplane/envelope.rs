@@ -25,12 +25,11 @@
 
 use std::sync::Arc;
 
-use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::encode::encode_borrowed;
-use redis_protocol::resp2::types::{BorrowedFrame, OwnedFrame};
+use redis_protocol::resp2::types::BorrowedFrame;
 
 use crate::core::cluster::{PrivateMessage, RoomMessage, Shared};
-use crate::core::names::{check_nick, check_room, fold};
+use crate::core::names::{check_nick, check_room, fold, label};
 use crate::core::{MsgKind, Source};
 
 /// The first element of every envelope: the format's name and version.
@@ -147,22 +146,56 @@ pub struct Received {
     pub shared: Shared,
 }
 
+/// The bulk strings of `bytes` if it is exactly one flat RESP2 array of bulk strings (what
+/// [`encode_array`] writes), read without recursion: a generic RESP decoder recurses into
+/// nested arrays, and an envelope of a million nested `*1` (a few MB anyone with access to
+/// Redis may PUBLISH) would overflow the loop's stack.
+fn flat_array(bytes: &[u8]) -> Option<Vec<&[u8]>> {
+    fn header(bytes: &[u8], at: &mut usize, kind: u8) -> Option<usize> {
+        let rest = bytes.get(*at..)?;
+        let end = rest.windows(2).position(|w| w == b"\r\n")?;
+        let (&first, digits) = rest[..end].split_first()?;
+        if first != kind || digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        *at += end + 2;
+        std::str::from_utf8(digits).ok()?.parse().ok()
+    }
+    let mut at = 0;
+    let count = header(bytes, &mut at, b'*')?;
+    // Each element takes at least 6 bytes (`$0\r\n\r\n`): a count past that is a lie.
+    if count > bytes.len() / 6 {
+        return None;
+    }
+    let mut parts = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = header(bytes, &mut at, b'$')?;
+        let end = at.checked_add(len)?;
+        if bytes.get(end..end.checked_add(2)?)? != b"\r\n" {
+            return None;
+        }
+        parts.push(&bytes[at..end]);
+        at = end + 2;
+    }
+    (at == bytes.len()).then_some(parts)
+}
+
+/// Whether `tags` are client tags as a node relays them: what
+/// [`client_tags`](crate::protocol::irc::tags::client_tags) makes of a client's line (client-only
+/// keys, canonical escaping) and within a line's tag budget. Anything else (a server tag such as
+/// `msgid` or `account`, a 20 KB section) would reach this node's clients as if the server said
+/// it.
+fn client_tags_ok(tags: &str) -> bool {
+    tags.len() <= crate::protocol::irc::MAX_TAGS - 2
+        && crate::protocol::irc::tags::client_tags(tags).as_deref() == Some(tags)
+}
+
 /// Reads an envelope; `None` for anything that is not a well-formed envelope of our format
 /// (see the module doc).
 pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
-    let (frame, used) = decode(bytes).ok()??;
-    if used != bytes.len() {
-        return None;
-    }
-    let OwnedFrame::Array(parts) = frame else {
-        return None;
-    };
-    let mut fields = Vec::with_capacity(parts.len());
-    for part in parts {
-        let OwnedFrame::BulkString(b) = part else {
-            return None;
-        };
-        let s = String::from_utf8(b).ok()?;
+    let mut fields = Vec::new();
+    for b in flat_array(bytes)? {
+        let s = String::from_utf8(b.to_vec()).ok()?;
         if s.contains(['\r', '\n', '\0']) {
             return None;
         }
@@ -183,7 +216,7 @@ pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
     let source = |next: &mut dyn FnMut() -> Option<String>| {
         let (nick, user, host, realname) = (next()?, next()?, next()?, next()?);
         check_nick(&nick).ok()?;
-        (word(&user) && word(&host)).then(|| Source::new(&nick, &user, &host, &realname))
+        (word(&user) && word(&host)).then(|| Source::new(&nick, &user, &host, &label(&realname)))
     };
     let shared = match next()?.as_str() {
         what @ ("msg" | "priv") => {
@@ -197,7 +230,7 @@ pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
             let from = source(&mut next)?;
             let tags = next()?;
             let text = next()?;
-            if tags.contains(' ') || text.is_empty() {
+            if !(tags.is_empty() || client_tags_ok(&tags)) || text.is_empty() {
                 return None;
             }
             let tags = (!tags.is_empty()).then(|| Arc::from(tags));
@@ -224,7 +257,7 @@ pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
             let room = room(next()?)?;
             let from = source(&mut next)?;
             let tags = next()?;
-            if tags.is_empty() || tags.contains(' ') {
+            if !client_tags_ok(&tags) {
                 return None;
             }
             Shared::TagMsg {
@@ -244,7 +277,7 @@ pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
             Shared::Parted {
                 room,
                 who,
-                reason: (!reason.is_empty()).then(|| Arc::from(reason)),
+                reason: (!reason.is_empty()).then(|| Arc::from(label(&reason))),
             }
         }
         what @ ("quit" | "nick") => {
@@ -261,7 +294,7 @@ pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
                 Shared::Quit {
                     rooms,
                     who,
-                    reason: text.into(),
+                    reason: label(&text).into(),
                 }
             } else {
                 check_nick(&text).ok()?;
@@ -384,6 +417,20 @@ mod tests {
     }
 
     #[test]
+    fn nested_arrays_are_dropped_without_recursing() {
+        // Anyone who may PUBLISH on a room's channel could send this: a recursive decoder
+        // overflowed the loop's stack (the server aborted).
+        assert!(decode_envelope(&b"*1\r\n".repeat(400_000)).is_none());
+        let mut nested = b"*2\r\n".to_vec();
+        encode_array(&mut nested, &[FORMAT.as_bytes()]);
+        nested.extend_from_slice(b"$1\r\nx\r\n");
+        assert!(decode_envelope(&nested).is_none());
+        assert!(decode_envelope(b"*99999999999\r\n$1\r\nx\r\n").is_none());
+        assert!(decode_envelope(b"*1\r\n$99999999999999999999\r\nx\r\n").is_none());
+        assert!(decode_envelope(b"*1\r\n$-1\r\n").is_none());
+    }
+
+    #[test]
     fn what_is_not_a_well_formed_envelope_is_dropped() {
         let fields = |f: &dyn Fn(&mut Vec<Vec<u8>>)| {
             let mut parts: Vec<Vec<u8>> = [
@@ -414,6 +461,28 @@ mod tests {
         assert!(fields(&|p| p[4] = b"nohash".to_vec()).is_none(), "room");
         assert!(fields(&|p| p[7] = b"a b".to_vec()).is_none(), "user");
         assert!(fields(&|p| p[5] = b"shout".to_vec()).is_none(), "kind");
+        assert!(
+            fields(&|p| p[10] = b"+typing=active".to_vec()).is_some(),
+            "client tags"
+        );
+        for tags in [
+            "msgid=forged",
+            "account=root;+a",
+            "+a b",
+            "+a=\\",
+            "+ok;+ok",
+        ] {
+            assert!(
+                fields(&|p| p[10] = tags.as_bytes().to_vec()).is_none(),
+                "{tags}"
+            );
+        }
+        let long = format!("+x={}", "A".repeat(20_000));
+        assert!(
+            fields(&|p| p[10] = long.as_bytes().to_vec()).is_none(),
+            "over the tag budget"
+        );
+
         assert!(fields(&|p| p[11] = vec![0xff]).is_none(), "UTF-8");
         assert!(fields(&|p| p.truncate(11)).is_none(), "too few");
         assert!(fields(&|p| p.push(b"x".to_vec())).is_none(), "too many");
@@ -436,6 +505,34 @@ mod tests {
             decode_envelope(&out)
         };
         assert!(nick("robert").is_some());
+        // Reasons and real names are labels, as a local user's: no escape sequence reaches a
+        // terminal, nothing longer than a label.
+        let got = quit(&["#a"]).unwrap();
+        assert!(matches!(got.shared, Shared::Quit { ref reason, .. } if &**reason == "bye"));
+        let mut out = Vec::new();
+        let long = "x".repeat(5000);
+        let parts = [
+            FORMAT,
+            "n",
+            "1",
+            "quit",
+            "bob",
+            "u",
+            "h",
+            "\u{1b}[2JBob",
+            &long,
+            "#a",
+        ];
+        encode_array(&mut out, &parts.map(str::as_bytes));
+        let Some(Received {
+            shared: Shared::Quit { who, reason, .. },
+            ..
+        }) = decode_envelope(&out)
+        else {
+            panic!("decodes");
+        };
+        assert_eq!(&*who.realname, "[2JBob");
+        assert!(reason.len() <= crate::core::names::LABEL_MAX);
         assert!(nick("not a nick").is_none(), "the new nick is checked");
         assert!(decode_envelope(b"hello").is_none());
         assert!(decode_envelope(b"*1\r\n$1\r\n").is_none(), "incomplete");

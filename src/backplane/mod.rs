@@ -108,6 +108,10 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Channels per SUBSCRIBE when subscribing again after a reconnect (one command for ten
 /// thousand rooms would be a reply Redis builds in one piece; centrifuge batches by 512 too).
 const SUBSCRIBE_BATCH: usize = 512;
+/// A Redis that answers nothing on the commands connection for this long while commands wait
+/// for their answer (stopped, or cut off without a reset) is taken as lost: its claims are
+/// answered failed instead of waiting for ever, and the node reconnects.
+const STALL: Duration = Duration::from_secs(15);
 
 /// Deletes a nick key only if it still holds the value given: a node releases only its own
 /// claims, never one another node made since (compare-and-delete, atomic in Redis).
@@ -304,6 +308,9 @@ pub struct Backplane {
     /// Releases to send once Redis is back: asked for while it was lost, or sent (or claims
     /// made) without an answer before it was lost. At most one or two per local user.
     to_release: Vec<NickClaim>,
+    /// Since when commands have waited for an answer with none coming (`None`: nothing
+    /// awaited, or an answer came since the last write): past [`STALL`], Redis is lost.
+    waiting_since: Option<Instant>,
 }
 
 impl Backplane {
@@ -362,6 +369,7 @@ impl Backplane {
             answers: Vec::new(),
             users: HashSet::new(),
             to_release: Vec::new(),
+            waiting_since: None,
         })
     }
 
@@ -624,6 +632,9 @@ impl Backplane {
                 errors.push(e);
             }
         });
+        if answered {
+            self.waiting_since = None;
+        }
         if answered && !self.answered {
             self.answered = true;
             self.link_change = Some(true);
@@ -666,11 +677,21 @@ impl Backplane {
         if self.down {
             return;
         }
+        // SUBSCRIBEs are never dropped, but a Redis that stopped reading them while users join
+        // and part over and over would let them pile up: past the limit it is taken as lost,
+        // and the reconnect subscribes again to what is current.
+        if self.subscriptions.queued() > self.config.max_queue {
+            let e = io::Error::other("the subscriptions queue is over --backplane-max-queue");
+            return self.fail(registry, "subscriptions", &e);
+        }
         if let Err(e) = self.subscriptions.flush(registry) {
             return self.fail(registry, "subscriptions", &e);
         }
         if let Err(e) = self.commands.flush(registry) {
-            self.fail(registry, "commands", &e);
+            return self.fail(registry, "commands", &e);
+        }
+        if !self.expect.is_empty() && self.waiting_since.is_none() {
+            self.waiting_since = Some(Instant::now());
         }
     }
 
@@ -683,6 +704,7 @@ impl Backplane {
     /// When to wake up to reconnect, while Redis is lost.
     pub fn retry_at(&self) -> Option<Instant> {
         self.retry_at
+            .or(self.waiting_since.map(|since| since + STALL))
     }
 
     /// Redis is lost (or a reconnect failed): said once per outage; the node goes on alone and
@@ -692,6 +714,7 @@ impl Backplane {
             return;
         }
         self.down = true;
+        self.waiting_since = None;
         // What was sent and not answered may or may not have been done: a claim is answered
         // as failed and released once Redis is back, a release is sent again.
         for expect in std::mem::take(&mut self.expect) {
@@ -730,6 +753,14 @@ impl Backplane {
     /// While Redis is lost, once the backoff is over: opens both connections again (without
     /// blocking) and subscribes again to every room with local members.
     pub fn tick(&mut self, now: Instant, registry: &Registry) {
+        if !self.down
+            && self
+                .waiting_since
+                .is_some_and(|since| now.saturating_duration_since(since) >= STALL)
+        {
+            let e = io::Error::new(io::ErrorKind::TimedOut, format!("no answer for {STALL:?}"));
+            return self.fail(registry, "commands", &e);
+        }
         if !self.down || self.retry_at.is_some_and(|at| now < at) {
             return;
         }
@@ -887,5 +918,74 @@ mod queue_tests {
         bp.note(Note::Subscribe("#r".into()));
         assert_eq!(bp.subscribed(), 1);
         assert!(bp.subscriptions.queued() > 0);
+    }
+
+    fn claim(nick: &str) -> NickClaim {
+        NickClaim {
+            client: ClientId(7),
+            serial: 1,
+            nick: nick.into(),
+        }
+    }
+
+    #[test]
+    fn a_redis_that_answers_nothing_is_lost_after_the_stall_and_its_claims_fail() {
+        let (addr, _redis) = stalled_redis();
+        let poll = mio::Poll::new().unwrap();
+        let config = BackplaneConfig {
+            addr,
+            node: "n".into(),
+            prefix: "p:".into(),
+            max_queue: 64 * 1024,
+            password: None,
+        };
+        let mut bp = Backplane::connect(config, poll.registry()).unwrap();
+        bp.note(Note::Claim(claim("alice")));
+        bp.flush(poll.registry());
+        let wake = bp.retry_at().expect("a wake-up for the stall");
+        bp.tick(wake - Duration::from_secs(1), poll.registry());
+        assert!(!bp.down && bp.take_answers().is_empty(), "not yet");
+        bp.tick(wake, poll.registry());
+        assert!(bp.down, "a Redis silent for {STALL:?} is lost");
+        let answers = bp.take_answers();
+        assert!(
+            matches!(
+                &answers[..],
+                [Answer::Claim(ClaimAnswer {
+                    outcome: Outcome::Failed,
+                    ..
+                })]
+            ),
+            "{answers:?}"
+        );
+        assert_eq!(bp.to_release.len(), 1, "released once Redis is back");
+    }
+
+    #[test]
+    fn subscriptions_piling_up_towards_a_redis_that_reads_nothing_make_it_lost() {
+        let (addr, _redis) = stalled_redis();
+        let poll = mio::Poll::new().unwrap();
+        let config = BackplaneConfig {
+            addr,
+            node: "n".into(),
+            prefix: "p:".into(),
+            max_queue: 64 * 1024,
+            password: None,
+        };
+        let mut bp = Backplane::connect(config, poll.registry()).unwrap();
+        // A user joining and parting over and over: far more than the kernel's buffers.
+        for _ in 0..200_000 {
+            bp.note(Note::Subscribe("#r".into()));
+            bp.note(Note::Unsubscribe("#r".into()));
+            bp.flush(poll.registry());
+            if bp.down {
+                break;
+            }
+            assert!(bp.subscriptions.queued() <= 64 * 1024 + 100);
+        }
+        assert!(
+            bp.down,
+            "the queue stays bounded: the link is dropped and made again"
+        );
     }
 }

@@ -721,6 +721,18 @@ impl EventLoop {
         }
         let mut received = std::mem::take(&mut self.received);
         for shared in received.drain(..) {
+            // A text longer than any line this node accepts is not one a node published (each
+            // checks its clients' lines): what else published it could send megabytes to every
+            // member, whole to line clients.
+            let text = match &shared {
+                Shared::Message(m) => Some(&m.text),
+                Shared::Private(m) => Some(&m.text),
+                _ => None,
+            };
+            let most = self.ctx.max_line.max(crate::protocol::irc::MAX_LINE);
+            if text.is_some_and(|t| t.len() > most) {
+                continue;
+            }
             self.core.remote(shared, self.now.wall, &mut self.outbox);
             self.deliver();
         }
