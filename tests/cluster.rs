@@ -874,12 +874,11 @@ fn a_password_protected_redis_takes_the_password_file_and_refuses_a_wrong_one() 
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Known bug, not fixed yet (ignored so CI stays green): in a cluster the IRC registration
-/// waits for the nick's claim, and lines a client pipelines after NICK/USER (JOIN, PRIVMSG:
-/// what bots commonly do) get 451 and are lost meanwhile; a single node registers at once and
-/// runs them. The fix is to stop reading the client's input while its claim is under way.
+/// In a cluster the IRC registration
+/// waits for the nick's claim; lines a client pipelines after NICK/USER (JOIN, PRIVMSG: what
+/// bots commonly do) wait for it too (the loop holds the client's input meanwhile) instead of
+/// getting 451, as a single node would run them at once.
 #[test]
-#[ignore = "known bug: lines pipelined after NICK/USER get 451 while the nick is claimed"]
 fn lines_pipelined_after_registration_are_not_lost_to_the_nick_claim() {
     let Some(redis) = Redis::start() else {
         return;

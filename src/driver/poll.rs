@@ -53,7 +53,7 @@ use crate::config::Config;
 use crate::core::cluster::Shared;
 use crate::core::{ClientId, Core, Cursor, Outbox};
 use crate::framer::Frame;
-use crate::net::connection::{Connection, Flush, Phase};
+use crate::net::connection::{Awaiting, Connection, Flush, Phase};
 use crate::net::flood::TokenBucket;
 use crate::net::meter::{self, Counted};
 use crate::net::outq::{Later, PAGE_COST, Pending};
@@ -488,7 +488,9 @@ impl EventLoop {
     /// Reads a connection until `WouldBlock`, its budget, flood control or its end.
     fn read(&mut self, key: usize, now: Instant) {
         let handshaking = match self.conns.get_mut(key) {
-            Some(c) if c.is_open() && !c.throttled && !c.awaiting_pages => c.is_handshaking(),
+            Some(c) if c.is_open() && !c.throttled && c.awaiting == Awaiting::Nothing => {
+                c.is_handshaking()
+            }
             _ => return,
         };
         if handshaking {
@@ -618,7 +620,13 @@ impl EventLoop {
                     .is_some_and(|l| l.pages() >= MAX_ANSWERS)
             {
                 conn.framer.stash(input);
-                conn.awaiting_pages = true;
+                conn.awaiting = Awaiting::Pages;
+                return Flow::Awaiting;
+            }
+            if conn.session.input_paused() {
+                // The rest waits, framed or not, until the session has its answer.
+                conn.framer.stash(input);
+                conn.awaiting = Awaiting::Session;
                 return Flow::Awaiting;
             }
             let max_line = conn.session.max_line(&self.ctx);
@@ -811,6 +819,17 @@ impl EventLoop {
                 .session
                 .registration(&self.ctx, &mut self.core, refused.as_ref());
             self.apply(key, step);
+            // Its held lines are read again, from where they were left.
+            if let Some(conn) = self.conns.get_mut(key)
+                && conn.awaiting == Awaiting::Session
+                && !conn.session.input_paused()
+            {
+                conn.awaiting = Awaiting::Nothing;
+                if !conn.read_listed {
+                    conn.read_listed = true;
+                    self.to_read.push((key, conn.serial));
+                }
+            }
         }
     }
 
@@ -909,9 +928,9 @@ impl EventLoop {
             conn.paged = false;
             self.later.remove(&key);
         }
-        if conn.awaiting_pages && pages < MAX_ANSWERS {
+        if conn.awaiting == Awaiting::Pages && pages < MAX_ANSWERS {
             // Its commands are read again, from where they were left.
-            conn.awaiting_pages = false;
+            conn.awaiting = Awaiting::Nothing;
             if !conn.read_listed {
                 conn.read_listed = true;
                 self.to_read.push((key, conn.serial));

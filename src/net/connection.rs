@@ -78,8 +78,19 @@ pub struct Connection {
     /// A paged answer is under way: the loop keeps what waits behind it (a [`Later`]) in a
     /// side table, so that the many connections without one pay a flag, not a field.
     pub paged: bool,
-    /// Not read while it has too many answers in progress (see the loop's `MAX_ANSWERS`).
-    pub awaiting_pages: bool,
+    /// What its input waits for, if anything (not read meanwhile).
+    pub awaiting: Awaiting,
+}
+
+/// Why a connection's input is held (one byte in the record, not a flag each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Awaiting {
+    Nothing,
+    /// It has too many answers in progress (see the loop's `MAX_ANSWERS`).
+    Pages,
+    /// Its session holds its input (`Session::input_paused`: a nick being claimed in a
+    /// cluster).
+    Session,
 }
 
 impl Connection {
@@ -107,7 +118,7 @@ impl Connection {
             throttled: false,
             flooded: false,
             paged: false,
-            awaiting_pages: false,
+            awaiting: Awaiting::Nothing,
         }
     }
 

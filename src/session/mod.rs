@@ -536,6 +536,16 @@ impl Session {
         }
     }
 
+    /// Whether the driver must hold this client's next lines (framed or not) until the session
+    /// is ready for them: an IRC registration waiting for its nick's claim in a cluster. The
+    /// driver reads the client again once [`Session::registration`] has run.
+    pub fn input_paused(&self) -> bool {
+        match self {
+            Session::Line(_) => false,
+            Session::Irc(s) => s.input_paused(),
+        }
+    }
+
     pub fn on_frame(
         &mut self,
         ctx: &Context,

@@ -138,6 +138,13 @@ impl IrcSession {
         }
     }
 
+    /// In a cluster, while the nick asked for at registration is being claimed: the client's
+    /// next lines (a JOIN pipelined after NICK/USER, as bots send) must wait for the answer
+    /// rather than be refused as unregistered (451).
+    pub fn input_paused(&self) -> bool {
+        self.claiming
+    }
+
     /// In a cluster: the claim of the nick asked for at registration was decided (`None`: won,
     /// and the core registered the client): the welcome burst, or the error (433 for a nick
     /// held on another node) and the client may send another NICK.
