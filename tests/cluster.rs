@@ -67,12 +67,18 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server");
-        let redis = Redis { child, port };
+        let mut redis = Redis { child, port };
         redis.wait_for(|r| match r.command(&["PING"]) {
             OwnedFrame::SimpleString(pong) => pong == b"PONG",
             OwnedFrame::Error(e) => e.starts_with("NOAUTH"),
             _ => false,
         });
+        // The answer must be this server's: a port found free may have been taken meanwhile
+        // by another test's server (tests run in parallel), and then ours exited unbound.
+        assert!(
+            redis.child.try_wait().unwrap().is_none(),
+            "redis-server on port {port} exited: the port was taken"
+        );
         redis
     }
 
@@ -89,8 +95,9 @@ impl Redis {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// One command over a new plain connection, and its reply (a refused connection is an
-    /// error reply, for [`Redis::wait_for`]).
+    /// One command over a new plain connection, and its reply (a refused or reset connection
+    /// is an error reply, for [`Redis::wait_for`]: a server still starting may accept and then
+    /// drop a connection).
     fn command(&self, args: &[&str]) -> OwnedFrame {
         let Ok(mut s) = TcpStream::connect(self.addr()) else {
             return OwnedFrame::Error("connection refused".into());
@@ -100,16 +107,20 @@ impl Redis {
         for a in args {
             cmd += &format!("${}\r\n{a}\r\n", a.len());
         }
-        s.write_all(cmd.as_bytes()).unwrap();
+        if let Err(e) = s.write_all(cmd.as_bytes()) {
+            return OwnedFrame::Error(format!("write: {e}").into());
+        }
         let mut buf = Vec::new();
         loop {
             if let Some((frame, _)) = decode(&buf).unwrap() {
                 return frame;
             }
             let mut chunk = [0u8; 4096];
-            let n = s.read(&mut chunk).expect("a reply from redis");
-            assert!(n > 0, "redis closed the connection");
-            buf.extend_from_slice(&chunk[..n]);
+            match s.read(&mut chunk) {
+                Ok(0) => return OwnedFrame::Error("redis closed the connection".into()),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) => return OwnedFrame::Error(format!("read: {e}").into()),
+            }
         }
     }
 
