@@ -108,7 +108,7 @@ impl Redis {
             cmd += &format!("${}\r\n{a}\r\n", a.len());
         }
         if let Err(e) = s.write_all(cmd.as_bytes()) {
-            return OwnedFrame::Error(format!("write: {e}").into());
+            return OwnedFrame::Error(format!("write: {e}"));
         }
         let mut buf = Vec::new();
         loop {
@@ -119,7 +119,7 @@ impl Redis {
             match s.read(&mut chunk) {
                 Ok(0) => return OwnedFrame::Error("redis closed the connection".into()),
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) => return OwnedFrame::Error(format!("read: {e}").into()),
+                Err(e) => return OwnedFrame::Error(format!("read: {e}")),
             }
         }
     }
