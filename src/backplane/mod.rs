@@ -928,9 +928,10 @@ mod queue_tests {
         }
     }
 
-    #[test]
-    fn a_redis_that_answers_nothing_is_lost_after_the_stall_and_its_claims_fail() {
-        let (addr, _redis) = stalled_redis();
+    /// A backplane connected to a Redis that stops answering after the start (and the fake
+    /// Redis, kept alive by the caller).
+    fn stalled_backplane() -> (Backplane, mio::Poll, impl Sized) {
+        let (addr, redis) = stalled_redis();
         let poll = mio::Poll::new().unwrap();
         let config = BackplaneConfig {
             addr,
@@ -939,7 +940,13 @@ mod queue_tests {
             max_queue: 64 * 1024,
             password: None,
         };
-        let mut bp = Backplane::connect(config, poll.registry()).unwrap();
+        let bp = Backplane::connect(config, poll.registry()).unwrap();
+        (bp, poll, redis)
+    }
+
+    #[test]
+    fn a_redis_that_answers_nothing_is_lost_after_the_stall_and_its_claims_fail() {
+        let (mut bp, poll, _redis) = stalled_backplane();
         bp.note(Note::Claim(claim("alice")));
         bp.flush(poll.registry());
         let wake = bp.retry_at().expect("a wake-up for the stall");
@@ -963,16 +970,7 @@ mod queue_tests {
 
     #[test]
     fn subscriptions_piling_up_towards_a_redis_that_reads_nothing_make_it_lost() {
-        let (addr, _redis) = stalled_redis();
-        let poll = mio::Poll::new().unwrap();
-        let config = BackplaneConfig {
-            addr,
-            node: "n".into(),
-            prefix: "p:".into(),
-            max_queue: 64 * 1024,
-            password: None,
-        };
-        let mut bp = Backplane::connect(config, poll.registry()).unwrap();
+        let (mut bp, poll, _redis) = stalled_backplane();
         // A user joining and parting over and over: far more than the kernel's buffers.
         for _ in 0..200_000 {
             bp.note(Note::Subscribe("#r".into()));

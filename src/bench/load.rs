@@ -1007,28 +1007,33 @@ mod tests {
             let mut p = plan(kind, 5, 2, 0);
             p.addr = addr;
             let mut load = Load::new(p, None, false).unwrap();
-            load.connect(Duration::from_secs(10)).unwrap();
-            // 5 senders at 100 msg/s for 0.2 s; the drain ends as soon as all have arrived.
-            let t = load
-                .trial(
-                    1,
-                    false,
-                    Some(100.0),
-                    Duration::from_millis(50),
-                    Duration::from_millis(200),
-                    Duration::from_secs(10),
-                )
-                .unwrap();
-            assert!(t.sent >= 5, "{model:?} {kind:?}: {t:?}");
-            assert_eq!(
-                (t.delivered, t.lost, t.duplicates),
-                (t.expected, 0, 0),
-                "{model:?} {kind:?}: {t:?}"
-            );
-            assert!(load.errors.is_empty(), "{:?}", load.errors);
+            every_delivery_arrives_on(&mut load, &format!("{model:?} {kind:?}"));
             server.handle.shutdown();
             server.thread.join().unwrap().unwrap();
         }
+    }
+
+    /// Connects `load`, has 5 senders send at 100 msg/s for 0.2 s (the drain ends as soon as
+    /// all have arrived) and checks every delivery arrived once.
+    fn every_delivery_arrives_on(load: &mut Load, what: &str) {
+        load.connect(Duration::from_secs(10)).unwrap();
+        let t = load
+            .trial(
+                1,
+                false,
+                Some(100.0),
+                Duration::from_millis(50),
+                Duration::from_millis(200),
+                Duration::from_secs(10),
+            )
+            .unwrap();
+        assert!(t.sent >= 5, "{what}: {t:?}");
+        assert_eq!(
+            (t.delivered, t.lost, t.duplicates),
+            (t.expected, 0, 0),
+            "{what}: {t:?}"
+        );
+        assert!(load.errors.is_empty(), "{what}: {:?}", load.errors);
     }
 
     /// The same over TLS (`--tls`, the event loop only): the handshake, then every delivery.
@@ -1059,24 +1064,7 @@ mod tests {
         p.addr = server.tls_addrs[0];
         p.tls = Some(crate::client::insecure_config());
         let mut load = Load::new(p, None, false).unwrap();
-        load.connect(Duration::from_secs(10)).unwrap();
-        let t = load
-            .trial(
-                1,
-                false,
-                Some(100.0),
-                Duration::from_millis(50),
-                Duration::from_millis(200),
-                Duration::from_secs(10),
-            )
-            .unwrap();
-        assert!(t.sent >= 5, "{t:?}");
-        assert_eq!(
-            (t.delivered, t.lost, t.duplicates),
-            (t.expected, 0, 0),
-            "{t:?}"
-        );
-        assert!(load.errors.is_empty(), "{:?}", load.errors);
+        every_delivery_arrives_on(&mut load, "TLS");
         server.handle.shutdown();
         server.thread.join().unwrap().unwrap();
         let _ = std::fs::remove_dir_all(&dir);

@@ -1298,7 +1298,7 @@ mod tests {
         }
     }
 
-    fn shrink_rcvbuf(s: &StdStream, bytes: i32) {
+    pub(super) fn shrink_rcvbuf(s: &StdStream, bytes: i32) {
         let fd = std::os::fd::AsRawFd::as_raw_fd(s);
         // SAFETY: a socket option on a socket we own, with a correctly sized value.
         let rc = unsafe {
@@ -1586,19 +1586,7 @@ mod tls_tests {
         }
         // A TLS client, its handshake driven by hand, with a small receive buffer.
         let mut sock = StdStream::connect(ev.front.listeners.addrs(Door::LINE_TLS)[0]).unwrap();
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
-        let bytes: i32 = 4096;
-        // SAFETY: a socket option on a socket we own, with a correctly sized value.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                &bytes as *const i32 as *const libc::c_void,
-                size_of::<i32>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0);
+        super::tests::shrink_rcvbuf(&sock, 4096);
         sock.set_nonblocking(true).unwrap();
         let client_config = trust_anything();
         let mut c =
