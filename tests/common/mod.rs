@@ -9,6 +9,7 @@
 
 #![allow(dead_code)]
 
+pub mod redis;
 pub mod tls;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
