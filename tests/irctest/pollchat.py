@@ -9,6 +9,7 @@ controller maps what a test asks for onto flags. The binary is `$POLLCHAT_BIN`, 
 on the PATH.
 """
 
+import atexit
 import functools
 import os
 import shutil
@@ -18,6 +19,24 @@ from typing import Optional, Set, Type
 from irctest.basecontrollers import BaseServerController, DirectoryBasedController
 from irctest.runner import NotImplementedByController
 from irctest.specifications import Capabilities
+
+
+# Every server this worker started. irctest stops a test's server in tearDown, which unittest
+# skips when setUp raises: BotModeTestCase's setUp starts the server and then raises "ISUPPORT
+# BOT not supported", leaving one server per test running after the suite. So a new test first
+# stops any server an earlier test left, and the worker stops the last ones when it exits.
+_started: "list[subprocess.Popen]" = []
+
+
+def _stop_leftovers() -> None:
+    for proc in _started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    _started.clear()
+
+
+atexit.register(_stop_leftovers)
 
 
 class PollchatController(BaseServerController, DirectoryBasedController):
@@ -53,6 +72,7 @@ class PollchatController(BaseServerController, DirectoryBasedController):
         if websocket_hostname is not None or websocket_port is not None:
             raise NotImplementedByController("Websocket")
         assert self.proc is None
+        _stop_leftovers()
         self.port = port
         self.hostname = hostname
         self.create_config()
@@ -99,6 +119,7 @@ class PollchatController(BaseServerController, DirectoryBasedController):
         # takes only its hash, made once per run with `pollchat hash-password`.
         args += ["--oper", f"operuser:{oper_hash(binary)}"]
         self.proc = self.execute(args)
+        _started.append(self.proc)
 
 
 @functools.lru_cache(maxsize=None)
