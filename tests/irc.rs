@@ -1944,3 +1944,89 @@ fn mistakes_in_the_new_commands_get_clear_answers(io: IoModel) {
         ":pollchat 734 alice 100 m100,m101,m102 :Monitor list is full"
     );
 }
+
+for_each_io!(a_bot_says_so_in_its_messages_who_and_whois);
+/// IRCv3 bot-mode: ISUPPORT `BOT=B`; `MODE nick +B` marks a user a bot: its messages carry the
+/// `bot` tag to message-tags clients (echoes too), WHO flags show `B`, WHOIS adds 335, the
+/// line protocol's `/whois` says so; `-B` undoes it; a line user may be a bot too.
+fn a_bot_says_so_in_its_messages_who_and_whois(io: IoModel) {
+    let server = TestServer::start_io(io);
+    let mut c = Client::connect(server.irc_addr.expect("IRC listener"));
+    c.send("NICK probe");
+    c.send("USER probe 0 * :p");
+    let mut burst = Vec::new();
+    while !burst
+        .last()
+        .is_some_and(|l: &String| l.starts_with(":pollchat 422 "))
+    {
+        burst.push(c.line());
+    }
+    assert!(
+        burst
+            .iter()
+            .any(|l| l.starts_with(":pollchat 005 ") && l.contains(" BOT=B ")),
+        "ISUPPORT names the bot mode: {burst:?}"
+    );
+    let mut bot = register_with(&server, "robo", "echo-message message-tags");
+    let mut user = register_with(&server, "ann", "message-tags");
+    let mut plain = register(&server, "carl");
+    bot.send("MODE robo +B");
+    assert_eq!(bot.line(), ":robo MODE robo :+B");
+    bot.send("MODE robo");
+    assert_eq!(bot.line(), ":pollchat 221 robo +B");
+
+    bot.send("PRIVMSG ann :beep");
+    let echo = bot.line();
+    let to_ann = user.line();
+    assert_eq!(echo, to_ann, "the echo carries the same tags");
+    assert_eq!(tag(&to_ann, "bot"), Some(""), "{to_ann}");
+    assert!(to_ann.ends_with(" PRIVMSG ann :beep"), "{to_ann}");
+    bot.send("PRIVMSG carl :beep");
+    bot.line();
+    assert_eq!(
+        plain.line(),
+        format!(":robo!robo@{LOCAL_CLOAK} PRIVMSG carl :beep"),
+        "no tags without message-tags"
+    );
+    for c in [&mut bot, &mut user] {
+        c.send("JOIN #chan");
+        c.expect_prefix(":pollchat 366");
+    }
+    sync(&mut bot);
+    bot.send("PRIVMSG #chan :boop");
+    bot.line();
+    let in_room = user.line();
+    assert_eq!(tag(&in_room, "bot"), Some(""), "{in_room}");
+
+    user.send("WHO #chan");
+    let who = sync(&mut user);
+    assert!(
+        who.iter()
+            .any(|l| l.starts_with(":pollchat 352 ann #chan robo ") && l.contains(" robo H@B ")),
+        "{who:?}"
+    );
+    assert!(
+        who.iter()
+            .any(|l| l.contains(" ann H ") || l.contains(" ann H@ ")),
+        "{who:?}"
+    );
+    user.send("WHOIS robo");
+    let whois = sync(&mut user);
+    assert!(
+        whois.contains(&":pollchat 335 ann robo :is a bot".to_string()),
+        "{whois:?}"
+    );
+    let mut line = server.join_as("liner", &mut []);
+    line.send("/whois robo");
+    assert_eq!(line.line(), "NOTICE robo is in: @#chan");
+    line.expect_prefix("NOTICE robo connected since ");
+    assert_eq!(line.line(), "NOTICE robo is a bot");
+
+    bot.send("MODE robo -B");
+    assert_eq!(bot.line(), ":robo MODE robo :-B");
+    bot.send("PRIVMSG ann :human now");
+    bot.line();
+    assert_eq!(tag(&user.line(), "bot"), None);
+    line.send("/umode +B");
+    assert_eq!(line.line(), "MODE liner +B");
+}

@@ -32,6 +32,11 @@ pub struct Source {
     pub user: Arc<str>,
     pub host: Arc<str>,
     pub realname: Arc<str>,
+    /// The user marked itself a bot (user mode `+B`, IRCv3 bot-mode): its messages carry the
+    /// `bot` tag to message-tags clients, WHO and WHOIS say so. Kept here rather than in the
+    /// user's record because every render of a message has its source at hand (and the
+    /// allocation stays in the same malloc size class).
+    pub bot: bool,
 }
 
 impl Source {
@@ -41,6 +46,7 @@ impl Source {
             user: user.into(),
             host: host.into(),
             realname: realname.into(),
+            bot: false,
         })
     }
 }

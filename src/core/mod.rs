@@ -596,6 +596,7 @@ impl Core {
             user,
             host: self.cloak.host(ip).into(),
             realname,
+            bot: false,
         });
         let user = User {
             source,

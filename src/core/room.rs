@@ -262,6 +262,7 @@ mod tests {
                 user: "u".into(),
                 host: "h".into(),
                 realname: "r".into(),
+                bot: false,
             }),
             text: i.to_string().into(),
             kind: MsgKind::Normal,

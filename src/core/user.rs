@@ -72,6 +72,7 @@ impl User {
             (self.wallops, 'w'),
             (self.oper, 'o'),
             (self.secure, 'z'),
+            (self.source.bot, 'B'),
         ];
         for (on, letter) in letters {
             if on {

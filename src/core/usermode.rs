@@ -1,5 +1,7 @@
 //! A user's own settings: user modes (`+i` invisible, `+w` wallops, `+o` server operator, `+z`
-//! connected over TLS) and its ignore list (IRC's SILENCE, the line protocol's /ignore).
+//! connected over TLS, `+B` a bot) and its ignore list (IRC's SILENCE, the line protocol's /ignore).
+
+use std::sync::Arc;
 
 use super::modes::{normalize_mask, valid_mask};
 use super::user::SILENCE_MAX;
@@ -24,6 +26,10 @@ impl Core {
             let slot = match letter {
                 'i' => &mut user.invisible,
                 'w' => &mut user.wallops,
+                // In the source every message carries (see `Source::bot`): a new one, as for a
+                // nick change, only when it changes.
+                'B' if user.source.bot != set => &mut Arc::make_mut(&mut user.source).bot,
+                'B' => continue,
                 'o' if !set => &mut user.oper,
                 'o' | 'z' => continue,
                 // Refused at the end; the letters after it still apply.

@@ -146,7 +146,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ),
     (
         "umode",
-        "/umode [+i|-i|+w|-w]          your modes: i hidden from searches, w operators' notices",
+        "/umode [+i|-i|+w|-w|+B|-B]    your modes: i hidden from searches, w operators' notices, B a bot",
     ),
     (
         "oper",
@@ -572,6 +572,9 @@ pub fn render(event: &Event) -> Vec<u8> {
                     &mut s,
                     format_args!("NOTICE {nick} is using a secure connection"),
                 );
+            }
+            if w.source.bot {
+                line(&mut s, format_args!("NOTICE {nick} is a bot"));
             }
             if let Some(ip) = w.address {
                 line(

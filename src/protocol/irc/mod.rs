@@ -269,7 +269,7 @@ pub fn isupport(max_rooms: usize) -> String {
          TOPICLEN={LABEL_MAX} AWAYLEN={LABEL_MAX} NETWORK=pollchat \
          KICKLEN={LABEL_MAX} CHANLIMIT=#:{max_rooms} UTF8ONLY \
          TARGMAX=NAMES:{NAMES_TARGETS},NOTICE:{MESSAGE_TARGETS},PRIVMSG:{MESSAGE_TARGETS},TAGMSG:{MESSAGE_TARGETS},WHOIS:{WHOIS_TARGETS} \
-         MAXTARGETS={MESSAGE_TARGETS} SILENCE={SILENCE_MAX} MONITOR={WATCH_MAX}"
+         MAXTARGETS={MESSAGE_TARGETS} SILENCE={SILENCE_MAX} MONITOR={WATCH_MAX} BOT=B"
     )
 }
 
@@ -335,6 +335,8 @@ struct LineTags<'t> {
     msgid: Option<(&'t str, MsgId)>,
     /// `message-tags`: the sender's client tags, in wire form.
     client: Option<&'t str>,
+    /// `message-tags`: the sender is a bot (`+B`): the `bot` tag (IRCv3 bot-mode).
+    bot: bool,
 }
 
 impl<'t> LineTags<'t> {
@@ -346,11 +348,13 @@ impl<'t> LineTags<'t> {
         msgids: Option<&'t str>,
         id: MsgId,
         client: &'t ClientTags,
+        from: &Source,
     ) -> LineTags<'t> {
         LineTags {
             time: time.then_some(now),
             msgid: msgids.map(|p| (p, id)),
             client: msgids.and(client.as_deref()),
+            bot: msgids.is_some() && from.bot,
         }
     }
 
@@ -373,6 +377,10 @@ impl<'t> LineTags<'t> {
             if piece > 0 {
                 let _ = write!(buf, "-{piece}");
             }
+            sep = ';';
+        }
+        if self.bot {
+            let _ = write!(buf, "{sep}bot");
             sep = ';';
         }
         if let Some(client) = self.client {
@@ -442,7 +450,7 @@ pub fn render_with(
             tags,
             id,
         } => {
-            let tags = LineTags::live(time, now, msgids, *id, tags);
+            let tags = LineTags::live(time, now, msgids, *id, tags, from);
             o.message(&tags, from, room, text, *kind);
         }
         // History is replayed only to clients that can show when it was said (with no tags
@@ -469,13 +477,13 @@ pub fn render_with(
             tags,
             id,
         } => {
-            let tags = LineTags::live(time, now, msgids, *id, tags);
+            let tags = LineTags::live(time, now, msgids, *id, tags, from);
             o.message(&tags, from, to, text, *kind);
         }
         Event::TagMsg { from, to, tags, id } => {
             if msgids.is_some() {
                 let start = o.buf.len();
-                LineTags::live(time, now, msgids, *id, tags).write(0, &mut o.buf);
+                LineTags::live(time, now, msgids, *id, tags, from).write(0, &mut o.buf);
                 let _ = write!(o.buf, ":{} TAGMSG {to}", prefix(from));
                 o.end_line(start);
             }
@@ -518,7 +526,8 @@ pub fn render_with(
                 let s = &m.source;
                 let here = if m.away { 'G' } else { 'H' };
                 let oper = if m.oper { "*" } else { "" };
-                let flags = format!("{here}{oper}{}", m.status.prefixes());
+                let bot = if s.bot { "B" } else { "" };
+                let flags = format!("{here}{oper}{}{bot}", m.status.prefixes());
                 o.numeric_with(
                     RPL_WHOREPLY,
                     &[&channel, &s.user, &s.host, &server, &s.nick, &flags],
@@ -881,6 +890,9 @@ fn whois(o: &mut Out<'_>, w: &WhoisInfo) {
     }
     if w.secure {
         o.numeric(RPL_WHOISSECURE, &[nick]);
+    }
+    if s.bot {
+        o.numeric(RPL_WHOISBOT, &[nick]);
     }
     if let Some(ip) = w.address {
         let real = real_host(ip);

@@ -119,6 +119,8 @@ numerics! {
     RPL_TOPIC = 332, ":{}";
     /// Middle: room, who set the topic, when.
     RPL_TOPICWHOTIME = 333, "";
+    /// Middle: nick. The user marked itself a bot (`+B`, IRCv3 bot-mode).
+    RPL_WHOISBOT = 335, ":is a bot";
     /// Middle: nick invited, room.
     RPL_INVITING = 341, "";
     /// Middle: version, server. Hole: a description.
