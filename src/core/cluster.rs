@@ -108,6 +108,11 @@ pub enum Note {
         by: (ClientId, u32),
         msg: PrivateMessage,
     },
+    /// Room `room` (folded) got its first local member: read its shared history (the newest
+    /// `--history` messages of its Redis stream) once its subscription is confirmed, and
+    /// answer [`Answer::History`] with the same `ask`. Sent right after its
+    /// [`Note::Subscribe`]; never answered if the link is lost for good.
+    History { room: Arc<str>, ask: u64 },
 }
 
 /// What the backplane answers the core, later.
@@ -118,6 +123,24 @@ pub enum Answer {
     /// A [`Note::Tell`] reached no node: nobody holds that nick
     /// ([`Core::undelivered`](super::Core::undelivered)).
     Undelivered { by: (ClientId, u32), to: Arc<str> },
+    /// The shared history of `room` (folded) asked for by [`Note::History`] `ask`, oldest
+    /// first, less what this node's members said since the ask (they saw it live)
+    /// ([`Core::shared_history`](super::Core::shared_history)).
+    History {
+        room: Arc<str>,
+        ask: u64,
+        entries: Vec<HistoryItem>,
+    },
+}
+
+/// A message of a room's shared history (its Redis stream), as the core remembers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryItem {
+    pub from: Arc<Source>,
+    pub text: Arc<str>,
+    pub kind: MsgKind,
+    /// When Redis kept it (its stream id's time).
+    pub at: super::Millis,
 }
 
 /// A nick as claimed by one local user: who (its client and the serial that tells it from a

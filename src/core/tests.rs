@@ -2050,6 +2050,10 @@ fn a_cluster_core_subscribes_while_a_room_has_local_members_and_publishes_once()
         notes(&mut out),
         [
             Note::Subscribe(rc("#chat")),
+            Note::History {
+                room: rc("#chat"),
+                ask: 1
+            },
             publish(Shared::Joined {
                 room: rc("#Chat"),
                 who: a.clone()
@@ -2129,6 +2133,88 @@ fn a_cluster_core_subscribes_while_a_room_has_local_members_and_publishes_once()
             Note::Unsubscribe(rc("#other")),
         ]
     );
+}
+
+/// The texts of the history replayed in `events`, and to whom.
+fn history_to(events: &[(Event, Vec<ClientId>)]) -> Vec<(String, Vec<ClientId>)> {
+    events
+        .iter()
+        .filter_map(|(e, to)| match e {
+            Event::History { text, .. } => Some((text.to_string(), to.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_first_local_member_is_replayed_the_shared_history_when_the_cluster_answers() {
+    use cluster::{Answer, HistoryItem, Note};
+    let (mut core, mut out) = cluster_core();
+    let item = |text: &str, at| HistoryItem {
+        from: Source::new("zed", "line", "elsewhere", "Zed"),
+        text: text.into(),
+        kind: MsgKind::Normal,
+        at,
+    };
+    // What the lobby kept from before it had no member here is stale: the cluster's history
+    // replaces it.
+    core.handle(A, Command::Join("#lobby".into()), 0, &mut out);
+    core.handle(A, say("stale"), 0, &mut out);
+    core.handle(
+        A,
+        Command::Part {
+            room: None,
+            reason: None,
+        },
+        0,
+        &mut out,
+    );
+    out.clear();
+    out.drain_notes();
+    core.handle(A, Command::Join("#Lobby".into()), 0, &mut out);
+    let ask = match &notes(&mut out)[..] {
+        [Note::Subscribe(_), Note::History { room, ask }, ..] if &**room == "#lobby" => *ask,
+        other => panic!("{other:?}"),
+    };
+    let joined = expand(&core, &out);
+    assert!(history_to(&joined).is_empty(), "nothing replayed before the answer");
+    // A second member joins and the first speaks before the answer comes.
+    core.handle(B, Command::Join("#lobby".into()), 0, &mut out);
+    core.handle(A, say("said since"), 0, &mut out);
+    out.clear();
+    let stale = Answer::History {
+        room: rc("#lobby"),
+        ask: ask + 1,
+        entries: vec![item("wrong ask", 1)],
+    };
+    core.answer(stale, 0, &mut out);
+    assert!(out.is_empty(), "an answer to another ask is dropped");
+    let answer = Answer::History {
+        room: rc("#lobby"),
+        ask,
+        entries: vec![item("one", 1), item("two", 2)],
+    };
+    core.answer(answer.clone(), 0, &mut out);
+    let got = history_to(&expand(&core, &out));
+    assert_eq!(
+        got,
+        [("one".into(), vec![A, B]), ("two".into(), vec![A, B])],
+        "every member, the cluster's history only (they saw what was said since)"
+    );
+    out.clear();
+    core.answer(answer, 0, &mut out);
+    assert!(out.is_empty(), "answered once");
+    // A later joiner gets it all, in order.
+    core.connect(C, IP, 0, &mut out);
+    out.clear();
+    core.handle(C, Command::Join("#lobby".into()), 0, &mut out);
+    let events = expand(&core, &out);
+    let texts: Vec<String> = history_to(&events).into_iter().map(|r| r.0).collect();
+    assert_eq!(texts, ["one", "two", "said since"]);
+    // With the link down, a first joiner gets what the node has, at once.
+    core.tell_cluster_link(false, &mut out);
+    core.handle(A, Command::Join("#new".into()), 0, &mut out);
+    assert!(!notes(&mut out).iter().any(|n| matches!(n, Note::History { .. })));
 }
 
 #[test]
