@@ -2177,7 +2177,10 @@ fn a_first_local_member_is_replayed_the_shared_history_when_the_cluster_answers(
         other => panic!("{other:?}"),
     };
     let joined = expand(&core, &out);
-    assert!(history_to(&joined).is_empty(), "nothing replayed before the answer");
+    assert!(
+        history_to(&joined).is_empty(),
+        "nothing replayed before the answer"
+    );
     // A second member joins and the first speaks before the answer comes.
     core.handle(B, Command::Join("#lobby".into()), 0, &mut out);
     core.handle(A, say("said since"), 0, &mut out);
@@ -2214,7 +2217,11 @@ fn a_first_local_member_is_replayed_the_shared_history_when_the_cluster_answers(
     // With the link down, a first joiner gets what the node has, at once.
     core.tell_cluster_link(false, &mut out);
     core.handle(A, Command::Join("#new".into()), 0, &mut out);
-    assert!(!notes(&mut out).iter().any(|n| matches!(n, Note::History { .. })));
+    assert!(
+        !notes(&mut out)
+            .iter()
+            .any(|n| matches!(n, Note::History { .. }))
+    );
 }
 
 #[test]
