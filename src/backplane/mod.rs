@@ -1,5 +1,5 @@
-//! The cluster backplane: pollchat nodes joined through Redis pub/sub (first part: room
-//! messages, joins, parts, quits and nick changes cross nodes).
+//! The cluster backplane: pollchat nodes joined through Redis pub/sub (room messages, joins,
+//! parts, quits and nick changes cross nodes; room history lives in Redis streams).
 //!
 //! ```text
 //!   clients ──► node A (one mio loop)                      node B (one mio loop) ◄── clients
@@ -12,7 +12,9 @@
 //! (`{prefix}room:{folded name}`, one channel per room, no pattern) only while the room has
 //! local members, so it receives nothing for rooms it does not host; each room message a local
 //! member says is PUBLISHed once, whatever the number of recipients, in an envelope naming its
-//! node ([`envelope`]); a node hands what other nodes said to its core
+//! node ([`envelope`]), and kept in the room's Redis stream in the same script, the PUBLISH
+//! carrying its stream id ([`history`]: by that id a node delivers each room message once, and
+//! catches up what it missed after a reconnect); a node hands what other nodes said to its core
 //! ([`Core::remote`](crate::core::Core::remote)), which delivers it to the local members
 //! (rendered once per render class, as a local message), and ignores its own.
 //! Joins, parts (a kick is a part for other nodes), quits and nick changes travel the same way;
@@ -42,12 +44,17 @@
 //! subscribes to its users' nicks, guests included); PUBLISH answers how many received it, and
 //! 0 tells the sender there is no such nick.
 //! - Input is read at most [`redis::READS_PER_TURN`] chunks per turn, and one reply may be at
-//!   most [`redis::MAX_REPLY`] bytes.
+//!   most [`redis::MAX_REPLY`] bytes (a read of a stream answers at most
+//!   [`history::READ_BYTES`]).
+//! - Messages held while a room's stream is read, and reads in flight, are bounded
+//!   ([`history::HOLD_MAX`], [`history::HOLD_BYTES`], [`history::READS_IN_FLIGHT`]).
 //!
 //! Redis lost: the node logs it once and goes on serving its local users alone (what they say
 //! reaches local members only, and is not sent later), and reconnects without blocking after
 //! [`RETRY_FIRST`], doubling the wait up to [`RETRY_MAX`]; once back, it subscribes again to
-//! every room with local members (an empty, restarted Redis is the same case) and logs what
+//! every room with local members (an empty, restarted Redis is the same case), reads each
+//! room's stream from the last id it saw once that SUBSCRIBE is confirmed (what the other
+//! nodes said meanwhile is delivered, in stream order, once: [`history`]), and logs what
 //! was not sent meanwhile. Every local user is told when the link goes down and when it is
 //! back (a server NOTICE).
 //!
@@ -65,7 +72,7 @@
 //! such a claim may or may not have been made, and releasing it by its value is harmless.
 //!
 //! Not yet (see README, "Cluster"): a shared member list (NAMES, WHO), topics and modes across
-//! nodes, shared history (so no replay of what a node missed), node failure detection (the
+//! nodes, node failure detection (the
 //! nick keys of a node that dies stay until it restarts and cleans up: not yet either), nick
 //! claims made again after a Redis restarted empty.
 

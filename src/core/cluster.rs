@@ -9,6 +9,10 @@
 //! [`Shared`] given to [`Core::remote`](super::Core::remote), which tells the local members as
 //! it tells them what happens locally. The core never waits for the cluster.
 //!
+//! A room's history is the cluster's too: when a room gets its first local member, the core asks
+//! for it ([`Note::History`]) and replays it to the room's members when the
+//! [`Answer::History`] comes (the join itself is told at once).
+//!
 //! Nicks are the cluster's to give: a nick change (or an IRC registration) of a clustered core
 //! is a [`Note::Claim`], made only when the [`ClaimAnswer`] comes back through
 //! [`Core::claimed`](super::Core::claimed); the old nick (or that of a user who leaves) is a
