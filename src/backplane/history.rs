@@ -2,7 +2,7 @@
 //!
 //! Each room message a local member says is one `EVAL` of [`PUBLISH_SCRIPT`]: `XADD
 //! {prefix}history:{folded room} MAXLEN ~ N * e <envelope>`, `PEXPIRE` of the stream
-//! ([`HISTORY_TTL`]: the history of a room nobody speaks in expires), and `PUBLISH
+//! ([`HISTORY_TTL_MS`]: the history of a room nobody speaks in expires), and `PUBLISH
 //! {prefix}room:{folded room} "<stream id> <envelope>"`, atomically (a script runs alone in
 //! Redis): a message's place in the stream and in the channel is the same, and every message
 //! heard on the channel is in the stream. `N` is the node's `--history`; with `--history 0`
