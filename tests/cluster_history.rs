@@ -276,3 +276,57 @@ fn after_redis_restarts_empty_cluster_chat_resumes_without_doubles() {
         c.sync();
     }
 }
+
+/// Reads `c`'s lines until the one ending with `end`; returns its msgid.
+fn msgid_of(c: &mut Client, end: &str) -> String {
+    loop {
+        let l = c.line();
+        if l.ends_with(end) {
+            let tags = l.split(' ').next().unwrap();
+            let msgid = tags
+                .trim_start_matches('@')
+                .split(';')
+                .find_map(|t| t.strip_prefix("msgid="));
+            return msgid.unwrap_or_else(|| panic!("no msgid: {l}")).to_string();
+        }
+    }
+}
+
+#[test]
+fn a_room_message_has_one_msgid_on_every_node() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let prefix = "h4:";
+    let (a, b) = (node(&redis, "a", prefix, 50), node(&redis, "b", prefix, 50));
+    let mut sender = register_with(&a, "sender", "message-tags echo-message");
+    sender.send("JOIN #m");
+    sender.expect_prefix(":pollchat 366 sender #m");
+    let mut near = register_with(&a, "near", "message-tags");
+    near.send("JOIN #m");
+    near.expect_prefix(":pollchat 366 near #m");
+    redis.wait_for(|r| r.subscribers("h4:room:#m") == 1);
+    let mut far = register_with(&b, "far", "message-tags");
+    far.send("JOIN #m");
+    far.expect_prefix(":pollchat 366 far #m");
+    redis.wait_for(|r| r.subscribers("h4:room:#m") == 2);
+    let mut ids = Vec::new();
+    for text in ["hello", "again"] {
+        sender.send(&format!("PRIVMSG #m :{text}"));
+        let end = format!(" PRIVMSG #m :{text}");
+        let seen: Vec<String> = [&mut sender, &mut near, &mut far]
+            .into_iter()
+            .map(|c| msgid_of(c, &end))
+            .collect();
+        assert!(
+            seen.iter().all(|id| *id == seen[0]),
+            "the echo, a member on the same node and one on another: {seen:?}"
+        );
+        ids.push(seen[0].clone());
+    }
+    assert_ne!(ids[0], ids[1], "one msgid per message");
+    // From the other node too.
+    far.send("PRIVMSG #m :back");
+    let end = " PRIVMSG #m :back";
+    assert_eq!(msgid_of(&mut near, end), msgid_of(&mut sender, end));
+}

@@ -5,7 +5,7 @@
 //! it is binary-safe and needs no parser of our own:
 //!
 //! ```text
-//! [ "pollchat/1", origin node, id, "msg",  room, kind, nick, user, host, realname, tags, text ]
+//! [ "pollchat/1", origin node, id, "msg",  room, kind, nick, user, host, realname, tags, text, msgid ]
 //! [ "pollchat/1", origin node, id, "tagmsg", room, nick, user, host, realname, tags ]
 //! [ "pollchat/1", origin node, id, "join", room, nick, user, host, realname ]
 //! [ "pollchat/1", origin node, id, "part", room, nick, user, host, realname, reason ]
@@ -87,6 +87,10 @@ fn kind_name(kind: MsgKind) -> &'static str {
 /// The envelope of `shared`, the `id`th thing node `origin` published.
 pub fn encode(origin: &str, id: u64, shared: &Shared) -> Vec<u8> {
     let id = id.to_string();
+    let msgid = match shared {
+        Shared::Message(msg) => msg.msgid.to_string(),
+        _ => String::new(),
+    };
     let mut parts: Vec<&[u8]> = vec![FORMAT.as_bytes(), origin.as_bytes(), id.as_bytes()];
     fn source<'a>(parts: &mut Vec<&'a [u8]>, who: &'a Source) {
         parts.extend([&*who.nick, &*who.user, &*who.host, &*who.realname].map(str::as_bytes));
@@ -98,6 +102,7 @@ pub fn encode(origin: &str, id: u64, shared: &Shared) -> Vec<u8> {
             source(&mut parts, &msg.from);
             parts.push(msg.tags.as_deref().unwrap_or("").as_bytes());
             parts.push(msg.text.as_bytes());
+            parts.push(msgid.as_bytes());
         }
         Shared::TagMsg { room, from, tags } => {
             parts.extend([b"tagmsg".as_slice(), room.as_bytes()]);
@@ -244,12 +249,18 @@ pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
                     tags,
                 })
             } else {
+                // (Absent in the envelopes of nodes that did not send it yet.)
+                let msgid = match next() {
+                    Some(n) => n.parse().ok()?,
+                    None => 0,
+                };
                 Shared::Message(RoomMessage {
                     room: room(to)?,
                     from,
                     text: text.into(),
                     kind,
                     tags,
+                    msgid,
                 })
             }
         }
@@ -330,6 +341,7 @@ mod tests {
             text: "hello, world: *".into(),
             kind: MsgKind::Action,
             tags: Some("+typing=active;+draft/reply=x".into()),
+            msgid: (3 << 40) + 17,
         }
     }
 

@@ -463,6 +463,7 @@ mod tests {
                 text: text.into(),
                 kind: MsgKind::Normal,
                 tags: None,
+                msgid: 0,
             }),
         }
     }

@@ -1115,6 +1115,7 @@ mod queue_tests {
             text: "x".repeat(4000).into(),
             kind: MsgKind::Normal,
             tags: None,
+            msgid: 0,
         });
         // Far more than the kernel's buffers on both sides and the queue can hold.
         for _ in 0..10_000 {

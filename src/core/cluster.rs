@@ -22,7 +22,7 @@
 use std::sync::Arc;
 
 use super::ClientId;
-use super::event::{ClientTags, MsgKind, Source};
+use super::event::{ClientTags, MsgId, MsgKind, Source};
 
 /// A room message as it crosses nodes: who said what where, with its client tags.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +33,9 @@ pub struct RoomMessage {
     pub text: Arc<str>,
     pub kind: MsgKind,
     pub tags: ClientTags,
+    /// Its `msgid` on the sender's node, which every node gives it (unique in the cluster:
+    /// [`Core::set_node_number`](super::Core::set_node_number)); 0: none, a node makes its own.
+    pub msgid: MsgId,
 }
 
 /// A private message as it crosses nodes: to a nick held on another node.

@@ -234,8 +234,12 @@ impl Core {
     /// Gives this node its cluster-wide number: from now on guests are named
     /// `guest{number}-{n}`, which no other node hands out and nobody may take by hand, so guest
     /// nicks need no claim in Redis.
+    ///
+    /// Its message ids start at `number << 40` too, so a room message keeps the id its
+    /// sender's node gave it on every node (IRC's `msgid`), unique in the cluster.
     pub fn set_node_number(&mut self, number: u64) {
         self.node_number = Some(number);
+        self.last_msgid = self.last_msgid.max(number << 40);
     }
 
     /// What the backplane answers, later: a claim decided, or a private message nobody
@@ -497,7 +501,11 @@ impl Core {
             self.with_history(key, |room| room.remember(entry));
             self.trim_history();
         }
-        let id = self.next_msgid();
+        // The sender's node's id, the same on every node (one a node that sent none).
+        let id = match msg.msgid {
+            0 => self.next_msgid(),
+            id => id,
+        };
         let room = &self.rooms[key];
         let event = Event::Message {
             room: room.name.clone(),
@@ -1120,6 +1128,7 @@ impl Core {
                     text: text.clone(),
                     kind,
                     tags: tags.clone(),
+                    msgid,
                 },
             )));
         }

@@ -2076,7 +2076,13 @@ fn a_cluster_core_subscribes_while_a_room_has_local_members_and_publishes_once()
         echo: true,
         tags: Some(rc("+typing=done")),
     };
+    out.clear();
     core.handle(A, say, 0, &mut out);
+    let msgid = match out.iter().next() {
+        Some((Event::Message { id, .. }, _)) => *id,
+        other => panic!("{other:?}"),
+    };
+    assert!(msgid > 1 << 40, "node 1's ids: {msgid:#x}");
     assert_eq!(
         notes(&mut out),
         [publish(Shared::Message(cluster::RoomMessage {
@@ -2085,8 +2091,9 @@ fn a_cluster_core_subscribes_while_a_room_has_local_members_and_publishes_once()
             text: rc("hi"),
             kind: MsgKind::Action,
             tags: Some(rc("+typing=done")),
+            msgid,
         }))],
-        "one publish for two local recipients"
+        "one publish for two local recipients, with the msgid they got"
     );
     let part = Command::Part {
         room: None,
@@ -2280,7 +2287,19 @@ fn a_remote_message_reaches_local_members_only_and_is_remembered() {
         text: rc("from afar"),
         kind: MsgKind::Normal,
         tags: None,
+        msgid: 0,
     };
+    // The sender's node's msgid, when it sent one, is the message's here too.
+    w.out.clear();
+    let sent = cluster::RoomMessage {
+        msgid: 77,
+        ..msg("#lobby")
+    };
+    w.core.remote_message(sent, w.now, &mut w.out);
+    assert!(matches!(
+        w.collect()[..],
+        [(Event::Message { id: 77, .. }, _)]
+    ));
     w.out.clear();
     w.core
         .remote(cluster::Shared::Message(msg("#LOBBY")), w.now, &mut w.out);

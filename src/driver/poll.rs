@@ -178,6 +178,10 @@ impl EventLoop {
             None => None,
         };
         let mut ctx = Context::new(&config, now.wall);
+        if let Some(bp) = &config.backplane {
+            // One msgid per room message across nodes.
+            ctx.msgid_prefix = crate::protocol::irc::cluster_msgid_prefix(&bp.prefix);
+        }
         if let Some(ports) = &mut ctx.tls {
             // The ports bound (with port 0 the kernel picked them).
             let port = |door| front.listeners.addrs(door).first().map(|a| a.port());
