@@ -353,16 +353,16 @@ impl Streams {
         entries: Option<Vec<(StreamId, Received)>>,
     ) -> Read {
         let mut read = Read::default();
+        // (Every answer is of a read sent on the link in use: a lost link's are never read.)
+        self.reading = self.reading.saturating_sub(1);
         let Some(s) = self
             .rooms
             .get_mut(room)
             .filter(|s| s.phase == Phase::Reading && s.generation == generation)
         else {
-            // An answer for a subscription that ended, or for a link that was lost since
-            // (`reset` forgot its reads).
+            // An answer for a subscription that ended (and maybe began again) since.
             return read;
         };
-        self.reading -= 1;
         s.phase = Phase::Live;
         let failed = entries.is_none();
         let mut entries = entries.unwrap_or_default();
@@ -666,11 +666,22 @@ mod tests {
         s.confirmed("#room");
         let again = s.next_reads();
         assert_ne!(reads[0].1, again[0].1);
+        // The room is left and joined again while that read is under way: its answer is of
+        // the old subscription (dropped), and the new one is read anew.
+        s.unsubscribe("#room");
+        s.subscribe("#room".into());
+        assert!(s.heard("#room", id(3, 0), msg("b", "new"), 10).is_none());
+        s.confirmed("#room");
+        let answer = vec![(id(2, 0), msg("b", "old"))];
         assert_eq!(
-            s.read_done("#room", reads[0].1, Some(vec![])),
+            s.read_done("#room", again[0].1, Some(answer)),
             Read::default()
         );
-        s.read_done("#room", again[0].1, Some(vec![]));
+        assert_eq!(s.reading, 0, "the read in flight is over");
+        let third = s.next_reads();
+        assert_eq!(third.len(), 1);
+        let read = s.read_done("#room", third[0].1, Some(vec![]));
+        assert_eq!(texts(&read.live), ["new"]);
         assert_eq!(s.reading, 0);
         // Reads in flight are bounded.
         for i in 0..20 {
