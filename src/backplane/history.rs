@@ -15,8 +15,11 @@
 //! SUBSCRIBE of it is confirmed on the subscriptions connection, and never before, so that
 //! every message is in the read, or heard live after it, or both (then dropped by its id):
 //! - when the room gets its first local member and the core asks for its history (`ask`): the
-//!   entries are the room's shared history ([`Read::history`]), less the messages this node
-//!   published since (its members saw them live: the ids come from the `EVAL` replies);
+//!   entries said before the subscription began (before the first one heard on the channel)
+//!   are the room's shared history ([`Read::history`]), less the messages this node published
+//!   since the ask (its members saw them live: their ids come from the script's replies); the
+//!   later ones are live messages (a member may not be shown history: IRC without
+//!   `server-time`);
 //! - after any reconnect (both connections are made again, and a subscription cut by Redis
 //!   takes the whole link down): the entries after `last` are delivered as live messages, in
 //!   stream order, less this node's own (its members saw them when they were said). A stream
@@ -27,10 +30,14 @@
 //!
 //! From the first SUBSCRIBE until the read's answer, what arrives on the room's channel with an
 //! id is held (at most [`HOLD_MAX`] messages per room and [`HOLD_BYTES`] in all: past that it
-//! is dropped and counted, as lost), then delivered after the read's entries if its id is newer
-//! than theirs. Reads in flight are at most [`READS_IN_FLIGHT`] (a reconnect with ten thousand
-//! rooms reads them a few at a time; the others keep holding), and one read answers at most
-//! [`READ_BYTES`], so a catch-up is bounded by the history length and by bytes.
+//! is dropped and counted, as lost), then merged with the read's live entries by id (each
+//! once, in stream order) and delivered. Reads in flight are at most [`READS_IN_FLIGHT`] (a
+//! reconnect with ten thousand rooms reads them a few at a time; the others keep holding), and
+//! one read answers at most [`READ_BYTES`], so a catch-up is bounded by the history length and
+//! by bytes. One read serves both purposes: `XREVRANGE … + - COUNT N` rather than `XRANGE
+//! (last +`, because only the newest entry tells a stream made again from one with nothing
+//! new, and because a member away too long is better caught up with the newest messages than
+//! with the oldest it missed.
 //!
 //! Live delivery is in the order each node hears things: a local message is delivered at once,
 //! before Redis gives it an id, so two nodes may interleave one room's messages differently;
