@@ -1047,6 +1047,42 @@ mod tests {
     }
 
     #[test]
+    fn a_reads_reply_gives_its_entries_and_channels_their_rooms() {
+        use crate::core::cluster::RoomMessage;
+        use crate::core::{MsgKind, Source};
+        let shared = Shared::Message(RoomMessage {
+            room: "#a".into(),
+            from: Source::new("bob", "u", "h", "Bob"),
+            text: "hi".into(),
+            kind: MsgKind::Normal,
+            tags: None,
+            msgid: 9,
+        });
+        let bulk = |b: &[u8]| OwnedFrame::BulkString(b.to_vec());
+        let entry = |id: &[u8], field: &[u8], value: Vec<u8>| {
+            OwnedFrame::Array(vec![
+                bulk(id),
+                OwnedFrame::Array(vec![bulk(field), OwnedFrame::BulkString(value)]),
+            ])
+        };
+        let reply = OwnedFrame::Array(vec![
+            entry(b"5-1", b"e", envelope::encode("n", 1, &shared)),
+            entry(b"5-0", b"x", envelope::encode("n", 0, &shared)),
+            entry(b"bad", b"e", envelope::encode("n", 0, &shared)),
+            entry(b"4-0", b"e", b"not an envelope".to_vec()),
+            OwnedFrame::Integer(3),
+        ]);
+        let got = Backplane::stream_entries(reply).expect("entries");
+        assert_eq!(got.len(), 1, "only well-formed entries");
+        assert_eq!(got[0].0, StreamId { ms: 5, seq: 1 });
+        assert_eq!(got[0].1.shared, shared);
+        assert!(Backplane::stream_entries(OwnedFrame::Error("ERR".into())).is_none());
+        assert_eq!(Backplane::channel_room("p:", b"p:room:#a"), Some("#a"));
+        assert_eq!(Backplane::channel_room("p:", b"p:user:bob"), None);
+        assert_eq!(Backplane::channel_room("p:", b"q:room:#a"), None);
+    }
+
+    #[test]
     fn node_names() {
         let n = default_node();
         assert!(check_word("--node", &n).is_ok(), "{n}");
