@@ -293,7 +293,7 @@ fn msgid_of(c: &mut Client, end: &str) -> String {
 }
 
 #[test]
-fn a_room_message_has_one_msgid_on_every_node() {
+fn a_message_has_one_msgid_on_every_node() {
     let Some(redis) = Redis::start() else {
         return;
     };
@@ -329,4 +329,15 @@ fn a_room_message_has_one_msgid_on_every_node() {
     far.send("PRIVMSG #m :back");
     let end = " PRIVMSG #m :back";
     assert_eq!(msgid_of(&mut near, end), msgid_of(&mut sender, end));
+    // A TAGMSG to the room, and a private message to a user of the other node.
+    sender.send("@+typing=active TAGMSG #m");
+    let end = " TAGMSG #m";
+    let seen: Vec<String> = [&mut sender, &mut near, &mut far]
+        .into_iter()
+        .map(|c| msgid_of(c, end))
+        .collect();
+    assert!(seen.iter().all(|id| *id == seen[0]), "{seen:?}");
+    sender.send("PRIVMSG far :psst");
+    let end = " PRIVMSG far :psst";
+    assert_eq!(msgid_of(&mut sender, end), msgid_of(&mut far, end));
 }

@@ -47,6 +47,8 @@ pub struct PrivateMessage {
     pub text: Arc<str>,
     pub kind: MsgKind,
     pub tags: ClientTags,
+    /// Its `msgid` on the sender's node (0: none), as for a [`RoomMessage`].
+    pub msgid: MsgId,
 }
 
 /// What crosses nodes: the same vocabulary out ([`Note::Publish`]) and in
@@ -61,6 +63,8 @@ pub enum Shared {
         room: Arc<str>,
         from: Arc<Source>,
         tags: ClientTags,
+        /// Its `msgid` on the sender's node (0: none), as for a [`RoomMessage`].
+        msgid: MsgId,
     },
     /// `who` joined `room` (its node's spelling).
     Joined { room: Arc<str>, who: Arc<Source> },

@@ -395,11 +395,19 @@ impl Core {
         use cluster::Shared;
         match shared {
             Shared::Message(msg) => self.remote_message(msg, now, out),
-            Shared::TagMsg { room, from, tags } => {
+            Shared::TagMsg {
+                room,
+                from,
+                tags,
+                msgid,
+            } => {
                 let Some(&key) = self.room_keys.get(&fold(&room)) else {
                     return;
                 };
-                let id = self.next_msgid();
+                let id = match msgid {
+                    0 => self.next_msgid(),
+                    id => id,
+                };
                 let room = &self.rooms[key];
                 let event = Event::TagMsg {
                     from,
@@ -446,7 +454,10 @@ impl Core {
                     text: msg.text,
                     kind: msg.kind,
                     tags: msg.tags,
-                    id: self.next_msgid(),
+                    id: match msg.msgid {
+                        0 => self.next_msgid(),
+                        id => id,
+                    },
                 };
                 out.send(target, event);
             }
@@ -1226,6 +1237,7 @@ impl Core {
             text: text.into(),
             kind,
             tags: tags.clone(),
+            msgid: self.next_msgid(),
         };
         if echo {
             let event = Event::Private {
@@ -1234,7 +1246,7 @@ impl Core {
                 text: msg.text.clone(),
                 kind,
                 tags,
-                id: self.next_msgid(),
+                id: msg.msgid,
             };
             out.send(id, event);
         }
@@ -1267,6 +1279,7 @@ impl Core {
                         room: room.name.clone(),
                         from: from.clone(),
                         tags: tags.clone(),
+                        msgid,
                     }));
                 }
                 let event = Event::TagMsg {

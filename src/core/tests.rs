@@ -2433,18 +2433,27 @@ fn a_room_tagmsg_is_published_once_and_a_remote_one_reaches_every_local_member()
         tags: Some(rc("+typing=active")),
         echo: false,
     };
+    out.clear();
     core.handle(A, tagmsg, 0, &mut out);
+    let msgid = match out.iter().next() {
+        Some((Event::TagMsg { id, .. }, _)) => *id,
+        other => panic!("{other:?}"),
+    };
     let shared = cluster::Shared::TagMsg {
         room: rc("#t"),
         from: a,
         tags: Some(rc("+typing=active")),
+        msgid,
     };
     assert_eq!(notes(&mut out), [publish(shared.clone())]);
     out.clear();
     core.remote(shared, 0, &mut out);
     let got: Vec<_> = out.iter().map(|(e, to)| (e.clone(), to.to_vec())).collect();
     assert_eq!(got.len(), 1);
-    assert!(matches!(&got[0].0, Event::TagMsg { to, .. } if &**to == "#t"));
+    assert!(
+        matches!(&got[0].0, Event::TagMsg { to, id, .. } if &**to == "#t" && *id == msgid),
+        "the sender's msgid"
+    );
     assert_eq!(
         got[0].1,
         [A, B],
@@ -2544,12 +2553,20 @@ fn a_clustered_node_subscribes_to_its_users_nicks_and_sends_a_message_to_another
     core.handle(C, say("Dave", true), 0, &mut out);
     let carol = core.source(C).unwrap().clone();
     let serial = core.users[&C].serial;
+    let echo_id = out
+        .iter()
+        .find_map(|(e, _)| match e {
+            Event::Private { id, .. } => Some(*id),
+            _ => None,
+        })
+        .expect("the echo");
     let msg = PrivateMessage {
         to: rc("Dave"),
         from: carol.clone(),
         text: rc("psst"),
         kind: MsgKind::Normal,
         tags: None,
+        msgid: echo_id,
     };
     assert_eq!(
         all_notes(&mut out),
@@ -2590,8 +2607,8 @@ fn a_clustered_node_subscribes_to_its_users_nicks_and_sends_a_message_to_another
     );
     let got: Vec<_> = out.iter().map(|(e, to)| (e.clone(), to.to_vec())).collect();
     assert!(
-        matches!(&got[..], [(Event::Private { to, from, .. }, who)]
-            if &**to == "Carol" && &*from.nick == "dave" && who == &[C]),
+        matches!(&got[..], [(Event::Private { to, from, id, .. }, who)]
+            if &**to == "Carol" && &*from.nick == "dave" && who == &[C] && *id == echo_id),
         "{got:?}"
     );
     out.clear();
