@@ -458,7 +458,7 @@ fn a_tagmsg_to_a_room_reaches_message_tags_clients_on_the_other_node_only() {
     redis.wait_for(|r| r.subscribers("t5:room:#t") == 2);
     typist.send("@+typing=active TAGMSG #t");
     typist.send("PRIVMSG #t :done typing");
-    // Each line is a whole message; the remote node gives it a msgid of its own.
+    // Each line is a whole message, with the msgid its sender's node gave it.
     let got = tagged.expect_prefix("@");
     let tags = got.split(' ').next().unwrap();
     assert!(tags.starts_with("@msgid="), "{got}");

@@ -5,13 +5,13 @@
 //! it is binary-safe and needs no parser of our own:
 //!
 //! ```text
-//! [ "pollchat/1", origin node, id, "msg",  room, kind, nick, user, host, realname, tags, text ]
-//! [ "pollchat/1", origin node, id, "tagmsg", room, nick, user, host, realname, tags ]
+//! [ "pollchat/1", origin node, id, "msg",  room, kind, nick, user, host, realname, tags, text, msgid ]
+//! [ "pollchat/1", origin node, id, "tagmsg", room, nick, user, host, realname, tags, msgid ]
 //! [ "pollchat/1", origin node, id, "join", room, nick, user, host, realname ]
 //! [ "pollchat/1", origin node, id, "part", room, nick, user, host, realname, reason ]
 //! [ "pollchat/1", origin node, id, "quit", nick, user, host, realname, reason, room, room… ]
 //! [ "pollchat/1", origin node, id, "nick", nick, user, host, realname, new nick, room, room… ]
-//! [ "pollchat/1", origin node, id, "priv", to nick, kind, nick, user, host, realname, tags, text ]
+//! [ "pollchat/1", origin node, id, "priv", to nick, kind, nick, user, host, realname, tags, text, msgid ]
 //! ```
 //!
 //! `id` numbers what a node publishes (decimal); a quit or a nick change is published on the
@@ -87,6 +87,12 @@ fn kind_name(kind: MsgKind) -> &'static str {
 /// The envelope of `shared`, the `id`th thing node `origin` published.
 pub fn encode(origin: &str, id: u64, shared: &Shared) -> Vec<u8> {
     let id = id.to_string();
+    let msgid = match shared {
+        Shared::Message(RoomMessage { msgid, .. })
+        | Shared::Private(PrivateMessage { msgid, .. })
+        | Shared::TagMsg { msgid, .. } => msgid.to_string(),
+        _ => String::new(),
+    };
     let mut parts: Vec<&[u8]> = vec![FORMAT.as_bytes(), origin.as_bytes(), id.as_bytes()];
     fn source<'a>(parts: &mut Vec<&'a [u8]>, who: &'a Source) {
         parts.extend([&*who.nick, &*who.user, &*who.host, &*who.realname].map(str::as_bytes));
@@ -98,11 +104,15 @@ pub fn encode(origin: &str, id: u64, shared: &Shared) -> Vec<u8> {
             source(&mut parts, &msg.from);
             parts.push(msg.tags.as_deref().unwrap_or("").as_bytes());
             parts.push(msg.text.as_bytes());
+            parts.push(msgid.as_bytes());
         }
-        Shared::TagMsg { room, from, tags } => {
+        Shared::TagMsg {
+            room, from, tags, ..
+        } => {
             parts.extend([b"tagmsg".as_slice(), room.as_bytes()]);
             source(&mut parts, from);
             parts.push(tags.as_deref().unwrap_or("").as_bytes());
+            parts.push(msgid.as_bytes());
         }
         Shared::Joined { room, who } => {
             parts.extend([b"join".as_slice(), room.as_bytes()]);
@@ -131,6 +141,7 @@ pub fn encode(origin: &str, id: u64, shared: &Shared) -> Vec<u8> {
             source(&mut parts, &msg.from);
             parts.push(msg.tags.as_deref().unwrap_or("").as_bytes());
             parts.push(msg.text.as_bytes());
+            parts.push(msgid.as_bytes());
         }
     }
     let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 16).sum());
@@ -212,6 +223,11 @@ pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
         return None;
     }
     let room = |s: String| check_room(&s).ok().map(|()| Arc::<str>::from(s));
+    // The sender's msgid: absent in the envelopes of nodes that did not send it yet (0).
+    let msgid = |s: Option<String>| match s {
+        Some(n) => n.parse::<u64>().ok(),
+        None => Some(0),
+    };
     let word = |s: &str| !s.is_empty() && !s.contains(' ');
     let source = |next: &mut dyn FnMut() -> Option<String>| {
         let (nick, user, host, realname) = (next()?, next()?, next()?, next()?);
@@ -234,6 +250,7 @@ pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
                 return None;
             }
             let tags = (!tags.is_empty()).then(|| Arc::from(tags));
+            let msgid = msgid(next())?;
             if what == "priv" {
                 check_nick(&to).ok()?;
                 Shared::Private(PrivateMessage {
@@ -242,6 +259,7 @@ pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
                     text: text.into(),
                     kind,
                     tags,
+                    msgid,
                 })
             } else {
                 Shared::Message(RoomMessage {
@@ -250,6 +268,7 @@ pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
                     text: text.into(),
                     kind,
                     tags,
+                    msgid,
                 })
             }
         }
@@ -264,6 +283,7 @@ pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
                 room,
                 from,
                 tags: Some(tags.into()),
+                msgid: msgid(next())?,
             }
         }
         "join" => Shared::Joined {
@@ -330,6 +350,7 @@ mod tests {
             text: "hello, world: *".into(),
             kind: MsgKind::Action,
             tags: Some("+typing=active;+draft/reply=x".into()),
+            msgid: (3 << 40) + 17,
         }
     }
 
@@ -346,6 +367,7 @@ mod tests {
                 room: "#a".into(),
                 from: alice(),
                 tags: Some("+typing=active".into()),
+                msgid: 12,
             },
             Shared::Joined {
                 room: "#a".into(),
@@ -377,6 +399,7 @@ mod tests {
                 text: "psst".into(),
                 kind: MsgKind::Normal,
                 tags: Some("+typing=done".into()),
+                msgid: 13,
             }),
         ];
         for (id, shared) in all.into_iter().enumerate() {

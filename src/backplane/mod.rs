@@ -1,5 +1,5 @@
-//! The cluster backplane: pollchat nodes joined through Redis pub/sub (first part: room
-//! messages, joins, parts, quits and nick changes cross nodes).
+//! The cluster backplane: pollchat nodes joined through Redis pub/sub (room messages, joins,
+//! parts, quits and nick changes cross nodes; room history lives in Redis streams).
 //!
 //! ```text
 //!   clients ──► node A (one mio loop)                      node B (one mio loop) ◄── clients
@@ -12,7 +12,9 @@
 //! (`{prefix}room:{folded name}`, one channel per room, no pattern) only while the room has
 //! local members, so it receives nothing for rooms it does not host; each room message a local
 //! member says is PUBLISHed once, whatever the number of recipients, in an envelope naming its
-//! node ([`envelope`]); a node hands what other nodes said to its core
+//! node ([`envelope`]), and kept in the room's Redis stream in the same script, the PUBLISH
+//! carrying its stream id ([`history`]: by that id a node delivers each room message once, and
+//! catches up what it missed after a reconnect); a node hands what other nodes said to its core
 //! ([`Core::remote`](crate::core::Core::remote)), which delivers it to the local members
 //! (rendered once per render class, as a local message), and ignores its own.
 //! Joins, parts (a kick is a part for other nodes), quits and nick changes travel the same way;
@@ -42,12 +44,17 @@
 //! subscribes to its users' nicks, guests included); PUBLISH answers how many received it, and
 //! 0 tells the sender there is no such nick.
 //! - Input is read at most [`redis::READS_PER_TURN`] chunks per turn, and one reply may be at
-//!   most [`redis::MAX_REPLY`] bytes.
+//!   most [`redis::MAX_REPLY`] bytes (a read of a stream answers at most
+//!   [`history::READ_BYTES`]).
+//! - Messages held while a room's stream is read, and reads in flight, are bounded
+//!   ([`history::HOLD_MAX`], [`history::HOLD_BYTES`], [`history::READS_IN_FLIGHT`]).
 //!
 //! Redis lost: the node logs it once and goes on serving its local users alone (what they say
 //! reaches local members only, and is not sent later), and reconnects without blocking after
 //! [`RETRY_FIRST`], doubling the wait up to [`RETRY_MAX`]; once back, it subscribes again to
-//! every room with local members (an empty, restarted Redis is the same case) and logs what
+//! every room with local members (an empty, restarted Redis is the same case), reads each
+//! room's stream from the last id it saw once that SUBSCRIBE is confirmed (what the other
+//! nodes said meanwhile is delivered, in stream order, once: [`history`]), and logs what
 //! was not sent meanwhile. Every local user is told when the link goes down and when it is
 //! back (a server NOTICE).
 //!
@@ -65,11 +72,12 @@
 //! such a claim may or may not have been made, and releasing it by its value is harmless.
 //!
 //! Not yet (see README, "Cluster"): a shared member list (NAMES, WHO), topics and modes across
-//! nodes, shared history (so no replay of what a node missed), node failure detection (the
+//! nodes, node failure detection (the
 //! nick keys of a node that dies stay until it restarts and cleans up: not yet either), nick
 //! claims made again after a Redis restarted empty.
 
 pub mod envelope;
+pub mod history;
 pub mod redis;
 
 use std::collections::{HashSet, VecDeque};
@@ -85,6 +93,7 @@ use redis_protocol::resp2::types::OwnedFrame;
 use crate::core::ClientId;
 use crate::core::cluster::{Answer, ClaimAnswer, NickClaim, Note, Outcome, Shared};
 use crate::core::names::fold;
+use history::{StreamId, Streams};
 use redis::{ReadEnd, RedisConn};
 
 /// The token of the commands connection in the loop's poll (clear of the listeners' range and
@@ -131,6 +140,12 @@ enum Expect {
     /// A private message to another node's user (PUBLISH on its channel): if no node
     /// received it (0), the sender is told nobody holds the nick.
     Tell { by: (ClientId, u32), to: Arc<str> },
+    /// A room message (folded room) kept in the room's stream and published
+    /// ([`history::PUBLISH_SCRIPT`]): the reply is its stream id.
+    Published(Arc<str>),
+    /// A read of a room's stream ([`history::READ_SCRIPT`]) for its subscription's
+    /// `generation`.
+    Read { room: Arc<str>, generation: u64 },
 }
 
 /// Where the cluster meets and who this node is in it (`--backplane`, `--node`,
@@ -311,6 +326,11 @@ pub struct Backplane {
     /// Since when commands have waited for an answer with none coming (`None`: nothing
     /// awaited, or an answer came since the last write): past [`STALL`], Redis is lost.
     waiting_since: Option<Instant>,
+    /// The rooms' streams: the last id seen of each, what is held while it is read
+    /// ([`history`]).
+    streams: Streams,
+    /// Messages each room's stream keeps (`--history`; 0: no stream is written).
+    history: usize,
 }
 
 impl Backplane {
@@ -341,6 +361,7 @@ impl Backplane {
         let incarnation = incarnation as u64;
         let (subscriptions, _) = open("subscriptions", SUBSCRIPTIONS, None)?;
         let redis_addr = commands.peer()?;
+        let config_node = config.node.clone();
         info!(
             "backplane: node {} (incarnation {incarnation}) joined the cluster through Redis at {} \
              (prefix {:?})",
@@ -370,7 +391,15 @@ impl Backplane {
             users: HashSet::new(),
             to_release: Vec::new(),
             waiting_since: None,
+            streams: Streams::new(&config_node),
+            history: 0,
         })
+    }
+
+    /// Keeps `history` messages in each room's stream (`--history`; 0: none, and room messages
+    /// are published plainly).
+    pub fn set_history(&mut self, history: usize) {
+        self.history = history;
     }
 
     /// This node's incarnation (see the field).
@@ -430,8 +459,15 @@ impl Backplane {
             // Kept for the reconnect: what to subscribe to then. What happens meanwhile
             // reaches local members only.
             match note {
-                Note::Subscribe(room) => drop(self.subscribed.insert(room)),
-                Note::Unsubscribe(room) => drop(self.subscribed.remove(&room)),
+                Note::Subscribe(room) => {
+                    self.streams.subscribe(room.clone());
+                    self.subscribed.insert(room);
+                }
+                Note::Unsubscribe(room) => {
+                    self.streams.unsubscribe(&room);
+                    self.subscribed.remove(&room);
+                }
+                Note::History { room, ask } => self.streams.ask(&room, ask),
                 Note::Publish(_) | Note::Tell { .. } => self.lost += 1,
                 Note::Claim(claim) => self.answers.push(Answer::Claim(ClaimAnswer {
                     claim,
@@ -447,13 +483,16 @@ impl Backplane {
             Note::Subscribe(room) => {
                 let channel = envelope::room_channel(&self.config.prefix, &room);
                 self.subscriptions.push(&[b"SUBSCRIBE", &channel]);
+                self.streams.subscribe(room.clone());
                 self.subscribed.insert(room);
             }
             Note::Unsubscribe(room) => {
                 let channel = envelope::room_channel(&self.config.prefix, &room);
                 self.subscriptions.push(&[b"UNSUBSCRIBE", &channel]);
+                self.streams.unsubscribe(&room);
                 self.subscribed.remove(&room);
             }
+            Note::History { room, ask } => self.streams.ask(&room, ask),
             Note::Publish(shared) => self.publish(&shared, None),
             Note::Tell { by, msg } => {
                 let to = msg.to.clone();
@@ -485,8 +524,21 @@ impl Backplane {
         let channels = envelope::channels(&self.config.prefix, shared);
         let body = envelope::encode(&self.config.node, self.next_id, shared);
         self.next_id += 1;
+        // A room message is kept in its room's stream too, in the same script.
+        let stream = match shared {
+            Shared::Message(msg) if self.history > 0 => Some(fold(&msg.room)),
+            _ => None,
+        };
+        let script = if stream.is_some() {
+            history::PUBLISH_SCRIPT.len() + 64
+        } else {
+            0
+        };
         // A command's framing is a few dozen bytes on top of its arguments.
-        let cost: usize = channels.iter().map(|c| c.len() + body.len() + 64).sum();
+        let cost: usize = channels
+            .iter()
+            .map(|c| c.len() + body.len() + 64 + script)
+            .sum();
         if self.commands.queued() + cost > self.config.max_queue {
             if self.dropped == 0 {
                 warn!(
@@ -506,6 +558,31 @@ impl Backplane {
                 self.dropped
             );
             self.dropped = 0;
+        }
+        if let Some(room) = stream {
+            let key = history::stream_key(&self.config.prefix, &room);
+            let (count, ttl) = (
+                self.history.to_string(),
+                history::HISTORY_TTL_MS.to_string(),
+            );
+            let script = history::PUBLISH_SCRIPT;
+            for channel in channels {
+                let args: [&[u8]; 7] = [
+                    b"EVAL",
+                    script,
+                    b"1",
+                    &key,
+                    count.as_bytes(),
+                    &body,
+                    ttl.as_bytes(),
+                ];
+                let mut parts = args.to_vec();
+                parts.push(&channel);
+                self.commands.push(&parts);
+                self.expect
+                    .push_back(Expect::Published(room.as_str().into()));
+            }
+            return;
         }
         for channel in channels {
             self.commands.push(&[b"PUBLISH", &channel, &body]);
@@ -535,7 +612,7 @@ impl Backplane {
         if token == SUBSCRIPTIONS {
             self.read_subscriptions(registry, received);
         } else {
-            self.read_commands(registry);
+            self.read_commands(registry, received);
         }
     }
 
@@ -547,33 +624,63 @@ impl Backplane {
     /// Goes on reading where the budget stopped an earlier turn.
     pub fn resume(&mut self, registry: &Registry, received: &mut Vec<Shared>) {
         if self.read_again[0] {
-            self.read_commands(registry);
+            self.read_commands(registry, received);
         }
         if self.read_again[1] && !self.down {
             self.read_subscriptions(registry, received);
         }
     }
 
+    /// The folded room of a room channel of ours (`{prefix}room:{folded}`).
+    fn channel_room<'c>(prefix: &str, channel: &'c [u8]) -> Option<&'c str> {
+        let rest = channel.strip_prefix(prefix.as_bytes())?;
+        std::str::from_utf8(rest.strip_prefix(b"room:")?).ok()
+    }
+
     fn read_subscriptions(&mut self, registry: &Registry, received: &mut Vec<Shared>) {
         let (node, prefix) = (&self.config.node, &self.config.prefix);
         let (seen, seen_order) = (&mut self.seen, &mut self.seen_order);
+        let streams = &mut self.streams;
         let mut errors = Vec::new();
         let result = self.subscriptions.read(|frame| match frame {
             OwnedFrame::Array(mut parts) if parts.len() == 3 => {
+                let kind = match &parts[0] {
+                    OwnedFrame::BulkString(k) => k.clone(),
+                    _ => return,
+                };
+                if kind == b"subscribe" {
+                    // Confirmed: the room's stream may be read now (see `history`).
+                    if let OwnedFrame::BulkString(channel) = &parts[1]
+                        && let Some(room) = Self::channel_room(prefix, channel)
+                    {
+                        streams.confirmed(room);
+                    }
+                    return;
+                }
                 let payload = parts.pop();
                 let channel = parts.pop();
-                let is_message = matches!(&parts[0], OwnedFrame::BulkString(k) if k == b"message");
                 let (Some(OwnedFrame::BulkString(channel)), Some(OwnedFrame::BulkString(payload))) =
                     (channel, payload)
                 else {
                     return;
                 };
-                if !is_message {
-                    return; // a (un)subscribe confirmation
+                if kind != b"message" {
+                    return; // an unsubscribe confirmation
                 }
-                match envelope::decode_envelope(&payload) {
-                    Some(got) if got.origin == *node => {}
+                let (stream_id, body) = history::split_payload(&payload);
+                match envelope::decode_envelope(body) {
                     Some(got) if envelope::channels(prefix, &got.shared).contains(&channel) => {
+                        if let (Some(id), Shared::Message(msg)) = (stream_id, &got.shared) {
+                            // Kept in its stream: delivered once, in stream order.
+                            let room = fold(&msg.room);
+                            if let Some(shared) = streams.heard(&room, id, got, payload.len()) {
+                                received.push(shared);
+                            }
+                            return;
+                        }
+                        if got.origin == *node {
+                            return;
+                        }
                         if let Shared::Quit { .. } | Shared::NickChanged { .. } = got.shared {
                             let key = (got.origin, got.id);
                             if !seen.insert(key.clone()) {
@@ -601,15 +708,78 @@ impl Backplane {
             self.redis_error("subscriptions", &e);
         }
         match result {
-            Ok(end) => self.read_again[1] = end == ReadEnd::Budget,
+            Ok(end) => {
+                self.read_again[1] = end == ReadEnd::Budget;
+                self.read_streams();
+            }
             Err(e) => self.fail(registry, "subscriptions", &e),
         }
     }
 
-    fn read_commands(&mut self, registry: &Registry) {
+    /// Sends the reads of the rooms' streams that are due (see [`history`]).
+    fn read_streams(&mut self) {
+        if self.down {
+            return;
+        }
+        let lost = self.streams.take_lost();
+        if lost > 0 {
+            warn!(
+                "backplane: {lost} room messages from other nodes were dropped while their \
+                 rooms' history was read (over {} held per room or {} bytes in all)",
+                history::HOLD_MAX,
+                history::HOLD_BYTES
+            );
+        }
+        let count = self.history.max(1).to_string();
+        let budget = history::READ_BYTES.to_string();
+        for (room, generation) in self.streams.next_reads() {
+            let key = history::stream_key(&self.config.prefix, &room);
+            self.commands.push(&[
+                b"EVAL",
+                history::READ_SCRIPT,
+                b"1",
+                &key,
+                count.as_bytes(),
+                budget.as_bytes(),
+            ]);
+            self.expect.push_back(Expect::Read { room, generation });
+        }
+    }
+
+    /// The entries of a read's reply, newest first (`None`: not a read's reply).
+    fn stream_entries(frame: OwnedFrame) -> Option<Vec<(StreamId, envelope::Received)>> {
+        let OwnedFrame::Array(entries) = frame else {
+            return None;
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let OwnedFrame::Array(mut parts) = entry else {
+                continue;
+            };
+            let (Some(OwnedFrame::Array(fields)), Some(OwnedFrame::BulkString(id))) =
+                (parts.pop(), parts.pop())
+            else {
+                continue;
+            };
+            let Some(id) = StreamId::parse(&id) else {
+                continue;
+            };
+            let envelope = fields.chunks(2).find_map(|f| match f {
+                [OwnedFrame::BulkString(k), OwnedFrame::BulkString(v)] if k == b"e" => Some(v),
+                _ => None,
+            });
+            if let Some(got) = envelope.and_then(|e| envelope::decode_envelope(e)) {
+                out.push((id, got));
+            }
+        }
+        Some(out)
+    }
+
+    fn read_commands(&mut self, registry: &Registry, received: &mut Vec<Shared>) {
         let mut errors = Vec::new();
         let mut answered = false;
-        let (expect, answers) = (&mut self.expect, &mut self.answers);
+        let mut reads = Vec::new();
+        let (expect, answers, streams) = (&mut self.expect, &mut self.answers, &mut self.streams);
         let result = self.commands.read(|frame| {
             answered = true;
             let outcome = match &frame {
@@ -624,6 +794,22 @@ impl Backplane {
                 Some(Expect::Tell { by, to }) if frame == OwnedFrame::Integer(0) => {
                     answers.push(Answer::Undelivered { by, to })
                 }
+                Some(Expect::Published(room)) => {
+                    if let OwnedFrame::BulkString(id) = &frame
+                        && let Some(id) = StreamId::parse(id)
+                    {
+                        streams.published(&room, id);
+                    }
+                }
+                Some(Expect::Read { room, generation }) => {
+                    if let OwnedFrame::Error(e) = &frame {
+                        errors.push(e.clone());
+                    }
+                    let entries = Self::stream_entries(frame);
+                    let read = streams.read_done(&room, generation, entries);
+                    reads.push((room, read));
+                    return;
+                }
                 // PUBLISH answers how many nodes received it, a release whether it deleted:
                 // nothing to do with that.
                 Some(Expect::Other | Expect::Release(_) | Expect::Tell { .. }) | None => {}
@@ -632,6 +818,18 @@ impl Backplane {
                 errors.push(e);
             }
         });
+        for (room, read) in reads {
+            if read.gap {
+                info!(
+                    "backplane: more was said in {room} while this node was not listening than \
+                     its stream keeps or one read takes: the oldest of it is not caught up"
+                );
+            }
+            if let Some((ask, entries)) = read.history {
+                self.answers.push(Answer::History { room, ask, entries });
+            }
+            received.extend(read.live);
+        }
         if answered {
             self.waiting_since = None;
         }
@@ -651,7 +849,10 @@ impl Backplane {
             self.redis_error("commands", &e);
         }
         match result {
-            Ok(end) => self.read_again[0] = end == ReadEnd::Budget,
+            Ok(end) => {
+                self.read_again[0] = end == ReadEnd::Budget;
+                self.read_streams();
+            }
             Err(e) => self.fail(registry, "commands", &e),
         }
     }
@@ -719,7 +920,10 @@ impl Backplane {
         // as failed and released once Redis is back, a release is sent again.
         for expect in std::mem::take(&mut self.expect) {
             match expect {
-                Expect::Other | Expect::Tell { .. } => {}
+                Expect::Other
+                | Expect::Tell { .. }
+                | Expect::Published(_)
+                | Expect::Read { .. } => {}
                 Expect::Claim(claim) => {
                     self.answers.push(Answer::Claim(ClaimAnswer {
                         claim: claim.clone(),
@@ -790,6 +994,12 @@ impl Backplane {
         for claim in std::mem::take(&mut self.to_release) {
             self.push_release(claim);
         }
+        // Every room's stream is read again once its new SUBSCRIBE is confirmed: what was said
+        // while the link was lost is caught up then.
+        self.streams.reset();
+        for room in &self.subscribed {
+            self.streams.subscribe_again(room);
+        }
         let prefix = &self.config.prefix;
         let rooms = self
             .subscribed
@@ -834,6 +1044,42 @@ mod tests {
         ] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_reads_reply_gives_its_entries_and_channels_their_rooms() {
+        use crate::core::cluster::RoomMessage;
+        use crate::core::{MsgKind, Source};
+        let shared = Shared::Message(RoomMessage {
+            room: "#a".into(),
+            from: Source::new("bob", "u", "h", "Bob"),
+            text: "hi".into(),
+            kind: MsgKind::Normal,
+            tags: None,
+            msgid: 9,
+        });
+        let bulk = |b: &[u8]| OwnedFrame::BulkString(b.to_vec());
+        let entry = |id: &[u8], field: &[u8], value: Vec<u8>| {
+            OwnedFrame::Array(vec![
+                bulk(id),
+                OwnedFrame::Array(vec![bulk(field), OwnedFrame::BulkString(value)]),
+            ])
+        };
+        let reply = OwnedFrame::Array(vec![
+            entry(b"5-1", b"e", envelope::encode("n", 1, &shared)),
+            entry(b"5-0", b"x", envelope::encode("n", 0, &shared)),
+            entry(b"bad", b"e", envelope::encode("n", 0, &shared)),
+            entry(b"4-0", b"e", b"not an envelope".to_vec()),
+            OwnedFrame::Integer(3),
+        ]);
+        let got = Backplane::stream_entries(reply).expect("entries");
+        assert_eq!(got.len(), 1, "only well-formed entries");
+        assert_eq!(got[0].0, StreamId { ms: 5, seq: 1 });
+        assert_eq!(got[0].1.shared, shared);
+        assert!(Backplane::stream_entries(OwnedFrame::Error("ERR".into())).is_none());
+        assert_eq!(Backplane::channel_room("p:", b"p:room:#a"), Some("#a"));
+        assert_eq!(Backplane::channel_room("p:", b"p:user:bob"), None);
+        assert_eq!(Backplane::channel_room("p:", b"q:room:#a"), None);
     }
 
     #[test]
@@ -905,6 +1151,7 @@ mod queue_tests {
             text: "x".repeat(4000).into(),
             kind: MsgKind::Normal,
             tags: None,
+            msgid: 0,
         });
         // Far more than the kernel's buffers on both sides and the queue can hold.
         for _ in 0..10_000 {

@@ -9,6 +9,10 @@
 //! [`Shared`] given to [`Core::remote`](super::Core::remote), which tells the local members as
 //! it tells them what happens locally. The core never waits for the cluster.
 //!
+//! A room's history is the cluster's too: when a room gets its first local member, the core asks
+//! for it ([`Note::History`]) and replays it to the room's members when the
+//! [`Answer::History`] comes (the join itself is told at once).
+//!
 //! Nicks are the cluster's to give: a nick change (or an IRC registration) of a clustered core
 //! is a [`Note::Claim`], made only when the [`ClaimAnswer`] comes back through
 //! [`Core::claimed`](super::Core::claimed); the old nick (or that of a user who leaves) is a
@@ -18,7 +22,7 @@
 use std::sync::Arc;
 
 use super::ClientId;
-use super::event::{ClientTags, MsgKind, Source};
+use super::event::{ClientTags, MsgId, MsgKind, Source};
 
 /// A room message as it crosses nodes: who said what where, with its client tags.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +33,9 @@ pub struct RoomMessage {
     pub text: Arc<str>,
     pub kind: MsgKind,
     pub tags: ClientTags,
+    /// Its `msgid` on the sender's node, which every node gives it (unique in the cluster:
+    /// [`Core::set_node_number`](super::Core::set_node_number)); 0: none, a node makes its own.
+    pub msgid: MsgId,
 }
 
 /// A private message as it crosses nodes: to a nick held on another node.
@@ -40,6 +47,8 @@ pub struct PrivateMessage {
     pub text: Arc<str>,
     pub kind: MsgKind,
     pub tags: ClientTags,
+    /// Its `msgid` on the sender's node (0: none), as for a [`RoomMessage`].
+    pub msgid: MsgId,
 }
 
 /// What crosses nodes: the same vocabulary out ([`Note::Publish`]) and in
@@ -54,6 +63,8 @@ pub enum Shared {
         room: Arc<str>,
         from: Arc<Source>,
         tags: ClientTags,
+        /// Its `msgid` on the sender's node (0: none), as for a [`RoomMessage`].
+        msgid: MsgId,
     },
     /// `who` joined `room` (its node's spelling).
     Joined { room: Arc<str>, who: Arc<Source> },
@@ -108,6 +119,11 @@ pub enum Note {
         by: (ClientId, u32),
         msg: PrivateMessage,
     },
+    /// Room `room` (folded) got its first local member: read its shared history (the newest
+    /// `--history` messages of its Redis stream) once its subscription is confirmed, and
+    /// answer [`Answer::History`] with the same `ask`. Sent right after its
+    /// [`Note::Subscribe`]; never answered if the link is lost for good.
+    History { room: Arc<str>, ask: u64 },
 }
 
 /// What the backplane answers the core, later.
@@ -118,6 +134,24 @@ pub enum Answer {
     /// A [`Note::Tell`] reached no node: nobody holds that nick
     /// ([`Core::undelivered`](super::Core::undelivered)).
     Undelivered { by: (ClientId, u32), to: Arc<str> },
+    /// The shared history of `room` (folded) asked for by [`Note::History`] `ask`, oldest
+    /// first, less what this node's members said since the ask (they saw it live)
+    /// ([`Core::shared_history`](super::Core::shared_history)).
+    History {
+        room: Arc<str>,
+        ask: u64,
+        entries: Vec<HistoryItem>,
+    },
+}
+
+/// A message of a room's shared history (its Redis stream), as the core remembers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryItem {
+    pub from: Arc<Source>,
+    pub text: Arc<str>,
+    pub kind: MsgKind,
+    /// When Redis kept it (its stream id's time).
+    pub at: super::Millis,
 }
 
 /// A nick as claimed by one local user: who (its client and the serial that tells it from a

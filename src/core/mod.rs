@@ -156,6 +156,9 @@ pub struct Core {
     link_up: bool,
     /// In a cluster: IRC clients whose registration waits for the claim of their nick.
     registering: HashMap<ClientId, Registering>,
+    /// In a cluster: the number of the last history asked of the cluster
+    /// ([`cluster::Note::History`]).
+    next_ask: u64,
 }
 
 /// An IRC registration waiting for the cluster's answer to the claim of its nick: what
@@ -218,6 +221,7 @@ impl Core {
             claims: HashMap::new(),
             link_up: true,
             registering: HashMap::new(),
+            next_ask: 0,
         }
     }
 
@@ -230,8 +234,12 @@ impl Core {
     /// Gives this node its cluster-wide number: from now on guests are named
     /// `guest{number}-{n}`, which no other node hands out and nobody may take by hand, so guest
     /// nicks need no claim in Redis.
+    ///
+    /// Its message ids start at `number << 40` too, so a room message keeps the id its
+    /// sender's node gave it on every node (IRC's `msgid`), unique in the cluster.
     pub fn set_node_number(&mut self, number: u64) {
         self.node_number = Some(number);
+        self.last_msgid = self.last_msgid.max(number << 40);
     }
 
     /// What the backplane answers, later: a claim decided, or a private message nobody
@@ -240,6 +248,55 @@ impl Core {
         match answer {
             cluster::Answer::Claim(claim) => self.claimed(claim, now, out),
             cluster::Answer::Undelivered { by, to } => self.undelivered(by, &to, out),
+            cluster::Answer::History { room, ask, entries } => {
+                self.shared_history(&room, ask, entries, out)
+            }
+        }
+    }
+
+    /// The cluster's answer to the history asked when room `folded` got its first local member:
+    /// it becomes the room's history, before what was said here since (its members saw that
+    /// live), within the history budgets, and is replayed to every local member through the
+    /// paged replay. An answer for an ask that is not the room's current one is dropped.
+    pub fn shared_history(
+        &mut self,
+        folded: &str,
+        ask: u64,
+        entries: Vec<cluster::HistoryItem>,
+        out: &mut Outbox,
+    ) {
+        let Some(&key) = self.room_keys.get(folded) else {
+            return;
+        };
+        if self.rooms[key].history_ask != Some(ask) {
+            return;
+        }
+        self.rooms[key].history_ask = None;
+        let mut since = Vec::new();
+        self.with_history(key, |room| since = room.take_history());
+        let mut until = 0;
+        for item in entries {
+            self.next_serial += 1;
+            until = self.next_serial;
+            let entry = HistoryEntry {
+                serial: self.next_serial,
+                at: item.at,
+                from: item.from,
+                text: item.text,
+                kind: item.kind,
+            };
+            self.with_history(key, |room| room.remember(entry));
+        }
+        for mut entry in since {
+            self.next_serial += 1;
+            entry.serial = self.next_serial;
+            self.with_history(key, |room| room.remember(entry));
+        }
+        self.trim_history();
+        let room = &self.rooms[key];
+        if room.oldest().is_some_and(|oldest| oldest <= until) {
+            let cursor = Cursor::history(room.name.clone(), until);
+            out.send_many(room.members.iter().copied(), Event::Page(cursor));
         }
     }
 
@@ -338,11 +395,19 @@ impl Core {
         use cluster::Shared;
         match shared {
             Shared::Message(msg) => self.remote_message(msg, now, out),
-            Shared::TagMsg { room, from, tags } => {
+            Shared::TagMsg {
+                room,
+                from,
+                tags,
+                msgid,
+            } => {
                 let Some(&key) = self.room_keys.get(&fold(&room)) else {
                     return;
                 };
-                let id = self.next_msgid();
+                let id = match msgid {
+                    0 => self.next_msgid(),
+                    id => id,
+                };
                 let room = &self.rooms[key];
                 let event = Event::TagMsg {
                     from,
@@ -389,7 +454,10 @@ impl Core {
                     text: msg.text,
                     kind: msg.kind,
                     tags: msg.tags,
-                    id: self.next_msgid(),
+                    id: match msg.msgid {
+                        0 => self.next_msgid(),
+                        id => id,
+                    },
                 };
                 out.send(target, event);
             }
@@ -444,7 +512,11 @@ impl Core {
             self.with_history(key, |room| room.remember(entry));
             self.trim_history();
         }
-        let id = self.next_msgid();
+        // The sender's node's id, the same on every node (one a node that sent none).
+        let id = match msg.msgid {
+            0 => self.next_msgid(),
+            id => id,
+        };
         let room = &self.rooms[key];
         let event = Event::Message {
             room: room.name.clone(),
@@ -1068,6 +1140,7 @@ impl Core {
                     text: text.clone(),
                     kind,
                     tags: tags.clone(),
+                    msgid,
                 },
             )));
         }
@@ -1165,6 +1238,7 @@ impl Core {
             text: text.into(),
             kind,
             tags: tags.clone(),
+            msgid: self.next_msgid(),
         };
         if echo {
             let event = Event::Private {
@@ -1173,7 +1247,7 @@ impl Core {
                 text: msg.text.clone(),
                 kind,
                 tags,
-                id: self.next_msgid(),
+                id: msg.msgid,
             };
             out.send(id, event);
         }
@@ -1206,6 +1280,7 @@ impl Core {
                         room: room.name.clone(),
                         from: from.clone(),
                         tags: tags.clone(),
+                        msgid,
                     }));
                 }
                 let event = Event::TagMsg {
@@ -1371,7 +1446,17 @@ impl Core {
         };
         let slot = self.rooms[key].members.push(id);
         if self.cluster && self.rooms[key].members.len() == 1 {
-            out.note(cluster::Note::Subscribe(fold(&self.rooms[key].name).into()));
+            let folded: Arc<str> = fold(&self.rooms[key].name).into();
+            out.note(cluster::Note::Subscribe(folded.clone()));
+            // Its history is the cluster's (what this node kept of it, if anything, missed
+            // what was said while it had no member here): asked for, replayed when it comes.
+            if self.link_up && self.limits.history > 0 {
+                self.with_history(key, |room| drop(room.take_history()));
+                self.next_ask += 1;
+                self.rooms[key].history_ask = Some(self.next_ask);
+                let ask = self.next_ask;
+                out.note(cluster::Note::History { room: folded, ask });
+            }
         }
         let nick = self.users[&id].source.nick.clone();
         self.rooms[key].by_nick.insert(ByNick(nick, id));
@@ -1417,7 +1502,7 @@ impl Core {
             usize::MAX
         };
         out.send(id, Event::Page(Cursor::joined(name.clone(), id, shown)));
-        if room.oldest().is_some() {
+        if room.oldest().is_some() && room.history_ask.is_none() {
             // Up to the last message said before the join: later ones arrive live.
             out.send(id, Event::Page(Cursor::history(name, self.next_serial)));
         }

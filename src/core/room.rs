@@ -40,6 +40,10 @@ pub struct Room {
     /// What `history` holds, counted by [`HistoryEntry::cost`], at most `max_bytes`.
     history_bytes: usize,
     max_bytes: usize,
+    /// In a cluster: the number of the history asked of the cluster for this room when it got
+    /// its first local member, until the answer comes (joiners meanwhile are replayed the
+    /// answer, not the local history).
+    pub history_ask: Option<u64>,
 }
 
 impl HistoryEntry {
@@ -64,6 +68,7 @@ impl Room {
             capacity,
             history_bytes: 0,
             max_bytes,
+            history_ask: None,
         }
     }
 
@@ -89,6 +94,12 @@ impl Room {
             self.history = VecDeque::new();
         }
         Some(entry.cost())
+    }
+
+    /// Takes every entry out, oldest first.
+    pub fn take_history(&mut self) -> Vec<HistoryEntry> {
+        self.history_bytes = 0;
+        std::mem::take(&mut self.history).into()
     }
 
     /// The serial of the oldest entry kept.

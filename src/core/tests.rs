@@ -2050,6 +2050,10 @@ fn a_cluster_core_subscribes_while_a_room_has_local_members_and_publishes_once()
         notes(&mut out),
         [
             Note::Subscribe(rc("#chat")),
+            Note::History {
+                room: rc("#chat"),
+                ask: 1
+            },
             publish(Shared::Joined {
                 room: rc("#Chat"),
                 who: a.clone()
@@ -2072,7 +2076,13 @@ fn a_cluster_core_subscribes_while_a_room_has_local_members_and_publishes_once()
         echo: true,
         tags: Some(rc("+typing=done")),
     };
+    out.clear();
     core.handle(A, say, 0, &mut out);
+    let msgid = match out.iter().next() {
+        Some((Event::Message { id, .. }, _)) => *id,
+        other => panic!("{other:?}"),
+    };
+    assert!(msgid > 1 << 40, "node 1's ids: {msgid:#x}");
     assert_eq!(
         notes(&mut out),
         [publish(Shared::Message(cluster::RoomMessage {
@@ -2081,8 +2091,9 @@ fn a_cluster_core_subscribes_while_a_room_has_local_members_and_publishes_once()
             text: rc("hi"),
             kind: MsgKind::Action,
             tags: Some(rc("+typing=done")),
+            msgid,
         }))],
-        "one publish for two local recipients"
+        "one publish for two local recipients, with the msgid they got"
     );
     let part = Command::Part {
         room: None,
@@ -2128,6 +2139,95 @@ fn a_cluster_core_subscribes_while_a_room_has_local_members_and_publishes_once()
             Note::Unsubscribe(rc("#chat")),
             Note::Unsubscribe(rc("#other")),
         ]
+    );
+}
+
+/// The texts of the history replayed in `events`, and to whom.
+fn history_to(events: &[(Event, Vec<ClientId>)]) -> Vec<(String, Vec<ClientId>)> {
+    events
+        .iter()
+        .filter_map(|(e, to)| match e {
+            Event::History { text, .. } => Some((text.to_string(), to.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_first_local_member_is_replayed_the_shared_history_when_the_cluster_answers() {
+    use cluster::{Answer, HistoryItem, Note};
+    let (mut core, mut out) = cluster_core();
+    let item = |text: &str, at| HistoryItem {
+        from: Source::new("zed", "line", "elsewhere", "Zed"),
+        text: text.into(),
+        kind: MsgKind::Normal,
+        at,
+    };
+    // What the lobby kept from before it had no member here is stale: the cluster's history
+    // replaces it.
+    core.handle(A, Command::Join("#lobby".into()), 0, &mut out);
+    core.handle(A, say("stale"), 0, &mut out);
+    core.handle(
+        A,
+        Command::Part {
+            room: None,
+            reason: None,
+        },
+        0,
+        &mut out,
+    );
+    out.clear();
+    out.drain_notes();
+    core.handle(A, Command::Join("#Lobby".into()), 0, &mut out);
+    let ask = match &notes(&mut out)[..] {
+        [Note::Subscribe(_), Note::History { room, ask }, ..] if &**room == "#lobby" => *ask,
+        other => panic!("{other:?}"),
+    };
+    let joined = expand(&core, &out);
+    assert!(
+        history_to(&joined).is_empty(),
+        "nothing replayed before the answer"
+    );
+    // A second member joins and the first speaks before the answer comes.
+    core.handle(B, Command::Join("#lobby".into()), 0, &mut out);
+    core.handle(A, say("said since"), 0, &mut out);
+    out.clear();
+    let stale = Answer::History {
+        room: rc("#lobby"),
+        ask: ask + 1,
+        entries: vec![item("wrong ask", 1)],
+    };
+    core.answer(stale, 0, &mut out);
+    assert!(out.is_empty(), "an answer to another ask is dropped");
+    let answer = Answer::History {
+        room: rc("#lobby"),
+        ask,
+        entries: vec![item("one", 1), item("two", 2)],
+    };
+    core.answer(answer.clone(), 0, &mut out);
+    let got = history_to(&expand(&core, &out));
+    assert_eq!(
+        got,
+        [("one".into(), vec![A, B]), ("two".into(), vec![A, B])],
+        "every member, the cluster's history only (they saw what was said since)"
+    );
+    out.clear();
+    core.answer(answer, 0, &mut out);
+    assert!(out.is_empty(), "answered once");
+    // A later joiner gets it all, in order.
+    core.connect(C, IP, 0, &mut out);
+    out.clear();
+    core.handle(C, Command::Join("#lobby".into()), 0, &mut out);
+    let events = expand(&core, &out);
+    let texts: Vec<String> = history_to(&events).into_iter().map(|r| r.0).collect();
+    assert_eq!(texts, ["one", "two", "said since"]);
+    // With the link down, a first joiner gets what the node has, at once.
+    core.tell_cluster_link(false, &mut out);
+    core.handle(A, Command::Join("#new".into()), 0, &mut out);
+    assert!(
+        !notes(&mut out)
+            .iter()
+            .any(|n| matches!(n, Note::History { .. }))
     );
 }
 
@@ -2187,7 +2287,19 @@ fn a_remote_message_reaches_local_members_only_and_is_remembered() {
         text: rc("from afar"),
         kind: MsgKind::Normal,
         tags: None,
+        msgid: 0,
     };
+    // The sender's node's msgid, when it sent one, is the message's here too.
+    w.out.clear();
+    let sent = cluster::RoomMessage {
+        msgid: 77,
+        ..msg("#lobby")
+    };
+    w.core.remote_message(sent, w.now, &mut w.out);
+    assert!(matches!(
+        w.collect()[..],
+        [(Event::Message { id: 77, .. }, _)]
+    ));
     w.out.clear();
     w.core
         .remote(cluster::Shared::Message(msg("#LOBBY")), w.now, &mut w.out);
@@ -2321,18 +2433,27 @@ fn a_room_tagmsg_is_published_once_and_a_remote_one_reaches_every_local_member()
         tags: Some(rc("+typing=active")),
         echo: false,
     };
+    out.clear();
     core.handle(A, tagmsg, 0, &mut out);
+    let msgid = match out.iter().next() {
+        Some((Event::TagMsg { id, .. }, _)) => *id,
+        other => panic!("{other:?}"),
+    };
     let shared = cluster::Shared::TagMsg {
         room: rc("#t"),
         from: a,
         tags: Some(rc("+typing=active")),
+        msgid,
     };
     assert_eq!(notes(&mut out), [publish(shared.clone())]);
     out.clear();
     core.remote(shared, 0, &mut out);
     let got: Vec<_> = out.iter().map(|(e, to)| (e.clone(), to.to_vec())).collect();
     assert_eq!(got.len(), 1);
-    assert!(matches!(&got[0].0, Event::TagMsg { to, .. } if &**to == "#t"));
+    assert!(
+        matches!(&got[0].0, Event::TagMsg { to, id, .. } if &**to == "#t" && *id == msgid),
+        "the sender's msgid"
+    );
     assert_eq!(
         got[0].1,
         [A, B],
@@ -2432,12 +2553,20 @@ fn a_clustered_node_subscribes_to_its_users_nicks_and_sends_a_message_to_another
     core.handle(C, say("Dave", true), 0, &mut out);
     let carol = core.source(C).unwrap().clone();
     let serial = core.users[&C].serial;
+    let echo_id = out
+        .iter()
+        .find_map(|(e, _)| match e {
+            Event::Private { id, .. } => Some(*id),
+            _ => None,
+        })
+        .expect("the echo");
     let msg = PrivateMessage {
         to: rc("Dave"),
         from: carol.clone(),
         text: rc("psst"),
         kind: MsgKind::Normal,
         tags: None,
+        msgid: echo_id,
     };
     assert_eq!(
         all_notes(&mut out),
@@ -2478,8 +2607,8 @@ fn a_clustered_node_subscribes_to_its_users_nicks_and_sends_a_message_to_another
     );
     let got: Vec<_> = out.iter().map(|(e, to)| (e.clone(), to.to_vec())).collect();
     assert!(
-        matches!(&got[..], [(Event::Private { to, from, .. }, who)]
-            if &**to == "Carol" && &*from.nick == "dave" && who == &[C]),
+        matches!(&got[..], [(Event::Private { to, from, id, .. }, who)]
+            if &**to == "Carol" && &*from.nick == "dave" && who == &[C] && *id == echo_id),
         "{got:?}"
     );
     out.clear();

@@ -50,7 +50,7 @@ use super::timer::{TimerKind, Timers, Trim, release_free_memory};
 use super::{Front, IoModel, MAX_ANSWERS, REFILL_BELOW, Running, depart, new_core, wall_ms};
 use crate::backplane::Backplane;
 use crate::config::Config;
-use crate::core::cluster::Shared;
+use crate::core::cluster::{Answer, Shared};
 use crate::core::{ClientId, Core, Cursor, Outbox};
 use crate::framer::Frame;
 use crate::net::connection::{Awaiting, Connection, Flush, Phase};
@@ -170,13 +170,18 @@ impl EventLoop {
         let backplane = match &config.backplane {
             Some(bp) => {
                 core.set_cluster(true);
-                let bp = Backplane::connect(bp.clone(), front.poll.registry())?;
+                let mut bp = Backplane::connect(bp.clone(), front.poll.registry())?;
+                bp.set_history(config.history);
                 core.set_node_number(bp.incarnation());
                 Some(bp)
             }
             None => None,
         };
         let mut ctx = Context::new(&config, now.wall);
+        if let Some(bp) = &config.backplane {
+            // One msgid per room message across nodes.
+            ctx.msgid_prefix = crate::protocol::irc::cluster_msgid_prefix(&bp.prefix);
+        }
         if let Some(ports) = &mut ctx.tls {
             // The ports bound (with port 0 the kernel picked them).
             let port = |door| front.listeners.addrs(door).first().map(|a| a.port());
@@ -727,6 +732,18 @@ impl EventLoop {
             self.core.tell_cluster_link(up, &mut self.outbox);
             self.deliver();
         }
+        let most = self.ctx.max_line.max(crate::protocol::irc::MAX_LINE);
+        // Answers first: a room's shared history comes before the messages held while it was
+        // read (they are newer).
+        let answers = self.backplane.as_mut().map(|b| b.take_answers());
+        for mut answer in answers.into_iter().flatten() {
+            if let Answer::History { entries, .. } = &mut answer {
+                // (What no node would have published, as below.)
+                entries.retain(|e| e.text.len() <= most);
+            }
+            self.core.answer(answer, self.now.wall, &mut self.outbox);
+            self.deliver();
+        }
         let mut received = std::mem::take(&mut self.received);
         for shared in received.drain(..) {
             // A text longer than any line this node accepts is not one a node published (each
@@ -737,7 +754,6 @@ impl EventLoop {
                 Shared::Private(m) => Some(&m.text),
                 _ => None,
             };
-            let most = self.ctx.max_line.max(crate::protocol::irc::MAX_LINE);
             if text.is_some_and(|t| t.len() > most) {
                 continue;
             }
@@ -745,11 +761,6 @@ impl EventLoop {
             self.deliver();
         }
         self.received = received;
-        let answers = self.backplane.as_mut().map(|b| b.take_answers());
-        for answer in answers.into_iter().flatten() {
-            self.core.answer(answer, self.now.wall, &mut self.outbox);
-            self.deliver();
-        }
     }
 
     // ---- output ----------------------------------------------------------------------------

@@ -401,7 +401,22 @@ pub fn msgid_prefix(started: Millis) -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(started);
-    let mut bits = h.finish();
+    base32(h.finish())
+}
+
+/// The msgid prefix of every node of a cluster (`--backplane-prefix`): the same on every node,
+/// so a room message keeps one msgid across nodes (its number, from the node that sent it, is
+/// unique in the cluster: `Core::set_node_number`), and different for clusters sharing a Redis.
+/// (FNV-1a, not a random hash: every process must compute the same.)
+pub fn cluster_msgid_prefix(prefix: &str) -> String {
+    let hash = prefix.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    });
+    base32(hash)
+}
+
+/// Eight characters of `bits`, in lower-case base 32.
+fn base32(mut bits: u64) -> String {
     (0..8)
         .map(|_| {
             let c = b"0123456789abcdefghijklmnopqrstuv"[(bits & 31) as usize];

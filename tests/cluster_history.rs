@@ -1,0 +1,343 @@
+//! Room history in Redis streams (`--backplane`): shared by every node, it outlives them all,
+//! and it is what a node catches up from after its link to Redis was cut, so that a member who
+//! stayed gets every message once. A real `redis-server` on a free port (skipped, with a
+//! notice, when it is not on PATH: `.ci/run` installs it), nodes in this process.
+
+mod common;
+
+use common::redis::{Redis, register};
+use common::{Client, LOCAL_CLOAK, TestServer};
+use pollchat::backplane::BackplaneConfig;
+use redis_protocol::resp2::types::OwnedFrame;
+
+/// A node of the cluster on `redis` keeping `history` messages a room.
+fn node(redis: &Redis, name: &str, prefix: &str, history: usize) -> TestServer {
+    let bp = BackplaneConfig {
+        addr: redis.addr(),
+        node: name.into(),
+        prefix: prefix.into(),
+        max_queue: BackplaneConfig::MAX_QUEUE,
+        password: None,
+    };
+    TestServer::with(|c| {
+        c.backplane = Some(bp);
+        c.history = history;
+        // (The tests' users talk faster than people.)
+        c.flood_rate = 0.0;
+    })
+}
+
+/// Registers on the IRC listener with capabilities `caps`.
+fn register_with(server: &TestServer, nick: &str, caps: &str) -> Client {
+    let mut c = Client::connect(server.irc_addr.expect("IRC listener"));
+    c.send(&format!("CAP REQ :{caps}"));
+    assert_eq!(c.line(), format!(":pollchat CAP * ACK :{caps}"));
+    c.send(&format!("NICK {nick}"));
+    c.send(&format!("USER {nick} 0 * :The {nick}"));
+    c.send("CAP END");
+    c.expect_prefix(&format!(":pollchat 422 {nick}"));
+    c
+}
+
+/// `c` joins `room` (line protocol) and reads up to its names.
+fn join_room(c: &mut Client, room: &str) {
+    c.send(&format!("/join {room}"));
+    c.expect_prefix(&format!("NAMES {room}"));
+}
+
+/// The text of a line client's `HISTORY room time <nick> text` line.
+fn history_text(line: &str, room: &str) -> String {
+    let rest = line
+        .strip_prefix(&format!("HISTORY {room} "))
+        .unwrap_or_else(|| panic!("not history: {line}"));
+    // (time, then speaker and text)
+    rest.split_once(' ').unwrap().1.to_string()
+}
+
+/// Whether `line` is the server telling of the cluster link (down or back).
+fn link_notice(line: &str) -> bool {
+    line.starts_with("NOTICE the link to the other servers of the cluster")
+}
+
+#[test]
+fn history_outlives_every_node_and_is_replayed_to_a_joiner_of_a_new_one() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let prefix = "h1:";
+    let (a, b) = (node(&redis, "a", prefix, 50), node(&redis, "b", prefix, 50));
+    let mut x = a.join_as("x", &mut []);
+    join_room(&mut x, "#hist");
+    redis.wait_for(|r| r.subscribers("h1:room:#hist") == 1);
+    let mut y = b.join_as("y", &mut []);
+    join_room(&mut y, "#Hist");
+    // (after y's arrival in the lobby)
+    x.expect_prefix("JOIN #hist y");
+    redis.wait_for(|r| r.subscribers("h1:room:#hist") == 2);
+    x.send("one");
+    assert_eq!(y.line(), "MSG #Hist <x> one");
+    y.send("two");
+    assert_eq!(x.line(), "MSG #hist <y> two");
+    x.send("/me three");
+    assert_eq!(y.line(), "MSG #Hist * x three");
+    drop((x, y));
+    a.stop().unwrap();
+    b.stop().unwrap();
+    // The stream is in Redis, with an expiry, and no node is left.
+    match redis.command(&["PTTL", "h1:history:#hist"]) {
+        OwnedFrame::Integer(ms) => assert!(ms > 0, "{ms}"),
+        other => panic!("PTTL answered {other:?}"),
+    }
+    redis.wait_for(|r| r.subscribers("h1:room:#hist") == 0);
+
+    // A new node on the same Redis: a joiner of the room is replayed what was said, in order.
+    let c = node(&redis, "c", prefix, 50);
+    let mut z = c.join_as("z", &mut []);
+    z.send("/join #HIST");
+    z.expect_prefix("NAMES #HIST");
+    let texts: Vec<String> = (0..3).map(|_| history_text(&z.line(), "#HIST")).collect();
+    assert_eq!(texts, ["<x> one", "<y> two", "* x three"]);
+    z.sync();
+    // An IRC client that shows times (server-time) is replayed it too, as the server
+    // replays history (here from the node's own copy: the room has a member).
+    let mut ircer = register_with(&c, "ircer", "server-time");
+    ircer.send("JOIN #hist");
+    ircer.expect_prefix(":pollchat 366 ircer #HIST");
+    for text in ["one", "two", "\u{1}ACTION three\u{1}"] {
+        let l = ircer.line();
+        assert!(l.starts_with("@time="), "{l}");
+        assert!(l.ends_with(&format!(" PRIVMSG #HIST :{text}")), "{l}");
+    }
+    assert_eq!(z.line(), "JOIN #HIST ircer");
+    // And so is the first member of a room on a node (from Redis: the node has none of it).
+    let d = node(&redis, "d", prefix, 2);
+    let mut first = register_with(&d, "first", "server-time");
+    first.send("JOIN #hist");
+    first.expect_prefix(":pollchat 366 first #hist");
+    // (--history 2 on this node: the newest two.)
+    let l = first.line();
+    assert!(
+        l.starts_with("@time=")
+            && l.ends_with(&format!(":y!line@{LOCAL_CLOAK} PRIVMSG #hist :two")),
+        "{l}"
+    );
+    assert!(
+        first
+            .line()
+            .ends_with(" PRIVMSG #hist :\u{1}ACTION three\u{1}")
+    );
+    first.send("PRIVMSG #hist :five");
+    // (after first's arrival)
+    assert_eq!(z.expect_prefix("MSG"), "MSG #HIST <first> five");
+    assert!(ircer.expect_prefix("@").ends_with(" PRIVMSG #HIST :five"));
+    // A client without server-time is not replayed history (it could not tell it from now).
+    let mut plain = register(&d, "plain");
+    plain.send("JOIN #hist");
+    plain.expect_prefix(":pollchat 366 plain #hist");
+    first.send("PRIVMSG #hist :six");
+    assert_eq!(
+        plain.line(),
+        format!(":first!first@{LOCAL_CLOAK} PRIVMSG #hist :six")
+    );
+}
+
+/// The Redis id of the connection named `name` (from `CLIENT LIST`).
+fn client_id(redis: &Redis, name: &str) -> Option<String> {
+    let OwnedFrame::BulkString(list) = redis.command(&["CLIENT", "LIST"]) else {
+        panic!("CLIENT LIST");
+    };
+    let list = String::from_utf8(list).unwrap();
+    list.lines().find_map(|l| {
+        let field = |k: &str| {
+            l.split(' ')
+                .find_map(|f| f.strip_prefix(k))
+                .map(str::to_string)
+        };
+        (field("name=").as_deref() == Some(name))
+            .then(|| field("id="))
+            .flatten()
+    })
+}
+
+#[test]
+fn a_member_gets_every_message_once_in_order_across_cuts_of_its_nodes_subscriptions() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let prefix = "h2:";
+    let (a, b) = (
+        node(&redis, "a", prefix, 1000),
+        node(&redis, "b", prefix, 1000),
+    );
+    let mut x = a.join_as("x", &mut []);
+    join_room(&mut x, "#cut");
+    redis.wait_for(|r| r.subscribers("h2:room:#cut") == 1);
+    let mut y = b.join_as("y", &mut []);
+    join_room(&mut y, "#cut");
+    x.expect_prefix("JOIN #cut y");
+    redis.wait_for(|r| r.subscribers("h2:room:#cut") == 2);
+    let total = 300;
+    let mut cuts = 0;
+    for i in 1..=total {
+        x.send(&format!("n{i}"));
+        if i % 100 == 50 {
+            redis.wait_for(|r| r.subscribers("h2:room:#cut") == 2);
+            // Redis cuts node b's subscriptions connection (as it cuts a subscriber that reads
+            // too slowly): node b reconnects and catches up while x goes on talking.
+            let id = client_id(&redis, "pollchat-b-subscriptions").expect("b is subscribed");
+            let killed = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub", "ID", &id]);
+            assert_eq!(killed, OwnedFrame::Integer(1));
+            cuts += 1;
+        }
+        if i % 10 == 0 {
+            // (Paced by the sender's node, not by time.)
+            x.sync();
+        }
+    }
+    x.send("end");
+    let mut got = Vec::new();
+    loop {
+        let l = y.line();
+        if link_notice(&l) {
+            continue;
+        }
+        let text = l
+            .strip_prefix("MSG #cut <x> ")
+            .unwrap_or_else(|| panic!("unexpected: {l}"))
+            .to_string();
+        if text == "end" {
+            break;
+        }
+        got.push(text);
+    }
+    let want: Vec<String> = (1..=total).map(|i| format!("n{i}")).collect();
+    assert_eq!(cuts, 3);
+    assert_eq!(got, want, "every message once, in order");
+    y.sync();
+}
+
+#[test]
+fn after_redis_restarts_empty_cluster_chat_resumes_without_doubles() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let prefix = "h3:";
+    let (a, b) = (node(&redis, "a", prefix, 50), node(&redis, "b", prefix, 50));
+    let mut x = a.join_as("x", &mut []);
+    let mut x2 = a.join_as("x2", &mut [&mut x]);
+    for c in [&mut x, &mut x2] {
+        join_room(c, "#r");
+    }
+    assert_eq!(x.line(), "JOIN #r x2");
+    redis.wait_for(|r| r.subscribers("h3:room:#r") == 1);
+    let mut y = b.join_as("y", &mut []);
+    join_room(&mut y, "#r");
+    x.expect_prefix("JOIN #r y");
+    x2.expect_prefix("JOIN #r y");
+    redis.wait_for(|r| r.subscribers("h3:room:#r") == 2);
+    for i in 0..5 {
+        x.send(&format!("before {i}"));
+        assert_eq!(y.line(), format!("MSG #r <x> before {i}"));
+        assert_eq!(x2.line(), format!("MSG #r <x> before {i}"));
+    }
+    let link = "NOTICE the link to the other servers of the cluster";
+    redis.restart_after(|| {
+        for c in [&mut x, &mut x2, &mut y] {
+            assert!(c.line().starts_with(&format!("{link} is down")));
+        }
+        // Local chat goes on.
+        x.send("local only");
+        assert_eq!(x2.line(), "MSG #r <x> local only");
+        y.send("alone");
+        y.sync();
+    });
+    for c in [&mut x, &mut x2, &mut y] {
+        assert!(c.line().starts_with(&format!("{link} is back")));
+    }
+    redis.wait_for(|r| r.subscribers("h3:room:#r") == 2);
+    // Nothing said before is delivered again (the new Redis has a new, empty stream), and
+    // what is said now crosses once.
+    x.send("after");
+    for i in 0..5 {
+        x.send(&format!("again {i}"));
+    }
+    let want: Vec<String> = std::iter::once("MSG #r <x> after".to_string())
+        .chain((0..5).map(|i| format!("MSG #r <x> again {i}")))
+        .collect();
+    for c in [&mut y, &mut x2] {
+        let got: Vec<String> = (0..want.len()).map(|_| c.line()).collect();
+        assert_eq!(got, want);
+    }
+    y.sync();
+    y.send("and back");
+    assert_eq!(x.line(), "MSG #r <y> and back");
+    assert_eq!(x2.line(), "MSG #r <y> and back");
+    for c in [&mut x, &mut x2, &mut y] {
+        c.sync();
+    }
+}
+
+/// Reads `c`'s lines until the one ending with `end`; returns its msgid.
+fn msgid_of(c: &mut Client, end: &str) -> String {
+    loop {
+        let l = c.line();
+        if l.ends_with(end) {
+            let tags = l.split(' ').next().unwrap();
+            let msgid = tags
+                .trim_start_matches('@')
+                .split(';')
+                .find_map(|t| t.strip_prefix("msgid="));
+            return msgid.unwrap_or_else(|| panic!("no msgid: {l}")).to_string();
+        }
+    }
+}
+
+#[test]
+fn a_message_has_one_msgid_on_every_node() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let prefix = "h4:";
+    let (a, b) = (node(&redis, "a", prefix, 50), node(&redis, "b", prefix, 50));
+    let mut sender = register_with(&a, "sender", "message-tags echo-message");
+    sender.send("JOIN #m");
+    sender.expect_prefix(":pollchat 366 sender #m");
+    let mut near = register_with(&a, "near", "message-tags");
+    near.send("JOIN #m");
+    near.expect_prefix(":pollchat 366 near #m");
+    redis.wait_for(|r| r.subscribers("h4:room:#m") == 1);
+    let mut far = register_with(&b, "far", "message-tags");
+    far.send("JOIN #m");
+    far.expect_prefix(":pollchat 366 far #m");
+    redis.wait_for(|r| r.subscribers("h4:room:#m") == 2);
+    let mut ids = Vec::new();
+    for text in ["hello", "again"] {
+        sender.send(&format!("PRIVMSG #m :{text}"));
+        let end = format!(" PRIVMSG #m :{text}");
+        let seen: Vec<String> = [&mut sender, &mut near, &mut far]
+            .into_iter()
+            .map(|c| msgid_of(c, &end))
+            .collect();
+        assert!(
+            seen.iter().all(|id| *id == seen[0]),
+            "the echo, a member on the same node and one on another: {seen:?}"
+        );
+        ids.push(seen[0].clone());
+    }
+    assert_ne!(ids[0], ids[1], "one msgid per message");
+    // From the other node too.
+    far.send("PRIVMSG #m :back");
+    let end = " PRIVMSG #m :back";
+    assert_eq!(msgid_of(&mut near, end), msgid_of(&mut sender, end));
+    // A TAGMSG to the room, and a private message to a user of the other node.
+    sender.send("@+typing=active TAGMSG #m");
+    let end = " TAGMSG #m";
+    let seen: Vec<String> = [&mut sender, &mut near, &mut far]
+        .into_iter()
+        .map(|c| msgid_of(c, end))
+        .collect();
+    assert!(seen.iter().all(|id| *id == seen[0]), "{seen:?}");
+    sender.send("PRIVMSG far :psst");
+    let end = " PRIVMSG far :psst";
+    assert_eq!(msgid_of(&mut sender, end), msgid_of(&mut far, end));
+}
