@@ -70,6 +70,7 @@
 //! claims made again after a Redis restarted empty.
 
 pub mod envelope;
+pub mod nodes;
 pub mod redis;
 
 use std::collections::{HashSet, VecDeque};
@@ -131,6 +132,8 @@ enum Expect {
     /// A private message to another node's user (PUBLISH on its channel): if no node
     /// received it (0), the sender is told nobody holds the nick.
     Tell { by: (ClientId, u32), to: Arc<str> },
+    /// Heartbeats, dead nodes, resynchronisation ([`nodes`]).
+    Node(nodes::Reply),
 }
 
 /// Where the cluster meets and who this node is in it (`--backplane`, `--node`,
@@ -311,6 +314,8 @@ pub struct Backplane {
     /// Since when commands have waited for an answer with none coming (`None`: nothing
     /// awaited, or an answer came since the last write): past [`STALL`], Redis is lost.
     waiting_since: Option<Instant>,
+    /// Heartbeats, the registry of live nodes and their users, dead nodes ([`nodes`]).
+    nodes: nodes::Nodes,
 }
 
 impl Backplane {
@@ -346,7 +351,7 @@ impl Backplane {
              (prefix {:?})",
             config.node, config.addr, config.prefix
         );
-        Ok(Backplane {
+        let mut backplane = Backplane {
             config,
             commands,
             subscriptions,
@@ -361,7 +366,9 @@ impl Backplane {
             answered: true,
             lost: 0,
             link_change: None,
-            next_id: 0,
+            // Numbered from the incarnation up: a node restarted under the same name does not
+            // reuse the numbers of its earlier incarnation, which other nodes may remember.
+            next_id: incarnation << 32,
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
             incarnation,
@@ -370,7 +377,10 @@ impl Backplane {
             users: HashSet::new(),
             to_release: Vec::new(),
             waiting_since: None,
-        })
+            nodes: nodes::Nodes::default(),
+        };
+        backplane.nodes_start(Instant::now());
+        Ok(backplane)
     }
 
     /// This node's incarnation (see the field).
@@ -440,6 +450,8 @@ impl Backplane {
                 Note::Release(claim) => self.to_release.push(claim),
                 Note::SubscribeUser(nick) => drop(self.users.insert(nick)),
                 Note::UnsubscribeUser(nick) => drop(self.users.remove(&nick)),
+                Note::Present(user) => self.user_present(user),
+                Note::Absent(client) => self.user_absent(client),
             }
             return;
         }
@@ -476,6 +488,8 @@ impl Backplane {
                 self.expect.push_back(Expect::Claim(claim));
             }
             Note::Release(claim) => self.push_release(claim),
+            Note::Present(user) => self.user_present(user),
+            Note::Absent(client) => self.user_absent(client),
         }
     }
 
@@ -609,9 +623,16 @@ impl Backplane {
     fn read_commands(&mut self, registry: &Registry) {
         let mut errors = Vec::new();
         let mut answered = false;
+        let mut for_nodes = Vec::new();
         let (expect, answers) = (&mut self.expect, &mut self.answers);
         let result = self.commands.read(|frame| {
             answered = true;
+            if matches!(expect.front(), Some(Expect::Node(_))) {
+                if let Some(Expect::Node(reply)) = expect.pop_front() {
+                    for_nodes.push((reply, frame));
+                }
+                return;
+            }
             let outcome = match &frame {
                 OwnedFrame::SimpleString(ok) if ok == b"OK" => Outcome::Won,
                 OwnedFrame::Null => Outcome::Taken,
@@ -626,7 +647,10 @@ impl Backplane {
                 }
                 // PUBLISH answers how many nodes received it, a release whether it deleted:
                 // nothing to do with that.
-                Some(Expect::Other | Expect::Release(_) | Expect::Tell { .. }) | None => {}
+                Some(
+                    Expect::Other | Expect::Release(_) | Expect::Tell { .. } | Expect::Node(_),
+                )
+                | None => {}
             }
             if let OwnedFrame::Error(e) = frame {
                 errors.push(e);
@@ -649,6 +673,9 @@ impl Backplane {
         }
         for e in errors {
             self.redis_error("commands", &e);
+        }
+        for (reply, frame) in for_nodes {
+            self.nodes_reply(reply, frame);
         }
         match result {
             Ok(end) => self.read_again[0] = end == ReadEnd::Budget,
@@ -677,6 +704,7 @@ impl Backplane {
         if self.down {
             return;
         }
+        self.nodes_flush();
         // SUBSCRIBEs are never dropped, but a Redis that stopped reading them while users join
         // and part over and over would let them pile up: past the limit it is taken as lost,
         // and the reconnect subscribes again to what is current.
@@ -701,10 +729,19 @@ impl Backplane {
         self.link_change.take()
     }
 
-    /// When to wake up to reconnect, while Redis is lost.
+    /// When to wake up: to reconnect while Redis is lost; otherwise for the heartbeat, or to
+    /// give up on a Redis that answers nothing.
     pub fn retry_at(&self) -> Option<Instant> {
-        self.retry_at
-            .or(self.waiting_since.map(|since| since + STALL))
+        if self.down {
+            return self.retry_at;
+        }
+        [
+            self.waiting_since.map(|since| since + STALL),
+            self.next_beat(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Redis is lost (or a reconnect failed): said once per outage; the node goes on alone and
@@ -719,7 +756,7 @@ impl Backplane {
         // as failed and released once Redis is back, a release is sent again.
         for expect in std::mem::take(&mut self.expect) {
             match expect {
-                Expect::Other | Expect::Tell { .. } => {}
+                Expect::Other | Expect::Tell { .. } | Expect::Node(_) => {}
                 Expect::Claim(claim) => {
                     self.answers.push(Answer::Claim(ClaimAnswer {
                         claim: claim.clone(),
@@ -730,6 +767,7 @@ impl Backplane {
                 Expect::Release(claim) => self.to_release.push(claim),
             }
         }
+        self.nodes_lost();
         self.commands.deregister(registry);
         self.subscriptions.deregister(registry);
         self.read_again = [false; 2];
@@ -761,7 +799,10 @@ impl Backplane {
             let e = io::Error::new(io::ErrorKind::TimedOut, format!("no answer for {STALL:?}"));
             return self.fail(registry, "commands", &e);
         }
-        if !self.down || self.retry_at.is_some_and(|at| now < at) {
+        if !self.down {
+            return self.nodes_tick(now);
+        }
+        if self.retry_at.is_some_and(|at| now < at) {
             return;
         }
         self.retry_at = None;
@@ -805,6 +846,7 @@ impl Backplane {
             parts.extend(batch.iter().map(|c| c.as_slice()));
             self.subscriptions.push(&parts);
         }
+        self.nodes_resync(now, true);
     }
 }
 
@@ -949,7 +991,7 @@ mod queue_tests {
         let (mut bp, poll, _redis) = stalled_backplane();
         bp.note(Note::Claim(claim("alice")));
         bp.flush(poll.registry());
-        let wake = bp.retry_at().expect("a wake-up for the stall");
+        let wake = bp.waiting_since.expect("a wake-up for the stall") + STALL;
         bp.tick(wake - Duration::from_secs(1), poll.registry());
         assert!(!bp.down && bp.take_answers().is_empty(), "not yet");
         bp.tick(wake, poll.registry());

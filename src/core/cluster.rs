@@ -108,6 +108,24 @@ pub enum Note {
         by: (ClientId, u32),
         msg: PrivateMessage,
     },
+    /// A local user registered, changed its nick or its rooms: its whole state now, for this
+    /// node's entry in the cluster's registry (`{prefix}users:{incarnation}`), which a node
+    /// that finds this one dead reads to announce its users' quits and free their nicks.
+    Present(LocalUser),
+    /// A local user left the server (its entry in the registry goes).
+    Absent(ClientId),
+}
+
+/// A local user as the cluster's registry of live nodes knows it ([`Note::Present`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalUser {
+    pub client: ClientId,
+    /// Tells this user from a later one with the same client id; with the client, it is in
+    /// the value of the user's nick key.
+    pub serial: u32,
+    pub source: Arc<Source>,
+    /// Folded names of its rooms.
+    pub rooms: Vec<Arc<str>>,
 }
 
 /// What the backplane answers the core, later.
@@ -118,6 +136,10 @@ pub enum Answer {
     /// A [`Note::Tell`] reached no node: nobody holds that nick
     /// ([`Core::undelivered`](super::Core::undelivered)).
     Undelivered { by: (ClientId, u32), to: Arc<str> },
+    /// After Redis came back (empty, or after this node was declared dead), a local user's
+    /// nick turned out to be held for someone else ([`Core::nick_lost`](super::Core::nick_lost)):
+    /// the user becomes a guest of this node, and is told why.
+    NickLost(NickClaim),
 }
 
 /// A nick as claimed by one local user: who (its client and the serial that tells it from a

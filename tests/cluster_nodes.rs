@@ -1,0 +1,327 @@
+//! Nodes alive and dead (`backplane::nodes`): a node killed with SIGKILL is found dead by the
+//! others and its users announced as quitting once; a node restarted under the same name
+//! cleans up after its earlier incarnation at once; after Redis comes back empty the nodes
+//! claim their users' nicks again, and a user whose nick was taken meanwhile becomes a guest.
+//!
+//! A real `redis-server` on a free port (skipped with a notice without one on PATH, as in
+//! tests/cluster.rs); nodes are `pollchat serve` processes where they must die or stop, and
+//! in-process servers otherwise. Every wait has a deadline and waits for a condition.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use common::redis::{Redis, free_port};
+use common::{Client, LOCAL_CLOAK, TIMEOUT};
+use redis_protocol::resp2::types::OwnedFrame;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pollchat");
+
+/// A `pollchat serve` process, a node of `redis`'s cluster (default prefix `pollchat:`);
+/// killed on drop.
+struct Node {
+    child: Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Node {
+    /// Starts node `name` on a free port; returns once it listens (its log is drained on a
+    /// thread: a full pipe would stall it).
+    fn spawn(redis: &Redis, name: &str) -> Node {
+        use std::io::BufRead;
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let url = format!("redis://{}", redis.addr());
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", &listen, "--irc-listen", "127.0.0.1:0"])
+            .args(["--max-connects-per-ip", "0"])
+            .args(["--backplane", &url, "--node", name])
+            .args(["--cloak-key", common::CLOAK_KEY])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pollchat");
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let node = Node {
+            child,
+            addr: listen.parse().unwrap(),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut log = Vec::new();
+        loop {
+            let Ok(line) = rx.recv_timeout(TIMEOUT) else {
+                panic!("pollchat serve --node {name} did not start: {log:#?}");
+            };
+            if line.contains("listening on ") {
+                return node;
+            }
+            log.push(line);
+        }
+    }
+
+    /// A line client that took `nick` and joined `room`.
+    fn user(&self, nick: &str, room: &str) -> Client {
+        let mut c = Client::connect(self.addr);
+        let welcome = c.line();
+        assert!(welcome.starts_with("WELCOME guest"), "{welcome}");
+        c.expect_prefix("NAMES #lobby");
+        c.send(&format!("/nick {nick}"));
+        c.expect_prefix("NICK guest");
+        c.send(&format!("/join {room}"));
+        c.expect_prefix(&format!("NAMES {room}"));
+        c
+    }
+
+    /// SIGKILL, and wait until it is gone.
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A string reply (`None`: nil).
+fn text(frame: OwnedFrame) -> Option<String> {
+    match frame {
+        OwnedFrame::BulkString(v) => Some(String::from_utf8(v).unwrap()),
+        OwnedFrame::Null => None,
+        other => panic!("unexpected reply {other:?}"),
+    }
+}
+
+fn get(redis: &Redis, key: &str) -> Option<String> {
+    text(redis.command(&["GET", key]))
+}
+
+fn hget(redis: &Redis, key: &str, field: &str) -> Option<String> {
+    text(redis.command(&["HGET", key, field]))
+}
+
+/// The incarnation the registry gives node `name` (waits for it to be registered).
+fn incarnation(redis: &Redis, name: &str) -> String {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let OwnedFrame::Array(parts) = redis.command(&["HGETALL", "pollchat:nodes"]) {
+            let parts: Vec<Option<String>> = parts.into_iter().map(text).collect();
+            for pair in parts.chunks(2) {
+                if pair[1].as_deref() == Some(name) {
+                    return pair[0].clone().unwrap();
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "{name} never registered");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// `c`'s lines up to `line`, which must come within the timeout; no line before it may be a
+/// QUIT of `nick`.
+fn expect_line(c: &mut Client, line: &str) {
+    loop {
+        let l = c.line();
+        if l == line {
+            return;
+        }
+        assert!(
+            !l.starts_with(&format!("QUIT {}", line.split(' ').nth(1).unwrap())),
+            "{l}"
+        );
+    }
+}
+
+#[test]
+fn a_node_killed_with_sigkill_is_found_dead_and_its_users_quit_once_everywhere() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    // Two survivors, in this process, each with a member of #r.
+    let (a, b) = (redis.node("a", "pollchat:"), redis.node("b", "pollchat:"));
+    let mut x = a.join_as("x", &mut []);
+    x.send("/join #r");
+    x.expect_prefix("NAMES #r");
+    let mut y = b.join_as("y", &mut []);
+    y.send("/join #r");
+    y.expect_prefix("NAMES #r");
+    assert_eq!(x.expect_prefix("JOIN #r"), "JOIN #r y");
+    redis.wait_for(|r| r.subscribers("pollchat:room:#r") == 2);
+
+    // The node that dies: a process, with a user in #r and in a room of its own.
+    let mut doomed = Node::spawn(&redis, "doomed");
+    let mut v = doomed.user("victim", "#r");
+    v.send("/join #alone");
+    v.expect_prefix("NAMES #alone");
+    for c in [&mut x, &mut y] {
+        c.expect_prefix("JOIN #r victim");
+    }
+    let inc = incarnation(&redis, "doomed");
+    let users = format!("pollchat:users:{inc}");
+    // Its registry entry knows the user, its nick key's value and its rooms.
+    redis.wait_for(|r| {
+        hget(r, &users, "victim").is_some_and(|rec| {
+            rec.ends_with(&format!(" victim!line@{LOCAL_CLOAK} #lobby #r #alone"))
+        })
+    });
+    let value = get(&redis, "pollchat:nick:victim").expect("the nick is claimed");
+    assert!(value.starts_with(&format!("doomed:{inc}:")), "{value}");
+    assert!(
+        hget(&redis, &users, "victim")
+            .unwrap()
+            .starts_with(&format!("{value} "))
+    );
+
+    let killed = Instant::now();
+    doomed.kill();
+    drop(v);
+    // Each survivor's user is told once (one of the survivors cleans up, and both hand the
+    // quit to their members), within the heartbeat window (the client's timeout).
+    for c in [&mut x, &mut y] {
+        expect_line(c, "QUIT victim node lost");
+    }
+    eprintln!("found dead after {:?}", killed.elapsed());
+    // Nothing else (a second QUIT would come before the answer to this).
+    x.send("still here");
+    assert_eq!(y.expect_prefix("MSG #r"), "MSG #r <x> still here");
+    x.sync();
+    y.sync();
+
+    // Its keys are gone, and its nick is free for anyone.
+    redis.wait_for(|r| {
+        get(r, "pollchat:nick:victim").is_none()
+            && hget(r, "pollchat:nodes", &inc).is_none()
+            && matches!(r.command(&["EXISTS", &users]), OwnedFrame::Integer(0))
+    });
+    y.send("/nick victim");
+    assert_eq!(y.expect_prefix("NICK y"), "NICK y victim");
+}
+
+#[test]
+fn a_node_restarted_with_the_same_name_cleans_up_its_old_incarnation_at_once() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let a = redis.node("a", "pollchat:");
+    let mut x = a.join_as("x", &mut []);
+    x.send("/join #r");
+    x.expect_prefix("NAMES #r");
+    redis.wait_for(|r| r.subscribers("pollchat:room:#r") == 1);
+
+    let mut first = Node::spawn(&redis, "phoenix");
+    let _bird = first.user("bird", "#r");
+    x.expect_prefix("JOIN #r bird");
+    let old = incarnation(&redis, "phoenix");
+    redis.wait_for(|r| hget(r, &format!("pollchat:users:{old}"), "bird").is_some());
+    first.kill();
+    // Its heartbeat made to last (as if it had died a moment ago): only a node that knows
+    // the incarnation is its own earlier one may take it for dead now.
+    let beat = format!("pollchat:node:{old}");
+    redis.command(&["SET", &beat, "phoenix", "PX", "600000"]);
+
+    let _again = Node::spawn(&redis, "phoenix");
+    expect_line(&mut x, "QUIT bird node lost");
+    redis.wait_for(|r| {
+        get(r, "pollchat:nick:bird").is_none()
+            && hget(r, "pollchat:nodes", &old).is_none()
+            && matches!(
+                r.command(&["EXISTS", &format!("pollchat:users:{old}")]),
+                OwnedFrame::Integer(0)
+            )
+    });
+    // The new incarnation is registered, beating.
+    let new = incarnation(&redis, "phoenix");
+    assert_ne!(new, old);
+    assert_eq!(
+        get(&redis, &format!("pollchat:node:{new}")).as_deref(),
+        Some("phoenix")
+    );
+    x.send("/nick bird");
+    assert_eq!(x.expect_prefix("NICK x"), "NICK x bird");
+}
+
+#[test]
+fn after_redis_returns_empty_users_keep_their_nicks_and_one_taken_meanwhile_makes_a_guest() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let prefix = "r1:";
+    let (a, b) = (redis.node("a", prefix), redis.node("b", prefix));
+    let mut keep = a.join_as("keep", &mut []);
+    let mut lose = a.join_as("lose", &mut [&mut keep]);
+    redis.wait_for(|r| r.subscribers("r1:room:#lobby") == 1);
+    let mut y = b.join_as("y", &mut []);
+    for c in [&mut keep, &mut lose] {
+        c.expect_prefix("NICK guest2-1 y");
+    }
+    redis.wait_for(|r| r.subscribers("r1:room:#lobby") == 2);
+    let kept = get(&redis, "r1:nick:keep").expect("claimed");
+    let held_by_y = get(&redis, "r1:nick:y").expect("claimed");
+
+    // What "another node took lose meanwhile" leaves in Redis: a snapshot the new Redis
+    // loads before it accepts anyone (so no node can claim first).
+    let dir = std::env::temp_dir().join(format!("pollchat-nodes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir_s = dir.to_str().unwrap().to_string();
+    {
+        let scratch = Redis::spawn(free_port(), &["--dir", &dir_s, "--dbfilename", "taken.rdb"]);
+        scratch.command(&["SET", "r1:nick:lose", "elsewhere:99:1:1"]);
+        assert_eq!(
+            scratch.command(&["SAVE"]),
+            OwnedFrame::SimpleString("OK".into())
+        );
+    }
+    redis.child.kill().unwrap();
+    redis.child.wait().unwrap();
+    for c in [&mut keep, &mut lose, &mut y] {
+        c.expect_prefix("NOTICE the link to the other servers of the cluster is down");
+    }
+    redis = Redis::spawn(redis.port, &["--dir", &dir_s, "--dbfilename", "taken.rdb"]);
+
+    // The nodes come back: the nicks they still hold are theirs again, with the same values.
+    redis.wait_for(|r| {
+        get(r, "r1:nick:keep").as_ref() == Some(&kept)
+            && get(r, "r1:nick:y").as_ref() == Some(&held_by_y)
+    });
+    // The loser becomes a guest of its node, told why; its rooms (on both nodes) see a nick
+    // change.
+    let renamed = lose.expect_prefix("NICK lose ");
+    let guest = renamed.strip_prefix("NICK lose ").unwrap().to_string();
+    assert!(guest.starts_with("guest1-"), "{renamed}");
+    assert_eq!(
+        lose.line(),
+        format!(
+            "NOTICE your nick lose was taken on another server of the cluster while the link \
+             to it was down: you are {guest} now"
+        )
+    );
+    assert_eq!(keep.expect_prefix("NICK lose"), renamed);
+    assert_eq!(y.expect_prefix("NICK lose"), renamed);
+    assert_eq!(
+        get(&redis, "r1:nick:lose").as_deref(),
+        Some("elsewhere:99:1:1")
+    );
+    // The registry has both nodes again, and node a's users under their nicks now; a new
+    // node gets a new incarnation (the counter came back too).
+    redis.wait_for(|r| {
+        hget(r, "r1:nodes", "1").as_deref() == Some("a")
+            && hget(r, "r1:nodes", "2").as_deref() == Some("b")
+            && hget(r, "r1:users:1", &guest).is_some()
+            && hget(r, "r1:users:1", "keep").is_some()
+            && hget(r, "r1:users:1", "lose").is_none()
+    });
+    let c = redis.node("c", prefix);
+    let (_z, gz) = c.join();
+    assert_eq!(gz, "guest3-1");
+    let _ = std::fs::remove_dir_all(&dir);
+}
