@@ -325,3 +325,61 @@ fn after_redis_returns_empty_users_keep_their_nicks_and_one_taken_meanwhile_make
     assert_eq!(gz, "guest3-1");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_node_taken_for_dead_while_stopped_comes_back_its_users_rejoin_and_a_lost_nick_makes_a_guest() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let a = redis.node("a", "pollchat:");
+    let mut x = a.join_as("x", &mut []);
+    x.send("/join #r");
+    x.expect_prefix("NAMES #r");
+    redis.wait_for(|r| r.subscribers("pollchat:room:#r") == 1);
+    let sleepy = Node::spawn(&redis, "sleepy");
+    let mut s = sleepy.user("sleeper", "#r");
+    x.expect_prefix("JOIN #r sleeper");
+    let inc = incarnation(&redis, "sleepy");
+    redis.wait_for(|r| hget(r, &format!("pollchat:users:{inc}"), "sleeper").is_some());
+
+    // Stopped (SIGSTOP) past its heartbeat: node a takes it for dead, tells x its user quit,
+    // and frees the nick, which x takes.
+    let pid = sleepy.child.id() as libc::pid_t;
+    // SAFETY: signalling a child process of ours.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    expect_line(&mut x, "QUIT sleeper node lost");
+    redis.wait_for(|r| get(r, "pollchat:nick:sleeper").is_none());
+    x.send("/nick sleeper");
+    assert_eq!(x.expect_prefix("NICK x"), "NICK x sleeper");
+
+    // It goes on: its heartbeat finds it out of the registry; it registers again, its user
+    // lost its nick (a guest now, told), and its joins are published again, under the guest
+    // nick (no nick change of a user the others took for gone).
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let renamed = s.expect_prefix("NICK sleeper ");
+    let guest = renamed.strip_prefix("NICK sleeper ").unwrap().to_string();
+    assert_eq!(guest, format!("guest{inc}-2"));
+    assert_eq!(
+        s.line(),
+        format!(
+            "NOTICE your nick sleeper was taken on another server of the cluster while the \
+             link to it was down: you are {guest} now"
+        )
+    );
+    let mut joins = vec![x.line(), x.line()];
+    joins.sort();
+    assert_eq!(
+        joins,
+        [format!("JOIN #lobby {guest}"), format!("JOIN #r {guest}")]
+    );
+    redis.wait_for(|r| {
+        hget(r, "pollchat:nodes", &inc).as_deref() == Some("sleepy")
+            && hget(r, &format!("pollchat:users:{inc}"), &guest).is_some()
+            && get(r, &format!("pollchat:node:{inc}")).as_deref() == Some("sleepy")
+    });
+    // And they chat again.
+    s.send("/join #r");
+    s.send("back");
+    assert_eq!(x.line(), format!("MSG #r <{guest}> back"));
+}

@@ -466,7 +466,11 @@ impl Backplane {
                 self.subscriptions.push(&[b"UNSUBSCRIBE", &channel]);
                 self.subscribed.remove(&room);
             }
-            Note::Publish(shared) => self.publish(&shared, None),
+            Note::Publish(shared) => {
+                if !self.hides(&shared) {
+                    self.publish(&shared, None)
+                }
+            }
             Note::Tell { by, msg } => {
                 let to = msg.to.clone();
                 self.publish(&Shared::Private(msg), Some((by, to)));

@@ -216,6 +216,10 @@ pub struct Nodes {
     reclaiming: usize,
     /// Local users whose joins are to be published again (this node was taken for dead).
     rejoin: VecDeque<ClientId>,
+    /// Their folded nicks (and those they took since): until their joins are published
+    /// again, the other nodes take them for gone, so their nick changes, parts, joins and
+    /// quits are not published (the joins published again show where they are then).
+    rejoin_nicks: HashSet<String>,
 }
 
 /// A user's entry in its node's users hash: `{nick key value or -} {nick}!{user}@{host}
@@ -360,6 +364,9 @@ impl Backplane {
         if let Some(old) = nodes.users.get(&user.client) {
             let (was, is) = (fold(&old.source.nick), fold(&user.source.nick));
             if was != is {
+                if nodes.rejoin_nicks.contains(&was) {
+                    nodes.rejoin_nicks.insert(is.clone());
+                }
                 nodes.gone.push(was.into());
             }
         }
@@ -404,6 +411,23 @@ impl Backplane {
                 self.publish(&Shared::Joined { room, who }, None);
             }
         }
+        if self.nodes.rejoin.is_empty() {
+            self.nodes.rejoin_nicks.clear();
+        }
+    }
+
+    /// Whether `shared` concerns a local user the other nodes take for gone until its joins
+    /// are published again (see `rejoin_nicks`): not published.
+    pub(super) fn hides(&self, shared: &Shared) -> bool {
+        let nicks = &self.nodes.rejoin_nicks;
+        !nicks.is_empty()
+            && match shared {
+                Shared::NickChanged { old: who, .. }
+                | Shared::Quit { who, .. }
+                | Shared::Parted { who, .. }
+                | Shared::Joined { who, .. } => nicks.contains(&fold(&who.nick)),
+                _ => false,
+            }
     }
 
     /// HSETs the records of `clients` (those still here) into the users hash `key`.
@@ -554,6 +578,9 @@ impl Backplane {
                         self.nodes.users.len()
                     );
                     self.nodes.rejoin = self.nodes.users.keys().copied().collect();
+                    self.nodes.rejoin_nicks = (self.nodes.users.values())
+                        .map(|u| fold(&u.source.nick))
+                        .collect();
                 }
                 _ => {}
             },
