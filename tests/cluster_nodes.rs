@@ -23,6 +23,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_pollchat");
 struct Node {
     child: Child,
     addr: std::net::SocketAddr,
+    /// Its log lines after the one saying it listens.
+    log: std::sync::mpsc::Receiver<String>,
 }
 
 impl Node {
@@ -44,11 +46,12 @@ impl Node {
             .spawn()
             .expect("spawn pollchat");
         let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
         let node = Node {
             child,
             addr: listen.parse().unwrap(),
+            log: rx,
         };
-        let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in stderr.lines().map_while(Result::ok) {
                 let _ = tx.send(line);
@@ -56,7 +59,7 @@ impl Node {
         });
         let mut log = Vec::new();
         loop {
-            let Ok(line) = rx.recv_timeout(TIMEOUT) else {
+            let Ok(line) = node.log.recv_timeout(TIMEOUT) else {
                 panic!("pollchat serve --node {name} did not start: {log:#?}");
             };
             if line.contains("listening on ") {
@@ -77,6 +80,17 @@ impl Node {
         c.send(&format!("/join {room}"));
         c.expect_prefix(&format!("NAMES {room}"));
         c
+    }
+
+    /// Its next log line containing `needle` (within the timeout).
+    fn expect_log(&self, needle: &str) -> String {
+        loop {
+            let line = (self.log.recv_timeout(TIMEOUT))
+                .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
     }
 
     /// SIGKILL, and wait until it is gone.
@@ -382,4 +396,99 @@ fn a_node_taken_for_dead_while_stopped_comes_back_its_users_rejoin_and_a_lost_ni
     s.send("/join #r");
     s.send("back");
     assert_eq!(x.line(), format!("MSG #r <{guest}> back"));
+}
+
+/// The clean-up after a dead node goes in batches (250 users: three), announces each user's
+/// quit once, and deletes only what is still the dead node's: a nick key someone else holds
+/// now, another node's member entry, the state of a room that still has members stay.
+#[test]
+fn a_dead_nodes_users_are_cleaned_up_in_batches_and_only_what_is_still_theirs() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let a = redis.node("a", "pollchat:");
+    let mut x = a.join_as("x", &mut []);
+    x.send("/join #r");
+    x.expect_prefix("NAMES #r");
+    redis.wait_for(|r| r.subscribers("pollchat:room:#r") == 1);
+
+    // What a dead node "ghost" (incarnation 99, no heartbeat) left in Redis.
+    let users = 250;
+    for i in 0..users {
+        let rooms = if i == 2 { "#r #solo" } else { "#r" };
+        let value = format!("ghost:99:{i}:0");
+        let record = format!("{value} g{i}!u@h.ip {rooms}");
+        redis.command(&["HSET", "pollchat:users:99", &format!("g{i}"), &record]);
+        redis.command(&["SET", &format!("pollchat:nick:g{i}"), &value]);
+    }
+    // g0's nick was taken over by someone else since.
+    redis.command(&["SET", "pollchat:nick:g0", "other:5:1:1"]);
+    for (key, field, value) in [
+        ("pollchat:members:#r", "g1", "99 g1!u@h.ip -"),
+        ("pollchat:members:#r", "keeper", "5 keeper!u@h.ip @"),
+        ("pollchat:members:#solo", "g2", "99 g2!u@h.ip -"),
+        ("pollchat:roomstate:#r", "founded", "1"),
+        ("pollchat:roomstate:#solo", "founded", "1"),
+    ] {
+        redis.command(&["HSET", key, field, value]);
+    }
+    // Registered last: node a's next search for dead nodes finds it complete.
+    redis.command(&["HSET", "pollchat:nodes", "99", "ghost"]);
+
+    let mut quits = std::collections::BTreeSet::new();
+    while quits.len() < users {
+        let l = x.expect_prefix("QUIT ");
+        let nick = l
+            .strip_prefix("QUIT ")
+            .and_then(|l| l.strip_suffix(" node lost"))
+            .unwrap_or_else(|| panic!("{l}"))
+            .to_string();
+        assert!(quits.insert(nick), "{l} told twice");
+    }
+    assert_eq!(quits.len(), users);
+    x.sync();
+
+    let exists = |r: &Redis, key: &str| r.command(&["EXISTS", key]) == OwnedFrame::Integer(1);
+    redis
+        .wait_for(|r| !exists(r, "pollchat:users:99") && hget(r, "pollchat:nodes", "99").is_none());
+    assert!((1..users).all(|i| get(&redis, &format!("pollchat:nick:g{i}")).is_none()));
+    assert_eq!(
+        get(&redis, "pollchat:nick:g0").as_deref(),
+        Some("other:5:1:1")
+    );
+    assert_eq!(hget(&redis, "pollchat:members:#r", "g1"), None);
+    assert!(hget(&redis, "pollchat:members:#r", "keeper").is_some());
+    assert!(
+        exists(&redis, "pollchat:roomstate:#r"),
+        "#r still has a member"
+    );
+    assert!(!exists(&redis, "pollchat:members:#solo"));
+    assert!(!exists(&redis, "pollchat:roomstate:#solo"), "#solo emptied");
+    assert_eq!(
+        get(&redis, "pollchat:node:99").as_deref(),
+        Some("taken for dead")
+    );
+}
+
+#[test]
+fn a_redis_that_may_evict_keys_or_refuses_config_is_logged_at_start() {
+    let Some(plain) = Redis::start() else {
+        return;
+    };
+    drop(plain);
+    let lru = Redis::spawn(free_port(), &["--maxmemory-policy", "allkeys-lru"]);
+    let node = Node::spawn(&lru, "n");
+    let warning = node.expect_log("maxmemory-policy");
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(
+        warning.contains("maxmemory-policy is allkeys-lru, not noeviction"),
+        "{warning}"
+    );
+    let hidden = Redis::spawn(free_port(), &["--rename-command", "CONFIG", ""]);
+    let node = Node::spawn(&hidden, "n");
+    let warning = node.expect_log("maxmemory-policy");
+    assert!(
+        warning.contains("WARN") && warning.contains("could not check"),
+        "{warning}"
+    );
 }

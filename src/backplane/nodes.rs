@@ -559,7 +559,9 @@ impl Backplane {
 
     /// What Redis answered to one of this module's commands.
     pub(super) fn nodes_reply(&mut self, reply: Reply, frame: OwnedFrame) {
-        if let OwnedFrame::Error(e) = &frame {
+        if let OwnedFrame::Error(e) = &frame
+            && !matches!(reply, Reply::Policy)
+        {
             self.redis_error("commands", e);
         }
         match reply {
@@ -695,9 +697,13 @@ impl Backplane {
                          answered nothing): it must be noeviction"
                     ),
                 },
-                _ => warn!(
-                    "backplane: could not check Redis's maxmemory-policy (CONFIG refused or \
-                     renamed?): it must be noeviction, or nick claims may be evicted"
+                other => warn!(
+                    "backplane: could not check Redis's maxmemory-policy ({}): it must be \
+                     noeviction, or nick claims may be evicted",
+                    match other {
+                        OwnedFrame::Error(e) => format!("CONFIG GET answered: {e}"),
+                        _ => "CONFIG GET answered something else".into(),
+                    }
                 ),
             },
         }
