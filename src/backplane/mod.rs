@@ -64,10 +64,17 @@
 //! told "cluster link down") and released once it is back, as are releases not yet answered:
 //! such a claim may or may not have been made, and releasing it by its value is harmless.
 //!
+//! Nodes alive and dead ([`nodes`]): each node keeps a heartbeat key with a time to live and
+//! its entry in a registry of live nodes with its users; one survivor (chosen atomically)
+//! announces a dead node's users' quits ("node lost") and frees their nicks; a node restarted
+//! under the same name does so at once for its earlier incarnation; after Redis comes back
+//! (empty or not), or when a node finds it was taken for dead, it registers again and claims
+//! its users' nicks again (a user whose nick was taken meanwhile becomes a guest, and is told:
+//! [`Answer::NickLost`]). `CONFIG GET maxmemory-policy` is checked at start (a warning if it is
+//! not `noeviction`, or cannot be checked).
+//!
 //! Not yet (see README, "Cluster"): a shared member list (NAMES, WHO), topics and modes across
-//! nodes, shared history (so no replay of what a node missed), node failure detection (the
-//! nick keys of a node that dies stay until it restarts and cleans up: not yet either), nick
-//! claims made again after a Redis restarted empty.
+//! nodes, shared history (so no replay of what a node missed).
 
 pub mod envelope;
 pub mod nodes;

@@ -60,7 +60,7 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// for dead, and a dead node is noticed within about six seconds.
 pub const TTL: Duration = Duration::from_secs(5);
 /// After a reconnect, how long a node takes nobody for dead: the others reconnect after the
-/// same outage within their backoff ([`RETRY_MAX`]) and beat again within a [`TTL`].
+/// same outage within their backoff (at most 5 s apart) and beat again within a [`TTL`].
 pub const GRACE: Duration = Duration::from_secs(RETRY_MAX.as_secs() + TTL.as_secs());
 /// What a dead node's heartbeat key holds once it was found dead (with a space: no node name).
 pub const TOMBSTONE: &str = "taken for dead";
@@ -122,7 +122,7 @@ for i = 1, #all, 2 do \
 end \
 return lost";
 
-/// Takes up to ARGV[2] users out of a dead incarnation's users hash and returns them (field,
+/// Takes up to `ARGV[2]` users out of a dead incarnation's users hash and returns them (field,
 /// value, field, value…; none: done, the hash is gone); nil if the incarnation is in the
 /// registry again (it came back: the clean-up stops).
 /// KEYS: users:{inc}, nodes. ARGV: incarnation, count.
