@@ -663,8 +663,16 @@ impl Backplane {
                             );
                         }
                     }
-                    // An error: tried again next turn.
-                    _ => {}
+                    // An error (the key is not a hash?): given up, or it would be asked again
+                    // every turn.
+                    other => {
+                        let (_, name) = self.nodes.reaping.pop_front().unwrap_or_default();
+                        self.nodes.reaped = 0;
+                        warn!(
+                            "backplane: gave up cleaning up after node {name} (incarnation \
+                             {inc}): Redis answered {other:?}"
+                        );
+                    }
                 }
                 self.pop_next();
             }
