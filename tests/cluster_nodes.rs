@@ -493,3 +493,27 @@ fn a_redis_that_may_evict_keys_or_refuses_config_is_logged_at_start() {
         "{warning}"
     );
 }
+
+#[test]
+fn a_node_stopped_gracefully_leaves_the_registry_and_nobody_has_to_find_it_dead() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "g1:"), redis.node("b", "g1:"));
+    let _x = a.join_as("x", &mut []);
+    redis.wait_for(|r| r.subscribers("g1:room:#lobby") == 1);
+    let mut y = b.join_as("y", &mut []);
+    redis.wait_for(|r| {
+        hget(r, "g1:nodes", "1").as_deref() == Some("a")
+            && hget(r, "g1:users:1", "x").is_some()
+            && get(r, "g1:node:1").as_deref() == Some("a")
+    });
+    a.stop().unwrap();
+    assert_eq!(y.line(), "QUIT x server shutting down");
+    let gone = |r: &Redis, key: &str| r.command(&["EXISTS", key]) == OwnedFrame::Integer(0);
+    redis.wait_for(|r| {
+        hget(r, "g1:nodes", "1").is_none() && gone(r, "g1:users:1") && gone(r, "g1:node:1")
+    });
+    // No tombstone: it was not taken for dead, and y hears nothing more.
+    y.sync();
+}

@@ -124,9 +124,11 @@ return lost";
 
 /// Takes up to `ARGV[2]` users out of a dead incarnation's users hash and returns them (field,
 /// value, field, value…; none: done, the hash is gone); nil if the incarnation is in the
-/// registry again (it came back: the clean-up stops).
+/// registry again (it came back: the clean-up stops). (`replicate_commands`: Redis before 5
+/// refuses writes after HSCAN in a script without it; a no-op since.)
 /// KEYS: users:{inc}, nodes. ARGV: incarnation, count.
 pub const POP_SCRIPT: &[u8] = b"\
+if redis.replicate_commands then redis.replicate_commands() end \
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return false end \
 local out, cursor = {}, '0' \
 repeat \
@@ -406,6 +408,8 @@ impl Backplane {
                 continue;
             };
             let (who, rooms) = (user.source.clone(), user.rooms.clone());
+            // Back for the others from here on: what it does next is published again.
+            self.nodes.rejoin_nicks.remove(&fold(&who.nick));
             for room in rooms {
                 let who = who.clone();
                 self.publish(&Shared::Joined { room, who }, None);
