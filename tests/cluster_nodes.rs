@@ -12,7 +12,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use common::redis::{Redis, free_port};
+use common::redis::{Redis, free_port, register};
 use common::{Client, LOCAL_CLOAK, TIMEOUT};
 use redis_protocol::resp2::types::OwnedFrame;
 
@@ -280,6 +280,8 @@ fn after_redis_returns_empty_users_keep_their_nicks_and_one_taken_meanwhile_make
         c.expect_prefix("NICK guest2-1 y");
     }
     redis.wait_for(|r| r.subscribers("r1:room:#lobby") == 2);
+    // An IRC user loses its nick too.
+    let mut ircl = register(&a, "ircl");
     let kept = get(&redis, "r1:nick:keep").expect("claimed");
     let held_by_y = get(&redis, "r1:nick:y").expect("claimed");
 
@@ -291,6 +293,7 @@ fn after_redis_returns_empty_users_keep_their_nicks_and_one_taken_meanwhile_make
     {
         let scratch = Redis::spawn(free_port(), &["--dir", &dir_s, "--dbfilename", "taken.rdb"]);
         scratch.command(&["SET", "r1:nick:lose", "elsewhere:99:1:1"]);
+        scratch.command(&["SET", "r1:nick:ircl", "elsewhere:99:2:1"]);
         assert_eq!(
             scratch.command(&["SAVE"]),
             OwnedFrame::SimpleString("OK".into())
@@ -318,6 +321,16 @@ fn after_redis_returns_empty_users_keep_their_nicks_and_one_taken_meanwhile_make
         format!(
             "NOTICE your nick lose was taken on another server of the cluster while the link \
              to it was down: you are {guest} now"
+        )
+    );
+    let renamed_irc = ircl.expect_prefix(&format!(":ircl!ircl@{LOCAL_CLOAK} NICK :"));
+    let irc_guest = renamed_irc.rsplit(':').next().unwrap().to_string();
+    assert!(irc_guest.starts_with("guest1-"), "{renamed_irc}");
+    assert_eq!(
+        ircl.line(),
+        format!(
+            ":pollchat NOTICE {irc_guest} :*** Your nick ircl was taken on another server of \
+             the cluster while the link to it was down: you are {irc_guest} now"
         )
     );
     assert_eq!(keep.expect_prefix("NICK lose"), renamed);
