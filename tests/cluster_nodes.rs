@@ -530,3 +530,48 @@ fn a_node_stopped_gracefully_leaves_the_registry_and_nobody_has_to_find_it_dead(
     // No tombstone: it was not taken for dead, and y hears nothing more.
     y.sync();
 }
+
+/// The number of EVAL calls Redis has run (INFO commandstats).
+fn evals(redis: &Redis) -> u64 {
+    let OwnedFrame::BulkString(info) = redis.command(&["INFO", "commandstats"]) else {
+        panic!("INFO answered something else");
+    };
+    let info = String::from_utf8(info).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_eval:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// Redis itself blocked past the heartbeats' time to live (a slow command): every heartbeat
+/// expires at once, but no node takes another for dead, as its own heartbeat is as stale.
+#[test]
+fn a_redis_blocked_past_the_heartbeat_ttl_gets_nobody_taken_for_dead() {
+    if Redis::start().is_none() {
+        return;
+    }
+    let redis = Redis::spawn(free_port(), &["--enable-debug-command", "yes"]);
+    let (a, b) = (redis.node("a", "s1:"), redis.node("b", "s1:"));
+    let mut x = a.join_as("x", &mut []);
+    redis.wait_for(|r| r.subscribers("s1:room:#lobby") == 1);
+    let mut y = b.join_as("y", &mut [&mut x]);
+    redis.wait_for(|r| r.subscribers("s1:room:#lobby") == 2);
+    assert_eq!(
+        redis.command(&["DEBUG", "SLEEP", "6"]),
+        OwnedFrame::SimpleString("OK".into())
+    );
+    // Each node searches for dead nodes and beats every second (two EVALs): a dozen more
+    // calls after the block is every node's search at least twice.
+    let after = evals(&redis);
+    redis.wait_for(|r| evals(r) >= after + 12);
+    for inc in ["1", "2"] {
+        assert!(
+            hget(&redis, "s1:nodes", inc).is_some(),
+            "{inc} taken for dead"
+        );
+    }
+    x.send("nobody left");
+    assert_eq!(y.line(), "MSG #lobby <x> nobody left");
+    y.send("indeed");
+    assert_eq!(x.line(), "MSG #lobby <y> indeed");
+}

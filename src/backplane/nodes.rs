@@ -67,6 +67,9 @@ pub const TOMBSTONE: &str = "taken for dead";
 /// How long the tombstone stays: a node cut off for longer than this does not learn, when it
 /// comes back, that its users were announced as quitting (and does not announce them again).
 pub const TOMBSTONE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How recent this node's own heartbeat must be for it to take others for dead (see
+/// [`DEAD_SCRIPT`]): two beats, so one late turn is not a stall.
+pub const FRESH: Duration = Duration::from_secs(2 * HEARTBEAT.as_secs());
 /// Users of a dead node cleaned up per batch (one batch under way at a time).
 pub const REAP_BATCH: usize = 100;
 /// Users per HSET (and nicks per HDEL) of the users hash.
@@ -101,10 +104,18 @@ return 1";
 /// that has this node's name), leaving a tombstone; returns them as (incarnation, name,
 /// whether it still had a heartbeat) triples. Atomic: of several nodes running it, each dead
 /// incarnation goes to exactly one.
+///
+/// Nobody is taken for dead while this node's own heartbeat is older than [`FRESH`] (it runs
+/// before this node's heartbeat of the same turn): then either this node or Redis itself
+/// (blocked by a slow command, say) stalled, and the others' heartbeats may have expired
+/// for the same reason; they get a turn to beat again first. Nor while this node is not in
+/// the registry itself.
 /// KEYS: nodes. ARGV: prefix, own incarnation, own name ('' after the start), tombstone, its
-/// TTL in ms.
+/// TTL in ms, [`FRESH`]'s bound on this node's heartbeat's remaining TTL in ms.
 pub const DEAD_SCRIPT: &[u8] = b"\
 local lost = {} \
+if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then return lost end \
+if redis.call('PTTL', ARGV[1] .. 'node:' .. ARGV[2]) < tonumber(ARGV[6]) then return lost end \
 local all = redis.call('HGETALL', KEYS[1]) \
 for i = 1, #all, 2 do \
   local inc, name = all[i], all[i + 1] \
@@ -343,6 +354,7 @@ impl Backplane {
             String::new()
         };
         let (prefix, ttl) = (self.config.prefix.clone(), ms(TOMBSTONE_TTL));
+        let fresh = ms(TTL - FRESH);
         self.push_node(
             &[
                 b"EVAL",
@@ -354,6 +366,7 @@ impl Backplane {
                 name.as_bytes(),
                 TOMBSTONE.as_bytes(),
                 ttl.as_bytes(),
+                fresh.as_bytes(),
             ],
             Reply::Dead,
         );
@@ -458,6 +471,10 @@ impl Backplane {
     pub(super) fn nodes_tick(&mut self, now: Instant) {
         if self.nodes.next_beat.is_some_and(|at| now >= at) {
             self.nodes.next_beat = Some(now + HEARTBEAT);
+            // Before the heartbeat: the search looks at how old this node's own is.
+            if !self.nodes.detecting && self.nodes.detect_after.is_some_and(|at| now >= at) {
+                self.push_dead(false);
+            }
             if !self.nodes.beating {
                 let (nodes, beat) = (self.nodes_key(), self.beat_key(self.incarnation));
                 let (inc, node) = (self.incarnation.to_string(), self.config.node.clone());
@@ -476,9 +493,6 @@ impl Backplane {
                     Reply::Heartbeat,
                 );
                 self.nodes.beating = true;
-            }
-            if !self.nodes.detecting && self.nodes.detect_after.is_some_and(|at| now >= at) {
-                self.push_dead(false);
             }
         }
         self.pop_next();
@@ -842,6 +856,7 @@ mod tests {
     fn the_grace_outlasts_a_reconnect_and_a_heartbeat() {
         assert!(GRACE >= RETRY_MAX + TTL);
         assert!(TTL >= 3 * HEARTBEAT, "a beat or two may be late");
+        assert!(FRESH > HEARTBEAT && FRESH < TTL);
         assert!(TOMBSTONE.contains(' '), "no node name holds a space");
     }
 }
