@@ -39,7 +39,11 @@
 //! becomes a guest of this node ([`Answer::NickLost`]). If the node had been taken for dead,
 //! once every claim is answered it publishes its users' joins again, so the other nodes see
 //! them back. For [`GRACE`] after a reconnect a node finds nobody dead: the others may still be
-//! on their way back after the same outage.
+//! on their way back after the same outage. Nor does it while its own heartbeat is older than
+//! [`FRESH`]: Redis (or this node) stalled, and the others' heartbeats may have expired for
+//! the same reason.
+//!
+//! A node stopped gracefully takes itself out of the registry ([`LEAVE_SCRIPT`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -281,6 +285,20 @@ pub fn parse_record(s: &str) -> Option<Record> {
     })
 }
 
+/// Whether `shared` is a nick change, part, join or quit of a user whose folded nick is in
+/// `nicks` (users the other nodes take for gone until their joins are published again).
+/// Messages are not hidden: they reach the other nodes' members as any message does.
+pub fn hidden(nicks: &HashSet<String>, shared: &Shared) -> bool {
+    !nicks.is_empty()
+        && match shared {
+            Shared::NickChanged { old: who, .. }
+            | Shared::Quit { who, .. }
+            | Shared::Parted { who, .. }
+            | Shared::Joined { who, .. } => nicks.contains(&fold(&who.nick)),
+            _ => false,
+        }
+}
+
 fn ms(d: Duration) -> String {
     d.as_millis().to_string()
 }
@@ -436,15 +454,7 @@ impl Backplane {
     /// Whether `shared` concerns a local user the other nodes take for gone until its joins
     /// are published again (see `rejoin_nicks`): not published.
     pub(super) fn hides(&self, shared: &Shared) -> bool {
-        let nicks = &self.nodes.rejoin_nicks;
-        !nicks.is_empty()
-            && match shared {
-                Shared::NickChanged { old: who, .. }
-                | Shared::Quit { who, .. }
-                | Shared::Parted { who, .. }
-                | Shared::Joined { who, .. } => nicks.contains(&fold(&who.nick)),
-                _ => false,
-            }
+        hidden(&self.nodes.rejoin_nicks, shared)
     }
 
     /// HSETs the records of `clients` (those still here) into the users hash `key`.
@@ -850,6 +860,42 @@ mod tests {
         ] {
             assert_eq!(parse_record(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn only_presence_of_users_not_yet_back_is_hidden() {
+        use crate::core::MsgKind;
+        use crate::core::cluster::RoomMessage;
+        let who = Source::new("Sleeper", "u", "h", "");
+        let other = Source::new("awake", "u", "h", "");
+        let room: Arc<str> = "#r".into();
+        let quit = |who: &Arc<Source>| Shared::Quit {
+            rooms: vec![room.clone()],
+            who: who.clone(),
+            reason: "bye".into(),
+        };
+        let nicks: HashSet<String> = ["sleeper".to_string()].into();
+        assert!(!hidden(&HashSet::new(), &quit(&who)), "none pending");
+        assert!(hidden(&nicks, &quit(&who)), "found case-insensitively");
+        assert!(!hidden(&nicks, &quit(&other)));
+        let joined = Shared::Joined {
+            room: room.clone(),
+            who: who.clone(),
+        };
+        let renamed = Shared::NickChanged {
+            rooms: vec![room.clone()],
+            old: who.clone(),
+            new: "guest1-1".into(),
+        };
+        assert!(hidden(&nicks, &joined) && hidden(&nicks, &renamed));
+        let said = Shared::Message(RoomMessage {
+            room,
+            from: who,
+            text: "hi".into(),
+            kind: MsgKind::Normal,
+            tags: None,
+        });
+        assert!(!hidden(&nicks, &said), "messages still go out");
     }
 
     #[test]
