@@ -71,13 +71,21 @@
 //! told "cluster link down") and released once it is back, as are releases not yet answered:
 //! such a claim may or may not have been made, and releasing it by its value is harmless.
 //!
+//! Nodes alive and dead ([`nodes`]): each node keeps a heartbeat key with a time to live and
+//! its entry in a registry of live nodes with its users; one survivor (chosen atomically)
+//! announces a dead node's users' quits ("node lost") and frees their nicks; a node restarted
+//! under the same name does so at once for its earlier incarnation; after Redis comes back
+//! (empty or not), or when a node finds it was taken for dead, it registers again and claims
+//! its users' nicks again (a user whose nick was taken meanwhile becomes a guest, and is told:
+//! [`Answer::NickLost`]). `CONFIG GET maxmemory-policy` is checked at start (a warning if it is
+//! not `noeviction`, or cannot be checked).
+//!
 //! Not yet (see README, "Cluster"): a shared member list (NAMES, WHO), topics and modes across
-//! nodes, node failure detection (the
-//! nick keys of a node that dies stay until it restarts and cleans up: not yet either), nick
-//! claims made again after a Redis restarted empty.
+//! nodes.
 
 pub mod envelope;
 pub mod history;
+pub mod nodes;
 pub mod redis;
 
 use std::collections::{HashSet, VecDeque};
@@ -146,6 +154,8 @@ enum Expect {
     /// A read of a room's stream ([`history::READ_SCRIPT`]) for its subscription's
     /// `generation`.
     Read { room: Arc<str>, generation: u64 },
+    /// Heartbeats, dead nodes, resynchronisation ([`nodes`]).
+    Node(nodes::Reply),
 }
 
 /// Where the cluster meets and who this node is in it (`--backplane`, `--node`,
@@ -331,6 +341,8 @@ pub struct Backplane {
     streams: Streams,
     /// Messages each room's stream keeps (`--history`; 0: no stream is written).
     history: usize,
+    /// Heartbeats, the registry of live nodes and their users, dead nodes ([`nodes`]).
+    nodes: nodes::Nodes,
 }
 
 impl Backplane {
@@ -367,7 +379,7 @@ impl Backplane {
              (prefix {:?})",
             config.node, config.addr, config.prefix
         );
-        Ok(Backplane {
+        let mut backplane = Backplane {
             config,
             commands,
             subscriptions,
@@ -382,7 +394,9 @@ impl Backplane {
             answered: true,
             lost: 0,
             link_change: None,
-            next_id: 0,
+            // Numbered from the incarnation up: a node restarted under the same name does not
+            // reuse the numbers of its earlier incarnation, which other nodes may remember.
+            next_id: incarnation << 32,
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
             incarnation,
@@ -393,7 +407,10 @@ impl Backplane {
             waiting_since: None,
             streams: Streams::new(&config_node),
             history: 0,
-        })
+            nodes: nodes::Nodes::default(),
+        };
+        backplane.nodes_start(Instant::now());
+        Ok(backplane)
     }
 
     /// Keeps `history` messages in each room's stream (`--history`; 0: none, and room messages
@@ -476,6 +493,8 @@ impl Backplane {
                 Note::Release(claim) => self.to_release.push(claim),
                 Note::SubscribeUser(nick) => drop(self.users.insert(nick)),
                 Note::UnsubscribeUser(nick) => drop(self.users.remove(&nick)),
+                Note::Present(user) => self.user_present(user),
+                Note::Absent(client) => self.user_absent(client),
             }
             return;
         }
@@ -493,7 +512,11 @@ impl Backplane {
                 self.subscribed.remove(&room);
             }
             Note::History { room, ask } => self.streams.ask(&room, ask),
-            Note::Publish(shared) => self.publish(&shared, None),
+            Note::Publish(shared) => {
+                if !self.hides(&shared) {
+                    self.publish(&shared, None)
+                }
+            }
             Note::Tell { by, msg } => {
                 let to = msg.to.clone();
                 self.publish(&Shared::Private(msg), Some((by, to)));
@@ -515,6 +538,8 @@ impl Backplane {
                 self.expect.push_back(Expect::Claim(claim));
             }
             Note::Release(claim) => self.push_release(claim),
+            Note::Present(user) => self.user_present(user),
+            Note::Absent(client) => self.user_absent(client),
         }
     }
 
@@ -779,9 +804,16 @@ impl Backplane {
         let mut errors = Vec::new();
         let mut answered = false;
         let mut reads = Vec::new();
+        let mut for_nodes = Vec::new();
         let (expect, answers, streams) = (&mut self.expect, &mut self.answers, &mut self.streams);
         let result = self.commands.read(|frame| {
             answered = true;
+            if matches!(expect.front(), Some(Expect::Node(_))) {
+                if let Some(Expect::Node(reply)) = expect.pop_front() {
+                    for_nodes.push((reply, frame));
+                }
+                return;
+            }
             let outcome = match &frame {
                 OwnedFrame::SimpleString(ok) if ok == b"OK" => Outcome::Won,
                 OwnedFrame::Null => Outcome::Taken,
@@ -812,7 +844,10 @@ impl Backplane {
                 }
                 // PUBLISH answers how many nodes received it, a release whether it deleted:
                 // nothing to do with that.
-                Some(Expect::Other | Expect::Release(_) | Expect::Tell { .. }) | None => {}
+                Some(
+                    Expect::Other | Expect::Release(_) | Expect::Tell { .. } | Expect::Node(_),
+                )
+                | None => {}
             }
             if let OwnedFrame::Error(e) = frame {
                 errors.push(e);
@@ -848,6 +883,9 @@ impl Backplane {
         for e in errors {
             self.redis_error("commands", &e);
         }
+        for (reply, frame) in for_nodes {
+            self.nodes_reply(reply, frame);
+        }
         match result {
             Ok(end) => {
                 self.read_again[0] = end == ReadEnd::Budget;
@@ -878,6 +916,7 @@ impl Backplane {
         if self.down {
             return;
         }
+        self.nodes_flush();
         // SUBSCRIBEs are never dropped, but a Redis that stopped reading them while users join
         // and part over and over would let them pile up: past the limit it is taken as lost,
         // and the reconnect subscribes again to what is current.
@@ -902,10 +941,19 @@ impl Backplane {
         self.link_change.take()
     }
 
-    /// When to wake up to reconnect, while Redis is lost.
+    /// When to wake up: to reconnect while Redis is lost; otherwise for the heartbeat, or to
+    /// give up on a Redis that answers nothing.
     pub fn retry_at(&self) -> Option<Instant> {
-        self.retry_at
-            .or(self.waiting_since.map(|since| since + STALL))
+        if self.down {
+            return self.retry_at;
+        }
+        [
+            self.waiting_since.map(|since| since + STALL),
+            self.next_beat(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Redis is lost (or a reconnect failed): said once per outage; the node goes on alone and
@@ -923,7 +971,8 @@ impl Backplane {
                 Expect::Other
                 | Expect::Tell { .. }
                 | Expect::Published(_)
-                | Expect::Read { .. } => {}
+                | Expect::Read { .. }
+                | Expect::Node(_) => {}
                 Expect::Claim(claim) => {
                     self.answers.push(Answer::Claim(ClaimAnswer {
                         claim: claim.clone(),
@@ -934,6 +983,7 @@ impl Backplane {
                 Expect::Release(claim) => self.to_release.push(claim),
             }
         }
+        self.nodes_lost();
         self.commands.deregister(registry);
         self.subscriptions.deregister(registry);
         self.read_again = [false; 2];
@@ -965,7 +1015,10 @@ impl Backplane {
             let e = io::Error::new(io::ErrorKind::TimedOut, format!("no answer for {STALL:?}"));
             return self.fail(registry, "commands", &e);
         }
-        if !self.down || self.retry_at.is_some_and(|at| now < at) {
+        if !self.down {
+            return self.nodes_tick(now);
+        }
+        if self.retry_at.is_some_and(|at| now < at) {
             return;
         }
         self.retry_at = None;
@@ -1015,6 +1068,7 @@ impl Backplane {
             parts.extend(batch.iter().map(|c| c.as_slice()));
             self.subscriptions.push(&parts);
         }
+        self.nodes_resync(now, true);
     }
 }
 
@@ -1196,7 +1250,7 @@ mod queue_tests {
         let (mut bp, poll, _redis) = stalled_backplane();
         bp.note(Note::Claim(claim("alice")));
         bp.flush(poll.registry());
-        let wake = bp.retry_at().expect("a wake-up for the stall");
+        let wake = bp.waiting_since.expect("a wake-up for the stall") + STALL;
         bp.tick(wake - Duration::from_secs(1), poll.registry());
         assert!(!bp.down && bp.take_answers().is_empty(), "not yet");
         bp.tick(wake, poll.registry());

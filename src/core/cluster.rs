@@ -124,6 +124,24 @@ pub enum Note {
     /// answer [`Answer::History`] with the same `ask`. Sent right after its
     /// [`Note::Subscribe`]; never answered if the link is lost for good.
     History { room: Arc<str>, ask: u64 },
+    /// A local user registered, changed its nick or its rooms: its whole state now, for this
+    /// node's entry in the cluster's registry (`{prefix}users:{incarnation}`), which a node
+    /// that finds this one dead reads to announce its users' quits and free their nicks.
+    Present(LocalUser),
+    /// A local user left the server (its entry in the registry goes).
+    Absent(ClientId),
+}
+
+/// A local user as the cluster's registry of live nodes knows it ([`Note::Present`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalUser {
+    pub client: ClientId,
+    /// Tells this user from a later one with the same client id; with the client, it is in
+    /// the value of the user's nick key.
+    pub serial: u32,
+    pub source: Arc<Source>,
+    /// Folded names of its rooms.
+    pub rooms: Vec<Arc<str>>,
 }
 
 /// What the backplane answers the core, later.
@@ -134,6 +152,10 @@ pub enum Answer {
     /// A [`Note::Tell`] reached no node: nobody holds that nick
     /// ([`Core::undelivered`](super::Core::undelivered)).
     Undelivered { by: (ClientId, u32), to: Arc<str> },
+    /// After Redis came back (empty, or after this node was declared dead), a local user's
+    /// nick turned out to be held for someone else ([`Core::nick_lost`](super::Core::nick_lost)):
+    /// the user becomes a guest of this node, and is told why.
+    NickLost(NickClaim),
     /// The shared history of `room` (folded) asked for by [`Note::History`] `ask`, oldest
     /// first, less what this node's members said since the ask (they saw it live)
     /// ([`Core::shared_history`](super::Core::shared_history)).

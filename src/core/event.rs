@@ -486,6 +486,12 @@ pub enum Event {
     ClusterLink {
         up: bool,
     },
+    /// In a cluster, after Redis came back: the user's nick `nick` was someone else's by then,
+    /// so the user is now called `guest` (told after the nick change itself).
+    NickLost {
+        nick: Arc<str>,
+        guest: Arc<str>,
+    },
     /// The target of a private message is away.
     TargetAway {
         nick: Arc<str>,

@@ -251,6 +251,7 @@ impl Core {
             cluster::Answer::History { room, ask, entries } => {
                 self.shared_history(&room, ask, entries, out)
             }
+            cluster::Answer::NickLost(claim) => self.nick_lost(claim, now, out),
         }
     }
 
@@ -298,6 +299,47 @@ impl Core {
             let cursor = Cursor::history(room.name.clone(), until);
             out.send_many(room.members.iter().copied(), Event::Page(cursor));
         }
+    }
+
+    /// After Redis came back, the cluster holds `claim.nick` for someone else (taken on another
+    /// node while this one could not defend it, or freed by a node that took this one for
+    /// dead, then taken): its user becomes a guest of this node, which its rooms see as a nick
+    /// change, and is told why. Nothing happens if the user left or changed nick since.
+    pub fn nick_lost(&mut self, claim: cluster::NickClaim, now: Millis, out: &mut Outbox) {
+        let id = claim.client;
+        let holds = self
+            .users
+            .get(&id)
+            .is_some_and(|u| u.serial == claim.serial && fold(&u.source.nick) == fold(&claim.nick));
+        if !holds {
+            return;
+        }
+        let guest = self.next_guest_nick(now);
+        self.rename(id, &guest, now, out);
+        out.send(
+            id,
+            Event::NickLost {
+                nick: claim.nick,
+                guest: guest.into(),
+            },
+        );
+    }
+
+    /// In a cluster: tells the backplane `id`'s whole state ([`cluster::Note::Present`]) after
+    /// it registered, changed nick or rooms.
+    fn note_present(&self, id: ClientId, out: &mut Outbox) {
+        let Some(user) = self.users.get(&id).filter(|_| self.cluster) else {
+            return;
+        };
+        out.note(cluster::Note::Present(cluster::LocalUser {
+            client: id,
+            serial: user.serial,
+            source: user.source.clone(),
+            rooms: user
+                .room_keys()
+                .map(|k| fold(&self.rooms[k].name).into())
+                .collect(),
+        }));
     }
 
     /// A private message of local user `by` (client, serial) to `to`, a nick no local user
@@ -578,7 +620,16 @@ impl Core {
     /// Registers a new client under the next free guest nick (`guest1`, `guest2`, …), in no
     /// room yet, and returns the nick. `ip` is the peer's address: others are shown its cloak.
     pub fn connect(&mut self, id: ClientId, ip: IpAddr, now: Millis, out: &mut Outbox) -> Arc<str> {
-        let nick = loop {
+        let nick = self.next_guest_nick(now);
+        let (user, realname) = (self.line_user.clone(), self.line_realname.clone());
+        let serial = self.take_serial();
+        self.insert_user(id, &nick, user, ip, realname, serial, now, out);
+        nick.into()
+    }
+
+    /// The next free guest nick (`guest{n}`, or `guest{node number}-{n}` in a cluster).
+    fn next_guest_nick(&mut self, now: Millis) -> String {
+        loop {
             let candidate = match self.node_number {
                 Some(node) => format!("guest{node}-{}", self.next_guest),
                 None => format!("guest{}", self.next_guest),
@@ -592,11 +643,7 @@ impl Core {
             {
                 break candidate;
             }
-        };
-        let (user, realname) = (self.line_user.clone(), self.line_realname.clone());
-        let serial = self.take_serial();
-        self.insert_user(id, &nick, user, ip, realname, serial, now, out);
-        nick.into()
+        }
     }
 
     /// Registers a client that chose its own nick (IRC's NICK + USER). Fails, changing nothing,
@@ -690,6 +737,7 @@ impl Core {
             out.note(cluster::Note::SubscribeUser(fold(nick).into()));
         }
         self.users.insert(id, user);
+        self.note_present(id, out);
         self.peak_users = self.peak_users.max(self.users.len());
     }
 
@@ -732,6 +780,7 @@ impl Core {
         if self.cluster {
             let folded = fold(&user.source.nick).into();
             out.note(cluster::Note::UnsubscribeUser(folded));
+            out.note(cluster::Note::Absent(id));
         }
         if self.cluster && !user.rooms.is_empty() {
             let rooms = user.room_keys().map(|k| self.rooms[k].name.clone());
@@ -1397,6 +1446,7 @@ impl Core {
                 new: new.clone(),
             }));
         }
+        self.note_present(id, out);
         out.send_many(to, Event::NickChanged { old, new });
     }
 
@@ -1467,6 +1517,7 @@ impl Core {
         user.rooms.push(Membership::new(key, slot));
         user.current = Some(key as u32);
         let who = user.source.clone();
+        self.note_present(id, out);
         let room = &mut self.rooms[key];
         let name = room.name.clone();
         let joined = Event::Joined {
@@ -1543,6 +1594,7 @@ impl Core {
         let membership = user.rooms.remove(at);
         let nick = user.source.nick.clone();
         self.leave(id, &nick, membership, out);
+        self.note_present(id, out);
         let user = self.user_mut(id);
         if user.current == Some(key as u32) {
             user.current = user.rooms.last().map(|m| m.key() as u32);

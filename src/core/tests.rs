@@ -1818,8 +1818,30 @@ fn notes(out: &mut Outbox) -> Vec<cluster::Note> {
         .collect()
 }
 
+/// The notes for the backplane, but the users' states for the registry of live nodes (see
+/// [`presence`]).
 fn all_notes(out: &mut Outbox) -> Vec<cluster::Note> {
-    out.drain_notes().collect()
+    use cluster::Note;
+    out.drain_notes()
+        .filter(|n| !matches!(n, Note::Present(_) | Note::Absent(_)))
+        .collect()
+}
+
+/// Only the users' states for the registry of live nodes: (client, nick, rooms) of each
+/// `Present`, or `None` rooms for an `Absent`.
+fn presence(out: &mut Outbox) -> Vec<(ClientId, String, Option<Vec<String>>)> {
+    use cluster::Note;
+    out.drain_notes()
+        .filter_map(|n| match n {
+            Note::Present(u) => Some((
+                u.client,
+                u.source.nick.to_string(),
+                Some(u.rooms.iter().map(|r| r.to_string()).collect()),
+            )),
+            Note::Absent(c) => Some((c, String::new(), None)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn publish(shared: cluster::Shared) -> cluster::Note {
@@ -1932,7 +1954,7 @@ fn a_clustered_nick_change_is_made_when_the_cluster_answers_and_releases_the_old
     out.clear();
     // A change of case needs no claim.
     core.handle(A, Command::Nick("Alice".into()), 0, &mut out);
-    assert!(!out.has_notes());
+    assert!(all_notes(&mut out).is_empty(), "no claim, no release");
     assert_eq!(&**core.nick(A).unwrap(), "Alice");
     out.clear();
     // Taken elsewhere: the usual error, nothing changes.
@@ -2625,4 +2647,75 @@ fn a_clustered_node_subscribes_to_its_users_nicks_and_sends_a_message_to_another
         &cluster_errors(&out)[..],
         [(Error::NoSuchNick(_), _)]
     ));
+}
+
+#[test]
+fn a_clustered_core_tells_the_registry_each_users_nick_and_rooms_as_they_change() {
+    let (mut core, mut out) = cluster_core();
+    core.connect(C, IP, 0, &mut out);
+    assert_eq!(presence(&mut out), [(C, "guest7-3".into(), Some(vec![]))]);
+    out.clear();
+    core.handle(C, Command::Join("#Big".into()), 0, &mut out);
+    assert_eq!(
+        presence(&mut out),
+        [(C, "guest7-3".into(), Some(vec!["#big".into()]))]
+    );
+    out.clear();
+    let c = claim(&mut core, &mut out, C, "Carol");
+    core.claimed(won(c), 0, &mut out);
+    assert_eq!(
+        presence(&mut out),
+        [(C, "Carol".into(), Some(vec!["#big".into()]))]
+    );
+    out.clear();
+    core.handle(C, Command::Join("#other".into()), 0, &mut out);
+    out.drain_notes();
+    let part = Command::Part {
+        room: Some("#BIG".into()),
+        reason: None,
+    };
+    core.handle(C, part, 0, &mut out);
+    assert_eq!(
+        presence(&mut out),
+        [(C, "Carol".into(), Some(vec!["#other".into()]))]
+    );
+    out.clear();
+    core.disconnect(C, "bye", 0, &mut out);
+    assert_eq!(presence(&mut out), [(C, String::new(), None)]);
+}
+
+#[test]
+fn a_user_whose_nick_was_taken_while_the_link_was_down_becomes_a_guest_and_is_told() {
+    use cluster::Answer;
+    let (mut core, mut out) = cluster_core();
+    core.handle(A, Command::Join("#r".into()), 0, &mut out);
+    out.clear();
+    out.drain_notes();
+    let c = claim(&mut core, &mut out, A, "alice");
+    core.claimed(won(c.clone()), 0, &mut out);
+    out.clear();
+    out.drain_notes();
+    // An answer for a nick the user no longer holds (or a user who left) changes nothing.
+    let stale = cluster::NickClaim {
+        nick: "other".into(),
+        ..c.clone()
+    };
+    core.answer(Answer::NickLost(stale), 0, &mut out);
+    assert!(out.is_empty() && !out.has_notes());
+    core.answer(Answer::NickLost(c.clone()), 0, &mut out);
+    let guest = core.nick(A).unwrap().clone();
+    assert_eq!(&*guest, "guest7-3", "the next guest nick of this node");
+    let told: Vec<&Event> = out
+        .iter()
+        .filter(|(_, to)| to.contains(&A))
+        .map(|(e, _)| e)
+        .collect();
+    assert!(
+        matches!(&told[..], [Event::NickChanged { new, .. }, Event::NickLost { nick, guest: g }]
+            if **new == *guest && &**nick == "alice" && **g == *guest),
+        "{told:?}"
+    );
+    // Other nodes see a nick change; the lost claim's release is harmless (compare-and-delete).
+    let notes = notes(&mut out);
+    assert!(notes.iter().any(|n| matches!(n, cluster::Note::Publish(cluster::Shared::NickChanged { new, .. }) if *new == guest)), "{notes:?}");
 }

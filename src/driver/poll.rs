@@ -248,6 +248,12 @@ impl EventLoop {
                 }
             }
         }
+        // Out of the cluster's registry, so no node has to find this one dead (one write, if
+        // the kernel takes it; otherwise the others do find it dead, with no users left).
+        if let Some(bp) = &mut self.backplane {
+            bp.leave_cluster();
+            bp.flush(self.front.poll.registry());
+        }
         log::info!("server stopped");
         Ok(())
     }

@@ -599,6 +599,12 @@ pub fn render(event: &Event) -> Vec<u8> {
                 "NOTICE the link to the other servers of the cluster is back: messages reach them again (what was said meanwhile did not)"
             ),
         ),
+        Event::NickLost { nick, guest } => line(
+            &mut s,
+            format_args!(
+                "NOTICE your nick {nick} was taken on another server of the cluster while the link to it was down: you are {guest} now"
+            ),
+        ),
         Event::AwayIs { away: true } => line(&mut s, format_args!("NOTICE you are marked as away")),
         Event::AwayIs { away: false } => line(
             &mut s,

@@ -743,6 +743,12 @@ pub fn render_with(
                 ":{server} NOTICE {me} :*** The link to the other servers of the cluster {text}"
             ))
         }
+        Event::NickLost { nick, guest } => {
+            let server = o.server;
+            o.raw(format_args!(
+                ":{server} NOTICE {guest} :*** Your nick {nick} was taken on another server of the cluster while the link to it was down: you are {guest} now"
+            ))
+        }
         Event::AwayIs { away: true } => o.numeric(RPL_NOWAWAY, &[]),
         Event::AwayIs { away: false } => o.numeric(RPL_UNAWAY, &[]),
         Event::TargetAway { nick, message } => o.numeric_with(RPL_AWAY, &[nick], &[message]),
