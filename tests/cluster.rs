@@ -132,12 +132,12 @@ fn joins_parts_kicks_quits_and_nick_changes_cross_nodes_each_told_once() {
         format!(":liner!line@{LOCAL_CLOAK} PART #q :see you")
     );
     assert_eq!(dual.line(), "PART #q liner see you");
-    // A kick (liner created #p, so operates it) is a part for the other node.
+    // A kick (liner created #p, so operates it) is a kick on the other node too.
     liner.send("/kick #p dual enough");
     assert_eq!(liner.expect_prefix("KICK #p"), "KICK #p dual liner enough");
     assert_eq!(
         ircer.line(),
-        format!(":dual!line@{LOCAL_CLOAK} PART #p :kicked by liner: enough")
+        format!(":liner!line@{LOCAL_CLOAK} KICK #p dual :enough")
     );
     dual.send("/join #p");
     assert_eq!(ircer.line(), format!(":dual!line@{LOCAL_CLOAK} JOIN #p"));

@@ -71,6 +71,7 @@
 
 pub mod envelope;
 pub mod redis;
+pub mod rooms;
 
 use std::collections::{HashSet, VecDeque};
 use std::io;
@@ -131,6 +132,8 @@ enum Expect {
     /// A private message to another node's user (PUBLISH on its channel): if no node
     /// received it (0), the sender is told nobody holds the nick.
     Tell { by: (ClientId, u32), to: Arc<str> },
+    /// A join asked of the cluster ([`rooms::JOIN_SCRIPT`]): its answer goes to the core.
+    Join(crate::core::cluster::JoinRequest),
 }
 
 /// Where the cluster meets and who this node is in it (`--backplane`, `--node`,
@@ -311,6 +314,9 @@ pub struct Backplane {
     /// Since when commands have waited for an answer with none coming (`None`: nothing
     /// awaited, or an answer came since the last write): past [`STALL`], Redis is lost.
     waiting_since: Option<Instant>,
+    /// Joins to take back once Redis is back (their answers were lost with the link): at most
+    /// one per room a local user tried to join meanwhile.
+    to_leave: Vec<rooms::Leave>,
 }
 
 impl Backplane {
@@ -370,6 +376,7 @@ impl Backplane {
             users: HashSet::new(),
             to_release: Vec::new(),
             waiting_since: None,
+            to_leave: Vec::new(),
         })
     }
 
@@ -440,6 +447,12 @@ impl Backplane {
                 Note::Release(claim) => self.to_release.push(claim),
                 Note::SubscribeUser(nick) => drop(self.users.insert(nick)),
                 Note::UnsubscribeUser(nick) => drop(self.users.remove(&nick)),
+                // Refused: the core tells the joiner the link is down.
+                Note::Join(request) => self.answers.push(Answer::Join {
+                    request,
+                    answer: None,
+                }),
+                Note::Member { .. } | Note::RoomState { .. } | Note::Kill { .. } => self.lost += 1,
             }
             return;
         }
@@ -476,6 +489,10 @@ impl Backplane {
                 self.expect.push_back(Expect::Claim(claim));
             }
             Note::Release(claim) => self.push_release(claim),
+            note @ (Note::Join(_)
+            | Note::Member { .. }
+            | Note::RoomState { .. }
+            | Note::Kill { .. }) => self.room_note(note),
         }
     }
 
@@ -609,9 +626,16 @@ impl Backplane {
     fn read_commands(&mut self, registry: &Registry) {
         let mut errors = Vec::new();
         let mut answered = false;
+        let mut joins = Vec::new();
         let (expect, answers) = (&mut self.expect, &mut self.answers);
         let result = self.commands.read(|frame| {
             answered = true;
+            if let Some(Expect::Join(_)) = expect.front() {
+                if let Some(Expect::Join(request)) = expect.pop_front() {
+                    joins.push((request, frame));
+                }
+                return;
+            }
             let outcome = match &frame {
                 OwnedFrame::SimpleString(ok) if ok == b"OK" => Outcome::Won,
                 OwnedFrame::Null => Outcome::Taken,
@@ -626,12 +650,21 @@ impl Backplane {
                 }
                 // PUBLISH answers how many nodes received it, a release whether it deleted:
                 // nothing to do with that.
-                Some(Expect::Other | Expect::Release(_) | Expect::Tell { .. }) | None => {}
+                Some(
+                    Expect::Other | Expect::Release(_) | Expect::Tell { .. } | Expect::Join(_),
+                )
+                | None => {}
             }
             if let OwnedFrame::Error(e) = frame {
                 errors.push(e);
             }
         });
+        for (request, frame) in joins {
+            if let OwnedFrame::Error(e) = &frame {
+                self.redis_error("commands", e);
+            }
+            self.join_answered(request, Some(&frame));
+        }
         if answered {
             self.waiting_since = None;
         }
@@ -728,6 +761,7 @@ impl Backplane {
                     self.to_release.push(claim);
                 }
                 Expect::Release(claim) => self.to_release.push(claim),
+                Expect::Join(request) => self.join_answered(request, None),
             }
         }
         self.commands.deregister(registry);
@@ -790,6 +824,7 @@ impl Backplane {
         for claim in std::mem::take(&mut self.to_release) {
             self.push_release(claim);
         }
+        self.take_back_joins();
         let prefix = &self.config.prefix;
         let rooms = self
             .subscribed

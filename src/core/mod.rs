@@ -19,6 +19,7 @@ pub mod names;
 pub mod nick_delay;
 pub mod oper;
 pub mod page;
+pub mod remote;
 pub mod room;
 pub mod user;
 mod usermode;
@@ -156,6 +157,9 @@ pub struct Core {
     link_up: bool,
     /// In a cluster: IRC clients whose registration waits for the claim of their nick.
     registering: HashMap<ClientId, Registering>,
+    /// In a cluster: joins asked of the cluster and not answered yet, per user (at most
+    /// `max_rooms` each: see `core::remote`).
+    joining: HashMap<ClientId, Vec<remote::Joining>>,
 }
 
 /// An IRC registration waiting for the cluster's answer to the claim of its nick: what
@@ -218,6 +222,7 @@ impl Core {
             claims: HashMap::new(),
             link_up: true,
             registering: HashMap::new(),
+            joining: HashMap::new(),
         }
     }
 
@@ -240,6 +245,7 @@ impl Core {
         match answer {
             cluster::Answer::Claim(claim) => self.claimed(claim, now, out),
             cluster::Answer::Undelivered { by, to } => self.undelivered(by, &to, out),
+            cluster::Answer::Join { request, answer } => self.joined(request, answer, now, out),
         }
     }
 
@@ -336,6 +342,8 @@ impl Core {
     /// each local user sharing one of its rooms.
     pub fn remote(&mut self, shared: cluster::Shared, now: Millis, out: &mut Outbox) {
         use cluster::Shared;
+        // The rooms' lists of members on other nodes follow first (see `core::remote`).
+        self.follow_remote(&shared, now, out);
         match shared {
             Shared::Message(msg) => self.remote_message(msg, now, out),
             Shared::TagMsg { room, from, tags } => {
@@ -393,6 +401,9 @@ impl Core {
                 };
                 out.send(target, event);
             }
+            // Told by `follow_remote`.
+            Shared::Topic { .. } | Shared::Modes { .. } | Shared::Kicked { .. } => {}
+            Shared::Kill { .. } => {}
         }
     }
 
@@ -418,8 +429,8 @@ impl Core {
     /// in it).
     fn announced_room(&self, name: &str) -> Option<usize> {
         let &key = self.room_keys.get(&fold(name))?;
-        let members = self.rooms[key].members.len();
-        (members > 0 && members <= self.limits.big_room).then_some(key)
+        let room = &self.rooms[key];
+        (!room.members.is_empty() && room.size() <= self.limits.big_room).then_some(key)
     }
 
     /// A room message said on another node: its local members get it like a local one (and
@@ -648,6 +659,7 @@ impl Core {
                 .chain(pending)
                 .chain(registering)
                 .for_each(|c| out.note(cluster::Note::Release(c)));
+            self.forget_joins(id, out);
         }
         let Some(user) = self.users.remove(&id) else {
             return;
@@ -825,9 +837,25 @@ impl Core {
                 if !self.users[&id].oper {
                     return Err(Error::NotServerOperator);
                 }
-                let target = self.find_nick(&nick)?;
                 let by = self.users[&id].source.clone();
                 let reason = label(reason.as_deref().unwrap_or("no reason given"));
+                let target = match self.find_nick(&nick) {
+                    // In a cluster, a nick no local user holds may be another node's: the kill
+                    // goes to its channel (nobody received it: "no such nick", later).
+                    Err(Error::NoSuchNick(_))
+                        if self.cluster && self.link_up && check_nick(&nick).is_ok() =>
+                    {
+                        log::info!("{} killed {nick} (on another node): {reason}", by.nick);
+                        out.note(cluster::Note::Kill {
+                            by: (id, self.users[&id].serial),
+                            nick: nick.as_str().into(),
+                            from: by,
+                            reason: reason.into(),
+                        });
+                        return Ok(());
+                    }
+                    found => found?,
+                };
                 log::info!(
                     "{} killed {}: {reason}",
                     by.nick,
@@ -911,12 +939,27 @@ impl Core {
                 target: Some(nick),
                 listing,
             } if !nick.starts_with('#') => {
-                let target = self.find_nick(&nick)?;
-                let members = vec![self.member(target)];
+                let (name, members) = match self.find_nick(&nick) {
+                    Ok(target) => (
+                        self.users[&target].source.nick.clone(),
+                        vec![self.member(target)],
+                    ),
+                    Err(e) => {
+                        // A user of another node this node shares a room with.
+                        let info = self.remote_whois(id, &nick).ok_or(e)?;
+                        let member = Member {
+                            source: info.source.clone(),
+                            away: false,
+                            status: Status::default(),
+                            oper: false,
+                        };
+                        (info.source.nick.clone(), vec![member])
+                    }
+                };
                 out.send(
                     id,
                     Event::Names {
-                        room: self.users[&target].source.nick.clone(),
+                        room: name,
                         members,
                         listing,
                         total: 1,
@@ -964,7 +1007,14 @@ impl Core {
                 Ok(())
             }
             Command::Whois(nick) => {
-                let target = self.find_nick(&nick)?;
+                let target = match self.find_nick(&nick) {
+                    Ok(target) => target,
+                    Err(e) => {
+                        let info = self.remote_whois(id, &nick).ok_or(e)?;
+                        out.send(id, Event::Whois(info));
+                        return Ok(());
+                    }
+                };
                 let user = &self.users[&target];
                 let info = WhoisInfo {
                     source: user.source.clone(),
@@ -1301,6 +1351,16 @@ impl Core {
             index.remove(&ByNick(old.nick.clone(), id));
             index.insert(ByNick(new.clone(), id));
         }
+        if self.cluster && fold(&old.nick) != fold(nick) {
+            let source = self.users[&id].source.clone();
+            for key in self.users[&id].room_keys() {
+                out.note(cluster::Note::Member {
+                    room: fold(&self.rooms[key].name).into(),
+                    drop: Some(fold(&old.nick).into()),
+                    set: Some((source.clone(), self.status_in(key, id))),
+                });
+            }
+        }
         let mut to = self.neighbours(id);
         if !to.contains(&id) {
             to.push(id);
@@ -1342,14 +1402,24 @@ impl Core {
             out.send(id, Event::CurrentRoom { room });
             return Ok(());
         }
-        if self.users[&id].rooms.len() >= self.limits.max_rooms {
+        if self.cluster && self.is_joining(id, &folded) {
+            return Ok(()); // asked already: the answer will tell
+        }
+        if self.users[&id].rooms.len() + self.joins_pending(id) >= self.limits.max_rooms {
             return Err(Error::TooManyRooms {
                 room: name.to_string(),
                 max: self.limits.max_rooms,
             });
         }
-        let key = match self.room_keys.get(&folded) {
-            Some(&key) => {
+        let existing = self.room_keys.get(&folded).copied();
+        let lobby = folded == LOBBY;
+        // In a cluster, a room with no local member is the cluster's to create (or not): the
+        // join is asked of it (`core::remote`). The lobby has no operator: joined at once.
+        if self.cluster && !lobby && existing.is_none_or(|k| self.rooms[k].members.is_empty()) {
+            return self.ask_join(id, name, existing, given_key, now, out);
+        }
+        let key = match existing {
+            Some(key) => {
                 self.may_join(id, key, given_key)?;
                 key
             }
@@ -1368,8 +1438,30 @@ impl Core {
                 key
             }
         };
+        if self.cluster && lobby && self.rooms[key].members.is_empty() {
+            // Who else is in it is learned from the answer.
+            out.note(cluster::Note::Join(cluster::JoinRequest {
+                client: id,
+                serial: self.users[&id].serial,
+                room: self.rooms[key].name.clone(),
+                who: self.users[&id].source.clone(),
+                at: now,
+                wait: false,
+            }));
+        } else if self.cluster {
+            self.share_member(id, key, out);
+        }
+        self.finish_join(id, key, now, out);
+        Ok(())
+    }
+
+    /// Makes `id` a member of room `key` (its modes allowed it, and in a cluster the cluster
+    /// answered) and tells who must know: the members, the joiner (topic, names, history) and
+    /// the other nodes.
+    fn finish_join(&mut self, id: ClientId, key: usize, now: Millis, out: &mut Outbox) {
+        let _ = now;
         let slot = self.rooms[key].members.push(id);
-        if self.cluster && self.rooms[key].members.len() == 1 {
+        if self.cluster && self.rooms[key].members.len() == 1 && self.rooms[key].pending == 0 {
             out.note(cluster::Note::Subscribe(fold(&self.rooms[key].name).into()));
         }
         let nick = self.users[&id].source.nick.clone();
@@ -1394,7 +1486,7 @@ impl Core {
                 who,
             }));
         }
-        if room.members.len() > self.limits.big_room {
+        if room.size() > self.limits.big_room {
             out.send(id, joined);
         } else {
             out.send_many(room.members.iter().copied(), joined);
@@ -1410,7 +1502,7 @@ impl Core {
         }
         // A joiner of a big room is sent `big_room` names (itself and others): a page or so,
         // not the whole room.
-        let shown = if room.members.len() > self.limits.big_room {
+        let shown = if room.size() > self.limits.big_room {
             self.limits.big_room.saturating_sub(1)
         } else {
             usize::MAX
@@ -1420,7 +1512,6 @@ impl Core {
             // Up to the last message said before the join: later ones arrive live.
             out.send(id, Event::Page(Cursor::history(name, self.next_serial)));
         }
-        Ok(())
     }
 
     fn part(&mut self, id: ClientId, key: usize, reason: Option<String>, out: &mut Outbox) {
@@ -1439,7 +1530,7 @@ impl Core {
                 reason: reason.clone(),
             }));
         }
-        if room.members.len() > self.limits.big_room {
+        if room.size() > self.limits.big_room {
             out.send(id, event);
         } else {
             out.send_many(room.members.iter().copied(), event);
@@ -1501,10 +1592,13 @@ impl Core {
         });
         let event = Event::TopicChanged {
             room: room.name.clone(),
-            by,
+            by: by.clone(),
             topic: text,
         };
         out.send_many(room.members.iter().copied(), event);
+        if self.cluster {
+            self.share_topic(key, &by, now, out);
+        }
         Ok(())
     }
 
@@ -1571,9 +1665,8 @@ impl Core {
         };
         let mut all: Vec<ClientId> = user
             .room_keys()
-            .map(|k| &self.rooms[k].members)
-            .filter(|members| members.len() <= self.limits.big_room)
-            .flat_map(|members| members.iter().copied())
+            .filter(|&k| self.rooms[k].size() <= self.limits.big_room)
+            .flat_map(|k| self.rooms[k].members.iter().copied())
             .collect();
         all.sort_unstable();
         all.dedup();
@@ -1596,17 +1689,23 @@ impl Core {
                 m.slot = slot;
             }
         }
-        if self.cluster && self.rooms[key].members.is_empty() {
-            out.note(cluster::Note::Unsubscribe(
-                fold(&self.rooms[key].name).into(),
-            ));
+        if self.cluster {
+            // This node's entry in the shared member list (the last one out deletes the
+            // room's shared state).
+            out.note(cluster::Note::Member {
+                room: fold(&self.rooms[key].name).into(),
+                drop: Some(fold(nick).into()),
+                set: None,
+            });
         }
-        self.drop_if_empty(key);
+        if self.rooms[key].members.is_empty() {
+            self.let_go(key, out);
+        }
     }
 
     fn drop_if_empty(&mut self, key: usize) {
         let room = &self.rooms[key];
-        if room.members.is_empty() && !room.name.eq_ignore_ascii_case(LOBBY) {
+        if !room.in_use() && !room.name.eq_ignore_ascii_case(LOBBY) {
             self.room_keys.remove(&fold(&room.name));
             if let Some(serial) = room.oldest() {
                 self.oldest.remove(&(serial, key));

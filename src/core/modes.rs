@@ -148,7 +148,70 @@ impl RoomModes {
             .join(" ")
     }
 
-    fn banned(&self, who: &Source) -> bool {
+    /// Takes the flags, key and limit of a mode string as [`RoomModes::describe`] writes it
+    /// (with the key): what the cluster keeps of a room. Anything it cannot read is left as
+    /// it was.
+    pub fn load(&mut self, modes: &str) {
+        let mut words = modes.split(' ');
+        let Some(letters) = words.next().and_then(|l| l.strip_prefix('+')) else {
+            return;
+        };
+        let (mut key, mut limit) = (None, None);
+        for c in letters.chars() {
+            match c {
+                'k' => key = words.next().filter(|k| valid_key(k)).map(Arc::from),
+                'l' => limit = words.next().and_then(|n| n.parse().ok()).filter(|&n| n > 0),
+                _ => {}
+            }
+        }
+        self.invite_only = letters.contains('i');
+        self.moderated = letters.contains('m');
+        self.no_outside = letters.contains('n');
+        self.secret = letters.contains('s');
+        self.topic_ops = letters.contains('t');
+        self.key = key;
+        self.limit = limit;
+    }
+
+    /// A mode change made on another node ([`parse_applied`] checked it); `+o`/`+v` are
+    /// for the caller (they name members). Bans past [`MAX_BANS`] are not kept.
+    pub fn apply_remote(&mut self, a: &Applied, by: &Arc<str>, now: Millis) {
+        let set = a.set;
+        match (a.letter, &a.arg) {
+            ('i', _) => {
+                self.invite_only = set;
+                if !set {
+                    self.invited.clear();
+                }
+            }
+            ('m', _) => self.moderated = set,
+            ('n', _) => self.no_outside = set,
+            ('s', _) => self.secret = set,
+            ('t', _) => self.topic_ops = set,
+            ('k', arg) => self.key = arg.clone().filter(|_| set),
+            ('l', arg) => self.limit = arg.as_deref().and_then(|n| n.parse().ok()).filter(|_| set),
+            ('b', Some(mask)) => {
+                let at = self.bans.iter().position(|b| b.mask.eq_ignore_ascii_case(mask));
+                match at {
+                    None if set && self.bans.len() < MAX_BANS => self.bans.push(Ban {
+                        mask: mask.clone(),
+                        by: by.clone(),
+                        at: now,
+                    }),
+                    Some(i) if !set => drop(self.bans.remove(i)),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Sets a member's status as another node told it.
+    pub fn set_remote_status(&mut self, id: ClientId, status: Status) {
+        self.set_status(id, status);
+    }
+
+    pub fn banned(&self, who: &Source) -> bool {
         if self.bans.is_empty() {
             return false;
         }
@@ -216,6 +279,40 @@ pub struct Applied {
     pub arg: Option<Arc<str>>,
 }
 
+/// A mode change as another node sent it (`+o alice`, `-m`, `+k key`, `+l 10`, `+b mask`),
+/// checked as a local one is; `None` for anything else.
+pub fn parse_applied(field: &str) -> Option<Applied> {
+    let (head, arg) = match field.split_once(' ') {
+        Some((h, a)) => (h, Some(a)),
+        None => (field, None),
+    };
+    let mut chars = head.chars();
+    let set = match chars.next()? {
+        '+' => true,
+        '-' => false,
+        _ => return None,
+    };
+    let letter = chars.next()?;
+    if chars.next().is_some() {
+        return None;
+    }
+    let ok = match (letter, set, arg) {
+        ('o' | 'v', _, Some(nick)) => super::names::check_nick(nick).is_ok(),
+        ('i' | 'm' | 'n' | 's' | 't', _, None) => true,
+        ('k', true, Some(k)) => valid_key(k),
+        ('k', false, Some("*")) => true,
+        ('l', true, Some(n)) => n.parse::<u32>().is_ok_and(|n| n > 0),
+        ('l', false, None) => true,
+        ('b', _, Some(mask)) => valid_mask(mask) && mask.len() <= MASK_MAX + 2,
+        _ => false,
+    };
+    ok.then(|| Applied {
+        set,
+        letter,
+        arg: arg.map(Arc::from),
+    })
+}
+
 /// Applied mode changes as one argument list, as IRC's MODE writes them: `+ov-m alice bob`.
 pub fn mode_string(changes: &[Applied]) -> String {
     let mut letters = String::new();
@@ -265,7 +362,7 @@ impl Core {
             return Err(Error::BadKey(name));
         }
         if let Some(limit) = m.limit
-            && room.members.len() >= limit as usize
+            && room.size() >= limit as usize
         {
             return Err(Error::RoomFull(name));
         }
@@ -370,10 +467,14 @@ impl Core {
             }
         }
         if !applied.is_empty() {
+            let by = self.users[&id].source.clone();
+            if self.cluster {
+                self.share_modes(key, &by, &applied, out);
+            }
             let room = &self.rooms[key];
             let event = Event::ModeChanged {
                 room: room.name.clone(),
-                by: self.users[&id].source.clone(),
+                by,
                 changes: applied,
             };
             // A server operator outside the room is told too.
@@ -394,6 +495,26 @@ impl Core {
         let set = change.set;
         let applied = |letter, arg: Option<Arc<str>>| Ok(Some(Applied { set, letter, arg }));
         match change.mode {
+            Mode::Op(ref nick) | Mode::Voice(ref nick) if self.is_remote_member(key, nick) => {
+                // A member on another node: its node is told (`share_modes`) and writes it.
+                let letter = if matches!(change.mode, Mode::Op(_)) {
+                    'o'
+                } else {
+                    'v'
+                };
+                let r = self.rooms[key].remote.get_mut(nick).expect("checked");
+                let flag = if letter == 'o' {
+                    &mut r.status.op
+                } else {
+                    &mut r.status.voice
+                };
+                if *flag == set {
+                    return Ok(None);
+                }
+                *flag = set;
+                let nick = r.source.nick.clone();
+                applied(letter, Some(nick))
+            }
             Mode::Op(nick) => {
                 let target = self.member_named(key, &nick)?;
                 let m = &mut self.rooms[key].modes;
@@ -509,6 +630,9 @@ impl Core {
         out: &mut super::Outbox,
     ) -> Result<(), Error> {
         let key = self.operated(id, name)?;
+        if self.is_remote_member(key, nick) {
+            return self.kick_remote(id, key, nick, reason, out);
+        }
         let target = self.member_named(key, nick)?;
         let by = self.users[&id].source.clone();
         let room = &self.rooms[key];
@@ -523,17 +647,16 @@ impl Core {
                 room, by, reason, ..
             } = &event
         {
-            // Other nodes know no kicks yet: their members see the kicked user part.
-            let why = format!("kicked by {}: {reason}", by.nick);
             out.note(super::cluster::Note::Publish(
-                super::cluster::Shared::Parted {
+                super::cluster::Shared::Kicked {
                     room: room.clone(),
-                    who: self.users[&target].source.clone(),
-                    reason: Some(why.into()),
+                    by: by.clone(),
+                    nick: self.users[&target].source.nick.clone(),
+                    reason: reason.clone(),
                 },
             ));
         }
-        if room.members.len() > self.limits.big_room {
+        if room.size() > self.limits.big_room {
             let both = if target == id {
                 vec![id]
             } else {
@@ -545,6 +668,51 @@ impl Core {
             out.send_many(room.members.iter().copied().chain(outside), event);
         }
         self.remove_from(target, key, out);
+        Ok(())
+    }
+
+    /// Whether `nick` is no local member of room `key` but a member on another node.
+    fn is_remote_member(&self, key: usize, nick: &str) -> bool {
+        let local = self
+            .nicks
+            .get(&fold(nick))
+            .is_some_and(|t| self.users[t].is_in(key));
+        !local && self.remote_member(key, nick).is_some()
+    }
+
+    /// A kick of a member on another node: its node takes it out; here it leaves the list.
+    fn kick_remote(
+        &mut self,
+        id: ClientId,
+        key: usize,
+        nick: &str,
+        reason: Option<String>,
+        out: &mut super::Outbox,
+    ) -> Result<(), Error> {
+        let by = self.users[&id].source.clone();
+        let room = &mut self.rooms[key];
+        let gone = room.remote.remove(nick).expect("a remote member");
+        let reason: Arc<str> = super::names::label(reason.as_deref().unwrap_or(&by.nick)).into();
+        out.note(super::cluster::Note::Publish(
+            super::cluster::Shared::Kicked {
+                room: room.name.clone(),
+                by: by.clone(),
+                nick: gone.source.nick.clone(),
+                reason: reason.clone(),
+            },
+        ));
+        let event = Event::Kicked {
+            room: room.name.clone(),
+            by,
+            nick: gone.source.nick.clone(),
+            reason,
+        };
+        let outside = (!self.users[&id].is_in(key)).then_some(id);
+        if room.size() > self.limits.big_room {
+            out.send(id, event);
+        } else {
+            out.send_many(room.members.iter().copied().chain(outside), event);
+        }
         Ok(())
     }
 

@@ -1833,6 +1833,36 @@ fn won(claim: cluster::NickClaim) -> cluster::ClaimAnswer {
     }
 }
 
+/// `id` joins `room`, a room with no local member, on a clustered core: the join is asked of
+/// the cluster, which answers that it `created` the room (nobody else is in it); the notes
+/// of the completed join are returned.
+fn cluster_join(
+    core: &mut Core,
+    out: &mut Outbox,
+    id: ClientId,
+    room: &str,
+    created: bool,
+) -> Vec<cluster::Note> {
+    out.clear();
+    core.handle(id, Command::Join(room.into()), 0, out);
+    assert!(core.holds_input(id), "its next lines wait for the answer");
+    let request = match &notes(out)[..] {
+        [cluster::Note::Subscribe(_), cluster::Note::Join(r)] | [cluster::Note::Join(r)] => {
+            r.clone()
+        }
+        other => panic!("expected a join asked of the cluster, got {other:?}"),
+    };
+    assert!(out.is_empty(), "nothing told before the answer");
+    let answer = cluster::JoinAnswer {
+        created,
+        members: Vec::new(),
+        state: cluster::RoomState::default(),
+    };
+    core.joined(request, Some(answer), 0, out);
+    assert!(!core.holds_input(id));
+    notes(out)
+}
+
 /// A clustered core (node number 7) with guests A and B, and the notes drained.
 fn cluster_core() -> (Core, Outbox) {
     let mut core = Core::new(CoreLimits::counts(10, 5, 1000), 0);
@@ -2045,25 +2075,30 @@ fn a_cluster_core_subscribes_while_a_room_has_local_members_and_publishes_once()
         core.source(A).unwrap().clone(),
         core.source(B).unwrap().clone(),
     );
-    core.handle(A, Command::Join("#Chat".into()), 0, &mut out);
+    // (The subscription goes with the join asked of the cluster: see `cluster_join`.)
+    assert_eq!(
+        cluster_join(&mut core, &mut out, A, "#Chat", true),
+        [publish(Shared::Joined {
+            room: rc("#Chat"),
+            who: a.clone()
+        })]
+    );
+    core.handle(B, Command::Join("#chat".into()), 0, &mut out);
+    let plain = modes::Status::default();
     assert_eq!(
         notes(&mut out),
         [
-            Note::Subscribe(rc("#chat")),
+            Note::Member {
+                room: rc("#chat"),
+                drop: None,
+                set: Some((b.clone(), plain))
+            },
             publish(Shared::Joined {
                 room: rc("#Chat"),
-                who: a.clone()
+                who: b.clone()
             })
-        ]
-    );
-    core.handle(B, Command::Join("#chat".into()), 0, &mut out);
-    assert_eq!(
-        notes(&mut out),
-        [publish(Shared::Joined {
-            room: rc("#Chat"),
-            who: b.clone()
-        })],
-        "the second member subscribes nothing more"
+        ],
+        "the second member is joined at once, and subscribes nothing more"
     );
     let say = Command::Say {
         room: Some("#chat".into()),
@@ -2091,31 +2126,56 @@ fn a_cluster_core_subscribes_while_a_room_has_local_members_and_publishes_once()
     core.handle(A, part, 0, &mut out);
     assert_eq!(
         notes(&mut out),
-        [publish(Shared::Parted {
-            room: rc("#Chat"),
-            who: a,
-            reason: Some(rc("later"))
-        })]
+        [
+            publish(Shared::Parted {
+                room: rc("#Chat"),
+                who: a,
+                reason: Some(rc("later"))
+            }),
+            Note::Member {
+                room: rc("#chat"),
+                drop: Some(rc("guest1-1")),
+                set: None
+            }
+        ]
     );
-    core.handle(B, Command::Join("#other".into()), 0, &mut out);
-    out.drain_notes();
+    cluster_join(&mut core, &mut out, B, "#other", true);
     core.handle(B, Command::Nick("bee".into()), 0, &mut out);
     let [Note::Claim(claim)] = &notes(&mut out)[..] else {
         panic!("a nick change is a claim first")
     };
     core.claimed(won(claim.clone()), 0, &mut out);
     let bee = core.source(B).unwrap().clone();
+    let op = modes::Status {
+        op: true,
+        voice: false,
+    };
+    // Its entries in the rooms' shared member lists follow (it created #other: `@`).
+    let entry = |room: &str, status| Note::Member {
+        room: rc(room),
+        drop: Some(rc("guest1-2")),
+        set: Some((bee.clone(), status)),
+    };
     assert_eq!(
         notes(&mut out),
-        [publish(Shared::NickChanged {
-            rooms: vec![rc("#Chat"), rc("#other")],
-            old: b,
-            new: rc("bee"),
-        })],
+        [
+            entry("#chat", plain),
+            entry("#other", op),
+            publish(Shared::NickChanged {
+                rooms: vec![rc("#Chat"), rc("#other")],
+                old: b,
+                new: rc("bee"),
+            })
+        ],
         "a guest nick was never claimed: nothing to release"
     );
     let b = bee;
     core.disconnect(B, "bye", 0, &mut out);
+    let gone = |room: &str| Note::Member {
+        room: rc(room),
+        drop: Some(rc("bee")),
+        set: None,
+    };
     assert_eq!(
         notes(&mut out),
         [
@@ -2125,24 +2185,22 @@ fn a_cluster_core_subscribes_while_a_room_has_local_members_and_publishes_once()
                 who: b,
                 reason: rc("bye")
             }),
+            gone("#chat"),
             Note::Unsubscribe(rc("#chat")),
+            gone("#other"),
             Note::Unsubscribe(rc("#other")),
         ]
     );
 }
 
 #[test]
-fn a_kick_is_a_part_for_other_nodes() {
-    let mut core = Core::new(CoreLimits::counts(10, 5, 1000), 0);
-    core.set_cluster(true);
-    let mut out = Outbox::default();
-    core.connect(A, IP, 0, &mut out);
-    core.connect(B, IP, 0, &mut out);
-    core.handle(A, Command::Join("#k".into()), 0, &mut out);
+fn a_kick_crosses_nodes_as_a_kick() {
+    let (mut core, mut out) = cluster_core();
+    cluster_join(&mut core, &mut out, A, "#k", true);
     core.handle(B, Command::Join("#k".into()), 0, &mut out);
     out.drain_notes();
     let (a, b) = (
-        core.nick(A).unwrap().clone(),
+        core.source(A).unwrap().clone(),
         core.source(B).unwrap().clone(),
     );
     let kick = Command::Kick {
@@ -2153,11 +2211,19 @@ fn a_kick_is_a_part_for_other_nodes() {
     core.handle(A, kick, 0, &mut out);
     assert_eq!(
         notes(&mut out),
-        [publish(cluster::Shared::Parted {
-            room: rc("#k"),
-            who: b,
-            reason: Some(format!("kicked by {a}: spam").into()),
-        })]
+        [
+            publish(cluster::Shared::Kicked {
+                room: rc("#k"),
+                by: a,
+                nick: b.nick.clone(),
+                reason: rc("spam"),
+            }),
+            cluster::Note::Member {
+                room: rc("#k"),
+                drop: Some(b.nick.clone()),
+                set: None
+            }
+        ]
     );
 }
 
@@ -2312,7 +2378,7 @@ fn a_room_tagmsg_is_published_once_and_a_remote_one_reaches_every_local_member()
     let mut out = Outbox::default();
     core.connect(A, IP, 0, &mut out);
     core.connect(B, IP, 0, &mut out);
-    core.handle(A, Command::Join("#t".into()), 0, &mut out);
+    cluster_join(&mut core, &mut out, A, "#t", true);
     core.handle(B, Command::Join("#t".into()), 0, &mut out);
     out.drain_notes();
     let a = core.source(A).unwrap().clone();

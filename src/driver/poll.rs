@@ -623,8 +623,9 @@ impl EventLoop {
                 conn.awaiting = Awaiting::Pages;
                 return Flow::Awaiting;
             }
-            if conn.session.input_paused() {
-                // The rest waits, framed or not, until the session has its answer.
+            if conn.session.input_paused() || self.core.holds_input(ClientId(key)) {
+                // The rest waits, framed or not, until the session (or, for a join asked of
+                // the cluster, the core) has its answer.
                 conn.framer.stash(input);
                 conn.awaiting = Awaiting::Session;
                 return Flow::Awaiting;
@@ -747,8 +748,10 @@ impl EventLoop {
         self.received = received;
         let answers = self.backplane.as_mut().map(|b| b.take_answers());
         for answer in answers.into_iter().flatten() {
+            let client = answer.client();
             self.core.answer(answer, self.now.wall, &mut self.outbox);
             self.deliver();
+            self.read_held(client.0);
         }
     }
 
@@ -819,16 +822,22 @@ impl EventLoop {
                 .session
                 .registration(&self.ctx, &mut self.core, refused.as_ref());
             self.apply(key, step);
-            // Its held lines are read again, from where they were left.
-            if let Some(conn) = self.conns.get_mut(key)
-                && conn.awaiting == Awaiting::Session
-                && !conn.session.input_paused()
-            {
-                conn.awaiting = Awaiting::Nothing;
-                if !conn.read_listed {
-                    conn.read_listed = true;
-                    self.to_read.push((key, conn.serial));
-                }
+            self.read_held(key);
+        }
+    }
+
+    /// Reads connection `key`'s held lines again, from where they were left, if neither its
+    /// session nor the core holds them any more.
+    fn read_held(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && conn.awaiting == Awaiting::Session
+            && !conn.session.input_paused()
+            && !self.core.holds_input(ClientId(key))
+        {
+            conn.awaiting = Awaiting::Nothing;
+            if !conn.read_listed {
+                conn.read_listed = true;
+                self.to_read.push((key, conn.serial));
             }
         }
     }

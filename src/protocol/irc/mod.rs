@@ -886,10 +886,13 @@ fn whois(o: &mut Out<'_>, w: &WhoisInfo) {
         let real = real_host(ip);
         o.numeric_with(RPL_WHOISHOST, &[nick], &[&real, &real]);
     }
-    o.numeric(
-        RPL_WHOISIDLE,
-        &[nick, &w.idle_secs, &(w.connected_at / 1000)],
-    );
+    // (0: a user of another node of a cluster, whose times this node does not know.)
+    if w.connected_at != 0 {
+        o.numeric(
+            RPL_WHOISIDLE,
+            &[nick, &w.idle_secs, &(w.connected_at / 1000)],
+        );
+    }
     o.numeric(RPL_ENDOFWHOIS, &[nick]);
 }
 
@@ -978,6 +981,11 @@ pub fn error(o: &mut Out<'_>, e: &Error) {
         Error::NickPending(nick) => {
             o.numeric_with(ERR_UNAVAILRESOURCE, &[&safe(nick)], &[&UNAVAIL_PENDING])
         }
+        Error::RoomClusterDown(room) => o.numeric_with(
+            ERR_UNAVAILRESOURCE,
+            &[&safe(room)],
+            &[&UNAVAIL_ROOM_CLUSTER],
+        ),
         Error::WatchListFull(nicks) => {
             // The nicks not added, as many as one line holds (nicks have no spaces).
             let mut list = nicks.as_str();

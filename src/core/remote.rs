@@ -1,0 +1,737 @@
+//! Rooms that are one room across the nodes of a cluster: created once, with one member list.
+//!
+//! On a clustered core, a join to a room with no local member is asked of the cluster
+//! ([`Note::Join`]): Redis adds the joiner to the room's shared member list and creates the
+//! room if nobody anywhere is in it, atomically, so of two first joiners on two nodes exactly
+//! one is its operator. The core does not wait: it keeps the join as asked (the driver holds
+//! the client's next lines meanwhile: [`Core::holds_input`]) and completes it when the answer
+//! comes ([`Core::joined`]), learning the room's topic, modes, bans and the members of the
+//! other nodes. Joins to a room that has local members proceed at once. The lobby never waits
+//! (it has no operator to decide): its answer only tells who else is there.
+//!
+//! For each room with local members a node keeps its members on other nodes
+//! ([`RemoteMembers`]), from the join answer and then from the joins, parts, kicks, quits and
+//! nick changes other nodes publish, so listings (NAMES, WHO, LIST, `/who`, `/rooms`) show
+//! the whole cluster's members. Topics, modes (operator and voice of members of any node),
+//! kicks of members of other nodes and KILLs cross nodes as [`Shared`] messages; the topic,
+//! modes and bans are kept in Redis too, for later joiners ([`Note::RoomState`]).
+//!
+//! Memory: a remote member costs its room one map entry (its folded nick, a shared `Source`
+//! and a status: about 60 bytes, plus the `Source` itself, about 150 bytes with its strings,
+//! shared by its rooms when they learn of it from one message) and a room keeps at most
+//! [`JOIN_MEMBERS_MAX`] of them.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use super::cluster::{JOIN_MEMBERS_MAX, JoinAnswer, JoinRequest, Note, RoomState, Shared};
+use super::event::{Applied, Ban, ClientId, Error, Event, Millis, Source, Topic, WhoisInfo};
+use super::modes::Status;
+use super::names::{fold, label};
+use super::{Core, LOBBY, Outbox};
+
+/// A member of a room on another node, as its room keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Remote {
+    pub source: Arc<Source>,
+    pub status: Status,
+}
+
+/// A room's members on other nodes, by folded nick (the order listings page in, so that they
+/// merge with the local members' index).
+#[derive(Debug, Default)]
+pub struct RemoteMembers {
+    by_nick: BTreeMap<Box<str>, Remote>,
+}
+
+impl RemoteMembers {
+    /// Adds (or updates) a member; `false` if the room knows [`JOIN_MEMBERS_MAX`] already.
+    pub fn insert(&mut self, source: Arc<Source>, status: Status) -> bool {
+        let key: Box<str> = fold(&source.nick).into();
+        if let Some(known) = self.by_nick.get_mut(&key) {
+            *known = Remote { source, status };
+            return true;
+        }
+        if self.by_nick.len() >= JOIN_MEMBERS_MAX {
+            return false;
+        }
+        self.by_nick.insert(key, Remote { source, status });
+        true
+    }
+
+    pub fn remove(&mut self, nick: &str) -> Option<Remote> {
+        self.by_nick.remove(fold(nick).as_str())
+    }
+
+    pub fn get(&self, nick: &str) -> Option<&Remote> {
+        self.by_nick.get(fold(nick).as_str())
+    }
+
+    pub fn get_mut(&mut self, nick: &str) -> Option<&mut Remote> {
+        self.by_nick.get_mut(fold(nick).as_str())
+    }
+
+    /// `old` is called `new` now (same user, same standing).
+    pub fn rename(&mut self, old: &str, new: &Arc<str>) {
+        if let Some(r) = self.remove(old) {
+            let source = Arc::new(Source {
+                nick: new.clone(),
+                ..(*r.source).clone()
+            });
+            self.insert(source, r.status);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_nick.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_nick.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.by_nick = BTreeMap::new();
+    }
+
+    /// The members after folded nick `after` (from the start for `None`), in folded order.
+    pub fn after<'a>(
+        &'a self,
+        after: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a str, &'a Remote)> + 'a {
+        let from = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        self.by_nick
+            .range::<str, _>((from, Bound::Unbounded))
+            .map(|(k, v)| (&**k, v))
+    }
+}
+
+/// A join asked of the cluster and not answered yet.
+#[derive(Debug)]
+pub(super) struct Joining {
+    serial: u32,
+    /// The room, folded.
+    room: Arc<str>,
+    /// The key given with the join (checked once the room's modes are known).
+    key: Option<Box<str>>,
+}
+
+/// A member's status as the shared member list writes it: `@`, `+` or `-`.
+pub fn status_letter(status: Status) -> char {
+    if status.op {
+        '@'
+    } else if status.voice {
+        '+'
+    } else {
+        '-'
+    }
+}
+
+/// The status a shared member list's letter stands for (`None`: not one of [`status_letter`]'s).
+pub fn letter_status(letter: &str) -> Option<Status> {
+    let (op, voice) = match letter {
+        "@" => (true, false),
+        "+" => (false, true),
+        "-" => (false, false),
+        _ => return None,
+    };
+    Some(Status { op, voice })
+}
+
+/// A room's bans as the cluster keeps them: one `mask by at` a line.
+pub fn bans_field(bans: &[Ban]) -> String {
+    let lines: Vec<String> = bans
+        .iter()
+        .map(|b| format!("{} {} {}", b.mask, b.by, b.at))
+        .collect();
+    lines.join("\n")
+}
+
+impl RoomState {
+    /// The state from a room's hash in Redis (`field`, `value` pairs: `topic`, `topic_by`,
+    /// `topic_at`, `modes`, `bans`; others ignored). What does not read well is left out.
+    pub fn from_fields<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> RoomState {
+        let mut state = RoomState::default();
+        let (mut text, mut by, mut at) = (None, None, None);
+        for (field, value) in fields {
+            match field {
+                "topic" if !value.is_empty() => text = Some(label(value)),
+                "topic_by" => by = Some(value),
+                "topic_at" => at = value.parse().ok(),
+                "modes" => state.modes = Some(value.to_string()),
+                "bans" => {
+                    state.bans = value
+                        .lines()
+                        .filter_map(|l| {
+                            let mut w = l.split(' ');
+                            let (mask, by, at) = (w.next()?, w.next()?, w.next()?.parse().ok()?);
+                            super::modes::valid_mask(mask).then(|| Ban {
+                                mask: mask.into(),
+                                by: label(by).into(),
+                                at,
+                            })
+                        })
+                        .take(super::modes::MAX_BANS)
+                        .collect()
+                }
+                _ => {}
+            }
+        }
+        state.topic = text.map(|text| Topic {
+            text: text.into(),
+            by: label(by.unwrap_or("")).into(),
+            at: at.unwrap_or(0),
+        });
+        state
+    }
+}
+
+impl Core {
+    /// Whether the driver must hold `id`'s next lines: a join of it waits for the cluster's
+    /// answer (so that a `PRIVMSG #room` sent right after `JOIN #room` finds it joined).
+    pub fn holds_input(&self, id: ClientId) -> bool {
+        self.joining.contains_key(&id)
+    }
+
+    /// Whether `id` asked to join the (folded) room and waits for the answer.
+    pub(super) fn is_joining(&self, id: ClientId, folded: &str) -> bool {
+        self.joining
+            .get(&id)
+            .is_some_and(|j| j.iter().any(|j| &*j.room == folded))
+    }
+
+    /// Joins asked of the cluster by `id` and not answered yet.
+    pub(super) fn joins_pending(&self, id: ClientId) -> usize {
+        self.joining.get(&id).map_or(0, Vec::len)
+    }
+
+    /// A join of `id` to a room with no local member (`existing`: the room's key if another
+    /// local user's join to it is under way): asked of the cluster ([`Note::Join`]).
+    pub(super) fn ask_join(
+        &mut self,
+        id: ClientId,
+        name: &str,
+        existing: Option<usize>,
+        given_key: Option<&str>,
+        now: Millis,
+        out: &mut Outbox,
+    ) -> Result<(), Error> {
+        if !self.link_up {
+            return Err(Error::RoomClusterDown(name.to_string()));
+        }
+        let folded: Arc<str> = fold(name).into();
+        let key = match existing {
+            Some(key) => key,
+            None if self.rooms.len() >= self.limits.max_total_rooms => {
+                return Err(Error::ServerRoomsFull {
+                    room: name.to_string(),
+                    max: self.limits.max_total_rooms,
+                });
+            }
+            None => {
+                let limits = &self.limits;
+                let room =
+                    super::room::Room::new(name, limits.history, limits.room_history_bytes, now);
+                let key = self.rooms.insert(room);
+                self.room_keys.insert(folded.to_string(), key);
+                key
+            }
+        };
+        if !self.rooms[key].in_use() {
+            out.note(Note::Subscribe(folded.clone()));
+        }
+        self.rooms[key].pending += 1;
+        let user = &self.users[&id];
+        self.joining.entry(id).or_default().push(Joining {
+            serial: user.serial,
+            room: folded,
+            key: given_key.map(Into::into),
+        });
+        out.note(Note::Join(JoinRequest {
+            client: id,
+            serial: user.serial,
+            room: name.into(),
+            who: user.source.clone(),
+            at: now,
+            wait: true,
+        }));
+        Ok(())
+    }
+
+    /// The cluster's answer to a [`Note::Join`]: the join is completed (the joiner is the
+    /// room's operator if it created it), or refused as a local one would be (the room's
+    /// modes are known now), or refused because Redis could not be asked.
+    pub fn joined(
+        &mut self,
+        request: JoinRequest,
+        answer: Option<JoinAnswer>,
+        now: Millis,
+        out: &mut Outbox,
+    ) {
+        let folded = fold(&request.room);
+        let key = self.room_keys.get(&folded).copied();
+        if !request.wait {
+            // The lobby: joined already; learn who else is there (if anyone here still is).
+            if let (Some(answer), Some(key)) = (answer, key)
+                && !self.rooms[key].members.is_empty()
+            {
+                self.learn(key, answer, true);
+            }
+            return;
+        }
+        let id = request.client;
+        let mut asked = None;
+        if let Some(list) = self.joining.get_mut(&id)
+            && let Some(at) = list
+                .iter()
+                .position(|j| j.serial == request.serial && *j.room == *folded)
+        {
+            asked = Some(list.remove(at));
+            if list.is_empty() {
+                self.joining.remove(&id);
+            }
+        }
+        let undo = |out: &mut Outbox| {
+            out.note(Note::Member {
+                room: folded.as_str().into(),
+                drop: Some(fold(&request.who.nick).into()),
+                set: None,
+            })
+        };
+        let (Some(asked), Some(key)) = (asked, key) else {
+            // Its user left (or the room was let go) meanwhile: take the join back.
+            if answer.is_some() {
+                undo(out);
+            }
+            return;
+        };
+        let result = match answer {
+            None => Err(Error::RoomClusterDown(request.room.to_string())),
+            Some(answer) => {
+                let created = answer.created;
+                let first = self.rooms[key].members.is_empty();
+                self.learn(key, answer, first);
+                if created {
+                    self.crown(key, id);
+                    Ok(())
+                } else {
+                    self.may_join(id, key, asked.key.as_deref())
+                        .inspect_err(|_| undo(out))
+                }
+            }
+        };
+        match result {
+            Ok(()) => {
+                let source = self.users[&id].source.clone();
+                if fold(&source.nick) != fold(&request.who.nick) {
+                    // Renamed while the join was asked: its entry follows.
+                    out.note(Note::Member {
+                        room: folded.as_str().into(),
+                        drop: Some(fold(&request.who.nick).into()),
+                        set: Some((source, self.status_in(key, id))),
+                    });
+                }
+                self.finish_join(id, key, now, out);
+                self.rooms[key].pending -= 1;
+            }
+            Err(e) => {
+                self.rooms[key].pending -= 1;
+                self.let_go(key, out);
+                out.send(id, Event::Error(e));
+            }
+        }
+    }
+
+    /// Takes what a join answer says about room `key`: the members of other nodes, and (if
+    /// `state`: the room has no local member, so the cluster knows better) its topic, modes
+    /// and bans.
+    fn learn(&mut self, key: usize, answer: JoinAnswer, state: bool) {
+        let mine = self.node_number;
+        let room = &mut self.rooms[key];
+        for m in answer.members {
+            if Some(m.node) != mine && !self.nicks.contains_key(&fold(&m.source.nick)) {
+                room.remote.insert(m.source, m.status);
+            }
+        }
+        if !state {
+            return;
+        }
+        let s = answer.state;
+        if s.topic.is_some() || !room.name.eq_ignore_ascii_case(LOBBY) {
+            room.topic = s.topic;
+        }
+        if let Some(modes) = &s.modes {
+            room.modes.load(modes);
+        }
+        room.modes.bans = s.bans;
+    }
+
+    /// Drops room `key` if nobody here is in it or joining it any more (and stops receiving
+    /// it).
+    pub(super) fn let_go(&mut self, key: usize, out: &mut Outbox) {
+        let room = &mut self.rooms[key];
+        if room.in_use() {
+            return;
+        }
+        room.remote.clear();
+        if self.cluster {
+            out.note(Note::Unsubscribe(fold(&room.name).into()));
+        }
+        self.drop_if_empty(key);
+    }
+
+    /// A departing user's joins that wait for an answer are forgotten (the answers will find
+    /// nobody, and take the joins back in Redis).
+    pub(super) fn forget_joins(&mut self, id: ClientId, out: &mut Outbox) {
+        for j in self.joining.remove(&id).unwrap_or_default() {
+            if let Some(&key) = self.room_keys.get(&*j.room) {
+                self.rooms[key].pending -= 1;
+                self.let_go(key, out);
+            }
+        }
+    }
+
+    /// The entry of local member `id` in room `key`'s shared member list, as it is now.
+    pub(super) fn share_member(&self, id: ClientId, key: usize, out: &mut Outbox) {
+        if self.cluster {
+            let source = self.users[&id].source.clone();
+            out.note(Note::Member {
+                room: fold(&self.rooms[key].name).into(),
+                drop: None,
+                set: Some((source, self.status_in(key, id))),
+            });
+        }
+    }
+
+    /// A topic set here, for the other nodes and later joiners.
+    pub(super) fn share_topic(&self, key: usize, by: &Arc<Source>, now: Millis, out: &mut Outbox) {
+        let room = &self.rooms[key];
+        let topic = room.topic.as_ref().map(|t| t.text.clone());
+        out.note(Note::Publish(Shared::Topic {
+            room: room.name.clone(),
+            by: by.clone(),
+            topic: topic.clone(),
+            at: now,
+        }));
+        out.note(Note::RoomState {
+            room: fold(&room.name).into(),
+            fields: vec![
+                ("topic", topic.as_deref().unwrap_or("").to_string()),
+                ("topic_by", by.nick.to_string()),
+                ("topic_at", now.to_string()),
+            ],
+        });
+    }
+
+    /// Mode changes made here, for the other nodes and later joiners (and the shared member
+    /// list's entries of local members whose status changed).
+    pub(super) fn share_modes(
+        &self,
+        key: usize,
+        by: &Arc<Source>,
+        changes: &[Applied],
+        out: &mut Outbox,
+    ) {
+        let room = &self.rooms[key];
+        out.note(Note::Publish(Shared::Modes {
+            room: room.name.clone(),
+            by: by.clone(),
+            changes: changes.to_vec(),
+        }));
+        out.note(Note::RoomState {
+            room: fold(&room.name).into(),
+            fields: vec![
+                ("modes", room.modes.describe(true)),
+                ("bans", bans_field(&room.modes.bans)),
+            ],
+        });
+        for c in changes {
+            if let ('o' | 'v', Some(nick)) = (c.letter, &c.arg)
+                && let Some(&id) = self.nicks.get(&fold(nick))
+                && self.users[&id].is_in(key)
+            {
+                self.share_member(id, key, out);
+            }
+        }
+    }
+
+    /// What another node said about a room's members, topic and modes: the room's list and
+    /// state follow (the caller tells the local members). Whether it was about a room with
+    /// local members.
+    pub(super) fn follow_remote(&mut self, shared: &Shared, now: Millis, out: &mut Outbox) {
+        let key_of = |core: &Core, room: &str| {
+            core.room_keys
+                .get(&fold(room))
+                .copied()
+                .filter(|&k| core.rooms[k].in_use())
+        };
+        match shared {
+            Shared::Joined { room, who } => {
+                if let Some(key) = key_of(self, room) {
+                    self.rooms[key].remote.insert(who.clone(), Status::default());
+                }
+            }
+            Shared::Parted { room, who, .. } => {
+                if let Some(key) = key_of(self, room) {
+                    self.rooms[key].remote.remove(&who.nick);
+                }
+            }
+            Shared::Quit { rooms, who, .. } => {
+                for room in rooms {
+                    if let Some(key) = key_of(self, room) {
+                        self.rooms[key].remote.remove(&who.nick);
+                    }
+                }
+            }
+            Shared::NickChanged { rooms, old, new } => {
+                for room in rooms {
+                    if let Some(key) = key_of(self, room) {
+                        self.rooms[key].remote.rename(&old.nick, new);
+                    }
+                }
+            }
+            Shared::Topic {
+                room,
+                by,
+                topic,
+                at,
+            } => {
+                let Some(key) = key_of(self, room) else {
+                    return;
+                };
+                let r = &mut self.rooms[key];
+                r.topic = topic.clone().map(|text| Topic {
+                    text,
+                    by: by.nick.clone(),
+                    at: *at,
+                });
+                let event = Event::TopicChanged {
+                    room: r.name.clone(),
+                    by: by.clone(),
+                    topic: topic.clone(),
+                };
+                out.send_many(r.members.iter().copied(), event);
+            }
+            Shared::Modes { room, by, changes } => {
+                let Some(key) = key_of(self, room) else {
+                    return;
+                };
+                for c in changes {
+                    self.apply_remote_mode(key, c, &by.nick, now, out);
+                }
+                let r = &self.rooms[key];
+                let event = Event::ModeChanged {
+                    room: r.name.clone(),
+                    by: by.clone(),
+                    changes: changes.clone(),
+                };
+                out.send_many(r.members.iter().copied(), event);
+            }
+            Shared::Kicked {
+                room,
+                by,
+                nick,
+                reason,
+            } => {
+                let Some(key) = key_of(self, room) else {
+                    return;
+                };
+                let target = self.nicks.get(&fold(nick)).copied();
+                let r = &mut self.rooms[key];
+                r.remote.remove(nick);
+                let event = Event::Kicked {
+                    room: r.name.clone(),
+                    by: by.clone(),
+                    nick: nick.clone(),
+                    reason: reason.clone(),
+                };
+                if r.size() > self.limits.big_room {
+                    out.send_many(target, event);
+                } else {
+                    out.send_many(r.members.iter().copied(), event);
+                }
+                if let Some(target) = target
+                    && self.users[&target].is_in(key)
+                {
+                    self.remove_from(target, key, out);
+                }
+            }
+            Shared::Kill { nick, by, reason } => {
+                if let Some(&target) = self.nicks.get(&fold(nick)) {
+                    log::info!(
+                        "{} (on another node) killed {}: {reason}",
+                        by.nick,
+                        self.users[&target].source.nick
+                    );
+                    let (by, reason) = (by.clone(), reason.clone());
+                    out.send(target, Event::Killed { by, reason });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// One mode change another node made in room `key`.
+    fn apply_remote_mode(
+        &mut self,
+        key: usize,
+        change: &Applied,
+        by: &Arc<str>,
+        now: Millis,
+        out: &mut Outbox,
+    ) {
+        let (letter, Some(nick)) = (change.letter, &change.arg) else {
+            return self.rooms[key].modes.apply_remote(change, by, now);
+        };
+        if !matches!(letter, 'o' | 'v') {
+            return self.rooms[key].modes.apply_remote(change, by, now);
+        }
+        let set = |mut s: Status| {
+            if letter == 'o' {
+                s.op = change.set;
+            } else {
+                s.voice = change.set;
+            }
+            s
+        };
+        match self.nicks.get(&fold(nick)).copied() {
+            Some(id) if self.users[&id].is_in(key) => {
+                let status = set(self.status_in(key, id));
+                self.rooms[key].modes.set_remote_status(id, status);
+                // Its entry in the shared list is this node's to write.
+                self.share_member(id, key, out);
+            }
+            _ => {
+                if let Some(r) = self.rooms[key].remote.get_mut(nick) {
+                    r.status = set(r.status);
+                }
+            }
+        }
+    }
+
+    /// Room `key`'s member called `nick` on another node, if it knows one.
+    pub(super) fn remote_member(&self, key: usize, nick: &str) -> Option<&Remote> {
+        self.rooms[key].remote.get(nick)
+    }
+
+    /// WHOIS of a nick no local user holds: what the rooms shared with this node know of it
+    /// (its `nick!user@host`, real name and the rooms it is seen in with its standing there).
+    pub(super) fn remote_whois(&self, asker: ClientId, nick: &str) -> Option<WhoisInfo> {
+        let mut found = None;
+        let mut rooms = Vec::new();
+        for (key, room) in &self.rooms {
+            let Some(r) = room.remote.get(nick) else {
+                continue;
+            };
+            found.get_or_insert_with(|| r.source.clone());
+            if !self.hidden_from(asker, key) {
+                let p = r.status.prefixes().get(..1).unwrap_or("");
+                rooms.push(format!("{p}{}", room.name).into());
+            }
+        }
+        Some(WhoisInfo {
+            source: found?,
+            rooms,
+            away: None,
+            idle_secs: 0,
+            // Not known here: the renderers leave it out.
+            connected_at: 0,
+            address: None,
+            oper: false,
+            secure: false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who(nick: &str) -> Arc<Source> {
+        Source::new(nick, "u", "h", "R")
+    }
+
+    #[test]
+    fn remote_members_keep_folded_order_rename_and_stay_bounded() {
+        let mut m = RemoteMembers::default();
+        for n in ["bob", "Alice", "carol"] {
+            assert!(m.insert(who(n), Status::default()));
+        }
+        let order: Vec<&str> = m.after(None).map(|(k, _)| k).collect();
+        assert_eq!(order, ["alice", "bob", "carol"]);
+        let after: Vec<&str> = m.after(Some("alice")).map(|(k, _)| k).collect();
+        assert_eq!(after, ["bob", "carol"]);
+        m.rename("BOB", &"Zed".into());
+        assert_eq!(&*m.get("zed").unwrap().source.nick, "Zed");
+        assert!(m.get("bob").is_none());
+        assert_eq!(m.len(), 3);
+        let op = Status {
+            op: true,
+            voice: false,
+        };
+        assert!(m.insert(who("alice"), op), "an update");
+        assert_eq!(m.len(), 3);
+        assert!(m.get("ALICE").unwrap().status.op);
+        for i in 0..JOIN_MEMBERS_MAX {
+            m.insert(who(&format!("n{i}")), Status::default());
+        }
+        assert_eq!(m.len(), JOIN_MEMBERS_MAX);
+        assert!(!m.insert(who("late"), Status::default()), "bounded");
+        assert!(m.remove("Zed").is_some());
+        m.clear();
+        assert!(m.is_empty());
+    }
+
+    #[test]
+    fn status_letters_read_back() {
+        for (op, voice) in [(false, false), (true, false), (false, true)] {
+            let s = Status { op, voice };
+            assert_eq!(letter_status(&status_letter(s).to_string()), Some(s));
+        }
+        assert_eq!(status_letter(Status { op: true, voice: true }), '@');
+        assert_eq!(letter_status("x"), None);
+    }
+
+    #[test]
+    fn room_state_reads_back_what_the_core_writes() {
+        let bans = vec![
+            Ban {
+                mask: "bad!*@*".into(),
+                by: "op".into(),
+                at: 5,
+            },
+            Ban {
+                mask: "*!*@evil.ip".into(),
+                by: "op2".into(),
+                at: 7,
+            },
+        ];
+        let field = bans_field(&bans);
+        let state = RoomState::from_fields([
+            ("founded", "1 alice 3"),
+            ("topic", "hello there"),
+            ("topic_by", "alice"),
+            ("topic_at", "42"),
+            ("modes", "+mntk sesame"),
+            ("bans", field.as_str()),
+        ]);
+        assert_eq!(
+            state.topic,
+            Some(Topic {
+                text: "hello there".into(),
+                by: "alice".into(),
+                at: 42
+            })
+        );
+        assert_eq!(state.modes.as_deref(), Some("+mntk sesame"));
+        assert_eq!(state.bans, bans);
+        // A cleared topic, a bad ban line.
+        let state = RoomState::from_fields([("topic", ""), ("bans", "a b\nx y 1\nok!*@* o 2")]);
+        assert_eq!(state.topic, None);
+        assert_eq!(state.bans.len(), 2);
+    }
+}
