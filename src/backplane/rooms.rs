@@ -291,7 +291,12 @@ mod tests {
                 bulk("junk"),
                 bulk("not an entry"),
             ]),
-            OwnedFrame::Array(vec![bulk("founded"), bulk("1 alice 5"), bulk("topic"), bulk("hi")]),
+            OwnedFrame::Array(vec![
+                bulk("founded"),
+                bulk("1 alice 5"),
+                bulk("topic"),
+                bulk("hi"),
+            ]),
         ]);
         let answer = join_answer(&frame).unwrap();
         assert!(!answer.created);

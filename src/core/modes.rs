@@ -191,7 +191,10 @@ impl RoomModes {
             ('k', arg) => self.key = arg.clone().filter(|_| set),
             ('l', arg) => self.limit = arg.as_deref().and_then(|n| n.parse().ok()).filter(|_| set),
             ('b', Some(mask)) => {
-                let at = self.bans.iter().position(|b| b.mask.eq_ignore_ascii_case(mask));
+                let at = self
+                    .bans
+                    .iter()
+                    .position(|b| b.mask.eq_ignore_ascii_case(mask));
                 match at {
                     None if set && self.bans.len() < MAX_BANS => self.bans.push(Ban {
                         mask: mask.clone(),

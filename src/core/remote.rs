@@ -471,8 +471,11 @@ impl Core {
         };
         match shared {
             Shared::Joined { room, who } => {
+                // (Its status may be known already, from a join answer that crossed this.)
                 if let Some(key) = key_of(self, room) {
-                    self.rooms[key].remote.insert(who.clone(), Status::default());
+                    let remote = &mut self.rooms[key].remote;
+                    let status = remote.get(&who.nick).map(|r| r.status).unwrap_or_default();
+                    remote.insert(who.clone(), status);
                 }
             }
             Shared::Parted { room, who, .. } => {
@@ -613,6 +616,11 @@ impl Core {
         }
     }
 
+    /// Whether a room of this node has a member called `nick` on another node.
+    pub fn remote_nick_known(&self, nick: &str) -> bool {
+        self.rooms.iter().any(|(_, r)| r.remote.get(nick).is_some())
+    }
+
     /// Room `key`'s member called `nick` on another node, if it knows one.
     pub(super) fn remote_member(&self, key: usize, nick: &str) -> Option<&Remote> {
         self.rooms[key].remote.get(nick)
@@ -692,7 +700,13 @@ mod tests {
             let s = Status { op, voice };
             assert_eq!(letter_status(&status_letter(s).to_string()), Some(s));
         }
-        assert_eq!(status_letter(Status { op: true, voice: true }), '@');
+        assert_eq!(
+            status_letter(Status {
+                op: true,
+                voice: true
+            }),
+            '@'
+        );
         assert_eq!(letter_status("x"), None);
     }
 

@@ -5,8 +5,8 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use super::modes::RoomModes;
-use super::remote::RemoteMembers;
 use super::page::folded_cmp;
+use super::remote::RemoteMembers;
 
 use super::event::{ClientId, Millis, MsgKind, Source, Topic};
 

@@ -44,7 +44,8 @@ pub(super) fn whois(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> 
     };
     let nicks = c.targets(nicks, irc::WHOIS_TARGETS, false);
     let nick = nicks.first().copied().unwrap_or("");
-    if c.core.nick_in_use(nick) {
+    // (In a cluster, a user of another node sharing a room with this one is known too.)
+    if c.core.nick_in_use(nick) || c.core.remote_nick_known(nick) {
         c.run(Command::Whois(nick.to_string()));
     } else {
         let nick = irc::safe(nick);
