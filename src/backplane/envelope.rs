@@ -489,6 +489,45 @@ mod tests {
                 kind: MsgKind::Normal,
                 tags: Some("+typing=done".into()),
             }),
+            Shared::Topic {
+                room: "#a".into(),
+                by: alice(),
+                topic: Some("the topic: *".into()),
+                at: 1_700_000_000_000,
+            },
+            Shared::Topic {
+                room: "#a".into(),
+                by: alice(),
+                topic: None,
+                at: 1,
+            },
+            Shared::Modes {
+                room: "#a".into(),
+                by: alice(),
+                changes: [
+                    "+o bob",
+                    "-m",
+                    "+k sesame",
+                    "-k *",
+                    "+l 10",
+                    "-l",
+                    "+b x!*@*",
+                ]
+                .iter()
+                .map(|c| parse_applied(c).unwrap())
+                .collect(),
+            },
+            Shared::Kicked {
+                room: "#a".into(),
+                by: alice(),
+                nick: "bob".into(),
+                reason: "enough".into(),
+            },
+            Shared::Kill {
+                nick: "Bob".into(),
+                by: alice(),
+                reason: "spam".into(),
+            },
         ];
         for (id, shared) in all.into_iter().enumerate() {
             let got = decode_envelope(&encode("node-1", id as u64, &shared)).expect("decodes");
@@ -645,6 +684,28 @@ mod tests {
         assert_eq!(&*who.realname, "[2JBob");
         assert!(reason.len() <= crate::core::names::LABEL_MAX);
         assert!(nick("not a nick").is_none(), "the new nick is checked");
+        let modes = |changes: &[&str]| {
+            let mut parts = vec![FORMAT, "n", "1", "modes", "#a", "bob", "u", "h", "Bob"];
+            parts.extend(changes);
+            let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+            let mut out = Vec::new();
+            encode_array(&mut out, &refs);
+            decode_envelope(&out)
+        };
+        assert!(modes(&["+o alice", "-t"]).is_some());
+        assert!(modes(&[]).is_none(), "at least one change");
+        for bad in [
+            "+x",
+            "o alice",
+            "+o",
+            "+o two words",
+            "+k",
+            "+l 0",
+            "+m arg",
+            "+b a,b",
+        ] {
+            assert!(modes(&[bad]).is_none(), "{bad}");
+        }
         assert!(decode_envelope(b"hello").is_none());
         assert!(decode_envelope(b"*1\r\n$1\r\n").is_none(), "incomplete");
     }

@@ -845,6 +845,33 @@ mod tests {
     }
 
     #[test]
+    fn modes_read_back_from_their_description_and_remote_changes_apply() {
+        let mut m = RoomModes::new();
+        m.load("+imsk sesame");
+        assert!(m.invite_only && m.moderated && m.secret && !m.topic_ops && !m.no_outside);
+        assert_eq!(m.key.as_deref(), Some("sesame"));
+        let mut n = RoomModes::new();
+        n.load(&m.describe(true));
+        assert_eq!(n.describe(true), m.describe(true));
+        n.load("+ntl 12");
+        assert_eq!(n.describe(true), "+ntl 12");
+        n.load("garbage");
+        assert_eq!(n.describe(true), "+ntl 12", "left as it was");
+        let by: Arc<str> = "op".into();
+        for c in ["-t", "+k key", "+b bad!*@*", "+b bad!*@*", "-l"] {
+            n.apply_remote(&parse_applied(c).unwrap(), &by, 3);
+        }
+        assert_eq!(n.describe(true), "+nk key");
+        assert_eq!(n.bans.len(), 1, "a ban set twice is kept once");
+        n.apply_remote(&parse_applied("-b bad!*@*").unwrap(), &by, 4);
+        n.apply_remote(&parse_applied("-k *").unwrap(), &by, 4);
+        assert!(n.bans.is_empty() && n.key.is_none());
+        assert_eq!(parse_applied("+v bob").unwrap().letter, 'v');
+        assert!(parse_applied("+vv bob").is_none());
+        assert!(parse_applied("*o bob").is_none());
+    }
+
+    #[test]
     fn modes_describe_themselves_hiding_the_key_from_outsiders() {
         let mut m = RoomModes::new();
         assert_eq!(m.describe(true), "+nt");

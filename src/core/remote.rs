@@ -29,7 +29,7 @@ use super::cluster::{JOIN_MEMBERS_MAX, JoinAnswer, JoinRequest, Note, RoomState,
 use super::event::{Applied, Ban, ClientId, Error, Event, Millis, Source, Topic, WhoisInfo};
 use super::modes::Status;
 use super::names::{fold, label};
-use super::{Core, LOBBY, Outbox};
+use super::{Core, Outbox};
 
 /// A member of a room on another node, as its room keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -276,10 +276,17 @@ impl Core {
         let key = self.room_keys.get(&folded).copied();
         if !request.wait {
             // The lobby: joined already; learn who else is there (if anyone here still is).
-            if let (Some(answer), Some(key)) = (answer, key)
+            if let (Some(mut answer), Some(key)) = (answer, key)
                 && !self.rooms[key].members.is_empty()
             {
-                self.learn(key, answer, true);
+                // Its local members may have changed its topic meanwhile: the cluster's only
+                // fills a gap.
+                let topic = answer.state.topic.take();
+                self.learn(key, answer, false);
+                let room = &mut self.rooms[key];
+                if room.topic.is_none() {
+                    room.topic = topic;
+                }
             }
             return;
         }
@@ -361,9 +368,7 @@ impl Core {
             return;
         }
         let s = answer.state;
-        if s.topic.is_some() || !room.name.eq_ignore_ascii_case(LOBBY) {
-            room.topic = s.topic;
-        }
+        room.topic = s.topic;
         if let Some(modes) = &s.modes {
             room.modes.load(modes);
         }

@@ -2563,3 +2563,302 @@ fn a_clustered_node_subscribes_to_its_users_nicks_and_sends_a_message_to_another
         [(Error::NoSuchNick(_), _)]
     ));
 }
+
+/// The names (with `@`/`+`) a listing of `room` gives, every page.
+fn listed(core: &Core, room: &str) -> Vec<String> {
+    core.all_pages(Cursor::members(rc(room), Listing::Names))
+        .into_iter()
+        .flat_map(|e| match e {
+            Event::Names { members, .. } => members
+                .into_iter()
+                .map(|m| format!("{}{}", m.status.prefixes(), m.source.nick))
+                .collect::<Vec<_>>(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+fn remote_member(node: u64, nick: &str, op: bool) -> cluster::RemoteMember {
+    cluster::RemoteMember {
+        node,
+        source: Source::new(nick, "u", "elsewhere", "R"),
+        status: modes::Status { op, voice: false },
+    }
+}
+
+/// `id` asks to join `room` (a room with no local member) with `key`; returns the request.
+fn ask(
+    core: &mut Core,
+    out: &mut Outbox,
+    id: ClientId,
+    room: &str,
+    key: Option<&str>,
+) -> cluster::JoinRequest {
+    let command = match key {
+        Some(k) => Command::JoinWithKey {
+            room: room.into(),
+            key: k.into(),
+        },
+        None => Command::Join(room.into()),
+    };
+    core.handle(id, command, 0, out);
+    let found = notes(out).into_iter().find_map(|n| match n {
+        cluster::Note::Join(r) => Some(r),
+        _ => None,
+    });
+    found.expect("a join asked of the cluster")
+}
+
+#[test]
+fn a_join_answered_by_the_cluster_learns_the_room_and_is_checked_against_its_modes() {
+    use cluster::{JoinAnswer, Note, RoomState};
+    let (mut core, mut out) = cluster_core();
+    let me = core.source(A).unwrap().clone();
+    let answer = || JoinAnswer {
+        created: false,
+        members: vec![
+            remote_member(3, "zed", true),
+            remote_member(4, "amy", false),
+            // This node's own entry (the joiner's): skipped.
+            cluster::RemoteMember {
+                node: 7,
+                source: me.clone(),
+                status: modes::Status::default(),
+            },
+        ],
+        state: RoomState {
+            topic: Some(event::Topic {
+                text: rc("shared"),
+                by: rc("zed"),
+                at: 5,
+            }),
+            modes: Some("+ntk sesame".into()),
+            bans: Vec::new(),
+        },
+    };
+    // Without the key the cluster's room wants: refused, and taken back from the shared list.
+    let request = ask(&mut core, &mut out, A, "#r", None);
+    assert!(core.holds_input(A));
+    core.joined(request, Some(answer()), 0, &mut out);
+    assert!(!core.holds_input(A));
+    assert_eq!(
+        cluster_errors(&out),
+        [(Error::BadKey("#r".into()), vec![A])]
+    );
+    assert_eq!(
+        notes(&mut out),
+        [
+            Note::Member {
+                room: rc("#r"),
+                drop: Some(me.nick.clone()),
+                set: None
+            },
+            Note::Unsubscribe(rc("#r"))
+        ]
+    );
+    assert!(!core.room_exists("#r"), "nobody here is in it");
+    // With it: joined, told the topic, listed with the members of the other nodes.
+    out.clear();
+    let request = ask(&mut core, &mut out, A, "#r", Some("sesame"));
+    core.joined(request, Some(answer()), 0, &mut out);
+    assert!(cluster_errors(&out).is_empty());
+    assert!(
+        out.iter()
+            .any(|(e, to)| matches!(e, Event::TopicIs { topic: Some(t), .. }
+        if &*t.text == "shared")
+                && to == [A])
+    );
+    assert_eq!(
+        listed(&core, "#r"),
+        ["amy".to_string(), me.nick.to_string(), "@zed".into()]
+    );
+    assert!(
+        !core.status_in(core.room_keys["#r"], A).op,
+        "not the creator"
+    );
+    // A second local joiner is joined at once, and counts with the others.
+    out.clear();
+    core.handle(
+        B,
+        Command::JoinWithKey {
+            room: "#R".into(),
+            key: "sesame".into(),
+        },
+        0,
+        &mut out,
+    );
+    assert!(!core.holds_input(B));
+    assert_eq!(listed(&core, "#r").len(), 4);
+}
+
+#[test]
+fn a_join_the_cluster_could_not_answer_is_refused_and_one_nobody_waits_for_is_taken_back() {
+    use cluster::{JoinAnswer, Note, RoomState};
+    let (mut core, mut out) = cluster_core();
+    let request = ask(&mut core, &mut out, A, "#x", None);
+    core.joined(request, None, 0, &mut out);
+    assert_eq!(
+        cluster_errors(&out),
+        [(Error::RoomClusterDown("#x".into()), vec![A])]
+    );
+    assert!(!core.room_exists("#x"));
+    // The joiner leaves before the answer: the answer takes its entry back.
+    out.clear();
+    let request = ask(&mut core, &mut out, B, "#y", None);
+    let b = core.source(B).unwrap().nick.clone();
+    core.disconnect(B, "bye", 0, &mut out);
+    assert!(!core.room_exists("#y"));
+    out.drain_notes();
+    let answer = JoinAnswer {
+        created: true,
+        members: Vec::new(),
+        state: RoomState::default(),
+    };
+    out.clear();
+    core.joined(request, Some(answer), 0, &mut out);
+    assert!(out.is_empty());
+    assert_eq!(
+        notes(&mut out),
+        [Note::Member {
+            room: rc("#y"),
+            drop: Some(b),
+            set: None
+        }]
+    );
+    // While the link is down a room with no local member is refused at once.
+    core.tell_cluster_link(false, &mut out);
+    out.clear();
+    core.handle(A, Command::Join("#z".into()), 0, &mut out);
+    assert_eq!(
+        cluster_errors(&out),
+        [(Error::RoomClusterDown("#z".into()), vec![A])]
+    );
+    assert!(!out.has_notes() || notes(&mut out).is_empty());
+}
+
+#[test]
+fn what_other_nodes_say_keeps_the_member_list_status_topic_and_kicks_in_step() {
+    use cluster::{Note, Shared};
+    let (mut core, mut out) = cluster_core();
+    cluster_join(&mut core, &mut out, A, "#f", true);
+    core.handle(B, Command::Join("#f".into()), 0, &mut out);
+    let (a, b) = (
+        core.source(A).unwrap().clone(),
+        core.source(B).unwrap().clone(),
+    );
+    let zed = Source::new("zed", "u", "elsewhere", "Z");
+    core.remote(
+        Shared::Joined {
+            room: rc("#F"),
+            who: zed.clone(),
+        },
+        0,
+        &mut out,
+    );
+    assert_eq!(
+        listed(&core, "#f"),
+        [format!("@{}", a.nick), b.nick.to_string(), "zed".into()]
+    );
+    core.remote(
+        Shared::NickChanged {
+            rooms: vec![rc("#f")],
+            old: zed.clone(),
+            new: rc("zorro"),
+        },
+        0,
+        &mut out,
+    );
+    // zed (now zorro) makes B an operator: B's node writes B's entry.
+    out.drain_notes();
+    let plus_o = modes::Applied {
+        set: true,
+        letter: 'o',
+        arg: Some(b.nick.clone()),
+    };
+    core.remote(
+        Shared::Modes {
+            room: rc("#f"),
+            by: zed.clone(),
+            changes: vec![plus_o],
+        },
+        0,
+        &mut out,
+    );
+    let op = modes::Status {
+        op: true,
+        voice: false,
+    };
+    assert_eq!(
+        notes(&mut out),
+        [Note::Member {
+            room: rc("#f"),
+            drop: None,
+            set: Some((b.clone(), op))
+        }]
+    );
+    assert_eq!(
+        listed(&core, "#f"),
+        [
+            format!("@{}", a.nick),
+            format!("@{}", b.nick),
+            "zorro".into()
+        ]
+    );
+    // A topic from there.
+    out.clear();
+    core.remote(
+        Shared::Topic {
+            room: rc("#f"),
+            by: zed.clone(),
+            topic: Some(rc("far")),
+            at: 9,
+        },
+        0,
+        &mut out,
+    );
+    assert!(out.iter().any(
+        |(e, to)| matches!(e, Event::TopicChanged { topic: Some(t), .. }
+        if &**t == "far")
+            && to == [A, B]
+    ));
+    // A kick of a local member from there: taken out here, its entry dropped here.
+    out.clear();
+    core.remote(
+        Shared::Kicked {
+            room: rc("#f"),
+            by: zed,
+            nick: b.nick.clone(),
+            reason: rc("go"),
+        },
+        0,
+        &mut out,
+    );
+    assert!(
+        out.iter()
+            .any(|(e, to)| matches!(e, Event::Kicked { .. }) && to == [A, B])
+    );
+    assert_eq!(
+        notes(&mut out),
+        [Note::Member {
+            room: rc("#f"),
+            drop: Some(b.nick.clone()),
+            set: None
+        }]
+    );
+    assert_eq!(
+        listed(&core, "#f"),
+        [format!("@{}", a.nick), "zorro".into()]
+    );
+    // A kick of the remote member from here: published, and it leaves the list.
+    out.clear();
+    let kick = Command::Kick {
+        room: Some("#f".into()),
+        nick: "ZORRO".into(),
+        reason: None,
+    };
+    core.handle(A, kick, 0, &mut out);
+    assert!(
+        matches!(&notes(&mut out)[..], [cluster::Note::Publish(Shared::Kicked { nick, .. })] if &**nick == "zorro")
+    );
+    assert_eq!(listed(&core, "#f"), [format!("@{}", a.nick)]);
+}
