@@ -43,6 +43,10 @@ pub struct Remote {
 #[derive(Debug, Default)]
 pub struct RemoteMembers {
     by_nick: BTreeMap<Box<str>, Remote>,
+    /// Folded nicks of members who left while a local join waited for its answer: that
+    /// answer may list them still (Redis took its snapshot before they left), and must not
+    /// bring them back. Emptied when no join waits any more; at most [`JOIN_MEMBERS_MAX`].
+    departed: Vec<Box<str>>,
 }
 
 impl RemoteMembers {
@@ -64,6 +68,30 @@ impl RemoteMembers {
         self.by_nick.remove(fold(nick).as_str())
     }
 
+    /// `nick` left (a part, a kick, a quit, a nick change) while a join's answer is awaited
+    /// (`pending`): remembered, so that the answer does not list it again.
+    pub fn left(&mut self, nick: &str, pending: bool) {
+        self.remove(nick);
+        if pending && self.departed.len() < JOIN_MEMBERS_MAX {
+            self.departed.push(fold(nick).into());
+        }
+    }
+
+    /// Adds a member a join answer lists, unless it left since (see `departed`); `false` if
+    /// it was not added for want of room.
+    pub fn learn(&mut self, source: Arc<Source>, status: Status) -> bool {
+        let key = fold(&source.nick);
+        if self.departed.iter().any(|d| **d == *key) && !self.by_nick.contains_key(key.as_str()) {
+            return true;
+        }
+        self.insert(source, status)
+    }
+
+    /// No join waits for its answer any more: what left meanwhile is forgotten.
+    pub fn settled(&mut self) {
+        self.departed = Vec::new();
+    }
+
     pub fn get(&self, nick: &str) -> Option<&Remote> {
         self.by_nick.get(fold(nick).as_str())
     }
@@ -72,15 +100,23 @@ impl RemoteMembers {
         self.by_nick.get_mut(fold(nick).as_str())
     }
 
-    /// `old` is called `new` now (same user, same standing).
-    pub fn rename(&mut self, old: &str, new: &Arc<str>) {
-        if let Some(r) = self.remove(old) {
-            let source = Arc::new(Source {
-                nick: new.clone(),
-                ..(*r.source).clone()
-            });
-            self.insert(source, r.status);
+    /// `old` is called `new` now (same user, same standing). While a join's answer is
+    /// awaited (`pending`), a member not known yet is added under its new nick (the answer
+    /// may list it under the old one, which is not taken then).
+    pub fn rename(&mut self, old: &Source, new: &Arc<str>, pending: bool) {
+        if pending && self.departed.len() < JOIN_MEMBERS_MAX {
+            self.departed.push(fold(&old.nick).into());
         }
+        let status = match self.remove(&old.nick) {
+            Some(r) => r.status,
+            None if pending => Status::default(),
+            None => return,
+        };
+        let source = Arc::new(Source {
+            nick: new.clone(),
+            ..old.clone()
+        });
+        self.insert(source, status);
     }
 
     pub fn len(&self) -> usize {
@@ -93,6 +129,7 @@ impl RemoteMembers {
 
     pub fn clear(&mut self) {
         self.by_nick = BTreeMap::new();
+        self.departed = Vec::new();
     }
 
     /// The members after folded nick `after` (from the start for `None`), in folded order.
@@ -194,7 +231,7 @@ impl Core {
     /// Whether the driver must hold `id`'s next lines: a join of it waits for the cluster's
     /// answer (so that a `PRIVMSG #room` sent right after `JOIN #room` finds it joined).
     pub fn holds_input(&self, id: ClientId) -> bool {
-        self.joining.contains_key(&id)
+        !self.joining.is_empty() && self.joining.contains_key(&id)
     }
 
     /// Whether `id` asked to join the (folded) room and waits for the answer.
@@ -343,10 +380,10 @@ impl Core {
                     });
                 }
                 self.finish_join(id, key, now, out);
-                self.rooms[key].pending -= 1;
+                self.answered(key);
             }
             Err(e) => {
-                self.rooms[key].pending -= 1;
+                self.answered(key);
                 self.let_go(key, out);
                 out.send(id, Event::Error(e));
             }
@@ -360,8 +397,16 @@ impl Core {
         let mine = self.node_number;
         let room = &mut self.rooms[key];
         for m in answer.members {
-            if Some(m.node) != mine && !self.nicks.contains_key(&fold(&m.source.nick)) {
-                room.remote.insert(m.source, m.status);
+            if Some(m.node) != mine
+                && !self.nicks.contains_key(&fold(&m.source.nick))
+                && !room.remote.learn(m.source, m.status)
+            {
+                log::debug!(
+                    "{}: knows {JOIN_MEMBERS_MAX} members of other nodes already, the most it \
+                     keeps: more are not listed",
+                    room.name
+                );
+                break;
             }
         }
         if !state {
@@ -373,6 +418,15 @@ impl Core {
             room.modes.load(modes);
         }
         room.modes.bans = s.bans;
+    }
+
+    /// One join to room `key` waits no more.
+    fn answered(&mut self, key: usize) {
+        let room = &mut self.rooms[key];
+        room.pending -= 1;
+        if room.pending == 0 {
+            room.remote.settled();
+        }
     }
 
     /// Drops room `key` if nobody here is in it or joining it any more (and stops receiving
@@ -394,7 +448,7 @@ impl Core {
     pub(super) fn forget_joins(&mut self, id: ClientId, out: &mut Outbox) {
         for j in self.joining.remove(&id).unwrap_or_default() {
             if let Some(&key) = self.room_keys.get(&*j.room) {
-                self.rooms[key].pending -= 1;
+                self.answered(key);
                 self.let_go(key, out);
             }
         }
@@ -485,20 +539,23 @@ impl Core {
             }
             Shared::Parted { room, who, .. } => {
                 if let Some(key) = key_of(self, room) {
-                    self.rooms[key].remote.remove(&who.nick);
+                    let r = &mut self.rooms[key];
+                    r.remote.left(&who.nick, r.pending > 0);
                 }
             }
             Shared::Quit { rooms, who, .. } => {
                 for room in rooms {
                     if let Some(key) = key_of(self, room) {
-                        self.rooms[key].remote.remove(&who.nick);
+                        let r = &mut self.rooms[key];
+                        r.remote.left(&who.nick, r.pending > 0);
                     }
                 }
             }
             Shared::NickChanged { rooms, old, new } => {
                 for room in rooms {
                     if let Some(key) = key_of(self, room) {
-                        self.rooms[key].remote.rename(&old.nick, new);
+                        let r = &mut self.rooms[key];
+                        r.remote.rename(old, new, r.pending > 0);
                     }
                 }
             }
@@ -550,7 +607,7 @@ impl Core {
                 };
                 let target = self.nicks.get(&fold(nick)).copied();
                 let r = &mut self.rooms[key];
-                r.remote.remove(nick);
+                r.remote.left(nick, r.pending > 0);
                 let event = Event::Kicked {
                     room: r.name.clone(),
                     by: by.clone(),
@@ -678,7 +735,9 @@ mod tests {
         assert_eq!(order, ["alice", "bob", "carol"]);
         let after: Vec<&str> = m.after(Some("alice")).map(|(k, _)| k).collect();
         assert_eq!(after, ["bob", "carol"]);
-        m.rename("BOB", &"Zed".into());
+        m.rename(&who("BOB"), &"Zed".into(), false);
+        m.rename(&who("nobody"), &"Zed2".into(), false);
+        assert!(m.get("zed2").is_none(), "not a member");
         assert_eq!(&*m.get("zed").unwrap().source.nick, "Zed");
         assert!(m.get("bob").is_none());
         assert_eq!(m.len(), 3);
@@ -697,6 +756,33 @@ mod tests {
         assert!(m.remove("Zed").is_some());
         m.clear();
         assert!(m.is_empty());
+    }
+
+    #[test]
+    fn members_who_left_while_a_join_was_answered_are_not_brought_back_by_the_answer() {
+        let mut m = RemoteMembers::default();
+        m.insert(who("gone"), Status::default());
+        m.left("GONE", true);
+        m.rename(&who("old"), &"new".into(), true);
+        // The answer's snapshot was taken before they left.
+        for n in ["gone", "old", "stays"] {
+            assert!(m.learn(who(n), Status::default()));
+        }
+        let names: Vec<&str> = m.after(None).map(|(k, _)| k).collect();
+        assert_eq!(
+            names,
+            ["new", "stays"],
+            "the renamed one under its new nick"
+        );
+        // Left and came back before the answer: listed.
+        m.left("back", true);
+        m.insert(who("back"), Status::default());
+        m.learn(who("back"), Status::default());
+        assert!(m.get("back").is_some());
+        // Once no join waits, the departed are forgotten.
+        m.settled();
+        m.learn(who("gone"), Status::default());
+        assert!(m.get("gone").is_some());
     }
 
     #[test]
