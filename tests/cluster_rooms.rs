@@ -428,3 +428,47 @@ fn while_redis_is_down_a_new_room_is_refused_and_rooms_with_local_members_work()
         );
     });
 }
+
+#[test]
+fn after_redis_restarted_empty_the_rooms_are_shared_again_as_they_are_now() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "r8:"), redis.node("b", "r8:"));
+    let mut alice = register(&a, "alice");
+    alice.send("JOIN #back\r");
+    joined(&mut alice, "#back");
+    alice.send("TOPIC #back :kept\r");
+    alice.expect_prefix(":alice!alice@");
+    let mut liner = a.join_as("liner", &mut []);
+    liner.send("/join #back");
+    liner.expect_prefix("NAMES #back");
+    alice.expect_prefix(":liner!");
+    redis.restart_after(|| {
+        alice.expect_prefix(":pollchat NOTICE alice :*** The link to the other servers");
+        liner.expect_prefix("NOTICE the link to the other servers");
+        // Said while Redis is away: only its own node knows.
+        liner.send("/part #back");
+        alice.expect_prefix(":liner!");
+    });
+    alice.expect_prefix(":pollchat NOTICE alice :*** The link to the other servers");
+    // Node a tells the new Redis who of it is in #back, and what #back is.
+    redis.wait_for(|r| {
+        let members = hash(r, "r8:members:#back");
+        members.len() == 1 && members[0].0 == "alice" && members[0].1.contains(" @ ")
+    });
+    let state = hash(&redis, "r8:roomstate:#back");
+    assert!(
+        state.contains(&("topic".into(), "kept".into())),
+        "{state:?}"
+    );
+    assert!(state.iter().any(|(f, _)| f == "founded"), "{state:?}");
+    // So a joiner on node b is no second first operator, and learns the topic and alice.
+    let mut bob = register(&b, "bob");
+    bob.send("JOIN #back\r");
+    bob.expect_prefix(":bob!");
+    assert_eq!(bob.line(), ":pollchat 332 bob #back :kept");
+    let mut names = joined(&mut bob, "#back");
+    names.sort();
+    assert_eq!(names, ["@alice", "bob"]);
+}

@@ -317,6 +317,9 @@ pub struct Backplane {
     /// Joins to take back once Redis is back (their answers were lost with the link): at most
     /// one per room a local user tried to join meanwhile.
     to_leave: Vec<rooms::Leave>,
+    /// Rooms this node's last member left while Redis was lost: its entries in their shared
+    /// member lists go once Redis is back (bounded by `--max-total-rooms`).
+    left_while_down: HashSet<Arc<str>>,
 }
 
 impl Backplane {
@@ -377,6 +380,7 @@ impl Backplane {
             to_release: Vec::new(),
             waiting_since: None,
             to_leave: Vec::new(),
+            left_while_down: HashSet::new(),
         })
     }
 
@@ -437,8 +441,14 @@ impl Backplane {
             // Kept for the reconnect: what to subscribe to then. What happens meanwhile
             // reaches local members only.
             match note {
-                Note::Subscribe(room) => drop(self.subscribed.insert(room)),
-                Note::Unsubscribe(room) => drop(self.subscribed.remove(&room)),
+                Note::Subscribe(room) => {
+                    self.left_while_down.remove(&room);
+                    self.subscribed.insert(room);
+                }
+                Note::Unsubscribe(room) => {
+                    self.subscribed.remove(&room);
+                    self.left_while_down.insert(room);
+                }
                 Note::Publish(_) | Note::Tell { .. } => self.lost += 1,
                 Note::Claim(claim) => self.answers.push(Answer::Claim(ClaimAnswer {
                     claim,
@@ -452,7 +462,10 @@ impl Backplane {
                     request,
                     answer: None,
                 }),
-                Note::Member { .. } | Note::RoomState { .. } | Note::Kill { .. } => self.lost += 1,
+                Note::Member { .. }
+                | Note::RoomState { .. }
+                | Note::Kill { .. }
+                | Note::SyncRoom { .. } => self.lost += 1,
             }
             return;
         }
@@ -492,7 +505,8 @@ impl Backplane {
             note @ (Note::Join(_)
             | Note::Member { .. }
             | Note::RoomState { .. }
-            | Note::Kill { .. }) => self.room_note(note),
+            | Note::Kill { .. }
+            | Note::SyncRoom { .. }) => self.room_note(note),
         }
     }
 

@@ -71,6 +71,36 @@ pub const STATE_SCRIPT: &[u8] = b"\
 if redis.call('HEXISTS', KEYS[1], 'founded') == 1 then redis.call('HSET', KEYS[1], unpack(ARGV)) end
 return 0";
 
+/// KEYS: members, roomstate. ARGV: this node's entries' start (`{incarnation} `), founded
+/// value (or empty: do not found), the number N of state field/value pairs, those 2N, then
+/// this node's member field/value pairs. This node's entries become exactly those given; the
+/// room goes if empty, and is founded again with the state if Redis lost it.
+pub const SYNC_SCRIPT: &[u8] = b"\
+local mine = ARGV[1]
+local n = tonumber(ARGV[3])
+local keep = {}
+for i = 4 + 2 * n, #ARGV, 2 do keep[ARGV[i]] = ARGV[i + 1] end
+local cursor = '0'
+repeat
+  local r = redis.call('HSCAN', KEYS[1], cursor, 'COUNT', 1000)
+  cursor = r[1]
+  local kv = r[2]
+  for i = 1, #kv, 2 do
+    if string.sub(kv[i + 1], 1, #mine) == mine and keep[kv[i]] == nil then
+      redis.call('HDEL', KEYS[1], kv[i])
+    end
+  end
+until cursor == '0'
+for f, v in pairs(keep) do redis.call('HSET', KEYS[1], f, v) end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[2])
+elseif ARGV[2] ~= '' and redis.call('HSETNX', KEYS[2], 'founded', ARGV[2]) == 1 and n > 0 then
+  local state = {}
+  for i = 4, 3 + 2 * n do state[#state + 1] = ARGV[i] end
+  redis.call('HSET', KEYS[2], unpack(state))
+end
+return 0";
+
 /// `{prefix}members:{folded room}`.
 pub fn members_key(prefix: &str, folded: &str) -> Vec<u8> {
     format!("{prefix}members:{folded}").into_bytes()
@@ -207,6 +237,44 @@ impl Backplane {
                 self.commands.push(&parts);
                 self.expect.push_back(Expect::Other);
             }
+            Note::SyncRoom {
+                room,
+                members,
+                state,
+            } => {
+                let mine = format!("{} ", self.incarnation);
+                let founded = state.as_ref().map_or(String::new(), |s| {
+                    format!("{} {} {}", self.incarnation, s.founder, s.created_at)
+                });
+                let fields = state.map(|s| s.fields).unwrap_or_default();
+                let entries: Vec<(String, String)> = members
+                    .iter()
+                    .map(|(who, status)| {
+                        let value = member_value(self.incarnation, who, *status);
+                        (fold(&who.nick), value)
+                    })
+                    .collect();
+                let (members, state) = (members_key(&prefix, &room), state_key(&prefix, &room));
+                let n = fields.len().to_string();
+                let mut parts: Vec<&[u8]> = vec![
+                    b"EVAL",
+                    SYNC_SCRIPT,
+                    b"2",
+                    &members,
+                    &state,
+                    mine.as_bytes(),
+                    founded.as_bytes(),
+                    n.as_bytes(),
+                ];
+                for (field, value) in &fields {
+                    parts.extend([field.as_bytes(), value.as_bytes()]);
+                }
+                for (field, value) in &entries {
+                    parts.extend([field.as_bytes(), value.as_bytes()]);
+                }
+                self.commands.push(&parts);
+                self.expect.push_back(Expect::Other);
+            }
             Note::Kill {
                 by,
                 nick,
@@ -235,8 +303,17 @@ impl Backplane {
         self.answers.push(Answer::Join { request, answer });
     }
 
-    /// Sends what [`Backplane::join_answered`] kept to take back (after a reconnect).
+    /// Sends what [`Backplane::join_answered`] kept to take back, and clears this node's
+    /// entries in the rooms its members left while Redis was lost (after a reconnect; the
+    /// core syncs the rooms it still has members in: [`Note::SyncRoom`]).
     pub(super) fn take_back_joins(&mut self) {
+        for room in std::mem::take(&mut self.left_while_down) {
+            self.room_note(Note::SyncRoom {
+                room,
+                members: Vec::new(),
+                state: None,
+            });
+        }
         for (room, nick) in std::mem::take(&mut self.to_leave) {
             self.room_note(Note::Member {
                 room,

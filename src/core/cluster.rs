@@ -155,6 +155,15 @@ pub enum Note {
         room: Arc<str>,
         fields: Vec<(&'static str, String)>,
     },
+    /// After Redis was lost: this node's entries in the shared member list of `room` (folded)
+    /// are exactly `members` now (those of users who left meanwhile go), and the room is
+    /// founded again with `state` if Redis lost it (it restarted empty). Never dropped (one
+    /// per room with local members, once per reconnect).
+    SyncRoom {
+        room: Arc<str>,
+        members: Vec<(Arc<Source>, Status)>,
+        state: Option<SyncState>,
+    },
     /// A server operator's KILL of a nick no local user holds: published on the nick's
     /// channel; if no node receives it, the killer is told there is no such nick.
     Kill {
@@ -163,6 +172,15 @@ pub enum Note {
         from: Arc<Source>,
         reason: Arc<str>,
     },
+}
+
+/// What founds a room again in Redis ([`Note::SyncRoom`]): its founder (a local member),
+/// when it was created, and its topic, modes and bans as fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncState {
+    pub founder: Arc<str>,
+    pub created_at: Millis,
+    pub fields: Vec<(&'static str, String)>,
 }
 
 /// A join asked of the cluster ([`Note::Join`]).

@@ -423,6 +423,10 @@ impl Core {
     pub fn tell_cluster_link(&mut self, up: bool, out: &mut Outbox) {
         self.link_up = up;
         out.send_many(self.users.keys().copied(), Event::ClusterLink { up });
+        if up && self.cluster {
+            // What changed meanwhile (or all of it, if Redis restarted empty).
+            self.sync_rooms(out);
+        }
     }
 
     /// The key of local room `name` if it has local members and is not big (presence is told

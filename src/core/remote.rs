@@ -683,6 +683,38 @@ impl Core {
         self.rooms.iter().any(|(_, r)| r.remote.get(nick).is_some())
     }
 
+    /// After Redis was lost: each room with local members tells the cluster who of this node
+    /// is in it now, and what it is (for a Redis that restarted empty).
+    pub(super) fn sync_rooms(&self, out: &mut Outbox) {
+        for (_, room) in &self.rooms {
+            let Some(&first) = room.members.iter().next() else {
+                continue;
+            };
+            let members = room
+                .members
+                .iter()
+                .map(|&id| (self.users[&id].source.clone(), room.modes.status(id)))
+                .collect();
+            let topic = room.topic.as_ref();
+            let fields = vec![
+                ("topic", topic.map_or("", |t| &*t.text).to_string()),
+                ("topic_by", topic.map_or("", |t| &*t.by).to_string()),
+                ("topic_at", topic.map_or(0, |t| t.at).to_string()),
+                ("modes", room.modes.describe(true)),
+                ("bans", bans_field(&room.modes.bans)),
+            ];
+            out.note(Note::SyncRoom {
+                room: fold(&room.name).into(),
+                members,
+                state: Some(super::cluster::SyncState {
+                    founder: self.users[&first].source.nick.clone(),
+                    created_at: room.created_at,
+                    fields,
+                }),
+            });
+        }
+    }
+
     /// Room `key`'s member called `nick` on another node, if it knows one.
     pub(super) fn remote_member(&self, key: usize, nick: &str) -> Option<&Remote> {
         self.rooms[key].remote.get(nick)

@@ -2862,3 +2862,47 @@ fn what_other_nodes_say_keeps_the_member_list_status_topic_and_kicks_in_step() {
     );
     assert_eq!(listed(&core, "#f"), [format!("@{}", a.nick)]);
 }
+
+#[test]
+fn when_the_cluster_link_is_back_each_room_with_local_members_is_synced() {
+    use cluster::Note;
+    let (mut core, mut out) = cluster_core();
+    cluster_join(&mut core, &mut out, A, "#s", true);
+    core.handle(B, Command::Join("#s".into()), 0, &mut out);
+    core.tell_cluster_link(false, &mut out);
+    core.handle(
+        B,
+        Command::Part {
+            room: None,
+            reason: None,
+        },
+        0,
+        &mut out,
+    );
+    out.drain_notes();
+    core.tell_cluster_link(true, &mut out);
+    let a = core.source(A).unwrap().clone();
+    let op = modes::Status {
+        op: true,
+        voice: false,
+    };
+    let synced: Vec<_> = notes(&mut out)
+        .into_iter()
+        .filter_map(|n| match n {
+            Note::SyncRoom {
+                room,
+                members,
+                state,
+            } => Some((room, members, state)),
+            _ => None,
+        })
+        .collect();
+    // The lobby has nobody of this node (guests of a cluster core join nothing by themselves).
+    assert_eq!(synced.len(), 1, "{synced:?}");
+    let (room, members, state) = &synced[0];
+    assert_eq!(&**room, "#s");
+    assert_eq!(members, &[(a.clone(), op)], "B left meanwhile");
+    let state = state.as_ref().unwrap();
+    assert_eq!(state.founder, a.nick);
+    assert!(state.fields.contains(&("modes", "+nt".to_string())));
+}
