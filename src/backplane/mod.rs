@@ -1,5 +1,6 @@
-//! The cluster backplane: pollchat nodes joined through Redis pub/sub (first part: room
-//! messages, joins, parts, quits and nick changes cross nodes).
+//! The cluster backplane: pollchat nodes joined through Redis pub/sub: room messages, joins,
+//! parts, quits and nick changes cross nodes, nicks are unique, and rooms are one room across
+//! nodes (created once, one member list, topics and modes: [`rooms`]).
 //!
 //! ```text
 //!   clients ──► node A (one mio loop)                      node B (one mio loop) ◄── clients
@@ -64,10 +65,16 @@
 //! told "cluster link down") and released once it is back, as are releases not yet answered:
 //! such a claim may or may not have been made, and releasing it by its value is harmless.
 //!
-//! Not yet (see README, "Cluster"): a shared member list (NAMES, WHO), topics and modes across
-//! nodes, shared history (so no replay of what a node missed), node failure detection (the
-//! nick keys of a node that dies stay until it restarts and cleans up: not yet either), nick
-//! claims made again after a Redis restarted empty.
+//! Rooms ([`rooms`]): a join to a room with no local member is one script on the commands
+//! connection (`HSETNX {prefix}roomstate:{room} founded`, `HSET {prefix}members:{room}`, the
+//! members and state back), answered in order like a claim (`Expect::Join`); each node
+//! writes its own members' entries, and after a reconnect makes them exactly what it has
+//! ([`Note::SyncRoom`]).
+//!
+//! Not yet (see README, "Cluster"): shared history (so no replay of what a node missed), node
+//! failure detection (the nick keys and member entries of a node that dies stay until it
+//! restarts and cleans up: not yet either), nick claims made again after a Redis restarted
+//! empty.
 
 pub mod envelope;
 pub mod redis;

@@ -14,6 +14,12 @@
 //! [`Core::claimed`](super::Core::claimed); the old nick (or that of a user who leaves) is a
 //! [`Note::Release`]. Guests need no claim: their nicks are in their node's own space
 //! ([`is_cluster_guest`]).
+//!
+//! Rooms are the cluster's too (`core::remote`): a join to a room with no local member is a
+//! [`Note::Join`], completed when the [`JoinAnswer`] comes back ([`Answer::Join`]); a local
+//! member's entry in the room's shared member list follows its joins, parts and renames
+//! ([`Note::Member`]); topics, modes, kicks and kills cross as [`Shared`] messages, and the
+//! room's state is kept for later joiners ([`Note::RoomState`]).
 
 use std::sync::Arc;
 

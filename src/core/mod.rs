@@ -7,7 +7,9 @@
 //!
 //! Layout: [`event`] is the vocabulary (commands, events, errors, the outbox), [`names`] the
 //! validation rules, [`room`] and [`user`] the two tables' rows, [`cloak`] the hosts others
-//! see instead of an address, [`nick_delay`] the nicks held after leaving a big room.
+//! see instead of an address, [`nick_delay`] the nicks held after leaving a big room,
+//! [`cluster`] what a core tells and takes from the other nodes of a cluster, and [`remote`]
+//! the rooms shared across those nodes (created once, one member list).
 
 pub mod cloak;
 pub mod cluster;
