@@ -1463,9 +1463,9 @@ impl Core {
 
     /// Makes `id` a member of room `key` (its modes allowed it, and in a cluster the cluster
     /// answered) and tells who must know: the members, the joiner (topic, names, history) and
-    /// the other nodes.
-    fn finish_join(&mut self, id: ClientId, key: usize, now: Millis, out: &mut Outbox) {
-        let _ = now;
+    /// the other nodes. Every join ends here, at once or when the cluster answers (`_now`:
+    /// for what a completed join may have to ask, such as a room's shared history).
+    fn finish_join(&mut self, id: ClientId, key: usize, _now: Millis, out: &mut Outbox) {
         let slot = self.rooms[key].members.push(id);
         if self.cluster && self.rooms[key].members.len() == 1 && self.rooms[key].pending == 0 {
             out.note(cluster::Note::Subscribe(fold(&self.rooms[key].name).into()));
