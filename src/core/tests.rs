@@ -2906,3 +2906,45 @@ fn when_the_cluster_link_is_back_each_room_with_local_members_is_synced() {
     assert_eq!(state.founder, a.nick);
     assert!(state.fields.contains(&("modes", "+nt".to_string())));
 }
+
+#[test]
+fn a_kill_of_a_nick_held_on_another_node_goes_to_its_channel_and_is_carried_out_there() {
+    use cluster::{Note, Shared};
+    let (mut core, mut out) = cluster_core();
+    core.handle(A, Command::MakeOper, 0, &mut out);
+    let a = core.source(A).unwrap().clone();
+    out.clear();
+    out.drain_notes();
+    let kill = Command::Kill {
+        nick: "far".into(),
+        reason: Some("spam".into()),
+    };
+    core.handle(A, kill, 0, &mut out);
+    assert!(out.is_empty(), "told later if nobody holds it");
+    assert_eq!(
+        notes(&mut out),
+        [Note::Kill {
+            by: (A, 0),
+            nick: rc("far"),
+            from: a.clone(),
+            reason: rc("spam"),
+        }]
+    );
+    // On the node holding the nick: its user is killed (closed by the driver).
+    let b = core.nick(B).unwrap().clone();
+    core.remote(
+        Shared::Kill {
+            nick: b.to_ascii_uppercase().into(),
+            by: a,
+            reason: rc("spam"),
+        },
+        0,
+        &mut out,
+    );
+    let killed: Vec<_> = out
+        .iter()
+        .filter(|(e, _)| matches!(e, Event::Killed { reason, .. } if &**reason == "spam"))
+        .map(|(_, to)| to.to_vec())
+        .collect();
+    assert_eq!(killed, [vec![B]]);
+}
