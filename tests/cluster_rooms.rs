@@ -329,11 +329,11 @@ fn operator_status_modes_and_bans_are_shared() {
 }
 
 #[test]
-fn a_kick_of_a_member_on_another_node_and_a_kill_reach_its_node() {
+fn a_kick_of_a_member_on_another_node_reaches_its_node() {
     let Some(redis) = Redis::start() else {
         return;
     };
-    let (a, b) = (oper_node(&redis, "a", "r5:"), redis.node("b", "r5:"));
+    let (a, b) = (redis.node("a", "r5:"), redis.node("b", "r5:"));
     let mut alice = register(&a, "alice");
     alice.send("JOIN #k\r");
     joined(&mut alice, "#k");
@@ -355,8 +355,21 @@ fn a_kick_of_a_member_on_another_node_and_a_kill_reach_its_node() {
     names_become(&mut carol, "#k", &["@alice", "carol"]);
     names_become(&mut alice, "#k", &["@alice", "carol"]);
     redis.wait_for(|r| hash(r, "r5:members:#k").len() == 2);
+}
 
-    // A server operator on node a kills a user of node b.
+#[test]
+fn a_kill_of_a_user_on_another_node_disconnects_it_there() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (oper_node(&redis, "a", "r9:"), redis.node("b", "r9:"));
+    let mut alice = register(&a, "alice");
+    alice.send("JOIN #k\r");
+    joined(&mut alice, "#k");
+    let mut carol = register(&b, "carol");
+    carol.send("JOIN #k\r");
+    joined(&mut carol, "#k");
+    alice.expect_prefix(":carol!");
     alice.send("OPER operuser operpassword\r");
     alice.expect_prefix(":pollchat 381 ");
     alice.send("KILL carol :enough\r");
@@ -366,6 +379,7 @@ fn a_kick_of_a_member_on_another_node_and_a_kill_reach_its_node() {
         "{bye:?}"
     );
     alice.expect_prefix(&format!(":carol!carol@{LOCAL_CLOAK} QUIT "));
+    redis.wait_for(|r| hash(r, "r9:members:#k").len() == 1);
     // A nick nobody holds anywhere: 401, once Redis has answered.
     alice.send("KILL nobody\r");
     assert_eq!(
