@@ -327,6 +327,11 @@ pub struct Backplane {
     /// Rooms this node's last member left while Redis was lost: its entries in their shared
     /// member lists go once Redis is back (bounded by `--max-total-rooms`).
     left_while_down: HashSet<Arc<str>>,
+    /// Room channels SUBSCRIBEd to and not yet confirmed by Redis, and the joins waiting for
+    /// that confirmation (see [`rooms`]): a join is asked only once its node receives what
+    /// the room's other members do next. At most one per room a local user is joining.
+    unconfirmed: HashSet<Vec<u8>>,
+    parked: Vec<(Vec<u8>, crate::core::cluster::JoinRequest)>,
 }
 
 impl Backplane {
@@ -388,6 +393,8 @@ impl Backplane {
             waiting_since: None,
             to_leave: Vec::new(),
             left_while_down: HashSet::new(),
+            unconfirmed: HashSet::new(),
+            parked: Vec::new(),
         })
     }
 
@@ -480,6 +487,7 @@ impl Backplane {
             Note::Subscribe(room) => {
                 let channel = envelope::room_channel(&self.config.prefix, &room);
                 self.subscriptions.push(&[b"SUBSCRIBE", &channel]);
+                self.unconfirmed.insert(channel);
                 self.subscribed.insert(room);
             }
             Note::Unsubscribe(room) => {
@@ -596,8 +604,20 @@ impl Backplane {
         let (node, prefix) = (&self.config.node, &self.config.prefix);
         let (seen, seen_order) = (&mut self.seen, &mut self.seen_order);
         let mut errors = Vec::new();
+        let (unconfirmed, mut confirmed) = (&self.unconfirmed, Vec::new());
         let result = self.subscriptions.read(|frame| match frame {
             OwnedFrame::Array(mut parts) if parts.len() == 3 => {
+                if let [
+                    OwnedFrame::BulkString(kind),
+                    OwnedFrame::BulkString(channel),
+                    _,
+                ] = &parts[..]
+                    && kind == b"subscribe"
+                    && unconfirmed.contains(channel)
+                {
+                    confirmed.push(channel.clone());
+                    return;
+                }
                 let payload = parts.pop();
                 let channel = parts.pop();
                 let is_message = matches!(&parts[0], OwnedFrame::BulkString(k) if k == b"message");
@@ -637,6 +657,9 @@ impl Backplane {
         });
         for e in errors {
             self.redis_error("subscriptions", &e);
+        }
+        for channel in confirmed {
+            self.subscribed_to(&channel);
         }
         match result {
             Ok(end) => self.read_again[1] = end == ReadEnd::Budget,
@@ -784,6 +807,14 @@ impl Backplane {
                 Expect::Release(claim) => self.to_release.push(claim),
                 Expect::Join(request) => self.join_answered(request, None),
             }
+        }
+        // Never asked: refused as a join asked while Redis is lost.
+        self.unconfirmed.clear();
+        for (_, request) in std::mem::take(&mut self.parked) {
+            self.answers.push(Answer::Join {
+                request,
+                answer: None,
+            });
         }
         self.commands.deregister(registry);
         self.subscriptions.deregister(registry);
@@ -1022,6 +1053,47 @@ mod queue_tests {
             "{answers:?}"
         );
         assert_eq!(bp.to_release.len(), 1, "released once Redis is back");
+    }
+
+    #[test]
+    fn a_join_is_asked_once_its_room_subscription_is_confirmed_and_failed_if_redis_is_lost() {
+        use crate::core::cluster::JoinRequest;
+        let (mut bp, poll, _redis) = stalled_backplane();
+        let request = |room: &str| JoinRequest {
+            client: ClientId(3),
+            serial: 1,
+            room: room.into(),
+            who: crate::core::Source::new("alice", "u", "h", "A"),
+            at: 5,
+            wait: true,
+        };
+        bp.note(Note::Subscribe("#a".into()));
+        let before = bp.commands.queued();
+        bp.note(Note::Join(request("#A")));
+        assert_eq!(bp.commands.queued(), before, "parked until subscribed");
+        assert_eq!(bp.parked.len(), 1);
+        // A room subscribed to already (confirmed) is asked at once.
+        bp.note(Note::Join(request("#b")));
+        assert!(bp.commands.queued() > before);
+        let asked = bp.commands.queued();
+        bp.subscribed_to(b"p:room:#a");
+        assert!(bp.parked.is_empty() && bp.commands.queued() > asked);
+        assert!(bp.unconfirmed.is_empty());
+        // Lost before the confirmation: the parked join is refused, and not taken back later
+        // (it was never asked); the asked ones are, once Redis is back.
+        bp.note(Note::Subscribe("#c".into()));
+        bp.note(Note::Join(request("#c")));
+        bp.flush(poll.registry());
+        let wake = bp.retry_at().expect("a wake-up for the stall");
+        bp.tick(wake, poll.registry());
+        assert!(bp.down);
+        let refused = bp
+            .take_answers()
+            .into_iter()
+            .filter(|a| matches!(a, Answer::Join { answer: None, .. }))
+            .count();
+        assert_eq!(refused, 3);
+        assert_eq!(bp.to_leave.len(), 2, "#a and #b were asked");
     }
 
     #[test]

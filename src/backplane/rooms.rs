@@ -189,6 +189,12 @@ impl Backplane {
         match note {
             Note::Join(request) => {
                 let folded = fold(&request.room);
+                let channel = super::envelope::room_channel(&prefix, &folded);
+                if self.unconfirmed.contains(&channel) {
+                    // Asked once the subscription is in place (`subscribed_to`).
+                    self.parked.push((channel, request));
+                    return;
+                }
                 let (members, state) = (members_key(&prefix, &folded), state_key(&prefix, &folded));
                 let who = &request.who;
                 let nick = fold(&who.nick);
@@ -289,6 +295,21 @@ impl Backplane {
                 self.publish(&kill, Some((by, nick)));
             }
             _ => unreachable!("not a room note"),
+        }
+    }
+
+    /// Redis confirmed the subscription to a room's `channel`: from now on this node receives
+    /// what its members do, so the joins waiting for that are asked now. (Asked earlier, a join
+    /// answered by Redis before the SUBSCRIBE took effect could miss a member who joined in
+    /// between: not in the answer, its arrival not received.)
+    pub(super) fn subscribed_to(&mut self, channel: &[u8]) {
+        self.unconfirmed.remove(channel);
+        let (ready, parked): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|(c, _)| c == channel);
+        self.parked = parked;
+        for (_, request) in ready {
+            self.room_note(Note::Join(request));
         }
     }
 

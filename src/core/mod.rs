@@ -1444,8 +1444,13 @@ impl Core {
                 key
             }
         };
-        if self.cluster && lobby && self.rooms[key].members.is_empty() {
-            // Who else is in it is learned from the answer.
+        let first = self.rooms[key].members.is_empty();
+        if self.cluster && !(lobby && first) {
+            self.share_member(id, key, out);
+        }
+        self.finish_join(id, key, now, out);
+        if self.cluster && lobby && first {
+            // Who else is in it is learned from the answer (asked once subscribed).
             out.note(cluster::Note::Join(cluster::JoinRequest {
                 client: id,
                 serial: self.users[&id].serial,
@@ -1454,10 +1459,7 @@ impl Core {
                 at: now,
                 wait: false,
             }));
-        } else if self.cluster {
-            self.share_member(id, key, out);
         }
-        self.finish_join(id, key, now, out);
         Ok(())
     }
 
