@@ -11,7 +11,9 @@
 //!   status `@`), `HSET members`, and the answer: whether it created the room, the members
 //!   (at most [`JOIN_MEMBERS_MAX`], by `HSCAN`, so a huge room costs Redis one bounded step)
 //!   and the room's state. Redis runs a script alone: of two first joiners on two nodes,
-//!   exactly one finds `founded` unset.
+//!   exactly one finds `founded` unset. It is sent only once Redis has confirmed the node's
+//!   SUBSCRIBE to the room's channel (the two connections are not ordered with each other):
+//!   every member who joins after the answer's snapshot is then received.
 //! - A local member's entry changes ([`Note::Member`]: a join to a room with local members, a
 //!   part, a kick, a quit, a nick change, a status change) by [`MEMBER_SCRIPT`]: `HDEL` the old
 //!   field, `HSET` the new, and `DEL roomstate` when the member list is empty (the last member
