@@ -16,9 +16,11 @@
 //! kicks of members of other nodes and KILLs cross nodes as [`Shared`] messages; the topic,
 //! modes and bans are kept in Redis too, for later joiners ([`Note::RoomState`]).
 //!
-//! Memory: a remote member costs its room one map entry (its folded nick, a shared `Source`
-//! and a status: about 60 bytes, plus the `Source` itself, about 150 bytes with its strings,
-//! shared by its rooms when they learn of it from one message) and a room keeps at most
+//! Memory: a remote member costs its room one map entry (its folded nick, a `Source` pointer
+//! and a status: about 80 bytes with the map's own share and the folded nick's allocation),
+//! plus its `Source` (nick, user, host and real name: about 250 bytes for usual lengths, at
+//! most about 600; shared by the rooms that learned of it from one message, such as a join,
+//! and one per room when learned from join answers). A room keeps at most
 //! [`JOIN_MEMBERS_MAX`] of them.
 
 use std::collections::BTreeMap;
