@@ -486,3 +486,27 @@ fn after_redis_restarted_empty_the_rooms_are_shared_again_as_they_are_now() {
     names.sort();
     assert_eq!(names, ["@alice", "bob"]);
 }
+
+#[test]
+fn whois_of_a_user_on_another_node_in_no_shared_room_names_its_node() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "r10:"), redis.node("b", "r10:"));
+    let mut alice = register(&a, "alice");
+    let _bob = register(&b, "bob");
+    alice.send("WHOIS Bob\r");
+    assert_eq!(alice.line(), ":pollchat 311 alice Bob * * * :");
+    assert_eq!(alice.line(), ":pollchat 312 alice Bob b :pollchat");
+    assert_eq!(alice.line(), ":pollchat 318 alice Bob :End of /WHOIS list");
+    let mut liner = a.join_as("liner", &mut []);
+    liner.send("/whois bob");
+    assert_eq!(liner.line(), "NOTICE bob is in: no room");
+    assert_eq!(liner.line(), "NOTICE bob is on server b");
+    // Nobody holds it anywhere: told once Redis has answered.
+    alice.send("WHOIS nobody\r");
+    assert_eq!(
+        alice.line(),
+        ":pollchat 401 alice nobody :No such nick/channel"
+    );
+}

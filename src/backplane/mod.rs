@@ -141,6 +141,9 @@ enum Expect {
     Tell { by: (ClientId, u32), to: Arc<str> },
     /// A join asked of the cluster ([`rooms::JOIN_SCRIPT`]): its answer goes to the core.
     Join(crate::core::cluster::JoinRequest),
+    /// A WHOIS of a nick held elsewhere (`GET` of its key): the node holding it goes to the
+    /// core.
+    Whois { by: (ClientId, u32), nick: Arc<str> },
 }
 
 /// Where the cluster meets and who this node is in it (`--backplane`, `--node`,
@@ -480,6 +483,11 @@ impl Backplane {
                 | Note::RoomState { .. }
                 | Note::Kill { .. }
                 | Note::SyncRoom { .. } => self.lost += 1,
+                Note::Whois { by, nick } => self.answers.push(Answer::Whois {
+                    by,
+                    nick,
+                    node: None,
+                }),
             }
             return;
         }
@@ -521,7 +529,8 @@ impl Backplane {
             | Note::Member { .. }
             | Note::RoomState { .. }
             | Note::Kill { .. }
-            | Note::SyncRoom { .. }) => self.room_note(note),
+            | Note::SyncRoom { .. }
+            | Note::Whois { .. }) => self.room_note(note),
         }
     }
 
@@ -692,6 +701,10 @@ impl Backplane {
                 Some(Expect::Tell { by, to }) if frame == OwnedFrame::Integer(0) => {
                     answers.push(Answer::Undelivered { by, to })
                 }
+                Some(Expect::Whois { by, nick }) => {
+                    let node = rooms::holder_node(&frame);
+                    answers.push(Answer::Whois { by, nick, node })
+                }
                 // PUBLISH answers how many nodes received it, a release whether it deleted:
                 // nothing to do with that.
                 Some(
@@ -806,6 +819,11 @@ impl Backplane {
                 }
                 Expect::Release(claim) => self.to_release.push(claim),
                 Expect::Join(request) => self.join_answered(request, None),
+                Expect::Whois { by, nick } => self.answers.push(Answer::Whois {
+                    by,
+                    nick,
+                    node: None,
+                }),
             }
         }
         // Never asked: refused as a join asked while Redis is lost.

@@ -147,6 +147,17 @@ pub fn parse_member(value: &str) -> Option<RemoteMember> {
     })
 }
 
+/// The node named by a nick key's value (`{node}:{incarnation}:{client}:{serial}`), the
+/// answer to its `GET` (`None`: no such key, or not such a value).
+pub fn holder_node(frame: &OwnedFrame) -> Option<Arc<str>> {
+    let OwnedFrame::BulkString(value) = frame else {
+        return None;
+    };
+    let value = std::str::from_utf8(value).ok()?;
+    let node = value.rsplitn(4, ':').nth(3)?;
+    (!node.is_empty() && !node.contains([' ', '\r', '\n', '\0'])).then(|| node.into())
+}
+
 /// The strings of a flat array of bulk strings (`None` for anything else).
 fn strings(frame: &OwnedFrame) -> Option<Vec<&str>> {
     let OwnedFrame::Array(parts) = frame else {
@@ -283,6 +294,11 @@ impl Backplane {
                 self.commands.push(&parts);
                 self.expect.push_back(Expect::Other);
             }
+            Note::Whois { by, nick } => {
+                let key = self.nick_key(&nick);
+                self.commands.push(&[b"GET", &key]);
+                self.expect.push_back(Expect::Whois { by, nick });
+            }
             Note::Kill {
                 by,
                 nick,
@@ -378,6 +394,18 @@ mod tests {
         ] {
             assert!(parse_member(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_nick_key_names_the_node_holding_it() {
+        let bulk = |s: &str| OwnedFrame::BulkString(s.as_bytes().to_vec());
+        assert_eq!(holder_node(&bulk("b:3:17:2")).as_deref(), Some("b"));
+        assert_eq!(
+            holder_node(&bulk("host:a-1:3:17:2")).as_deref(),
+            Some("host:a-1")
+        );
+        assert_eq!(holder_node(&bulk("3:17:2")), None);
+        assert_eq!(holder_node(&OwnedFrame::Null), None);
     }
 
     #[test]

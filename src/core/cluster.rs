@@ -170,6 +170,10 @@ pub enum Note {
         members: Vec<(Arc<Source>, Status)>,
         state: Option<SyncState>,
     },
+    /// A WHOIS by local user `by` of a nick no local user holds and no room of this node
+    /// lists: whether (and on which node) someone holds it is asked of Redis
+    /// ([`Answer::Whois`]).
+    Whois { by: (ClientId, u32), nick: Arc<str> },
     /// A server operator's KILL of a nick no local user holds: published on the nick's
     /// channel; if no node receives it, the killer is told there is no such nick.
     Kill {
@@ -256,6 +260,13 @@ pub enum Answer {
         request: JoinRequest,
         answer: Option<JoinAnswer>,
     },
+    /// The answer to a [`Note::Whois`]: the node holding the nick (`None`: nobody, or Redis
+    /// could not say).
+    Whois {
+        by: (ClientId, u32),
+        nick: Arc<str>,
+        node: Option<Arc<str>>,
+    },
 }
 
 impl Answer {
@@ -266,6 +277,7 @@ impl Answer {
             Answer::Claim(c) => c.claim.client,
             Answer::Undelivered { by, .. } => by.0,
             Answer::Join { request, .. } => request.client,
+            Answer::Whois { by, .. } => by.0,
         }
     }
 }

@@ -262,6 +262,8 @@ pub struct WhoisInfo {
     pub oper: bool,
     /// Connected over TLS.
     pub secure: bool,
+    /// In a cluster: the node it is on, when another one's and known (`None`: this server).
+    pub node: Option<Arc<str>>,
 }
 
 /// Something a client is told.

@@ -248,6 +248,7 @@ impl Core {
             cluster::Answer::Claim(claim) => self.claimed(claim, now, out),
             cluster::Answer::Undelivered { by, to } => self.undelivered(by, &to, out),
             cluster::Answer::Join { request, answer } => self.joined(request, answer, now, out),
+            cluster::Answer::Whois { by, nick, node } => self.whois_answered(by, &nick, node, out),
         }
     }
 
@@ -1016,8 +1017,16 @@ impl Core {
                 let target = match self.find_nick(&nick) {
                     Ok(target) => target,
                     Err(e) => {
-                        let info = self.remote_whois(id, &nick).ok_or(e)?;
-                        out.send(id, Event::Whois(info));
+                        if let Some(info) = self.remote_whois(id, &nick) {
+                            out.send(id, Event::Whois(info));
+                        } else if self.may_be_elsewhere(&nick) {
+                            // Whether anyone holds it, and on which node: asked of Redis.
+                            let by = (id, self.users[&id].serial);
+                            let nick = nick.as_str().into();
+                            out.note(cluster::Note::Whois { by, nick });
+                        } else {
+                            return Err(e);
+                        }
                         return Ok(());
                     }
                 };
@@ -1045,6 +1054,7 @@ impl Core {
                     address: (target == id || self.users[&id].oper).then_some(user.ip),
                     oper: user.oper,
                     secure: user.secure,
+                    node: None,
                 };
                 out.send(id, Event::Whois(info));
                 Ok(())

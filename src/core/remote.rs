@@ -680,6 +680,44 @@ impl Core {
         }
     }
 
+    /// Whether `nick`, held by no local user, may be held on another node: asked of the
+    /// cluster (a clustered node, its link up).
+    pub fn may_be_elsewhere(&self, nick: &str) -> bool {
+        self.cluster && self.link_up && super::names::check_nick(nick).is_ok()
+    }
+
+    /// The cluster's answer to a WHOIS of a nick held by nobody this node knows: the node
+    /// holding it (what little is known: the nick, and where), or "no such nick".
+    pub(super) fn whois_answered(
+        &mut self,
+        by: (ClientId, u32),
+        nick: &str,
+        node: Option<Arc<str>>,
+        out: &mut Outbox,
+    ) {
+        if self.users.get(&by.0).is_none_or(|u| u.serial != by.1) {
+            return;
+        }
+        let event = match node {
+            Some(node) => Event::Whois(WhoisInfo {
+                source: Source::new(nick, "*", "*", ""),
+                rooms: Vec::new(),
+                away: None,
+                idle_secs: 0,
+                connected_at: 0,
+                address: None,
+                oper: false,
+                secure: false,
+                node: Some(node),
+            }),
+            None => Event::Error(Error::NoSuchNick(super::names::clip(
+                nick,
+                super::names::NICK_MAX + 8,
+            ))),
+        };
+        out.send(by.0, event);
+    }
+
     /// Whether a room of this node has a member called `nick` on another node.
     pub fn remote_nick_known(&self, nick: &str) -> bool {
         self.rooms.iter().any(|(_, r)| r.remote.get(nick).is_some())
@@ -747,6 +785,7 @@ impl Core {
             address: None,
             oper: false,
             secure: false,
+            node: None,
         })
     }
 }

@@ -868,7 +868,7 @@ fn whois(o: &mut Out<'_>, w: &WhoisInfo) {
     let s = &w.source;
     let nick = &s.nick;
     o.numeric_with(RPL_WHOISUSER, &[nick, &s.user, &s.host], &[&s.realname]);
-    let server = o.server;
+    let server = w.node.as_deref().unwrap_or(o.server);
     o.numeric(RPL_WHOISSERVER, &[nick, &server]);
     if !w.rooms.is_empty() {
         o.numeric_list(RPL_WHOISCHANNELS, &[nick], w.rooms.iter().map(|r| &**r));
@@ -1239,6 +1239,7 @@ mod tests {
             address: Some("1234:5678:9abc:def0:1234:5678:9abc:def0".parse().unwrap()),
             oper: true,
             secure: true,
+            node: None,
         });
         let out = render(&whois, "irc.example.org", &"m".repeat(32), false, 0);
         assert_lines_fit(&out);
