@@ -510,3 +510,36 @@ fn whois_of_a_user_on_another_node_in_no_shared_room_names_its_node() {
         ":pollchat 401 alice nobody :No such nick/channel"
     );
 }
+
+#[test]
+fn an_invitation_crosses_nodes_into_an_invitation_only_room() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "r11:"), redis.node("b", "r11:"));
+    let mut alice = register(&a, "alice");
+    alice.send("JOIN #i\r");
+    joined(&mut alice, "#i");
+    alice.send("MODE #i +i\r");
+    alice.expect_prefix(":alice!alice@");
+    let mut bob = register(&b, "bob");
+    bob.send("JOIN #i\r");
+    assert_eq!(bob.line(), ":pollchat 473 bob #i :Cannot join channel (+i)");
+    alice.send("INVITE bob #i\r");
+    assert_eq!(alice.line(), ":pollchat 341 alice bob #i");
+    assert_eq!(
+        bob.line(),
+        format!(":alice!alice@{LOCAL_CLOAK} INVITE bob #i")
+    );
+    bob.send("JOIN #i\r");
+    let mut names = joined(&mut bob, "#i");
+    names.sort();
+    assert_eq!(names, ["@alice", "bob"]);
+    // Nobody holds the nick anywhere: 401, once Redis has answered.
+    alice.send("INVITE nobody #i\r");
+    alice.expect_prefix(":pollchat 341 alice nobody #i");
+    assert_eq!(
+        alice.line(),
+        ":pollchat 401 alice nobody :No such nick/channel"
+    );
+}

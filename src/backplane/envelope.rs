@@ -16,6 +16,7 @@
 //! [ "pollchat/1", origin node, id, "modes", room, nick, user, host, realname, change, change… ]
 //! [ "pollchat/1", origin node, id, "kick", room, nick, user, host, realname, kicked nick, reason ]
 //! [ "pollchat/1", origin node, id, "kill", nick, by nick, user, host, realname, reason ]
+//! [ "pollchat/1", origin node, id, "invite", room, by nick, user, host, realname, nick, keeps ]
 //! ```
 //!
 //! A topic's `at` is milliseconds since the epoch, an empty text clears it. A mode change is
@@ -67,7 +68,9 @@ pub fn channels(prefix: &str, shared: &Shared) -> Vec<Vec<u8>> {
         | Shared::Topic { room, .. }
         | Shared::Modes { room, .. }
         | Shared::Kicked { room, .. } => one(room),
-        Shared::Kill { nick, .. } => vec![user_channel(prefix, &fold(nick))],
+        Shared::Kill { nick, .. } | Shared::Invite { nick, .. } => {
+            vec![user_channel(prefix, &fold(nick))]
+        }
         Shared::Quit { rooms, .. } | Shared::NickChanged { rooms, .. } => rooms
             .iter()
             .map(|r| room_channel(prefix, &fold(r)))
@@ -190,6 +193,16 @@ pub fn encode(origin: &str, id: u64, shared: &Shared) -> Vec<u8> {
             parts.extend([b"kill".as_slice(), nick.as_bytes()]);
             source(&mut parts, by);
             parts.push(reason.as_bytes());
+        }
+        Shared::Invite {
+            room,
+            by,
+            nick,
+            keeps,
+        } => {
+            parts.extend([b"invite".as_slice(), room.as_bytes()]);
+            source(&mut parts, by);
+            parts.extend([nick.as_bytes(), if *keeps { b"1" } else { b"0" }]);
         }
     }
     let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 16).sum());
@@ -406,6 +419,23 @@ pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
                 reason,
             }
         }
+        "invite" => {
+            let room = room(next()?)?;
+            let by = source(&mut next)?;
+            let nick = next()?;
+            check_nick(&nick).ok()?;
+            let keeps = match next()?.as_str() {
+                "1" => true,
+                "0" => false,
+                _ => return None,
+            };
+            Shared::Invite {
+                room,
+                by,
+                nick: nick.into(),
+                keeps,
+            }
+        }
         "kill" => {
             let nick = next()?;
             check_nick(&nick).ok()?;
@@ -527,6 +557,12 @@ mod tests {
                 nick: "Bob".into(),
                 by: alice(),
                 reason: "spam".into(),
+            },
+            Shared::Invite {
+                room: "#i".into(),
+                by: alice(),
+                nick: "bob".into(),
+                keeps: true,
             },
         ];
         for (id, shared) in all.into_iter().enumerate() {

@@ -482,6 +482,7 @@ impl Backplane {
                 Note::Member { .. }
                 | Note::RoomState { .. }
                 | Note::Kill { .. }
+                | Note::Invite { .. }
                 | Note::SyncRoom { .. } => self.lost += 1,
                 Note::Whois { by, nick } => self.answers.push(Answer::Whois {
                     by,
@@ -529,6 +530,7 @@ impl Backplane {
             | Note::Member { .. }
             | Note::RoomState { .. }
             | Note::Kill { .. }
+            | Note::Invite { .. }
             | Note::SyncRoom { .. }
             | Note::Whois { .. }) => self.room_note(note),
         }

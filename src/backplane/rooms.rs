@@ -294,6 +294,12 @@ impl Backplane {
                 self.commands.push(&parts);
                 self.expect.push_back(Expect::Other);
             }
+            Note::Invite { by, invite } => {
+                if let crate::core::cluster::Shared::Invite { nick, .. } = &invite {
+                    let nick = nick.clone();
+                    self.publish(&invite, Some((by, nick)));
+                }
+            }
             Note::Whois { by, nick } => {
                 let key = self.nick_key(&nick);
                 self.commands.push(&[b"GET", &key]);

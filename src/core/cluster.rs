@@ -107,6 +107,14 @@ pub enum Shared {
         nick: Arc<str>,
         reason: Arc<str>,
     },
+    /// `by` invited `nick` into `room` (`keeps`: an invitation-only room, whose operator
+    /// `by` is: the invitation lets `nick` in). Published on the nick's channel.
+    Invite {
+        room: Arc<str>,
+        by: Arc<Source>,
+        nick: Arc<str>,
+        keeps: bool,
+    },
     /// A server operator killed `nick`: published on the nick's channel, so only the node of
     /// its holder receives it, and disconnects it.
     Kill {
@@ -170,6 +178,10 @@ pub enum Note {
         members: Vec<(Arc<Source>, Status)>,
         state: Option<SyncState>,
     },
+    /// An invitation by local user `by` of a nick no local user holds ([`Shared::Invite`]):
+    /// published on the nick's channel; if no node receives it, `by` is told there is no such
+    /// nick.
+    Invite { by: (ClientId, u32), invite: Shared },
     /// A WHOIS by local user `by` of a nick no local user holds and no room of this node
     /// lists: whether (and on which node) someone holds it is asked of Redis
     /// ([`Answer::Whois`]).

@@ -162,6 +162,10 @@ pub struct Core {
     /// In a cluster: joins asked of the cluster and not answered yet, per user (at most
     /// `max_rooms` each: see `core::remote`).
     joining: HashMap<ClientId, Vec<remote::Joining>>,
+    /// In a cluster: invitations of local users into invitation-only rooms by operators of
+    /// other nodes, with the user's serial and the folded room (at most
+    /// [`remote::INVITES_MAX`] a user, the oldest forgotten first).
+    invites: HashMap<ClientId, Vec<(u32, Arc<str>)>>,
 }
 
 /// An IRC registration waiting for the cluster's answer to the claim of its nick: what
@@ -225,6 +229,7 @@ impl Core {
             link_up: true,
             registering: HashMap::new(),
             joining: HashMap::new(),
+            invites: HashMap::new(),
         }
     }
 
@@ -406,7 +411,7 @@ impl Core {
             }
             // Told by `follow_remote`.
             Shared::Topic { .. } | Shared::Modes { .. } | Shared::Kicked { .. } => {}
-            Shared::Kill { .. } => {}
+            Shared::Kill { .. } | Shared::Invite { .. } => {}
         }
     }
 
@@ -667,6 +672,7 @@ impl Core {
                 .chain(registering)
                 .for_each(|c| out.note(cluster::Note::Release(c)));
             self.forget_joins(id, out);
+            self.invites.remove(&id);
         }
         let Some(user) = self.users.remove(&id) else {
             return;

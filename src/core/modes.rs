@@ -355,7 +355,9 @@ impl Core {
         let name = room.name.to_string();
         let m = &room.modes;
         let serial = self.users[&id].serial;
-        let invited = m.invited.contains(&(id, serial));
+        // (In a cluster, an operator of another node may have invited it.)
+        let remote = m.invite_only && self.has_remote_invite(id, &fold(&name));
+        let invited = m.invited.contains(&(id, serial)) || remote;
         if m.invite_only && !invited {
             return Err(Error::InviteOnly(name));
         }
@@ -373,6 +375,9 @@ impl Core {
             return Err(Error::Banned(name));
         }
         self.rooms[key].modes.invited.retain(|&(i, _)| i != id);
+        if remote {
+            self.take_remote_invite(id, &fold(&name));
+        }
         Ok(())
     }
 
@@ -727,7 +732,7 @@ impl Core {
         name: Option<&str>,
         out: &mut super::Outbox,
     ) -> Result<(), Error> {
-        let target = self.find_nick(nick)?;
+        let found = self.find_nick(nick);
         let oper = self.users[&id].oper;
         // A server operator invites into any room, from outside it too.
         let key = self.target_room(id, name, !oper)?;
@@ -735,6 +740,13 @@ impl Core {
         if room.modes.invite_only && !room.modes.is_op(id) && !oper {
             return Err(Error::NotOperator(room.name.to_string()));
         }
+        let target = match found {
+            // In a cluster, a nick held on another node: the invitation goes to its node.
+            Err(Error::NoSuchNick(_)) if self.may_be_elsewhere(nick) => {
+                return self.invite_remote(id, key, nick, out);
+            }
+            found => found?,
+        };
         if self.users[&target].is_in(key) {
             return Err(Error::AlreadyInRoom {
                 nick: self.users[&target].source.nick.to_string(),

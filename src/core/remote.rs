@@ -13,7 +13,8 @@
 //! ([`RemoteMembers`]), from the join answer and then from the joins, parts, kicks, quits and
 //! nick changes other nodes publish, so listings (NAMES, WHO, LIST, `/who`, `/rooms`) show
 //! the whole cluster's members. Topics, modes (operator and voice of members of any node),
-//! kicks of members of other nodes and KILLs cross nodes as [`Shared`] messages; the topic,
+//! kicks of members of other nodes, invitations and KILLs cross nodes as [`Shared`] messages;
+//! the topic,
 //! modes and bans are kept in Redis too, for later joiners ([`Note::RoomState`]).
 //!
 //! Memory: a remote member costs its room one map entry (its folded nick, a `Source` pointer
@@ -148,6 +149,9 @@ impl RemoteMembers {
             .map(|(k, v)| (&**k, v))
     }
 }
+
+/// Invitations from other nodes a user keeps at most (as a room keeps at most 64 of its own).
+pub const INVITES_MAX: usize = 16;
 
 /// A join asked of the cluster and not answered yet.
 #[derive(Debug)]
@@ -627,6 +631,33 @@ impl Core {
                     self.remove_from(target, key, out);
                 }
             }
+            Shared::Invite {
+                room,
+                by,
+                nick,
+                keeps,
+            } => {
+                let Some(&target) = self.nicks.get(&fold(nick)) else {
+                    return;
+                };
+                let user = &self.users[&target];
+                let (serial, to) = (user.serial, user.source.nick.clone());
+                let ignored = user.ignores(by);
+                if *keeps {
+                    let list = self.invites.entry(target).or_default();
+                    let entry = (serial, Arc::from(fold(room)));
+                    if !list.contains(&entry) {
+                        if list.len() >= INVITES_MAX {
+                            list.remove(0);
+                        }
+                        list.push(entry);
+                    }
+                }
+                if !ignored {
+                    let (room, by) = (room.clone(), by.clone());
+                    out.send(target, Event::Invited { room, by, nick: to });
+                }
+            }
             Shared::Kill { nick, by, reason } => {
                 if let Some(&target) = self.nicks.get(&fold(nick)) {
                     log::info!(
@@ -716,6 +747,62 @@ impl Core {
             ))),
         };
         out.send(by.0, event);
+    }
+
+    /// Whether `id` was invited into the (folded) room by an operator of another node.
+    pub(super) fn has_remote_invite(&self, id: ClientId, folded: &str) -> bool {
+        let serial = self.users[&id].serial;
+        self.invites
+            .get(&id)
+            .is_some_and(|l| l.iter().any(|(s, r)| *s == serial && **r == *folded))
+    }
+
+    /// Uses up `id`'s invitation from another node into the (folded) room, if it has one.
+    pub(super) fn take_remote_invite(&mut self, id: ClientId, folded: &str) -> bool {
+        let Some(list) = self.invites.get_mut(&id) else {
+            return false;
+        };
+        let serial = self.users[&id].serial;
+        let Some(at) = list
+            .iter()
+            .position(|(s, r)| *s == serial && **r == *folded)
+        else {
+            return false;
+        };
+        list.remove(at);
+        if list.is_empty() {
+            self.invites.remove(&id);
+        }
+        true
+    }
+
+    /// An invitation into room `key` of a nick no local user holds, by `id` (allowed to give
+    /// it): sent to the nick's node.
+    pub(super) fn invite_remote(
+        &mut self,
+        id: ClientId,
+        key: usize,
+        nick: &str,
+        out: &mut Outbox,
+    ) -> Result<(), Error> {
+        let room = &self.rooms[key];
+        if let Some(r) = room.remote.get(nick) {
+            return Err(Error::AlreadyInRoom {
+                nick: r.source.nick.to_string(),
+                room: room.name.to_string(),
+            });
+        }
+        let invite = Shared::Invite {
+            room: room.name.clone(),
+            by: self.users[&id].source.clone(),
+            nick: nick.into(),
+            keeps: room.modes.invite_only,
+        };
+        let by = (id, self.users[&id].serial);
+        out.note(Note::Invite { by, invite });
+        let (room, nick) = (room.name.clone(), nick.into());
+        out.send(id, Event::Inviting { room, nick });
+        Ok(())
     }
 
     /// Whether a room of this node has a member called `nick` on another node.

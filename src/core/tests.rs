@@ -2948,3 +2948,80 @@ fn a_kill_of_a_nick_held_on_another_node_goes_to_its_channel_and_is_carried_out_
         .collect();
     assert_eq!(killed, [vec![B]]);
 }
+
+#[test]
+fn an_invitation_from_another_node_lets_its_user_into_an_invitation_only_room_once() {
+    use cluster::{JoinAnswer, Note, RoomState, Shared};
+    let (mut core, mut out) = cluster_core();
+    let zed = Source::new("zed", "u", "elsewhere", "Z");
+    let b = core.nick(B).unwrap().clone();
+    let invite = |keeps| Shared::Invite {
+        room: rc("#I"),
+        by: zed.clone(),
+        nick: b.to_ascii_uppercase().into(),
+        keeps,
+    };
+    // One given before +i by any member lets nobody in later.
+    core.remote(invite(false), 0, &mut out);
+    core.remote(invite(true), 0, &mut out);
+    let told = out
+        .iter()
+        .filter(|(e, to)| matches!(e, Event::Invited { room, .. } if &**room == "#I") && *to == [B])
+        .count();
+    assert_eq!(told, 2);
+    let answer = || JoinAnswer {
+        created: false,
+        members: vec![remote_member(3, "zed", true)],
+        state: RoomState {
+            modes: Some("+int".into()),
+            ..RoomState::default()
+        },
+    };
+    out.clear();
+    let request = ask(&mut core, &mut out, B, "#i", None);
+    core.joined(request, Some(answer()), 0, &mut out);
+    assert!(
+        cluster_errors(&out).is_empty(),
+        "{:?}",
+        cluster_errors(&out)
+    );
+    assert_eq!(listed(&core, "#i"), [b.to_string(), "@zed".into()]);
+    // Used up: after a part, B needs another.
+    core.handle(
+        B,
+        Command::Part {
+            room: None,
+            reason: None,
+        },
+        0,
+        &mut out,
+    );
+    out.clear();
+    let request = ask(&mut core, &mut out, B, "#i", None);
+    core.joined(request, Some(answer()), 0, &mut out);
+    assert_eq!(
+        cluster_errors(&out),
+        [(Error::InviteOnly("#i".into()), vec![B])]
+    );
+    // An invitation from here of a nick held elsewhere goes to its node.
+    out.drain_notes();
+    cluster_join(&mut core, &mut out, A, "#own", true);
+    out.clear();
+    let invite = Command::Invite {
+        nick: "far".into(),
+        room: Some("#own".into()),
+    };
+    core.handle(A, invite, 0, &mut out);
+    assert!(
+        out.iter().any(
+            |(e, to)| matches!(e, Event::Inviting { nick, .. } if &**nick == "far") && to == [A]
+        )
+    );
+    assert!(matches!(
+        &notes(&mut out)[..],
+        [Note::Invite {
+            invite: Shared::Invite { keeps: false, .. },
+            ..
+        }]
+    ));
+}
