@@ -14,8 +14,7 @@
 //! nick changes other nodes publish, so listings (NAMES, WHO, LIST, `/who`, `/rooms`) show
 //! the whole cluster's members. Topics, modes (operator and voice of members of any node),
 //! kicks of members of other nodes, invitations and KILLs cross nodes as [`Shared`] messages;
-//! the topic,
-//! modes and bans are kept in Redis too, for later joiners ([`Note::RoomState`]).
+//! the topic, modes and bans are kept in Redis too, for later joiners ([`Note::RoomState`]).
 //!
 //! Memory: a remote member costs its room one map entry (its folded nick, a `Source` pointer
 //! and a status: about 80 bytes with the map's own share and the folded nick's allocation),
