@@ -51,11 +51,13 @@
 //! - [`backplane`]: pollchat nodes joined through Redis pub/sub: two non-blocking Redis
 //!   connections in the event loop's poll (RESP2 through `redis-protocol`), subscribing to the
 //!   rooms with local members, publishing each local room message once, handing what other
-//!   nodes said to the core, and claiming nicks (`SET … NX`) for it, answering later
-//!   ([`core::cluster`] is the core's sans-IO side of it); `backplane::history` keeps room
-//!   history in Redis streams and delivers each room message once across reconnects;
-//!   [`backplane::nodes`] keeps the heartbeats and the registry of live nodes and their users,
-//!   cleans up after a dead node, and resynchronises after Redis comes back.
+//!   nodes said to the core, claiming nicks (`SET … NX`) and joining rooms shared by the
+//!   nodes (one atomic script: created once, one member list: [`backplane::rooms`]) for it,
+//!   answering later ([`core::cluster`] and [`core::remote`] are the core's sans-IO side of
+//!   it); `backplane::history` keeps room history in Redis streams and delivers each room
+//!   message once across reconnects; [`backplane::nodes`] keeps the heartbeats and the
+//!   registry of live nodes and their users, cleans up after a dead node, and resynchronises
+//!   after Redis comes back.
 //! - [`client`]: `pollchat connect`, a terminal client that is itself one mio loop over stdin
 //!   and the socket (over TLS with `--tls`).
 //! - [`limits`]: raising RLIMIT_NOFILE and deriving `--max-clients` from it.

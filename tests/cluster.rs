@@ -132,12 +132,12 @@ fn joins_parts_kicks_quits_and_nick_changes_cross_nodes_each_told_once() {
         format!(":liner!line@{LOCAL_CLOAK} PART #q :see you")
     );
     assert_eq!(dual.line(), "PART #q liner see you");
-    // A kick (liner created #p, so operates it) is a part for the other node.
+    // A kick (liner created #p, so operates it) is a kick on the other node too.
     liner.send("/kick #p dual enough");
     assert_eq!(liner.expect_prefix("KICK #p"), "KICK #p dual liner enough");
     assert_eq!(
         ircer.line(),
-        format!(":dual!line@{LOCAL_CLOAK} PART #p :kicked by liner: enough")
+        format!(":liner!line@{LOCAL_CLOAK} KICK #p dual :enough")
     );
     dual.send("/join #p");
     assert_eq!(ircer.line(), format!(":dual!line@{LOCAL_CLOAK} JOIN #p"));
@@ -689,7 +689,7 @@ fn a_password_protected_redis_takes_the_password_file_and_refuses_a_wrong_one() 
     if Redis::start().is_none() {
         return;
     }
-    let redis = Redis::spawn(free_port(), &["--requirepass", "s3cret pass"]);
+    let redis = Redis::spawn_free(&["--requirepass", "s3cret pass"]);
     let dir = std::env::temp_dir().join(format!("pollchat-bp-pass-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (good, bad, empty) = (dir.join("good"), dir.join("bad"), dir.join("empty"));

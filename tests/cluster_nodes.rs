@@ -291,7 +291,7 @@ fn after_redis_returns_empty_users_keep_their_nicks_and_one_taken_meanwhile_make
     std::fs::create_dir_all(&dir).unwrap();
     let dir_s = dir.to_str().unwrap().to_string();
     {
-        let scratch = Redis::spawn(free_port(), &["--dir", &dir_s, "--dbfilename", "taken.rdb"]);
+        let scratch = Redis::spawn_free(&["--dir", &dir_s, "--dbfilename", "taken.rdb"]);
         scratch.command(&["SET", "r1:nick:lose", "elsewhere:99:1:1"]);
         scratch.command(&["SET", "r1:nick:ircl", "elsewhere:99:2:1"]);
         assert_eq!(
@@ -490,7 +490,7 @@ fn a_redis_that_may_evict_keys_or_refuses_config_is_logged_at_start() {
         return;
     };
     drop(plain);
-    let lru = Redis::spawn(free_port(), &["--maxmemory-policy", "allkeys-lru"]);
+    let lru = Redis::spawn_free(&["--maxmemory-policy", "allkeys-lru"]);
     let node = Node::spawn(&lru, "n");
     let warning = node.expect_log("maxmemory-policy");
     assert!(warning.contains("WARN"), "{warning}");
@@ -498,7 +498,7 @@ fn a_redis_that_may_evict_keys_or_refuses_config_is_logged_at_start() {
         warning.contains("maxmemory-policy is allkeys-lru, not noeviction"),
         "{warning}"
     );
-    let hidden = Redis::spawn(free_port(), &["--rename-command", "CONFIG", ""]);
+    let hidden = Redis::spawn_free(&["--rename-command", "CONFIG", ""]);
     let node = Node::spawn(&hidden, "n");
     let warning = node.expect_log("maxmemory-policy");
     assert!(
@@ -550,7 +550,7 @@ fn a_redis_blocked_past_the_heartbeat_ttl_gets_nobody_taken_for_dead() {
     if Redis::start().is_none() {
         return;
     }
-    let redis = Redis::spawn(free_port(), &["--enable-debug-command", "yes"]);
+    let redis = Redis::spawn_free(&["--enable-debug-command", "yes"]);
     let (a, b) = (redis.node("a", "s1:"), redis.node("b", "s1:"));
     let mut x = a.join_as("x", &mut []);
     redis.wait_for(|r| r.subscribers("s1:room:#lobby") == 1);

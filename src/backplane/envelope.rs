@@ -12,7 +12,15 @@
 //! [ "pollchat/1", origin node, id, "quit", nick, user, host, realname, reason, room, room… ]
 //! [ "pollchat/1", origin node, id, "nick", nick, user, host, realname, new nick, room, room… ]
 //! [ "pollchat/1", origin node, id, "priv", to nick, kind, nick, user, host, realname, tags, text, msgid ]
+//! [ "pollchat/1", origin node, id, "topic", room, nick, user, host, realname, at, text ]
+//! [ "pollchat/1", origin node, id, "modes", room, nick, user, host, realname, change, change… ]
+//! [ "pollchat/1", origin node, id, "kick", room, nick, user, host, realname, kicked nick, reason ]
+//! [ "pollchat/1", origin node, id, "kill", nick, by nick, user, host, realname, reason ]
+//! [ "pollchat/1", origin node, id, "invite", room, by nick, user, host, realname, nick, keeps ]
 //! ```
+//!
+//! A topic's `at` is milliseconds since the epoch, an empty text clears it. A mode change is
+//! one field, its sign, its letter and its argument if any: `+o alice`, `-m`, `+k key`.
 //!
 //! `id` numbers what a node publishes (decimal); a quit or a nick change is published on the
 //! channel of each of its rooms with the same id, and a node that receives it several times
@@ -29,8 +37,9 @@ use redis_protocol::resp2::encode::encode_borrowed;
 use redis_protocol::resp2::types::BorrowedFrame;
 
 use crate::core::cluster::{PrivateMessage, RoomMessage, Shared};
+use crate::core::modes::parse_applied;
 use crate::core::names::{check_nick, check_room, fold, label};
-use crate::core::{MsgKind, Source};
+use crate::core::{Applied, MsgKind, Source};
 
 /// The first element of every envelope: the format's name and version.
 pub const FORMAT: &str = "pollchat/1";
@@ -53,8 +62,14 @@ pub fn channels(prefix: &str, shared: &Shared) -> Vec<Vec<u8>> {
     let one = |room: &str| vec![room_channel(prefix, &fold(room))];
     match shared {
         Shared::Message(msg) => one(&msg.room),
-        Shared::TagMsg { room, .. } | Shared::Joined { room, .. } | Shared::Parted { room, .. } => {
-            one(room)
+        Shared::TagMsg { room, .. }
+        | Shared::Joined { room, .. }
+        | Shared::Parted { room, .. }
+        | Shared::Topic { room, .. }
+        | Shared::Modes { room, .. }
+        | Shared::Kicked { room, .. } => one(room),
+        Shared::Kill { nick, .. } | Shared::Invite { nick, .. } => {
+            vec![user_channel(prefix, &fold(nick))]
         }
         Shared::Quit { rooms, .. } | Shared::NickChanged { rooms, .. } => rooms
             .iter()
@@ -84,6 +99,15 @@ fn kind_name(kind: MsgKind) -> &'static str {
     }
 }
 
+/// A mode change as an envelope field: `+o alice`, `-m`.
+pub fn applied_field(a: &Applied) -> String {
+    let sign = if a.set { '+' } else { '-' };
+    match &a.arg {
+        Some(arg) => format!("{sign}{} {arg}", a.letter),
+        None => format!("{sign}{}", a.letter),
+    }
+}
+
 /// The envelope of `shared`, the `id`th thing node `origin` published.
 pub fn encode(origin: &str, id: u64, shared: &Shared) -> Vec<u8> {
     let id = id.to_string();
@@ -93,6 +117,7 @@ pub fn encode(origin: &str, id: u64, shared: &Shared) -> Vec<u8> {
         | Shared::TagMsg { msgid, .. } => msgid.to_string(),
         _ => String::new(),
     };
+    let (at, changes);
     let mut parts: Vec<&[u8]> = vec![FORMAT.as_bytes(), origin.as_bytes(), id.as_bytes()];
     fn source<'a>(parts: &mut Vec<&'a [u8]>, who: &'a Source) {
         parts.extend([&*who.nick, &*who.user, &*who.host, &*who.realname].map(str::as_bytes));
@@ -142,6 +167,53 @@ pub fn encode(origin: &str, id: u64, shared: &Shared) -> Vec<u8> {
             parts.push(msg.tags.as_deref().unwrap_or("").as_bytes());
             parts.push(msg.text.as_bytes());
             parts.push(msgid.as_bytes());
+        }
+        Shared::Topic {
+            room,
+            by,
+            topic,
+            at: when,
+        } => {
+            parts.extend([b"topic".as_slice(), room.as_bytes()]);
+            source(&mut parts, by);
+            at = when.to_string();
+            parts.push(at.as_bytes());
+            parts.push(topic.as_deref().unwrap_or("").as_bytes());
+        }
+        Shared::Modes {
+            room,
+            by,
+            changes: applied,
+        } => {
+            parts.extend([b"modes".as_slice(), room.as_bytes()]);
+            source(&mut parts, by);
+            changes = applied.iter().map(applied_field).collect::<Vec<_>>();
+            parts.extend(changes.iter().map(|c| c.as_bytes()));
+        }
+        Shared::Kicked {
+            room,
+            by,
+            nick,
+            reason,
+        } => {
+            parts.extend([b"kick".as_slice(), room.as_bytes()]);
+            source(&mut parts, by);
+            parts.extend([nick.as_bytes(), reason.as_bytes()]);
+        }
+        Shared::Kill { nick, by, reason } => {
+            parts.extend([b"kill".as_slice(), nick.as_bytes()]);
+            source(&mut parts, by);
+            parts.push(reason.as_bytes());
+        }
+        Shared::Invite {
+            room,
+            by,
+            nick,
+            keeps,
+        } => {
+            parts.extend([b"invite".as_slice(), room.as_bytes()]);
+            source(&mut parts, by);
+            parts.extend([nick.as_bytes(), if *keeps { b"1" } else { b"0" }]);
         }
     }
     let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 16).sum());
@@ -326,6 +398,75 @@ pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
             };
             return Some(Received { origin, id, shared });
         }
+        "topic" => {
+            let room = room(next()?)?;
+            let by = source(&mut next)?;
+            let at = next()?.parse().ok()?;
+            let text = next()?;
+            Shared::Topic {
+                room,
+                by,
+                topic: (!text.is_empty()).then(|| Arc::from(label(&text))),
+                at,
+            }
+        }
+        "modes" => {
+            let room = room(next()?)?;
+            let by = source(&mut next)?;
+            let mut changes = Vec::new();
+            while let Some(c) = next() {
+                changes.push(parse_applied(&c)?);
+            }
+            if changes.is_empty() || changes.len() > 64 {
+                return None;
+            }
+            return Some(Received {
+                origin,
+                id,
+                shared: Shared::Modes { room, by, changes },
+            });
+        }
+        "kick" => {
+            let room = room(next()?)?;
+            let by = source(&mut next)?;
+            let nick = next()?;
+            check_nick(&nick).ok()?;
+            let reason = label(&next()?).into();
+            Shared::Kicked {
+                room,
+                by,
+                nick: nick.into(),
+                reason,
+            }
+        }
+        "invite" => {
+            let room = room(next()?)?;
+            let by = source(&mut next)?;
+            let nick = next()?;
+            check_nick(&nick).ok()?;
+            let keeps = match next()?.as_str() {
+                "1" => true,
+                "0" => false,
+                _ => return None,
+            };
+            Shared::Invite {
+                room,
+                by,
+                nick: nick.into(),
+                keeps,
+            }
+        }
+        "kill" => {
+            let nick = next()?;
+            check_nick(&nick).ok()?;
+            let by = source(&mut next)?;
+            let reason = label(&next()?).into();
+            Shared::Kill {
+                nick: nick.into(),
+                by,
+                reason,
+            }
+        }
         _ => return None,
     };
     // Nothing may follow the last field (a quit's rooms run to the end).
@@ -401,6 +542,51 @@ mod tests {
                 tags: Some("+typing=done".into()),
                 msgid: 13,
             }),
+            Shared::Topic {
+                room: "#a".into(),
+                by: alice(),
+                topic: Some("the topic: *".into()),
+                at: 1_700_000_000_000,
+            },
+            Shared::Topic {
+                room: "#a".into(),
+                by: alice(),
+                topic: None,
+                at: 1,
+            },
+            Shared::Modes {
+                room: "#a".into(),
+                by: alice(),
+                changes: [
+                    "+o bob",
+                    "-m",
+                    "+k sesame",
+                    "-k *",
+                    "+l 10",
+                    "-l",
+                    "+b x!*@*",
+                ]
+                .iter()
+                .map(|c| parse_applied(c).unwrap())
+                .collect(),
+            },
+            Shared::Kicked {
+                room: "#a".into(),
+                by: alice(),
+                nick: "bob".into(),
+                reason: "enough".into(),
+            },
+            Shared::Kill {
+                nick: "Bob".into(),
+                by: alice(),
+                reason: "spam".into(),
+            },
+            Shared::Invite {
+                room: "#i".into(),
+                by: alice(),
+                nick: "bob".into(),
+                keeps: true,
+            },
         ];
         for (id, shared) in all.into_iter().enumerate() {
             let got = decode_envelope(&encode("node-1", id as u64, &shared)).expect("decodes");
@@ -557,6 +743,28 @@ mod tests {
         assert_eq!(&*who.realname, "[2JBob");
         assert!(reason.len() <= crate::core::names::LABEL_MAX);
         assert!(nick("not a nick").is_none(), "the new nick is checked");
+        let modes = |changes: &[&str]| {
+            let mut parts = vec![FORMAT, "n", "1", "modes", "#a", "bob", "u", "h", "Bob"];
+            parts.extend(changes);
+            let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+            let mut out = Vec::new();
+            encode_array(&mut out, &refs);
+            decode_envelope(&out)
+        };
+        assert!(modes(&["+o alice", "-t"]).is_some());
+        assert!(modes(&[]).is_none(), "at least one change");
+        for bad in [
+            "+x",
+            "o alice",
+            "+o",
+            "+o two words",
+            "+k",
+            "+l 0",
+            "+m arg",
+            "+b a,b",
+        ] {
+            assert!(modes(&[bad]).is_none(), "{bad}");
+        }
         assert!(decode_envelope(b"hello").is_none());
         assert!(decode_envelope(b"*1\r\n$1\r\n").is_none(), "incomplete");
     }

@@ -1,5 +1,7 @@
-//! The cluster backplane: pollchat nodes joined through Redis pub/sub (room messages, joins,
-//! parts, quits and nick changes cross nodes; room history lives in Redis streams).
+//! The cluster backplane: pollchat nodes joined through Redis pub/sub: room messages, joins,
+//! parts, quits and nick changes cross nodes, nicks are unique, rooms are one room across nodes
+//! (created once, one member list, topics and modes: [`rooms`]), room history lives in Redis
+//! streams ([`history`]) and dead nodes are cleaned up after ([`nodes`]).
 //!
 //! ```text
 //!   clients ──► node A (one mio loop)                      node B (one mio loop) ◄── clients
@@ -80,13 +82,19 @@
 //! [`Answer::NickLost`]). `CONFIG GET maxmemory-policy` is checked at start (a warning if it is
 //! not `noeviction`, or cannot be checked).
 //!
-//! Not yet (see README, "Cluster"): a shared member list (NAMES, WHO), topics and modes across
-//! nodes.
+//! Rooms ([`rooms`]): a join to a room with no local member is one script on the commands
+//! connection (`HSETNX {prefix}roomstate:{room} founded`, `HSET {prefix}members:{room}`, the
+//! members and state back), answered in order like a claim (`Expect::Join`); each node
+//! writes its own members' entries, and after a reconnect makes them exactly what it has
+//! ([`Note::SyncRoom`]).
+//!
+//! Not yet: see README, "Cluster", "Not yet shared across nodes".
 
 pub mod envelope;
 pub mod history;
 pub mod nodes;
 pub mod redis;
+pub mod rooms;
 
 use std::collections::{HashSet, VecDeque};
 use std::io;
@@ -156,6 +164,11 @@ enum Expect {
     Read { room: Arc<str>, generation: u64 },
     /// Heartbeats, dead nodes, resynchronisation ([`nodes`]).
     Node(nodes::Reply),
+    /// A join asked of the cluster ([`rooms::JOIN_SCRIPT`]): its answer goes to the core.
+    Join(crate::core::cluster::JoinRequest),
+    /// A WHOIS of a nick held elsewhere (`GET` of its key): the node holding it goes to the
+    /// core.
+    Whois { by: (ClientId, u32), nick: Arc<str> },
 }
 
 /// Where the cluster meets and who this node is in it (`--backplane`, `--node`,
@@ -343,6 +356,17 @@ pub struct Backplane {
     history: usize,
     /// Heartbeats, the registry of live nodes and their users, dead nodes ([`nodes`]).
     nodes: nodes::Nodes,
+    /// Joins to take back once Redis is back (their answers were lost with the link): at most
+    /// one per room a local user tried to join meanwhile.
+    to_leave: Vec<rooms::Leave>,
+    /// Rooms this node's last member left while Redis was lost: its entries in their shared
+    /// member lists go once Redis is back (bounded by `--max-total-rooms`).
+    left_while_down: HashSet<Arc<str>>,
+    /// Room channels SUBSCRIBEd to and not yet confirmed by Redis, and the joins waiting for
+    /// that confirmation (see [`rooms`]): a join is asked only once its node receives what
+    /// the room's other members do next. At most one per room a local user is joining.
+    unconfirmed: HashSet<Vec<u8>>,
+    parked: Vec<(Vec<u8>, crate::core::cluster::JoinRequest)>,
 }
 
 impl Backplane {
@@ -408,6 +432,10 @@ impl Backplane {
             streams: Streams::new(&config_node),
             history: 0,
             nodes: nodes::Nodes::default(),
+            to_leave: Vec::new(),
+            left_while_down: HashSet::new(),
+            unconfirmed: HashSet::new(),
+            parked: Vec::new(),
         };
         backplane.nodes_start(Instant::now());
         Ok(backplane)
@@ -478,11 +506,13 @@ impl Backplane {
             match note {
                 Note::Subscribe(room) => {
                     self.streams.subscribe(room.clone());
+                    self.left_while_down.remove(&room);
                     self.subscribed.insert(room);
                 }
                 Note::Unsubscribe(room) => {
                     self.streams.unsubscribe(&room);
                     self.subscribed.remove(&room);
+                    self.left_while_down.insert(room);
                 }
                 Note::History { room, ask } => self.streams.ask(&room, ask),
                 Note::Publish(_) | Note::Tell { .. } => self.lost += 1,
@@ -495,6 +525,21 @@ impl Backplane {
                 Note::UnsubscribeUser(nick) => drop(self.users.remove(&nick)),
                 Note::Present(user) => self.user_present(user),
                 Note::Absent(client) => self.user_absent(client),
+                // Refused: the core tells the joiner the link is down.
+                Note::Join(request) => self.answers.push(Answer::Join {
+                    request,
+                    answer: None,
+                }),
+                Note::Member { .. }
+                | Note::RoomState { .. }
+                | Note::Kill { .. }
+                | Note::Invite { .. }
+                | Note::SyncRoom { .. } => self.lost += 1,
+                Note::Whois { by, nick } => self.answers.push(Answer::Whois {
+                    by,
+                    nick,
+                    node: None,
+                }),
             }
             return;
         }
@@ -503,6 +548,7 @@ impl Backplane {
                 let channel = envelope::room_channel(&self.config.prefix, &room);
                 self.subscriptions.push(&[b"SUBSCRIBE", &channel]);
                 self.streams.subscribe(room.clone());
+                self.unconfirmed.insert(channel);
                 self.subscribed.insert(room);
             }
             Note::Unsubscribe(room) => {
@@ -540,6 +586,13 @@ impl Backplane {
             Note::Release(claim) => self.push_release(claim),
             Note::Present(user) => self.user_present(user),
             Note::Absent(client) => self.user_absent(client),
+            note @ (Note::Join(_)
+            | Note::Member { .. }
+            | Note::RoomState { .. }
+            | Note::Kill { .. }
+            | Note::Invite { .. }
+            | Note::SyncRoom { .. }
+            | Note::Whois { .. }) => self.room_note(note),
         }
     }
 
@@ -667,6 +720,7 @@ impl Backplane {
         let (seen, seen_order) = (&mut self.seen, &mut self.seen_order);
         let streams = &mut self.streams;
         let mut errors = Vec::new();
+        let (unconfirmed, mut confirmed) = (&self.unconfirmed, Vec::new());
         let result = self.subscriptions.read(|frame| match frame {
             OwnedFrame::Array(mut parts) if parts.len() == 3 => {
                 let kind = match &parts[0] {
@@ -674,11 +728,15 @@ impl Backplane {
                     _ => return,
                 };
                 if kind == b"subscribe" {
-                    // Confirmed: the room's stream may be read now (see `history`).
-                    if let OwnedFrame::BulkString(channel) = &parts[1]
-                        && let Some(room) = Self::channel_room(prefix, channel)
-                    {
-                        streams.confirmed(room);
+                    if let OwnedFrame::BulkString(channel) = &parts[1] {
+                        // Confirmed: the room's stream may be read now (see `history`), and
+                        // the joins waiting for it asked (see `rooms`).
+                        if let Some(room) = Self::channel_room(prefix, channel) {
+                            streams.confirmed(room);
+                        }
+                        if unconfirmed.contains(channel) {
+                            confirmed.push(channel.clone());
+                        }
                     }
                     return;
                 }
@@ -731,6 +789,9 @@ impl Backplane {
         });
         for e in errors {
             self.redis_error("subscriptions", &e);
+        }
+        for channel in confirmed {
+            self.subscribed_to(&channel);
         }
         match result {
             Ok(end) => {
@@ -805,9 +866,16 @@ impl Backplane {
         let mut answered = false;
         let mut reads = Vec::new();
         let mut for_nodes = Vec::new();
+        let mut joins = Vec::new();
         let (expect, answers, streams) = (&mut self.expect, &mut self.answers, &mut self.streams);
         let result = self.commands.read(|frame| {
             answered = true;
+            if let Some(Expect::Join(_)) = expect.front() {
+                if let Some(Expect::Join(request)) = expect.pop_front() {
+                    joins.push((request, frame));
+                }
+                return;
+            }
             if matches!(expect.front(), Some(Expect::Node(_))) {
                 if let Some(Expect::Node(reply)) = expect.pop_front() {
                     for_nodes.push((reply, frame));
@@ -842,10 +910,18 @@ impl Backplane {
                     reads.push((room, read));
                     return;
                 }
+                Some(Expect::Whois { by, nick }) => {
+                    let node = rooms::holder_node(&frame);
+                    answers.push(Answer::Whois { by, nick, node })
+                }
                 // PUBLISH answers how many nodes received it, a release whether it deleted:
                 // nothing to do with that.
                 Some(
-                    Expect::Other | Expect::Release(_) | Expect::Tell { .. } | Expect::Node(_),
+                    Expect::Other
+                    | Expect::Release(_)
+                    | Expect::Tell { .. }
+                    | Expect::Node(_)
+                    | Expect::Join(_),
                 )
                 | None => {}
             }
@@ -864,6 +940,12 @@ impl Backplane {
                 self.answers.push(Answer::History { room, ask, entries });
             }
             received.extend(read.live);
+        }
+        for (request, frame) in joins {
+            if let OwnedFrame::Error(e) = &frame {
+                self.redis_error("commands", e);
+            }
+            self.join_answered(request, Some(&frame));
         }
         if answered {
             self.waiting_since = None;
@@ -981,9 +1063,23 @@ impl Backplane {
                     self.to_release.push(claim);
                 }
                 Expect::Release(claim) => self.to_release.push(claim),
+                Expect::Join(request) => self.join_answered(request, None),
+                Expect::Whois { by, nick } => self.answers.push(Answer::Whois {
+                    by,
+                    nick,
+                    node: None,
+                }),
             }
         }
         self.nodes_lost();
+        // Never asked: refused as a join asked while Redis is lost.
+        self.unconfirmed.clear();
+        for (_, request) in std::mem::take(&mut self.parked) {
+            self.answers.push(Answer::Join {
+                request,
+                answer: None,
+            });
+        }
         self.commands.deregister(registry);
         self.subscriptions.deregister(registry);
         self.read_again = [false; 2];
@@ -1053,6 +1149,7 @@ impl Backplane {
         for room in &self.subscribed {
             self.streams.subscribe_again(room);
         }
+        self.take_back_joins();
         let prefix = &self.config.prefix;
         let rooms = self
             .subscribed
@@ -1267,6 +1364,47 @@ mod queue_tests {
             "{answers:?}"
         );
         assert_eq!(bp.to_release.len(), 1, "released once Redis is back");
+    }
+
+    #[test]
+    fn a_join_is_asked_once_its_room_subscription_is_confirmed_and_failed_if_redis_is_lost() {
+        use crate::core::cluster::JoinRequest;
+        let (mut bp, poll, _redis) = stalled_backplane();
+        let request = |room: &str| JoinRequest {
+            client: ClientId(3),
+            serial: 1,
+            room: room.into(),
+            who: crate::core::Source::new("alice", "u", "h", "A"),
+            at: 5,
+            wait: true,
+        };
+        bp.note(Note::Subscribe("#a".into()));
+        let before = bp.commands.queued();
+        bp.note(Note::Join(request("#A")));
+        assert_eq!(bp.commands.queued(), before, "parked until subscribed");
+        assert_eq!(bp.parked.len(), 1);
+        // A room subscribed to already (confirmed) is asked at once.
+        bp.note(Note::Join(request("#b")));
+        assert!(bp.commands.queued() > before);
+        let asked = bp.commands.queued();
+        bp.subscribed_to(b"p:room:#a");
+        assert!(bp.parked.is_empty() && bp.commands.queued() > asked);
+        assert!(bp.unconfirmed.is_empty());
+        // Lost before the confirmation: the parked join is refused, and not taken back later
+        // (it was never asked); the asked ones are, once Redis is back.
+        bp.note(Note::Subscribe("#c".into()));
+        bp.note(Note::Join(request("#c")));
+        bp.flush(poll.registry());
+        let wake = bp.waiting_since.expect("a wake-up for the stall") + STALL;
+        bp.tick(wake, poll.registry());
+        assert!(bp.down);
+        let refused = bp
+            .take_answers()
+            .into_iter()
+            .filter(|a| matches!(a, Answer::Join { answer: None, .. }))
+            .count();
+        assert_eq!(refused, 3);
+        assert_eq!(bp.to_leave.len(), 2, "#a and #b were asked");
     }
 
     #[test]

@@ -18,11 +18,18 @@
 //! [`Core::claimed`](super::Core::claimed); the old nick (or that of a user who leaves) is a
 //! [`Note::Release`]. Guests need no claim: their nicks are in their node's own space
 //! ([`is_cluster_guest`]).
+//!
+//! Rooms are the cluster's too (`core::remote`): a join to a room with no local member is a
+//! [`Note::Join`], completed when the [`JoinAnswer`] comes back ([`Answer::Join`]); a local
+//! member's entry in the room's shared member list follows its joins, parts and renames
+//! ([`Note::Member`]); topics, modes, kicks and kills cross as [`Shared`] messages, and the
+//! room's state is kept for later joiners ([`Note::RoomState`]).
 
 use std::sync::Arc;
 
 use super::ClientId;
-use super::event::{ClientTags, MsgId, MsgKind, Source};
+use super::event::{Applied, Ban, ClientTags, Millis, MsgId, MsgKind, Source, Topic};
+use super::modes::Status;
 
 /// A room message as it crosses nodes: who said what where, with its client tags.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,6 +97,42 @@ pub enum Shared {
     /// A private message, published on its target's channel (`{prefix}user:{folded nick}`),
     /// which only the node of the user holding that nick subscribes to.
     Private(PrivateMessage),
+    /// `by` set (or, `None`, cleared) the topic of `room` at `at`.
+    Topic {
+        room: Arc<str>,
+        by: Arc<Source>,
+        topic: Option<Arc<str>>,
+        at: Millis,
+    },
+    /// `by` changed the modes of `room` (an operator's status of a member by its nick too).
+    Modes {
+        room: Arc<str>,
+        by: Arc<Source>,
+        changes: Vec<Applied>,
+    },
+    /// `by` kicked `nick` out of `room`: the node of `nick` takes it out, every node tells
+    /// its members.
+    Kicked {
+        room: Arc<str>,
+        by: Arc<Source>,
+        nick: Arc<str>,
+        reason: Arc<str>,
+    },
+    /// `by` invited `nick` into `room` (`keeps`: an invitation-only room, whose operator
+    /// `by` is: the invitation lets `nick` in). Published on the nick's channel.
+    Invite {
+        room: Arc<str>,
+        by: Arc<Source>,
+        nick: Arc<str>,
+        keeps: bool,
+    },
+    /// A server operator killed `nick`: published on the nick's channel, so only the node of
+    /// its holder receives it, and disconnects it.
+    Kill {
+        nick: Arc<str>,
+        by: Arc<Source>,
+        reason: Arc<str>,
+    },
 }
 
 /// Something the backplane must do for the core.
@@ -119,6 +162,49 @@ pub enum Note {
         by: (ClientId, u32),
         msg: PrivateMessage,
     },
+    /// A local user joins a room that has no local member: one atomic step in Redis adds it
+    /// to the room's members, creates the room if nobody anywhere is in it (then the joiner is
+    /// its operator) and answers who else is there and the room's state
+    /// ([`Answer::Join`]). Never dropped (at most one per room a user joins).
+    Join(JoinRequest),
+    /// The entry of a local member in a room's shared member list (`room` folded): `drop`
+    /// the entry of a (folded) nick, then `set` this member's entry. Dropping the last entry
+    /// deletes the room's shared state. Never dropped.
+    Member {
+        room: Arc<str>,
+        drop: Option<Arc<str>>,
+        set: Option<(Arc<Source>, Status)>,
+    },
+    /// A room's shared state changed (`room` folded): these fields, for later joiners.
+    RoomState {
+        room: Arc<str>,
+        fields: Vec<(&'static str, String)>,
+    },
+    /// After Redis was lost: this node's entries in the shared member list of `room` (folded)
+    /// are exactly `members` now (those of users who left meanwhile go), and the room is
+    /// founded again with `state` if Redis lost it (it restarted empty). Never dropped (one
+    /// per room with local members, once per reconnect).
+    SyncRoom {
+        room: Arc<str>,
+        members: Vec<(Arc<Source>, Status)>,
+        state: Option<SyncState>,
+    },
+    /// An invitation by local user `by` of a nick no local user holds ([`Shared::Invite`]):
+    /// published on the nick's channel; if no node receives it, `by` is told there is no such
+    /// nick.
+    Invite { by: (ClientId, u32), invite: Shared },
+    /// A WHOIS by local user `by` of a nick no local user holds and no room of this node
+    /// lists: whether (and on which node) someone holds it is asked of Redis
+    /// ([`Answer::Whois`]).
+    Whois { by: (ClientId, u32), nick: Arc<str> },
+    /// A server operator's KILL of a nick no local user holds: published on the nick's
+    /// channel; if no node receives it, the killer is told there is no such nick.
+    Kill {
+        by: (ClientId, u32),
+        nick: Arc<str>,
+        from: Arc<Source>,
+        reason: Arc<str>,
+    },
     /// Room `room` (folded) got its first local member: read its shared history (the newest
     /// `--history` messages of its Redis stream) once its subscription is confirmed, and
     /// answer [`Answer::History`] with the same `ask`. Sent right after its
@@ -144,6 +230,67 @@ pub struct LocalUser {
     pub rooms: Vec<Arc<str>>,
 }
 
+/// What founds a room again in Redis ([`Note::SyncRoom`]): its founder (a local member),
+/// when it was created, and its topic, modes and bans as fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncState {
+    pub founder: Arc<str>,
+    pub created_at: Millis,
+    pub fields: Vec<(&'static str, String)>,
+}
+
+/// A join asked of the cluster ([`Note::Join`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinRequest {
+    pub client: ClientId,
+    /// The user's serial: an answer for a later user of the same client id is not its.
+    pub serial: u32,
+    /// The room as the joiner wrote it.
+    pub room: Arc<str>,
+    pub who: Arc<Source>,
+    /// When it was asked (the room's founding time if it creates it).
+    pub at: Millis,
+    /// Whether the join waits for the answer. The lobby's does not (it has no operator, so
+    /// there is no first to find): its answer only tells who else is there.
+    pub wait: bool,
+}
+
+/// A member of a room on another node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteMember {
+    /// Its node's incarnation.
+    pub node: u64,
+    pub source: Arc<Source>,
+    pub status: Status,
+}
+
+/// What the cluster keeps of a room besides its members.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoomState {
+    pub topic: Option<Topic>,
+    /// The modes as [`RoomModes::describe`](super::modes::RoomModes::describe) writes them
+    /// (key shown).
+    pub modes: Option<String>,
+    pub bans: Vec<Ban>,
+}
+
+/// The cluster's answer to a [`Note::Join`] that Redis carried out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinAnswer {
+    /// This join created the room: the joiner is its first operator.
+    pub created: bool,
+    /// The room's members (this node's included: the core skips them), at most
+    /// [`JOIN_MEMBERS_MAX`].
+    pub members: Vec<RemoteMember>,
+    pub state: RoomState,
+}
+
+/// Members of a room a join answer lists at most (and a node knows at most per room, from
+/// other nodes): an entry is at most about 450 bytes (a 300-byte real name), so an answer
+/// stays well under the backplane's largest reply (2 MiB), and it is twice the default
+/// `--big-room`, past which a joiner is not sent every name anyway.
+pub const JOIN_MEMBERS_MAX: usize = 2048;
+
 /// What the backplane answers the core, later.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer {
@@ -164,6 +311,20 @@ pub enum Answer {
         ask: u64,
         entries: Vec<HistoryItem>,
     },
+    /// The answer to a [`Note::Join`] (`None`: Redis could not be asked, or answered an
+    /// error; the join may have been recorded, and the backplane takes it back once Redis is
+    /// back).
+    Join {
+        request: JoinRequest,
+        answer: Option<JoinAnswer>,
+    },
+    /// The answer to a [`Note::Whois`]: the node holding the nick (`None`: nobody, or Redis
+    /// could not say).
+    Whois {
+        by: (ClientId, u32),
+        nick: Arc<str>,
+        node: Option<Arc<str>>,
+    },
 }
 
 /// A message of a room's shared history (its Redis stream), as the core remembers it.
@@ -174,6 +335,21 @@ pub struct HistoryItem {
     pub kind: MsgKind,
     /// When Redis kept it (its stream id's time).
     pub at: super::Millis,
+}
+
+impl Answer {
+    /// The local client an answer is for (the driver reads its held input again once the
+    /// core has it); `None`: a room's (its shared history).
+    pub fn client(&self) -> Option<ClientId> {
+        match self {
+            Answer::Claim(c) => Some(c.claim.client),
+            Answer::Undelivered { by, .. } => Some(by.0),
+            Answer::Join { request, .. } => Some(request.client),
+            Answer::Whois { by, .. } => Some(by.0),
+            Answer::NickLost(claim) => Some(claim.client),
+            Answer::History { .. } => None,
+        }
+    }
 }
 
 /// A nick as claimed by one local user: who (its client and the serial that tells it from a

@@ -268,6 +268,8 @@ pub struct WhoisInfo {
     pub oper: bool,
     /// Connected over TLS.
     pub secure: bool,
+    /// In a cluster: the node it is on, when another one's and known (`None`: this server).
+    pub node: Option<Arc<str>>,
 }
 
 /// Something a client is told.
@@ -589,6 +591,9 @@ pub enum Error {
     ClusterDown(String),
     /// A nick change of this user is already waiting for the cluster's answer.
     NickPending(String),
+    /// A clustered node cannot reach Redis, so it cannot ask the cluster whether this room
+    /// exists (and who operates it): a room with no member on this node cannot be joined now.
+    RoomClusterDown(String),
 }
 
 impl Error {
@@ -632,6 +637,7 @@ impl Error {
             Error::WatchListFull(_) => "watch-list-full",
             Error::ClusterDown(_) => "cluster-down",
             Error::NickPending(_) => "nick-pending",
+            Error::RoomClusterDown(_) => "cluster-down",
         }
     }
 }
@@ -732,6 +738,11 @@ impl fmt::Display for Error {
             Error::NickPending(n) => write!(
                 f,
                 "a nick change is already under way: wait for its answer before asking for {n}"
+            ),
+            Error::RoomClusterDown(r) => write!(
+                f,
+                "cluster link down: the room {r} has no member on this server and cannot be \
+                 joined now, try again later"
             ),
             Error::WatchListFull(n) => write!(
                 f,

@@ -7,7 +7,9 @@
 //!
 //! Layout: [`event`] is the vocabulary (commands, events, errors, the outbox), [`names`] the
 //! validation rules, [`room`] and [`user`] the two tables' rows, [`cloak`] the hosts others
-//! see instead of an address, [`nick_delay`] the nicks held after leaving a big room.
+//! see instead of an address, [`nick_delay`] the nicks held after leaving a big room,
+//! [`cluster`] what a core tells and takes from the other nodes of a cluster, and [`remote`]
+//! the rooms shared across those nodes (created once, one member list).
 
 pub mod cloak;
 pub mod cluster;
@@ -19,6 +21,7 @@ pub mod names;
 pub mod nick_delay;
 pub mod oper;
 pub mod page;
+pub mod remote;
 pub mod room;
 pub mod user;
 mod usermode;
@@ -159,6 +162,13 @@ pub struct Core {
     /// In a cluster: the number of the last history asked of the cluster
     /// ([`cluster::Note::History`]).
     next_ask: u64,
+    /// In a cluster: joins asked of the cluster and not answered yet, per user (at most
+    /// `max_rooms` each: see `core::remote`).
+    joining: HashMap<ClientId, Vec<remote::Joining>>,
+    /// In a cluster: invitations of local users into invitation-only rooms by operators of
+    /// other nodes, with the user's serial and the folded room (at most
+    /// [`remote::INVITES_MAX`] a user, the oldest forgotten first).
+    invites: HashMap<ClientId, Vec<(u32, Arc<str>)>>,
 }
 
 /// An IRC registration waiting for the cluster's answer to the claim of its nick: what
@@ -222,6 +232,8 @@ impl Core {
             link_up: true,
             registering: HashMap::new(),
             next_ask: 0,
+            joining: HashMap::new(),
+            invites: HashMap::new(),
         }
     }
 
@@ -252,6 +264,8 @@ impl Core {
                 self.shared_history(&room, ask, entries, out)
             }
             cluster::Answer::NickLost(claim) => self.nick_lost(claim, now, out),
+            cluster::Answer::Join { request, answer } => self.joined(request, answer, now, out),
+            cluster::Answer::Whois { by, nick, node } => self.whois_answered(by, &nick, node, out),
         }
     }
 
@@ -435,6 +449,8 @@ impl Core {
     /// each local user sharing one of its rooms.
     pub fn remote(&mut self, shared: cluster::Shared, now: Millis, out: &mut Outbox) {
         use cluster::Shared;
+        // The rooms' lists of members on other nodes follow first (see `core::remote`).
+        self.follow_remote(&shared, now, out);
         match shared {
             Shared::Message(msg) => self.remote_message(msg, now, out),
             Shared::TagMsg {
@@ -503,6 +519,9 @@ impl Core {
                 };
                 out.send(target, event);
             }
+            // Told by `follow_remote`.
+            Shared::Topic { .. } | Shared::Modes { .. } | Shared::Kicked { .. } => {}
+            Shared::Kill { .. } | Shared::Invite { .. } => {}
         }
     }
 
@@ -522,14 +541,18 @@ impl Core {
     pub fn tell_cluster_link(&mut self, up: bool, out: &mut Outbox) {
         self.link_up = up;
         out.send_many(self.users.keys().copied(), Event::ClusterLink { up });
+        if up && self.cluster {
+            // What changed meanwhile (or all of it, if Redis restarted empty).
+            self.sync_rooms(out);
+        }
     }
 
     /// The key of local room `name` if it has local members and is not big (presence is told
     /// in it).
     fn announced_room(&self, name: &str) -> Option<usize> {
         let &key = self.room_keys.get(&fold(name))?;
-        let members = self.rooms[key].members.len();
-        (members > 0 && members <= self.limits.big_room).then_some(key)
+        let room = &self.rooms[key];
+        (!room.members.is_empty() && room.size() <= self.limits.big_room).then_some(key)
     }
 
     /// A room message said on another node: its local members get it like a local one (and
@@ -769,6 +792,8 @@ impl Core {
                 .chain(pending)
                 .chain(registering)
                 .for_each(|c| out.note(cluster::Note::Release(c)));
+            self.forget_joins(id, out);
+            self.invites.remove(&id);
         }
         let Some(user) = self.users.remove(&id) else {
             return;
@@ -947,9 +972,25 @@ impl Core {
                 if !self.users[&id].oper {
                     return Err(Error::NotServerOperator);
                 }
-                let target = self.find_nick(&nick)?;
                 let by = self.users[&id].source.clone();
                 let reason = label(reason.as_deref().unwrap_or("no reason given"));
+                let target = match self.find_nick(&nick) {
+                    // In a cluster, a nick no local user holds may be another node's: the kill
+                    // goes to its channel (nobody received it: "no such nick", later).
+                    Err(Error::NoSuchNick(_))
+                        if self.cluster && self.link_up && check_nick(&nick).is_ok() =>
+                    {
+                        log::info!("{} killed {nick} (on another node): {reason}", by.nick);
+                        out.note(cluster::Note::Kill {
+                            by: (id, self.users[&id].serial),
+                            nick: nick.as_str().into(),
+                            from: by,
+                            reason: reason.into(),
+                        });
+                        return Ok(());
+                    }
+                    found => found?,
+                };
                 log::info!(
                     "{} killed {}: {reason}",
                     by.nick,
@@ -1033,12 +1074,27 @@ impl Core {
                 target: Some(nick),
                 listing,
             } if !nick.starts_with('#') => {
-                let target = self.find_nick(&nick)?;
-                let members = vec![self.member(target)];
+                let (name, members) = match self.find_nick(&nick) {
+                    Ok(target) => (
+                        self.users[&target].source.nick.clone(),
+                        vec![self.member(target)],
+                    ),
+                    Err(e) => {
+                        // A user of another node this node shares a room with.
+                        let info = self.remote_whois(id, &nick).ok_or(e)?;
+                        let member = Member {
+                            source: info.source.clone(),
+                            away: false,
+                            status: Status::default(),
+                            oper: false,
+                        };
+                        (info.source.nick.clone(), vec![member])
+                    }
+                };
                 out.send(
                     id,
                     Event::Names {
-                        room: self.users[&target].source.nick.clone(),
+                        room: name,
                         members,
                         listing,
                         total: 1,
@@ -1086,7 +1142,22 @@ impl Core {
                 Ok(())
             }
             Command::Whois(nick) => {
-                let target = self.find_nick(&nick)?;
+                let target = match self.find_nick(&nick) {
+                    Ok(target) => target,
+                    Err(e) => {
+                        if let Some(info) = self.remote_whois(id, &nick) {
+                            out.send(id, Event::Whois(info));
+                        } else if self.may_be_elsewhere(&nick) {
+                            // Whether anyone holds it, and on which node: asked of Redis.
+                            let by = (id, self.users[&id].serial);
+                            let nick = nick.as_str().into();
+                            out.note(cluster::Note::Whois { by, nick });
+                        } else {
+                            return Err(e);
+                        }
+                        return Ok(());
+                    }
+                };
                 let user = &self.users[&target];
                 let info = WhoisInfo {
                     source: user.source.clone(),
@@ -1111,6 +1182,7 @@ impl Core {
                     address: (target == id || self.users[&id].oper).then_some(user.ip),
                     oper: user.oper,
                     secure: user.secure,
+                    node: None,
                 };
                 out.send(id, Event::Whois(info));
                 Ok(())
@@ -1426,6 +1498,16 @@ impl Core {
             index.remove(&ByNick(old.nick.clone(), id));
             index.insert(ByNick(new.clone(), id));
         }
+        if self.cluster && fold(&old.nick) != fold(nick) {
+            let source = self.users[&id].source.clone();
+            for key in self.users[&id].room_keys() {
+                out.note(cluster::Note::Member {
+                    room: fold(&self.rooms[key].name).into(),
+                    drop: Some(fold(&old.nick).into()),
+                    set: Some((source.clone(), self.status_in(key, id))),
+                });
+            }
+        }
         let mut to = self.neighbours(id);
         if !to.contains(&id) {
             to.push(id);
@@ -1468,14 +1550,24 @@ impl Core {
             out.send(id, Event::CurrentRoom { room });
             return Ok(());
         }
-        if self.users[&id].rooms.len() >= self.limits.max_rooms {
+        if self.cluster && self.is_joining(id, &folded) {
+            return Ok(()); // asked already: the answer will tell
+        }
+        if self.users[&id].rooms.len() + self.joins_pending(id) >= self.limits.max_rooms {
             return Err(Error::TooManyRooms {
                 room: name.to_string(),
                 max: self.limits.max_rooms,
             });
         }
-        let key = match self.room_keys.get(&folded) {
-            Some(&key) => {
+        let existing = self.room_keys.get(&folded).copied();
+        let lobby = folded == LOBBY;
+        // In a cluster, a room with no local member is the cluster's to create (or not): the
+        // join is asked of it (`core::remote`). The lobby has no operator: joined at once.
+        if self.cluster && !lobby && existing.is_none_or(|k| self.rooms[k].members.is_empty()) {
+            return self.ask_join(id, name, existing, given_key, now, out);
+        }
+        let key = match existing {
+            Some(key) => {
                 self.may_join(id, key, given_key)?;
                 key
             }
@@ -1494,19 +1586,50 @@ impl Core {
                 key
             }
         };
+        let first = self.rooms[key].members.is_empty();
+        if self.cluster && !(lobby && first) {
+            self.share_member(id, key, out);
+        }
+        self.finish_join(id, key, now, out);
+        if self.cluster && lobby && first {
+            // Who else is in it is learned from the answer (asked once subscribed).
+            out.note(cluster::Note::Join(cluster::JoinRequest {
+                client: id,
+                serial: self.users[&id].serial,
+                room: self.rooms[key].name.clone(),
+                who: self.users[&id].source.clone(),
+                at: now,
+                wait: false,
+            }));
+        }
+        Ok(())
+    }
+
+    /// Room `key` comes into use on this node (its first local member, or the first join of it
+    /// asked of the cluster): receive what other nodes say in it, and ask for its shared
+    /// history. What this node kept of it, if anything, missed what was said while it had no
+    /// member here: the cluster's is replayed when it comes (to the members by then, or to a
+    /// joiner whose join completes after it, with the room's history as usual).
+    pub(super) fn subscribe_room(&mut self, key: usize, out: &mut Outbox) {
+        let folded: Arc<str> = fold(&self.rooms[key].name).into();
+        out.note(cluster::Note::Subscribe(folded.clone()));
+        if self.link_up && self.limits.history > 0 {
+            self.with_history(key, |room| drop(room.take_history()));
+            self.next_ask += 1;
+            self.rooms[key].history_ask = Some(self.next_ask);
+            let ask = self.next_ask;
+            out.note(cluster::Note::History { room: folded, ask });
+        }
+    }
+
+    /// Makes `id` a member of room `key` (its modes allowed it, and in a cluster the cluster
+    /// answered) and tells who must know: the members, the joiner (topic, names, history) and
+    /// the other nodes. Every join ends here, at once or when the cluster answers (`_now`:
+    /// for what a completed join may have to ask, such as a room's shared history).
+    fn finish_join(&mut self, id: ClientId, key: usize, _now: Millis, out: &mut Outbox) {
         let slot = self.rooms[key].members.push(id);
-        if self.cluster && self.rooms[key].members.len() == 1 {
-            let folded: Arc<str> = fold(&self.rooms[key].name).into();
-            out.note(cluster::Note::Subscribe(folded.clone()));
-            // Its history is the cluster's (what this node kept of it, if anything, missed
-            // what was said while it had no member here): asked for, replayed when it comes.
-            if self.link_up && self.limits.history > 0 {
-                self.with_history(key, |room| drop(room.take_history()));
-                self.next_ask += 1;
-                self.rooms[key].history_ask = Some(self.next_ask);
-                let ask = self.next_ask;
-                out.note(cluster::Note::History { room: folded, ask });
-            }
+        if self.cluster && self.rooms[key].members.len() == 1 && self.rooms[key].pending == 0 {
+            self.subscribe_room(key, out);
         }
         let nick = self.users[&id].source.nick.clone();
         self.rooms[key].by_nick.insert(ByNick(nick, id));
@@ -1531,7 +1654,7 @@ impl Core {
                 who,
             }));
         }
-        if room.members.len() > self.limits.big_room {
+        if room.size() > self.limits.big_room {
             out.send(id, joined);
         } else {
             out.send_many(room.members.iter().copied(), joined);
@@ -1547,7 +1670,7 @@ impl Core {
         }
         // A joiner of a big room is sent `big_room` names (itself and others): a page or so,
         // not the whole room.
-        let shown = if room.members.len() > self.limits.big_room {
+        let shown = if room.size() > self.limits.big_room {
             self.limits.big_room.saturating_sub(1)
         } else {
             usize::MAX
@@ -1557,7 +1680,6 @@ impl Core {
             // Up to the last message said before the join: later ones arrive live.
             out.send(id, Event::Page(Cursor::history(name, self.next_serial)));
         }
-        Ok(())
     }
 
     fn part(&mut self, id: ClientId, key: usize, reason: Option<String>, out: &mut Outbox) {
@@ -1576,7 +1698,7 @@ impl Core {
                 reason: reason.clone(),
             }));
         }
-        if room.members.len() > self.limits.big_room {
+        if room.size() > self.limits.big_room {
             out.send(id, event);
         } else {
             out.send_many(room.members.iter().copied(), event);
@@ -1639,10 +1761,13 @@ impl Core {
         });
         let event = Event::TopicChanged {
             room: room.name.clone(),
-            by,
+            by: by.clone(),
             topic: text,
         };
         out.send_many(room.members.iter().copied(), event);
+        if self.cluster {
+            self.share_topic(key, &by, now, out);
+        }
         Ok(())
     }
 
@@ -1709,9 +1834,8 @@ impl Core {
         };
         let mut all: Vec<ClientId> = user
             .room_keys()
-            .map(|k| &self.rooms[k].members)
-            .filter(|members| members.len() <= self.limits.big_room)
-            .flat_map(|members| members.iter().copied())
+            .filter(|&k| self.rooms[k].size() <= self.limits.big_room)
+            .flat_map(|k| self.rooms[k].members.iter().copied())
             .collect();
         all.sort_unstable();
         all.dedup();
@@ -1734,17 +1858,23 @@ impl Core {
                 m.slot = slot;
             }
         }
-        if self.cluster && self.rooms[key].members.is_empty() {
-            out.note(cluster::Note::Unsubscribe(
-                fold(&self.rooms[key].name).into(),
-            ));
+        if self.cluster {
+            // This node's entry in the shared member list (the last one out deletes the
+            // room's shared state).
+            out.note(cluster::Note::Member {
+                room: fold(&self.rooms[key].name).into(),
+                drop: Some(fold(nick).into()),
+                set: None,
+            });
         }
-        self.drop_if_empty(key);
+        if self.rooms[key].members.is_empty() {
+            self.let_go(key, out);
+        }
     }
 
     fn drop_if_empty(&mut self, key: usize) {
         let room = &self.rooms[key];
-        if room.members.is_empty() && !room.name.eq_ignore_ascii_case(LOBBY) {
+        if !room.in_use() && !room.name.eq_ignore_ascii_case(LOBBY) {
             self.room_keys.remove(&fold(&room.name));
             if let Some(serial) = room.oldest() {
                 self.oldest.remove(&(serial, key));

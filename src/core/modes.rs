@@ -148,7 +148,73 @@ impl RoomModes {
             .join(" ")
     }
 
-    fn banned(&self, who: &Source) -> bool {
+    /// Takes the flags, key and limit of a mode string as [`RoomModes::describe`] writes it
+    /// (with the key): what the cluster keeps of a room. Anything it cannot read is left as
+    /// it was.
+    pub fn load(&mut self, modes: &str) {
+        let mut words = modes.split(' ');
+        let Some(letters) = words.next().and_then(|l| l.strip_prefix('+')) else {
+            return;
+        };
+        let (mut key, mut limit) = (None, None);
+        for c in letters.chars() {
+            match c {
+                'k' => key = words.next().filter(|k| valid_key(k)).map(Arc::from),
+                'l' => limit = words.next().and_then(|n| n.parse().ok()).filter(|&n| n > 0),
+                _ => {}
+            }
+        }
+        self.invite_only = letters.contains('i');
+        self.moderated = letters.contains('m');
+        self.no_outside = letters.contains('n');
+        self.secret = letters.contains('s');
+        self.topic_ops = letters.contains('t');
+        self.key = key;
+        self.limit = limit;
+    }
+
+    /// A mode change made on another node ([`parse_applied`] checked it); `+o`/`+v` are
+    /// for the caller (they name members). Bans past [`MAX_BANS`] are not kept.
+    pub fn apply_remote(&mut self, a: &Applied, by: &Arc<str>, now: Millis) {
+        let set = a.set;
+        match (a.letter, &a.arg) {
+            ('i', _) => {
+                self.invite_only = set;
+                if !set {
+                    self.invited.clear();
+                }
+            }
+            ('m', _) => self.moderated = set,
+            ('n', _) => self.no_outside = set,
+            ('s', _) => self.secret = set,
+            ('t', _) => self.topic_ops = set,
+            ('k', arg) => self.key = arg.clone().filter(|_| set),
+            ('l', arg) => self.limit = arg.as_deref().and_then(|n| n.parse().ok()).filter(|_| set),
+            ('b', Some(mask)) => {
+                let at = self
+                    .bans
+                    .iter()
+                    .position(|b| b.mask.eq_ignore_ascii_case(mask));
+                match at {
+                    None if set && self.bans.len() < MAX_BANS => self.bans.push(Ban {
+                        mask: mask.clone(),
+                        by: by.clone(),
+                        at: now,
+                    }),
+                    Some(i) if !set => drop(self.bans.remove(i)),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Sets a member's status as another node told it.
+    pub fn set_remote_status(&mut self, id: ClientId, status: Status) {
+        self.set_status(id, status);
+    }
+
+    pub fn banned(&self, who: &Source) -> bool {
         if self.bans.is_empty() {
             return false;
         }
@@ -216,6 +282,40 @@ pub struct Applied {
     pub arg: Option<Arc<str>>,
 }
 
+/// A mode change as another node sent it (`+o alice`, `-m`, `+k key`, `+l 10`, `+b mask`),
+/// checked as a local one is; `None` for anything else.
+pub fn parse_applied(field: &str) -> Option<Applied> {
+    let (head, arg) = match field.split_once(' ') {
+        Some((h, a)) => (h, Some(a)),
+        None => (field, None),
+    };
+    let mut chars = head.chars();
+    let set = match chars.next()? {
+        '+' => true,
+        '-' => false,
+        _ => return None,
+    };
+    let letter = chars.next()?;
+    if chars.next().is_some() {
+        return None;
+    }
+    let ok = match (letter, set, arg) {
+        ('o' | 'v', _, Some(nick)) => super::names::check_nick(nick).is_ok(),
+        ('i' | 'm' | 'n' | 's' | 't', _, None) => true,
+        ('k', true, Some(k)) => valid_key(k),
+        ('k', false, Some("*")) => true,
+        ('l', true, Some(n)) => n.parse::<u32>().is_ok_and(|n| n > 0),
+        ('l', false, None) => true,
+        ('b', _, Some(mask)) => valid_mask(mask) && mask.len() <= MASK_MAX + 2,
+        _ => false,
+    };
+    ok.then(|| Applied {
+        set,
+        letter,
+        arg: arg.map(Arc::from),
+    })
+}
+
 /// Applied mode changes as one argument list, as IRC's MODE writes them: `+ov-m alice bob`.
 pub fn mode_string(changes: &[Applied]) -> String {
     let mut letters = String::new();
@@ -255,7 +355,9 @@ impl Core {
         let name = room.name.to_string();
         let m = &room.modes;
         let serial = self.users[&id].serial;
-        let invited = m.invited.contains(&(id, serial));
+        // (In a cluster, an operator of another node may have invited it.)
+        let remote = m.invite_only && self.has_remote_invite(id, &fold(&name));
+        let invited = m.invited.contains(&(id, serial)) || remote;
         if m.invite_only && !invited {
             return Err(Error::InviteOnly(name));
         }
@@ -265,7 +367,7 @@ impl Core {
             return Err(Error::BadKey(name));
         }
         if let Some(limit) = m.limit
-            && room.members.len() >= limit as usize
+            && room.size() >= limit as usize
         {
             return Err(Error::RoomFull(name));
         }
@@ -273,6 +375,9 @@ impl Core {
             return Err(Error::Banned(name));
         }
         self.rooms[key].modes.invited.retain(|&(i, _)| i != id);
+        if remote {
+            self.take_remote_invite(id, &fold(&name));
+        }
         Ok(())
     }
 
@@ -370,10 +475,14 @@ impl Core {
             }
         }
         if !applied.is_empty() {
+            let by = self.users[&id].source.clone();
+            if self.cluster {
+                self.share_modes(key, &by, &applied, out);
+            }
             let room = &self.rooms[key];
             let event = Event::ModeChanged {
                 room: room.name.clone(),
-                by: self.users[&id].source.clone(),
+                by,
                 changes: applied,
             };
             // A server operator outside the room is told too.
@@ -394,6 +503,26 @@ impl Core {
         let set = change.set;
         let applied = |letter, arg: Option<Arc<str>>| Ok(Some(Applied { set, letter, arg }));
         match change.mode {
+            Mode::Op(ref nick) | Mode::Voice(ref nick) if self.is_remote_member(key, nick) => {
+                // A member on another node: its node is told (`share_modes`) and writes it.
+                let letter = if matches!(change.mode, Mode::Op(_)) {
+                    'o'
+                } else {
+                    'v'
+                };
+                let r = self.rooms[key].remote.get_mut(nick).expect("checked");
+                let flag = if letter == 'o' {
+                    &mut r.status.op
+                } else {
+                    &mut r.status.voice
+                };
+                if *flag == set {
+                    return Ok(None);
+                }
+                *flag = set;
+                let nick = r.source.nick.clone();
+                applied(letter, Some(nick))
+            }
             Mode::Op(nick) => {
                 let target = self.member_named(key, &nick)?;
                 let m = &mut self.rooms[key].modes;
@@ -509,6 +638,9 @@ impl Core {
         out: &mut super::Outbox,
     ) -> Result<(), Error> {
         let key = self.operated(id, name)?;
+        if self.is_remote_member(key, nick) {
+            return self.kick_remote(id, key, nick, reason, out);
+        }
         let target = self.member_named(key, nick)?;
         let by = self.users[&id].source.clone();
         let room = &self.rooms[key];
@@ -523,17 +655,16 @@ impl Core {
                 room, by, reason, ..
             } = &event
         {
-            // Other nodes know no kicks yet: their members see the kicked user part.
-            let why = format!("kicked by {}: {reason}", by.nick);
             out.note(super::cluster::Note::Publish(
-                super::cluster::Shared::Parted {
+                super::cluster::Shared::Kicked {
                     room: room.clone(),
-                    who: self.users[&target].source.clone(),
-                    reason: Some(why.into()),
+                    by: by.clone(),
+                    nick: self.users[&target].source.nick.clone(),
+                    reason: reason.clone(),
                 },
             ));
         }
-        if room.members.len() > self.limits.big_room {
+        if room.size() > self.limits.big_room {
             let both = if target == id {
                 vec![id]
             } else {
@@ -548,6 +679,51 @@ impl Core {
         Ok(())
     }
 
+    /// Whether `nick` is no local member of room `key` but a member on another node.
+    fn is_remote_member(&self, key: usize, nick: &str) -> bool {
+        let local = self
+            .nicks
+            .get(&fold(nick))
+            .is_some_and(|t| self.users[t].is_in(key));
+        !local && self.remote_member(key, nick).is_some()
+    }
+
+    /// A kick of a member on another node: its node takes it out; here it leaves the list.
+    fn kick_remote(
+        &mut self,
+        id: ClientId,
+        key: usize,
+        nick: &str,
+        reason: Option<String>,
+        out: &mut super::Outbox,
+    ) -> Result<(), Error> {
+        let by = self.users[&id].source.clone();
+        let room = &mut self.rooms[key];
+        let gone = room.remote.remove(nick).expect("a remote member");
+        let reason: Arc<str> = super::names::label(reason.as_deref().unwrap_or(&by.nick)).into();
+        out.note(super::cluster::Note::Publish(
+            super::cluster::Shared::Kicked {
+                room: room.name.clone(),
+                by: by.clone(),
+                nick: gone.source.nick.clone(),
+                reason: reason.clone(),
+            },
+        ));
+        let event = Event::Kicked {
+            room: room.name.clone(),
+            by,
+            nick: gone.source.nick.clone(),
+            reason,
+        };
+        let outside = (!self.users[&id].is_in(key)).then_some(id);
+        if room.size() > self.limits.big_room {
+            out.send(id, event);
+        } else {
+            out.send_many(room.members.iter().copied().chain(outside), event);
+        }
+        Ok(())
+    }
+
     /// `INVITE nick #room` by `id`, a member (an operator of a `+i` room).
     pub(super) fn invite(
         &mut self,
@@ -556,7 +732,7 @@ impl Core {
         name: Option<&str>,
         out: &mut super::Outbox,
     ) -> Result<(), Error> {
-        let target = self.find_nick(nick)?;
+        let found = self.find_nick(nick);
         let oper = self.users[&id].oper;
         // A server operator invites into any room, from outside it too.
         let key = self.target_room(id, name, !oper)?;
@@ -564,6 +740,13 @@ impl Core {
         if room.modes.invite_only && !room.modes.is_op(id) && !oper {
             return Err(Error::NotOperator(room.name.to_string()));
         }
+        let target = match found {
+            // In a cluster, a nick held on another node: the invitation goes to its node.
+            Err(Error::NoSuchNick(_)) if self.may_be_elsewhere(nick) => {
+                return self.invite_remote(id, key, nick, out);
+            }
+            found => found?,
+        };
         if self.users[&target].is_in(key) {
             return Err(Error::AlreadyInRoom {
                 nick: self.users[&target].source.nick.to_string(),
@@ -671,6 +854,33 @@ mod tests {
         assert_eq!(normalize_mask("bob!"), "bob!*@*");
         assert_eq!(normalize_mask("!u@"), "*!u@*");
         assert_eq!(normalize_mask("u@h"), "*!u@h");
+    }
+
+    #[test]
+    fn modes_read_back_from_their_description_and_remote_changes_apply() {
+        let mut m = RoomModes::new();
+        m.load("+imsk sesame");
+        assert!(m.invite_only && m.moderated && m.secret && !m.topic_ops && !m.no_outside);
+        assert_eq!(m.key.as_deref(), Some("sesame"));
+        let mut n = RoomModes::new();
+        n.load(&m.describe(true));
+        assert_eq!(n.describe(true), m.describe(true));
+        n.load("+ntl 12");
+        assert_eq!(n.describe(true), "+ntl 12");
+        n.load("garbage");
+        assert_eq!(n.describe(true), "+ntl 12", "left as it was");
+        let by: Arc<str> = "op".into();
+        for c in ["-t", "+k key", "+b bad!*@*", "+b bad!*@*", "-l"] {
+            n.apply_remote(&parse_applied(c).unwrap(), &by, 3);
+        }
+        assert_eq!(n.describe(true), "+nk key");
+        assert_eq!(n.bans.len(), 1, "a ban set twice is kept once");
+        n.apply_remote(&parse_applied("-b bad!*@*").unwrap(), &by, 4);
+        n.apply_remote(&parse_applied("-k *").unwrap(), &by, 4);
+        assert!(n.bans.is_empty() && n.key.is_none());
+        assert_eq!(parse_applied("+v bob").unwrap().letter, 'v');
+        assert!(parse_applied("+vv bob").is_none());
+        assert!(parse_applied("*o bob").is_none());
     }
 
     #[test]

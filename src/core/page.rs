@@ -30,6 +30,7 @@ use std::sync::Arc;
 use super::Core;
 use super::event::{ClientId, Event, Listing, Member, RoomSummary};
 use super::names::fold;
+use super::remote::Remote;
 use super::room::{ByNick, Room};
 
 /// Members listed by NAMES (or on joining) per page: about 20 bytes each rendered.
@@ -155,6 +156,35 @@ impl Cursor {
     }
 }
 
+/// A member in a listing: a local user, or one on another node.
+#[derive(Clone, Copy)]
+enum Who<'a> {
+    Local(ClientId),
+    Remote(&'a Remote),
+}
+
+/// Two iterators of (nick, member), each in case-folded nick order, as one.
+struct Merge<'a, A: Iterator<Item = (&'a str, Who<'a>)>, B: Iterator<Item = (&'a str, Who<'a>)>> {
+    a: std::iter::Peekable<A>,
+    b: std::iter::Peekable<B>,
+}
+
+impl<'a, A, B> Iterator for Merge<'a, A, B>
+where
+    A: Iterator<Item = (&'a str, Who<'a>)>,
+    B: Iterator<Item = (&'a str, Who<'a>)>,
+{
+    type Item = (&'a str, Who<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match (self.a.peek(), self.b.peek()) {
+            (Some(x), Some(y)) if folded_cmp(x.0, y.0) == Ordering::Greater => self.b.next(),
+            (Some(_), _) => self.a.next(),
+            (None, _) => self.b.next(),
+        }
+    }
+}
+
 /// Case-folded order (ASCII, as nicks and room names are compared), without folded copies.
 pub fn folded_cmp(a: &str, b: &str) -> Ordering {
     let lower = |c: u8| c.to_ascii_lowercase();
@@ -205,7 +235,7 @@ impl Core {
             .into_iter()
             .map(|(_, r)| RoomSummary {
                 name: r.name.clone(),
-                members: r.members.len(),
+                members: r.size(),
                 topic: r.topic.as_ref().map(|t| t.text.clone()),
             })
             .collect();
@@ -249,12 +279,22 @@ impl Core {
             None => Bound::Unbounded,
         };
         let asker = cursor.asker;
-        let mut next = r
+        let local = r
             .by_nick
             .range((after, Bound::Unbounded))
             .filter(|m| Some(m.1) != asker)
-            .map(|m| (&*m.0, m.1));
-        let mut ids: Vec<(&str, ClientId)> = next.by_ref().take(k).collect();
+            .map(|m| (&*m.0, Who::Local(m.1)));
+        // In a cluster, the members on other nodes, merged in the same (folded) order.
+        let after_name = cursor.after_name().map(str::to_string);
+        let remote = r
+            .remote
+            .after(after_name.as_deref())
+            .map(|(_, m)| (&*m.source.nick, Who::Remote(m)));
+        let mut next = Merge {
+            a: local.peekable(),
+            b: remote.peekable(),
+        };
+        let mut ids: Vec<(&str, Who)> = next.by_ref().take(k).collect();
         let more = next.next().is_some();
         let last = !more || cursor.sent + ids.len() >= cursor.limit;
         let part = cursor.part(last);
@@ -271,7 +311,7 @@ impl Core {
             let here =
                 cursor.after_name().is_none_or(past) && ids.last().is_some_and(|(l, _)| !past(l));
             if here || last {
-                ids.push((me, asker));
+                ids.push((me, Who::Local(asker)));
                 ids.sort_unstable_by(|a, b| folded_cmp(a.0, b.0));
                 cursor.asker = None;
             }
@@ -281,16 +321,24 @@ impl Core {
         }
         let members: Vec<Member> = ids
             .into_iter()
-            .map(|(_, id)| Member {
-                status: r.modes.status(id),
-                ..self.member(id)
+            .map(|(_, who)| match who {
+                Who::Local(id) => Member {
+                    status: r.modes.status(id),
+                    ..self.member(id)
+                },
+                Who::Remote(m) => Member {
+                    source: m.source.clone(),
+                    away: false,
+                    status: m.status,
+                    oper: false,
+                },
             })
             .collect();
         emit(Event::Names {
             room: r.name.clone(),
             members,
             listing,
-            total: r.members.len(),
+            total: r.size(),
             part,
             secret: r.modes.secret,
         });

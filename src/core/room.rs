@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::modes::RoomModes;
 use super::page::folded_cmp;
+use super::remote::RemoteMembers;
 
 use super::event::{ClientId, Millis, MsgKind, Source, Topic};
 
@@ -34,6 +35,11 @@ pub struct Room {
     pub created_at: Millis,
     /// Its modes and operators (`core::modes`).
     pub modes: RoomModes,
+    /// In a cluster: its members on other nodes (`core::remote`), known while it has local
+    /// members.
+    pub remote: RemoteMembers,
+    /// In a cluster: joins of local users to it that wait for the cluster's answer.
+    pub pending: u32,
     /// The last `capacity` messages, oldest first; allocated on the first message only.
     history: VecDeque<HistoryEntry>,
     capacity: usize,
@@ -64,12 +70,25 @@ impl Room {
             topic: None,
             created_at: now,
             modes: RoomModes::new(),
+            remote: RemoteMembers::default(),
+            pending: 0,
             history: VecDeque::new(),
             capacity,
             history_bytes: 0,
             max_bytes,
             history_ask: None,
         }
+    }
+
+    /// Its members on every node (as far as this node knows).
+    pub fn size(&self) -> usize {
+        self.members.len() + self.remote.len()
+    }
+
+    /// Whether a local user is in it, or waits to be (in a cluster, it is kept and its
+    /// messages received while so).
+    pub fn in_use(&self) -> bool {
+        !self.members.is_empty() || self.pending > 0
     }
 
     /// Keeps `entry`, dropping the oldest entries past the room's count and byte limits (an

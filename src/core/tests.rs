@@ -1855,6 +1855,40 @@ fn won(claim: cluster::NickClaim) -> cluster::ClaimAnswer {
     }
 }
 
+/// `id` joins `room`, a room with no local member, on a clustered core: the join is asked of
+/// the cluster, which answers that it `created` the room (nobody else is in it); the notes
+/// of the completed join are returned.
+fn cluster_join(
+    core: &mut Core,
+    out: &mut Outbox,
+    id: ClientId,
+    room: &str,
+    created: bool,
+) -> Vec<cluster::Note> {
+    out.clear();
+    core.handle(id, Command::Join(room.into()), 0, out);
+    assert!(core.holds_input(id), "its next lines wait for the answer");
+    let request = match &notes(out)[..] {
+        // (The room's shared history is asked with its subscription.)
+        [
+            cluster::Note::Subscribe(_),
+            cluster::Note::History { .. },
+            cluster::Note::Join(r),
+        ]
+        | [cluster::Note::Join(r)] => r.clone(),
+        other => panic!("expected a join asked of the cluster, got {other:?}"),
+    };
+    assert!(out.is_empty(), "nothing told before the answer");
+    let answer = cluster::JoinAnswer {
+        created,
+        members: Vec::new(),
+        state: cluster::RoomState::default(),
+    };
+    core.joined(request, Some(answer), 0, out);
+    assert!(!core.holds_input(id));
+    notes(out)
+}
+
 /// A clustered core (node number 7) with guests A and B, and the notes drained.
 fn cluster_core() -> (Core, Outbox) {
     let mut core = Core::new(CoreLimits::counts(10, 5, 1000), 0);
@@ -2067,29 +2101,30 @@ fn a_cluster_core_subscribes_while_a_room_has_local_members_and_publishes_once()
         core.source(A).unwrap().clone(),
         core.source(B).unwrap().clone(),
     );
-    core.handle(A, Command::Join("#Chat".into()), 0, &mut out);
+    // (The subscription goes with the join asked of the cluster: see `cluster_join`.)
+    assert_eq!(
+        cluster_join(&mut core, &mut out, A, "#Chat", true),
+        [publish(Shared::Joined {
+            room: rc("#Chat"),
+            who: a.clone()
+        })]
+    );
+    core.handle(B, Command::Join("#chat".into()), 0, &mut out);
+    let plain = modes::Status::default();
     assert_eq!(
         notes(&mut out),
         [
-            Note::Subscribe(rc("#chat")),
-            Note::History {
+            Note::Member {
                 room: rc("#chat"),
-                ask: 1
+                drop: None,
+                set: Some((b.clone(), plain))
             },
             publish(Shared::Joined {
                 room: rc("#Chat"),
-                who: a.clone()
+                who: b.clone()
             })
-        ]
-    );
-    core.handle(B, Command::Join("#chat".into()), 0, &mut out);
-    assert_eq!(
-        notes(&mut out),
-        [publish(Shared::Joined {
-            room: rc("#Chat"),
-            who: b.clone()
-        })],
-        "the second member subscribes nothing more"
+        ],
+        "the second member is joined at once, and subscribes nothing more"
     );
     let say = Command::Say {
         room: Some("#chat".into()),
@@ -2124,31 +2159,56 @@ fn a_cluster_core_subscribes_while_a_room_has_local_members_and_publishes_once()
     core.handle(A, part, 0, &mut out);
     assert_eq!(
         notes(&mut out),
-        [publish(Shared::Parted {
-            room: rc("#Chat"),
-            who: a,
-            reason: Some(rc("later"))
-        })]
+        [
+            publish(Shared::Parted {
+                room: rc("#Chat"),
+                who: a,
+                reason: Some(rc("later"))
+            }),
+            Note::Member {
+                room: rc("#chat"),
+                drop: Some(rc("guest1-1")),
+                set: None
+            }
+        ]
     );
-    core.handle(B, Command::Join("#other".into()), 0, &mut out);
-    out.drain_notes();
+    cluster_join(&mut core, &mut out, B, "#other", true);
     core.handle(B, Command::Nick("bee".into()), 0, &mut out);
     let [Note::Claim(claim)] = &notes(&mut out)[..] else {
         panic!("a nick change is a claim first")
     };
     core.claimed(won(claim.clone()), 0, &mut out);
     let bee = core.source(B).unwrap().clone();
+    let op = modes::Status {
+        op: true,
+        voice: false,
+    };
+    // Its entries in the rooms' shared member lists follow (it created #other: `@`).
+    let entry = |room: &str, status| Note::Member {
+        room: rc(room),
+        drop: Some(rc("guest1-2")),
+        set: Some((bee.clone(), status)),
+    };
     assert_eq!(
         notes(&mut out),
-        [publish(Shared::NickChanged {
-            rooms: vec![rc("#Chat"), rc("#other")],
-            old: b,
-            new: rc("bee"),
-        })],
+        [
+            entry("#chat", plain),
+            entry("#other", op),
+            publish(Shared::NickChanged {
+                rooms: vec![rc("#Chat"), rc("#other")],
+                old: b,
+                new: rc("bee"),
+            })
+        ],
         "a guest nick was never claimed: nothing to release"
     );
     let b = bee;
     core.disconnect(B, "bye", 0, &mut out);
+    let gone = |room: &str| Note::Member {
+        room: rc(room),
+        drop: Some(rc("bee")),
+        set: None,
+    };
     assert_eq!(
         notes(&mut out),
         [
@@ -2158,7 +2218,9 @@ fn a_cluster_core_subscribes_while_a_room_has_local_members_and_publishes_once()
                 who: b,
                 reason: rc("bye")
             }),
+            gone("#chat"),
             Note::Unsubscribe(rc("#chat")),
+            gone("#other"),
             Note::Unsubscribe(rc("#other")),
         ]
     );
@@ -2254,17 +2316,13 @@ fn a_first_local_member_is_replayed_the_shared_history_when_the_cluster_answers(
 }
 
 #[test]
-fn a_kick_is_a_part_for_other_nodes() {
-    let mut core = Core::new(CoreLimits::counts(10, 5, 1000), 0);
-    core.set_cluster(true);
-    let mut out = Outbox::default();
-    core.connect(A, IP, 0, &mut out);
-    core.connect(B, IP, 0, &mut out);
-    core.handle(A, Command::Join("#k".into()), 0, &mut out);
+fn a_kick_crosses_nodes_as_a_kick() {
+    let (mut core, mut out) = cluster_core();
+    cluster_join(&mut core, &mut out, A, "#k", true);
     core.handle(B, Command::Join("#k".into()), 0, &mut out);
     out.drain_notes();
     let (a, b) = (
-        core.nick(A).unwrap().clone(),
+        core.source(A).unwrap().clone(),
         core.source(B).unwrap().clone(),
     );
     let kick = Command::Kick {
@@ -2275,11 +2333,19 @@ fn a_kick_is_a_part_for_other_nodes() {
     core.handle(A, kick, 0, &mut out);
     assert_eq!(
         notes(&mut out),
-        [publish(cluster::Shared::Parted {
-            room: rc("#k"),
-            who: b,
-            reason: Some(format!("kicked by {a}: spam").into()),
-        })]
+        [
+            publish(cluster::Shared::Kicked {
+                room: rc("#k"),
+                by: a,
+                nick: b.nick.clone(),
+                reason: rc("spam"),
+            }),
+            cluster::Note::Member {
+                room: rc("#k"),
+                drop: Some(b.nick.clone()),
+                set: None
+            }
+        ]
     );
 }
 
@@ -2446,7 +2512,7 @@ fn a_room_tagmsg_is_published_once_and_a_remote_one_reaches_every_local_member()
     let mut out = Outbox::default();
     core.connect(A, IP, 0, &mut out);
     core.connect(B, IP, 0, &mut out);
-    core.handle(A, Command::Join("#t".into()), 0, &mut out);
+    cluster_join(&mut core, &mut out, A, "#t", true);
     core.handle(B, Command::Join("#t".into()), 0, &mut out);
     out.drain_notes();
     let a = core.source(A).unwrap().clone();
@@ -2649,16 +2715,36 @@ fn a_clustered_node_subscribes_to_its_users_nicks_and_sends_a_message_to_another
     ));
 }
 
+/// `id` joins `room`, a room with no local member, on a clustered core, and the cluster
+/// answers that it created it: the notes of the completed join are left in `out`.
+fn join_answered(core: &mut Core, out: &mut Outbox, id: ClientId, room: &str) {
+    core.handle(id, Command::Join(room.into()), 0, out);
+    let request = out
+        .drain_notes()
+        .find_map(|n| match n {
+            cluster::Note::Join(r) => Some(r),
+            _ => None,
+        })
+        .expect("a join asked of the cluster");
+    let answer = cluster::JoinAnswer {
+        created: true,
+        members: Vec::new(),
+        state: cluster::RoomState::default(),
+    };
+    core.joined(request, Some(answer), 0, out);
+}
+
 #[test]
 fn a_clustered_core_tells_the_registry_each_users_nick_and_rooms_as_they_change() {
     let (mut core, mut out) = cluster_core();
     core.connect(C, IP, 0, &mut out);
     assert_eq!(presence(&mut out), [(C, "guest7-3".into(), Some(vec![]))]);
     out.clear();
-    core.handle(C, Command::Join("#Big".into()), 0, &mut out);
+    join_answered(&mut core, &mut out, C, "#Big");
     assert_eq!(
         presence(&mut out),
-        [(C, "guest7-3".into(), Some(vec!["#big".into()]))]
+        [(C, "guest7-3".into(), Some(vec!["#big".into()]))],
+        "told once the join is made"
     );
     out.clear();
     let c = claim(&mut core, &mut out, C, "Carol");
@@ -2668,7 +2754,7 @@ fn a_clustered_core_tells_the_registry_each_users_nick_and_rooms_as_they_change(
         [(C, "Carol".into(), Some(vec!["#big".into()]))]
     );
     out.clear();
-    core.handle(C, Command::Join("#other".into()), 0, &mut out);
+    join_answered(&mut core, &mut out, C, "#other");
     out.drain_notes();
     let part = Command::Part {
         room: Some("#BIG".into()),
@@ -2688,7 +2774,7 @@ fn a_clustered_core_tells_the_registry_each_users_nick_and_rooms_as_they_change(
 fn a_user_whose_nick_was_taken_while_the_link_was_down_becomes_a_guest_and_is_told() {
     use cluster::Answer;
     let (mut core, mut out) = cluster_core();
-    core.handle(A, Command::Join("#r".into()), 0, &mut out);
+    join_answered(&mut core, &mut out, A, "#r");
     out.clear();
     out.drain_notes();
     let c = claim(&mut core, &mut out, A, "alice");
@@ -2718,4 +2804,466 @@ fn a_user_whose_nick_was_taken_while_the_link_was_down_becomes_a_guest_and_is_to
     // Other nodes see a nick change; the lost claim's release is harmless (compare-and-delete).
     let notes = notes(&mut out);
     assert!(notes.iter().any(|n| matches!(n, cluster::Note::Publish(cluster::Shared::NickChanged { new, .. }) if *new == guest)), "{notes:?}");
+}
+
+/// The names (with `@`/`+`) a listing of `room` gives, every page.
+fn listed(core: &Core, room: &str) -> Vec<String> {
+    core.all_pages(Cursor::members(rc(room), Listing::Names))
+        .into_iter()
+        .flat_map(|e| match e {
+            Event::Names { members, .. } => members
+                .into_iter()
+                .map(|m| format!("{}{}", m.status.prefixes(), m.source.nick))
+                .collect::<Vec<_>>(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+fn remote_member(node: u64, nick: &str, op: bool) -> cluster::RemoteMember {
+    cluster::RemoteMember {
+        node,
+        source: Source::new(nick, "u", "elsewhere", "R"),
+        status: modes::Status { op, voice: false },
+    }
+}
+
+/// `id` asks to join `room` (a room with no local member) with `key`; returns the request.
+fn ask(
+    core: &mut Core,
+    out: &mut Outbox,
+    id: ClientId,
+    room: &str,
+    key: Option<&str>,
+) -> cluster::JoinRequest {
+    let command = match key {
+        Some(k) => Command::JoinWithKey {
+            room: room.into(),
+            key: k.into(),
+        },
+        None => Command::Join(room.into()),
+    };
+    core.handle(id, command, 0, out);
+    let found = notes(out).into_iter().find_map(|n| match n {
+        cluster::Note::Join(r) => Some(r),
+        _ => None,
+    });
+    found.expect("a join asked of the cluster")
+}
+
+#[test]
+fn a_join_answered_by_the_cluster_learns_the_room_and_is_checked_against_its_modes() {
+    use cluster::{JoinAnswer, Note, RoomState};
+    let (mut core, mut out) = cluster_core();
+    let me = core.source(A).unwrap().clone();
+    let answer = || JoinAnswer {
+        created: false,
+        members: vec![
+            remote_member(3, "zed", true),
+            remote_member(4, "amy", false),
+            // This node's own entry (the joiner's): skipped.
+            cluster::RemoteMember {
+                node: 7,
+                source: me.clone(),
+                status: modes::Status::default(),
+            },
+        ],
+        state: RoomState {
+            topic: Some(event::Topic {
+                text: rc("shared"),
+                by: rc("zed"),
+                at: 5,
+            }),
+            modes: Some("+ntk sesame".into()),
+            bans: Vec::new(),
+        },
+    };
+    // Without the key the cluster's room wants: refused, and taken back from the shared list.
+    let request = ask(&mut core, &mut out, A, "#r", None);
+    assert!(core.holds_input(A));
+    core.joined(request, Some(answer()), 0, &mut out);
+    assert!(!core.holds_input(A));
+    assert_eq!(
+        cluster_errors(&out),
+        [(Error::BadKey("#r".into()), vec![A])]
+    );
+    assert_eq!(
+        notes(&mut out),
+        [
+            Note::Member {
+                room: rc("#r"),
+                drop: Some(me.nick.clone()),
+                set: None
+            },
+            Note::Unsubscribe(rc("#r"))
+        ]
+    );
+    assert!(!core.room_exists("#r"), "nobody here is in it");
+    // With it: joined, told the topic, listed with the members of the other nodes.
+    out.clear();
+    let request = ask(&mut core, &mut out, A, "#r", Some("sesame"));
+    core.joined(request, Some(answer()), 0, &mut out);
+    assert!(cluster_errors(&out).is_empty());
+    assert!(
+        out.iter()
+            .any(|(e, to)| matches!(e, Event::TopicIs { topic: Some(t), .. }
+        if &*t.text == "shared")
+                && to == [A])
+    );
+    assert_eq!(
+        listed(&core, "#r"),
+        ["amy".to_string(), me.nick.to_string(), "@zed".into()]
+    );
+    assert!(
+        !core.status_in(core.room_keys["#r"], A).op,
+        "not the creator"
+    );
+    // A second local joiner is joined at once, and counts with the others.
+    out.clear();
+    core.handle(
+        B,
+        Command::JoinWithKey {
+            room: "#R".into(),
+            key: "sesame".into(),
+        },
+        0,
+        &mut out,
+    );
+    assert!(!core.holds_input(B));
+    assert_eq!(listed(&core, "#r").len(), 4);
+}
+
+#[test]
+fn a_join_the_cluster_could_not_answer_is_refused_and_one_nobody_waits_for_is_taken_back() {
+    use cluster::{JoinAnswer, Note, RoomState};
+    let (mut core, mut out) = cluster_core();
+    let request = ask(&mut core, &mut out, A, "#x", None);
+    core.joined(request, None, 0, &mut out);
+    assert_eq!(
+        cluster_errors(&out),
+        [(Error::RoomClusterDown("#x".into()), vec![A])]
+    );
+    assert!(!core.room_exists("#x"));
+    // The joiner leaves before the answer: the answer takes its entry back.
+    out.clear();
+    let request = ask(&mut core, &mut out, B, "#y", None);
+    let b = core.source(B).unwrap().nick.clone();
+    core.disconnect(B, "bye", 0, &mut out);
+    assert!(!core.room_exists("#y"));
+    out.drain_notes();
+    let answer = JoinAnswer {
+        created: true,
+        members: Vec::new(),
+        state: RoomState::default(),
+    };
+    out.clear();
+    core.joined(request, Some(answer), 0, &mut out);
+    assert!(out.is_empty());
+    assert_eq!(
+        notes(&mut out),
+        [Note::Member {
+            room: rc("#y"),
+            drop: Some(b),
+            set: None
+        }]
+    );
+    // While the link is down a room with no local member is refused at once.
+    core.tell_cluster_link(false, &mut out);
+    out.clear();
+    core.handle(A, Command::Join("#z".into()), 0, &mut out);
+    assert_eq!(
+        cluster_errors(&out),
+        [(Error::RoomClusterDown("#z".into()), vec![A])]
+    );
+    assert!(!out.has_notes() || notes(&mut out).is_empty());
+}
+
+#[test]
+fn what_other_nodes_say_keeps_the_member_list_status_topic_and_kicks_in_step() {
+    use cluster::{Note, Shared};
+    let (mut core, mut out) = cluster_core();
+    cluster_join(&mut core, &mut out, A, "#f", true);
+    core.handle(B, Command::Join("#f".into()), 0, &mut out);
+    let (a, b) = (
+        core.source(A).unwrap().clone(),
+        core.source(B).unwrap().clone(),
+    );
+    let zed = Source::new("zed", "u", "elsewhere", "Z");
+    core.remote(
+        Shared::Joined {
+            room: rc("#F"),
+            who: zed.clone(),
+        },
+        0,
+        &mut out,
+    );
+    assert_eq!(
+        listed(&core, "#f"),
+        [format!("@{}", a.nick), b.nick.to_string(), "zed".into()]
+    );
+    core.remote(
+        Shared::NickChanged {
+            rooms: vec![rc("#f")],
+            old: zed.clone(),
+            new: rc("zorro"),
+        },
+        0,
+        &mut out,
+    );
+    // zed (now zorro) makes B an operator: B's node writes B's entry.
+    out.drain_notes();
+    let plus_o = modes::Applied {
+        set: true,
+        letter: 'o',
+        arg: Some(b.nick.clone()),
+    };
+    core.remote(
+        Shared::Modes {
+            room: rc("#f"),
+            by: zed.clone(),
+            changes: vec![plus_o],
+        },
+        0,
+        &mut out,
+    );
+    let op = modes::Status {
+        op: true,
+        voice: false,
+    };
+    assert_eq!(
+        notes(&mut out),
+        [Note::Member {
+            room: rc("#f"),
+            drop: None,
+            set: Some((b.clone(), op))
+        }]
+    );
+    assert_eq!(
+        listed(&core, "#f"),
+        [
+            format!("@{}", a.nick),
+            format!("@{}", b.nick),
+            "zorro".into()
+        ]
+    );
+    // A topic from there.
+    out.clear();
+    core.remote(
+        Shared::Topic {
+            room: rc("#f"),
+            by: zed.clone(),
+            topic: Some(rc("far")),
+            at: 9,
+        },
+        0,
+        &mut out,
+    );
+    assert!(out.iter().any(
+        |(e, to)| matches!(e, Event::TopicChanged { topic: Some(t), .. }
+        if &**t == "far")
+            && to == [A, B]
+    ));
+    // A kick of a local member from there: taken out here, its entry dropped here.
+    out.clear();
+    core.remote(
+        Shared::Kicked {
+            room: rc("#f"),
+            by: zed,
+            nick: b.nick.clone(),
+            reason: rc("go"),
+        },
+        0,
+        &mut out,
+    );
+    assert!(
+        out.iter()
+            .any(|(e, to)| matches!(e, Event::Kicked { .. }) && to == [A, B])
+    );
+    assert_eq!(
+        notes(&mut out),
+        [Note::Member {
+            room: rc("#f"),
+            drop: Some(b.nick.clone()),
+            set: None
+        }]
+    );
+    assert_eq!(
+        listed(&core, "#f"),
+        [format!("@{}", a.nick), "zorro".into()]
+    );
+    // A kick of the remote member from here: published, and it leaves the list.
+    out.clear();
+    let kick = Command::Kick {
+        room: Some("#f".into()),
+        nick: "ZORRO".into(),
+        reason: None,
+    };
+    core.handle(A, kick, 0, &mut out);
+    assert!(
+        matches!(&notes(&mut out)[..], [cluster::Note::Publish(Shared::Kicked { nick, .. })] if &**nick == "zorro")
+    );
+    assert_eq!(listed(&core, "#f"), [format!("@{}", a.nick)]);
+}
+
+#[test]
+fn when_the_cluster_link_is_back_each_room_with_local_members_is_synced() {
+    use cluster::Note;
+    let (mut core, mut out) = cluster_core();
+    cluster_join(&mut core, &mut out, A, "#s", true);
+    core.handle(B, Command::Join("#s".into()), 0, &mut out);
+    core.tell_cluster_link(false, &mut out);
+    core.handle(
+        B,
+        Command::Part {
+            room: None,
+            reason: None,
+        },
+        0,
+        &mut out,
+    );
+    out.drain_notes();
+    core.tell_cluster_link(true, &mut out);
+    let a = core.source(A).unwrap().clone();
+    let op = modes::Status {
+        op: true,
+        voice: false,
+    };
+    let synced: Vec<_> = notes(&mut out)
+        .into_iter()
+        .filter_map(|n| match n {
+            Note::SyncRoom {
+                room,
+                members,
+                state,
+            } => Some((room, members, state)),
+            _ => None,
+        })
+        .collect();
+    // The lobby has nobody of this node (guests of a cluster core join nothing by themselves).
+    assert_eq!(synced.len(), 1, "{synced:?}");
+    let (room, members, state) = &synced[0];
+    assert_eq!(&**room, "#s");
+    assert_eq!(members, &[(a.clone(), op)], "B left meanwhile");
+    let state = state.as_ref().unwrap();
+    assert_eq!(state.founder, a.nick);
+    assert!(state.fields.contains(&("modes", "+nt".to_string())));
+}
+
+#[test]
+fn a_kill_of_a_nick_held_on_another_node_goes_to_its_channel_and_is_carried_out_there() {
+    use cluster::{Note, Shared};
+    let (mut core, mut out) = cluster_core();
+    core.handle(A, Command::MakeOper, 0, &mut out);
+    let a = core.source(A).unwrap().clone();
+    out.clear();
+    out.drain_notes();
+    let kill = Command::Kill {
+        nick: "far".into(),
+        reason: Some("spam".into()),
+    };
+    core.handle(A, kill, 0, &mut out);
+    assert!(out.is_empty(), "told later if nobody holds it");
+    assert_eq!(
+        notes(&mut out),
+        [Note::Kill {
+            by: (A, 0),
+            nick: rc("far"),
+            from: a.clone(),
+            reason: rc("spam"),
+        }]
+    );
+    // On the node holding the nick: its user is killed (closed by the driver).
+    let b = core.nick(B).unwrap().clone();
+    core.remote(
+        Shared::Kill {
+            nick: b.to_ascii_uppercase().into(),
+            by: a,
+            reason: rc("spam"),
+        },
+        0,
+        &mut out,
+    );
+    let killed: Vec<_> = out
+        .iter()
+        .filter(|(e, _)| matches!(e, Event::Killed { reason, .. } if &**reason == "spam"))
+        .map(|(_, to)| to.to_vec())
+        .collect();
+    assert_eq!(killed, [vec![B]]);
+}
+
+#[test]
+fn an_invitation_from_another_node_lets_its_user_into_an_invitation_only_room_once() {
+    use cluster::{JoinAnswer, Note, RoomState, Shared};
+    let (mut core, mut out) = cluster_core();
+    let zed = Source::new("zed", "u", "elsewhere", "Z");
+    let b = core.nick(B).unwrap().clone();
+    let invite = |keeps| Shared::Invite {
+        room: rc("#I"),
+        by: zed.clone(),
+        nick: b.to_ascii_uppercase().into(),
+        keeps,
+    };
+    // One given before +i by any member lets nobody in later.
+    core.remote(invite(false), 0, &mut out);
+    core.remote(invite(true), 0, &mut out);
+    let told = out
+        .iter()
+        .filter(|(e, to)| matches!(e, Event::Invited { room, .. } if &**room == "#I") && *to == [B])
+        .count();
+    assert_eq!(told, 2);
+    let answer = || JoinAnswer {
+        created: false,
+        members: vec![remote_member(3, "zed", true)],
+        state: RoomState {
+            modes: Some("+int".into()),
+            ..RoomState::default()
+        },
+    };
+    out.clear();
+    let request = ask(&mut core, &mut out, B, "#i", None);
+    core.joined(request, Some(answer()), 0, &mut out);
+    assert!(
+        cluster_errors(&out).is_empty(),
+        "{:?}",
+        cluster_errors(&out)
+    );
+    assert_eq!(listed(&core, "#i"), [b.to_string(), "@zed".into()]);
+    // Used up: after a part, B needs another.
+    core.handle(
+        B,
+        Command::Part {
+            room: None,
+            reason: None,
+        },
+        0,
+        &mut out,
+    );
+    out.clear();
+    let request = ask(&mut core, &mut out, B, "#i", None);
+    core.joined(request, Some(answer()), 0, &mut out);
+    assert_eq!(
+        cluster_errors(&out),
+        [(Error::InviteOnly("#i".into()), vec![B])]
+    );
+    // An invitation from here of a nick held elsewhere goes to its node.
+    out.drain_notes();
+    cluster_join(&mut core, &mut out, A, "#own", true);
+    out.clear();
+    let invite = Command::Invite {
+        nick: "far".into(),
+        room: Some("#own".into()),
+    };
+    core.handle(A, invite, 0, &mut out);
+    assert!(
+        out.iter().any(
+            |(e, to)| matches!(e, Event::Inviting { nick, .. } if &**nick == "far") && to == [A]
+        )
+    );
+    assert!(matches!(
+        &notes(&mut out)[..],
+        [Note::Invite {
+            invite: Shared::Invite { keeps: false, .. },
+            ..
+        }]
+    ));
 }

@@ -634,8 +634,9 @@ impl EventLoop {
                 conn.awaiting = Awaiting::Pages;
                 return Flow::Awaiting;
             }
-            if conn.session.input_paused() {
-                // The rest waits, framed or not, until the session has its answer.
+            if conn.session.input_paused() || self.core.holds_input(ClientId(key)) {
+                // The rest waits, framed or not, until the session (or, for a join asked of
+                // the cluster, the core) has its answer.
                 conn.framer.stash(input);
                 conn.awaiting = Awaiting::Session;
                 return Flow::Awaiting;
@@ -739,10 +740,15 @@ impl EventLoop {
             self.deliver();
         }
         let most = self.ctx.max_line.max(crate::protocol::irc::MAX_LINE);
-        // Answers first: a room's shared history comes before the messages held while it was
-        // read (they are newer).
+        // A room's shared history comes before the messages held while it was read (they are
+        // newer); every other answer after what was received (a join's answer is checked
+        // against the member changes that came before it).
         let answers = self.backplane.as_mut().map(|b| b.take_answers());
-        for mut answer in answers.into_iter().flatten() {
+        let (histories, others): (Vec<Answer>, Vec<Answer>) = answers
+            .into_iter()
+            .flatten()
+            .partition(|a| matches!(a, Answer::History { .. }));
+        for mut answer in histories {
             if let Answer::History { entries, .. } = &mut answer {
                 // (What no node would have published, as below.)
                 entries.retain(|e| e.text.len() <= most);
@@ -767,6 +773,14 @@ impl EventLoop {
             self.deliver();
         }
         self.received = received;
+        for answer in others {
+            let client = answer.client();
+            self.core.answer(answer, self.now.wall, &mut self.outbox);
+            self.deliver();
+            if let Some(client) = client {
+                self.read_held(client.0);
+            }
+        }
     }
 
     // ---- output ----------------------------------------------------------------------------
@@ -836,16 +850,22 @@ impl EventLoop {
                 .session
                 .registration(&self.ctx, &mut self.core, refused.as_ref());
             self.apply(key, step);
-            // Its held lines are read again, from where they were left.
-            if let Some(conn) = self.conns.get_mut(key)
-                && conn.awaiting == Awaiting::Session
-                && !conn.session.input_paused()
-            {
-                conn.awaiting = Awaiting::Nothing;
-                if !conn.read_listed {
-                    conn.read_listed = true;
-                    self.to_read.push((key, conn.serial));
-                }
+            self.read_held(key);
+        }
+    }
+
+    /// Reads connection `key`'s held lines again, from where they were left, if neither its
+    /// session nor the core holds them any more.
+    fn read_held(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && conn.awaiting == Awaiting::Session
+            && !conn.session.input_paused()
+            && !self.core.holds_input(ClientId(key))
+        {
+            conn.awaiting = Awaiting::Nothing;
+            if !conn.read_listed {
+                conn.read_listed = true;
+                self.to_read.push((key, conn.serial));
             }
         }
     }

@@ -89,7 +89,7 @@ pub enum Awaiting {
     /// It has too many answers in progress (see the loop's `MAX_ANSWERS`).
     Pages,
     /// Its session holds its input (`Session::input_paused`: a nick being claimed in a
-    /// cluster).
+    /// cluster), or the core does (`Core::holds_input`: a join asked of the cluster).
     Session,
 }
 

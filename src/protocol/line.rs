@@ -553,14 +553,20 @@ pub fn render(event: &Event) -> Vec<u8> {
                 rooms.join(" ")
             };
             line(&mut s, format_args!("NOTICE {nick} is in: {rooms}"));
-            line(
-                &mut s,
-                format_args!(
-                    "NOTICE {nick} connected since {}, idle {}s",
-                    iso8601(w.connected_at),
-                    w.idle_secs
-                ),
-            );
+            if let Some(node) = &w.node {
+                line(&mut s, format_args!("NOTICE {nick} is on server {node}"));
+            }
+            // (0: a user of another node of a cluster, whose times this node does not know.)
+            if w.connected_at != 0 {
+                line(
+                    &mut s,
+                    format_args!(
+                        "NOTICE {nick} connected since {}, idle {}s",
+                        iso8601(w.connected_at),
+                        w.idle_secs
+                    ),
+                );
+            }
             if let Some(away) = &w.away {
                 line(&mut s, format_args!("NOTICE {nick} is away: {away}"));
             }

@@ -39,7 +39,7 @@ impl Redis {
             eprintln!("SKIPPED: redis-server is not on PATH (.ci/run installs it)");
             return None;
         }
-        Some(Redis::on(free_port()))
+        Some(Redis::spawn_free(&[]))
     }
 
     /// A `redis-server` on `port`, answering.
@@ -47,9 +47,28 @@ impl Redis {
         Redis::spawn(port, &[])
     }
 
+    /// A `redis-server` with more `args` on a free port, answering. A port found free may be
+    /// taken by another test's listener before the server binds it (tests run in parallel):
+    /// then another port is tried.
+    pub fn spawn_free(args: &[&str]) -> Redis {
+        for _ in 0..10 {
+            if let Some(redis) = Redis::try_spawn(free_port(), args) {
+                return redis;
+            }
+        }
+        panic!("redis-server could not bind any of ten free ports");
+    }
+
     /// A `redis-server` on `port` with more `args`, answering (if only that a password is
     /// needed).
     pub fn spawn(port: u16, args: &[&str]) -> Redis {
+        Redis::try_spawn(port, args)
+            .unwrap_or_else(|| panic!("redis-server on port {port} exited: the port was taken"))
+    }
+
+    /// [`Redis::spawn`], or `None` if the server exited before answering (its port was
+    /// taken).
+    fn try_spawn(port: u16, args: &[&str]) -> Option<Redis> {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
@@ -59,18 +78,28 @@ impl Redis {
             .spawn()
             .expect("spawn redis-server");
         let mut redis = Redis { child, port };
-        redis.wait_for(|r| match r.command(&["PING"]) {
-            OwnedFrame::SimpleString(pong) => pong == b"PONG",
-            OwnedFrame::Error(e) => e.starts_with("NOAUTH"),
-            _ => false,
-        });
-        // The answer must be this server's: a port found free may have been taken meanwhile
-        // by another test's server (tests run in parallel), and then ours exited unbound.
-        assert!(
-            redis.child.try_wait().unwrap().is_none(),
-            "redis-server on port {port} exited: the port was taken"
-        );
-        redis
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            // The answer must be this server's: if it exited, whatever answers is another
+            // test's (and not a Redis, or not ours).
+            if redis.child.try_wait().unwrap().is_some() {
+                return None;
+            }
+            let ready = match redis.command(&["PING"]) {
+                OwnedFrame::SimpleString(pong) => pong == b"PONG",
+                OwnedFrame::Error(e) => e.starts_with("NOAUTH"),
+                _ => false,
+            };
+            if ready && redis.child.try_wait().unwrap().is_none() {
+                return Some(redis);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {port} did not answer within {TIMEOUT:?}"
+            );
+            // Polling a condition, not synchronising on time: Redis has no way to tell us.
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// SIGKILL, `meanwhile`, and a new empty `redis-server` on the same port.
@@ -103,8 +132,11 @@ impl Redis {
         }
         let mut buf = Vec::new();
         loop {
-            if let Some((frame, _)) = decode(&buf).unwrap() {
-                return frame;
+            match decode(&buf) {
+                Ok(Some((frame, _))) => return frame,
+                Ok(None) => {}
+                // Not a Redis (another test's server took the port): an error reply.
+                Err(e) => return OwnedFrame::Error(format!("not a Redis reply: {e}")),
             }
             let mut chunk = [0u8; 4096];
             match s.read(&mut chunk) {

@@ -898,7 +898,7 @@ fn whois(o: &mut Out<'_>, w: &WhoisInfo) {
     let s = &w.source;
     let nick = &s.nick;
     o.numeric_with(RPL_WHOISUSER, &[nick, &s.user, &s.host], &[&s.realname]);
-    let server = o.server;
+    let server = w.node.as_deref().unwrap_or(o.server);
     o.numeric(RPL_WHOISSERVER, &[nick, &server]);
     if !w.rooms.is_empty() {
         o.numeric_list(RPL_WHOISCHANNELS, &[nick], w.rooms.iter().map(|r| &**r));
@@ -919,10 +919,13 @@ fn whois(o: &mut Out<'_>, w: &WhoisInfo) {
         let real = real_host(ip);
         o.numeric_with(RPL_WHOISHOST, &[nick], &[&real, &real]);
     }
-    o.numeric(
-        RPL_WHOISIDLE,
-        &[nick, &w.idle_secs, &(w.connected_at / 1000)],
-    );
+    // (0: a user of another node of a cluster, whose times this node does not know.)
+    if w.connected_at != 0 {
+        o.numeric(
+            RPL_WHOISIDLE,
+            &[nick, &w.idle_secs, &(w.connected_at / 1000)],
+        );
+    }
     o.numeric(RPL_ENDOFWHOIS, &[nick]);
 }
 
@@ -1011,6 +1014,11 @@ pub fn error(o: &mut Out<'_>, e: &Error) {
         Error::NickPending(nick) => {
             o.numeric_with(ERR_UNAVAILRESOURCE, &[&safe(nick)], &[&UNAVAIL_PENDING])
         }
+        Error::RoomClusterDown(room) => o.numeric_with(
+            ERR_UNAVAILRESOURCE,
+            &[&safe(room)],
+            &[&UNAVAIL_ROOM_CLUSTER],
+        ),
         Error::WatchListFull(nicks) => {
             // The nicks not added, as many as one line holds (nicks have no spaces).
             let mut list = nicks.as_str();
@@ -1264,6 +1272,7 @@ mod tests {
             address: Some("1234:5678:9abc:def0:1234:5678:9abc:def0".parse().unwrap()),
             oper: true,
             secure: true,
+            node: None,
         });
         let out = render(&whois, "irc.example.org", &"m".repeat(32), false, 0);
         assert_lines_fit(&out);

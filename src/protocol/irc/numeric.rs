@@ -251,6 +251,8 @@ pub const UNAVAIL_ROOM: &str =
 pub const UNAVAIL_NICK: &str = "Nick is temporarily unavailable: its owner left it moments ago";
 /// The text of a 437 about a nick a clustered node cannot claim (Redis unreachable).
 pub const UNAVAIL_CLUSTER: &str = "Nick is temporarily unavailable: cluster link down";
+/// The text of a 437 about a room a clustered node cannot ask the cluster about.
+pub const UNAVAIL_ROOM_CLUSTER: &str = "Channel is temporarily unavailable: cluster link down";
 /// The text of a 437 about a nick asked for while another claim is under way.
 pub const UNAVAIL_PENDING: &str = "Nick change already under way: wait for its answer";
 

@@ -44,7 +44,9 @@ pub(super) fn whois(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> 
     };
     let nicks = c.targets(nicks, irc::WHOIS_TARGETS, false);
     let nick = nicks.first().copied().unwrap_or("");
-    if c.core.nick_in_use(nick) {
+    // (In a cluster, a user of another node is known too: from a room shared with this one,
+    // or asked of the cluster, answered later.)
+    if c.core.nick_in_use(nick) || c.core.remote_nick_known(nick) || c.core.may_be_elsewhere(nick) {
         c.run(Command::Whois(nick.to_string()));
     } else {
         let nick = irc::safe(nick);

@@ -1,0 +1,443 @@
+//! Rooms shared by the nodes, in Redis: each room's member list and state, and the atomic
+//! join that creates a room once.
+//!
+//! ```text
+//! HASH {prefix}members:{folded room}    folded nick -> "{incarnation} {nick}!{user}@{host} {status} {real name}"
+//! HASH {prefix}roomstate:{folded room}  founded, topic, topic_by, topic_at, modes, bans
+//! ```
+//!
+//! - A join to a room with no local member ([`Note::Join`]) is one script ([`JOIN_SCRIPT`]):
+//!   `HSETNX roomstate founded` (1: this join creates the room, its joiner is the operator,
+//!   status `@`), `HSET members`, and the answer: whether it created the room, the members
+//!   (at most [`JOIN_MEMBERS_MAX`], by `HSCAN`, so a huge room costs Redis one bounded step)
+//!   and the room's state. Redis runs a script alone: of two first joiners on two nodes,
+//!   exactly one finds `founded` unset. It is sent only once Redis has confirmed the node's
+//!   SUBSCRIBE to the room's channel (the two connections are not ordered with each other):
+//!   every member who joins after the answer's snapshot is then received.
+//! - A local member's entry changes ([`Note::Member`]: a join to a room with local members, a
+//!   part, a kick, a quit, a nick change, a status change) by [`MEMBER_SCRIPT`]: `HDEL` the old
+//!   field, `HSET` the new, and `DEL roomstate` when the member list is empty (the last member
+//!   anywhere left: the next joiner creates the room anew). Each node writes its own members'
+//!   entries only (the reaper of a dead node's users aside).
+//! - A topic or mode change ([`Note::RoomState`]) is `HSET roomstate` by [`STATE_SCRIPT`], only
+//!   if the room is founded (a state write racing the last member's departure must not leave a
+//!   room without `founded`, whose next joiner would be a second first operator).
+//!
+//! None of these is dropped past `--backplane-max-queue` (a lost entry would show a member
+//! who left, for ever): they are bounded by what local users do (a join, a part, a nick
+//! change: a few commands each). While Redis is lost, a join that needs the cluster is
+//! refused (the core says "cluster link down"), and changes to the member lists and states are
+//! not made (counted with what was not sent); a join whose answer was lost with the link is
+//! taken back once Redis is back, as it may have been recorded.
+
+use std::sync::Arc;
+
+use redis_protocol::resp2::types::OwnedFrame;
+
+use super::{Backplane, Expect};
+use crate::core::Source;
+use crate::core::cluster::{
+    Answer, JOIN_MEMBERS_MAX, JoinAnswer, JoinRequest, Note, RemoteMember, RoomState,
+};
+use crate::core::modes::Status;
+use crate::core::names::{check_nick, fold, label};
+use crate::core::remote::{letter_status, status_letter};
+
+/// KEYS: members, roomstate. ARGV: folded nick, `{incarnation} {nick}!{user}@{host}`, real
+/// name, founded value, most members to answer, `1` if the creator is the operator (not in
+/// the lobby). Answers `{created, {field, value, …} of members, {field, value, …} of state}`.
+pub const JOIN_SCRIPT: &[u8] = b"\
+local created = redis.call('HSETNX', KEYS[2], 'founded', ARGV[4])
+local status = '-'
+if created == 1 and ARGV[6] == '1' then status = '@' end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. status .. ' ' .. ARGV[3])
+local members = redis.call('HSCAN', KEYS[1], '0', 'COUNT', ARGV[5])[2]
+local most = 2 * tonumber(ARGV[5])
+if #members > most then
+  local cut = {}
+  for i = 1, most do cut[i] = members[i] end
+  members = cut
+end
+return {created, members, redis.call('HGETALL', KEYS[2])}";
+
+/// KEYS: members, roomstate. ARGV: field to delete (or empty), field to set (or empty), its
+/// value. The room's state goes with its last member.
+pub const MEMBER_SCRIPT: &[u8] = b"\
+if ARGV[1] ~= '' then redis.call('HDEL', KEYS[1], ARGV[1]) end
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) end
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
+return 0";
+
+/// KEYS: roomstate. ARGV: field, value, … Set only if the room is founded.
+pub const STATE_SCRIPT: &[u8] = b"\
+if redis.call('HEXISTS', KEYS[1], 'founded') == 1 then redis.call('HSET', KEYS[1], unpack(ARGV)) end
+return 0";
+
+/// KEYS: members, roomstate. ARGV: this node's entries' start (`{incarnation} `), founded
+/// value (or empty: do not found), the number N of state field/value pairs, those 2N, then
+/// this node's member field/value pairs. This node's entries become exactly those given; the
+/// room goes if empty, and is founded again with the state if Redis lost it.
+pub const SYNC_SCRIPT: &[u8] = b"\
+local mine = ARGV[1]
+local n = tonumber(ARGV[3])
+local keep = {}
+for i = 4 + 2 * n, #ARGV, 2 do keep[ARGV[i]] = ARGV[i + 1] end
+local cursor = '0'
+repeat
+  local r = redis.call('HSCAN', KEYS[1], cursor, 'COUNT', 1000)
+  cursor = r[1]
+  local kv = r[2]
+  for i = 1, #kv, 2 do
+    if string.sub(kv[i + 1], 1, #mine) == mine and keep[kv[i]] == nil then
+      redis.call('HDEL', KEYS[1], kv[i])
+    end
+  end
+until cursor == '0'
+for f, v in pairs(keep) do redis.call('HSET', KEYS[1], f, v) end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[2])
+elseif ARGV[2] ~= '' and redis.call('HSETNX', KEYS[2], 'founded', ARGV[2]) == 1 and n > 0 then
+  local state = {}
+  for i = 4, 3 + 2 * n do state[#state + 1] = ARGV[i] end
+  redis.call('HSET', KEYS[2], unpack(state))
+end
+return 0";
+
+/// `{prefix}members:{folded room}`.
+pub fn members_key(prefix: &str, folded: &str) -> Vec<u8> {
+    format!("{prefix}members:{folded}").into_bytes()
+}
+
+/// `{prefix}roomstate:{folded room}`.
+pub fn state_key(prefix: &str, folded: &str) -> Vec<u8> {
+    format!("{prefix}roomstate:{folded}").into_bytes()
+}
+
+/// The start of a member's entry: `{incarnation} {nick}!{user}@{host}` (the status and the
+/// real name follow).
+fn member_head(incarnation: u64, who: &Source) -> String {
+    format!("{incarnation} {}!{}@{}", who.nick, who.user, who.host)
+}
+
+/// A member's whole entry.
+pub fn member_value(incarnation: u64, who: &Source, status: Status) -> String {
+    format!(
+        "{} {} {}",
+        member_head(incarnation, who),
+        status_letter(status),
+        who.realname
+    )
+}
+
+/// An entry read back (`None` if it is not one: it is skipped).
+pub fn parse_member(value: &str) -> Option<RemoteMember> {
+    let mut words = value.splitn(4, ' ');
+    let node = words.next()?.parse().ok()?;
+    let mask = words.next()?;
+    let status = letter_status(words.next()?)?;
+    let realname = label(words.next().unwrap_or(""));
+    let (nick, rest) = mask.split_once('!')?;
+    let (user, host) = rest.split_once('@')?;
+    check_nick(nick).ok()?;
+    let word = |s: &str| !s.is_empty() && !s.contains(['!', '@', '\r', '\n', '\0']);
+    (word(user) && word(host)).then(|| RemoteMember {
+        node,
+        source: Source::new(nick, user, host, &realname),
+        status,
+    })
+}
+
+/// The node named by a nick key's value (`{node}:{incarnation}:{client}:{serial}`), the
+/// answer to its `GET` (`None`: no such key, or not such a value).
+pub fn holder_node(frame: &OwnedFrame) -> Option<Arc<str>> {
+    let OwnedFrame::BulkString(value) = frame else {
+        return None;
+    };
+    let value = std::str::from_utf8(value).ok()?;
+    let node = value.rsplitn(4, ':').nth(3)?;
+    (!node.is_empty() && !node.contains([' ', '\r', '\n', '\0'])).then(|| node.into())
+}
+
+/// The strings of a flat array of bulk strings (`None` for anything else).
+fn strings(frame: &OwnedFrame) -> Option<Vec<&str>> {
+    let OwnedFrame::Array(parts) = frame else {
+        return None;
+    };
+    parts
+        .iter()
+        .map(|p| match p {
+            OwnedFrame::BulkString(b) => std::str::from_utf8(b).ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+/// [`JOIN_SCRIPT`]'s answer read (`None`: not such an answer, an error).
+pub fn join_answer(frame: &OwnedFrame) -> Option<JoinAnswer> {
+    let OwnedFrame::Array(parts) = frame else {
+        return None;
+    };
+    let [OwnedFrame::Integer(created), members, state] = &parts[..] else {
+        return None;
+    };
+    let members = strings(members)?;
+    let state = strings(state)?;
+    let members = members
+        .chunks_exact(2)
+        .filter_map(|pair| parse_member(pair[1]))
+        .take(JOIN_MEMBERS_MAX)
+        .collect();
+    let state = RoomState::from_fields(state.chunks_exact(2).map(|p| (p[0], p[1])));
+    Some(JoinAnswer {
+        created: *created == 1,
+        members,
+        state,
+    })
+}
+
+impl Backplane {
+    /// Queues one of the shared rooms' notes (Redis is up).
+    pub(super) fn room_note(&mut self, note: Note) {
+        let prefix = self.config.prefix.clone();
+        match note {
+            Note::Join(request) => {
+                let folded = fold(&request.room);
+                let channel = super::envelope::room_channel(&prefix, &folded);
+                if self.unconfirmed.contains(&channel) {
+                    // Asked once the subscription is in place (`subscribed_to`).
+                    self.parked.push((channel, request));
+                    return;
+                }
+                let (members, state) = (members_key(&prefix, &folded), state_key(&prefix, &folded));
+                let who = &request.who;
+                let nick = fold(&who.nick);
+                let head = member_head(self.incarnation, who);
+                let founded = format!("{} {} {}", self.incarnation, who.nick, request.at);
+                let most = JOIN_MEMBERS_MAX.to_string();
+                let crowns = if request.wait { "1" } else { "0" };
+                self.commands.push(&[
+                    b"EVAL",
+                    JOIN_SCRIPT,
+                    b"2",
+                    &members,
+                    &state,
+                    nick.as_bytes(),
+                    head.as_bytes(),
+                    who.realname.as_bytes(),
+                    founded.as_bytes(),
+                    most.as_bytes(),
+                    crowns.as_bytes(),
+                ]);
+                self.expect.push_back(Expect::Join(request));
+            }
+            Note::Member { room, drop, set } => {
+                let value = set
+                    .as_ref()
+                    .map(|(who, status)| member_value(self.incarnation, who, *status));
+                let field = set.as_ref().map(|(who, _)| fold(&who.nick));
+                self.commands.push(&[
+                    b"EVAL",
+                    MEMBER_SCRIPT,
+                    b"2",
+                    &members_key(&prefix, &room),
+                    &state_key(&prefix, &room),
+                    drop.as_deref().unwrap_or("").as_bytes(),
+                    field.as_deref().unwrap_or("").as_bytes(),
+                    value.as_deref().unwrap_or("").as_bytes(),
+                ]);
+                self.expect.push_back(Expect::Other);
+            }
+            Note::RoomState { room, fields } => {
+                let key = state_key(&prefix, &room);
+                let mut parts: Vec<&[u8]> = vec![b"EVAL", STATE_SCRIPT, b"1", &key];
+                for (field, value) in &fields {
+                    parts.extend([field.as_bytes(), value.as_bytes()]);
+                }
+                self.commands.push(&parts);
+                self.expect.push_back(Expect::Other);
+            }
+            Note::SyncRoom {
+                room,
+                members,
+                state,
+            } => {
+                let mine = format!("{} ", self.incarnation);
+                let founded = state.as_ref().map_or(String::new(), |s| {
+                    format!("{} {} {}", self.incarnation, s.founder, s.created_at)
+                });
+                let fields = state.map(|s| s.fields).unwrap_or_default();
+                let entries: Vec<(String, String)> = members
+                    .iter()
+                    .map(|(who, status)| {
+                        let value = member_value(self.incarnation, who, *status);
+                        (fold(&who.nick), value)
+                    })
+                    .collect();
+                let (members, state) = (members_key(&prefix, &room), state_key(&prefix, &room));
+                let n = fields.len().to_string();
+                let mut parts: Vec<&[u8]> = vec![
+                    b"EVAL",
+                    SYNC_SCRIPT,
+                    b"2",
+                    &members,
+                    &state,
+                    mine.as_bytes(),
+                    founded.as_bytes(),
+                    n.as_bytes(),
+                ];
+                for (field, value) in &fields {
+                    parts.extend([field.as_bytes(), value.as_bytes()]);
+                }
+                for (field, value) in &entries {
+                    parts.extend([field.as_bytes(), value.as_bytes()]);
+                }
+                self.commands.push(&parts);
+                self.expect.push_back(Expect::Other);
+            }
+            Note::Invite { by, invite } => {
+                if let crate::core::cluster::Shared::Invite { nick, .. } = &invite {
+                    let nick = nick.clone();
+                    self.publish(&invite, Some((by, nick)));
+                }
+            }
+            Note::Whois { by, nick } => {
+                let key = self.nick_key(&nick);
+                self.commands.push(&[b"GET", &key]);
+                self.expect.push_back(Expect::Whois { by, nick });
+            }
+            Note::Kill {
+                by,
+                nick,
+                from,
+                reason,
+            } => {
+                let kill = crate::core::cluster::Shared::Kill {
+                    nick: nick.clone(),
+                    by: from,
+                    reason,
+                };
+                self.publish(&kill, Some((by, nick)));
+            }
+            _ => unreachable!("not a room note"),
+        }
+    }
+
+    /// Redis confirmed the subscription to a room's `channel`: from now on this node receives
+    /// what its members do, so the joins waiting for that are asked now. (Asked earlier, a join
+    /// answered by Redis before the SUBSCRIBE took effect could miss a member who joined in
+    /// between: not in the answer, its arrival not received.)
+    pub(super) fn subscribed_to(&mut self, channel: &[u8]) {
+        self.unconfirmed.remove(channel);
+        let (ready, parked): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|(c, _)| c == channel);
+        self.parked = parked;
+        for (_, request) in ready {
+            self.room_note(Note::Join(request));
+        }
+    }
+
+    /// A join's answer came (or, `None`, was lost with the link: then it is taken back once
+    /// Redis is back, if it waited; the lobby's member stays).
+    pub(super) fn join_answered(&mut self, request: JoinRequest, frame: Option<&OwnedFrame>) {
+        let answer = frame.and_then(join_answer);
+        if frame.is_none() && request.wait {
+            let (room, nick) = (fold(&request.room), fold(&request.who.nick));
+            self.to_leave.push((room.into(), nick.into()));
+        }
+        self.answers.push(Answer::Join { request, answer });
+    }
+
+    /// Sends what [`Backplane::join_answered`] kept to take back, and clears this node's
+    /// entries in the rooms its members left while Redis was lost (after a reconnect; the
+    /// core syncs the rooms it still has members in: [`Note::SyncRoom`]).
+    pub(super) fn take_back_joins(&mut self) {
+        for room in std::mem::take(&mut self.left_while_down) {
+            self.room_note(Note::SyncRoom {
+                room,
+                members: Vec::new(),
+                state: None,
+            });
+        }
+        for (room, nick) in std::mem::take(&mut self.to_leave) {
+            self.room_note(Note::Member {
+                room,
+                drop: Some(nick),
+                set: None,
+            });
+        }
+    }
+}
+
+/// What a note kept for a reconnect looks like, for `to_leave`.
+pub(super) type Leave = (Arc<str>, Arc<str>);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_entries_read_back() {
+        let who = Source::new("Alice", "line", "f1.ip", "Alice A. Smith");
+        let op = Status {
+            op: true,
+            voice: false,
+        };
+        let value = member_value(7, &who, op);
+        assert_eq!(value, "7 Alice!line@f1.ip @ Alice A. Smith");
+        let m = parse_member(&value).unwrap();
+        assert_eq!((m.node, m.status, &m.source), (7, op, &who));
+        let plain = parse_member("3 bob!u@h -").unwrap();
+        assert_eq!(&*plain.source.realname, "");
+        for bad in [
+            "x bob!u@h -",
+            "3 bob@h -",
+            "3 bob!u -",
+            "3 bo b!u@h -",
+            "3 bob!u@h *",
+            "3 bob!!u@h -",
+            "",
+        ] {
+            assert!(parse_member(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_nick_key_names_the_node_holding_it() {
+        let bulk = |s: &str| OwnedFrame::BulkString(s.as_bytes().to_vec());
+        assert_eq!(holder_node(&bulk("b:3:17:2")).as_deref(), Some("b"));
+        assert_eq!(
+            holder_node(&bulk("host:a-1:3:17:2")).as_deref(),
+            Some("host:a-1")
+        );
+        assert_eq!(holder_node(&bulk("3:17:2")), None);
+        assert_eq!(holder_node(&OwnedFrame::Null), None);
+    }
+
+    #[test]
+    fn join_answers_read_back_and_skip_bad_entries() {
+        let bulk = |s: &str| OwnedFrame::BulkString(s.as_bytes().to_vec());
+        let frame = OwnedFrame::Array(vec![
+            OwnedFrame::Integer(0),
+            OwnedFrame::Array(vec![
+                bulk("alice"),
+                bulk("1 alice!u@h @ A"),
+                bulk("junk"),
+                bulk("not an entry"),
+            ]),
+            OwnedFrame::Array(vec![
+                bulk("founded"),
+                bulk("1 alice 5"),
+                bulk("topic"),
+                bulk("hi"),
+            ]),
+        ]);
+        let answer = join_answer(&frame).unwrap();
+        assert!(!answer.created);
+        assert_eq!(answer.members.len(), 1);
+        assert!(answer.members[0].status.op);
+        assert_eq!(&*answer.state.topic.unwrap().text, "hi");
+        assert!(join_answer(&OwnedFrame::Error("ERR".into())).is_none());
+        assert!(join_answer(&OwnedFrame::Array(vec![OwnedFrame::Integer(1)])).is_none());
+    }
+}

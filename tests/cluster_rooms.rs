@@ -1,0 +1,545 @@
+//! Rooms that are one room across nodes (`--backplane`): created once (one first operator),
+//! one member list, and topics, modes, bans, kicks and kills across nodes. A real
+//! `redis-server` on a free port and nodes in this process, as in `tests/cluster.rs`.
+//!
+//! Every wait has a deadline and waits for a condition (a line, or Redis's own answer).
+
+mod common;
+
+use std::time::Instant;
+
+use common::redis::{Redis, register};
+use common::{Client, LOCAL_CLOAK, TIMEOUT, TestServer};
+use pollchat::backplane::BackplaneConfig;
+use redis_protocol::resp2::types::OwnedFrame;
+
+/// The names a NAMES of `room` lists (with their `@`/`+`), read up to its 366.
+fn names(c: &mut Client, room: &str) -> Vec<String> {
+    c.send(&format!("NAMES {room}\r"));
+    let mut all = Vec::new();
+    loop {
+        let l = c.line();
+        if l.contains(" 366 ") && l.contains(&format!(" {room} ")) {
+            all.sort_by_key(|n: &String| n.trim_start_matches(['@', '+']).to_lowercase());
+            return all;
+        }
+        if let Some((_, list)) = l.split_once(&format!(" {room} :"))
+            && l.contains(" 353 ")
+        {
+            all.extend(list.split(' ').map(str::to_string));
+        }
+    }
+}
+
+/// NAMES of `room` again and again until it lists `expected` exactly (what another node did
+/// crosses Redis on its own time), failing after [`TIMEOUT`].
+fn names_become(c: &mut Client, room: &str, expected: &[&str]) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let got = names(c, room);
+        if got == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "NAMES {room}: {got:?}, not {expected:?}"
+        );
+    }
+}
+
+/// Reads `c`'s join of `room` up to its 366; returns its names (from 353).
+fn joined(c: &mut Client, room: &str) -> Vec<String> {
+    let mut all = Vec::new();
+    loop {
+        let l = c.line();
+        if l.contains(" 366 ") && l.contains(&format!(" {room} ")) {
+            return all;
+        }
+        if let Some((_, list)) = l.split_once(&format!(" {room} :"))
+            && l.contains(" 353 ")
+        {
+            all.extend(list.split(' ').map(str::to_string));
+        }
+    }
+}
+
+/// A node whose one server operator is `operuser` / `operpassword`.
+fn oper_node(redis: &Redis, name: &str, prefix: &str) -> TestServer {
+    let hash = pollchat::session::oper::hash_password("operpassword");
+    let oper = pollchat::session::oper::Oper::parse(&format!("operuser:{hash}")).unwrap();
+    let bp = BackplaneConfig {
+        addr: redis.addr(),
+        node: name.into(),
+        prefix: prefix.into(),
+        max_queue: BackplaneConfig::MAX_QUEUE,
+        password: None,
+    };
+    TestServer::with(|c| {
+        c.backplane = Some(bp);
+        c.opers = vec![oper];
+    })
+}
+
+/// The field/value pairs of hash `key` in Redis.
+fn hash(redis: &Redis, key: &str) -> Vec<(String, String)> {
+    match redis.command(&["HGETALL", key]) {
+        OwnedFrame::Array(parts) => parts
+            .chunks_exact(2)
+            .map(|p| match (&p[0], &p[1]) {
+                (OwnedFrame::BulkString(f), OwnedFrame::BulkString(v)) => (
+                    String::from_utf8(f.clone()).unwrap(),
+                    String::from_utf8(v.clone()).unwrap(),
+                ),
+                other => panic!("HGETALL answered {other:?}"),
+            })
+            .collect(),
+        other => panic!("HGETALL answered {other:?}"),
+    }
+}
+
+#[test]
+fn of_two_first_joiners_on_two_nodes_at_once_exactly_one_is_operator() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "r1:"), redis.node("b", "r1:"));
+    let mut x = register(&a, "x");
+    let mut y = register(&b, "y");
+    for i in 0..8 {
+        let room = format!("#race{i}");
+        // Both JOINs are sent before either answer is read.
+        x.send(&format!("JOIN {room}\r"));
+        y.send(&format!("JOIN {room}\r"));
+        let (nx, ny) = (joined(&mut x, &room), joined(&mut y, &room));
+        let x_op = nx.contains(&"@x".to_string());
+        let y_op = ny.contains(&"@y".to_string());
+        assert!(x_op != y_op, "{room}: exactly one operator: {nx:?} {ny:?}");
+        // Both nodes list both members, with the same one operator.
+        let expected: Vec<&str> = if x_op {
+            vec!["@x", "y"]
+        } else {
+            vec!["x", "@y"]
+        };
+        names_become(&mut x, &room, &expected);
+        names_become(&mut y, &room, &expected);
+        // The shared list in Redis says so too.
+        let members = hash(&redis, &format!("r1:members:{room}"));
+        assert_eq!(members.len(), 2, "{members:?}");
+        let ops = members.iter().filter(|(_, v)| v.contains(" @ ")).count();
+        assert_eq!(ops, 1, "{members:?}");
+    }
+}
+
+#[test]
+fn names_who_and_line_who_list_the_members_of_other_nodes_and_follow_them() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "r2:"), redis.node("b", "r2:"));
+    let mut bob = register(&b, "bob");
+    bob.send("JOIN #s\r");
+    assert_eq!(joined(&mut bob, "#s"), ["@bob"]);
+    // A joiner on node a is told of bob at once: the cluster answered its join.
+    let mut alice = register(&a, "alice");
+    alice.send("JOIN #s\r");
+    let mut got = joined(&mut alice, "#s");
+    got.sort();
+    assert_eq!(got, ["@bob", "alice"]);
+    assert_eq!(bob.line(), format!(":alice!alice@{LOCAL_CLOAK} JOIN #s"));
+    // A line user on node a: `/who`.
+    let mut liner = a.join_as("liner", &mut []);
+    liner.send("/join #s");
+    assert_eq!(liner.expect_prefix("NAMES #s"), "NAMES #s alice @bob liner");
+    liner.send("/who #s");
+    assert_eq!(liner.expect_prefix("NAMES #s"), "NAMES #s alice @bob liner");
+    // WHO on node a: bob, an operator on node b, with his user and host.
+    alice.send("WHO #s\r");
+    let mut who = Vec::new();
+    loop {
+        let l = alice.line();
+        if l.contains(" 315 ") {
+            break;
+        }
+        if l.contains(" 352 ") {
+            who.push(l);
+        }
+    }
+    assert_eq!(who.len(), 3, "{who:?}");
+    assert!(
+        who.iter().any(|l| l.contains(&format!(
+            " 352 alice #s bob {LOCAL_CLOAK} pollchat bob H@ :0 The bob"
+        ))),
+        "{who:?}"
+    );
+    // WHOIS of a user of node b answers from what node a knows.
+    alice.send("WHOIS bob\r");
+    assert_eq!(
+        alice.expect_prefix(":pollchat 311 "),
+        format!(":pollchat 311 alice bob bob {LOCAL_CLOAK} * :The bob")
+    );
+    assert_eq!(alice.line(), ":pollchat 312 alice bob pollchat :pollchat");
+    assert_eq!(alice.line(), ":pollchat 319 alice bob :@#s");
+    alice.expect_prefix(":pollchat 318 alice bob ");
+    // LIST on node a counts every member.
+    alice.send("LIST\r");
+    assert!(
+        alice
+            .expect_prefix(":pollchat 322 alice #s ")
+            .starts_with(":pollchat 322 alice #s 3 ")
+    );
+
+    // Joins, nick changes, parts and quits on node b are followed.
+    let mut carol = register(&b, "carol");
+    carol.send("JOIN #s\r");
+    joined(&mut carol, "#s");
+    names_become(&mut alice, "#s", &["alice", "@bob", "carol", "liner"]);
+    carol.send("NICK caroline\r");
+    names_become(&mut alice, "#s", &["alice", "@bob", "caroline", "liner"]);
+    liner.send("/who #s");
+    assert_eq!(
+        liner.expect_prefix("NAMES #s"),
+        "NAMES #s alice @bob caroline liner"
+    );
+    carol.send("PART #s\r");
+    names_become(&mut alice, "#s", &["alice", "@bob", "liner"]);
+    bob.send("QUIT\r");
+    bob.expect_closed();
+    names_become(&mut alice, "#s", &["alice", "liner"]);
+    // And a part on node a is followed on node b.
+    carol.send("JOIN #s\r");
+    assert_eq!(joined(&mut carol, "#s").len(), 3);
+    liner.send("/part #s");
+    names_become(&mut carol, "#s", &["alice", "caroline"]);
+}
+
+#[test]
+fn a_topic_crosses_nodes_and_a_later_joiner_anywhere_learns_it() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b, c) = (
+        redis.node("a", "r3:"),
+        redis.node("b", "r3:"),
+        redis.node("c", "r3:"),
+    );
+    let mut alice = register(&a, "alice");
+    alice.send("JOIN #t\r");
+    joined(&mut alice, "#t");
+    let mut bob = register(&b, "bob");
+    bob.send("JOIN #t\r");
+    joined(&mut bob, "#t");
+    alice.expect_prefix(":bob!");
+    alice.send("TOPIC #t :shared words\r");
+    assert_eq!(
+        bob.line(),
+        format!(":alice!alice@{LOCAL_CLOAK} TOPIC #t :shared words")
+    );
+    // A joiner on a third node, which had nobody in #t, is told it.
+    let mut carol = register(&c, "carol");
+    carol.send("JOIN #t\r");
+    carol.expect_prefix(":carol!");
+    assert_eq!(carol.line(), ":pollchat 332 carol #t :shared words");
+    assert!(carol.line().starts_with(":pollchat 333 carol #t alice "));
+    // Node b empties, and a new joiner there learns it again from the cluster.
+    bob.send("PART #t\r");
+    bob.expect_prefix(":bob!bob@");
+    bob.send("JOIN #t\r");
+    bob.expect_prefix(":bob!");
+    assert_eq!(bob.line(), ":pollchat 332 bob #t :shared words");
+    // Cleared on node c (a member may: alice gives carol operator status first).
+    alice.send("MODE #t +o carol\r");
+    carol.expect_prefix(":alice!alice@");
+    carol.send("TOPIC #t :\r");
+    bob.expect_prefix(&format!(":carol!carol@{LOCAL_CLOAK} TOPIC #t :"));
+    // Everybody leaves: the room's shared state goes with its last member.
+    for (who, c) in [
+        ("alice", &mut alice),
+        ("bob", &mut bob),
+        ("carol", &mut carol),
+    ] {
+        c.send("PART #t\r");
+        c.expect_prefix(&format!(":{who}!"));
+    }
+    redis
+        .wait_for(|r| hash(r, "r3:roomstate:#t").is_empty() && hash(r, "r3:members:#t").is_empty());
+    // And a new first joiner creates it anew: operator, no topic.
+    carol.send("JOIN #t\r");
+    assert_eq!(joined(&mut carol, "#t"), ["@carol"]);
+}
+
+#[test]
+fn operator_status_modes_and_bans_are_shared() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b, c) = (
+        redis.node("a", "r4:"),
+        redis.node("b", "r4:"),
+        redis.node("c", "r4:"),
+    );
+    let mut alice = register(&a, "alice");
+    alice.send("JOIN #m\r");
+    joined(&mut alice, "#m");
+    let mut bob = register(&b, "bob");
+    bob.send("JOIN #m\r");
+    joined(&mut bob, "#m");
+    alice.expect_prefix(":bob!");
+    // +o on node a for a member on node b: both nodes list it, and it works on node b.
+    alice.send("MODE #m +o bob\r");
+    assert_eq!(
+        bob.line(),
+        format!(":alice!alice@{LOCAL_CLOAK} MODE #m +o bob")
+    );
+    names_become(&mut bob, "#m", &["@alice", "@bob"]);
+    names_become(&mut alice, "#m", &["@alice", "@bob"]);
+    bob.send("MODE #m +mk sesame\r");
+    assert_eq!(
+        alice.line(),
+        format!(":bob!bob@{LOCAL_CLOAK} MODE #m +mk sesame")
+    );
+    alice.send("MODE #m +b carol\r");
+    assert_eq!(
+        bob.expect_prefix(":alice!"),
+        format!(":alice!alice@{LOCAL_CLOAK} MODE #m +b carol!*@*")
+    );
+    // A joiner on node c knows the key, the ban and the modes from the cluster.
+    let mut carol = register(&c, "carol");
+    carol.send("JOIN #m sesame\r");
+    assert_eq!(
+        carol.line(),
+        ":pollchat 474 carol #m :Cannot join channel (+b)"
+    );
+    let mut dave = register(&c, "dave");
+    dave.send("JOIN #m\r");
+    assert_eq!(
+        dave.line(),
+        ":pollchat 475 dave #m :Cannot join channel (+k)"
+    );
+    dave.send("JOIN #m sesame\r");
+    assert_eq!(joined(&mut dave, "#m").len(), 3);
+    dave.send("MODE #m\r");
+    assert_eq!(dave.line(), ":pollchat 324 dave #m +mntk sesame");
+    // Moderated, from node b's change: dave (not voiced) cannot speak on node c.
+    dave.send("PRIVMSG #m :hi\r");
+    dave.expect_prefix(":pollchat 404 dave #m ");
+    // No member list keeps carol's failed join.
+    let members = hash(&redis, "r4:members:#m");
+    assert_eq!(members.len(), 3, "{members:?}");
+    assert!(members.iter().all(|(n, _)| n != "carol"));
+}
+
+#[test]
+fn a_kick_of_a_member_on_another_node_reaches_its_node() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "r5:"), redis.node("b", "r5:"));
+    let mut alice = register(&a, "alice");
+    alice.send("JOIN #k\r");
+    joined(&mut alice, "#k");
+    let mut bob = register(&b, "bob");
+    bob.send("JOIN #k\r");
+    joined(&mut bob, "#k");
+    let mut carol = register(&b, "carol");
+    carol.send("JOIN #k\r");
+    joined(&mut carol, "#k");
+    alice.expect_prefix(":carol!");
+    alice.send("KICK #k bob :out\r");
+    let kick = format!(":alice!alice@{LOCAL_CLOAK} KICK #k bob :out");
+    assert_eq!(alice.line(), kick);
+    assert_eq!(bob.expect_prefix(":alice!"), kick);
+    assert_eq!(carol.expect_prefix(":alice!"), kick);
+    // bob is out of #k on its node, and on every list.
+    bob.send("PRIVMSG #k :still here?\r");
+    assert!(bob.line().starts_with(":pollchat 404 bob #k "));
+    names_become(&mut carol, "#k", &["@alice", "carol"]);
+    names_become(&mut alice, "#k", &["@alice", "carol"]);
+    redis.wait_for(|r| hash(r, "r5:members:#k").len() == 2);
+}
+
+#[test]
+fn a_kill_of_a_user_on_another_node_disconnects_it_there() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (oper_node(&redis, "a", "r9:"), redis.node("b", "r9:"));
+    let mut alice = register(&a, "alice");
+    alice.send("JOIN #k\r");
+    joined(&mut alice, "#k");
+    let mut carol = register(&b, "carol");
+    carol.send("JOIN #k\r");
+    joined(&mut carol, "#k");
+    alice.expect_prefix(":carol!");
+    alice.send("OPER operuser operpassword\r");
+    alice.expect_prefix(":pollchat 381 ");
+    alice.send("KILL carol :enough\r");
+    let bye = carol.expect_closed();
+    assert!(
+        bye.last().unwrap().contains("killed by alice: enough"),
+        "{bye:?}"
+    );
+    alice.expect_prefix(&format!(":carol!carol@{LOCAL_CLOAK} QUIT "));
+    redis.wait_for(|r| hash(r, "r9:members:#k").len() == 1);
+    // A nick nobody holds anywhere: 401, once Redis has answered.
+    alice.send("KILL nobody\r");
+    assert_eq!(
+        alice.line(),
+        ":pollchat 401 alice nobody :No such nick/channel"
+    );
+}
+
+#[test]
+fn a_join_pipelined_with_a_message_waits_for_the_cluster_then_both_go_through() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "r6:"), redis.node("b", "r6:"));
+    let mut bob = register(&b, "bob");
+    bob.send("JOIN #p\r");
+    joined(&mut bob, "#p");
+    let mut alice = register(&a, "alice");
+    alice.send_raw(b"JOIN #p\r\nPRIVMSG #p :first\r\nJOIN #p2\r\nPRIVMSG #p2 :mine\r\n");
+    assert_eq!(bob.line(), format!(":alice!alice@{LOCAL_CLOAK} JOIN #p"));
+    assert_eq!(
+        bob.line(),
+        format!(":alice!alice@{LOCAL_CLOAK} PRIVMSG #p :first")
+    );
+    joined(&mut alice, "#p");
+    // #p2 was new: alice created it (the message to it was not refused either).
+    assert_eq!(joined(&mut alice, "#p2"), ["@alice"]);
+    alice.send("PING :x\r");
+    assert_eq!(alice.line(), ":pollchat PONG pollchat :x");
+}
+
+#[test]
+fn while_redis_is_down_a_new_room_is_refused_and_rooms_with_local_members_work() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let a = redis.node("a", "r7:");
+    let mut alice = register(&a, "alice");
+    alice.send("JOIN #here\r");
+    joined(&mut alice, "#here");
+    let mut liner = a.join_as("liner", &mut []);
+    redis.restart_after(|| {
+        alice.expect_prefix(":pollchat NOTICE alice :*** The link to the other servers");
+        liner.expect_prefix("NOTICE the link to the other servers");
+        alice.send("JOIN #new\r");
+        assert_eq!(
+            alice.line(),
+            ":pollchat 437 alice #new :Channel is temporarily unavailable: cluster link down"
+        );
+        liner.send("/join #new");
+        assert_eq!(
+            liner.line(),
+            "ERROR cluster-down cluster link down: the room #new has no member on this server \
+             and cannot be joined now, try again later"
+        );
+        liner.send("/join #here");
+        assert_eq!(
+            liner.expect_prefix("NAMES #here"),
+            "NAMES #here @alice liner"
+        );
+    });
+}
+
+#[test]
+fn after_redis_restarted_empty_the_rooms_are_shared_again_as_they_are_now() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "r8:"), redis.node("b", "r8:"));
+    let mut alice = register(&a, "alice");
+    alice.send("JOIN #back\r");
+    joined(&mut alice, "#back");
+    alice.send("TOPIC #back :kept\r");
+    alice.expect_prefix(":alice!alice@");
+    let mut liner = a.join_as("liner", &mut []);
+    liner.send("/join #back");
+    liner.expect_prefix("NAMES #back");
+    alice.expect_prefix(":liner!");
+    redis.restart_after(|| {
+        alice.expect_prefix(":pollchat NOTICE alice :*** The link to the other servers");
+        liner.expect_prefix("NOTICE the link to the other servers");
+        // Said while Redis is away: only its own node knows.
+        liner.send("/part #back");
+        alice.expect_prefix(":liner!");
+    });
+    alice.expect_prefix(":pollchat NOTICE alice :*** The link to the other servers");
+    // Node a tells the new Redis who of it is in #back, and what #back is.
+    redis.wait_for(|r| {
+        let members = hash(r, "r8:members:#back");
+        members.len() == 1 && members[0].0 == "alice" && members[0].1.contains(" @ ")
+    });
+    let state = hash(&redis, "r8:roomstate:#back");
+    assert!(
+        state.contains(&("topic".into(), "kept".into())),
+        "{state:?}"
+    );
+    assert!(state.iter().any(|(f, _)| f == "founded"), "{state:?}");
+    // So a joiner on node b is no second first operator, and learns the topic and alice.
+    let mut bob = register(&b, "bob");
+    bob.send("JOIN #back\r");
+    bob.expect_prefix(":bob!");
+    assert_eq!(bob.line(), ":pollchat 332 bob #back :kept");
+    let mut names = joined(&mut bob, "#back");
+    names.sort();
+    assert_eq!(names, ["@alice", "bob"]);
+}
+
+#[test]
+fn whois_of_a_user_on_another_node_in_no_shared_room_names_its_node() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "r10:"), redis.node("b", "r10:"));
+    let mut alice = register(&a, "alice");
+    let _bob = register(&b, "bob");
+    alice.send("WHOIS Bob\r");
+    assert_eq!(alice.line(), ":pollchat 311 alice Bob * * * :");
+    assert_eq!(alice.line(), ":pollchat 312 alice Bob b :pollchat");
+    assert_eq!(alice.line(), ":pollchat 318 alice Bob :End of /WHOIS list");
+    let mut liner = a.join_as("liner", &mut []);
+    liner.send("/whois bob");
+    assert_eq!(liner.line(), "NOTICE bob is in: no room");
+    assert_eq!(liner.line(), "NOTICE bob is on server b");
+    // Nobody holds it anywhere: told once Redis has answered.
+    alice.send("WHOIS nobody\r");
+    assert_eq!(
+        alice.line(),
+        ":pollchat 401 alice nobody :No such nick/channel"
+    );
+}
+
+#[test]
+fn an_invitation_crosses_nodes_into_an_invitation_only_room() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "r11:"), redis.node("b", "r11:"));
+    let mut alice = register(&a, "alice");
+    alice.send("JOIN #i\r");
+    joined(&mut alice, "#i");
+    alice.send("MODE #i +i\r");
+    alice.expect_prefix(":alice!alice@");
+    let mut bob = register(&b, "bob");
+    bob.send("JOIN #i\r");
+    assert_eq!(bob.line(), ":pollchat 473 bob #i :Cannot join channel (+i)");
+    alice.send("INVITE bob #i\r");
+    assert_eq!(alice.line(), ":pollchat 341 alice bob #i");
+    assert_eq!(
+        bob.line(),
+        format!(":alice!alice@{LOCAL_CLOAK} INVITE bob #i")
+    );
+    bob.send("JOIN #i\r");
+    let mut names = joined(&mut bob, "#i");
+    names.sort();
+    assert_eq!(names, ["@alice", "bob"]);
+    // Nobody holds the nick anywhere: 401, once Redis has answered.
+    alice.send("INVITE nobody #i\r");
+    alice.expect_prefix(":pollchat 341 alice nobody #i");
+    assert_eq!(
+        alice.line(),
+        ":pollchat 401 alice nobody :No such nick/channel"
+    );
+}
