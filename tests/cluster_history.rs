@@ -341,3 +341,37 @@ fn a_message_has_one_msgid_on_every_node() {
     let end = " PRIVMSG far :psst";
     assert_eq!(msgid_of(&mut sender, end), msgid_of(&mut far, end));
 }
+
+#[test]
+fn an_oversized_entry_another_client_wrote_into_a_stream_does_not_cut_the_link_again_and_again() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let prefix = "h5:";
+    // Written by another Redis client: bigger than any reply a node reads (2 MiB).
+    let huge = "x".repeat(3 << 20);
+    let added = redis.command(&["XADD", "h5:history:#big", "*", "e", &huge]);
+    assert!(matches!(added, OwnedFrame::BulkString(_)), "{added:?}");
+    let (a, b) = (node(&redis, "a", prefix, 50), node(&redis, "b", prefix, 50));
+    // The room's first member on each node: its stream is read.
+    let mut x = a.join_as("x", &mut []);
+    join_room(&mut x, "#big");
+    redis.wait_for(|r| r.subscribers("h5:room:#big") == 1);
+    let mut y = b.join_as("y", &mut []);
+    join_room(&mut y, "#big");
+    redis.wait_for(|r| r.subscribers("h5:room:#big") == 2);
+    // Neither node lost its link over it, and chat crosses.
+    loop {
+        let l = x.line();
+        assert!(!link_notice(&l), "{l}");
+        if l == "JOIN #big y" {
+            break;
+        }
+    }
+    y.send("hello");
+    assert_eq!(x.line(), "MSG #big <y> hello");
+    x.send("hi");
+    assert_eq!(y.line(), "MSG #big <x> hi");
+    x.sync();
+    y.sync();
+}

@@ -66,7 +66,8 @@ pub const HOLD_BYTES: usize = 8 << 20;
 /// Reads of streams in flight at once.
 pub const READS_IN_FLIGHT: usize = 8;
 /// The most one read answers, in bytes of envelopes (and 64 per entry): a reply stays well
-/// under [`MAX_REPLY`](super::redis::MAX_REPLY) (one entry over it is still sent alone).
+/// under [`MAX_REPLY`](super::redis::MAX_REPLY) (one entry over it, up to [`ENTRY_MAX`], is
+/// still sent alone).
 pub const READ_BYTES: usize = 1 << 20;
 
 /// `KEYS[1]`: the stream; `ARGV`: N, the envelope, the TTL in ms, the channel. Returns the id.
@@ -76,18 +77,32 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PUBLISH', ARGV[4], id .. ' ' .. ARGV[2])
 return id";
 
-/// `KEYS[1]`: the stream; `ARGV`: N, a byte budget. The newest N entries, newest first, cut
-/// once their envelopes pass the budget (at least one).
+/// The most one entry may weigh to be read (as [`READ_BYTES`] counts it): more than any
+/// envelope a node writes (`--max-line` is at most 1 MiB), and little enough that a read's
+/// reply stays under [`MAX_REPLY`](super::redis::MAX_REPLY). A bigger entry was written by
+/// something else, and is left out of reads: sent, its reply would break the connection, and
+/// the reconnect would read it again, for ever.
+pub const ENTRY_MAX: usize = READ_BYTES + READ_BYTES / 2;
+// An envelope of a 1 MiB text (with its names and tags) is read; a read fits in a reply.
+const _: () = assert!(ENTRY_MAX >= (1 << 20) + (64 << 10));
+const _: () = assert!(ENTRY_MAX + (64 << 10) < super::redis::MAX_REPLY);
+
+/// `KEYS[1]`: the stream; `ARGV`: N, a byte budget, the most an entry may weigh
+/// ([`ENTRY_MAX`]). The newest N entries, newest first, but for those over the most, cut once
+/// they pass the budget (at least one).
 pub const READ_SCRIPT: &[u8] = b"\
 local r = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[1])
 local budget = tonumber(ARGV[2])
+local most = tonumber(ARGV[3])
 local out = {}
 for i = 1, #r do
   local n = 64
-  for _, f in ipairs(r[i][2]) do n = n + #f end
-  budget = budget - n
-  if budget < 0 and i > 1 then break end
-  out[i] = r[i]
+  for _, f in ipairs(r[i][2]) do n = n + #f + 16 end
+  if n <= most then
+    budget = budget - n
+    if budget < 0 and #out > 0 then break end
+    out[#out + 1] = r[i]
+  end
 end
 return out";
 
