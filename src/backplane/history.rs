@@ -305,7 +305,9 @@ impl Streams {
             let Some(room) = self.queue.pop_front() else {
                 break;
             };
-            let Some(s) = self.rooms.get_mut(&room) else {
+            // (Gone, or not queued: an entry of a subscription that ended since, whose room
+            // may be subscribed again and waiting for its new SUBSCRIBE's confirmation.)
+            let Some(s) = self.rooms.get_mut(&room).filter(|s| s.queued) else {
                 continue;
             };
             s.queued = false;
@@ -713,6 +715,36 @@ mod tests {
         }
         assert_eq!(s.next_reads().len(), READS_IN_FLIGHT);
         assert!(s.next_reads().is_empty());
+    }
+
+    #[test]
+    fn a_room_left_and_joined_again_while_queued_is_not_read_before_its_new_subscribe() {
+        let mut s = Streams::new("me");
+        for i in 0..READS_IN_FLIGHT {
+            let room: Arc<str> = format!("#r{i}").into();
+            s.subscribe(room.clone());
+            s.confirmed(&room);
+        }
+        let reads = s.next_reads();
+        assert_eq!(reads.len(), READS_IN_FLIGHT);
+        // Confirmed, queued behind the reads in flight…
+        s.subscribe("#room".into());
+        s.confirmed("#room");
+        assert!(s.next_reads().is_empty());
+        // …then left and joined again: a new SUBSCRIBE, not confirmed yet.
+        s.unsubscribe("#room");
+        s.subscribe("#room".into());
+        let (room, generation) = &reads[0];
+        s.read_done(room, *generation, Some(vec![]));
+        assert!(
+            s.next_reads().is_empty(),
+            "not before the new SUBSCRIBE is confirmed"
+        );
+        s.confirmed("#room");
+        let again = s.next_reads();
+        assert_eq!(again.len(), 1);
+        assert_eq!(&*again[0].0, "#room");
+        assert!(s.next_reads().is_empty(), "read once");
     }
 
     #[test]
