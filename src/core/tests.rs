@@ -2719,3 +2719,29 @@ fn a_user_whose_nick_was_taken_while_the_link_was_down_becomes_a_guest_and_is_to
     let notes = notes(&mut out);
     assert!(notes.iter().any(|n| matches!(n, cluster::Note::Publish(cluster::Shared::NickChanged { new, .. }) if *new == guest)), "{notes:?}");
 }
+
+#[test]
+fn a_remote_quit_of_a_nick_a_local_user_holds_is_not_told() {
+    // A node stalled past its heartbeats' lifetime was taken for dead: the reaper published
+    // its users' quits ("node lost"), which reach this node too, where they are still here.
+    let (mut core, mut out) = cluster_core();
+    core.handle(A, Command::Join("#r".into()), 0, &mut out);
+    core.handle(B, Command::Join("#r".into()), 0, &mut out);
+    out.clear();
+    out.drain_notes();
+    let a = core.source(A).unwrap().clone();
+    let quit = |who: Arc<Source>| cluster::Shared::Quit {
+        rooms: vec![rc("#r")],
+        who,
+        reason: rc("node lost"),
+    };
+    core.remote(quit(a), 0, &mut out);
+    assert!(out.is_empty(), "A is here: {:?}", out.iter().count());
+    // Another node's user's quit is told.
+    core.remote(quit(Source::new("far", "u", "h", "")), 0, &mut out);
+    let got: Vec<_> = out.iter().map(|(e, to)| (e.clone(), to.to_vec())).collect();
+    assert!(
+        matches!(&got[..], [(Event::Quit { who, .. }, to)] if &*who.nick == "far" && to.len() == 2),
+        "{got:?}"
+    );
+}
