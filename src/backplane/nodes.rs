@@ -78,6 +78,8 @@ pub const FRESH: Duration = Duration::from_secs(2 * HEARTBEAT.as_secs());
 pub const REAP_BATCH: usize = 100;
 /// Users per HSET (and nicks per HDEL) of the users hash.
 pub const HSET_BATCH: usize = 512;
+/// The most rooms a [`record`] read back may name (`--max-rooms` is at most this).
+pub const MAX_RECORD_ROOMS: usize = u16::MAX as usize;
 /// The quit reason of a dead node's users.
 pub const NODE_LOST: &str = "node lost";
 
@@ -273,10 +275,19 @@ pub fn parse_record(s: &str) -> Option<Record> {
     if user.is_empty() || host.is_empty() {
         return None;
     }
-    let mut rooms = Vec::new();
+    let mut rooms: Vec<Arc<str>> = Vec::new();
+    let mut seen = HashSet::new();
     for room in words {
         check_room(room).ok()?;
-        rooms.push(Arc::from(fold(room)));
+        // Once each (the quit is published on each room's channel, and carries them all), and
+        // no more than `--max-rooms` allows any user: a record written by something else
+        // must not make the reaper publish a huge quit on thousands of channels.
+        if seen.insert(fold(room)) {
+            rooms.push(Arc::from(fold(room)));
+        }
+        if rooms.len() > MAX_RECORD_ROOMS {
+            return None;
+        }
     }
     Some(Record {
         value: (value != "-").then(|| value.to_string()),
@@ -860,6 +871,14 @@ mod tests {
         ] {
             assert_eq!(parse_record(bad), None, "{bad:?}");
         }
+        // Written by something else: a room named again is one room, and no more rooms than
+        // any user may be in.
+        let again = parse_record("v nick!u@h #a #A #b #a").unwrap();
+        assert_eq!(again.rooms, vec![Arc::from("#a"), Arc::from("#b")]);
+        let many: Vec<String> = (0..=MAX_RECORD_ROOMS).map(|i| format!("#{i}")).collect();
+        assert_eq!(parse_record(&format!("v n!u@h {}", many.join(" "))), None);
+        let most = &many[..MAX_RECORD_ROOMS];
+        assert!(parse_record(&format!("v n!u@h {}", most.join(" "))).is_some());
     }
 
     #[test]
