@@ -24,7 +24,10 @@
 //!   takes the whole link down): the entries after `last` are delivered as live messages, in
 //!   stream order, less this node's own (its members saw them when they were said). A stream
 //!   whose newest entry is older than `last`, or that is gone, was made again (a Redis
-//!   restarted empty, or an expired stream): all its entries are new to this node;
+//!   restarted empty, or an expired stream): its entries are new to this node; or rolled back
+//!   (a Redis restarted from a snapshot older than its last writes): its entries were seen.
+//!   Each node numbers what it publishes, in order, so the newest number seen of each origin
+//!   tells which: an entry numbered above it is new;
 //! - otherwise (a room subscribed while Redis was lost, so with no history asked): the read
 //!   only tells where the stream stands.
 //!
@@ -63,6 +66,10 @@ pub const HOLD_MAX: usize = 1024;
 /// Bytes held in all rooms together (each message counted by its envelope's size): a
 /// reconnect of a busy node holds seconds of traffic, not more.
 pub const HOLD_BYTES: usize = 8 << 20;
+/// Origins (node names) whose newest envelope number is remembered per room (see
+/// `RoomStream::numbers`): a cluster has a few nodes; names past this many (published by
+/// something else) are not remembered.
+pub const ORIGINS_MAX: usize = 64;
 /// Reads of streams in flight at once.
 pub const READS_IN_FLIGHT: usize = 8;
 /// The most one read answers, in bytes of envelopes (and 64 per entry): a reply stays well
@@ -176,6 +183,12 @@ struct RoomStream {
     own_since: Vec<StreamId>,
     /// Messages heard while waiting or reading, with their cost in bytes.
     held: VecDeque<(StreamId, Shared, usize)>,
+    /// The newest envelope number seen of each origin in this room (each node numbers what it
+    /// publishes in order, and a stream keeps that order): a stream whose newest entry is
+    /// older than `last` was made again, whose entries are new, or rolled back (a Redis
+    /// restarted from a snapshot older than its last writes), whose entries were seen. The
+    /// numbers tell which.
+    numbers: HashMap<String, u64>,
     /// In the read queue.
     queued: bool,
 }
@@ -236,6 +249,7 @@ impl Streams {
             own_since: Vec::new(),
             held: VecDeque::new(),
             queued: false,
+            numbers: HashMap::new(),
         };
         if let Some(old) = self.rooms.insert(room, stream) {
             self.held_bytes -= old.held.iter().map(|h| h.2).sum::<usize>();
@@ -347,6 +361,7 @@ impl Streams {
                 return None;
             }
             s.last = Some(id);
+            seen(&mut s.numbers, &got);
             return (!mine).then_some(got.shared);
         }
         if mine {
@@ -359,6 +374,7 @@ impl Streams {
             return None;
         }
         self.held_bytes += cost;
+        seen(&mut s.numbers, &got);
         s.held.push_back((id, got.shared, cost));
         None
     }
@@ -412,6 +428,7 @@ impl Streams {
             let own = std::mem::take(&mut s.own_since);
             let mut items = Vec::new();
             for (id, got) in entries {
+                seen(&mut s.numbers, &got);
                 if own.contains(&id) {
                     continue;
                 }
@@ -444,7 +461,10 @@ impl Streams {
             }
             read.gap = !again && entries.first().is_some_and(|e| e.0 > last);
             for (id, got) in entries {
-                if got.origin != *node {
+                // Made again, its entries are new; rolled back, they were seen.
+                let new = !again || s.numbers.get(&got.origin).is_none_or(|&n| got.id > n);
+                seen(&mut s.numbers, &got);
+                if got.origin != *node && new {
                     live.insert(id, got.shared);
                 }
             }
@@ -463,6 +483,15 @@ impl Streams {
     }
 }
 
+/// `got`'s origin has published up to its number (see `RoomStream::numbers`).
+fn seen(numbers: &mut HashMap<String, u64>, got: &Received) {
+    if let Some(n) = numbers.get_mut(&got.origin) {
+        *n = (*n).max(got.id);
+    } else if numbers.len() < ORIGINS_MAX {
+        numbers.insert(got.origin.clone(), got.id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,9 +507,11 @@ mod tests {
     }
 
     fn msg_in(origin: &str, room: &str, text: &str) -> Received {
+        // Each envelope its own number, increasing (as a node numbers what it publishes).
+        static NUMBER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Received {
             origin: origin.into(),
-            id: 0,
+            id: NUMBER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             shared: Shared::Message(RoomMessage {
                 room: room.into(),
                 from: Source::new("bob", "u", "h", "Bob"),
@@ -667,6 +698,32 @@ mod tests {
         let g = s.next_reads()[0].1;
         let read = s.read_done("#room", g, Some(vec![(id(9, 0), msg("b", "x"))]));
         assert!(read.gap);
+    }
+
+    #[test]
+    fn a_stream_rolled_back_is_not_delivered_again() {
+        // A Redis restarted from a snapshot older than its last writes (or entries deleted
+        // by hand): the stream's newest entry is older than `last`, but its entries were seen.
+        let mut s = Streams::new("me");
+        live_room(&mut s, vec![]);
+        let said = [msg("b", "r1"), msg("b", "r2"), msg("b", "r3")];
+        for (i, m) in said.iter().enumerate() {
+            let m = Received {
+                origin: m.origin.clone(),
+                id: m.id,
+                shared: m.shared.clone(),
+            };
+            assert!(s.heard("#room", id(10 + i as u64, 0), m, 10).is_some());
+        }
+        s.reset();
+        s.subscribe_again(&"#room".into());
+        s.confirmed("#room");
+        let g = s.next_reads()[0].1;
+        let [r1, r2, _] = said;
+        let read = s.read_done("#room", g, Some(vec![(id(11, 0), r2), (id(10, 0), r1)]));
+        assert!(read.live.is_empty(), "{:?}", texts(&read.live));
+        // What is said next is delivered.
+        assert!(s.heard("#room", id(12, 5), msg("b", "r4"), 10).is_some());
     }
 
     #[test]
