@@ -582,3 +582,50 @@ fn a_redis_blocked_past_the_heartbeat_ttl_gets_nobody_taken_for_dead() {
     y.send("indeed");
     assert_eq!(x.line(), "MSG #lobby <y> indeed");
 }
+
+/// A dead node whose users were in many rooms (`--max-rooms` 500, long names): a hundred of
+/// its users hash's records weigh more than one reply may (2 MiB). The clean-up takes fewer
+/// at a time, without losing the link to Redis (which would lose the batch: its records
+/// were taken out of the hash, their nicks never freed).
+#[test]
+fn a_dead_node_with_users_in_many_rooms_is_cleaned_up_without_losing_the_link() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let a = redis.node("a", "pollchat:");
+    let mut x = a.join_as("x", &mut []);
+    x.send("/join #r");
+    x.expect_prefix("NAMES #r");
+    redis.wait_for(|r| r.subscribers("pollchat:room:#r") == 1);
+
+    let users = 150;
+    let rooms: Vec<String> = (0..500)
+        .map(|i| format!("#a-room-with-a-rather-long-name-number-{i:05}"))
+        .collect();
+    let rooms = rooms.join(" ");
+    for i in 0..users {
+        let value = format!("ghost:97:{i}:0");
+        let record = format!("{value} m{i}!u@h.ip #r {rooms}");
+        redis.command(&["HSET", "pollchat:users:97", &format!("m{i}"), &record]);
+        redis.command(&["SET", &format!("pollchat:nick:m{i}"), &value]);
+    }
+    redis.command(&["HSET", "pollchat:nodes", "97", "ghost"]);
+
+    let mut quits = std::collections::BTreeSet::new();
+    while quits.len() < users {
+        let l = x.line();
+        assert!(
+            !l.starts_with("NOTICE the link to the other servers"),
+            "{l}"
+        );
+        if let Some(nick) = l
+            .strip_prefix("QUIT ")
+            .and_then(|l| l.strip_suffix(" node lost"))
+        {
+            assert!(quits.insert(nick.to_string()), "{l} told twice");
+        }
+    }
+    x.sync();
+    redis.wait_for(|r| r.command(&["EXISTS", "pollchat:users:97"]) == OwnedFrame::Integer(0));
+    assert!((0..users).all(|i| get(&redis, &format!("pollchat:nick:m{i}")).is_none()));
+}

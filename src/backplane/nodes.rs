@@ -76,6 +76,12 @@ pub const TOMBSTONE_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const FRESH: Duration = Duration::from_secs(2 * HEARTBEAT.as_secs());
 /// Users of a dead node cleaned up per batch (one batch under way at a time).
 pub const REAP_BATCH: usize = 100;
+/// Bytes of a dead node's users hash taken per batch at most (but one record).
+pub const POP_BYTES: usize = 1 << 20;
+/// The most a users hash record read back may weigh (more than any node writes: a user in
+/// `--max-rooms` rooms of long names), and little enough for a reply.
+pub const RECORD_MAX: usize = POP_BYTES + POP_BYTES / 2;
+const _: () = assert!(RECORD_MAX + (64 << 10) < super::redis::MAX_REPLY);
 /// Users per HSET (and nicks per HDEL) of the users hash.
 pub const HSET_BATCH: usize = 512;
 /// The most rooms a [`record`] read back may name (`--max-rooms` is at most this).
@@ -140,19 +146,34 @@ end \
 return lost";
 
 /// Takes up to `ARGV[2]` users out of a dead incarnation's users hash and returns them (field,
-/// value, field, value…; none: done, the hash is gone); nil if the incarnation is in the
-/// registry again (it came back: the clean-up stops). (`replicate_commands`: Redis before 5
-/// refuses writes after HSCAN in a script without it; a no-op since.)
-/// KEYS: users:{inc}, nodes. ARGV: incarnation, count.
+/// value, field, value…; none: done, the hash is gone), no more than `ARGV[3]` bytes of them
+/// (at least one: a batch of users in many rooms stays under a reply's
+/// [`MAX_REPLY`](super::redis::MAX_REPLY)); nil if the incarnation is in the registry again
+/// (it came back: the clean-up stops). A record over `ARGV[4]` bytes, which no node writes,
+/// is deleted without being returned. (`replicate_commands`: Redis before 5 refuses writes
+/// after HSCAN in a script without it; a no-op since.)
+/// KEYS: users:{inc}, nodes. ARGV: incarnation, count, [`POP_BYTES`], [`RECORD_MAX`].
 pub const POP_SCRIPT: &[u8] = b"\
 if redis.replicate_commands then redis.replicate_commands() end \
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return false end \
-local out, cursor = {}, '0' \
+local out, cursor, bytes, full = {}, '0', 0, false \
+local budget, most = tonumber(ARGV[3]), tonumber(ARGV[4]) \
 repeat \
   local r = redis.call('HSCAN', KEYS[1], cursor, 'COUNT', ARGV[2]) \
   cursor = r[1] \
-  for i = 1, #r[2] do out[#out + 1] = r[2][i] end \
-until cursor == '0' or #out >= 2 * tonumber(ARGV[2]) \
+  for i = 1, #r[2], 2 do \
+    local n = #r[2][i] + #r[2][i + 1] + 32 \
+    if n > most then \
+      redis.call('HDEL', KEYS[1], r[2][i]) \
+    elseif not full and (#out == 0 or bytes + n <= budget) then \
+      out[#out + 1] = r[2][i] \
+      out[#out + 1] = r[2][i + 1] \
+      bytes = bytes + n \
+    else \
+      full = true \
+    end \
+  end \
+until cursor == '0' or #out >= 2 * tonumber(ARGV[2]) or full \
 for i = 1, #out, 2 do redis.call('HDEL', KEYS[1], out[i]) end \
 return out";
 
@@ -535,6 +556,7 @@ impl Backplane {
         };
         let (users, nodes) = (self.users_key(inc), self.nodes_key());
         let (inc_s, count) = (inc.to_string(), REAP_BATCH.to_string());
+        let (budget, most) = (POP_BYTES.to_string(), RECORD_MAX.to_string());
         self.push_node(
             &[
                 b"EVAL",
@@ -544,6 +566,8 @@ impl Backplane {
                 nodes.as_bytes(),
                 inc_s.as_bytes(),
                 count.as_bytes(),
+                budget.as_bytes(),
+                most.as_bytes(),
             ],
             Reply::Pop(inc),
         );
