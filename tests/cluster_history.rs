@@ -430,3 +430,37 @@ fn a_stream_rolled_back_is_not_delivered_again_after_a_reconnect() {
     assert_eq!(y.line(), "MSG #rb <x> after");
     y.sync();
 }
+
+#[test]
+fn a_message_published_by_another_client_under_a_future_id_does_not_silence_the_room() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let prefix = "h7:";
+    let (a, b) = (node(&redis, "a", prefix, 50), node(&redis, "b", prefix, 50));
+    let mut x = a.join_as("x", &mut []);
+    join_room(&mut x, "#fid");
+    redis.wait_for(|r| r.subscribers("h7:room:#fid") == 1);
+    let mut y = b.join_as("y", &mut []);
+    join_room(&mut y, "#fid");
+    x.expect_prefix("JOIN #fid y");
+    redis.wait_for(|r| r.subscribers("h7:room:#fid") == 2);
+    x.send("first");
+    assert_eq!(y.line(), "MSG #fid <x> first");
+    // Another Redis client publishes the stream's newest envelope again, under an id from the
+    // year 5138: it is delivered (as anything published on the channel is)…
+    let forged = redis.command(&[
+        "EVAL",
+        "local r = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1) \
+         return redis.call('PUBLISH', ARGV[1], '99999999999999-0 ' .. r[1][2][2])",
+        "1",
+        "h7:history:#fid",
+        "h7:room:#fid",
+    ]);
+    assert_eq!(forged, OwnedFrame::Integer(2));
+    assert_eq!(y.line(), "MSG #fid <x> first");
+    // …but what is said next is not taken for seen.
+    x.send("second");
+    assert_eq!(y.line(), "MSG #fid <x> second");
+    y.sync();
+}

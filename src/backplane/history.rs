@@ -70,6 +70,11 @@ pub const HOLD_BYTES: usize = 8 << 20;
 /// `RoomStream::numbers`): a cluster has a few nodes; names past this many (published by
 /// something else) are not remembered.
 pub const ORIGINS_MAX: usize = 64;
+/// How far ahead of this node's clock a stream id may be and still move a room's `last`: an id
+/// further ahead was published by something else (a stream gives ids from Redis's clock), and
+/// would make every message after it look seen, until a reconnect. Such a message is delivered
+/// (as anything published on the channel is), but `last` stays.
+pub const AHEAD_MAX_MS: u64 = 3600 * 1000;
 /// Reads of streams in flight at once.
 pub const READS_IN_FLIGHT: usize = 8;
 /// The most one read answers, in bytes of envelopes (and 64 per entry): a reply stays well
@@ -360,7 +365,9 @@ impl Streams {
             if s.last.is_some_and(|last| id <= last) {
                 return None;
             }
-            s.last = Some(id);
+            if plausible(id) {
+                s.last = Some(id);
+            }
             seen(&mut s.numbers, &got);
             return (!mine).then_some(got.shared);
         }
@@ -408,6 +415,7 @@ impl Streams {
         let mut entries = entries.unwrap_or_default();
         entries.reverse();
         let newest = entries.last().map(|e| e.0);
+        let newest_plausible = entries.iter().rev().map(|e| e.0).find(|id| plausible(*id));
         let node = &self.node;
         // Entries of this room only (a read answers what its key holds, whoever wrote it).
         entries.retain(|e| matches!(&e.1.shared, Shared::Message(m) if *fold(&m.room) == *room));
@@ -472,8 +480,8 @@ impl Streams {
         // (Otherwise, a room with no history asked and nothing seen yet, or a failed read:
         // only what was heard is delivered.)
         live.extend(held);
-        let newest_live = live.keys().next_back().copied();
-        s.last = s.last.max(newest).max(newest_live);
+        let newest_live = live.keys().rev().copied().find(|id| plausible(*id));
+        s.last = s.last.max(newest_plausible).max(newest_live);
         read.live = live
             .into_iter()
             .filter(|(id, _)| after.is_none_or(|a| *id > a))
@@ -481,6 +489,14 @@ impl Streams {
             .collect();
         read
     }
+}
+
+/// Whether `id` is not further ahead of this node's clock than [`AHEAD_MAX_MS`].
+fn plausible(id: StreamId) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    id.ms <= now.saturating_add(AHEAD_MAX_MS)
 }
 
 /// `got`'s origin has published up to its number (see `RoomStream::numbers`).
@@ -724,6 +740,25 @@ mod tests {
         assert!(read.live.is_empty(), "{:?}", texts(&read.live));
         // What is said next is delivered.
         assert!(s.heard("#room", id(12, 5), msg("b", "r4"), 10).is_some());
+    }
+
+    #[test]
+    fn an_id_from_far_in_the_future_does_not_silence_the_room() {
+        // Published by something else, under an id no stream gives yet: it would move `last`
+        // past every id to come, and every message after it would be dropped as seen.
+        let mut s = Streams::new("me");
+        live_room(&mut s, vec![]);
+        let forged = id(u64::MAX / 2, 0);
+        assert!(s.heard("#room", forged, msg("x", "forged"), 10).is_some());
+        assert!(s.heard("#room", id(10, 0), msg("b", "next"), 10).is_some());
+        // Nor held and merged with a read.
+        s.reset();
+        s.subscribe_again(&"#room".into());
+        s.confirmed("#room");
+        let g = s.next_reads()[0].1;
+        assert!(s.heard("#room", forged, msg("x", "forged"), 10).is_none());
+        s.read_done("#room", g, Some(vec![(forged, msg("x", "forged too"))]));
+        assert!(s.heard("#room", id(11, 0), msg("b", "after"), 10).is_some());
     }
 
     #[test]
