@@ -629,3 +629,20 @@ fn a_dead_node_with_users_in_many_rooms_is_cleaned_up_without_losing_the_link() 
     redis.wait_for(|r| r.command(&["EXISTS", "pollchat:users:97"]) == OwnedFrame::Integer(0));
     assert!((0..users).all(|i| get(&redis, &format!("pollchat:nick:m{i}")).is_none()));
 }
+
+/// The incarnation counter overwritten by something else with what is not a number: a node
+/// that registers again (here: taken out of the registry) still does, and sets the counter
+/// back (the register script failed on it, and the node resynchronised every second).
+#[test]
+fn a_counter_that_is_not_a_number_does_not_keep_a_node_out_of_the_registry() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let a = redis.node("a", "pollchat:");
+    let _x = a.join_as("x", &mut []);
+    let inc = incarnation(&redis, "a");
+    redis.command(&["SET", "pollchat:incarnation", "not a number"]);
+    redis.command(&["HDEL", "pollchat:nodes", &inc]);
+    redis.wait_for(|r| hget(r, "pollchat:nodes", &inc).as_deref() == Some("a"));
+    assert_eq!(get(&redis, "pollchat:incarnation"), Some(inc));
+}

@@ -99,10 +99,13 @@ redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) return 1";
 /// Registers this node and sets its heartbeat: 0 if it was registered already, 1 if Redis did
 /// not know it (a new node, or a Redis that lost its data), 2 if it was found dead meanwhile
 /// (its heartbeat key holds a tombstone). The incarnation counter is set to this node's
-/// incarnation if it is lower (a Redis that lost it would give a new node a number in use).
+/// incarnation if it is lower (a Redis that lost it would give a new node a number in use), or
+/// not a number (written by something else: the comparison failed the script, and the node,
+/// unregistered, resynchronised every second).
 /// KEYS: nodes, node:{inc}, incarnation. ARGV: incarnation, name, TTL in ms.
 pub const REGISTER_SCRIPT: &[u8] = b"\
-if tonumber(redis.call('GET', KEYS[3]) or '0') < tonumber(ARGV[1]) then \
+local counter = tonumber(redis.call('GET', KEYS[3]) or '0') \
+if not counter or counter < tonumber(ARGV[1]) then \
   redis.call('SET', KEYS[3], ARGV[1]) end \
 local was = redis.call('HGET', KEYS[1], ARGV[1]) \
 local beat = redis.call('GET', KEYS[2]) \
