@@ -341,3 +341,126 @@ fn a_message_has_one_msgid_on_every_node() {
     let end = " PRIVMSG far :psst";
     assert_eq!(msgid_of(&mut sender, end), msgid_of(&mut far, end));
 }
+
+#[test]
+fn an_oversized_entry_another_client_wrote_into_a_stream_does_not_cut_the_link_again_and_again() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let prefix = "h5:";
+    // Written by another Redis client: bigger than any reply a node reads (2 MiB).
+    let huge = "x".repeat(3 << 20);
+    let added = redis.command(&["XADD", "h5:history:#big", "*", "e", &huge]);
+    assert!(matches!(added, OwnedFrame::BulkString(_)), "{added:?}");
+    let (a, b) = (node(&redis, "a", prefix, 50), node(&redis, "b", prefix, 50));
+    // The room's first member on each node: its stream is read.
+    let mut x = a.join_as("x", &mut []);
+    join_room(&mut x, "#big");
+    redis.wait_for(|r| r.subscribers("h5:room:#big") == 1);
+    let mut y = b.join_as("y", &mut []);
+    join_room(&mut y, "#big");
+    redis.wait_for(|r| r.subscribers("h5:room:#big") == 2);
+    // Neither node lost its link over it, and chat crosses.
+    loop {
+        let l = x.line();
+        assert!(!link_notice(&l), "{l}");
+        if l == "JOIN #big y" {
+            break;
+        }
+    }
+    y.send("hello");
+    assert_eq!(x.line(), "MSG #big <y> hello");
+    x.send("hi");
+    assert_eq!(y.line(), "MSG #big <x> hi");
+    x.sync();
+    y.sync();
+}
+
+#[test]
+fn a_stream_rolled_back_is_not_delivered_again_after_a_reconnect() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let prefix = "h6:";
+    let (a, b) = (node(&redis, "a", prefix, 50), node(&redis, "b", prefix, 50));
+    let mut x = a.join_as("x", &mut []);
+    join_room(&mut x, "#rb");
+    redis.wait_for(|r| r.subscribers("h6:room:#rb") == 1);
+    let mut y = b.join_as("y", &mut []);
+    join_room(&mut y, "#rb");
+    x.expect_prefix("JOIN #rb y");
+    redis.wait_for(|r| r.subscribers("h6:room:#rb") == 2);
+    for i in 0..5 {
+        x.send(&format!("r{i}"));
+        assert_eq!(y.line(), format!("MSG #rb <x> r{i}"));
+    }
+    // The newest two entries go (as in a Redis restarted from a snapshot older than its last
+    // writes), and node b's subscriptions are cut: it catches up from a stream whose newest
+    // entry is older than the last it saw, all of whose entries it saw.
+    let newest = redis.command(&["XREVRANGE", "h6:history:#rb", "+", "-", "COUNT", "2"]);
+    let OwnedFrame::Array(entries) = newest else {
+        panic!("{newest:?}");
+    };
+    for entry in entries {
+        let OwnedFrame::Array(parts) = entry else {
+            panic!("{entry:?}");
+        };
+        let OwnedFrame::BulkString(id) = &parts[0] else {
+            panic!("{parts:?}");
+        };
+        let id = String::from_utf8(id.clone()).unwrap();
+        assert_eq!(
+            redis.command(&["XDEL", "h6:history:#rb", &id]),
+            OwnedFrame::Integer(1)
+        );
+    }
+    let id = client_id(&redis, "pollchat-b-subscriptions").expect("b is subscribed");
+    let killed = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub", "ID", &id]);
+    assert_eq!(killed, OwnedFrame::Integer(1));
+    let back = "NOTICE the link to the other servers of the cluster is back";
+    loop {
+        let l = y.line();
+        assert!(link_notice(&l), "nothing is delivered again: {l}");
+        if l.starts_with(back) {
+            break;
+        }
+    }
+    redis.wait_for(|r| r.subscribers("h6:room:#rb") == 2);
+    x.send("after");
+    assert_eq!(y.line(), "MSG #rb <x> after");
+    y.sync();
+}
+
+#[test]
+fn a_message_published_by_another_client_under_a_future_id_does_not_silence_the_room() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let prefix = "h7:";
+    let (a, b) = (node(&redis, "a", prefix, 50), node(&redis, "b", prefix, 50));
+    let mut x = a.join_as("x", &mut []);
+    join_room(&mut x, "#fid");
+    redis.wait_for(|r| r.subscribers("h7:room:#fid") == 1);
+    let mut y = b.join_as("y", &mut []);
+    join_room(&mut y, "#fid");
+    x.expect_prefix("JOIN #fid y");
+    redis.wait_for(|r| r.subscribers("h7:room:#fid") == 2);
+    x.send("first");
+    assert_eq!(y.line(), "MSG #fid <x> first");
+    // Another Redis client publishes the stream's newest envelope again, under an id from the
+    // year 5138: it is delivered (as anything published on the channel is)…
+    let forged = redis.command(&[
+        "EVAL",
+        "local r = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1) \
+         return redis.call('PUBLISH', ARGV[1], '99999999999999-0 ' .. r[1][2][2])",
+        "1",
+        "h7:history:#fid",
+        "h7:room:#fid",
+    ]);
+    assert_eq!(forged, OwnedFrame::Integer(2));
+    assert_eq!(y.line(), "MSG #fid <x> first");
+    // …but what is said next is not taken for seen.
+    x.send("second");
+    assert_eq!(y.line(), "MSG #fid <x> second");
+    y.sync();
+}

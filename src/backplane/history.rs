@@ -24,7 +24,10 @@
 //!   takes the whole link down): the entries after `last` are delivered as live messages, in
 //!   stream order, less this node's own (its members saw them when they were said). A stream
 //!   whose newest entry is older than `last`, or that is gone, was made again (a Redis
-//!   restarted empty, or an expired stream): all its entries are new to this node;
+//!   restarted empty, or an expired stream): its entries are new to this node; or rolled back
+//!   (a Redis restarted from a snapshot older than its last writes): its entries were seen.
+//!   Each node numbers what it publishes, in order, so the newest number seen of each origin
+//!   tells which: an entry numbered above it is new;
 //! - otherwise (a room subscribed while Redis was lost, so with no history asked): the read
 //!   only tells where the stream stands.
 //!
@@ -63,10 +66,20 @@ pub const HOLD_MAX: usize = 1024;
 /// Bytes held in all rooms together (each message counted by its envelope's size): a
 /// reconnect of a busy node holds seconds of traffic, not more.
 pub const HOLD_BYTES: usize = 8 << 20;
+/// Origins (node names) whose newest envelope number is remembered per room (see
+/// `RoomStream::numbers`): a cluster has a few nodes; names past this many (published by
+/// something else) are not remembered.
+pub const ORIGINS_MAX: usize = 64;
+/// How far ahead of this node's clock a stream id may be and still move a room's `last`: an id
+/// further ahead was published by something else (a stream gives ids from Redis's clock), and
+/// would make every message after it look seen, until a reconnect. Such a message is delivered
+/// (as anything published on the channel is), but `last` stays.
+pub const AHEAD_MAX_MS: u64 = 3600 * 1000;
 /// Reads of streams in flight at once.
 pub const READS_IN_FLIGHT: usize = 8;
 /// The most one read answers, in bytes of envelopes (and 64 per entry): a reply stays well
-/// under [`MAX_REPLY`](super::redis::MAX_REPLY) (one entry over it is still sent alone).
+/// under [`MAX_REPLY`](super::redis::MAX_REPLY) (one entry over it, up to [`ENTRY_MAX`], is
+/// still sent alone).
 pub const READ_BYTES: usize = 1 << 20;
 
 /// `KEYS[1]`: the stream; `ARGV`: N, the envelope, the TTL in ms, the channel. Returns the id.
@@ -76,18 +89,32 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PUBLISH', ARGV[4], id .. ' ' .. ARGV[2])
 return id";
 
-/// `KEYS[1]`: the stream; `ARGV`: N, a byte budget. The newest N entries, newest first, cut
-/// once their envelopes pass the budget (at least one).
+/// The most one entry may weigh to be read (as [`READ_BYTES`] counts it): more than any
+/// envelope a node writes (`--max-line` is at most 1 MiB), and little enough that a read's
+/// reply stays under [`MAX_REPLY`](super::redis::MAX_REPLY). A bigger entry was written by
+/// something else, and is left out of reads: sent, its reply would break the connection, and
+/// the reconnect would read it again, for ever.
+pub const ENTRY_MAX: usize = READ_BYTES + READ_BYTES / 2;
+// An envelope of a 1 MiB text (with its names and tags) is read; a read fits in a reply.
+const _: () = assert!(ENTRY_MAX >= (1 << 20) + (64 << 10));
+const _: () = assert!(ENTRY_MAX + (64 << 10) < super::redis::MAX_REPLY);
+
+/// `KEYS[1]`: the stream; `ARGV`: N, a byte budget, the most an entry may weigh
+/// ([`ENTRY_MAX`]). The newest N entries, newest first, but for those over the most, cut once
+/// they pass the budget (at least one).
 pub const READ_SCRIPT: &[u8] = b"\
 local r = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[1])
 local budget = tonumber(ARGV[2])
+local most = tonumber(ARGV[3])
 local out = {}
 for i = 1, #r do
   local n = 64
-  for _, f in ipairs(r[i][2]) do n = n + #f end
-  budget = budget - n
-  if budget < 0 and i > 1 then break end
-  out[i] = r[i]
+  for _, f in ipairs(r[i][2]) do n = n + #f + 16 end
+  if n <= most then
+    budget = budget - n
+    if budget < 0 and #out > 0 then break end
+    out[#out + 1] = r[i]
+  end
 end
 return out";
 
@@ -161,6 +188,12 @@ struct RoomStream {
     own_since: Vec<StreamId>,
     /// Messages heard while waiting or reading, with their cost in bytes.
     held: VecDeque<(StreamId, Shared, usize)>,
+    /// The newest envelope number seen of each origin in this room (each node numbers what it
+    /// publishes in order, and a stream keeps that order): a stream whose newest entry is
+    /// older than `last` was made again, whose entries are new, or rolled back (a Redis
+    /// restarted from a snapshot older than its last writes), whose entries were seen. The
+    /// numbers tell which.
+    numbers: HashMap<String, u64>,
     /// In the read queue.
     queued: bool,
 }
@@ -221,6 +254,7 @@ impl Streams {
             own_since: Vec::new(),
             held: VecDeque::new(),
             queued: false,
+            numbers: HashMap::new(),
         };
         if let Some(old) = self.rooms.insert(room, stream) {
             self.held_bytes -= old.held.iter().map(|h| h.2).sum::<usize>();
@@ -290,7 +324,9 @@ impl Streams {
             let Some(room) = self.queue.pop_front() else {
                 break;
             };
-            let Some(s) = self.rooms.get_mut(&room) else {
+            // (Gone, or not queued: an entry of a subscription that ended since, whose room
+            // may be subscribed again and waiting for its new SUBSCRIBE's confirmation.)
+            let Some(s) = self.rooms.get_mut(&room).filter(|s| s.queued) else {
                 continue;
             };
             s.queued = false;
@@ -329,7 +365,10 @@ impl Streams {
             if s.last.is_some_and(|last| id <= last) {
                 return None;
             }
-            s.last = Some(id);
+            if plausible(id) {
+                s.last = Some(id);
+            }
+            seen(&mut s.numbers, &got);
             return (!mine).then_some(got.shared);
         }
         if mine {
@@ -342,6 +381,7 @@ impl Streams {
             return None;
         }
         self.held_bytes += cost;
+        seen(&mut s.numbers, &got);
         s.held.push_back((id, got.shared, cost));
         None
     }
@@ -375,6 +415,7 @@ impl Streams {
         let mut entries = entries.unwrap_or_default();
         entries.reverse();
         let newest = entries.last().map(|e| e.0);
+        let newest_plausible = entries.iter().rev().map(|e| e.0).find(|id| plausible(*id));
         let node = &self.node;
         // Entries of this room only (a read answers what its key holds, whoever wrote it).
         entries.retain(|e| matches!(&e.1.shared, Shared::Message(m) if *fold(&m.room) == *room));
@@ -395,6 +436,7 @@ impl Streams {
             let own = std::mem::take(&mut s.own_since);
             let mut items = Vec::new();
             for (id, got) in entries {
+                seen(&mut s.numbers, &got);
                 if own.contains(&id) {
                     continue;
                 }
@@ -427,7 +469,10 @@ impl Streams {
             }
             read.gap = !again && entries.first().is_some_and(|e| e.0 > last);
             for (id, got) in entries {
-                if got.origin != *node {
+                // Made again, its entries are new; rolled back, they were seen.
+                let new = !again || s.numbers.get(&got.origin).is_none_or(|&n| got.id > n);
+                seen(&mut s.numbers, &got);
+                if got.origin != *node && new {
                     live.insert(id, got.shared);
                 }
             }
@@ -435,14 +480,31 @@ impl Streams {
         // (Otherwise, a room with no history asked and nothing seen yet, or a failed read:
         // only what was heard is delivered.)
         live.extend(held);
-        let newest_live = live.keys().next_back().copied();
-        s.last = s.last.max(newest).max(newest_live);
+        let newest_live = live.keys().rev().copied().find(|id| plausible(*id));
+        s.last = s.last.max(newest_plausible).max(newest_live);
         read.live = live
             .into_iter()
             .filter(|(id, _)| after.is_none_or(|a| *id > a))
             .map(|(_, shared)| shared)
             .collect();
         read
+    }
+}
+
+/// Whether `id` is not further ahead of this node's clock than [`AHEAD_MAX_MS`].
+fn plausible(id: StreamId) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    id.ms <= now.saturating_add(AHEAD_MAX_MS)
+}
+
+/// `got`'s origin has published up to its number (see `RoomStream::numbers`).
+fn seen(numbers: &mut HashMap<String, u64>, got: &Received) {
+    if let Some(n) = numbers.get_mut(&got.origin) {
+        *n = (*n).max(got.id);
+    } else if numbers.len() < ORIGINS_MAX {
+        numbers.insert(got.origin.clone(), got.id);
     }
 }
 
@@ -461,9 +523,11 @@ mod tests {
     }
 
     fn msg_in(origin: &str, room: &str, text: &str) -> Received {
+        // Each envelope its own number, increasing (as a node numbers what it publishes).
+        static NUMBER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Received {
             origin: origin.into(),
-            id: 0,
+            id: NUMBER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             shared: Shared::Message(RoomMessage {
                 room: room.into(),
                 from: Source::new("bob", "u", "h", "Bob"),
@@ -653,6 +717,51 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_rolled_back_is_not_delivered_again() {
+        // A Redis restarted from a snapshot older than its last writes (or entries deleted
+        // by hand): the stream's newest entry is older than `last`, but its entries were seen.
+        let mut s = Streams::new("me");
+        live_room(&mut s, vec![]);
+        let said = [msg("b", "r1"), msg("b", "r2"), msg("b", "r3")];
+        for (i, m) in said.iter().enumerate() {
+            let m = Received {
+                origin: m.origin.clone(),
+                id: m.id,
+                shared: m.shared.clone(),
+            };
+            assert!(s.heard("#room", id(10 + i as u64, 0), m, 10).is_some());
+        }
+        s.reset();
+        s.subscribe_again(&"#room".into());
+        s.confirmed("#room");
+        let g = s.next_reads()[0].1;
+        let [r1, r2, _] = said;
+        let read = s.read_done("#room", g, Some(vec![(id(11, 0), r2), (id(10, 0), r1)]));
+        assert!(read.live.is_empty(), "{:?}", texts(&read.live));
+        // What is said next is delivered.
+        assert!(s.heard("#room", id(12, 5), msg("b", "r4"), 10).is_some());
+    }
+
+    #[test]
+    fn an_id_from_far_in_the_future_does_not_silence_the_room() {
+        // Published by something else, under an id no stream gives yet: it would move `last`
+        // past every id to come, and every message after it would be dropped as seen.
+        let mut s = Streams::new("me");
+        live_room(&mut s, vec![]);
+        let forged = id(u64::MAX / 2, 0);
+        assert!(s.heard("#room", forged, msg("x", "forged"), 10).is_some());
+        assert!(s.heard("#room", id(10, 0), msg("b", "next"), 10).is_some());
+        // Nor held and merged with a read.
+        s.reset();
+        s.subscribe_again(&"#room".into());
+        s.confirmed("#room");
+        let g = s.next_reads()[0].1;
+        assert!(s.heard("#room", forged, msg("x", "forged"), 10).is_none());
+        s.read_done("#room", g, Some(vec![(forged, msg("x", "forged too"))]));
+        assert!(s.heard("#room", id(11, 0), msg("b", "after"), 10).is_some());
+    }
+
+    #[test]
     fn reads_wait_for_every_subscribe_and_stale_answers_are_ignored() {
         let mut s = Streams::new("me");
         // Subscribed, unsubscribed and subscribed again before any confirmation.
@@ -698,6 +807,36 @@ mod tests {
         }
         assert_eq!(s.next_reads().len(), READS_IN_FLIGHT);
         assert!(s.next_reads().is_empty());
+    }
+
+    #[test]
+    fn a_room_left_and_joined_again_while_queued_is_not_read_before_its_new_subscribe() {
+        let mut s = Streams::new("me");
+        for i in 0..READS_IN_FLIGHT {
+            let room: Arc<str> = format!("#r{i}").into();
+            s.subscribe(room.clone());
+            s.confirmed(&room);
+        }
+        let reads = s.next_reads();
+        assert_eq!(reads.len(), READS_IN_FLIGHT);
+        // Confirmed, queued behind the reads in flight…
+        s.subscribe("#room".into());
+        s.confirmed("#room");
+        assert!(s.next_reads().is_empty());
+        // …then left and joined again: a new SUBSCRIBE, not confirmed yet.
+        s.unsubscribe("#room");
+        s.subscribe("#room".into());
+        let (room, generation) = &reads[0];
+        s.read_done(room, *generation, Some(vec![]));
+        assert!(
+            s.next_reads().is_empty(),
+            "not before the new SUBSCRIBE is confirmed"
+        );
+        s.confirmed("#room");
+        let again = s.next_reads();
+        assert_eq!(again.len(), 1);
+        assert_eq!(&*again[0].0, "#room");
+        assert!(s.next_reads().is_empty(), "read once");
     }
 
     #[test]

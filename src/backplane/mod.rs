@@ -818,6 +818,7 @@ impl Backplane {
         }
         let count = self.history.max(1).to_string();
         let budget = history::READ_BYTES.to_string();
+        let most = history::ENTRY_MAX.to_string();
         for (room, generation) in self.streams.next_reads() {
             let key = history::stream_key(&self.config.prefix, &room);
             self.commands.push(&[
@@ -827,6 +828,7 @@ impl Backplane {
                 &key,
                 count.as_bytes(),
                 budget.as_bytes(),
+                most.as_bytes(),
             ]);
             self.expect.push_back(Expect::Read { room, generation });
         }

@@ -76,8 +76,16 @@ pub const TOMBSTONE_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const FRESH: Duration = Duration::from_secs(2 * HEARTBEAT.as_secs());
 /// Users of a dead node cleaned up per batch (one batch under way at a time).
 pub const REAP_BATCH: usize = 100;
+/// Bytes of a dead node's users hash taken per batch at most (but one record).
+pub const POP_BYTES: usize = 1 << 20;
+/// The most a users hash record read back may weigh (more than any node writes: a user in
+/// `--max-rooms` rooms of long names), and little enough for a reply.
+pub const RECORD_MAX: usize = POP_BYTES + POP_BYTES / 2;
+const _: () = assert!(RECORD_MAX + (64 << 10) < super::redis::MAX_REPLY);
 /// Users per HSET (and nicks per HDEL) of the users hash.
 pub const HSET_BATCH: usize = 512;
+/// The most rooms a [`record`] read back may name (`--max-rooms` is at most this).
+pub const MAX_RECORD_ROOMS: usize = u16::MAX as usize;
 /// The quit reason of a dead node's users.
 pub const NODE_LOST: &str = "node lost";
 
@@ -91,10 +99,13 @@ redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) return 1";
 /// Registers this node and sets its heartbeat: 0 if it was registered already, 1 if Redis did
 /// not know it (a new node, or a Redis that lost its data), 2 if it was found dead meanwhile
 /// (its heartbeat key holds a tombstone). The incarnation counter is set to this node's
-/// incarnation if it is lower (a Redis that lost it would give a new node a number in use).
+/// incarnation if it is lower (a Redis that lost it would give a new node a number in use), or
+/// not a number (written by something else: the comparison failed the script, and the node,
+/// unregistered, resynchronised every second).
 /// KEYS: nodes, node:{inc}, incarnation. ARGV: incarnation, name, TTL in ms.
 pub const REGISTER_SCRIPT: &[u8] = b"\
-if tonumber(redis.call('GET', KEYS[3]) or '0') < tonumber(ARGV[1]) then \
+local counter = tonumber(redis.call('GET', KEYS[3]) or '0') \
+if not counter or counter < tonumber(ARGV[1]) then \
   redis.call('SET', KEYS[3], ARGV[1]) end \
 local was = redis.call('HGET', KEYS[1], ARGV[1]) \
 local beat = redis.call('GET', KEYS[2]) \
@@ -138,19 +149,34 @@ end \
 return lost";
 
 /// Takes up to `ARGV[2]` users out of a dead incarnation's users hash and returns them (field,
-/// value, field, value…; none: done, the hash is gone); nil if the incarnation is in the
-/// registry again (it came back: the clean-up stops). (`replicate_commands`: Redis before 5
-/// refuses writes after HSCAN in a script without it; a no-op since.)
-/// KEYS: users:{inc}, nodes. ARGV: incarnation, count.
+/// value, field, value…; none: done, the hash is gone), no more than `ARGV[3]` bytes of them
+/// (at least one: a batch of users in many rooms stays under a reply's
+/// [`MAX_REPLY`](super::redis::MAX_REPLY)); nil if the incarnation is in the registry again
+/// (it came back: the clean-up stops). A record over `ARGV[4]` bytes, which no node writes,
+/// is deleted without being returned. (`replicate_commands`: Redis before 5 refuses writes
+/// after HSCAN in a script without it; a no-op since.)
+/// KEYS: users:{inc}, nodes. ARGV: incarnation, count, [`POP_BYTES`], [`RECORD_MAX`].
 pub const POP_SCRIPT: &[u8] = b"\
 if redis.replicate_commands then redis.replicate_commands() end \
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return false end \
-local out, cursor = {}, '0' \
+local out, cursor, bytes, full = {}, '0', 0, false \
+local budget, most = tonumber(ARGV[3]), tonumber(ARGV[4]) \
 repeat \
   local r = redis.call('HSCAN', KEYS[1], cursor, 'COUNT', ARGV[2]) \
   cursor = r[1] \
-  for i = 1, #r[2] do out[#out + 1] = r[2][i] end \
-until cursor == '0' or #out >= 2 * tonumber(ARGV[2]) \
+  for i = 1, #r[2], 2 do \
+    local n = #r[2][i] + #r[2][i + 1] + 32 \
+    if n > most then \
+      redis.call('HDEL', KEYS[1], r[2][i]) \
+    elseif not full and (#out == 0 or bytes + n <= budget) then \
+      out[#out + 1] = r[2][i] \
+      out[#out + 1] = r[2][i + 1] \
+      bytes = bytes + n \
+    else \
+      full = true \
+    end \
+  end \
+until cursor == '0' or #out >= 2 * tonumber(ARGV[2]) or full \
 for i = 1, #out, 2 do redis.call('HDEL', KEYS[1], out[i]) end \
 return out";
 
@@ -273,10 +299,19 @@ pub fn parse_record(s: &str) -> Option<Record> {
     if user.is_empty() || host.is_empty() {
         return None;
     }
-    let mut rooms = Vec::new();
+    let mut rooms: Vec<Arc<str>> = Vec::new();
+    let mut seen = HashSet::new();
     for room in words {
         check_room(room).ok()?;
-        rooms.push(Arc::from(fold(room)));
+        // Once each (the quit is published on each room's channel, and carries them all), and
+        // no more than `--max-rooms` allows any user: a record written by something else
+        // must not make the reaper publish a huge quit on thousands of channels.
+        if seen.insert(fold(room)) {
+            rooms.push(Arc::from(fold(room)));
+        }
+        if rooms.len() > MAX_RECORD_ROOMS {
+            return None;
+        }
     }
     Some(Record {
         value: (value != "-").then(|| value.to_string()),
@@ -524,6 +559,7 @@ impl Backplane {
         };
         let (users, nodes) = (self.users_key(inc), self.nodes_key());
         let (inc_s, count) = (inc.to_string(), REAP_BATCH.to_string());
+        let (budget, most) = (POP_BYTES.to_string(), RECORD_MAX.to_string());
         self.push_node(
             &[
                 b"EVAL",
@@ -533,6 +569,8 @@ impl Backplane {
                 nodes.as_bytes(),
                 inc_s.as_bytes(),
                 count.as_bytes(),
+                budget.as_bytes(),
+                most.as_bytes(),
             ],
             Reply::Pop(inc),
         );
@@ -860,6 +898,14 @@ mod tests {
         ] {
             assert_eq!(parse_record(bad), None, "{bad:?}");
         }
+        // Written by something else: a room named again is one room, and no more rooms than
+        // any user may be in.
+        let again = parse_record("v nick!u@h #a #A #b #a").unwrap();
+        assert_eq!(again.rooms, vec![Arc::from("#a"), Arc::from("#b")]);
+        let many: Vec<String> = (0..=MAX_RECORD_ROOMS).map(|i| format!("#{i}")).collect();
+        assert_eq!(parse_record(&format!("v n!u@h {}", many.join(" "))), None);
+        let most = &many[..MAX_RECORD_ROOMS];
+        assert!(parse_record(&format!("v n!u@h {}", most.join(" "))).is_some());
     }
 
     #[test]

@@ -490,6 +490,12 @@ impl Core {
                 }
             }
             Shared::Quit { rooms, who, reason } => {
+                // A nick is one user's in the cluster: a quit of a nick a local user holds is
+                // of that user, whose node was taken for dead while it stalled ("node lost",
+                // from the node that cleaned up after it). It is still here.
+                if self.nicks.contains_key(&fold(&who.nick)) {
+                    return;
+                }
                 let to = self.announced_members(&rooms);
                 out.send_many(to, Event::Quit { who, reason });
             }

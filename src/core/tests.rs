@@ -3267,3 +3267,29 @@ fn an_invitation_from_another_node_lets_its_user_into_an_invitation_only_room_on
         }]
     ));
 }
+
+#[test]
+fn a_remote_quit_of_a_nick_a_local_user_holds_is_not_told() {
+    // A node stalled past its heartbeats' lifetime was taken for dead: the reaper published
+    // its users' quits ("node lost"), which reach this node too, where they are still here.
+    let (mut core, mut out) = cluster_core();
+    join_answered(&mut core, &mut out, A, "#r");
+    core.handle(B, Command::Join("#r".into()), 0, &mut out);
+    out.clear();
+    out.drain_notes();
+    let a = core.source(A).unwrap().clone();
+    let quit = |who: Arc<Source>| cluster::Shared::Quit {
+        rooms: vec![rc("#r")],
+        who,
+        reason: rc("node lost"),
+    };
+    core.remote(quit(a), 0, &mut out);
+    assert!(out.is_empty(), "A is here: {:?}", out.iter().count());
+    // Another node's user's quit is told.
+    core.remote(quit(Source::new("far", "u", "h", "")), 0, &mut out);
+    let got: Vec<_> = out.iter().map(|(e, to)| (e.clone(), to.to_vec())).collect();
+    assert!(
+        matches!(&got[..], [(Event::Quit { who, .. }, to)] if &*who.nick == "far" && to.len() == 2),
+        "{got:?}"
+    );
+}
