@@ -41,7 +41,7 @@ use crate::core::cluster::{
 };
 use crate::core::modes::Status;
 use crate::core::names::{check_nick, fold, label};
-use crate::core::remote::{letter_status, status_letter};
+use crate::core::remote::{letter_status, source_word, status_letter};
 
 /// KEYS: members, roomstate. ARGV: folded nick, `{incarnation} {nick}!{user}@{host}`, real
 /// name, founded value, most members to answer, `1` if the creator is the operator (not in
@@ -139,8 +139,7 @@ pub fn parse_member(value: &str) -> Option<RemoteMember> {
     let (nick, rest) = mask.split_once('!')?;
     let (user, host) = rest.split_once('@')?;
     check_nick(nick).ok()?;
-    let word = |s: &str| !s.is_empty() && !s.contains(['!', '@', '\r', '\n', '\0']);
-    (word(user) && word(host)).then(|| RemoteMember {
+    (source_word(user) && source_word(host)).then(|| RemoteMember {
         node,
         source: Source::new(nick, user, host, &realname),
         status,
@@ -397,8 +396,18 @@ mod tests {
             "3 bob!u@h *",
             "3 bob!!u@h -",
             "",
-        ] {
-            assert!(parse_member(bad).is_none(), "{bad}");
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain([
+            format!("3 bob!u@{} -", "h".repeat(100_000)),
+            format!("3 bob!{}@h -", "u".repeat(100_000)),
+        ]) {
+            assert!(
+                parse_member(&bad).is_none(),
+                "{}",
+                &bad[..bad.len().min(40)]
+            );
         }
     }
 

@@ -149,6 +149,19 @@ impl RemoteMembers {
     }
 }
 
+/// Longest user name or host taken from another node (a member entry, an envelope): a
+/// node's own are at most 10 bytes (IRC's `USER`, cleaned) and a cloak of about 20, so what
+/// is longer was not written by a node, and would cost every room that hears of it, and
+/// every listing, that much.
+pub const SOURCE_WORD_MAX: usize = 64;
+
+/// Whether `s` may be the user name or host of a `Source` from another node: not empty, at
+/// most [`SOURCE_WORD_MAX`] bytes, and nothing that would split a `nick!user@host` mask or a
+/// line.
+pub fn source_word(s: &str) -> bool {
+    !s.is_empty() && s.len() <= SOURCE_WORD_MAX && !s.contains([' ', '!', '@', '\r', '\n', '\0'])
+}
+
 /// Invitations from other nodes a user keeps at most (as a room keeps at most 64 of its own).
 pub const INVITES_MAX: usize = 16;
 
