@@ -543,3 +543,71 @@ fn an_invitation_crosses_nodes_into_an_invitation_only_room() {
         ":pollchat 401 alice nobody :No such nick/channel"
     );
 }
+
+#[test]
+fn a_join_redis_recorded_but_its_node_has_not_completed_is_not_listed_to_other_joiners() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    // #w has a member (of node 98), and another node's join to it, as its node asks it: Redis
+    // has recorded it, and its node has not had the answer yet (it may still refuse it, for a
+    // key, a ban, a limit, or its user left meanwhile: then it only takes the entry back, and
+    // publishes no part).
+    redis.command(&["HSET", "r12:roomstate:#w", "founded", "98 carol 1"]);
+    redis.command(&[
+        "HSET",
+        "r12:members:#w",
+        "carol",
+        "98 carol!u@h @ The carol",
+    ]);
+    let script = std::str::from_utf8(pollchat::backplane::rooms::JOIN_SCRIPT).unwrap();
+    let asked = redis.command(&[
+        "EVAL",
+        script,
+        "2",
+        "r12:members:#w",
+        "r12:roomstate:#w",
+        "ghost",
+        "99 ghost!u@h",
+        "The ghost",
+        "99 ghost 1",
+        "2048",
+        "1",
+    ]);
+    assert!(matches!(asked, OwnedFrame::Array(_)), "{asked:?}");
+    let b = redis.node("b", "r12:");
+    let mut bob = register(&b, "bob");
+    bob.send("JOIN #w\r");
+    let mut got = joined(&mut bob, "#w");
+    got.sort();
+    assert_eq!(got, ["@carol", "bob"], "not the unanswered joiner");
+    // Its node refused it: the entry goes, and bob's list has nothing to forget.
+    let drop = std::str::from_utf8(pollchat::backplane::rooms::MEMBER_SCRIPT).unwrap();
+    redis.command(&[
+        "EVAL",
+        drop,
+        "2",
+        "r12:members:#w",
+        "r12:roomstate:#w",
+        "ghost",
+        "",
+        "",
+    ]);
+    assert_eq!(names(&mut bob, "#w"), ["bob", "@carol"]);
+    // A join completed is listed, with its status, to a later joiner of another node.
+    let a = redis.node("a", "r12:");
+    let mut alice = register(&a, "alice");
+    alice.send("JOIN #v\r");
+    assert_eq!(joined(&mut alice, "#v"), ["@alice"]);
+    bob.send("JOIN #v\r");
+    let mut got = joined(&mut bob, "#v");
+    got.sort();
+    assert_eq!(got, ["@alice", "bob"]);
+    // Bob's join, completed, is a member's entry now (and listed to the next joiner).
+    let entry = format!(" bob!bob@{LOCAL_CLOAK} - The bob");
+    redis.wait_for(|r| {
+        hash(r, "r12:members:#v")
+            .iter()
+            .any(|(f, v)| f == "bob" && v.ends_with(&entry))
+    });
+}

@@ -8,7 +8,8 @@
 //!
 //! - A join to a room with no local member ([`Note::Join`]) is one script ([`JOIN_SCRIPT`]):
 //!   `HSETNX roomstate founded` (1: this join creates the room, its joiner is the operator,
-//!   status `@`), `HSET members`, and the answer: whether it created the room, the members
+//!   status `@`), `HSET members` (any other joiner as `?`, not listed to others until its node
+//!   completes the join and writes the entry: [`Note::Member`]), and the answer: whether it created the room, the members
 //!   (at most [`JOIN_MEMBERS_MAX`], by `HSCAN`, so a huge room costs Redis one bounded step)
 //!   and the room's state. Redis runs a script alone: of two first joiners on two nodes,
 //!   exactly one finds `founded` unset. It is sent only once Redis has confirmed the node's
@@ -44,12 +45,23 @@ use crate::core::names::{check_nick, fold, label};
 use crate::core::remote::{letter_status, source_word, status_letter};
 
 /// KEYS: members, roomstate. ARGV: folded nick, `{incarnation} {nick}!{user}@{host}`, real
-/// name, founded value, most members to answer, `1` if the creator is the operator (not in
+/// name, founded value, most members to answer, `1` if the join waits for its answer (not
 /// the lobby). Answers `{created, {field, value, …} of members, {field, value, …} of state}`.
+///
+/// A join that waits and does not create the room is entered with status `?`: not a member
+/// yet (its node may still refuse it, for a key, a ban, a limit, or because its user left
+/// meanwhile, and then only takes the entry back), so other joiners' answers do not list it
+/// ([`parse_member`] skips it); its node writes the member's entry once it completes the
+/// join, before publishing the join, so a joiner whose answer came before that entry
+/// receives the join. The creator is the operator at once (`@`: its join cannot be refused,
+/// and the join published later does not carry a status); if its user left meanwhile, its
+/// node publishes its part.
 pub const JOIN_SCRIPT: &[u8] = b"\
 local created = redis.call('HSETNX', KEYS[2], 'founded', ARGV[4])
 local status = '-'
-if created == 1 and ARGV[6] == '1' then status = '@' end
+if ARGV[6] == '1' then
+  if created == 1 then status = '@' else status = '?' end
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. status .. ' ' .. ARGV[3])
 local members = redis.call('HSCAN', KEYS[1], '0', 'COUNT', ARGV[5])[2]
 local most = 2 * tonumber(ARGV[5])

@@ -186,7 +186,8 @@ pub fn status_letter(status: Status) -> char {
     }
 }
 
-/// The status a shared member list's letter stands for (`None`: not one of [`status_letter`]'s).
+/// The status a shared member list's letter stands for (`None`: not one of [`status_letter`]'s,
+/// such as the `?` of a join its node has not completed: not a member yet).
 pub fn letter_status(letter: &str) -> Option<Status> {
     let (op, voice) = match letter {
         "@" => (true, false),
@@ -365,16 +366,26 @@ impl Core {
             })
         };
         let (Some(asked), Some(key)) = (asked, key) else {
-            // Its user left (or the room was let go) meanwhile: take the join back.
-            if answer.is_some() {
+            // Its user left (or the room was let go) meanwhile: take the join back. A joiner
+            // that created the room was listed to others at once (`backplane::rooms`): they
+            // are told it left.
+            if let Some(answer) = answer {
                 undo(out);
+                if answer.created {
+                    out.note(Note::Publish(Shared::Parted {
+                        room: request.room.clone(),
+                        who: request.who.clone(),
+                        reason: None,
+                    }));
+                }
             }
             return;
         };
+        let mut created = false;
         let result = match answer {
             None => Err(Error::RoomClusterDown(request.room.to_string())),
             Some(answer) => {
-                let created = answer.created;
+                created = answer.created;
                 let first = self.rooms[key].members.is_empty();
                 self.learn(key, answer, first);
                 if created {
@@ -388,12 +399,15 @@ impl Core {
         };
         match result {
             Ok(()) => {
+                // Its entry, asked as `?` (not a member yet: `backplane::rooms`), is a
+                // member's now, written before its join is published (a creator's is its
+                // operator's already); under its new nick if it was renamed meanwhile.
                 let source = self.users[&id].source.clone();
-                if fold(&source.nick) != fold(&request.who.nick) {
-                    // Renamed while the join was asked: its entry follows.
+                let renamed = fold(&source.nick) != fold(&request.who.nick);
+                if renamed || !created {
                     out.note(Note::Member {
                         room: folded.as_str().into(),
-                        drop: Some(fold(&request.who.nick).into()),
+                        drop: renamed.then(|| fold(&request.who.nick).into()),
                         set: Some((source, self.status_in(key, id))),
                     });
                 }

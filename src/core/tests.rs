@@ -2957,6 +2957,30 @@ fn a_join_the_cluster_could_not_answer_is_refused_and_one_nobody_waits_for_is_ta
         state: RoomState::default(),
     };
     out.clear();
+    let who = request.who.clone();
+    core.joined(request.clone(), Some(answer.clone()), 0, &mut out);
+    assert!(out.is_empty());
+    // It created the room, so other nodes' joiners listed it at once: they are told it left.
+    assert_eq!(
+        notes(&mut out),
+        [
+            Note::Member {
+                room: rc("#y"),
+                drop: Some(b.clone()),
+                set: None
+            },
+            Note::Publish(cluster::Shared::Parted {
+                room: rc("#y"),
+                who,
+                reason: None
+            })
+        ]
+    );
+    // One that did not create it was listed to nobody (`?`): taken back only.
+    let answer = JoinAnswer {
+        created: false,
+        ..answer
+    };
     core.joined(request, Some(answer), 0, &mut out);
     assert!(out.is_empty());
     assert_eq!(
