@@ -614,3 +614,67 @@ fn a_join_redis_recorded_but_its_node_has_not_completed_is_not_listed_to_other_j
             .any(|(f, v)| f == "bob" && v.ends_with(&entry))
     });
 }
+
+/// The Redis id of the connection named `name` (from `CLIENT LIST`).
+fn client_id(redis: &Redis, name: &str) -> Option<String> {
+    let OwnedFrame::BulkString(list) = redis.command(&["CLIENT", "LIST"]) else {
+        panic!("CLIENT LIST");
+    };
+    let list = String::from_utf8(list).unwrap();
+    list.lines().find_map(|l| {
+        let field = |k: &str| {
+            l.split(' ')
+                .find_map(|f| f.strip_prefix(k))
+                .map(str::to_string)
+        };
+        (field("name=").as_deref() == Some(name))
+            .then(|| field("id="))
+            .flatten()
+    })
+}
+
+#[test]
+fn a_member_who_left_while_a_node_was_cut_off_is_not_listed_there_once_it_is_back() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "r13:"), redis.node("b", "r13:"));
+    let mut alice = register(&a, "alice");
+    alice.send("JOIN #cut\r");
+    joined(&mut alice, "#cut");
+    let (mut bob, mut carol) = (register(&b, "bob"), register(&b, "carol"));
+    for c in [&mut bob, &mut carol] {
+        c.send("JOIN #cut\r");
+        joined(c, "#cut");
+    }
+    names_become(&mut alice, "#cut", &["@alice", "bob", "carol"]);
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        redis.wait_for(|r| r.subscribers("r13:room:#cut") == 2);
+        // Redis cuts node a's subscriptions (as it cuts a slow subscriber): node a takes the
+        // link down and reconnects a moment later; bob parts meanwhile.
+        let id = client_id(&redis, "pollchat-a-subscriptions").expect("a is subscribed");
+        let killed = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub", "ID", &id]);
+        assert_eq!(killed, OwnedFrame::Integer(1));
+        bob.send("PART #cut\r");
+        bob.expect_prefix(":bob!bob@");
+        redis.wait_for(|r| !hash(r, "r13:members:#cut").iter().any(|(f, _)| f == "bob"));
+        if redis.subscribers("r13:room:#cut") == 1 {
+            break; // node a was not listening when bob's part was published
+        }
+        // Node a was back already (and heard it): again.
+        assert!(
+            Instant::now() < deadline,
+            "node a was never cut off long enough"
+        );
+        names_become(&mut alice, "#cut", &["@alice", "carol"]);
+        bob.send("JOIN #cut\r");
+        joined(&mut bob, "#cut");
+        names_become(&mut alice, "#cut", &["@alice", "bob", "carol"]);
+    }
+    // Once node a is back, its list is the room's as Redis has it.
+    names_become(&mut alice, "#cut", &["@alice", "carol"]);
+    // And it follows the room again.
+    carol.send("PART #cut\r");
+    names_become(&mut alice, "#cut", &["@alice"]);
+}

@@ -169,6 +169,9 @@ enum Expect {
     /// A WHOIS of a nick held elsewhere (`GET` of its key): the node holding it goes to the
     /// core.
     Whois { by: (ClientId, u32), nick: Arc<str> },
+    /// A room's members written again after a reconnect ([`rooms::SYNC_SCRIPT`]): the room's
+    /// members as Redis has them go to the core.
+    Sync(Arc<str>),
 }
 
 /// Where the cluster meets and who this node is in it (`--backplane`, `--node`,
@@ -366,7 +369,7 @@ pub struct Backplane {
     /// that confirmation (see [`rooms`]): a join is asked only once its node receives what
     /// the room's other members do next. At most one per room a local user is joining.
     unconfirmed: HashSet<Vec<u8>>,
-    parked: Vec<(Vec<u8>, crate::core::cluster::JoinRequest)>,
+    parked: Vec<(Vec<u8>, Note)>,
 }
 
 impl Backplane {
@@ -529,6 +532,15 @@ impl Backplane {
                 Note::Join(request) => self.answers.push(Answer::Join {
                     request,
                     answer: None,
+                }),
+                // A room with local members learns its members once Redis is back.
+                Note::SyncRoom {
+                    room,
+                    state: Some(_),
+                    ..
+                } => self.answers.push(Answer::Synced {
+                    room,
+                    members: None,
                 }),
                 Note::Member { .. }
                 | Note::RoomState { .. }
@@ -876,6 +888,16 @@ impl Backplane {
                 }
                 return;
             }
+            if let Some(Expect::Sync(_)) = expect.front() {
+                if let Some(Expect::Sync(room)) = expect.pop_front() {
+                    if let OwnedFrame::Error(e) = &frame {
+                        errors.push(e.clone());
+                    }
+                    let members = rooms::members_answer(&frame);
+                    answers.push(Answer::Synced { room, members });
+                }
+                return;
+            }
             if matches!(expect.front(), Some(Expect::Node(_))) {
                 if let Some(Expect::Node(reply)) = expect.pop_front() {
                     for_nodes.push((reply, frame));
@@ -921,7 +943,8 @@ impl Backplane {
                     | Expect::Release(_)
                     | Expect::Tell { .. }
                     | Expect::Node(_)
-                    | Expect::Join(_),
+                    | Expect::Join(_)
+                    | Expect::Sync(_),
                 )
                 | None => {}
             }
@@ -1069,15 +1092,27 @@ impl Backplane {
                     nick,
                     node: None,
                 }),
+                Expect::Sync(room) => self.answers.push(Answer::Synced {
+                    room,
+                    members: None,
+                }),
             }
         }
         self.nodes_lost();
-        // Never asked: refused as a join asked while Redis is lost.
+        // Never asked: refused as a join asked while Redis is lost (a room's members are
+        // asked again at the next reconnect).
         self.unconfirmed.clear();
-        for (_, request) in std::mem::take(&mut self.parked) {
-            self.answers.push(Answer::Join {
-                request,
-                answer: None,
+        for (_, note) in std::mem::take(&mut self.parked) {
+            self.answers.push(match note {
+                Note::Join(request) => Answer::Join {
+                    request,
+                    answer: None,
+                },
+                Note::SyncRoom { room, .. } => Answer::Synced {
+                    room,
+                    members: None,
+                },
+                _ => unreachable!("only joins and syncs are parked"),
             });
         }
         self.commands.deregister(registry);
@@ -1160,6 +1195,10 @@ impl Backplane {
             .iter()
             .map(|nick| envelope::user_channel(prefix, nick));
         let channels: Vec<Vec<u8>> = rooms.chain(users).collect();
+        // A room's members are read again once this node receives the room again (see
+        // `rooms`): who joined or left meanwhile is then in the answer or received.
+        let rooms = self.subscribed.len();
+        self.unconfirmed.extend(channels[..rooms].iter().cloned());
         for batch in channels.chunks(SUBSCRIBE_BATCH) {
             let mut parts: Vec<&[u8]> = vec![b"SUBSCRIBE"];
             parts.extend(batch.iter().map(|c| c.as_slice()));

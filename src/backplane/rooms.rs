@@ -88,7 +88,9 @@ return 0";
 /// KEYS: members, roomstate. ARGV: this node's entries' start (`{incarnation} `), founded
 /// value (or empty: do not found), the number N of state field/value pairs, those 2N, then
 /// this node's member field/value pairs. This node's entries become exactly those given; the
-/// room goes if empty, and is founded again with the state if Redis lost it.
+/// room goes if empty, and is founded again with the state if Redis lost it. Answers the
+/// room's members then (`{field, value, …}`, at most [`JOIN_MEMBERS_MAX`], as
+/// [`JOIN_SCRIPT`]), for a node that was not listening meanwhile.
 pub const SYNC_SCRIPT: &[u8] = b"\
 local mine = ARGV[1]
 local n = tonumber(ARGV[3])
@@ -113,7 +115,13 @@ elseif ARGV[2] ~= '' and redis.call('HSETNX', KEYS[2], 'founded', ARGV[2]) == 1 
   for i = 4, 3 + 2 * n do state[#state + 1] = ARGV[i] end
   redis.call('HSET', KEYS[2], unpack(state))
 end
-return 0";
+local members = redis.call('HSCAN', KEYS[1], '0', 'COUNT', 2048)[2]
+if #members > 4096 then
+  local cut = {}
+  for i = 1, 4096 do cut[i] = members[i] end
+  members = cut
+end
+return members";
 
 /// `{prefix}members:{folded room}`.
 pub fn members_key(prefix: &str, folded: &str) -> Vec<u8> {
@@ -183,6 +191,19 @@ fn strings(frame: &OwnedFrame) -> Option<Vec<&str>> {
         .collect()
 }
 
+/// [`SYNC_SCRIPT`]'s answer read: the members it lists (`None`: not such an answer, an
+/// error).
+pub fn members_answer(frame: &OwnedFrame) -> Option<Vec<RemoteMember>> {
+    let members = strings(frame)?;
+    Some(
+        members
+            .chunks_exact(2)
+            .filter_map(|pair| parse_member(pair[1]))
+            .take(JOIN_MEMBERS_MAX)
+            .collect(),
+    )
+}
+
 /// [`JOIN_SCRIPT`]'s answer read (`None`: not such an answer, an error).
 pub fn join_answer(frame: &OwnedFrame) -> Option<JoinAnswer> {
     let OwnedFrame::Array(parts) = frame else {
@@ -191,13 +212,8 @@ pub fn join_answer(frame: &OwnedFrame) -> Option<JoinAnswer> {
     let [OwnedFrame::Integer(created), members, state] = &parts[..] else {
         return None;
     };
-    let members = strings(members)?;
+    let members = members_answer(members)?;
     let state = strings(state)?;
-    let members = members
-        .chunks_exact(2)
-        .filter_map(|pair| parse_member(pair[1]))
-        .take(JOIN_MEMBERS_MAX)
-        .collect();
     let state = RoomState::from_fields(state.chunks_exact(2).map(|p| (p[0], p[1])));
     Some(JoinAnswer {
         created: *created == 1,
@@ -216,7 +232,7 @@ impl Backplane {
                 let channel = super::envelope::room_channel(&prefix, &folded);
                 if self.unconfirmed.contains(&channel) {
                     // Asked once the subscription is in place (`subscribed_to`).
-                    self.parked.push((channel, request));
+                    self.parked.push((channel, Note::Join(request)));
                     return;
                 }
                 let (members, state) = (members_key(&prefix, &folded), state_key(&prefix, &folded));
@@ -272,6 +288,20 @@ impl Backplane {
                 members,
                 state,
             } => {
+                let channel = super::envelope::room_channel(&prefix, &room);
+                let answered = state.is_some();
+                if answered && self.unconfirmed.contains(&channel) {
+                    // Its answer must not miss who joins next: asked once subscribed again.
+                    self.parked.push((
+                        channel,
+                        Note::SyncRoom {
+                            room,
+                            members,
+                            state,
+                        },
+                    ));
+                    return;
+                }
                 let mine = format!("{} ", self.incarnation);
                 let founded = state.as_ref().map_or(String::new(), |s| {
                     format!("{} {} {}", self.incarnation, s.founder, s.created_at)
@@ -303,7 +333,10 @@ impl Backplane {
                     parts.extend([field.as_bytes(), value.as_bytes()]);
                 }
                 self.commands.push(&parts);
-                self.expect.push_back(Expect::Other);
+                self.expect.push_back(match answered {
+                    true => Expect::Sync(room),
+                    false => Expect::Other,
+                });
             }
             Note::Invite { by, invite } => {
                 if let crate::core::cluster::Shared::Invite { nick, .. } = &invite {
@@ -343,8 +376,8 @@ impl Backplane {
             .into_iter()
             .partition(|(c, _)| c == channel);
         self.parked = parked;
-        for (_, request) in ready {
-            self.room_note(Note::Join(request));
+        for (_, note) in ready {
+            self.room_note(note);
         }
     }
 
@@ -421,6 +454,23 @@ mod tests {
                 &bad[..bad.len().min(40)]
             );
         }
+    }
+
+    #[test]
+    fn a_sync_answers_the_rooms_members_within_the_join_bound() {
+        let script = String::from_utf8_lossy(SYNC_SCRIPT);
+        assert!(script.contains(&format!("'COUNT', {JOIN_MEMBERS_MAX}")));
+        assert!(script.contains(&format!("for i = 1, {}", 2 * JOIN_MEMBERS_MAX)));
+        let bulk = |s: &str| OwnedFrame::BulkString(s.as_bytes().to_vec());
+        let frame = OwnedFrame::Array(vec![
+            bulk("alice"),
+            bulk("1 alice!u@h @ A"),
+            bulk("bob"),
+            bulk("2 bob!u@h ? B"),
+        ]);
+        let members = members_answer(&frame).unwrap();
+        assert_eq!(members.len(), 1, "a join not completed is not a member");
+        assert!(members_answer(&OwnedFrame::Error("ERR".into())).is_none());
     }
 
     #[test]

@@ -837,12 +837,18 @@ impl Core {
     }
 
     /// After Redis was lost: each room with local members tells the cluster who of this node
-    /// is in it now, and what it is (for a Redis that restarted empty).
-    pub(super) fn sync_rooms(&self, out: &mut Outbox) {
-        for (_, room) in &self.rooms {
+    /// is in it now, and what it is (for a Redis that restarted empty), and learns its members
+    /// on other nodes again ([`Core::resynced`]): who joined or left while this node was not
+    /// listening. Until the answer, the room lists those it hears of, as a room whose join
+    /// waits for its answer.
+    pub(super) fn sync_rooms(&mut self, out: &mut Outbox) {
+        for (_, room) in &mut self.rooms {
             let Some(&first) = room.members.iter().next() else {
                 continue;
             };
+            room.remote.clear();
+            room.pending += 1;
+            let room = &*room;
             let members = room
                 .members
                 .iter()
@@ -866,6 +872,33 @@ impl Core {
                 }),
             });
         }
+    }
+
+    /// The cluster's answer to a room's [`Note::SyncRoom`]: its members on other nodes, as
+    /// Redis had them once this node received the room again (`None`: Redis could not be
+    /// asked; the next reconnect asks again). Those who left since are not brought back.
+    pub fn resynced(
+        &mut self,
+        folded: &str,
+        members: Option<Vec<super::cluster::RemoteMember>>,
+        out: &mut Outbox,
+    ) {
+        let Some(&key) = self.room_keys.get(folded) else {
+            return;
+        };
+        if self.rooms[key].pending == 0 {
+            return;
+        }
+        if let Some(members) = members {
+            let answer = JoinAnswer {
+                created: false,
+                members,
+                state: RoomState::default(),
+            };
+            self.learn(key, answer, false);
+        }
+        self.answered(key);
+        self.let_go(key, out);
     }
 
     /// Room `key`'s member called `nick` on another node, if it knows one.

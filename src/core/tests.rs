@@ -3291,3 +3291,81 @@ fn an_invitation_from_another_node_lets_its_user_into_an_invitation_only_room_on
         }]
     ));
 }
+
+#[test]
+fn when_the_cluster_link_is_back_a_room_learns_its_remote_members_again() {
+    use cluster::{Answer, Note, RemoteMember, Shared};
+    let (mut core, mut out) = cluster_core();
+    cluster_join(&mut core, &mut out, A, "#s", true);
+    let who = |nick: &str| Source::new(nick, "u", "h", "");
+    let joined = |core: &mut Core, out: &mut Outbox, nick: &str| {
+        let shared = Shared::Joined {
+            room: rc("#s"),
+            who: who(nick),
+        };
+        core.remote(shared, 0, out)
+    };
+    joined(&mut core, &mut out, "ghost");
+    joined(&mut core, &mut out, "dave");
+    core.tell_cluster_link(false, &mut out);
+    // (ghost parts while this node is not listening.)
+    core.tell_cluster_link(true, &mut out);
+    assert!(
+        notes(&mut out)
+            .iter()
+            .any(|n| matches!(n, Note::SyncRoom { room, state: Some(_), .. } if &**room == "#s"))
+    );
+    // Heard before the answer: carol joins, dave leaves.
+    joined(&mut core, &mut out, "carol");
+    let parted = Shared::Parted {
+        room: rc("#s"),
+        who: who("dave"),
+        reason: None,
+    };
+    core.remote(parted, 0, &mut out);
+    let member = |nick: &str, node| RemoteMember {
+        node,
+        source: who(nick),
+        status: modes::Status::default(),
+    };
+    let mine = core.source(A).unwrap().nick.to_string();
+    let members = ["dave", "erin", &mine].map(|n| member(n, 3));
+    let answer = Answer::Synced {
+        room: rc("#s"),
+        members: Some(members.to_vec()),
+    };
+    core.answer(answer, 0, &mut out);
+    for (nick, known) in [
+        ("carol", true),
+        ("erin", true),
+        ("dave", false),
+        ("ghost", false),
+    ] {
+        assert_eq!(core.remote_nick_known(nick), known, "{nick}");
+    }
+    assert!(!core.remote_nick_known(&mine), "a local user");
+    // The last local member leaves while the answer is awaited: the room goes with it.
+    core.tell_cluster_link(false, &mut out);
+    core.tell_cluster_link(true, &mut out);
+    core.handle(
+        A,
+        Command::Part {
+            room: None,
+            reason: None,
+        },
+        0,
+        &mut out,
+    );
+    assert!(core.room_exists("#s"), "awaited");
+    out.drain_notes();
+    core.answer(
+        Answer::Synced {
+            room: rc("#s"),
+            members: None,
+        },
+        0,
+        &mut out,
+    );
+    assert!(!core.room_exists("#s"));
+    assert_eq!(notes(&mut out), [Note::Unsubscribe(rc("#s"))]);
+}
