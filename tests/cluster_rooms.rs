@@ -678,3 +678,51 @@ fn a_member_who_left_while_a_node_was_cut_off_is_not_listed_there_once_it_is_bac
     carol.send("PART #cut\r");
     names_become(&mut alice, "#cut", &["@alice"]);
 }
+
+#[test]
+fn a_node_taken_for_dead_and_back_writes_its_members_and_rooms_again() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let b = redis.node("b", "r14:");
+    let mut bob = register(&b, "bob");
+    bob.send("JOIN #z\r");
+    assert_eq!(joined(&mut bob, "#z"), ["@bob"]);
+    bob.send("TOPIC #z :still here\r");
+    bob.expect_prefix(":bob!bob@");
+    redis.wait_for(|r| {
+        hash(r, "r14:roomstate:#z")
+            .iter()
+            .any(|(f, _)| f == "topic")
+    });
+    let inc = hash(&redis, "r14:nodes")
+        .into_iter()
+        .find(|(_, name)| name == "b")
+        .expect("b is registered")
+        .0;
+    // What a survivor does to a node it takes for dead (while the node was only stalled): out
+    // of the registry, a tombstone for a heartbeat, its members' entries gone, and with them
+    // the room's state (no member left).
+    redis.command(&["HDEL", "r14:nodes", &inc]);
+    redis.command(&["SET", &format!("r14:node:{inc}"), "taken for dead"]);
+    redis.command(&["HDEL", "r14:members:#z", "bob"]);
+    redis.command(&["DEL", "r14:roomstate:#z"]);
+    // Node b finds out at its next heartbeat and comes back: its member and the room's state
+    // are in Redis again, so a joiner elsewhere is not a second first operator.
+    redis.wait_for(|r| {
+        hash(r, "r14:members:#z")
+            .iter()
+            .any(|(f, v)| f == "bob" && v.contains(" @ "))
+            && hash(r, "r14:roomstate:#z")
+                .iter()
+                .any(|(f, v)| f == "topic" && v == "still here")
+    });
+    let a = redis.node("a", "r14:");
+    let mut alice = register(&a, "alice");
+    alice.send("JOIN #z\r");
+    alice.expect_prefix(":alice!alice@");
+    alice.expect_prefix(":pollchat 332 alice #z :still here");
+    let mut got = joined(&mut alice, "#z");
+    got.sort();
+    assert_eq!(got, ["@bob", "alice"]);
+}

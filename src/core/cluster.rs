@@ -321,6 +321,11 @@ pub enum Answer {
         request: JoinRequest,
         answer: Option<JoinAnswer>,
     },
+    /// This node was taken for dead (stalled, or cut off from Redis while Redis stayed up) and
+    /// is back: a survivor took its members out of the rooms' shared lists (and a room's state
+    /// with its last member), so each room with local members is written again, as after a
+    /// reconnect ([`Note::SyncRoom`]).
+    Resync,
     /// The answer to a [`Note::SyncRoom`] with a state: the members of `room` (folded) as
     /// Redis has them, this node's included (`None`: Redis could not be asked; at most
     /// [`JOIN_MEMBERS_MAX`]) ([`Core::resynced`](super::Core::resynced)).
@@ -357,7 +362,7 @@ impl Answer {
             Answer::Join { request, .. } => Some(request.client),
             Answer::Whois { by, .. } => Some(by.0),
             Answer::NickLost(claim) => Some(claim.client),
-            Answer::History { .. } | Answer::Synced { .. } => None,
+            Answer::History { .. } | Answer::Synced { .. } | Answer::Resync => None,
         }
     }
 }
