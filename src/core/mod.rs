@@ -491,6 +491,9 @@ impl Core {
                     out.send_many(members, Event::Parted { room, who, reason });
                 }
             }
+            // A local user holds that nick: this quit is not its (a survivor took this node
+            // for dead while it was stalled, or two users shared a nick after Redis lost it).
+            Shared::Quit { who, .. } if self.nicks.contains_key(&fold(&who.nick)) => {}
             Shared::Quit { rooms, who, reason } => {
                 let to = self.announced_members(&rooms);
                 out.send_many(to, Event::Quit { who, reason });

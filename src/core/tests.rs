@@ -3369,3 +3369,22 @@ fn when_the_cluster_link_is_back_a_room_learns_its_remote_members_again() {
     assert!(!core.room_exists("#s"));
     assert_eq!(notes(&mut out), [Note::Unsubscribe(rc("#s"))]);
 }
+
+#[test]
+fn a_remote_quit_of_a_nick_a_local_user_holds_is_not_told() {
+    use cluster::Shared;
+    let mut w = World::new(5);
+    w.run(A, Command::Join("#two".into()));
+    w.run(C, Command::Join("#two".into()));
+    // A survivor took this node for dead while it was stalled, and published its users'
+    // quits ("node lost"): this node hears them once it runs again, but its user is here.
+    let a = w.core.source(A).unwrap().clone();
+    w.out.clear();
+    let quit = Shared::Quit {
+        rooms: vec![rc("#two")],
+        who: a,
+        reason: rc("node lost"),
+    };
+    w.core.remote(quit, w.now, &mut w.out);
+    assert!(w.collect().is_empty());
+}
