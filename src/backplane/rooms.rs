@@ -174,7 +174,9 @@ pub fn holder_node(frame: &OwnedFrame) -> Option<Arc<str>> {
     };
     let value = std::str::from_utf8(value).ok()?;
     let node = value.rsplitn(4, ':').nth(3)?;
-    (!node.is_empty() && !node.contains([' ', '\r', '\n', '\0'])).then(|| node.into())
+    // A node's name is what `--node` accepts (a key's value written by anything else is not
+    // shown, nor a megabyte of it).
+    super::check_word("", node).is_ok().then(|| node.into())
 }
 
 /// The strings of a flat array of bulk strings (`None` for anything else).
@@ -482,6 +484,13 @@ mod tests {
             Some("host:a-1")
         );
         assert_eq!(holder_node(&bulk("3:17:2")), None);
+        let long = format!("{}:3:17:2", "n".repeat(100_000));
+        assert_eq!(holder_node(&bulk(&long)), None, "not a node's name");
+        assert_eq!(
+            holder_node(&bulk("a\x07b:3:17:2")),
+            None,
+            "a control character"
+        );
         assert_eq!(holder_node(&OwnedFrame::Null), None);
     }
 
