@@ -726,3 +726,27 @@ fn a_node_taken_for_dead_and_back_writes_its_members_and_rooms_again() {
     got.sort();
     assert_eq!(got, ["@bob", "alice"]);
 }
+
+#[test]
+fn a_join_whose_subscription_redis_never_confirms_is_refused_in_bounded_time() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let a = redis.node("a", "r15:");
+    let mut alice = register(&a, "alice");
+    // Redis refuses this node the rooms' channels (an ACL that names only the users'): the
+    // SUBSCRIBE of a new room is answered an error, never confirmed, so its join is never
+    // asked. The joiner's input is held meanwhile: it must not be held for ever.
+    let acl = redis.command(&["ACL", "SETUSER", "default", "resetchannels", "&r15:user:*"]);
+    assert_eq!(acl, OwnedFrame::SimpleString(b"OK".to_vec()));
+    alice.send("JOIN #acl\r");
+    alice.send("PING :still there\r");
+    // (Within the backplane's stall bound, 15 s: longer than the usual read timeout.)
+    let wait = Some(TIMEOUT * 3);
+    alice.stream().set_read_timeout(wait).unwrap();
+    assert_eq!(
+        alice.line(),
+        ":pollchat 437 alice #acl :Channel is temporarily unavailable: cluster link down"
+    );
+    assert_eq!(alice.line(), ":pollchat PONG pollchat :still there");
+}

@@ -365,11 +365,14 @@ pub struct Backplane {
     /// Rooms this node's last member left while Redis was lost: its entries in their shared
     /// member lists go once Redis is back (bounded by `--max-total-rooms`).
     left_while_down: HashSet<Arc<str>>,
-    /// Room channels SUBSCRIBEd to and not yet confirmed by Redis, and the joins waiting for
-    /// that confirmation (see [`rooms`]): a join is asked only once its node receives what
-    /// the room's other members do next. At most one per room a local user is joining.
+    /// Room channels SUBSCRIBEd to and not yet confirmed by Redis, and the joins (and, after
+    /// a reconnect, the reads of rooms' members) waiting for that confirmation, since when
+    /// (see [`rooms`]): a join is asked only once its node receives what the room's other
+    /// members do next. At most one per room a local user is joining. One that waits past
+    /// [`STALL`] (Redis refused the SUBSCRIBE, an ACL without the channel say) is answered
+    /// as if Redis were lost: its joiner's input is held meanwhile.
     unconfirmed: HashSet<Vec<u8>>,
-    parked: Vec<(Vec<u8>, Note)>,
+    parked: Vec<(Vec<u8>, Note, Instant)>,
 }
 
 impl Backplane {
@@ -1055,6 +1058,7 @@ impl Backplane {
         [
             self.waiting_since.map(|since| since + STALL),
             self.next_beat(),
+            self.parked.iter().map(|p| p.2 + STALL).min(),
         ]
         .into_iter()
         .flatten()
@@ -1102,18 +1106,8 @@ impl Backplane {
         // Never asked: refused as a join asked while Redis is lost (a room's members are
         // asked again at the next reconnect).
         self.unconfirmed.clear();
-        for (_, note) in std::mem::take(&mut self.parked) {
-            self.answers.push(match note {
-                Note::Join(request) => Answer::Join {
-                    request,
-                    answer: None,
-                },
-                Note::SyncRoom { room, .. } => Answer::Synced {
-                    room,
-                    members: None,
-                },
-                _ => unreachable!("only joins and syncs are parked"),
-            });
+        for (_, note, _) in std::mem::take(&mut self.parked) {
+            self.unpark(note);
         }
         self.commands.deregister(registry);
         self.subscriptions.deregister(registry);
@@ -1147,6 +1141,7 @@ impl Backplane {
             return self.fail(registry, "commands", &e);
         }
         if !self.down {
+            self.expire_parked(now);
             return self.nodes_tick(now);
         }
         if self.retry_at.is_some_and(|at| now < at) {

@@ -234,7 +234,8 @@ impl Backplane {
                 let channel = super::envelope::room_channel(&prefix, &folded);
                 if self.unconfirmed.contains(&channel) {
                     // Asked once the subscription is in place (`subscribed_to`).
-                    self.parked.push((channel, Note::Join(request)));
+                    let since = std::time::Instant::now();
+                    self.parked.push((channel, Note::Join(request), since));
                     return;
                 }
                 let (members, state) = (members_key(&prefix, &folded), state_key(&prefix, &folded));
@@ -301,6 +302,7 @@ impl Backplane {
                             members,
                             state,
                         },
+                        std::time::Instant::now(),
                     ));
                     return;
                 }
@@ -376,10 +378,50 @@ impl Backplane {
         self.unconfirmed.remove(channel);
         let (ready, parked): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
             .into_iter()
-            .partition(|(c, _)| c == channel);
+            .partition(|(c, ..)| c == channel);
         self.parked = parked;
-        for (_, note) in ready {
+        for (_, note, _) in ready {
             self.room_note(note);
+        }
+    }
+
+    /// A parked join (or read of a room's members) that will not be asked: answered as if
+    /// Redis were lost (the joiner is told the room cannot be joined now).
+    pub(super) fn unpark(&mut self, note: Note) {
+        self.answers.push(match note {
+            Note::Join(request) => Answer::Join {
+                request,
+                answer: None,
+            },
+            Note::SyncRoom { room, .. } => Answer::Synced {
+                room,
+                members: None,
+            },
+            _ => unreachable!("only joins and reads of members are parked"),
+        });
+    }
+
+    /// Answers the parked notes whose subscription Redis has not confirmed within
+    /// [`STALL`](super::STALL) (it refused the SUBSCRIBE: an ACL without the room's channel,
+    /// say): their joiners' input must not be held for ever.
+    pub(super) fn expire_parked(&mut self, now: std::time::Instant) {
+        let stall = super::STALL;
+        if !self.parked.iter().any(|p| now >= p.2 + stall) {
+            return;
+        }
+        let (late, parked): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| now >= p.2 + stall);
+        self.parked = parked;
+        log::warn!(
+            "backplane: Redis did not confirm the subscription to {} rooms within {stall:?} \
+             (did it refuse the SUBSCRIBE? an ACL must allow the rooms' channels): their \
+             joins are refused",
+            late.len()
+        );
+        for (channel, note, _) in late {
+            self.unconfirmed.remove(&channel);
+            self.unpark(note);
         }
     }
 
