@@ -535,6 +535,9 @@ fn an_invitation_crosses_nodes_into_an_invitation_only_room() {
     let mut names = joined(&mut bob, "#i");
     names.sort();
     assert_eq!(names, ["@alice", "bob"]);
+    // (Bob's join reaches alice on its own time: read first, so that it cannot fall between
+    // the answers below.)
+    alice.expect_prefix(&format!(":bob!bob@{LOCAL_CLOAK} JOIN #i"));
     // Nobody holds the nick anywhere: 401, once Redis has answered.
     alice.send("INVITE nobody #i\r");
     alice.expect_prefix(":pollchat 341 alice nobody #i");
@@ -542,4 +545,208 @@ fn an_invitation_crosses_nodes_into_an_invitation_only_room() {
         alice.line(),
         ":pollchat 401 alice nobody :No such nick/channel"
     );
+}
+
+#[test]
+fn a_join_redis_recorded_but_its_node_has_not_completed_is_not_listed_to_other_joiners() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    // #w has a member (of node 98), and another node's join to it, as its node asks it: Redis
+    // has recorded it, and its node has not had the answer yet (it may still refuse it, for a
+    // key, a ban, a limit, or its user left meanwhile: then it only takes the entry back, and
+    // publishes no part).
+    redis.command(&["HSET", "r12:roomstate:#w", "founded", "98 carol 1"]);
+    redis.command(&[
+        "HSET",
+        "r12:members:#w",
+        "carol",
+        "98 carol!u@h @ The carol",
+    ]);
+    let script = std::str::from_utf8(pollchat::backplane::rooms::JOIN_SCRIPT).unwrap();
+    let asked = redis.command(&[
+        "EVAL",
+        script,
+        "2",
+        "r12:members:#w",
+        "r12:roomstate:#w",
+        "ghost",
+        "99 ghost!u@h",
+        "The ghost",
+        "99 ghost 1",
+        "2048",
+        "1",
+    ]);
+    assert!(matches!(asked, OwnedFrame::Array(_)), "{asked:?}");
+    let b = redis.node("b", "r12:");
+    let mut bob = register(&b, "bob");
+    bob.send("JOIN #w\r");
+    let mut got = joined(&mut bob, "#w");
+    got.sort();
+    assert_eq!(got, ["@carol", "bob"], "not the unanswered joiner");
+    // Its node refused it: the entry goes, and bob's list has nothing to forget.
+    let drop = std::str::from_utf8(pollchat::backplane::rooms::MEMBER_SCRIPT).unwrap();
+    redis.command(&[
+        "EVAL",
+        drop,
+        "2",
+        "r12:members:#w",
+        "r12:roomstate:#w",
+        "ghost",
+        "",
+        "",
+    ]);
+    assert_eq!(names(&mut bob, "#w"), ["bob", "@carol"]);
+    // A join completed is listed, with its status, to a later joiner of another node.
+    let a = redis.node("a", "r12:");
+    let mut alice = register(&a, "alice");
+    alice.send("JOIN #v\r");
+    assert_eq!(joined(&mut alice, "#v"), ["@alice"]);
+    bob.send("JOIN #v\r");
+    let mut got = joined(&mut bob, "#v");
+    got.sort();
+    assert_eq!(got, ["@alice", "bob"]);
+    // Bob's join, completed, is a member's entry now (and listed to the next joiner).
+    let entry = format!(" bob!bob@{LOCAL_CLOAK} - The bob");
+    redis.wait_for(|r| {
+        hash(r, "r12:members:#v")
+            .iter()
+            .any(|(f, v)| f == "bob" && v.ends_with(&entry))
+    });
+}
+
+/// The Redis id of the connection named `name` (from `CLIENT LIST`).
+fn client_id(redis: &Redis, name: &str) -> Option<String> {
+    let OwnedFrame::BulkString(list) = redis.command(&["CLIENT", "LIST"]) else {
+        panic!("CLIENT LIST");
+    };
+    let list = String::from_utf8(list).unwrap();
+    list.lines().find_map(|l| {
+        let field = |k: &str| {
+            l.split(' ')
+                .find_map(|f| f.strip_prefix(k))
+                .map(str::to_string)
+        };
+        (field("name=").as_deref() == Some(name))
+            .then(|| field("id="))
+            .flatten()
+    })
+}
+
+#[test]
+fn a_member_who_left_while_a_node_was_cut_off_is_not_listed_there_once_it_is_back() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "r13:"), redis.node("b", "r13:"));
+    let mut alice = register(&a, "alice");
+    alice.send("JOIN #cut\r");
+    joined(&mut alice, "#cut");
+    let (mut bob, mut carol) = (register(&b, "bob"), register(&b, "carol"));
+    for c in [&mut bob, &mut carol] {
+        c.send("JOIN #cut\r");
+        joined(c, "#cut");
+    }
+    names_become(&mut alice, "#cut", &["@alice", "bob", "carol"]);
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        redis.wait_for(|r| r.subscribers("r13:room:#cut") == 2);
+        // Redis cuts node a's subscriptions (as it cuts a slow subscriber): node a takes the
+        // link down and reconnects a moment later; bob parts meanwhile.
+        let id = client_id(&redis, "pollchat-a-subscriptions").expect("a is subscribed");
+        let killed = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub", "ID", &id]);
+        assert_eq!(killed, OwnedFrame::Integer(1));
+        bob.send("PART #cut\r");
+        bob.expect_prefix(":bob!bob@");
+        redis.wait_for(|r| !hash(r, "r13:members:#cut").iter().any(|(f, _)| f == "bob"));
+        if redis.subscribers("r13:room:#cut") == 1 {
+            break; // node a was not listening when bob's part was published
+        }
+        // Node a was back already (and heard it): again.
+        assert!(
+            Instant::now() < deadline,
+            "node a was never cut off long enough"
+        );
+        names_become(&mut alice, "#cut", &["@alice", "carol"]);
+        bob.send("JOIN #cut\r");
+        joined(&mut bob, "#cut");
+        names_become(&mut alice, "#cut", &["@alice", "bob", "carol"]);
+    }
+    // Once node a is back, its list is the room's as Redis has it.
+    names_become(&mut alice, "#cut", &["@alice", "carol"]);
+    // And it follows the room again.
+    carol.send("PART #cut\r");
+    names_become(&mut alice, "#cut", &["@alice"]);
+}
+
+#[test]
+fn a_node_taken_for_dead_and_back_writes_its_members_and_rooms_again() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let b = redis.node("b", "r14:");
+    let mut bob = register(&b, "bob");
+    bob.send("JOIN #z\r");
+    assert_eq!(joined(&mut bob, "#z"), ["@bob"]);
+    bob.send("TOPIC #z :still here\r");
+    bob.expect_prefix(":bob!bob@");
+    redis.wait_for(|r| {
+        hash(r, "r14:roomstate:#z")
+            .iter()
+            .any(|(f, _)| f == "topic")
+    });
+    let inc = hash(&redis, "r14:nodes")
+        .into_iter()
+        .find(|(_, name)| name == "b")
+        .expect("b is registered")
+        .0;
+    // What a survivor does to a node it takes for dead (while the node was only stalled): out
+    // of the registry, a tombstone for a heartbeat, its members' entries gone, and with them
+    // the room's state (no member left).
+    redis.command(&["HDEL", "r14:nodes", &inc]);
+    redis.command(&["SET", &format!("r14:node:{inc}"), "taken for dead"]);
+    redis.command(&["HDEL", "r14:members:#z", "bob"]);
+    redis.command(&["DEL", "r14:roomstate:#z"]);
+    // Node b finds out at its next heartbeat and comes back: its member and the room's state
+    // are in Redis again, so a joiner elsewhere is not a second first operator.
+    redis.wait_for(|r| {
+        hash(r, "r14:members:#z")
+            .iter()
+            .any(|(f, v)| f == "bob" && v.contains(" @ "))
+            && hash(r, "r14:roomstate:#z")
+                .iter()
+                .any(|(f, v)| f == "topic" && v == "still here")
+    });
+    let a = redis.node("a", "r14:");
+    let mut alice = register(&a, "alice");
+    alice.send("JOIN #z\r");
+    alice.expect_prefix(":alice!alice@");
+    alice.expect_prefix(":pollchat 332 alice #z :still here");
+    let mut got = joined(&mut alice, "#z");
+    got.sort();
+    assert_eq!(got, ["@bob", "alice"]);
+}
+
+#[test]
+fn a_join_whose_subscription_redis_never_confirms_is_refused_in_bounded_time() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let a = redis.node("a", "r15:");
+    let mut alice = register(&a, "alice");
+    // Redis refuses this node the rooms' channels (an ACL that names only the users'): the
+    // SUBSCRIBE of a new room is answered an error, never confirmed, so its join is never
+    // asked. The joiner's input is held meanwhile: it must not be held for ever.
+    let acl = redis.command(&["ACL", "SETUSER", "default", "resetchannels", "&r15:user:*"]);
+    assert_eq!(acl, OwnedFrame::SimpleString(b"OK".to_vec()));
+    alice.send("JOIN #acl\r");
+    alice.send("PING :still there\r");
+    // (Within the backplane's stall bound, 15 s: longer than the usual read timeout.)
+    let wait = Some(TIMEOUT * 3);
+    alice.stream().set_read_timeout(wait).unwrap();
+    assert_eq!(
+        alice.line(),
+        ":pollchat 437 alice #acl :Channel is temporarily unavailable: cluster link down"
+    );
+    assert_eq!(alice.line(), ":pollchat PONG pollchat :still there");
 }

@@ -300,7 +300,7 @@ pub fn decode_envelope(bytes: &[u8]) -> Option<Received> {
         Some(n) => n.parse::<u64>().ok(),
         None => Some(0),
     };
-    let word = |s: &str| !s.is_empty() && !s.contains(' ');
+    let word = crate::core::remote::source_word;
     let source = |next: &mut dyn FnMut() -> Option<String>| {
         let (nick, user, host, realname) = (next()?, next()?, next()?, next()?);
         check_nick(&nick).ok()?;
@@ -669,6 +669,18 @@ mod tests {
         assert!(fields(&|p| p[6] = b"two words".to_vec()).is_none(), "nick");
         assert!(fields(&|p| p[4] = b"nohash".to_vec()).is_none(), "room");
         assert!(fields(&|p| p[7] = b"a b".to_vec()).is_none(), "user");
+        // A user or host no node makes (huge, or with the mask's own separators) would be
+        // kept by every room that hears of it and shown in every listing.
+        assert!(
+            fields(&|p| p[7] = vec![b'u'; 100_000]).is_none(),
+            "long user"
+        );
+        assert!(
+            fields(&|p| p[8] = vec![b'h'; 100_000]).is_none(),
+            "long host"
+        );
+        assert!(fields(&|p| p[7] = b"a@b".to_vec()).is_none(), "user with @");
+        assert!(fields(&|p| p[8] = b"h!x".to_vec()).is_none(), "host with !");
         assert!(fields(&|p| p[5] = b"shout".to_vec()).is_none(), "kind");
         assert!(
             fields(&|p| p[10] = b"+typing=active".to_vec()).is_some(),

@@ -169,6 +169,9 @@ enum Expect {
     /// A WHOIS of a nick held elsewhere (`GET` of its key): the node holding it goes to the
     /// core.
     Whois { by: (ClientId, u32), nick: Arc<str> },
+    /// A room's members written again after a reconnect ([`rooms::SYNC_SCRIPT`]): the room's
+    /// members as Redis has them go to the core.
+    Sync(Arc<str>),
 }
 
 /// Where the cluster meets and who this node is in it (`--backplane`, `--node`,
@@ -362,11 +365,14 @@ pub struct Backplane {
     /// Rooms this node's last member left while Redis was lost: its entries in their shared
     /// member lists go once Redis is back (bounded by `--max-total-rooms`).
     left_while_down: HashSet<Arc<str>>,
-    /// Room channels SUBSCRIBEd to and not yet confirmed by Redis, and the joins waiting for
-    /// that confirmation (see [`rooms`]): a join is asked only once its node receives what
-    /// the room's other members do next. At most one per room a local user is joining.
+    /// Room channels SUBSCRIBEd to and not yet confirmed by Redis, and the joins (and, after
+    /// a reconnect, the reads of rooms' members) waiting for that confirmation, since when
+    /// (see [`rooms`]): a join is asked only once its node receives what the room's other
+    /// members do next. At most one per room a local user is joining. One that waits past
+    /// [`STALL`] (Redis refused the SUBSCRIBE, an ACL without the channel say) is answered
+    /// as if Redis were lost: its joiner's input is held meanwhile.
     unconfirmed: HashSet<Vec<u8>>,
-    parked: Vec<(Vec<u8>, crate::core::cluster::JoinRequest)>,
+    parked: Vec<(Vec<u8>, Note, Instant)>,
 }
 
 impl Backplane {
@@ -529,6 +535,15 @@ impl Backplane {
                 Note::Join(request) => self.answers.push(Answer::Join {
                     request,
                     answer: None,
+                }),
+                // A room with local members learns its members once Redis is back.
+                Note::SyncRoom {
+                    room,
+                    state: Some(_),
+                    ..
+                } => self.answers.push(Answer::Synced {
+                    room,
+                    members: None,
                 }),
                 Note::Member { .. }
                 | Note::RoomState { .. }
@@ -878,6 +893,16 @@ impl Backplane {
                 }
                 return;
             }
+            if let Some(Expect::Sync(_)) = expect.front() {
+                if let Some(Expect::Sync(room)) = expect.pop_front() {
+                    if let OwnedFrame::Error(e) = &frame {
+                        errors.push(e.clone());
+                    }
+                    let members = rooms::members_answer(&frame);
+                    answers.push(Answer::Synced { room, members });
+                }
+                return;
+            }
             if matches!(expect.front(), Some(Expect::Node(_))) {
                 if let Some(Expect::Node(reply)) = expect.pop_front() {
                     for_nodes.push((reply, frame));
@@ -923,7 +948,8 @@ impl Backplane {
                     | Expect::Release(_)
                     | Expect::Tell { .. }
                     | Expect::Node(_)
-                    | Expect::Join(_),
+                    | Expect::Join(_)
+                    | Expect::Sync(_),
                 )
                 | None => {}
             }
@@ -1034,6 +1060,7 @@ impl Backplane {
         [
             self.waiting_since.map(|since| since + STALL),
             self.next_beat(),
+            self.parked.iter().map(|p| p.2 + STALL).min(),
         ]
         .into_iter()
         .flatten()
@@ -1071,16 +1098,18 @@ impl Backplane {
                     nick,
                     node: None,
                 }),
+                Expect::Sync(room) => self.answers.push(Answer::Synced {
+                    room,
+                    members: None,
+                }),
             }
         }
         self.nodes_lost();
-        // Never asked: refused as a join asked while Redis is lost.
+        // Never asked: refused as a join asked while Redis is lost (a room's members are
+        // asked again at the next reconnect).
         self.unconfirmed.clear();
-        for (_, request) in std::mem::take(&mut self.parked) {
-            self.answers.push(Answer::Join {
-                request,
-                answer: None,
-            });
+        for (_, note, _) in std::mem::take(&mut self.parked) {
+            self.unpark(note);
         }
         self.commands.deregister(registry);
         self.subscriptions.deregister(registry);
@@ -1114,6 +1143,7 @@ impl Backplane {
             return self.fail(registry, "commands", &e);
         }
         if !self.down {
+            self.expire_parked(now);
             return self.nodes_tick(now);
         }
         if self.retry_at.is_some_and(|at| now < at) {
@@ -1162,6 +1192,10 @@ impl Backplane {
             .iter()
             .map(|nick| envelope::user_channel(prefix, nick));
         let channels: Vec<Vec<u8>> = rooms.chain(users).collect();
+        // A room's members are read again once this node receives the room again (see
+        // `rooms`): who joined or left meanwhile is then in the answer or received.
+        let rooms = self.subscribed.len();
+        self.unconfirmed.extend(channels[..rooms].iter().cloned());
         for batch in channels.chunks(SUBSCRIBE_BATCH) {
             let mut parts: Vec<&[u8]> = vec![b"SUBSCRIBE"];
             parts.extend(batch.iter().map(|c| c.as_slice()));

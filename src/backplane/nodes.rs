@@ -646,6 +646,9 @@ impl Backplane {
                         self.nodes.users.len()
                     );
                     self.nodes.rejoin = self.nodes.users.keys().copied().collect();
+                    // Its members' entries went too (and a room's state with its last
+                    // member): the core writes its rooms again.
+                    self.answers.push(Answer::Resync);
                     self.nodes.rejoin_nicks = (self.nodes.users.values())
                         .map(|u| fold(&u.source.nick))
                         .collect();

@@ -8,7 +8,8 @@
 //!
 //! - A join to a room with no local member ([`Note::Join`]) is one script ([`JOIN_SCRIPT`]):
 //!   `HSETNX roomstate founded` (1: this join creates the room, its joiner is the operator,
-//!   status `@`), `HSET members`, and the answer: whether it created the room, the members
+//!   status `@`), `HSET members` (any other joiner as `?`, not listed to others until its node
+//!   completes the join and writes the entry: [`Note::Member`]), and the answer: whether it created the room, the members
 //!   (at most [`JOIN_MEMBERS_MAX`], by `HSCAN`, so a huge room costs Redis one bounded step)
 //!   and the room's state. Redis runs a script alone: of two first joiners on two nodes,
 //!   exactly one finds `founded` unset. It is sent only once Redis has confirmed the node's
@@ -41,15 +42,26 @@ use crate::core::cluster::{
 };
 use crate::core::modes::Status;
 use crate::core::names::{check_nick, fold, label};
-use crate::core::remote::{letter_status, status_letter};
+use crate::core::remote::{letter_status, source_word, status_letter};
 
 /// KEYS: members, roomstate. ARGV: folded nick, `{incarnation} {nick}!{user}@{host}`, real
-/// name, founded value, most members to answer, `1` if the creator is the operator (not in
+/// name, founded value, most members to answer, `1` if the join waits for its answer (not
 /// the lobby). Answers `{created, {field, value, …} of members, {field, value, …} of state}`.
+///
+/// A join that waits and does not create the room is entered with status `?`: not a member
+/// yet (its node may still refuse it, for a key, a ban, a limit, or because its user left
+/// meanwhile, and then only takes the entry back), so other joiners' answers do not list it
+/// ([`parse_member`] skips it); its node writes the member's entry once it completes the
+/// join, before publishing the join, so a joiner whose answer came before that entry
+/// receives the join. The creator is the operator at once (`@`: its join cannot be refused,
+/// and the join published later does not carry a status); if its user left meanwhile, its
+/// node publishes its part.
 pub const JOIN_SCRIPT: &[u8] = b"\
 local created = redis.call('HSETNX', KEYS[2], 'founded', ARGV[4])
 local status = '-'
-if created == 1 and ARGV[6] == '1' then status = '@' end
+if ARGV[6] == '1' then
+  if created == 1 then status = '@' else status = '?' end
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. status .. ' ' .. ARGV[3])
 local members = redis.call('HSCAN', KEYS[1], '0', 'COUNT', ARGV[5])[2]
 local most = 2 * tonumber(ARGV[5])
@@ -76,7 +88,9 @@ return 0";
 /// KEYS: members, roomstate. ARGV: this node's entries' start (`{incarnation} `), founded
 /// value (or empty: do not found), the number N of state field/value pairs, those 2N, then
 /// this node's member field/value pairs. This node's entries become exactly those given; the
-/// room goes if empty, and is founded again with the state if Redis lost it.
+/// room goes if empty, and is founded again with the state if Redis lost it. Answers the
+/// room's members then (`{field, value, …}`, at most [`JOIN_MEMBERS_MAX`], as
+/// [`JOIN_SCRIPT`]), for a node that was not listening meanwhile.
 pub const SYNC_SCRIPT: &[u8] = b"\
 local mine = ARGV[1]
 local n = tonumber(ARGV[3])
@@ -101,7 +115,13 @@ elseif ARGV[2] ~= '' and redis.call('HSETNX', KEYS[2], 'founded', ARGV[2]) == 1 
   for i = 4, 3 + 2 * n do state[#state + 1] = ARGV[i] end
   redis.call('HSET', KEYS[2], unpack(state))
 end
-return 0";
+local members = redis.call('HSCAN', KEYS[1], '0', 'COUNT', 2048)[2]
+if #members > 4096 then
+  local cut = {}
+  for i = 1, 4096 do cut[i] = members[i] end
+  members = cut
+end
+return members";
 
 /// `{prefix}members:{folded room}`.
 pub fn members_key(prefix: &str, folded: &str) -> Vec<u8> {
@@ -139,8 +159,7 @@ pub fn parse_member(value: &str) -> Option<RemoteMember> {
     let (nick, rest) = mask.split_once('!')?;
     let (user, host) = rest.split_once('@')?;
     check_nick(nick).ok()?;
-    let word = |s: &str| !s.is_empty() && !s.contains(['!', '@', '\r', '\n', '\0']);
-    (word(user) && word(host)).then(|| RemoteMember {
+    (source_word(user) && source_word(host)).then(|| RemoteMember {
         node,
         source: Source::new(nick, user, host, &realname),
         status,
@@ -155,7 +174,9 @@ pub fn holder_node(frame: &OwnedFrame) -> Option<Arc<str>> {
     };
     let value = std::str::from_utf8(value).ok()?;
     let node = value.rsplitn(4, ':').nth(3)?;
-    (!node.is_empty() && !node.contains([' ', '\r', '\n', '\0'])).then(|| node.into())
+    // A node's name is what `--node` accepts (a key's value written by anything else is not
+    // shown, nor a megabyte of it).
+    super::check_word("", node).is_ok().then(|| node.into())
 }
 
 /// The strings of a flat array of bulk strings (`None` for anything else).
@@ -172,6 +193,19 @@ fn strings(frame: &OwnedFrame) -> Option<Vec<&str>> {
         .collect()
 }
 
+/// [`SYNC_SCRIPT`]'s answer read: the members it lists (`None`: not such an answer, an
+/// error).
+pub fn members_answer(frame: &OwnedFrame) -> Option<Vec<RemoteMember>> {
+    let members = strings(frame)?;
+    Some(
+        members
+            .chunks_exact(2)
+            .filter_map(|pair| parse_member(pair[1]))
+            .take(JOIN_MEMBERS_MAX)
+            .collect(),
+    )
+}
+
 /// [`JOIN_SCRIPT`]'s answer read (`None`: not such an answer, an error).
 pub fn join_answer(frame: &OwnedFrame) -> Option<JoinAnswer> {
     let OwnedFrame::Array(parts) = frame else {
@@ -180,13 +214,8 @@ pub fn join_answer(frame: &OwnedFrame) -> Option<JoinAnswer> {
     let [OwnedFrame::Integer(created), members, state] = &parts[..] else {
         return None;
     };
-    let members = strings(members)?;
+    let members = members_answer(members)?;
     let state = strings(state)?;
-    let members = members
-        .chunks_exact(2)
-        .filter_map(|pair| parse_member(pair[1]))
-        .take(JOIN_MEMBERS_MAX)
-        .collect();
     let state = RoomState::from_fields(state.chunks_exact(2).map(|p| (p[0], p[1])));
     Some(JoinAnswer {
         created: *created == 1,
@@ -205,7 +234,8 @@ impl Backplane {
                 let channel = super::envelope::room_channel(&prefix, &folded);
                 if self.unconfirmed.contains(&channel) {
                     // Asked once the subscription is in place (`subscribed_to`).
-                    self.parked.push((channel, request));
+                    let since = std::time::Instant::now();
+                    self.parked.push((channel, Note::Join(request), since));
                     return;
                 }
                 let (members, state) = (members_key(&prefix, &folded), state_key(&prefix, &folded));
@@ -261,6 +291,21 @@ impl Backplane {
                 members,
                 state,
             } => {
+                let channel = super::envelope::room_channel(&prefix, &room);
+                let answered = state.is_some();
+                if answered && self.unconfirmed.contains(&channel) {
+                    // Its answer must not miss who joins next: asked once subscribed again.
+                    self.parked.push((
+                        channel,
+                        Note::SyncRoom {
+                            room,
+                            members,
+                            state,
+                        },
+                        std::time::Instant::now(),
+                    ));
+                    return;
+                }
                 let mine = format!("{} ", self.incarnation);
                 let founded = state.as_ref().map_or(String::new(), |s| {
                     format!("{} {} {}", self.incarnation, s.founder, s.created_at)
@@ -292,7 +337,10 @@ impl Backplane {
                     parts.extend([field.as_bytes(), value.as_bytes()]);
                 }
                 self.commands.push(&parts);
-                self.expect.push_back(Expect::Other);
+                self.expect.push_back(match answered {
+                    true => Expect::Sync(room),
+                    false => Expect::Other,
+                });
             }
             Note::Invite { by, invite } => {
                 if let crate::core::cluster::Shared::Invite { nick, .. } = &invite {
@@ -330,10 +378,50 @@ impl Backplane {
         self.unconfirmed.remove(channel);
         let (ready, parked): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
             .into_iter()
-            .partition(|(c, _)| c == channel);
+            .partition(|(c, ..)| c == channel);
         self.parked = parked;
-        for (_, request) in ready {
-            self.room_note(Note::Join(request));
+        for (_, note, _) in ready {
+            self.room_note(note);
+        }
+    }
+
+    /// A parked join (or read of a room's members) that will not be asked: answered as if
+    /// Redis were lost (the joiner is told the room cannot be joined now).
+    pub(super) fn unpark(&mut self, note: Note) {
+        self.answers.push(match note {
+            Note::Join(request) => Answer::Join {
+                request,
+                answer: None,
+            },
+            Note::SyncRoom { room, .. } => Answer::Synced {
+                room,
+                members: None,
+            },
+            _ => unreachable!("only joins and reads of members are parked"),
+        });
+    }
+
+    /// Answers the parked notes whose subscription Redis has not confirmed within
+    /// [`STALL`](super::STALL) (it refused the SUBSCRIBE: an ACL without the room's channel,
+    /// say): their joiners' input must not be held for ever.
+    pub(super) fn expire_parked(&mut self, now: std::time::Instant) {
+        let stall = super::STALL;
+        if !self.parked.iter().any(|p| now >= p.2 + stall) {
+            return;
+        }
+        let (late, parked): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| now >= p.2 + stall);
+        self.parked = parked;
+        log::warn!(
+            "backplane: Redis did not confirm the subscription to {} rooms within {stall:?} \
+             (did it refuse the SUBSCRIBE? an ACL must allow the rooms' channels): their \
+             joins are refused",
+            late.len()
+        );
+        for (channel, note, _) in late {
+            self.unconfirmed.remove(&channel);
+            self.unpark(note);
         }
     }
 
@@ -397,9 +485,36 @@ mod tests {
             "3 bob!u@h *",
             "3 bob!!u@h -",
             "",
-        ] {
-            assert!(parse_member(bad).is_none(), "{bad}");
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain([
+            format!("3 bob!u@{} -", "h".repeat(100_000)),
+            format!("3 bob!{}@h -", "u".repeat(100_000)),
+        ]) {
+            assert!(
+                parse_member(&bad).is_none(),
+                "{}",
+                &bad[..bad.len().min(40)]
+            );
         }
+    }
+
+    #[test]
+    fn a_sync_answers_the_rooms_members_within_the_join_bound() {
+        let script = String::from_utf8_lossy(SYNC_SCRIPT);
+        assert!(script.contains(&format!("'COUNT', {JOIN_MEMBERS_MAX}")));
+        assert!(script.contains(&format!("for i = 1, {}", 2 * JOIN_MEMBERS_MAX)));
+        let bulk = |s: &str| OwnedFrame::BulkString(s.as_bytes().to_vec());
+        let frame = OwnedFrame::Array(vec![
+            bulk("alice"),
+            bulk("1 alice!u@h @ A"),
+            bulk("bob"),
+            bulk("2 bob!u@h ? B"),
+        ]);
+        let members = members_answer(&frame).unwrap();
+        assert_eq!(members.len(), 1, "a join not completed is not a member");
+        assert!(members_answer(&OwnedFrame::Error("ERR".into())).is_none());
     }
 
     #[test]
@@ -411,6 +526,13 @@ mod tests {
             Some("host:a-1")
         );
         assert_eq!(holder_node(&bulk("3:17:2")), None);
+        let long = format!("{}:3:17:2", "n".repeat(100_000));
+        assert_eq!(holder_node(&bulk(&long)), None, "not a node's name");
+        assert_eq!(
+            holder_node(&bulk("a\x07b:3:17:2")),
+            None,
+            "a control character"
+        );
         assert_eq!(holder_node(&OwnedFrame::Null), None);
     }
 

@@ -183,7 +183,10 @@ pub enum Note {
     /// After Redis was lost: this node's entries in the shared member list of `room` (folded)
     /// are exactly `members` now (those of users who left meanwhile go), and the room is
     /// founded again with `state` if Redis lost it (it restarted empty). Never dropped (one
-    /// per room with local members, once per reconnect).
+    /// per room with local members, once per reconnect). With a `state` (a room with local
+    /// members), answered with the room's members as Redis has them then, once this node
+    /// receives the room again ([`Answer::Synced`]): who joined or left while it was not
+    /// listening.
     SyncRoom {
         room: Arc<str>,
         members: Vec<(Arc<Source>, Status)>,
@@ -318,6 +321,18 @@ pub enum Answer {
         request: JoinRequest,
         answer: Option<JoinAnswer>,
     },
+    /// This node was taken for dead (stalled, or cut off from Redis while Redis stayed up) and
+    /// is back: a survivor took its members out of the rooms' shared lists (and a room's state
+    /// with its last member), so each room with local members is written again, as after a
+    /// reconnect ([`Note::SyncRoom`]).
+    Resync,
+    /// The answer to a [`Note::SyncRoom`] with a state: the members of `room` (folded) as
+    /// Redis has them, this node's included (`None`: Redis could not be asked; at most
+    /// [`JOIN_MEMBERS_MAX`]) ([`Core::resynced`](super::Core::resynced)).
+    Synced {
+        room: Arc<str>,
+        members: Option<Vec<RemoteMember>>,
+    },
     /// The answer to a [`Note::Whois`]: the node holding the nick (`None`: nobody, or Redis
     /// could not say).
     Whois {
@@ -347,7 +362,7 @@ impl Answer {
             Answer::Join { request, .. } => Some(request.client),
             Answer::Whois { by, .. } => Some(by.0),
             Answer::NickLost(claim) => Some(claim.client),
-            Answer::History { .. } => None,
+            Answer::History { .. } | Answer::Synced { .. } | Answer::Resync => None,
         }
     }
 }

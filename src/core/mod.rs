@@ -266,6 +266,8 @@ impl Core {
             cluster::Answer::NickLost(claim) => self.nick_lost(claim, now, out),
             cluster::Answer::Join { request, answer } => self.joined(request, answer, now, out),
             cluster::Answer::Whois { by, nick, node } => self.whois_answered(by, &nick, node, out),
+            cluster::Answer::Synced { room, members } => self.resynced(&room, members, out),
+            cluster::Answer::Resync => self.sync_rooms(out),
         }
     }
 

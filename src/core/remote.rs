@@ -149,6 +149,19 @@ impl RemoteMembers {
     }
 }
 
+/// Longest user name or host taken from another node (a member entry, an envelope): a
+/// node's own are at most 10 bytes (IRC's `USER`, cleaned) and a cloak of about 20, so what
+/// is longer was not written by a node, and would cost every room that hears of it, and
+/// every listing, that much.
+pub const SOURCE_WORD_MAX: usize = 64;
+
+/// Whether `s` may be the user name or host of a `Source` from another node: not empty, at
+/// most [`SOURCE_WORD_MAX`] bytes, and nothing that would split a `nick!user@host` mask or a
+/// line.
+pub fn source_word(s: &str) -> bool {
+    !s.is_empty() && s.len() <= SOURCE_WORD_MAX && !s.contains([' ', '!', '@', '\r', '\n', '\0'])
+}
+
 /// Invitations from other nodes a user keeps at most (as a room keeps at most 64 of its own).
 pub const INVITES_MAX: usize = 16;
 
@@ -173,7 +186,8 @@ pub fn status_letter(status: Status) -> char {
     }
 }
 
-/// The status a shared member list's letter stands for (`None`: not one of [`status_letter`]'s).
+/// The status a shared member list's letter stands for (`None`: not one of [`status_letter`]'s,
+/// such as the `?` of a join its node has not completed: not a member yet).
 pub fn letter_status(letter: &str) -> Option<Status> {
     let (op, voice) = match letter {
         "@" => (true, false),
@@ -352,16 +366,26 @@ impl Core {
             })
         };
         let (Some(asked), Some(key)) = (asked, key) else {
-            // Its user left (or the room was let go) meanwhile: take the join back.
-            if answer.is_some() {
+            // Its user left (or the room was let go) meanwhile: take the join back. A joiner
+            // that created the room was listed to others at once (`backplane::rooms`): they
+            // are told it left.
+            if let Some(answer) = answer {
                 undo(out);
+                if answer.created {
+                    out.note(Note::Publish(Shared::Parted {
+                        room: request.room.clone(),
+                        who: request.who.clone(),
+                        reason: None,
+                    }));
+                }
             }
             return;
         };
+        let mut created = false;
         let result = match answer {
             None => Err(Error::RoomClusterDown(request.room.to_string())),
             Some(answer) => {
-                let created = answer.created;
+                created = answer.created;
                 let first = self.rooms[key].members.is_empty();
                 self.learn(key, answer, first);
                 if created {
@@ -375,12 +399,15 @@ impl Core {
         };
         match result {
             Ok(()) => {
+                // Its entry, asked as `?` (not a member yet: `backplane::rooms`), is a
+                // member's now, written before its join is published (a creator's is its
+                // operator's already); under its new nick if it was renamed meanwhile.
                 let source = self.users[&id].source.clone();
-                if fold(&source.nick) != fold(&request.who.nick) {
-                    // Renamed while the join was asked: its entry follows.
+                let renamed = fold(&source.nick) != fold(&request.who.nick);
+                if renamed || !created {
                     out.note(Note::Member {
                         room: folded.as_str().into(),
-                        drop: Some(fold(&request.who.nick).into()),
+                        drop: renamed.then(|| fold(&request.who.nick).into()),
                         set: Some((source, self.status_in(key, id))),
                     });
                 }
@@ -810,12 +837,18 @@ impl Core {
     }
 
     /// After Redis was lost: each room with local members tells the cluster who of this node
-    /// is in it now, and what it is (for a Redis that restarted empty).
-    pub(super) fn sync_rooms(&self, out: &mut Outbox) {
-        for (_, room) in &self.rooms {
+    /// is in it now, and what it is (for a Redis that restarted empty), and learns its members
+    /// on other nodes again ([`Core::resynced`]): who joined or left while this node was not
+    /// listening. Until the answer, the room lists those it hears of, as a room whose join
+    /// waits for its answer.
+    pub(super) fn sync_rooms(&mut self, out: &mut Outbox) {
+        for (_, room) in &mut self.rooms {
             let Some(&first) = room.members.iter().next() else {
                 continue;
             };
+            room.remote.clear();
+            room.pending += 1;
+            let room = &*room;
             let members = room
                 .members
                 .iter()
@@ -839,6 +872,33 @@ impl Core {
                 }),
             });
         }
+    }
+
+    /// The cluster's answer to a room's [`Note::SyncRoom`]: its members on other nodes, as
+    /// Redis had them once this node received the room again (`None`: Redis could not be
+    /// asked; the next reconnect asks again). Those who left since are not brought back.
+    pub fn resynced(
+        &mut self,
+        folded: &str,
+        members: Option<Vec<super::cluster::RemoteMember>>,
+        out: &mut Outbox,
+    ) {
+        let Some(&key) = self.room_keys.get(folded) else {
+            return;
+        };
+        if self.rooms[key].pending == 0 {
+            return;
+        }
+        if let Some(members) = members {
+            let answer = JoinAnswer {
+                created: false,
+                members,
+                state: RoomState::default(),
+            };
+            self.learn(key, answer, false);
+        }
+        self.answered(key);
+        self.let_go(key, out);
     }
 
     /// Room `key`'s member called `nick` on another node, if it knows one.

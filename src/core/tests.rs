@@ -2957,6 +2957,30 @@ fn a_join_the_cluster_could_not_answer_is_refused_and_one_nobody_waits_for_is_ta
         state: RoomState::default(),
     };
     out.clear();
+    let who = request.who.clone();
+    core.joined(request.clone(), Some(answer.clone()), 0, &mut out);
+    assert!(out.is_empty());
+    // It created the room, so other nodes' joiners listed it at once: they are told it left.
+    assert_eq!(
+        notes(&mut out),
+        [
+            Note::Member {
+                room: rc("#y"),
+                drop: Some(b.clone()),
+                set: None
+            },
+            Note::Publish(cluster::Shared::Parted {
+                room: rc("#y"),
+                who,
+                reason: None
+            })
+        ]
+    );
+    // One that did not create it was listed to nobody (`?`): taken back only.
+    let answer = JoinAnswer {
+        created: false,
+        ..answer
+    };
     core.joined(request, Some(answer), 0, &mut out);
     assert!(out.is_empty());
     assert_eq!(
@@ -3292,4 +3316,82 @@ fn a_remote_quit_of_a_nick_a_local_user_holds_is_not_told() {
         matches!(&got[..], [(Event::Quit { who, .. }, to)] if &*who.nick == "far" && to.len() == 2),
         "{got:?}"
     );
+}
+
+#[test]
+fn when_the_cluster_link_is_back_a_room_learns_its_remote_members_again() {
+    use cluster::{Answer, Note, RemoteMember, Shared};
+    let (mut core, mut out) = cluster_core();
+    cluster_join(&mut core, &mut out, A, "#s", true);
+    let who = |nick: &str| Source::new(nick, "u", "h", "");
+    let joined = |core: &mut Core, out: &mut Outbox, nick: &str| {
+        let shared = Shared::Joined {
+            room: rc("#s"),
+            who: who(nick),
+        };
+        core.remote(shared, 0, out)
+    };
+    joined(&mut core, &mut out, "ghost");
+    joined(&mut core, &mut out, "dave");
+    core.tell_cluster_link(false, &mut out);
+    // (ghost parts while this node is not listening.)
+    core.tell_cluster_link(true, &mut out);
+    assert!(
+        notes(&mut out)
+            .iter()
+            .any(|n| matches!(n, Note::SyncRoom { room, state: Some(_), .. } if &**room == "#s"))
+    );
+    // Heard before the answer: carol joins, dave leaves.
+    joined(&mut core, &mut out, "carol");
+    let parted = Shared::Parted {
+        room: rc("#s"),
+        who: who("dave"),
+        reason: None,
+    };
+    core.remote(parted, 0, &mut out);
+    let member = |nick: &str, node| RemoteMember {
+        node,
+        source: who(nick),
+        status: modes::Status::default(),
+    };
+    let mine = core.source(A).unwrap().nick.to_string();
+    let members = ["dave", "erin", &mine].map(|n| member(n, 3));
+    let answer = Answer::Synced {
+        room: rc("#s"),
+        members: Some(members.to_vec()),
+    };
+    core.answer(answer, 0, &mut out);
+    for (nick, known) in [
+        ("carol", true),
+        ("erin", true),
+        ("dave", false),
+        ("ghost", false),
+    ] {
+        assert_eq!(core.remote_nick_known(nick), known, "{nick}");
+    }
+    assert!(!core.remote_nick_known(&mine), "a local user");
+    // The last local member leaves while the answer is awaited: the room goes with it.
+    core.tell_cluster_link(false, &mut out);
+    core.tell_cluster_link(true, &mut out);
+    core.handle(
+        A,
+        Command::Part {
+            room: None,
+            reason: None,
+        },
+        0,
+        &mut out,
+    );
+    assert!(core.room_exists("#s"), "awaited");
+    out.drain_notes();
+    core.answer(
+        Answer::Synced {
+            room: rc("#s"),
+            members: None,
+        },
+        0,
+        &mut out,
+    );
+    assert!(!core.room_exists("#s"));
+    assert_eq!(notes(&mut out), [Note::Unsubscribe(rc("#s"))]);
 }
