@@ -608,7 +608,7 @@ pub fn render(event: &Event) -> Vec<u8> {
         Event::ClusterLink { up: true } => line(
             &mut s,
             format_args!(
-                "NOTICE the link to the other servers of the cluster is back: messages reach them again (what was said meanwhile did not)"
+                "NOTICE the link to the other servers of the cluster is back: messages reach them again (what was said here meanwhile did not)"
             ),
         ),
         Event::NickLost { nick, guest } => line(
