@@ -490,6 +490,18 @@ impl Core {
                 }
             }
             Shared::Quit { rooms, who, reason } => {
+                // A quit of one of this node's own users: another node took this one for
+                // dead while it was stalled or cut off ("node lost"), and this node is
+                // publishing their joins again. Its users are here: they are not told
+                // that they (or their neighbours here) left.
+                if self
+                    .nicks
+                    .get(&fold(&who.nick))
+                    .map(|id| &self.users[id].source)
+                    .is_some_and(|me| me.user == who.user && me.host == who.host)
+                {
+                    return;
+                }
                 let to = self.announced_members(&rooms);
                 out.send_many(to, Event::Quit { who, reason });
             }
