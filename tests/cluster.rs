@@ -204,8 +204,9 @@ fn nodes_keep_serving_their_users_while_redis_is_down_and_chat_across_again_afte
     // Redis dies (SIGKILL): every user is told, and each node goes on serving its own.
     let down = "NOTICE the link to the other servers of the cluster is down: messages reach \
                 this server's users only until it is back";
+    // ("here": what the other nodes' users said meanwhile is caught up from the streams.)
     let back = "NOTICE the link to the other servers of the cluster is back: messages reach \
-                them again (what was said meanwhile did not)";
+                them again (what was said here meanwhile did not)";
     let mut w = register(&b, "w");
     let irc = |what: &str| {
         format!(":pollchat NOTICE w :*** The link to the other servers of the cluster {what}")
@@ -242,7 +243,7 @@ fn nodes_keep_serving_their_users_while_redis_is_down_and_chat_across_again_afte
     }
     assert_eq!(
         w.line(),
-        irc("is back: messages reach them again (what was said meanwhile did not)")
+        irc("is back: messages reach them again (what was said here meanwhile did not)")
     );
     redis.wait_for(|r| r.subscribers("t3:room:#lobby") == 2);
     y.send("after");

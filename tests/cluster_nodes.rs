@@ -244,8 +244,16 @@ fn a_node_restarted_with_the_same_name_cleans_up_its_old_incarnation_at_once() {
     let beat = format!("pollchat:node:{old}");
     redis.command(&["SET", &beat, "phoenix", "PX", "600000"]);
 
-    let _again = Node::spawn(&redis, "phoenix");
+    let again = Node::spawn(&redis, "phoenix");
     expect_line(&mut x, "QUIT bird node lost");
+    // The beating incarnation is logged, saying both what is harmless (a restart right after
+    // a crash, as here) and what is not (two live processes sharing the name).
+    let warning = again.expect_log("still had a heartbeat");
+    assert!(
+        warning.contains("a restart after a crash or kill -9: nothing to do")
+            && warning.contains("the two do not hear each other"),
+        "{warning}"
+    );
     redis.wait_for(|r| {
         get(r, "pollchat:nick:bird").is_none()
             && hget(r, "pollchat:nodes", &old).is_none()

@@ -236,14 +236,17 @@ pub fn parse_url(url: &str) -> Result<String, String> {
         _ => return Err(format!("{url:?} is not a redis://HOST:PORT URL")),
     };
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if authority.contains('@') {
+        // (The URL is not repeated: it holds a password, which would reach the log.)
+        return Err(
+            "takes no credentials in the URL (the command line is readable by every user of \
+             the host): put Redis's password in a file and give --backplane-password-file FILE"
+                .into(),
+        );
+    }
     if !path.is_empty() {
         return Err(format!(
             "{url:?}: no database number or path: pub/sub ignores databases (use --backplane-prefix to separate clusters)"
-        ));
-    }
-    if authority.contains('@') {
-        return Err(format!(
-            "{url:?}: credentials in the URL are not supported yet"
         ));
     }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
@@ -1218,6 +1221,12 @@ mod tests {
         assert_eq!(parse_url("redis://cache").unwrap(), "cache:6379");
         assert_eq!(parse_url("redis://[::1]:7000").unwrap(), "[::1]:7000");
         assert_eq!(parse_url("redis://[::1]").unwrap(), "[::1]:6379");
+        // A URL with a password: the error names the flag to use and does not repeat it.
+        for url in ["redis://u:secret@h:1", "redis://u:secret@h:1/2"] {
+            let e = parse_url(url).unwrap_err();
+            assert!(e.contains("--backplane-password-file"), "{e}");
+            assert!(!e.contains("secret"), "{e}");
+        }
         for bad in [
             "http://h:1",
             "h:6379",

@@ -641,8 +641,9 @@ impl Backplane {
                 OwnedFrame::Integer(2) => {
                     warn!(
                         "backplane: this node was taken for dead by another (no heartbeat for \
-                         {TTL:?}) and its users announced as quitting: registered again, its {} \
-                         users' nicks claimed again and their joins published again",
+                         {TTL:?}, or a process started with the same --node name) and its users \
+                         announced as quitting: registered again, its {} users' nicks claimed \
+                         again and their joins published again",
                         self.nodes.users.len()
                     );
                     self.nodes.rejoin = self.nodes.users.keys().copied().collect();
@@ -692,7 +693,9 @@ impl Backplane {
                         if *alive == 1 {
                             warn!(
                                 "backplane: incarnation {inc} of node {name} still had a \
-                                 heartbeat: if another process runs with --node {name}, give \
+                                 heartbeat: either it stopped less than {TTL:?} ago (a restart \
+                                 after a crash or kill -9: nothing to do), or another process \
+                                 runs with --node {name}: the two do not hear each other, give \
                                  each node its own name"
                             );
                         }

@@ -2418,6 +2418,56 @@ fn a_remote_message_reaches_local_members_only_and_is_remembered() {
 }
 
 #[test]
+fn a_node_lost_quit_of_a_local_user_is_not_told_here() {
+    // A node taken for dead while stalled hears, once it resumes, the quits another node
+    // published for its own users ("node lost"). They are still here: nobody here is told,
+    // neither the user itself nor its neighbours (who would never see it join again).
+    use cluster::Shared;
+    let mut w = World::new(5);
+    w.run(A, Command::Join("#two".into()));
+    w.run(B, Command::Join("#two".into()));
+    let me = w.core.users[&A].source.clone();
+    w.out.clear();
+    w.core.remote(
+        Shared::Quit {
+            rooms: vec![rc("#lobby"), rc("#two")],
+            who: me.clone(),
+            reason: rc("node lost"),
+        },
+        w.now,
+        &mut w.out,
+    );
+    assert_eq!(w.collect(), [], "nobody is told a local user quit");
+    // Nor a quit of the same nick from another address (two users shared the nick after
+    // Redis lost its keys, until the claims settle it): here the nick is the local user's, and
+    // a QUIT would take it out of its neighbours' lists.
+    let other = Source::new(&me.nick, "line", "elsewhere", "Other");
+    w.out.clear();
+    w.core.remote(
+        Shared::Quit {
+            rooms: vec![rc("#two")],
+            who: other.clone(),
+            reason: rc("node lost"),
+        },
+        w.now,
+        &mut w.out,
+    );
+    assert_eq!(w.collect(), []);
+    // Another nick's quit is told as always.
+    let zed = Source::new("zed", "line", "elsewhere", "Zed");
+    w.core.remote(
+        Shared::Quit {
+            rooms: vec![rc("#two")],
+            who: zed,
+            reason: rc("node lost"),
+        },
+        w.now,
+        &mut w.out,
+    );
+    assert_eq!(w.collect().len(), 1);
+}
+
+#[test]
 fn remote_joins_parts_and_quits_are_told_to_local_members_once() {
     use cluster::Shared;
     let mut w = World::new(5);

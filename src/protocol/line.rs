@@ -547,14 +547,20 @@ pub fn render(event: &Event) -> Vec<u8> {
         Event::Whois(w) => {
             let rooms: Vec<&str> = w.rooms.iter().map(|r| &**r).collect();
             let nick = &w.source.nick;
-            let rooms = if rooms.is_empty() {
-                "no room".to_string()
-            } else {
-                rooms.join(" ")
-            };
-            line(&mut s, format_args!("NOTICE {nick} is in: {rooms}"));
             if let Some(node) = &w.node {
-                line(&mut s, format_args!("NOTICE {nick} is on server {node}"));
+                // A user of another node, found through Redis: it is in no room with a member
+                // here, so its rooms are not known ("no room" would be wrong).
+                line(
+                    &mut s,
+                    format_args!("NOTICE {nick} is on server {node}; its rooms are not known here"),
+                );
+            } else {
+                let rooms = if rooms.is_empty() {
+                    "no room".to_string()
+                } else {
+                    rooms.join(" ")
+                };
+                line(&mut s, format_args!("NOTICE {nick} is in: {rooms}"));
             }
             // (0: a user of another node of a cluster, whose times this node does not know.)
             if w.connected_at != 0 {
@@ -602,7 +608,7 @@ pub fn render(event: &Event) -> Vec<u8> {
         Event::ClusterLink { up: true } => line(
             &mut s,
             format_args!(
-                "NOTICE the link to the other servers of the cluster is back: messages reach them again (what was said meanwhile did not)"
+                "NOTICE the link to the other servers of the cluster is back: messages reach them again (what was said here meanwhile did not)"
             ),
         ),
         Event::NickLost { nick, guest } => line(

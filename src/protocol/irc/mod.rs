@@ -735,7 +735,7 @@ pub fn render_with(
         Event::ClusterLink { up } => {
             let (server, me) = (o.server, o.me);
             let text = if *up {
-                "is back: messages reach them again (what was said meanwhile did not)"
+                "is back: messages reach them again (what was said here meanwhile did not)"
             } else {
                 "is down: messages reach this server's users only until it is back"
             };
