@@ -13,7 +13,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::redis::{Redis, free_port, register};
-use common::{Client, IoModel, LOCAL_CLOAK, TIMEOUT, TestServer};
+use common::{Client, IoModel, LOCAL_CLOAK, TIMEOUT, TestServer, register_with};
 use pollchat::backplane::BackplaneConfig;
 use redis_protocol::resp2::types::OwnedFrame;
 
@@ -422,18 +422,6 @@ fn a_node_that_stops_gracefully_tells_the_others_its_users_quit() {
     a.stop().unwrap();
     assert_eq!(y.line(), "QUIT x server shutting down");
     y.sync();
-}
-
-/// Registers on the IRC listener with capabilities `caps`.
-fn register_with(server: &TestServer, nick: &str, caps: &str) -> Client {
-    let mut c = Client::connect(server.irc_addr.expect("IRC listener"));
-    c.send(&format!("CAP REQ :{caps}"));
-    assert_eq!(c.line(), format!(":pollchat CAP * ACK :{caps}"));
-    c.send(&format!("NICK {nick}"));
-    c.send(&format!("USER {nick} 0 * :The {nick}"));
-    c.send("CAP END");
-    c.expect_prefix(&format!(":pollchat 422 {nick}"));
-    c
 }
 
 #[test]

@@ -6,7 +6,7 @@
 mod common;
 
 use common::redis::{Redis, register};
-use common::{Client, LOCAL_CLOAK, TestServer};
+use common::{Client, LOCAL_CLOAK, TestServer, register_with};
 use pollchat::backplane::BackplaneConfig;
 use redis_protocol::resp2::types::OwnedFrame;
 
@@ -25,18 +25,6 @@ fn node(redis: &Redis, name: &str, prefix: &str, history: usize) -> TestServer {
         // (The tests' users talk faster than people.)
         c.flood_rate = 0.0;
     })
-}
-
-/// Registers on the IRC listener with capabilities `caps`.
-fn register_with(server: &TestServer, nick: &str, caps: &str) -> Client {
-    let mut c = Client::connect(server.irc_addr.expect("IRC listener"));
-    c.send(&format!("CAP REQ :{caps}"));
-    assert_eq!(c.line(), format!(":pollchat CAP * ACK :{caps}"));
-    c.send(&format!("NICK {nick}"));
-    c.send(&format!("USER {nick} 0 * :The {nick}"));
-    c.send("CAP END");
-    c.expect_prefix(&format!(":pollchat 422 {nick}"));
-    c
 }
 
 /// `c` joins `room` (line protocol) and reads up to its names.
@@ -141,24 +129,6 @@ fn history_outlives_every_node_and_is_replayed_to_a_joiner_of_a_new_one() {
     );
 }
 
-/// The Redis id of the connection named `name` (from `CLIENT LIST`).
-fn client_id(redis: &Redis, name: &str) -> Option<String> {
-    let OwnedFrame::BulkString(list) = redis.command(&["CLIENT", "LIST"]) else {
-        panic!("CLIENT LIST");
-    };
-    let list = String::from_utf8(list).unwrap();
-    list.lines().find_map(|l| {
-        let field = |k: &str| {
-            l.split(' ')
-                .find_map(|f| f.strip_prefix(k))
-                .map(str::to_string)
-        };
-        (field("name=").as_deref() == Some(name))
-            .then(|| field("id="))
-            .flatten()
-    })
-}
-
 #[test]
 fn a_member_gets_every_message_once_in_order_across_cuts_of_its_nodes_subscriptions() {
     let Some(redis) = Redis::start() else {
@@ -184,7 +154,9 @@ fn a_member_gets_every_message_once_in_order_across_cuts_of_its_nodes_subscripti
             redis.wait_for(|r| r.subscribers("h2:room:#cut") == 2);
             // Redis cuts node b's subscriptions connection (as it cuts a subscriber that reads
             // too slowly): node b reconnects and catches up while x goes on talking.
-            let id = client_id(&redis, "pollchat-b-subscriptions").expect("b is subscribed");
+            let id = redis
+                .client_id("pollchat-b-subscriptions")
+                .expect("b is subscribed");
             let killed = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub", "ID", &id]);
             assert_eq!(killed, OwnedFrame::Integer(1));
             cuts += 1;
@@ -414,7 +386,9 @@ fn a_stream_rolled_back_is_not_delivered_again_after_a_reconnect() {
             OwnedFrame::Integer(1)
         );
     }
-    let id = client_id(&redis, "pollchat-b-subscriptions").expect("b is subscribed");
+    let id = redis
+        .client_id("pollchat-b-subscriptions")
+        .expect("b is subscribed");
     let killed = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub", "ID", &id]);
     assert_eq!(killed, OwnedFrame::Integer(1));
     let back = "NOTICE the link to the other servers of the cluster is back";

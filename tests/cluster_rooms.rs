@@ -618,24 +618,6 @@ fn a_join_redis_recorded_but_its_node_has_not_completed_is_not_listed_to_other_j
     });
 }
 
-/// The Redis id of the connection named `name` (from `CLIENT LIST`).
-fn client_id(redis: &Redis, name: &str) -> Option<String> {
-    let OwnedFrame::BulkString(list) = redis.command(&["CLIENT", "LIST"]) else {
-        panic!("CLIENT LIST");
-    };
-    let list = String::from_utf8(list).unwrap();
-    list.lines().find_map(|l| {
-        let field = |k: &str| {
-            l.split(' ')
-                .find_map(|f| f.strip_prefix(k))
-                .map(str::to_string)
-        };
-        (field("name=").as_deref() == Some(name))
-            .then(|| field("id="))
-            .flatten()
-    })
-}
-
 #[test]
 fn a_member_who_left_while_a_node_was_cut_off_is_not_listed_there_once_it_is_back() {
     let Some(redis) = Redis::start() else {
@@ -656,7 +638,9 @@ fn a_member_who_left_while_a_node_was_cut_off_is_not_listed_there_once_it_is_bac
         redis.wait_for(|r| r.subscribers("r13:room:#cut") == 2);
         // Redis cuts node a's subscriptions (as it cuts a slow subscriber): node a takes the
         // link down and reconnects a moment later; bob parts meanwhile.
-        let id = client_id(&redis, "pollchat-a-subscriptions").expect("a is subscribed");
+        let id = redis
+            .client_id("pollchat-a-subscriptions")
+            .expect("a is subscribed");
         let killed = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub", "ID", &id]);
         assert_eq!(killed, OwnedFrame::Integer(1));
         bob.send("PART #cut\r");

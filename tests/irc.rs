@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, IoModel, LOCAL_CLOAK, TestServer, for_each_io};
+use common::{Client, IoModel, LOCAL_CLOAK, TestServer, for_each_io, register_with};
 use pollchat::config::Config;
 
 /// Connects to the IRC listener and registers as `nick`, reading the whole welcome burst.
@@ -1746,18 +1746,6 @@ fn monitor_and_watch_tell_when_nicks_come_and_go(io: IoModel) {
     late.send("/unwatch alice");
     late.send("/watch");
     assert_eq!(late.line(), "NOTICE you watch nobody");
-}
-
-/// Registers as `nick` after asking for `caps` (space-separated), reading the welcome burst.
-fn register_with(server: &TestServer, nick: &str, caps: &str) -> Client {
-    let mut c = Client::connect(server.irc_addr.expect("IRC listener"));
-    c.send(&format!("CAP REQ :{caps}"));
-    assert_eq!(c.line(), format!(":pollchat CAP * ACK :{caps}"));
-    c.send(&format!("NICK {nick}"));
-    c.send(&format!("USER {nick} 0 * :The {nick}"));
-    c.send("CAP END");
-    c.expect_prefix(&format!(":pollchat 422 {nick}"));
-    c
 }
 
 /// The value of tag `key` in a line (`Some("")` for a tag without a value).

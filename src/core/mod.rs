@@ -1579,17 +1579,8 @@ impl Core {
                 self.may_join(id, key, given_key)?;
                 key
             }
-            None if self.rooms.len() >= self.limits.max_total_rooms => {
-                return Err(Error::ServerRoomsFull {
-                    room: name.to_string(),
-                    max: self.limits.max_total_rooms,
-                });
-            }
             None => {
-                let limits = &self.limits;
-                let room = Room::new(name, limits.history, limits.room_history_bytes, now);
-                let key = self.rooms.insert(room);
-                self.room_keys.insert(folded, key);
+                let key = self.new_room(name, now)?;
                 self.crown(key, id);
                 key
             }
@@ -1611,6 +1602,21 @@ impl Core {
             }));
         }
         Ok(())
+    }
+
+    /// A new room called `name`, with no member yet (its key), if the server may hold one more.
+    fn new_room(&mut self, name: &str, now: Millis) -> Result<usize, Error> {
+        if self.rooms.len() >= self.limits.max_total_rooms {
+            return Err(Error::ServerRoomsFull {
+                room: name.to_string(),
+                max: self.limits.max_total_rooms,
+            });
+        }
+        let limits = &self.limits;
+        let room = Room::new(name, limits.history, limits.room_history_bytes, now);
+        let key = self.rooms.insert(room);
+        self.room_keys.insert(fold(name), key);
+        Ok(key)
     }
 
     /// Room `key` comes into use on this node (its first local member, or the first join of it

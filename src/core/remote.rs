@@ -283,20 +283,7 @@ impl Core {
         let folded: Arc<str> = fold(name).into();
         let key = match existing {
             Some(key) => key,
-            None if self.rooms.len() >= self.limits.max_total_rooms => {
-                return Err(Error::ServerRoomsFull {
-                    room: name.to_string(),
-                    max: self.limits.max_total_rooms,
-                });
-            }
-            None => {
-                let limits = &self.limits;
-                let room =
-                    super::room::Room::new(name, limits.history, limits.room_history_bytes, now);
-                let key = self.rooms.insert(room);
-                self.room_keys.insert(folded.to_string(), key);
-                key
-            }
+            None => self.new_room(name, now)?,
         };
         if !self.rooms[key].in_use() {
             self.subscribe_room(key, out);

@@ -298,3 +298,16 @@ impl Client {
         assert_eq!(rc, 0, "setsockopt SO_RCVBUF");
     }
 }
+
+/// Registers on `server`'s IRC listener as `nick` after asking for `caps` (space-separated),
+/// reading the welcome burst.
+pub fn register_with(server: &TestServer, nick: &str, caps: &str) -> Client {
+    let mut c = Client::connect(server.irc_addr.expect("IRC listener"));
+    c.send(&format!("CAP REQ :{caps}"));
+    assert_eq!(c.line(), format!(":pollchat CAP * ACK :{caps}"));
+    c.send(&format!("NICK {nick}"));
+    c.send(&format!("USER {nick} 0 * :The {nick}"));
+    c.send("CAP END");
+    c.expect_prefix(&format!(":pollchat 422 {nick}"));
+    c
+}

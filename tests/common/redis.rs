@@ -147,6 +147,24 @@ impl Redis {
         }
     }
 
+    /// The id of the connection named `name` (`CLIENT SETNAME`), from `CLIENT LIST`.
+    pub fn client_id(&self, name: &str) -> Option<String> {
+        let OwnedFrame::BulkString(list) = self.command(&["CLIENT", "LIST"]) else {
+            panic!("CLIENT LIST");
+        };
+        let list = String::from_utf8(list).unwrap();
+        list.lines().find_map(|l| {
+            let field = |k: &str| {
+                l.split(' ')
+                    .find_map(|f| f.strip_prefix(k))
+                    .map(str::to_string)
+            };
+            (field("name=").as_deref() == Some(name))
+                .then(|| field("id="))
+                .flatten()
+        })
+    }
+
     /// How many connections are subscribed to `channel`.
     pub fn subscribers(&self, channel: &str) -> i64 {
         match self.command(&["PUBSUB", "NUMSUB", channel]) {
