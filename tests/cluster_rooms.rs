@@ -737,33 +737,3 @@ fn a_join_whose_subscription_redis_never_confirms_is_refused_in_bounded_time() {
     );
     assert_eq!(alice.line(), ":pollchat PONG pollchat :still there");
 }
-
-#[test]
-fn the_first_lobby_member_on_a_node_is_told_who_is_in_the_lobby_elsewhere() {
-    let Some(redis) = Redis::start() else {
-        return;
-    };
-    let a = redis.node("a", "lob:");
-    let b = redis.node("b", "lob:");
-    let _alice = a.join_as("alice", &mut []);
-    redis.wait_for(|r| {
-        hash(r, "lob:members:#lobby")
-            .iter()
-            .any(|(n, _)| n == "alice")
-    });
-    // The lobby's join does not wait for the cluster (it has no operator): its first NAMES is
-    // what node b knows, and once Redis has said who else is there, the whole list.
-    let mut dave = b.connect();
-    dave.expect_prefix("WELCOME ");
-    let first = dave.expect_prefix("NAMES #lobby ");
-    let deadline = Instant::now() + TIMEOUT;
-    let mut last = first;
-    while !last.split(' ').any(|n| n == "alice") {
-        assert!(Instant::now() < deadline, "never told alice is in #lobby");
-        last = dave.expect_prefix("NAMES #lobby ");
-    }
-    let mut irc = register(&b, "ivy");
-    irc.send("JOIN #lobby\r");
-    let names = joined(&mut irc, "#lobby");
-    assert!(names.iter().any(|n| n == "alice"), "{names:?}");
-}

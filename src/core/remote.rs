@@ -31,7 +31,6 @@ use super::cluster::{JOIN_MEMBERS_MAX, JoinAnswer, JoinRequest, Note, RoomState,
 use super::event::{Applied, Ban, ClientId, Error, Event, Millis, Source, Topic, WhoisInfo};
 use super::modes::Status;
 use super::names::{fold, label};
-use super::page::Cursor;
 use super::{Core, Outbox};
 
 /// A member of a room on another node, as its room keeps it.
@@ -326,26 +325,10 @@ impl Core {
                 // Its local members may have changed its topic meanwhile: the cluster's only
                 // fills a gap.
                 let topic = answer.state.topic.take();
-                let before = self.rooms[key].remote.len();
                 self.learn(key, answer, false);
                 let room = &mut self.rooms[key];
                 if room.topic.is_none() {
                     room.topic = topic;
-                }
-                if room.remote.len() > before {
-                    // Its members here were told the room's names before the cluster said who
-                    // else is in it: told again, whole (as a joiner: a big room's first
-                    // names). Only the first members on this node are (the answer comes a
-                    // round trip to Redis after the first join).
-                    let shown = if room.size() > self.limits.big_room {
-                        self.limits.big_room.saturating_sub(1)
-                    } else {
-                        usize::MAX
-                    };
-                    let name = room.name.clone();
-                    for &id in room.members.iter() {
-                        out.send(id, Event::Page(Cursor::joined(name.clone(), id, shown)));
-                    }
                 }
             }
             return;
