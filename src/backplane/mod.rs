@@ -169,6 +169,8 @@ enum Expect {
     /// A WHOIS of a nick held elsewhere (`GET` of its key): the node holding it goes to the
     /// core.
     Whois { by: (ClientId, u32), nick: Arc<str> },
+    /// A room list ([`rooms::ROOMS_SCRIPT`]): the cluster's rooms go to the core.
+    Rooms { by: (ClientId, u32) },
     /// A room's members written again after a reconnect ([`rooms::SYNC_SCRIPT`]): the room's
     /// members as Redis has them go to the core.
     Sync(Arc<str>),
@@ -558,6 +560,7 @@ impl Backplane {
                     nick,
                     node: None,
                 }),
+                Note::Rooms { by } => self.answers.push(Answer::Rooms { by, rooms: None }),
             }
             return;
         }
@@ -610,7 +613,8 @@ impl Backplane {
             | Note::Kill { .. }
             | Note::Invite { .. }
             | Note::SyncRoom { .. }
-            | Note::Whois { .. }) => self.room_note(note),
+            | Note::Whois { .. }
+            | Note::Rooms { .. }) => self.room_note(note),
         }
     }
 
@@ -944,6 +948,13 @@ impl Backplane {
                     let node = rooms::holder_node(&frame);
                     answers.push(Answer::Whois { by, nick, node })
                 }
+                Some(Expect::Rooms { by }) => {
+                    if let OwnedFrame::Error(e) = &frame {
+                        errors.push(e.clone());
+                    }
+                    let rooms = rooms::rooms_answer(&frame);
+                    answers.push(Answer::Rooms { by, rooms })
+                }
                 // PUBLISH answers how many nodes received it, a release whether it deleted:
                 // nothing to do with that.
                 Some(
@@ -1101,6 +1112,7 @@ impl Backplane {
                     nick,
                     node: None,
                 }),
+                Expect::Rooms { by } => self.answers.push(Answer::Rooms { by, rooms: None }),
                 Expect::Sync(room) => self.answers.push(Answer::Synced {
                     room,
                     members: None,

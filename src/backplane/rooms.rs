@@ -38,15 +38,17 @@ use redis_protocol::resp2::types::OwnedFrame;
 use super::{Backplane, Expect};
 use crate::core::Source;
 use crate::core::cluster::{
-    Answer, JOIN_MEMBERS_MAX, JoinAnswer, JoinRequest, Note, RemoteMember, RoomState,
+    Answer, JOIN_MEMBERS_MAX, JoinAnswer, JoinRequest, Note, ROOMS_BYTES, ROOMS_MAX, RemoteMember,
+    RoomState, SharedRoom,
 };
 use crate::core::modes::Status;
-use crate::core::names::{check_nick, fold, label};
+use crate::core::names::{check_nick, check_room, fold, label};
 use crate::core::remote::{letter_status, source_word, status_letter};
 
-/// KEYS: members, roomstate. ARGV: folded nick, `{incarnation} {nick}!{user}@{host}`, real
-/// name, founded value, most members to answer, `1` if the join waits for its answer (not
-/// the lobby). Answers `{created, {field, value, …} of members, {field, value, …} of state}`.
+/// KEYS: members, roomstate, the index of rooms. ARGV: folded nick, `{incarnation}
+/// {nick}!{user}@{host}`, real name, founded value, most members to answer, `1` if the join
+/// waits for its answer (not the lobby), the folded room, its name. A join that creates the
+/// room enters it in the index. Answers `{created, {field, value, …} of members, {field, value, …} of state}`.
 ///
 /// A join that waits and does not create the room is entered with status `?`: not a member
 /// yet (its node may still refuse it, for a key, a ban, a limit, or because its user left
@@ -58,6 +60,7 @@ use crate::core::remote::{letter_status, source_word, status_letter};
 /// node publishes its part.
 pub const JOIN_SCRIPT: &[u8] = b"\
 local created = redis.call('HSETNX', KEYS[2], 'founded', ARGV[4])
+if created == 1 and KEYS[3] then redis.call('HSET', KEYS[3], ARGV[7], ARGV[8]) end
 local status = '-'
 if ARGV[6] == '1' then
   if created == 1 then status = '@' else status = '?' end
@@ -72,12 +75,16 @@ if #members > most then
 end
 return {created, members, redis.call('HGETALL', KEYS[2])}";
 
-/// KEYS: members, roomstate. ARGV: field to delete (or empty), field to set (or empty), its
-/// value. The room's state goes with its last member.
+/// KEYS: members, roomstate, the index of rooms. ARGV: field to delete (or empty), field to
+/// set (or empty), its value, the folded room. The room's state (and its index entry) goes
+/// with its last member.
 pub const MEMBER_SCRIPT: &[u8] = b"\
 if ARGV[1] ~= '' then redis.call('HDEL', KEYS[1], ARGV[1]) end
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) end
-if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[2])
+  if KEYS[3] then redis.call('HDEL', KEYS[3], ARGV[4]) end
+end
 return 0";
 
 /// KEYS: roomstate. ARGV: field, value, … Set only if the room is founded.
@@ -85,17 +92,19 @@ pub const STATE_SCRIPT: &[u8] = b"\
 if redis.call('HEXISTS', KEYS[1], 'founded') == 1 then redis.call('HSET', KEYS[1], unpack(ARGV)) end
 return 0";
 
-/// KEYS: members, roomstate. ARGV: this node's entries' start (`{incarnation} `), founded
-/// value (or empty: do not found), the number N of state field/value pairs, those 2N, then
-/// this node's member field/value pairs. This node's entries become exactly those given; the
-/// room goes if empty, and is founded again with the state if Redis lost it. Answers the
+/// KEYS: members, roomstate, the index of rooms. ARGV: this node's entries' start
+/// (`{incarnation} `), founded value (or empty: do not found), the number N of state
+/// field/value pairs, the folded room, its name, those 2N, then this node's member
+/// field/value pairs. This node's entries become exactly those given; the room goes if empty
+/// (and its index entry), and is founded again with the state (and entered in the index) if
+/// Redis lost it. Answers the
 /// room's members then (`{field, value, …}`, at most [`JOIN_MEMBERS_MAX`], as
 /// [`JOIN_SCRIPT`]), for a node that was not listening meanwhile.
 pub const SYNC_SCRIPT: &[u8] = b"\
 local mine = ARGV[1]
 local n = tonumber(ARGV[3])
 local keep = {}
-for i = 4 + 2 * n, #ARGV, 2 do keep[ARGV[i]] = ARGV[i + 1] end
+for i = 6 + 2 * n, #ARGV, 2 do keep[ARGV[i]] = ARGV[i + 1] end
 local cursor = '0'
 repeat
   local r = redis.call('HSCAN', KEYS[1], cursor, 'COUNT', 1000)
@@ -110,10 +119,14 @@ until cursor == '0'
 for f, v in pairs(keep) do redis.call('HSET', KEYS[1], f, v) end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('DEL', KEYS[2])
-elseif ARGV[2] ~= '' and redis.call('HSETNX', KEYS[2], 'founded', ARGV[2]) == 1 and n > 0 then
-  local state = {}
-  for i = 4, 3 + 2 * n do state[#state + 1] = ARGV[i] end
-  redis.call('HSET', KEYS[2], unpack(state))
+  redis.call('HDEL', KEYS[3], ARGV[4])
+elseif ARGV[2] ~= '' and redis.call('HSETNX', KEYS[2], 'founded', ARGV[2]) == 1 then
+  if n > 0 then
+    local state = {}
+    for i = 6, 5 + 2 * n do state[#state + 1] = ARGV[i] end
+    redis.call('HSET', KEYS[2], unpack(state))
+  end
+  redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
 end
 local members = redis.call('HSCAN', KEYS[1], '0', 'COUNT', 2048)[2]
 if #members > 4096 then
@@ -122,6 +135,80 @@ if #members > 4096 then
   members = cut
 end
 return members";
+
+/// KEYS: the index of rooms. ARGV: the prefix, most rooms to answer, most bytes of names,
+/// topics and modes to answer. Answers `{name, members, topic, modes, …}` of the rooms of
+/// the index (a room's members counted by `HLEN`, its topic and modes from its state; `''`
+/// when unset), by `HSCAN`, stopping at either bound (and after reading 4 times the most
+/// rooms' entries); a room whose entry is over 4 KiB (which no node writes) is left out. An entry whose room has no member any more (a dead node's users reaped)
+/// is taken out of the index.
+pub const ROOMS_SCRIPT: &[u8] = b"\
+local most, budget = tonumber(ARGV[2]), tonumber(ARGV[3])
+local out, n, bytes, seen = {}, 0, 0, 0
+local cursor = '0'
+repeat
+  local r = redis.call('HSCAN', KEYS[1], cursor, 'COUNT', 256)
+  cursor = r[1]
+  local kv = r[2]
+  for i = 1, #kv, 2 do
+    seen = seen + 1
+    local count = redis.call('HLEN', ARGV[1] .. 'members:' .. kv[i])
+    if count == 0 then
+      redis.call('HDEL', KEYS[1], kv[i])
+    elseif n < most and bytes < budget then
+      local st = redis.call('HMGET', ARGV[1] .. 'roomstate:' .. kv[i], 'topic', 'modes')
+      local topic, modes = st[1] or '', st[2] or ''
+      local size = #kv[i + 1] + #topic + #modes + 16
+      if size > 4096 then
+        size = 0
+      elseif bytes + size <= budget then
+        n = n + 1
+        bytes = bytes + size
+        out[#out + 1] = kv[i + 1]
+        out[#out + 1] = tostring(count)
+        out[#out + 1] = topic
+        out[#out + 1] = modes
+      else
+        bytes = budget
+      end
+    end
+  end
+until cursor == '0' or n >= most or bytes >= budget or seen >= 4 * most
+return out";
+
+/// `{prefix}rooms`: the index of rooms, folded name -> name (as its founder spelled it),
+/// entered by the join that creates a room, left with its last member.
+pub fn index_key(prefix: &str) -> Vec<u8> {
+    format!("{prefix}rooms").into_bytes()
+}
+
+/// [`ROOMS_SCRIPT`]'s answer read: the rooms it lists (`None`: not such an answer, an
+/// error). What is not a room of the cluster (a bad name, a count that is not one) is
+/// skipped; at most [`ROOMS_MAX`], topics read as a join's answer reads them.
+pub fn rooms_answer(frame: &OwnedFrame) -> Option<Vec<SharedRoom>> {
+    let parts = strings(frame)?;
+    Some(
+        parts
+            .chunks_exact(4)
+            .filter_map(|p| {
+                check_room(p[0]).ok()?;
+                let members = p[1].parse::<usize>().ok().filter(|&n| n > 0)?;
+                let topic = (!p[2].is_empty()).then(|| label(p[2]).into());
+                let secret = p[3]
+                    .split(' ')
+                    .next()
+                    .is_some_and(|letters| letters.starts_with('+') && letters.contains('s'));
+                Some(SharedRoom {
+                    name: p[0].into(),
+                    members,
+                    topic,
+                    secret,
+                })
+            })
+            .take(ROOMS_MAX)
+            .collect(),
+    )
+}
 
 /// `{prefix}members:{folded room}`.
 pub fn members_key(prefix: &str, folded: &str) -> Vec<u8> {
@@ -248,15 +335,18 @@ impl Backplane {
                 self.commands.push(&[
                     b"EVAL",
                     JOIN_SCRIPT,
-                    b"2",
+                    b"3",
                     &members,
                     &state,
+                    &index_key(&prefix),
                     nick.as_bytes(),
                     head.as_bytes(),
                     who.realname.as_bytes(),
                     founded.as_bytes(),
                     most.as_bytes(),
                     crowns.as_bytes(),
+                    folded.as_bytes(),
+                    request.room.as_bytes(),
                 ]);
                 self.expect.push_back(Expect::Join(request));
             }
@@ -268,12 +358,14 @@ impl Backplane {
                 self.commands.push(&[
                     b"EVAL",
                     MEMBER_SCRIPT,
-                    b"2",
+                    b"3",
                     &members_key(&prefix, &room),
                     &state_key(&prefix, &room),
+                    &index_key(&prefix),
                     drop.as_deref().unwrap_or("").as_bytes(),
                     field.as_deref().unwrap_or("").as_bytes(),
                     value.as_deref().unwrap_or("").as_bytes(),
+                    room.as_bytes(),
                 ]);
                 self.expect.push_back(Expect::Other);
             }
@@ -310,6 +402,7 @@ impl Backplane {
                 let founded = state.as_ref().map_or(String::new(), |s| {
                     format!("{} {} {}", self.incarnation, s.founder, s.created_at)
                 });
+                let name = state.as_ref().map_or(room.clone(), |s| s.name.clone());
                 let fields = state.map(|s| s.fields).unwrap_or_default();
                 let entries: Vec<(String, String)> = members
                     .iter()
@@ -320,15 +413,19 @@ impl Backplane {
                     .collect();
                 let (members, state) = (members_key(&prefix, &room), state_key(&prefix, &room));
                 let n = fields.len().to_string();
+                let index = index_key(&prefix);
                 let mut parts: Vec<&[u8]> = vec![
                     b"EVAL",
                     SYNC_SCRIPT,
-                    b"2",
+                    b"3",
                     &members,
                     &state,
+                    &index,
                     mine.as_bytes(),
                     founded.as_bytes(),
                     n.as_bytes(),
+                    room.as_bytes(),
+                    name.as_bytes(),
                 ];
                 for (field, value) in &fields {
                     parts.extend([field.as_bytes(), value.as_bytes()]);
@@ -347,6 +444,19 @@ impl Backplane {
                     let nick = nick.clone();
                     self.publish(&invite, Some((by, nick)));
                 }
+            }
+            Note::Rooms { by } => {
+                let (most, bytes) = (ROOMS_MAX.to_string(), ROOMS_BYTES.to_string());
+                self.commands.push(&[
+                    b"EVAL",
+                    ROOMS_SCRIPT,
+                    b"1",
+                    &index_key(&prefix),
+                    prefix.as_bytes(),
+                    most.as_bytes(),
+                    bytes.as_bytes(),
+                ]);
+                self.expect.push_back(Expect::Rooms { by });
             }
             Note::Whois { by, nick } => {
                 let key = self.nick_key(&nick);
@@ -498,6 +608,44 @@ mod tests {
                 &bad[..bad.len().min(40)]
             );
         }
+    }
+
+    #[test]
+    fn a_room_list_reads_rooms_and_skips_what_is_not_one() {
+        let bulk = |s: &str| OwnedFrame::BulkString(s.as_bytes().to_vec());
+        let long = format!("#{}", "x".repeat(5000));
+        let huge_topic = "t".repeat(100_000);
+        let mut parts = Vec::new();
+        for room in [
+            ["#Den", "3", "hello there", "+nt"],
+            ["#hush", "1", "", "+nst key"],
+            ["nohash", "2", "", "+nt"],
+            [&long, "2", "", ""],
+            ["#zero", "0", "", ""],
+            ["#neg", "-1", "", ""],
+            ["#big", "99999999999999999999999", "", ""],
+            ["#long", "1", &huge_topic, "+"],
+            ["#plain", "7", "", ""],
+        ] {
+            parts.extend(room.iter().map(|s| bulk(s)));
+        }
+        // A trailing part of an entry is ignored.
+        parts.push(bulk("#half"));
+        let rooms = rooms_answer(&OwnedFrame::Array(parts)).unwrap();
+        let names: Vec<&str> = rooms.iter().map(|r| &*r.name).collect();
+        assert_eq!(names, ["#Den", "#hush", "#long", "#plain"]);
+        assert_eq!(rooms[0].members, 3);
+        assert_eq!(rooms[0].topic.as_deref(), Some("hello there"));
+        assert!(!rooms[0].secret);
+        assert!(rooms[1].secret);
+        assert_eq!(rooms[1].topic, None);
+        assert!(rooms[2].topic.as_ref().unwrap().len() <= crate::core::names::LABEL_MAX);
+        assert_eq!((rooms[3].members, rooms[3].secret), (7, false));
+        assert!(rooms_answer(&OwnedFrame::Error("ERR".into())).is_none());
+        assert!(rooms_answer(&OwnedFrame::Array(vec![OwnedFrame::Integer(1)])).is_none());
+        assert_eq!(rooms_answer(&OwnedFrame::Array(vec![])), Some(vec![]));
+        let script = String::from_utf8_lossy(ROOMS_SCRIPT);
+        assert!(script.contains("HLEN") && script.contains("'topic', 'modes'"));
     }
 
     #[test]

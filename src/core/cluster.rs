@@ -200,6 +200,9 @@ pub enum Note {
     /// lists: whether (and on which node) someone holds it is asked of Redis
     /// ([`Answer::Whois`]).
     Whois { by: (ClientId, u32), nick: Arc<str> },
+    /// A room list (LIST, `/rooms`) by local user `by`: the cluster's rooms are read from
+    /// Redis's index of rooms ([`Answer::Rooms`]); the user's next lines wait for it.
+    Rooms { by: (ClientId, u32) },
     /// A server operator's KILL of a nick no local user holds: published on the nick's
     /// channel; if no node receives it, the killer is told there is no such nick.
     Kill {
@@ -233,10 +236,12 @@ pub struct LocalUser {
     pub rooms: Vec<Arc<str>>,
 }
 
-/// What founds a room again in Redis ([`Note::SyncRoom`]): its founder (a local member),
+/// What founds a room again in Redis ([`Note::SyncRoom`]): its name, its founder (a local member),
 /// when it was created, and its topic, modes and bans as fields.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyncState {
+    /// The room's name as this node spells it (for the index of rooms).
+    pub name: Arc<str>,
     pub founder: Arc<str>,
     pub created_at: Millis,
     pub fields: Vec<(&'static str, String)>,
@@ -294,6 +299,26 @@ pub struct JoinAnswer {
 /// `--big-room`, past which a joiner is not sent every name anyway.
 pub const JOIN_MEMBERS_MAX: usize = 2048;
 
+/// A room of the cluster as Redis's index of rooms lists it ([`Answer::Rooms`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedRoom {
+    /// Its name as its founder spelled it.
+    pub name: Arc<str>,
+    /// Its members on every node.
+    pub members: usize,
+    pub topic: Option<Arc<str>>,
+    /// `+s`: listed only to its members (and server operators).
+    pub secret: bool,
+}
+
+/// Rooms a cluster's room list reads from Redis at most (a room costs the answer at most
+/// about 600 bytes, a topic of 390 and a name of 64: the answer stays under a megabyte).
+pub const ROOMS_MAX: usize = 10_000;
+
+/// Bytes of names, topics and modes a cluster's room list reads from Redis at most (the
+/// backplane's largest reply is 2 MiB).
+pub const ROOMS_BYTES: usize = 1024 * 1024;
+
 /// What the backplane answers the core, later.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer {
@@ -340,6 +365,12 @@ pub enum Answer {
         nick: Arc<str>,
         node: Option<Arc<str>>,
     },
+    /// The answer to a [`Note::Rooms`]: the cluster's rooms (`None`: Redis could not be
+    /// asked; the node lists its own rooms).
+    Rooms {
+        by: (ClientId, u32),
+        rooms: Option<Vec<SharedRoom>>,
+    },
 }
 
 /// A message of a room's shared history (its Redis stream), as the core remembers it.
@@ -360,7 +391,7 @@ impl Answer {
             Answer::Claim(c) => Some(c.claim.client),
             Answer::Undelivered { by, .. } => Some(by.0),
             Answer::Join { request, .. } => Some(request.client),
-            Answer::Whois { by, .. } => Some(by.0),
+            Answer::Whois { by, .. } | Answer::Rooms { by, .. } => Some(by.0),
             Answer::NickLost(claim) => Some(claim.client),
             Answer::History { .. } | Answer::Synced { .. } | Answer::Resync => None,
         }

@@ -23,6 +23,7 @@ pub mod oper;
 pub mod page;
 pub mod remote;
 pub mod room;
+mod roomlist;
 pub mod user;
 mod usermode;
 pub mod watch;
@@ -169,6 +170,9 @@ pub struct Core {
     /// other nodes, with the user's serial and the folded room (at most
     /// [`remote::INVITES_MAX`] a user, the oldest forgotten first).
     invites: HashMap<ClientId, Vec<(u32, Arc<str>)>>,
+    /// In a cluster: room lists asked of the cluster and not answered yet (the user's
+    /// serial): see `core::roomlist`.
+    listing: HashMap<ClientId, u32>,
 }
 
 /// An IRC registration waiting for the cluster's answer to the claim of its nick: what
@@ -234,6 +238,7 @@ impl Core {
             next_ask: 0,
             joining: HashMap::new(),
             invites: HashMap::new(),
+            listing: HashMap::new(),
         }
     }
 
@@ -266,6 +271,7 @@ impl Core {
             cluster::Answer::NickLost(claim) => self.nick_lost(claim, now, out),
             cluster::Answer::Join { request, answer } => self.joined(request, answer, now, out),
             cluster::Answer::Whois { by, nick, node } => self.whois_answered(by, &nick, node, out),
+            cluster::Answer::Rooms { by, rooms } => self.rooms_answered(by, rooms, out),
             cluster::Answer::Synced { room, members } => self.resynced(&room, members, out),
             cluster::Answer::Resync => self.sync_rooms(out),
         }
@@ -801,6 +807,7 @@ impl Core {
                 .chain(registering)
                 .for_each(|c| out.note(cluster::Note::Release(c)));
             self.forget_joins(id, out);
+            self.listing.remove(&id);
             self.invites.remove(&id);
         }
         let Some(user) = self.users.remove(&id) else {
@@ -1075,7 +1082,7 @@ impl Core {
                 Ok(())
             }
             Command::Rooms => {
-                out.send(id, Event::Page(Cursor::rooms(id)));
+                self.list_rooms(id, out);
                 Ok(())
             }
             Command::Who {

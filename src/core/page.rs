@@ -28,10 +28,11 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use super::Core;
+use super::cluster::SharedRoom;
 use super::event::{ClientId, Event, Listing, Member, RoomSummary};
 use super::names::fold;
 use super::remote::Remote;
-use super::room::{ByNick, Room};
+use super::room::ByNick;
 
 /// Members listed by NAMES (or on joining) per page: about 20 bytes each rendered.
 const NAMES_PAGE: usize = 256;
@@ -65,8 +66,10 @@ impl Part {
 /// What a paged answer lists.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Paged {
-    /// Every room (the line protocol's `/rooms`, IRC's `LIST`).
-    Rooms,
+    /// Every room (the line protocol's `/rooms`, IRC's `LIST`); in a cluster, with the rooms
+    /// only other nodes have, as Redis listed them (sorted by folded name, none of the
+    /// node's own: `core::roomlist`).
+    Rooms(Option<Arc<[SharedRoom]>>),
     /// A room's members (`/who`, NAMES, WHO, and the names sent on joining).
     Members { room: Arc<str>, listing: Listing },
     /// A room's history, replayed on joining, up to the message with serial `until`.
@@ -100,7 +103,15 @@ pub struct Cursor {
 impl Cursor {
     /// Every room `asker` may see (secret rooms only if it is in them).
     pub fn rooms(asker: ClientId) -> Cursor {
-        let mut cursor = Cursor::new(Paged::Rooms, usize::MAX);
+        let mut cursor = Cursor::new(Paged::Rooms(None), usize::MAX);
+        cursor.asker = Some(asker);
+        cursor
+    }
+
+    /// Every room `asker` may see, with `elsewhere`: the rooms only other nodes have (sorted
+    /// by folded name).
+    pub fn cluster_rooms(asker: ClientId, elsewhere: Arc<[SharedRoom]>) -> Cursor {
+        let mut cursor = Cursor::new(Paged::Rooms(Some(elsewhere)), usize::MAX);
         cursor.asker = Some(asker);
         cursor
     }
@@ -185,6 +196,35 @@ where
     }
 }
 
+/// Two lists of rooms, each in case-folded name order, as one (a name in both: the first's).
+struct MergeRooms<A: Iterator<Item = RoomSummary>, B: Iterator<Item = RoomSummary>> {
+    a: std::iter::Peekable<A>,
+    b: std::iter::Peekable<B>,
+}
+
+impl<A, B> Iterator for MergeRooms<A, B>
+where
+    A: Iterator<Item = RoomSummary>,
+    B: Iterator<Item = RoomSummary>,
+{
+    type Item = RoomSummary;
+
+    fn next(&mut self) -> Option<RoomSummary> {
+        match (self.a.peek(), self.b.peek()) {
+            (Some(x), Some(y)) => match folded_cmp(&x.name, &y.name) {
+                Ordering::Greater => self.b.next(),
+                Ordering::Equal => {
+                    self.b.next();
+                    self.a.next()
+                }
+                Ordering::Less => self.a.next(),
+            },
+            (Some(_), None) => self.a.next(),
+            (None, _) => self.b.next(),
+        }
+    }
+}
+
 /// Case-folded order (ASCII, as nicks and room names are compared), without folded copies.
 pub fn folded_cmp(a: &str, b: &str) -> Ordering {
     let lower = |c: u8| c.to_ascii_lowercase();
@@ -196,7 +236,7 @@ impl Core {
     /// complete (the last page carries its end). A room that is gone ends its listing.
     pub fn page(&self, cursor: &mut Cursor, emit: &mut dyn FnMut(Event)) -> bool {
         match cursor.of.clone() {
-            Paged::Rooms => self.rooms_page(cursor, emit),
+            Paged::Rooms(elsewhere) => self.rooms_page(cursor, elsewhere.as_deref(), emit),
             Paged::Members { room, listing } => self.members_page(cursor, room, listing, emit),
             Paged::History { room, until } => self.history_page(cursor, &room, until, emit),
         }
@@ -210,7 +250,12 @@ impl Core {
         events
     }
 
-    fn rooms_page(&self, cursor: &mut Cursor, emit: &mut dyn FnMut(Event)) -> bool {
+    fn rooms_page(
+        &self,
+        cursor: &mut Cursor,
+        elsewhere: Option<&[SharedRoom]>,
+        emit: &mut dyn FnMut(Event),
+    ) -> bool {
         let after = match cursor.after_name() {
             Some(a) => Bound::Excluded(a),
             None => Bound::Unbounded,
@@ -219,26 +264,39 @@ impl Core {
         let asker = cursor.asker.and_then(|a| self.users.get(&a));
         let visible =
             |k: usize| !self.rooms[k].modes.secret || asker.is_some_and(|u| u.oper || u.is_in(k));
-        let mut next = next.filter(|(_, k)| visible(**k));
-        let rooms: Vec<(&str, &Room)> = next
-            .by_ref()
-            .take(ROOMS_PAGE)
-            .map(|(_, &k)| (&*self.rooms[k].name, &self.rooms[k]))
-            .collect();
-        let more = next.next().is_some();
-        let part = cursor.part(!more);
-        if let Some((name, _)) = rooms.last() {
-            cursor.after = After::Name(fold(name).into());
-        }
-        cursor.sent += rooms.len();
-        let rooms = rooms
-            .into_iter()
-            .map(|(_, r)| RoomSummary {
+        let local = next.filter(|(_, k)| visible(**k)).map(|(_, &k)| {
+            let r = &self.rooms[k];
+            RoomSummary {
                 name: r.name.clone(),
                 members: r.size(),
                 topic: r.topic.as_ref().map(|t| t.text.clone()),
-            })
-            .collect();
+            }
+        });
+        // The cluster's rooms only other nodes have (none of the node's own at the answer;
+        // one the node has since is listed as the node knows it).
+        let elsewhere = elsewhere.unwrap_or(&[]);
+        let start = cursor.after_name().map_or(0, |a| {
+            elsewhere.partition_point(|r| folded_cmp(&r.name, a) != Ordering::Greater)
+        });
+        let remote = elsewhere[start..]
+            .iter()
+            .filter(|r| !self.room_keys.contains_key(&*fold(&r.name)))
+            .map(|r| RoomSummary {
+                name: r.name.clone(),
+                members: r.members,
+                topic: r.topic.clone(),
+            });
+        let mut next = MergeRooms {
+            a: local.peekable(),
+            b: remote.peekable(),
+        };
+        let rooms: Vec<RoomSummary> = next.by_ref().take(ROOMS_PAGE).collect();
+        let more = next.next().is_some();
+        let part = cursor.part(!more);
+        if let Some(last) = rooms.last() {
+            cursor.after = After::Name(fold(&last.name).into());
+        }
+        cursor.sent += rooms.len();
         emit(Event::RoomList { rooms, part });
         !more
     }

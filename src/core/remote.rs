@@ -250,7 +250,8 @@ impl Core {
     /// Whether the driver must hold `id`'s next lines: a join of it waits for the cluster's
     /// answer (so that a `PRIVMSG #room` sent right after `JOIN #room` finds it joined).
     pub fn holds_input(&self, id: ClientId) -> bool {
-        !self.joining.is_empty() && self.joining.contains_key(&id)
+        (!self.joining.is_empty() && self.joining.contains_key(&id))
+            || (!self.listing.is_empty() && self.listing.contains_key(&id))
     }
 
     /// Whether `id` asked to join the (folded) room and waits for the answer.
@@ -853,6 +854,7 @@ impl Core {
                 room: fold(&room.name).into(),
                 members,
                 state: Some(super::cluster::SyncState {
+                    name: room.name.clone(),
                     founder: self.users[&first].source.nick.clone(),
                     created_at: room.created_at,
                     fields,

@@ -3445,3 +3445,98 @@ fn when_the_cluster_link_is_back_a_room_learns_its_remote_members_again() {
     assert!(!core.room_exists("#s"));
     assert_eq!(notes(&mut out), [Note::Unsubscribe(rc("#s"))]);
 }
+
+/// The rooms (name, members, topic) of every page of the room list `out` holds for `id`.
+fn listed_rooms(core: &Core, out: &Outbox) -> Vec<(String, usize, Option<String>)> {
+    let cursor = out
+        .iter()
+        .find_map(|(e, _)| match e {
+            Event::Page(c) if matches!(c.of(), page::Paged::Rooms(_)) => Some(c.clone()),
+            _ => None,
+        })
+        .expect("a room list");
+    core.all_pages(cursor)
+        .into_iter()
+        .flat_map(|e| match e {
+            Event::RoomList { rooms, .. } => rooms,
+            _ => Vec::new(),
+        })
+        .map(|r| {
+            (
+                r.name.to_string(),
+                r.members,
+                r.topic.map(|t| t.to_string()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_clustered_room_list_asks_the_cluster_and_merges_its_rooms_with_the_nodes_own() {
+    use cluster::{Answer, Note, SharedRoom};
+    let (mut core, mut out) = cluster_core();
+    cluster_join(&mut core, &mut out, A, "#mine", true);
+    out.clear();
+    core.handle(B, Command::Rooms, 0, &mut out);
+    assert!(out.is_empty(), "nothing told before the cluster answers");
+    let by = match &notes(&mut out)[..] {
+        [Note::Rooms { by }] => *by,
+        other => panic!("expected a room list asked of the cluster, got {other:?}"),
+    };
+    assert!(core.holds_input(B), "its next lines wait for the answer");
+    let room = |name: &str, members, topic: Option<&str>, secret| SharedRoom {
+        name: name.into(),
+        members,
+        topic: topic.map(Into::into),
+        secret,
+    };
+    let rooms = vec![
+        room("#zed", 4, None, false),
+        room("#MINE", 9, Some("theirs"), false),
+        room("#Alpha", 2, Some("first"), false),
+        room("#hush", 3, None, true),
+        room("#alpha", 5, None, false),
+    ];
+    core.answer(
+        Answer::Rooms {
+            by,
+            rooms: Some(rooms.clone()),
+        },
+        0,
+        &mut out,
+    );
+    assert!(!core.holds_input(B));
+    let got = listed_rooms(&core, &out);
+    let names: Vec<&str> = got.iter().map(|r| &*r.0).collect();
+    // Local knowledge wins for #mine; the secret room is not listed; one #alpha.
+    assert_eq!(names, ["#Alpha", "#lobby", "#mine", "#zed"]);
+    assert_eq!(got[0], ("#Alpha".into(), 2, Some("first".into())));
+    assert_eq!(got[2], ("#mine".into(), 1, None));
+    // An answer for nobody waiting (a user gone, or asked again) is dropped.
+    out.clear();
+    core.answer(
+        Answer::Rooms {
+            by,
+            rooms: Some(rooms),
+        },
+        0,
+        &mut out,
+    );
+    assert!(out.is_empty());
+    // No answer from Redis: the node's own rooms.
+    core.handle(B, Command::Rooms, 0, &mut out);
+    let Some(Note::Rooms { by }) = notes(&mut out).pop() else {
+        panic!("asked")
+    };
+    core.answer(Answer::Rooms { by, rooms: None }, 0, &mut out);
+    let names: Vec<String> = listed_rooms(&core, &out).into_iter().map(|r| r.0).collect();
+    assert_eq!(names, ["#lobby", "#mine"]);
+    // The link down: the node's own rooms at once.
+    out.clear();
+    core.tell_cluster_link(false, &mut out);
+    out.clear();
+    out.drain_notes();
+    core.handle(B, Command::Rooms, 0, &mut out);
+    assert!(notes(&mut out).is_empty());
+    assert_eq!(listed_rooms(&core, &out).len(), 2);
+}
