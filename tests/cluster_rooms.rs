@@ -737,3 +737,153 @@ fn a_join_whose_subscription_redis_never_confirms_is_refused_in_bounded_time() {
     );
     assert_eq!(alice.line(), ":pollchat PONG pollchat :still there");
 }
+
+/// The rooms an IRC LIST lists (name, members, topic), read up to its 323.
+fn list(c: &mut Client) -> Vec<(String, usize, String)> {
+    c.send("LIST\r");
+    let mut all = Vec::new();
+    loop {
+        let l = c.line();
+        if l.contains(" 323 ") {
+            return all;
+        }
+        if let Some((_, rest)) = l.split_once(" 322 ") {
+            // `{nick} {room} {members} :{topic}`
+            let (head, topic) = rest.split_once(" :").unwrap_or((rest, ""));
+            let words: Vec<&str> = head.split(' ').collect();
+            all.push((
+                words[1].to_string(),
+                words[2].parse().unwrap(),
+                topic.to_string(),
+            ));
+        }
+    }
+}
+
+/// LIST again and again until `room` is listed (`true`) or not (`false`) as `listed`,
+/// failing after [`TIMEOUT`]; returns the last list.
+fn list_until(c: &mut Client, room: &str, listed: bool) -> Vec<(String, usize, String)> {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let got = list(c);
+        if got.iter().any(|r| r.0 == room) == listed {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "LIST: {got:?}");
+    }
+}
+
+fn in_index(redis: &Redis, prefix: &str, room: &str) -> bool {
+    redis.command(&["HEXISTS", &format!("{prefix}rooms"), room]) == OwnedFrame::Integer(1)
+}
+
+#[test]
+fn list_and_rooms_show_the_rooms_only_other_nodes_have_but_secret_ones() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "r20:"), redis.node("b", "r20:"));
+    let mut bob = register(&b, "bob");
+    let mut carol = register(&b, "carol");
+    bob.send("JOIN #Far\r");
+    assert_eq!(joined(&mut bob, "#Far"), ["@bob"]);
+    carol.send("JOIN #Far\r");
+    joined(&mut carol, "#Far");
+    bob.send("TOPIC #far :far away\r");
+    bob.expect_prefix(":bob!bob@");
+    bob.send("JOIN #hush\r");
+    joined(&mut bob, "#hush");
+    bob.send("MODE #hush +s\r");
+    bob.expect_prefix(":bob!bob@");
+    redis.wait_for(|r| {
+        hash(r, "r20:roomstate:#far")
+            .iter()
+            .any(|(f, _)| f == "topic")
+            && hash(r, "r20:roomstate:#hush")
+                .iter()
+                .any(|(f, v)| f == "modes" && v.contains('s'))
+            && hash(r, "r20:members:#far").len() == 2
+    });
+    // The index of rooms: folded name -> name as its founder spelled it.
+    let mut index = hash(&redis, "r20:rooms");
+    index.sort();
+    assert_eq!(
+        index,
+        [
+            ("#far".to_string(), "#Far".to_string()),
+            ("#hush".to_string(), "#hush".to_string())
+        ]
+    );
+    // Node a has no member in either: IRC's LIST shows #Far with its two members and topic,
+    // not the secret room.
+    let mut alice = register(&a, "alice");
+    let got = list(&mut alice);
+    assert!(
+        got.contains(&("#Far".into(), 2, "far away".into())),
+        "{got:?}"
+    );
+    assert!(!got.iter().any(|r| r.0 == "#hush"), "{got:?}");
+    // The line protocol's /rooms too.
+    let (mut line, _) = a.join();
+    line.send("/rooms");
+    let mut rooms = Vec::new();
+    loop {
+        let l = line.line();
+        if l.starts_with("NOTICE ") && l.ends_with(" rooms") || l == "NOTICE 1 room" {
+            break;
+        }
+        if l.starts_with("ROOM ") {
+            rooms.push(l);
+        }
+    }
+    assert!(
+        rooms.contains(&"ROOM #Far 2 far away".to_string()),
+        "{rooms:?}"
+    );
+    assert!(
+        !rooms.iter().any(|r| r.starts_with("ROOM #hush")),
+        "{rooms:?}"
+    );
+    // A room node a has a member in is listed as node a knows it (once).
+    alice.send("JOIN #Far\r");
+    joined(&mut alice, "#Far");
+    let got = list(&mut alice);
+    let far: Vec<_> = got
+        .iter()
+        .filter(|r| r.0.eq_ignore_ascii_case("#far"))
+        .collect();
+    assert_eq!(far.len(), 1, "{got:?}");
+    assert_eq!(far[0].1, 3, "{got:?}");
+    // A room that empties leaves the index, and the lists.
+    for c in [&mut alice, &mut bob, &mut carol] {
+        c.send("PART #Far\r");
+    }
+    redis.wait_for(|r| !in_index(r, "r20:", "#far"));
+    let got = list_until(&mut alice, "#Far", false);
+    assert!(
+        !got.iter().any(|r| r.0.eq_ignore_ascii_case("#far")),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_room_whose_members_were_reaped_leaves_the_index_at_the_next_list() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "r21:"), redis.node("b", "r21:"));
+    let mut bob = register(&b, "bob");
+    bob.send("JOIN #gone\r");
+    joined(&mut bob, "#gone");
+    let mut alice = register(&a, "alice");
+    list_until(&mut alice, "#gone", true);
+    // What the reaper of a dead node does to its last member of a room (its script,
+    // `REAP_USER_SCRIPT`, computes no index key): the member's entry and the room's state go,
+    // the index entry stays; the next LIST anywhere takes it out.
+    redis.command(&["HDEL", "r21:members:#gone", "bob"]);
+    redis.command(&["DEL", "r21:roomstate:#gone"]);
+    assert!(in_index(&redis, "r21:", "#gone"));
+    let got = list(&mut alice);
+    assert!(!got.iter().any(|r| r.0 == "#gone"), "{got:?}");
+    assert!(!in_index(&redis, "r21:", "#gone"));
+}
