@@ -171,6 +171,12 @@ enum Expect {
     Whois { by: (ClientId, u32), nick: Arc<str> },
     /// A room list ([`rooms::ROOMS_SCRIPT`]): the cluster's rooms go to the core.
     Rooms { by: (ClientId, u32) },
+    /// A room's members for a NAMES or WHO ([`rooms::NAMES_SCRIPT`]): they go to the core.
+    Names {
+        by: (ClientId, u32),
+        room: Arc<str>,
+        listing: crate::core::Listing,
+    },
     /// A room's members written again after a reconnect ([`rooms::SYNC_SCRIPT`]): the room's
     /// members as Redis has them go to the core.
     Sync(Arc<str>),
@@ -561,6 +567,12 @@ impl Backplane {
                     node: None,
                 }),
                 Note::Rooms { by } => self.answers.push(Answer::Rooms { by, rooms: None }),
+                Note::Names { by, room, listing } => self.answers.push(Answer::Names {
+                    by,
+                    room,
+                    listing,
+                    members: None,
+                }),
             }
             return;
         }
@@ -614,7 +626,8 @@ impl Backplane {
             | Note::Invite { .. }
             | Note::SyncRoom { .. }
             | Note::Whois { .. }
-            | Note::Rooms { .. }) => self.room_note(note),
+            | Note::Rooms { .. }
+            | Note::Names { .. }) => self.room_note(note),
         }
     }
 
@@ -955,6 +968,18 @@ impl Backplane {
                     let rooms = rooms::rooms_answer(&frame);
                     answers.push(Answer::Rooms { by, rooms })
                 }
+                Some(Expect::Names { by, room, listing }) => {
+                    if let OwnedFrame::Error(e) = &frame {
+                        errors.push(e.clone());
+                    }
+                    let members = rooms::names_answer(&frame);
+                    answers.push(Answer::Names {
+                        by,
+                        room,
+                        listing,
+                        members,
+                    })
+                }
                 // PUBLISH answers how many nodes received it, a release whether it deleted:
                 // nothing to do with that.
                 Some(
@@ -1113,6 +1138,12 @@ impl Backplane {
                     node: None,
                 }),
                 Expect::Rooms { by } => self.answers.push(Answer::Rooms { by, rooms: None }),
+                Expect::Names { by, room, listing } => self.answers.push(Answer::Names {
+                    by,
+                    room,
+                    listing,
+                    members: None,
+                }),
                 Expect::Sync(room) => self.answers.push(Answer::Synced {
                     room,
                     members: None,

@@ -39,7 +39,7 @@ use super::{Backplane, Expect};
 use crate::core::Source;
 use crate::core::cluster::{
     Answer, JOIN_MEMBERS_MAX, JoinAnswer, JoinRequest, Note, ROOMS_BYTES, ROOMS_MAX, RemoteMember,
-    RoomState, SharedRoom,
+    RoomState, SharedMembers, SharedRoom,
 };
 use crate::core::modes::Status;
 use crate::core::names::{check_nick, check_room, fold, label};
@@ -176,6 +176,52 @@ repeat
 until cursor == '0' or n >= most or bytes >= budget or seen >= 4 * most
 return out";
 
+/// KEYS: members, roomstate, the index of rooms. ARGV: most members to answer, the folded
+/// room. Answers `{{field, value, …} of members (as [`JOIN_SCRIPT`]), modes or '', name or
+/// ''}`.
+pub const NAMES_SCRIPT: &[u8] = b"\
+local members = redis.call('HSCAN', KEYS[1], '0', 'COUNT', ARGV[1])[2]
+local most = 2 * tonumber(ARGV[1])
+if #members > most then
+  local cut = {}
+  for i = 1, most do cut[i] = members[i] end
+  members = cut
+end
+local modes = redis.call('HGET', KEYS[2], 'modes') or ''
+local name = redis.call('HGET', KEYS[3], ARGV[2]) or ''
+return {members, modes, name}";
+
+/// [`NAMES_SCRIPT`]'s answer read (`None`: not such an answer, an error): the members (those
+/// not completed, `?`, left out, as in a join's answer), whether the room is secret, and its
+/// name if it reads as one.
+pub fn names_answer(frame: &OwnedFrame) -> Option<SharedMembers> {
+    let OwnedFrame::Array(parts) = frame else {
+        return None;
+    };
+    let [members, modes, name] = &parts[..] else {
+        return None;
+    };
+    let members = members_answer(members)?;
+    let text = |f: &OwnedFrame| match f {
+        OwnedFrame::BulkString(b) => std::str::from_utf8(b).ok().map(str::to_string),
+        _ => None,
+    };
+    let (modes, name) = (text(modes)?, text(name)?);
+    Some(SharedMembers {
+        name: check_room(&name).is_ok().then(|| name.into()),
+        members,
+        secret: is_secret(&modes),
+    })
+}
+
+/// Whether a room's stored modes (`+nst key`) say secret.
+fn is_secret(modes: &str) -> bool {
+    modes
+        .split(' ')
+        .next()
+        .is_some_and(|letters| letters.starts_with('+') && letters.contains('s'))
+}
+
 /// `{prefix}rooms`: the index of rooms, folded name -> name (as its founder spelled it),
 /// entered by the join that creates a room, left with its last member.
 pub fn index_key(prefix: &str) -> Vec<u8> {
@@ -194,10 +240,7 @@ pub fn rooms_answer(frame: &OwnedFrame) -> Option<Vec<SharedRoom>> {
                 check_room(p[0]).ok()?;
                 let members = p[1].parse::<usize>().ok().filter(|&n| n > 0)?;
                 let topic = (!p[2].is_empty()).then(|| label(p[2]).into());
-                let secret = p[3]
-                    .split(' ')
-                    .next()
-                    .is_some_and(|letters| letters.starts_with('+') && letters.contains('s'));
+                let secret = is_secret(p[3]);
                 Some(SharedRoom {
                     name: p[0].into(),
                     members,
@@ -458,6 +501,21 @@ impl Backplane {
                 ]);
                 self.expect.push_back(Expect::Rooms { by });
             }
+            Note::Names { by, room, listing } => {
+                let folded = fold(&room);
+                let most = JOIN_MEMBERS_MAX.to_string();
+                self.commands.push(&[
+                    b"EVAL",
+                    NAMES_SCRIPT,
+                    b"3",
+                    &members_key(&prefix, &folded),
+                    &state_key(&prefix, &folded),
+                    &index_key(&prefix),
+                    most.as_bytes(),
+                    folded.as_bytes(),
+                ]);
+                self.expect.push_back(Expect::Names { by, room, listing });
+            }
             Note::Whois { by, nick } => {
                 let key = self.nick_key(&nick);
                 self.commands.push(&[b"GET", &key]);
@@ -646,6 +704,40 @@ mod tests {
         assert_eq!(rooms_answer(&OwnedFrame::Array(vec![])), Some(vec![]));
         let script = String::from_utf8_lossy(ROOMS_SCRIPT);
         assert!(script.contains("HLEN") && script.contains("'topic', 'modes'"));
+    }
+
+    #[test]
+    fn names_of_a_room_elsewhere_read_its_members_secrecy_and_name() {
+        let bulk = |s: &str| OwnedFrame::BulkString(s.as_bytes().to_vec());
+        let members = OwnedFrame::Array(vec![
+            bulk("alice"),
+            bulk("1 alice!u@h @ A"),
+            bulk("bob"),
+            bulk("2 bob!u@h ? B"),
+            bulk("junk"),
+            bulk("not an entry"),
+        ]);
+        let answer = |modes: &str, name: &str| {
+            names_answer(&OwnedFrame::Array(vec![
+                members.clone(),
+                bulk(modes),
+                bulk(name),
+            ]))
+        };
+        let got = answer("+nt", "#Den").unwrap();
+        assert_eq!(got.name.as_deref(), Some("#Den"));
+        let nicks: Vec<&str> = got.members.iter().map(|m| &*m.source.nick).collect();
+        assert_eq!(nicks, ["alice"], "not a join not completed, nor junk");
+        assert!(!got.secret);
+        assert!(answer("+s", "").unwrap().secret);
+        assert!(!answer("", "").unwrap().secret);
+        assert!(!answer("-s", "").unwrap().secret);
+        let long = format!("#{}", "x".repeat(100_000));
+        assert_eq!(answer("", &long).unwrap().name, None, "not a room's name");
+        assert!(names_answer(&OwnedFrame::Array(vec![members.clone()])).is_none());
+        assert!(names_answer(&OwnedFrame::Error("ERR".into())).is_none());
+        let script = String::from_utf8_lossy(NAMES_SCRIPT);
+        assert!(script.contains("'COUNT', ARGV[1]") && script.contains("2 * tonumber(ARGV[1])"));
     }
 
     #[test]

@@ -203,6 +203,14 @@ pub enum Note {
     /// A room list (LIST, `/rooms`) by local user `by`: the cluster's rooms are read from
     /// Redis's index of rooms ([`Answer::Rooms`]); the user's next lines wait for it.
     Rooms { by: (ClientId, u32) },
+    /// NAMES or WHO (`listing`) by local user `by` of a room (as typed) with no member on
+    /// this node: its members are read from Redis ([`Answer::Names`]); the user's next lines
+    /// wait for it.
+    Names {
+        by: (ClientId, u32),
+        room: Arc<str>,
+        listing: super::event::Listing,
+    },
     /// A server operator's KILL of a nick no local user holds: published on the nick's
     /// channel; if no node receives it, the killer is told there is no such nick.
     Kill {
@@ -371,6 +379,24 @@ pub enum Answer {
         by: (ClientId, u32),
         rooms: Option<Vec<SharedRoom>>,
     },
+    /// The answer to a [`Note::Names`] (`None`: Redis could not be asked).
+    Names {
+        by: (ClientId, u32),
+        room: Arc<str>,
+        listing: super::event::Listing,
+        members: Option<SharedMembers>,
+    },
+}
+
+/// A room's members as Redis has them ([`Answer::Names`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedMembers {
+    /// Its name as its founder spelled it (from the index of rooms), if known.
+    pub name: Option<Arc<str>>,
+    /// At most [`JOIN_MEMBERS_MAX`] (none: no such room).
+    pub members: Vec<RemoteMember>,
+    /// `+s`: listed only to server operators (the asker is in none of its rooms' members).
+    pub secret: bool,
 }
 
 /// A message of a room's shared history (its Redis stream), as the core remembers it.
@@ -391,7 +417,9 @@ impl Answer {
             Answer::Claim(c) => Some(c.claim.client),
             Answer::Undelivered { by, .. } => Some(by.0),
             Answer::Join { request, .. } => Some(request.client),
-            Answer::Whois { by, .. } | Answer::Rooms { by, .. } => Some(by.0),
+            Answer::Whois { by, .. } | Answer::Rooms { by, .. } | Answer::Names { by, .. } => {
+                Some(by.0)
+            }
             Answer::NickLost(claim) => Some(claim.client),
             Answer::History { .. } | Answer::Synced { .. } | Answer::Resync => None,
         }

@@ -170,9 +170,9 @@ pub struct Core {
     /// other nodes, with the user's serial and the folded room (at most
     /// [`remote::INVITES_MAX`] a user, the oldest forgotten first).
     invites: HashMap<ClientId, Vec<(u32, Arc<str>)>>,
-    /// In a cluster: room lists asked of the cluster and not answered yet (the user's
-    /// serial): see `core::roomlist`.
-    listing: HashMap<ClientId, u32>,
+    /// In a cluster: room lists and member lists asked of the cluster and not answered yet
+    /// (the user's serial, and how many): see `core::roomlist`.
+    listing: HashMap<ClientId, (u32, usize)>,
 }
 
 /// An IRC registration waiting for the cluster's answer to the claim of its nick: what
@@ -272,6 +272,12 @@ impl Core {
             cluster::Answer::Join { request, answer } => self.joined(request, answer, now, out),
             cluster::Answer::Whois { by, nick, node } => self.whois_answered(by, &nick, node, out),
             cluster::Answer::Rooms { by, rooms } => self.rooms_answered(by, rooms, out),
+            cluster::Answer::Names {
+                by,
+                room,
+                listing,
+                members,
+            } => self.names_answered(by, room, listing, members, out),
             cluster::Answer::Synced { room, members } => self.resynced(&room, members, out),
             cluster::Answer::Resync => self.sync_rooms(out),
         }
@@ -1120,7 +1126,17 @@ impl Core {
                 Ok(())
             }
             Command::Who { target, listing } => {
-                let key = self.target_room(id, target.as_deref(), false)?;
+                let key = match self.target_room(id, target.as_deref(), false) {
+                    Ok(key) => key,
+                    Err(e) => {
+                        // A room only other nodes have: asked of Redis.
+                        match target.filter(|t| self.room_elsewhere(t)) {
+                            Some(room) => self.ask_names(id, room.into(), listing, out),
+                            None => return Err(e),
+                        }
+                        return Ok(());
+                    }
+                };
                 let room = self.rooms[key].name.clone();
                 if self.hidden_from(id, key) {
                     // A secret room's members are its own business: an empty list.

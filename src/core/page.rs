@@ -74,6 +74,14 @@ pub enum Paged {
     Members { room: Arc<str>, listing: Listing },
     /// A room's history, replayed on joining, up to the message with serial `until`.
     History { room: Arc<str>, until: u64 },
+    /// The members of a room only other nodes have, as Redis listed them (sorted by folded
+    /// nick, at most [`JOIN_MEMBERS_MAX`](super::cluster::JOIN_MEMBERS_MAX)).
+    Listed {
+        room: Arc<str>,
+        listing: Listing,
+        members: Arc<[Member]>,
+        secret: bool,
+    },
 }
 
 /// The last entry a cursor sent.
@@ -126,6 +134,22 @@ impl Cursor {
         let mut cursor = Cursor::new(Paged::Members { room, listing }, limit);
         cursor.asker = (limit != usize::MAX).then_some(asker);
         cursor
+    }
+
+    /// `members` of `room`, a room only other nodes have (`core::roomlist`).
+    pub fn listed(
+        room: Arc<str>,
+        listing: Listing,
+        members: Arc<[Member]>,
+        secret: bool,
+    ) -> Cursor {
+        let of = Paged::Listed {
+            room,
+            listing,
+            members,
+            secret,
+        };
+        Cursor::new(of, usize::MAX)
     }
 
     pub fn history(room: Arc<str>, until: u64) -> Cursor {
@@ -239,6 +263,35 @@ impl Core {
             Paged::Rooms(elsewhere) => self.rooms_page(cursor, elsewhere.as_deref(), emit),
             Paged::Members { room, listing } => self.members_page(cursor, room, listing, emit),
             Paged::History { room, until } => self.history_page(cursor, &room, until, emit),
+            Paged::Listed {
+                room,
+                listing,
+                members,
+                secret,
+            } => {
+                let size = if listing == Listing::Who {
+                    WHO_PAGE
+                } else {
+                    NAMES_PAGE
+                };
+                let start = cursor.sent.min(members.len());
+                let page: Vec<Member> = members[start..].iter().take(size).cloned().collect();
+                let last = start + page.len() >= members.len();
+                let part = cursor.part(last);
+                if let Some(m) = page.last() {
+                    cursor.after = After::Name(fold(&m.source.nick).into());
+                }
+                cursor.sent += page.len();
+                emit(Event::Names {
+                    room,
+                    members: page,
+                    listing,
+                    total: members.len(),
+                    part,
+                    secret,
+                });
+                last
+            }
         }
     }
 

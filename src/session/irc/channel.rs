@@ -67,14 +67,15 @@ pub(super) fn topic(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> 
     None
 }
 
-/// Without a channel, or for one that does not exist, just the end of the list.
+/// Without a channel, or for one that does not exist, just the end of the list (in a
+/// cluster, a room only other nodes have is asked of Redis: `core::roomlist`).
 pub(super) fn names(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
     let Some(rooms) = c.p.first() else {
         c.o.numeric(RPL_ENDOFNAMES, &[&"*"]);
         return None;
     };
     for room in c.targets(rooms, irc::NAMES_TARGETS, false) {
-        if c.core.room_exists(room) {
+        if c.core.room_exists(room) || c.core.room_elsewhere(room) {
             c.run(Command::Who {
                 target: Some(room.to_string()),
                 listing: Listing::Names,

@@ -25,7 +25,11 @@ pub(super) fn who(_: &mut IrcSession, c: &mut Call<'_, '_>) -> Option<Reason> {
             let scanned = c.core.who_mask(c.id, &irc::safe(mask), WHO_MASK_MAX, c.out);
             c.charge(scanned / 1000);
         }
-        Some(mask) if !c.core.room_exists(mask) && !c.core.nick_in_use(mask) => {
+        Some(mask)
+            if !c.core.room_exists(mask)
+                && !c.core.nick_in_use(mask)
+                && !c.core.room_elsewhere(mask) =>
+        {
             c.o.numeric(RPL_ENDOFWHO, &[&irc::safe(mask)])
         }
         Some(mask) => c.run(Command::Who {
