@@ -86,7 +86,10 @@
 //! connection (`HSETNX {prefix}roomstate:{room} founded`, `HSET {prefix}members:{room}`, the
 //! members and state back), answered in order like a claim (`Expect::Join`); each node
 //! writes its own members' entries, and after a reconnect makes them exactly what it has
-//! ([`Note::SyncRoom`]).
+//! ([`Note::SyncRoom`]). The index of rooms (`{prefix}rooms`, entered by the join that creates
+//! a room, left with its last member) answers a LIST ([`Note::Rooms`], one script: the rooms
+//! with their member counts, topics and modes, bounded), and a room's members answer a NAMES
+//! or WHO of a room with no local member ([`Note::Names`]), both in order like a claim.
 //!
 //! Not yet: see README, "Cluster", "Not yet shared across nodes".
 

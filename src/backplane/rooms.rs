@@ -4,6 +4,7 @@
 //! ```text
 //! HASH {prefix}members:{folded room}    folded nick -> "{incarnation} {nick}!{user}@{host} {status} {real name}"
 //! HASH {prefix}roomstate:{folded room}  founded, topic, topic_by, topic_at, modes, bans
+//! HASH {prefix}rooms                    folded room -> its name (the index of rooms)
 //! ```
 //!
 //! - A join to a room with no local member ([`Note::Join`]) is one script ([`JOIN_SCRIPT`]):
@@ -23,6 +24,15 @@
 //! - A topic or mode change ([`Note::RoomState`]) is `HSET roomstate` by [`STATE_SCRIPT`], only
 //!   if the room is founded (a state write racing the last member's departure must not leave a
 //!   room without `founded`, whose next joiner would be a second first operator).
+//!
+//! - The index of rooms is written by [`JOIN_SCRIPT`] when it creates a room and by
+//!   [`SYNC_SCRIPT`] when it founds one again; [`MEMBER_SCRIPT`] and [`SYNC_SCRIPT`] remove a
+//!   room's entry when they delete its state. A LIST ([`Note::Rooms`]) reads it by
+//!   [`ROOMS_SCRIPT`] (bounded by [`ROOMS_MAX`] rooms and [`ROOMS_BYTES`]), which also removes
+//!   the entries of rooms with no member left (the reaper's script, in `nodes`, does not
+//!   compute the index's key). NAMES or WHO of a room with no local member ([`Note::Names`])
+//!   reads its members by [`NAMES_SCRIPT`] (at most [`JOIN_MEMBERS_MAX`]). What comes back
+//!   is checked as a join's answer is (names, entries, counts; a malformed one is skipped).
 //!
 //! None of these is dropped past `--backplane-max-queue` (a lost entry would show a member
 //! who left, for ever): they are bounded by what local users do (a join, a part, a nick
