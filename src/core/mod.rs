@@ -173,6 +173,9 @@ pub struct Core {
     /// In a cluster: room lists and member lists asked of the cluster and not answered yet
     /// (the user's serial, and how many): see `core::roomlist`.
     listing: HashMap<ClientId, (u32, usize)>,
+    /// In a cluster: the last room list Redis answered, shared by the cursors of the askers
+    /// that got the same one.
+    last_rooms: Option<Arc<[cluster::SharedRoom]>>,
 }
 
 /// An IRC registration waiting for the cluster's answer to the claim of its nick: what
@@ -239,6 +242,7 @@ impl Core {
             joining: HashMap::new(),
             invites: HashMap::new(),
             listing: HashMap::new(),
+            last_rooms: None,
         }
     }
 

@@ -67,8 +67,8 @@ impl Part {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Paged {
     /// Every room (the line protocol's `/rooms`, IRC's `LIST`); in a cluster, with the rooms
-    /// only other nodes have, as Redis listed them (sorted by folded name, none of the
-    /// node's own: `core::roomlist`).
+    /// of the cluster as Redis listed them (sorted by folded name: `core::roomlist`), but
+    /// those the node has (listed as it knows them) and secret ones (but to server operators).
     Rooms(Option<Arc<[SharedRoom]>>),
     /// A room's members (`/who`, NAMES, WHO, and the names sent on joining).
     Members { room: Arc<str>, listing: Listing },
@@ -331,9 +331,10 @@ impl Core {
         let start = cursor.after_name().map_or(0, |a| {
             elsewhere.partition_point(|r| folded_cmp(&r.name, a) != Ordering::Greater)
         });
+        let oper = asker.is_some_and(|u| u.oper);
         let remote = elsewhere[start..]
             .iter()
-            .filter(|r| !self.room_keys.contains_key(&*fold(&r.name)))
+            .filter(|r| (oper || !r.secret) && !self.room_keys.contains_key(&*fold(&r.name)))
             .map(|r| RoomSummary {
                 name: r.name.clone(),
                 members: r.members,

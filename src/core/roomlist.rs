@@ -130,8 +130,9 @@ impl Core {
         out.send(id, Event::Page(cursor));
     }
 
-    /// The cluster's rooms for a LIST by `by`: those this node has no member in (nor a room
-    /// of that name) and the asker may see, in folded order, listed with the node's own.
+    /// The cluster's rooms for a LIST by `by`, in folded order, listed with the node's own
+    /// (those the node has, and secret ones but to server operators, are left out page by
+    /// page: `Core::page`).
     pub(super) fn rooms_answered(
         &mut self,
         by: (ClientId, u32),
@@ -146,11 +147,18 @@ impl Core {
             out.send(id, Event::Page(Cursor::rooms(id)));
             return;
         };
-        let oper = self.users.get(&id).is_some_and(|u| u.oper);
-        rooms.retain(|r| (oper || !r.secret) && !self.room_keys.contains_key(&*fold(&r.name)));
         rooms.sort_by(|a, b| folded_cmp(&a.name, &b.name));
         rooms.dedup_by(|a, b| folded_cmp(&a.name, &b.name).is_eq());
-        let rooms: Arc<[SharedRoom]> = rooms.into();
+        // Many askers of one unchanged list share one copy of it (a cursor holds it until its
+        // asker has read every page); who may see which room is decided page by page.
+        let rooms = match &self.last_rooms {
+            Some(last) if **last == *rooms => last.clone(),
+            _ => {
+                let rooms: Arc<[SharedRoom]> = rooms.into();
+                self.last_rooms = Some(rooms.clone());
+                rooms
+            }
+        };
         out.send(id, Event::Page(Cursor::cluster_rooms(id, rooms)));
     }
 }

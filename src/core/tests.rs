@@ -3540,3 +3540,51 @@ fn a_clustered_room_list_asks_the_cluster_and_merges_its_rooms_with_the_nodes_ow
     assert!(notes(&mut out).is_empty());
     assert_eq!(listed_rooms(&core, &out).len(), 2);
 }
+
+#[test]
+fn a_clustered_room_list_pages_the_clusters_rooms_in_order_and_askers_share_one_copy() {
+    use cluster::{Answer, Note, SharedRoom};
+    let (mut core, mut out) = cluster_core();
+    // 150 rooms elsewhere, interleaved by name with the lobby.
+    let rooms: Vec<SharedRoom> = (0..150)
+        .rev()
+        .map(|i| SharedRoom {
+            name: format!("#{}{i:03}", if i % 2 == 0 { "k" } else { "M" }).into(),
+            members: i + 1,
+            topic: None,
+            secret: false,
+        })
+        .collect();
+    let mut cursors = Vec::new();
+    for id in [A, B] {
+        out.clear();
+        core.handle(id, Command::Rooms, 0, &mut out);
+        let Some(Note::Rooms { by }) = notes(&mut out).pop() else {
+            panic!("asked")
+        };
+        core.answer(
+            Answer::Rooms {
+                by,
+                rooms: Some(rooms.clone()),
+            },
+            0,
+            &mut out,
+        );
+        let got = listed_rooms(&core, &out);
+        assert_eq!(got.len(), 151);
+        let names: Vec<String> = got.iter().map(|r| r.0.to_lowercase()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(names, sorted, "in folded order, each once, across pages");
+        cursors.extend(out.iter().find_map(|(e, _)| match e {
+            Event::Page(c) => Some(c.clone()),
+            _ => None,
+        }));
+    }
+    let [a, b] = &cursors[..] else { panic!() };
+    let (page::Paged::Rooms(Some(x)), page::Paged::Rooms(Some(y))) = (a.of(), b.of()) else {
+        panic!()
+    };
+    assert!(std::sync::Arc::ptr_eq(x, y), "one copy for both askers");
+}
