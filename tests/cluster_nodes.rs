@@ -654,3 +654,46 @@ fn a_counter_that_is_not_a_number_does_not_keep_a_node_out_of_the_registry() {
     redis.wait_for(|r| hget(r, "pollchat:nodes", &inc).as_deref() == Some("a"));
     assert_eq!(get(&redis, "pollchat:incarnation"), Some(inc));
 }
+
+/// The `ROOM` lines of a line client's `/rooms`, read up to its count.
+fn rooms(c: &mut Client) -> Vec<String> {
+    c.send("/rooms");
+    let mut all = Vec::new();
+    loop {
+        let l = c.line();
+        if l.starts_with("NOTICE ") && (l.ends_with(" rooms") || l.ends_with(" room")) {
+            return all;
+        }
+        if l.starts_with("ROOM ") {
+            all.push(l);
+        }
+    }
+}
+
+#[test]
+fn a_room_whose_last_member_was_on_a_dead_node_leaves_the_room_lists() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let a = redis.node("a", "pollchat:");
+    let mut x = a.join_as("x", &mut []);
+    let mut doomed = Node::spawn(&redis, "doomed");
+    let _v = doomed.user("victim", "#alone");
+    // Node a has no member in #alone: it lists it from Redis's index of rooms.
+    assert!(rooms(&mut x).contains(&"ROOM #alone 1".to_string()));
+    doomed.kill();
+    // The reaper takes its user out (and the room's state with it)…
+    redis.wait_for(|r| {
+        matches!(
+            r.command(&["EXISTS", "pollchat:members:#alone"]),
+            OwnedFrame::Integer(0)
+        )
+    });
+    // …and the next room list anywhere forgets the room.
+    let got = rooms(&mut x);
+    assert!(!got.iter().any(|r| r.starts_with("ROOM #alone")), "{got:?}");
+    assert_eq!(
+        redis.command(&["HEXISTS", "pollchat:rooms", "#alone"]),
+        OwnedFrame::Integer(0)
+    );
+}
