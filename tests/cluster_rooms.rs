@@ -737,3 +737,62 @@ fn a_join_whose_subscription_redis_never_confirms_is_refused_in_bounded_time() {
     );
     assert_eq!(alice.line(), ":pollchat PONG pollchat :still there");
 }
+
+#[test]
+fn the_lobbys_first_member_on_a_node_is_sent_names_of_the_whole_cluster() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b, c) = (
+        redis.node("a", "r16:"),
+        redis.node("b", "r16:"),
+        redis.node("c", "r16:"),
+    );
+    let mut alice = register(&a, "alice");
+    alice.send("JOIN #lobby\r");
+    let names = joined(&mut alice, "#lobby");
+    assert_eq!(names, ["alice"], "nobody's to operate");
+    // Listed in Redis as a member (not `?`, a join not completed).
+    redis.wait_for(|r| {
+        hash(r, "r16:members:#lobby")
+            .iter()
+            .any(|(f, v)| f == "alice" && v.contains(" - "))
+    });
+    // A line user, the lobby's first member on node b: its greeting's NAMES lists alice.
+    let mut liner = b.connect();
+    let welcome = liner.line();
+    assert!(welcome.starts_with("WELCOME guest"), "{welcome}");
+    let nick = welcome.split(' ').nth(1).unwrap().to_string();
+    assert_eq!(liner.line(), format!("JOIN #lobby {nick}"));
+    let names = liner.line();
+    assert!(names.starts_with("NAMES #lobby "), "{names}");
+    assert!(names.split(' ').any(|n| n == "alice"), "{names}");
+    alice.expect_prefix(&format!(":{nick}!"));
+    // An IRC user whose JOIN #lobby is the lobby's first on node c.
+    let mut ivy = register(&c, "ivy");
+    ivy.send("JOIN #lobby\r");
+    ivy.expect_prefix(":ivy!");
+    let mut got = joined(&mut ivy, "#lobby");
+    got.sort();
+    let mut expected = vec!["alice".to_string(), "ivy".to_string(), nick.clone()];
+    expected.sort();
+    assert_eq!(got, expected);
+    liner.expect_prefix("JOIN #lobby ivy");
+}
+
+#[test]
+fn while_redis_is_down_a_line_user_still_lands_in_the_lobby_at_once() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let a = redis.node("a", "r17:");
+    let mut w = register(&a, "w");
+    redis.restart_after(|| {
+        w.expect_prefix(
+            ":pollchat NOTICE w :*** The link to the other servers of the cluster is down",
+        );
+        // The lobby's first member here, with nobody to ask: joined at once.
+        let (mut liner, _) = a.join();
+        liner.sync();
+    });
+}

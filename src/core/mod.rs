@@ -1570,8 +1570,13 @@ impl Core {
         let existing = self.room_keys.get(&folded).copied();
         let lobby = folded == LOBBY;
         // In a cluster, a room with no local member is the cluster's to create (or not): the
-        // join is asked of it (`core::remote`). The lobby has no operator: joined at once.
-        if self.cluster && !lobby && existing.is_none_or(|k| self.rooms[k].members.is_empty()) {
+        // join is asked of it (`core::remote`). The lobby's too while the link is up (it has
+        // no operator, but its joiner is told its members once Redis has said who they are);
+        // with the link down, it is joined at once: it is always joinable.
+        if self.cluster
+            && (!lobby || self.link_up)
+            && existing.is_none_or(|k| self.rooms[k].members.is_empty())
+        {
             return self.ask_join(id, name, existing, given_key, now, out);
         }
         let key = match existing {
@@ -1591,7 +1596,8 @@ impl Core {
         }
         self.finish_join(id, key, now, out);
         if self.cluster && lobby && first {
-            // Who else is in it is learned from the answer (asked once subscribed).
+            // (The link is down.) Who else is in it is learned from the answer, if the link
+            // comes back before the note leaves (asked once subscribed).
             out.note(cluster::Note::Join(cluster::JoinRequest {
                 client: id,
                 serial: self.users[&id].serial,

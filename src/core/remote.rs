@@ -6,8 +6,9 @@
 //! one is its operator. The core does not wait: it keeps the join as asked (the driver holds
 //! the client's next lines meanwhile: [`Core::holds_input`]) and completes it when the answer
 //! comes ([`Core::joined`]), learning the room's topic, modes, bans and the members of the
-//! other nodes. Joins to a room that has local members proceed at once. The lobby never waits
-//! (it has no operator to decide): its answer only tells who else is there.
+//! other nodes. Joins to a room that has local members proceed at once. The lobby's first
+//! join on a node waits too, so that its NAMES lists the whole cluster, but crowns nobody (it
+//! has no operator); while the link is down it is joined at once (it is always joinable).
 //!
 //! For each room with local members a node keeps its members on other nodes
 //! ([`RemoteMembers`]), from the join answer and then from the joins, parts, kicks, quits and
@@ -352,13 +353,16 @@ impl Core {
                 set: None,
             })
         };
+        // The lobby has no operator: its first joiner does not create it, and is not listed
+        // to others before its join completes (`backplane::rooms`).
+        let lobby = *folded == *super::LOBBY;
         let (Some(asked), Some(key)) = (asked, key) else {
             // Its user left (or the room was let go) meanwhile: take the join back. A joiner
             // that created the room was listed to others at once (`backplane::rooms`): they
             // are told it left.
             if let Some(answer) = answer {
                 undo(out);
-                if answer.created {
+                if answer.created && !lobby {
                     out.note(Note::Publish(Shared::Parted {
                         room: request.room.clone(),
                         who: request.who.clone(),
@@ -370,9 +374,12 @@ impl Core {
         };
         let mut created = false;
         let result = match answer {
+            // The lobby is always joinable: joined here, its members learned when the link
+            // is back (`sync_rooms`).
+            None if lobby => Ok(()),
             None => Err(Error::RoomClusterDown(request.room.to_string())),
             Some(answer) => {
-                created = answer.created;
+                created = answer.created && !lobby;
                 let first = self.rooms[key].members.is_empty();
                 self.learn(key, answer, first);
                 if created {
