@@ -169,6 +169,9 @@ pub struct Core {
     /// other nodes, with the user's serial and the folded room (at most
     /// [`remote::INVITES_MAX`] a user, the oldest forgotten first).
     invites: HashMap<ClientId, Vec<(u32, Arc<str>)>>,
+    /// The members of other nodes its rooms know, counted across them (at most
+    /// [`remote::REMOTE_MEMBERS_TOTAL`]).
+    remote_tally: Arc<remote::RemoteTally>,
 }
 
 /// An IRC registration waiting for the cluster's answer to the claim of its nick: what
@@ -197,7 +200,9 @@ impl Core {
     /// [`Core::set_cloak`]).
     pub fn new(limits: CoreLimits, now: Millis) -> Core {
         let mut rooms = Slab::new();
+        let remote_tally = remote::RemoteTally::new(remote::REMOTE_MEMBERS_TOTAL);
         let mut lobby = Room::new(LOBBY, limits.history, limits.room_history_bytes, now);
+        lobby.remote = remote::RemoteMembers::new(remote_tally.clone());
         // Nobody operates the lobby (see `modes`), so its topic stays open to everyone.
         lobby.modes.topic_ops = false;
         let lobby = rooms.insert(lobby);
@@ -234,6 +239,7 @@ impl Core {
             next_ask: 0,
             joining: HashMap::new(),
             invites: HashMap::new(),
+            remote_tally,
         }
     }
 
@@ -1619,7 +1625,8 @@ impl Core {
             });
         }
         let limits = &self.limits;
-        let room = Room::new(name, limits.history, limits.room_history_bytes, now);
+        let mut room = Room::new(name, limits.history, limits.room_history_bytes, now);
+        room.remote = remote::RemoteMembers::new(self.remote_tally.clone());
         let key = self.rooms.insert(room);
         self.room_keys.insert(fold(name), key);
         Ok(key)

@@ -22,11 +22,13 @@
 //! plus its `Source` (nick, user, host and real name: about 250 bytes for usual lengths, at
 //! most about 600; shared by the rooms that learned of it from one message, such as a join,
 //! and one per room when learned from join answers). A room keeps at most
-//! [`JOIN_MEMBERS_MAX`] of them.
+//! [`JOIN_MEMBERS_MAX`] of them, and a node at most [`REMOTE_MEMBERS_TOTAL`] across its rooms
+//! (counted exactly by [`RemoteTally`], shared by its rooms' [`RemoteMembers`]).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::cluster::{JOIN_MEMBERS_MAX, JoinAnswer, JoinRequest, Note, RoomState, Shared};
 use super::event::{Applied, Ban, ClientId, Error, Event, Millis, Source, Topic, WhoisInfo};
@@ -41,26 +43,106 @@ pub struct Remote {
     pub status: Status,
 }
 
+/// Members of other nodes a node keeps at most across all its rooms (each room at most
+/// [`JOIN_MEMBERS_MAX`] besides): about 170 MB at their usual 330 bytes. Past it, more are not
+/// listed (logged once, and again after the count fell back below three quarters of it).
+pub const REMOTE_MEMBERS_TOTAL: usize = 512 * 1024;
+
+/// The count of a node's members of other nodes across its rooms, shared by their
+/// [`RemoteMembers`], which keep it exact on every insert and removal (and when a room goes).
+#[derive(Debug)]
+pub struct RemoteTally {
+    count: AtomicUsize,
+    max: usize,
+    /// The bound was met and logged (until the count falls below three quarters of it).
+    warned: AtomicBool,
+}
+
+impl RemoteTally {
+    /// A tally allowing `max` members in all.
+    pub fn new(max: usize) -> Arc<RemoteTally> {
+        Arc::new(RemoteTally {
+            count: AtomicUsize::new(0),
+            max,
+            warned: AtomicBool::new(false),
+        })
+    }
+
+    /// Members of other nodes counted now, across the rooms sharing this tally.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// One more, if the bound allows it (logged the first time it does not).
+    fn take(&self) -> bool {
+        if self.count() >= self.max {
+            if !self.warned.swap(true, Ordering::Relaxed) {
+                log::warn!(
+                    "this node knows {} members of other nodes across its rooms, the most it \
+                     keeps: more are not listed",
+                    self.max
+                );
+            }
+            return false;
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    fn give_back(&self, n: usize) {
+        let now = self.count.fetch_sub(n, Ordering::Relaxed) - n;
+        if now < self.max / 4 * 3 {
+            self.warned.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
 /// A room's members on other nodes, by folded nick (the order listings page in, so that they
 /// merge with the local members' index).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RemoteMembers {
     by_nick: BTreeMap<Box<str>, Remote>,
+    /// Shared by the node's rooms ([`REMOTE_MEMBERS_TOTAL`]).
+    tally: Arc<RemoteTally>,
     /// Folded nicks of members who left while a local join waited for its answer: that
     /// answer may list them still (Redis took its snapshot before they left), and must not
     /// bring them back. Emptied when no join waits any more; at most [`JOIN_MEMBERS_MAX`].
     departed: Vec<Box<str>>,
 }
 
+impl Default for RemoteMembers {
+    /// Members counted on their own (a room of a core counts with the core's other rooms:
+    /// [`RemoteMembers::new`]).
+    fn default() -> RemoteMembers {
+        RemoteMembers::new(RemoteTally::new(REMOTE_MEMBERS_TOTAL))
+    }
+}
+
+impl Drop for RemoteMembers {
+    fn drop(&mut self) {
+        self.tally.give_back(self.by_nick.len());
+    }
+}
+
 impl RemoteMembers {
-    /// Adds (or updates) a member; `false` if the room knows [`JOIN_MEMBERS_MAX`] already.
+    /// No member yet, counted in `tally` with those of the rooms that share it.
+    pub fn new(tally: Arc<RemoteTally>) -> RemoteMembers {
+        RemoteMembers {
+            by_nick: BTreeMap::new(),
+            tally,
+            departed: Vec::new(),
+        }
+    }
+
+    /// Adds (or updates) a member; `false` if the room knows [`JOIN_MEMBERS_MAX`] already, or
+    /// the node [`REMOTE_MEMBERS_TOTAL`] across its rooms.
     pub fn insert(&mut self, source: Arc<Source>, status: Status) -> bool {
         let key: Box<str> = fold(&source.nick).into();
         if let Some(known) = self.by_nick.get_mut(&key) {
             *known = Remote { source, status };
             return true;
         }
-        if self.by_nick.len() >= JOIN_MEMBERS_MAX {
+        if self.by_nick.len() >= JOIN_MEMBERS_MAX || !self.tally.take() {
             return false;
         }
         self.by_nick.insert(key, Remote { source, status });
@@ -68,7 +150,11 @@ impl RemoteMembers {
     }
 
     pub fn remove(&mut self, nick: &str) -> Option<Remote> {
-        self.by_nick.remove(fold(nick).as_str())
+        let gone = self.by_nick.remove(fold(nick).as_str());
+        if gone.is_some() {
+            self.tally.give_back(1);
+        }
+        gone
     }
 
     /// `nick` left (a part, a kick, a quit, a nick change) while a join's answer is awaited
@@ -131,6 +217,7 @@ impl RemoteMembers {
     }
 
     pub fn clear(&mut self) {
+        self.tally.give_back(self.by_nick.len());
         self.by_nick = BTreeMap::new();
         self.departed = Vec::new();
     }
@@ -969,6 +1056,48 @@ mod tests {
         assert!(m.remove("Zed").is_some());
         m.clear();
         assert!(m.is_empty());
+    }
+
+    #[test]
+    fn remote_members_are_counted_exactly_across_rooms_and_bounded_in_all() {
+        let tally = RemoteTally::new(4);
+        let (mut a, mut b) = (
+            RemoteMembers::new(tally.clone()),
+            RemoteMembers::new(tally.clone()),
+        );
+        assert!(a.insert(who("x"), Status::default()));
+        assert!(a.insert(who("y"), Status::default()));
+        assert!(a.insert(who("X"), Status::default()), "an update");
+        assert!(b.learn(who("x"), Status::default()));
+        assert_eq!(tally.count(), 3);
+        // A rename is a removal and an insert; renaming someone unknown adds nobody.
+        b.rename(&who("x"), &"z".into(), false);
+        b.rename(&who("nobody"), &"w".into(), false);
+        assert_eq!(tally.count(), 3);
+        assert!(b.insert(who("v"), Status::default()));
+        assert_eq!(tally.count(), 4);
+        assert!(
+            !a.insert(who("late"), Status::default()),
+            "the total is met"
+        );
+        assert!(!b.learn(who("late"), Status::default()));
+        assert!(a.get("late").is_none() && b.get("late").is_none());
+        assert!(a.insert(who("y"), Status::default()), "an update still is");
+        // Removals, clears and a room that goes give their share back.
+        assert!(a.remove("Y").is_some());
+        assert!(a.remove("y").is_none());
+        assert_eq!(tally.count(), 3);
+        assert!(a.insert(who("late"), Status::default()));
+        a.left("late", false);
+        assert_eq!(tally.count(), 3);
+        a.clear();
+        assert_eq!(tally.count(), 2);
+        drop(b);
+        assert_eq!(tally.count(), 0);
+        for n in ["p", "q", "r", "s"] {
+            assert!(a.insert(who(n), Status::default()));
+        }
+        assert!(!a.insert(who("t"), Status::default()));
     }
 
     #[test]

@@ -3492,6 +3492,17 @@ fn the_lobbys_first_join_on_a_clustered_node_waits_for_the_answer_and_crowns_nob
     // A second local joiner joins at once.
     core.handle(B, Command::Join(LOBBY.into()), 0, &mut out);
     assert!(!core.holds_input(B) && core.users[&B].is_in(lobby));
+    // The node counts its members of other nodes across its rooms; a room let go gives its
+    // share back.
+    assert_eq!(core.remote_tally.count(), 1);
+    for id in [A, B] {
+        let part = Command::Part {
+            room: None,
+            reason: None,
+        };
+        core.handle(id, part, 0, &mut out);
+    }
+    assert_eq!(core.remote_tally.count(), 0);
 }
 
 #[test]
