@@ -796,3 +796,38 @@ fn while_redis_is_down_a_line_user_still_lands_in_the_lobby_at_once() {
         liner.sync();
     });
 }
+
+/// The creation time (IRC 329) `c`'s node gives `room`, in seconds.
+fn creation_time(c: &mut Client, room: &str) -> u64 {
+    c.send(&format!("MODE {room}\r"));
+    let created = c.expect_prefix(":pollchat 329 ");
+    created.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_rooms_creation_time_is_the_same_on_every_node() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "r18:"), redis.node("b", "r18:"));
+    let mut alice = register(&a, "alice");
+    alice.send("JOIN #t\r");
+    joined(&mut alice, "#t");
+    let founded = creation_time(&mut alice, "#t");
+    // Bob's join, on the other node, comes in a later second (waiting for the clock, not for
+    // a server).
+    let deadline = Instant::now() + TIMEOUT;
+    while std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        <= founded
+    {
+        assert!(Instant::now() < deadline, "the clock stands still");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let mut bob = register(&b, "bob");
+    bob.send("JOIN #t\r");
+    joined(&mut bob, "#t");
+    assert_eq!(creation_time(&mut bob, "#t"), founded);
+}

@@ -11,7 +11,8 @@
 //!   status `@`), `HSET members` (any other joiner as `?`, not listed to others until its node
 //!   completes the join and writes the entry: [`Note::Member`]), and the answer: whether it created the room, the members
 //!   (at most [`JOIN_MEMBERS_MAX`], by `HSCAN`, so a huge room costs Redis one bounded step)
-//!   and the room's state. Redis runs a script alone: of two first joiners on two nodes,
+//!   and the room's state (its `founded`, `{incarnation} {nick} {at}`, gives every node the
+//!   room's creation time). Redis runs a script alone: of two first joiners on two nodes,
 //!   exactly one finds `founded` unset. It is sent only once Redis has confirmed the node's
 //!   SUBSCRIBE to the room's channel (the two connections are not ordered with each other):
 //!   every member who joins after the answer's snapshot is then received.

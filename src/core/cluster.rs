@@ -276,6 +276,9 @@ pub struct RoomState {
     /// (key shown).
     pub modes: Option<String>,
     pub bans: Vec<Ban>,
+    /// When the room was created (by its first joiner anywhere): its creation time on every
+    /// node (IRC 329).
+    pub founded: Option<Millis>,
 }
 
 /// The cluster's answer to a [`Note::Join`] that Redis carried out.

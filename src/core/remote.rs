@@ -296,8 +296,9 @@ pub fn bans_field(bans: &[Ban]) -> String {
 }
 
 impl RoomState {
-    /// The state from a room's hash in Redis (`field`, `value` pairs: `topic`, `topic_by`,
-    /// `topic_at`, `modes`, `bans`; others ignored). What does not read well is left out.
+    /// The state from a room's hash in Redis (`field`, `value` pairs: `founded` (`{incarnation}
+    /// {nick} {at}`), `topic`, `topic_by`, `topic_at`, `modes`, `bans`; others ignored). What
+    /// does not read well is left out.
     pub fn from_fields<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> RoomState {
         let mut state = RoomState::default();
         let (mut text, mut by, mut at) = (None, None, None);
@@ -306,6 +307,9 @@ impl RoomState {
                 "topic" if !value.is_empty() => text = Some(label(value)),
                 "topic_by" => by = Some(value),
                 "topic_at" => at = value.parse().ok(),
+                "founded" => {
+                    state.founded = value.rsplit(' ').next().and_then(|at| at.parse().ok())
+                }
                 "modes" => state.modes = Some(value.to_string()),
                 "bans" => {
                     state.bans = value
@@ -526,6 +530,9 @@ impl Core {
             return;
         }
         let s = answer.state;
+        if let Some(at) = s.founded {
+            room.created_at = at;
+        }
         room.topic = s.topic;
         if let Some(modes) = &s.modes {
             room.modes.load(modes);
@@ -1176,6 +1183,8 @@ mod tests {
         );
         assert_eq!(state.modes.as_deref(), Some("+mntk sesame"));
         assert_eq!(state.bans, bans);
+        assert_eq!(state.founded, Some(3));
+        assert_eq!(RoomState::from_fields([("founded", "1 a x")]).founded, None);
         // A cleared topic, a bad ban line.
         let state = RoomState::from_fields([("topic", ""), ("bans", "a b\nx y 1\nok!*@* o 2")]);
         assert_eq!(state.topic, None);

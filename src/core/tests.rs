@@ -2936,6 +2936,7 @@ fn a_join_answered_by_the_cluster_learns_the_room_and_is_checked_against_its_mod
             }),
             modes: Some("+ntk sesame".into()),
             bans: Vec::new(),
+            founded: Some(4),
         },
     };
     // Without the key the cluster's room wants: refused, and taken back from the shared list.
@@ -2977,6 +2978,10 @@ fn a_join_answered_by_the_cluster_learns_the_room_and_is_checked_against_its_mod
     assert!(
         !core.status_in(core.room_keys["#r"], A).op,
         "not the creator"
+    );
+    assert_eq!(
+        core.rooms[core.room_keys["#r"]].created_at, 4,
+        "created when the cluster founded it"
     );
     // A second local joiner is joined at once, and counts with the others.
     out.clear();
