@@ -887,3 +887,97 @@ fn a_room_whose_members_were_reaped_leaves_the_index_at_the_next_list() {
     assert!(!got.iter().any(|r| r.0 == "#gone"), "{got:?}");
     assert!(!in_index(&redis, "r21:", "#gone"));
 }
+
+#[test]
+fn the_lobbys_first_member_on_a_node_is_sent_names_of_the_whole_cluster() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b, c) = (
+        redis.node("a", "r16:"),
+        redis.node("b", "r16:"),
+        redis.node("c", "r16:"),
+    );
+    let mut alice = register(&a, "alice");
+    alice.send("JOIN #lobby\r");
+    let names = joined(&mut alice, "#lobby");
+    assert_eq!(names, ["alice"], "nobody's to operate");
+    // Listed in Redis as a member (not `?`, a join not completed).
+    redis.wait_for(|r| {
+        hash(r, "r16:members:#lobby")
+            .iter()
+            .any(|(f, v)| f == "alice" && v.contains(" - "))
+    });
+    // A line user, the lobby's first member on node b: its greeting's NAMES lists alice.
+    let mut liner = b.connect();
+    let welcome = liner.line();
+    assert!(welcome.starts_with("WELCOME guest"), "{welcome}");
+    let nick = welcome.split(' ').nth(1).unwrap().to_string();
+    assert_eq!(liner.line(), format!("JOIN #lobby {nick}"));
+    let names = liner.line();
+    assert!(names.starts_with("NAMES #lobby "), "{names}");
+    assert!(names.split(' ').any(|n| n == "alice"), "{names}");
+    alice.expect_prefix(&format!(":{nick}!"));
+    // An IRC user whose JOIN #lobby is the lobby's first on node c.
+    let mut ivy = register(&c, "ivy");
+    ivy.send("JOIN #lobby\r");
+    ivy.expect_prefix(":ivy!");
+    let mut got = joined(&mut ivy, "#lobby");
+    got.sort();
+    let mut expected = vec!["alice".to_string(), "ivy".to_string(), nick.clone()];
+    expected.sort();
+    assert_eq!(got, expected);
+    liner.expect_prefix("JOIN #lobby ivy");
+}
+
+#[test]
+fn while_redis_is_down_a_line_user_still_lands_in_the_lobby_at_once() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let a = redis.node("a", "r17:");
+    let mut w = register(&a, "w");
+    redis.restart_after(|| {
+        w.expect_prefix(
+            ":pollchat NOTICE w :*** The link to the other servers of the cluster is down",
+        );
+        // The lobby's first member here, with nobody to ask: joined at once.
+        let (mut liner, _) = a.join();
+        liner.sync();
+    });
+}
+
+/// The creation time (IRC 329) `c`'s node gives `room`, in seconds.
+fn creation_time(c: &mut Client, room: &str) -> u64 {
+    c.send(&format!("MODE {room}\r"));
+    let created = c.expect_prefix(":pollchat 329 ");
+    created.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_rooms_creation_time_is_the_same_on_every_node() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (redis.node("a", "r18:"), redis.node("b", "r18:"));
+    let mut alice = register(&a, "alice");
+    alice.send("JOIN #t\r");
+    joined(&mut alice, "#t");
+    let founded = creation_time(&mut alice, "#t");
+    // Bob's join, on the other node, comes in a later second (waiting for the clock, not for
+    // a server).
+    let deadline = Instant::now() + TIMEOUT;
+    while std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        <= founded
+    {
+        assert!(Instant::now() < deadline, "the clock stands still");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let mut bob = register(&b, "bob");
+    bob.send("JOIN #t\r");
+    joined(&mut bob, "#t");
+    assert_eq!(creation_time(&mut bob, "#t"), founded);
+}

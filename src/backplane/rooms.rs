@@ -12,7 +12,8 @@
 //!   status `@`), `HSET members` (any other joiner as `?`, not listed to others until its node
 //!   completes the join and writes the entry: [`Note::Member`]), and the answer: whether it created the room, the members
 //!   (at most [`JOIN_MEMBERS_MAX`], by `HSCAN`, so a huge room costs Redis one bounded step)
-//!   and the room's state. Redis runs a script alone: of two first joiners on two nodes,
+//!   and the room's state (its `founded`, `{incarnation} {nick} {at}`, gives every node the
+//!   room's creation time). Redis runs a script alone: of two first joiners on two nodes,
 //!   exactly one finds `founded` unset. It is sent only once Redis has confirmed the node's
 //!   SUBSCRIBE to the room's channel (the two connections are not ordered with each other):
 //!   every member who joins after the answer's snapshot is then received.
@@ -57,8 +58,10 @@ use crate::core::remote::{letter_status, source_word, status_letter};
 
 /// KEYS: members, roomstate, the index of rooms. ARGV: folded nick, `{incarnation}
 /// {nick}!{user}@{host}`, real name, founded value, most members to answer, `1` if the join
-/// waits for its answer (not the lobby), the folded room, its name. A join that creates the
-/// room enters it in the index. Answers `{created, {field, value, …} of members, {field, value, …} of state}`.
+/// waits for its answer, `2` if it waits but crowns nobody (the lobby's), `0` if it does not
+/// wait (the lobby's while the core thinks the link down), the folded room, its name. A join
+/// that creates the room enters it in the index. Answers `{created, {field, value, …} of
+/// members, {field, value, …} of state}`.
 ///
 /// A join that waits and does not create the room is entered with status `?`: not a member
 /// yet (its node may still refuse it, for a key, a ban, a limit, or because its user left
@@ -67,13 +70,15 @@ use crate::core::remote::{letter_status, source_word, status_letter};
 /// join, before publishing the join, so a joiner whose answer came before that entry
 /// receives the join. The creator is the operator at once (`@`: its join cannot be refused,
 /// and the join published later does not carry a status); if its user left meanwhile, its
-/// node publishes its part.
+/// node publishes its part. The lobby has no operator: its waiting joiners are all `?`.
 pub const JOIN_SCRIPT: &[u8] = b"\
 local created = redis.call('HSETNX', KEYS[2], 'founded', ARGV[4])
 if created == 1 and KEYS[3] then redis.call('HSET', KEYS[3], ARGV[7], ARGV[8]) end
 local status = '-'
 if ARGV[6] == '1' then
   if created == 1 then status = '@' else status = '?' end
+elseif ARGV[6] == '2' then
+  status = '?'
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. status .. ' ' .. ARGV[3])
 local members = redis.call('HSCAN', KEYS[1], '0', 'COUNT', ARGV[5])[2]
@@ -384,7 +389,12 @@ impl Backplane {
                 let head = member_head(self.incarnation, who);
                 let founded = format!("{} {} {}", self.incarnation, who.nick, request.at);
                 let most = JOIN_MEMBERS_MAX.to_string();
-                let crowns = if request.wait { "1" } else { "0" };
+                // The lobby's first join here waits too, but crowns nobody.
+                let crowns = match (request.wait, folded == crate::core::LOBBY) {
+                    (false, _) => "0",
+                    (true, false) => "1",
+                    (true, true) => "2",
+                };
                 self.commands.push(&[
                     b"EVAL",
                     JOIN_SCRIPT,
@@ -607,7 +617,9 @@ impl Backplane {
     /// Redis is back, if it waited; the lobby's member stays).
     pub(super) fn join_answered(&mut self, request: JoinRequest, frame: Option<&OwnedFrame>) {
         let answer = frame.and_then(join_answer);
-        if frame.is_none() && request.wait {
+        // (The lobby's joiner is joined anyway: its entry is written again when Redis is
+        // back, with the room's.)
+        if frame.is_none() && request.wait && fold(&request.room) != crate::core::LOBBY {
             let (room, nick) = (fold(&request.room), fold(&request.who.nick));
             self.to_leave.push((room.into(), nick.into()));
         }

@@ -266,8 +266,9 @@ pub struct JoinRequest {
     pub who: Arc<Source>,
     /// When it was asked (the room's founding time if it creates it).
     pub at: Millis,
-    /// Whether the join waits for the answer. The lobby's does not (it has no operator, so
-    /// there is no first to find): its answer only tells who else is there.
+    /// Whether the join waits for the answer. The lobby's waits too (not to crown anyone:
+    /// it has no operator; to tell its joiner who is in it), except while the link is down:
+    /// then it is joined at once, and its answer, if any, only tells who else is there.
     pub wait: bool,
 }
 
@@ -288,6 +289,9 @@ pub struct RoomState {
     /// (key shown).
     pub modes: Option<String>,
     pub bans: Vec<Ban>,
+    /// When the room was created (by its first joiner anywhere): its creation time on every
+    /// node (IRC 329).
+    pub founded: Option<Millis>,
 }
 
 /// The cluster's answer to a [`Note::Join`] that Redis carried out.

@@ -176,6 +176,9 @@ pub struct Core {
     /// In a cluster: the last room list Redis answered, shared by the cursors of the askers
     /// that got the same one.
     last_rooms: Option<Arc<[cluster::SharedRoom]>>,
+    /// The members of other nodes its rooms know, counted across them (at most
+    /// [`remote::REMOTE_MEMBERS_TOTAL`]).
+    remote_tally: Arc<remote::RemoteTally>,
 }
 
 /// An IRC registration waiting for the cluster's answer to the claim of its nick: what
@@ -204,7 +207,9 @@ impl Core {
     /// [`Core::set_cloak`]).
     pub fn new(limits: CoreLimits, now: Millis) -> Core {
         let mut rooms = Slab::new();
+        let remote_tally = remote::RemoteTally::new(remote::REMOTE_MEMBERS_TOTAL);
         let mut lobby = Room::new(LOBBY, limits.history, limits.room_history_bytes, now);
+        lobby.remote = remote::RemoteMembers::new(remote_tally.clone());
         // Nobody operates the lobby (see `modes`), so its topic stays open to everyone.
         lobby.modes.topic_ops = false;
         let lobby = rooms.insert(lobby);
@@ -243,6 +248,7 @@ impl Core {
             invites: HashMap::new(),
             listing: HashMap::new(),
             last_rooms: None,
+            remote_tally,
         }
     }
 
@@ -1597,8 +1603,13 @@ impl Core {
         let existing = self.room_keys.get(&folded).copied();
         let lobby = folded == LOBBY;
         // In a cluster, a room with no local member is the cluster's to create (or not): the
-        // join is asked of it (`core::remote`). The lobby has no operator: joined at once.
-        if self.cluster && !lobby && existing.is_none_or(|k| self.rooms[k].members.is_empty()) {
+        // join is asked of it (`core::remote`). The lobby's too while the link is up (it has
+        // no operator, but its joiner is told its members once Redis has said who they are);
+        // with the link down, it is joined at once: it is always joinable.
+        if self.cluster
+            && (!lobby || self.link_up)
+            && existing.is_none_or(|k| self.rooms[k].members.is_empty())
+        {
             return self.ask_join(id, name, existing, given_key, now, out);
         }
         let key = match existing {
@@ -1618,7 +1629,8 @@ impl Core {
         }
         self.finish_join(id, key, now, out);
         if self.cluster && lobby && first {
-            // Who else is in it is learned from the answer (asked once subscribed).
+            // (The link is down.) Who else is in it is learned from the answer, if the link
+            // comes back before the note leaves (asked once subscribed).
             out.note(cluster::Note::Join(cluster::JoinRequest {
                 client: id,
                 serial: self.users[&id].serial,
@@ -1640,7 +1652,8 @@ impl Core {
             });
         }
         let limits = &self.limits;
-        let room = Room::new(name, limits.history, limits.room_history_bytes, now);
+        let mut room = Room::new(name, limits.history, limits.room_history_bytes, now);
+        room.remote = remote::RemoteMembers::new(self.remote_tally.clone());
         let key = self.rooms.insert(room);
         self.room_keys.insert(fold(name), key);
         Ok(key)

@@ -6,8 +6,9 @@
 //! one is its operator. The core does not wait: it keeps the join as asked (the driver holds
 //! the client's next lines meanwhile: [`Core::holds_input`]) and completes it when the answer
 //! comes ([`Core::joined`]), learning the room's topic, modes, bans and the members of the
-//! other nodes. Joins to a room that has local members proceed at once. The lobby never waits
-//! (it has no operator to decide): its answer only tells who else is there.
+//! other nodes. Joins to a room that has local members proceed at once. The lobby's first
+//! join on a node waits too, so that its NAMES lists the whole cluster, but crowns nobody (it
+//! has no operator); while the link is down it is joined at once (it is always joinable).
 //!
 //! For each room with local members a node keeps its members on other nodes
 //! ([`RemoteMembers`]), from the join answer and then from the joins, parts, kicks, quits and
@@ -21,11 +22,13 @@
 //! plus its `Source` (nick, user, host and real name: about 250 bytes for usual lengths, at
 //! most about 600; shared by the rooms that learned of it from one message, such as a join,
 //! and one per room when learned from join answers). A room keeps at most
-//! [`JOIN_MEMBERS_MAX`] of them.
+//! [`JOIN_MEMBERS_MAX`] of them, and a node at most [`REMOTE_MEMBERS_TOTAL`] across its rooms
+//! (counted exactly by [`RemoteTally`], shared by its rooms' [`RemoteMembers`]).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::cluster::{JOIN_MEMBERS_MAX, JoinAnswer, JoinRequest, Note, RoomState, Shared};
 use super::event::{Applied, Ban, ClientId, Error, Event, Millis, Source, Topic, WhoisInfo};
@@ -40,26 +43,106 @@ pub struct Remote {
     pub status: Status,
 }
 
+/// Members of other nodes a node keeps at most across all its rooms (each room at most
+/// [`JOIN_MEMBERS_MAX`] besides): about 170 MB at their usual 330 bytes. Past it, more are not
+/// listed (logged once, and again after the count fell back below three quarters of it).
+pub const REMOTE_MEMBERS_TOTAL: usize = 512 * 1024;
+
+/// The count of a node's members of other nodes across its rooms, shared by their
+/// [`RemoteMembers`], which keep it exact on every insert and removal (and when a room goes).
+#[derive(Debug)]
+pub struct RemoteTally {
+    count: AtomicUsize,
+    max: usize,
+    /// The bound was met and logged (until the count falls below three quarters of it).
+    warned: AtomicBool,
+}
+
+impl RemoteTally {
+    /// A tally allowing `max` members in all.
+    pub fn new(max: usize) -> Arc<RemoteTally> {
+        Arc::new(RemoteTally {
+            count: AtomicUsize::new(0),
+            max,
+            warned: AtomicBool::new(false),
+        })
+    }
+
+    /// Members of other nodes counted now, across the rooms sharing this tally.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// One more, if the bound allows it (logged the first time it does not).
+    fn take(&self) -> bool {
+        if self.count() >= self.max {
+            if !self.warned.swap(true, Ordering::Relaxed) {
+                log::warn!(
+                    "this node knows {} members of other nodes across its rooms, the most it \
+                     keeps: more are not listed",
+                    self.max
+                );
+            }
+            return false;
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    fn give_back(&self, n: usize) {
+        let now = self.count.fetch_sub(n, Ordering::Relaxed) - n;
+        if now < self.max / 4 * 3 {
+            self.warned.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
 /// A room's members on other nodes, by folded nick (the order listings page in, so that they
 /// merge with the local members' index).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RemoteMembers {
     by_nick: BTreeMap<Box<str>, Remote>,
+    /// Shared by the node's rooms ([`REMOTE_MEMBERS_TOTAL`]).
+    tally: Arc<RemoteTally>,
     /// Folded nicks of members who left while a local join waited for its answer: that
     /// answer may list them still (Redis took its snapshot before they left), and must not
     /// bring them back. Emptied when no join waits any more; at most [`JOIN_MEMBERS_MAX`].
     departed: Vec<Box<str>>,
 }
 
+impl Default for RemoteMembers {
+    /// Members counted on their own (a room of a core counts with the core's other rooms:
+    /// [`RemoteMembers::new`]).
+    fn default() -> RemoteMembers {
+        RemoteMembers::new(RemoteTally::new(REMOTE_MEMBERS_TOTAL))
+    }
+}
+
+impl Drop for RemoteMembers {
+    fn drop(&mut self) {
+        self.tally.give_back(self.by_nick.len());
+    }
+}
+
 impl RemoteMembers {
-    /// Adds (or updates) a member; `false` if the room knows [`JOIN_MEMBERS_MAX`] already.
+    /// No member yet, counted in `tally` with those of the rooms that share it.
+    pub fn new(tally: Arc<RemoteTally>) -> RemoteMembers {
+        RemoteMembers {
+            by_nick: BTreeMap::new(),
+            tally,
+            departed: Vec::new(),
+        }
+    }
+
+    /// Adds (or updates) a member; `false` if the room knows [`JOIN_MEMBERS_MAX`] already, or
+    /// the node [`REMOTE_MEMBERS_TOTAL`] across its rooms.
     pub fn insert(&mut self, source: Arc<Source>, status: Status) -> bool {
         let key: Box<str> = fold(&source.nick).into();
         if let Some(known) = self.by_nick.get_mut(&key) {
             *known = Remote { source, status };
             return true;
         }
-        if self.by_nick.len() >= JOIN_MEMBERS_MAX {
+        if self.by_nick.len() >= JOIN_MEMBERS_MAX || !self.tally.take() {
             return false;
         }
         self.by_nick.insert(key, Remote { source, status });
@@ -67,7 +150,11 @@ impl RemoteMembers {
     }
 
     pub fn remove(&mut self, nick: &str) -> Option<Remote> {
-        self.by_nick.remove(fold(nick).as_str())
+        let gone = self.by_nick.remove(fold(nick).as_str());
+        if gone.is_some() {
+            self.tally.give_back(1);
+        }
+        gone
     }
 
     /// `nick` left (a part, a kick, a quit, a nick change) while a join's answer is awaited
@@ -130,6 +217,7 @@ impl RemoteMembers {
     }
 
     pub fn clear(&mut self) {
+        self.tally.give_back(self.by_nick.len());
         self.by_nick = BTreeMap::new();
         self.departed = Vec::new();
     }
@@ -208,8 +296,9 @@ pub fn bans_field(bans: &[Ban]) -> String {
 }
 
 impl RoomState {
-    /// The state from a room's hash in Redis (`field`, `value` pairs: `topic`, `topic_by`,
-    /// `topic_at`, `modes`, `bans`; others ignored). What does not read well is left out.
+    /// The state from a room's hash in Redis (`field`, `value` pairs: `founded` (`{incarnation}
+    /// {nick} {at}`), `topic`, `topic_by`, `topic_at`, `modes`, `bans`; others ignored). What
+    /// does not read well is left out.
     pub fn from_fields<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> RoomState {
         let mut state = RoomState::default();
         let (mut text, mut by, mut at) = (None, None, None);
@@ -218,6 +307,9 @@ impl RoomState {
                 "topic" if !value.is_empty() => text = Some(label(value)),
                 "topic_by" => by = Some(value),
                 "topic_at" => at = value.parse().ok(),
+                "founded" => {
+                    state.founded = value.rsplit(' ').next().and_then(|at| at.parse().ok())
+                }
                 "modes" => state.modes = Some(value.to_string()),
                 "bans" => {
                     state.bans = value
@@ -353,13 +445,16 @@ impl Core {
                 set: None,
             })
         };
+        // The lobby has no operator: its first joiner does not create it, and is not listed
+        // to others before its join completes (`backplane::rooms`).
+        let lobby = *folded == *super::LOBBY;
         let (Some(asked), Some(key)) = (asked, key) else {
             // Its user left (or the room was let go) meanwhile: take the join back. A joiner
             // that created the room was listed to others at once (`backplane::rooms`): they
             // are told it left.
             if let Some(answer) = answer {
                 undo(out);
-                if answer.created {
+                if answer.created && !lobby {
                     out.note(Note::Publish(Shared::Parted {
                         room: request.room.clone(),
                         who: request.who.clone(),
@@ -371,9 +466,12 @@ impl Core {
         };
         let mut created = false;
         let result = match answer {
+            // The lobby is always joinable: joined here, its members learned when the link
+            // is back (`sync_rooms`).
+            None if lobby => Ok(()),
             None => Err(Error::RoomClusterDown(request.room.to_string())),
             Some(answer) => {
-                created = answer.created;
+                created = answer.created && !lobby;
                 let first = self.rooms[key].members.is_empty();
                 self.learn(key, answer, first);
                 if created {
@@ -433,6 +531,9 @@ impl Core {
             return;
         }
         let s = answer.state;
+        if let Some(at) = s.founded {
+            room.created_at = at;
+        }
         room.topic = s.topic;
         if let Some(modes) = &s.modes {
             room.modes.load(modes);
@@ -967,6 +1068,48 @@ mod tests {
     }
 
     #[test]
+    fn remote_members_are_counted_exactly_across_rooms_and_bounded_in_all() {
+        let tally = RemoteTally::new(4);
+        let (mut a, mut b) = (
+            RemoteMembers::new(tally.clone()),
+            RemoteMembers::new(tally.clone()),
+        );
+        assert!(a.insert(who("x"), Status::default()));
+        assert!(a.insert(who("y"), Status::default()));
+        assert!(a.insert(who("X"), Status::default()), "an update");
+        assert!(b.learn(who("x"), Status::default()));
+        assert_eq!(tally.count(), 3);
+        // A rename is a removal and an insert; renaming someone unknown adds nobody.
+        b.rename(&who("x"), &"z".into(), false);
+        b.rename(&who("nobody"), &"w".into(), false);
+        assert_eq!(tally.count(), 3);
+        assert!(b.insert(who("v"), Status::default()));
+        assert_eq!(tally.count(), 4);
+        assert!(
+            !a.insert(who("late"), Status::default()),
+            "the total is met"
+        );
+        assert!(!b.learn(who("late"), Status::default()));
+        assert!(a.get("late").is_none() && b.get("late").is_none());
+        assert!(a.insert(who("y"), Status::default()), "an update still is");
+        // Removals, clears and a room that goes give their share back.
+        assert!(a.remove("Y").is_some());
+        assert!(a.remove("y").is_none());
+        assert_eq!(tally.count(), 3);
+        assert!(a.insert(who("late"), Status::default()));
+        a.left("late", false);
+        assert_eq!(tally.count(), 3);
+        a.clear();
+        assert_eq!(tally.count(), 2);
+        drop(b);
+        assert_eq!(tally.count(), 0);
+        for n in ["p", "q", "r", "s"] {
+            assert!(a.insert(who(n), Status::default()));
+        }
+        assert!(!a.insert(who("t"), Status::default()));
+    }
+
+    #[test]
     fn members_who_left_while_a_join_was_answered_are_not_brought_back_by_the_answer() {
         let mut m = RemoteMembers::default();
         m.insert(who("gone"), Status::default());
@@ -1042,6 +1185,8 @@ mod tests {
         );
         assert_eq!(state.modes.as_deref(), Some("+mntk sesame"));
         assert_eq!(state.bans, bans);
+        assert_eq!(state.founded, Some(3));
+        assert_eq!(RoomState::from_fields([("founded", "1 a x")]).founded, None);
         // A cleared topic, a bad ban line.
         let state = RoomState::from_fields([("topic", ""), ("bans", "a b\nx y 1\nok!*@* o 2")]);
         assert_eq!(state.topic, None);

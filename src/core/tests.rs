@@ -2249,7 +2249,7 @@ fn a_first_local_member_is_replayed_the_shared_history_when_the_cluster_answers(
     };
     // What the lobby kept from before it had no member here is stale: the cluster's history
     // replaces it.
-    core.handle(A, Command::Join("#lobby".into()), 0, &mut out);
+    cluster_join(&mut core, &mut out, A, "#lobby", false);
     core.handle(A, say("stale"), 0, &mut out);
     core.handle(
         A,
@@ -2263,10 +2263,20 @@ fn a_first_local_member_is_replayed_the_shared_history_when_the_cluster_answers(
     out.clear();
     out.drain_notes();
     core.handle(A, Command::Join("#Lobby".into()), 0, &mut out);
-    let ask = match &notes(&mut out)[..] {
-        [Note::Subscribe(_), Note::History { room, ask }, ..] if &**room == "#lobby" => *ask,
+    let (ask, request) = match &notes(&mut out)[..] {
+        [
+            Note::Subscribe(_),
+            Note::History { room, ask },
+            Note::Join(r),
+        ] if &**room == "#lobby" => (*ask, r.clone()),
         other => panic!("{other:?}"),
     };
+    let answer = cluster::JoinAnswer {
+        created: false,
+        members: Vec::new(),
+        state: cluster::RoomState::default(),
+    };
+    core.joined(request, Some(answer), 0, &mut out);
     let joined = expand(&core, &out);
     assert!(
         history_to(&joined).is_empty(),
@@ -2926,6 +2936,7 @@ fn a_join_answered_by_the_cluster_learns_the_room_and_is_checked_against_its_mod
             }),
             modes: Some("+ntk sesame".into()),
             bans: Vec::new(),
+            founded: Some(4),
         },
     };
     // Without the key the cluster's room wants: refused, and taken back from the shared list.
@@ -2967,6 +2978,10 @@ fn a_join_answered_by_the_cluster_learns_the_room_and_is_checked_against_its_mod
     assert!(
         !core.status_in(core.room_keys["#r"], A).op,
         "not the creator"
+    );
+    assert_eq!(
+        core.rooms[core.room_keys["#r"]].created_at, 4,
+        "created when the cluster founded it"
     );
     // A second local joiner is joined at once, and counts with the others.
     out.clear();
@@ -3587,4 +3602,90 @@ fn a_clustered_room_list_pages_the_clusters_rooms_in_order_and_askers_share_one_
         panic!()
     };
     assert!(std::sync::Arc::ptr_eq(x, y), "one copy for both askers");
+}
+
+#[test]
+fn the_lobbys_first_join_on_a_clustered_node_waits_for_the_answer_and_crowns_nobody() {
+    use cluster::{JoinAnswer, Note, RemoteMember, RoomState};
+    let (mut core, mut out) = cluster_core();
+    core.handle(A, Command::Join(LOBBY.into()), 0, &mut out);
+    assert!(core.holds_input(A), "its next lines wait for the answer");
+    let request = match &notes(&mut out)[..] {
+        [Note::Subscribe(_), Note::History { .. }, Note::Join(r)] => r.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(request.wait);
+    assert!(out.is_empty(), "nothing told before the answer");
+    let zed = RemoteMember {
+        node: 3,
+        source: Source::new("zed", "line", "elsewhere", "Zed"),
+        status: Status::default(),
+    };
+    let answer = JoinAnswer {
+        created: true, // (nobody was in it: still nobody's to operate)
+        members: vec![zed],
+        state: RoomState::default(),
+    };
+    core.joined(request, Some(answer), 0, &mut out);
+    assert!(!core.holds_input(A));
+    let lobby = core.room_keys[LOBBY];
+    assert!(!core.status_in(lobby, A).op, "the lobby has no operator");
+    assert!(core.rooms[lobby].remote.get("zed").is_some());
+    assert!(
+        notes(&mut out)
+            .iter()
+            .any(|n| matches!(n, Note::Member { set: Some((_, s)), .. } if !s.op)),
+        "its entry is a member's"
+    );
+    // A second local joiner joins at once.
+    core.handle(B, Command::Join(LOBBY.into()), 0, &mut out);
+    assert!(!core.holds_input(B) && core.users[&B].is_in(lobby));
+    // The node counts its members of other nodes across its rooms; a room let go gives its
+    // share back.
+    assert_eq!(core.remote_tally.count(), 1);
+    for id in [A, B] {
+        let part = Command::Part {
+            room: None,
+            reason: None,
+        };
+        core.handle(id, part, 0, &mut out);
+    }
+    assert_eq!(core.remote_tally.count(), 0);
+}
+
+#[test]
+fn the_lobby_is_joined_at_once_while_the_link_is_down_and_if_its_answer_is_lost() {
+    use cluster::Note;
+    let (mut core, mut out) = cluster_core();
+    core.tell_cluster_link(false, &mut out);
+    out.clear();
+    core.handle(A, Command::Join(LOBBY.into()), 0, &mut out);
+    let lobby = core.room_keys[LOBBY];
+    assert!(!core.holds_input(A) && core.users[&A].is_in(lobby));
+    // Up again: a join whose answer is lost with the link joins all the same.
+    core.tell_cluster_link(true, &mut out);
+    core.handle(
+        A,
+        Command::Part {
+            room: None,
+            reason: None,
+        },
+        0,
+        &mut out,
+    );
+    out.clear();
+    notes(&mut out);
+    core.handle(B, Command::Join(LOBBY.into()), 0, &mut out);
+    let request = match &notes(&mut out)[..] {
+        [Note::Subscribe(_), Note::History { .. }, Note::Join(r)] | [Note::Join(r)] => r.clone(),
+        other => panic!("{other:?}"),
+    };
+    core.joined(request, None, 0, &mut out);
+    assert!(!core.holds_input(B) && core.users[&B].is_in(lobby));
+    assert!(
+        !expand(&core, &out)
+            .iter()
+            .any(|(e, _)| matches!(e, Event::Error(_))),
+        "no error"
+    );
 }
