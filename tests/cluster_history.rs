@@ -7,20 +7,11 @@ mod common;
 
 use common::redis::{Redis, register};
 use common::{Client, LOCAL_CLOAK, TestServer, register_with};
-use pollchat::backplane::BackplaneConfig;
 use redis_protocol::resp2::types::OwnedFrame;
 
 /// A node of the cluster on `redis` keeping `history` messages a room.
 fn node(redis: &Redis, name: &str, prefix: &str, history: usize) -> TestServer {
-    let bp = BackplaneConfig {
-        addr: redis.addr(),
-        node: name.into(),
-        prefix: prefix.into(),
-        max_queue: BackplaneConfig::MAX_QUEUE,
-        password: None,
-    };
-    TestServer::with(|c| {
-        c.backplane = Some(bp);
+    redis.node_with(name, prefix, |c| {
         c.history = history;
         // (The tests' users talk faster than people.)
         c.flood_rate = 0.0;

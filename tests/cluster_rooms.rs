@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use common::redis::{Redis, register};
 use common::{Client, LOCAL_CLOAK, TIMEOUT, TestServer};
-use pollchat::backplane::BackplaneConfig;
 use redis_protocol::resp2::types::OwnedFrame;
 
 /// The names a NAMES of `room` lists (with their `@`/`+`), read up to its 366.
@@ -67,17 +66,7 @@ fn joined(c: &mut Client, room: &str) -> Vec<String> {
 fn oper_node(redis: &Redis, name: &str, prefix: &str) -> TestServer {
     let hash = pollchat::session::oper::hash_password("operpassword");
     let oper = pollchat::session::oper::Oper::parse(&format!("operuser:{hash}")).unwrap();
-    let bp = BackplaneConfig {
-        addr: redis.addr(),
-        node: name.into(),
-        prefix: prefix.into(),
-        max_queue: BackplaneConfig::MAX_QUEUE,
-        password: None,
-    };
-    TestServer::with(|c| {
-        c.backplane = Some(bp);
-        c.opers = vec![oper];
-    })
+    redis.node_with(name, prefix, |c| c.opers = vec![oper])
 }
 
 /// The field/value pairs of hash `key` in Redis.

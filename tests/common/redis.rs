@@ -191,6 +191,16 @@ impl Redis {
 
     /// A node of the cluster whose channels start with `prefix`.
     pub fn node(&self, name: &str, prefix: &str) -> TestServer {
+        self.node_with(name, prefix, |_| {})
+    }
+
+    /// [`Redis::node`] with more settings (`tweak` of its configuration).
+    pub fn node_with(
+        &self,
+        name: &str,
+        prefix: &str,
+        tweak: impl FnOnce(&mut pollchat::config::Config),
+    ) -> TestServer {
         let bp = BackplaneConfig {
             addr: self.addr(),
             node: name.into(),
@@ -198,7 +208,10 @@ impl Redis {
             max_queue: BackplaneConfig::MAX_QUEUE,
             password: None,
         };
-        TestServer::with(|c| c.backplane = Some(bp))
+        TestServer::with(|c| {
+            c.backplane = Some(bp);
+            tweak(c);
+        })
     }
 }
 
