@@ -1136,17 +1136,12 @@ impl Core {
                 Ok(())
             }
             Command::Who { target, listing } => {
-                let key = match self.target_room(id, target.as_deref(), false) {
-                    Ok(key) => key,
-                    Err(e) => {
-                        // A room only other nodes have: asked of Redis.
-                        match target.filter(|t| self.room_elsewhere(t)) {
-                            Some(room) => self.ask_names(id, room.into(), listing, out),
-                            None => return Err(e),
-                        }
-                        return Ok(());
-                    }
-                };
+                // A room only other nodes have (or the lobby with nobody here): asked of Redis.
+                if let Some(room) = target.as_deref().filter(|t| self.room_elsewhere(t)) {
+                    self.ask_names(id, room.into(), listing, out);
+                    return Ok(());
+                }
+                let key = self.target_room(id, target.as_deref(), false)?;
                 let room = self.rooms[key].name.clone();
                 if self.hidden_from(id, key) {
                     // A secret room's members are its own business: an empty list.

@@ -220,7 +220,8 @@ where
     }
 }
 
-/// Two lists of rooms, each in case-folded name order, as one (a name in both: the first's).
+/// Two lists of rooms, each in case-folded name order, as one (a name in both: the first's,
+/// unless it counts no member).
 struct MergeRooms<A: Iterator<Item = RoomSummary>, B: Iterator<Item = RoomSummary>> {
     a: std::iter::Peekable<A>,
     b: std::iter::Peekable<B>,
@@ -237,6 +238,11 @@ where
         match (self.a.peek(), self.b.peek()) {
             (Some(x), Some(y)) => match folded_cmp(&x.name, &y.name) {
                 Ordering::Greater => self.b.next(),
+                // The node's own, but for one nobody here is in (it knows none of its members).
+                Ordering::Equal if x.members == 0 => {
+                    self.a.next();
+                    self.b.next()
+                }
                 Ordering::Equal => {
                     self.b.next();
                     self.a.next()
@@ -334,7 +340,14 @@ impl Core {
         let oper = asker.is_some_and(|u| u.oper);
         let remote = elsewhere[start..]
             .iter()
-            .filter(|r| (oper || !r.secret) && !self.room_keys.contains_key(&*fold(&r.name)))
+            .filter(|r| {
+                // (One the node holds with nobody here in it, such as the lobby: the cluster's.)
+                (oper || !r.secret)
+                    && self
+                        .room_keys
+                        .get(&*fold(&r.name))
+                        .is_none_or(|&k| !self.rooms[k].in_use())
+            })
             .map(|r| RoomSummary {
                 name: r.name.clone(),
                 members: r.members,

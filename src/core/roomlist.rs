@@ -35,12 +35,17 @@ impl Core {
         out.note(Note::Rooms { by });
     }
 
-    /// Whether `name` may be a room only other nodes have (asked of Redis).
+    /// Whether `name` may be a room only other nodes have (asked of Redis): one the node
+    /// does not hold, or holds with nobody here in it or joining it (the lobby, which is
+    /// always held, knows other nodes' members only while it has local ones).
     pub fn room_elsewhere(&self, name: &str) -> bool {
         self.cluster
             && self.link_up
             && check_room(name).is_ok()
-            && !self.room_keys.contains_key(&*fold(name))
+            && self
+                .room_keys
+                .get(&*fold(name))
+                .is_none_or(|&k| !self.rooms[k].in_use())
     }
 
     /// One more answer `id` waits for: its lines are held until it comes.
@@ -94,7 +99,9 @@ impl Core {
             return;
         }
         let id = by.0;
-        if let Some(&key) = self.room_keys.get(&*fold(&room)) {
+        if let Some(&key) = self.room_keys.get(&*fold(&room))
+            && !self.rooms[key].members.is_empty()
+        {
             // It has members here now: as the node knows it.
             let room = self.rooms[key].name.clone();
             if !self.hidden_from(id, key) {

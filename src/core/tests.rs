@@ -3689,3 +3689,78 @@ fn the_lobby_is_joined_at_once_while_the_link_is_down_and_if_its_answer_is_lost(
         "no error"
     );
 }
+
+#[test]
+fn the_lobby_with_no_member_here_is_listed_and_named_as_the_cluster_has_it() {
+    use cluster::{Answer, Note, SharedMembers, SharedRoom};
+    // Nobody here is in the lobby (IRC users, or line users who left it): other nodes' are.
+    let (mut core, mut out) = cluster_core();
+    core.handle(B, Command::Rooms, 0, &mut out);
+    let Some(Note::Rooms { by }) = notes(&mut out).pop() else {
+        panic!("asked")
+    };
+    let lobby = SharedRoom {
+        name: LOBBY.into(),
+        members: 5,
+        topic: Some("hello".into()),
+        secret: false,
+    };
+    let rooms = Some(vec![lobby]);
+    core.answer(Answer::Rooms { by, rooms }, 0, &mut out);
+    assert_eq!(
+        listed_rooms(&core, &out),
+        [(LOBBY.to_string(), 5, Some("hello".to_string()))],
+        "the cluster's count, not the node's empty lobby"
+    );
+    // With nobody answering about it, the node's own (empty) lobby is still listed.
+    out.clear();
+    core.handle(B, Command::Rooms, 0, &mut out);
+    let Some(Note::Rooms { by }) = notes(&mut out).pop() else {
+        panic!("asked")
+    };
+    core.answer(Answer::Rooms { by, rooms: None }, 0, &mut out);
+    assert_eq!(listed_rooms(&core, &out), [(LOBBY.to_string(), 0, None)]);
+    // NAMES of it asks Redis, as of any room with no member here.
+    out.clear();
+    let names = Command::Who {
+        target: Some(LOBBY.into()),
+        listing: Listing::Names,
+    };
+    core.handle(B, names, 0, &mut out);
+    let (by, room, listing) = match &notes(&mut out)[..] {
+        [Note::Names { by, room, listing }] => (*by, room.clone(), *listing),
+        other => panic!("expected NAMES asked of the cluster, got {other:?}"),
+    };
+    let members = Some(SharedMembers {
+        name: Some(LOBBY.into()),
+        members: vec![remote_member(3, "zed", false)],
+        secret: false,
+    });
+    core.answer(
+        Answer::Names {
+            by,
+            room,
+            listing,
+            members,
+        },
+        0,
+        &mut out,
+    );
+    let cursor = out
+        .iter()
+        .find_map(|(e, _)| match e {
+            Event::Page(c) => Some(c.clone()),
+            _ => None,
+        })
+        .expect("a listing");
+    let named: Vec<String> = core
+        .all_pages(cursor)
+        .into_iter()
+        .flat_map(|e| match e {
+            Event::Names { members, .. } => members,
+            _ => Vec::new(),
+        })
+        .map(|m| m.source.nick.to_string())
+        .collect();
+    assert_eq!(named, ["zed"]);
+}
