@@ -102,12 +102,15 @@ impl Core {
         if let Some(&key) = self.room_keys.get(&*fold(&room))
             && !self.rooms[key].members.is_empty()
         {
-            // It has members here now: as the node knows it.
+            // It has members here now: as the node knows it (secret now, and the asker not
+            // in it: nobody, whatever Redis said before).
             let room = self.rooms[key].name.clone();
-            if !self.hidden_from(id, key) {
-                out.send(id, Event::Page(Cursor::members(room, listing)));
-                return;
-            }
+            let cursor = match self.hidden_from(id, key) {
+                false => Cursor::members(room, listing),
+                true => Cursor::listed(room, listing, Vec::new().into(), true),
+            };
+            out.send(id, Event::Page(cursor));
+            return;
         }
         let shared = members.unwrap_or(SharedMembers {
             name: None,

@@ -3764,3 +3764,69 @@ fn the_lobby_with_no_member_here_is_listed_and_named_as_the_cluster_has_it() {
         .collect();
     assert_eq!(named, ["zed"]);
 }
+
+#[test]
+fn a_remote_rooms_names_answered_after_it_turned_secret_here_lists_nobody() {
+    use cluster::{Answer, Note, SharedMembers};
+    let (mut core, mut out) = cluster_core();
+    // B asks NAMES of #x, which nobody here is in.
+    let names = Command::Who {
+        target: Some("#x".into()),
+        listing: Listing::Names,
+    };
+    core.handle(B, names, 0, &mut out);
+    let (by, room, listing) = match &notes(&mut out)[..] {
+        [Note::Names { by, room, listing }] => (*by, room.clone(), *listing),
+        other => panic!("expected NAMES asked of the cluster, got {other:?}"),
+    };
+    // Meanwhile A joins it here and makes it secret: B is not in it.
+    cluster_join(&mut core, &mut out, A, "#x", true);
+    let secret = Command::Mode {
+        room: Some("#x".into()),
+        changes: vec![ModeChange {
+            set: true,
+            mode: Mode::Flag('s'),
+        }],
+    };
+    core.handle(A, secret, 0, &mut out);
+    out.clear();
+    // Redis's answer was read before: not secret, with a member.
+    let members = Some(SharedMembers {
+        name: Some("#x".into()),
+        members: vec![remote_member(3, "zed", false)],
+        secret: false,
+    });
+    core.answer(
+        Answer::Names {
+            by,
+            room,
+            listing,
+            members,
+        },
+        0,
+        &mut out,
+    );
+    let mut named = Vec::new();
+    for (e, _) in out.iter() {
+        match e {
+            Event::Names {
+                members, secret, ..
+            } => {
+                assert!(*secret);
+                named.extend(members.iter().map(|m| m.source.nick.to_string()));
+            }
+            Event::Page(c) => {
+                for e in core.all_pages(c.clone()) {
+                    if let Event::Names { members, .. } = e {
+                        named.extend(members.iter().map(|m| m.source.nick.to_string()));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        named.is_empty(),
+        "a secret room here lists nobody to B: {named:?}"
+    );
+}
