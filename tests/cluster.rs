@@ -157,9 +157,7 @@ fn joins_parts_kicks_quits_and_nick_changes_cross_nodes_each_told_once() {
     );
 
     // A nick change in two shared rooms (#p, #r) is told once, too.
-    liner.send("/join #r");
-    liner.expect_prefix("NAMES #r");
-    redis.wait_for(|r| r.subscribers("t2:room:#r") == 1);
+    redis.line_join(&mut liner, "t2:", "#r", 1);
     ircer.send("JOIN #r");
     ircer.expect_prefix(":pollchat 366 ircer #r");
     assert_eq!(liner.line(), "JOIN #r ircer");

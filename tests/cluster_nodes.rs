@@ -229,9 +229,7 @@ fn a_node_restarted_with_the_same_name_cleans_up_its_old_incarnation_at_once() {
     };
     let a = redis.node("a", "pollchat:");
     let mut x = a.join_as("x", &mut []);
-    x.send("/join #r");
-    x.expect_prefix("NAMES #r");
-    redis.wait_for(|r| r.subscribers("pollchat:room:#r") == 1);
+    redis.line_join(&mut x, "pollchat:", "#r", 1);
 
     let mut first = Node::spawn(&redis, "phoenix");
     let _bird = first.user("bird", "#r");
@@ -369,9 +367,7 @@ fn a_node_taken_for_dead_while_stopped_comes_back_its_users_rejoin_and_a_lost_ni
     };
     let a = redis.node("a", "pollchat:");
     let mut x = a.join_as("x", &mut []);
-    x.send("/join #r");
-    x.expect_prefix("NAMES #r");
-    redis.wait_for(|r| r.subscribers("pollchat:room:#r") == 1);
+    redis.line_join(&mut x, "pollchat:", "#r", 1);
     let sleepy = Node::spawn(&redis, "sleepy");
     let mut s = sleepy.user("sleeper", "#r");
     x.expect_prefix("JOIN #r sleeper");
@@ -437,9 +433,7 @@ fn a_dead_nodes_users_are_cleaned_up_in_batches_and_only_what_is_still_theirs() 
     };
     let a = redis.node("a", "pollchat:");
     let mut x = a.join_as("x", &mut []);
-    x.send("/join #r");
-    x.expect_prefix("NAMES #r");
-    redis.wait_for(|r| r.subscribers("pollchat:room:#r") == 1);
+    redis.line_join(&mut x, "pollchat:", "#r", 1);
 
     // What a dead node "ghost" (incarnation 99, no heartbeat) left in Redis.
     let users = 250;
@@ -602,9 +596,7 @@ fn a_dead_node_with_users_in_many_rooms_is_cleaned_up_without_losing_the_link() 
     };
     let a = redis.node("a", "pollchat:");
     let mut x = a.join_as("x", &mut []);
-    x.send("/join #r");
-    x.expect_prefix("NAMES #r");
-    redis.wait_for(|r| r.subscribers("pollchat:room:#r") == 1);
+    redis.line_join(&mut x, "pollchat:", "#r", 1);
 
     let users = 150;
     let rooms: Vec<String> = (0..500)

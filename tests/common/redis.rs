@@ -165,6 +165,15 @@ impl Redis {
         })
     }
 
+    /// Line user `c` joins `room`; returns once `subscribers` connections (nodes) are
+    /// subscribed to the room's channel `{prefix}room:{room}` (the join's name, lower case).
+    pub fn line_join(&self, c: &mut Client, prefix: &str, room: &str, subscribers: i64) {
+        c.send(&format!("/join {room}"));
+        c.expect_prefix(&format!("NAMES {room}"));
+        let channel = format!("{prefix}room:{}", room.to_lowercase());
+        self.wait_for(|r| r.subscribers(&channel) == subscribers);
+    }
+
     /// How many connections are subscribed to `channel`.
     pub fn subscribers(&self, channel: &str) -> i64 {
         match self.command(&["PUBSUB", "NUMSUB", channel]) {
